@@ -1,0 +1,39 @@
+"""Builds the C extension shmring._core; everything else is in pyproject.toml.
+
+setuptools (rather than meson-python) because the native part is one C file
+and one header: setuptools needs no extra build tool, and `pip install -e .`
+rebuilds the extension in place.
+"""
+
+import shutil
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).parent
+
+
+class build_py_with_header(build_py):
+    """Ship include/shmring.h inside the package, for shmring.get_include()."""
+
+    def run(self) -> None:
+        super().run()
+        if not self.editable_mode:
+            target = Path(self.build_lib) / "shmring" / "include"
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / "include" / "shmring.h", target / "shmring.h")
+
+
+setup(
+    cmdclass={"build_py": build_py_with_header},
+    ext_modules=[
+        Extension(
+            "shmring._core",
+            sources=["src/shmring/_core.c"],
+            include_dirs=["include"],
+            depends=["include/shmring.h"],
+            extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+        )
+    ],
+)

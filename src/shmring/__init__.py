@@ -1,0 +1,50 @@
+"""shmring: lock-free shared-memory IPC between processes on one machine.
+
+The shared-memory layout and every lock-free operation live in the C header
+``include/shmring.h`` (see :func:`get_include`); this package is a thin,
+idiomatic Python layer over it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._errors import (
+    BufferInUseError,
+    CorruptedError,
+    Error,
+    ForeignOwnerError,
+    ForeignSegmentError,
+    IncompatibleSegmentError,
+    SegmentError,
+    SegmentNotReadyError,
+    TruncatedSegmentError,
+)
+from .segment import Segment, SegmentInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BufferInUseError",
+    "CorruptedError",
+    "Error",
+    "ForeignOwnerError",
+    "ForeignSegmentError",
+    "IncompatibleSegmentError",
+    "Segment",
+    "SegmentError",
+    "SegmentInfo",
+    "SegmentNotReadyError",
+    "TruncatedSegmentError",
+    "get_include",
+]
+
+
+def get_include() -> str:
+    """The folder holding ``shmring.h``, for compiling C or C++ peers
+    (``cc -I$(python -c 'import shmring; print(shmring.get_include())')``)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "include", here.parent.parent / "include"):
+        if (candidate / "shmring.h").is_file():
+            return str(candidate)
+    raise FileNotFoundError("shmring.h is not installed beside the shmring package")

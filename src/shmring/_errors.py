@@ -1,0 +1,67 @@
+"""Exception classes of shmring.
+
+Every exception shmring raises on purpose is a subclass of :class:`Error`,
+and also of the standard exception a caller would catch for the same
+situation (``ValueError`` for bad data, ``PermissionError`` for a foreign
+owner, ``BufferError`` for a mapping still in use, ...).
+
+The C extension raises these by code: ``ERROR_BY_CODE`` maps the
+``SHMRING_ERR_*`` codes of ``include/shmring.h`` to classes.
+"""
+
+from __future__ import annotations
+
+
+class Error(Exception):
+    """Base class of every shmring error."""
+
+
+class SegmentError(Error):
+    """An existing segment cannot be used; ``name`` says which."""
+
+    def __init__(self, message: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class ForeignSegmentError(SegmentError, ValueError):
+    """The object is not a shmring segment: its magic number is wrong."""
+
+
+class SegmentNotReadyError(SegmentError):
+    """The segment is empty, or its creator has not finished initialising it."""
+
+
+class TruncatedSegmentError(SegmentError, ValueError):
+    """The segment is smaller than its header says: it was truncated."""
+
+
+class IncompatibleSegmentError(SegmentError):
+    """The segment was made by another layout version or another ABI."""
+
+
+class CorruptedError(SegmentError, ValueError):
+    """Shared data failed a consistency check: a header checksum, a length,
+    an index.  Raised instead of reading out of bounds."""
+
+
+class ForeignOwnerError(SegmentError, PermissionError):
+    """The segment belongs to another user (pass ``allow_other_owner=True``
+    to accept it)."""
+
+
+class BufferInUseError(Error, BufferError):
+    """A mapping cannot be closed while memoryviews exported from it live."""
+
+
+# Codes of enum shmring_error in include/shmring.h.
+ERROR_BY_CODE: dict[int, type[SegmentError]] = {
+    2: ForeignSegmentError,
+    3: SegmentNotReadyError,
+    4: TruncatedSegmentError,
+    5: IncompatibleSegmentError,
+    6: IncompatibleSegmentError,
+    7: CorruptedError,
+    8: CorruptedError,
+    9: ForeignOwnerError,
+}
