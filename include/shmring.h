@@ -38,6 +38,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sched.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,10 +52,17 @@ extern "C" {
 /* Portability helpers                                                       */
 /* ------------------------------------------------------------------------ */
 
+/* Compile-time assertions under every supported standard: C++11
+ * static_assert, C11 _Static_assert, and for C99 a negative array size. */
+#define SHMRING_CAT_(a, b) a##b
+#define SHMRING_CAT(a, b) SHMRING_CAT_(a, b)
 #if defined(__cplusplus)
 #define SHMRING_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
-#else
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 #define SHMRING_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#else
+#define SHMRING_STATIC_ASSERT(cond, msg) \
+    typedef char SHMRING_CAT(shmring_static_assert_, __LINE__)[(cond) ? 1 : -1]
 #endif
 
 #if !defined(__GNUC__) && !defined(__clang__)
@@ -63,10 +71,9 @@ extern "C" {
 
 /* Only lock-free atomics are valid between processes: a lock-based fallback
  * would use a lock private to one process. */
-SHMRING_STATIC_ASSERT(__atomic_always_lock_free(sizeof(uint64_t), 0),
-                      "64-bit atomics must be lock-free");
-SHMRING_STATIC_ASSERT(__atomic_always_lock_free(sizeof(uint32_t), 0),
-                      "32-bit atomics must be lock-free");
+#if __GCC_ATOMIC_LLONG_LOCK_FREE != 2 || __GCC_ATOMIC_INT_LOCK_FREE != 2
+#error "shmring.h needs lock-free 32-bit and 64-bit atomics"
+#endif
 
 #define SHMRING_CACHE_LINE 64u
 
@@ -527,6 +534,660 @@ static inline uint64_t shmring_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
+}
+
+/* CPU hint for spin-wait loops: lets the sibling hyperthread run and saves
+ * power; a plain compiler barrier elsewhere. */
+static inline void shmring_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#else
+    __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+/* ------------------------------------------------------------------------ */
+/* Process tokens: who holds an end of a channel                             */
+/* ------------------------------------------------------------------------ */
+
+/* A process token packs a pid (high 32 bits) and the low 32 bits of its start
+ * time into one word, so that it can be claimed with a single CAS and still
+ * tell a live process from a dead one whose pid was reused.  0 = nobody. */
+static inline uint64_t shmring_token_make(int64_t pid, uint64_t start_ticks)
+{
+    return ((uint64_t)(uint32_t)pid << 32) | (start_ticks & UINT64_C(0xffffffff));
+}
+
+static inline uint64_t shmring_token_self(void)
+{
+    uint64_t start = 0;
+    int64_t pid = (int64_t)getpid();
+    shmring_proc_stat(pid, &start, NULL);
+    return shmring_token_make(pid, start);
+}
+
+static inline int64_t shmring_token_pid(uint64_t token)
+{
+    return (int64_t)(token >> 32);
+}
+
+static inline int shmring_token_alive(uint64_t token)
+{
+    uint64_t start = 0;
+    char state = '?';
+    if (token == 0 || shmring_proc_stat(shmring_token_pid(token), &start, &state) != 0)
+        return 0;
+    if (state == 'Z' || state == 'X' || state == 'x')
+        return 0;
+    return (start & UINT64_C(0xffffffff)) == (token & UINT64_C(0xffffffff));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Channel: lock-free single-producer/single-consumer ring of records        */
+/* ------------------------------------------------------------------------ */
+
+/* More results of channel operations (beside enum shmring_error). */
+#define SHMRING_AGAIN 20      /* nothing to read / no room now: wait and retry */
+#define SHMRING_CLOSED 21     /* the other end closed the channel */
+#define SHMRING_TOO_BIG 22    /* the message can never fit in this ring */
+#define SHMRING_TIMEOUT 23    /* a wait reached its deadline */
+#define SHMRING_ROLE_TAKEN 24 /* another live process (or handle) holds that end */
+
+/* Wait strategies. */
+enum shmring_wait {
+    SHMRING_WAIT_SPIN = 1,     /* busy-poll with the CPU pause hint */
+    SHMRING_WAIT_YIELD = 2,    /* poll, calling sched_yield between polls */
+    SHMRING_WAIT_BLOCK = 3,    /* sleep on a futex at once */
+    SHMRING_WAIT_ADAPTIVE = 4  /* spin for spin_ns, then sleep on the futex */
+};
+#define SHMRING_WAIT_MAX 4u
+
+#define SHMRING_CHANNEL_CTRL_SIZE 640u    /* control block before the data */
+#define SHMRING_CHANNEL_MIN_CAPACITY 64u
+#define SHMRING_CHANNEL_MAX_CAPACITY (UINT64_C(1) << 32) /* record lengths are 32-bit */
+#define SHMRING_CHANNEL_DEFAULT_SPIN_NS 20000u
+
+/* Control block at the start of a channel segment's payload.  Fields are
+ * grouped by writer on 128-byte blocks (two cache lines, so that the adjacent
+ * line prefetcher does not couple them): the producer's counters, the
+ * consumer's counters, and the two sleep words are each written by one side
+ * only, and the sleep words only when someone sleeps. */
+typedef struct shmring_channel_ctrl {
+    /* Config: written at creation (before the segment is published); the
+     * close flags are written once each. */
+    uint64_t capacity;      /* data bytes: a power of two */
+    uint64_t data_offset;   /* from the payload start: SHMRING_CHANNEL_CTRL_SIZE */
+    uint32_t wait;          /* enum shmring_wait: the default strategy */
+    uint32_t spin_ns;       /* adaptive spin window */
+    uint32_t writer_closed; /* 1: end of stream, set by the producer [S4] */
+    uint32_t reader_closed; /* 1: the consumer is gone for good [S4] */
+    uint8_t pad0[96];
+    /* Producer block. */
+    uint64_t tail;             /* bytes committed, ever [S2] */
+    uint64_t producer;         /* token of the producing process, CAS-claimed [S3] */
+    uint64_t producer_handle;  /* which handle of that process */
+    uint64_t sent_msgs;        /* statistics, written by the producer only */
+    uint64_t sent_bytes;
+    uint64_t producer_blocked; /* times the producer found the ring full and waited */
+    uint8_t pad1[80];
+    /* Consumer block. */
+    uint64_t head;             /* bytes released, ever [S5] */
+    uint64_t consumer;         /* token of the consuming process [S3] */
+    uint64_t consumer_handle;
+    uint64_t recv_msgs;
+    uint64_t recv_bytes;
+    uint64_t consumer_blocked; /* times the consumer found the ring empty and waited */
+    uint8_t pad2[80];
+    /* Consumer's sleep: futex word bumped by the producer to wake it. */
+    uint32_t data_seq;         /* [S6] */
+    uint32_t consumer_waiting; /* 1 while the consumer may sleep on data_seq [S6] */
+    uint8_t pad3[120];
+    /* Producer's sleep. */
+    uint32_t space_seq;        /* [S7] */
+    uint32_t producer_waiting; /* [S7] */
+    uint8_t pad4[120];
+} shmring_channel_ctrl;
+
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, capacity) == 0, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, data_offset) == 8, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, wait) == 16, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, spin_ns) == 20, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, writer_closed) == 24, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, reader_closed) == 28, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, tail) == 128, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, producer) == 136, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, producer_handle) == 144, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, sent_msgs) == 152, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, sent_bytes) == 160, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, producer_blocked) == 168, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, head) == 256, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, consumer) == 264, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, consumer_handle) == 272, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, recv_msgs) == 280, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, recv_bytes) == 288, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, consumer_blocked) == 296, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, data_seq) == 384, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, consumer_waiting) == 388, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, space_seq) == 512, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, producer_waiting) == 516, "layout");
+SHMRING_STATIC_ASSERT(sizeof(shmring_channel_ctrl) == SHMRING_CHANNEL_CTRL_SIZE, "layout");
+
+/* Every record starts with this 8-byte header at an 8-byte aligned offset. */
+typedef struct shmring_record {
+    uint32_t len; /* payload bytes (DATA); bytes after the header (PAD) */
+    uint32_t tag; /* SHMRING_REC_DATA or SHMRING_REC_PAD */
+} shmring_record;
+SHMRING_STATIC_ASSERT(sizeof(shmring_record) == 8, "layout");
+
+#define SHMRING_REC_DATA 0x52u /* 'R': a message */
+#define SHMRING_REC_PAD 0x50u  /* 'P': filler up to the end of the ring */
+
+static inline uint64_t shmring_align8(uint64_t n)
+{
+    return (n + 7u) & ~(uint64_t)7u;
+}
+
+/* Largest message a ring of `capacity` bytes can carry. */
+static inline uint64_t shmring_channel_max_message(uint64_t capacity)
+{
+    return capacity - sizeof(shmring_record);
+}
+
+/* Payload bytes a channel segment needs for a ring of `capacity`. */
+static inline uint64_t shmring_channel_payload_size(uint64_t capacity)
+{
+    return SHMRING_CHANNEL_CTRL_SIZE + capacity;
+}
+
+/* Process-local state of one channel handle.  Each side keeps its own
+ * counter and a cached copy of the other side's, so that the common case
+ * touches no cache line the other side writes. */
+typedef struct shmring_channel {
+    shmring_channel_ctrl *ctrl;
+    unsigned char *data;
+    uint64_t capacity, mask;
+    /* producer */
+    uint64_t tail;           /* local tail: committed records, maybe unpublished */
+    uint64_t tail_published; /* last value stored to ctrl->tail */
+    uint64_t head_cache;     /* last head read from ctrl */
+    uint64_t batch_msgs, batch_bytes; /* committed since the last publish */
+    /* consumer */
+    uint64_t head;           /* local head: released records, maybe unpublished */
+    uint64_t head_published;
+    uint64_t tail_cache;
+    uint64_t current_size;   /* bytes of the record peek returned */
+    uint64_t current_len;
+    uint64_t released_msgs, released_bytes;
+} shmring_channel;
+
+/* Initialise a fresh channel in `payload` (a new segment, not yet published). */
+static inline int shmring_channel_init(void *payload, uint64_t payload_size, uint64_t capacity,
+                                       uint32_t wait, uint32_t spin_ns)
+{
+    shmring_channel_ctrl *c = (shmring_channel_ctrl *)payload;
+    if (capacity < SHMRING_CHANNEL_MIN_CAPACITY || capacity > SHMRING_CHANNEL_MAX_CAPACITY ||
+        (capacity & (capacity - 1)) != 0 || wait == 0 || wait > SHMRING_WAIT_MAX ||
+        payload_size < shmring_channel_payload_size(capacity))
+        return SHMRING_ERR_ARG;
+    memset(c, 0, sizeof *c);
+    c->capacity = capacity;
+    c->data_offset = SHMRING_CHANNEL_CTRL_SIZE;
+    c->wait = wait;
+    c->spin_ns = spin_ns;
+    return SHMRING_OK;
+}
+
+/* Attach local state to a validated segment's payload.  The config is read
+ * once, checked, and kept locally: it is never re-read from shared memory. */
+static inline int shmring_channel_attach(shmring_channel *ch, void *payload, uint64_t payload_size)
+{
+    shmring_channel_ctrl *c = (shmring_channel_ctrl *)payload;
+    uint64_t cap, off;
+    memset(ch, 0, sizeof *ch);
+    if (payload_size < SHMRING_CHANNEL_CTRL_SIZE)
+        return SHMRING_ERR_CORRUPT;
+    cap = c->capacity;
+    off = c->data_offset;
+    if (cap < SHMRING_CHANNEL_MIN_CAPACITY || cap > SHMRING_CHANNEL_MAX_CAPACITY ||
+        (cap & (cap - 1)) != 0 || off != SHMRING_CHANNEL_CTRL_SIZE ||
+        payload_size < shmring_channel_payload_size(cap))
+        return SHMRING_ERR_CORRUPT;
+    ch->ctrl = c;
+    ch->data = (unsigned char *)payload + off;
+    ch->capacity = cap;
+    ch->mask = cap - 1;
+    return SHMRING_OK;
+}
+
+/* Claim an end ([S3]): `slot` is &ctrl->producer or &ctrl->consumer, `handle`
+ * the matching *_handle field.  Succeeds when the end is free, already ours,
+ * or held by a dead process.  Within one process, only one handle may hold
+ * an end: callers serialise claims (the GIL does in Python). */
+static inline int shmring_channel_claim(uint64_t *slot, uint64_t *handle, uint64_t token, uint64_t handle_id)
+{
+    /* acquire: pairs with the release CAS of a previous claimer [S3], so
+     * that its handle id is visible below. */
+    uint64_t cur = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    for (;;) {
+        if (cur == token) {
+            /* relaxed: the id was written by this very process. */
+            if (__atomic_load_n(handle, __ATOMIC_RELAXED) == handle_id)
+                return SHMRING_OK;
+            return SHMRING_ROLE_TAKEN;
+        }
+        if (cur != 0 && shmring_token_alive(cur))
+            return SHMRING_ROLE_TAKEN;
+        /* acq_rel [S3]: acquire pairs with the releasing store of the
+         * previous holder (its counter updates happen-before our reads of
+         * them); release publishes our claim. */
+        if (__atomic_compare_exchange_n(slot, &cur, token, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            /* relaxed: read only by this process (see cur == token above). */
+            __atomic_store_n(handle, handle_id, __ATOMIC_RELAXED);
+            return SHMRING_OK;
+        }
+        /* cur now holds the competing value: look again. */
+    }
+}
+
+/* Give an end back ([S3]), if this handle still holds it. */
+static inline void shmring_channel_unclaim(uint64_t *slot, uint64_t *handle, uint64_t token, uint64_t handle_id)
+{
+    uint64_t expected = token;
+    /* relaxed: written by this process in shmring_channel_claim. */
+    if (__atomic_load_n(handle, __ATOMIC_RELAXED) != handle_id)
+        return;
+    /* release [S3]: pairs with the acquire of the next claimer, so that our
+     * last counter stores are visible to it. */
+    __atomic_compare_exchange_n(slot, &expected, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+}
+
+/* Start producing: load the shared tail (after a claim). */
+static inline int shmring_channel_producer_start(shmring_channel *ch)
+{
+    /* acquire [S2]: our own (or a dead predecessor's) release of tail. */
+    uint64_t tail = __atomic_load_n(&ch->ctrl->tail, __ATOMIC_ACQUIRE);
+    /* acquire [S5]: pairs with the consumer's release of head. */
+    uint64_t head = __atomic_load_n(&ch->ctrl->head, __ATOMIC_ACQUIRE);
+    if ((tail & 7u) != 0 || (head & 7u) != 0 || tail - head > ch->capacity)
+        return SHMRING_ERR_CORRUPT;
+    ch->tail = ch->tail_published = tail;
+    ch->head_cache = head;
+    ch->batch_msgs = ch->batch_bytes = 0;
+    return SHMRING_OK;
+}
+
+/* Start consuming: load the shared head (after a claim). */
+static inline int shmring_channel_consumer_start(shmring_channel *ch)
+{
+    /* acquire [S5]: our own (or a dead predecessor's) release of head. */
+    uint64_t head = __atomic_load_n(&ch->ctrl->head, __ATOMIC_ACQUIRE);
+    /* acquire [S2]: pairs with the producer's release of tail. */
+    uint64_t tail = __atomic_load_n(&ch->ctrl->tail, __ATOMIC_ACQUIRE);
+    if ((tail & 7u) != 0 || (head & 7u) != 0 || tail - head > ch->capacity)
+        return SHMRING_ERR_CORRUPT;
+    ch->head = ch->head_published = head;
+    ch->tail_cache = tail;
+    ch->current_size = 0;
+    ch->released_msgs = ch->released_bytes = 0;
+    return SHMRING_OK;
+}
+
+/* Is there room for `n` more bytes at the local tail?  Refreshes the cached
+ * head only when the cached value says no.  Returns 1, 0, or -1 (corrupt). */
+static inline int shmring_channel_has_room(shmring_channel *ch, uint64_t n)
+{
+    uint64_t head;
+    if (ch->capacity - (ch->tail - ch->head_cache) >= n)
+        return 1;
+    /* acquire [S5]: pairs with the consumer's release of head, so that the
+     * consumer has finished reading the bytes we are about to overwrite. */
+    head = __atomic_load_n(&ch->ctrl->head, __ATOMIC_ACQUIRE);
+    /* Untrusted: head must lie within one capacity behind our tail. */
+    if ((head & 7u) != 0 || ch->tail - head > ch->capacity)
+        return -1;
+    ch->head_cache = head;
+    return ch->capacity - (ch->tail - head) >= n;
+}
+
+/* Reserve room for a record of `len` payload bytes at the local tail.
+ * Returns SHMRING_OK with *out set to where the payload goes (commit with
+ * shmring_channel_commit), SHMRING_AGAIN when the ring has no room now,
+ * SHMRING_TOO_BIG, or SHMRING_ERR_CORRUPT.  A record never wraps: when it
+ * does not fit before the end of the ring, a padding record fills the rest
+ * and the record starts again at offset 0. */
+static inline int shmring_channel_reserve(shmring_channel *ch, uint64_t len, unsigned char **out)
+{
+    uint64_t need, pos, contig;
+    shmring_record *rec;
+    int room;
+    if (len > shmring_channel_max_message(ch->capacity))
+        return SHMRING_TOO_BIG;
+    need = sizeof(shmring_record) + shmring_align8(len);
+    pos = ch->tail & ch->mask;
+    contig = ch->capacity - pos;
+    if (need > contig) {
+        room = shmring_channel_has_room(ch, contig);
+        if (room <= 0)
+            return room < 0 ? SHMRING_ERR_CORRUPT : SHMRING_AGAIN;
+        rec = (shmring_record *)(ch->data + pos);
+        rec->len = (uint32_t)(contig - sizeof(shmring_record));
+        rec->tag = SHMRING_REC_PAD;
+        ch->tail += contig; /* published with the next record [S2] */
+    }
+    room = shmring_channel_has_room(ch, need);
+    if (room <= 0)
+        return room < 0 ? SHMRING_ERR_CORRUPT : SHMRING_AGAIN;
+    *out = ch->data + (ch->tail & ch->mask) + sizeof(shmring_record);
+    return SHMRING_OK;
+}
+
+/* Commit the record reserved last with `len` payload bytes (written at the
+ * pointer reserve returned).  Not yet visible: see shmring_channel_publish. */
+static inline void shmring_channel_commit(shmring_channel *ch, uint64_t len)
+{
+    shmring_record *rec = (shmring_record *)(ch->data + (ch->tail & ch->mask));
+    rec->len = (uint32_t)len;
+    rec->tag = SHMRING_REC_DATA;
+    ch->tail += sizeof(shmring_record) + shmring_align8(len);
+    ch->batch_msgs++;
+    ch->batch_bytes += len;
+}
+
+/* Make every committed record visible to the consumer, and wake it if it
+ * sleeps.  One call can publish a whole batch. */
+static inline void shmring_channel_publish(shmring_channel *ch)
+{
+    shmring_channel_ctrl *c = ch->ctrl;
+    if (ch->tail == ch->tail_published)
+        return;
+    /* relaxed: statistics only, read with relaxed loads. */
+    __atomic_store_n(&c->sent_msgs, __atomic_load_n(&c->sent_msgs, __ATOMIC_RELAXED) + ch->batch_msgs,
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&c->sent_bytes, __atomic_load_n(&c->sent_bytes, __ATOMIC_RELAXED) + ch->batch_bytes,
+                     __ATOMIC_RELAXED);
+    ch->batch_msgs = ch->batch_bytes = 0;
+    /* release [S2]: pairs with the consumer's acquire load of tail: the
+     * records (headers and payloads) written above are visible before it. */
+    __atomic_store_n(&c->tail, ch->tail, __ATOMIC_RELEASE);
+    ch->tail_published = ch->tail;
+    /* seq_cst fence [S6]: pairs with the consumer's fence between setting
+     * consumer_waiting and re-reading tail: either it sees our tail, or we
+     * see its flag and wake it.  Closes the lost wake-up race. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    /* relaxed: ordered by the fence above. */
+    if (__atomic_load_n(&c->consumer_waiting, __ATOMIC_RELAXED)) {
+        /* release [S6]: the futex word changes after tail did. */
+        __atomic_fetch_add(&c->data_seq, 1u, __ATOMIC_RELEASE);
+        shmring_futex_wake(&c->data_seq, 1);
+    }
+}
+
+/* The next message, without consuming it.  Returns SHMRING_OK with *out and
+ * *len set, SHMRING_AGAIN when the ring is empty, or SHMRING_ERR_CORRUPT when
+ * a counter or record header read from shared memory is impossible.  Padding
+ * records are skipped on the way. */
+static inline int shmring_channel_peek(shmring_channel *ch, const unsigned char **out, uint64_t *len)
+{
+    for (;;) {
+        uint64_t avail = ch->tail_cache - ch->head, pos, size, room;
+        const shmring_record *rec;
+        uint32_t rlen, rtag;
+        if (avail == 0) {
+            /* acquire [S2]: pairs with the producer's release of tail, so
+             * the records below it are fully written. */
+            uint64_t tail = __atomic_load_n(&ch->ctrl->tail, __ATOMIC_ACQUIRE);
+            if ((tail & 7u) != 0 || tail - ch->head > ch->capacity)
+                return SHMRING_ERR_CORRUPT;
+            ch->tail_cache = tail;
+            avail = tail - ch->head;
+            if (avail == 0)
+                return SHMRING_AGAIN;
+        }
+        pos = ch->head & ch->mask;
+        room = ch->capacity - pos;
+        rec = (const shmring_record *)(ch->data + pos);
+        /* relaxed: ordered by the acquire of tail above; read once each into
+         * locals so that a peer rewriting them cannot change what we check. */
+        rlen = __atomic_load_n(&rec->len, __ATOMIC_RELAXED);
+        rtag = __atomic_load_n(&rec->tag, __ATOMIC_RELAXED);
+        if (rtag == SHMRING_REC_PAD) {
+            if ((uint64_t)rlen + sizeof(shmring_record) != room || room > avail)
+                return SHMRING_ERR_CORRUPT;
+            ch->head += room; /* published with the next release [S5] */
+            continue;
+        }
+        size = sizeof(shmring_record) + shmring_align8(rlen);
+        if (rtag != SHMRING_REC_DATA || size > room || size > avail)
+            return SHMRING_ERR_CORRUPT;
+        ch->current_size = size;
+        ch->current_len = rlen;
+        *out = ch->data + pos + sizeof(shmring_record);
+        *len = rlen;
+        return SHMRING_OK;
+    }
+}
+
+/* Consume the message peek returned (locally: see shmring_channel_release_publish). */
+static inline void shmring_channel_release(shmring_channel *ch)
+{
+    ch->head += ch->current_size;
+    ch->released_msgs++;
+    ch->released_bytes += ch->current_len;
+    ch->current_size = 0;
+}
+
+/* Give the consumed bytes back to the producer, and wake it if it sleeps. */
+static inline void shmring_channel_release_publish(shmring_channel *ch)
+{
+    shmring_channel_ctrl *c = ch->ctrl;
+    if (ch->head == ch->head_published)
+        return;
+    /* relaxed: statistics only. */
+    __atomic_store_n(&c->recv_msgs, __atomic_load_n(&c->recv_msgs, __ATOMIC_RELAXED) + ch->released_msgs,
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&c->recv_bytes, __atomic_load_n(&c->recv_bytes, __ATOMIC_RELAXED) + ch->released_bytes,
+                     __ATOMIC_RELAXED);
+    ch->released_msgs = ch->released_bytes = 0;
+    /* release [S5]: pairs with the producer's acquire load of head: our
+     * reads of the released bytes complete before it may overwrite them. */
+    __atomic_store_n(&c->head, ch->head, __ATOMIC_RELEASE);
+    ch->head_published = ch->head;
+    /* seq_cst fence [S7]: pairs with the producer's fence between setting
+     * producer_waiting and re-reading head (lost wake-up race). */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    /* relaxed: ordered by the fence above. */
+    if (__atomic_load_n(&c->producer_waiting, __ATOMIC_RELAXED)) {
+        /* release [S7]: the futex word changes after head did. */
+        __atomic_fetch_add(&c->space_seq, 1u, __ATOMIC_RELEASE);
+        shmring_futex_wake(&c->space_seq, 1);
+    }
+}
+
+/* Mark one end closed ([S4]) and wake the other end if it sleeps. */
+static inline void shmring_channel_close_end(shmring_channel *ch, int writer)
+{
+    shmring_channel_ctrl *c = ch->ctrl;
+    /* release [S4]: pairs with the acquire load of the flag by the other
+     * end; everything we published before closing is visible first. */
+    __atomic_store_n(writer ? &c->writer_closed : &c->reader_closed, 1u, __ATOMIC_RELEASE);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* [S6]/[S7]: as in publish */
+    /* release [S6]/[S7]: unconditional bump, so a sleeper re-checks. */
+    __atomic_fetch_add(writer ? &c->data_seq : &c->space_seq, 1u, __ATOMIC_RELEASE);
+    shmring_futex_wake(writer ? &c->data_seq : &c->space_seq, INT_MAX);
+}
+
+static inline int shmring_channel_writer_closed(const shmring_channel *ch)
+{
+    /* acquire [S4]: pairs with the producer's release in close_end. */
+    return (int)__atomic_load_n(&ch->ctrl->writer_closed, __ATOMIC_ACQUIRE);
+}
+
+static inline int shmring_channel_reader_closed(const shmring_channel *ch)
+{
+    /* acquire [S4]: pairs with the consumer's release in close_end. */
+    return (int)__atomic_load_n(&ch->ctrl->reader_closed, __ATOMIC_ACQUIRE);
+}
+
+/* Is data readable (or the stream over) without blocking?  Refreshes the
+ * cached tail.  Returns 1, 0, or -1 (corrupt). */
+static inline int shmring_channel_readable(shmring_channel *ch)
+{
+    uint64_t tail;
+    if (ch->tail_cache != ch->head)
+        return 1;
+    /* acquire [S2]: pairs with the producer's release of tail. */
+    tail = __atomic_load_n(&ch->ctrl->tail, __ATOMIC_ACQUIRE);
+    if ((tail & 7u) != 0 || tail - ch->head > ch->capacity)
+        return -1;
+    ch->tail_cache = tail;
+    return tail != ch->head || shmring_channel_writer_closed(ch);
+}
+
+/* Wait until shmring_channel_readable would say yes, or until `deadline_ns`
+ * (CLOCK_MONOTONIC; 0 = no limit).  `strategy` and `spin_ns` choose how;
+ * returns SHMRING_OK, SHMRING_TIMEOUT, SHMRING_ERR_CORRUPT, or SHMRING_ERR_SYS
+ * with errno EINTR when a signal arrived (the caller checks for it). */
+static inline int shmring_channel_wait_readable(shmring_channel *ch, uint32_t strategy, uint32_t spin_ns,
+                                                uint64_t deadline_ns)
+{
+    shmring_channel_ctrl *c = ch->ctrl;
+    uint64_t spin_until, now;
+    unsigned i = 0;
+    int r;
+    if ((r = shmring_channel_readable(ch)) != 0)
+        return r > 0 ? SHMRING_OK : SHMRING_ERR_CORRUPT;
+    now = shmring_now_ns();
+    if (strategy == SHMRING_WAIT_SPIN || strategy == SHMRING_WAIT_YIELD)
+        spin_until = deadline_ns ? deadline_ns : UINT64_MAX;
+    else if (strategy == SHMRING_WAIT_ADAPTIVE)
+        spin_until = now + spin_ns;
+    else
+        spin_until = now;
+    while (now < spin_until) {
+        if (strategy == SHMRING_WAIT_YIELD)
+            sched_yield();
+        else
+            shmring_cpu_relax();
+        if ((r = shmring_channel_readable(ch)) != 0)
+            return r > 0 ? SHMRING_OK : SHMRING_ERR_CORRUPT;
+        if ((++i & 63u) == 0 || strategy == SHMRING_WAIT_YIELD)
+            now = shmring_now_ns();
+    }
+    if (strategy == SHMRING_WAIT_SPIN || strategy == SHMRING_WAIT_YIELD)
+        return SHMRING_TIMEOUT;
+    for (;;) {
+        struct timespec ts, *tsp = NULL;
+        /* acquire [S6]: read the futex word before announcing ourselves, so
+         * that a bump after this point makes FUTEX_WAIT return at once. */
+        uint32_t seq = __atomic_load_n(&c->data_seq, __ATOMIC_ACQUIRE);
+        /* relaxed + seq_cst fence [S6]: pairs with the fence in publish. */
+        __atomic_store_n(&c->consumer_waiting, 1u, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        r = shmring_channel_readable(ch);
+        if (r == 0 && deadline_ns) {
+            now = shmring_now_ns();
+            if (now >= deadline_ns) {
+                __atomic_store_n(&c->consumer_waiting, 0u, __ATOMIC_RELAXED);
+                return SHMRING_TIMEOUT;
+            }
+            ts.tv_sec = (time_t)((deadline_ns - now) / 1000000000u);
+            ts.tv_nsec = (long)((deadline_ns - now) % 1000000000u);
+            tsp = &ts;
+        }
+        if (r == 0) {
+            /* relaxed: statistics only. */
+            __atomic_store_n(&c->consumer_blocked, __atomic_load_n(&c->consumer_blocked, __ATOMIC_RELAXED) + 1,
+                             __ATOMIC_RELAXED);
+            if (shmring_futex_wait(&c->data_seq, seq, tsp) != SHMRING_OK && errno == EINTR) {
+                __atomic_store_n(&c->consumer_waiting, 0u, __ATOMIC_RELAXED);
+                return SHMRING_ERR_SYS;
+            }
+            r = shmring_channel_readable(ch);
+        }
+        /* relaxed: only a hint to the producer; a stale 1 costs one wake. */
+        __atomic_store_n(&c->consumer_waiting, 0u, __ATOMIC_RELAXED);
+        if (r != 0)
+            return r > 0 ? SHMRING_OK : SHMRING_ERR_CORRUPT;
+        if (deadline_ns && shmring_now_ns() >= deadline_ns)
+            return SHMRING_TIMEOUT;
+    }
+}
+
+/* Wait until `n` bytes are free at the local tail (publishing pending
+ * records first, so that the consumer can make room), the reader closes, or
+ * `deadline_ns`.  Same results as shmring_channel_wait_readable, plus
+ * SHMRING_CLOSED. */
+static inline int shmring_channel_wait_writable(shmring_channel *ch, uint64_t n, uint32_t strategy,
+                                                uint32_t spin_ns, uint64_t deadline_ns)
+{
+    shmring_channel_ctrl *c = ch->ctrl;
+    uint64_t spin_until, now;
+    unsigned i = 0;
+    int r;
+    shmring_channel_publish(ch);
+#define SHMRING_WRITABLE_()                                                   \
+    ((r = shmring_channel_has_room(ch, n)) != 0 || shmring_channel_reader_closed(ch))
+    if (SHMRING_WRITABLE_())
+        return r < 0 ? SHMRING_ERR_CORRUPT : SHMRING_OK;
+    now = shmring_now_ns();
+    if (strategy == SHMRING_WAIT_SPIN || strategy == SHMRING_WAIT_YIELD)
+        spin_until = deadline_ns ? deadline_ns : UINT64_MAX;
+    else if (strategy == SHMRING_WAIT_ADAPTIVE)
+        spin_until = now + spin_ns;
+    else
+        spin_until = now;
+    while (now < spin_until) {
+        if (strategy == SHMRING_WAIT_YIELD)
+            sched_yield();
+        else
+            shmring_cpu_relax();
+        if (SHMRING_WRITABLE_())
+            return r < 0 ? SHMRING_ERR_CORRUPT : SHMRING_OK;
+        if ((++i & 63u) == 0 || strategy == SHMRING_WAIT_YIELD)
+            now = shmring_now_ns();
+    }
+    if (strategy == SHMRING_WAIT_SPIN || strategy == SHMRING_WAIT_YIELD)
+        return SHMRING_TIMEOUT;
+    for (;;) {
+        struct timespec ts, *tsp = NULL;
+        int ready;
+        /* acquire [S7]: read the futex word before announcing ourselves. */
+        uint32_t seq = __atomic_load_n(&c->space_seq, __ATOMIC_ACQUIRE);
+        /* relaxed + seq_cst fence [S7]: pairs with the fence in release_publish. */
+        __atomic_store_n(&c->producer_waiting, 1u, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        ready = SHMRING_WRITABLE_();
+        if (!ready && deadline_ns) {
+            now = shmring_now_ns();
+            if (now >= deadline_ns) {
+                __atomic_store_n(&c->producer_waiting, 0u, __ATOMIC_RELAXED);
+                return SHMRING_TIMEOUT;
+            }
+            ts.tv_sec = (time_t)((deadline_ns - now) / 1000000000u);
+            ts.tv_nsec = (long)((deadline_ns - now) % 1000000000u);
+            tsp = &ts;
+        }
+        if (!ready) {
+            /* relaxed: statistics only. */
+            __atomic_store_n(&c->producer_blocked, __atomic_load_n(&c->producer_blocked, __ATOMIC_RELAXED) + 1,
+                             __ATOMIC_RELAXED);
+            if (shmring_futex_wait(&c->space_seq, seq, tsp) != SHMRING_OK && errno == EINTR) {
+                __atomic_store_n(&c->producer_waiting, 0u, __ATOMIC_RELAXED);
+                return SHMRING_ERR_SYS;
+            }
+            ready = SHMRING_WRITABLE_();
+        }
+        /* relaxed: only a hint to the consumer; a stale 1 costs one wake. */
+        __atomic_store_n(&c->producer_waiting, 0u, __ATOMIC_RELAXED);
+        if (ready)
+            return r < 0 ? SHMRING_ERR_CORRUPT : SHMRING_OK;
+        if (deadline_ns && shmring_now_ns() >= deadline_ns)
+            return SHMRING_TIMEOUT;
+    }
+#undef SHMRING_WRITABLE_
 }
 
 #ifdef __cplusplus

@@ -26,8 +26,8 @@ from .segment import SegmentInfo, validate_name
 
 SHM_DIR = "/dev/shm"
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Piped output keeps every column and never wraps: scripts read it line by line.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 100_000)
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def _listing_json(item: Listing) -> dict[str, Any]:
 
 
 def _fail(message: str) -> None:
-    err.print(f"shmring: {message}", markup=False)
+    click.echo(f"shmring: {message}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -179,8 +179,8 @@ def rm_command(names: tuple[str, ...], force: bool) -> None:
             if not force:
                 try:
                     read_info(bare)
-                except ForeignSegmentError:
-                    _fail(f"{name!r} is not a shmring segment; not removed (use --force)")
+                except (ForeignSegmentError, SegmentNotReadyError):
+                    _fail(f"{name!r} is not a shmring segment (or not yet initialised); not removed (use --force)")
                     failed = True
                     continue
                 except SegmentError:
