@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -349,13 +350,15 @@ static inline int shmring_header_check(const shmring_segment_header *h, uint64_t
     return SHMRING_OK;
 }
 
-/* Create and publish a new segment with `payload_size` bytes after the
- * header.  O_EXCL: an existing name fails with SHMRING_ERR_SYS/EEXIST and is
- * left untouched.  The pages are reserved with posix_fallocate, so that a full
- * /dev/shm fails here (ENOSPC) instead of raising SIGBUS on first touch later.
- * On any failure the half-made object is unlinked. */
-static inline int shmring_segment_create(const char *name, uint64_t payload_size, uint32_t kind,
-                                         mode_t mode, shmring_segment *out)
+/* Create a new segment with `payload_size` bytes after the header, every
+ * header field filled in but the magic: nobody can open it yet.  Initialise
+ * the payload, then call shmring_segment_publish.  O_EXCL: an existing name
+ * fails with SHMRING_ERR_SYS/EEXIST and is left untouched.  The pages are
+ * reserved with posix_fallocate, so that a full /dev/shm fails here (ENOSPC)
+ * instead of raising SIGBUS on first touch later.  On any failure the
+ * half-made object is unlinked. */
+static inline int shmring_segment_create_unpublished(const char *name, uint64_t payload_size, uint32_t kind,
+                                                     mode_t mode, shmring_segment *out)
 {
     shmring_segment_header *h;
     struct timespec now;
@@ -404,9 +407,6 @@ static inline int shmring_segment_create(const char *name, uint64_t payload_size
     h->creator_uid = (uint32_t)geteuid();
     h->flags = 0;
     h->checksum = shmring_header_checksum(h);
-    /* [S1] release: pairs with the acquire load in shmring_header_check, so
-     * that an opener that sees the magic sees every field above. */
-    __atomic_store_n(&h->magic, shmring_magic(), __ATOMIC_RELEASE);
 
     out->base = (unsigned char *)base;
     out->map_size = (size_t)total;
@@ -419,6 +419,26 @@ fail:
     shm_unlink(name); /* ours: O_EXCL guarantees we made it */
     errno = saved;
     return SHMRING_ERR_SYS;
+}
+
+/* Make a segment made by shmring_segment_create_unpublished visible to
+ * openers: everything written to it so far is visible to them. */
+static inline void shmring_segment_publish(shmring_segment *s)
+{
+    shmring_segment_header *h = (shmring_segment_header *)s->base;
+    /* release [S1]: pairs with the acquire load in shmring_header_check, so
+     * that an opener that sees the magic sees the header and payload. */
+    __atomic_store_n(&h->magic, shmring_magic(), __ATOMIC_RELEASE);
+}
+
+/* Create and publish a segment whose payload starts zeroed. */
+static inline int shmring_segment_create(const char *name, uint64_t payload_size, uint32_t kind, mode_t mode,
+                                         shmring_segment *out)
+{
+    int rc = shmring_segment_create_unpublished(name, payload_size, kind, mode, out);
+    if (rc == SHMRING_OK)
+        shmring_segment_publish(out);
+    return rc;
 }
 
 /* Attach to an existing segment and validate it.  `flags` is a mask of
@@ -548,6 +568,53 @@ static inline void shmring_cpu_relax(void)
     __asm__ __volatile__("" ::: "memory");
 #endif
 }
+
+/* ------------------------------------------------------------------------ */
+/* Asymmetric barriers                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* The lost wake-up race between a publisher and a sleeper is Dekker's: each
+ * stores its own flag, then loads the other's, and a full barrier must sit
+ * between the store and the load on BOTH sides.  Publishing is the hot path
+ * and sleeping the cold one, so the barrier is made asymmetric: a process
+ * that registered with membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)
+ * publishes with a compiler barrier only, and the sleeper pays instead with
+ * membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which makes every running
+ * thread of every registered process execute a full barrier.  Where
+ * registration fails, the publisher uses a real fence (light = 0). */
+
+/* Register this process for global expedited membarriers.  Returns 1 when
+ * its publishers may use the light barrier.  Idempotent. */
+static inline int shmring_light_barrier_register(void)
+{
+    long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (cmds < 0 || !(cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED) ||
+        !(cmds & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED))
+        return 0;
+    return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
+}
+
+/* The publisher's side: a full fence, or (light) only a compiler barrier,
+ * whose CPU-level half the sleeper supplies with shmring_heavy_barrier. */
+static inline void shmring_light_barrier(int light)
+{
+    if (light)
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    else
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+/* The sleeper's side: a full fence here and on every CPU running a
+ * registered process.  Returns 0, or -1 if membarrier failed: then a light
+ * publisher may be missed, and the caller bounds its sleep instead. */
+static inline int shmring_heavy_barrier(void)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0 ? 0 : -1;
+}
+
+/* Longest sleep when shmring_heavy_barrier failed (a wake may be lost). */
+#define SHMRING_UNFENCED_SLEEP_NS 1000000u
 
 /* ------------------------------------------------------------------------ */
 /* Process tokens: who holds an end of a channel                             */
@@ -721,7 +788,9 @@ typedef struct shmring_channel {
     uint64_t current_size;   /* bytes of the record peek returned */
     uint64_t current_len;
     uint64_t released_msgs, released_bytes;
+    int light; /* this process publishes with the light barrier */
 } shmring_channel;
+
 
 /* Initialise a fresh channel in `payload` (a new segment, not yet published). */
 static inline int shmring_channel_init(void *payload, uint64_t payload_size, uint64_t capacity,
@@ -816,6 +885,7 @@ static inline int shmring_channel_producer_start(shmring_channel *ch)
     ch->tail = ch->tail_published = tail;
     ch->head_cache = head;
     ch->batch_msgs = ch->batch_bytes = 0;
+    ch->light = shmring_light_barrier_register();
     return SHMRING_OK;
 }
 
@@ -832,6 +902,7 @@ static inline int shmring_channel_consumer_start(shmring_channel *ch)
     ch->tail_cache = tail;
     ch->current_size = 0;
     ch->released_msgs = ch->released_bytes = 0;
+    ch->light = shmring_light_barrier_register();
     return SHMRING_OK;
 }
 
@@ -913,10 +984,10 @@ static inline void shmring_channel_publish(shmring_channel *ch)
      * records (headers and payloads) written above are visible before it. */
     __atomic_store_n(&c->tail, ch->tail, __ATOMIC_RELEASE);
     ch->tail_published = ch->tail;
-    /* seq_cst fence [S6]: pairs with the consumer's fence between setting
-     * consumer_waiting and re-reading tail: either it sees our tail, or we
-     * see its flag and wake it.  Closes the lost wake-up race. */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    /* light or full barrier [S6]: pairs with the consumer's heavy barrier
+     * between setting consumer_waiting and re-reading tail: either it sees
+     * our tail, or we see its flag and wake it (lost wake-up race). */
+    shmring_light_barrier(ch->light);
     /* relaxed: ordered by the fence above. */
     if (__atomic_load_n(&c->consumer_waiting, __ATOMIC_RELAXED)) {
         /* release [S6]: the futex word changes after tail did. */
@@ -995,9 +1066,9 @@ static inline void shmring_channel_release_publish(shmring_channel *ch)
      * reads of the released bytes complete before it may overwrite them. */
     __atomic_store_n(&c->head, ch->head, __ATOMIC_RELEASE);
     ch->head_published = ch->head;
-    /* seq_cst fence [S7]: pairs with the producer's fence between setting
-     * producer_waiting and re-reading head (lost wake-up race). */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    /* light or full barrier [S7]: pairs with the producer's heavy barrier
+     * between setting producer_waiting and re-reading head. */
+    shmring_light_barrier(ch->light);
     /* relaxed: ordered by the fence above. */
     if (__atomic_load_n(&c->producer_waiting, __ATOMIC_RELAXED)) {
         /* release [S7]: the futex word changes after head did. */
@@ -1083,18 +1154,25 @@ static inline int shmring_channel_wait_readable(shmring_channel *ch, uint32_t st
         /* acquire [S6]: read the futex word before announcing ourselves, so
          * that a bump after this point makes FUTEX_WAIT return at once. */
         uint32_t seq = __atomic_load_n(&c->data_seq, __ATOMIC_ACQUIRE);
-        /* relaxed + seq_cst fence [S6]: pairs with the fence in publish. */
+        uint64_t sleep_until = deadline_ns;
+        /* relaxed + heavy barrier [S6]: pairs with the barrier in publish. */
         __atomic_store_n(&c->consumer_waiting, 1u, __ATOMIC_RELAXED);
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        r = shmring_channel_readable(ch);
-        if (r == 0 && deadline_ns) {
+        if (shmring_heavy_barrier() != 0) {
             now = shmring_now_ns();
-            if (now >= deadline_ns) {
+            if (!sleep_until || sleep_until > now + SHMRING_UNFENCED_SLEEP_NS)
+                sleep_until = now + SHMRING_UNFENCED_SLEEP_NS;
+        }
+        r = shmring_channel_readable(ch);
+        if (r == 0 && sleep_until) {
+            now = shmring_now_ns();
+            if (now >= sleep_until) {
                 __atomic_store_n(&c->consumer_waiting, 0u, __ATOMIC_RELAXED);
-                return SHMRING_TIMEOUT;
+                if (deadline_ns && now >= deadline_ns)
+                    return SHMRING_TIMEOUT;
+                continue;
             }
-            ts.tv_sec = (time_t)((deadline_ns - now) / 1000000000u);
-            ts.tv_nsec = (long)((deadline_ns - now) % 1000000000u);
+            ts.tv_sec = (time_t)((sleep_until - now) / 1000000000u);
+            ts.tv_nsec = (long)((sleep_until - now) % 1000000000u);
             tsp = &ts;
         }
         if (r == 0) {
@@ -1156,18 +1234,25 @@ static inline int shmring_channel_wait_writable(shmring_channel *ch, uint64_t n,
         int ready;
         /* acquire [S7]: read the futex word before announcing ourselves. */
         uint32_t seq = __atomic_load_n(&c->space_seq, __ATOMIC_ACQUIRE);
-        /* relaxed + seq_cst fence [S7]: pairs with the fence in release_publish. */
+        uint64_t sleep_until = deadline_ns;
+        /* relaxed + heavy barrier [S7]: pairs with the barrier in release_publish. */
         __atomic_store_n(&c->producer_waiting, 1u, __ATOMIC_RELAXED);
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        ready = SHMRING_WRITABLE_();
-        if (!ready && deadline_ns) {
+        if (shmring_heavy_barrier() != 0) {
             now = shmring_now_ns();
-            if (now >= deadline_ns) {
+            if (!sleep_until || sleep_until > now + SHMRING_UNFENCED_SLEEP_NS)
+                sleep_until = now + SHMRING_UNFENCED_SLEEP_NS;
+        }
+        ready = SHMRING_WRITABLE_();
+        if (!ready && sleep_until) {
+            now = shmring_now_ns();
+            if (now >= sleep_until) {
                 __atomic_store_n(&c->producer_waiting, 0u, __ATOMIC_RELAXED);
-                return SHMRING_TIMEOUT;
+                if (deadline_ns && now >= deadline_ns)
+                    return SHMRING_TIMEOUT;
+                continue;
             }
-            ts.tv_sec = (time_t)((deadline_ns - now) / 1000000000u);
-            ts.tv_nsec = (long)((deadline_ns - now) % 1000000000u);
+            ts.tv_sec = (time_t)((sleep_until - now) / 1000000000u);
+            ts.tv_nsec = (long)((sleep_until - now) % 1000000000u);
             tsp = &ts;
         }
         if (!ready) {

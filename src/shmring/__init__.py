@@ -11,30 +11,40 @@ from pathlib import Path
 
 from ._errors import (
     BufferInUseError,
+    Closed,
     CorruptedError,
     Error,
     ForeignOwnerError,
     ForeignSegmentError,
     IncompatibleSegmentError,
+    PeerGone,
+    RoleTaken,
     SegmentError,
     SegmentNotReadyError,
+    Timeout,
     TruncatedSegmentError,
 )
+from .channel import Channel
 from .segment import Segment, SegmentInfo
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BufferInUseError",
+    "Channel",
+    "Closed",
     "CorruptedError",
     "Error",
     "ForeignOwnerError",
     "ForeignSegmentError",
     "IncompatibleSegmentError",
+    "PeerGone",
+    "RoleTaken",
     "Segment",
     "SegmentError",
     "SegmentInfo",
     "SegmentNotReadyError",
+    "Timeout",
     "TruncatedSegmentError",
     "get_include",
 ]

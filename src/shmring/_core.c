@@ -11,12 +11,19 @@
 
 #include "shmring.h"
 
+#include <pthread.h>
+
 /* Longest time the GIL is given away in one blocking slice: bounds the delay
  * before a pending signal (Ctrl-C) is noticed. */
 #define WAIT_SLICE_NS (50 * 1000 * 1000ull)
 
 static PyObject *error_by_code; /* shmring._errors.ERROR_BY_CODE */
 static PyObject *buffer_in_use_error;
+static PyObject *corrupted_error;
+static PyObject *timeout_error;
+static PyObject *closed_error;
+static PyObject *peer_gone_error;
+static PyObject *role_taken_error;
 
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                    */
@@ -484,6 +491,1186 @@ static PyObject *core_futex_wake(PyObject *Py_UNUSED(module), PyObject *args)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Channel                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Bumped in a forked child: handles inherited from the parent hold no end
+ * there (the claims belong to the parent's pid). */
+static volatile unsigned long fork_generation = 1;
+static uint64_t next_handle_id = 1;
+
+static void after_fork_in_child(void)
+{
+    fork_generation++;
+}
+
+/* While waiting, how long the GIL is kept and the ring polled before the
+ * wait goes to the strategy's slow path with the GIL released. */
+#define HOT_POLL_NS 20000u
+/* Copies larger than this release the GIL. */
+#define COPY_WITHOUT_GIL 262144
+
+#define ROLE_PRODUCER 1
+#define ROLE_CONSUMER 2
+
+typedef struct RegionObject RegionObject;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *mapping;  /* the MappingObject, kept mapped through `view` */
+    Py_buffer view;
+    shmring_channel ch;
+    uint32_t wait, spin_ns;
+    uint64_t handle_id;
+    unsigned long generation; /* fork_generation when the roles were claimed */
+    uint64_t token;           /* this process's token, valid with `generation` */
+    int roles;
+    int busy;      /* ROLE_* bits: an operation on that end has the GIL released */
+    int closed;
+    RegionObject *reserved; /* outstanding reserve(), or NULL */
+    RegionObject *peeked;   /* outstanding peek(), or NULL */
+    PyObject *dict;
+    PyObject *weakrefs;
+} ChannelObject;
+
+struct RegionObject {
+    PyObject_HEAD
+    ChannelObject *channel;
+    unsigned char *ptr;
+    Py_ssize_t len;
+    int readonly; /* 1: a peek (read side); 0: a reserve (write side) */
+    int state;    /* REGION_NEW, REGION_ENTERED, REGION_DONE */
+    Py_ssize_t exports;
+    PyObject *view; /* the memoryview handed out by __enter__ */
+};
+
+#define REGION_NEW 0
+#define REGION_ENTERED 1
+#define REGION_DONE 2
+
+static PyTypeObject ChannelType;
+static PyTypeObject RegionType;
+
+static PyObject *channel_name(ChannelObject *self)
+{
+    return ((MappingObject *)self->mapping)->name;
+}
+
+static void raise_corrupt(ChannelObject *self, const char *what)
+{
+    PyObject *msg = PyUnicode_FromFormat(
+        "channel %R: corrupted ring (%s): a counter or record header read from shared memory is impossible",
+        channel_name(self), what);
+    if (msg != NULL) {
+        PyObject *exc = PyObject_CallFunctionObjArgs(corrupted_error, msg, channel_name(self), NULL);
+        Py_DECREF(msg);
+        if (exc != NULL) {
+            PyErr_SetObject(corrupted_error, exc);
+            Py_DECREF(exc);
+        }
+    }
+}
+
+static int channel_usable(ChannelObject *self, int role)
+{
+    if (self->closed) {
+        PyErr_Format(closed_error, "channel %R: this handle is closed", channel_name(self));
+        return -1;
+    }
+    if (self->busy & role) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "channel %R: another thread is in a %s call on this handle; a channel end belongs "
+                     "to one thread at a time",
+                     channel_name(self), role == ROLE_PRODUCER ? "sending" : "receiving");
+        return -1;
+    }
+    return 0;
+}
+
+/* Take an end of the channel for this handle, once. */
+static int channel_claim(ChannelObject *self, int role)
+{
+    shmring_channel_ctrl *c = self->ch.ctrl;
+    int rc;
+    if (self->generation != fork_generation) {
+        /* A copy inherited through fork: the parent's claims are not ours. */
+        self->roles = 0;
+        self->generation = fork_generation;
+        self->token = shmring_token_self();
+    }
+    if (role == ROLE_PRODUCER) {
+        rc = shmring_channel_claim(&c->producer, &c->producer_handle, self->token, self->handle_id);
+    } else {
+        rc = shmring_channel_claim(&c->consumer, &c->consumer_handle, self->token, self->handle_id);
+    }
+    if (rc == SHMRING_ROLE_TAKEN) {
+        uint64_t holder = __atomic_load_n(role == ROLE_PRODUCER ? &c->producer : &c->consumer, __ATOMIC_RELAXED);
+        if (holder == self->token)
+            PyErr_Format(role_taken_error,
+                         "channel %R: another handle in this process is already the %s; use that one",
+                         channel_name(self), role == ROLE_PRODUCER ? "producer" : "consumer");
+        else
+            PyErr_Format(role_taken_error, "channel %R: the %s end is held by live process %lld",
+                         channel_name(self), role == ROLE_PRODUCER ? "producer" : "consumer",
+                         (long long)shmring_token_pid(holder));
+        return -1;
+    }
+    rc = role == ROLE_PRODUCER ? shmring_channel_producer_start(&self->ch) : shmring_channel_consumer_start(&self->ch);
+    if (rc != SHMRING_OK) {
+        if (role == ROLE_PRODUCER)
+            shmring_channel_unclaim(&c->producer, &c->producer_handle, self->token, self->handle_id);
+        else
+            shmring_channel_unclaim(&c->consumer, &c->consumer_handle, self->token, self->handle_id);
+        raise_corrupt(self, "counters");
+        return -1;
+    }
+    self->roles |= role;
+    return 0;
+}
+
+static inline int as_producer(ChannelObject *self)
+{
+    if (channel_usable(self, ROLE_PRODUCER) < 0)
+        return -1;
+    if ((self->roles & ROLE_PRODUCER) && self->generation == fork_generation)
+        return 0;
+    return channel_claim(self, ROLE_PRODUCER);
+}
+
+static inline int as_consumer(ChannelObject *self)
+{
+    if (channel_usable(self, ROLE_CONSUMER) < 0)
+        return -1;
+    if ((self->roles & ROLE_CONSUMER) && self->generation == fork_generation)
+        return 0;
+    return channel_claim(self, ROLE_CONSUMER);
+}
+
+/* Timeouts: None blocks forever (deadline 0); otherwise a non-negative number
+ * of seconds, turned into a CLOCK_MONOTONIC deadline.  Returns -1 on error,
+ * 1 when the timeout is zero (do not wait), else 0. */
+static int parse_timeout(PyObject *obj, uint64_t *deadline)
+{
+    double t;
+    *deadline = 0;
+    if (obj == NULL || obj == Py_None)
+        return 0;
+    t = PyFloat_AsDouble(obj);
+    if (t == -1.0 && PyErr_Occurred())
+        return -1;
+    if (!(t >= 0)) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number or None");
+        return -1;
+    }
+    if (t > 1e9)
+        return 0; /* ~31 years: the same as no limit */
+    *deadline = shmring_now_ns() + (uint64_t)(t * 1e9);
+    if (*deadline == 0)
+        *deadline = 1;
+    return t == 0 ? 1 : 0;
+}
+
+/* Parse a vectorcall: `names` lists the parameters (the first `nrequired`
+ * required), given by position or keyword.  Missing optional ones are NULL. */
+static int parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                      const char *const *names, Py_ssize_t nrequired, Py_ssize_t ntotal, PyObject **out)
+{
+    Py_ssize_t i, j, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs > ntotal) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)", fname, ntotal, nargs);
+        return -1;
+    }
+    for (i = 0; i < ntotal; i++)
+        out[i] = i < nargs ? args[i] : NULL;
+    for (i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        for (j = 0; j < ntotal; j++)
+            if (PyUnicode_CompareWithASCIIString(key, names[j]) == 0)
+                break;
+        if (j == ntotal || out[j] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got %s keyword argument %R", fname,
+                         j == ntotal ? "an unexpected" : "a duplicate", key);
+            return -1;
+        }
+        out[j] = args[nargs + i];
+    }
+    for (i = 0; i < nrequired; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static const char *const ARGS_DATA_TIMEOUT[] = {"data", "timeout"};
+static const char *const ARGS_BUFFERS_TIMEOUT[] = {"buffers", "timeout"};
+static const char *const ARGS_TIMEOUT[] = {"timeout"};
+static const char *const ARGS_BUFFER_TIMEOUT[] = {"buffer", "timeout"};
+static const char *const ARGS_MAX_TIMEOUT[] = {"max_messages", "timeout"};
+static const char *const ARGS_N_TIMEOUT[] = {"n", "timeout"};
+
+/* Is the other end dead?  Returns 1 if the awaited condition holds after
+ * all (drain what a dead writer committed first), -1 with PeerGone (or
+ * CorruptedError) set when the peer died, 0 when it lives or is not there
+ * yet. */
+static int peer_check(ChannelObject *self, int writer, uint64_t need)
+{
+    shmring_channel *ch = &self->ch;
+    /* relaxed: a snapshot for a liveness check; claims are CAS'd. */
+    uint64_t peer = __atomic_load_n(writer ? &ch->ctrl->consumer : &ch->ctrl->producer, __ATOMIC_RELAXED);
+    int r;
+    if (peer == 0 || shmring_token_alive(peer))
+        return 0;
+    r = writer ? shmring_channel_has_room(ch, need) : shmring_channel_readable(ch);
+    if (r > 0)
+        return 1;
+    if (r < 0)
+        raise_corrupt(self, writer ? "head counter" : "tail counter");
+    else
+        PyErr_Format(peer_gone_error, "channel %R: the %s process %lld died", channel_name(self),
+                     writer ? "consumer" : "producer", (long long)shmring_token_pid(peer));
+    return -1;
+}
+
+/* Wait for data (writer = 0) or for `need` free bytes (writer = 1), in
+ * slices: the GIL is released during each slice, signals are checked and the
+ * peer's liveness looked at between slices.  Returns 0 when the condition
+ * may hold (the caller re-checks), -1 with an exception set. */
+static int channel_wait(ChannelObject *self, int writer, uint64_t need, uint64_t deadline, int no_wait)
+{
+    shmring_channel *ch = &self->ch;
+    uint32_t strategy = self->wait, spin = self->spin_ns;
+    uint64_t now, hot_ns;
+    int rc, r, role = writer ? ROLE_PRODUCER : ROLE_CONSUMER;
+
+    if (writer) {
+        shmring_channel_publish(ch); /* let the consumer make room */
+        if ((self->roles & ROLE_CONSUMER) && !(self->busy & ROLE_CONSUMER) && self->peeked == NULL) {
+            /* This handle is its own consumer: nobody else will step over
+             * the padding record it may have just written. */
+            const unsigned char *p;
+            uint64_t n;
+            if (shmring_channel_peek(ch, &p, &n) == SHMRING_ERR_CORRUPT)
+                goto corrupt;
+            shmring_channel_release_publish(ch);
+        }
+    }
+    if (no_wait) {
+        if ((r = peer_check(self, writer, need)) != 0)
+            return r > 0 ? 0 : -1;
+        PyErr_Format(timeout_error, "channel %R: %s", channel_name(self), writer ? "full" : "empty");
+        return -1;
+    }
+    /* Hot poll with the GIL held: a reply that comes within microseconds
+     * costs neither a GIL hand-off nor a system call. */
+    if (strategy != SHMRING_WAIT_BLOCK) {
+        hot_ns = strategy == SHMRING_WAIT_ADAPTIVE && spin < HOT_POLL_NS ? spin : HOT_POLL_NS;
+        if (strategy == SHMRING_WAIT_ADAPTIVE)
+            spin -= (uint32_t)hot_ns;
+        now = shmring_now_ns();
+        for (unsigned i = 1; hot_ns > 0; i++) {
+            r = writer ? shmring_channel_has_room(ch, need) : shmring_channel_readable(ch);
+            if (r < 0)
+                goto corrupt;
+            if (r > 0 || (writer && shmring_channel_reader_closed(ch)))
+                return 0;
+            shmring_cpu_relax();
+            if ((i & 31u) == 0) {
+                uint64_t t = shmring_now_ns();
+                if (t - now >= hot_ns || (deadline && t >= deadline))
+                    break;
+            }
+        }
+    }
+    for (;;) {
+        uint64_t slice_end;
+        now = shmring_now_ns();
+        if (deadline && now >= deadline) {
+            if ((r = peer_check(self, writer, need)) != 0)
+                return r > 0 ? 0 : -1;
+            PyErr_Format(timeout_error, "channel %R: timed out waiting for %s", channel_name(self),
+                         writer ? "room to send" : "a message");
+            return -1;
+        }
+        slice_end = now + WAIT_SLICE_NS;
+        if (deadline && deadline < slice_end)
+            slice_end = deadline;
+        self->busy |= role;
+        Py_BEGIN_ALLOW_THREADS
+        if (writer)
+            rc = shmring_channel_wait_writable(ch, need, strategy, spin, slice_end);
+        else
+            rc = shmring_channel_wait_readable(ch, strategy, spin, slice_end);
+        Py_END_ALLOW_THREADS
+        self->busy &= ~role;
+        spin = 0; /* adaptive: the spin window is spent once per call */
+        if (rc == SHMRING_OK)
+            return 0;
+        if (rc == SHMRING_ERR_CORRUPT)
+            goto corrupt;
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+        if ((r = peer_check(self, writer, need)) != 0)
+            return r > 0 ? 0 : -1;
+    }
+corrupt:
+    raise_corrupt(self, writer ? "head counter" : "tail counter");
+    return -1;
+}
+
+static int check_reader_open(ChannelObject *self)
+{
+    if (shmring_channel_reader_closed(&self->ch)) {
+        PyErr_Format(closed_error, "channel %R: the reader closed the channel", channel_name(self));
+        return -1;
+    }
+    if (shmring_channel_writer_closed(&self->ch)) {
+        PyErr_Format(closed_error, "channel %R: the stream was already ended by a writer's close()",
+                     channel_name(self));
+        return -1;
+    }
+    return 0;
+}
+
+static int check_no_reserve(ChannelObject *self)
+{
+    if (self->reserved != NULL) {
+        PyErr_Format(PyExc_RuntimeError, "channel %R: finish the reserve() block before sending", channel_name(self));
+        return -1;
+    }
+    return 0;
+}
+
+/* Reserve room for `len` bytes, waiting as the timeout allows. */
+static unsigned char *channel_reserve_wait(ChannelObject *self, uint64_t len, uint64_t deadline, int no_wait)
+{
+    unsigned char *dst;
+    for (;;) {
+        int rc = shmring_channel_reserve(&self->ch, len, &dst);
+        if (rc == SHMRING_OK)
+            return dst;
+        if (rc == SHMRING_TOO_BIG) {
+            PyErr_Format(PyExc_ValueError,
+                         "channel %R: a message of %llu bytes can never fit (the largest is %llu bytes for "
+                         "a capacity of %llu)",
+                         channel_name(self), (unsigned long long)len,
+                         (unsigned long long)shmring_channel_max_message(self->ch.capacity),
+                         (unsigned long long)self->ch.capacity);
+            return NULL;
+        }
+        if (rc == SHMRING_ERR_CORRUPT) {
+            raise_corrupt(self, "head counter");
+            return NULL;
+        }
+        if (check_reader_open(self) < 0)
+            return NULL;
+        if (channel_wait(self, 1, sizeof(shmring_record) + shmring_align8(len), deadline, no_wait) < 0)
+            return NULL;
+        if (check_reader_open(self) < 0)
+            return NULL;
+    }
+}
+
+static void copy_maybe_without_gil(void *dst, const void *src, size_t n)
+{
+    if (n >= COPY_WITHOUT_GIL) {
+        Py_BEGIN_ALLOW_THREADS
+        memcpy(dst, src, n);
+        Py_END_ALLOW_THREADS
+    } else {
+        memcpy(dst, src, n);
+    }
+}
+
+/* Copy one bytes-like object into the ring as a record (not published). */
+static int channel_put(ChannelObject *self, PyObject *data, uint64_t deadline, int no_wait)
+{
+    Py_buffer src;
+    unsigned char *dst;
+    if (PyObject_GetBuffer(data, &src, PyBUF_SIMPLE) < 0)
+        return -1;
+    dst = channel_reserve_wait(self, (uint64_t)src.len, deadline, no_wait);
+    if (dst == NULL) {
+        PyBuffer_Release(&src);
+        return -1;
+    }
+    self->busy |= ROLE_PRODUCER;
+    copy_maybe_without_gil(dst, src.buf, (size_t)src.len);
+    self->busy &= ~ROLE_PRODUCER;
+    shmring_channel_commit(&self->ch, (uint64_t)src.len);
+    PyBuffer_Release(&src);
+    return 0;
+}
+
+static PyObject *channel_send(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[2];
+    uint64_t deadline;
+    int no_wait;
+    if (parse_args("send", args, nargs, kwnames, ARGS_DATA_TIMEOUT, 1, 2, a) < 0)
+        return NULL;
+    if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
+        return NULL;
+    if (as_producer(self) < 0 || check_no_reserve(self) < 0 || check_reader_open(self) < 0)
+        return NULL;
+    if (channel_put(self, a[0], deadline, no_wait) < 0)
+        return NULL;
+    shmring_channel_publish(&self->ch);
+    Py_RETURN_NONE;
+}
+
+static PyObject *channel_try_send(ChannelObject *self, PyObject *data)
+{
+    Py_buffer src;
+    unsigned char *dst;
+    int rc;
+    if (as_producer(self) < 0 || check_no_reserve(self) < 0 || check_reader_open(self) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(data, &src, PyBUF_SIMPLE) < 0)
+        return NULL;
+    rc = shmring_channel_reserve(&self->ch, (uint64_t)src.len, &dst);
+    if (rc != SHMRING_OK) {
+        PyBuffer_Release(&src);
+        shmring_channel_publish(&self->ch); /* a padding record may be pending */
+        if (rc == SHMRING_AGAIN)
+            Py_RETURN_FALSE;
+        if (rc == SHMRING_TOO_BIG)
+            return PyErr_Format(PyExc_ValueError, "channel %R: a message of %zd bytes can never fit (the largest is %llu bytes)",
+                                channel_name(self), src.len,
+                                (unsigned long long)shmring_channel_max_message(self->ch.capacity));
+        raise_corrupt(self, "head counter");
+        return NULL;
+    }
+    memcpy(dst, src.buf, (size_t)src.len);
+    shmring_channel_commit(&self->ch, (uint64_t)src.len);
+    PyBuffer_Release(&src);
+    shmring_channel_publish(&self->ch);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *channel_send_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[2], *it, *item;
+    uint64_t deadline;
+    Py_ssize_t count = 0;
+    int no_wait;
+    if (parse_args("send_many", args, nargs, kwnames, ARGS_BUFFERS_TIMEOUT, 1, 2, a) < 0)
+        return NULL;
+    if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
+        return NULL;
+    if (as_producer(self) < 0 || check_no_reserve(self) < 0 || check_reader_open(self) < 0)
+        return NULL;
+    it = PyObject_GetIter(a[0]);
+    if (it == NULL)
+        return NULL;
+    while ((item = PyIter_Next(it)) != NULL) {
+        int rc = channel_put(self, item, deadline, no_wait);
+        Py_DECREF(item);
+        if (rc < 0)
+            break;
+        count++;
+    }
+    Py_DECREF(it);
+    shmring_channel_publish(&self->ch); /* one commit for the batch */
+    if (PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(timeout_error)) {
+            /* Say how much of the batch went out. */
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            if (value != NULL) {
+                PyObject *n = PyLong_FromSsize_t(count);
+                if (n != NULL) {
+                    PyObject_SetAttrString(value, "sent", n);
+                    Py_DECREF(n);
+                }
+            }
+            PyErr_Restore(type, value, tb);
+        }
+        return NULL;
+    }
+    return PyLong_FromSsize_t(count);
+}
+
+/* If a peek() block could not release its record (views still alive), try
+ * again now; a peek never entered leaves its record unread. */
+static int finish_pending_peek(ChannelObject *self);
+
+/* The next record, waiting as the timeout allows.  Returns 0 with the message in out and len
+ * set, -1 with an exception (Closed at the end of a drained stream). */
+static int channel_next(ChannelObject *self, const unsigned char **out, uint64_t *len, uint64_t deadline,
+                        int no_wait)
+{
+    for (;;) {
+        int rc = shmring_channel_peek(&self->ch, out, len);
+        if (rc == SHMRING_OK)
+            return 0;
+        if (rc == SHMRING_ERR_CORRUPT) {
+            raise_corrupt(self, "record header or tail counter");
+            return -1;
+        }
+        shmring_channel_release_publish(&self->ch); /* padding skipped on the way */
+        if (shmring_channel_writer_closed(&self->ch)) {
+            /* Re-check: the writer may have published right before closing. */
+            rc = shmring_channel_peek(&self->ch, out, len);
+            if (rc == SHMRING_OK)
+                return 0;
+            if (rc == SHMRING_ERR_CORRUPT) {
+                raise_corrupt(self, "record header or tail counter");
+                return -1;
+            }
+            PyErr_Format(closed_error, "channel %R: the writer closed the channel", channel_name(self));
+            return -1;
+        }
+        if (channel_wait(self, 0, 0, deadline, no_wait) < 0)
+            return -1;
+    }
+}
+
+static int prepare_read(ChannelObject *self)
+{
+    if (as_consumer(self) < 0)
+        return -1;
+    if (self->peeked != NULL && finish_pending_peek(self) < 0)
+        return -1;
+    return 0;
+}
+
+static PyObject *channel_recv(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *timeout, *result;
+    const unsigned char *src;
+    uint64_t deadline, len;
+    int no_wait;
+    if (nargs == 0 && kwnames == NULL) {
+        deadline = 0;
+        no_wait = 0;
+    } else {
+        if (parse_args("recv", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, &timeout) < 0)
+            return NULL;
+        if ((no_wait = parse_timeout(timeout, &deadline)) < 0)
+            return NULL;
+    }
+    if (prepare_read(self) < 0 || channel_next(self, &src, &len, deadline, no_wait) < 0)
+        return NULL;
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
+    if (result == NULL)
+        return NULL;
+    self->busy |= ROLE_CONSUMER;
+    copy_maybe_without_gil(PyBytes_AS_STRING(result), src, (size_t)len);
+    self->busy &= ~ROLE_CONSUMER;
+    shmring_channel_release(&self->ch);
+    shmring_channel_release_publish(&self->ch);
+    return result;
+}
+
+static PyObject *channel_try_recv(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *result;
+    const unsigned char *src;
+    uint64_t len;
+    int rc;
+    if (prepare_read(self) < 0)
+        return NULL;
+    rc = shmring_channel_peek(&self->ch, &src, &len);
+    if (rc == SHMRING_AGAIN) {
+        shmring_channel_release_publish(&self->ch); /* the producer may be waiting for room */
+        if (shmring_channel_writer_closed(&self->ch)) {
+            rc = shmring_channel_peek(&self->ch, &src, &len);
+            if (rc == SHMRING_AGAIN)
+                return PyErr_Format(closed_error, "channel %R: the writer closed the channel", channel_name(self));
+        } else {
+            Py_RETURN_NONE;
+        }
+    }
+    if (rc == SHMRING_ERR_CORRUPT) {
+        raise_corrupt(self, "record header or tail counter");
+        return NULL;
+    }
+    result = PyBytes_FromStringAndSize((const char *)src, (Py_ssize_t)len);
+    if (result == NULL)
+        return NULL;
+    shmring_channel_release(&self->ch);
+    shmring_channel_release_publish(&self->ch);
+    return result;
+}
+
+static PyObject *channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[2];
+    Py_buffer dst;
+    const unsigned char *src;
+    uint64_t deadline, len;
+    int no_wait;
+    if (parse_args("recv_into", args, nargs, kwnames, ARGS_BUFFER_TIMEOUT, 1, 2, a) < 0)
+        return NULL;
+    if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(a[0], &dst, PyBUF_WRITABLE) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "recv_into() needs a writable bytes-like object, not %.100s",
+                         Py_TYPE(a[0])->tp_name);
+        }
+        return NULL;
+    }
+    if (prepare_read(self) < 0 || channel_next(self, &src, &len, deadline, no_wait) < 0) {
+        PyBuffer_Release(&dst);
+        return NULL;
+    }
+    if ((uint64_t)dst.len < len) {
+        PyBuffer_Release(&dst);
+        return PyErr_Format(PyExc_ValueError,
+                            "channel %R: buffer of %zd bytes is too small for the next message of %llu bytes "
+                            "(the message stays in the channel)",
+                            channel_name(self), dst.len, (unsigned long long)len);
+    }
+    self->busy |= ROLE_CONSUMER;
+    copy_maybe_without_gil(dst.buf, src, (size_t)len);
+    self->busy &= ~ROLE_CONSUMER;
+    PyBuffer_Release(&dst);
+    shmring_channel_release(&self->ch);
+    shmring_channel_release_publish(&self->ch);
+    return PyLong_FromUnsignedLongLong(len);
+}
+
+static PyObject *channel_recv_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[2], *list;
+    const unsigned char *src;
+    uint64_t deadline, len;
+    Py_ssize_t max_messages;
+    int no_wait;
+    if (parse_args("recv_many", args, nargs, kwnames, ARGS_MAX_TIMEOUT, 1, 2, a) < 0)
+        return NULL;
+    max_messages = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
+    if (max_messages == -1 && PyErr_Occurred())
+        return NULL;
+    if (max_messages < 1)
+        return PyErr_Format(PyExc_ValueError, "max_messages must be at least 1, not %zd", max_messages);
+    if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
+        return NULL;
+    if (prepare_read(self) < 0 || channel_next(self, &src, &len, deadline, no_wait) < 0)
+        return NULL;
+    list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    for (;;) {
+        PyObject *b = PyBytes_FromStringAndSize((const char *)src, (Py_ssize_t)len);
+        int rc;
+        if (b == NULL || PyList_Append(list, b) < 0) {
+            Py_XDECREF(b);
+            Py_DECREF(list);
+            shmring_channel_release_publish(&self->ch);
+            return NULL;
+        }
+        Py_DECREF(b);
+        shmring_channel_release(&self->ch);
+        if (PyList_GET_SIZE(list) >= max_messages)
+            break;
+        rc = shmring_channel_peek(&self->ch, &src, &len);
+        if (rc == SHMRING_AGAIN)
+            break;
+        if (rc != SHMRING_OK) {
+            Py_DECREF(list);
+            shmring_channel_release_publish(&self->ch);
+            raise_corrupt(self, "record header or tail counter");
+            return NULL;
+        }
+    }
+    shmring_channel_release_publish(&self->ch);
+    return list;
+}
+
+/* -- zero-copy regions ----------------------------------------------------- */
+
+static RegionObject *region_new(ChannelObject *channel, unsigned char *ptr, uint64_t len, int readonly)
+{
+    RegionObject *r = PyObject_New(RegionObject, &RegionType);
+    if (r == NULL)
+        return NULL;
+    Py_INCREF(channel);
+    r->channel = channel;
+    r->ptr = ptr;
+    r->len = (Py_ssize_t)len;
+    r->readonly = readonly;
+    r->state = REGION_NEW;
+    r->exports = 0;
+    r->view = NULL;
+    return r;
+}
+
+static void region_dealloc(RegionObject *r)
+{
+    Py_XDECREF(r->view);
+    Py_XDECREF(r->channel);
+    PyObject_Free(r);
+}
+
+static int region_getbuffer(RegionObject *r, Py_buffer *view, int flags)
+{
+    if (r->state != REGION_ENTERED) {
+        PyErr_SetString(PyExc_ValueError, "this message region was already released: its memory may be reused");
+        view->obj = NULL;
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)r, r->ptr, r->len, r->readonly, flags) < 0)
+        return -1;
+    r->exports++;
+    return 0;
+}
+
+static void region_releasebuffer(RegionObject *r, Py_buffer *Py_UNUSED(view))
+{
+    r->exports--;
+}
+
+static PyBufferProcs region_as_buffer = {
+    (getbufferproc)region_getbuffer,
+    (releasebufferproc)region_releasebuffer,
+};
+
+static PyObject *region_enter(RegionObject *r, PyObject *Py_UNUSED(ignored))
+{
+    if (r->state != REGION_NEW)
+        return PyErr_Format(PyExc_RuntimeError, "a %s() region can be entered only once",
+                            r->readonly ? "peek" : "reserve");
+    r->state = REGION_ENTERED;
+    r->view = PyMemoryView_FromObject((PyObject *)r);
+    if (r->view == NULL) {
+        r->state = REGION_NEW;
+        return NULL;
+    }
+    Py_INCREF(r->view);
+    return r->view;
+}
+
+/* Release our memoryview; fails while views derived from it are alive. */
+static int region_drop_views(RegionObject *r)
+{
+    if (r->view != NULL) {
+        PyObject *res = PyObject_CallMethod(r->view, "release", NULL);
+        if (res == NULL) {
+            PyErr_Clear();
+        } else {
+            Py_DECREF(res);
+            Py_CLEAR(r->view);
+        }
+    }
+    if (r->view != NULL || r->exports > 0) {
+        PyErr_Format(buffer_in_use_error,
+                     "channel %R: views of the %s message are still alive (a slice, an ndarray, a "
+                     "memoryview(...) of it); release them before leaving the with block. The message "
+                     "is kept until then",
+                     channel_name(r->channel), r->readonly ? "peeked" : "reserved");
+        return -1;
+    }
+    return 0;
+}
+
+/* Complete a region: commit (reserve) or release (peek) its record. */
+static int region_finish(RegionObject *r, int discard)
+{
+    ChannelObject *self = r->channel;
+    if (r->state == REGION_DONE)
+        return 0;
+    if (r->state == REGION_ENTERED && region_drop_views(r) < 0)
+        return -1;
+    if (r->readonly) {
+        if (r->state == REGION_ENTERED && !discard) {
+            shmring_channel_release(&self->ch);
+            shmring_channel_release_publish(&self->ch);
+        }
+        if (self->peeked == r) {
+            self->peeked = NULL;
+            Py_DECREF(r);
+        }
+    } else {
+        if (r->state == REGION_ENTERED && !discard) {
+            shmring_channel_commit(&self->ch, (uint64_t)r->len);
+            shmring_channel_publish(&self->ch);
+        }
+        if (self->reserved == r) {
+            self->reserved = NULL;
+            Py_DECREF(r);
+        }
+    }
+    r->state = REGION_DONE;
+    return 0;
+}
+
+static PyObject *region_exit(RegionObject *r, PyObject *const *args, Py_ssize_t nargs)
+{
+    int failed = nargs > 0 && args[0] != Py_None;
+    /* A reserve() left by an exception is discarded; a peek() left by an
+     * exception still consumes its message (it was read). */
+    if (region_finish(r, failed && !r->readonly) < 0)
+        return NULL;
+    Py_RETURN_FALSE;
+}
+
+static PyObject *region_get_nbytes(RegionObject *r, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(r->len);
+}
+
+static PyMethodDef region_methods[] = {
+    {"__enter__", (PyCFunction)region_enter, METH_NOARGS, "The message's memory as a memoryview."},
+    {"__exit__", (PyCFunction)(void (*)(void))region_exit, METH_FASTCALL,
+     "Commit (reserve) or release (peek) the message."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef region_getset[] = {
+    {"nbytes", (getter)region_get_nbytes, NULL, "Size of the message in bytes.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject RegionType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shmring._core.Region",
+    .tp_basicsize = sizeof(RegionObject),
+    .tp_dealloc = (destructor)region_dealloc,
+    .tp_as_buffer = &region_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A message in the ring, lent for a with block by Channel.reserve() or Channel.peek().",
+    .tp_methods = region_methods,
+    .tp_getset = region_getset,
+};
+
+static int finish_pending_peek(ChannelObject *self)
+{
+    return region_finish(self->peeked, 0);
+}
+
+static PyObject *channel_reserve(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[2];
+    Py_ssize_t n;
+    uint64_t deadline;
+    unsigned char *dst;
+    int no_wait;
+    if (parse_args("reserve", args, nargs, kwnames, ARGS_N_TIMEOUT, 1, 2, a) < 0)
+        return NULL;
+    n = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 0)
+        return PyErr_Format(PyExc_ValueError, "reserve() size must be non-negative, not %zd", n);
+    if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
+        return NULL;
+    if (as_producer(self) < 0 || check_no_reserve(self) < 0 || check_reader_open(self) < 0)
+        return NULL;
+    dst = channel_reserve_wait(self, (uint64_t)n, deadline, no_wait);
+    if (dst == NULL)
+        return NULL;
+    self->reserved = region_new(self, dst, (uint64_t)n, 0);
+    if (self->reserved == NULL)
+        return NULL;
+    Py_INCREF(self->reserved);
+    return (PyObject *)self->reserved;
+}
+
+static PyObject *channel_peek(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *timeout;
+    const unsigned char *src;
+    uint64_t deadline, len;
+    int no_wait;
+    if (parse_args("peek", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, &timeout) < 0)
+        return NULL;
+    if ((no_wait = parse_timeout(timeout, &deadline)) < 0)
+        return NULL;
+    if (prepare_read(self) < 0 || channel_next(self, &src, &len, deadline, no_wait) < 0)
+        return NULL;
+    self->peeked = region_new(self, (unsigned char *)src, len, 1);
+    if (self->peeked == NULL)
+        return NULL;
+    Py_INCREF(self->peeked);
+    return (PyObject *)self->peeked;
+}
+
+/* -- lifetime ------------------------------------------------------------ */
+
+static int channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"mapping", "wait", "spin_ns", NULL};
+    PyObject *mapping;
+    unsigned int wait = 0;
+    long long spin_ns = -1;
+    const shmring_segment_header *h;
+    MappingObject *m;
+    if (self->mapping != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "channel already initialised");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|IL:Channel", kwlist, &MappingType, &mapping, &wait, &spin_ns))
+        return -1;
+    m = (MappingObject *)mapping;
+    if (mapping_check_open(m) < 0)
+        return -1;
+    h = (const shmring_segment_header *)m->seg.base;
+    if (h->kind != SHMRING_KIND_CHANNEL) {
+        PyErr_Format(PyExc_ValueError, "segment %R is not a channel", m->name);
+        return -1;
+    }
+    if (wait > SHMRING_WAIT_MAX) {
+        PyErr_Format(PyExc_ValueError, "unknown wait strategy %u", wait);
+        return -1;
+    }
+    if (spin_ns > (long long)UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "spin_ns is too large");
+        return -1;
+    }
+    if (!m->seg.writable) {
+        PyErr_Format(PyExc_ValueError, "segment %R is mapped read-only", m->name);
+        return -1;
+    }
+    if (PyObject_GetBuffer(mapping, &self->view, PyBUF_WRITABLE) < 0)
+        return -1;
+    if (shmring_channel_attach(&self->ch, shmring_segment_payload(&m->seg), shmring_segment_payload_size(&m->seg)) !=
+        SHMRING_OK) {
+        PyBuffer_Release(&self->view);
+        raise_code(SHMRING_ERR_CORRUPT, m->name);
+        return -1;
+    }
+    Py_INCREF(mapping);
+    self->mapping = mapping;
+    /* relaxed: config fields, published with the segment [S1]. */
+    self->wait = wait ? wait : __atomic_load_n(&self->ch.ctrl->wait, __ATOMIC_RELAXED);
+    if (self->wait == 0 || self->wait > SHMRING_WAIT_MAX)
+        self->wait = SHMRING_WAIT_ADAPTIVE; /* an untrusted default: fall back to ours */
+    self->spin_ns = spin_ns >= 0 ? (uint32_t)spin_ns : __atomic_load_n(&self->ch.ctrl->spin_ns, __ATOMIC_RELAXED);
+    if (self->spin_ns > 100000000u)
+        self->spin_ns = SHMRING_CHANNEL_DEFAULT_SPIN_NS;
+    self->handle_id = next_handle_id++;
+    self->generation = fork_generation;
+    self->token = shmring_token_self();
+    return 0;
+}
+
+/* Give up this handle's ends: a producer's close ends the stream. */
+static int channel_release_roles(ChannelObject *self, int signal_close)
+{
+    shmring_channel_ctrl *c = self->ch.ctrl;
+    if (self->generation != fork_generation) {
+        self->roles = 0; /* inherited through fork: nothing of ours */
+        return 0;
+    }
+    if (self->roles & ROLE_PRODUCER) {
+        shmring_channel_publish(&self->ch);
+        if (signal_close)
+            shmring_channel_close_end(&self->ch, 1);
+        shmring_channel_unclaim(&c->producer, &c->producer_handle, self->token, self->handle_id);
+    }
+    if (self->roles & ROLE_CONSUMER) {
+        shmring_channel_release_publish(&self->ch);
+        if (signal_close)
+            shmring_channel_close_end(&self->ch, 0);
+        shmring_channel_unclaim(&c->consumer, &c->consumer_handle, self->token, self->handle_id);
+    }
+    self->roles = 0;
+    return 0;
+}
+
+static PyObject *channel_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->closed || self->mapping == NULL)
+        Py_RETURN_NONE;
+    if (self->busy)
+        return PyErr_Format(PyExc_RuntimeError, "channel %R: cannot close while another thread is in a call on it",
+                            channel_name(self));
+    if (self->peeked != NULL && region_finish(self->peeked, 0) < 0)
+        return NULL;
+    if (self->reserved != NULL && region_finish(self->reserved, 1) < 0)
+        return NULL;
+    channel_release_roles(self, 1);
+    PyBuffer_Release(&self->view);
+    self->closed = 1;
+    Py_RETURN_NONE;
+}
+
+static void channel_dealloc(ChannelObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    if (self->mapping != NULL && !self->closed) {
+        /* Dropped without close(): give the ends back and end the stream,
+         * as close() would.  Regions hold a reference, so none is left. */
+        channel_release_roles(self, 1);
+        PyBuffer_Release(&self->view);
+    }
+    Py_CLEAR(self->mapping);
+    Py_CLEAR(self->dict);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int channel_traverse(ChannelObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->mapping);
+    Py_VISIT(self->dict);
+    Py_VISIT(self->reserved);
+    Py_VISIT(self->peeked);
+    return 0;
+}
+
+static int channel_clear(ChannelObject *self)
+{
+    Py_CLEAR(self->dict);
+    Py_CLEAR(self->reserved);
+    Py_CLEAR(self->peeked);
+    return 0;
+}
+
+static PyObject *channel_stats(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    shmring_channel_ctrl *c;
+    uint64_t head, tail, producer, consumer;
+    if (self->mapping == NULL || self->closed)
+        return PyErr_Format(closed_error, "channel is closed");
+    c = self->ch.ctrl;
+    /* relaxed throughout: a monitoring snapshot, not a synchronisation. */
+    head = __atomic_load_n(&c->head, __ATOMIC_RELAXED);
+    tail = __atomic_load_n(&c->tail, __ATOMIC_RELAXED);
+    producer = __atomic_load_n(&c->producer, __ATOMIC_RELAXED);
+    consumer = __atomic_load_n(&c->consumer, __ATOMIC_RELAXED);
+    return Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:L,s:O,s:L,s:O,s:O,s:O}",
+        "capacity", (unsigned long long)self->ch.capacity,
+        "head", (unsigned long long)head,
+        "tail", (unsigned long long)tail,
+        "fill_bytes", (unsigned long long)(tail - head <= self->ch.capacity ? tail - head : 0),
+        "sent_messages", (unsigned long long)__atomic_load_n(&c->sent_msgs, __ATOMIC_RELAXED),
+        "sent_bytes", (unsigned long long)__atomic_load_n(&c->sent_bytes, __ATOMIC_RELAXED),
+        "received_messages", (unsigned long long)__atomic_load_n(&c->recv_msgs, __ATOMIC_RELAXED),
+        "received_bytes", (unsigned long long)__atomic_load_n(&c->recv_bytes, __ATOMIC_RELAXED),
+        "producer_blocked", (unsigned long long)__atomic_load_n(&c->producer_blocked, __ATOMIC_RELAXED),
+        "consumer_blocked", (unsigned long long)__atomic_load_n(&c->consumer_blocked, __ATOMIC_RELAXED),
+        "producer_pid", (long long)shmring_token_pid(producer),
+        "producer_alive", shmring_token_alive(producer) ? Py_True : Py_False,
+        "consumer_pid", (long long)shmring_token_pid(consumer),
+        "consumer_alive", shmring_token_alive(consumer) ? Py_True : Py_False,
+        "writer_closed", __atomic_load_n(&c->writer_closed, __ATOMIC_RELAXED) ? Py_True : Py_False,
+        "reader_closed", __atomic_load_n(&c->reader_closed, __ATOMIC_RELAXED) ? Py_True : Py_False);
+}
+
+static PyObject *channel_get_capacity(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->ch.capacity);
+}
+
+static PyObject *channel_get_max_message(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->ch.capacity ? shmring_channel_max_message(self->ch.capacity) : 0);
+}
+
+static PyObject *channel_get_closed(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *channel_get_wait(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLong(self->wait);
+}
+
+static PyObject *channel_get_spin_ns(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLong(self->spin_ns);
+}
+
+static PyObject *channel_get_mapping(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    if (self->mapping == NULL)
+        Py_RETURN_NONE;
+    Py_INCREF(self->mapping);
+    return self->mapping;
+}
+
+#define FASTKW (METH_FASTCALL | METH_KEYWORDS)
+static PyMethodDef channel_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))channel_send, FASTKW,
+     "send(data, timeout=None): copy a bytes-like object into the channel; blocks while it is full."},
+    {"try_send", (PyCFunction)channel_try_send, METH_O, "try_send(data) -> bool: send if there is room now."},
+    {"send_many", (PyCFunction)(void (*)(void))channel_send_many, FASTKW,
+     "send_many(buffers, timeout=None) -> int: send every buffer, publishing them together."},
+    {"recv", (PyCFunction)(void (*)(void))channel_recv, FASTKW,
+     "recv(timeout=None) -> bytes: the next message; blocks while the channel is empty."},
+    {"try_recv", (PyCFunction)channel_try_recv, METH_NOARGS, "try_recv() -> bytes | None: a message if one is there."},
+    {"recv_into", (PyCFunction)(void (*)(void))channel_recv_into, FASTKW,
+     "recv_into(buffer, timeout=None) -> int: copy the next message into a writable buffer."},
+    {"recv_many", (PyCFunction)(void (*)(void))channel_recv_many, FASTKW,
+     "recv_many(max_messages, timeout=None) -> list[bytes]: every waiting message, up to max_messages."},
+    {"reserve", (PyCFunction)(void (*)(void))channel_reserve, FASTKW,
+     "reserve(n, timeout=None): a with-block lending n writable bytes of the ring; committed on exit."},
+    {"peek", (PyCFunction)(void (*)(void))channel_peek, FASTKW,
+     "peek(timeout=None): a with-block lending the next message read-only; released on exit."},
+    {"stats", (PyCFunction)channel_stats, METH_NOARGS, "stats() -> dict: counters, fill level and both ends."},
+    {"close", (PyCFunction)channel_close, METH_NOARGS,
+     "close(): give up this handle; a writer's close ends the stream."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef channel_getset[] = {
+    {"capacity", (getter)channel_get_capacity, NULL, "Ring size in bytes.", NULL},
+    {"max_message", (getter)channel_get_max_message, NULL, "Largest message that fits, in bytes.", NULL},
+    {"closed", (getter)channel_get_closed, NULL, "True once this handle is closed.", NULL},
+    {"wait_code", (getter)channel_get_wait, NULL, "This handle's wait strategy (WAIT_* constant).", NULL},
+    {"spin_ns", (getter)channel_get_spin_ns, NULL, "This handle's adaptive spin window in ns.", NULL},
+    {"_mapping", (getter)channel_get_mapping, NULL, "The underlying Mapping.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ChannelType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shmring._core.Channel",
+    .tp_basicsize = sizeof(ChannelObject),
+    .tp_dealloc = (destructor)channel_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Channel(mapping, wait=0, spin_ns=-1): the native SPSC channel; use shmring.Channel.",
+    .tp_traverse = (traverseproc)channel_traverse,
+    .tp_clear = (inquiry)channel_clear,
+    .tp_weaklistoffset = offsetof(ChannelObject, weakrefs),
+    .tp_methods = channel_methods,
+    .tp_getset = channel_getset,
+    .tp_dictoffset = offsetof(ChannelObject, dict),
+    .tp_init = (initproc)channel_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static PyObject *core_create_channel(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    segment_name name;
+    unsigned long long capacity;
+    unsigned int wait, spin_ns, mode;
+    shmring_segment seg;
+    int rc;
+    if (!PyArg_ParseTuple(args, "O&KIII:create_channel", name_converter, &name, &capacity, &wait, &spin_ns, &mode))
+        return NULL;
+    if (capacity < SHMRING_CHANNEL_MIN_CAPACITY || capacity > SHMRING_CHANNEL_MAX_CAPACITY ||
+        (capacity & (capacity - 1)) != 0)
+        return PyErr_Format(PyExc_ValueError, "capacity must be a power of two between %u and %llu, not %llu",
+                            SHMRING_CHANNEL_MIN_CAPACITY, (unsigned long long)SHMRING_CHANNEL_MAX_CAPACITY,
+                            capacity);
+    if (wait == 0 || wait > SHMRING_WAIT_MAX)
+        return PyErr_Format(PyExc_ValueError, "unknown wait strategy %u", wait);
+    Py_BEGIN_ALLOW_THREADS
+    rc = shmring_segment_create_unpublished(name.path, shmring_channel_payload_size(capacity), SHMRING_KIND_CHANNEL,
+                                            (mode_t)mode, &seg);
+    if (rc == SHMRING_OK) {
+        shmring_channel_init(shmring_segment_payload(&seg), shmring_segment_payload_size(&seg), capacity, wait,
+                             spin_ns);
+        shmring_segment_publish(&seg);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc != SHMRING_OK)
+        return raise_code(rc, name.obj);
+    return (PyObject *)mapping_new(&seg, name.obj);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Module                                                                    */
 /* ------------------------------------------------------------------------ */
 
@@ -505,6 +1692,8 @@ static PyMethodDef core_methods[] = {
      "futex_wait(buffer, offset, expected, timeout=None) -> bool: sleep while the word equals expected."},
     {"futex_wake", core_futex_wake, METH_VARARGS,
      "futex_wake(buffer, offset, n=all) -> int: wake sleepers on the word."},
+    {"create_channel", core_create_channel, METH_VARARGS,
+     "create_channel(name, capacity, wait, spin_ns, mode) -> Mapping: a new, initialised channel segment."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -527,14 +1716,36 @@ PyMODINIT_FUNC PyInit__core(void)
         return NULL;
     error_by_code = PyObject_GetAttrString(errors, "ERROR_BY_CODE");
     buffer_in_use_error = PyObject_GetAttrString(errors, "BufferInUseError");
+    corrupted_error = PyObject_GetAttrString(errors, "CorruptedError");
+    timeout_error = PyObject_GetAttrString(errors, "Timeout");
+    closed_error = PyObject_GetAttrString(errors, "Closed");
+    peer_gone_error = PyObject_GetAttrString(errors, "PeerGone");
+    role_taken_error = PyObject_GetAttrString(errors, "RoleTaken");
     Py_DECREF(errors);
-    if (error_by_code == NULL || buffer_in_use_error == NULL)
+    if (error_by_code == NULL || buffer_in_use_error == NULL || corrupted_error == NULL ||
+        timeout_error == NULL || closed_error == NULL || peer_gone_error == NULL || role_taken_error == NULL)
         return NULL;
+    if (PyType_Ready(&RegionType) < 0 || PyType_Ready(&ChannelType) < 0)
+        return NULL;
+    if (pthread_atfork(NULL, NULL, after_fork_in_child) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
     m = PyModule_Create(&core_module);
     if (m == NULL)
         return NULL;
     Py_INCREF(&MappingType);
+    Py_INCREF(&ChannelType);
+    Py_INCREF(&RegionType);
     if (PyModule_AddObject(m, "Mapping", (PyObject *)&MappingType) < 0 ||
+        PyModule_AddObject(m, "Channel", (PyObject *)&ChannelType) < 0 ||
+        PyModule_AddObject(m, "Region", (PyObject *)&RegionType) < 0 ||
+        PyModule_AddIntConstant(m, "WAIT_SPIN", SHMRING_WAIT_SPIN) < 0 ||
+        PyModule_AddIntConstant(m, "WAIT_YIELD", SHMRING_WAIT_YIELD) < 0 ||
+        PyModule_AddIntConstant(m, "WAIT_BLOCK", SHMRING_WAIT_BLOCK) < 0 ||
+        PyModule_AddIntConstant(m, "WAIT_ADAPTIVE", SHMRING_WAIT_ADAPTIVE) < 0 ||
+        PyModule_AddIntConstant(m, "CHANNEL_CTRL_SIZE", SHMRING_CHANNEL_CTRL_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "CHANNEL_MIN_CAPACITY", SHMRING_CHANNEL_MIN_CAPACITY) < 0 ||
+        PyModule_AddObject(m, "CHANNEL_MAX_CAPACITY", PyLong_FromUnsignedLongLong(SHMRING_CHANNEL_MAX_CAPACITY)) < 0 ||
+        PyModule_AddIntConstant(m, "CHANNEL_DEFAULT_SPIN_NS", SHMRING_CHANNEL_DEFAULT_SPIN_NS) < 0 ||
         PyModule_AddIntConstant(m, "HEADER_SIZE", SHMRING_HEADER_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "LAYOUT_VERSION", SHMRING_LAYOUT_VERSION) < 0 ||
         PyModule_AddIntConstant(m, "KIND_RAW", SHMRING_KIND_RAW) < 0 ||

@@ -65,3 +65,22 @@ ERROR_BY_CODE: dict[int, type[SegmentError]] = {
     8: CorruptedError,
     9: ForeignOwnerError,
 }
+
+
+class Timeout(Error, TimeoutError):
+    """A blocking call reached its timeout."""
+
+
+class Closed(Error, EOFError):
+    """The channel is closed: the writer ended the stream (after the reader
+    drained it), the reader went away, or this handle was closed."""
+
+
+class PeerGone(Error, ConnectionError):
+    """The process at the other end died without closing: a reader gets every
+    committed message first, then this."""
+
+
+class RoleTaken(Error, RuntimeError):
+    """Another live process (or another handle in this process) already holds
+    that end of the channel."""

@@ -1,0 +1,213 @@
+"""Channel: a lock-free single-producer/single-consumer ring in shared memory.
+
+The ring and every operation on it live in ``include/shmring.h``; the
+methods of :class:`Channel` are the C methods of ``shmring._core.Channel``
+themselves (one C call per send or receive), and this module adds the
+Pythonic parts: construction by name, the creator-owned lifetime, pickling,
+iteration.
+
+Messages are copied in (``send``) and out (``recv``), or lent in place for
+the length of a ``with`` block (``reserve``/``peek``).  Each end belongs to
+one process, claimed at its first operation; see docs/PROTOCOL.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from . import _core
+from ._errors import Closed
+from .segment import Segment, unique_name, validate_name
+
+__all__ = ["Channel", "WAIT_STRATEGIES"]
+
+WaitStrategy = Literal["spin", "yield", "block", "adaptive"]
+
+WAIT_STRATEGIES: dict[str, int] = {
+    "spin": _core.WAIT_SPIN,
+    "yield": _core.WAIT_YIELD,
+    "block": _core.WAIT_BLOCK,
+    "adaptive": _core.WAIT_ADAPTIVE,
+}
+_WAIT_NAMES = {code: name for name, code in WAIT_STRATEGIES.items()}
+
+DEFAULT_CAPACITY = 1 << 20
+
+
+def _wait_code(wait: str | None) -> int:
+    if wait is None:
+        return 0  # the strategy stored in the channel
+    try:
+        return WAIT_STRATEGIES[wait]
+    except (KeyError, TypeError):
+        raise ValueError(f"wait must be one of {sorted(WAIT_STRATEGIES)}, not {wait!r}") from None
+
+
+def _spin(spin_ns: int | None) -> int:
+    if spin_ns is None:
+        return -1
+    if not isinstance(spin_ns, int) or isinstance(spin_ns, bool) or not 0 <= spin_ns <= 100_000_000:
+        raise ValueError(f"spin_ns must be an int between 0 and 100_000_000, not {spin_ns!r}")
+    return spin_ns
+
+
+class Channel(_core.Channel):
+    """One-way message channel between two processes.
+
+    Create it in one process with :meth:`create`, attach in another with
+    :meth:`open` (or pass the object to a ``multiprocessing.Process``: it
+    pickles by name).  Any bytes-like object is a message; the largest is
+    ``capacity - 8`` bytes.
+
+    - ``send(data, timeout=None)`` blocks while the ring is full;
+      ``try_send(data) -> bool`` never blocks.
+    - ``recv(timeout=None) -> bytes`` blocks while it is empty;
+      ``try_recv() -> bytes | None``; ``recv_into(buffer, timeout=None) -> int``.
+    - ``send_many(buffers, timeout=None) -> int`` and
+      ``recv_many(max_messages, timeout=None) -> list[bytes]``: batches,
+      published and released with one atomic store each.
+    - ``with ch.reserve(n) as mv:`` writes a message in place (committed on
+      normal exit, discarded on an exception); ``with ch.peek() as mv:``
+      reads one in place (released on exit).  A view that outlives its block
+      is refused: leaving the block raises ``BufferInUseError`` and keeps the
+      message until the view is released.
+    - A timeout raises :class:`shmring.Timeout`.  After the writer's
+      ``close()``, the reader drains what is left, then gets
+      :class:`shmring.Closed`; if the writer process died instead,
+      :class:`shmring.PeerGone`.
+    """
+
+    _segment: Segment
+    _wait_override: str | None
+
+    def __init__(self, *_: object, **__: object) -> None:
+        raise TypeError("use Channel.create(...) or Channel.open(name)")
+
+    @classmethod
+    def _attach(cls, segment: Segment, wait: str | None, spin_ns: int | None) -> Channel:
+        self = cls.__new__(cls)
+        _core.Channel.__init__(self, segment._mapping, _wait_code(wait), _spin(spin_ns))
+        self._segment = segment
+        self._wait_override = wait
+        return self
+
+    @classmethod
+    def create(
+        cls,
+        name: str | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+        wait: WaitStrategy = "adaptive",
+        *,
+        spin_ns: int | None = None,
+        mode: int = 0o600,
+    ) -> Channel:
+        """Create a channel whose ring holds ``capacity`` bytes (a power of
+        two, 64 bytes to 4 GiB).  ``wait`` is the strategy blocking calls
+        use (each process may override it in :meth:`open`); ``spin_ns`` the
+        adaptive strategy's spin before sleeping (default 20 µs, about the
+        cost of waking a sleeping process on common VMs).  The returned
+        handle owns the segment: leaving its ``with`` block unlinks it."""
+        if not isinstance(capacity, int) or isinstance(capacity, bool):
+            raise TypeError(f"capacity must be int, not {type(capacity).__name__}")
+        code = _wait_code(wait)
+        if code == 0:
+            raise ValueError("wait must name a strategy")
+        spin = _spin(spin_ns)
+        bare = unique_name() if name is None else validate_name(name)
+        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise ValueError(f"mode must be permission bits between 0 and 0o777, got {mode!r}")
+        mapping = _core.create_channel(
+            bare, capacity, code, _core.CHANNEL_DEFAULT_SPIN_NS if spin < 0 else spin, mode
+        )
+        segment = Segment._wrap(bare, mapping, owner=True, allow_other_owner=False)
+        return cls._attach(segment, None, None)
+
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        wait: WaitStrategy | None = None,
+        *,
+        spin_ns: int | None = None,
+        allow_other_owner: bool = False,
+    ) -> Channel:
+        """Attach to an existing channel.  ``wait``/``spin_ns`` override the
+        channel's strategy for this process only."""
+        _wait_code(wait)  # validate before touching anything
+        _spin(spin_ns)
+        segment = Segment.open(name, allow_other_owner=allow_other_owner)
+        try:
+            if segment.info().kind != "channel":
+                raise ValueError(f"segment {segment.name!r} is a {segment.info().kind}, not a channel")
+            return cls._attach(segment, wait, spin_ns)
+        except BaseException:
+            segment.close()
+            raise
+
+    # -- properties ---------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._segment.name
+
+    @property
+    def segment(self) -> Segment:
+        """The underlying segment."""
+        return self._segment
+
+    @property
+    def wait(self) -> str:
+        """The wait strategy this handle uses."""
+        return _WAIT_NAMES[self.wait_code]
+
+    @property
+    def owner(self) -> bool:
+        return self._segment.owner
+
+    # -- lifetime -----------------------------------------------------------
+
+    def close(self) -> None:
+        """Give up this handle.  A writer's close ends the stream: the reader
+        drains what is left, then gets :class:`shmring.Closed`.  A reader's
+        close makes the writer's next send raise :class:`shmring.Closed`."""
+        _core.Channel.close(self)
+        self._segment.close()
+
+    def unlink(self) -> None:
+        """Remove the channel's name (processes attached keep using it)."""
+        self._segment.unlink()
+
+    def __enter__(self) -> Channel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.close()
+        finally:
+            if self._segment.owner:
+                try:
+                    self._segment.unlink()
+                except FileNotFoundError:
+                    pass
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Messages until the writer closes the channel."""
+        while True:
+            try:
+                yield self.recv()
+            except Closed:
+                return
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.closed:
+            raise ValueError(f"cannot pickle closed channel {self.name!r}")
+        return (_reopen, (self.name, self._wait_override, self._segment._allow_other_owner))
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"capacity={self.capacity} wait={self.wait!r}"
+        return f"<shmring.Channel {self.name!r} {state}{' owner' if self.owner else ''}>"
+
+
+def _reopen(name: str, wait: str | None, allow_other_owner: bool) -> Channel:
+    return Channel.open(name, wait, allow_other_owner=allow_other_owner)  # type: ignore[arg-type]
