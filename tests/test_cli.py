@@ -580,7 +580,7 @@ def test_rm_force_does_not_bypass_name_check(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_demo_small_run() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shmring", "demo", "--size-mib", "1", "--rounds", "2"],
+        [sys.executable, "-m", "shmring", "demo", "--messages", "3000", "--size", "100", "--rounds", "50"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -592,8 +592,9 @@ def test_demo_small_run() -> None:
         proc.communicate()
         raise
     assert proc.returncode == 0, stderr
-    assert "OK" in stdout
-    assert "MISMATCH" not in stdout
+    assert "every message checked: OK" in stdout
+    assert "shmring.Channel" in stdout and "multiprocessing.Queue" in stdout
+    assert "round trip p50" in stdout
     assert "Traceback" not in stderr
     # The demo's segment is named after its process and unlinked on exit.
     leftovers = [p.name for p in SHM_DIR.iterdir() if p.name.startswith(f"shmring-{proc.pid}-")]
@@ -637,3 +638,24 @@ def test_rm_refuses_unidentifiable_object_without_force(fresh_name: Callable[[],
     result = cli("rm", name)
     assert path.exists(), "removed an object that is not provably a shmring segment without --force"
     assert result.returncode == 1
+
+
+@pytest.mark.timeout(60)
+def test_inspect_channel_shows_fill_counters_and_ends(fresh_name: Callable[[], str]) -> None:
+    name = fresh_name()
+    with shmring.Channel.create(name, 4096, "block") as ch:
+        ch.send_many([b"x" * 100] * 5)
+        assert ch.recv() == b"x" * 100
+        result = cli("inspect", name, "--json")
+        assert result.returncode == 0, result.stderr
+        data = json.loads(result.stdout)
+        assert data["kind"] == "channel"
+        chan = data["channel"]
+        assert chan["capacity"] == 4096 and chan["wait"] == "block"
+        assert chan["sent_messages"] == 5 and chan["received_messages"] == 1
+        assert chan["fill_bytes"] == 4 * 112 and chan["fill_percent"] == round(100 * 448 / 4096, 1)
+        assert chan["producer_pid"] == chan["consumer_pid"] == os.getpid()
+        assert chan["producer_alive"] and chan["consumer_alive"]
+        assert not chan["writer_closed"]
+        table = cli("inspect", name)
+        assert "channel.fill_bytes" in table.stdout and "448" in table.stdout

@@ -1524,24 +1524,22 @@ static int channel_clear(ChannelObject *self)
     return 0;
 }
 
-static PyObject *channel_stats(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+/* Counters, fill level and both ends of a channel, as a dict. */
+static PyObject *stats_dict(const shmring_channel *ch)
 {
-    shmring_channel_ctrl *c;
+    shmring_channel_ctrl *c = ch->ctrl;
     uint64_t head, tail, producer, consumer;
-    if (self->mapping == NULL || self->closed)
-        return PyErr_Format(closed_error, "channel is closed");
-    c = self->ch.ctrl;
     /* relaxed throughout: a monitoring snapshot, not a synchronisation. */
     head = __atomic_load_n(&c->head, __ATOMIC_RELAXED);
     tail = __atomic_load_n(&c->tail, __ATOMIC_RELAXED);
     producer = __atomic_load_n(&c->producer, __ATOMIC_RELAXED);
     consumer = __atomic_load_n(&c->consumer, __ATOMIC_RELAXED);
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:L,s:O,s:L,s:O,s:O,s:O}",
-        "capacity", (unsigned long long)self->ch.capacity,
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:L,s:O,s:L,s:O,s:O,s:O,s:I,s:I}",
+        "capacity", (unsigned long long)ch->capacity,
         "head", (unsigned long long)head,
         "tail", (unsigned long long)tail,
-        "fill_bytes", (unsigned long long)(tail - head <= self->ch.capacity ? tail - head : 0),
+        "fill_bytes", (unsigned long long)(tail - head <= ch->capacity ? tail - head : 0),
         "sent_messages", (unsigned long long)__atomic_load_n(&c->sent_msgs, __ATOMIC_RELAXED),
         "sent_bytes", (unsigned long long)__atomic_load_n(&c->sent_bytes, __ATOMIC_RELAXED),
         "received_messages", (unsigned long long)__atomic_load_n(&c->recv_msgs, __ATOMIC_RELAXED),
@@ -1553,7 +1551,35 @@ static PyObject *channel_stats(ChannelObject *self, PyObject *Py_UNUSED(ignored)
         "consumer_pid", (long long)shmring_token_pid(consumer),
         "consumer_alive", shmring_token_alive(consumer) ? Py_True : Py_False,
         "writer_closed", __atomic_load_n(&c->writer_closed, __ATOMIC_RELAXED) ? Py_True : Py_False,
-        "reader_closed", __atomic_load_n(&c->reader_closed, __ATOMIC_RELAXED) ? Py_True : Py_False);
+        "reader_closed", __atomic_load_n(&c->reader_closed, __ATOMIC_RELAXED) ? Py_True : Py_False,
+        "wait", (unsigned)__atomic_load_n(&c->wait, __ATOMIC_RELAXED),
+        "spin_ns", (unsigned)__atomic_load_n(&c->spin_ns, __ATOMIC_RELAXED));
+}
+
+static PyObject *channel_stats(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->mapping == NULL || self->closed)
+        return PyErr_Format(closed_error, "channel is closed");
+    return stats_dict(&self->ch);
+}
+
+/* channel_info(mapping) -> dict: stats of a channel segment mapped (even
+ * read-only) without claiming or attaching anything; for the CLI. */
+static PyObject *core_channel_info(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    MappingObject *m;
+    shmring_channel ch;
+    if (!PyObject_TypeCheck(arg, &MappingType))
+        return PyErr_Format(PyExc_TypeError, "channel_info() needs a Mapping");
+    m = (MappingObject *)arg;
+    if (mapping_check_open(m) < 0)
+        return NULL;
+    if (((const shmring_segment_header *)m->seg.base)->kind != SHMRING_KIND_CHANNEL)
+        return PyErr_Format(PyExc_ValueError, "segment %R is not a channel", m->name);
+    if (shmring_channel_attach(&ch, shmring_segment_payload(&m->seg), shmring_segment_payload_size(&m->seg)) !=
+        SHMRING_OK)
+        return raise_code(SHMRING_ERR_CORRUPT, m->name);
+    return stats_dict(&ch);
 }
 
 static PyObject *channel_get_capacity(ChannelObject *self, void *Py_UNUSED(closure))
@@ -1692,6 +1718,8 @@ static PyMethodDef core_methods[] = {
      "futex_wait(buffer, offset, expected, timeout=None) -> bool: sleep while the word equals expected."},
     {"futex_wake", core_futex_wake, METH_VARARGS,
      "futex_wake(buffer, offset, n=all) -> int: wake sleepers on the word."},
+    {"channel_info", core_channel_info, METH_O,
+     "channel_info(mapping) -> dict: counters, fill level and both ends of a channel segment."},
     {"create_channel", core_create_channel, METH_VARARGS,
      "create_channel(name, capacity, wait, spin_ns, mode) -> Mapping: a new, initialised channel segment."},
     {NULL, NULL, 0, NULL},

@@ -43,9 +43,16 @@ class Listing:
 
 def read_info(name: str) -> SegmentInfo:
     """Header of segment ``name``, mapped read-only and unmapped again."""
+    return read_details(name)[0]
+
+
+def read_details(name: str) -> tuple[SegmentInfo, dict[str, Any]]:
+    """Header of segment ``name`` and, for a channel, its counters and ends."""
     mapping = _core.open(validate_name(name), True, True)
     try:
-        return SegmentInfo.from_header(mapping.header())
+        info = SegmentInfo.from_header(mapping.header())
+        extra = _core.channel_info(mapping) if info.kind == "channel" else {}
+        return info, extra
     finally:
         mapping.close()
 
@@ -140,11 +147,12 @@ def ls_command(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def inspect_command(name: str, as_json: bool) -> None:
-    """Show every header field of segment NAME."""
+    """Show every header field of segment NAME (for a channel: its fill level,
+    counters and the processes at both ends)."""
     try:
         bare = validate_name(name)
         st = os.stat(os.path.join(SHM_DIR, bare))
-        info = read_info(bare)
+        info, extra = read_details(bare)
     except FileNotFoundError:
         _fail(f"no such segment: {name!r}")
         sys.exit(1)
@@ -156,6 +164,10 @@ def inspect_command(name: str, as_json: bool) -> None:
     data["age"] = _age(info.created_ns)
     data["uid"] = st.st_uid
     data["mode"] = oct(stat.S_IMODE(st.st_mode))
+    if extra:
+        extra["wait"] = {1: "spin", 2: "yield", 3: "block", 4: "adaptive"}.get(extra["wait"], extra["wait"])
+        extra["fill_percent"] = round(100 * extra["fill_bytes"] / extra["capacity"], 1)
+        data["channel"] = extra
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -163,7 +175,11 @@ def inspect_command(name: str, as_json: bool) -> None:
     table.add_column(style="bold")
     table.add_column()
     for key, value in data.items():
-        table.add_row(key, str(value))
+        if isinstance(value, dict):
+            for sub, subvalue in value.items():
+                table.add_row(f"{key}.{sub}", str(subvalue))
+        else:
+            table.add_row(key, str(value))
     out.print(table)
 
 
@@ -223,10 +239,11 @@ def gc_command(dry_run: bool) -> None:
 
 
 @main.command("demo")
-@click.option("--size-mib", default=64, show_default=True, help="Payload size to hand over.")
-@click.option("--rounds", default=5, show_default=True, help="How many hand-overs to time.")
-def demo_command(size_mib: int, rounds: int) -> None:
-    """Producer and consumer processes sharing a segment, against multiprocessing.Queue."""
+@click.option("--messages", default=200_000, show_default=True, help="Messages to stream.")
+@click.option("--size", default=256, show_default=True, help="Bytes per message (at least 8).")
+@click.option("--rounds", default=5_000, show_default=True, help="Ping-pong round trips to time.")
+def demo_command(messages: int, size: int, rounds: int) -> None:
+    """Stream checked messages between two processes, against multiprocessing.Queue."""
     from .demo import run_demo
 
-    sys.exit(run_demo(out, size_mib=size_mib, rounds=rounds))
+    sys.exit(run_demo(out, messages=messages, size=size, rounds=rounds))

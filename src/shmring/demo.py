@@ -1,118 +1,185 @@
-"""``shmring demo``: a producer hands data to a consumer through a Segment.
+"""``shmring demo``: a producer process streams messages to a consumer process.
 
-The producer process writes a block into the shared segment, publishes it by
-storing the round number into an atomic ``ready`` word (release order) and
-waking the consumer's futex; the consumer sleeps on that word, reads the
-block in place and checks its CRC, then acknowledges through a second word.
-The same hand-over through ``multiprocessing.Queue`` (pickle + pipe) runs
-next to it, and the demo prints both timings.
+The consumer checks every message (its sequence number and its bytes), and
+the same workload then runs through ``multiprocessing.Queue``.  A second
+part measures the round trip of a 64-byte message (ping-pong between two
+processes) over both.  The demo prints both side by side.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
-import statistics
 import time
-import zlib
 from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import _core
-from .segment import Segment
+from .channel import Channel
 
-# Control words at the start of the demo's payload; the data follows.
-READY = 0  # u32: round number the producer has published
-ACK = 4  # u32: round number the consumer has checked
-BAD = 8  # u32: first round whose CRC failed, 0 if none
-CRC = 16  # u32: CRC-32 of the round's data
-DATA = 64
-
-TIMEOUT_S = 30.0
+TIMEOUT_S = 60.0
+PATTERNS = 256  # distinct bodies, so that a misplaced message is caught
 
 
-def _payload(block: bytes, round_no: int) -> bytes:
-    return round_no.to_bytes(8, "little") + block[8:]
+def _bodies(size: int) -> list[bytes]:
+    body = max(0, size - 8)
+    return [bytes((k + j) % 251 for j in range(body)) for k in range(PATTERNS)]
 
 
-def _segment_consumer(seg: Segment, rounds: int) -> None:
-    with seg:
-        buf = seg.buf
-        n = seg.size - DATA
-        for r in range(1, rounds + 1):
-            while _core.atomic_load_u32(buf, READY) != r:  # acquire: pairs with the producer's release
-                if not _core.futex_wait(buf, READY, r - 1, TIMEOUT_S):
-                    raise TimeoutError("producer went quiet")
-            crc = int.from_bytes(buf[CRC : CRC + 4], "little")
-            if zlib.crc32(buf[DATA : DATA + n]) != crc and not _core.atomic_load_u32(buf, BAD):
-                _core.atomic_store_u32(buf, BAD, r)
-            _core.atomic_store_u32(buf, ACK, r)  # release: pairs with the producer's acquire below
-            _core.futex_wake(buf, ACK)
-        del buf
+def _message(seq: int, bodies: list[bytes]) -> bytes:
+    return seq.to_bytes(8, "little") + bodies[seq % PATTERNS]
 
 
-def _queue_consumer(q: Any, acks: Any, rounds: int) -> None:
-    for r in range(1, rounds + 1):
-        data, crc = q.get(timeout=TIMEOUT_S)
-        acks.put(r if zlib.crc32(data) == crc else -r)
+# -- consumers (run in the child process) -------------------------------------
 
 
-def run_demo(console: Console, size_mib: int = 64, rounds: int = 5) -> int:
-    """Run both hand-overs and print the comparison.  Returns an exit status."""
-    if size_mib < 1 or rounds < 1:
-        console.print("size and rounds must be positive")
+def _check(msg: bytes, seq: int, bodies: list[bytes]) -> bool:
+    return msg[:8] == seq.to_bytes(8, "little") and msg[8:] == bodies[seq % PATTERNS]
+
+
+def _channel_consumer(ch: Channel, count: int, size: int, result: Any) -> None:
+    bodies = _bodies(size)
+    bad = 0
+    with ch:
+        t0 = time.perf_counter()
+        for seq in range(count):
+            if not _check(ch.recv(timeout=TIMEOUT_S), seq, bodies):
+                bad += 1
+        result.put((time.perf_counter() - t0, bad))
+
+
+def _queue_consumer(q: Any, count: int, size: int, result: Any) -> None:
+    bodies = _bodies(size)
+    bad = 0
+    t0 = time.perf_counter()
+    for seq in range(count):
+        if not _check(q.get(timeout=TIMEOUT_S), seq, bodies):
+            bad += 1
+    result.put((time.perf_counter() - t0, bad))
+
+
+def _channel_echo(inbox: Channel, outbox: Channel, rounds: int) -> None:
+    with inbox, outbox:
+        for _ in range(rounds):
+            outbox.send(inbox.recv(timeout=TIMEOUT_S))
+
+
+def _queue_echo(inbox: Any, outbox: Any, rounds: int) -> None:
+    for _ in range(rounds):
+        outbox.put(inbox.get(timeout=TIMEOUT_S))
+
+
+# -- the two parts ---------------------------------------------------------------
+
+
+def _stream(progress: Progress, label: str, count: int, size: int, channel: bool) -> tuple[float, int]:
+    """Send `count` messages of `size` bytes; returns (seconds, bad messages)."""
+    ctx = mp.get_context("spawn")
+    bodies = _bodies(size)
+    result = ctx.Queue()
+    task = progress.add_task(label, total=count)
+    step = max(1, count // 100)
+    if channel:
+        with Channel.create(None, 1 << 22) as ch:
+            proc = ctx.Process(target=_channel_consumer, args=(ch, count, size, result))
+            proc.start()
+            send = ch.send
+            for seq in range(count):
+                send(_message(seq, bodies), timeout=TIMEOUT_S)
+                if seq % step == 0:
+                    progress.update(task, completed=seq)
+            elapsed, bad = result.get(timeout=TIMEOUT_S)
+            proc.join(TIMEOUT_S)
+    else:
+        q = ctx.Queue()
+        proc = ctx.Process(target=_queue_consumer, args=(q, count, size, result))
+        proc.start()
+        for seq in range(count):
+            q.put(_message(seq, bodies))
+            if seq % step == 0:
+                progress.update(task, completed=seq)
+        elapsed, bad = result.get(timeout=TIMEOUT_S)
+        proc.join(TIMEOUT_S)
+    progress.update(task, completed=count)
+    if proc.exitcode != 0:
+        raise RuntimeError(f"the {label} consumer failed with exit code {proc.exitcode}")
+    return elapsed, bad
+
+
+def _round_trips(rounds: int, channel: bool) -> list[float]:
+    """Round-trip times of a 64-byte message, in seconds."""
+    ctx = mp.get_context("spawn")
+    msg = bytes(range(64))
+    times: list[float] = []
+    if channel:
+        with Channel.create(None, 1 << 16) as ping, Channel.create(None, 1 << 16) as pong:
+            proc = ctx.Process(target=_channel_echo, args=(ping, pong, rounds))
+            proc.start()
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                ping.send(msg)
+                if pong.recv(timeout=TIMEOUT_S) != msg:
+                    raise RuntimeError("echo mismatch")
+                times.append(time.perf_counter() - t0)
+            proc.join(TIMEOUT_S)
+    else:
+        ping_q, pong_q = ctx.Queue(), ctx.Queue()
+        proc = ctx.Process(target=_queue_echo, args=(ping_q, pong_q, rounds))
+        proc.start()
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            ping_q.put(msg)
+            if pong_q.get(timeout=TIMEOUT_S) != msg:
+                raise RuntimeError("echo mismatch")
+            times.append(time.perf_counter() - t0)
+        proc.join(TIMEOUT_S)
+    return times[rounds // 10 :]  # drop the warm-up
+
+
+def run_demo(console: Console, messages: int = 200_000, size: int = 256, rounds: int = 5_000) -> int:
+    """Run the demo and print the comparison.  Returns an exit status."""
+    if messages < 1 or size < 8 or rounds < 10:
+        console.print("need messages >= 1, size >= 8 and rounds >= 10")
         return 2
-    ctx = mp.get_context("spawn")  # the segment handle re-attaches by name in the child
-    n = size_mib << 20
-    block = os.urandom(n)
-    results: dict[str, list[float]] = {"shmring Segment + futex": [], "multiprocessing.Queue": []}
-    ok = True
+    columns = (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        ch_time, ch_bad = _stream(progress, "shmring.Channel", messages, size, channel=True)
+        q_time, q_bad = _stream(progress, "multiprocessing.Queue", messages, size, channel=False)
+        rt_task = progress.add_task("round trips (ping-pong)", total=2)
+        ch_rt = _round_trips(rounds, channel=True)
+        progress.advance(rt_task)
+        q_rt = _round_trips(rounds, channel=False)
+        progress.advance(rt_task)
 
-    with Segment.create(None, DATA + n) as seg, Progress(console=console, transient=True) as progress:
-        task = progress.add_task("shmring Segment", total=rounds)
-        consumer = ctx.Process(target=_segment_consumer, args=(seg, rounds))
-        consumer.start()
-        buf = seg.buf
-        for r in range(1, rounds + 1):
-            data = _payload(block, r)
-            t0 = time.perf_counter()
-            buf[DATA : DATA + n] = data
-            buf[CRC : CRC + 4] = zlib.crc32(data).to_bytes(4, "little")
-            _core.atomic_store_u32(buf, READY, r)  # release: publishes data and CRC
-            _core.futex_wake(buf, READY)
-            while _core.atomic_load_u32(buf, ACK) != r:  # acquire: pairs with the consumer's release
-                if not _core.futex_wait(buf, ACK, r - 1, 1.0) and not consumer.is_alive():
-                    raise RuntimeError("the consumer process died")
-            results["shmring Segment + futex"].append(time.perf_counter() - t0)
-            progress.advance(task)
-        consumer.join(TIMEOUT_S)
-        ok &= _core.atomic_load_u32(buf, BAD) == 0 and consumer.exitcode == 0
-        del buf
-
-        task = progress.add_task("multiprocessing.Queue", total=rounds)
-        q, acks = ctx.Queue(), ctx.Queue()
-        consumer = ctx.Process(target=_queue_consumer, args=(q, acks, rounds))
-        consumer.start()
-        for r in range(1, rounds + 1):
-            data = _payload(block, r)
-            t0 = time.perf_counter()
-            q.put((data, zlib.crc32(data)))
-            ok &= acks.get(timeout=TIMEOUT_S) == r
-            results["multiprocessing.Queue"].append(time.perf_counter() - t0)
-            progress.advance(task)
-        consumer.join(TIMEOUT_S)
-        ok &= consumer.exitcode == 0
-
-    table = Table(title=f"Handing {size_mib} MiB from one process to another ({rounds} rounds, CRC-checked)")
-    for column in ("transport", "median time", "throughput", "speed-up"):
+    table = Table(title=f"{messages:,} messages of {size} B from one process to another, every one checked")
+    for column in ("", "shmring.Channel", "multiprocessing.Queue", "shmring speed-up"):
         table.add_column(column, justify="right")
-    baseline = statistics.median(results["multiprocessing.Queue"])
-    for label, times in results.items():
-        median = statistics.median(times)
-        table.add_row(label, f"{median * 1e3:.1f} ms", f"{n / median / 1e9:.2f} GB/s", f"{baseline / median:.1f}x")
+    table.add_row(
+        "messages/s",
+        f"{messages / ch_time:,.0f}",
+        f"{messages / q_time:,.0f}",
+        f"{q_time / ch_time:.1f}x",
+    )
+    table.add_row(
+        "MB/s",
+        f"{messages * size / ch_time / 1e6:,.0f}",
+        f"{messages * size / q_time / 1e6:,.0f}",
+        "",
+    )
+    for label, pick in (("round trip p50", 0.5), ("round trip p99", 0.99)):
+        a = _percentile(ch_rt, pick)
+        b = _percentile(q_rt, pick)
+        table.add_row(label, f"{a * 1e6:.1f} µs", f"{b * 1e6:.1f} µs", f"{b / a:.1f}x")
     console.print(table)
-    console.print("every round's data checked: " + ("[green]OK[/green]" if ok else "[red]MISMATCH[/red]"))
+    ok = ch_bad == 0 and q_bad == 0
+    console.print(
+        "every message checked: "
+        + ("[green]OK[/green]" if ok else f"[red]{ch_bad} bad on shmring, {q_bad} bad on the queue[/red]")
+    )
     return 0 if ok else 1
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
