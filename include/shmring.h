@@ -96,6 +96,14 @@ enum shmring_error {
     SHMRING_ERR_ARG = 10       /* invalid argument (name, size, kind) */
 };
 
+/* More results of channel operations (beside enum shmring_error). */
+#define SHMRING_AGAIN 20      /* nothing to read / no room now: wait and retry */
+#define SHMRING_CLOSED 21     /* the other end closed the channel */
+#define SHMRING_TOO_BIG 22    /* the message can never fit in this ring */
+#define SHMRING_TIMEOUT 23    /* a wait reached its deadline */
+#define SHMRING_ROLE_TAKEN 24 /* another live process (or handle) holds that end */
+#define SHMRING_PEER_GONE 25  /* the process at the other end died without closing */
+
 static inline const char *shmring_strerror(int code)
 {
     switch (code) {
@@ -110,6 +118,12 @@ static inline const char *shmring_strerror(int code)
     case SHMRING_ERR_CORRUPT: return "segment header fields are inconsistent (corrupted header)";
     case SHMRING_ERR_OWNER: return "segment is owned by another user";
     case SHMRING_ERR_ARG: return "invalid argument";
+    case SHMRING_AGAIN: return "would block: no message or no room now";
+    case SHMRING_CLOSED: return "the other end closed the channel";
+    case SHMRING_TOO_BIG: return "message too big";
+    case SHMRING_TIMEOUT: return "timed out";
+    case SHMRING_ROLE_TAKEN: return "that end of the channel is held by another live process";
+    case SHMRING_PEER_GONE: return "the process at the other end died";
     default: return "unknown shmring error";
     }
 }
@@ -656,12 +670,6 @@ static inline int shmring_token_alive(uint64_t token)
 /* Channel: lock-free single-producer/single-consumer ring of records        */
 /* ------------------------------------------------------------------------ */
 
-/* More results of channel operations (beside enum shmring_error). */
-#define SHMRING_AGAIN 20      /* nothing to read / no room now: wait and retry */
-#define SHMRING_CLOSED 21     /* the other end closed the channel */
-#define SHMRING_TOO_BIG 22    /* the message can never fit in this ring */
-#define SHMRING_TIMEOUT 23    /* a wait reached its deadline */
-#define SHMRING_ROLE_TAKEN 24 /* another live process (or handle) holds that end */
 
 /* Wait strategies. */
 enum shmring_wait {
@@ -1273,6 +1281,140 @@ static inline int shmring_channel_wait_writable(shmring_channel *ch, uint64_t n,
             return SHMRING_TIMEOUT;
     }
 #undef SHMRING_WRITABLE_
+}
+
+/* ------------------------------------------------------------------------ */
+/* Blocking channel calls for C and C++ programs                             */
+/* ------------------------------------------------------------------------ */
+
+/* These wrap the steps above the way the Python package does: claim the end
+ * once, wait in slices of at most 50 ms, and check between slices whether
+ * the other end's process died.  A deadline of 0 waits without limit.
+ * Interrupted waits (EINTR) simply continue; check your own flags around
+ * the calls if you need to stop on a signal. */
+
+#define SHMRING_C_SLICE_NS (50u * 1000u * 1000u)
+
+/* Attach `ch` to a mapped channel segment and claim one end (producer = 1
+ * or consumer = 0) for this process.  One end per process and channel. */
+static inline int shmring_channel_open_end(shmring_channel *ch, const shmring_segment *seg, int producer)
+{
+    const shmring_segment_header *h = (const shmring_segment_header *)seg->base;
+    shmring_channel_ctrl *c;
+    uint64_t token = shmring_token_self();
+    int rc;
+    if (h->kind != SHMRING_KIND_CHANNEL || !seg->writable)
+        return SHMRING_ERR_ARG;
+    rc = shmring_channel_attach(ch, shmring_segment_payload(seg), shmring_segment_payload_size(seg));
+    if (rc != SHMRING_OK)
+        return rc;
+    c = ch->ctrl;
+    rc = producer ? shmring_channel_claim(&c->producer, &c->producer_handle, token, 1)
+                  : shmring_channel_claim(&c->consumer, &c->consumer_handle, token, 1);
+    if (rc != SHMRING_OK)
+        return rc;
+    return producer ? shmring_channel_producer_start(ch) : shmring_channel_consumer_start(ch);
+}
+
+/* Give the end back; a producer's close ends the stream. */
+static inline void shmring_channel_close_end_of(shmring_channel *ch, int producer)
+{
+    shmring_channel_ctrl *c = ch->ctrl;
+    uint64_t token = shmring_token_self();
+    if (producer) {
+        shmring_channel_publish(ch);
+        shmring_channel_close_end(ch, 1);
+        shmring_channel_unclaim(&c->producer, &c->producer_handle, token, 1);
+    } else {
+        shmring_channel_release_publish(ch);
+        shmring_channel_close_end(ch, 0);
+        shmring_channel_unclaim(&c->consumer, &c->consumer_handle, token, 1);
+    }
+}
+
+/* Copy a message in and publish it.  Returns SHMRING_OK, SHMRING_TOO_BIG,
+ * SHMRING_CLOSED (the reader closed), SHMRING_PEER_GONE, SHMRING_TIMEOUT or
+ * SHMRING_ERR_CORRUPT. */
+static inline int shmring_channel_send(shmring_channel *ch, const void *data, uint64_t len, uint32_t strategy,
+                                       uint64_t deadline_ns)
+{
+    unsigned char *dst;
+    for (;;) {
+        uint64_t slice;
+        int rc;
+        if (shmring_channel_reader_closed(ch))
+            return SHMRING_CLOSED;
+        rc = shmring_channel_reserve(ch, len, &dst);
+        if (rc == SHMRING_OK)
+            break;
+        if (rc != SHMRING_AGAIN)
+            return rc;
+        slice = shmring_now_ns() + SHMRING_C_SLICE_NS;
+        if (deadline_ns && deadline_ns < slice)
+            slice = deadline_ns;
+        rc = shmring_channel_wait_writable(ch, sizeof(shmring_record) + shmring_align8(len), strategy,
+                                           SHMRING_CHANNEL_DEFAULT_SPIN_NS, slice);
+        if (rc == SHMRING_ERR_CORRUPT)
+            return rc;
+        if (rc != SHMRING_OK) {
+            /* relaxed: a snapshot for a liveness check. */
+            uint64_t peer = __atomic_load_n(&ch->ctrl->consumer, __ATOMIC_RELAXED);
+            if (peer != 0 && !shmring_token_alive(peer))
+                return SHMRING_PEER_GONE;
+            if (deadline_ns && shmring_now_ns() >= deadline_ns)
+                return SHMRING_TIMEOUT;
+        }
+    }
+    memcpy(dst, data, (size_t)len);
+    shmring_channel_commit(ch, len);
+    shmring_channel_publish(ch);
+    return SHMRING_OK;
+}
+
+/* Copy the next message out into buf (of `cap` bytes); *len gets its size.
+ * Returns SHMRING_OK, SHMRING_TOO_BIG (buf too small: *len says how big the
+ * message is, and it stays in the ring), SHMRING_CLOSED (the writer closed
+ * and everything was read), SHMRING_PEER_GONE (the writer died and
+ * everything it committed was read), SHMRING_TIMEOUT or SHMRING_ERR_CORRUPT. */
+static inline int shmring_channel_recv(shmring_channel *ch, void *buf, uint64_t cap, uint64_t *len,
+                                       uint32_t strategy, uint64_t deadline_ns)
+{
+    const unsigned char *src;
+    for (;;) {
+        uint64_t slice;
+        int rc = shmring_channel_peek(ch, &src, len);
+        if (rc == SHMRING_OK)
+            break;
+        if (rc != SHMRING_AGAIN)
+            return rc;
+        shmring_channel_release_publish(ch); /* padding skipped on the way */
+        if (shmring_channel_writer_closed(ch)) {
+            rc = shmring_channel_peek(ch, &src, len); /* published right before closing? */
+            if (rc == SHMRING_OK)
+                break;
+            return rc == SHMRING_AGAIN ? SHMRING_CLOSED : rc;
+        }
+        slice = shmring_now_ns() + SHMRING_C_SLICE_NS;
+        if (deadline_ns && deadline_ns < slice)
+            slice = deadline_ns;
+        rc = shmring_channel_wait_readable(ch, strategy, SHMRING_CHANNEL_DEFAULT_SPIN_NS, slice);
+        if (rc == SHMRING_ERR_CORRUPT)
+            return rc;
+        if (rc != SHMRING_OK) {
+            /* relaxed: a snapshot for a liveness check. */
+            uint64_t peer = __atomic_load_n(&ch->ctrl->producer, __ATOMIC_RELAXED);
+            if (peer != 0 && !shmring_token_alive(peer) && shmring_channel_readable(ch) == 0)
+                return SHMRING_PEER_GONE;
+            if (deadline_ns && shmring_now_ns() >= deadline_ns)
+                return SHMRING_TIMEOUT;
+        }
+    }
+    if (*len > cap)
+        return SHMRING_TOO_BIG;
+    memcpy(buf, src, (size_t)*len);
+    shmring_channel_release(ch);
+    shmring_channel_release_publish(ch);
+    return SHMRING_OK;
 }
 
 #ifdef __cplusplus
