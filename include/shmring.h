@@ -797,6 +797,8 @@ typedef struct shmring_channel {
     uint64_t current_len;
     uint64_t released_msgs, released_bytes;
     int light; /* this process publishes with the light barrier */
+    /* the channel's default strategy, read once at attach */
+    uint32_t wait, spin_ns;
 } shmring_channel;
 
 
@@ -836,6 +838,12 @@ static inline int shmring_channel_attach(shmring_channel *ch, void *payload, uin
     ch->data = (unsigned char *)payload + off;
     ch->capacity = cap;
     ch->mask = cap - 1;
+    ch->wait = c->wait;
+    ch->spin_ns = c->spin_ns;
+    if (ch->wait == 0 || ch->wait > SHMRING_WAIT_MAX)
+        ch->wait = SHMRING_WAIT_ADAPTIVE; /* untrusted: fall back to the default */
+    if (ch->spin_ns > 100000000u)
+        ch->spin_ns = SHMRING_CHANNEL_DEFAULT_SPIN_NS;
     return SHMRING_OK;
 }
 
@@ -1332,13 +1340,16 @@ static inline void shmring_channel_close_end_of(shmring_channel *ch, int produce
     }
 }
 
-/* Copy a message in and publish it.  Returns SHMRING_OK, SHMRING_TOO_BIG,
+/* Copy a message in and publish it.  `strategy` 0 means the channel's
+ * default (ch->wait).  Returns SHMRING_OK, SHMRING_TOO_BIG,
  * SHMRING_CLOSED (the reader closed), SHMRING_PEER_GONE, SHMRING_TIMEOUT or
  * SHMRING_ERR_CORRUPT. */
 static inline int shmring_channel_send(shmring_channel *ch, const void *data, uint64_t len, uint32_t strategy,
                                        uint64_t deadline_ns)
 {
     unsigned char *dst;
+    if (strategy == 0)
+        strategy = ch->wait;
     for (;;) {
         uint64_t slice;
         int rc;
@@ -1353,7 +1364,7 @@ static inline int shmring_channel_send(shmring_channel *ch, const void *data, ui
         if (deadline_ns && deadline_ns < slice)
             slice = deadline_ns;
         rc = shmring_channel_wait_writable(ch, sizeof(shmring_record) + shmring_align8(len), strategy,
-                                           SHMRING_CHANNEL_DEFAULT_SPIN_NS, slice);
+                                           ch->spin_ns, slice);
         if (rc == SHMRING_ERR_CORRUPT)
             return rc;
         if (rc != SHMRING_OK) {
@@ -1380,6 +1391,8 @@ static inline int shmring_channel_recv(shmring_channel *ch, void *buf, uint64_t 
                                        uint32_t strategy, uint64_t deadline_ns)
 {
     const unsigned char *src;
+    if (strategy == 0)
+        strategy = ch->wait;
     for (;;) {
         uint64_t slice;
         int rc = shmring_channel_peek(ch, &src, len);
@@ -1397,7 +1410,7 @@ static inline int shmring_channel_recv(shmring_channel *ch, void *buf, uint64_t 
         slice = shmring_now_ns() + SHMRING_C_SLICE_NS;
         if (deadline_ns && deadline_ns < slice)
             slice = deadline_ns;
-        rc = shmring_channel_wait_readable(ch, strategy, SHMRING_CHANNEL_DEFAULT_SPIN_NS, slice);
+        rc = shmring_channel_wait_readable(ch, strategy, ch->spin_ns, slice);
         if (rc == SHMRING_ERR_CORRUPT)
             return rc;
         if (rc != SHMRING_OK) {

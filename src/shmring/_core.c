@@ -1437,13 +1437,8 @@ static int channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
     }
     Py_INCREF(mapping);
     self->mapping = mapping;
-    /* relaxed: config fields, published with the segment [S1]. */
-    self->wait = wait ? wait : __atomic_load_n(&self->ch.ctrl->wait, __ATOMIC_RELAXED);
-    if (self->wait == 0 || self->wait > SHMRING_WAIT_MAX)
-        self->wait = SHMRING_WAIT_ADAPTIVE; /* an untrusted default: fall back to ours */
-    self->spin_ns = spin_ns >= 0 ? (uint32_t)spin_ns : __atomic_load_n(&self->ch.ctrl->spin_ns, __ATOMIC_RELAXED);
-    if (self->spin_ns > 100000000u)
-        self->spin_ns = SHMRING_CHANNEL_DEFAULT_SPIN_NS;
+    self->wait = wait ? wait : self->ch.wait;
+    self->spin_ns = spin_ns >= 0 ? (uint32_t)spin_ns : self->ch.spin_ns;
     self->handle_id = next_handle_id++;
     self->generation = fork_generation;
     self->token = shmring_token_self();
