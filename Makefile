@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv test demo bench clean
+.PHONY: all venv test demo bench sanitize clean
 
 all: test
 
@@ -22,6 +22,20 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/shmring demo
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) benchmarks/bench_channel.py
+
+# The Python tests of the native code against an ASan+UBSan build of the
+# extension (the sanitizer runtimes are preloaded into the interpreter).
+ASAN_DIR := build/asan
+SANITIZER_LIBS = $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)
+sanitize: $(STAMP)
+	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR) && cp -r src/shmring $(ASAN_DIR)/ && cp -r include $(ASAN_DIR)/shmring/ && rm -f $(ASAN_DIR)/shmring/*.so
+	SHMRING_SANITIZE=1 $(PY) setup.py --quiet build_ext --build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
+	LD_PRELOAD="$(SANITIZER_LIBS)" ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=$(ASAN_DIR) \
+		$(PY) -m pytest -q -p no:cacheprovider tests/test_segment.py tests/test_futex.py tests/test_channel.py tests/test_channel_stress.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info src/shmring/*.so

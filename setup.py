@@ -5,6 +5,7 @@ and one header: setuptools needs no extra build tool, and `pip install -e .`
 rebuilds the extension in place.
 """
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,11 @@ from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
+
+# SHMRING_SANITIZE=1 builds the extension with AddressSanitizer and
+# UndefinedBehaviorSanitizer (`make sanitize` runs the tests against it).
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
+sanitize = os.environ.get("SHMRING_SANITIZE") == "1"
 
 
 class build_py_with_header(build_py):
@@ -33,7 +39,9 @@ setup(
             sources=["src/shmring/_core.c"],
             include_dirs=["include"],
             depends=["include/shmring.h"],
-            extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
+            + (SANITIZE if sanitize else []),
+            extra_link_args=SANITIZE if sanitize else [],
         )
     ],
 )

@@ -1150,7 +1150,7 @@ static inline int shmring_channel_wait_readable(shmring_channel *ch, uint32_t st
     if (strategy == SHMRING_WAIT_SPIN || strategy == SHMRING_WAIT_YIELD)
         spin_until = deadline_ns ? deadline_ns : UINT64_MAX;
     else if (strategy == SHMRING_WAIT_ADAPTIVE)
-        spin_until = now + spin_ns;
+        spin_until = deadline_ns && deadline_ns < now + spin_ns ? deadline_ns : now + spin_ns;
     else
         spin_until = now;
     while (now < spin_until) {
@@ -1230,7 +1230,7 @@ static inline int shmring_channel_wait_writable(shmring_channel *ch, uint64_t n,
     if (strategy == SHMRING_WAIT_SPIN || strategy == SHMRING_WAIT_YIELD)
         spin_until = deadline_ns ? deadline_ns : UINT64_MAX;
     else if (strategy == SHMRING_WAIT_ADAPTIVE)
-        spin_until = now + spin_ns;
+        spin_until = deadline_ns && deadline_ns < now + spin_ns ? deadline_ns : now + spin_ns;
     else
         spin_until = now;
     while (now < spin_until) {

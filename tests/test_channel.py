@@ -482,10 +482,11 @@ def test_stats(ch: shmring.Channel) -> None:
 
 
 def test_pickle_reattaches_with_same_overrides(ch: shmring.Channel) -> None:
-    with shmring.Channel.open(ch.name, "block") as tuned:
+    with shmring.Channel.open(ch.name, "adaptive", spin_ns=1234) as tuned:
         clone = pickle.loads(pickle.dumps(tuned))
         try:
-            assert clone.name == ch.name and clone.wait == "block" and not clone.owner
+            assert clone.name == ch.name and clone.wait == "adaptive" and clone.spin_ns == 1234
+            assert not clone.owner
         finally:
             clone.close()
 

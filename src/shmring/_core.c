@@ -525,6 +525,7 @@ typedef struct {
     unsigned long generation; /* fork_generation when the roles were claimed */
     uint64_t token;           /* this process's token, valid with `generation` */
     int roles;
+    uint64_t next_peer_check_ns; /* try_send/try_recv look at the peer this often */
     int busy;      /* ROLE_* bits: an operation on that end has the GIL released */
     int closed;
     RegionObject *reserved; /* outstanding reserve(), or NULL */
@@ -733,6 +734,17 @@ static int peer_check(ChannelObject *self, int writer, uint64_t need)
     return -1;
 }
 
+/* For the non-blocking calls: a dead peer is reported (at most every slice,
+ * since looking costs a read of /proc).  Same results as peer_check. */
+static int peer_check_sometimes(ChannelObject *self, int writer, uint64_t need)
+{
+    uint64_t now = shmring_now_ns();
+    if (now < self->next_peer_check_ns)
+        return 0;
+    self->next_peer_check_ns = now + WAIT_SLICE_NS;
+    return peer_check(self, writer, need);
+}
+
 /* Wait for data (writer = 0) or for `need` free bytes (writer = 1), in
  * slices: the GIL is released during each slice, signals are checked and the
  * peer's liveness looked at between slices.  Returns 0 when the condition
@@ -930,9 +942,23 @@ static PyObject *channel_try_send(ChannelObject *self, PyObject *data)
     if (PyObject_GetBuffer(data, &src, PyBUF_SIMPLE) < 0)
         return NULL;
     rc = shmring_channel_reserve(&self->ch, (uint64_t)src.len, &dst);
+    if (rc == SHMRING_AGAIN) {
+        shmring_channel_publish(&self->ch); /* a padding record may be pending */
+        switch (peer_check_sometimes(self, 1, sizeof(shmring_record) + shmring_align8((uint64_t)src.len))) {
+        case 0:
+            PyBuffer_Release(&src);
+            Py_RETURN_FALSE;
+        case 1:
+            rc = shmring_channel_reserve(&self->ch, (uint64_t)src.len, &dst);
+            break;
+        default:
+            PyBuffer_Release(&src);
+            return NULL;
+        }
+    }
     if (rc != SHMRING_OK) {
         PyBuffer_Release(&src);
-        shmring_channel_publish(&self->ch); /* a padding record may be pending */
+        shmring_channel_publish(&self->ch);
         if (rc == SHMRING_AGAIN)
             Py_RETURN_FALSE;
         if (rc == SHMRING_TOO_BIG)
@@ -1081,7 +1107,17 @@ static PyObject *channel_try_recv(ChannelObject *self, PyObject *Py_UNUSED(ignor
             if (rc == SHMRING_AGAIN)
                 return PyErr_Format(closed_error, "channel %R: the writer closed the channel", channel_name(self));
         } else {
-            Py_RETURN_NONE;
+            switch (peer_check_sometimes(self, 0, 0)) {
+            case 0:
+                Py_RETURN_NONE;
+            case 1:
+                rc = shmring_channel_peek(&self->ch, &src, &len);
+                if (rc == SHMRING_AGAIN)
+                    Py_RETURN_NONE;
+                break;
+            default:
+                return NULL;
+            }
         }
     }
     if (rc == SHMRING_ERR_CORRUPT) {

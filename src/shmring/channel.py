@@ -80,6 +80,7 @@ class Channel(_core.Channel):
 
     _segment: Segment
     _wait_override: str | None
+    _spin_override: int | None
 
     def __init__(self, *_: object, **__: object) -> None:
         raise TypeError("use Channel.create(...) or Channel.open(name)")
@@ -90,6 +91,7 @@ class Channel(_core.Channel):
         _core.Channel.__init__(self, segment._mapping, _wait_code(wait), _spin(spin_ns))
         self._segment = segment
         self._wait_override = wait
+        self._spin_override = spin_ns
         return self
 
     @classmethod
@@ -133,7 +135,8 @@ class Channel(_core.Channel):
         allow_other_owner: bool = False,
     ) -> Channel:
         """Attach to an existing channel.  ``wait``/``spin_ns`` override the
-        channel's strategy for this process only."""
+        channel's strategy for this handle (and for copies of it pickled to
+        other processes); other handles keep the channel's default."""
         _wait_code(wait)  # validate before touching anything
         _spin(spin_ns)
         segment = Segment.open(name, allow_other_owner=allow_other_owner)
@@ -202,12 +205,12 @@ class Channel(_core.Channel):
     def __reduce__(self) -> tuple[Any, ...]:
         if self.closed:
             raise ValueError(f"cannot pickle closed channel {self.name!r}")
-        return (_reopen, (self.name, self._wait_override, self._segment._allow_other_owner))
+        return (_reopen, (self.name, self._wait_override, self._spin_override, self._segment._allow_other_owner))
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"capacity={self.capacity} wait={self.wait!r}"
         return f"<shmring.Channel {self.name!r} {state}{' owner' if self.owner else ''}>"
 
 
-def _reopen(name: str, wait: str | None, allow_other_owner: bool) -> Channel:
-    return Channel.open(name, wait, allow_other_owner=allow_other_owner)  # type: ignore[arg-type]
+def _reopen(name: str, wait: str | None, spin_ns: int | None, allow_other_owner: bool) -> Channel:
+    return Channel.open(name, wait, spin_ns=spin_ns, allow_other_owner=allow_other_owner)  # type: ignore[arg-type]
