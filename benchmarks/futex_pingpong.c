@@ -8,9 +8,14 @@
  * pong and wakes the parent.  The values are the content check: a word that
  * holds anything else than i or i - 1 fails the run.
  *
- *   futex_pingpong MODE N WARMUP
+ *   futex_pingpong MODE N WARMUP [WORK_NS]
  *     MODE "futex": wait with FUTEX_WAIT (the floor for a blocking wait)
  *     MODE "spin":  busy-wait with a pause instruction (the floor for spinning)
+ *     WORK_NS: busy work before every post (default 0).  With 0, a reply
+ *     usually lands before the peer has gone to sleep, so "futex" measures
+ *     a peer that hardly ever sleeps; about 1000 ns (what a Python caller
+ *     spends between a receive and the next send) makes every post wake a
+ *     sleeping peer: the floor for a blocking wait that really blocks.
  *
  * Prints one JSON object: {"mode":..., "n":..., "p50_ns":..., "p99_ns":...,
  * "p999_ns":..., "mean_ns":..., "min_ns":..., "max_ns":...}.
@@ -73,7 +78,18 @@ static int wait_for(uint32_t *word, uint32_t want) {
     }
 }
 
+static long work_ns;
+
+static void busy_work(void) {
+    struct timespec a, b;
+    if (work_ns <= 0) return;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    do clock_gettime(CLOCK_MONOTONIC, &b);
+    while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < work_ns);
+}
+
 static void post(uint32_t *word, uint32_t value) {
+    busy_work();
     __atomic_store_n(word, value, __ATOMIC_RELEASE);
     if (use_futex) futex(word, FUTEX_WAKE, 1);
 }
@@ -97,10 +113,11 @@ static uint64_t pct(const uint64_t *sorted, long n, double p) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4 || (strcmp(argv[1], "futex") != 0 && strcmp(argv[1], "spin") != 0)) {
-        fprintf(stderr, "usage: %s futex|spin N WARMUP\n", argv[0]);
+    if ((argc != 4 && argc != 5) || (strcmp(argv[1], "futex") != 0 && strcmp(argv[1], "spin") != 0)) {
+        fprintf(stderr, "usage: %s futex|spin N WARMUP [WORK_NS]\n", argv[0]);
         return 1;
     }
+    work_ns = argc == 5 ? strtol(argv[4], NULL, 10) : 0;
     use_futex = strcmp(argv[1], "futex") == 0;
     long n = strtol(argv[2], NULL, 10), warm = strtol(argv[3], NULL, 10);
     if (n < 1 || warm < 0 || n + warm >= (long)UINT32_MAX) {

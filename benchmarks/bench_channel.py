@@ -1,0 +1,886 @@
+#!/usr/bin/env python3
+"""Benchmark shmring's Channel against its peers, side by side, in one run.
+
+Every measurement uses two real processes started with multiprocessing's
+"spawn" context (each child starts from a fresh interpreter: no state of the
+parent, no zmq context or iceoryx2 node, is inherited; shmring channels are
+attached by name).  Every message is checked by the receiver, which counts
+them; a mismatch fails the run (exit status 1).
+
+Workloads:
+  1. throughput   one send/recv call per message; 8 B, 64 B, 1 KiB, 64 KiB, 1 MiB
+  2. batch        64 B messages in batches of 64 (send_many/recv_many, put_many/get_many,
+                  pyzmq send_multipart/recv_multipart)
+  3. zerocopy     1 MiB messages written and read in place (shmring reserve/peek,
+                  iceoryx2 loan/receive); sequence number in the first and last 8 bytes
+  4. pingpong     64 B round trips: p50/p99/p99.9 (plus C futex and C spin floors)
+  5. idle         CPU of a shmring reader blocked in recv ("adaptive", "block")
+
+    .venv/bin/python benchmarks/bench_channel.py            # everything, ~3-5 min on 2 cores
+    .venv/bin/python benchmarks/bench_channel.py --quick    # smoke test, ~30-60 s
+    .venv/bin/python benchmarks/bench_channel.py --only pyzmq,mp.Pipe --workloads throughput
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import _transports as T  # noqa: E402  (light: libraries are imported lazily)
+import _workloads as W  # noqa: E402
+
+KiB, MiB = 1024, 1 << 20
+SIZES = [8, 64, KiB, 64 * KiB, MiB]
+WORKLOADS = ["throughput", "batch", "zerocopy", "pingpong", "idle"]
+START_METHOD = "spawn"
+MAX_COUNT = 50_000_000
+
+BASELINES = {
+    "throughput": ["mp.Queue", "pyzmq", "faster-fifo", "iceoryx2"],
+    "batch": ["faster-fifo", "pyzmq"],
+    "zerocopy": ["iceoryx2"],
+    "pingpong": ["mp.Queue", "pyzmq", "faster-fifo", "iceoryx2", "C futex", "C futex, sleeping peer"],
+}
+UNSUPPORTED = {
+    "batch": "no batch API",
+    "zerocopy": "no in-place write/read API",
+}
+IDLE_STRATEGIES = ("shmring-adaptive", "shmring-block")
+
+
+def size_label(n: int) -> str:
+    if n >= MiB and n % MiB == 0:
+        return f"{n // MiB} MiB"
+    if n >= KiB and n % KiB == 0:
+        return f"{n // KiB} KiB"
+    return f"{n} B"
+
+
+def parse_size(s: str) -> int:
+    s = s.strip().upper().replace(" ", "")
+    for suffix, mul in (("KIB", KiB), ("MIB", MiB), ("K", KiB), ("M", MiB), ("B", 1)):
+        if s.endswith(suffix):
+            return int(float(s[: -len(suffix)]) * mul)
+    return int(s)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# worker processes
+
+
+class WorkerError(Exception):
+    def __init__(self, message: str, mismatch: bool = False) -> None:
+        super().__init__(message)
+        self.mismatch = mismatch
+
+
+class Group:
+    """The child processes of one measurement and their control pipes.  Leaving
+    the `with` block stops them: "stop", then join with a timeout, then
+    SIGTERM, then SIGKILL; nothing outlives the measurement."""
+
+    def __init__(self, ctx: Any, transport: T.Transport, roles: dict[str, Any], size: int, opts: Any) -> None:
+        self.ctx, self.transport, self.roles, self.size, self.opts = ctx, transport, roles, size, opts
+        self.procs: dict[str, Any] = {}
+        self.conns: dict[str, Any] = {}
+        self.stash: dict[str, deque[Any]] = {r: deque() for r in roles}
+        self.killed = False
+
+    def __enter__(self) -> Group:
+        try:
+            for role, spec in self.roles.items():
+                parent_end, child_end = self.ctx.Pipe(duplex=True)
+                p = self.ctx.Process(
+                    target=W.worker_main,
+                    args=(self.transport, role, spec, self.size, child_end, self.opts.connect_timeout,
+                          self.opts.distinct),
+                    name=f"bench-{self.transport.name}-{role}",
+                    daemon=True,
+                )
+                p.start()
+                child_end.close()  # so that a dead child reads as EOF here
+                self.procs[role], self.conns[role] = p, parent_end
+            self._handshake()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, role: str, msg: tuple[Any, ...]) -> None:
+        try:
+            self.conns[role].send(msg)
+        except (BrokenPipeError, ConnectionError, EOFError, OSError):
+            # The child is gone: report its own error message if it left one.
+            conn = self.conns[role]
+            try:
+                while conn.poll(0.5):
+                    m = conn.recv()
+                    if m[0] == "error":
+                        raise WorkerError(m[1], bool(m[2])) from None
+            except (EOFError, OSError):
+                pass
+            self.procs[role].join(1.0)
+            raise WorkerError(f"the {role} worker is gone (exit code {self.procs[role].exitcode})") from None
+
+    def expect(self, role: str, tag: str, timeout: float) -> tuple[Any, ...]:
+        """The next message of `role`, which must be `tag`; an error from any
+        worker, an exit, or the timeout raises WorkerError."""
+        from multiprocessing.connection import wait
+
+        deadline = time.monotonic() + timeout
+        by_conn = {c: r for r, c in self.conns.items()}
+        while True:
+            if self.stash[role]:
+                msg = self.stash[role].popleft()
+                if msg[0] != tag:
+                    raise WorkerError(f"{role}: expected {tag!r}, got {msg[0]!r}")
+                return msg
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WorkerError(f"timeout: no {tag!r} from the {role} worker after {timeout:.0f} s")
+            ready = wait(list(self.conns.values()), timeout=min(left, 1.0))
+            for conn in ready:
+                r = by_conn[conn]
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):
+                    self.procs[r].join(1.0)
+                    raise WorkerError(f"the {r} worker exited (exit code {self.procs[r].exitcode})") from None
+                if msg[0] == "error":
+                    raise WorkerError(msg[1], bool(msg[2]))
+                self.stash[r].append(msg)
+
+    def _handshake(self) -> None:
+        t = self.opts.connect_timeout + 60.0  # includes interpreter start-up and payloads
+        for phase in ("phase2", "connect", None):
+            for role in self.roles:
+                self.expect(role, "ok", t)
+            if phase:
+                for role in self.roles:
+                    self.send(role, (phase,))
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            try:
+                conn.send(("stop",))
+            except Exception:
+                pass
+        deadline = time.monotonic() + 5.0
+        for p in self.procs.values():
+            p.join(max(0.1, deadline - time.monotonic()))
+        for p in self.procs.values():
+            if p.is_alive():
+                self.killed = True
+                p.terminate()
+                p.join(2.0)
+            if p.is_alive():
+                p.kill()
+                p.join(2.0)
+        for conn in self.conns.values():
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+
+# ---------------------------------------------------------------------------
+# measurements
+
+
+class Bench:
+    def __init__(self, opts: Any, transports: list[T.Transport]) -> None:
+        import multiprocessing as mp
+
+        self.opts = opts
+        self.ctx = mp.get_context(START_METHOD)
+        self.transports = transports
+        self.tmpdir = tempfile.mkdtemp(prefix="shmring-bench-")
+        self.results: dict[str, list[dict[str, Any]]] = {w: [] for w in WORKLOADS}
+        self.errors: list[dict[str, Any]] = []
+        self.notes: dict[str, list[str]] = {w: [] for w in WORKLOADS}
+        self.shm_names: list[str] = []
+        self.iceoryx2_used = False
+        self.killed_workers = 0
+        self.c_exe: str | None = None
+        self.c_error: str | None = None
+
+    # -- helpers ------------------------------------------------------------
+
+    def capacity_for(self, size: int) -> int:
+        """Ring bytes: 1 MiB, or room for 8 messages (a power of two) when larger."""
+        need = 8 * (size + 8)
+        cap = 1 << 20
+        while cap < need:
+            cap <<= 1
+        return cap
+
+    def _fail(self, workload: str, t: T.Transport, size: int | None, e: BaseException) -> dict[str, Any]:
+        mismatch = isinstance(e, WorkerError) and e.mismatch
+        text = str(e).rstrip()
+        tag = "MISMATCH" if mismatch else "FAILED"
+        where = f"{workload} {t.name}" + (f" {size_label(size)}" if size else "")
+        log(f"!!! {tag}: {where}\n{text}\n")
+        self.errors.append({"workload": workload, "transport": t.name, "size": size, "mismatch": mismatch, "error": text})
+        return {"transport": t.name, "size": size, "failed": tag, "error": text}
+
+    def _resources(self) -> T.Resources:
+        return T.Resources(self.tmpdir, self.ctx)
+
+    def _after(self, res: T.Resources, group: Group | None) -> None:
+        self.shm_names.extend(res.shm_names)
+        if group is not None and group.killed:
+            self.killed_workers += 1
+
+    # -- one-way workloads ----------------------------------------------------
+
+    def _run_oneway(self, g: Group, kind: str, count: int, run_no: int, size: int, timeout: float) -> dict[str, Any]:
+        g.send("rx", ("run", kind, count, run_no, None))
+        g.expect("rx", "armed", 30)
+        g.send("tx", ("run", kind, count, run_no, None))
+        g.expect("tx", "armed", 30)
+        rx = g.expect("rx", "done", timeout)[1]
+        g.send("tx", ("fin",))
+        tx = g.expect("tx", "done", 30)[1]
+        elapsed = rx["t1"] - tx["t0"]
+        return {
+            "count": count,
+            "elapsed_s": elapsed,
+            "msgs_per_s": count / elapsed,
+            "gb_per_s": count * size / elapsed / 1e9,
+            "tx_cpu_us_per_msg": tx["cpu"] / count * 1e6,
+            "rx_cpu_us_per_msg": rx["cpu"] / count * 1e6,
+            # share of a core over each process's own window (the sender's ends
+            # when the receiver has everything; the receiver's starts when armed)
+            "tx_cpu_pct": tx["cpu"] / (tx["t_cpu"] - tx["t0"]) * 100,
+            "rx_cpu_pct": rx["cpu"] / (rx["t1"] - rx["t0"]) * 100,
+            "tx_loop_s": tx["t1"] - tx["t0"],
+        }
+
+    def measure_oneway(self, workload: str, kind: str, t: T.Transport, size: int) -> dict[str, Any]:
+        opts = self.opts
+        step = W.BATCH if kind == "batch" else 1
+        target = opts.target_seconds
+        group = None
+        with self._resources() as res:
+            try:
+                if isinstance(t, T.Iceoryx2Transport):
+                    self.iceoryx2_used = True
+                cap = self.capacity_for(size)
+                spec = t.link(res, size, cap)
+                with Group(self.ctx, t, {"tx": spec, "rx": spec}, size, opts) as group:
+                    # Calibrate (these runs are also the warm-up): aim each
+                    # measured run at `target` seconds.
+                    if kind == "zc":
+                        count = 1000
+                    else:
+                        count = max(64, min(10_000, (8 * MiB) // size))
+                    run_no, calib = 0, []
+                    while True:
+                        count = -(-count // step) * step
+                        r = self._run_oneway(group, kind, count, run_no, size, opts.run_timeout)
+                        run_no += 1
+                        calib.append((count, r["elapsed_s"]))
+                        if r["elapsed_s"] >= min(0.1, target / 2) or len(calib) >= 4 or count >= MAX_COUNT:
+                            break
+                        count = int(count * min(100.0, max(2.0, 0.15 / max(r["elapsed_s"], 1e-5))))
+                    rate = r["msgs_per_s"]
+                    count = max(step, min(MAX_COUNT, int(rate * target)))
+                    count = -(-count // step) * step
+                    runs = []
+                    for _ in range(opts.repeat):
+                        runs.append(self._run_oneway(group, kind, count, run_no, size, max(30.0, 20 * target)))
+                        run_no += 1
+            except Exception as e:  # any failure fails this row only
+                return self._fail(workload, t, size, e)
+            finally:
+                self._after(res, group)
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "count"}
+        rates = [r["msgs_per_s"] for r in runs]
+        return {
+            "transport": t.name,
+            "size": size,
+            "capacity": cap,
+            "count": count,
+            "repeats": runs,
+            "calibration": calib,
+            "spread_pct": (max(rates) - min(rates)) / med["msgs_per_s"] * 100,
+            **med,
+        }
+
+    # -- ping-pong ------------------------------------------------------------
+
+    def measure_pingpong(self, t: T.Transport) -> dict[str, Any]:
+        n, warm, size = self.opts.pingpong_n, self.opts.pingpong_warmup, 64
+        if isinstance(t, T.CPingPong):
+            return self.measure_c(t, n, warm)
+        group = None
+        with self._resources() as res:
+            try:
+                if isinstance(t, T.Iceoryx2Transport):
+                    self.iceoryx2_used = True
+                spec = t.pp_link(res, size, self.capacity_for(size))
+                with Group(self.ctx, t, {"a": spec, "b": spec}, size, self.opts) as group:
+                    group.send("b", ("run", "pingpong", n, 0, warm))
+                    group.expect("b", "armed", 30)
+                    group.send("a", ("run", "pingpong", n, 0, warm))
+                    group.expect("a", "armed", 30)
+                    timeout = 60.0 + (n + warm) * 0.002
+                    a = group.expect("a", "done", timeout)[1]
+                    b = group.expect("b", "done", 30)[1]
+            except Exception as e:  # any failure fails this row only
+                return self._fail("pingpong", t, None, e)
+            finally:
+                self._after(res, group)
+        lat = sorted(a["lat"])
+        return {
+            "transport": t.name,
+            "n": n,
+            "warmup": warm,
+            **_percentiles(lat),
+            "a_cpu_us_per_rt": a["cpu"] / (n + warm) * 1e6,
+            "b_cpu_us_per_rt": b["cpu"] / (n + warm) * 1e6,
+        }
+
+    def _compile_c(self) -> str:
+        if self.c_exe or self.c_error:
+            if self.c_error:
+                raise RuntimeError(self.c_error)
+            return self.c_exe  # type: ignore[return-value]
+        src = os.path.join(HERE, "futex_pingpong.c")
+        exe = os.path.join(self.tmpdir, "futex_pingpong")
+        cmd = ["gcc", "-O2", "-std=gnu11", "-Wall", "-Wextra", "-o", exe, src]
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            self.c_error = f"gcc failed: {e}"
+            raise RuntimeError(self.c_error) from None
+        if out.returncode != 0:
+            self.c_error = f"gcc failed ({' '.join(cmd)}):\n{out.stderr}"
+            raise RuntimeError(self.c_error)
+        self.c_exe = exe
+        return exe
+
+    def measure_c(self, t: T.CPingPong, n: int, warm: int) -> dict[str, Any]:
+        try:
+            exe = self._compile_c()
+            out = subprocess.run([exe, t.mode, str(n), str(warm), str(t.work_ns)], capture_output=True, text=True,
+                                 timeout=60 + (n + warm) * 0.002)
+            if out.returncode != 0:
+                raise RuntimeError(f"{exe} exited with {out.returncode}: {out.stderr.strip()}")
+            d = json.loads(out.stdout)
+        except Exception as e:  # gcc, the programme or its output
+            return self._fail("pingpong", t, None, e)
+        us = {k.replace("_ns", "_us"): v / 1000 for k, v in d.items() if k.endswith("_ns")}
+        return {"transport": t.name, "n": n, "warmup": warm, **us}
+
+    # -- idle -----------------------------------------------------------------
+
+    def measure_idle(self, t: T.Transport) -> dict[str, Any]:
+        secs = self.opts.idle_seconds
+        group = None
+        with self._resources() as res:
+            try:
+                spec = t.link(res, 64, 1 << 20)
+                with Group(self.ctx, t, {"idle": spec}, 64, self.opts) as group:
+                    group.send("idle", ("run", "idle", 0, 0, secs))
+                    group.expect("idle", "armed", 30)
+                    d = group.expect("idle", "done", secs + 30)[1]
+            except Exception as e:  # any failure fails this row only
+                return self._fail("idle", t, None, e)
+            finally:
+                self._after(res, group)
+        wall = d["t1"] - d["t0"]
+        return {
+            "transport": t.name,
+            "wall_s": wall,
+            "cpu_s": d["cpu"],
+            "cpu_pct": d["cpu"] / wall * 100,
+            "outcome": d["outcome"],
+        }
+
+    # -- driver ---------------------------------------------------------------
+
+    def supported(self, workload: str) -> list[T.Transport]:
+        out = []
+        for t in self.transports:
+            if workload == "idle":
+                if t.name in IDLE_STRATEGIES:
+                    out.append(t)
+                continue
+            if workload in t.workloads:
+                out.append(t)
+            elif workload in UNSUPPORTED and not isinstance(t, T.CPingPong):
+                self.notes[workload].append(f"{t.name}: not measured ({UNSUPPORTED[workload]})")
+        return out
+
+    def run(self) -> None:
+        opts = self.opts
+        for workload in opts.workloads:
+            ts = self.supported(workload)
+            if not ts:
+                continue
+            if workload == "throughput":
+                for size in opts.sizes:
+                    for t in ts:
+                        r = self.measure_oneway(workload, "stream", t, size)
+                        self.results[workload].append(r)
+                        self._progress(workload, r)
+            elif workload == "batch":
+                for t in ts:
+                    r = self.measure_oneway(workload, "batch", t, 64)
+                    self.results[workload].append(r)
+                    self._progress(workload, r)
+            elif workload == "zerocopy":
+                for t in ts:
+                    r = self.measure_oneway(workload, "zc", t, MiB)
+                    self.results[workload].append(r)
+                    self._progress(workload, r)
+            elif workload == "pingpong":
+                for t in ts:
+                    r = self.measure_pingpong(t)
+                    self.results[workload].append(r)
+                    self._progress(workload, r)
+            elif workload == "idle":
+                for t in ts:
+                    r = self.measure_idle(t)
+                    self.results[workload].append(r)
+                    self._progress(workload, r)
+
+    def _progress(self, workload: str, r: dict[str, Any]) -> None:
+        what = f"[{workload}{' ' + size_label(r['size']) if r.get('size') and workload == 'throughput' else ''}] {r['transport']}"
+        if r.get("failed"):
+            log(f"{what}: {r['failed']}")
+        elif workload == "pingpong":
+            log(f"{what}: p50 {r['p50_us']:.2f} us, p99 {r['p99_us']:.2f} us")
+        elif workload == "idle":
+            log(f"{what}: {r['cpu_pct']:.2f}% of a core")
+        else:
+            log(f"{what}: {fmt_rate(r['msgs_per_s'])} msgs/s, {r['gb_per_s']:.3f} GB/s "
+                f"(count {r['count']}, spread {r['spread_pct']:.0f}%)")
+
+    def cleanup(self) -> list[str]:
+        """Last line of defence: nothing of this run may stay behind."""
+        left = []
+        for name in self.shm_names:
+            path = os.path.join("/dev/shm", name.lstrip("/"))
+            if os.path.exists(path):
+                left.append(path)
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        if self.iceoryx2_used and self.killed_workers:
+            log(f"iceoryx2 dead-node cleanup after killed workers: {T.cleanup_iceoryx2()}")
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        return left
+
+
+class MachineLoad:
+    """How busy the machine was with other work during the run: /proc/stat's
+    busy and steal time minus the CPU time of this process and its children."""
+
+    def __init__(self) -> None:
+        self.t0, self.busy0, self.steal0, self.ours0 = time.monotonic(), *self._stat(), self._ours()
+
+    @staticmethod
+    def _stat() -> tuple[float, float]:
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return 0.0, 0.0
+        hz = os.sysconf("SC_CLK_TCK")
+        user, nice, system, idle, iowait, irq, softirq = v[:7]
+        steal = v[7] if len(v) > 7 else 0
+        return (user + nice + system + irq + softirq) / hz, steal / hz
+
+    @staticmethod
+    def _ours() -> float:
+        import resource
+
+        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+    def summary(self) -> dict[str, float]:
+        wall = time.monotonic() - self.t0
+        busy, steal = self._stat()
+        cores = os.cpu_count() or 1
+        other = max(0.0, (busy - self.busy0) - (self._ours() - self.ours0))
+        try:
+            load1 = float(open("/proc/loadavg").read().split()[0])
+        except (OSError, ValueError):
+            load1 = -1.0
+        return {
+            "other_processes_pct_of_machine": other / (wall * cores) * 100 if wall > 0 else 0.0,
+            "steal_pct_of_machine": (steal - self.steal0) / (wall * cores) * 100 if wall > 0 else 0.0,
+            "loadavg_1min_at_end": load1,
+        }
+
+
+def _percentiles(sorted_ns: list[int]) -> dict[str, float]:
+    n = len(sorted_ns)
+
+    def pct(p: float) -> float:
+        return sorted_ns[min(n - 1, max(0, int(round(p * (n - 1)))))] / 1000
+
+    return {
+        "p50_us": pct(0.50),
+        "p99_us": pct(0.99),
+        "p999_us": pct(0.999),
+        "mean_us": sum(sorted_ns) / n / 1000,
+        "min_us": sorted_ns[0] / 1000,
+        "max_us": sorted_ns[-1] / 1000,
+    }
+
+
+# ---------------------------------------------------------------------------
+# report
+
+
+def fmt_rate(x: float) -> str:
+    if x >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    if x >= 1e3:
+        return f"{x / 1e3:.0f}k" if x >= 1e5 else f"{x / 1e3:.1f}k"
+    return f"{x:.0f}"
+
+
+def fmt_num(x: float) -> str:
+    if x >= 100:
+        return f"{x:.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    if x >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
+def fmt_ratio(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _ratios(value: float, workload: str, baselines: dict[str, float], higher_is_better: bool,
+            names: list[str]) -> list[str]:
+    out = []
+    for b in names:
+        base = baselines.get(b)
+        if not base or not value:
+            out.append("–")
+        else:
+            out.append(fmt_ratio(value / base if higher_is_better else base / value))
+    return out
+
+
+def report(bench: Bench, meta: dict[str, Any]) -> str:
+    R = bench.results
+    parts = [f"# shmring Channel vs peers ({meta['host']['cpus']} CPUs, Python {meta['python']}, "
+             f"start method {START_METHOD}, median of {bench.opts.repeat} runs)\n"]
+    parts.append("Ratios (x NAME): how many times better than NAME for the same size — "
+                 "throughput: this rate / NAME's rate; latency: NAME's p50 / this p50.\n")
+
+    # 1. throughput
+    rows_all = R["throughput"]
+    if rows_all:
+        parts.append("## 1. Throughput, one send/recv call per message\n")
+        names = [b for b in BASELINES["throughput"] if any(r["transport"] == b and not r.get("failed") for r in rows_all)]
+        sizes = [s for s in bench.opts.sizes if any(r["size"] == s for r in rows_all)]
+        # summary
+        transports = list(dict.fromkeys(r["transport"] for r in rows_all))
+        summary = []
+        for tn in transports:
+            cells = [tn]
+            for s in sizes:
+                r = next((r for r in rows_all if r["transport"] == tn and r["size"] == s), None)
+                if r is None:
+                    cells.append("")
+                elif r.get("failed"):
+                    cells.append(r["failed"])
+                elif s >= 64 * KiB:
+                    cells.append(f"{fmt_rate(r['msgs_per_s'])} ({fmt_num(r['gb_per_s'])} GB/s)")
+                else:
+                    cells.append(fmt_rate(r["msgs_per_s"]))
+            summary.append(cells)
+        parts.append("Messages/s (GB/s for large messages):\n")
+        parts.append(md_table(["transport"] + [size_label(s) for s in sizes], summary) + "\n")
+        for s in sizes:
+            rows = [r for r in rows_all if r["size"] == s]
+            base = {r["transport"]: r["msgs_per_s"] for r in rows if not r.get("failed")}
+            table = []
+            for r in rows:
+                if r.get("failed"):
+                    table.append([r["transport"], r["failed"]] + [""] * (6 + len(names)))
+                    continue
+                table.append([
+                    r["transport"], fmt_rate(r["msgs_per_s"]), fmt_num(r["gb_per_s"]),
+                    fmt_num(r["tx_cpu_us_per_msg"]), fmt_num(r["rx_cpu_us_per_msg"]),
+                    f"{r['tx_cpu_pct']:.0f}/{r['rx_cpu_pct']:.0f}", f"{r['spread_pct']:.0f}%", str(r["count"]),
+                ] + _ratios(r["msgs_per_s"], "throughput", base, True, names))
+            parts.append(f"### {size_label(s)}\n")
+            parts.append(md_table(["transport", "msgs/s", "GB/s", "send CPU µs/msg", "recv CPU µs/msg",
+                                   "CPU % send/recv", "spread", "msgs/run"] + [f"x {b}" for b in names], table) + "\n")
+    if bench.notes["throughput"]:
+        parts.append("\n".join(f"- {n}" for n in bench.notes["throughput"]) + "\n")
+
+    # 2. batch / 3. zerocopy
+    for workload, title in (("batch", "## 2. 64 B messages in batches of 64\n"),
+                            ("zerocopy", "## 3. 1 MiB zero-copy (written and read in place)\n")):
+        rows = R[workload]
+        if not rows and not bench.notes[workload]:
+            continue
+        parts.append(title)
+        if workload == "zerocopy":
+            parts.append("The sender writes only the sequence number into the first and last 8 bytes of each "
+                         "1 MiB message; GB/s counts the whole message (what a consumer could read).\n")
+        names = [b for b in BASELINES[workload] if any(r["transport"] == b and not r.get("failed") for r in rows)]
+        base = {r["transport"]: r["msgs_per_s"] for r in rows if not r.get("failed")}
+        table = []
+        for r in rows:
+            if r.get("failed"):
+                table.append([r["transport"], r["failed"]] + [""] * (5 + len(names)))
+                continue
+            table.append([
+                r["transport"], fmt_rate(r["msgs_per_s"]), fmt_num(r["gb_per_s"]),
+                fmt_num(r["tx_cpu_us_per_msg"]), fmt_num(r["rx_cpu_us_per_msg"]),
+                f"{r['tx_cpu_pct']:.0f}/{r['rx_cpu_pct']:.0f}", f"{r['spread_pct']:.0f}%",
+            ] + _ratios(r["msgs_per_s"], workload, base, True, names))
+        if table:
+            parts.append(md_table(["transport", "msgs/s", "GB/s", "send CPU µs/msg", "recv CPU µs/msg",
+                                   "CPU % send/recv", "spread"] + [f"x {b}" for b in names], table) + "\n")
+        if bench.notes[workload]:
+            parts.append("\n".join(f"- {n}" for n in bench.notes[workload]) + "\n")
+
+    # 4. ping-pong
+    rows = R["pingpong"]
+    if rows:
+        parts.append("## 4. 64 B ping-pong round trip\n")
+        names = [b for b in BASELINES["pingpong"] if any(r["transport"] == b and not r.get("failed") for r in rows)]
+        base = {r["transport"]: r["p50_us"] for r in rows if not r.get("failed")}
+        table = []
+        for r in rows:
+            if r.get("failed"):
+                table.append([r["transport"], r["failed"]] + [""] * (5 + len(names)))
+                continue
+            cpu = (f"{r['a_cpu_us_per_rt']:.1f}/{r['b_cpu_us_per_rt']:.1f}" if "a_cpu_us_per_rt" in r else "–")
+            table.append([r["transport"], fmt_num(r["p50_us"]), fmt_num(r["p99_us"]), fmt_num(r["p999_us"]),
+                          fmt_num(r["mean_us"]), cpu, str(r["n"])]
+                         + _ratios(r["p50_us"], "pingpong", base, False, names))
+        parts.append(md_table(["transport", "p50 µs", "p99 µs", "p99.9 µs", "mean µs", "CPU µs/rt a/b", "round trips"]
+                              + [f"x {b}" for b in names], table) + "\n")
+        parts.append("C futex / C spin: two C processes (fork) flipping words in a shared anonymous mapping, "
+                     "waiting with FUTEX_WAIT / a pause loop: the floors for the \"block\" and \"spin\" strategies. "
+                     "With no work between receive and reply, a C reply usually lands before the peer has gone "
+                     "to sleep; \"sleeping peer\" adds 1 µs of work before each post (about what a Python caller "
+                     "spends), so that every post wakes a process that is asleep.\n")
+
+    # 5. idle
+    rows = R["idle"]
+    if rows:
+        parts.append(f"## 5. Idle reader CPU ({bench.opts.idle_seconds:g} s blocked in recv, no sender)\n")
+        table = []
+        for r in rows:
+            if r.get("failed"):
+                table.append([r["transport"], r["failed"], "", "", ""])
+                continue
+            ok = "yes" if r["cpu_pct"] < 1.0 else "NO"
+            table.append([r["transport"], f"{r['wall_s']:.2f}", f"{r['cpu_s'] * 1000:.1f}", f"{r['cpu_pct']:.2f}%", ok])
+        parts.append(md_table(["transport", "wall s", "CPU ms", "% of a core", "< 1%"], table) + "\n")
+
+    if meta["skipped"]:
+        parts.append("## Skipped\n")
+        parts.append("\n".join(f"- {k}: {v}" for k, v in meta["skipped"].items()) + "\n")
+    if bench.errors:
+        parts.append("## FAILURES\n")
+        parts.append("\n".join(f"- {'MISMATCH' if e['mismatch'] else 'FAILED'}: {e['workload']} {e['transport']}"
+                               f"{' ' + size_label(e['size']) if e['size'] else ''}: "
+                               f"{e['error'].strip().splitlines()[-1] if e['error'].strip() else ''}"
+                               for e in bench.errors) + "\n")
+    ml = meta.get("machine_load", {})
+    other, steal = ml.get("other_processes_pct_of_machine", 0.0), ml.get("steal_pct_of_machine", 0.0)
+    parts.append(f"Machine: {meta['host']['cpu_model'] or '?'}, kernel {meta['host']['kernel']}; "
+                 f"other processes used {other:.1f}% of the machine during the run, steal {steal:.1f}%"
+                 f" (run took {meta.get('duration_s', 0):.0f} s).\n")
+    if other > 5 or steal > 5:
+        parts.append(f"**WARNING: the machine was not idle ({other:.0f}% used by other processes, "
+                     f"{steal:.0f}% steal): spinning transports suffer most; rerun on a quiet machine.**\n")
+    parts.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v) + "\n")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------
+
+
+def select(only: str | None) -> tuple[list[T.Transport], dict[str, str]]:
+    ts = T.all_transports()
+    if only:
+        tokens = [x.strip().lower() for x in only.split(",") if x.strip()]
+        known = set()
+        for t in ts:
+            known |= {t.name.lower(), t.family.lower(), *(a.lower() for a in t.aliases)}
+        bad = [x for x in tokens if x not in known]
+        if bad:
+            names = ", ".join(t.aliases[0] if isinstance(t, T.CPingPong) else t.name for t in ts)
+            raise SystemExit(f"--only: unknown name(s) {bad}; known: {names} "
+                             f"(or a family: shmring, mp, c)")
+        ts = [t for t in ts if {t.name.lower(), t.family.lower(), *(a.lower() for a in t.aliases)} & set(tokens)]
+    usable, skipped = [], {}
+    for t in ts:
+        why = t.check()
+        if why:
+            skipped[t.name] = why
+            log(f"skipping {t.name}: {why}")
+        else:
+            usable.append(t)
+    return usable, skipped
+
+
+def collect_meta(opts: Any, transports: list[T.Transport], skipped: dict[str, str]) -> dict[str, Any]:
+    versions: dict[str, Any] = {"python": platform.python_version()}
+    for t in transports:
+        if t.family not in versions and not isinstance(t, T.CPingPong):
+            v = t.version()
+            if v:
+                versions[t.family] = v
+    if any(isinstance(t, T.CPingPong) for t in transports):
+        try:
+            versions["gcc"] = subprocess.run(["gcc", "-dumpfullversion"], capture_output=True, text=True,
+                                             timeout=30).stdout.strip()
+        except Exception:
+            pass
+    cpu_model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu_model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return {
+        "python": platform.python_version(),
+        "start_method": START_METHOD,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": {"cpus": os.cpu_count(), "cpu_model": cpu_model, "kernel": platform.release(),
+                 "machine": platform.machine()},
+        "options": {k: v for k, v in vars(opts).items()},
+        "versions": versions,
+        "skipped": skipped,
+        "distinct_payloads": opts.distinct,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short runs, one repeat: a smoke test (~30-60 s)")
+    ap.add_argument("--only", help="comma-separated transports or families (e.g. shmring,pyzmq,mp.Queue,c-futex)")
+    ap.add_argument("--workloads", help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    ap.add_argument("--sizes", help="throughput sizes, e.g. 64,1KiB,1MiB (default 8,64,1KiB,64KiB,1MiB)")
+    ap.add_argument("--repeat", type=int, help="runs per throughput measurement; the median is reported (default 3)")
+    ap.add_argument("--target-seconds", type=float, help="length of each measured run (default 0.5)")
+    ap.add_argument("--pingpong-n", type=int, help="measured round trips (default 20000)")
+    ap.add_argument("--pingpong-warmup", type=int, help="unmeasured round trips first (default 2000)")
+    ap.add_argument("--idle-seconds", type=float, help="idle reader duration (default 2)")
+    ap.add_argument("--distinct", type=int, default=W.K,
+                    help="distinct payloads per size, a power of two (default 256; 256 x 1 MiB do not fit in cache)")
+    ap.add_argument("--run-timeout", type=float, default=60.0, help="seconds before a stuck run is killed")
+    ap.add_argument("--connect-timeout", type=float, default=20.0)
+    ap.add_argument("--json", metavar="PATH", help="write every result and the run's metadata")
+    ap.add_argument("--markdown", metavar="PATH", help="also write the tables to this file")
+    opts = ap.parse_args(argv)
+
+    quick = opts.quick
+    opts.repeat = opts.repeat or (1 if quick else 3)
+    opts.target_seconds = opts.target_seconds or (0.1 if quick else 0.5)
+    opts.pingpong_n = opts.pingpong_n or (2000 if quick else 20000)
+    opts.pingpong_warmup = opts.pingpong_warmup if opts.pingpong_warmup is not None else (200 if quick else 2000)
+    opts.idle_seconds = opts.idle_seconds or (0.5 if quick else 2.0)
+    opts.sizes = [parse_size(s) for s in opts.sizes.split(",")] if opts.sizes else list(SIZES)
+    for s in opts.sizes:
+        if s < 8:
+            raise SystemExit("--sizes: messages must be at least 8 bytes")
+    if opts.workloads:
+        opts.workloads = [w.strip() for w in opts.workloads.split(",") if w.strip()]
+        bad = [w for w in opts.workloads if w not in WORKLOADS]
+        if bad:
+            raise SystemExit(f"--workloads: unknown {bad}; known: {','.join(WORKLOADS)}")
+    else:
+        opts.workloads = list(WORKLOADS)
+    if opts.distinct < 1 or opts.distinct & (opts.distinct - 1):
+        raise SystemExit("--distinct must be a power of two")
+    if opts.repeat < 1:
+        raise SystemExit("--repeat must be >= 1")
+
+    # SIGTERM ends the run like ^C: through the finally blocks below.
+    def _term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _term)
+
+    transports, skipped = select(opts.only)
+    meta = collect_meta(opts, transports, skipped)
+    bench = Bench(opts, transports)
+    try:
+        meta["loadavg_1min_at_start"] = float(open("/proc/loadavg").read().split()[0])
+    except (OSError, ValueError):
+        pass
+    load = MachineLoad()
+    t_start = time.monotonic()
+    interrupted = False
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: stopping workers and cleaning up")
+    finally:
+        leftovers = bench.cleanup()
+        for x in leftovers:
+            log(f"cleanup: removed leftover {x}")
+    meta["duration_s"] = time.monotonic() - t_start
+    meta["leftovers_removed"] = leftovers
+    meta["machine_load"] = load.summary()
+
+    text = report(bench, meta)
+    print(text)
+    if opts.markdown:
+        with open(opts.markdown, "w") as f:
+            f.write(text)
+    if opts.json:
+        with open(opts.json, "w") as f:
+            json.dump({"meta": meta, "results": bench.results, "notes": bench.notes, "errors": bench.errors},
+                      f, indent=1, default=str)
+    log(f"total {meta['duration_s']:.0f} s")
+    if bench.errors:
+        n_mis = sum(e["mismatch"] for e in bench.errors)
+        log(f"\n!!! {len(bench.errors)} measurement(s) FAILED ({n_mis} data mismatch(es)); see above")
+        return 1
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
