@@ -643,6 +643,7 @@ def all_transports() -> list[Transport]:
         ShmringTransport("yield"),
         ShmringTransport("block"),
         ShmringTransport("adaptive"),
+        ShmringTransport("semaphore"),
         MpQueueTransport(),
         MpPipeTransport(),
         FasterFifoTransport(),

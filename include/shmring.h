@@ -103,6 +103,9 @@ enum shmring_error {
 #define SHMRING_TIMEOUT 23    /* a wait reached its deadline */
 #define SHMRING_ROLE_TAKEN 24 /* another live process (or handle) holds that end */
 #define SHMRING_PEER_GONE 25  /* the process at the other end died without closing */
+#define SHMRING_OWNER_DIED 26      /* lock granted, but its previous holder died holding it */
+#define SHMRING_NOT_RECOVERABLE 27 /* a lock abandoned in an inconsistent state */
+#define SHMRING_NOT_OWNER 28       /* release of a lock this process does not hold */
 
 static inline const char *shmring_strerror(int code)
 {
@@ -124,6 +127,9 @@ static inline const char *shmring_strerror(int code)
     case SHMRING_TIMEOUT: return "timed out";
     case SHMRING_ROLE_TAKEN: return "that end of the channel is held by another live process";
     case SHMRING_PEER_GONE: return "the process at the other end died";
+    case SHMRING_OWNER_DIED: return "the previous holder of the lock died holding it";
+    case SHMRING_NOT_RECOVERABLE: return "the lock is not recoverable: a holder died and it was never marked consistent";
+    case SHMRING_NOT_OWNER: return "the lock is not held by this process";
     default: return "unknown shmring error";
     }
 }
@@ -667,6 +673,372 @@ static inline int shmring_token_alive(uint64_t token)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Process-shared synchronisation primitives                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Each primitive is a small struct that lives at an 8-byte aligned offset of
+ * any shared mapping, next to the data it guards.  Blocking is a futex wait
+ * on one of its 32-bit words; callers pass an absolute CLOCK_MONOTONIC
+ * deadline (0 = none) and get SHMRING_OK when the condition may hold (they
+ * retry), SHMRING_TIMEOUT, or SHMRING_ERR_SYS with errno EINTR.  A waiter
+ * announces itself in `waiters` before it re-checks and sleeps, and a waker
+ * looks at `waiters` after it publishes: seq_cst operations on both sides
+ * (Dekker), so that no wake-up is lost and an uncontended release makes no
+ * system call.  Owners are process tokens (shmring_token_make), so a dead
+ * holder is told from a live one. */
+
+static inline struct timespec *shmring_timeout_until(uint64_t deadline_ns, struct timespec *ts, int *expired)
+{
+    uint64_t now;
+    *expired = 0;
+    if (deadline_ns == 0)
+        return NULL;
+    now = shmring_now_ns();
+    if (now >= deadline_ns) {
+        *expired = 1;
+        return NULL;
+    }
+    ts->tv_sec = (time_t)((deadline_ns - now) / 1000000000u);
+    ts->tv_nsec = (long)((deadline_ns - now) % 1000000000u);
+    return ts;
+}
+
+/* Sleep on `word` while it holds `expected`, until deadline_ns. */
+static inline int shmring_futex_wait_until(uint32_t *word, uint32_t expected, uint64_t deadline_ns)
+{
+    struct timespec ts, *tsp;
+    int expired;
+    tsp = shmring_timeout_until(deadline_ns, &ts, &expired);
+    if (expired)
+        return SHMRING_TIMEOUT;
+    if (shmring_futex_wait(word, expected, tsp) == SHMRING_OK)
+        return SHMRING_OK;
+    return errno == ETIMEDOUT ? SHMRING_TIMEOUT : SHMRING_ERR_SYS;
+}
+
+/* -- counting semaphore (8 bytes) ------------------------------------------ */
+
+typedef struct shmring_sem {
+    uint32_t count;   /* permits; the futex word */
+    uint32_t waiters; /* processes/threads about to sleep or sleeping [Y1] */
+} shmring_sem;
+SHMRING_STATIC_ASSERT(sizeof(shmring_sem) == 8, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_sem, waiters) == 4, "layout");
+
+#define SHMRING_SEM_MAX 0x7fffffffu
+
+static inline void shmring_sem_init(shmring_sem *s, uint32_t value)
+{
+    /* relaxed: the memory is published with its segment [S1]. */
+    __atomic_store_n(&s->count, value, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->waiters, 0u, __ATOMIC_RELAXED);
+}
+
+/* Take a permit if there is one.  Returns 1 or 0. */
+static inline int shmring_sem_try_acquire(shmring_sem *s)
+{
+    /* relaxed: only a first guess for the CAS. */
+    uint32_t c = __atomic_load_n(&s->count, __ATOMIC_RELAXED);
+    while (c > 0 && c <= SHMRING_SEM_MAX) {
+        /* acquire [Y2]: pairs with the release of shmring_sem_release, so
+         * what the releaser did before posting is visible to us. */
+        if (__atomic_compare_exchange_n(&s->count, &c, c - 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            return 1;
+    }
+    return 0;
+}
+
+/* Sleep until a permit may be available (then retry try_acquire). */
+static inline int shmring_sem_wait(shmring_sem *s, uint64_t deadline_ns)
+{
+    int rc = SHMRING_OK;
+    /* seq_cst [Y1]: announce before re-checking; pairs with the releaser's
+     * seq_cst add-then-load in shmring_sem_release. */
+    __atomic_fetch_add(&s->waiters, 1u, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&s->count, __ATOMIC_SEQ_CST) == 0)
+        rc = shmring_futex_wait_until(&s->count, 0, deadline_ns);
+    /* relaxed: a hint for releasers; a stale count costs one wake call. */
+    __atomic_fetch_sub(&s->waiters, 1u, __ATOMIC_RELAXED);
+    return rc;
+}
+
+/* Add n permits and wake up to n sleepers.  SHMRING_ERR_ARG if the count
+ * would pass SHMRING_SEM_MAX. */
+static inline int shmring_sem_release(shmring_sem *s, uint32_t n)
+{
+    uint32_t c = __atomic_load_n(&s->count, __ATOMIC_RELAXED);
+    do {
+        if (n > SHMRING_SEM_MAX || c > SHMRING_SEM_MAX - n)
+            return SHMRING_ERR_ARG;
+        /* seq_cst [Y1][Y2]: release for the acquirer's CAS; seq_cst so that
+         * the load of waiters below cannot miss an announced sleeper. */
+    } while (!__atomic_compare_exchange_n(&s->count, &c, c + n, 1, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+    if (__atomic_load_n(&s->waiters, __ATOMIC_SEQ_CST) != 0)
+        shmring_futex_wake(&s->count, n > (uint32_t)INT_MAX ? INT_MAX : (int)n);
+    return SHMRING_OK;
+}
+
+/* Make the semaphore's count 1 (a "something happened" signal that does not
+ * accumulate) and wake a sleeper.  The exchange is unconditional: a waiter
+ * that takes this post synchronises with it, and so sees what the poster
+ * published before it [Y2]. */
+static inline void shmring_sem_signal(shmring_sem *s)
+{
+    /* seq_cst [Y1][Y2]: release for the taker; ordered before the load of
+     * waiters. */
+    if (__atomic_exchange_n(&s->count, 1u, __ATOMIC_SEQ_CST) == 0 &&
+        __atomic_load_n(&s->waiters, __ATOMIC_SEQ_CST) != 0)
+        shmring_futex_wake(&s->count, 1);
+}
+
+/* -- spin lock (16 bytes) ----------------------------------------------------- */
+
+typedef struct shmring_spinlock {
+    uint64_t owner;    /* process token of the holder, 0 = free [Y3] */
+    uint64_t reserved; /* zero */
+} shmring_spinlock;
+SHMRING_STATIC_ASSERT(sizeof(shmring_spinlock) == 16, "layout");
+
+/* One attempt.  SHMRING_OK (taken), SHMRING_AGAIN (held by a live process),
+ * SHMRING_OWNER_DIED (taken from a dead holder: repair the data). */
+static inline int shmring_spin_try_acquire(shmring_spinlock *l, uint64_t token, int check_holder)
+{
+    uint64_t cur = 0;
+    /* acquire [Y3]: pairs with the release store of shmring_spin_release:
+     * the previous holder's writes to the guarded data are visible. */
+    if (__atomic_compare_exchange_n(&l->owner, &cur, token, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return SHMRING_OK;
+    if (check_holder && cur != token && !shmring_token_alive(cur) &&
+        __atomic_compare_exchange_n(&l->owner, &cur, token, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return SHMRING_OWNER_DIED;
+    return SHMRING_AGAIN;
+}
+
+/* Test-and-test-and-set with the pause hint and bounded exponential backoff,
+ * until deadline_ns; looks at the holder's liveness about every millisecond.
+ * Returns as shmring_spin_try_acquire, or SHMRING_TIMEOUT. */
+static inline int shmring_spin_acquire(shmring_spinlock *l, uint64_t token, uint64_t deadline_ns)
+{
+    unsigned backoff = 1, i;
+    uint64_t next_check = shmring_now_ns() + 1000000u, now;
+    for (;;) {
+        /* relaxed: test before test-and-set, so waiters spin on a shared
+         * copy of the line instead of bouncing it with failed CASes. */
+        if (__atomic_load_n(&l->owner, __ATOMIC_RELAXED) == 0) {
+            int rc = shmring_spin_try_acquire(l, token, 0);
+            if (rc == SHMRING_OK)
+                return rc;
+        }
+        for (i = 0; i < backoff; i++)
+            shmring_cpu_relax();
+        if (backoff < 1024)
+            backoff <<= 1;
+        else {
+            now = shmring_now_ns();
+            if (deadline_ns && now >= deadline_ns)
+                return SHMRING_TIMEOUT;
+            if (now >= next_check) {
+                int rc = shmring_spin_try_acquire(l, token, 1);
+                if (rc != SHMRING_AGAIN)
+                    return rc;
+                next_check = now + 1000000u;
+            }
+        }
+    }
+}
+
+static inline int shmring_spin_release(shmring_spinlock *l, uint64_t token)
+{
+    uint64_t cur = token;
+    /* release [Y3]: pairs with the acquire CAS of the next holder. */
+    if (!__atomic_compare_exchange_n(&l->owner, &cur, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        return SHMRING_NOT_OWNER;
+    return SHMRING_OK;
+}
+
+/* -- robust mutex (24 bytes) ------------------------------------------------- */
+
+#define SHMRING_MUTEX_CONSISTENT 0u
+#define SHMRING_MUTEX_OWNER_DIED 1u      /* held; the data may be inconsistent */
+#define SHMRING_MUTEX_NOT_RECOVERABLE 2u /* released while inconsistent: unusable */
+
+typedef struct shmring_mutex {
+    uint64_t owner;   /* process token of the holder, 0 = free [Y4] */
+    uint32_t seq;     /* futex word: bumped at every release [Y5] */
+    uint32_t waiters; /* announced sleepers [Y5] */
+    uint32_t state;   /* SHMRING_MUTEX_*; written by the holder only */
+    uint32_t reserved;
+} shmring_mutex;
+SHMRING_STATIC_ASSERT(sizeof(shmring_mutex) == 24, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_mutex, seq) == 8, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_mutex, waiters) == 12, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_mutex, state) == 16, "layout");
+
+/* After the owner CAS succeeded: report the lock's state to the new holder. */
+static inline int shmring_mutex_granted(shmring_mutex *m, int took_from_dead)
+{
+    /* relaxed: state is written only by holders, ordered by [Y4]. */
+    uint32_t state = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+    if (state == SHMRING_MUTEX_NOT_RECOVERABLE) {
+        /* release [Y4]: give it back untouched; everyone gets the error. */
+        __atomic_store_n(&m->owner, 0, __ATOMIC_RELEASE);
+        return SHMRING_NOT_RECOVERABLE;
+    }
+    if (took_from_dead) {
+        __atomic_store_n(&m->state, SHMRING_MUTEX_OWNER_DIED, __ATOMIC_RELAXED);
+        return SHMRING_OWNER_DIED;
+    }
+    return state == SHMRING_MUTEX_OWNER_DIED ? SHMRING_OWNER_DIED : SHMRING_OK;
+}
+
+/* One attempt.  SHMRING_OK, SHMRING_AGAIN, SHMRING_OWNER_DIED (granted; call
+ * shmring_mutex_consistent once the data is repaired) or
+ * SHMRING_NOT_RECOVERABLE. */
+static inline int shmring_mutex_try_acquire(shmring_mutex *m, uint64_t token, int check_holder)
+{
+    uint64_t cur = 0;
+    /* acquire [Y4]: pairs with the release store of owner = 0 in
+     * shmring_mutex_release: the last holder's writes are visible. */
+    if (__atomic_compare_exchange_n(&m->owner, &cur, token, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return shmring_mutex_granted(m, 0);
+    if (check_holder && cur != token && !shmring_token_alive(cur) &&
+        __atomic_compare_exchange_n(&m->owner, &cur, token, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return shmring_mutex_granted(m, 1);
+    /* relaxed: an early answer; a racing holder's state is re-read later. */
+    if (__atomic_load_n(&m->state, __ATOMIC_RELAXED) == SHMRING_MUTEX_NOT_RECOVERABLE)
+        return SHMRING_NOT_RECOVERABLE;
+    return SHMRING_AGAIN;
+}
+
+/* Sleep until the mutex may be free, looking at the holder first: a dead
+ * holder's lock is taken over here.  Returns as try_acquire (SHMRING_AGAIN:
+ * woken, retry), or SHMRING_TIMEOUT / SHMRING_ERR_SYS (EINTR). */
+static inline int shmring_mutex_wait(shmring_mutex *m, uint64_t token, uint64_t deadline_ns)
+{
+    uint32_t seq;
+    int rc;
+    /* seq_cst [Y5]: announce, then read seq and owner; pairs with the
+     * releaser's store of owner, bump of seq and load of waiters. */
+    __atomic_fetch_add(&m->waiters, 1u, __ATOMIC_SEQ_CST);
+    seq = __atomic_load_n(&m->seq, __ATOMIC_SEQ_CST);
+    rc = shmring_mutex_try_acquire(m, token, 1);
+    if (rc == SHMRING_AGAIN) {
+        rc = shmring_futex_wait_until(&m->seq, seq, deadline_ns);
+        if (rc == SHMRING_OK)
+            rc = SHMRING_AGAIN;
+    }
+    /* relaxed: a hint for releasers; a stale count costs one wake call. */
+    __atomic_fetch_sub(&m->waiters, 1u, __ATOMIC_RELAXED);
+    return rc;
+}
+
+/* Mark the data repaired after SHMRING_OWNER_DIED. */
+static inline int shmring_mutex_consistent(shmring_mutex *m, uint64_t token)
+{
+    /* relaxed: we hold the lock; owner is ours to read. */
+    if (__atomic_load_n(&m->owner, __ATOMIC_RELAXED) != token ||
+        __atomic_load_n(&m->state, __ATOMIC_RELAXED) != SHMRING_MUTEX_OWNER_DIED)
+        return SHMRING_ERR_ARG;
+    __atomic_store_n(&m->state, SHMRING_MUTEX_CONSISTENT, __ATOMIC_RELAXED);
+    return SHMRING_OK;
+}
+
+static inline int shmring_mutex_release(shmring_mutex *m, uint64_t token)
+{
+    int all = 0;
+    /* relaxed: we hold the lock (checked right below). */
+    if (__atomic_load_n(&m->owner, __ATOMIC_RELAXED) != token)
+        return SHMRING_NOT_OWNER;
+    if (__atomic_load_n(&m->state, __ATOMIC_RELAXED) == SHMRING_MUTEX_OWNER_DIED) {
+        /* Released without repair: nobody may trust the data again. */
+        __atomic_store_n(&m->state, SHMRING_MUTEX_NOT_RECOVERABLE, __ATOMIC_RELAXED);
+        all = 1;
+    }
+    /* seq_cst [Y4][Y5]: release for the next holder's acquire CAS; seq_cst
+     * so that the load of waiters cannot miss an announced sleeper. */
+    __atomic_store_n(&m->owner, 0, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&m->seq, 1u, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&m->waiters, __ATOMIC_SEQ_CST) != 0)
+        shmring_futex_wake(&m->seq, all ? INT_MAX : 1);
+    return SHMRING_OK;
+}
+
+/* -- event (8 bytes) ----------------------------------------------------------- */
+
+typedef struct shmring_event {
+    uint32_t flag;    /* 0 clear, 1 set; the futex word [Y6] */
+    uint32_t waiters; /* [Y6] */
+} shmring_event;
+SHMRING_STATIC_ASSERT(sizeof(shmring_event) == 8, "layout");
+
+static inline int shmring_event_is_set(shmring_event *e)
+{
+    /* acquire [Y6]: pairs with the release in shmring_event_set. */
+    return __atomic_load_n(&e->flag, __ATOMIC_ACQUIRE) != 0;
+}
+
+static inline void shmring_event_set(shmring_event *e)
+{
+    /* seq_cst [Y6]: release for is_set; seq_cst so that the load of
+     * waiters cannot miss an announced sleeper. */
+    __atomic_store_n(&e->flag, 1u, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&e->waiters, __ATOMIC_SEQ_CST) != 0)
+        shmring_futex_wake(&e->flag, INT_MAX);
+}
+
+static inline void shmring_event_clear(shmring_event *e)
+{
+    /* relaxed: clearing publishes nothing. */
+    __atomic_store_n(&e->flag, 0u, __ATOMIC_RELAXED);
+}
+
+/* Sleep while the event is clear (then re-check is_set). */
+static inline int shmring_event_wait(shmring_event *e, uint64_t deadline_ns)
+{
+    int rc = SHMRING_OK;
+    /* seq_cst [Y6]: announce, then re-check. */
+    __atomic_fetch_add(&e->waiters, 1u, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&e->flag, __ATOMIC_SEQ_CST) == 0)
+        rc = shmring_futex_wait_until(&e->flag, 0, deadline_ns);
+    /* relaxed: a hint for setters. */
+    __atomic_fetch_sub(&e->waiters, 1u, __ATOMIC_RELAXED);
+    return rc;
+}
+
+/* -- condition variable over a shmring_mutex (8 bytes) ----------------------- */
+
+typedef struct shmring_cond {
+    uint32_t seq;     /* futex word: bumped by every notify [Y7] */
+    uint32_t waiters; /* [Y7] */
+} shmring_cond;
+SHMRING_STATIC_ASSERT(sizeof(shmring_cond) == 8, "layout");
+
+/* Step 1 of a wait, with the mutex held: register and read the sequence.
+ * Then release the mutex, call shmring_cond_sleep, take the mutex again. */
+static inline uint32_t shmring_cond_prepare(shmring_cond *c)
+{
+    /* seq_cst [Y7]: a notify after this point changes seq (no lost wake). */
+    __atomic_fetch_add(&c->waiters, 1u, __ATOMIC_SEQ_CST);
+    return __atomic_load_n(&c->seq, __ATOMIC_SEQ_CST);
+}
+
+static inline int shmring_cond_sleep(shmring_cond *c, uint32_t seq, uint64_t deadline_ns)
+{
+    int rc = shmring_futex_wait_until(&c->seq, seq, deadline_ns);
+    /* relaxed: a hint for notifiers. */
+    __atomic_fetch_sub(&c->waiters, 1u, __ATOMIC_RELAXED);
+    return rc;
+}
+
+static inline void shmring_cond_notify(shmring_cond *c, int n)
+{
+    /* seq_cst [Y7]: pairs with shmring_cond_prepare. */
+    __atomic_fetch_add(&c->seq, 1u, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&c->waiters, __ATOMIC_SEQ_CST) != 0)
+        shmring_futex_wake(&c->seq, n);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Channel: lock-free single-producer/single-consumer ring of records        */
 /* ------------------------------------------------------------------------ */
 
@@ -676,9 +1048,10 @@ enum shmring_wait {
     SHMRING_WAIT_SPIN = 1,     /* busy-poll with the CPU pause hint */
     SHMRING_WAIT_YIELD = 2,    /* poll, calling sched_yield between polls */
     SHMRING_WAIT_BLOCK = 3,    /* sleep on a futex at once */
-    SHMRING_WAIT_ADAPTIVE = 4  /* spin for spin_ns, then sleep on the futex */
+    SHMRING_WAIT_ADAPTIVE = 4, /* spin for spin_ns, then sleep on the futex */
+    SHMRING_WAIT_SEMAPHORE = 5 /* producer posts a semaphore after writing; the consumer waits on it */
 };
-#define SHMRING_WAIT_MAX 4u
+#define SHMRING_WAIT_MAX 5u
 
 #define SHMRING_CHANNEL_CTRL_SIZE 640u    /* control block before the data */
 #define SHMRING_CHANNEL_MIN_CAPACITY 64u
@@ -719,11 +1092,13 @@ typedef struct shmring_channel_ctrl {
     /* Consumer's sleep: futex word bumped by the producer to wake it. */
     uint32_t data_seq;         /* [S6] */
     uint32_t consumer_waiting; /* 1 while the consumer may sleep on data_seq [S6] */
-    uint8_t pad3[120];
+    shmring_sem data_sem;      /* "semaphore" channels: posted after every publish [S8] */
+    uint8_t pad3[112];
     /* Producer's sleep. */
     uint32_t space_seq;        /* [S7] */
     uint32_t producer_waiting; /* [S7] */
-    uint8_t pad4[120];
+    shmring_sem space_sem;     /* "semaphore" channels: posted after every release [S8] */
+    uint8_t pad4[112];
 } shmring_channel_ctrl;
 
 SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, capacity) == 0, "layout");
@@ -748,6 +1123,8 @@ SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, data_seq) == 384, "layout")
 SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, consumer_waiting) == 388, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, space_seq) == 512, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, producer_waiting) == 516, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, data_sem) == 392, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, space_sem) == 520, "layout");
 SHMRING_STATIC_ASSERT(sizeof(shmring_channel_ctrl) == SHMRING_CHANNEL_CTRL_SIZE, "layout");
 
 /* Every record starts with this 8-byte header at an 8-byte aligned offset. */
@@ -1010,6 +1387,8 @@ static inline void shmring_channel_publish(shmring_channel *ch)
         __atomic_fetch_add(&c->data_seq, 1u, __ATOMIC_RELEASE);
         shmring_futex_wake(&c->data_seq, 1);
     }
+    if (ch->wait == SHMRING_WAIT_SEMAPHORE)
+        shmring_sem_signal(&c->data_sem); /* [S8]: after the tail store above */
 }
 
 /* The next message, without consuming it.  Returns SHMRING_OK with *out and
@@ -1091,6 +1470,8 @@ static inline void shmring_channel_release_publish(shmring_channel *ch)
         __atomic_fetch_add(&c->space_seq, 1u, __ATOMIC_RELEASE);
         shmring_futex_wake(&c->space_seq, 1);
     }
+    if (ch->wait == SHMRING_WAIT_SEMAPHORE)
+        shmring_sem_signal(&c->space_sem); /* [S8]: after the head store above */
 }
 
 /* Mark one end closed ([S4]) and wake the other end if it sleeps. */
@@ -1104,6 +1485,7 @@ static inline void shmring_channel_close_end(shmring_channel *ch, int writer)
     /* release [S6]/[S7]: unconditional bump, so a sleeper re-checks. */
     __atomic_fetch_add(writer ? &c->data_seq : &c->space_seq, 1u, __ATOMIC_RELEASE);
     shmring_futex_wake(writer ? &c->data_seq : &c->space_seq, INT_MAX);
+    shmring_sem_signal(writer ? &c->data_sem : &c->space_sem);
 }
 
 static inline int shmring_channel_writer_closed(const shmring_channel *ch)
@@ -1146,6 +1528,21 @@ static inline int shmring_channel_wait_readable(shmring_channel *ch, uint32_t st
     int r;
     if ((r = shmring_channel_readable(ch)) != 0)
         return r > 0 ? SHMRING_OK : SHMRING_ERR_CORRUPT;
+    if (strategy == SHMRING_WAIT_SEMAPHORE) {
+        /* [S8]: a post is sticky, so no announcement is needed: take a post
+         * (acquire: pairs with the producer's exchange, so its tail is
+         * visible), re-check, sleep while there is none. */
+        for (;;) {
+            if (shmring_sem_try_acquire(&c->data_sem)) {
+                if ((r = shmring_channel_readable(ch)) != 0)
+                    return r > 0 ? SHMRING_OK : SHMRING_ERR_CORRUPT;
+                continue;
+            }
+            r = shmring_sem_wait(&c->data_sem, deadline_ns);
+            if (r != SHMRING_OK)
+                return r;
+        }
+    }
     now = shmring_now_ns();
     if (strategy == SHMRING_WAIT_SPIN || strategy == SHMRING_WAIT_YIELD)
         spin_until = deadline_ns ? deadline_ns : UINT64_MAX;
@@ -1226,6 +1623,19 @@ static inline int shmring_channel_wait_writable(shmring_channel *ch, uint64_t n,
     ((r = shmring_channel_has_room(ch, n)) != 0 || shmring_channel_reader_closed(ch))
     if (SHMRING_WRITABLE_())
         return r < 0 ? SHMRING_ERR_CORRUPT : SHMRING_OK;
+    if (strategy == SHMRING_WAIT_SEMAPHORE) {
+        for (;;) { /* [S8], as in shmring_channel_wait_readable */
+            int w;
+            if (shmring_sem_try_acquire(&c->space_sem)) {
+                if (SHMRING_WRITABLE_())
+                    return r < 0 ? SHMRING_ERR_CORRUPT : SHMRING_OK;
+                continue;
+            }
+            w = shmring_sem_wait(&c->space_sem, deadline_ns);
+            if (w != SHMRING_OK)
+                return w;
+        }
+    }
     now = shmring_now_ns();
     if (strategy == SHMRING_WAIT_SPIN || strategy == SHMRING_WAIT_YIELD)
         spin_until = deadline_ns ? deadline_ns : UINT64_MAX;

@@ -13,7 +13,7 @@ import pytest
 import shmring
 
 SOURCE = Path(__file__).resolve().parent / "c" / "channel_threads.c"
-STRATEGIES = {"spin": 1, "yield": 2, "block": 3, "adaptive": 4}
+STRATEGIES = {"spin": 1, "yield": 2, "block": 3, "adaptive": 4, "semaphore": 5}
 BUILDS = {
     "plain": ["-O2"],
     # TSan does not model standalone fences (-Wtsan); the ring's data is

@@ -48,7 +48,7 @@ pytestmark = pytest.mark.timeout(60)
 FORK = mp.get_context("fork")
 SPAWN = mp.get_context("spawn")
 CONTEXTS = {"fork": FORK, "spawn": SPAWN}
-STRATEGIES = ("spin", "yield", "block", "adaptive")
+STRATEGIES = ("spin", "yield", "block", "adaptive", "semaphore")
 CAPACITIES = (64, 256, 4096, 1 << 16)
 
 # Bound on any single blocking operation in these tests: a lost wake-up or a
@@ -824,9 +824,11 @@ def test_stress_inherited_handle_fork(wait: str, channel: Callable[..., Channel]
 def test_stress_mixed_strategies(producer_wait: str, consumer_wait: str, channel: Callable[..., Channel],
                                  kids: Kids) -> None:
     """Each process picks its own strategy (Channel.open(name, wait)): every
-    pairing must hand off without a lost wake-up."""
+    pairing must hand off without a lost wake-up.  Waiting on the semaphore
+    needs a channel created with it (its producers post it)."""
     capacity = 256
-    ch = Channel.open(channel(capacity, "adaptive").name, consumer_wait)  # type: ignore[arg-type]
+    created = "semaphore" if "semaphore" in (producer_wait, consumer_wait) else "adaptive"
+    ch = Channel.open(channel(capacity, created).name, consumer_wait)  # type: ignore[arg-type]
     try:
         assert ch.wait == consumer_wait
         _run_stream(ch, kids, FORK, ch.name, producer_wait, "send", "recv", size_mix("mixed", capacity))
@@ -1896,3 +1898,9 @@ def test_try_send_reports_a_dead_consumer(channel: Callable[..., Channel]) -> No
         while time.monotonic() < deadline:
             ch.try_send(b"x" * 24)
             time.sleep(0.001)
+
+
+def test_semaphore_wait_needs_a_semaphore_channel(channel: Callable[..., Channel]) -> None:
+    ch = channel(256, "adaptive")
+    with pytest.raises(ValueError, match="semaphore"):
+        Channel.open(ch.name, "semaphore")

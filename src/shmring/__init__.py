@@ -17,6 +17,8 @@ from ._errors import (
     ForeignOwnerError,
     ForeignSegmentError,
     IncompatibleSegmentError,
+    LockNotRecoverable,
+    OwnerDied,
     PeerGone,
     RoleTaken,
     SegmentError,
@@ -26,26 +28,38 @@ from ._errors import (
 )
 from .channel import Channel
 from .segment import Segment, SegmentInfo
+from .sync import AtomicFlag, AtomicInt32, AtomicInt64, Condition, Event, Mutex, Semaphore, SpinLock, fence
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AtomicFlag",
+    "AtomicInt32",
+    "AtomicInt64",
     "BufferInUseError",
     "Channel",
     "Closed",
+    "Condition",
     "CorruptedError",
     "Error",
+    "Event",
     "ForeignOwnerError",
     "ForeignSegmentError",
     "IncompatibleSegmentError",
+    "LockNotRecoverable",
+    "Mutex",
+    "OwnerDied",
     "PeerGone",
     "RoleTaken",
     "Segment",
     "SegmentError",
     "SegmentInfo",
     "SegmentNotReadyError",
+    "Semaphore",
+    "SpinLock",
     "Timeout",
     "TruncatedSegmentError",
+    "fence",
     "get_include",
 ]
 

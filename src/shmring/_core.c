@@ -776,7 +776,7 @@ static int channel_wait(ChannelObject *self, int writer, uint64_t need, uint64_t
     }
     /* Hot poll with the GIL held: a reply that comes within microseconds
      * costs neither a GIL hand-off nor a system call. */
-    if (strategy != SHMRING_WAIT_BLOCK) {
+    if (strategy != SHMRING_WAIT_BLOCK && strategy != SHMRING_WAIT_SEMAPHORE) {
         hot_ns = strategy == SHMRING_WAIT_ADAPTIVE && spin < HOT_POLL_NS ? spin : HOT_POLL_NS;
         if (strategy == SHMRING_WAIT_ADAPTIVE)
             spin -= (uint32_t)hot_ns;
@@ -1473,6 +1473,13 @@ static int channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
     }
     Py_INCREF(mapping);
     self->mapping = mapping;
+    if (wait == SHMRING_WAIT_SEMAPHORE && self->ch.wait != SHMRING_WAIT_SEMAPHORE) {
+        PyBuffer_Release(&self->view);
+        PyErr_Format(PyExc_ValueError,
+                     "channel %R was not created with wait=\"semaphore\": its producer posts no semaphore",
+                     m->name);
+        return -1;
+    }
     self->wait = wait ? wait : self->ch.wait;
     self->spin_ns = spin_ns >= 0 ? (uint32_t)spin_ns : self->ch.spin_ns;
     self->handle_id = next_handle_id++;
@@ -1728,6 +1735,757 @@ static PyObject *core_create_channel(PyObject *Py_UNUSED(module), PyObject *args
 }
 
 /* ------------------------------------------------------------------------ */
+/* SyncCell: a synchronisation primitive at an offset of a mapping           */
+/* ------------------------------------------------------------------------ */
+
+static PyObject *owner_died_error;
+static PyObject *not_recoverable_error;
+
+typedef struct {
+    PyObject_HEAD
+    MappingObject *mapping; /* not an export: the segment may close; see cell_ok */
+    Py_ssize_t offset;      /* of the primitive in the mapping */
+    Py_ssize_t size;
+    unsigned char *ptr;     /* valid while the mapping is open (checked by cell_ok) */
+} SyncCellObject;
+
+static PyTypeObject SyncCellType;
+
+static int synccell_init(SyncCellObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"mapping", "offset", "size", NULL};
+    PyObject *obj;
+    Py_ssize_t offset, size, align;
+    MappingObject *m;
+    if (self->mapping != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "SyncCell already initialised");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!nn:SyncCell", kwlist, &MappingType, &obj, &offset, &size))
+        return -1;
+    m = (MappingObject *)obj;
+    if (size != 4 && size != 8 && size != 16 && size != 24) {
+        PyErr_Format(PyExc_ValueError, "unsupported primitive size %zd", size);
+        return -1;
+    }
+    if (mapping_check_open(m) < 0)
+        return -1;
+    if (!m->seg.writable) {
+        PyErr_Format(PyExc_ValueError, "segment %R is mapped read-only", m->name);
+        return -1;
+    }
+    if (offset < 0 || offset > (Py_ssize_t)m->seg.map_size - size) {
+        PyErr_Format(PyExc_ValueError, "offset %zd out of range: %zd bytes do not fit in a mapping of %zu", offset,
+                     size, m->seg.map_size);
+        return -1;
+    }
+    align = size >= 8 ? 8 : 4;
+    if (((uintptr_t)(m->seg.base + offset) & (uintptr_t)(align - 1)) != 0) {
+        PyErr_Format(PyExc_ValueError, "offset %zd is not %zd-byte aligned", offset, align);
+        return -1;
+    }
+    Py_INCREF(m);
+    self->mapping = m;
+    self->offset = offset;
+    self->size = size;
+    self->ptr = m->seg.base + offset;
+    return 0;
+}
+
+static void synccell_dealloc(SyncCellObject *self)
+{
+    Py_XDECREF(self->mapping);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int cell_ok(SyncCellObject *self)
+{
+    if (self->mapping == NULL || self->mapping->seg.base == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the primitive's segment is closed");
+        return -1;
+    }
+    return 0;
+}
+
+/* Keep the mapping mapped while the GIL is released (an export makes the
+ * segment's close() refuse). */
+static int cell_pin(SyncCellObject *self, Py_buffer *pin)
+{
+    return PyObject_GetBuffer((PyObject *)self->mapping, pin, PyBUF_SIMPLE);
+}
+
+/* -- atomics ---------------------------------------------------------------- */
+
+/* order codes: 0 relaxed, 1 acquire, 2 release, 3 acq_rel, 4 seq_cst */
+static int order_ok(int order, int is_load, int is_store)
+{
+    if (order < 0 || order > 4)
+        goto bad;
+    if (is_load && (order == 2 || order == 3))
+        goto bad;
+    if (is_store && (order == 1 || order == 3))
+        goto bad;
+    return 0;
+bad:
+    PyErr_SetString(PyExc_ValueError, is_load ? "a load takes order relaxed, acquire or seq_cst"
+                                      : is_store ? "a store takes order relaxed, release or seq_cst"
+                                                 : "unknown memory order");
+    return -1;
+}
+
+/* Each atomic below is the user's own operation: its order is the one the
+ * user asked for, and what it pairs with is the user's protocol. */
+#define ORDER_SWITCH(order, EXPR)                         \
+    switch (order) {                                      \
+    case 0: { const int mo = __ATOMIC_RELAXED; EXPR; } break; \
+    case 1: { const int mo = __ATOMIC_ACQUIRE; EXPR; } break; \
+    case 2: { const int mo = __ATOMIC_RELEASE; EXPR; } break; \
+    case 3: { const int mo = __ATOMIC_ACQ_REL; EXPR; } break; \
+    default: { const int mo = __ATOMIC_SEQ_CST; EXPR; } break; \
+    }
+
+static PyObject *from_value(SyncCellObject *self, uint64_t v)
+{
+    if (self->size == 4)
+        return PyLong_FromLong((long)(int32_t)(uint32_t)v);
+    return PyLong_FromLongLong((long long)(int64_t)v);
+}
+
+static int to_value(SyncCellObject *self, PyObject *obj, uint64_t *out)
+{
+    long long v = PyLong_AsLongLong(obj);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (self->size == 4 && (v < INT32_MIN || v > INT32_MAX)) {
+        PyErr_Format(PyExc_OverflowError, "%lld does not fit in a 32-bit signed integer", v);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static PyObject *cell_load(SyncCellObject *self, PyObject *args)
+{
+    int order = 4;
+    uint64_t v = 0;
+    if (!PyArg_ParseTuple(args, "|i:load", &order) || cell_ok(self) < 0 || order_ok(order, 1, 0) < 0)
+        return NULL;
+    if (self->size == 4) {
+        ORDER_SWITCH(order, v = __atomic_load_n((uint32_t *)self->ptr, mo))
+    } else {
+        ORDER_SWITCH(order, v = __atomic_load_n((uint64_t *)self->ptr, mo))
+    }
+    return from_value(self, v);
+}
+
+static PyObject *cell_store(SyncCellObject *self, PyObject *args)
+{
+    PyObject *obj;
+    int order = 4;
+    uint64_t v;
+    if (!PyArg_ParseTuple(args, "O|i:store", &obj, &order) || cell_ok(self) < 0 || order_ok(order, 0, 1) < 0 ||
+        to_value(self, obj, &v) < 0)
+        return NULL;
+    if (self->size == 4) {
+        ORDER_SWITCH(order, __atomic_store_n((uint32_t *)self->ptr, (uint32_t)v, mo))
+    } else {
+        ORDER_SWITCH(order, __atomic_store_n((uint64_t *)self->ptr, v, mo))
+    }
+    Py_RETURN_NONE;
+}
+
+/* op: 0 exchange, 1 add, 2 sub, 3 and, 4 or, 5 xor */
+static PyObject *cell_rmw(SyncCellObject *self, PyObject *args, int op)
+{
+    PyObject *obj;
+    int order = 4;
+    uint64_t v, old = 0;
+    if (!PyArg_ParseTuple(args, "O|i", &obj, &order) || cell_ok(self) < 0 || order_ok(order, 0, 0) < 0 ||
+        to_value(self, obj, &v) < 0)
+        return NULL;
+#define RMW(T)                                                                           \
+    do {                                                                                 \
+        T *p = (T *)self->ptr;                                                           \
+        T x = (T)v;                                                                      \
+        switch (op) {                                                                    \
+        case 0: ORDER_SWITCH(order, old = __atomic_exchange_n(p, x, mo)) break;          \
+        case 1: ORDER_SWITCH(order, old = __atomic_fetch_add(p, x, mo)) break;           \
+        case 2: ORDER_SWITCH(order, old = __atomic_fetch_sub(p, x, mo)) break;           \
+        case 3: ORDER_SWITCH(order, old = __atomic_fetch_and(p, x, mo)) break;           \
+        case 4: ORDER_SWITCH(order, old = __atomic_fetch_or(p, x, mo)) break;            \
+        default: ORDER_SWITCH(order, old = __atomic_fetch_xor(p, x, mo)) break;          \
+        }                                                                                \
+    } while (0)
+    if (self->size == 4)
+        RMW(uint32_t);
+    else
+        RMW(uint64_t);
+#undef RMW
+    return from_value(self, old);
+}
+
+static PyObject *cell_exchange(SyncCellObject *self, PyObject *args) { return cell_rmw(self, args, 0); }
+static PyObject *cell_fetch_add(SyncCellObject *self, PyObject *args) { return cell_rmw(self, args, 1); }
+static PyObject *cell_fetch_sub(SyncCellObject *self, PyObject *args) { return cell_rmw(self, args, 2); }
+static PyObject *cell_fetch_and(SyncCellObject *self, PyObject *args) { return cell_rmw(self, args, 3); }
+static PyObject *cell_fetch_or(SyncCellObject *self, PyObject *args) { return cell_rmw(self, args, 4); }
+static PyObject *cell_fetch_xor(SyncCellObject *self, PyObject *args) { return cell_rmw(self, args, 5); }
+
+static PyObject *cell_compare_exchange(SyncCellObject *self, PyObject *args)
+{
+    PyObject *e_obj, *d_obj, *cur;
+    int order = 4, ok = 0;
+    uint64_t expected, desired;
+    if (!PyArg_ParseTuple(args, "OO|i:compare_exchange", &e_obj, &d_obj, &order) || cell_ok(self) < 0 ||
+        order_ok(order, 0, 0) < 0 || to_value(self, e_obj, &expected) < 0 || to_value(self, d_obj, &desired) < 0)
+        return NULL;
+    /* The failure order may not be release/acq_rel: use the load part. */
+    if (self->size == 4) {
+        uint32_t e = (uint32_t)expected;
+        switch (order) {
+        case 0: ok = __atomic_compare_exchange_n((uint32_t *)self->ptr, &e, (uint32_t)desired, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED); break;
+        case 1: ok = __atomic_compare_exchange_n((uint32_t *)self->ptr, &e, (uint32_t)desired, 0, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE); break;
+        case 2: ok = __atomic_compare_exchange_n((uint32_t *)self->ptr, &e, (uint32_t)desired, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED); break;
+        case 3: ok = __atomic_compare_exchange_n((uint32_t *)self->ptr, &e, (uint32_t)desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE); break;
+        default: ok = __atomic_compare_exchange_n((uint32_t *)self->ptr, &e, (uint32_t)desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); break;
+        }
+        expected = e;
+    } else {
+        uint64_t e = expected;
+        switch (order) {
+        case 0: ok = __atomic_compare_exchange_n((uint64_t *)self->ptr, &e, desired, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED); break;
+        case 1: ok = __atomic_compare_exchange_n((uint64_t *)self->ptr, &e, desired, 0, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE); break;
+        case 2: ok = __atomic_compare_exchange_n((uint64_t *)self->ptr, &e, desired, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED); break;
+        case 3: ok = __atomic_compare_exchange_n((uint64_t *)self->ptr, &e, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE); break;
+        default: ok = __atomic_compare_exchange_n((uint64_t *)self->ptr, &e, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); break;
+        }
+        expected = e;
+    }
+    cur = from_value(self, expected);
+    if (cur == NULL)
+        return NULL;
+    return Py_BuildValue("(ON)", ok ? Py_True : Py_False, cur);
+}
+
+/* The futex word of a 4- or 8-byte atomic: the low 32 bits. */
+static uint32_t *cell_word(SyncCellObject *self)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return (uint32_t *)(self->ptr + (self->size == 8 ? 4 : 0));
+#else
+    return (uint32_t *)self->ptr;
+#endif
+}
+
+/* Block, in GIL-free slices with signal checks, until `ready(self)` says
+ * yes or the deadline passes.  `sleep_once` sleeps once (at most until the
+ * slice's end) and returns a SHMRING_* code.  Returns 1 (ready), 0 (timed
+ * out) or -1 (exception). */
+typedef int (*ready_fn)(SyncCellObject *, void *);
+typedef int (*sleep_fn)(SyncCellObject *, void *, uint64_t);
+
+static int cell_block_pinned(SyncCellObject *self, void *arg, ready_fn ready, sleep_fn sleep_once, uint64_t deadline);
+
+static int cell_block(SyncCellObject *self, void *arg, ready_fn ready, sleep_fn sleep_once, PyObject *timeout_obj,
+                      int blocking)
+{
+    uint64_t deadline;
+    int no_wait, r;
+    Py_buffer pin;
+    if ((r = ready(self, arg)) != 0)
+        return r;
+    if (!blocking)
+        return 0;
+    if ((no_wait = parse_timeout(timeout_obj, &deadline)) < 0)
+        return -1;
+    if (no_wait)
+        return 0;
+    if (cell_pin(self, &pin) < 0)
+        return -1;
+    r = cell_block_pinned(self, arg, ready, sleep_once, deadline);
+    PyBuffer_Release(&pin);
+    return r;
+}
+
+static int cell_block_pinned(SyncCellObject *self, void *arg, ready_fn ready, sleep_fn sleep_once, uint64_t deadline)
+{
+    int r;
+    for (;;) {
+        uint64_t now = shmring_now_ns(), slice = now + WAIT_SLICE_NS;
+        int rc;
+        if (deadline && now >= deadline)
+            return ready(self, arg);
+        if (deadline && deadline < slice)
+            slice = deadline;
+        Py_BEGIN_ALLOW_THREADS
+        rc = sleep_once(self, arg, slice);
+        Py_END_ALLOW_THREADS
+        if ((r = ready(self, arg)) != 0)
+            return r;
+        if (rc == SHMRING_ERR_SYS && errno != EINTR && errno != EAGAIN) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+    }
+}
+
+typedef struct {
+    uint64_t expected;
+} wait_arg;
+
+static int atomic_changed(SyncCellObject *self, void *arg)
+{
+    uint64_t now;
+    /* acquire: pairs with the writer's release (or stronger) store. */
+    if (self->size == 4)
+        now = __atomic_load_n((uint32_t *)self->ptr, __ATOMIC_ACQUIRE);
+    else
+        now = __atomic_load_n((uint64_t *)self->ptr, __ATOMIC_ACQUIRE);
+    return (self->size == 4 ? (uint32_t)now != (uint32_t)((wait_arg *)arg)->expected
+                            : now != ((wait_arg *)arg)->expected);
+}
+
+static int atomic_sleep(SyncCellObject *self, void *arg, uint64_t until)
+{
+    return shmring_futex_wait_until(cell_word(self), (uint32_t)((wait_arg *)arg)->expected, until);
+}
+
+static PyObject *cell_wait(SyncCellObject *self, PyObject *args)
+{
+    PyObject *e_obj, *timeout = Py_None;
+    wait_arg a;
+    int r;
+    if (!PyArg_ParseTuple(args, "O|O:wait", &e_obj, &timeout) || cell_ok(self) < 0 ||
+        to_value(self, e_obj, &a.expected) < 0)
+        return NULL;
+    r = cell_block(self, &a, atomic_changed, atomic_sleep, timeout, 1);
+    if (r < 0)
+        return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *cell_notify(SyncCellObject *self, PyObject *args)
+{
+    int n = INT_MAX, woken;
+    if (!PyArg_ParseTuple(args, "|i:notify", &n) || cell_ok(self) < 0)
+        return NULL;
+    if (n < 1)
+        return PyErr_Format(PyExc_ValueError, "n must be at least 1");
+    woken = shmring_futex_wake(cell_word(self), n);
+    if (woken < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(woken);
+}
+
+/* -- semaphore ------------------------------------------------------------- */
+
+static int sem_ready(SyncCellObject *self, void *arg)
+{
+    (void)arg;
+    return shmring_sem_try_acquire((shmring_sem *)self->ptr);
+}
+
+static int sem_sleep(SyncCellObject *self, void *arg, uint64_t until)
+{
+    (void)arg;
+    return shmring_sem_wait((shmring_sem *)self->ptr, until);
+}
+
+static PyObject *cell_sem_init(SyncCellObject *self, PyObject *args)
+{
+    unsigned long value;
+    if (!PyArg_ParseTuple(args, "k:sem_init", &value) || cell_ok(self) < 0)
+        return NULL;
+    if (value > SHMRING_SEM_MAX)
+        return PyErr_Format(PyExc_ValueError, "semaphore value must be at most %u", SHMRING_SEM_MAX);
+    shmring_sem_init((shmring_sem *)self->ptr, (uint32_t)value);
+    Py_RETURN_NONE;
+}
+
+static PyObject *cell_sem_acquire(SyncCellObject *self, PyObject *args)
+{
+    int blocking = 1, r;
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTuple(args, "|pO:sem_acquire", &blocking, &timeout) || cell_ok(self) < 0)
+        return NULL;
+    r = cell_block(self, NULL, sem_ready, sem_sleep, timeout, blocking);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+static PyObject *cell_sem_release(SyncCellObject *self, PyObject *args)
+{
+    long n = 1;
+    if (!PyArg_ParseTuple(args, "|l:sem_release", &n) || cell_ok(self) < 0)
+        return NULL;
+    if (n < 1)
+        return PyErr_Format(PyExc_ValueError, "n must be one or more");
+    if (n > (long)SHMRING_SEM_MAX || shmring_sem_release((shmring_sem *)self->ptr, (uint32_t)n) != SHMRING_OK)
+        return PyErr_Format(PyExc_ValueError, "semaphore would exceed its maximum value %u", SHMRING_SEM_MAX);
+    Py_RETURN_NONE;
+}
+
+static PyObject *cell_sem_value(SyncCellObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (cell_ok(self) < 0)
+        return NULL;
+    /* relaxed: a snapshot for display. */
+    return PyLong_FromUnsignedLong(__atomic_load_n(&((shmring_sem *)self->ptr)->count, __ATOMIC_RELAXED));
+}
+
+/* -- locks ------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t token;
+    int result; /* the SHMRING_* code that made ready() say yes */
+} lock_arg;
+
+static uint64_t process_token_cached(void)
+{
+    static uint64_t token;
+    static unsigned long generation;
+    if (generation != fork_generation || token == 0) {
+        token = shmring_token_self();
+        generation = fork_generation;
+    }
+    return token;
+}
+
+static PyObject *raise_lock_code(int rc)
+{
+    if (rc == SHMRING_OWNER_DIED)
+        PyErr_SetString(owner_died_error,
+                        "the previous holder died holding the lock; you hold it now: repair the data it guards"
+                        " (and, for a Mutex, call mark_consistent())");
+    else if (rc == SHMRING_NOT_RECOVERABLE)
+        PyErr_SetString(not_recoverable_error,
+                        "the lock is not recoverable: a holder died and the next one released it without "
+                        "calling mark_consistent()");
+    else if (rc == SHMRING_NOT_OWNER)
+        PyErr_SetString(PyExc_RuntimeError, "release of a lock that this process does not hold");
+    else
+        PyErr_Format(PyExc_RuntimeError, "lock error %d", rc);
+    return NULL;
+}
+
+static PyObject *cell_spin_acquire(SyncCellObject *self, PyObject *args)
+{
+    int blocking = 1, no_wait, rc;
+    PyObject *timeout = Py_None;
+    uint64_t token, deadline;
+    shmring_spinlock *l;
+    if (!PyArg_ParseTuple(args, "|pO:spin_acquire", &blocking, &timeout) || cell_ok(self) < 0)
+        return NULL;
+    l = (shmring_spinlock *)self->ptr;
+    token = process_token_cached();
+    rc = shmring_spin_try_acquire(l, token, !blocking);
+    if (rc == SHMRING_AGAIN && blocking) {
+        Py_buffer pin;
+        if ((no_wait = parse_timeout(timeout, &deadline)) < 0)
+            return NULL;
+        if (no_wait)
+            rc = shmring_spin_try_acquire(l, token, 1);
+        if (!no_wait && cell_pin(self, &pin) < 0)
+            return NULL;
+        while (rc == SHMRING_AGAIN && !no_wait) {
+            /* Spin without the GIL (its holder may be a thread of ours that
+             * needs it to get to release()), in slices between signal checks. */
+            uint64_t slice = shmring_now_ns() + WAIT_SLICE_NS;
+            if (deadline && deadline < slice)
+                slice = deadline;
+            Py_BEGIN_ALLOW_THREADS
+            rc = shmring_spin_acquire(l, token, slice);
+            Py_END_ALLOW_THREADS
+            if (rc != SHMRING_TIMEOUT)
+                break;
+            rc = SHMRING_AGAIN;
+            if (PyErr_CheckSignals() < 0) {
+                PyBuffer_Release(&pin);
+                return NULL;
+            }
+            if (deadline && shmring_now_ns() >= deadline)
+                break;
+        }
+        if (!no_wait)
+            PyBuffer_Release(&pin);
+    }
+    if (rc == SHMRING_AGAIN)
+        Py_RETURN_FALSE;
+    if (rc != SHMRING_OK)
+        return raise_lock_code(rc);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *cell_spin_release(SyncCellObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int rc;
+    if (cell_ok(self) < 0)
+        return NULL;
+    rc = shmring_spin_release((shmring_spinlock *)self->ptr, process_token_cached());
+    if (rc != SHMRING_OK)
+        return raise_lock_code(rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *cell_holder(SyncCellObject *self, PyObject *Py_UNUSED(ignored))
+{
+    uint64_t token;
+    if (cell_ok(self) < 0)
+        return NULL;
+    /* relaxed: a snapshot for display. */
+    token = __atomic_load_n((uint64_t *)self->ptr, __ATOMIC_RELAXED);
+    if (token == 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(LO)", (long long)shmring_token_pid(token),
+                         shmring_token_alive(token) ? Py_True : Py_False);
+}
+
+static int mutex_ready(SyncCellObject *self, void *arg)
+{
+    lock_arg *a = (lock_arg *)arg;
+    a->result = shmring_mutex_try_acquire((shmring_mutex *)self->ptr, a->token, 0);
+    return a->result != SHMRING_AGAIN;
+}
+
+static int mutex_sleep(SyncCellObject *self, void *arg, uint64_t until)
+{
+    lock_arg *a = (lock_arg *)arg;
+    int rc = shmring_mutex_wait((shmring_mutex *)self->ptr, a->token, until);
+    if (rc == SHMRING_OK || rc == SHMRING_OWNER_DIED || rc == SHMRING_NOT_RECOVERABLE) {
+        a->result = rc;
+        return SHMRING_OK;
+    }
+    return rc;
+}
+
+static int mutex_ready_after_wait(SyncCellObject *self, void *arg)
+{
+    lock_arg *a = (lock_arg *)arg;
+    if (a->result != SHMRING_AGAIN)
+        return 1; /* taken (or refused) inside mutex_sleep */
+    return mutex_ready(self, arg);
+}
+
+static PyObject *cell_mutex_acquire(SyncCellObject *self, PyObject *args)
+{
+    int blocking = 1, r;
+    PyObject *timeout = Py_None;
+    lock_arg a;
+    if (!PyArg_ParseTuple(args, "|pO:mutex_acquire", &blocking, &timeout) || cell_ok(self) < 0)
+        return NULL;
+    a.token = process_token_cached();
+    a.result = SHMRING_AGAIN;
+    if (!blocking) {
+        a.result = shmring_mutex_try_acquire((shmring_mutex *)self->ptr, a.token, 1);
+        r = a.result != SHMRING_AGAIN;
+    } else {
+        r = cell_block(self, &a, mutex_ready_after_wait, mutex_sleep, timeout, 1);
+    }
+    if (r < 0)
+        return NULL;
+    if (r == 0)
+        Py_RETURN_FALSE;
+    if (a.result != SHMRING_OK)
+        return raise_lock_code(a.result);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *cell_mutex_release(SyncCellObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int rc;
+    if (cell_ok(self) < 0)
+        return NULL;
+    rc = shmring_mutex_release((shmring_mutex *)self->ptr, process_token_cached());
+    if (rc != SHMRING_OK)
+        return raise_lock_code(rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *cell_mutex_consistent(SyncCellObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (cell_ok(self) < 0)
+        return NULL;
+    if (shmring_mutex_consistent((shmring_mutex *)self->ptr, process_token_cached()) != SHMRING_OK)
+        return PyErr_Format(PyExc_RuntimeError,
+                            "mark_consistent() is for the holder of a lock whose previous holder died");
+    Py_RETURN_NONE;
+}
+
+static PyObject *cell_mutex_state(SyncCellObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (cell_ok(self) < 0)
+        return NULL;
+    /* relaxed: a snapshot for display. */
+    return PyLong_FromUnsignedLong(__atomic_load_n(&((shmring_mutex *)self->ptr)->state, __ATOMIC_RELAXED));
+}
+
+/* -- event and condition ------------------------------------------------------ */
+
+static int event_ready(SyncCellObject *self, void *arg)
+{
+    (void)arg;
+    return shmring_event_is_set((shmring_event *)self->ptr);
+}
+
+static int event_sleep(SyncCellObject *self, void *arg, uint64_t until)
+{
+    (void)arg;
+    return shmring_event_wait((shmring_event *)self->ptr, until);
+}
+
+static PyObject *cell_event_set(SyncCellObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (cell_ok(self) < 0)
+        return NULL;
+    shmring_event_set((shmring_event *)self->ptr);
+    Py_RETURN_NONE;
+}
+
+static PyObject *cell_event_clear(SyncCellObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (cell_ok(self) < 0)
+        return NULL;
+    shmring_event_clear((shmring_event *)self->ptr);
+    Py_RETURN_NONE;
+}
+
+static PyObject *cell_event_is_set(SyncCellObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (cell_ok(self) < 0)
+        return NULL;
+    return PyBool_FromLong(shmring_event_is_set((shmring_event *)self->ptr));
+}
+
+static PyObject *cell_event_wait(SyncCellObject *self, PyObject *args)
+{
+    PyObject *timeout = Py_None;
+    int r;
+    if (!PyArg_ParseTuple(args, "|O:event_wait", &timeout) || cell_ok(self) < 0)
+        return NULL;
+    r = cell_block(self, NULL, event_ready, event_sleep, timeout, 1);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+static PyObject *cell_cond_prepare(SyncCellObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (cell_ok(self) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLong(shmring_cond_prepare((shmring_cond *)self->ptr));
+}
+
+/* cond_sleep(seq, timeout) -> bool: False if the timeout passed first. */
+static PyObject *cell_cond_sleep(SyncCellObject *self, PyObject *args)
+{
+    unsigned long seq;
+    PyObject *timeout = Py_None;
+    uint64_t deadline;
+    int no_wait, rc = SHMRING_TIMEOUT;
+    Py_buffer pin;
+    if (!PyArg_ParseTuple(args, "k|O:cond_sleep", &seq, &timeout) || cell_ok(self) < 0)
+        return NULL;
+    if ((no_wait = parse_timeout(timeout, &deadline)) < 0) {
+        shmring_cond_sleep((shmring_cond *)self->ptr, (uint32_t)seq, 1); /* unregister */
+        return NULL;
+    }
+    if (no_wait) {
+        shmring_cond_sleep((shmring_cond *)self->ptr, (uint32_t)seq, 1);
+        Py_RETURN_FALSE;
+    }
+    if (cell_pin(self, &pin) < 0) {
+        shmring_cond_sleep((shmring_cond *)self->ptr, (uint32_t)seq, 1);
+        return NULL;
+    }
+    for (;;) {
+        uint64_t now = shmring_now_ns(), slice = now + WAIT_SLICE_NS;
+        shmring_cond *c = (shmring_cond *)self->ptr;
+        if (deadline && now >= deadline) {
+            rc = SHMRING_TIMEOUT;
+            break;
+        }
+        if (deadline && deadline < slice)
+            slice = deadline;
+        Py_BEGIN_ALLOW_THREADS
+        rc = shmring_futex_wait_until(&c->seq, (uint32_t)seq, slice);
+        Py_END_ALLOW_THREADS
+        if (rc == SHMRING_OK)
+            break;
+        if (PyErr_CheckSignals() < 0) {
+            shmring_cond_sleep(c, (uint32_t)seq, 1);
+            PyBuffer_Release(&pin);
+            return NULL;
+        }
+    }
+    PyBuffer_Release(&pin);
+    shmring_cond_sleep((shmring_cond *)self->ptr, (uint32_t)seq, 1); /* unregister (returns at once) */
+    return PyBool_FromLong(rc == SHMRING_OK);
+}
+
+static PyObject *cell_cond_notify(SyncCellObject *self, PyObject *args)
+{
+    int n = 1;
+    if (!PyArg_ParseTuple(args, "|i:cond_notify", &n) || cell_ok(self) < 0)
+        return NULL;
+    if (n < 1)
+        return PyErr_Format(PyExc_ValueError, "n must be at least 1");
+    shmring_cond_notify((shmring_cond *)self->ptr, n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *core_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    /* seq_cst: a full barrier, for user protocols built on relaxed atomics. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef synccell_methods[] = {
+    {"load", (PyCFunction)cell_load, METH_VARARGS, "load(order=4)"},
+    {"store", (PyCFunction)cell_store, METH_VARARGS, "store(value, order=4)"},
+    {"exchange", (PyCFunction)cell_exchange, METH_VARARGS, "exchange(value, order=4) -> old"},
+    {"compare_exchange", (PyCFunction)cell_compare_exchange, METH_VARARGS,
+     "compare_exchange(expected, desired, order=4) -> (swapped, current)"},
+    {"fetch_add", (PyCFunction)cell_fetch_add, METH_VARARGS, "fetch_add(value, order=4) -> old"},
+    {"fetch_sub", (PyCFunction)cell_fetch_sub, METH_VARARGS, "fetch_sub(value, order=4) -> old"},
+    {"fetch_and", (PyCFunction)cell_fetch_and, METH_VARARGS, "fetch_and(value, order=4) -> old"},
+    {"fetch_or", (PyCFunction)cell_fetch_or, METH_VARARGS, "fetch_or(value, order=4) -> old"},
+    {"fetch_xor", (PyCFunction)cell_fetch_xor, METH_VARARGS, "fetch_xor(value, order=4) -> old"},
+    {"wait", (PyCFunction)cell_wait, METH_VARARGS, "wait(expected, timeout=None) -> bool: changed?"},
+    {"notify", (PyCFunction)cell_notify, METH_VARARGS, "notify(n=all) -> woken"},
+    {"sem_init", (PyCFunction)cell_sem_init, METH_VARARGS, "sem_init(value)"},
+    {"sem_acquire", (PyCFunction)cell_sem_acquire, METH_VARARGS, "sem_acquire(blocking=True, timeout=None) -> bool"},
+    {"sem_release", (PyCFunction)cell_sem_release, METH_VARARGS, "sem_release(n=1)"},
+    {"sem_value", (PyCFunction)cell_sem_value, METH_NOARGS, "sem_value() -> int"},
+    {"spin_acquire", (PyCFunction)cell_spin_acquire, METH_VARARGS, "spin_acquire(blocking=True, timeout=None) -> bool"},
+    {"spin_release", (PyCFunction)cell_spin_release, METH_NOARGS, "spin_release()"},
+    {"holder", (PyCFunction)cell_holder, METH_NOARGS, "holder() -> (pid, alive) | None"},
+    {"mutex_acquire", (PyCFunction)cell_mutex_acquire, METH_VARARGS, "mutex_acquire(blocking=True, timeout=None) -> bool"},
+    {"mutex_release", (PyCFunction)cell_mutex_release, METH_NOARGS, "mutex_release()"},
+    {"mutex_consistent", (PyCFunction)cell_mutex_consistent, METH_NOARGS, "mutex_consistent()"},
+    {"mutex_state", (PyCFunction)cell_mutex_state, METH_NOARGS, "mutex_state() -> int"},
+    {"event_set", (PyCFunction)cell_event_set, METH_NOARGS, "event_set()"},
+    {"event_clear", (PyCFunction)cell_event_clear, METH_NOARGS, "event_clear()"},
+    {"event_is_set", (PyCFunction)cell_event_is_set, METH_NOARGS, "event_is_set() -> bool"},
+    {"event_wait", (PyCFunction)cell_event_wait, METH_VARARGS, "event_wait(timeout=None) -> bool"},
+    {"cond_prepare", (PyCFunction)cell_cond_prepare, METH_NOARGS, "cond_prepare() -> seq"},
+    {"cond_sleep", (PyCFunction)cell_cond_sleep, METH_VARARGS, "cond_sleep(seq, timeout=None) -> bool"},
+    {"cond_notify", (PyCFunction)cell_cond_notify, METH_VARARGS, "cond_notify(n=1)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SyncCellType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shmring._core.SyncCell",
+    .tp_basicsize = sizeof(SyncCellObject),
+    .tp_dealloc = (destructor)synccell_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "SyncCell(mapping, offset, size): a synchronisation primitive at an offset of a Mapping.",
+    .tp_methods = synccell_methods,
+    .tp_init = (initproc)synccell_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ------------------------------------------------------------------------ */
 /* Module                                                                    */
 /* ------------------------------------------------------------------------ */
 
@@ -1749,6 +2507,7 @@ static PyMethodDef core_methods[] = {
      "futex_wait(buffer, offset, expected, timeout=None) -> bool: sleep while the word equals expected."},
     {"futex_wake", core_futex_wake, METH_VARARGS,
      "futex_wake(buffer, offset, n=all) -> int: wake sleepers on the word."},
+    {"fence", core_fence, METH_NOARGS, "fence(): a sequentially consistent memory barrier."},
     {"channel_info", core_channel_info, METH_O,
      "channel_info(mapping) -> dict: counters, fill level and both ends of a channel segment."},
     {"create_channel", core_create_channel, METH_VARARGS,
@@ -1780,11 +2539,15 @@ PyMODINIT_FUNC PyInit__core(void)
     closed_error = PyObject_GetAttrString(errors, "Closed");
     peer_gone_error = PyObject_GetAttrString(errors, "PeerGone");
     role_taken_error = PyObject_GetAttrString(errors, "RoleTaken");
+    owner_died_error = PyObject_GetAttrString(errors, "OwnerDied");
+    not_recoverable_error = PyObject_GetAttrString(errors, "LockNotRecoverable");
     Py_DECREF(errors);
+    if (owner_died_error == NULL || not_recoverable_error == NULL)
+        return NULL;
     if (error_by_code == NULL || buffer_in_use_error == NULL || corrupted_error == NULL ||
         timeout_error == NULL || closed_error == NULL || peer_gone_error == NULL || role_taken_error == NULL)
         return NULL;
-    if (PyType_Ready(&RegionType) < 0 || PyType_Ready(&ChannelType) < 0)
+    if (PyType_Ready(&RegionType) < 0 || PyType_Ready(&ChannelType) < 0 || PyType_Ready(&SyncCellType) < 0)
         return NULL;
     if (pthread_atfork(NULL, NULL, after_fork_in_child) != 0)
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -1794,13 +2557,16 @@ PyMODINIT_FUNC PyInit__core(void)
     Py_INCREF(&MappingType);
     Py_INCREF(&ChannelType);
     Py_INCREF(&RegionType);
+    Py_INCREF(&SyncCellType);
     if (PyModule_AddObject(m, "Mapping", (PyObject *)&MappingType) < 0 ||
+        PyModule_AddObject(m, "SyncCell", (PyObject *)&SyncCellType) < 0 ||
         PyModule_AddObject(m, "Channel", (PyObject *)&ChannelType) < 0 ||
         PyModule_AddObject(m, "Region", (PyObject *)&RegionType) < 0 ||
         PyModule_AddIntConstant(m, "WAIT_SPIN", SHMRING_WAIT_SPIN) < 0 ||
         PyModule_AddIntConstant(m, "WAIT_YIELD", SHMRING_WAIT_YIELD) < 0 ||
         PyModule_AddIntConstant(m, "WAIT_BLOCK", SHMRING_WAIT_BLOCK) < 0 ||
         PyModule_AddIntConstant(m, "WAIT_ADAPTIVE", SHMRING_WAIT_ADAPTIVE) < 0 ||
+        PyModule_AddIntConstant(m, "WAIT_SEMAPHORE", SHMRING_WAIT_SEMAPHORE) < 0 ||
         PyModule_AddIntConstant(m, "CHANNEL_CTRL_SIZE", SHMRING_CHANNEL_CTRL_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "CHANNEL_MIN_CAPACITY", SHMRING_CHANNEL_MIN_CAPACITY) < 0 ||
         PyModule_AddObject(m, "CHANNEL_MAX_CAPACITY", PyLong_FromUnsignedLongLong(SHMRING_CHANNEL_MAX_CAPACITY)) < 0 ||

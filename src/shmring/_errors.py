@@ -84,3 +84,14 @@ class PeerGone(Error, ConnectionError):
 class RoleTaken(Error, RuntimeError):
     """Another live process (or another handle in this process) already holds
     that end of the channel."""
+
+
+class OwnerDied(Error, RuntimeError):
+    """The lock was granted, but its previous holder died holding it: the
+    data it guards may be half-updated.  Repair it, then (for a Mutex) call
+    ``mark_consistent()`` before releasing."""
+
+
+class LockNotRecoverable(Error, RuntimeError):
+    """A holder died and the next one released the lock without calling
+    ``mark_consistent()``: the lock can no longer be used."""

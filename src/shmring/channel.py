@@ -22,13 +22,14 @@ from .segment import Segment, unique_name, validate_name
 
 __all__ = ["Channel", "WAIT_STRATEGIES"]
 
-WaitStrategy = Literal["spin", "yield", "block", "adaptive"]
+WaitStrategy = Literal["spin", "yield", "block", "adaptive", "semaphore"]
 
 WAIT_STRATEGIES: dict[str, int] = {
     "spin": _core.WAIT_SPIN,
     "yield": _core.WAIT_YIELD,
     "block": _core.WAIT_BLOCK,
     "adaptive": _core.WAIT_ADAPTIVE,
+    "semaphore": _core.WAIT_SEMAPHORE,
 }
 _WAIT_NAMES = {code: name for name, code in WAIT_STRATEGIES.items()}
 
@@ -106,7 +107,11 @@ class Channel(_core.Channel):
     ) -> Channel:
         """Create a channel whose ring holds ``capacity`` bytes (a power of
         two, 64 bytes to 4 GiB).  ``wait`` is the strategy blocking calls
-        use (each process may override it in :meth:`open`); ``spin_ns`` the
+        use (each process may override it in :meth:`open`): "spin",
+        "yield", "block" (futex), "adaptive" (spin, then futex), or
+        "semaphore" (the producer posts a semaphore after every write and
+        the consumer waits on it; the other side likewise for room; only a
+        channel created so can be waited on so); ``spin_ns`` the
         adaptive strategy's spin before sleeping (default 20 µs, about the
         cost of waking a sleeping process on common VMs).  The returned
         handle owns the segment: leaving its ``with`` block unlinks it."""

@@ -1,0 +1,422 @@
+"""Process-shared synchronisation primitives that live inside a Segment.
+
+Each primitive occupies a few bytes at an offset of a :class:`Segment` the
+user owns, next to the data it guards (the layouts are in
+``include/shmring.h`` and docs/PROTOCOL.md, so C and C++ processes can
+share them):
+
+============== ====== =========================================================
+primitive      bytes  what
+============== ====== =========================================================
+AtomicInt64    8      64-bit signed atomic integer, futex wait/notify
+AtomicInt32    4      32-bit signed atomic integer, futex wait/notify
+AtomicFlag     4      a boolean flag (0/1), futex wait/notify
+Semaphore      8      counting semaphore over a futex
+SpinLock       16     test-and-test-and-set lock recording its holder
+Mutex          24     sleeping, robust lock (OwnerDied / mark_consistent)
+Event          8      like threading.Event
+Condition      8      like threading.Condition, over a Mutex
+============== ====== =========================================================
+
+``Semaphore.create(name, value)`` and the like make a small named segment
+holding just that primitive; ``Semaphore.open(name)`` attaches to it.
+
+Every blocking call takes a timeout, releases the GIL, measures time on
+CLOCK_MONOTONIC, and reacts to Ctrl-C within 50 ms; only SpinLock burns CPU
+while it waits, by design.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, TypeVar
+
+from . import _core
+from .segment import Segment
+
+__all__ = [
+    "AtomicFlag",
+    "AtomicInt32",
+    "AtomicInt64",
+    "Condition",
+    "Event",
+    "Mutex",
+    "Semaphore",
+    "SpinLock",
+    "fence",
+]
+
+MemoryOrder = Literal["relaxed", "acquire", "release", "acq_rel", "seq_cst"]
+_ORDERS = {"relaxed": 0, "acquire": 1, "release": 2, "acq_rel": 3, "seq_cst": 4}
+
+P = TypeVar("P", bound="_Primitive")
+
+
+def _order(order: str) -> int:
+    try:
+        return _ORDERS[order]
+    except (KeyError, TypeError):
+        raise ValueError(f"order must be one of {list(_ORDERS)}, not {order!r}") from None
+
+
+def fence() -> None:
+    """A sequentially consistent memory barrier (``atomic_thread_fence``)."""
+    _core.fence()
+
+
+class _Primitive:
+    """Something of SIZE bytes at an offset of a segment's payload."""
+
+    SIZE: ClassVar[int]
+    ALIGN: ClassVar[int] = 8
+
+    def __init__(self, segment: Segment, offset: int = 0) -> None:
+        if not isinstance(segment, Segment):
+            raise TypeError(f"segment must be a shmring.Segment, not {type(segment).__name__}")
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise TypeError(f"offset must be int, not {type(offset).__name__}")
+        if offset < 0 or offset + self.SIZE > segment.size:
+            raise ValueError(
+                f"offset {offset} is out of range: {type(self).__name__} needs {self.SIZE} bytes "
+                f"within the segment's {segment.size}"
+            )
+        if offset % self.ALIGN:
+            raise ValueError(f"offset {offset} is not {self.ALIGN}-byte aligned")
+        self._segment = segment
+        self._offset = offset
+        self._cell = _core.SyncCell(segment._mapping, _core.HEADER_SIZE + offset, self.SIZE)
+        self._owns_segment = False
+
+    @property
+    def segment(self) -> Segment:
+        return self._segment
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    def _init(self) -> None:
+        """Put the primitive in its initial state (for a fresh segment that
+        is zero-filled already, this does nothing that matters)."""
+
+    # -- named primitives: a small segment of their own ----------------------
+
+    @classmethod
+    def create(cls: type[P], name: str | None = None, *args: Any, mode: int = 0o600) -> P:
+        """Create a named segment holding one primitive."""
+        segment = Segment._create(name, max(cls.SIZE, 8), mode, _core.KIND_SYNC)
+        try:
+            self = cls(segment, 0)
+            self._owns_segment = True
+            self._init_named(*args)
+            return self
+        except BaseException:
+            segment.close()
+            segment.unlink()
+            raise
+
+    def _init_named(self, *args: Any) -> None:
+        if args:
+            raise TypeError(f"{type(self).__name__}.create() takes no initial value")
+
+    @classmethod
+    def open(cls: type[P], name: str, *, allow_other_owner: bool = False) -> P:
+        segment = Segment.open(name, allow_other_owner=allow_other_owner)
+        try:
+            if segment.info().kind != "sync":
+                raise ValueError(f"segment {segment.name!r} is not a named primitive")
+            self = cls(segment, 0)
+            self._owns_segment = True
+            return self
+        except BaseException:
+            segment.close()
+            raise
+
+    def close(self) -> None:
+        """Drop this handle; a named primitive's segment is unmapped (and
+        unlinked by its creator).  A primitive inside a segment of yours
+        needs no closing: it stops working when the segment closes."""
+        if self._owns_segment:
+            owner = self._segment.owner
+            self._segment.close()
+            if owner:
+                try:
+                    self._segment.unlink()
+                except FileNotFoundError:
+                    pass
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self._owns_segment:
+            return (_reopen_named, (type(self), self._segment.name, self._segment._allow_other_owner))
+        return (type(self), (self._segment, self._offset))
+
+    def __repr__(self) -> str:
+        return f"<shmring.{type(self).__name__} in {self._segment.name!r} at {self._offset}>"
+
+
+def _reopen_named(cls: type[P], name: str, allow_other_owner: bool) -> P:
+    return cls.open(name, allow_other_owner=allow_other_owner)
+
+
+class _Atomic(_Primitive):
+    def load(self, order: MemoryOrder = "seq_cst") -> int:
+        return self._cell.load(_order(order))
+
+    def store(self, value: int, order: MemoryOrder = "seq_cst") -> None:
+        self._cell.store(value, _order(order))
+
+    def exchange(self, value: int, order: MemoryOrder = "seq_cst") -> int:
+        return self._cell.exchange(value, _order(order))
+
+    def compare_exchange(self, expected: int, desired: int, order: MemoryOrder = "seq_cst") -> tuple[bool, int]:
+        """Store ``desired`` if the value is ``expected``.  Returns (swapped,
+        the value found)."""
+        return self._cell.compare_exchange(expected, desired, _order(order))
+
+    def fetch_add(self, value: int, order: MemoryOrder = "seq_cst") -> int:
+        return self._cell.fetch_add(value, _order(order))
+
+    def fetch_sub(self, value: int, order: MemoryOrder = "seq_cst") -> int:
+        return self._cell.fetch_sub(value, _order(order))
+
+    def fetch_and(self, value: int, order: MemoryOrder = "seq_cst") -> int:
+        return self._cell.fetch_and(value, _order(order))
+
+    def fetch_or(self, value: int, order: MemoryOrder = "seq_cst") -> int:
+        return self._cell.fetch_or(value, _order(order))
+
+    def fetch_xor(self, value: int, order: MemoryOrder = "seq_cst") -> int:
+        return self._cell.fetch_xor(value, _order(order))
+
+    def wait(self, expected: int, timeout: float | None = None) -> bool:
+        """Sleep while the value equals ``expected`` (futex).  True once it
+        differs, False on timeout.  Writers call :meth:`notify`."""
+        return self._cell.wait(expected, timeout)
+
+    def notify(self, n: int | None = None) -> int:
+        """Wake up to ``n`` waiters (all by default); returns how many woke."""
+        return self._cell.notify() if n is None else self._cell.notify(n)
+
+    def _init_named(self, *args: Any) -> None:
+        if len(args) > 1:
+            raise TypeError("create() takes at most one initial value")
+        if args:
+            self.store(args[0])
+
+
+class AtomicInt64(_Atomic):
+    """A signed 64-bit integer with atomic operations (8 bytes, 8-aligned).
+    Arithmetic wraps around like C's; the default order is seq_cst."""
+
+    SIZE = 8
+
+
+class AtomicInt32(_Atomic):
+    """A signed 32-bit integer with atomic operations (4 bytes, 4-aligned)."""
+
+    SIZE = 4
+    ALIGN = 4
+
+
+class AtomicFlag(_Atomic):
+    """A flag for "data ready" signalling (4 bytes, 4-aligned): ``set()``
+    publishes with release order and wakes waiters; ``is_set()`` reads with
+    acquire order, so data written before ``set()`` is visible after."""
+
+    SIZE = 4
+    ALIGN = 4
+
+    def set(self) -> None:
+        self._cell.store(1, 2)  # release: pairs with is_set()/wait_set()'s acquire
+        self._cell.notify()
+
+    def clear(self) -> None:
+        self._cell.store(0, 0)  # relaxed: clearing publishes nothing
+
+    def is_set(self) -> bool:
+        return self._cell.load(1) != 0  # acquire: pairs with set()'s release
+
+    def wait_set(self, timeout: float | None = None) -> bool:
+        """Sleep until the flag is set; False on timeout."""
+        return self.is_set() or (self._cell.wait(0, timeout) and self.is_set())
+
+
+class Semaphore(_Primitive):
+    """A counting semaphore shared by processes, with ``threading.Semaphore``'s
+    signatures.  Built on a futex (not a POSIX ``sem_t``): its layout is
+    ours and documented, so C, C++ and Python agree on it, and an
+    uncontended ``release`` makes no system call."""
+
+    SIZE = 8
+
+    def __init__(self, segment: Segment, offset: int = 0, value: int | None = None) -> None:
+        super().__init__(segment, offset)
+        if value is not None:
+            self._set_value(value)
+
+    def _set_value(self, value: int) -> None:
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"semaphore initial value must be >= 0, not {value!r}")
+        self._cell.sem_init(value)
+
+    def _init_named(self, *args: Any) -> None:
+        if len(args) > 1:
+            raise TypeError("create() takes at most one initial value")
+        self._set_value(args[0] if args else 1)
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        if not blocking and timeout is not None:
+            raise ValueError("can't specify timeout for non-blocking acquire")
+        return self._cell.sem_acquire(blocking, timeout)
+
+    def release(self, n: int = 1) -> None:
+        self._cell.sem_release(n)
+
+    @property
+    def value(self) -> int:
+        return self._cell.sem_value()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class _Lock(_Primitive):
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def holder(self) -> tuple[int, bool] | None:
+        """(pid, alive) of the process holding the lock, or None if free."""
+        return self._cell.holder()
+
+    def locked(self) -> bool:
+        return self.holder() is not None
+
+
+class SpinLock(_Lock):
+    """A test-and-test-and-set spin lock with the CPU pause instruction and
+    bounded exponential backoff, for critical sections of a few
+    microseconds.  It records its holder: a waiter that finds the holder
+    dead takes the lock over and raises :class:`shmring.OwnerDied` (holding
+    the lock) so that it can repair the data.  Waiting burns CPU."""
+
+    SIZE = 16
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        if not blocking and timeout is not None:
+            raise ValueError("can't specify timeout for non-blocking acquire")
+        return self._cell.spin_acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._cell.spin_release()
+
+
+class Mutex(_Lock):
+    """A futex-based lock that sleeps instead of spinning, and is robust:
+    when its holder dies, the next ``acquire`` raises
+    :class:`shmring.OwnerDied` while granting the lock; the new holder
+    repairs the data and calls :meth:`mark_consistent`.  Released without
+    that, the lock becomes unusable (:class:`shmring.LockNotRecoverable`),
+    as POSIX robust mutexes do."""
+
+    SIZE = 24
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        if not blocking and timeout is not None:
+            raise ValueError("can't specify timeout for non-blocking acquire")
+        return self._cell.mutex_acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._cell.mutex_release()
+
+    def mark_consistent(self) -> None:
+        """After OwnerDied: the data is repaired, the lock may be used again."""
+        self._cell.mutex_consistent()
+
+
+class Event(_Primitive):
+    """Like ``threading.Event``, across processes."""
+
+    SIZE = 8
+
+    def set(self) -> None:
+        self._cell.event_set()
+
+    def clear(self) -> None:
+        self._cell.event_clear()
+
+    def is_set(self) -> bool:
+        return self._cell.event_is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._cell.event_wait(timeout)
+
+
+class Condition(_Primitive):
+    """Like ``threading.Condition``, over a :class:`Mutex` (the lock must be
+    held around ``wait`` and ``notify``).  Wake-ups can be spurious: wait
+    in a loop on your predicate, or use :meth:`wait_for`."""
+
+    SIZE = 8
+
+    def __init__(self, segment: Segment, offset: int = 0, lock: Mutex | None = None) -> None:
+        super().__init__(segment, offset)
+        if lock is None:
+            raise TypeError("Condition needs the Mutex it works with: Condition(segment, offset, lock=mutex)")
+        self._lock = lock
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self._segment, self._offset, self._lock))
+
+    @classmethod
+    def create(cls, name: str | None = None, *args: Any, mode: int = 0o600) -> Condition:
+        raise TypeError("a Condition lives beside its Mutex: Condition(segment, offset, lock=mutex)")
+
+    @classmethod
+    def open(cls, name: str, *, allow_other_owner: bool = False) -> Condition:
+        raise TypeError("a Condition lives beside its Mutex: Condition(segment, offset, lock=mutex)")
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the lock, sleep until notified (or the timeout), take the
+        lock again.  Returns False if the timeout passed."""
+        seq = self._cell.cond_prepare()
+        self._lock.release()
+        try:
+            return self._cell.cond_sleep(seq, timeout)
+        finally:
+            self._lock.acquire()
+
+    def wait_for(self, predicate: Any, timeout: float | None = None) -> Any:
+        import time
+
+        end = None if timeout is None else time.monotonic() + timeout
+        result = predicate()
+        while not result:
+            remaining = None if end is None else end - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            self.wait(remaining)
+            result = predicate()
+        return result
+
+    def notify(self, n: int = 1) -> None:
+        self._cell.cond_notify(n)
+
+    def notify_all(self) -> None:
+        self._cell.cond_notify(2**31 - 1)
