@@ -1904,3 +1904,31 @@ def test_semaphore_wait_needs_a_semaphore_channel(channel: Callable[..., Channel
     ch = channel(256, "adaptive")
     with pytest.raises(ValueError, match="semaphore"):
         Channel.open(ch.name, "semaphore")
+
+
+def _echo_upper(inbox: Channel, outbox: Channel, n: int) -> None:
+    with inbox, outbox:
+        for _ in range(n):
+            outbox.send(inbox.recv(timeout=10).upper())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_channels_as_process_arguments(method: str, channel: Callable[..., Channel]) -> None:
+    """Channel objects are plain Process arguments under every start method:
+    they pickle by name and the child re-attaches; its with-block does not
+    unlink the creator's segments."""
+    inbox, outbox = channel(4096, "adaptive"), channel(4096, "adaptive")
+    proc = mp.get_context(method).Process(target=_echo_upper, args=(inbox, outbox, 100))
+    proc.start()
+    try:
+        for i in range(100):
+            inbox.send(b"msg %d" % i)
+            assert outbox.recv(timeout=10) == b"MSG %d" % i
+        proc.join(20)
+        assert proc.exitcode == 0
+        assert Path("/dev/shm", inbox.name).exists() and Path("/dev/shm", outbox.name).exists()
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
