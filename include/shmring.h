@@ -1515,30 +1515,52 @@ static inline int shmring_channel_readable(shmring_channel *ch)
     return tail != ch->head || shmring_channel_writer_closed(ch);
 }
 
-/* Wait until shmring_channel_readable would say yes, or until `deadline_ns`
- * (CLOCK_MONOTONIC; 0 = no limit).  `strategy` and `spin_ns` choose how;
- * returns SHMRING_OK, SHMRING_TIMEOUT, SHMRING_ERR_CORRUPT, or SHMRING_ERR_SYS
- * with errno EINTR when a signal arrived (the caller checks for it). */
-static inline int shmring_channel_wait_readable(shmring_channel *ch, uint32_t strategy, uint32_t spin_ns,
-                                                uint64_t deadline_ns)
+/* The condition a waiting side waits for: data (or the end of the stream)
+ * for the consumer; `need` free bytes (or a closed reader) for the producer.
+ * Returns 1, 0, or -1 (corrupt). */
+static inline int shmring_channel_ready(shmring_channel *ch, int writer, uint64_t need)
+{
+    int r;
+    if (!writer)
+        return shmring_channel_readable(ch);
+    r = shmring_channel_has_room(ch, need);
+    return r != 0 ? r : shmring_channel_reader_closed(ch);
+}
+
+/* Wait until shmring_channel_ready(ch, writer, need) says yes, or until
+ * `deadline_ns` (CLOCK_MONOTONIC; 0 = no limit).  `strategy` and `spin_ns`
+ * choose how.  The consumer sleeps on data_seq announced by
+ * consumer_waiting [S6] (or on data_sem [S8]); the producer on space_seq,
+ * producer_waiting [S7] (or space_sem), after publishing what it committed
+ * so that the consumer can make room.  Returns SHMRING_OK, SHMRING_TIMEOUT,
+ * SHMRING_ERR_CORRUPT, or SHMRING_ERR_SYS with errno EINTR when a signal
+ * arrived (the caller checks for it). */
+static inline int shmring_channel_wait(shmring_channel *ch, int writer, uint64_t need, uint32_t strategy,
+                                       uint32_t spin_ns, uint64_t deadline_ns)
 {
     shmring_channel_ctrl *c = ch->ctrl;
+    uint32_t *seq_word = writer ? &c->space_seq : &c->data_seq;
+    uint32_t *waiting = writer ? &c->producer_waiting : &c->consumer_waiting;
+    uint64_t *blocked = writer ? &c->producer_blocked : &c->consumer_blocked;
+    shmring_sem *sem = writer ? &c->space_sem : &c->data_sem;
     uint64_t spin_until, now;
     unsigned i = 0;
     int r;
-    if ((r = shmring_channel_readable(ch)) != 0)
+    if (writer)
+        shmring_channel_publish(ch);
+    if ((r = shmring_channel_ready(ch, writer, need)) != 0)
         return r > 0 ? SHMRING_OK : SHMRING_ERR_CORRUPT;
     if (strategy == SHMRING_WAIT_SEMAPHORE) {
         /* [S8]: a post is sticky, so no announcement is needed: take a post
-         * (acquire: pairs with the producer's exchange, so its tail is
+         * (acquire: pairs with the other side's exchange, so its counter is
          * visible), re-check, sleep while there is none. */
         for (;;) {
-            if (shmring_sem_try_acquire(&c->data_sem)) {
-                if ((r = shmring_channel_readable(ch)) != 0)
+            if (shmring_sem_try_acquire(sem)) {
+                if ((r = shmring_channel_ready(ch, writer, need)) != 0)
                     return r > 0 ? SHMRING_OK : SHMRING_ERR_CORRUPT;
                 continue;
             }
-            r = shmring_sem_wait(&c->data_sem, deadline_ns);
+            r = shmring_sem_wait(sem, deadline_ns);
             if (r != SHMRING_OK)
                 return r;
         }
@@ -1555,7 +1577,7 @@ static inline int shmring_channel_wait_readable(shmring_channel *ch, uint32_t st
             sched_yield();
         else
             shmring_cpu_relax();
-        if ((r = shmring_channel_readable(ch)) != 0)
+        if ((r = shmring_channel_ready(ch, writer, need)) != 0)
             return r > 0 ? SHMRING_OK : SHMRING_ERR_CORRUPT;
         if ((++i & 63u) == 0 || strategy == SHMRING_WAIT_YIELD)
             now = shmring_now_ns();
@@ -1564,22 +1586,24 @@ static inline int shmring_channel_wait_readable(shmring_channel *ch, uint32_t st
         return SHMRING_TIMEOUT;
     for (;;) {
         struct timespec ts, *tsp = NULL;
-        /* acquire [S6]: read the futex word before announcing ourselves, so
-         * that a bump after this point makes FUTEX_WAIT return at once. */
-        uint32_t seq = __atomic_load_n(&c->data_seq, __ATOMIC_ACQUIRE);
         uint64_t sleep_until = deadline_ns;
-        /* relaxed + heavy barrier [S6]: pairs with the barrier in publish. */
-        __atomic_store_n(&c->consumer_waiting, 1u, __ATOMIC_RELAXED);
+        /* acquire [S6]/[S7]: read the futex word before announcing ourselves,
+         * so that a bump after this point makes FUTEX_WAIT return at once. */
+        uint32_t seq = __atomic_load_n(seq_word, __ATOMIC_ACQUIRE);
+        /* relaxed + heavy barrier [S6]/[S7]: pairs with the light (or full)
+         * barrier between the other side's counter store and its load of
+         * our flag (publish / release_publish). */
+        __atomic_store_n(waiting, 1u, __ATOMIC_RELAXED);
         if (shmring_heavy_barrier() != 0) {
             now = shmring_now_ns();
             if (!sleep_until || sleep_until > now + SHMRING_UNFENCED_SLEEP_NS)
                 sleep_until = now + SHMRING_UNFENCED_SLEEP_NS;
         }
-        r = shmring_channel_readable(ch);
+        r = shmring_channel_ready(ch, writer, need);
         if (r == 0 && sleep_until) {
             now = shmring_now_ns();
             if (now >= sleep_until) {
-                __atomic_store_n(&c->consumer_waiting, 0u, __ATOMIC_RELAXED);
+                __atomic_store_n(waiting, 0u, __ATOMIC_RELAXED);
                 if (deadline_ns && now >= deadline_ns)
                     return SHMRING_TIMEOUT;
                 continue;
@@ -1589,17 +1613,16 @@ static inline int shmring_channel_wait_readable(shmring_channel *ch, uint32_t st
             tsp = &ts;
         }
         if (r == 0) {
-            /* relaxed: statistics only. */
-            __atomic_store_n(&c->consumer_blocked, __atomic_load_n(&c->consumer_blocked, __ATOMIC_RELAXED) + 1,
-                             __ATOMIC_RELAXED);
-            if (shmring_futex_wait(&c->data_seq, seq, tsp) != SHMRING_OK && errno == EINTR) {
-                __atomic_store_n(&c->consumer_waiting, 0u, __ATOMIC_RELAXED);
+            /* relaxed: statistics only, written by this side alone. */
+            __atomic_store_n(blocked, __atomic_load_n(blocked, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+            if (shmring_futex_wait(seq_word, seq, tsp) != SHMRING_OK && errno == EINTR) {
+                __atomic_store_n(waiting, 0u, __ATOMIC_RELAXED);
                 return SHMRING_ERR_SYS;
             }
-            r = shmring_channel_readable(ch);
+            r = shmring_channel_ready(ch, writer, need);
         }
-        /* relaxed: only a hint to the producer; a stale 1 costs one wake. */
-        __atomic_store_n(&c->consumer_waiting, 0u, __ATOMIC_RELAXED);
+        /* relaxed: only a hint to the other side; a stale 1 costs one wake. */
+        __atomic_store_n(waiting, 0u, __ATOMIC_RELAXED);
         if (r != 0)
             return r > 0 ? SHMRING_OK : SHMRING_ERR_CORRUPT;
         if (deadline_ns && shmring_now_ns() >= deadline_ns)
@@ -1607,98 +1630,18 @@ static inline int shmring_channel_wait_readable(shmring_channel *ch, uint32_t st
     }
 }
 
-/* Wait until `n` bytes are free at the local tail (publishing pending
- * records first, so that the consumer can make room), the reader closes, or
- * `deadline_ns`.  Same results as shmring_channel_wait_readable, plus
- * SHMRING_CLOSED. */
+/* Wait for data or the end of the stream (see shmring_channel_wait). */
+static inline int shmring_channel_wait_readable(shmring_channel *ch, uint32_t strategy, uint32_t spin_ns,
+                                                uint64_t deadline_ns)
+{
+    return shmring_channel_wait(ch, 0, 0, strategy, spin_ns, deadline_ns);
+}
+
+/* Wait for `n` free bytes or a closed reader (see shmring_channel_wait). */
 static inline int shmring_channel_wait_writable(shmring_channel *ch, uint64_t n, uint32_t strategy,
                                                 uint32_t spin_ns, uint64_t deadline_ns)
 {
-    shmring_channel_ctrl *c = ch->ctrl;
-    uint64_t spin_until, now;
-    unsigned i = 0;
-    int r;
-    shmring_channel_publish(ch);
-#define SHMRING_WRITABLE_()                                                   \
-    ((r = shmring_channel_has_room(ch, n)) != 0 || shmring_channel_reader_closed(ch))
-    if (SHMRING_WRITABLE_())
-        return r < 0 ? SHMRING_ERR_CORRUPT : SHMRING_OK;
-    if (strategy == SHMRING_WAIT_SEMAPHORE) {
-        for (;;) { /* [S8], as in shmring_channel_wait_readable */
-            int w;
-            if (shmring_sem_try_acquire(&c->space_sem)) {
-                if (SHMRING_WRITABLE_())
-                    return r < 0 ? SHMRING_ERR_CORRUPT : SHMRING_OK;
-                continue;
-            }
-            w = shmring_sem_wait(&c->space_sem, deadline_ns);
-            if (w != SHMRING_OK)
-                return w;
-        }
-    }
-    now = shmring_now_ns();
-    if (strategy == SHMRING_WAIT_SPIN || strategy == SHMRING_WAIT_YIELD)
-        spin_until = deadline_ns ? deadline_ns : UINT64_MAX;
-    else if (strategy == SHMRING_WAIT_ADAPTIVE)
-        spin_until = deadline_ns && deadline_ns < now + spin_ns ? deadline_ns : now + spin_ns;
-    else
-        spin_until = now;
-    while (now < spin_until) {
-        if (strategy == SHMRING_WAIT_YIELD)
-            sched_yield();
-        else
-            shmring_cpu_relax();
-        if (SHMRING_WRITABLE_())
-            return r < 0 ? SHMRING_ERR_CORRUPT : SHMRING_OK;
-        if ((++i & 63u) == 0 || strategy == SHMRING_WAIT_YIELD)
-            now = shmring_now_ns();
-    }
-    if (strategy == SHMRING_WAIT_SPIN || strategy == SHMRING_WAIT_YIELD)
-        return SHMRING_TIMEOUT;
-    for (;;) {
-        struct timespec ts, *tsp = NULL;
-        int ready;
-        /* acquire [S7]: read the futex word before announcing ourselves. */
-        uint32_t seq = __atomic_load_n(&c->space_seq, __ATOMIC_ACQUIRE);
-        uint64_t sleep_until = deadline_ns;
-        /* relaxed + heavy barrier [S7]: pairs with the barrier in release_publish. */
-        __atomic_store_n(&c->producer_waiting, 1u, __ATOMIC_RELAXED);
-        if (shmring_heavy_barrier() != 0) {
-            now = shmring_now_ns();
-            if (!sleep_until || sleep_until > now + SHMRING_UNFENCED_SLEEP_NS)
-                sleep_until = now + SHMRING_UNFENCED_SLEEP_NS;
-        }
-        ready = SHMRING_WRITABLE_();
-        if (!ready && sleep_until) {
-            now = shmring_now_ns();
-            if (now >= sleep_until) {
-                __atomic_store_n(&c->producer_waiting, 0u, __ATOMIC_RELAXED);
-                if (deadline_ns && now >= deadline_ns)
-                    return SHMRING_TIMEOUT;
-                continue;
-            }
-            ts.tv_sec = (time_t)((sleep_until - now) / 1000000000u);
-            ts.tv_nsec = (long)((sleep_until - now) % 1000000000u);
-            tsp = &ts;
-        }
-        if (!ready) {
-            /* relaxed: statistics only. */
-            __atomic_store_n(&c->producer_blocked, __atomic_load_n(&c->producer_blocked, __ATOMIC_RELAXED) + 1,
-                             __ATOMIC_RELAXED);
-            if (shmring_futex_wait(&c->space_seq, seq, tsp) != SHMRING_OK && errno == EINTR) {
-                __atomic_store_n(&c->producer_waiting, 0u, __ATOMIC_RELAXED);
-                return SHMRING_ERR_SYS;
-            }
-            ready = SHMRING_WRITABLE_();
-        }
-        /* relaxed: only a hint to the consumer; a stale 1 costs one wake. */
-        __atomic_store_n(&c->producer_waiting, 0u, __ATOMIC_RELAXED);
-        if (ready)
-            return r < 0 ? SHMRING_ERR_CORRUPT : SHMRING_OK;
-        if (deadline_ns && shmring_now_ns() >= deadline_ns)
-            return SHMRING_TIMEOUT;
-    }
-#undef SHMRING_WRITABLE_
+    return shmring_channel_wait(ch, 1, n, strategy, spin_ns, deadline_ns);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -723,7 +723,7 @@ static int peer_check(ChannelObject *self, int writer, uint64_t need)
     int r;
     if (peer == 0 || shmring_token_alive(peer))
         return 0;
-    r = writer ? shmring_channel_has_room(ch, need) : shmring_channel_readable(ch);
+    r = shmring_channel_ready(ch, writer, need);
     if (r > 0)
         return 1;
     if (r < 0)
@@ -782,10 +782,10 @@ static int channel_wait(ChannelObject *self, int writer, uint64_t need, uint64_t
             spin -= (uint32_t)hot_ns;
         now = shmring_now_ns();
         for (unsigned i = 1; hot_ns > 0; i++) {
-            r = writer ? shmring_channel_has_room(ch, need) : shmring_channel_readable(ch);
+            r = shmring_channel_ready(ch, writer, need);
             if (r < 0)
                 goto corrupt;
-            if (r > 0 || (writer && shmring_channel_reader_closed(ch)))
+            if (r > 0)
                 return 0;
             shmring_cpu_relax();
             if ((i & 31u) == 0) {
@@ -810,10 +810,7 @@ static int channel_wait(ChannelObject *self, int writer, uint64_t need, uint64_t
             slice_end = deadline;
         self->busy |= role;
         Py_BEGIN_ALLOW_THREADS
-        if (writer)
-            rc = shmring_channel_wait_writable(ch, need, strategy, spin, slice_end);
-        else
-            rc = shmring_channel_wait_readable(ch, strategy, spin, slice_end);
+        rc = shmring_channel_wait(ch, writer, need, strategy, spin, slice_end);
         Py_END_ALLOW_THREADS
         self->busy &= ~role;
         spin = 0; /* adaptive: the spin window is spent once per call */
