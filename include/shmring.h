@@ -34,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -236,8 +237,9 @@ static inline uint64_t shmring_header_checksum(const shmring_segment_header *h)
 /* ------------------------------------------------------------------------ */
 
 /* Start time of a process in clock ticks after boot (field 22 of
- * /proc/PID/stat), and its state letter.  Returns 0, or -1 if the process
- * does not exist (or /proc cannot be read). */
+ * /proc/PID/stat), and its state letter.  Returns 0; -1 if the process does
+ * not exist (ENOENT/ESRCH); -2 if it could not be told (no free fd, /proc
+ * hidden or unreadable...): callers must then assume it is alive. */
 static inline int shmring_proc_stat(int64_t pid, uint64_t *start_ticks, char *state)
 {
     char path[64], buf[1024];
@@ -250,26 +252,30 @@ static inline int shmring_proc_stat(int64_t pid, uint64_t *start_ticks, char *st
     snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return -1;
+        return errno == ENOENT || errno == ESRCH ? -1 : -2;
     do {
         n = read(fd, buf, sizeof buf - 1);
     } while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == ESRCH) {
+        close(fd);
+        return -1; /* exited between open and read */
+    }
     close(fd);
     if (n <= 0)
-        return -1;
+        return -2;
     buf[n] = '\0';
     /* The command name (field 2) may contain spaces and parentheses: the
      * fields after it start after the last ')'. */
     p = strrchr(buf, ')');
     if (p == NULL || p[1] != ' ')
-        return -1;
+        return -2;
     p += 2; /* field 3: state */
     if (state)
         *state = *p;
     for (field = 3; field < 22; field++) {
         p = strchr(p, ' ');
         if (p == NULL)
-            return -1;
+            return -2;
         p++;
     }
     if (start_ticks) {
@@ -281,17 +287,50 @@ static inline int shmring_proc_stat(int64_t pid, uint64_t *start_ticks, char *st
     return 0;
 }
 
+/* Has a zombie process (state Z) really exited?  A multi-threaded process
+ * whose main thread ended shows Z too while its other threads run. */
+static inline int shmring_zombie_exited(int64_t pid)
+{
+    char path[64], buf[4096];
+    const char *p;
+    ssize_t n;
+    int fd;
+    snprintf(path, sizeof path, "/proc/%lld/status", (long long)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT || errno == ESRCH;
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    p = strstr(buf, "\nThreads:");
+    return p == NULL || strtol(p + 9, NULL, 10) <= 1;
+}
+
 /* Is the process (pid, start_ticks) still running?  A reused pid has another
- * start time; a zombie has exited and only waits to be reaped. */
-static inline int shmring_process_alive(int64_t pid, uint64_t start_ticks)
+ * start time; a zombie has exited and only waits to be reaped.  When /proc
+ * cannot tell, the answer is "alive": declaring a live holder dead would
+ * hand its lock or its channel end to a second process.  `start_mask`
+ * selects the bits of the start time that were recorded; a recorded start
+ * time of 0 means "unknown" and is not compared. */
+static inline int shmring_process_alive_masked(int64_t pid, uint64_t start_ticks, uint64_t start_mask)
 {
     uint64_t now_start = 0;
     char state = '?';
-    if (shmring_proc_stat(pid, &now_start, &state) != 0)
+    int rc = shmring_proc_stat(pid, &now_start, &state);
+    if (rc == -1)
         return 0;
-    if (state == 'Z' || state == 'X' || state == 'x')
+    if (rc != 0)
+        return 1;
+    if ((state == 'Z' || state == 'X' || state == 'x') && shmring_zombie_exited(pid))
         return 0;
-    return now_start == start_ticks;
+    return (start_ticks & start_mask) == 0 || (now_start & start_mask) == (start_ticks & start_mask);
+}
+
+static inline int shmring_process_alive(int64_t pid, uint64_t start_ticks)
+{
+    return shmring_process_alive_masked(pid, start_ticks, UINT64_MAX);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -301,7 +340,8 @@ static inline int shmring_process_alive(int64_t pid, uint64_t start_ticks)
 /* A process's view of one mapped segment. */
 typedef struct shmring_segment {
     unsigned char *base; /* start of the mapping: the header */
-    size_t map_size;     /* bytes mapped: header.total_size */
+    size_t map_size;     /* usable bytes: header.total_size, as validated */
+    size_t map_len;      /* bytes actually mapped (what munmap gets) */
     int writable;        /* mapped PROT_WRITE */
 } shmring_segment;
 
@@ -340,21 +380,31 @@ static inline int shmring_name_check(const char *name)
 }
 
 /* Validate a mapped header against the size of the object behind it.
- * `avail` is how many bytes of the object exist (its st_size). */
-static inline int shmring_header_check(const shmring_segment_header *h, uint64_t avail)
+ * `avail` is how many bytes of the object exist (its st_size).  The header
+ * is copied out once and only the copy is checked and used (to `copy`, if
+ * not NULL): a peer rewriting the live header cannot change a value between
+ * its check and its use. */
+static inline int shmring_header_check_copy(const shmring_segment_header *live, uint64_t avail,
+                                            shmring_segment_header *copy)
 {
+    shmring_segment_header local;
+    const shmring_segment_header *h = &local;
     uint64_t magic;
+    if (copy == NULL)
+        copy = &local;
     if (avail == 0)
         return SHMRING_ERR_NOT_READY;
     /* [S1] acquire: pairs with the creator's release store of magic, so that
-     * every header field written before it is visible below. */
-    magic = __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE);
+     * every header field written before it is visible in the copy below. */
+    magic = __atomic_load_n(&live->magic, __ATOMIC_ACQUIRE);
     if (magic == 0 && avail >= SHMRING_HEADER_SIZE)
         return SHMRING_ERR_NOT_READY;
     if (magic != shmring_magic())
         return SHMRING_ERR_FOREIGN;
     if (avail < SHMRING_HEADER_SIZE)
         return SHMRING_ERR_TRUNCATED;
+    memcpy(&local, (const void *)live, sizeof local);
+    local.magic = magic;
     if (h->abi != SHMRING_ABI_WORD)
         return SHMRING_ERR_ABI;
     if (h->version != SHMRING_LAYOUT_VERSION)
@@ -367,7 +417,14 @@ static inline int shmring_header_check(const shmring_segment_header *h, uint64_t
         return SHMRING_ERR_CORRUPT;
     if (h->total_size > avail)
         return SHMRING_ERR_TRUNCATED;
+    if (copy != &local)
+        *copy = local;
     return SHMRING_OK;
+}
+
+static inline int shmring_header_check(const shmring_segment_header *h, uint64_t avail)
+{
+    return shmring_header_check_copy(h, avail, NULL);
 }
 
 /* Create a new segment with `payload_size` bytes after the header, every
@@ -429,7 +486,7 @@ static inline int shmring_segment_create_unpublished(const char *name, uint64_t 
     h->checksum = shmring_header_checksum(h);
 
     out->base = (unsigned char *)base;
-    out->map_size = (size_t)total;
+    out->map_size = out->map_len = (size_t)total;
     out->writable = 1;
     return SHMRING_OK;
 
@@ -465,7 +522,7 @@ static inline int shmring_segment_create(const char *name, uint64_t payload_size
  * SHMRING_OPEN_*.  The owner check comes first, before a byte is read. */
 static inline int shmring_segment_open(const char *name, unsigned flags, shmring_segment *out)
 {
-    const shmring_segment_header *h;
+    shmring_segment_header hdr;
     struct stat st;
     void *base;
     size_t map;
@@ -505,21 +562,14 @@ static inline int shmring_segment_open(const char *name, unsigned flags, shmring
         errno = saved;
         return SHMRING_ERR_SYS;
     }
-    h = (const shmring_segment_header *)base;
-    rc = shmring_header_check(h, (uint64_t)st.st_size);
+    rc = shmring_header_check_copy((const shmring_segment_header *)base, (uint64_t)st.st_size, &hdr);
     if (rc != SHMRING_OK) {
         munmap(base, map);
         return rc;
     }
-    if ((uint64_t)map > h->total_size) {
-        /* Keep only the part the header accounts for. */
-        size_t page = (size_t)sysconf(_SC_PAGESIZE);
-        size_t keep = ((size_t)h->total_size + page - 1) / page * page;
-        if (keep < map)
-            munmap((unsigned char *)base + keep, map - keep);
-    }
     out->base = (unsigned char *)base;
-    out->map_size = (size_t)h->total_size;
+    out->map_size = (size_t)hdr.total_size; /* <= map: checked on the copy */
+    out->map_len = map;
     out->writable = writable;
     return SHMRING_OK;
 }
@@ -529,11 +579,9 @@ static inline int shmring_segment_close(shmring_segment *s)
 {
     int rc = 0;
     if (s->base != NULL) {
-        size_t page = (size_t)sysconf(_SC_PAGESIZE);
-        size_t len = (s->map_size + page - 1) / page * page;
-        rc = munmap(s->base, len);
+        rc = munmap(s->base, s->map_len);
         s->base = NULL;
-        s->map_size = 0;
+        s->map_size = s->map_len = 0;
     }
     return rc == 0 ? SHMRING_OK : SHMRING_ERR_SYS;
 }
@@ -663,13 +711,9 @@ static inline int64_t shmring_token_pid(uint64_t token)
 
 static inline int shmring_token_alive(uint64_t token)
 {
-    uint64_t start = 0;
-    char state = '?';
-    if (token == 0 || shmring_proc_stat(shmring_token_pid(token), &start, &state) != 0)
+    if (token == 0)
         return 0;
-    if (state == 'Z' || state == 'X' || state == 'x')
-        return 0;
-    return (start & UINT64_C(0xffffffff)) == (token & UINT64_C(0xffffffff));
+    return shmring_process_alive_masked(shmring_token_pid(token), token, UINT64_C(0xffffffff));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -739,10 +783,14 @@ static inline int shmring_sem_try_acquire(shmring_sem *s)
 {
     /* relaxed: only a first guess for the CAS. */
     uint32_t c = __atomic_load_n(&s->count, __ATOMIC_RELAXED);
-    while (c > 0 && c <= SHMRING_SEM_MAX) {
+    while (c > 0) {
+        /* A count no release can produce was written by a hostile or broken
+         * peer: take it as one post and reset it, rather than never sleeping
+         * again (shmring_sem_wait sleeps only on 0). */
+        uint32_t next = c <= SHMRING_SEM_MAX ? c - 1 : 0;
         /* acquire [Y2]: pairs with the release of shmring_sem_release, so
          * what the releaser did before posting is visible to us. */
-        if (__atomic_compare_exchange_n(&s->count, &c, c - 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        if (__atomic_compare_exchange_n(&s->count, &c, next, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
             return 1;
     }
     return 0;
@@ -1558,11 +1606,13 @@ static inline int shmring_channel_wait(shmring_channel *ch, int writer, uint64_t
             if (shmring_sem_try_acquire(sem)) {
                 if ((r = shmring_channel_ready(ch, writer, need)) != 0)
                     return r > 0 ? SHMRING_OK : SHMRING_ERR_CORRUPT;
-                continue;
+            } else {
+                r = shmring_sem_wait(sem, deadline_ns);
+                if (r != SHMRING_OK)
+                    return r;
             }
-            r = shmring_sem_wait(sem, deadline_ns);
-            if (r != SHMRING_OK)
-                return r;
+            if (deadline_ns && shmring_now_ns() >= deadline_ns)
+                return SHMRING_TIMEOUT;
         }
     }
     now = shmring_now_ns();

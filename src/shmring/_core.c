@@ -528,8 +528,10 @@ typedef struct {
     uint64_t next_peer_check_ns; /* try_send/try_recv look at the peer this often */
     int busy;      /* ROLE_* bits: an operation on that end has the GIL released */
     int closed;
-    RegionObject *reserved; /* outstanding reserve(), or NULL */
-    RegionObject *peeked;   /* outstanding peek(), or NULL */
+    /* Outstanding reserve() / peek(), or NULL.  Borrowed: a region holds a
+     * reference to its channel, and clears these when it goes away. */
+    RegionObject *reserved;
+    RegionObject *peeked;
     PyObject *dict;
     PyObject *weakrefs;
 } ChannelObject;
@@ -572,8 +574,34 @@ static void raise_corrupt(ChannelObject *self, const char *what)
     }
 }
 
+/* A handle inherited through fork: the parent's claims, its threads' busy
+ * marks and its pending regions are not the child's; drop them without
+ * touching shared memory. */
+static void channel_fork_reset(ChannelObject *self)
+{
+    if (self->generation == fork_generation)
+        return;
+    self->roles = 0;
+    self->busy = 0;
+    if (self->peeked != NULL) {
+        self->peeked->state = REGION_DONE;
+        self->peeked = NULL;
+    }
+    if (self->reserved != NULL) {
+        self->reserved->state = REGION_DONE;
+        self->reserved = NULL;
+    }
+    self->generation = fork_generation;
+    self->token = shmring_token_self();
+}
+
 static int channel_usable(ChannelObject *self, int role)
 {
+    if (self->mapping == NULL) {
+        PyErr_SetString(PyExc_ValueError, "channel is not initialised: use shmring.Channel.create or open");
+        return -1;
+    }
+    channel_fork_reset(self);
     if (self->closed) {
         PyErr_Format(closed_error, "channel %R: this handle is closed", channel_name(self));
         return -1;
@@ -593,12 +621,6 @@ static int channel_claim(ChannelObject *self, int role)
 {
     shmring_channel_ctrl *c = self->ch.ctrl;
     int rc;
-    if (self->generation != fork_generation) {
-        /* A copy inherited through fork: the parent's claims are not ours. */
-        self->roles = 0;
-        self->generation = fork_generation;
-        self->token = shmring_token_self();
-    }
     if (role == ROLE_PRODUCER) {
         rc = shmring_channel_claim(&c->producer, &c->producer_handle, self->token, self->handle_id);
     } else {
@@ -633,18 +655,20 @@ static inline int as_producer(ChannelObject *self)
 {
     if (channel_usable(self, ROLE_PRODUCER) < 0)
         return -1;
-    if ((self->roles & ROLE_PRODUCER) && self->generation == fork_generation)
-        return 0;
-    return channel_claim(self, ROLE_PRODUCER);
+    if (!(self->roles & ROLE_PRODUCER) && channel_claim(self, ROLE_PRODUCER) < 0)
+        return -1;
+    self->busy |= ROLE_PRODUCER; /* cleared by the entry point (BUSY_WRAPPER) */
+    return 0;
 }
 
 static inline int as_consumer(ChannelObject *self)
 {
     if (channel_usable(self, ROLE_CONSUMER) < 0)
         return -1;
-    if ((self->roles & ROLE_CONSUMER) && self->generation == fork_generation)
-        return 0;
-    return channel_claim(self, ROLE_CONSUMER);
+    if (!(self->roles & ROLE_CONSUMER) && channel_claim(self, ROLE_CONSUMER) < 0)
+        return -1;
+    self->busy |= ROLE_CONSUMER; /* cleared by the entry point (BUSY_WRAPPER) */
+    return 0;
 }
 
 /* Timeouts: None blocks forever (deadline 0); otherwise a non-negative number
@@ -754,7 +778,7 @@ static int channel_wait(ChannelObject *self, int writer, uint64_t need, uint64_t
     shmring_channel *ch = &self->ch;
     uint32_t strategy = self->wait, spin = self->spin_ns;
     uint64_t now, hot_ns;
-    int rc, r, role = writer ? ROLE_PRODUCER : ROLE_CONSUMER;
+    int rc, r;
 
     if (writer) {
         shmring_channel_publish(ch); /* let the consumer make room */
@@ -808,11 +832,9 @@ static int channel_wait(ChannelObject *self, int writer, uint64_t need, uint64_t
         slice_end = now + WAIT_SLICE_NS;
         if (deadline && deadline < slice_end)
             slice_end = deadline;
-        self->busy |= role;
         Py_BEGIN_ALLOW_THREADS
         rc = shmring_channel_wait(ch, writer, need, strategy, spin, slice_end);
         Py_END_ALLOW_THREADS
-        self->busy &= ~role;
         spin = 0; /* adaptive: the spin window is spent once per call */
         if (rc == SHMRING_OK)
             return 0;
@@ -904,15 +926,13 @@ static int channel_put(ChannelObject *self, PyObject *data, uint64_t deadline, i
         PyBuffer_Release(&src);
         return -1;
     }
-    self->busy |= ROLE_PRODUCER;
     copy_maybe_without_gil(dst, src.buf, (size_t)src.len);
-    self->busy &= ~ROLE_PRODUCER;
     shmring_channel_commit(&self->ch, (uint64_t)src.len);
     PyBuffer_Release(&src);
     return 0;
 }
 
-static PyObject *channel_send(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *channel_send_impl(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *a[2];
     uint64_t deadline;
@@ -929,7 +949,7 @@ static PyObject *channel_send(ChannelObject *self, PyObject *const *args, Py_ssi
     Py_RETURN_NONE;
 }
 
-static PyObject *channel_try_send(ChannelObject *self, PyObject *data)
+static PyObject *channel_try_send_impl(ChannelObject *self, PyObject *data)
 {
     Py_buffer src;
     unsigned char *dst;
@@ -972,7 +992,7 @@ static PyObject *channel_try_send(ChannelObject *self, PyObject *data)
     Py_RETURN_TRUE;
 }
 
-static PyObject *channel_send_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *channel_send_many_impl(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *a[2], *it, *item;
     uint64_t deadline;
@@ -1060,7 +1080,7 @@ static int prepare_read(ChannelObject *self)
     return 0;
 }
 
-static PyObject *channel_recv(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *channel_recv_impl(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *timeout, *result;
     const unsigned char *src;
@@ -1080,15 +1100,13 @@ static PyObject *channel_recv(ChannelObject *self, PyObject *const *args, Py_ssi
     result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
     if (result == NULL)
         return NULL;
-    self->busy |= ROLE_CONSUMER;
     copy_maybe_without_gil(PyBytes_AS_STRING(result), src, (size_t)len);
-    self->busy &= ~ROLE_CONSUMER;
     shmring_channel_release(&self->ch);
     shmring_channel_release_publish(&self->ch);
     return result;
 }
 
-static PyObject *channel_try_recv(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+static PyObject *channel_try_recv_impl(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *result;
     const unsigned char *src;
@@ -1129,7 +1147,7 @@ static PyObject *channel_try_recv(ChannelObject *self, PyObject *Py_UNUSED(ignor
     return result;
 }
 
-static PyObject *channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *channel_recv_into_impl(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *a[2];
     Py_buffer dst;
@@ -1159,16 +1177,14 @@ static PyObject *channel_recv_into(ChannelObject *self, PyObject *const *args, P
                             "(the message stays in the channel)",
                             channel_name(self), dst.len, (unsigned long long)len);
     }
-    self->busy |= ROLE_CONSUMER;
     copy_maybe_without_gil(dst.buf, src, (size_t)len);
-    self->busy &= ~ROLE_CONSUMER;
     PyBuffer_Release(&dst);
     shmring_channel_release(&self->ch);
     shmring_channel_release_publish(&self->ch);
     return PyLong_FromUnsignedLongLong(len);
 }
 
-static PyObject *channel_recv_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *channel_recv_many_impl(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *a[2], *list;
     const unsigned char *src;
@@ -1216,11 +1232,39 @@ static PyObject *channel_recv_many(ChannelObject *self, PyObject *const *args, P
     return list;
 }
 
+
+/* -- entry points ------------------------------------------------------------ */
+
+/* Every operation holds its end's busy bit from its first check to its
+ * return: Python code that runs in between (an iterator, a __buffer__, a
+ * finalizer run by an allocation, another thread while the GIL is given
+ * away) then cannot use that end, nor close the handle and unmap the ring
+ * under our pointers. */
+#define BUSY_WRAPPER(NAME, ROLE, PARAMS, ARGS)                                     \
+    static PyObject *NAME PARAMS                                                  \
+    {                                                                             \
+        PyObject *result;                                                         \
+        int was_busy = self->busy & (ROLE);                                       \
+        result = NAME##_impl ARGS;                                                \
+        if (!was_busy)                                                            \
+            self->busy &= ~(ROLE);                                                \
+        return result;                                                            \
+    }
+#define FAST_PARAMS (ChannelObject * self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+#define FAST_ARGS (self, args, nargs, kwnames)
+BUSY_WRAPPER(channel_send, ROLE_PRODUCER, FAST_PARAMS, FAST_ARGS)
+BUSY_WRAPPER(channel_send_many, ROLE_PRODUCER, FAST_PARAMS, FAST_ARGS)
+BUSY_WRAPPER(channel_recv, ROLE_CONSUMER, FAST_PARAMS, FAST_ARGS)
+BUSY_WRAPPER(channel_recv_into, ROLE_CONSUMER, FAST_PARAMS, FAST_ARGS)
+BUSY_WRAPPER(channel_recv_many, ROLE_CONSUMER, FAST_PARAMS, FAST_ARGS)
+BUSY_WRAPPER(channel_try_send, ROLE_PRODUCER, (ChannelObject * self, PyObject *data), (self, data))
+BUSY_WRAPPER(channel_try_recv, ROLE_CONSUMER, (ChannelObject * self, PyObject *ignored), (self, ignored))
+
 /* -- zero-copy regions ----------------------------------------------------- */
 
 static RegionObject *region_new(ChannelObject *channel, unsigned char *ptr, uint64_t len, int readonly)
 {
-    RegionObject *r = PyObject_New(RegionObject, &RegionType);
+    RegionObject *r = PyObject_GC_New(RegionObject, &RegionType);
     if (r == NULL)
         return NULL;
     Py_INCREF(channel);
@@ -1231,14 +1275,65 @@ static RegionObject *region_new(ChannelObject *channel, unsigned char *ptr, uint
     r->state = REGION_NEW;
     r->exports = 0;
     r->view = NULL;
+    PyObject_GC_Track(r);
     return r;
+}
+
+static int region_finish(RegionObject *r, int discard);
+
+/* The region goes away without its with-block having completed it: an
+ * unentered peek leaves its message unread and an unentered reserve is
+ * discarded; an entered peek whose exit was refused (views were alive then)
+ * consumes its message now, if no view is left.  Either way the channel
+ * forgets it. */
+static void region_abandon(RegionObject *r)
+{
+    ChannelObject *ch = r->channel;
+    int consume;
+    if (ch == NULL || r->state == REGION_DONE)
+        return;
+    if (r->view != NULL) {
+        PyObject *res = PyObject_CallMethod(r->view, "release", NULL);
+        if (res == NULL)
+            PyErr_Clear();
+        Py_XDECREF(res);
+        Py_CLEAR(r->view);
+    }
+    consume = r->state == REGION_ENTERED && r->readonly && r->exports == 0;
+    if (ch->closed || ch->mapping == NULL || r->exports > 0) {
+        r->state = REGION_DONE;
+    } else {
+        r->state = consume ? REGION_ENTERED : REGION_NEW;
+        if (region_finish(r, !consume) < 0)
+            PyErr_Clear();
+    }
+    if (ch->peeked == r)
+        ch->peeked = NULL;
+    if (ch->reserved == r)
+        ch->reserved = NULL;
+    r->state = REGION_DONE;
+}
+
+static int region_traverse(RegionObject *r, visitproc visit, void *arg)
+{
+    Py_VISIT(r->channel);
+    Py_VISIT(r->view);
+    return 0;
+}
+
+static int region_clear(RegionObject *r)
+{
+    region_abandon(r);
+    Py_CLEAR(r->view);
+    Py_CLEAR(r->channel);
+    return 0;
 }
 
 static void region_dealloc(RegionObject *r)
 {
-    Py_XDECREF(r->view);
-    Py_XDECREF(r->channel);
-    PyObject_Free(r);
+    PyObject_GC_UnTrack(r);
+    region_clear(r);
+    PyObject_GC_Del(r);
 }
 
 static int region_getbuffer(RegionObject *r, Py_buffer *view, int flags)
@@ -1306,6 +1401,7 @@ static int region_drop_views(RegionObject *r)
 static int region_finish(RegionObject *r, int discard)
 {
     ChannelObject *self = r->channel;
+    channel_fork_reset(self); /* a child's copy of a region is dropped there */
     if (r->state == REGION_DONE)
         return 0;
     if (r->state == REGION_ENTERED && region_drop_views(r) < 0)
@@ -1315,19 +1411,15 @@ static int region_finish(RegionObject *r, int discard)
             shmring_channel_release(&self->ch);
             shmring_channel_release_publish(&self->ch);
         }
-        if (self->peeked == r) {
+        if (self->peeked == r)
             self->peeked = NULL;
-            Py_DECREF(r);
-        }
     } else {
         if (r->state == REGION_ENTERED && !discard) {
             shmring_channel_commit(&self->ch, (uint64_t)r->len);
             shmring_channel_publish(&self->ch);
         }
-        if (self->reserved == r) {
+        if (self->reserved == r)
             self->reserved = NULL;
-            Py_DECREF(r);
-        }
     }
     r->state = REGION_DONE;
     return 0;
@@ -1366,7 +1458,9 @@ static PyTypeObject RegionType = {
     .tp_basicsize = sizeof(RegionObject),
     .tp_dealloc = (destructor)region_dealloc,
     .tp_as_buffer = &region_as_buffer,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)region_traverse,
+    .tp_clear = (inquiry)region_clear,
     .tp_doc = "A message in the ring, lent for a with block by Channel.reserve() or Channel.peek().",
     .tp_methods = region_methods,
     .tp_getset = region_getset,
@@ -1377,7 +1471,7 @@ static int finish_pending_peek(ChannelObject *self)
     return region_finish(self->peeked, 0);
 }
 
-static PyObject *channel_reserve(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *channel_reserve_impl(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *a[2];
     Py_ssize_t n;
@@ -1398,14 +1492,11 @@ static PyObject *channel_reserve(ChannelObject *self, PyObject *const *args, Py_
     dst = channel_reserve_wait(self, (uint64_t)n, deadline, no_wait);
     if (dst == NULL)
         return NULL;
-    self->reserved = region_new(self, dst, (uint64_t)n, 0);
-    if (self->reserved == NULL)
-        return NULL;
-    Py_INCREF(self->reserved);
+    self->reserved = region_new(self, dst, (uint64_t)n, 0); /* borrowed by the channel */
     return (PyObject *)self->reserved;
 }
 
-static PyObject *channel_peek(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *channel_peek_impl(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *timeout;
     const unsigned char *src;
@@ -1417,12 +1508,12 @@ static PyObject *channel_peek(ChannelObject *self, PyObject *const *args, Py_ssi
         return NULL;
     if (prepare_read(self) < 0 || channel_next(self, &src, &len, deadline, no_wait) < 0)
         return NULL;
-    self->peeked = region_new(self, (unsigned char *)src, len, 1);
-    if (self->peeked == NULL)
-        return NULL;
-    Py_INCREF(self->peeked);
+    self->peeked = region_new(self, (unsigned char *)src, len, 1); /* borrowed by the channel */
     return (PyObject *)self->peeked;
 }
+
+BUSY_WRAPPER(channel_reserve, ROLE_PRODUCER, FAST_PARAMS, FAST_ARGS)
+BUSY_WRAPPER(channel_peek, ROLE_CONSUMER, FAST_PARAMS, FAST_ARGS)
 
 /* -- lifetime ------------------------------------------------------------ */
 
@@ -1460,23 +1551,25 @@ static int channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
         PyErr_Format(PyExc_ValueError, "segment %R is mapped read-only", m->name);
         return -1;
     }
-    if (PyObject_GetBuffer(mapping, &self->view, PyBUF_WRITABLE) < 0)
-        return -1;
-    if (shmring_channel_attach(&self->ch, shmring_segment_payload(&m->seg), shmring_segment_payload_size(&m->seg)) !=
-        SHMRING_OK) {
-        PyBuffer_Release(&self->view);
-        raise_code(SHMRING_ERR_CORRUPT, m->name);
-        return -1;
+    {
+        shmring_channel attached;
+        if (shmring_channel_attach(&attached, shmring_segment_payload(&m->seg),
+                                   shmring_segment_payload_size(&m->seg)) != SHMRING_OK) {
+            raise_code(SHMRING_ERR_CORRUPT, m->name);
+            return -1;
+        }
+        if (wait == SHMRING_WAIT_SEMAPHORE && attached.wait != SHMRING_WAIT_SEMAPHORE) {
+            PyErr_Format(PyExc_ValueError,
+                         "channel %R was not created with wait=\"semaphore\": its producer posts no semaphore",
+                         m->name);
+            return -1;
+        }
+        if (PyObject_GetBuffer(mapping, &self->view, PyBUF_WRITABLE) < 0)
+            return -1;
+        self->ch = attached;
     }
     Py_INCREF(mapping);
     self->mapping = mapping;
-    if (wait == SHMRING_WAIT_SEMAPHORE && self->ch.wait != SHMRING_WAIT_SEMAPHORE) {
-        PyBuffer_Release(&self->view);
-        PyErr_Format(PyExc_ValueError,
-                     "channel %R was not created with wait=\"semaphore\": its producer posts no semaphore",
-                     m->name);
-        return -1;
-    }
     self->wait = wait ? wait : self->ch.wait;
     self->spin_ns = spin_ns >= 0 ? (uint32_t)spin_ns : self->ch.spin_ns;
     self->handle_id = next_handle_id++;
@@ -1513,6 +1606,7 @@ static PyObject *channel_close(ChannelObject *self, PyObject *Py_UNUSED(ignored)
 {
     if (self->closed || self->mapping == NULL)
         Py_RETURN_NONE;
+    channel_fork_reset(self);
     if (self->busy)
         return PyErr_Format(PyExc_RuntimeError, "channel %R: cannot close while another thread is in a call on it",
                             channel_name(self));
@@ -1546,16 +1640,12 @@ static int channel_traverse(ChannelObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->mapping);
     Py_VISIT(self->dict);
-    Py_VISIT(self->reserved);
-    Py_VISIT(self->peeked);
     return 0;
 }
 
 static int channel_clear(ChannelObject *self)
 {
     Py_CLEAR(self->dict);
-    Py_CLEAR(self->reserved);
-    Py_CLEAR(self->peeked);
     return 0;
 }
 
@@ -1865,7 +1955,7 @@ static PyObject *cell_load(SyncCellObject *self, PyObject *args)
 {
     int order = 4;
     uint64_t v = 0;
-    if (!PyArg_ParseTuple(args, "|i:load", &order) || cell_ok(self) < 0 || order_ok(order, 1, 0) < 0)
+    if (!PyArg_ParseTuple(args, "|i:load", &order) || order_ok(order, 1, 0) < 0 || cell_ok(self) < 0)
         return NULL;
     if (self->size == 4) {
         ORDER_SWITCH(order, v = __atomic_load_n((uint32_t *)self->ptr, mo))
@@ -1880,8 +1970,10 @@ static PyObject *cell_store(SyncCellObject *self, PyObject *args)
     PyObject *obj;
     int order = 4;
     uint64_t v;
-    if (!PyArg_ParseTuple(args, "O|i:store", &obj, &order) || cell_ok(self) < 0 || order_ok(order, 0, 1) < 0 ||
-        to_value(self, obj, &v) < 0)
+    /* Arguments first: converting them may run Python code (__index__),
+     * which could close the segment; cell_ok comes after. */
+    if (!PyArg_ParseTuple(args, "O|i:store", &obj, &order) || to_value(self, obj, &v) < 0 ||
+        order_ok(order, 0, 1) < 0 || cell_ok(self) < 0)
         return NULL;
     if (self->size == 4) {
         ORDER_SWITCH(order, __atomic_store_n((uint32_t *)self->ptr, (uint32_t)v, mo))
@@ -1897,8 +1989,8 @@ static PyObject *cell_rmw(SyncCellObject *self, PyObject *args, int op)
     PyObject *obj;
     int order = 4;
     uint64_t v, old = 0;
-    if (!PyArg_ParseTuple(args, "O|i", &obj, &order) || cell_ok(self) < 0 || order_ok(order, 0, 0) < 0 ||
-        to_value(self, obj, &v) < 0)
+    if (!PyArg_ParseTuple(args, "O|i", &obj, &order) || to_value(self, obj, &v) < 0 ||
+        order_ok(order, 0, 0) < 0 || cell_ok(self) < 0)
         return NULL;
 #define RMW(T)                                                                           \
     do {                                                                                 \
@@ -1933,8 +2025,9 @@ static PyObject *cell_compare_exchange(SyncCellObject *self, PyObject *args)
     PyObject *e_obj, *d_obj, *cur;
     int order = 4, ok = 0;
     uint64_t expected, desired;
-    if (!PyArg_ParseTuple(args, "OO|i:compare_exchange", &e_obj, &d_obj, &order) || cell_ok(self) < 0 ||
-        order_ok(order, 0, 0) < 0 || to_value(self, e_obj, &expected) < 0 || to_value(self, d_obj, &desired) < 0)
+    if (!PyArg_ParseTuple(args, "OO|i:compare_exchange", &e_obj, &d_obj, &order) ||
+        to_value(self, e_obj, &expected) < 0 || to_value(self, d_obj, &desired) < 0 || order_ok(order, 0, 0) < 0 ||
+        cell_ok(self) < 0)
         return NULL;
     /* The failure order may not be release/acq_rel: use the load part. */
     if (self->size == 4) {
@@ -1983,18 +2076,15 @@ typedef int (*sleep_fn)(SyncCellObject *, void *, uint64_t);
 
 static int cell_block_pinned(SyncCellObject *self, void *arg, ready_fn ready, sleep_fn sleep_once, uint64_t deadline);
 
-static int cell_block(SyncCellObject *self, void *arg, ready_fn ready, sleep_fn sleep_once, PyObject *timeout_obj,
-                      int blocking)
+/* `no_wait` and `deadline` come from parse_timeout, called by the caller
+ * before cell_ok (it may run Python code). */
+static int cell_block(SyncCellObject *self, void *arg, ready_fn ready, sleep_fn sleep_once, int no_wait,
+                      uint64_t deadline)
 {
-    uint64_t deadline;
-    int no_wait, r;
+    int r;
     Py_buffer pin;
     if ((r = ready(self, arg)) != 0)
         return r;
-    if (!blocking)
-        return 0;
-    if ((no_wait = parse_timeout(timeout_obj, &deadline)) < 0)
-        return -1;
     if (no_wait)
         return 0;
     if (cell_pin(self, &pin) < 0)
@@ -2053,11 +2143,12 @@ static PyObject *cell_wait(SyncCellObject *self, PyObject *args)
 {
     PyObject *e_obj, *timeout = Py_None;
     wait_arg a;
-    int r;
-    if (!PyArg_ParseTuple(args, "O|O:wait", &e_obj, &timeout) || cell_ok(self) < 0 ||
-        to_value(self, e_obj, &a.expected) < 0)
+    uint64_t deadline;
+    int r, no_wait;
+    if (!PyArg_ParseTuple(args, "O|O:wait", &e_obj, &timeout) || to_value(self, e_obj, &a.expected) < 0 ||
+        (no_wait = parse_timeout(timeout, &deadline)) < 0 || cell_ok(self) < 0)
         return NULL;
-    r = cell_block(self, &a, atomic_changed, atomic_sleep, timeout, 1);
+    r = cell_block(self, &a, atomic_changed, atomic_sleep, no_wait, deadline);
     if (r < 0)
         return NULL;
     return PyBool_FromLong(r);
@@ -2066,7 +2157,7 @@ static PyObject *cell_wait(SyncCellObject *self, PyObject *args)
 static PyObject *cell_notify(SyncCellObject *self, PyObject *args)
 {
     int n = INT_MAX, woken;
-    if (!PyArg_ParseTuple(args, "|i:notify", &n) || cell_ok(self) < 0)
+    if (!PyArg_ParseTuple(args, "|i:notify", &n) || cell_ok(self) < 0) /* ParseTuple runs first */
         return NULL;
     if (n < 1)
         return PyErr_Format(PyExc_ValueError, "n must be at least 1");
@@ -2103,11 +2194,13 @@ static PyObject *cell_sem_init(SyncCellObject *self, PyObject *args)
 
 static PyObject *cell_sem_acquire(SyncCellObject *self, PyObject *args)
 {
-    int blocking = 1, r;
+    int blocking = 1, r, no_wait = 1;
     PyObject *timeout = Py_None;
-    if (!PyArg_ParseTuple(args, "|pO:sem_acquire", &blocking, &timeout) || cell_ok(self) < 0)
+    uint64_t deadline = 0;
+    if (!PyArg_ParseTuple(args, "|pO:sem_acquire", &blocking, &timeout) ||
+        (blocking && (no_wait = parse_timeout(timeout, &deadline)) < 0) || cell_ok(self) < 0)
         return NULL;
-    r = cell_block(self, NULL, sem_ready, sem_sleep, timeout, blocking);
+    r = cell_block(self, NULL, sem_ready, sem_sleep, no_wait, deadline);
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
@@ -2168,19 +2261,18 @@ static PyObject *raise_lock_code(int rc)
 
 static PyObject *cell_spin_acquire(SyncCellObject *self, PyObject *args)
 {
-    int blocking = 1, no_wait, rc;
+    int blocking = 1, no_wait = 1, rc;
     PyObject *timeout = Py_None;
-    uint64_t token, deadline;
+    uint64_t token, deadline = 0;
     shmring_spinlock *l;
-    if (!PyArg_ParseTuple(args, "|pO:spin_acquire", &blocking, &timeout) || cell_ok(self) < 0)
+    if (!PyArg_ParseTuple(args, "|pO:spin_acquire", &blocking, &timeout) ||
+        (blocking && (no_wait = parse_timeout(timeout, &deadline)) < 0) || cell_ok(self) < 0)
         return NULL;
     l = (shmring_spinlock *)self->ptr;
     token = process_token_cached();
     rc = shmring_spin_try_acquire(l, token, !blocking);
     if (rc == SHMRING_AGAIN && blocking) {
         Py_buffer pin;
-        if ((no_wait = parse_timeout(timeout, &deadline)) < 0)
-            return NULL;
         if (no_wait)
             rc = shmring_spin_try_acquire(l, token, 1);
         if (!no_wait && cell_pin(self, &pin) < 0)
@@ -2266,18 +2358,20 @@ static int mutex_ready_after_wait(SyncCellObject *self, void *arg)
 
 static PyObject *cell_mutex_acquire(SyncCellObject *self, PyObject *args)
 {
-    int blocking = 1, r;
+    int blocking = 1, r, no_wait = 1;
     PyObject *timeout = Py_None;
+    uint64_t deadline = 0;
     lock_arg a;
-    if (!PyArg_ParseTuple(args, "|pO:mutex_acquire", &blocking, &timeout) || cell_ok(self) < 0)
+    if (!PyArg_ParseTuple(args, "|pO:mutex_acquire", &blocking, &timeout) ||
+        (blocking && (no_wait = parse_timeout(timeout, &deadline)) < 0) || cell_ok(self) < 0)
         return NULL;
     a.token = process_token_cached();
     a.result = SHMRING_AGAIN;
-    if (!blocking) {
+    if (no_wait) {
         a.result = shmring_mutex_try_acquire((shmring_mutex *)self->ptr, a.token, 1);
         r = a.result != SHMRING_AGAIN;
     } else {
-        r = cell_block(self, &a, mutex_ready_after_wait, mutex_sleep, timeout, 1);
+        r = cell_block(self, &a, mutex_ready_after_wait, mutex_sleep, 0, deadline);
     }
     if (r < 0)
         return NULL;
@@ -2357,10 +2451,12 @@ static PyObject *cell_event_is_set(SyncCellObject *self, PyObject *Py_UNUSED(ign
 static PyObject *cell_event_wait(SyncCellObject *self, PyObject *args)
 {
     PyObject *timeout = Py_None;
-    int r;
-    if (!PyArg_ParseTuple(args, "|O:event_wait", &timeout) || cell_ok(self) < 0)
+    uint64_t deadline;
+    int r, no_wait;
+    if (!PyArg_ParseTuple(args, "|O:event_wait", &timeout) || (no_wait = parse_timeout(timeout, &deadline)) < 0 ||
+        cell_ok(self) < 0)
         return NULL;
-    r = cell_block(self, NULL, event_ready, event_sleep, timeout, 1);
+    r = cell_block(self, NULL, event_ready, event_sleep, no_wait, deadline);
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
@@ -2379,9 +2475,12 @@ static PyObject *cell_cond_sleep(SyncCellObject *self, PyObject *args)
     uint64_t deadline;
     int no_wait, rc = SHMRING_TIMEOUT;
     Py_buffer pin;
-    if (!PyArg_ParseTuple(args, "k|O:cond_sleep", &seq, &timeout) || cell_ok(self) < 0)
+    if (!PyArg_ParseTuple(args, "k|O:cond_sleep", &seq, &timeout))
         return NULL;
-    if ((no_wait = parse_timeout(timeout, &deadline)) < 0) {
+    no_wait = parse_timeout(timeout, &deadline);
+    if (cell_ok(self) < 0)
+        return NULL;
+    if (no_wait < 0) {
         shmring_cond_sleep((shmring_cond *)self->ptr, (uint32_t)seq, 1); /* unregister */
         return NULL;
     }
@@ -2407,6 +2506,12 @@ static PyObject *cell_cond_sleep(SyncCellObject *self, PyObject *args)
         Py_END_ALLOW_THREADS
         if (rc == SHMRING_OK)
             break;
+        if (rc == SHMRING_ERR_SYS && errno != EINTR && errno != EAGAIN) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            shmring_cond_sleep(c, (uint32_t)seq, 1);
+            PyBuffer_Release(&pin);
+            return NULL;
+        }
         if (PyErr_CheckSignals() < 0) {
             shmring_cond_sleep(c, (uint32_t)seq, 1);
             PyBuffer_Release(&pin);
