@@ -1011,13 +1011,18 @@ static inline int shmring_mutex_release(shmring_mutex *m, uint64_t token)
     return SHMRING_OK;
 }
 
-/* -- event (8 bytes) ----------------------------------------------------------- */
+/* -- event (16 bytes) ---------------------------------------------------------- */
 
 typedef struct shmring_event {
-    uint32_t flag;    /* 0 clear, 1 set; the futex word [Y6] */
-    uint32_t waiters; /* [Y6] */
+    uint32_t flag;     /* 0 clear, 1 set [Y6] */
+    uint32_t waiters;  /* [Y6] */
+    uint32_t gen;      /* futex word: bumped by every set, so that a set
+                          followed at once by a clear still wakes the
+                          waiters of that moment [Y6] */
+    uint32_t reserved;
 } shmring_event;
-SHMRING_STATIC_ASSERT(sizeof(shmring_event) == 8, "layout");
+SHMRING_STATIC_ASSERT(sizeof(shmring_event) == 16, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_event, gen) == 8, "layout");
 
 static inline int shmring_event_is_set(shmring_event *e)
 {
@@ -1025,13 +1030,22 @@ static inline int shmring_event_is_set(shmring_event *e)
     return __atomic_load_n(&e->flag, __ATOMIC_ACQUIRE) != 0;
 }
 
+/* A waiter's starting point: its wait ends when the event is set or when
+ * the generation moves on from this value. */
+static inline uint32_t shmring_event_generation(shmring_event *e)
+{
+    /* acquire [Y6]: pairs with the bump in shmring_event_set. */
+    return __atomic_load_n(&e->gen, __ATOMIC_ACQUIRE);
+}
+
 static inline void shmring_event_set(shmring_event *e)
 {
-    /* seq_cst [Y6]: release for is_set; seq_cst so that the load of
-     * waiters cannot miss an announced sleeper. */
+    /* seq_cst [Y6]: release for is_set; then bump the generation and look
+     * for announced sleepers (seq_cst, so none is missed). */
     __atomic_store_n(&e->flag, 1u, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&e->gen, 1u, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&e->waiters, __ATOMIC_SEQ_CST) != 0)
-        shmring_futex_wake(&e->flag, INT_MAX);
+        shmring_futex_wake(&e->gen, INT_MAX);
 }
 
 static inline void shmring_event_clear(shmring_event *e)
@@ -1040,50 +1054,90 @@ static inline void shmring_event_clear(shmring_event *e)
     __atomic_store_n(&e->flag, 0u, __ATOMIC_RELAXED);
 }
 
-/* Sleep while the event is clear (then re-check is_set). */
-static inline int shmring_event_wait(shmring_event *e, uint64_t deadline_ns)
+/* Sleep while the event is clear and the generation is still `gen`. */
+static inline int shmring_event_wait(shmring_event *e, uint32_t gen, uint64_t deadline_ns)
 {
     int rc = SHMRING_OK;
     /* seq_cst [Y6]: announce, then re-check. */
     __atomic_fetch_add(&e->waiters, 1u, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&e->flag, __ATOMIC_SEQ_CST) == 0)
-        rc = shmring_futex_wait_until(&e->flag, 0, deadline_ns);
+    if (__atomic_load_n(&e->flag, __ATOMIC_SEQ_CST) == 0 && __atomic_load_n(&e->gen, __ATOMIC_SEQ_CST) == gen)
+        rc = shmring_futex_wait_until(&e->gen, gen, deadline_ns);
     /* relaxed: a hint for setters. */
     __atomic_fetch_sub(&e->waiters, 1u, __ATOMIC_RELAXED);
     return rc;
 }
 
-/* -- condition variable over a shmring_mutex (8 bytes) ----------------------- */
+/* -- condition variable over a shmring_mutex (16 bytes) ------------------------ */
 
 typedef struct shmring_cond {
     uint32_t seq;     /* futex word: bumped by every notify [Y7] */
-    uint32_t waiters; /* [Y7] */
+    uint32_t waiters; /* registered waiters [Y7] */
+    uint32_t wakeups; /* notifications not yet taken, at most `waiters` [Y7] */
+    uint32_t reserved;
 } shmring_cond;
-SHMRING_STATIC_ASSERT(sizeof(shmring_cond) == 8, "layout");
+SHMRING_STATIC_ASSERT(sizeof(shmring_cond) == 16, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_cond, wakeups) == 8, "layout");
 
-/* Step 1 of a wait, with the mutex held: register and read the sequence.
- * Then release the mutex, call shmring_cond_sleep, take the mutex again. */
-static inline uint32_t shmring_cond_prepare(shmring_cond *c)
+/* Step 1 of a wait, with the mutex held: register.  Then release the mutex,
+ * wait with shmring_cond_take / shmring_cond_sleep until a notification is
+ * taken (or the deadline), call shmring_cond_done, take the mutex again. */
+static inline void shmring_cond_prepare(shmring_cond *c)
 {
-    /* seq_cst [Y7]: a notify after this point changes seq (no lost wake). */
+    /* seq_cst [Y7]: a notify after this point counts us in `waiters`. */
     __atomic_fetch_add(&c->waiters, 1u, __ATOMIC_SEQ_CST);
+}
+
+/* Take one pending notification.  Returns 1 or 0. */
+static inline int shmring_cond_take(shmring_cond *c)
+{
+    uint32_t w = __atomic_load_n(&c->wakeups, __ATOMIC_SEQ_CST);
+    while (w > 0) {
+        /* seq_cst [Y7]: pairs with the notifier's add to wakeups. */
+        if (__atomic_compare_exchange_n(&c->wakeups, &w, w - 1, 1, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+            return 1;
+    }
+    return 0;
+}
+
+/* The value to sleep on: read it BEFORE shmring_cond_take, so that a
+ * notification the take just missed has changed it. */
+static inline uint32_t shmring_cond_seq(shmring_cond *c)
+{
+    /* seq_cst [Y7]: ordered before the take that follows. */
     return __atomic_load_n(&c->seq, __ATOMIC_SEQ_CST);
 }
 
 static inline int shmring_cond_sleep(shmring_cond *c, uint32_t seq, uint64_t deadline_ns)
 {
-    int rc = shmring_futex_wait_until(&c->seq, seq, deadline_ns);
-    /* relaxed: a hint for notifiers. */
-    __atomic_fetch_sub(&c->waiters, 1u, __ATOMIC_RELAXED);
-    return rc;
+    return shmring_futex_wait_until(&c->seq, seq, deadline_ns);
 }
 
+/* Unregister (after a take, a timeout or an error).  Notifications beyond
+ * the remaining waiters are dropped, so a late waiter cannot take a stale one. */
+static inline void shmring_cond_done(shmring_cond *c)
+{
+    uint32_t left = __atomic_sub_fetch(&c->waiters, 1u, __ATOMIC_SEQ_CST);
+    uint32_t w = __atomic_load_n(&c->wakeups, __ATOMIC_SEQ_CST);
+    /* seq_cst [Y7]: clamp wakeups to waiters. */
+    while (w > left && !__atomic_compare_exchange_n(&c->wakeups, &w, left, 1, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        ;
+}
+
+/* Wake up to n of the registered waiters. */
 static inline void shmring_cond_notify(shmring_cond *c, int n)
 {
-    /* seq_cst [Y7]: pairs with shmring_cond_prepare. */
+    uint32_t waiters = __atomic_load_n(&c->waiters, __ATOMIC_SEQ_CST);
+    uint32_t w = __atomic_load_n(&c->wakeups, __ATOMIC_SEQ_CST), next;
+    do {
+        uint64_t want = (uint64_t)w + (uint64_t)(n > 0 ? n : 0);
+        next = want > waiters ? (w > waiters ? w : waiters) : (uint32_t)want;
+        if (next == w)
+            return; /* every registered waiter already has one (or none waits) */
+        /* seq_cst [Y7]: the wakeups before the seq bump, so that a waiter
+         * whose take missed them sees seq change. */
+    } while (!__atomic_compare_exchange_n(&c->wakeups, &w, next, 1, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
     __atomic_fetch_add(&c->seq, 1u, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&c->waiters, __ATOMIC_SEQ_CST) != 0)
-        shmring_futex_wake(&c->seq, n);
+    shmring_futex_wake(&c->seq, n);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -2183,10 +2183,10 @@ static int sem_sleep(SyncCellObject *self, void *arg, uint64_t until)
 
 static PyObject *cell_sem_init(SyncCellObject *self, PyObject *args)
 {
-    unsigned long value;
-    if (!PyArg_ParseTuple(args, "k:sem_init", &value) || cell_ok(self) < 0)
+    long long value;
+    if (!PyArg_ParseTuple(args, "L:sem_init", &value) || cell_ok(self) < 0)
         return NULL;
-    if (value > SHMRING_SEM_MAX)
+    if (value < 0 || value > (long long)SHMRING_SEM_MAX)
         return PyErr_Format(PyExc_ValueError, "semaphore value must be at most %u", SHMRING_SEM_MAX);
     shmring_sem_init((shmring_sem *)self->ptr, (uint32_t)value);
     Py_RETURN_NONE;
@@ -2415,14 +2415,13 @@ static PyObject *cell_mutex_state(SyncCellObject *self, PyObject *Py_UNUSED(igno
 
 static int event_ready(SyncCellObject *self, void *arg)
 {
-    (void)arg;
-    return shmring_event_is_set((shmring_event *)self->ptr);
+    shmring_event *e = (shmring_event *)self->ptr;
+    return shmring_event_is_set(e) || shmring_event_generation(e) != *(uint32_t *)arg;
 }
 
 static int event_sleep(SyncCellObject *self, void *arg, uint64_t until)
 {
-    (void)arg;
-    return shmring_event_wait((shmring_event *)self->ptr, until);
+    return shmring_event_wait((shmring_event *)self->ptr, *(uint32_t *)arg, until);
 }
 
 static PyObject *cell_event_set(SyncCellObject *self, PyObject *Py_UNUSED(ignored))
@@ -2452,11 +2451,13 @@ static PyObject *cell_event_wait(SyncCellObject *self, PyObject *args)
 {
     PyObject *timeout = Py_None;
     uint64_t deadline;
+    uint32_t gen;
     int r, no_wait;
     if (!PyArg_ParseTuple(args, "|O:event_wait", &timeout) || (no_wait = parse_timeout(timeout, &deadline)) < 0 ||
         cell_ok(self) < 0)
         return NULL;
-    r = cell_block(self, NULL, event_ready, event_sleep, no_wait, deadline);
+    gen = shmring_event_generation((shmring_event *)self->ptr);
+    r = cell_block(self, &gen, event_ready, event_sleep, no_wait, deadline);
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
@@ -2464,63 +2465,60 @@ static PyObject *cell_cond_prepare(SyncCellObject *self, PyObject *Py_UNUSED(ign
 {
     if (cell_ok(self) < 0)
         return NULL;
-    return PyLong_FromUnsignedLong(shmring_cond_prepare((shmring_cond *)self->ptr));
+    shmring_cond_prepare((shmring_cond *)self->ptr);
+    Py_RETURN_NONE;
 }
 
-/* cond_sleep(seq, timeout) -> bool: False if the timeout passed first. */
+/* cond_sleep(timeout=None) -> bool: after cond_prepare (mutex released by
+ * the caller): wait until a notification is taken (True) or the timeout
+ * passes (False), then unregister. */
 static PyObject *cell_cond_sleep(SyncCellObject *self, PyObject *args)
 {
-    unsigned long seq;
-    PyObject *timeout = Py_None;
+    PyObject *timeout = Py_None, *result = NULL;
     uint64_t deadline;
-    int no_wait, rc = SHMRING_TIMEOUT;
+    int no_wait;
     Py_buffer pin;
-    if (!PyArg_ParseTuple(args, "k|O:cond_sleep", &seq, &timeout))
+    shmring_cond *c;
+    if (!PyArg_ParseTuple(args, "|O:cond_sleep", &timeout))
         return NULL;
     no_wait = parse_timeout(timeout, &deadline);
     if (cell_ok(self) < 0)
-        return NULL;
-    if (no_wait < 0) {
-        shmring_cond_sleep((shmring_cond *)self->ptr, (uint32_t)seq, 1); /* unregister */
-        return NULL;
-    }
-    if (no_wait) {
-        shmring_cond_sleep((shmring_cond *)self->ptr, (uint32_t)seq, 1);
-        Py_RETURN_FALSE;
-    }
-    if (cell_pin(self, &pin) < 0) {
-        shmring_cond_sleep((shmring_cond *)self->ptr, (uint32_t)seq, 1);
+        return NULL; /* the segment is gone: nothing to unregister from */
+    c = (shmring_cond *)self->ptr;
+    if (no_wait < 0 || cell_pin(self, &pin) < 0) {
+        shmring_cond_done(c);
         return NULL;
     }
     for (;;) {
-        uint64_t now = shmring_now_ns(), slice = now + WAIT_SLICE_NS;
-        shmring_cond *c = (shmring_cond *)self->ptr;
-        if (deadline && now >= deadline) {
-            rc = SHMRING_TIMEOUT;
+        uint64_t now, slice;
+        uint32_t seq = shmring_cond_seq(c); /* before the take: see shmring_cond_seq */
+        int rc;
+        if (shmring_cond_take(c)) {
+            result = Py_True;
             break;
         }
+        now = shmring_now_ns();
+        if (no_wait || (deadline && now >= deadline)) {
+            result = Py_False;
+            break;
+        }
+        slice = now + WAIT_SLICE_NS;
         if (deadline && deadline < slice)
             slice = deadline;
         Py_BEGIN_ALLOW_THREADS
-        rc = shmring_futex_wait_until(&c->seq, (uint32_t)seq, slice);
+        rc = shmring_cond_sleep(c, seq, slice);
         Py_END_ALLOW_THREADS
-        if (rc == SHMRING_OK)
-            break;
         if (rc == SHMRING_ERR_SYS && errno != EINTR && errno != EAGAIN) {
             PyErr_SetFromErrno(PyExc_OSError);
-            shmring_cond_sleep(c, (uint32_t)seq, 1);
-            PyBuffer_Release(&pin);
-            return NULL;
+            break;
         }
-        if (PyErr_CheckSignals() < 0) {
-            shmring_cond_sleep(c, (uint32_t)seq, 1);
-            PyBuffer_Release(&pin);
-            return NULL;
-        }
+        if (PyErr_CheckSignals() < 0)
+            break;
     }
+    shmring_cond_done(c);
     PyBuffer_Release(&pin);
-    shmring_cond_sleep((shmring_cond *)self->ptr, (uint32_t)seq, 1); /* unregister (returns at once) */
-    return PyBool_FromLong(rc == SHMRING_OK);
+    Py_XINCREF(result);
+    return result;
 }
 
 static PyObject *cell_cond_notify(SyncCellObject *self, PyObject *args)
@@ -2569,8 +2567,8 @@ static PyMethodDef synccell_methods[] = {
     {"event_clear", (PyCFunction)cell_event_clear, METH_NOARGS, "event_clear()"},
     {"event_is_set", (PyCFunction)cell_event_is_set, METH_NOARGS, "event_is_set() -> bool"},
     {"event_wait", (PyCFunction)cell_event_wait, METH_VARARGS, "event_wait(timeout=None) -> bool"},
-    {"cond_prepare", (PyCFunction)cell_cond_prepare, METH_NOARGS, "cond_prepare() -> seq"},
-    {"cond_sleep", (PyCFunction)cell_cond_sleep, METH_VARARGS, "cond_sleep(seq, timeout=None) -> bool"},
+    {"cond_prepare", (PyCFunction)cell_cond_prepare, METH_NOARGS, "cond_prepare(): register as a waiter"},
+    {"cond_sleep", (PyCFunction)cell_cond_sleep, METH_VARARGS, "cond_sleep(timeout=None) -> bool: notified?"},
     {"cond_notify", (PyCFunction)cell_cond_notify, METH_VARARGS, "cond_notify(n=1)"},
     {NULL, NULL, 0, NULL},
 };

@@ -14,8 +14,8 @@ AtomicFlag     4      a boolean flag (0/1), futex wait/notify
 Semaphore      8      counting semaphore over a futex
 SpinLock       16     test-and-test-and-set lock recording its holder
 Mutex          24     sleeping, robust lock (OwnerDied / mark_consistent)
-Event          8      like threading.Event
-Condition      8      like threading.Condition, over a Mutex
+Event          16     like threading.Event
+Condition      16     like threading.Condition, over a Mutex
 ============== ====== =========================================================
 
 ``Semaphore.create(name, value)`` and the like make a small named segment
@@ -28,6 +28,7 @@ while it waits, by design.
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar, Literal, TypeVar
 
 from . import _core
@@ -49,6 +50,8 @@ MemoryOrder = Literal["relaxed", "acquire", "release", "acq_rel", "seq_cst"]
 _ORDERS = {"relaxed": 0, "acquire": 1, "release": 2, "acq_rel": 3, "seq_cst": 4}
 
 P = TypeVar("P", bound="_Primitive")
+
+_SEM_MAX = 2**31 - 1
 
 
 def _order(order: str) -> int:
@@ -85,6 +88,7 @@ class _Primitive:
         self._offset = offset
         self._cell = _core.SyncCell(segment._mapping, _core.HEADER_SIZE + offset, self.SIZE)
         self._owns_segment = False
+        self._closed = False
 
     @property
     def segment(self) -> Segment:
@@ -135,6 +139,7 @@ class _Primitive:
         """Drop this handle; a named primitive's segment is unmapped (and
         unlinked by its creator).  A primitive inside a segment of yours
         needs no closing: it stops working when the segment closes."""
+        self._closed = True
         if self._owns_segment:
             owner = self._segment.owner
             self._segment.close()
@@ -145,6 +150,8 @@ class _Primitive:
                     pass
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if self._closed or self._segment.closed:
+            raise ValueError(f"cannot pickle a closed {type(self).__name__}")
         if self._owns_segment:
             return (_reopen_named, (type(self), self._segment.name, self._segment._allow_other_owner))
         return (type(self), (self._segment, self._offset))
@@ -254,8 +261,8 @@ class Semaphore(_Primitive):
             self._set_value(value)
 
     def _set_value(self, value: int) -> None:
-        if not isinstance(value, int) or value < 0:
-            raise ValueError(f"semaphore initial value must be >= 0, not {value!r}")
+        if not isinstance(value, int) or not 0 <= value <= _SEM_MAX:
+            raise ValueError(f"semaphore initial value must be between 0 and {_SEM_MAX}, not {value!r}")
         self._cell.sem_init(value)
 
     def _init_named(self, *args: Any) -> None:
@@ -269,6 +276,8 @@ class Semaphore(_Primitive):
         return self._cell.sem_acquire(blocking, timeout)
 
     def release(self, n: int = 1) -> None:
+        if not isinstance(n, int) or not 1 <= n <= _SEM_MAX:
+            raise ValueError(f"n must be between 1 and {_SEM_MAX}, not {n!r}")
         self._cell.sem_release(n)
 
     @property
@@ -345,9 +354,10 @@ class Mutex(_Lock):
 
 
 class Event(_Primitive):
-    """Like ``threading.Event``, across processes."""
+    """Like ``threading.Event``, across processes: a ``wait`` in progress when
+    ``set()`` is called returns True even if ``clear()`` follows at once."""
 
-    SIZE = 8
+    SIZE = 16
 
     def set(self) -> None:
         self._cell.event_set()
@@ -364,10 +374,11 @@ class Event(_Primitive):
 
 class Condition(_Primitive):
     """Like ``threading.Condition``, over a :class:`Mutex` (the lock must be
-    held around ``wait`` and ``notify``).  Wake-ups can be spurious: wait
-    in a loop on your predicate, or use :meth:`wait_for`."""
+    held around ``wait`` and ``notify``).  ``notify(n)`` wakes at most ``n``
+    of the processes (or threads) waiting at that moment.  Check your
+    predicate in a loop (or use :meth:`wait_for`), as with any condition."""
 
-    SIZE = 8
+    SIZE = 16
 
     def __init__(self, segment: Segment, offset: int = 0, lock: Mutex | None = None) -> None:
         super().__init__(segment, offset)
@@ -395,10 +406,13 @@ class Condition(_Primitive):
     def wait(self, timeout: float | None = None) -> bool:
         """Release the lock, sleep until notified (or the timeout), take the
         lock again.  Returns False if the timeout passed."""
-        seq = self._cell.cond_prepare()
+        holder = self._lock.holder()
+        if holder is None or holder[0] != os.getpid():
+            raise RuntimeError("cannot wait on un-acquired lock")
+        self._cell.cond_prepare()
         self._lock.release()
         try:
-            return self._cell.cond_sleep(seq, timeout)
+            return self._cell.cond_sleep(timeout)
         finally:
             self._lock.acquire()
 
@@ -416,7 +430,13 @@ class Condition(_Primitive):
         return result
 
     def notify(self, n: int = 1) -> None:
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, not {n!r}")
+        n = min(n, 2**31 - 1)
+        holder = self._lock.holder()
+        if holder is None or holder[0] != os.getpid():
+            raise RuntimeError("cannot notify on un-acquired lock")
         self._cell.cond_notify(n)
 
     def notify_all(self) -> None:
-        self._cell.cond_notify(2**31 - 1)
+        self.notify(2**31 - 1)
