@@ -26,6 +26,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) benchmarks/bench_channel.py
+	$(PY) benchmarks/bench_sync.py
 
 # The Python tests of the native code against an ASan+UBSan build of the
 # extension (the sanitizer runtimes are preloaded into the interpreter).

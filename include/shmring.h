@@ -1078,19 +1078,27 @@ typedef struct shmring_cond {
 SHMRING_STATIC_ASSERT(sizeof(shmring_cond) == 16, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_cond, wakeups) == 8, "layout");
 
-/* Step 1 of a wait, with the mutex held: register.  Then release the mutex,
- * wait with shmring_cond_take / shmring_cond_sleep until a notification is
- * taken (or the deadline), call shmring_cond_done, take the mutex again. */
-static inline void shmring_cond_prepare(shmring_cond *c)
+/* Step 1 of a wait, with the mutex held: register, and return the
+ * generation (seq) at registration.  Then release the mutex, wait with
+ * shmring_cond_take / shmring_cond_sleep until a notification is taken (or
+ * the deadline), call shmring_cond_done, take the mutex again. */
+static inline uint32_t shmring_cond_prepare(shmring_cond *c)
 {
     /* seq_cst [Y7]: a notify after this point counts us in `waiters`. */
     __atomic_fetch_add(&c->waiters, 1u, __ATOMIC_SEQ_CST);
+    return __atomic_load_n(&c->seq, __ATOMIC_SEQ_CST);
 }
 
-/* Take one pending notification.  Returns 1 or 0. */
-static inline int shmring_cond_take(shmring_cond *c)
+/* Take one pending notification, if one was made after this waiter
+ * registered (`current` is the seq just read, `registered` the one
+ * shmring_cond_prepare returned): a waiter that arrives after a notify
+ * cannot take it from the waiters it was meant for.  Returns 1 or 0. */
+static inline int shmring_cond_take(shmring_cond *c, uint32_t registered, uint32_t current)
 {
-    uint32_t w = __atomic_load_n(&c->wakeups, __ATOMIC_SEQ_CST);
+    uint32_t w;
+    if (current == registered)
+        return 0;
+    w = __atomic_load_n(&c->wakeups, __ATOMIC_SEQ_CST);
     while (w > 0) {
         /* seq_cst [Y7]: pairs with the notifier's add to wakeups. */
         if (__atomic_compare_exchange_n(&c->wakeups, &w, w - 1, 1, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))

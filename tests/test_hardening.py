@@ -160,3 +160,33 @@ def test_dead_process_is_still_dead() -> None:
     assert start is not None
     assert _core.process_alive(proc.pid, start) is False
     assert _core.process_alive(os.getpid(), _core.process_start_time(os.getpid()) or 0) is True
+
+
+def _cond_child(seg: shmring.Segment, q: "mp.Queue[object]") -> None:
+    cond = shmring.Condition(seg, 32, lock=shmring.Mutex(seg, 0))
+    with cond:
+        q.put("waiting")
+        t0 = time.monotonic()
+        q.put((cond.wait(5.0), time.monotonic() - t0))
+
+
+@pytest.mark.timeout(30)
+def test_a_notifier_that_waits_next_does_not_steal_its_own_notification(segment: shmring.Segment) -> None:
+    """notify() then wait() on the same condition (the ping-pong pattern):
+    the notification goes to the process that was waiting, not to the
+    notifier that arrived after it."""
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_cond_child, args=(segment, q))
+    proc.start()
+    try:
+        assert q.get(timeout=10) == "waiting"
+        time.sleep(0.1)
+        cond = shmring.Condition(segment, 32, lock=shmring.Mutex(segment, 0))
+        with cond:
+            cond.notify()
+            assert cond.wait(0.5) is False  # nobody notified the notifier
+        woke, waited = q.get(timeout=10)
+        assert woke is True and waited < 2.0
+    finally:
+        proc.join(10)

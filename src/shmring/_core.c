@@ -2465,21 +2465,21 @@ static PyObject *cell_cond_prepare(SyncCellObject *self, PyObject *Py_UNUSED(ign
 {
     if (cell_ok(self) < 0)
         return NULL;
-    shmring_cond_prepare((shmring_cond *)self->ptr);
-    Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(shmring_cond_prepare((shmring_cond *)self->ptr));
 }
 
-/* cond_sleep(timeout=None) -> bool: after cond_prepare (mutex released by
- * the caller): wait until a notification is taken (True) or the timeout
- * passes (False), then unregister. */
+/* cond_sleep(registered, timeout=None) -> bool: after cond_prepare (mutex
+ * released by the caller): wait until a notification is taken (True) or the
+ * timeout passes (False), then unregister. */
 static PyObject *cell_cond_sleep(SyncCellObject *self, PyObject *args)
 {
     PyObject *timeout = Py_None, *result = NULL;
+    unsigned long registered;
     uint64_t deadline;
     int no_wait;
     Py_buffer pin;
     shmring_cond *c;
-    if (!PyArg_ParseTuple(args, "|O:cond_sleep", &timeout))
+    if (!PyArg_ParseTuple(args, "k|O:cond_sleep", &registered, &timeout))
         return NULL;
     no_wait = parse_timeout(timeout, &deadline);
     if (cell_ok(self) < 0)
@@ -2493,7 +2493,7 @@ static PyObject *cell_cond_sleep(SyncCellObject *self, PyObject *args)
         uint64_t now, slice;
         uint32_t seq = shmring_cond_seq(c); /* before the take: see shmring_cond_seq */
         int rc;
-        if (shmring_cond_take(c)) {
+        if (shmring_cond_take(c, (uint32_t)registered, seq)) {
             result = Py_True;
             break;
         }
@@ -2567,8 +2567,9 @@ static PyMethodDef synccell_methods[] = {
     {"event_clear", (PyCFunction)cell_event_clear, METH_NOARGS, "event_clear()"},
     {"event_is_set", (PyCFunction)cell_event_is_set, METH_NOARGS, "event_is_set() -> bool"},
     {"event_wait", (PyCFunction)cell_event_wait, METH_VARARGS, "event_wait(timeout=None) -> bool"},
-    {"cond_prepare", (PyCFunction)cell_cond_prepare, METH_NOARGS, "cond_prepare(): register as a waiter"},
-    {"cond_sleep", (PyCFunction)cell_cond_sleep, METH_VARARGS, "cond_sleep(timeout=None) -> bool: notified?"},
+    {"cond_prepare", (PyCFunction)cell_cond_prepare, METH_NOARGS, "cond_prepare() -> generation: register"},
+    {"cond_sleep", (PyCFunction)cell_cond_sleep, METH_VARARGS,
+     "cond_sleep(generation, timeout=None) -> bool: notified?"},
     {"cond_notify", (PyCFunction)cell_cond_notify, METH_VARARGS, "cond_notify(n=1)"},
     {NULL, NULL, 0, NULL},
 };

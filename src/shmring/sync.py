@@ -409,10 +409,10 @@ class Condition(_Primitive):
         holder = self._lock.holder()
         if holder is None or holder[0] != os.getpid():
             raise RuntimeError("cannot wait on un-acquired lock")
-        self._cell.cond_prepare()
+        generation = self._cell.cond_prepare()
         self._lock.release()
         try:
-            return self._cell.cond_sleep(timeout)
+            return self._cell.cond_sleep(generation, timeout)
         finally:
             self._lock.acquire()
 
