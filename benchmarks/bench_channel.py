@@ -763,6 +763,23 @@ def select(only: str | None) -> tuple[list[T.Transport], dict[str, str]]:
     return usable, skipped
 
 
+
+def run_context(start_method: str) -> dict[str, Any]:
+    """Python, start method, date and host of a benchmark run (shared with bench_sync.py)."""
+    cpu_model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu_model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return {
+        "python": platform.python_version(),
+        "start_method": start_method,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": {"cpus": os.cpu_count(), "cpu_model": cpu_model, "kernel": platform.release(),
+                 "machine": platform.machine()},
+    }
+
 def collect_meta(opts: Any, transports: list[T.Transport], skipped: dict[str, str]) -> dict[str, Any]:
     versions: dict[str, Any] = {"python": platform.python_version()}
     for t in transports:
@@ -776,18 +793,8 @@ def collect_meta(opts: Any, transports: list[T.Transport], skipped: dict[str, st
                                              timeout=30).stdout.strip()
         except Exception:
             pass
-    cpu_model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    except OSError:
-        pass
     return {
-        "python": platform.python_version(),
-        "start_method": START_METHOD,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": {"cpus": os.cpu_count(), "cpu_model": cpu_model, "kernel": platform.release(),
-                 "machine": platform.machine()},
+        **run_context(START_METHOD),
         "options": {k: v for k, v in vars(opts).items()},
         "versions": versions,
         "skipped": skipped,

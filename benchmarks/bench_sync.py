@@ -49,7 +49,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 # Shared helpers of the channel benchmark (tables, percentiles, machine load).
-from bench_channel import MachineLoad, _percentiles, fmt_num, fmt_rate, fmt_ratio, md_table  # noqa: E402
+from bench_channel import MachineLoad, _percentiles, fmt_num, fmt_rate, fmt_ratio, md_table, run_context  # noqa: E402
 
 START_METHOD = "spawn"
 SECTIONS = ["uncontended", "handoff", "waitcpu", "contention", "kill"]
@@ -1471,18 +1471,8 @@ def collect_meta(opts: Any, bench: Bench) -> dict[str, Any]:
     pi = posix_ipc_or_none()
     if pi is not None:
         versions["posix_ipc"] = getattr(pi, "VERSION", "?")
-    cpu_model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    except OSError:
-        pass
     return {
-        "python": platform.python_version(),
-        "start_method": START_METHOD,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": {"cpus": os.cpu_count(), "cpu_model": cpu_model, "kernel": platform.release(),
-                 "machine": platform.machine()},
+        **run_context(START_METHOD),
         "options": {k: v for k, v in vars(opts).items()},
         "versions": versions,
         "skipped": bench.skipped,
