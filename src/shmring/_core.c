@@ -2192,26 +2192,68 @@ static PyObject *cell_sem_init(SyncCellObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *cell_sem_acquire(SyncCellObject *self, PyObject *args)
+/* acquire(blocking=True, timeout=None), as threading.Lock: a timeout with
+ * blocking=False is a ValueError; None waits forever. */
+static int parse_acquire(PyObject *args, PyObject *kwds, const char *fname, int *blocking, int *no_wait,
+                         uint64_t *deadline)
 {
-    int blocking = 1, r, no_wait = 1;
+    static char *kwlist[] = {"blocking", "timeout", NULL};
     PyObject *timeout = Py_None;
-    uint64_t deadline = 0;
-    if (!PyArg_ParseTuple(args, "|pO:sem_acquire", &blocking, &timeout) ||
-        (blocking && (no_wait = parse_timeout(timeout, &deadline)) < 0) || cell_ok(self) < 0)
+    char fmt[64];
+    *blocking = 1;
+    *no_wait = 1;
+    *deadline = 0;
+    if (PyTuple_GET_SIZE(args) == 0 && (kwds == NULL || PyDict_GET_SIZE(kwds) == 0)) {
+        *no_wait = 0; /* acquire(): block without a deadline, the common case */
+        return 0;
+    }
+    snprintf(fmt, sizeof fmt, "|pO:%s", fname);
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kwlist, blocking, &timeout))
+        return -1;
+    if (!*blocking) {
+        if (timeout != Py_None) {
+            PyErr_SetString(PyExc_ValueError, "can't specify timeout for non-blocking acquire");
+            return -1;
+        }
+        return 0;
+    }
+    *no_wait = parse_timeout(timeout, deadline);
+    return *no_wait < 0 ? -1 : 0;
+}
+
+static PyObject *cell_sem_acquire(SyncCellObject *self, PyObject *args, PyObject *kwds)
+{
+    int blocking, r, no_wait;
+    uint64_t deadline;
+    if (parse_acquire(args, kwds, "acquire", &blocking, &no_wait, &deadline) < 0 || cell_ok(self) < 0)
         return NULL;
     r = cell_block(self, NULL, sem_ready, sem_sleep, no_wait, deadline);
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
-static PyObject *cell_sem_release(SyncCellObject *self, PyObject *args)
+static PyObject *cell_sem_release(SyncCellObject *self, PyObject *args, PyObject *kwds)
 {
-    long n = 1;
-    if (!PyArg_ParseTuple(args, "|l:sem_release", &n) || cell_ok(self) < 0)
+    static char *kwlist[] = {"n", NULL};
+    long long n = 1;
+    PyObject *n_obj = NULL;
+    if ((PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) &&
+        !PyArg_ParseTupleAndKeywords(args, kwds, "|O:release", kwlist, &n_obj))
         return NULL;
-    if (n < 1)
-        return PyErr_Format(PyExc_ValueError, "n must be one or more");
-    if (n > (long)SHMRING_SEM_MAX || shmring_sem_release((shmring_sem *)self->ptr, (uint32_t)n) != SHMRING_OK)
+    if (n_obj != NULL) {
+        int overflow = 0;
+        if (!PyLong_Check(n_obj) || PyBool_Check(n_obj))
+            return PyErr_Format(PyExc_ValueError, "n must be an int between 1 and %u", SHMRING_SEM_MAX);
+        n = PyLong_AsLongLongAndOverflow(n_obj, &overflow);
+        if (n == -1 && PyErr_Occurred())
+            return NULL;
+        if (overflow)
+            n = overflow > 0 ? LLONG_MAX : LLONG_MIN;
+    }
+    if (n < 1 || n > (long long)SHMRING_SEM_MAX)
+        return PyErr_Format(PyExc_ValueError, "n must be between 1 and %u, not %lld", SHMRING_SEM_MAX, n);
+    if (cell_ok(self) < 0)
+        return NULL;
+    if (shmring_sem_release((shmring_sem *)self->ptr, (uint32_t)n) != SHMRING_OK)
         return PyErr_Format(PyExc_ValueError, "semaphore would exceed its maximum value %u", SHMRING_SEM_MAX);
     Py_RETURN_NONE;
 }
@@ -2259,14 +2301,12 @@ static PyObject *raise_lock_code(int rc)
     return NULL;
 }
 
-static PyObject *cell_spin_acquire(SyncCellObject *self, PyObject *args)
+static PyObject *cell_spin_acquire(SyncCellObject *self, PyObject *args, PyObject *kwds)
 {
-    int blocking = 1, no_wait = 1, rc;
-    PyObject *timeout = Py_None;
-    uint64_t token, deadline = 0;
+    int blocking, no_wait, rc;
+    uint64_t token, deadline;
     shmring_spinlock *l;
-    if (!PyArg_ParseTuple(args, "|pO:spin_acquire", &blocking, &timeout) ||
-        (blocking && (no_wait = parse_timeout(timeout, &deadline)) < 0) || cell_ok(self) < 0)
+    if (parse_acquire(args, kwds, "acquire", &blocking, &no_wait, &deadline) < 0 || cell_ok(self) < 0)
         return NULL;
     l = (shmring_spinlock *)self->ptr;
     token = process_token_cached();
@@ -2356,14 +2396,12 @@ static int mutex_ready_after_wait(SyncCellObject *self, void *arg)
     return mutex_ready(self, arg);
 }
 
-static PyObject *cell_mutex_acquire(SyncCellObject *self, PyObject *args)
+static PyObject *cell_mutex_acquire(SyncCellObject *self, PyObject *args, PyObject *kwds)
 {
-    int blocking = 1, r, no_wait = 1;
-    PyObject *timeout = Py_None;
-    uint64_t deadline = 0;
+    int blocking, r, no_wait;
+    uint64_t deadline;
     lock_arg a;
-    if (!PyArg_ParseTuple(args, "|pO:mutex_acquire", &blocking, &timeout) ||
-        (blocking && (no_wait = parse_timeout(timeout, &deadline)) < 0) || cell_ok(self) < 0)
+    if (parse_acquire(args, kwds, "acquire", &blocking, &no_wait, &deadline) < 0 || cell_ok(self) < 0)
         return NULL;
     a.token = process_token_cached();
     a.result = SHMRING_AGAIN;
@@ -2553,13 +2591,16 @@ static PyMethodDef synccell_methods[] = {
     {"wait", (PyCFunction)cell_wait, METH_VARARGS, "wait(expected, timeout=None) -> bool: changed?"},
     {"notify", (PyCFunction)cell_notify, METH_VARARGS, "notify(n=all) -> woken"},
     {"sem_init", (PyCFunction)cell_sem_init, METH_VARARGS, "sem_init(value)"},
-    {"sem_acquire", (PyCFunction)cell_sem_acquire, METH_VARARGS, "sem_acquire(blocking=True, timeout=None) -> bool"},
-    {"sem_release", (PyCFunction)cell_sem_release, METH_VARARGS, "sem_release(n=1)"},
+    {"sem_acquire", (PyCFunction)(void (*)(void))cell_sem_acquire, METH_VARARGS | METH_KEYWORDS,
+     "sem_acquire(blocking=True, timeout=None) -> bool"},
+    {"sem_release", (PyCFunction)(void (*)(void))cell_sem_release, METH_VARARGS | METH_KEYWORDS, "sem_release(n=1)"},
     {"sem_value", (PyCFunction)cell_sem_value, METH_NOARGS, "sem_value() -> int"},
-    {"spin_acquire", (PyCFunction)cell_spin_acquire, METH_VARARGS, "spin_acquire(blocking=True, timeout=None) -> bool"},
+    {"spin_acquire", (PyCFunction)(void (*)(void))cell_spin_acquire, METH_VARARGS | METH_KEYWORDS,
+     "spin_acquire(blocking=True, timeout=None) -> bool"},
     {"spin_release", (PyCFunction)cell_spin_release, METH_NOARGS, "spin_release()"},
     {"holder", (PyCFunction)cell_holder, METH_NOARGS, "holder() -> (pid, alive) | None"},
-    {"mutex_acquire", (PyCFunction)cell_mutex_acquire, METH_VARARGS, "mutex_acquire(blocking=True, timeout=None) -> bool"},
+    {"mutex_acquire", (PyCFunction)(void (*)(void))cell_mutex_acquire, METH_VARARGS | METH_KEYWORDS,
+     "mutex_acquire(blocking=True, timeout=None) -> bool"},
     {"mutex_release", (PyCFunction)cell_mutex_release, METH_NOARGS, "mutex_release()"},
     {"mutex_consistent", (PyCFunction)cell_mutex_consistent, METH_NOARGS, "mutex_consistent()"},
     {"mutex_state", (PyCFunction)cell_mutex_state, METH_NOARGS, "mutex_state() -> int"},

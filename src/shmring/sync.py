@@ -257,6 +257,9 @@ class Semaphore(_Primitive):
 
     def __init__(self, segment: Segment, offset: int = 0, value: int | None = None) -> None:
         super().__init__(segment, offset)
+        # The hot calls go straight to C (no Python frame in between).
+        self.acquire = self._cell.sem_acquire  # type: ignore[method-assign]
+        self.release = self._cell.sem_release  # type: ignore[method-assign]
         if value is not None:
             self._set_value(value)
 
@@ -271,13 +274,11 @@ class Semaphore(_Primitive):
         self._set_value(args[0] if args else 1)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        if not blocking and timeout is not None:
-            raise ValueError("can't specify timeout for non-blocking acquire")
+        """Take a permit; False on timeout (bound to the C method per instance)."""
         return self._cell.sem_acquire(blocking, timeout)
 
     def release(self, n: int = 1) -> None:
-        if not isinstance(n, int) or not 1 <= n <= _SEM_MAX:
-            raise ValueError(f"n must be between 1 and {_SEM_MAX}, not {n!r}")
+        """Add n permits (1 to 2**31 - 1); bound to the C method per instance."""
         self._cell.sem_release(n)
 
     @property
@@ -321,9 +322,14 @@ class SpinLock(_Lock):
 
     SIZE = 16
 
+    def __init__(self, segment: Segment, offset: int = 0) -> None:
+        super().__init__(segment, offset)
+        # The hot calls go straight to C (no Python frame in between).
+        self.acquire = self._cell.spin_acquire  # type: ignore[method-assign]
+        self.release = self._cell.spin_release  # type: ignore[method-assign]
+
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        if not blocking and timeout is not None:
-            raise ValueError("can't specify timeout for non-blocking acquire")
+        """Take the lock; False on timeout (bound to the C method per instance)."""
         return self._cell.spin_acquire(blocking, timeout)
 
     def release(self) -> None:
@@ -340,9 +346,14 @@ class Mutex(_Lock):
 
     SIZE = 24
 
+    def __init__(self, segment: Segment, offset: int = 0) -> None:
+        super().__init__(segment, offset)
+        # The hot calls go straight to C (no Python frame in between).
+        self.acquire = self._cell.mutex_acquire  # type: ignore[method-assign]
+        self.release = self._cell.mutex_release  # type: ignore[method-assign]
+
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        if not blocking and timeout is not None:
-            raise ValueError("can't specify timeout for non-blocking acquire")
+        """Take the lock; False on timeout (bound to the C method per instance)."""
         return self._cell.mutex_acquire(blocking, timeout)
 
     def release(self) -> None:
