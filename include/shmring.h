@@ -1189,7 +1189,7 @@ typedef struct shmring_channel_ctrl {
     uint64_t producer_handle;  /* which handle of that process */
     uint64_t sent_msgs;        /* statistics, written by the producer only */
     uint64_t sent_bytes;
-    uint64_t producer_blocked; /* times the producer found the ring full and waited */
+    uint64_t producer_blocked; /* times the producer slept on a full ring (futex) */
     uint8_t pad1[80];
     /* Consumer block. */
     uint64_t head;             /* bytes released, ever [S5] */
@@ -1197,7 +1197,7 @@ typedef struct shmring_channel_ctrl {
     uint64_t consumer_handle;
     uint64_t recv_msgs;
     uint64_t recv_bytes;
-    uint64_t consumer_blocked; /* times the consumer found the ring empty and waited */
+    uint64_t consumer_blocked; /* times the consumer slept on an empty ring (futex) */
     uint8_t pad2[80];
     /* Consumer's sleep: futex word bumped by the producer to wake it. */
     uint32_t data_seq;         /* [S6] */

@@ -659,3 +659,13 @@ def test_inspect_channel_shows_fill_counters_and_ends(fresh_name: Callable[[], s
         assert not chan["writer_closed"]
         table = cli("inspect", name)
         assert "channel.fill_bytes" in table.stdout and "448" in table.stdout
+
+
+@pytest.mark.timeout(60)
+def test_inspect_names_every_wait_strategy(fresh_name: Callable[[], str]) -> None:
+    for wait in ("spin", "yield", "block", "adaptive", "semaphore"):
+        name = fresh_name()
+        with shmring.Channel.create(name, 1024, wait):  # type: ignore[arg-type]
+            result = cli("inspect", name, "--json")
+            assert result.returncode == 0, result.stderr
+            assert json.loads(result.stdout)["channel"]["wait"] == wait

@@ -74,7 +74,7 @@ class Channel(_core.Channel):
       is refused: leaving the block raises ``BufferInUseError`` and keeps the
       message until the view is released.
     - A timeout raises :class:`shmring.Timeout`.  After the writer's
-      ``close()``, the reader drains what is left, then gets
+      ``close()`` (the handle that has sent), the reader drains what is left, then gets
       :class:`shmring.Closed`; if the writer process died instead,
       :class:`shmring.PeerGone`.
     """
@@ -176,9 +176,12 @@ class Channel(_core.Channel):
     # -- lifetime -----------------------------------------------------------
 
     def close(self) -> None:
-        """Give up this handle.  A writer's close ends the stream: the reader
-        drains what is left, then gets :class:`shmring.Closed`.  A reader's
-        close makes the writer's next send raise :class:`shmring.Closed`."""
+        """Give up this handle and the ends it holds (an end is claimed by
+        the first operation on it).  The close of the handle that has sent
+        ends the stream: the reader drains what is left, then gets
+        :class:`shmring.Closed`.  The close of the handle that has received
+        makes the writer's next send raise :class:`shmring.Closed`.  A
+        handle that never sent nor received ends nothing."""
         _core.Channel.close(self)
         self._segment.close()
 

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from . import _core
 from ._errors import ForeignSegmentError, SegmentError, SegmentNotReadyError
+from .channel import _WAIT_NAMES
 from .segment import SegmentInfo, validate_name
 
 SHM_DIR = "/dev/shm"
@@ -165,7 +166,7 @@ def inspect_command(name: str, as_json: bool) -> None:
     data["uid"] = st.st_uid
     data["mode"] = oct(stat.S_IMODE(st.st_mode))
     if extra:
-        extra["wait"] = {1: "spin", 2: "yield", 3: "block", 4: "adaptive"}.get(extra["wait"], extra["wait"])
+        extra["wait"] = _WAIT_NAMES.get(extra["wait"], extra["wait"])
         extra["fill_percent"] = round(100 * extra["fill_bytes"] / extra["capacity"], 1)
         data["channel"] = extra
     if as_json:

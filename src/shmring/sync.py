@@ -21,7 +21,8 @@ Condition      16     like threading.Condition, over a Mutex
 ``Semaphore.create(name, value)`` and the like make a small named segment
 holding just that primitive; ``Semaphore.open(name)`` attaches to it.
 
-Every blocking call takes a timeout, releases the GIL, measures time on
+Every blocking call takes a timeout (but Condition.wait re-takes its Mutex
+without one, as threading does), releases the GIL, measures time on
 CLOCK_MONOTONIC, and reacts to Ctrl-C within 50 ms; only SpinLock burns CPU
 while it waits, by design.
 """
@@ -243,7 +244,8 @@ class AtomicFlag(_Atomic):
         return self._cell.load(1) != 0  # acquire: pairs with set()'s release
 
     def wait_set(self, timeout: float | None = None) -> bool:
-        """Sleep until the flag is set; False on timeout."""
+        """Sleep until the flag is set; False on timeout (or if it was set
+        and cleared again before this waiter looked)."""
         return self.is_set() or (self._cell.wait(0, timeout) and self.is_set())
 
 
