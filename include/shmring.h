@@ -958,6 +958,28 @@ static inline int shmring_mutex_try_acquire(shmring_mutex *m, uint64_t token, in
     return SHMRING_AGAIN;
 }
 
+/* Before sleeping: spin for up to `spin_ns` while the mutex is held, trying
+ * again whenever it looks free (test-and-test-and-set).  Critical sections
+ * are usually shorter than a wake-up (tens of microseconds on a VM), and a
+ * spinning waiter is not announced, so the holder's release makes no system
+ * call.  Returns as shmring_mutex_try_acquire (without the liveness check). */
+static inline int shmring_mutex_spin_acquire(shmring_mutex *m, uint64_t token, uint64_t spin_ns)
+{
+    uint64_t until = shmring_now_ns() + spin_ns;
+    unsigned i;
+    for (i = 1;; i++) {
+        /* relaxed: a hint; the CAS in try_acquire is the acquire [Y4]. */
+        if (__atomic_load_n(&m->owner, __ATOMIC_RELAXED) == 0) {
+            int rc = shmring_mutex_try_acquire(m, token, 0);
+            if (rc != SHMRING_AGAIN)
+                return rc;
+        }
+        shmring_cpu_relax();
+        if ((i & 63u) == 0 && shmring_now_ns() >= until)
+            return SHMRING_AGAIN;
+    }
+}
+
 /* Sleep until the mutex may be free, looking at the holder first: a dead
  * holder's lock is taken over here.  Returns as try_acquire (SHMRING_AGAIN:
  * woken, retry), or SHMRING_TIMEOUT / SHMRING_ERR_SYS (EINTR). */

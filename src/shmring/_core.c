@@ -2396,6 +2396,10 @@ static int mutex_ready_after_wait(SyncCellObject *self, void *arg)
     return mutex_ready(self, arg);
 }
 
+/* How long a Mutex waiter spins (GIL held) before it sleeps: a few short
+ * critical sections' worth, far below a wake-up's cost here (~30 us). */
+#define MUTEX_SPIN_NS 2000u
+
 static PyObject *cell_mutex_acquire(SyncCellObject *self, PyObject *args, PyObject *kwds)
 {
     int blocking, r, no_wait;
@@ -2409,7 +2413,11 @@ static PyObject *cell_mutex_acquire(SyncCellObject *self, PyObject *args, PyObje
         a.result = shmring_mutex_try_acquire((shmring_mutex *)self->ptr, a.token, 1);
         r = a.result != SHMRING_AGAIN;
     } else {
-        r = cell_block(self, &a, mutex_ready_after_wait, mutex_sleep, 0, deadline);
+        a.result = shmring_mutex_spin_acquire((shmring_mutex *)self->ptr, a.token, MUTEX_SPIN_NS);
+        if (a.result != SHMRING_AGAIN)
+            r = 1;
+        else
+            r = cell_block(self, &a, mutex_ready_after_wait, mutex_sleep, 0, deadline);
     }
     if (r < 0)
         return NULL;
