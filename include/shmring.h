@@ -856,6 +856,8 @@ static inline int shmring_spin_try_acquire(shmring_spinlock *l, uint64_t token, 
      * the previous holder's writes to the guarded data are visible. */
     if (__atomic_compare_exchange_n(&l->owner, &cur, token, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
         return SHMRING_OK;
+    /* acquire [Y3]: the dead holder's writes are as visible as they will
+     * ever be; the CAS fails if anyone else took the lock over first. */
     if (check_holder && cur != token && !shmring_token_alive(cur) &&
         __atomic_compare_exchange_n(&l->owner, &cur, token, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
         return SHMRING_OWNER_DIED;
@@ -933,6 +935,8 @@ static inline int shmring_mutex_granted(shmring_mutex *m, int took_from_dead)
         return SHMRING_NOT_RECOVERABLE;
     }
     if (took_from_dead) {
+        /* relaxed: only holders write state; published by the release of
+         * owner [Y4] to the next holder. */
         __atomic_store_n(&m->state, SHMRING_MUTEX_OWNER_DIED, __ATOMIC_RELAXED);
         return SHMRING_OWNER_DIED;
     }
@@ -949,6 +953,8 @@ static inline int shmring_mutex_try_acquire(shmring_mutex *m, uint64_t token, in
      * shmring_mutex_release: the last holder's writes are visible. */
     if (__atomic_compare_exchange_n(&m->owner, &cur, token, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
         return shmring_mutex_granted(m, 0);
+    /* acquire [Y4]: take over a dead holder's lock; the CAS fails if anyone
+     * else took it over first, so only one process is told OwnerDied. */
     if (check_holder && cur != token && !shmring_token_alive(cur) &&
         __atomic_compare_exchange_n(&m->owner, &cur, token, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
         return shmring_mutex_granted(m, 1);
@@ -1120,6 +1126,8 @@ static inline int shmring_cond_take(shmring_cond *c, uint32_t registered, uint32
     uint32_t w;
     if (current == registered)
         return 0;
+    /* seq_cst [Y7]: first guess for the CAS below, ordered after the read
+     * of seq (shmring_cond_seq). */
     w = __atomic_load_n(&c->wakeups, __ATOMIC_SEQ_CST);
     while (w > 0) {
         /* seq_cst [Y7]: pairs with the notifier's add to wakeups. */
@@ -1146,9 +1154,10 @@ static inline int shmring_cond_sleep(shmring_cond *c, uint32_t seq, uint64_t dea
  * the remaining waiters are dropped, so a late waiter cannot take a stale one. */
 static inline void shmring_cond_done(shmring_cond *c)
 {
+    /* seq_cst [Y7]: unregister, then clamp wakeups to the waiters left
+     * (pairs with the notifier's reads of waiters and wakeups). */
     uint32_t left = __atomic_sub_fetch(&c->waiters, 1u, __ATOMIC_SEQ_CST);
     uint32_t w = __atomic_load_n(&c->wakeups, __ATOMIC_SEQ_CST);
-    /* seq_cst [Y7]: clamp wakeups to waiters. */
     while (w > left && !__atomic_compare_exchange_n(&c->wakeups, &w, left, 1, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
         ;
 }
@@ -1737,6 +1746,7 @@ static inline int shmring_channel_wait(shmring_channel *ch, int writer, uint64_t
         if (r == 0 && sleep_until) {
             now = shmring_now_ns();
             if (now >= sleep_until) {
+                /* relaxed: withdraw the hint [S6]/[S7]; a stale 1 costs one wake. */
                 __atomic_store_n(waiting, 0u, __ATOMIC_RELAXED);
                 if (deadline_ns && now >= deadline_ns)
                     return SHMRING_TIMEOUT;
