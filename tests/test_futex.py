@@ -1,4 +1,4 @@
-"""The 32-bit atomics and futex helpers of _core, across real processes."""
+"""32-bit atomics as futex words (AtomicInt32 load/store/wait/notify), across real processes."""
 
 from __future__ import annotations
 
@@ -12,60 +12,64 @@ import time
 import pytest
 
 import shmring
-from shmring import _core
+from shmring import AtomicInt32
+
+DEADBEEF = 0xDEADBEEF - (1 << 32)  # the same 32 bits, as the signed value AtomicInt32 holds
 
 
 def test_load_store(segment: shmring.Segment) -> None:
-    assert _core.atomic_load_u32(segment.buf, 0) == 0
-    _core.atomic_store_u32(segment.buf, 4, 0xDEADBEEF)
-    assert _core.atomic_load_u32(segment.buf, 4) == 0xDEADBEEF
+    assert AtomicInt32(segment, 0).load("acquire") == 0
+    AtomicInt32(segment, 4).store(DEADBEEF, "release")
+    assert AtomicInt32(segment, 4).load("acquire") == DEADBEEF
     assert bytes(segment.buf[4:8]) == (0xDEADBEEF).to_bytes(4, sys.byteorder)
 
 
 @pytest.mark.parametrize("offset", [-4, 4093, 4096, 1 << 40])
 def test_out_of_range_offsets(segment: shmring.Segment, offset: int) -> None:
     with pytest.raises((ValueError, OverflowError)):
-        _core.atomic_load_u32(segment.buf, offset)
-    with pytest.raises((ValueError, OverflowError)):
-        _core.futex_wake(segment.buf, offset)
+        AtomicInt32(segment, offset)
 
 
 @pytest.mark.parametrize("offset", [1, 2, 3, 4090])
 def test_misaligned_offsets(segment: shmring.Segment, offset: int) -> None:
     with pytest.raises(ValueError, match="aligned"):
-        _core.atomic_store_u32(segment.buf, offset, 1)
-    with pytest.raises(ValueError, match="aligned"):
-        _core.futex_wait(segment.buf, offset, 0, 0.01)
+        AtomicInt32(segment, offset)
 
 
-def test_store_needs_writable_buffer() -> None:
-    with pytest.raises((TypeError, BufferError)):
-        _core.atomic_store_u32(bytes(8), 0, 1)
+def test_store_needs_writable_mapping(segment: shmring.Segment) -> None:
+    with shmring.Segment.open(segment.name, readonly=True) as ro:
+        with pytest.raises(ValueError, match="read-only"):
+            AtomicInt32(ro, 0)
 
 
 def test_wait_returns_at_once_when_value_differs(segment: shmring.Segment) -> None:
-    _core.atomic_store_u32(segment.buf, 0, 7)
-    assert _core.futex_wait(segment.buf, 0, 6, 10.0) is True
+    word = AtomicInt32(segment, 0)
+    word.store(7)
+    assert word.wait(6, 10.0) is True
 
 
 def test_wait_times_out(segment: shmring.Segment) -> None:
+    word = AtomicInt32(segment, 0)
     t0 = time.monotonic()
-    assert _core.futex_wait(segment.buf, 0, 0, 0.2) is False
+    assert word.wait(0, 0.2) is False
     assert 0.19 <= time.monotonic() - t0 < 2.0
-    assert _core.futex_wait(segment.buf, 0, 0, 0) is False  # zero: just a check
+    assert word.wait(0, 0) is False  # zero: just a check
 
 
-def test_wake_without_sleepers(segment: shmring.Segment) -> None:
-    assert _core.futex_wake(segment.buf, 0) == 0
+def test_notify_without_sleepers(segment: shmring.Segment) -> None:
+    word = AtomicInt32(segment, 0)
+    assert word.notify() == 0
     with pytest.raises(ValueError):
-        _core.futex_wake(segment.buf, 0, 0)
+        word.notify(0)
 
 
 def _sleeper(seg: shmring.Segment, q: "mp.Queue[object]") -> None:
     with seg:
+        word = AtomicInt32(seg, 0)
         q.put("waiting")
-        woke = _core.futex_wait(seg.buf, 0, 0, 20.0)
-        q.put((woke, _core.atomic_load_u32(seg.buf, 0), bytes(seg.buf[64:69])))
+        woke = word.wait(0, 20.0)
+        q.put((woke, word.load("acquire"), bytes(seg.buf[64:69])))
+        del word
 
 
 @pytest.mark.timeout(60)
@@ -78,8 +82,9 @@ def test_wake_across_processes(segment: shmring.Segment, method: str) -> None:
     assert q.get(timeout=30) == "waiting"
     time.sleep(0.1)
     segment.buf[64:69] = b"hello"
-    _core.atomic_store_u32(segment.buf, 0, 1)
-    _core.futex_wake(segment.buf, 0)
+    word = AtomicInt32(segment, 0)
+    word.store(1, "release")  # publishes the payload written above
+    word.notify()
     assert q.get(timeout=10) == (True, 1, b"hello")
     proc.join(10)
     assert proc.exitcode == 0
@@ -88,14 +93,15 @@ def test_wake_across_processes(segment: shmring.Segment, method: str) -> None:
 SIGINT_SCRIPT = textwrap.dedent(
     """
     import sys, time, shmring
-    from shmring import _core
     seg = shmring.Segment.create(sys.argv[1], 64)
     try:
+        word = shmring.AtomicInt32(seg, 0)
         print("ready", flush=True)
         try:
-            _core.futex_wait(seg.buf, 0, 0, None)
+            word.wait(0, None)
         except KeyboardInterrupt:
             print("interrupted", time.monotonic(), flush=True)
+        del word
     finally:
         seg.close(); seg.unlink()
     """

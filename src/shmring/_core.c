@@ -336,161 +336,6 @@ static PyObject *core_process_start_time(PyObject *Py_UNUSED(module), PyObject *
 }
 
 /* ------------------------------------------------------------------------ */
-/* Module functions: 32-bit atomics and futex on any writable buffer         */
-/* ------------------------------------------------------------------------ */
-
-/* Get a buffer and the aligned 32-bit word at `offset` inside it. */
-static uint32_t *word_at(PyObject *obj, Py_buffer *view, Py_ssize_t offset, int writable)
-{
-    uint32_t *word;
-    if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0)
-        return NULL;
-    if (offset < 0 || offset > view->len - (Py_ssize_t)sizeof(uint32_t)) {
-        PyErr_Format(PyExc_ValueError, "offset %zd out of range for a buffer of %zd bytes", offset, view->len);
-        goto fail;
-    }
-    word = (uint32_t *)((char *)view->buf + offset);
-    if (((uintptr_t)word & (sizeof(uint32_t) - 1)) != 0) {
-        PyErr_Format(PyExc_ValueError, "offset %zd is not 4-byte aligned", offset);
-        goto fail;
-    }
-    return word;
-fail:
-    PyBuffer_Release(view);
-    return NULL;
-}
-
-static PyObject *core_atomic_load_u32(PyObject *Py_UNUSED(module), PyObject *args)
-{
-    PyObject *obj;
-    Py_ssize_t offset;
-    Py_buffer view;
-    uint32_t *word, value;
-    if (!PyArg_ParseTuple(args, "On:atomic_load_u32", &obj, &offset))
-        return NULL;
-    if ((word = word_at(obj, &view, offset, 0)) == NULL)
-        return NULL;
-    /* acquire: pairs with the release store of atomic_store_u32 in the
-     * writing process, so data written before that store is visible. */
-    value = __atomic_load_n(word, __ATOMIC_ACQUIRE);
-    PyBuffer_Release(&view);
-    return PyLong_FromUnsignedLong(value);
-}
-
-static PyObject *core_atomic_store_u32(PyObject *Py_UNUSED(module), PyObject *args)
-{
-    PyObject *obj;
-    Py_ssize_t offset;
-    unsigned int value;
-    Py_buffer view;
-    uint32_t *word;
-    if (!PyArg_ParseTuple(args, "OnI:atomic_store_u32", &obj, &offset, &value))
-        return NULL;
-    if ((word = word_at(obj, &view, offset, 1)) == NULL)
-        return NULL;
-    /* release: pairs with the acquire load of atomic_load_u32 (or the futex
-     * re-check) in the reading process: publishes earlier writes. */
-    __atomic_store_n(word, (uint32_t)value, __ATOMIC_RELEASE);
-    PyBuffer_Release(&view);
-    Py_RETURN_NONE;
-}
-
-/* futex_wait(buffer, offset, expected, timeout) -> bool
- * Sleep while the word equals `expected`.  True once it differs (or a wake
- * arrived), False on timeout.  timeout None or negative: no limit. */
-static PyObject *core_futex_wait(PyObject *Py_UNUSED(module), PyObject *args)
-{
-    PyObject *obj, *timeout_obj = Py_None, *result = NULL;
-    Py_ssize_t offset;
-    unsigned int expected;
-    Py_buffer view;
-    uint32_t *word;
-    uint64_t deadline = 0, now;
-    int has_deadline = 0, rc, err;
-
-    if (!PyArg_ParseTuple(args, "OnI|O:futex_wait", &obj, &offset, &expected, &timeout_obj))
-        return NULL;
-    if (timeout_obj != Py_None) {
-        double t = PyFloat_AsDouble(timeout_obj);
-        if (t == -1.0 && PyErr_Occurred())
-            return NULL;
-        if (t != t) {
-            PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
-            return NULL;
-        }
-        if (t >= 0) {
-            has_deadline = 1;
-            if (t > 1e9)
-                t = 1e9; /* ~31 years: no limit in practice, no overflow */
-            deadline = shmring_now_ns() + (uint64_t)(t * 1e9);
-        }
-    }
-    if ((word = word_at(obj, &view, offset, 1)) == NULL)
-        return NULL;
-    for (;;) {
-        struct timespec slice;
-        uint64_t wait_ns = WAIT_SLICE_NS;
-        /* acquire: pairs with the release store of the waker, so that when
-         * the value has changed its earlier writes are visible. */
-        if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != expected) {
-            result = Py_True;
-            break;
-        }
-        if (has_deadline) {
-            now = shmring_now_ns();
-            if (now >= deadline) {
-                result = Py_False;
-                break;
-            }
-            if (deadline - now < wait_ns)
-                wait_ns = deadline - now;
-        }
-        slice.tv_sec = (time_t)(wait_ns / 1000000000u);
-        slice.tv_nsec = (long)(wait_ns % 1000000000u);
-        Py_BEGIN_ALLOW_THREADS
-        rc = shmring_futex_wait(word, expected, &slice);
-        Py_END_ALLOW_THREADS
-        err = errno;
-        if (rc == SHMRING_OK) {
-            result = Py_True;
-            break;
-        }
-        if (err != ETIMEDOUT && err != EINTR) {
-            errno = err;
-            PyErr_SetFromErrno(PyExc_OSError);
-            break;
-        }
-        if (PyErr_CheckSignals() < 0)
-            break;
-    }
-    PyBuffer_Release(&view);
-    Py_XINCREF(result);
-    return result;
-}
-
-static PyObject *core_futex_wake(PyObject *Py_UNUSED(module), PyObject *args)
-{
-    PyObject *obj;
-    Py_ssize_t offset;
-    int n = INT_MAX, woken;
-    Py_buffer view;
-    uint32_t *word;
-    if (!PyArg_ParseTuple(args, "On|i:futex_wake", &obj, &offset, &n))
-        return NULL;
-    if (n < 1) {
-        PyErr_SetString(PyExc_ValueError, "n must be at least 1");
-        return NULL;
-    }
-    if ((word = word_at(obj, &view, offset, 1)) == NULL)
-        return NULL;
-    woken = shmring_futex_wake(word, n);
-    PyBuffer_Release(&view);
-    if (woken < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    return PyLong_FromLong(woken);
-}
-
-/* ------------------------------------------------------------------------ */
 /* Channel                                                                   */
 /* ------------------------------------------------------------------------ */
 
@@ -627,6 +472,7 @@ static int channel_claim(ChannelObject *self, int role)
         rc = shmring_channel_claim(&c->consumer, &c->consumer_handle, self->token, self->handle_id);
     }
     if (rc == SHMRING_ROLE_TAKEN) {
+        /* relaxed: only to name the holder in the error message. */
         uint64_t holder = __atomic_load_n(role == ROLE_PRODUCER ? &c->producer : &c->consumer, __ATOMIC_RELAXED);
         if (holder == self->token)
             PyErr_Format(role_taken_error,
@@ -1582,10 +1428,7 @@ static int channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
 static int channel_release_roles(ChannelObject *self, int signal_close)
 {
     shmring_channel_ctrl *c = self->ch.ctrl;
-    if (self->generation != fork_generation) {
-        self->roles = 0; /* inherited through fork: nothing of ours */
-        return 0;
-    }
+    channel_fork_reset(self); /* inherited through fork: nothing of ours */
     if (self->roles & ROLE_PRODUCER) {
         shmring_channel_publish(&self->ch);
         if (signal_close)
@@ -2649,14 +2492,6 @@ static PyMethodDef core_methods[] = {
      "process_alive(pid, start_time) -> bool: is that very process still running?"},
     {"process_start_time", core_process_start_time, METH_VARARGS,
      "process_start_time(pid) -> int | None: start time in clock ticks after boot."},
-    {"atomic_load_u32", core_atomic_load_u32, METH_VARARGS,
-     "atomic_load_u32(buffer, offset) -> int: acquire load of an aligned 32-bit word."},
-    {"atomic_store_u32", core_atomic_store_u32, METH_VARARGS,
-     "atomic_store_u32(buffer, offset, value): release store of an aligned 32-bit word."},
-    {"futex_wait", core_futex_wait, METH_VARARGS,
-     "futex_wait(buffer, offset, expected, timeout=None) -> bool: sleep while the word equals expected."},
-    {"futex_wake", core_futex_wake, METH_VARARGS,
-     "futex_wake(buffer, offset, n=all) -> int: wake sleepers on the word."},
     {"fence", core_fence, METH_NOARGS, "fence(): a sequentially consistent memory barrier."},
     {"channel_info", core_channel_info, METH_O,
      "channel_info(mapping) -> dict: counters, fill level and both ends of a channel segment."},
