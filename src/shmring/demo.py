@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+from contextlib import ExitStack
 from typing import Any
 
 from rich.console import Console
@@ -31,46 +32,53 @@ def _message(seq: int, bodies: list[bytes]) -> bytes:
     return seq.to_bytes(8, "little") + bodies[seq % PATTERNS]
 
 
-# -- consumers (run in the child process) -------------------------------------
+# -- either transport: a Channel or a multiprocessing.Queue -----------------------
+
+
+def _sender(endpoint: Any) -> Any:
+    return endpoint.send if isinstance(endpoint, Channel) else endpoint.put
+
+
+def _receiver(endpoint: Any) -> Any:
+    return endpoint.recv if isinstance(endpoint, Channel) else endpoint.get
 
 
 def _check(msg: bytes, seq: int, bodies: list[bytes]) -> bool:
     return msg[:8] == seq.to_bytes(8, "little") and msg[8:] == bodies[seq % PATTERNS]
 
 
-def _channel_consumer(ch: Channel, count: int, size: int, result: Any) -> None:
-    bodies = _bodies(size)
-    bad = 0
-    with ch:
-        t0 = time.perf_counter()
-        for seq in range(count):
-            if not _check(ch.recv(timeout=TIMEOUT_S), seq, bodies):
-                bad += 1
-        result.put((time.perf_counter() - t0, bad))
+# -- children -----------------------------------------------------------------------
 
 
-def _queue_consumer(q: Any, count: int, size: int, result: Any) -> None:
+def _consumer(source: Any, count: int, size: int, result: Any) -> None:
     bodies = _bodies(size)
+    recv = _receiver(source)
     bad = 0
     t0 = time.perf_counter()
     for seq in range(count):
-        if not _check(q.get(timeout=TIMEOUT_S), seq, bodies):
+        if not _check(recv(timeout=TIMEOUT_S), seq, bodies):
             bad += 1
     result.put((time.perf_counter() - t0, bad))
+    if isinstance(source, Channel):
+        source.close()
 
 
-def _channel_echo(inbox: Channel, outbox: Channel, rounds: int) -> None:
-    with inbox, outbox:
-        for _ in range(rounds):
-            outbox.send(inbox.recv(timeout=TIMEOUT_S))
-
-
-def _queue_echo(inbox: Any, outbox: Any, rounds: int) -> None:
+def _echo(inbox: Any, outbox: Any, rounds: int) -> None:
+    recv, send = _receiver(inbox), _sender(outbox)
     for _ in range(rounds):
-        outbox.put(inbox.get(timeout=TIMEOUT_S))
+        send(recv(timeout=TIMEOUT_S), timeout=TIMEOUT_S)
+    for endpoint in (inbox, outbox):
+        if isinstance(endpoint, Channel):
+            endpoint.close()
 
 
 # -- the two parts ---------------------------------------------------------------
+
+
+def _endpoint(stack: ExitStack, ctx: Any, channel: bool, capacity: int) -> Any:
+    if channel:
+        return stack.enter_context(Channel.create(None, capacity))
+    return ctx.Queue()
 
 
 def _stream(progress: Progress, label: str, count: int, size: int, channel: bool) -> tuple[float, int]:
@@ -80,23 +88,13 @@ def _stream(progress: Progress, label: str, count: int, size: int, channel: bool
     result = ctx.Queue()
     task = progress.add_task(label, total=count)
     step = max(1, count // 100)
-    if channel:
-        with Channel.create(None, 1 << 22) as ch:
-            proc = ctx.Process(target=_channel_consumer, args=(ch, count, size, result))
-            proc.start()
-            send = ch.send
-            for seq in range(count):
-                send(_message(seq, bodies), timeout=TIMEOUT_S)
-                if seq % step == 0:
-                    progress.update(task, completed=seq)
-            elapsed, bad = result.get(timeout=TIMEOUT_S)
-            proc.join(TIMEOUT_S)
-    else:
-        q = ctx.Queue()
-        proc = ctx.Process(target=_queue_consumer, args=(q, count, size, result))
+    with ExitStack() as stack:
+        sink = _endpoint(stack, ctx, channel, 1 << 22)
+        proc = ctx.Process(target=_consumer, args=(sink, count, size, result))
         proc.start()
+        send = _sender(sink)
         for seq in range(count):
-            q.put(_message(seq, bodies))
+            send(_message(seq, bodies), timeout=TIMEOUT_S)
             if seq % step == 0:
                 progress.update(task, completed=seq)
         elapsed, bad = result.get(timeout=TIMEOUT_S)
@@ -112,25 +110,15 @@ def _round_trips(rounds: int, channel: bool) -> list[float]:
     ctx = mp.get_context("spawn")
     msg = bytes(range(64))
     times: list[float] = []
-    if channel:
-        with Channel.create(None, 1 << 16) as ping, Channel.create(None, 1 << 16) as pong:
-            proc = ctx.Process(target=_channel_echo, args=(ping, pong, rounds))
-            proc.start()
-            for _ in range(rounds):
-                t0 = time.perf_counter()
-                ping.send(msg)
-                if pong.recv(timeout=TIMEOUT_S) != msg:
-                    raise RuntimeError("echo mismatch")
-                times.append(time.perf_counter() - t0)
-            proc.join(TIMEOUT_S)
-    else:
-        ping_q, pong_q = ctx.Queue(), ctx.Queue()
-        proc = ctx.Process(target=_queue_echo, args=(ping_q, pong_q, rounds))
+    with ExitStack() as stack:
+        ping, pong = _endpoint(stack, ctx, channel, 1 << 16), _endpoint(stack, ctx, channel, 1 << 16)
+        proc = ctx.Process(target=_echo, args=(ping, pong, rounds))
         proc.start()
+        send, recv = _sender(ping), _receiver(pong)
         for _ in range(rounds):
             t0 = time.perf_counter()
-            ping_q.put(msg)
-            if pong_q.get(timeout=TIMEOUT_S) != msg:
+            send(msg, timeout=TIMEOUT_S)
+            if recv(timeout=TIMEOUT_S) != msg:
                 raise RuntimeError("echo mismatch")
             times.append(time.perf_counter() - t0)
         proc.join(TIMEOUT_S)
