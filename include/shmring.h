@@ -151,9 +151,10 @@ enum shmring_kind {
     SHMRING_KIND_CHANNEL = 2, /* SPSC channel */
     SHMRING_KIND_SYNC = 3,    /* a named synchronisation primitive */
     SHMRING_KIND_QUEUE = 4,   /* MPMC queue */
-    SHMRING_KIND_TOPIC = 5    /* broadcast topic */
+    SHMRING_KIND_TOPIC = 5,   /* broadcast topic */
+    SHMRING_KIND_QUEUE_CHUNK = 6 /* overflow chunk of a queue */
 };
-#define SHMRING_KIND_MAX 5u
+#define SHMRING_KIND_MAX 6u
 
 /* ABI word: 0xA5 marker, pointer size, byte-order tag.  A peer of the other
  * byte order reads it byte-swapped and so never mistakes it for its own. */
@@ -1924,6 +1925,400 @@ static inline int shmring_channel_recv(shmring_channel *ch, void *buf, uint64_t 
     memcpy(buf, src, (size_t)*len);
     shmring_channel_release(ch);
     shmring_channel_release_publish(ch);
+    return SHMRING_OK;
+}
+
+/* ========================================================================== */
+/* MPMC queue                                                                 */
+/* ========================================================================== */
+/*
+ * Many producers and many consumers share one ring of records (the record
+ * format of the channel, with tags for what the payload is).  Every change
+ * to the ring happens under the queue's robust mutex [Q1], and each change
+ * becomes visible by a single store (the new tail or head), so a process
+ * killed anywhere leaves either the old state or the new one: the next
+ * holder is told OWNER_DIED, recounts (shmring_queue_recount) and goes on.
+ *
+ * Overflow (queues not created SHMRING_QUEUE_BOUNDED): when the main ring
+ * has no room, producers open a chain of overflow chunks, each its own
+ * segment named "<queue>.<index>" holding a ring of the same format.  While
+ * the chain is not empty every new record goes to its newest chunk (FIFO is
+ * kept); consumers drain the main ring, then the chunks from the oldest,
+ * unlinking each once empty.  The chunk handling lives in the extension;
+ * the helpers here work on any ring (main or chunk).  A C peer that does not
+ * follow chunks should use bounded queues, whose chain stays empty unless a
+ * single record is larger than the whole ring (see docs/PROTOCOL.md).
+ */
+
+#define SHMRING_QUEUE_CTRL_SIZE 384u
+#define SHMRING_QUEUE_CHUNK_HEADER_SIZE 64u
+#define SHMRING_QUEUE_MIN_CAPACITY 64u
+#define SHMRING_QUEUE_MAX_CAPACITY (UINT64_C(1) << 32)
+#define SHMRING_QUEUE_MAX_CHUNKS 65536u  /* chunks held at once; more is corruption */
+#define SHMRING_QUEUE_BOUNDED 1u         /* ctrl.flags: the ring's bytes bound producers */
+#define SHMRING_QUEUE_FLAGS_KNOWN 1u
+
+#define SHMRING_REC_OBJECT 0x4Fu /* 'O': a serialized object */
+#define SHMRING_REC_BYTES 0x42u  /* 'B': raw bytes (put_bytes) */
+
+typedef struct shmring_queue_ctrl {
+    /* Config: written before the segment is published. */
+    uint64_t capacity;    /* main ring bytes: a multiple of 8 */
+    uint64_t data_offset; /* from the payload start: SHMRING_QUEUE_CTRL_SIZE */
+    uint64_t maxsize;     /* item bound; 0 = unbounded */
+    uint32_t flags;       /* SHMRING_QUEUE_* */
+    uint32_t spin_ns;     /* how long a waiter polls before sleeping */
+    uint32_t closed;      /* 1 once any process called close() [Q4] */
+    uint32_t chunk_mode;  /* permission bits of the overflow chunks */
+    uint8_t pad0[88];
+    /* Ring state: read and written under the lock only, except count and
+     * bytes, which lock-free readers (qsize, a polling waiter) load relaxed. */
+    shmring_mutex lock;  /* [Q1] */
+    uint64_t head;       /* main ring: bytes released, ever */
+    uint64_t tail;       /* main ring: bytes committed, ever */
+    uint64_t count;      /* items held in all rings */
+    uint64_t bytes;      /* payload bytes held in all rings */
+    uint64_t ovf_head;   /* oldest overflow chunk still held */
+    uint64_t ovf_tail;   /* one past the newest chunk */
+    uint64_t puts;       /* items ever put */
+    uint64_t gets;       /* items ever taken */
+    uint64_t unfinished; /* items put and not yet task_done() [Q3] */
+    uint8_t pad1[32];
+    /* Sleep words: a waiter registers under the lock [Q2]. */
+    uint32_t items_seq;     /* bumped after items were added */
+    uint32_t items_waiters; /* consumers that may sleep on items_seq */
+    uint32_t room_seq;      /* bumped after items were taken */
+    uint32_t room_waiters;  /* producers that may sleep on room_seq */
+    uint32_t done_seq;      /* bumped when unfinished reaches 0 [Q3] */
+    uint32_t done_waiters;  /* join() callers */
+    uint8_t pad2[104];
+} shmring_queue_ctrl;
+
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, maxsize) == 16, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, flags) == 24, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, closed) == 32, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, lock) == 128, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, head) == 152, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, count) == 168, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, ovf_head) == 184, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, unfinished) == 216, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, items_seq) == 256, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, done_waiters) == 276, "layout");
+SHMRING_STATIC_ASSERT(sizeof(shmring_queue_ctrl) == SHMRING_QUEUE_CTRL_SIZE, "layout");
+
+/* Payload header of an overflow chunk segment (kind QUEUE_CHUNK). */
+typedef struct shmring_queue_chunk {
+    uint64_t capacity;    /* ring bytes: a multiple of 8 */
+    uint64_t data_offset; /* SHMRING_QUEUE_CHUNK_HEADER_SIZE */
+    uint64_t index;       /* its number in the queue's chain */
+    uint64_t head;        /* under the queue lock, as ctrl.head */
+    uint64_t tail;
+    uint8_t pad[24];
+} shmring_queue_chunk;
+SHMRING_STATIC_ASSERT(sizeof(shmring_queue_chunk) == SHMRING_QUEUE_CHUNK_HEADER_SIZE, "layout");
+
+static inline uint64_t shmring_queue_payload_size(uint64_t capacity)
+{
+    return SHMRING_QUEUE_CTRL_SIZE + capacity;
+}
+
+/* Ring bytes one record of `len` payload bytes takes (without padding). */
+static inline uint64_t shmring_queue_record_size(uint64_t len)
+{
+    return sizeof(shmring_record) + shmring_align8(len);
+}
+
+static inline void shmring_queue_init(void *payload, uint64_t capacity, uint64_t maxsize, uint32_t flags,
+                                      uint32_t spin_ns, uint32_t chunk_mode)
+{
+    shmring_queue_ctrl *c = (shmring_queue_ctrl *)payload;
+    memset(c, 0, sizeof(*c));
+    c->capacity = capacity;
+    c->data_offset = SHMRING_QUEUE_CTRL_SIZE;
+    c->maxsize = maxsize;
+    c->flags = flags;
+    c->spin_ns = spin_ns;
+    c->chunk_mode = chunk_mode;
+}
+
+/* Check the config of an attached queue (a hostile peer may have written
+ * it; the config is read once, here, and the checked copy used after). */
+static inline int shmring_queue_check_config(const shmring_queue_ctrl *c, uint64_t payload_size,
+                                             shmring_queue_ctrl *copy)
+{
+    memcpy(copy, c, sizeof(*copy));
+    if (payload_size < SHMRING_QUEUE_CTRL_SIZE || copy->data_offset != SHMRING_QUEUE_CTRL_SIZE ||
+        copy->capacity < SHMRING_QUEUE_MIN_CAPACITY || copy->capacity > SHMRING_QUEUE_MAX_CAPACITY ||
+        (copy->capacity & 7u) != 0 || copy->capacity > payload_size - SHMRING_QUEUE_CTRL_SIZE ||
+        (copy->flags & ~SHMRING_QUEUE_FLAGS_KNOWN) != 0 || (copy->chunk_mode & ~0777u) != 0)
+        return SHMRING_ERR_CORRUPT;
+    return SHMRING_OK;
+}
+
+static inline int shmring_queue_chunk_check(const shmring_queue_chunk *k, uint64_t payload_size, uint64_t index,
+                                            uint64_t *capacity)
+{
+    /* relaxed: config written before the chunk was published. */
+    uint64_t cap = __atomic_load_n(&k->capacity, __ATOMIC_RELAXED);
+    if (payload_size < SHMRING_QUEUE_CHUNK_HEADER_SIZE ||
+        __atomic_load_n(&k->data_offset, __ATOMIC_RELAXED) != SHMRING_QUEUE_CHUNK_HEADER_SIZE ||
+        __atomic_load_n(&k->index, __ATOMIC_RELAXED) != index || cap < SHMRING_QUEUE_MIN_CAPACITY ||
+        cap > SHMRING_QUEUE_MAX_CAPACITY || (cap & 7u) != 0 || cap > payload_size - SHMRING_QUEUE_CHUNK_HEADER_SIZE)
+        return SHMRING_ERR_CORRUPT;
+    *capacity = cap;
+    return SHMRING_OK;
+}
+
+/* One ring (the main one or a chunk), seen by the holder of the queue lock.
+ * head/tail are working copies: records are written (read) at the copy, and
+ * become visible to the next holder when shmring_qring_commit stores them,
+ * so a batch is all or nothing. */
+typedef struct shmring_qring {
+    uint64_t *head_p;
+    uint64_t *tail_p;
+    unsigned char *data;
+    uint64_t capacity;
+    uint64_t head;
+    uint64_t tail;
+} shmring_qring;
+
+/* Load a ring's counters (lock held) and check them. */
+static inline int shmring_qring_load(shmring_qring *r, uint64_t *head_p, uint64_t *tail_p, unsigned char *data,
+                                     uint64_t capacity)
+{
+    r->head_p = head_p;
+    r->tail_p = tail_p;
+    r->data = data;
+    r->capacity = capacity;
+    /* relaxed: under the lock [Q1]; its acquire ordered the last holder's stores. */
+    r->head = __atomic_load_n(head_p, __ATOMIC_RELAXED);
+    r->tail = __atomic_load_n(tail_p, __ATOMIC_RELAXED);
+    if (r->tail - r->head > capacity || ((r->head | r->tail) & 7u) != 0)
+        return SHMRING_ERR_CORRUPT;
+    return SHMRING_OK;
+}
+
+/* Make the working head and tail the ring's (lock held). */
+static inline void shmring_qring_commit(shmring_qring *r)
+{
+    /* relaxed: under the lock; the lock's release [Q1] publishes them. */
+    __atomic_store_n(r->head_p, r->head, __ATOMIC_RELAXED);
+    __atomic_store_n(r->tail_p, r->tail, __ATOMIC_RELAXED);
+}
+
+/* Reserve a record of `len` payload bytes at the working tail and return
+ * where its payload goes; SHMRING_AGAIN when there is no room now,
+ * SHMRING_TOO_BIG when it could never fit. */
+static inline int shmring_qring_reserve(shmring_qring *r, uint32_t tag, uint64_t len, unsigned char **out)
+{
+    uint64_t need = shmring_queue_record_size(len);
+    uint64_t pos = r->tail % r->capacity;
+    uint64_t contig = r->capacity - pos;
+    uint64_t room = r->capacity - (r->tail - r->head);
+    shmring_record *rec;
+    if (len > UINT32_MAX || need > r->capacity)
+        return SHMRING_TOO_BIG;
+    if (contig < need) {
+        if (room < contig + need)
+            return SHMRING_AGAIN;
+        rec = (shmring_record *)(r->data + pos);
+        rec->len = (uint32_t)(contig - sizeof(shmring_record));
+        rec->tag = SHMRING_REC_PAD;
+        r->tail += contig;
+        pos = 0;
+    } else if (room < need) {
+        return SHMRING_AGAIN;
+    }
+    rec = (shmring_record *)(r->data + pos);
+    rec->len = (uint32_t)len;
+    rec->tag = tag;
+    r->tail += need;
+    *out = r->data + pos + sizeof(shmring_record);
+    return SHMRING_OK;
+}
+
+/* Whether a record of `len` bytes fits now (for waiters: no side effects). */
+static inline int shmring_qring_fits(const shmring_qring *r, uint64_t len)
+{
+    uint64_t need = shmring_queue_record_size(len);
+    uint64_t pos = r->tail % r->capacity;
+    uint64_t contig = r->capacity - pos;
+    uint64_t room = r->capacity - (r->tail - r->head);
+    return need <= (contig < need ? (room >= contig ? room - contig : 0) : room);
+}
+
+/* Take the record at the working head: its tag, payload and length stay
+ * valid until the lock is released.  Padding is skipped.  SHMRING_AGAIN when
+ * the ring is empty; SHMRING_ERR_CORRUPT for a record that does not fit
+ * between head and tail (checked before anything is read past it). */
+static inline int shmring_qring_take(shmring_qring *r, uint32_t *tag, const unsigned char **payload, uint64_t *len)
+{
+    for (;;) {
+        uint64_t avail = r->tail - r->head, pos, contig, need;
+        const shmring_record *rec;
+        uint32_t rlen, rtag;
+        if (avail == 0)
+            return SHMRING_AGAIN;
+        pos = r->head % r->capacity;
+        contig = r->capacity - pos;
+        if (avail < sizeof(shmring_record))
+            return SHMRING_ERR_CORRUPT;
+        rec = (const shmring_record *)(r->data + pos);
+        rlen = rec->len; /* read once: the mapping is untrusted */
+        rtag = rec->tag;
+        if (rtag == SHMRING_REC_PAD) {
+            if ((uint64_t)rlen + sizeof(shmring_record) != contig || contig > avail)
+                return SHMRING_ERR_CORRUPT;
+            r->head += contig;
+            continue;
+        }
+        need = shmring_queue_record_size(rlen);
+        if ((rtag != SHMRING_REC_OBJECT && rtag != SHMRING_REC_BYTES) || need > contig || need > avail)
+            return SHMRING_ERR_CORRUPT;
+        *tag = rtag;
+        *len = rlen;
+        *payload = r->data + pos + sizeof(shmring_record);
+        r->head += need;
+        return SHMRING_OK;
+    }
+}
+
+/* Count the records of a ring (lock held, after OWNER_DIED). */
+static inline int shmring_qring_count(shmring_qring r, uint64_t *items, uint64_t *bytes)
+{
+    for (;;) {
+        uint32_t tag;
+        const unsigned char *p;
+        uint64_t len;
+        int rc = shmring_qring_take(&r, &tag, &p, &len);
+        if (rc == SHMRING_AGAIN)
+            return SHMRING_OK;
+        if (rc != SHMRING_OK)
+            return rc;
+        *items += 1;
+        *bytes += len;
+    }
+}
+
+static inline void shmring_queue_main_ring(shmring_queue_ctrl *c, uint64_t capacity, shmring_qring *r, int *rc)
+{
+    *rc = shmring_qring_load(r, &c->head, &c->tail, (unsigned char *)c + SHMRING_QUEUE_CTRL_SIZE, capacity);
+}
+
+/* Add `n` items of `len` payload bytes in all to the counters (lock held). */
+static inline void shmring_queue_count_add(shmring_queue_ctrl *c, uint64_t n, uint64_t len)
+{
+    /* relaxed: under the lock [Q1]; lock-free readers only want a snapshot. */
+    __atomic_store_n(&c->count, c->count + n, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->bytes, c->bytes + len, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->puts, c->puts + n, __ATOMIC_RELAXED);
+    /* relaxed [Q3]: task_done's CAS is the only other writer; done_seq orders the wake. */
+    __atomic_fetch_add(&c->unfinished, n, __ATOMIC_RELAXED);
+}
+
+static inline int shmring_queue_count_sub(shmring_queue_ctrl *c, uint64_t n, uint64_t len)
+{
+    /* relaxed: under the lock [Q1]. */
+    uint64_t count = __atomic_load_n(&c->count, __ATOMIC_RELAXED);
+    uint64_t bytes = __atomic_load_n(&c->bytes, __ATOMIC_RELAXED);
+    if (count < n || bytes < len)
+        return SHMRING_ERR_CORRUPT;
+    __atomic_store_n(&c->count, count - n, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->bytes, bytes - len, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->gets, c->gets + n, __ATOMIC_RELAXED);
+    return SHMRING_OK;
+}
+
+/* Take the queue lock: spin `spin_ns`, then sleep, checking the holder's
+ * liveness every `check_ns`.  Returns as shmring_mutex_try_acquire, or
+ * SHMRING_TIMEOUT / SHMRING_ERR_SYS (EINTR: a signal; call again). */
+static inline int shmring_queue_lock(shmring_queue_ctrl *c, uint64_t token, uint64_t spin_ns, uint64_t check_ns,
+                                     uint64_t deadline_ns)
+{
+    int rc = shmring_mutex_try_acquire(&c->lock, token, 0);
+    if (rc != SHMRING_AGAIN)
+        return rc;
+    rc = shmring_mutex_spin_acquire(&c->lock, token, spin_ns);
+    if (rc != SHMRING_AGAIN)
+        return rc;
+    for (;;) {
+        uint64_t until = shmring_now_ns() + check_ns;
+        uint32_t seq;
+        if (deadline_ns && deadline_ns < until)
+            until = deadline_ns;
+        /* seq_cst [Y5]: announce, then re-read; pairs with mutex_release. */
+        __atomic_fetch_add(&c->lock.waiters, 1u, __ATOMIC_SEQ_CST);
+        seq = __atomic_load_n(&c->lock.seq, __ATOMIC_SEQ_CST);
+        rc = shmring_mutex_try_acquire(&c->lock, token, 0);
+        if (rc == SHMRING_AGAIN) {
+            rc = shmring_futex_wait_until(&c->lock.seq, seq, until);
+            if (rc == SHMRING_TIMEOUT) {
+                /* A whole slice without the lock: is its holder alive? */
+                rc = shmring_mutex_try_acquire(&c->lock, token, 1);
+                if (rc == SHMRING_AGAIN && deadline_ns && shmring_now_ns() >= deadline_ns)
+                    rc = SHMRING_TIMEOUT;
+            } else if (rc == SHMRING_OK) {
+                rc = shmring_mutex_try_acquire(&c->lock, token, 0);
+            }
+        }
+        /* relaxed: a hint for releasers; a stale count costs one wake call. */
+        __atomic_fetch_sub(&c->lock.waiters, 1u, __ATOMIC_RELAXED);
+        if (rc != SHMRING_AGAIN)
+            return rc;
+    }
+}
+
+static inline void shmring_queue_unlock(shmring_queue_ctrl *c, uint64_t token)
+{
+    (void)shmring_mutex_release(&c->lock, token);
+}
+
+/* Register as a sleeper on `seq` (lock held) and return the value to sleep
+ * on.  [Q2]: the register happens under the lock, and a waker reads the
+ * waiter count under the lock after its change, so either the sleeper saw
+ * the change before sleeping or the waker sees the sleeper and bumps seq. */
+static inline uint32_t shmring_queue_register(uint32_t *seq, uint32_t *waiters)
+{
+    /* relaxed [Q2]: ordered by the lock. */
+    __atomic_fetch_add(waiters, 1u, __ATOMIC_RELAXED);
+    return __atomic_load_n(seq, __ATOMIC_RELAXED);
+}
+
+static inline void shmring_queue_unregister(uint32_t *waiters)
+{
+    /* relaxed: a hint; a stale count (a waiter killed asleep) costs a spare wake call. */
+    __atomic_fetch_sub(waiters, 1u, __ATOMIC_RELAXED);
+}
+
+/* After the lock is released: wake up to `n` sleepers on `seq` if the
+ * count read under the lock [Q2] said there were any. */
+static inline void shmring_queue_wake(uint32_t *seq, uint32_t waiters_seen, int n)
+{
+    if (waiters_seen == 0)
+        return;
+    /* release [Q2]: the sleeper re-takes the lock anyway; the bump only has
+     * to differ from the value it read under the lock. */
+    __atomic_fetch_add(seq, 1u, __ATOMIC_RELEASE);
+    shmring_futex_wake(seq, n);
+}
+
+/* task_done(): SHMRING_ERR_ARG when called more often than items were put. */
+static inline int shmring_queue_task_done(shmring_queue_ctrl *c, uint64_t n)
+{
+    /* relaxed: a first guess for the CAS. */
+    uint64_t cur = __atomic_load_n(&c->unfinished, __ATOMIC_RELAXED);
+    do {
+        if (cur < n)
+            return SHMRING_ERR_ARG;
+        /* acq_rel [Q3]: pairs with the put's add and with join()'s load. */
+    } while (!__atomic_compare_exchange_n(&c->unfinished, &cur, cur - n, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+    if (cur == n) {
+        /* seq_cst [Q3]: bump, then read the sleepers join() announced
+         * before re-reading unfinished. */
+        __atomic_fetch_add(&c->done_seq, 1u, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&c->done_waiters, __ATOMIC_SEQ_CST) != 0)
+            shmring_futex_wake(&c->done_seq, INT_MAX);
+    }
     return SHMRING_OK;
 }
 

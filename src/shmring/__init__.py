@@ -27,6 +27,7 @@ from ._errors import (
     TruncatedSegmentError,
 )
 from .channel import Channel
+from .queue import JoinableQueue, Queue, SimpleQueue
 from .segment import Segment, SegmentInfo
 from .sync import AtomicFlag, AtomicInt32, AtomicInt64, Condition, Event, Mutex, Semaphore, SpinLock, fence
 
@@ -46,16 +47,19 @@ __all__ = [
     "ForeignOwnerError",
     "ForeignSegmentError",
     "IncompatibleSegmentError",
+    "JoinableQueue",
     "LockNotRecoverable",
     "Mutex",
     "OwnerDied",
     "PeerGone",
+    "Queue",
     "RoleTaken",
     "Segment",
     "SegmentError",
     "SegmentInfo",
     "SegmentNotReadyError",
     "Semaphore",
+    "SimpleQueue",
     "SpinLock",
     "Timeout",
     "TruncatedSegmentError",

@@ -11,6 +11,8 @@
 
 #include "shmring.h"
 
+#include <signal.h>
+
 #include <pthread.h>
 
 /* Longest time the GIL is given away in one blocking slice: bounds the delay
@@ -2482,6 +2484,8 @@ static PyTypeObject SyncCellType = {
 /* Module                                                                    */
 /* ------------------------------------------------------------------------ */
 
+#include "_queue.c"
+
 static PyMethodDef core_methods[] = {
     {"create", core_create, METH_VARARGS,
      "create(name, payload_size, kind, mode) -> Mapping: make, reserve and publish a new segment."},
@@ -2497,6 +2501,8 @@ static PyMethodDef core_methods[] = {
      "channel_info(mapping) -> dict: counters, fill level and both ends of a channel segment."},
     {"create_channel", core_create_channel, METH_VARARGS,
      "create_channel(name, capacity, wait, spin_ns, mode) -> Mapping: a new, initialised channel segment."},
+    {"create_queue", core_create_queue, METH_VARARGS,
+     "create_queue(name, capacity, maxsize, flags, spin_ns, mode) -> Mapping: a new, initialised queue segment."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2562,7 +2568,7 @@ PyMODINIT_FUNC PyInit__core(void)
         PyModule_AddIntConstant(m, "KIND_CHANNEL", SHMRING_KIND_CHANNEL) < 0 ||
         PyModule_AddIntConstant(m, "KIND_SYNC", SHMRING_KIND_SYNC) < 0 ||
         PyModule_AddIntConstant(m, "KIND_QUEUE", SHMRING_KIND_QUEUE) < 0 ||
-        PyModule_AddIntConstant(m, "KIND_TOPIC", SHMRING_KIND_TOPIC) < 0) {
+        PyModule_AddIntConstant(m, "KIND_TOPIC", SHMRING_KIND_TOPIC) < 0 || queue_module_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -32,6 +32,7 @@ KIND_NAMES = {
     _core.KIND_SYNC: "sync",
     _core.KIND_QUEUE: "queue",
     _core.KIND_TOPIC: "topic",
+    _core.KIND_QUEUE_CHUNK: "queue-chunk",
 }
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")

@@ -1,0 +1,283 @@
+"""Queue: a multi-producer/multi-consumer queue of Python objects in shared memory.
+
+A drop-in for :class:`multiprocessing.Queue` (and for ``faster_fifo.Queue``):
+``from shmring import Queue`` instead of ``from multiprocessing import Queue``.
+
+Every ``put``/``get`` is one C call: the item is pickled (``pickle.dumps``
+with the highest protocol, or your ``dumps``), copied into a ring of records
+in shared memory under the queue's robust lock, and taken out the same way.
+There is no feeder thread: ``put`` returns once the item is in shared
+memory, ``empty()`` sees it at once, and nothing can hang at exit.  The
+algorithm, and why a process killed mid-``put`` or mid-``get`` cannot wedge
+the queue, is in docs/PROTOCOL.md section 5.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from . import _core
+from .segment import Segment, unique_name, validate_name
+
+__all__ = ["Queue", "JoinableQueue", "SimpleQueue", "DEFAULT_CAPACITY", "DEFAULT_SPIN_NS"]
+
+DEFAULT_CAPACITY = 1 << 20
+"""Bytes in the ring of a queue made without ``max_size_bytes``."""
+
+DEFAULT_SPIN_NS = 10_000
+"""How long a waiting ``put``/``get`` polls before it sleeps on a futex."""
+
+_MANY = 1_000_000_000  # faster-fifo's default for max_messages_to_get
+
+_CHUNK_DIR = "/dev/shm"
+
+
+def _remove_names(name: str, pid: int) -> None:
+    """Unlink a queue and its overflow chunks (the creator, at the end)."""
+    if os.getpid() != pid:
+        return  # a forked child's copy of the owner: not ours to remove
+    for victim in [name] + _chunk_names(name):
+        try:
+            _core.unlink(victim)
+        except FileNotFoundError:
+            pass
+
+
+def _chunk_names(name: str) -> list[str]:
+    prefix = name + ".q"
+    try:
+        entries = os.listdir(_CHUNK_DIR)
+    except OSError:
+        return []
+    return [e for e in entries if e.startswith(prefix) and e[len(prefix) :].isdigit()]
+
+
+class Queue(_core.Queue):
+    """A process-shared FIFO queue with the API of :class:`multiprocessing.Queue`.
+
+    ``Queue(maxsize=0)`` holds at most ``maxsize`` items (``0`` or less: no
+    limit).  Items are any picklable objects; any size works.
+
+    Capacity: the ring holds ``max_size_bytes`` bytes of records (default
+    1 MiB).  Without ``max_size_bytes`` a ``put`` never waits for bytes,
+    only for ``maxsize``: when the ring is full, or an item is larger than
+    it, records go to overflow chunks (segments of their own, created and
+    removed as needed, in order).  With ``max_size_bytes`` (faster-fifo's
+    meaning) a ``put`` waits for room instead, and only an item larger than
+    the whole ring takes a chunk of its own.
+
+    Besides the ``multiprocessing.Queue`` methods: faster-fifo's
+    ``put_many``/``get_many`` (one lock hold for a batch; a batch is put
+    whole or not at all), ``data_size()``, ``is_closed()``, ``dumps``/
+    ``loads``, and ``put_bytes``/``get_bytes`` (no pickling).
+
+    Pass it to child processes as an argument (fork, spawn or forkserver):
+    it pickles by name.  The creating process owns the segments: they are
+    removed when its handle is garbage collected, at interpreter exit, or
+    on :meth:`unlink`; a crashed owner's are found by ``shmring gc``.
+    """
+
+    _segment: Segment
+    _allow_other_owner: bool
+
+    def __init__(
+        self,
+        maxsize: int = 0,
+        *,
+        max_size_bytes: int | None = None,
+        name: str | None = None,
+        dumps: Callable[[Any], bytes] | None = None,
+        loads: Callable[[bytes], Any] | None = None,
+        spin_ns: int | None = None,
+        mode: int = 0o600,
+        ctx: Any = None,
+    ) -> None:
+        if not isinstance(maxsize, int) or isinstance(maxsize, bool):
+            raise TypeError(f"maxsize must be int, not {type(maxsize).__name__}")
+        if max_size_bytes is None:
+            capacity, flags = DEFAULT_CAPACITY, 0
+        else:
+            if not isinstance(max_size_bytes, int) or isinstance(max_size_bytes, bool):
+                raise TypeError(f"max_size_bytes must be int, not {type(max_size_bytes).__name__}")
+            if max_size_bytes < _core.QUEUE_MIN_CAPACITY:
+                raise ValueError(f"max_size_bytes must be at least {_core.QUEUE_MIN_CAPACITY}, got {max_size_bytes}")
+            capacity, flags = (max_size_bytes + 7) & ~7, _core.QUEUE_BOUNDED
+        if spin_ns is None:
+            spin_ns = DEFAULT_SPIN_NS
+        if not isinstance(spin_ns, int) or isinstance(spin_ns, bool) or not 0 <= spin_ns <= 100_000_000:
+            raise ValueError(f"spin_ns must be an int between 0 and 100_000_000, not {spin_ns!r}")
+        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise ValueError(f"mode must be permission bits between 0 and 0o777, got {mode!r}")
+        bare = unique_name() if name is None else validate_name(name)
+        mapping = _core.create_queue(bare, capacity, max(maxsize, 0), flags, spin_ns, mode)
+        segment = Segment._wrap(bare, mapping, owner=True, allow_other_owner=False)
+        self._setup(segment, dumps, loads, False)
+        weakref.finalize(self, _remove_names, bare, os.getpid())
+
+    def _setup(self, segment: Segment, dumps: Any, loads: Any, allow_other_owner: bool) -> None:
+        self._segment = segment
+        self._allow_other_owner = allow_other_owner
+        self._dumps_fn = dumps
+        self._loads_fn = loads
+        # A subclass that overrides dumps()/loads() (faster-fifo style) is used as such.
+        if dumps is None and type(self).dumps is not Queue.dumps:
+            dumps = self.dumps
+        if loads is None and type(self).loads is not Queue.loads:
+            loads = self.loads
+        _core.Queue.__init__(self, segment._mapping, dumps, loads, allow_other_owner)
+        self.maxsize = self._maxsize
+        self.max_size_bytes = self.capacity
+        self.max_bytes_to_read = self.capacity
+
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        *,
+        dumps: Callable[[Any], bytes] | None = None,
+        loads: Callable[[bytes], Any] | None = None,
+        allow_other_owner: bool = False,
+    ) -> Queue:
+        """Attach to the queue called ``name`` (made by another process)."""
+        segment = Segment.open(name, allow_other_owner=allow_other_owner)
+        try:
+            kind = segment.info().kind
+            if kind != "queue":
+                raise ValueError(f"segment {segment.name!r} is a {kind}, not a queue")
+            self = cls.__new__(cls)
+            self._setup(segment, dumps, loads, allow_other_owner)
+            return self
+        except BaseException:
+            segment.close()
+            raise
+
+    # -- multiprocessing.Queue --------------------------------------------------
+    # put, get, put_nowait, get_nowait, qsize, empty, full and close are the
+    # C methods of _core.Queue.
+
+    def join_thread(self) -> None:
+        """Nothing to join (there is no feeder thread); as in
+        ``multiprocessing``, only valid after :meth:`close`."""
+        if not self._closed:
+            raise AssertionError(f"Queue {self!r} not closed")
+
+    def cancel_join_thread(self) -> None:
+        """Nothing to cancel: there is no feeder thread."""
+
+    # -- faster-fifo ----------------------------------------------------------------
+
+    def dumps(self, obj: Any) -> bytes:
+        """Serialize ``obj`` as ``put`` does."""
+        if self._dumps_fn is not None:
+            return bytes(self._dumps_fn(obj))
+        import pickle
+
+        return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+
+    def loads(self, data: bytes) -> Any:
+        """Deserialize what :meth:`dumps` made."""
+        if self._loads_fn is not None:
+            return self._loads_fn(data)
+        import pickle
+
+        return pickle.loads(data)
+
+    def reallocate_msg_buffer(self, new_size: int) -> None:
+        """faster-fifo sizes its read buffer with this; here reads need no
+        buffer, so it only records ``max_bytes_to_read``."""
+        self.max_bytes_to_read = int(new_size)
+
+    def parse_messages(self, num_messages: int, total_bytes: int, msg_buffer: Any) -> list[Any]:
+        """Decode ``num_messages`` messages from faster-fifo's buffer format
+        (a native ``size_t`` length before each message)."""
+        import struct
+
+        view = memoryview(msg_buffer).cast("B")[:total_bytes]
+        out, pos, size = [], 0, struct.calcsize("N")
+        for _ in range(num_messages):
+            (n,) = struct.unpack_from("N", view, pos)
+            pos += size
+            out.append(self.loads(bytes(view[pos : pos + n])))
+            pos += n
+        return out
+
+    # -- shmring --------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._segment.name
+
+    @property
+    def owner(self) -> bool:
+        """True in the creating process."""
+        return self._segment.owner
+
+    def unlink(self) -> None:
+        """Remove the queue's names (its segment and overflow chunks).
+        Processes attached keep working; no new process can attach."""
+        _remove_names(self.name, os.getpid())
+        self._segment._owner_pid = None
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+        if self.owner:
+            self.unlink()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        for key in ("maxsize", "max_size_bytes", "max_bytes_to_read"):
+            state.pop(key, None)
+        return (
+            _reopen,
+            (type(self), self.name, self._dumps_fn, self._loads_fn, self._allow_other_owner),
+            state or None,
+        )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        bound = f"maxsize={self.maxsize}" if self.maxsize else "unbounded"
+        return f"<shmring.{type(self).__name__} {self.name!r} {bound} capacity={self.capacity}>"
+
+
+def _reopen(cls: type[Queue], name: str, dumps: Any, loads: Any, allow_other_owner: bool) -> Queue:
+    return cls.open(name, dumps=dumps, loads=loads, allow_other_owner=allow_other_owner)
+
+
+class JoinableQueue(Queue):
+    """:class:`Queue` with ``task_done()`` and ``join()``, as
+    :class:`multiprocessing.JoinableQueue`: every ``put`` adds an unfinished
+    task, every ``task_done()`` finishes one, ``join()`` waits for none to be
+    left.  The count lives in shared memory."""
+
+    def task_done(self) -> None:
+        """Mark one item taken with ``get`` as processed.  ``ValueError``
+        when called more often than items were put."""
+        self._task_done()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until every item put has been marked done; ``timeout``
+        (seconds) raises :class:`shmring.Timeout`."""
+        self._join(timeout)
+
+
+class SimpleQueue(Queue):
+    """The :class:`multiprocessing.SimpleQueue` API (``put``, ``get``,
+    ``empty``, ``close``) on the same shared-memory queue: unbounded."""
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        dumps: Callable[[Any], bytes] | None = None,
+        loads: Callable[[bytes], Any] | None = None,
+        ctx: Any = None,
+    ) -> None:
+        super().__init__(0, name=name, dumps=dumps, loads=loads)
