@@ -690,8 +690,10 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
             goto timeout;
         }
         if (!polled && self->config.spin_ns) {
-            /* Poll (GIL released) before sleeping: a wake-up costs more than
-             * a short wait. */
+            /* Poll (GIL released) before sleeping: a futex wake and sleep per
+             * item cost more than the item (4 producers on a full queue ran
+             * at 0.5M items/s sleeping, 1.2M polling).  Yield while polling:
+             * with more processes than CPUs the peer we wait for needs ours. */
             /* relaxed: a mark to compare with while polling. */
             uint64_t mark = __atomic_load_n(is_put ? &c->gets : &c->puts, __ATOMIC_RELAXED);
             shmring_queue_unlock(c, self->token);
@@ -702,8 +704,9 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
                 /* relaxed: a hint; the lock's acquire orders the real check. */
                 if (__atomic_load_n(is_put ? &c->gets : &c->puts, __ATOMIC_RELAXED) != mark)
                     break;
-                shmring_cpu_relax();
-                if ((i & 63u) == 0 && shmring_now_ns() >= spin_until)
+                if (i & 7u)
+                    shmring_cpu_relax();
+                else if (sched_yield(), shmring_now_ns() >= spin_until)
                     break;
             }
             Py_END_ALLOW_THREADS

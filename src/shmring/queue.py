@@ -27,7 +27,7 @@ __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "DEFAULT_CAPACITY", "DEFAULT
 DEFAULT_CAPACITY = 1 << 20
 """Bytes in the ring of a queue made without ``max_size_bytes``."""
 
-DEFAULT_SPIN_NS = 10_000
+DEFAULT_SPIN_NS = 20_000
 """How long a waiting ``put``/``get`` polls before it sleeps on a futex."""
 
 _MANY = 1_000_000_000  # faster-fifo's default for max_messages_to_get
