@@ -38,7 +38,7 @@ setup(
             "shmring._core",
             sources=["src/shmring/_core.c"],
             include_dirs=["include"],
-            depends=["include/shmring.h", "src/shmring/_queue.c"],
+            depends=["include/shmring.h", "src/shmring/_queue.c", "src/shmring/_topic.c"],
             extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
             + (SANITIZE if sanitize else []),
             extra_link_args=SANITIZE if sanitize else [],

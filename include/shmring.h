@@ -107,6 +107,7 @@ enum shmring_error {
 #define SHMRING_OWNER_DIED 26      /* lock granted, but its previous holder died holding it */
 #define SHMRING_NOT_RECOVERABLE 27 /* a lock abandoned in an inconsistent state */
 #define SHMRING_NOT_OWNER 28       /* release of a lock this process does not hold */
+#define SHMRING_LAGGED 29          /* a topic subscriber fell behind an overwrite */
 
 static inline const char *shmring_strerror(int code)
 {
@@ -131,6 +132,7 @@ static inline const char *shmring_strerror(int code)
     case SHMRING_OWNER_DIED: return "the previous holder of the lock died holding it";
     case SHMRING_NOT_RECOVERABLE: return "the lock is not recoverable: a holder died and it was never marked consistent";
     case SHMRING_NOT_OWNER: return "the lock is not held by this process";
+    case SHMRING_LAGGED: return "the subscriber fell behind: messages were overwritten";
     default: return "unknown shmring error";
     }
 }
@@ -1038,6 +1040,45 @@ static inline int shmring_mutex_release(shmring_mutex *m, uint64_t token)
     if (__atomic_load_n(&m->waiters, __ATOMIC_SEQ_CST) != 0)
         shmring_futex_wake(&m->seq, all ? INT_MAX : 1);
     return SHMRING_OK;
+}
+
+/* Take a robust mutex: spin `spin_ns`, then sleep, checking the holder's
+ * liveness every `check_ns`.  Returns as shmring_mutex_try_acquire, or
+ * SHMRING_TIMEOUT / SHMRING_ERR_SYS (EINTR: a signal; call again). */
+static inline int shmring_mutex_lock(shmring_mutex *m, uint64_t token, uint64_t spin_ns, uint64_t check_ns,
+                                     uint64_t deadline_ns)
+{
+    int rc = shmring_mutex_try_acquire(m, token, 0);
+    if (rc != SHMRING_AGAIN)
+        return rc;
+    rc = shmring_mutex_spin_acquire(m, token, spin_ns);
+    if (rc != SHMRING_AGAIN)
+        return rc;
+    for (;;) {
+        uint64_t until = shmring_now_ns() + check_ns;
+        uint32_t seq;
+        if (deadline_ns && deadline_ns < until)
+            until = deadline_ns;
+        /* seq_cst [Y5]: announce, then re-read; pairs with mutex_release. */
+        __atomic_fetch_add(&m->waiters, 1u, __ATOMIC_SEQ_CST);
+        seq = __atomic_load_n(&m->seq, __ATOMIC_SEQ_CST);
+        rc = shmring_mutex_try_acquire(m, token, 0);
+        if (rc == SHMRING_AGAIN) {
+            rc = shmring_futex_wait_until(&m->seq, seq, until);
+            if (rc == SHMRING_TIMEOUT) {
+                /* A whole slice without the lock: is its holder alive? */
+                rc = shmring_mutex_try_acquire(m, token, 1);
+                if (rc == SHMRING_AGAIN && deadline_ns && shmring_now_ns() >= deadline_ns)
+                    rc = SHMRING_TIMEOUT;
+            } else if (rc == SHMRING_OK) {
+                rc = shmring_mutex_try_acquire(m, token, 0);
+            }
+        }
+        /* relaxed: a hint for releasers; a stale count costs one wake call. */
+        __atomic_fetch_sub(&m->waiters, 1u, __ATOMIC_RELAXED);
+        if (rc != SHMRING_AGAIN)
+            return rc;
+    }
 }
 
 /* -- event (16 bytes) ---------------------------------------------------------- */
@@ -2229,43 +2270,10 @@ static inline int shmring_queue_count_sub(shmring_queue_ctrl *c, uint64_t n, uin
     return SHMRING_OK;
 }
 
-/* Take the queue lock: spin `spin_ns`, then sleep, checking the holder's
- * liveness every `check_ns`.  Returns as shmring_mutex_try_acquire, or
- * SHMRING_TIMEOUT / SHMRING_ERR_SYS (EINTR: a signal; call again). */
 static inline int shmring_queue_lock(shmring_queue_ctrl *c, uint64_t token, uint64_t spin_ns, uint64_t check_ns,
                                      uint64_t deadline_ns)
 {
-    int rc = shmring_mutex_try_acquire(&c->lock, token, 0);
-    if (rc != SHMRING_AGAIN)
-        return rc;
-    rc = shmring_mutex_spin_acquire(&c->lock, token, spin_ns);
-    if (rc != SHMRING_AGAIN)
-        return rc;
-    for (;;) {
-        uint64_t until = shmring_now_ns() + check_ns;
-        uint32_t seq;
-        if (deadline_ns && deadline_ns < until)
-            until = deadline_ns;
-        /* seq_cst [Y5]: announce, then re-read; pairs with mutex_release. */
-        __atomic_fetch_add(&c->lock.waiters, 1u, __ATOMIC_SEQ_CST);
-        seq = __atomic_load_n(&c->lock.seq, __ATOMIC_SEQ_CST);
-        rc = shmring_mutex_try_acquire(&c->lock, token, 0);
-        if (rc == SHMRING_AGAIN) {
-            rc = shmring_futex_wait_until(&c->lock.seq, seq, until);
-            if (rc == SHMRING_TIMEOUT) {
-                /* A whole slice without the lock: is its holder alive? */
-                rc = shmring_mutex_try_acquire(&c->lock, token, 1);
-                if (rc == SHMRING_AGAIN && deadline_ns && shmring_now_ns() >= deadline_ns)
-                    rc = SHMRING_TIMEOUT;
-            } else if (rc == SHMRING_OK) {
-                rc = shmring_mutex_try_acquire(&c->lock, token, 0);
-            }
-        }
-        /* relaxed: a hint for releasers; a stale count costs one wake call. */
-        __atomic_fetch_sub(&c->lock.waiters, 1u, __ATOMIC_RELAXED);
-        if (rc != SHMRING_AGAIN)
-            return rc;
-    }
+    return shmring_mutex_lock(&c->lock, token, spin_ns, check_ns, deadline_ns);
 }
 
 static inline void shmring_queue_unlock(shmring_queue_ctrl *c, uint64_t token)
@@ -2320,6 +2328,422 @@ static inline int shmring_queue_task_done(shmring_queue_ctrl *c, uint64_t n)
             shmring_futex_wake(&c->done_seq, INT_MAX);
     }
     return SHMRING_OK;
+}
+
+/* ========================================================================== */
+/* Broadcast topic                                                            */
+/* ========================================================================== */
+/*
+ * Publishers append records to one ring under the topic's robust mutex;
+ * every subscriber reads them with its own cursor, without a lock.  Records
+ * have a 16-byte header {len, tag, seq} and start at 16-byte aligned offsets;
+ * `seq` numbers the messages, so a subscriber that fell behind knows how many
+ * it missed.
+ *
+ * head is the reclaim point: bytes before it may be overwritten.  Policy
+ * BLOCK moves it only up to the slowest live subscriber's cursor (publishers
+ * wait for room); OVERWRITE moves it as far as a publish needs.  A reader
+ * copies a record, then re-reads head [T2]: if head has passed the record,
+ * the copy may be torn and is discarded (SHMRING_LAGGED).  Layout and
+ * algorithm: docs/PROTOCOL.md section 6.
+ */
+
+
+#define SHMRING_TOPIC_BLOCK 1u
+#define SHMRING_TOPIC_OVERWRITE 2u
+#define SHMRING_TOPIC_CTRL_SIZE 384u
+#define SHMRING_TOPIC_MIN_CAPACITY 128u
+#define SHMRING_TOPIC_MAX_CAPACITY (UINT64_C(1) << 32)
+#define SHMRING_TOPIC_MAX_SUBSCRIBERS 4096u
+#define SHMRING_TOPIC_NO_RECORD UINT64_MAX
+
+typedef struct shmring_topic_ctrl {
+    /* Config: written before the segment is published. */
+    uint64_t capacity;         /* ring bytes: a multiple of 16 */
+    uint64_t data_offset;      /* from the payload start */
+    uint32_t policy;           /* SHMRING_TOPIC_BLOCK or _OVERWRITE */
+    uint32_t max_subscribers;  /* entries in the subscriber table */
+    uint32_t spin_ns;          /* how long a waiter polls before sleeping */
+    uint32_t reserved0;
+    uint8_t pad0[96];
+    /* Publishers' state: written under the lock. */
+    shmring_mutex lock; /* [T3] */
+    uint64_t tail;      /* bytes published, ever [T1] */
+    uint64_t head;      /* reclaim point: bytes before it may be overwritten [T2] */
+    uint64_t next_seq;  /* number of the next message */
+    uint64_t last_pos;  /* offset of the newest record, or NO_RECORD [T1] */
+    uint8_t pad1[72];
+    /* Sleep words. */
+    uint32_t data_seq;     /* bumped after a publish when subscribers sleep [T4] */
+    uint32_t data_waiters;
+    uint32_t room_seq;     /* bumped after a subscriber moved on, for BLOCK publishers [T5] */
+    uint32_t room_waiters;
+    uint8_t pad2[112];
+} shmring_topic_ctrl;
+SHMRING_STATIC_ASSERT(offsetof(shmring_topic_ctrl, lock) == 128, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_topic_ctrl, tail) == 152, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_topic_ctrl, head) == 160, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_topic_ctrl, last_pos) == 176, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_topic_ctrl, data_seq) == 256, "layout");
+SHMRING_STATIC_ASSERT(sizeof(shmring_topic_ctrl) == SHMRING_TOPIC_CTRL_SIZE, "layout");
+
+/* One subscriber: the table follows the control block. */
+typedef struct shmring_topic_sub {
+    uint64_t token;    /* owning process, 0 = free [T6] */
+    uint64_t cursor;   /* next byte to read [T5] */
+    uint64_t next_seq; /* number of the next message it expects (its own) */
+    uint64_t lagged;   /* messages it missed, ever (statistics) */
+} shmring_topic_sub;
+SHMRING_STATIC_ASSERT(sizeof(shmring_topic_sub) == 32, "layout");
+
+typedef struct shmring_trecord {
+    uint32_t len; /* payload bytes (DATA); bytes after the header (PAD) */
+    uint32_t tag; /* SHMRING_REC_OBJECT, _BYTES or _PAD */
+    uint64_t seq; /* message number (PAD: the next message's) */
+} shmring_trecord;
+SHMRING_STATIC_ASSERT(sizeof(shmring_trecord) == 16, "layout");
+
+static inline uint64_t shmring_topic_data_offset(uint32_t max_subscribers)
+{
+    uint64_t end = SHMRING_TOPIC_CTRL_SIZE + (uint64_t)max_subscribers * sizeof(shmring_topic_sub);
+    return (end + 127u) & ~(uint64_t)127u;
+}
+
+static inline uint64_t shmring_topic_payload_size(uint64_t capacity, uint32_t max_subscribers)
+{
+    return shmring_topic_data_offset(max_subscribers) + capacity;
+}
+
+static inline uint64_t shmring_topic_record_size(uint64_t len)
+{
+    return (sizeof(shmring_trecord) + len + 15u) & ~(uint64_t)15u;
+}
+
+static inline void shmring_topic_init(void *payload, uint64_t capacity, uint32_t policy, uint32_t max_subscribers,
+                                      uint32_t spin_ns)
+{
+    shmring_topic_ctrl *c = (shmring_topic_ctrl *)payload;
+    memset(c, 0, sizeof(*c));
+    c->capacity = capacity;
+    c->data_offset = shmring_topic_data_offset(max_subscribers);
+    c->policy = policy;
+    c->max_subscribers = max_subscribers;
+    c->spin_ns = spin_ns;
+    c->last_pos = SHMRING_TOPIC_NO_RECORD;
+}
+
+static inline int shmring_topic_check_config(const shmring_topic_ctrl *c, uint64_t payload_size,
+                                             shmring_topic_ctrl *copy)
+{
+    memcpy(copy, c, sizeof(*copy));
+    if (payload_size < SHMRING_TOPIC_CTRL_SIZE || copy->max_subscribers == 0 ||
+        copy->max_subscribers > SHMRING_TOPIC_MAX_SUBSCRIBERS ||
+        copy->data_offset != shmring_topic_data_offset(copy->max_subscribers) ||
+        (copy->policy != SHMRING_TOPIC_BLOCK && copy->policy != SHMRING_TOPIC_OVERWRITE) ||
+        copy->capacity < SHMRING_TOPIC_MIN_CAPACITY || copy->capacity > SHMRING_TOPIC_MAX_CAPACITY ||
+        (copy->capacity & 15u) != 0 || copy->data_offset > payload_size ||
+        copy->capacity > payload_size - copy->data_offset)
+        return SHMRING_ERR_CORRUPT;
+    return SHMRING_OK;
+}
+
+/* A topic as one process sees it: pointers and the checked config. */
+typedef struct shmring_topic {
+    shmring_topic_ctrl *ctrl;
+    shmring_topic_sub *subs;
+    unsigned char *data;
+    uint64_t capacity;
+    uint32_t policy;
+    uint32_t max_subscribers;
+} shmring_topic;
+
+static inline int shmring_topic_attach(shmring_topic *t, void *payload, uint64_t payload_size)
+{
+    shmring_topic_ctrl cfg;
+    int rc = shmring_topic_check_config((const shmring_topic_ctrl *)payload, payload_size, &cfg);
+    if (rc != SHMRING_OK)
+        return rc;
+    t->ctrl = (shmring_topic_ctrl *)payload;
+    t->subs = (shmring_topic_sub *)((unsigned char *)payload + SHMRING_TOPIC_CTRL_SIZE);
+    t->data = (unsigned char *)payload + cfg.data_offset;
+    t->capacity = cfg.capacity;
+    t->policy = cfg.policy;
+    t->max_subscribers = cfg.max_subscribers;
+    return SHMRING_OK;
+}
+
+/* -- publishing (the lock held) ------------------------------------------- */
+
+/* Lowest cursor of the live subscribers (tail if none); frees the slots of
+ * dead ones when `reap`. */
+static inline uint64_t shmring_topic_min_cursor(shmring_topic *t, uint64_t tail, int reap)
+{
+    uint64_t low = tail;
+    uint32_t i;
+    for (i = 0; i < t->max_subscribers; i++) {
+        shmring_topic_sub *s = &t->subs[i];
+        /* acquire [T6]: a claimed slot's cursor was set before its token. */
+        uint64_t token = __atomic_load_n(&s->token, __ATOMIC_ACQUIRE), cur;
+        if (token == 0)
+            continue;
+        /* seq_cst [T5]: pairs with the subscriber's store of its cursor and
+         * load of room_waiters. */
+        cur = __atomic_load_n(&s->cursor, __ATOMIC_SEQ_CST);
+        if (tail - cur > t->capacity)
+            cur = tail - t->capacity; /* corrupt or far behind: never below what we hold */
+        if (cur < low) {
+            if (reap && !shmring_token_alive(token)) {
+                /* release [T6]: a dead subscriber never blocks publishers. */
+                __atomic_compare_exchange_n(&s->token, &token, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+                continue;
+            }
+            low = cur;
+        }
+    }
+    return low;
+}
+
+/* Make `need` bytes free after `tail`, moving head as the policy allows.
+ * SHMRING_AGAIN: BLOCK and a live subscriber is too far behind. */
+static inline int shmring_topic_make_room(shmring_topic *t, uint64_t tail, uint64_t need, int reap)
+{
+    shmring_topic_ctrl *c = t->ctrl;
+    /* relaxed: under the lock [T3]. */
+    uint64_t head = __atomic_load_n(&c->head, __ATOMIC_RELAXED), target;
+    if (tail - head > t->capacity)
+        return SHMRING_ERR_CORRUPT;
+    if (t->capacity - (tail - head) >= need)
+        return SHMRING_OK;
+    target = tail + need - t->capacity;
+    if (t->policy == SHMRING_TOPIC_BLOCK) {
+        uint64_t low = shmring_topic_min_cursor(t, tail, reap);
+        if (low < target)
+            return SHMRING_AGAIN;
+    } else {
+        /* Whole records only, so that head always sits on a record. */
+        uint64_t h = head;
+        while (h < target) {
+            const shmring_trecord *r = (const shmring_trecord *)(t->data + h % t->capacity);
+            uint64_t size = r->tag == SHMRING_REC_PAD ? sizeof(shmring_trecord) + (uint64_t)r->len
+                                                      : shmring_topic_record_size(r->len);
+            if (size > tail - h || (size & 15u) != 0 || size == 0)
+                return SHMRING_ERR_CORRUPT;
+            h += size;
+        }
+        target = h;
+    }
+    /* relaxed + release fence [T2]: head is visible before any byte of the
+     * space it frees is overwritten; pairs with the reader's acquire fence
+     * before it re-reads head. */
+    __atomic_store_n(&c->head, target, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    return SHMRING_OK;
+}
+
+/* Reserve a record of `len` bytes; *out gets where its payload goes and
+ * *pos where the record starts.  A record never wraps: a padding record is
+ * published alone first when it would.  SHMRING_OK, SHMRING_AGAIN (BLOCK:
+ * no room), SHMRING_TOO_BIG or SHMRING_ERR_CORRUPT. */
+static inline int shmring_topic_reserve(shmring_topic *t, uint32_t tag, uint64_t len, int reap, unsigned char **out,
+                                        uint64_t *pos)
+{
+    shmring_topic_ctrl *c = t->ctrl;
+    uint64_t need = shmring_topic_record_size(len), tail, off, contig;
+    shmring_trecord *r;
+    int rc;
+    if (len > UINT32_MAX || need > t->capacity)
+        return SHMRING_TOO_BIG;
+    /* relaxed: under the lock [T3]. */
+    tail = __atomic_load_n(&c->tail, __ATOMIC_RELAXED);
+    if ((tail & 15u) != 0)
+        return SHMRING_ERR_CORRUPT;
+    off = tail % t->capacity;
+    contig = t->capacity - off;
+    if (contig < need) {
+        rc = shmring_topic_make_room(t, tail, contig, reap);
+        if (rc != SHMRING_OK)
+            return rc;
+        r = (shmring_trecord *)(t->data + off);
+        r->len = (uint32_t)(contig - sizeof(shmring_trecord));
+        r->tag = SHMRING_REC_PAD;
+        r->seq = c->next_seq;
+        tail += contig;
+        /* release [T1]: the padding is readable before tail says so. */
+        __atomic_store_n(&c->tail, tail, __ATOMIC_RELEASE);
+        off = 0;
+    }
+    rc = shmring_topic_make_room(t, tail, need, reap);
+    if (rc != SHMRING_OK)
+        return rc;
+    r = (shmring_trecord *)(t->data + off);
+    r->len = (uint32_t)len;
+    r->tag = tag;
+    r->seq = c->next_seq;
+    *out = t->data + off + sizeof(shmring_trecord);
+    *pos = tail;
+    return SHMRING_OK;
+}
+
+/* Publish the record reserved at `pos`.  Returns whether subscribers may
+ * sleep (the caller then calls shmring_topic_wake_subscribers). */
+static inline int shmring_topic_commit(shmring_topic *t, uint64_t pos)
+{
+    shmring_topic_ctrl *c = t->ctrl;
+    const shmring_trecord *r = (const shmring_trecord *)(t->data + pos % t->capacity);
+    /* relaxed: under the lock [T3]. */
+    __atomic_store_n(&c->next_seq, c->next_seq + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->last_pos, pos, __ATOMIC_RELAXED);
+    /* seq_cst [T1][T4]: release for readers' acquire of tail; seq_cst so
+     * that the load of data_waiters below cannot miss an announced sleeper. */
+    __atomic_store_n(&c->tail, pos + shmring_topic_record_size(r->len), __ATOMIC_SEQ_CST);
+    return __atomic_load_n(&c->data_waiters, __ATOMIC_SEQ_CST) != 0;
+}
+
+static inline void shmring_topic_wake_subscribers(shmring_topic *t)
+{
+    /* seq_cst [T4]: the sleeper re-reads tail after reading data_seq. */
+    __atomic_fetch_add(&t->ctrl->data_seq, 1u, __ATOMIC_SEQ_CST);
+    shmring_futex_wake(&t->ctrl->data_seq, INT_MAX);
+}
+
+/* -- subscribing ---------------------------------------------------------- */
+
+/* Claim a subscriber slot (the lock held, so that no publish moves head
+ * between reading tail and publishing the cursor).  Returns the slot index,
+ * or -1 when the table is full of live subscribers. */
+static inline int shmring_topic_subscribe(shmring_topic *t, uint64_t token)
+{
+    shmring_topic_ctrl *c = t->ctrl;
+    uint32_t i, pass;
+    for (pass = 0; pass < 2; pass++) {
+        for (i = 0; i < t->max_subscribers; i++) {
+            shmring_topic_sub *s = &t->subs[i];
+            /* relaxed: a first look; the CAS decides. */
+            uint64_t cur = __atomic_load_n(&s->token, __ATOMIC_RELAXED);
+            if (cur != 0 && (pass == 0 || shmring_token_alive(cur)))
+                continue;
+            /* acquire [T6]: take the slot (free, or a dead process's). */
+            if (!__atomic_compare_exchange_n(&s->token, &cur, token, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+                continue;
+            /* relaxed under the lock; seq_cst for the cursor [T5]. */
+            __atomic_store_n(&s->next_seq, __atomic_load_n(&c->next_seq, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+            __atomic_store_n(&s->lagged, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&s->cursor, __atomic_load_n(&c->tail, __ATOMIC_RELAXED), __ATOMIC_SEQ_CST);
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+static inline void shmring_topic_unsubscribe(shmring_topic *t, int slot, uint64_t token)
+{
+    uint64_t cur = token;
+    /* release [T6]: the slot is free once nobody reads through it. */
+    __atomic_compare_exchange_n(&t->subs[slot].token, &cur, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+}
+
+/* The record at `cursor`, skipping padding (*cursor moves past it).
+ * SHMRING_OK (the payload may still be torn: check with
+ * shmring_topic_still_valid after copying), SHMRING_AGAIN (nothing new),
+ * SHMRING_LAGGED (head passed the cursor) or SHMRING_ERR_CORRUPT. */
+static inline int shmring_topic_next(shmring_topic *t, uint64_t *cursor, uint32_t *tag, const unsigned char **payload,
+                                     uint64_t *len, uint64_t *seq, uint64_t *size)
+{
+    shmring_topic_ctrl *c = t->ctrl;
+    for (;;) {
+        /* acquire [T1]: pairs with the publisher's store of tail. */
+        uint64_t tail = __atomic_load_n(&c->tail, __ATOMIC_ACQUIRE);
+        /* acquire [T2]: pairs with the release fence after head moved. */
+        uint64_t head = __atomic_load_n(&c->head, __ATOMIC_ACQUIRE);
+        uint64_t cur = *cursor, off, contig;
+        const shmring_trecord *r;
+        shmring_trecord copy;
+        if (cur == tail)
+            return SHMRING_AGAIN;
+        if (cur < head)
+            return SHMRING_LAGGED;
+        if (cur > tail || tail - cur > t->capacity || (cur & 15u) != 0)
+            return SHMRING_ERR_CORRUPT;
+        off = cur % t->capacity;
+        contig = t->capacity - off;
+        r = (const shmring_trecord *)(t->data + off);
+        memcpy(&copy, r, sizeof(copy)); /* once: the mapping is untrusted */
+        __atomic_thread_fence(__ATOMIC_ACQUIRE); /* [T2]: the header before head */
+        /* relaxed after the fence [T2]. */
+        if (__atomic_load_n(&c->head, __ATOMIC_RELAXED) > cur)
+            return SHMRING_LAGGED;
+        if (copy.tag == SHMRING_REC_PAD) {
+            if ((uint64_t)copy.len + sizeof(shmring_trecord) != contig || contig > tail - cur)
+                return SHMRING_ERR_CORRUPT;
+            *cursor = cur + contig;
+            continue;
+        }
+        *size = shmring_topic_record_size(copy.len);
+        if ((copy.tag != SHMRING_REC_OBJECT && copy.tag != SHMRING_REC_BYTES) || *size > contig ||
+            *size > tail - cur)
+            return SHMRING_ERR_CORRUPT;
+        *tag = copy.tag;
+        *len = copy.len;
+        *seq = copy.seq;
+        *payload = t->data + off + sizeof(shmring_trecord);
+        return SHMRING_OK;
+    }
+}
+
+/* After copying a record read at `pos`: SHMRING_OK if no publisher reclaimed
+ * it meanwhile, else SHMRING_LAGGED (the copy may be torn: discard it). */
+static inline int shmring_topic_still_valid(shmring_topic *t, uint64_t pos)
+{
+    /* acquire fence [T2]: pairs with the release fence after the publisher
+     * moved head; if our copy saw any overwritten byte, we see the new head. */
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    /* relaxed after the fence. */
+    return __atomic_load_n(&t->ctrl->head, __ATOMIC_RELAXED) > pos ? SHMRING_LAGGED : SHMRING_OK;
+}
+
+/* Where a lagging subscriber resumes: the oldest record still held, and its
+ * message number. */
+static inline void shmring_topic_oldest(shmring_topic *t, uint64_t *pos, uint64_t *seq)
+{
+    shmring_topic_ctrl *c = t->ctrl;
+    for (;;) {
+        /* acquire [T2]/[T1]: as in shmring_topic_next. */
+        uint64_t head = __atomic_load_n(&c->head, __ATOMIC_ACQUIRE);
+        uint64_t tail = __atomic_load_n(&c->tail, __ATOMIC_ACQUIRE);
+        uint64_t s;
+        if (head >= tail || tail - head > t->capacity || (head & 15u) != 0) {
+            *pos = tail;
+            /* relaxed: the next message's number; a snapshot. */
+            *seq = __atomic_load_n(&c->next_seq, __ATOMIC_RELAXED);
+            return;
+        }
+        s = ((const shmring_trecord *)(t->data + head % t->capacity))->seq;
+        if (shmring_topic_still_valid(t, head) == SHMRING_OK) {
+            *pos = head;
+            *seq = s;
+            return;
+        }
+    }
+}
+
+/* Publish the subscriber's new cursor; returns whether BLOCK publishers may
+ * sleep (then call shmring_topic_wake_publishers). */
+static inline int shmring_topic_advance(shmring_topic *t, int slot, uint64_t cursor, uint64_t next_seq)
+{
+    shmring_topic_sub *s = &t->subs[slot];
+    /* relaxed: only this subscriber writes it. */
+    __atomic_store_n(&s->next_seq, next_seq, __ATOMIC_RELAXED);
+    /* seq_cst [T5]: pairs with the publisher's seq_cst loads of cursors
+     * after it announced itself in room_waiters. */
+    __atomic_store_n(&s->cursor, cursor, __ATOMIC_SEQ_CST);
+    return t->policy == SHMRING_TOPIC_BLOCK && __atomic_load_n(&t->ctrl->room_waiters, __ATOMIC_SEQ_CST) != 0;
+}
+
+static inline void shmring_topic_wake_publishers(shmring_topic *t)
+{
+    /* seq_cst [T5]. */
+    __atomic_fetch_add(&t->ctrl->room_seq, 1u, __ATOMIC_SEQ_CST);
+    shmring_futex_wake(&t->ctrl->room_seq, INT_MAX);
 }
 
 #ifdef __cplusplus

@@ -17,6 +17,7 @@ from ._errors import (
     ForeignOwnerError,
     ForeignSegmentError,
     IncompatibleSegmentError,
+    Lagged,
     LockNotRecoverable,
     OwnerDied,
     PeerGone,
@@ -29,6 +30,7 @@ from ._errors import (
 from .channel import Channel
 from .queue import JoinableQueue, Queue, SimpleQueue
 from .segment import Segment, SegmentInfo
+from .topic import Publisher, Subscription, Topic
 from .sync import AtomicFlag, AtomicInt32, AtomicInt64, Condition, Event, Mutex, Semaphore, SpinLock, fence
 
 __version__ = "0.1.0"
@@ -48,10 +50,12 @@ __all__ = [
     "ForeignSegmentError",
     "IncompatibleSegmentError",
     "JoinableQueue",
+    "Lagged",
     "LockNotRecoverable",
     "Mutex",
     "OwnerDied",
     "PeerGone",
+    "Publisher",
     "Queue",
     "RoleTaken",
     "Segment",
@@ -61,7 +65,9 @@ __all__ = [
     "Semaphore",
     "SimpleQueue",
     "SpinLock",
+    "Subscription",
     "Timeout",
+    "Topic",
     "TruncatedSegmentError",
     "fence",
     "get_include",

@@ -2485,6 +2485,7 @@ static PyTypeObject SyncCellType = {
 /* ------------------------------------------------------------------------ */
 
 #include "_queue.c"
+#include "_topic.c"
 
 static PyMethodDef core_methods[] = {
     {"create", core_create, METH_VARARGS,
@@ -2501,6 +2502,8 @@ static PyMethodDef core_methods[] = {
      "channel_info(mapping) -> dict: counters, fill level and both ends of a channel segment."},
     {"create_channel", core_create_channel, METH_VARARGS,
      "create_channel(name, capacity, wait, spin_ns, mode) -> Mapping: a new, initialised channel segment."},
+    {"create_topic", core_create_topic, METH_VARARGS,
+     "create_topic(name, capacity, policy, max_subscribers, spin_ns, mode) -> Mapping: a new topic segment."},
     {"create_queue", core_create_queue, METH_VARARGS,
      "create_queue(name, capacity, maxsize, flags, spin_ns, mode) -> Mapping: a new, initialised queue segment."},
     {NULL, NULL, 0, NULL},
@@ -2568,7 +2571,8 @@ PyMODINIT_FUNC PyInit__core(void)
         PyModule_AddIntConstant(m, "KIND_CHANNEL", SHMRING_KIND_CHANNEL) < 0 ||
         PyModule_AddIntConstant(m, "KIND_SYNC", SHMRING_KIND_SYNC) < 0 ||
         PyModule_AddIntConstant(m, "KIND_QUEUE", SHMRING_KIND_QUEUE) < 0 ||
-        PyModule_AddIntConstant(m, "KIND_TOPIC", SHMRING_KIND_TOPIC) < 0 || queue_module_init(m) < 0) {
+        PyModule_AddIntConstant(m, "KIND_TOPIC", SHMRING_KIND_TOPIC) < 0 || queue_module_init(m) < 0 ||
+        topic_module_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -95,3 +95,16 @@ class OwnerDied(Error, RuntimeError):
 class LockNotRecoverable(Error, RuntimeError):
     """A holder died and the next one released the lock without calling
     ``mark_consistent()``: the lock can no longer be used."""
+
+
+class Lagged(Error):
+    """A topic subscriber fell so far behind that publishers overwrote
+    messages it had not read (``policy="overwrite"``).  ``missed`` says how
+    many; the subscription resumes at the oldest message still held."""
+
+    def __init__(self, missed: int) -> None:
+        super().__init__(f"subscriber fell behind: {missed} message(s) were overwritten before it read them")
+        self.missed = missed
+
+    def __reduce__(self) -> tuple[type[Lagged], tuple[int]]:
+        return (type(self), (self.missed,))

@@ -1,0 +1,804 @@
+/* shmring._core.TopicEnd: a publisher, a subscriber or an observer of a
+ * broadcast topic (include/shmring.h, "Broadcast topic").
+ *
+ * Included by _core.c after _queue.c (it shares the queue's pickling and
+ * argument helpers).  Publishers serialize outside the topic lock, copy in
+ * under it; subscribers read without a lock and check their copy against
+ * the reclaim point afterwards.
+ */
+
+static PyObject *lagged_error; /* shmring.Lagged */
+
+#define TOPIC_PUBLISHER 0
+#define TOPIC_SUBSCRIBER 1
+#define TOPIC_OBSERVER 2
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *mapping;
+    Py_buffer view;
+    shmring_topic t;
+    uint32_t spin_ns;
+    int role;
+    int slot;           /* subscriber: its entry in the table */
+    uint64_t cursor;    /* subscriber: next byte to read */
+    uint64_t next_seq;  /* subscriber: next message number expected */
+    uint64_t token;
+    unsigned long generation;
+    int closed;
+    int reserving;      /* publisher: a reserve() holds the lock */
+    uint64_t reserve_pos, reserve_len;
+    int peeking;        /* subscriber: a peek() is open */
+    uint64_t peek_pos, peek_size, peek_seq;
+    PyObject *dict;
+    PyObject *weakrefs;
+} TopicEndObject;
+
+static PyTypeObject TopicEndType;
+
+static PyObject *topic_name(TopicEndObject *self)
+{
+    return ((MappingObject *)self->mapping)->name;
+}
+
+static PyObject *topic_corrupt(TopicEndObject *self, const char *what)
+{
+    PyObject *msg = PyUnicode_FromFormat("topic %R: corrupted (%s): a counter or record read from shared memory "
+                                         "is impossible",
+                                         topic_name(self), what);
+    if (msg != NULL) {
+        PyObject *exc = PyObject_CallFunctionObjArgs(corrupted_error, msg, topic_name(self), NULL);
+        Py_DECREF(msg);
+        if (exc != NULL) {
+            PyErr_SetObject(corrupted_error, exc);
+            Py_DECREF(exc);
+        }
+    }
+    return NULL;
+}
+
+static int topic_usable(TopicEndObject *self, int role)
+{
+    if (self->mapping == NULL) {
+        PyErr_SetString(PyExc_ValueError, "topic handle is not initialised");
+        return -1;
+    }
+    if (self->generation != fork_generation) {
+        /* Inherited through fork: a subscription and an open reserve are the
+         * parent's. */
+        self->generation = fork_generation;
+        self->token = shmring_token_self();
+        if (self->role == TOPIC_SUBSCRIBER)
+            self->closed = 1;
+        self->reserving = 0;
+        self->peeking = 0;
+    }
+    if (self->closed) {
+        PyErr_Format(closed_error, "topic %R: this %s is closed", topic_name(self),
+                     self->role == TOPIC_SUBSCRIBER ? "subscription (or one inherited through fork)" : "handle");
+        return -1;
+    }
+    if (role >= 0 && self->role != role) {
+        PyErr_Format(PyExc_TypeError, "topic %R: not a %s", topic_name(self),
+                     role == TOPIC_PUBLISHER ? "publisher" : "subscription");
+        return -1;
+    }
+    return 0;
+}
+
+/* Take the topic lock; 0, 1 on timeout, -1 with an exception. */
+static int topic_lock(TopicEndObject *self, uint64_t deadline)
+{
+    shmring_mutex *m = &self->t.ctrl->lock;
+    int rc = shmring_mutex_try_acquire(m, self->token, 0);
+    while (rc == SHMRING_AGAIN || rc == SHMRING_ERR_SYS || rc == SHMRING_TIMEOUT) {
+        uint64_t slice = shmring_now_ns() + WAIT_SLICE_NS;
+        if (deadline && deadline < slice)
+            slice = deadline;
+        Py_BEGIN_ALLOW_THREADS
+        rc = shmring_mutex_lock(m, self->token, MUTEX_SPIN_NS, QUEUE_CHECK_NS, slice);
+        Py_END_ALLOW_THREADS
+        if (rc == SHMRING_TIMEOUT || rc == SHMRING_ERR_SYS) {
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+            if (deadline && shmring_now_ns() >= deadline)
+                return 1;
+            rc = SHMRING_AGAIN;
+        }
+    }
+    if (rc == SHMRING_OWNER_DIED) {
+        /* A publisher died holding it: a record it had not committed is past
+         * tail and invisible; head only ever moved forward.  Nothing to repair. */
+        shmring_mutex_consistent(m, self->token);
+        return 0;
+    }
+    if (rc == SHMRING_NOT_RECOVERABLE) {
+        topic_corrupt(self, "its lock was abandoned in an inconsistent state");
+        return -1;
+    }
+    return 0;
+}
+
+static void topic_unlock(TopicEndObject *self)
+{
+    shmring_mutex_release(&self->t.ctrl->lock, self->token);
+}
+
+/* -- publishing ---------------------------------------------------------------- */
+
+/* Lock and reserve `len` bytes, waiting for room under BLOCK.  0 with the
+ * lock held, -1 with an exception. */
+static int topic_reserve_locked(TopicEndObject *self, uint32_t tag, uint64_t len, uint64_t deadline,
+                                unsigned char **out, uint64_t *pos)
+{
+    shmring_topic_ctrl *c = self->t.ctrl;
+    int reap = 0;
+    for (;;) {
+        uint32_t seq;
+        int rc, lr = topic_lock(self, deadline);
+        if (lr < 0)
+            return -1;
+        if (lr > 0)
+            goto timeout;
+        /* seq_cst [T5]: announce before looking at the cursors. */
+        __atomic_fetch_add(&c->room_waiters, 1u, __ATOMIC_SEQ_CST);
+        seq = __atomic_load_n(&c->room_seq, __ATOMIC_SEQ_CST);
+        rc = shmring_topic_reserve(&self->t, tag, len, reap, out, pos);
+        if (rc != SHMRING_AGAIN) {
+            __atomic_fetch_sub(&c->room_waiters, 1u, __ATOMIC_RELAXED);
+            if (rc == SHMRING_OK)
+                return 0;
+            topic_unlock(self);
+            if (rc == SHMRING_TOO_BIG)
+                PyErr_Format(PyExc_ValueError, "topic %R: a message of %llu bytes can never fit its %llu-byte ring",
+                             topic_name(self), (unsigned long long)len, (unsigned long long)self->t.capacity);
+            else
+                topic_corrupt(self, "ring counters");
+            return -1;
+        }
+        topic_unlock(self);
+        if (deadline && shmring_now_ns() >= deadline) {
+            __atomic_fetch_sub(&c->room_waiters, 1u, __ATOMIC_RELAXED);
+            goto timeout;
+        }
+        {
+            uint64_t slice = shmring_now_ns() + QUEUE_CHECK_NS;
+            int wr;
+            if (deadline && deadline < slice)
+                slice = deadline;
+            Py_BEGIN_ALLOW_THREADS
+            wr = shmring_futex_wait_until(&c->room_seq, seq, slice);
+            Py_END_ALLOW_THREADS
+            /* relaxed: a hint for subscribers. */
+            __atomic_fetch_sub(&c->room_waiters, 1u, __ATOMIC_RELAXED);
+            reap = wr == SHMRING_TIMEOUT; /* a slow subscriber for a whole slice: alive? */
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+        }
+    }
+timeout:
+    PyErr_Format(timeout_error, "topic %R: no room for the message in time (a slow subscriber)", topic_name(self));
+    return -1;
+}
+
+static void topic_commit_unlock(TopicEndObject *self, uint64_t pos)
+{
+    int wake = shmring_topic_commit(&self->t, pos);
+    topic_unlock(self);
+    if (wake)
+        shmring_topic_wake_subscribers(&self->t);
+}
+
+static PyObject *topic_publish(TopicEndObject *self, PyObject *data, uint32_t tag, PyObject *timeout)
+{
+    Py_buffer buf;
+    uint64_t deadline, pos;
+    unsigned char *dst;
+    if (topic_usable(self, TOPIC_PUBLISHER) < 0 || parse_timeout(timeout, &deadline) < 0)
+        return NULL;
+    if (self->reserving)
+        return PyErr_Format(PyExc_RuntimeError, "topic %R: finish the open reserve() first", topic_name(self));
+    if (PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (topic_reserve_locked(self, tag, (uint64_t)buf.len, deadline, &dst, &pos) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    if (buf.len > COPY_WITHOUT_GIL)
+        copy_maybe_without_gil(dst, buf.buf, (size_t)buf.len);
+    else
+        memcpy(dst, buf.buf, (size_t)buf.len);
+    topic_commit_unlock(self, pos);
+    PyBuffer_Release(&buf);
+    Py_RETURN_NONE;
+}
+
+static PyObject *topic_send(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[2];
+    if (parse_args("send", args, nargs, kwnames, ARGS_DATA_TIMEOUT, 1, 2, a) < 0)
+        return NULL;
+    return topic_publish(self, a[0], SHMRING_REC_BYTES, a[1]);
+}
+
+static PyObject *topic_send_obj(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"obj", "timeout"};
+    PyObject *a[2], *data, *result, *pargs[2];
+    if (parse_args("send_obj", args, nargs, kwnames, names, 1, 2, a) < 0)
+        return NULL;
+    pargs[0] = a[0];
+    pargs[1] = pickle_protocol;
+    data = PyObject_Vectorcall(pickle_dumps, pargs, 2, NULL);
+    if (data == NULL)
+        return NULL;
+    result = topic_publish(self, data, SHMRING_REC_OBJECT, a[1]);
+    Py_DECREF(data);
+    return result;
+}
+
+/* _reserve(n, timeout=None) -> offset of the payload in the mapping; the
+ * lock stays held until _commit(n) or _abort(). */
+static PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"n", "timeout"};
+    PyObject *a[2];
+    Py_ssize_t n;
+    uint64_t deadline, pos;
+    unsigned char *dst;
+    if (parse_args("reserve", args, nargs, kwnames, names, 1, 2, a) < 0 ||
+        topic_usable(self, TOPIC_PUBLISHER) < 0 || parse_timeout(a[1], &deadline) < 0)
+        return NULL;
+    n = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 0)
+        return PyErr_Format(PyExc_ValueError, "reserve() size must be >= 0, not %zd", n);
+    if (self->reserving)
+        return PyErr_Format(PyExc_RuntimeError, "topic %R: a reserve() is already open", topic_name(self));
+    if (topic_reserve_locked(self, SHMRING_REC_BYTES, (uint64_t)n, deadline, &dst, &pos) < 0)
+        return NULL;
+    self->reserving = 1;
+    self->reserve_pos = pos;
+    self->reserve_len = (uint64_t)n;
+    return PyLong_FromSize_t((size_t)(dst - ((MappingObject *)self->mapping)->seg.base));
+}
+
+static PyObject *topic_commit_reserved(TopicEndObject *self, PyObject *arg)
+{
+    Py_ssize_t n = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+    shmring_trecord *r;
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (topic_usable(self, TOPIC_PUBLISHER) < 0)
+        return NULL;
+    if (!self->reserving)
+        return PyErr_Format(PyExc_RuntimeError, "topic %R: no reserve() is open", topic_name(self));
+    if (n < 0 || (uint64_t)n > self->reserve_len)
+        return PyErr_Format(PyExc_ValueError, "commit of %zd bytes: 0 to %llu were reserved", n,
+                            (unsigned long long)self->reserve_len);
+    r = (shmring_trecord *)(self->t.data + self->reserve_pos % self->t.capacity);
+    r->len = (uint32_t)n; /* shorter is fine: nothing follows it yet */
+    self->reserving = 0;
+    topic_commit_unlock(self, self->reserve_pos);
+    Py_RETURN_NONE;
+}
+
+static PyObject *topic_abort_reserved(TopicEndObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->mapping == NULL || !self->reserving)
+        Py_RETURN_NONE;
+    self->reserving = 0;
+    topic_unlock(self); /* nothing committed: the record stays past tail */
+    Py_RETURN_NONE;
+}
+
+/* -- subscribing ------------------------------------------------------------------ */
+
+/* Wait until tail moves past `cursor`.  0, or -1 with Timeout / a signal. */
+static int topic_wait_data(TopicEndObject *self, uint64_t cursor, uint64_t deadline, int *polled)
+{
+    shmring_topic_ctrl *c = self->t.ctrl;
+    uint32_t seq;
+    if (!*polled && self->spin_ns) {
+        uint64_t until = shmring_now_ns() + self->spin_ns;
+        *polled = 1;
+        Py_BEGIN_ALLOW_THREADS
+        for (unsigned i = 1;; i++) {
+            /* relaxed: a hint; shmring_topic_next does the acquire [T1]. */
+            if (__atomic_load_n(&c->tail, __ATOMIC_RELAXED) != cursor)
+                break;
+            if (i & 7u)
+                shmring_cpu_relax();
+            else if (sched_yield(), shmring_now_ns() >= until)
+                break;
+        }
+        Py_END_ALLOW_THREADS
+        return 0;
+    }
+    *polled = 0;
+    /* seq_cst [T4]: announce, read data_seq, re-read tail; pairs with the
+     * publisher's seq_cst store of tail and load of data_waiters. */
+    __atomic_fetch_add(&c->data_waiters, 1u, __ATOMIC_SEQ_CST);
+    seq = __atomic_load_n(&c->data_seq, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&c->tail, __ATOMIC_SEQ_CST) == cursor) {
+        uint64_t slice = shmring_now_ns() + WAIT_SLICE_NS;
+        if (deadline && deadline < slice)
+            slice = deadline;
+        Py_BEGIN_ALLOW_THREADS
+        shmring_futex_wait_until(&c->data_seq, seq, slice);
+        Py_END_ALLOW_THREADS
+    }
+    /* relaxed: a hint for publishers. */
+    __atomic_fetch_sub(&c->data_waiters, 1u, __ATOMIC_RELAXED);
+    if (PyErr_CheckSignals() < 0)
+        return -1;
+    if (deadline && shmring_now_ns() >= deadline &&
+        __atomic_load_n(&c->tail, __ATOMIC_ACQUIRE) == cursor) {
+        PyErr_Format(timeout_error, "topic %R: no message in time", topic_name(self));
+        return -1;
+    }
+    return 0;
+}
+
+static void topic_move_to(TopicEndObject *self, uint64_t cursor, uint64_t next_seq)
+{
+    self->cursor = cursor;
+    self->next_seq = next_seq;
+    if (shmring_topic_advance(&self->t, self->slot, cursor, next_seq))
+        shmring_topic_wake_publishers(&self->t);
+}
+
+/* The subscriber fell behind: resume at the oldest message held and raise
+ * Lagged(missed). */
+static PyObject *topic_raise_lagged(TopicEndObject *self)
+{
+    uint64_t pos, seq, missed;
+    PyObject *exc;
+    shmring_topic_oldest(&self->t, &pos, &seq);
+    missed = seq > self->next_seq ? seq - self->next_seq : 0;
+    /* relaxed: statistics, written by this subscriber only. */
+    __atomic_store_n(&self->t.subs[self->slot].lagged, self->t.subs[self->slot].lagged + missed, __ATOMIC_RELAXED);
+    topic_move_to(self, pos, seq);
+    exc = PyObject_CallFunction(lagged_error, "K", (unsigned long long)missed);
+    if (exc != NULL) {
+        PyErr_SetObject(lagged_error, exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+static PyObject *topic_decode(uint32_t tag, PyObject *data, int raw)
+{
+    PyObject *obj;
+    if (data == NULL || raw || tag == SHMRING_REC_BYTES)
+        return data;
+    obj = PyObject_CallOneArg(pickle_loads, data);
+    Py_DECREF(data);
+    return obj;
+}
+
+/* Next message for this subscriber: copied out and checked.  With `latest`,
+ * skip to the newest one. */
+static PyObject *topic_read(TopicEndObject *self, PyObject *timeout, int raw, int latest)
+{
+    uint64_t deadline;
+    int polled = 0;
+    if (topic_usable(self, TOPIC_SUBSCRIBER) < 0 || parse_timeout(timeout, &deadline) < 0)
+        return NULL;
+    if (self->peeking)
+        return PyErr_Format(PyExc_RuntimeError, "topic %R: finish the open peek() first", topic_name(self));
+    for (;;) {
+        uint32_t tag;
+        const unsigned char *p;
+        uint64_t len, seq, size, cursor = self->cursor;
+        int rc;
+        if (latest) {
+            /* acquire [T1]: last_pos was stored before tail. */
+            uint64_t tail = __atomic_load_n(&self->t.ctrl->tail, __ATOMIC_ACQUIRE);
+            uint64_t last = __atomic_load_n(&self->t.ctrl->last_pos, __ATOMIC_RELAXED);
+            if (tail != cursor && last != SHMRING_TOPIC_NO_RECORD && last >= cursor && last < tail)
+                cursor = last;
+        }
+        rc = shmring_topic_next(&self->t, &cursor, &tag, &p, &len, &seq, &size);
+        if (rc == SHMRING_OK) {
+            PyObject *data = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
+            if (data == NULL)
+                return NULL;
+            if (shmring_topic_still_valid(&self->t, cursor) != SHMRING_OK) {
+                Py_DECREF(data);
+                if (latest)
+                    continue; /* overwritten: there is a newer one */
+                return topic_raise_lagged(self);
+            }
+            topic_move_to(self, cursor + size, seq + 1);
+            return topic_decode(tag, data, raw);
+        }
+        if (rc == SHMRING_LAGGED) {
+            if (latest) {
+                uint64_t pos, s;
+                shmring_topic_oldest(&self->t, &pos, &s);
+                topic_move_to(self, pos, s);
+                continue;
+            }
+            return topic_raise_lagged(self);
+        }
+        if (rc != SHMRING_AGAIN)
+            return topic_corrupt(self, "record header");
+        if (cursor != self->cursor)
+            topic_move_to(self, cursor, self->next_seq); /* skipped padding */
+        if (topic_wait_data(self, cursor, deadline, &polled) < 0)
+            return NULL;
+    }
+}
+
+static const char *const ARGS_TIMEOUT_ONLY[] = {"timeout"};
+
+static PyObject *topic_recv(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[1];
+    if (parse_args("recv", args, nargs, kwnames, ARGS_TIMEOUT_ONLY, 0, 1, a) < 0)
+        return NULL;
+    return topic_read(self, a[0], 0, 0);
+}
+
+static PyObject *topic_recv_bytes(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[1];
+    if (parse_args("recv_bytes", args, nargs, kwnames, ARGS_TIMEOUT_ONLY, 0, 1, a) < 0)
+        return NULL;
+    return topic_read(self, a[0], 1, 0);
+}
+
+static PyObject *topic_latest_sub(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[1];
+    if (parse_args("latest", args, nargs, kwnames, ARGS_TIMEOUT_ONLY, 0, 1, a) < 0)
+        return NULL;
+    return topic_read(self, a[0], 0, 1);
+}
+
+/* _peek(timeout=None) -> (offset, length): the next message in place. */
+static PyObject *topic_peek(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[1];
+    uint64_t deadline;
+    int polled = 0;
+    if (parse_args("peek", args, nargs, kwnames, ARGS_TIMEOUT_ONLY, 0, 1, a) < 0 ||
+        topic_usable(self, TOPIC_SUBSCRIBER) < 0 || parse_timeout(a[0], &deadline) < 0)
+        return NULL;
+    if (self->peeking)
+        return PyErr_Format(PyExc_RuntimeError, "topic %R: a peek() is already open", topic_name(self));
+    for (;;) {
+        uint32_t tag;
+        const unsigned char *p;
+        uint64_t len, seq, size, cursor = self->cursor;
+        int rc = shmring_topic_next(&self->t, &cursor, &tag, &p, &len, &seq, &size);
+        if (rc == SHMRING_OK) {
+            self->peeking = 1;
+            self->peek_pos = cursor;
+            self->peek_size = size;
+            self->peek_seq = seq;
+            return Py_BuildValue("nn", (Py_ssize_t)(p - ((MappingObject *)self->mapping)->seg.base),
+                                 (Py_ssize_t)len);
+        }
+        if (rc == SHMRING_LAGGED)
+            return topic_raise_lagged(self);
+        if (rc != SHMRING_AGAIN)
+            return topic_corrupt(self, "record header");
+        if (cursor != self->cursor)
+            topic_move_to(self, cursor, self->next_seq);
+        if (topic_wait_data(self, cursor, deadline, &polled) < 0)
+            return NULL;
+    }
+}
+
+/* _peek_done(): release the peeked message; Lagged if a publisher
+ * overwrote it while it was looked at (what was read may be torn). */
+static PyObject *topic_peek_done(TopicEndObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->mapping == NULL || !self->peeking)
+        Py_RETURN_NONE;
+    self->peeking = 0;
+    if (shmring_topic_still_valid(&self->t, self->peek_pos) != SHMRING_OK)
+        return topic_raise_lagged(self);
+    topic_move_to(self, self->peek_pos + self->peek_size, self->peek_seq + 1);
+    Py_RETURN_NONE;
+}
+
+/* -- observer ------------------------------------------------------------------ */
+
+/* latest() on the topic: the newest message, or None; no subscription. */
+static PyObject *topic_latest_any(TopicEndObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (topic_usable(self, -1) < 0)
+        return NULL;
+    for (;;) {
+        /* acquire [T1]; last_pos was stored before tail. */
+        uint64_t tail = __atomic_load_n(&self->t.ctrl->tail, __ATOMIC_ACQUIRE);
+        uint64_t last = __atomic_load_n(&self->t.ctrl->last_pos, __ATOMIC_RELAXED), cursor = last;
+        uint32_t tag;
+        const unsigned char *p;
+        uint64_t len, seq, size;
+        int rc;
+        PyObject *data;
+        if (last == SHMRING_TOPIC_NO_RECORD)
+            Py_RETURN_NONE;
+        if (last >= tail)
+            continue; /* a publish in flight: its tail store comes next */
+        rc = shmring_topic_next(&self->t, &cursor, &tag, &p, &len, &seq, &size);
+        if (rc == SHMRING_LAGGED)
+            continue;
+        if (rc != SHMRING_OK)
+            return topic_corrupt(self, "newest record");
+        data = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
+        if (data == NULL)
+            return NULL;
+        if (shmring_topic_still_valid(&self->t, cursor) != SHMRING_OK) {
+            Py_DECREF(data);
+            continue;
+        }
+        return topic_decode(tag, data, 0);
+    }
+}
+
+/* -- the rest ------------------------------------------------------------------------ */
+
+static PyObject *topic_close(TopicEndObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->mapping == NULL || self->closed)
+        Py_RETURN_NONE;
+    if (self->generation == fork_generation) {
+        if (self->reserving)
+            topic_unlock(self);
+        if (self->role == TOPIC_SUBSCRIBER)
+            shmring_topic_unsubscribe(&self->t, self->slot, self->token);
+    }
+    self->reserving = self->peeking = 0;
+    self->closed = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *topic_stats(TopicEndObject *self, PyObject *Py_UNUSED(ignored))
+{
+    shmring_topic_ctrl *c = self->t.ctrl;
+    uint32_t i, subs = 0;
+    if (self->mapping == NULL)
+        return topic_usable(self, -1) < 0 ? NULL : NULL;
+    for (i = 0; i < self->t.max_subscribers; i++)
+        /* relaxed: a monitoring snapshot. */
+        subs += __atomic_load_n(&self->t.subs[i].token, __ATOMIC_RELAXED) != 0;
+    /* relaxed throughout: a monitoring snapshot. */
+    return Py_BuildValue("{sKsKsKsKsIsIsK}", "capacity", (unsigned long long)self->t.capacity, "published",
+                         (unsigned long long)__atomic_load_n(&c->next_seq, __ATOMIC_RELAXED), "tail",
+                         (unsigned long long)__atomic_load_n(&c->tail, __ATOMIC_RELAXED), "head",
+                         (unsigned long long)__atomic_load_n(&c->head, __ATOMIC_RELAXED), "subscribers", subs,
+                         "max_subscribers", self->t.max_subscribers, "lagged",
+                         (unsigned long long)(self->role == TOPIC_SUBSCRIBER
+                                                  ? __atomic_load_n(&self->t.subs[self->slot].lagged, __ATOMIC_RELAXED)
+                                                  : 0));
+}
+
+static int topic_init(TopicEndObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"mapping", "role", NULL};
+    PyObject *mapping;
+    int role;
+    MappingObject *m;
+    if (self->mapping != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "topic handle already initialised");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!i:TopicEnd", kwlist, &MappingType, &mapping, &role))
+        return -1;
+    m = (MappingObject *)mapping;
+    if (mapping_check_open(m) < 0)
+        return -1;
+    if (role < TOPIC_PUBLISHER || role > TOPIC_OBSERVER) {
+        PyErr_Format(PyExc_ValueError, "unknown topic role %d", role);
+        return -1;
+    }
+    if (((const shmring_segment_header *)m->seg.base)->kind != SHMRING_KIND_TOPIC) {
+        PyErr_Format(PyExc_ValueError, "segment %R is not a topic", m->name);
+        return -1;
+    }
+    if (!m->seg.writable) {
+        PyErr_Format(PyExc_ValueError, "segment %R is mapped read-only", m->name);
+        return -1;
+    }
+    if (shmring_topic_attach(&self->t, shmring_segment_payload(&m->seg), shmring_segment_payload_size(&m->seg)) !=
+        SHMRING_OK) {
+        raise_code(SHMRING_ERR_CORRUPT, m->name);
+        return -1;
+    }
+    if (PyObject_GetBuffer(mapping, &self->view, PyBUF_WRITABLE) < 0)
+        return -1;
+    Py_INCREF(mapping);
+    self->mapping = mapping;
+    self->role = role;
+    /* relaxed: config, published with the segment. */
+    self->spin_ns = __atomic_load_n(&self->t.ctrl->spin_ns, __ATOMIC_RELAXED);
+    if (self->spin_ns > 100000000u)
+        self->spin_ns = 100000000u;
+    self->generation = fork_generation;
+    self->token = shmring_token_self();
+    if (role == TOPIC_SUBSCRIBER) {
+        int lr = topic_lock(self, 0), slot;
+        if (lr != 0) {
+            if (lr > 0)
+                PyErr_SetString(timeout_error, "topic lock");
+            goto fail;
+        }
+        slot = shmring_topic_subscribe(&self->t, self->token);
+        /* relaxed: read under the lock, with the slot. */
+        self->cursor = __atomic_load_n(&self->t.subs[slot < 0 ? 0 : slot].cursor, __ATOMIC_RELAXED);
+        self->next_seq = __atomic_load_n(&self->t.subs[slot < 0 ? 0 : slot].next_seq, __ATOMIC_RELAXED);
+        topic_unlock(self);
+        if (slot < 0) {
+            PyErr_Format(PyExc_RuntimeError, "topic %R: all %u subscriber slots are taken by live subscribers",
+                         m->name, self->t.max_subscribers);
+            goto fail;
+        }
+        self->slot = slot;
+    }
+    return 0;
+fail:
+    PyBuffer_Release(&self->view);
+    Py_CLEAR(self->mapping);
+    return -1;
+}
+
+static void topic_dealloc(TopicEndObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    if (self->mapping != NULL) {
+        PyObject *r = topic_close(self, NULL);
+        Py_XDECREF(r);
+        PyBuffer_Release(&self->view);
+    }
+    Py_CLEAR(self->mapping);
+    Py_CLEAR(self->dict);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int topic_traverse(TopicEndObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->mapping);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int topic_clear(TopicEndObject *self)
+{
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static PyObject *topic_get_capacity(TopicEndObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->t.capacity);
+}
+
+static PyObject *topic_get_policy(TopicEndObject *self, void *Py_UNUSED(closure))
+{
+    return PyUnicode_FromString(self->t.policy == SHMRING_TOPIC_BLOCK ? "block" : "overwrite");
+}
+
+static PyObject *topic_get_closed(TopicEndObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->closed || self->mapping == NULL);
+}
+
+static PyObject *topic_get_lagged(TopicEndObject *self, void *Py_UNUSED(closure))
+{
+    if (self->mapping == NULL || self->role != TOPIC_SUBSCRIBER)
+        return PyLong_FromLong(0);
+    /* relaxed: statistics. */
+    return PyLong_FromUnsignedLongLong(__atomic_load_n(&self->t.subs[self->slot].lagged, __ATOMIC_RELAXED));
+}
+
+static PyObject *topic_get_mapping(TopicEndObject *self, void *Py_UNUSED(closure))
+{
+    if (self->mapping == NULL)
+        Py_RETURN_NONE;
+    Py_INCREF(self->mapping);
+    return self->mapping;
+}
+
+static PyMethodDef topic_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))topic_send, FASTKW, "send(data, timeout=None)"},
+    {"send_obj", (PyCFunction)(void (*)(void))topic_send_obj, FASTKW, "send_obj(obj, timeout=None)"},
+    {"_reserve", (PyCFunction)(void (*)(void))topic_reserve, FASTKW, "_reserve(n, timeout=None) -> offset"},
+    {"_commit", (PyCFunction)topic_commit_reserved, METH_O, "_commit(n)"},
+    {"_abort", (PyCFunction)topic_abort_reserved, METH_NOARGS, "_abort()"},
+    {"recv", (PyCFunction)(void (*)(void))topic_recv, FASTKW, "recv(timeout=None)"},
+    {"recv_bytes", (PyCFunction)(void (*)(void))topic_recv_bytes, FASTKW, "recv_bytes(timeout=None) -> bytes"},
+    {"_latest_unread", (PyCFunction)(void (*)(void))topic_latest_sub, FASTKW, "_latest_unread(timeout=None)"},
+    {"_peek", (PyCFunction)(void (*)(void))topic_peek, FASTKW, "_peek(timeout=None) -> (offset, length)"},
+    {"_peek_done", (PyCFunction)topic_peek_done, METH_NOARGS, "_peek_done()"},
+    {"_latest_any", (PyCFunction)topic_latest_any, METH_NOARGS, "_latest_any() -> message or None"},
+    {"close", (PyCFunction)topic_close, METH_NOARGS, "close()"},
+    {"stats", (PyCFunction)topic_stats, METH_NOARGS, "stats() -> dict"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef topic_getset[] = {
+    {"capacity", (getter)topic_get_capacity, NULL, "ring bytes", NULL},
+    {"policy", (getter)topic_get_policy, NULL, "\"block\" or \"overwrite\"", NULL},
+    {"closed", (getter)topic_get_closed, NULL, "whether this handle is closed", NULL},
+    {"lagged", (getter)topic_get_lagged, NULL, "messages this subscription missed, in all", NULL},
+    {"_mapping", (getter)topic_get_mapping, NULL, "the Mapping", NULL},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject TopicEndType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shmring._core.TopicEnd",
+    .tp_basicsize = sizeof(TopicEndObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A publisher, subscription or observer of a topic segment (use shmring.Topic).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)topic_init,
+    .tp_dealloc = (destructor)topic_dealloc,
+    .tp_traverse = (traverseproc)topic_traverse,
+    .tp_clear = (inquiry)topic_clear,
+    .tp_methods = topic_methods,
+    .tp_getset = topic_getset,
+    .tp_dictoffset = offsetof(TopicEndObject, dict),
+    .tp_weaklistoffset = offsetof(TopicEndObject, weakrefs),
+};
+
+static PyObject *core_create_topic(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    segment_name name;
+    unsigned long long capacity;
+    unsigned int policy, max_subs, spin_ns, mode;
+    shmring_segment seg;
+    int rc;
+    if (!PyArg_ParseTuple(args, "O&KIIII:create_topic", name_converter, &name, &capacity, &policy, &max_subs,
+                          &spin_ns, &mode))
+        return NULL;
+    if (capacity < SHMRING_TOPIC_MIN_CAPACITY || capacity > SHMRING_TOPIC_MAX_CAPACITY || (capacity & 15u) != 0)
+        return PyErr_Format(PyExc_ValueError, "capacity must be a multiple of 16 between %u and %llu, not %llu",
+                            SHMRING_TOPIC_MIN_CAPACITY, (unsigned long long)SHMRING_TOPIC_MAX_CAPACITY, capacity);
+    if (policy != SHMRING_TOPIC_BLOCK && policy != SHMRING_TOPIC_OVERWRITE)
+        return PyErr_Format(PyExc_ValueError, "unknown topic policy %u", policy);
+    if (max_subs < 1 || max_subs > SHMRING_TOPIC_MAX_SUBSCRIBERS)
+        return PyErr_Format(PyExc_ValueError, "max_subscribers must be between 1 and %u, not %u",
+                            SHMRING_TOPIC_MAX_SUBSCRIBERS, max_subs);
+    if (mode > 0777)
+        return PyErr_Format(PyExc_ValueError, "bad mode");
+    Py_BEGIN_ALLOW_THREADS
+    rc = shmring_segment_create_unpublished(name.path, shmring_topic_payload_size(capacity, max_subs),
+                                            SHMRING_KIND_TOPIC, (mode_t)mode, &seg);
+    if (rc == SHMRING_OK) {
+        shmring_topic_init(shmring_segment_payload(&seg), capacity, policy, max_subs, spin_ns);
+        shmring_segment_publish(&seg);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc != SHMRING_OK)
+        return raise_code(rc, name.obj);
+    return (PyObject *)mapping_new(&seg, name.obj);
+}
+
+static int topic_module_init(PyObject *m)
+{
+    PyObject *errors = PyImport_ImportModule("shmring._errors");
+    if (errors == NULL)
+        return -1;
+    lagged_error = PyObject_GetAttrString(errors, "Lagged");
+    Py_DECREF(errors);
+    if (lagged_error == NULL || PyType_Ready(&TopicEndType) < 0)
+        return -1;
+    Py_INCREF(&TopicEndType);
+    if (PyModule_AddObject(m, "TopicEnd", (PyObject *)&TopicEndType) < 0 ||
+        PyModule_AddIntConstant(m, "TOPIC_BLOCK", SHMRING_TOPIC_BLOCK) < 0 ||
+        PyModule_AddIntConstant(m, "TOPIC_OVERWRITE", SHMRING_TOPIC_OVERWRITE) < 0 ||
+        PyModule_AddIntConstant(m, "TOPIC_PUBLISHER", TOPIC_PUBLISHER) < 0 ||
+        PyModule_AddIntConstant(m, "TOPIC_SUBSCRIBER", TOPIC_SUBSCRIBER) < 0 ||
+        PyModule_AddIntConstant(m, "TOPIC_OBSERVER", TOPIC_OBSERVER) < 0)
+        return -1;
+    return 0;
+}

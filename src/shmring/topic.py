@@ -1,0 +1,247 @@
+"""Topic: broadcast from any number of publishers to any number of subscribers.
+
+Every subscriber sees every message published after it subscribed, with its
+own cursor; publishers append under the topic's robust lock, subscribers
+read without one.  What happens to a subscriber that falls behind is the
+topic's policy, chosen at creation:
+
+- ``"block"``: publishers wait for the slowest live subscriber (a dead one
+  is dropped and never blocks them);
+- ``"overwrite"``: publishers never wait; a subscriber that fell behind gets
+  :class:`shmring.Lagged` (``.missed`` = how many messages it lost) and
+  resumes at the oldest message still held.
+
+``latest()`` reads only the newest message (conflation).  Layout and
+algorithm: docs/PROTOCOL.md section 6.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from . import _core
+from ._errors import Timeout
+from .segment import Segment, unique_name, validate_name
+
+__all__ = ["Topic", "Publisher", "Subscription", "DEFAULT_TOPIC_CAPACITY"]
+
+Policy = Literal["block", "overwrite"]
+
+DEFAULT_TOPIC_CAPACITY = 1 << 20
+_POLICIES = {"block": _core.TOPIC_BLOCK, "overwrite": _core.TOPIC_OVERWRITE}
+_DEFAULT_SPIN_NS = 20_000
+
+
+def _unlink(name: str, pid: int) -> None:
+    if os.getpid() == pid:
+        try:
+            _core.unlink(name)
+        except FileNotFoundError:
+            pass
+
+
+class Topic:
+    """A named broadcast topic.  Make one with :meth:`create`, attach with
+    :meth:`open` or by passing it to a child process (it pickles by name);
+    then :meth:`publisher` and :meth:`subscribe`."""
+
+    def __init__(self, *_: object, **__: object) -> None:
+        raise TypeError("use Topic.create(...) or Topic.open(name)")
+
+    @classmethod
+    def _wrap(cls, segment: Segment) -> Topic:
+        self = object.__new__(cls)
+        self._segment = segment
+        self._observer = _core.TopicEnd(segment._mapping, _core.TOPIC_OBSERVER)
+        return self
+
+    @classmethod
+    def create(
+        cls,
+        name: str | None = None,
+        capacity: int = DEFAULT_TOPIC_CAPACITY,
+        policy: Policy = "block",
+        *,
+        max_subscribers: int = 64,
+        spin_ns: int = _DEFAULT_SPIN_NS,
+        mode: int = 0o600,
+    ) -> Topic:
+        """Create a topic whose ring holds ``capacity`` bytes (a multiple of
+        16; each message takes a 16-byte header plus its size rounded up to
+        16).  ``policy`` is "block" or "overwrite" (see the module doc);
+        ``max_subscribers`` sizes the subscriber table; ``spin_ns`` is how
+        long a waiting subscriber polls before it sleeps.  The creating
+        handle owns the segment: it is removed when that handle is garbage
+        collected, at exit, on :meth:`unlink` or when its ``with`` ends."""
+        if policy not in _POLICIES:
+            raise ValueError(f"policy must be 'block' or 'overwrite', not {policy!r}")
+        for label, value in (("capacity", capacity), ("max_subscribers", max_subscribers), ("spin_ns", spin_ns)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{label} must be int, not {type(value).__name__}")
+        if not 0 <= spin_ns <= 100_000_000:
+            raise ValueError(f"spin_ns must be between 0 and 100_000_000, not {spin_ns}")
+        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise ValueError(f"mode must be permission bits between 0 and 0o777, got {mode!r}")
+        bare = unique_name() if name is None else validate_name(name)
+        mapping = _core.create_topic(bare, capacity, _POLICIES[policy], max_subscribers, spin_ns, mode)
+        segment = Segment._wrap(bare, mapping, owner=True, allow_other_owner=False)
+        self = cls._wrap(segment)
+        weakref.finalize(self, _unlink, bare, os.getpid())
+        return self
+
+    @classmethod
+    def open(cls, name: str, *, allow_other_owner: bool = False) -> Topic:
+        """Attach to an existing topic."""
+        segment = Segment.open(name, allow_other_owner=allow_other_owner)
+        try:
+            kind = segment.info().kind
+            if kind != "topic":
+                raise ValueError(f"segment {segment.name!r} is a {kind}, not a topic")
+            return cls._wrap(segment)
+        except BaseException:
+            segment.close()
+            raise
+
+    def publisher(self) -> Publisher:
+        """A handle to publish with (any number, in any processes)."""
+        return Publisher(self._segment._mapping, _core.TOPIC_PUBLISHER)
+
+    def subscribe(self) -> Subscription:
+        """A new subscription: it sees every message published from now on.
+        It belongs to this process (it does not pickle)."""
+        return Subscription(self._segment._mapping, _core.TOPIC_SUBSCRIBER)
+
+    def latest(self) -> Any:
+        """The newest message published (bytes, or the object for
+        ``send_obj``), or None if there is none yet.  Needs no subscription
+        and moves nothing."""
+        return self._observer._latest_any()
+
+    @property
+    def name(self) -> str:
+        return self._segment.name
+
+    @property
+    def capacity(self) -> int:
+        return self._observer.capacity
+
+    @property
+    def policy(self) -> str:
+        return self._observer.policy
+
+    @property
+    def owner(self) -> bool:
+        return self._segment.owner
+
+    def stats(self) -> dict[str, int]:
+        """Messages published, live subscribers, ring counters."""
+        return self._observer.stats()
+
+    def unlink(self) -> None:
+        """Remove the topic's name (attached processes keep using it)."""
+        _unlink(self.name, os.getpid())
+        self._segment._owner_pid = None
+
+    def close(self) -> None:
+        self._observer.close()
+
+    def __enter__(self) -> Topic:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+        if self.owner:
+            self.unlink()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen, (self.name, self._segment._allow_other_owner))
+
+    def __repr__(self) -> str:
+        return f"<shmring.Topic {self.name!r} capacity={self.capacity} policy={self.policy!r}>"
+
+
+def _reopen(name: str, allow_other_owner: bool) -> Topic:
+    return Topic.open(name, allow_other_owner=allow_other_owner)
+
+
+class Publisher(_core.TopicEnd):
+    """Publishes to a topic: ``send(data)`` for bytes-like data,
+    ``send_obj(obj)`` for any picklable object, ``reserve(n)`` to write in
+    place.  Under policy "block" these wait (``timeout`` seconds, None =
+    forever) for the slowest live subscriber and raise
+    :class:`shmring.Timeout`."""
+
+    @contextmanager
+    def reserve(self, n: int, timeout: float | None = None) -> Iterator[memoryview]:
+        """``with pub.reserve(n) as mv:`` write up to ``n`` bytes in place;
+        published on normal exit, dropped on an exception.  The topic lock
+        is held for the block: other publishers wait, so keep it short."""
+        offset = self._reserve(n, timeout)
+        view = memoryview(self._mapping)[offset : offset + n]
+        try:
+            yield view
+        except BaseException:
+            view.release()
+            self._abort()
+            raise
+        view.release()
+        self._commit(n)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError("a Publisher does not pickle: pass the Topic and call publisher() in the child")
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Subscription(_core.TopicEnd):
+    """One subscriber's cursor on a topic.  ``recv(timeout=None)`` returns
+    the next message (bytes, or the object for ``send_obj``);
+    ``recv_bytes`` always the raw bytes; ``latest()`` skips to the newest;
+    ``peek()`` lends the next one in place.  Raises :class:`shmring.Lagged`
+    when messages were overwritten before it read them ("overwrite" topics),
+    then resumes at the oldest one held; :class:`shmring.Timeout` on a
+    timeout."""
+
+    def latest(self, timeout: float | None = None) -> Any:
+        """Wait for an unread message (like recv), then return the newest
+        one and skip those before it (conflation)."""
+        return self._latest_unread(timeout)
+
+    @contextmanager
+    def peek(self, timeout: float | None = None) -> Iterator[memoryview]:
+        """``with sub.peek() as mv:`` the next message in place, read-only,
+        released at the end of the block.  Under "overwrite" a publisher
+        may overwrite it meanwhile: leaving the block then raises
+        :class:`shmring.Lagged` (what was read may be torn)."""
+        offset, length = self._peek(timeout)
+        view = memoryview(self._mapping).toreadonly()[offset : offset + length]
+        try:
+            yield view
+        finally:
+            view.release()
+            self._peek_done()
+
+    def __iter__(self) -> Iterator[Any]:
+        """Messages, forever (until the subscription is closed)."""
+        while not self.closed:
+            try:
+                yield self.recv(timeout=0.5)
+            except Timeout:
+                continue
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError("a Subscription belongs to its process: pass the Topic and subscribe() in the child")
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
