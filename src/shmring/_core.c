@@ -2502,6 +2502,8 @@ static PyMethodDef core_methods[] = {
      "channel_info(mapping) -> dict: counters, fill level and both ends of a channel segment."},
     {"create_channel", core_create_channel, METH_VARARGS,
      "create_channel(name, capacity, wait, spin_ns, mode) -> Mapping: a new, initialised channel segment."},
+    {"queue_info", core_queue_info, METH_O, "queue_info(mapping) -> dict: a queue's counters (a snapshot)."},
+    {"topic_info", core_topic_info, METH_O, "topic_info(mapping) -> dict: a topic's counters (a snapshot)."},
     {"create_topic", core_create_topic, METH_VARARGS,
      "create_topic(name, capacity, policy, max_subscribers, spin_ns, mode) -> Mapping: a new topic segment."},
     {"create_queue", core_create_queue, METH_VARARGS,

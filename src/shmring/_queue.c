@@ -1094,26 +1094,6 @@ static PyObject *queue_stats(QueueObject *self, PyObject *Py_UNUSED(ignored))
         (self->config.flags & SHMRING_QUEUE_BOUNDED) ? Py_True : Py_False);
 }
 
-/* Unlink the overflow chunks still in the chain (the owner, at the end). */
-static PyObject *queue_unlink_chunks(QueueObject *self, PyObject *Py_UNUSED(ignored))
-{
-    uint64_t h, t, i;
-    if (self->mapping == NULL)
-        Py_RETURN_NONE;
-    /* relaxed: the queue is going away; a snapshot of the chain. */
-    h = __atomic_load_n(&self->ctrl->ovf_head, __ATOMIC_RELAXED);
-    t = __atomic_load_n(&self->ctrl->ovf_tail, __ATOMIC_RELAXED);
-    if (t - h > SHMRING_QUEUE_MAX_CHUNKS)
-        h = t - SHMRING_QUEUE_MAX_CHUNKS;
-    for (i = h; i != t + 1; i++) { /* t: one a killed producer may have left */
-        char path[NAME_MAX + 2];
-        chunk_path(self, i, path);
-        shmring_segment_unlink(path);
-    }
-    chunks_forget(self, UINT64_MAX);
-    Py_RETURN_NONE;
-}
-
 /* Test hook: die (SIGKILL) at `stage` of a put made under the lock:
  * 1 = record written, tail not committed; 2 = tail committed, counters not;
  * 3 = holding the lock only. */
@@ -1281,7 +1261,6 @@ static PyMethodDef queue_methods[] = {
     {"stats", (PyCFunction)queue_stats, METH_NOARGS, "stats() -> dict"},
     {"_task_done", (PyCFunction)queue_task_done, METH_NOARGS, "_task_done()"},
     {"_join", (PyCFunction)(void (*)(void))queue_join, FASTKW, "_join(timeout=None)"},
-    {"_unlink_chunks", (PyCFunction)queue_unlink_chunks, METH_NOARGS, "_unlink_chunks()"},
     {"_crash_in_put", (PyCFunction)queue_crash_in_put, METH_O, "_crash_in_put(stage): test hook, never returns"},
     {NULL, NULL, 0, NULL},
 };

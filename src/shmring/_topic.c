@@ -802,3 +802,67 @@ static int topic_module_init(PyObject *m)
         return -1;
     return 0;
 }
+
+/* queue_info(mapping) / topic_info(mapping): counters for `shmring inspect`,
+ * from a read-only mapping (no lock taken; a snapshot). */
+static PyObject *core_queue_info(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    MappingObject *m;
+    shmring_queue_ctrl cfg, *c;
+    if (!PyObject_TypeCheck(arg, &MappingType))
+        return PyErr_Format(PyExc_TypeError, "queue_info() needs a Mapping");
+    m = (MappingObject *)arg;
+    if (mapping_check_open(m) < 0)
+        return NULL;
+    c = (shmring_queue_ctrl *)shmring_segment_payload(&m->seg);
+    if (((const shmring_segment_header *)m->seg.base)->kind != SHMRING_KIND_QUEUE ||
+        shmring_queue_check_config(c, shmring_segment_payload_size(&m->seg), &cfg) != SHMRING_OK)
+        return raise_code(SHMRING_ERR_CORRUPT, m->name);
+    /* relaxed throughout: a monitoring snapshot. */
+    return Py_BuildValue("{sKsKsOsKsKsKsKsKsKsL}", "capacity", (unsigned long long)cfg.capacity, "maxsize",
+                         (unsigned long long)cfg.maxsize, "bounded",
+                         (cfg.flags & SHMRING_QUEUE_BOUNDED) ? Py_True : Py_False, "items",
+                         (unsigned long long)__atomic_load_n(&c->count, __ATOMIC_RELAXED), "bytes",
+                         (unsigned long long)__atomic_load_n(&c->bytes, __ATOMIC_RELAXED), "puts",
+                         (unsigned long long)__atomic_load_n(&c->puts, __ATOMIC_RELAXED), "gets",
+                         (unsigned long long)__atomic_load_n(&c->gets, __ATOMIC_RELAXED), "unfinished",
+                         (unsigned long long)__atomic_load_n(&c->unfinished, __ATOMIC_RELAXED), "overflow_chunks",
+                         (unsigned long long)(__atomic_load_n(&c->ovf_tail, __ATOMIC_RELAXED) -
+                                              __atomic_load_n(&c->ovf_head, __ATOMIC_RELAXED)),
+                         "lock_holder_pid",
+                         (long long)shmring_token_pid(__atomic_load_n(&c->lock.owner, __ATOMIC_RELAXED)));
+}
+
+static PyObject *core_topic_info(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    MappingObject *m;
+    shmring_topic t;
+    uint32_t i, subs = 0;
+    uint64_t tail, slowest;
+    if (!PyObject_TypeCheck(arg, &MappingType))
+        return PyErr_Format(PyExc_TypeError, "topic_info() needs a Mapping");
+    m = (MappingObject *)arg;
+    if (mapping_check_open(m) < 0)
+        return NULL;
+    if (((const shmring_segment_header *)m->seg.base)->kind != SHMRING_KIND_TOPIC ||
+        shmring_topic_attach(&t, shmring_segment_payload(&m->seg), shmring_segment_payload_size(&m->seg)) !=
+            SHMRING_OK)
+        return raise_code(SHMRING_ERR_CORRUPT, m->name);
+    /* relaxed throughout: a monitoring snapshot. */
+    tail = __atomic_load_n(&t.ctrl->tail, __ATOMIC_RELAXED);
+    slowest = tail;
+    for (i = 0; i < t.max_subscribers; i++) {
+        if (__atomic_load_n(&t.subs[i].token, __ATOMIC_RELAXED) != 0) {
+            uint64_t cur = __atomic_load_n(&t.subs[i].cursor, __ATOMIC_RELAXED);
+            subs++;
+            if (cur < slowest)
+                slowest = cur;
+        }
+    }
+    return Py_BuildValue("{sKsssKsIsIsKsL}", "capacity", (unsigned long long)t.capacity, "policy",
+                         t.policy == SHMRING_TOPIC_BLOCK ? "block" : "overwrite", "published",
+                         (unsigned long long)__atomic_load_n(&t.ctrl->next_seq, __ATOMIC_RELAXED), "subscribers",
+                         subs, "max_subscribers", t.max_subscribers, "slowest_behind_bytes",
+                         (unsigned long long)(tail - slowest), "lock_holder_pid",
+                         (long long)shmring_token_pid(__atomic_load_n(&t.ctrl->lock.owner, __ATOMIC_RELAXED)));
+}

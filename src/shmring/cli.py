@@ -52,7 +52,9 @@ def read_details(name: str) -> tuple[SegmentInfo, dict[str, Any]]:
     mapping = _core.open(validate_name(name), True, True)
     try:
         info = SegmentInfo.from_header(mapping.header())
-        extra = _core.channel_info(mapping) if info.kind == "channel" else {}
+        readers = {"channel": _core.channel_info, "queue": _core.queue_info, "topic": _core.topic_info}
+        reader = readers.get(info.kind)
+        extra = reader(mapping) if reader is not None else {}
         return info, extra
     finally:
         mapping.close()
@@ -149,7 +151,8 @@ def ls_command(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def inspect_command(name: str, as_json: bool) -> None:
     """Show every header field of segment NAME (for a channel: its fill level,
-    counters and the processes at both ends)."""
+    counters and the processes at both ends; for a queue or a topic: its
+    counters)."""
     try:
         bare = validate_name(name)
         st = os.stat(os.path.join(SHM_DIR, bare))
@@ -165,10 +168,11 @@ def inspect_command(name: str, as_json: bool) -> None:
     data["age"] = _age(info.created_ns)
     data["uid"] = st.st_uid
     data["mode"] = oct(stat.S_IMODE(st.st_mode))
-    if extra:
+    if extra and info.kind == "channel":
         extra["wait"] = _WAIT_NAMES.get(extra["wait"], extra["wait"])
         extra["fill_percent"] = round(100 * extra["fill_bytes"] / extra["capacity"], 1)
-        data["channel"] = extra
+    if extra:
+        data[info.kind] = extra
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -182,6 +186,20 @@ def inspect_command(name: str, as_json: bool) -> None:
         else:
             table.add_row(key, str(value))
     out.print(table)
+
+
+def _chunk_parent(name: str) -> str:
+    """``queue`` for an overflow chunk named ``queue.q<N>``."""
+    return name.rpartition(".q")[0]
+
+
+def _queue_chunks(name: str) -> list[str]:
+    prefix = name + ".q"
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    return [e for e in entries if e.startswith(prefix) and e[len(prefix) :].isdigit()]
 
 
 @main.command("rm")
@@ -203,6 +221,8 @@ def rm_command(names: tuple[str, ...], force: bool) -> None:
                 except SegmentError:
                     pass  # ours but damaged: removing it is what the user wants
             _core.unlink(bare)
+            for chunk in _queue_chunks(bare):
+                _core.unlink(chunk)
         except FileNotFoundError:
             _fail(f"no such segment: {name!r}")
             failed = True
@@ -219,7 +239,16 @@ def rm_command(names: tuple[str, ...], force: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 def gc_command(dry_run: bool) -> None:
     """Remove segments whose creating process has died."""
-    dead = [item for item in scan() if item.info is not None and not item.info.alive]
+    listed = list(scan())
+    names = {item.name for item in listed}
+    # A queue's overflow chunk lives as long as its queue, whoever made it.
+    dead = [
+        item
+        for item in listed
+        if item.info is not None
+        and not item.info.alive
+        and not (item.info.kind == "queue-chunk" and _chunk_parent(item.name) in names)
+    ]
     failed = False
     for item in dead:
         if dry_run:

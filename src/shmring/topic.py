@@ -49,6 +49,9 @@ class Topic:
     :meth:`open` or by passing it to a child process (it pickles by name);
     then :meth:`publisher` and :meth:`subscribe`."""
 
+    _segment: Segment
+    _observer: _core.TopicEnd
+
     def __init__(self, *_: object, **__: object) -> None:
         raise TypeError("use Topic.create(...) or Topic.open(name)")
 
@@ -137,7 +140,7 @@ class Topic:
     def owner(self) -> bool:
         return self._segment.owner
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         """Messages published, live subscribers, ring counters."""
         return self._observer.stats()
 
@@ -164,6 +167,13 @@ class Topic:
         return f"<shmring.Topic {self.name!r} capacity={self.capacity} policy={self.policy!r}>"
 
 
+def _mapping_of(end: _core.TopicEnd) -> _core.Mapping:
+    mapping = end._mapping
+    if mapping is None:
+        raise ValueError("topic handle is not initialised")
+    return mapping
+
+
 def _reopen(name: str, allow_other_owner: bool) -> Topic:
     return Topic.open(name, allow_other_owner=allow_other_owner)
 
@@ -181,7 +191,7 @@ class Publisher(_core.TopicEnd):
         published on normal exit, dropped on an exception.  The topic lock
         is held for the block: other publishers wait, so keep it short."""
         offset = self._reserve(n, timeout)
-        view = memoryview(self._mapping)[offset : offset + n]
+        view = memoryview(_mapping_of(self))[offset : offset + n]
         try:
             yield view
         except BaseException:
@@ -222,7 +232,7 @@ class Subscription(_core.TopicEnd):
         may overwrite it meanwhile: leaving the block then raises
         :class:`shmring.Lagged` (what was read may be torn)."""
         offset, length = self._peek(timeout)
-        view = memoryview(self._mapping).toreadonly()[offset : offset + length]
+        view = memoryview(_mapping_of(self)).toreadonly()[offset : offset + length]
         try:
             yield view
         finally:
