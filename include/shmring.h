@@ -2330,6 +2330,182 @@ static inline int shmring_queue_task_done(shmring_queue_ctrl *c, uint64_t n)
     return SHMRING_OK;
 }
 
+/* Name of overflow chunk `index` of queue `name` ("/name" form) in `out`
+ * (NAME_MAX + 2 bytes).  Returns 0, or SHMRING_ERR_ARG if it is too long. */
+static inline int shmring_queue_chunk_name(const char *name, uint64_t index, char *out)
+{
+    int n = snprintf(out, NAME_MAX + 2, "%s%s.q%llu", name[0] == '/' ? "" : "/", name, (unsigned long long)index);
+    return n > 0 && n <= NAME_MAX ? SHMRING_OK : SHMRING_ERR_ARG;
+}
+
+/* After OWNER_DIED (lock held): recount `count` and `bytes` from the records
+ * of the main ring and of every overflow chunk of queue `name`.  A chunk
+ * missing at ovf_head was unlinked by a consumer killed before it moved
+ * ovf_head: it is skipped.  SHMRING_OK, SHMRING_ERR_CORRUPT or SHMRING_ERR_SYS. */
+static inline int shmring_queue_recount(shmring_queue_ctrl *c, uint64_t capacity, const char *name)
+{
+    uint64_t items = 0, bytes = 0, h, t, i;
+    shmring_qring r;
+    int rc;
+    shmring_queue_main_ring(c, capacity, &r, &rc);
+    if (rc != SHMRING_OK || shmring_qring_count(r, &items, &bytes) != SHMRING_OK)
+        return SHMRING_ERR_CORRUPT;
+    /* relaxed: under the lock [Q1]. */
+    h = __atomic_load_n(&c->ovf_head, __ATOMIC_RELAXED);
+    t = __atomic_load_n(&c->ovf_tail, __ATOMIC_RELAXED);
+    if (t - h > SHMRING_QUEUE_MAX_CHUNKS)
+        return SHMRING_ERR_CORRUPT;
+    for (i = h; i != t; i++) {
+        char path[NAME_MAX + 2];
+        shmring_segment seg;
+        uint64_t cap;
+        shmring_queue_chunk *k;
+        if (shmring_queue_chunk_name(name, i, path) != SHMRING_OK)
+            return SHMRING_ERR_ARG;
+        rc = shmring_segment_open(path, SHMRING_OPEN_ALLOW_OTHER_OWNER, &seg);
+        if (rc == SHMRING_ERR_SYS && errno == ENOENT && i == h) {
+            __atomic_store_n(&c->ovf_head, ++h, __ATOMIC_RELAXED);
+            continue;
+        }
+        if (rc != SHMRING_OK)
+            return rc;
+        k = (shmring_queue_chunk *)shmring_segment_payload(&seg);
+        rc = ((shmring_segment_header *)seg.base)->kind == SHMRING_KIND_QUEUE_CHUNK
+                 ? shmring_queue_chunk_check(k, shmring_segment_payload_size(&seg), i, &cap)
+                 : SHMRING_ERR_CORRUPT;
+        if (rc == SHMRING_OK)
+            rc = shmring_qring_load(&r, &k->head, &k->tail, (unsigned char *)k + SHMRING_QUEUE_CHUNK_HEADER_SIZE, cap);
+        if (rc == SHMRING_OK)
+            rc = shmring_qring_count(r, &items, &bytes);
+        shmring_segment_close(&seg);
+        if (rc != SHMRING_OK)
+            return SHMRING_ERR_CORRUPT;
+    }
+    __atomic_store_n(&c->count, items, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->bytes, bytes, __ATOMIC_RELAXED);
+    return SHMRING_OK;
+}
+
+/* Take the lock for a plain C peer of queue `name`: after OWNER_DIED,
+ * recount and mark the lock consistent.  Returns as shmring_queue_lock. */
+static inline int shmring_queue_lock_repair(shmring_queue_ctrl *c, uint64_t capacity, const char *name,
+                                            uint64_t token, uint64_t deadline_ns)
+{
+    int rc = shmring_queue_lock(c, token, 2000u, 10000000u, deadline_ns);
+    if (rc == SHMRING_OWNER_DIED) {
+        rc = shmring_queue_recount(c, capacity, name);
+        if (rc != SHMRING_OK) {
+            shmring_queue_unlock(c, token); /* unrepaired: not recoverable, for everyone */
+            return rc;
+        }
+        shmring_mutex_consistent(&c->lock, token);
+    }
+    return rc;
+}
+
+/* Blocking put and get for plain C and C++ peers, on the main ring.  They
+ * need a queue whose overflow chain is empty (bounded queues with records
+ * that fit the ring): while it is not, they return SHMRING_ERR_ARG and change
+ * nothing.  put: SHMRING_OK, SHMRING_TOO_BIG, SHMRING_TIMEOUT, lock errors.
+ * get copies the next record into buf (`cap` bytes; *len gets its length,
+ * *tag its tag): SHMRING_OK, SHMRING_TOO_BIG (buf too small: the record
+ * stays), SHMRING_TIMEOUT, SHMRING_ERR_CORRUPT.  deadline_ns 0 = forever. */
+static inline int shmring_queue_put(shmring_queue_ctrl *c, uint64_t capacity, const char *name, uint64_t token,
+                                    uint32_t tag, const void *data, uint64_t len, uint64_t deadline_ns)
+{
+    for (;;) {
+        shmring_qring r;
+        unsigned char *dst;
+        uint32_t seq, consumers, producers;
+        uint64_t count, slice;
+        int rc = shmring_queue_lock_repair(c, capacity, name, token, deadline_ns);
+        if (rc != SHMRING_OK)
+            return rc;
+        /* relaxed: under the lock [Q1]. */
+        count = __atomic_load_n(&c->count, __ATOMIC_RELAXED);
+        if (__atomic_load_n(&c->ovf_head, __ATOMIC_RELAXED) != __atomic_load_n(&c->ovf_tail, __ATOMIC_RELAXED)) {
+            rc = SHMRING_ERR_ARG;
+        } else if (c->maxsize && count >= c->maxsize) {
+            rc = SHMRING_AGAIN;
+        } else {
+            shmring_queue_main_ring(c, capacity, &r, &rc);
+            if (rc == SHMRING_OK)
+                rc = shmring_qring_reserve(&r, tag, len, &dst);
+            if (rc == SHMRING_OK) {
+                memcpy(dst, data, (size_t)len);
+                shmring_qring_commit(&r);
+                shmring_queue_count_add(c, 1, len);
+                /* relaxed [Q2]: read under the lock, after the change. */
+                consumers = __atomic_load_n(&c->items_waiters, __ATOMIC_RELAXED);
+                producers = __atomic_load_n(&c->room_waiters, __ATOMIC_RELAXED);
+                shmring_queue_unlock(c, token);
+                shmring_queue_wake(&c->items_seq, consumers, 1);
+                if (!c->maxsize || count + 1 < c->maxsize)
+                    shmring_queue_wake(&c->room_seq, producers, 1);
+                return SHMRING_OK;
+            }
+        }
+        if (rc != SHMRING_AGAIN || (deadline_ns && shmring_now_ns() >= deadline_ns)) {
+            shmring_queue_unlock(c, token);
+            return rc == SHMRING_AGAIN ? SHMRING_TIMEOUT : rc;
+        }
+        seq = shmring_queue_register(&c->room_seq, &c->room_waiters);
+        shmring_queue_unlock(c, token);
+        slice = shmring_now_ns() + SHMRING_C_SLICE_NS;
+        shmring_futex_wait_until(&c->room_seq, seq, deadline_ns && deadline_ns < slice ? deadline_ns : slice);
+        shmring_queue_unregister(&c->room_waiters);
+    }
+}
+
+static inline int shmring_queue_get(shmring_queue_ctrl *c, uint64_t capacity, const char *name, uint64_t token,
+                                    void *buf, uint64_t cap, uint64_t *len, uint32_t *tag, uint64_t deadline_ns)
+{
+    for (;;) {
+        shmring_qring r;
+        const unsigned char *src;
+        uint32_t seq, consumers, producers;
+        uint64_t slice;
+        int rc = shmring_queue_lock_repair(c, capacity, name, token, deadline_ns);
+        if (rc != SHMRING_OK)
+            return rc;
+        shmring_queue_main_ring(c, capacity, &r, &rc);
+        if (rc == SHMRING_OK)
+            rc = shmring_qring_take(&r, tag, &src, len);
+        /* relaxed: under the lock [Q1]. */
+        if (rc == SHMRING_AGAIN &&
+            __atomic_load_n(&c->ovf_head, __ATOMIC_RELAXED) != __atomic_load_n(&c->ovf_tail, __ATOMIC_RELAXED))
+            rc = SHMRING_ERR_ARG;
+        if (rc == SHMRING_OK && *len > cap)
+            rc = SHMRING_TOO_BIG;
+        if (rc == SHMRING_OK) {
+            memcpy(buf, src, (size_t)*len);
+            shmring_qring_commit(&r);
+            if (shmring_queue_count_sub(c, 1, *len) != SHMRING_OK) {
+                shmring_queue_unlock(c, token);
+                return SHMRING_ERR_CORRUPT;
+            }
+            /* relaxed [Q2]: read under the lock, after the change. */
+            consumers = __atomic_load_n(&c->items_waiters, __ATOMIC_RELAXED);
+            producers = __atomic_load_n(&c->room_waiters, __ATOMIC_RELAXED);
+            rc = __atomic_load_n(&c->count, __ATOMIC_RELAXED) != 0;
+            shmring_queue_unlock(c, token);
+            shmring_queue_wake(&c->room_seq, producers, 1);
+            if (rc)
+                shmring_queue_wake(&c->items_seq, consumers, 1);
+            return SHMRING_OK;
+        }
+        if (rc != SHMRING_AGAIN || (deadline_ns && shmring_now_ns() >= deadline_ns)) {
+            shmring_queue_unlock(c, token);
+            return rc == SHMRING_AGAIN ? SHMRING_TIMEOUT : rc;
+        }
+        seq = shmring_queue_register(&c->items_seq, &c->items_waiters);
+        shmring_queue_unlock(c, token);
+        slice = shmring_now_ns() + SHMRING_C_SLICE_NS;
+        shmring_futex_wait_until(&c->items_seq, seq, deadline_ns && deadline_ns < slice ? deadline_ns : slice);
+        shmring_queue_unregister(&c->items_waiters);
+    }
+}
+
 /* ========================================================================== */
 /* Broadcast topic                                                            */
 /* ========================================================================== */

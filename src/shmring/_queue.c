@@ -259,38 +259,18 @@ static void set_chain_head(QueueObject *self, uint64_t head)
     chunks_forget(self, head);
 }
 
-/* After OWNER_DIED: count what the rings hold. */
+/* After OWNER_DIED: count what the rings hold (shmring_queue_recount). */
 static int queue_recount(QueueObject *self)
 {
-    shmring_queue_ctrl *c = self->ctrl;
-    uint64_t items = 0, bytes = 0, h, t, i;
-    shmring_qring r;
-    int rc;
-    shmring_queue_main_ring(c, self->config.capacity, &r, &rc);
-    if (rc != SHMRING_OK || shmring_qring_count(r, &items, &bytes) != SHMRING_OK) {
-        queue_corrupt(self, "main ring");
-        return -1;
-    }
-    if (queue_chain(self, &h, &t) < 0)
-        return -1;
-    for (i = h; i != t; i++) {
-        QueueChunk *k;
-        rc = chunk_get(self, i, &k);
-        if (rc == SHMRING_ERR_SYS && errno == ENOENT && i == h) {
-            set_chain_head(self, h + 1); /* unlinked by a consumer killed before it moved the head */
-            h++;
-            continue;
-        }
-        if (rc != SHMRING_OK || chunk_ring(k, &r) != SHMRING_OK ||
-            shmring_qring_count(r, &items, &bytes) != SHMRING_OK) {
-            queue_corrupt(self, "overflow chunk");
-            return -1;
-        }
-    }
-    /* relaxed: under the lock [Q1]. */
-    __atomic_store_n(&c->count, items, __ATOMIC_RELAXED);
-    __atomic_store_n(&c->bytes, bytes, __ATOMIC_RELAXED);
-    return 0;
+    int rc = shmring_queue_recount(self->ctrl, self->config.capacity, PyUnicode_AsUTF8(queue_name(self)));
+    chunks_forget(self, __atomic_load_n(&self->ctrl->ovf_head, __ATOMIC_RELAXED)); /* relaxed: lock held */
+    if (rc == SHMRING_OK)
+        return 0;
+    if (rc == SHMRING_ERR_SYS)
+        PyErr_SetFromErrno(PyExc_OSError);
+    else
+        queue_corrupt(self, "counting the records after a holder died");
+    return -1;
 }
 
 /* -- put ------------------------------------------------------------------------ */

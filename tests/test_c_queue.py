@@ -1,0 +1,81 @@
+"""Plain C peers of a shmring.Queue (examples/c_queue_peer.c, built with
+warnings as errors as C and as C++): C producers with Python consumers and
+the other way round, on a small bounded ring (many wrap-arounds)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import shmring
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def peer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    exe = tmp_path_factory.mktemp("cq") / "c_queue_peer"
+    proc = subprocess.run(
+        ["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", shmring.get_include(),
+         str(ROOT / "examples" / "c_queue_peer.c"), "-o", str(exe)],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    return exe
+
+
+def test_builds_as_cpp(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        ["g++", "-x", "c++", "-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-I", shmring.get_include(),
+         str(ROOT / "examples" / "c_queue_peer.c"), "-o", str(tmp_path / "cxx_peer")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def expected(seq: int, ident: int) -> bytes:
+    n = seq % 300
+    return ident.to_bytes(8, "little") + seq.to_bytes(8, "little") + bytes([seq % 251]) * n
+
+
+@pytest.mark.timeout(60)
+def test_c_producers_python_consumer(peer: Path, name: str) -> None:
+    count = 20_000
+    with shmring.Queue(max_size_bytes=4096, name=name) as q:
+        producers = [subprocess.Popen([str(peer), "put", name, str(count), str(i)]) for i in range(2)]
+        try:
+            nxt = [0, 0]
+            for _ in range(2 * count):
+                msg = q.get(timeout=20)  # a C 'B' record comes back as bytes
+                ident = int.from_bytes(msg[:8], "little")
+                seq = int.from_bytes(msg[8:16], "little")
+                assert seq == nxt[ident] and msg == expected(seq, ident)  # per-producer order
+                nxt[ident] += 1
+            assert [p.wait(timeout=20) for p in producers] == [0, 0]
+        finally:
+            for p in producers:
+                p.kill()
+        assert nxt == [count, count] and q.empty() and q.stats()["puts"] == 2 * count
+
+
+@pytest.mark.timeout(60)
+def test_python_producer_c_consumers(peer: Path, name: str) -> None:
+    count = 10_000
+    with shmring.Queue(max_size_bytes=4096, name=name) as q:
+        consumers = [
+            subprocess.Popen([str(peer), "get", name, str(count)], stdout=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        try:
+            for seq in range(2 * count):
+                q.put_bytes(expected(seq, 0), timeout=20)
+            outs = [c.communicate(timeout=20)[0].split() for c in consumers]
+        finally:
+            for c in consumers:
+                c.kill()
+        assert [c.returncode for c in consumers] == [0, 0]
+        assert all(o[:2] == ["got", str(count)] for o in outs)
+        assert sum(int(o[2]) for o in outs) == sum(range(2 * count))  # each exactly once
+        assert q.empty()
