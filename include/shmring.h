@@ -2460,9 +2460,11 @@ static inline int shmring_queue_put(shmring_queue_ctrl *c, uint64_t capacity, co
 static inline int shmring_queue_get(shmring_queue_ctrl *c, uint64_t capacity, const char *name, uint64_t token,
                                     void *buf, uint64_t cap, uint64_t *len, uint32_t *tag, uint64_t deadline_ns)
 {
+    *len = 0;
+    *tag = 0;
     for (;;) {
         shmring_qring r;
-        const unsigned char *src;
+        const unsigned char *src = NULL;
         uint32_t seq, consumers, producers;
         uint64_t slice;
         int rc = shmring_queue_lock_repair(c, capacity, name, token, deadline_ns);

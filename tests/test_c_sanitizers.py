@@ -1,6 +1,7 @@
 """The C core under sanitizers: two threads stream checked messages through
-a channel (tests/c/channel_threads.c), built plainly, with ThreadSanitizer and
-with AddressSanitizer + UndefinedBehaviorSanitizer, for every wait strategy."""
+a channel (tests/c/channel_threads.c), and producer and consumer threads
+share a queue (tests/c/queue_threads.c), built plainly, with
+ThreadSanitizer and with AddressSanitizer + UndefinedBehaviorSanitizer."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import shmring
 
 SOURCE = Path(__file__).resolve().parent / "c" / "channel_threads.c"
+QUEUE_SOURCE = Path(__file__).resolve().parent / "c" / "queue_threads.c"
 STRATEGIES = {"spin": 1, "yield": 2, "block": 3, "adaptive": 4, "semaphore": 5}
 BUILDS = {
     "plain": ["-O2"],
@@ -28,14 +30,15 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("sanitizers")
     built = {}
     for build, flags in BUILDS.items():
-        exe = out / f"channel_threads-{build}"
-        proc = subprocess.run(
-            ["gcc", "-std=c99", "-g", "-Wall", "-Wextra", "-Werror", *flags, "-I", shmring.get_include(),
-             str(SOURCE), "-o", str(exe), "-lpthread"],
-            capture_output=True, text=True,
-        )
-        assert proc.returncode == 0, proc.stderr
-        built[build] = exe
+        for source in (SOURCE, QUEUE_SOURCE):
+            exe = out / f"{source.stem}-{build}"
+            proc = subprocess.run(
+                ["gcc", "-std=c99", "-g", "-Wall", "-Wextra", "-Werror", *flags, "-I", shmring.get_include(),
+                 str(source), "-o", str(exe), "-lpthread"],
+                capture_output=True, text=True,
+            )
+            assert proc.returncode == 0, proc.stderr
+            built[exe.name] = exe
     return built
 
 
@@ -49,9 +52,26 @@ def test_threads_stream_checked_messages(
     count = 20_000 if build == "plain" else 5_000
     env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", ASAN_OPTIONS="detect_leaks=1")
     proc = subprocess.run(
-        [str(programs[build]), name, str(count), str(capacity), str(STRATEGIES[strategy])],
+        [str(programs[f"channel_threads-{build}"]), name, str(count), str(capacity), str(STRATEGIES[strategy])],
         capture_output=True, text=True, timeout=100, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == f"ok {count}"
+    assert "WARNING: ThreadSanitizer" not in proc.stderr and "runtime error" not in proc.stderr
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("producers", "consumers"), [(1, 1), (3, 2)])
+@pytest.mark.parametrize("build", list(BUILDS))
+def test_queue_threads_deliver_exactly_once(
+    programs: dict[str, Path], build: str, producers: int, consumers: int, name: str
+) -> None:
+    count = 20_000 if build == "plain" else 3_000
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", ASAN_OPTIONS="detect_leaks=1")
+    proc = subprocess.run(
+        [str(programs[f"queue_threads-{build}"]), "/" + name, str(count), "1024", str(producers), str(consumers)],
+        capture_output=True, text=True, timeout=100, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == f"ok {count * producers}"
     assert "WARNING: ThreadSanitizer" not in proc.stderr and "runtime error" not in proc.stderr
