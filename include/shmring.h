@@ -2746,8 +2746,13 @@ static inline int shmring_topic_reserve(shmring_topic *t, uint32_t tag, uint64_t
         r->tag = SHMRING_REC_PAD;
         r->seq = c->next_seq;
         tail += contig;
-        /* release [T1]: the padding is readable before tail says so. */
-        __atomic_store_n(&c->tail, tail, __ATOMIC_RELEASE);
+        /* seq_cst [T1][T4]: the padding is readable before tail says so;
+         * sleeping subscribers must move past it before BLOCK can reclaim it. */
+        __atomic_store_n(&c->tail, tail, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&c->data_waiters, __ATOMIC_SEQ_CST) != 0) {
+            __atomic_fetch_add(&c->data_seq, 1u, __ATOMIC_SEQ_CST);
+            shmring_futex_wake(&c->data_seq, INT_MAX);
+        }
         off = 0;
     }
     rc = shmring_topic_make_room(t, tail, need, reap);
@@ -2880,8 +2885,9 @@ static inline int shmring_topic_still_valid(shmring_topic *t, uint64_t pos)
 }
 
 /* Where a lagging subscriber resumes: the oldest record still held, and its
- * message number. */
-static inline void shmring_topic_oldest(shmring_topic *t, uint64_t *pos, uint64_t *seq)
+ * message number.  SHMRING_AGAIN when nothing is held (head == tail): the
+ * caller then reads tail and next_seq together under the lock. */
+static inline int shmring_topic_oldest(shmring_topic *t, uint64_t *pos, uint64_t *seq)
 {
     shmring_topic_ctrl *c = t->ctrl;
     for (;;) {
@@ -2889,17 +2895,15 @@ static inline void shmring_topic_oldest(shmring_topic *t, uint64_t *pos, uint64_
         uint64_t head = __atomic_load_n(&c->head, __ATOMIC_ACQUIRE);
         uint64_t tail = __atomic_load_n(&c->tail, __ATOMIC_ACQUIRE);
         uint64_t s;
-        if (head >= tail || tail - head > t->capacity || (head & 15u) != 0) {
-            *pos = tail;
-            /* relaxed: the next message's number; a snapshot. */
-            *seq = __atomic_load_n(&c->next_seq, __ATOMIC_RELAXED);
-            return;
-        }
+        if (head > tail || tail - head > t->capacity || (head & 15u) != 0)
+            return SHMRING_ERR_CORRUPT;
+        if (head == tail)
+            return SHMRING_AGAIN;
         s = ((const shmring_trecord *)(t->data + head % t->capacity))->seq;
         if (shmring_topic_still_valid(t, head) == SHMRING_OK) {
             *pos = head;
             *seq = s;
-            return;
+            return SHMRING_OK;
         }
     }
 }

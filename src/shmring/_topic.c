@@ -138,8 +138,11 @@ static int topic_reserve_locked(TopicEndObject *self, uint32_t tag, uint64_t len
         int rc, lr = topic_lock(self, deadline);
         if (lr < 0)
             return -1;
-        if (lr > 0)
-            goto timeout;
+        if (lr > 0) {
+            PyErr_Format(timeout_error, "topic %R: another publisher held the topic lock for the whole timeout",
+                         topic_name(self));
+            return -1;
+        }
         /* seq_cst [T5]: announce before looking at the cursors. */
         __atomic_fetch_add(&c->room_waiters, 1u, __ATOMIC_SEQ_CST);
         seq = __atomic_load_n(&c->room_seq, __ATOMIC_SEQ_CST);
@@ -349,23 +352,49 @@ static void topic_move_to(TopicEndObject *self, uint64_t cursor, uint64_t next_s
         shmring_topic_wake_publishers(&self->t);
 }
 
-/* The subscriber fell behind: resume at the oldest message held and raise
- * Lagged(missed). */
-static PyObject *topic_raise_lagged(TopicEndObject *self)
+/* Where to resume after falling behind: the oldest message held. */
+static int topic_resume_point(TopicEndObject *self, uint64_t *pos, uint64_t *seq)
+{
+    int rc = shmring_topic_oldest(&self->t, pos, seq);
+    if (rc == SHMRING_AGAIN) {
+        /* Nothing held: tail and next_seq, read together under the lock. */
+        int lr = topic_lock(self, 0);
+        if (lr != 0)
+            return -1;
+        /* relaxed: under the lock [T3]. */
+        *pos = __atomic_load_n(&self->t.ctrl->tail, __ATOMIC_RELAXED);
+        *seq = __atomic_load_n(&self->t.ctrl->next_seq, __ATOMIC_RELAXED);
+        topic_unlock(self);
+        rc = SHMRING_OK;
+    }
+    if (rc != SHMRING_OK) {
+        topic_corrupt(self, "head and tail");
+        return -1;
+    }
+    return 0;
+}
+
+/* The subscriber fell behind: resume at the oldest message held.  Returns 1
+ * when no message was lost (only padding was reclaimed: read on), or NULL-
+ * style -1 with Lagged(missed) raised. */
+static int topic_lagged(TopicEndObject *self)
 {
     uint64_t pos, seq, missed;
     PyObject *exc;
-    shmring_topic_oldest(&self->t, &pos, &seq);
+    if (topic_resume_point(self, &pos, &seq) < 0)
+        return -1;
     missed = seq > self->next_seq ? seq - self->next_seq : 0;
+    topic_move_to(self, pos, missed ? seq : self->next_seq);
+    if (missed == 0)
+        return 1;
     /* relaxed: statistics, written by this subscriber only. */
     __atomic_store_n(&self->t.subs[self->slot].lagged, self->t.subs[self->slot].lagged + missed, __ATOMIC_RELAXED);
-    topic_move_to(self, pos, seq);
     exc = PyObject_CallFunction(lagged_error, "K", (unsigned long long)missed);
     if (exc != NULL) {
         PyErr_SetObject(lagged_error, exc);
         Py_DECREF(exc);
     }
-    return NULL;
+    return -1;
 }
 
 static PyObject *topic_decode(uint32_t tag, PyObject *data, int raw)
@@ -409,7 +438,9 @@ static PyObject *topic_read(TopicEndObject *self, PyObject *timeout, int raw, in
                 Py_DECREF(data);
                 if (latest)
                     continue; /* overwritten: there is a newer one */
-                return topic_raise_lagged(self);
+                if (topic_lagged(self) < 0)
+                    return NULL;
+                continue;
             }
             topic_move_to(self, cursor + size, seq + 1);
             return topic_decode(tag, data, raw);
@@ -417,11 +448,14 @@ static PyObject *topic_read(TopicEndObject *self, PyObject *timeout, int raw, in
         if (rc == SHMRING_LAGGED) {
             if (latest) {
                 uint64_t pos, s;
-                shmring_topic_oldest(&self->t, &pos, &s);
+                if (topic_resume_point(self, &pos, &s) < 0)
+                    return NULL;
                 topic_move_to(self, pos, s);
                 continue;
             }
-            return topic_raise_lagged(self);
+            if (topic_lagged(self) < 0)
+                return NULL;
+            continue;
         }
         if (rc != SHMRING_AGAIN)
             return topic_corrupt(self, "record header");
@@ -482,8 +516,11 @@ static PyObject *topic_peek(TopicEndObject *self, PyObject *const *args, Py_ssiz
             return Py_BuildValue("nn", (Py_ssize_t)(p - ((MappingObject *)self->mapping)->seg.base),
                                  (Py_ssize_t)len);
         }
-        if (rc == SHMRING_LAGGED)
-            return topic_raise_lagged(self);
+        if (rc == SHMRING_LAGGED) {
+            if (topic_lagged(self) < 0)
+                return NULL;
+            continue;
+        }
         if (rc != SHMRING_AGAIN)
             return topic_corrupt(self, "record header");
         if (cursor != self->cursor)
@@ -500,20 +537,23 @@ static PyObject *topic_peek_done(TopicEndObject *self, PyObject *Py_UNUSED(ignor
     if (self->mapping == NULL || !self->peeking)
         Py_RETURN_NONE;
     self->peeking = 0;
-    if (shmring_topic_still_valid(&self->t, self->peek_pos) != SHMRING_OK)
-        return topic_raise_lagged(self);
+    if (shmring_topic_still_valid(&self->t, self->peek_pos) != SHMRING_OK && topic_lagged(self) < 0)
+        return NULL; /* the message looked at was reclaimed meanwhile */
     topic_move_to(self, self->peek_pos + self->peek_size, self->peek_seq + 1);
     Py_RETURN_NONE;
 }
 
 /* -- observer ------------------------------------------------------------------ */
 
-/* latest() on the topic: the newest message, or None; no subscription. */
+/* latest() on the topic: the newest message, or None; no subscription.
+ * None also when the newest message was reclaimed (an aborted reserve, or a
+ * publisher that died mid-publish, freed its space). */
 static PyObject *topic_latest_any(TopicEndObject *self, PyObject *Py_UNUSED(ignored))
 {
+    unsigned tries;
     if (topic_usable(self, -1) < 0)
         return NULL;
-    for (;;) {
+    for (tries = 0; tries < 1000; tries++) {
         /* acquire [T1]; last_pos was stored before tail. */
         uint64_t tail = __atomic_load_n(&self->t.ctrl->tail, __ATOMIC_ACQUIRE);
         uint64_t last = __atomic_load_n(&self->t.ctrl->last_pos, __ATOMIC_RELAXED), cursor = last;
@@ -524,12 +564,21 @@ static PyObject *topic_latest_any(TopicEndObject *self, PyObject *Py_UNUSED(igno
         PyObject *data;
         if (last == SHMRING_TOPIC_NO_RECORD)
             Py_RETURN_NONE;
-        if (last >= tail)
-            continue; /* a publish in flight: its tail store comes next */
-        rc = shmring_topic_next(&self->t, &cursor, &tag, &p, &len, &seq, &size);
-        if (rc == SHMRING_LAGGED)
+        if (last >= tail) { /* a publish between its two stores: look again */
+            if (tries & 7u)
+                shmring_cpu_relax();
+            else
+                sched_yield();
             continue;
-        if (rc != SHMRING_OK)
+        }
+        rc = shmring_topic_next(&self->t, &cursor, &tag, &p, &len, &seq, &size);
+        if (rc == SHMRING_LAGGED) {
+            /* relaxed: has anything been published since? */
+            if (__atomic_load_n(&self->t.ctrl->tail, __ATOMIC_ACQUIRE) == tail)
+                Py_RETURN_NONE; /* reclaimed and nothing newer */
+            continue;
+        }
+        if (rc != SHMRING_OK || cursor != last)
             return topic_corrupt(self, "newest record");
         data = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
         if (data == NULL)
@@ -540,6 +589,7 @@ static PyObject *topic_latest_any(TopicEndObject *self, PyObject *Py_UNUSED(igno
         }
         return topic_decode(tag, data, 0);
     }
+    Py_RETURN_NONE; /* last_pos never became valid: a publisher died between its stores */
 }
 
 /* -- the rest ------------------------------------------------------------------------ */
