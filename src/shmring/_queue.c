@@ -390,6 +390,8 @@ static int queue_put_locked(QueueObject *self, PutBatch *b)
         return QUEUE_WAIT;
     if (queue_chain(self, &h, &t) < 0)
         return QUEUE_ERROR;
+    if (self->nchunks)
+        chunks_forget(self, h); /* retired by consumers meanwhile */
     new_tail = first_new = t;
     if (h == t) {
         shmring_queue_main_ring(c, self->config.capacity, &r, &rc);

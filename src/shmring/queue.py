@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _core
+from ._errors import Error
 from .segment import Segment, unique_name, validate_name
 
 __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "DEFAULT_CAPACITY", "DEFAULT_SPIN_NS"]
@@ -30,16 +31,17 @@ DEFAULT_CAPACITY = 1 << 20
 DEFAULT_SPIN_NS = 20_000
 """How long a waiting ``put``/``get`` polls before it sleeps on a futex."""
 
-_MANY = 1_000_000_000  # faster-fifo's default for max_messages_to_get
+_MAX_BYTES = 2**32  # record lengths are 32-bit
+_MAX_ITEMS = 2**63 - 1  # as multiprocessing: a larger maxsize overflows its semaphore
 
 _CHUNK_DIR = "/dev/shm"
 
 
-def _remove_names(name: str, pid: int) -> None:
-    """Unlink a queue and its overflow chunks (the creator, at the end)."""
+def _remove_names(name: str, pid: int, chunks: bool = True) -> None:
+    """Unlink a queue (and its overflow chunks): the creator, at the end."""
     if os.getpid() != pid:
         return  # a forked child's copy of the owner: not ours to remove
-    for victim in [name] + _chunk_names(name):
+    for victim in [name] + (_chunk_names(name) if chunks else []):
         try:
             _core.unlink(victim)
         except FileNotFoundError:
@@ -47,12 +49,27 @@ def _remove_names(name: str, pid: int) -> None:
 
 
 def _chunk_names(name: str) -> list[str]:
+    """The overflow chunks of queue ``name`` in /dev/shm (by name and kind:
+    a queue may well be called like another's chunk)."""
     prefix = name + ".q"
     try:
         entries = os.listdir(_CHUNK_DIR)
     except OSError:
         return []
-    return [e for e in entries if e.startswith(prefix) and e[len(prefix) :].isdigit()]
+    found = []
+    for entry in entries:
+        if not (entry.startswith(prefix) and entry[len(prefix) :].isdigit()):
+            continue
+        try:
+            mapping = _core.open(entry, True, True)
+        except (OSError, ValueError, Error):
+            continue
+        try:
+            if mapping.header()["kind"] == _core.KIND_QUEUE_CHUNK:
+                found.append(entry)
+        finally:
+            mapping.close()
+    return found
 
 
 class Queue(_core.Queue):
@@ -97,13 +114,17 @@ class Queue(_core.Queue):
     ) -> None:
         if not isinstance(maxsize, int) or isinstance(maxsize, bool):
             raise TypeError(f"maxsize must be int, not {type(maxsize).__name__}")
+        if maxsize > _MAX_ITEMS:
+            raise OverflowError(f"maxsize {maxsize} is too large (at most {_MAX_ITEMS})")
         if max_size_bytes is None:
             capacity, flags = DEFAULT_CAPACITY, 0
         else:
             if not isinstance(max_size_bytes, int) or isinstance(max_size_bytes, bool):
                 raise TypeError(f"max_size_bytes must be int, not {type(max_size_bytes).__name__}")
-            if max_size_bytes < _core.QUEUE_MIN_CAPACITY:
-                raise ValueError(f"max_size_bytes must be at least {_core.QUEUE_MIN_CAPACITY}, got {max_size_bytes}")
+            if not _core.QUEUE_MIN_CAPACITY <= max_size_bytes <= _MAX_BYTES:
+                raise ValueError(
+                    f"max_size_bytes must be at least {_core.QUEUE_MIN_CAPACITY} and at most {_MAX_BYTES}, got {max_size_bytes}"
+                )
             capacity, flags = (max_size_bytes + 7) & ~7, _core.QUEUE_BOUNDED
         if spin_ns is None:
             spin_ns = DEFAULT_SPIN_NS
@@ -111,6 +132,8 @@ class Queue(_core.Queue):
             raise ValueError(f"spin_ns must be an int between 0 and 100_000_000, not {spin_ns!r}")
         if not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise ValueError(f"mode must be permission bits between 0 and 0o777, got {mode!r}")
+        if not (dumps is None or callable(dumps)) or not (loads is None or callable(loads)):
+            raise TypeError("dumps and loads must be callables or None")
         bare = unique_name() if name is None else validate_name(name)
         mapping = _core.create_queue(bare, capacity, max(maxsize, 0), flags, spin_ns, mode)
         segment = Segment._wrap(bare, mapping, owner=True, allow_other_owner=False)
@@ -216,18 +239,21 @@ class Queue(_core.Queue):
         return self._segment.owner
 
     def unlink(self) -> None:
-        """Remove the queue's names (its segment and overflow chunks).
-        Processes attached keep working; no new process can attach."""
-        _remove_names(self.name, os.getpid())
+        """Remove the queue's name: no new process can attach; processes
+        attached keep working (overflow chunks keep their names until they
+        are drained, or until the creator's handle goes away)."""
+        _remove_names(self.name, os.getpid(), chunks=False)
         self._segment._owner_pid = None
 
     def __enter__(self) -> Queue:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close; the creator also removes the queue and its chunks."""
         self.close()
         if self.owner:
-            self.unlink()
+            _remove_names(self.name, os.getpid())
+            self._segment._owner_pid = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
