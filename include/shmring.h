@@ -2023,14 +2023,14 @@ typedef struct shmring_queue_ctrl {
     uint64_t ovf_tail;   /* one past the newest chunk */
     uint64_t puts;       /* items ever put */
     uint64_t gets;       /* items ever taken */
-    uint64_t unfinished; /* items put and not yet task_done() [Q3] */
+    uint64_t done;       /* task_done() calls, ever: puts - done tasks are unfinished [Q3] */
     uint8_t pad1[32];
     /* Sleep words: a waiter registers under the lock [Q2]. */
     uint32_t items_seq;     /* bumped after items were added */
     uint32_t items_waiters; /* consumers that may sleep on items_seq */
     uint32_t room_seq;      /* bumped after items were taken */
     uint32_t room_waiters;  /* producers that may sleep on room_seq */
-    uint32_t done_seq;      /* bumped when unfinished reaches 0 [Q3] */
+    uint32_t done_seq;      /* bumped when done reaches puts [Q3] */
     uint32_t done_waiters;  /* join() callers */
     uint8_t pad2[104];
 } shmring_queue_ctrl;
@@ -2042,7 +2042,7 @@ SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, lock) == 128, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, head) == 152, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, count) == 168, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, ovf_head) == 184, "layout");
-SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, unfinished) == 216, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, done) == 216, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, items_seq) == 256, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, done_waiters) == 276, "layout");
 SHMRING_STATIC_ASSERT(sizeof(shmring_queue_ctrl) == SHMRING_QUEUE_CTRL_SIZE, "layout");
@@ -2246,15 +2246,16 @@ static inline void shmring_queue_main_ring(shmring_queue_ctrl *c, uint64_t capac
     *rc = shmring_qring_load(r, &c->head, &c->tail, (unsigned char *)c + SHMRING_QUEUE_CTRL_SIZE, capacity);
 }
 
-/* Add `n` items of `len` payload bytes in all to the counters (lock held). */
+/* Add `n` items of `len` payload bytes in all to the counters (lock held).
+ * A holder killed part-way leaves some of them behind: shmring_queue_recount
+ * redoes count and bytes from the records and puts or gets from those. */
 static inline void shmring_queue_count_add(shmring_queue_ctrl *c, uint64_t n, uint64_t len)
 {
     /* relaxed: under the lock [Q1]; lock-free readers only want a snapshot. */
     __atomic_store_n(&c->count, c->count + n, __ATOMIC_RELAXED);
     __atomic_store_n(&c->bytes, c->bytes + len, __ATOMIC_RELAXED);
-    __atomic_store_n(&c->puts, c->puts + n, __ATOMIC_RELAXED);
-    /* relaxed [Q3]: task_done's CAS is the only other writer; done_seq orders the wake. */
-    __atomic_fetch_add(&c->unfinished, n, __ATOMIC_RELAXED);
+    /* release [Q3]: task_done() and join() compare done with puts. */
+    __atomic_store_n(&c->puts, c->puts + n, __ATOMIC_RELEASE);
 }
 
 static inline int shmring_queue_count_sub(shmring_queue_ctrl *c, uint64_t n, uint64_t len)
@@ -2314,20 +2315,31 @@ static inline void shmring_queue_wake(uint32_t *seq, uint32_t waiters_seen, int 
 static inline int shmring_queue_task_done(shmring_queue_ctrl *c, uint64_t n)
 {
     /* relaxed: a first guess for the CAS. */
-    uint64_t cur = __atomic_load_n(&c->unfinished, __ATOMIC_RELAXED);
+    uint64_t cur = __atomic_load_n(&c->done, __ATOMIC_RELAXED), puts;
     do {
-        if (cur < n)
+        /* acquire [Q3]: pairs with the release store of puts in count_add. */
+        puts = __atomic_load_n(&c->puts, __ATOMIC_ACQUIRE);
+        if (cur + n > puts)
             return SHMRING_ERR_ARG;
-        /* acq_rel [Q3]: pairs with the put's add and with join()'s load. */
-    } while (!__atomic_compare_exchange_n(&c->unfinished, &cur, cur - n, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
-    if (cur == n) {
+        /* acq_rel [Q3]: pairs with join()'s load of done. */
+    } while (!__atomic_compare_exchange_n(&c->done, &cur, cur + n, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+    if (cur + n == puts) {
         /* seq_cst [Q3]: bump, then read the sleepers join() announced
-         * before re-reading unfinished. */
+         * before re-reading done and puts. */
         __atomic_fetch_add(&c->done_seq, 1u, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&c->done_waiters, __ATOMIC_SEQ_CST) != 0)
             shmring_futex_wake(&c->done_seq, INT_MAX);
     }
     return SHMRING_OK;
+}
+
+/* Tasks put and not yet done (a snapshot). */
+static inline uint64_t shmring_queue_unfinished(shmring_queue_ctrl *c)
+{
+    /* acquire [Q3]: done first, so that puts read after it is not older. */
+    uint64_t done = __atomic_load_n(&c->done, __ATOMIC_ACQUIRE);
+    uint64_t puts = __atomic_load_n(&c->puts, __ATOMIC_ACQUIRE);
+    return puts > done ? puts - done : 0;
 }
 
 /* Name of overflow chunk `index` of queue `name` ("/name" form) in `out`
@@ -2380,6 +2392,17 @@ static inline int shmring_queue_recount(shmring_queue_ctrl *c, uint64_t capacity
         shmring_segment_close(&seg);
         if (rc != SHMRING_OK)
             return SHMRING_ERR_CORRUPT;
+    }
+    /* The dead holder's last operation moved a ring's tail (a put) or head
+     * (a get) and maybe not the counters after it: puts - gets must equal the
+     * items held; the side that lags is the one it did not finish. */
+    {
+        uint64_t puts = __atomic_load_n(&c->puts, __ATOMIC_RELAXED);
+        uint64_t gets = __atomic_load_n(&c->gets, __ATOMIC_RELAXED);
+        if (puts - gets < items)
+            __atomic_store_n(&c->puts, gets + items, __ATOMIC_RELEASE); /* [Q3] as in count_add */
+        else if (puts - gets > items)
+            __atomic_store_n(&c->gets, puts - items, __ATOMIC_RELAXED);
     }
     __atomic_store_n(&c->count, items, __ATOMIC_RELAXED);
     __atomic_store_n(&c->bytes, bytes, __ATOMIC_RELAXED);

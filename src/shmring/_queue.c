@@ -167,7 +167,18 @@ static int chunk_create(QueueObject *self, uint64_t index, uint64_t capacity, Qu
     rc = shmring_segment_create_unpublished(path, SHMRING_QUEUE_CHUNK_HEADER_SIZE + capacity,
                                             SHMRING_KIND_QUEUE_CHUNK, (mode_t)self->config.chunk_mode, &seg);
     if (rc == SHMRING_ERR_SYS && errno == EEXIST) {
-        /* Left by a process killed while making it: never in the chain. */
+        /* Left by a process killed while making it (never in the chain), or
+         * something else under that name: only a chunk of ours is removed. */
+        shmring_segment old;
+        int kind = 0;
+        if (shmring_segment_open(path, SHMRING_OPEN_READONLY | self->open_flags, &old) == SHMRING_OK) {
+            kind = (int)((shmring_segment_header *)old.base)->kind;
+            shmring_segment_close(&old);
+        }
+        if (kind != SHMRING_KIND_QUEUE_CHUNK) {
+            errno = EEXIST;
+            return SHMRING_ERR_SYS;
+        }
         shmring_segment_unlink(path);
         rc = shmring_segment_create_unpublished(path, SHMRING_QUEUE_CHUNK_HEADER_SIZE + capacity,
                                                 SHMRING_KIND_QUEUE_CHUNK, (mode_t)self->config.chunk_mode, &seg);
@@ -263,7 +274,17 @@ static void set_chain_head(QueueObject *self, uint64_t head)
 static int queue_recount(QueueObject *self)
 {
     int rc = shmring_queue_recount(self->ctrl, self->config.capacity, PyUnicode_AsUTF8(queue_name(self)));
+    char path[NAME_MAX + 2];
+    shmring_segment stale;
     chunks_forget(self, __atomic_load_n(&self->ctrl->ovf_head, __ATOMIC_RELAXED)); /* relaxed: lock held */
+    /* A producer killed while making chunk ovf_tail left it outside the chain. */
+    chunk_path(self, __atomic_load_n(&self->ctrl->ovf_tail, __ATOMIC_RELAXED), path);
+    if (shmring_segment_open(path, SHMRING_OPEN_READONLY | self->open_flags, &stale) == SHMRING_OK) {
+        int ours = ((shmring_segment_header *)stale.base)->kind == SHMRING_KIND_QUEUE_CHUNK;
+        shmring_segment_close(&stale);
+        if (ours)
+            shmring_segment_unlink(path);
+    }
     if (rc == SHMRING_OK)
         return 0;
     if (rc == SHMRING_ERR_SYS)
@@ -383,7 +404,7 @@ static int queue_put_locked(QueueObject *self, PutBatch *b)
     shmring_qring r;
     QueueChunk *k = NULL;
     Py_ssize_t i;
-    int rc;
+    int rc, must_wait = 0;
     /* relaxed: under the lock [Q1]. */
     uint64_t count = __atomic_load_n(&c->count, __ATOMIC_RELAXED);
     if (self->config.maxsize && count + (uint64_t)b->n > self->config.maxsize)
@@ -433,7 +454,7 @@ static int queue_put_locked(QueueObject *self, PutBatch *b)
                 /* No room here: a bounded queue waits unless the item could
                  * never fit its ring; an unbounded one opens a new chunk. */
                 if (bounded && need <= self->config.capacity) {
-                    rc = QUEUE_WAIT;
+                    must_wait = 1;
                     goto undo;
                 }
                 if (new_tail - h >= SHMRING_QUEUE_MAX_CHUNKS) {
@@ -480,7 +501,7 @@ static int queue_put_locked(QueueObject *self, PutBatch *b)
         /* Nothing committed: the chunks made here were never in the chain. */
         while (new_tail > first_new)
             chunk_unlink(self, --new_tail);
-        if (rc == QUEUE_WAIT)
+        if (must_wait)
             return QUEUE_WAIT;
         if (!PyErr_Occurred())
             queue_corrupt(self, "ring counters");
@@ -536,7 +557,9 @@ static int getbatch_add(GetBatch *g, uint32_t tag, const unsigned char *p, uint6
     }
     if (g->n == 0)
         g->offs[0] = 0;
-    if (len > COPY_WITHOUT_GIL)
+    if (len == 0)
+        ; /* nothing to copy (and blob may still be NULL) */
+    else if (len > COPY_WITHOUT_GIL)
         copy_maybe_without_gil(g->blob + g->used, p, (size_t)len);
     else
         memcpy(g->blob + g->used, p, (size_t)len);
@@ -976,11 +999,11 @@ static PyObject *queue_join(QueueObject *self, PyObject *const *args, Py_ssize_t
     for (;;) {
         uint32_t seq;
         uint64_t slice;
-        /* seq_cst [Q3]: announce, read seq, then re-read unfinished; pairs
-         * with task_done's bump and load of done_waiters. */
+        /* seq_cst [Q3]: announce, read seq, then re-read done and puts;
+         * pairs with task_done's bump and load of done_waiters. */
         __atomic_fetch_add(&c->done_waiters, 1u, __ATOMIC_SEQ_CST);
         seq = __atomic_load_n(&c->done_seq, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&c->unfinished, __ATOMIC_SEQ_CST) == 0) {
+        if (shmring_queue_unfinished(c) == 0) {
             __atomic_fetch_sub(&c->done_waiters, 1u, __ATOMIC_RELAXED);
             Py_RETURN_NONE;
         }
@@ -1067,7 +1090,7 @@ static PyObject *queue_stats(QueueObject *self, PyObject *Py_UNUSED(ignored))
         "bytes", (unsigned long long)__atomic_load_n(&c->bytes, __ATOMIC_RELAXED), "puts",
         (unsigned long long)__atomic_load_n(&c->puts, __ATOMIC_RELAXED), "gets",
         (unsigned long long)__atomic_load_n(&c->gets, __ATOMIC_RELAXED), "unfinished",
-        (unsigned long long)__atomic_load_n(&c->unfinished, __ATOMIC_RELAXED), "overflow_chunks",
+        (unsigned long long)shmring_queue_unfinished(c), "overflow_chunks",
         (unsigned long long)(__atomic_load_n(&c->ovf_tail, __ATOMIC_RELAXED) -
                              __atomic_load_n(&c->ovf_head, __ATOMIC_RELAXED)),
         "used_bytes",

@@ -876,7 +876,7 @@ static PyObject *core_queue_info(PyObject *Py_UNUSED(module), PyObject *arg)
                          (unsigned long long)__atomic_load_n(&c->bytes, __ATOMIC_RELAXED), "puts",
                          (unsigned long long)__atomic_load_n(&c->puts, __ATOMIC_RELAXED), "gets",
                          (unsigned long long)__atomic_load_n(&c->gets, __ATOMIC_RELAXED), "unfinished",
-                         (unsigned long long)__atomic_load_n(&c->unfinished, __ATOMIC_RELAXED), "overflow_chunks",
+                         (unsigned long long)shmring_queue_unfinished(c), "overflow_chunks",
                          (unsigned long long)(__atomic_load_n(&c->ovf_tail, __ATOMIC_RELAXED) -
                                               __atomic_load_n(&c->ovf_head, __ATOMIC_RELAXED)),
                          "lock_holder_pid",

@@ -17,7 +17,10 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 from . import _core
 from ._errors import Error
@@ -163,7 +166,7 @@ class Queue(_core.Queue):
         dumps: Callable[[Any], bytes] | None = None,
         loads: Callable[[bytes], Any] | None = None,
         allow_other_owner: bool = False,
-    ) -> Queue:
+    ) -> Self:
         """Attach to the queue called ``name`` (made by another process)."""
         segment = Segment.open(name, allow_other_owner=allow_other_owner)
         try:
@@ -245,7 +248,7 @@ class Queue(_core.Queue):
         _remove_names(self.name, os.getpid(), chunks=False)
         self._segment._owner_pid = None
 
-    def __enter__(self) -> Queue:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
