@@ -56,20 +56,11 @@ static PyObject *queue_name(QueueObject *self)
     return ((MappingObject *)self->mapping)->name;
 }
 
+static PyObject *raise_corrupted(const char *kind, PyObject *name, const char *what);
+
 static PyObject *queue_corrupt(QueueObject *self, const char *what)
 {
-    PyObject *msg = PyUnicode_FromFormat("queue %R: corrupted (%s): a counter or record read from shared memory "
-                                         "is impossible",
-                                         queue_name(self), what);
-    if (msg != NULL) {
-        PyObject *exc = PyObject_CallFunctionObjArgs(corrupted_error, msg, queue_name(self), NULL);
-        Py_DECREF(msg);
-        if (exc != NULL) {
-            PyErr_SetObject(corrupted_error, exc);
-            Py_DECREF(exc);
-        }
-    }
-    return NULL;
+    return raise_corrupted("queue", queue_name(self), what);
 }
 
 static int queue_usable(QueueObject *self)
@@ -212,18 +203,18 @@ static int chunk_ring(QueueChunk *k, shmring_qring *r)
 
 static int queue_recount(QueueObject *self);
 
-/* Take the queue lock, waiting with the GIL released.  0, or -1 with an
- * exception; 1 on timeout (no exception). */
-static int queue_lock(QueueObject *self, uint64_t deadline)
+/* Take a robust mutex (queue or topic lock), waiting in slices with the GIL
+ * released.  0 with *granted = SHMRING_OK, _OWNER_DIED or _NOT_RECOVERABLE;
+ * 1 on timeout; -1 with an exception (a signal handler raised). */
+static int lock_robust(shmring_mutex *m, uint64_t token, uint64_t deadline, int *granted)
 {
-    shmring_queue_ctrl *c = self->ctrl;
-    int rc = shmring_mutex_try_acquire(&c->lock, self->token, 0);
-    while (rc == SHMRING_AGAIN || rc == SHMRING_ERR_SYS) {
+    int rc = shmring_mutex_try_acquire(m, token, 0);
+    while (rc == SHMRING_AGAIN || rc == SHMRING_ERR_SYS || rc == SHMRING_TIMEOUT) {
         uint64_t slice = shmring_now_ns() + WAIT_SLICE_NS;
         if (deadline && deadline < slice)
             slice = deadline;
         Py_BEGIN_ALLOW_THREADS
-        rc = shmring_queue_lock(c, self->token, MUTEX_SPIN_NS, QUEUE_CHECK_NS, slice);
+        rc = shmring_mutex_lock(m, token, MUTEX_SPIN_NS, QUEUE_CHECK_NS, slice);
         Py_END_ALLOW_THREADS
         if (rc == SHMRING_TIMEOUT || rc == SHMRING_ERR_SYS) {
             if (PyErr_CheckSignals() < 0)
@@ -233,15 +224,42 @@ static int queue_lock(QueueObject *self, uint64_t deadline)
             rc = SHMRING_AGAIN;
         }
     }
+    *granted = rc;
+    return 0;
+}
+
+/* A CorruptedError about segment `name` (a `kind`: "queue", "topic"). */
+static PyObject *raise_corrupted(const char *kind, PyObject *name, const char *what)
+{
+    PyObject *msg = PyUnicode_FromFormat("%s %R: corrupted (%s): a counter or record read from shared memory "
+                                         "is impossible",
+                                         kind, name, what);
+    if (msg != NULL) {
+        PyObject *exc = PyObject_CallFunctionObjArgs(corrupted_error, msg, name, NULL);
+        Py_DECREF(msg);
+        if (exc != NULL) {
+            PyErr_SetObject(corrupted_error, exc);
+            Py_DECREF(exc);
+        }
+    }
+    return NULL;
+}
+
+/* Take the queue lock.  0, or -1 with an exception; 1 on timeout. */
+static int queue_lock(QueueObject *self, uint64_t deadline)
+{
+    int rc, r = lock_robust(&self->ctrl->lock, self->token, deadline, &rc);
+    if (r != 0)
+        return r;
     if (rc == SHMRING_OWNER_DIED) {
         /* The last holder died holding it: every change it made is either
          * committed by its single store or invisible; only the counters may
          * lag.  Recount, then go on. */
         if (queue_recount(self) < 0) {
-            shmring_queue_unlock(c, self->token); /* unrepaired: unusable for all */
+            shmring_queue_unlock(self->ctrl, self->token); /* unrepaired: unusable for all */
             return -1;
         }
-        shmring_mutex_consistent(&c->lock, self->token);
+        shmring_mutex_consistent(&self->ctrl->lock, self->token);
         return 0;
     }
     if (rc == SHMRING_NOT_RECOVERABLE) {

@@ -43,18 +43,7 @@ static PyObject *topic_name(TopicEndObject *self)
 
 static PyObject *topic_corrupt(TopicEndObject *self, const char *what)
 {
-    PyObject *msg = PyUnicode_FromFormat("topic %R: corrupted (%s): a counter or record read from shared memory "
-                                         "is impossible",
-                                         topic_name(self), what);
-    if (msg != NULL) {
-        PyObject *exc = PyObject_CallFunctionObjArgs(corrupted_error, msg, topic_name(self), NULL);
-        Py_DECREF(msg);
-        if (exc != NULL) {
-            PyErr_SetObject(corrupted_error, exc);
-            Py_DECREF(exc);
-        }
-    }
-    return NULL;
+    return raise_corrupted("topic", topic_name(self), what);
 }
 
 static int topic_usable(TopicEndObject *self, int role)
@@ -90,22 +79,9 @@ static int topic_usable(TopicEndObject *self, int role)
 static int topic_lock(TopicEndObject *self, uint64_t deadline)
 {
     shmring_mutex *m = &self->t.ctrl->lock;
-    int rc = shmring_mutex_try_acquire(m, self->token, 0);
-    while (rc == SHMRING_AGAIN || rc == SHMRING_ERR_SYS || rc == SHMRING_TIMEOUT) {
-        uint64_t slice = shmring_now_ns() + WAIT_SLICE_NS;
-        if (deadline && deadline < slice)
-            slice = deadline;
-        Py_BEGIN_ALLOW_THREADS
-        rc = shmring_mutex_lock(m, self->token, MUTEX_SPIN_NS, QUEUE_CHECK_NS, slice);
-        Py_END_ALLOW_THREADS
-        if (rc == SHMRING_TIMEOUT || rc == SHMRING_ERR_SYS) {
-            if (PyErr_CheckSignals() < 0)
-                return -1;
-            if (deadline && shmring_now_ns() >= deadline)
-                return 1;
-            rc = SHMRING_AGAIN;
-        }
-    }
+    int rc, r = lock_robust(m, self->token, deadline, &rc);
+    if (r != 0)
+        return r;
     if (rc == SHMRING_OWNER_DIED) {
         /* A publisher died holding it: a record it had not committed is past
          * tail and invisible; head only ever moved forward.  Nothing to repair. */
