@@ -1042,6 +1042,23 @@ static inline int shmring_mutex_release(shmring_mutex *m, uint64_t token)
     return SHMRING_OK;
 }
 
+/* Release after SHMRING_OWNER_DIED without repairing, for a reason that may
+ * pass (out of memory or descriptors): the state stays "owner died", so the
+ * next holder is told and tries the repair again.  (shmring_mutex_release
+ * would make the lock unusable for good.) */
+static inline int shmring_mutex_abandon(shmring_mutex *m, uint64_t token)
+{
+    /* relaxed: we hold the lock (checked right below). */
+    if (__atomic_load_n(&m->owner, __ATOMIC_RELAXED) != token)
+        return SHMRING_NOT_OWNER;
+    /* seq_cst [Y4][Y5]: as in shmring_mutex_release. */
+    __atomic_store_n(&m->owner, 0, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&m->seq, 1u, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&m->waiters, __ATOMIC_SEQ_CST) != 0)
+        shmring_futex_wake(&m->seq, 1);
+    return SHMRING_OK;
+}
+
 /* Take a robust mutex: spin `spin_ns`, then sleep, checking the holder's
  * liveness every `check_ns`.  Returns as shmring_mutex_try_acquire, or
  * SHMRING_TIMEOUT / SHMRING_ERR_SYS (EINTR: a signal; call again). */
@@ -1991,6 +2008,7 @@ static inline int shmring_channel_recv(shmring_channel *ch, void *buf, uint64_t 
  * single record is larger than the whole ring (see docs/PROTOCOL.md).
  */
 
+#define SHMRING_MAX_SPIN_NS 50000000u /* 50 ms: longer polls are refused as corrupt */
 #define SHMRING_QUEUE_CTRL_SIZE 384u
 #define SHMRING_QUEUE_CHUNK_HEADER_SIZE 64u
 #define SHMRING_QUEUE_MIN_CAPACITY 64u
@@ -2091,7 +2109,8 @@ static inline int shmring_queue_check_config(const shmring_queue_ctrl *c, uint64
     if (payload_size < SHMRING_QUEUE_CTRL_SIZE || copy->data_offset != SHMRING_QUEUE_CTRL_SIZE ||
         copy->capacity < SHMRING_QUEUE_MIN_CAPACITY || copy->capacity > SHMRING_QUEUE_MAX_CAPACITY ||
         (copy->capacity & 7u) != 0 || copy->capacity > payload_size - SHMRING_QUEUE_CTRL_SIZE ||
-        (copy->flags & ~SHMRING_QUEUE_FLAGS_KNOWN) != 0 || (copy->chunk_mode & ~0777u) != 0)
+        (copy->flags & ~SHMRING_QUEUE_FLAGS_KNOWN) != 0 || (copy->chunk_mode & ~0777u) != 0 ||
+        copy->spin_ns > SHMRING_MAX_SPIN_NS)
         return SHMRING_ERR_CORRUPT;
     return SHMRING_OK;
 }
@@ -2417,6 +2436,12 @@ static inline int shmring_queue_lock_repair(shmring_queue_ctrl *c, uint64_t capa
     int rc = shmring_queue_lock(c, token, 2000u, 10000000u, deadline_ns);
     if (rc == SHMRING_OWNER_DIED) {
         rc = shmring_queue_recount(c, capacity, name);
+        if (rc == SHMRING_ERR_SYS) {
+            int saved = errno;
+            shmring_mutex_abandon(&c->lock, token); /* may pass: the next holder retries */
+            errno = saved;
+            return rc;
+        }
         if (rc != SHMRING_OK) {
             shmring_queue_unlock(c, token); /* unrepaired: not recoverable, for everyone */
             return rc;
@@ -2641,6 +2666,7 @@ static inline int shmring_topic_check_config(const shmring_topic_ctrl *c, uint64
         copy->max_subscribers > SHMRING_TOPIC_MAX_SUBSCRIBERS ||
         copy->data_offset != shmring_topic_data_offset(copy->max_subscribers) ||
         (copy->policy != SHMRING_TOPIC_BLOCK && copy->policy != SHMRING_TOPIC_OVERWRITE) ||
+        copy->spin_ns > SHMRING_MAX_SPIN_NS ||
         copy->capacity < SHMRING_TOPIC_MIN_CAPACITY || copy->capacity > SHMRING_TOPIC_MAX_CAPACITY ||
         (copy->capacity & 15u) != 0 || copy->data_offset > payload_size ||
         copy->capacity > payload_size - copy->data_offset)
@@ -2683,7 +2709,8 @@ static inline uint64_t shmring_topic_min_cursor(shmring_topic *t, uint64_t tail,
     uint32_t i;
     for (i = 0; i < t->max_subscribers; i++) {
         shmring_topic_sub *s = &t->subs[i];
-        /* acquire [T6]: a claimed slot's cursor was set before its token. */
+        /* acquire [T6]: pairs with the CAS that claimed or freed the slot;
+         * a new subscriber sets its cursor under the lock we hold. */
         uint64_t token = __atomic_load_n(&s->token, __ATOMIC_ACQUIRE), cur;
         if (token == 0)
             continue;
@@ -2711,7 +2738,7 @@ static inline int shmring_topic_make_room(shmring_topic *t, uint64_t tail, uint6
     shmring_topic_ctrl *c = t->ctrl;
     /* relaxed: under the lock [T3]. */
     uint64_t head = __atomic_load_n(&c->head, __ATOMIC_RELAXED), target;
-    if (tail - head > t->capacity)
+    if (tail - head > t->capacity || (head & 15u) != 0)
         return SHMRING_ERR_CORRUPT;
     if (t->capacity - (tail - head) >= need)
         return SHMRING_OK;
@@ -2724,10 +2751,12 @@ static inline int shmring_topic_make_room(shmring_topic *t, uint64_t tail, uint6
         /* Whole records only, so that head always sits on a record. */
         uint64_t h = head;
         while (h < target) {
+            /* h is 16-aligned and capacity a multiple of 16: the header fits. */
             const shmring_trecord *r = (const shmring_trecord *)(t->data + h % t->capacity);
-            uint64_t size = r->tag == SHMRING_REC_PAD ? sizeof(shmring_trecord) + (uint64_t)r->len
-                                                      : shmring_topic_record_size(r->len);
-            if (size > tail - h || (size & 15u) != 0 || size == 0)
+            uint32_t len = r->len, tag = r->tag; /* read once: the mapping is untrusted */
+            uint64_t size = tag == SHMRING_REC_PAD ? sizeof(shmring_trecord) + (uint64_t)len
+                                                   : shmring_topic_record_size(len);
+            if (size > tail - h || (size & 15u) != 0 || size == 0 || h % t->capacity + size > t->capacity)
                 return SHMRING_ERR_CORRUPT;
             h += size;
         }

@@ -42,6 +42,7 @@ typedef struct {
     QueueChunk *chunks;        /* overflow chunks mapped by this process */
     Py_ssize_t nchunks, chunks_cap;
     unsigned open_flags; /* SHMRING_OPEN_* for chunks */
+    int gc_was_enabled;  /* while the lock is held: see queue_lock */
     unsigned long generation;
     uint64_t token;
     int closed;
@@ -162,9 +163,12 @@ static int chunk_create(QueueObject *self, uint64_t index, uint64_t capacity, Qu
          * something else under that name: only a chunk of ours is removed. */
         shmring_segment old;
         int kind = 0;
-        if (shmring_segment_open(path, SHMRING_OPEN_READONLY | self->open_flags, &old) == SHMRING_OK) {
+        rc = shmring_segment_open(path, SHMRING_OPEN_READONLY | self->open_flags, &old);
+        if (rc == SHMRING_OK) {
             kind = (int)((shmring_segment_header *)old.base)->kind;
             shmring_segment_close(&old);
+        } else if (rc == SHMRING_ERR_NOT_READY) {
+            kind = SHMRING_KIND_QUEUE_CHUNK; /* its maker died before publishing it */
         }
         if (kind != SHMRING_KIND_QUEUE_CHUNK) {
             errno = EEXIST;
@@ -245,26 +249,47 @@ static PyObject *raise_corrupted(const char *kind, PyObject *name, const char *w
     return NULL;
 }
 
-/* Take the queue lock.  0, or -1 with an exception; 1 on timeout. */
+/* Release the queue lock (and let the garbage collector run again). */
+static void queue_unlock(QueueObject *self)
+{
+    shmring_queue_unlock(self->ctrl, self->token);
+    if (self->gc_was_enabled)
+        PyGC_Enable();
+}
+
+/* Take the queue lock.  0, or -1 with an exception; 1 on timeout.  While
+ * it is held the garbage collector is off: an error raised under the lock
+ * allocates, and a collection could run a finalizer that uses this queue
+ * and would wait for a lock its own process holds. */
 static int queue_lock(QueueObject *self, uint64_t deadline)
 {
     int rc, r = lock_robust(&self->ctrl->lock, self->token, deadline, &rc);
     if (r != 0)
         return r;
+    self->gc_was_enabled = PyGC_Disable();
+    if (rc == SHMRING_NOT_RECOVERABLE) {
+        if (self->gc_was_enabled)
+            PyGC_Enable();
+        queue_corrupt(self, "its lock was abandoned in an inconsistent state");
+        return -1;
+    }
     if (rc == SHMRING_OWNER_DIED) {
         /* The last holder died holding it: every change it made is either
          * committed by its single store or invisible; only the counters may
          * lag.  Recount, then go on. */
-        if (queue_recount(self) < 0) {
-            shmring_queue_unlock(self->ctrl, self->token); /* unrepaired: unusable for all */
+        int repaired = queue_recount(self);
+        if (repaired < 0) {
+            /* A system error (out of memory or descriptors) may pass: leave
+             * the lock to be repaired by the next holder.  Corruption stays. */
+            if (repaired == -2)
+                shmring_mutex_abandon(&self->ctrl->lock, self->token);
+            else
+                shmring_queue_unlock(self->ctrl, self->token); /* unrepaired: unusable for all */
+            if (self->gc_was_enabled)
+                PyGC_Enable();
             return -1;
         }
         shmring_mutex_consistent(&self->ctrl->lock, self->token);
-        return 0;
-    }
-    if (rc == SHMRING_NOT_RECOVERABLE) {
-        queue_corrupt(self, "its lock was abandoned in an inconsistent state");
-        return -1;
     }
     return 0;
 }
@@ -288,27 +313,47 @@ static void set_chain_head(QueueObject *self, uint64_t head)
     chunks_forget(self, head);
 }
 
-/* After OWNER_DIED: count what the rings hold (shmring_queue_recount). */
+/* Remove chunks at index >= ovf_tail: made by a producer killed before it
+ * moved ovf_tail (never in the chain; maybe not even published). */
+static void remove_stale_chunks(QueueObject *self)
+{
+    /* relaxed: under the lock [Q1]. */
+    uint64_t i = __atomic_load_n(&self->ctrl->ovf_tail, __ATOMIC_RELAXED);
+    for (;; i++) {
+        char path[NAME_MAX + 2];
+        shmring_segment stale;
+        int rc, ours;
+        chunk_path(self, i, path);
+        rc = shmring_segment_open(path, SHMRING_OPEN_READONLY | self->open_flags, &stale);
+        if (rc == SHMRING_ERR_SYS && errno == ENOENT)
+            return;
+        ours = rc == SHMRING_ERR_NOT_READY; /* killed before it was published */
+        if (rc == SHMRING_OK) {
+            ours = ((shmring_segment_header *)stale.base)->kind == SHMRING_KIND_QUEUE_CHUNK;
+            shmring_segment_close(&stale);
+        }
+        if (!ours || shmring_segment_unlink(path) != SHMRING_OK)
+            return; /* somebody else's segment: leave it */
+    }
+}
+
+/* After OWNER_DIED: count what the rings hold (shmring_queue_recount).
+ * 0, -1 (corrupted) or -2 (a system error: it may pass). */
 static int queue_recount(QueueObject *self)
 {
     int rc = shmring_queue_recount(self->ctrl, self->config.capacity, PyUnicode_AsUTF8(queue_name(self)));
-    char path[NAME_MAX + 2];
-    shmring_segment stale;
+    int saved = errno;
     chunks_forget(self, __atomic_load_n(&self->ctrl->ovf_head, __ATOMIC_RELAXED)); /* relaxed: lock held */
-    /* A producer killed while making chunk ovf_tail left it outside the chain. */
-    chunk_path(self, __atomic_load_n(&self->ctrl->ovf_tail, __ATOMIC_RELAXED), path);
-    if (shmring_segment_open(path, SHMRING_OPEN_READONLY | self->open_flags, &stale) == SHMRING_OK) {
-        int ours = ((shmring_segment_header *)stale.base)->kind == SHMRING_KIND_QUEUE_CHUNK;
-        shmring_segment_close(&stale);
-        if (ours)
-            shmring_segment_unlink(path);
-    }
-    if (rc == SHMRING_OK)
+    if (rc == SHMRING_OK) {
+        remove_stale_chunks(self);
         return 0;
-    if (rc == SHMRING_ERR_SYS)
+    }
+    if (rc == SHMRING_ERR_SYS) {
+        errno = saved;
         PyErr_SetFromErrno(PyExc_OSError);
-    else
-        queue_corrupt(self, "counting the records after a holder died");
+        return -2;
+    }
+    queue_corrupt(self, "counting the records after a holder died");
     return -1;
 }
 
@@ -361,10 +406,17 @@ static int batch_make(QueueObject *self, PutBatch *b, PyObject *arg, int many, i
         b->bufs = &b->one_buf;
         b->objs = &b->one_obj;
     } else {
-        seq = PySequence_Fast(arg, "put_many() needs an iterable of items");
-        if (seq == NULL)
+        /* A tuple of our own: pickling an item may run code that changes
+         * the caller's list under us. */
+        seq = PySequence_Tuple(arg);
+        if (seq == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_SetString(PyExc_TypeError, "put_many() needs an iterable of items");
+            }
             return -1;
-        n = PySequence_Fast_GET_SIZE(seq);
+        }
+        n = PyTuple_GET_SIZE(seq);
         b->bufs = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_buffer));
         b->objs = PyMem_Calloc((size_t)(n ? n : 1), sizeof(PyObject *));
         if (b->bufs == NULL || b->objs == NULL) {
@@ -377,7 +429,7 @@ static int batch_make(QueueObject *self, PutBatch *b, PyObject *arg, int many, i
         }
     }
     for (i = 0; i < n; i++) {
-        PyObject *item = many ? PySequence_Fast_GET_ITEM(seq, i) : arg;
+        PyObject *item = many ? PyTuple_GET_ITEM(seq, i) : arg;
         PyObject *data;
         if (raw) {
             Py_INCREF(item);
@@ -601,13 +653,18 @@ static int queue_get_locked(QueueObject *self, GetBatch *g, Py_ssize_t max)
         return queue_corrupt(self, "ring counters"), QUEUE_ERROR;
     if (queue_chain(self, &h, &t) < 0)
         return QUEUE_ERROR;
+    if (self->nchunks)
+        chunks_forget(self, h); /* retired by other consumers meanwhile */
     while (g->n - before < max) {
         uint32_t tag;
         const unsigned char *p;
-        uint64_t len;
+        uint64_t len, at = r.head;
         rc = shmring_qring_take(&r, &tag, &p, &len);
         if (rc == SHMRING_OK) {
             if (getbatch_add(g, tag, p, len) < 0) {
+                r.head = at; /* it stays in the queue */
+                if (g->n > before)
+                    break; /* hand out what was taken */
                 shmring_qring_commit(&r);
                 PyErr_NoMemory();
                 goto fail;
@@ -616,6 +673,9 @@ static int queue_get_locked(QueueObject *self, GetBatch *g, Py_ssize_t max)
             continue;
         }
         if (rc != SHMRING_AGAIN) {
+            r.head = at;
+            if (g->n > before)
+                break; /* hand out what was taken; the next call reports it */
             queue_corrupt(self, on_chunk ? "overflow chunk record" : "record header");
             goto fail;
         }
@@ -637,7 +697,13 @@ static int queue_get_locked(QueueObject *self, GetBatch *g, Py_ssize_t max)
             continue;
         }
         if (rc != SHMRING_OK || chunk_ring(k, &r) != SHMRING_OK) {
-            queue_corrupt(self, "overflow chunk");
+            shmring_queue_main_ring(c, self->config.capacity, &r, &rc); /* committed, empty */
+            if (g->n > before)
+                break; /* hand out what was taken; the next call reports it */
+            if (rc == SHMRING_ERR_SYS)
+                PyErr_SetFromErrno(PyExc_OSError);
+            else
+                queue_corrupt(self, "overflow chunk");
             goto fail;
         }
         on_chunk = 1;
@@ -691,7 +757,7 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
             wake_items = __atomic_load_n(&c->items_waiters, __ATOMIC_RELAXED);
             wake_room = __atomic_load_n(&c->room_waiters, __ATOMIC_RELAXED);
             count = __atomic_load_n(&c->count, __ATOMIC_RELAXED);
-            shmring_queue_unlock(c, self->token);
+            queue_unlock(self);
             if (is_put) {
                 shmring_queue_wake(&c->items_seq, wake_items, (int)(op->put->n < INT_MAX ? op->put->n : INT_MAX));
                 /* Room left and producers asleep: pass it on [Q2]. */
@@ -705,11 +771,11 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
             return 0;
         }
         if (r == QUEUE_ERROR) {
-            shmring_queue_unlock(c, self->token);
+            queue_unlock(self);
             return -1;
         }
         if (!block || (deadline && shmring_now_ns() >= deadline)) {
-            shmring_queue_unlock(c, self->token);
+            queue_unlock(self);
             goto timeout;
         }
         if (!polled && self->config.spin_ns) {
@@ -719,7 +785,7 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
              * with more processes than CPUs the peer we wait for needs ours. */
             /* relaxed: a mark to compare with while polling. */
             uint64_t mark = __atomic_load_n(is_put ? &c->gets : &c->puts, __ATOMIC_RELAXED);
-            shmring_queue_unlock(c, self->token);
+            queue_unlock(self);
             polled = 1;
             spin_until = shmring_now_ns() + self->config.spin_ns;
             Py_BEGIN_ALLOW_THREADS
@@ -737,7 +803,7 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
         }
         polled = 0;
         my_seq = shmring_queue_register(seq, waiters);
-        shmring_queue_unlock(c, self->token);
+        queue_unlock(self);
         {
             uint64_t slice = shmring_now_ns() + WAIT_SLICE_NS;
             int wr;
@@ -756,6 +822,8 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
         }
     }
 timeout:
+    /* A wake-up taken just before the deadline must not be lost to the others. */
+    shmring_queue_wake(seq, 1, 1);
     PyErr_SetNone(is_put ? queue_full_error : queue_empty_error);
     return -1;
 }
@@ -1329,6 +1397,8 @@ static PyObject *core_create_queue(PyObject *Py_UNUSED(module), PyObject *args)
                             SHMRING_QUEUE_MIN_CAPACITY, (unsigned long long)SHMRING_QUEUE_MAX_CAPACITY, capacity);
     if ((flags & ~SHMRING_QUEUE_FLAGS_KNOWN) != 0 || mode > 0777)
         return PyErr_Format(PyExc_ValueError, "bad queue flags or mode");
+    if (spin_ns > SHMRING_MAX_SPIN_NS)
+        return PyErr_Format(PyExc_ValueError, "spin_ns must be at most %u", SHMRING_MAX_SPIN_NS);
     if (PyUnicode_GetLength(name.obj) > QUEUE_NAME_MAX)
         return PyErr_Format(PyExc_ValueError, "queue names are at most %d characters", QUEUE_NAME_MAX);
     Py_BEGIN_ALLOW_THREADS

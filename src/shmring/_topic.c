@@ -644,8 +644,8 @@ static int topic_init(TopicEndObject *self, PyObject *args, PyObject *kwds)
     self->role = role;
     /* relaxed: config, published with the segment. */
     self->spin_ns = __atomic_load_n(&self->t.ctrl->spin_ns, __ATOMIC_RELAXED);
-    if (self->spin_ns > 100000000u)
-        self->spin_ns = 100000000u;
+    if (self->spin_ns > SHMRING_MAX_SPIN_NS) /* checked on attach; a peer may rewrite it */
+        self->spin_ns = SHMRING_MAX_SPIN_NS;
     self->generation = fork_generation;
     self->token = shmring_token_self();
     if (role == TOPIC_SUBSCRIBER) {
@@ -796,6 +796,8 @@ static PyObject *core_create_topic(PyObject *Py_UNUSED(module), PyObject *args)
                             SHMRING_TOPIC_MAX_SUBSCRIBERS, max_subs);
     if (mode > 0777)
         return PyErr_Format(PyExc_ValueError, "bad mode");
+    if (spin_ns > SHMRING_MAX_SPIN_NS)
+        return PyErr_Format(PyExc_ValueError, "spin_ns must be at most %u", SHMRING_MAX_SPIN_NS);
     Py_BEGIN_ALLOW_THREADS
     rc = shmring_segment_create_unpublished(name.path, shmring_topic_payload_size(capacity, max_subs),
                                             SHMRING_KIND_TOPIC, (mode_t)mode, &seg);

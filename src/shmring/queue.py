@@ -131,8 +131,8 @@ class Queue(_core.Queue):
             capacity, flags = (max_size_bytes + 7) & ~7, _core.QUEUE_BOUNDED
         if spin_ns is None:
             spin_ns = DEFAULT_SPIN_NS
-        if not isinstance(spin_ns, int) or isinstance(spin_ns, bool) or not 0 <= spin_ns <= 100_000_000:
-            raise ValueError(f"spin_ns must be an int between 0 and 100_000_000, not {spin_ns!r}")
+        if not isinstance(spin_ns, int) or isinstance(spin_ns, bool) or not 0 <= spin_ns <= 50_000_000:
+            raise ValueError(f"spin_ns must be an int between 0 and 50_000_000, not {spin_ns!r}")
         if not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise ValueError(f"mode must be permission bits between 0 and 0o777, got {mode!r}")
         if not (dumps is None or callable(dumps)) or not (loads is None or callable(loads)):

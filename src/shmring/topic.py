@@ -85,8 +85,8 @@ class Topic:
         for label, value in (("capacity", capacity), ("max_subscribers", max_subscribers), ("spin_ns", spin_ns)):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{label} must be int, not {type(value).__name__}")
-        if not 0 <= spin_ns <= 100_000_000:
-            raise ValueError(f"spin_ns must be between 0 and 100_000_000, not {spin_ns}")
+        if not 0 <= spin_ns <= 50_000_000:
+            raise ValueError(f"spin_ns must be between 0 and 50_000_000, not {spin_ns}")
         if not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise ValueError(f"mode must be permission bits between 0 and 0o777, got {mode!r}")
         bare = unique_name() if name is None else validate_name(name)
@@ -195,10 +195,16 @@ class Publisher(_core.TopicEnd):
         try:
             yield view
         except BaseException:
-            view.release()
+            try:
+                view.release()
+            finally:
+                self._abort()
+            raise
+        try:
+            view.release()  # BufferError if the caller kept an export of it
+        except BaseException:
             self._abort()
             raise
-        view.release()
         self._commit(n)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -236,8 +242,10 @@ class Subscription(_core.TopicEnd):
         try:
             yield view
         finally:
-            view.release()
-            self._peek_done()
+            try:
+                view.release()
+            finally:
+                self._peek_done()
 
     def __iter__(self) -> Iterator[Any]:
         """Messages, forever (until the subscription is closed)."""
