@@ -159,10 +159,10 @@ def _is_mismatch(e: BaseException) -> bool:
     return isinstance(e, AssertionError) or type(e).__name__ == "Mismatch"
 
 
-def worker_main(transport: Any, role: str, spec: Any, size: int, ctrl: Any, connect_timeout: float,
-                k: int = K) -> None:
-    """Entry point of every child process."""
-    # Die with the parent rather than linger (Linux only; best effort).
+def child_setup() -> None:
+    """First thing in a worker process (of every benchmark): die with the
+    parent rather than linger (Linux only; best effort), and leave ^C to the
+    parent, which stops the workers."""
     try:
         import ctypes
 
@@ -171,6 +171,12 @@ def worker_main(transport: Any, role: str, spec: Any, size: int, ctrl: Any, conn
     except Exception:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
+
+
+def worker_main(transport: Any, role: str, spec: Any, size: int, ctrl: Any, connect_timeout: float,
+                k: int = K) -> None:
+    """Entry point of every child process."""
+    child_setup()
 
     ep = None
     try:

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -182,27 +183,8 @@ class Group:
                     self.send(role, (phase,))
 
     def close(self) -> None:
-        for conn in self.conns.values():
-            try:
-                conn.send(("stop",))
-            except Exception:
-                pass
-        deadline = time.monotonic() + 5.0
-        for p in self.procs.values():
-            p.join(max(0.1, deadline - time.monotonic()))
-        for p in self.procs.values():
-            if p.is_alive():
-                self.killed = True
-                p.terminate()
-                p.join(2.0)
-            if p.is_alive():
-                p.kill()
-                p.join(2.0)
-        for conn in self.conns.values():
-            try:
-                conn.close()
-            except Exception:
-                pass
+        if stop_workers(list(self.conns.values()), list(self.procs.values())):
+            self.killed = True
 
 
 # ---------------------------------------------------------------------------
@@ -528,14 +510,11 @@ class MachineLoad:
         busy, steal = self._stat()
         cores = os.cpu_count() or 1
         other = max(0.0, (busy - self.busy0) - (self._ours() - self.ours0))
-        try:
-            load1 = float(open("/proc/loadavg").read().split()[0])
-        except (OSError, ValueError):
-            load1 = -1.0
+        load1 = loadavg_1min()
         return {
             "other_processes_pct_of_machine": other / (wall * cores) * 100 if wall > 0 else 0.0,
             "steal_pct_of_machine": (steal - self.steal0) / (wall * cores) * 100 if wall > 0 else 0.0,
-            "loadavg_1min_at_end": load1,
+            "loadavg_1min_at_end": -1.0 if load1 is None else load1,
         }
 
 
@@ -715,23 +694,14 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
             table.append([r["transport"], f"{r['wall_s']:.2f}", f"{r['cpu_s'] * 1000:.1f}", f"{r['cpu_pct']:.2f}%", ok])
         parts.append(md_table(["transport", "wall s", "CPU ms", "% of a core", "< 1%"], table) + "\n")
 
-    if meta["skipped"]:
-        parts.append("## Skipped\n")
-        parts.append("\n".join(f"- {k}: {v}" for k, v in meta["skipped"].items()) + "\n")
-    if bench.errors:
-        parts.append("## FAILURES\n")
-        parts.append("\n".join(f"- {'MISMATCH' if e['mismatch'] else 'FAILED'}: {e['workload']} {e['transport']}"
-                               f"{' ' + size_label(e['size']) if e['size'] else ''}: "
-                               f"{e['error'].strip().splitlines()[-1] if e['error'].strip() else ''}"
-                               for e in bench.errors) + "\n")
-    ml = meta.get("machine_load", {})
-    other, steal = ml.get("other_processes_pct_of_machine", 0.0), ml.get("steal_pct_of_machine", 0.0)
+    parts += skipped_and_failures(meta["skipped"], [
+        f"{'MISMATCH' if e['mismatch'] else 'FAILED'}: {e['workload']} {e['transport']}"
+        f"{' ' + size_label(e['size']) if e['size'] else ''}: {last_line(e['error'])}" for e in bench.errors])
+    other, steal = machine_load_pcts(meta)
     parts.append(f"Machine: {meta['host']['cpu_model'] or '?'}, kernel {meta['host']['kernel']}; "
                  f"other processes used {other:.1f}% of the machine during the run, steal {steal:.1f}%"
                  f" (run took {meta.get('duration_s', 0):.0f} s).\n")
-    if other > 5 or steal > 5:
-        parts.append(f"**WARNING: the machine was not idle ({other:.0f}% used by other processes, "
-                     f"{steal:.0f}% steal): spinning transports suffer most; rerun on a quiet machine.**\n")
+    parts += not_idle_warning(other, steal, "spinning transports suffer most; ")
     parts.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v) + "\n")
     return "\n".join(parts)
 
@@ -763,9 +733,12 @@ def select(only: str | None) -> tuple[list[T.Transport], dict[str, str]]:
     return usable, skipped
 
 
+# ---------------------------------------------------------------------------
+# shared with bench_sync.py and bench_queue.py
+
 
 def run_context(start_method: str) -> dict[str, Any]:
-    """Python, start method, date and host of a benchmark run (shared with bench_sync.py)."""
+    """Python, start method, date and host of a benchmark run."""
     cpu_model = ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -779,6 +752,143 @@ def run_context(start_method: str) -> dict[str, Any]:
         "host": {"cpus": os.cpu_count(), "cpu_model": cpu_model, "kernel": platform.release(),
                  "machine": platform.machine()},
     }
+
+
+def git_note(root: str) -> str:
+    """What to append to shmring's version: ' (git <rev>)', with ', src/include
+    modified' when those differ from it, for the checkout at `root`; '' when
+    that cannot be told."""
+    try:
+        rev = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "src", "include"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:
+        return ""
+    return f" (git {rev}{', src/include modified' if dirty else ''})" if rev else ""
+
+
+def loadavg_1min() -> float | None:
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError):
+        return None
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM ends the run like ^C: KeyboardInterrupt, through the finally blocks."""
+
+    def _term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _term)
+
+
+def stop_workers(conns: list[Any], procs: list[Any]) -> bool:
+    """Stop worker processes: ("stop",) on each control pipe, join (5 s for
+    all), then SIGTERM, then SIGKILL; close the pipes.  True if any worker
+    had to be signalled."""
+    for conn in conns:
+        try:
+            conn.send(("stop",))
+        except Exception:
+            pass
+    deadline = time.monotonic() + 5.0
+    for p in procs:
+        p.join(max(0.1, deadline - time.monotonic()))
+    signalled = False
+    for p in procs:
+        if p.is_alive():
+            signalled = True
+            p.terminate()
+            p.join(2.0)
+        if p.is_alive():
+            p.kill()
+            p.join(2.0)
+    for conn in conns:
+        try:
+            conn.close()
+        except Exception:
+            pass
+    return signalled
+
+
+def last_line(error: str) -> str:
+    """The last line of an error's text (a traceback's message), or ""."""
+    return error.strip().splitlines()[-1] if error.strip() else ""
+
+
+def skipped_and_failures(skipped: dict[str, str], failures: list[str]) -> list[str]:
+    """The "Skipped" and "FAILURES" sections of a report (none when empty)."""
+    parts = []
+    if skipped:
+        parts.append("## Skipped\n")
+        parts.append("\n".join(f"- {k}: {v}" for k, v in skipped.items()) + "\n")
+    if failures:
+        parts.append("## FAILURES\n")
+        parts.append("\n".join(f"- {f}" for f in failures) + "\n")
+    return parts
+
+
+def machine_load_pcts(meta: dict[str, Any]) -> tuple[float, float]:
+    """% of the machine used by other processes, and stolen, during the run."""
+    ml = meta.get("machine_load", {})
+    return ml.get("other_processes_pct_of_machine", 0.0), ml.get("steal_pct_of_machine", 0.0)
+
+
+def not_idle_warning(other: float, steal: float, who_suffers: str = "") -> list[str]:
+    if other > 5 or steal > 5:
+        return [f"**WARNING: the machine was not idle ({other:.0f}% used by other processes, {steal:.0f}% steal): "
+                f"{who_suffers}rerun on a quiet machine.**\n"]
+    return []
+
+
+def run_measured(run: Callable[[], None], meta: dict[str, Any],
+                 cleanup: Callable[[], list[str]] | None = None) -> bool:
+    """Call `run()`, recording in `meta` the load average at the start, the
+    duration and how busy the machine was with other work; ^C stops it.
+    `cleanup()` (when given) runs last whatever happens and returns what it
+    removed.  True if interrupted."""
+    load1 = loadavg_1min()
+    if load1 is not None:
+        meta["loadavg_1min_at_start"] = load1
+    load = MachineLoad()
+    t_start = time.monotonic()
+    interrupted = False
+    leftovers: list[str] = []
+    try:
+        run()
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: stopping workers and cleaning up")
+    finally:
+        if cleanup is not None:
+            leftovers = cleanup()
+            for x in leftovers:
+                log(f"cleanup: removed leftover {x}")
+    meta["duration_s"] = time.monotonic() - t_start
+    if cleanup is not None:
+        meta["leftovers_removed"] = leftovers
+    meta["machine_load"] = load.summary()
+    return interrupted
+
+
+def write_outputs(text: str, markdown: str | None, json_path: str | None, payload: dict[str, Any]) -> None:
+    """Print the report; write it to `markdown` (making its folder) and
+    `payload` to `json_path`, each when given."""
+    print(text)
+    if markdown:
+        os.makedirs(os.path.dirname(os.path.abspath(markdown)), exist_ok=True)
+        with open(markdown, "w") as f:
+            f.write(text)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(payload, f, indent=1, default=str)
+
+
+# ---------------------------------------------------------------------------
+
 
 def collect_meta(opts: Any, transports: list[T.Transport], skipped: dict[str, str]) -> dict[str, Any]:
     versions: dict[str, Any] = {"python": platform.python_version()}
@@ -843,44 +953,15 @@ def main(argv: list[str] | None = None) -> int:
     if opts.repeat < 1:
         raise SystemExit("--repeat must be >= 1")
 
-    # SIGTERM ends the run like ^C: through the finally blocks below.
-    def _term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, _term)
+    sigterm_as_interrupt()  # SIGTERM ends the run like ^C: workers stopped, what was measured reported
 
     transports, skipped = select(opts.only)
     meta = collect_meta(opts, transports, skipped)
     bench = Bench(opts, transports)
-    try:
-        meta["loadavg_1min_at_start"] = float(open("/proc/loadavg").read().split()[0])
-    except (OSError, ValueError):
-        pass
-    load = MachineLoad()
-    t_start = time.monotonic()
-    interrupted = False
-    try:
-        bench.run()
-    except KeyboardInterrupt:
-        interrupted = True
-        log("interrupted: stopping workers and cleaning up")
-    finally:
-        leftovers = bench.cleanup()
-        for x in leftovers:
-            log(f"cleanup: removed leftover {x}")
-    meta["duration_s"] = time.monotonic() - t_start
-    meta["leftovers_removed"] = leftovers
-    meta["machine_load"] = load.summary()
+    interrupted = run_measured(bench.run, meta, bench.cleanup)
 
-    text = report(bench, meta)
-    print(text)
-    if opts.markdown:
-        with open(opts.markdown, "w") as f:
-            f.write(text)
-    if opts.json:
-        with open(opts.json, "w") as f:
-            json.dump({"meta": meta, "results": bench.results, "notes": bench.notes, "errors": bench.errors},
-                      f, indent=1, default=str)
+    write_outputs(report(bench, meta), opts.markdown, opts.json,
+                  {"meta": meta, "results": bench.results, "notes": bench.notes, "errors": bench.errors})
     log(f"total {meta['duration_s']:.0f} s")
     if bench.errors:
         n_mis = sum(e["mismatch"] for e in bench.errors)

@@ -32,7 +32,6 @@ ready) to the moment the last consumer is done; median of --runs runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import platform
@@ -51,8 +50,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-# Shared helpers of the channel benchmark (tables, host block, machine load).
-from bench_channel import MachineLoad, fmt_rate, fmt_ratio, md_table, run_context  # noqa: E402
+# Shared helpers of the channel benchmark (tables, host block, machine load, teardown, report tails).
+from _workloads import child_setup  # noqa: E402
+from bench_channel import (  # noqa: E402
+    MachineLoad, fmt_rate, fmt_ratio, git_note, last_line, machine_load_pcts, md_table, not_idle_warning,
+    run_context, run_measured, sigterm_as_interrupt, skipped_and_failures, stop_workers, write_outputs,
+)
 
 START_METHOD = "spawn"
 BATCH = 64
@@ -230,22 +233,12 @@ def consume(q: Any, batch: bool, n_prod: int, payloads: list[bytes], timeout: fl
     return {"count": count, "s1": s1, "s2": s2, "markers": markers, "spurious_empty": spurious_empty}
 
 
-def _die_with_parent() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
-    except Exception:
-        pass
-
-
 def worker_main(role: str, idx: int, n_prod: int, family: str, batch: bool, q: Any, barrier: Any,
                 conn: Any, wait_timeout: float) -> None:
     """Entry point of every child: a producer (idx = producer_id) or a consumer."""
     import faulthandler
 
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
+    child_setup()  # dies with the parent; ^C is the parent's
     # On a hang the parent sends SIGUSR1: every worker prints where it is stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     timeout = FF_TIMEOUT if family == "faster-fifo" else None
@@ -469,26 +462,7 @@ class Group:
             return f"<{type(e).__name__}: {e}>"
 
     def close(self) -> None:
-        for conn in self.conns:
-            try:
-                conn.send(("stop",))
-            except Exception:
-                pass
-        deadline = time.monotonic() + 5.0
-        for p in self.procs:
-            p.join(max(0.1, deadline - time.monotonic()))
-        for p in self.procs:
-            if p.is_alive():
-                p.terminate()
-                p.join(2.0)
-            if p.is_alive():
-                p.kill()
-                p.join(2.0)
-        for conn in self.conns:
-            try:
-                conn.close()
-            except Exception:
-                pass
+        stop_workers(self.conns, self.procs)
         q, self.q = self.q, None
         if q is None:
             return
@@ -662,25 +636,17 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
                  "took the object); the consumer calls again.\n")
         P.append(md_table(["size", "transport", "config", "objects/run", "objects/s of each run", "spread",
                            "spurious Empty"], detail) + "\n")
-    if meta["skipped"]:
-        P.append("## Skipped\n")
-        P.append("\n".join(f"- {k}: {v}" for k, v in meta["skipped"].items()) + "\n")
-    if bench.errors:
-        P.append("## FAILURES\n")
-        P.append("\n".join(f"- {e['tag']}: {e['transport']}, {size_label(e['size'])}, {e['config']}: "
-                           f"{e['error'].strip().splitlines()[-1] if e['error'].strip() else ''}"
-                           for e in bench.errors) + "\n")
-    ml = meta.get("machine_load", {})
-    other, steal = ml.get("other_processes_pct_of_machine", 0.0), ml.get("steal_pct_of_machine", 0.0)
+    P += skipped_and_failures(meta["skipped"], [
+        f"{e['tag']}: {e['transport']}, {size_label(e['size'])}, {e['config']}: {last_line(e['error'])}"
+        for e in bench.errors])
+    other, steal = machine_load_pcts(meta)
     P.append(f"Load: average {meta.get('loadavg_1min_at_start', -1):.2f} at start; other processes used "
              f"{other:.1f}% of the machine during the run, steal {steal:.1f}% (run took "
              f"{meta.get('duration_s', 0):.0f} s); by configuration: "
              + ", ".join(f"{k} {v:.0f}%" for k, v in bench.config_load.items()) + ".\n")
     for w in meta["warnings"]:
         P.append(f"**WARNING: {w}.**\n")
-    if other > 5 or steal > 5:
-        P.append(f"**WARNING: the machine was not idle ({other:.0f}% used by other processes, {steal:.0f}% steal): "
-                 "rerun on a quiet machine.**\n")
+    P += not_idle_warning(other, steal)
     return "\n".join(P)
 
 
@@ -725,8 +691,6 @@ def versions() -> dict[str, str]:
         except Exception:
             pass
     try:
-        import subprocess
-
         import shmring
 
         root = os.path.dirname(HERE)
@@ -734,13 +698,8 @@ def versions() -> dict[str, str]:
         if where != os.path.join(root, "src", "shmring"):
             # e.g. PYTHONPATH pointing at a build of another commit
             out["shmring"] = out.get("shmring", "?") + f" (imported from {where})"
-            return out
-        rev = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "src", "include"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        if rev and "shmring" in out:
-            out["shmring"] += f" (git {rev}{', src/include modified' if dirty else ''})"
+        elif "shmring" in out:
+            out["shmring"] += git_note(root)
     except Exception:
         pass
     return out
@@ -801,48 +760,25 @@ def main(argv: list[str] | None = None) -> int:
         if payload_len_for(s) < 0:
             raise SystemExit(f"--sizes: {s} B is smaller than the tuple without payload")
 
-    # SIGTERM ends the run like ^C: through the finally blocks below.
-    def _term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, _term)
+    sigterm_as_interrupt()  # SIGTERM ends the run like ^C: workers stopped, what was measured reported
 
     transports, skipped = select(opts.only)
     meta: dict[str, Any] = {**run_context(START_METHOD), "options": {k: v for k, v in vars(opts).items()},
                             "versions": {"python": platform.python_version(), **versions()}, "skipped": skipped,
                             "warnings": []}
-    try:
-        meta["loadavg_1min_at_start"] = float(open("/proc/loadavg").read().split()[0])
-    except (OSError, ValueError):
-        pass
     build = shmring_build() if any(t.family == "shmring" for t in transports) else None
     bench = Bench(opts, transports)
-    load = MachineLoad()
-    t_start = time.monotonic()
-    interrupted = False
-    try:
-        bench.run()
-    except KeyboardInterrupt:
-        interrupted = True
-        log("interrupted: stopping workers and cleaning up")
-    meta["duration_s"] = time.monotonic() - t_start
-    meta["machine_load"] = load.summary()
+    interrupted = run_measured(bench.run, meta)
     if build and shmring_build() != build:
         meta["warnings"].append("the shmring extension was rebuilt during the run: cells may mix two builds; rerun")
         log(f"!!! {meta['warnings'][-1]}")
 
-    text = report(bench, meta)
-    print(text)
+    write_outputs(report(bench, meta), opts.markdown, opts.json,
+                  {"meta": meta, "errors": bench.errors, "config_load_other_pct": bench.config_load,
+                   "results": [{"transport": k[0], "size": k[1], "config": k[2], **v}
+                               for k, v in bench.results.items()]})
     if opts.markdown:
-        os.makedirs(os.path.dirname(os.path.abspath(opts.markdown)), exist_ok=True)
-        with open(opts.markdown, "w") as f:
-            f.write(text)
         log(f"tables written to {opts.markdown}")
-    if opts.json:
-        with open(opts.json, "w") as f:
-            json.dump({"meta": meta, "errors": bench.errors, "config_load_other_pct": bench.config_load,
-                       "results": [{"transport": k[0], "size": k[1], "config": k[2], **v}
-                                   for k, v in bench.results.items()]}, f, indent=1, default=str)
     log(f"total {meta['duration_s']:.0f} s")
     if bench.errors:
         log(f"\n!!! {len(bench.errors)} cell(s) FAILED; see above")

@@ -32,7 +32,6 @@ Sections:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import secrets
@@ -48,8 +47,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-# Shared helpers of the channel benchmark (tables, percentiles, machine load).
-from bench_channel import MachineLoad, _percentiles, fmt_num, fmt_rate, fmt_ratio, md_table, run_context  # noqa: E402
+# Shared helpers of the channel benchmark (tables, percentiles, machine load, teardown, report tails).
+from _workloads import child_setup  # noqa: E402
+from bench_channel import (  # noqa: E402
+    MachineLoad, _percentiles, fmt_num, fmt_rate, fmt_ratio, git_note, last_line, machine_load_pcts, md_table,
+    not_idle_warning, run_context, run_measured, sigterm_as_interrupt, skipped_and_failures, stop_workers,
+    write_outputs,
+)
 
 START_METHOD = "spawn"
 SECTIONS = ["uncontended", "handoff", "waitcpu", "contention", "kill"]
@@ -494,21 +498,9 @@ def _selected(row: str, only: list[str]) -> bool:
     return any(tok in r for tok in only)
 
 
-def _child_setup() -> None:
-    # Die with the parent rather than linger (Linux only; best effort).
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
-
-
 def worker_main(seg_name: str, mp_objs: dict[str, Any], posix_names: dict[str, str], conn: Any) -> None:
     """Entry point of the pool's workers: attach, then run tasks."""
-    _child_setup()
+    child_setup()
     kit = None
     try:
         import shmring
@@ -567,7 +559,7 @@ def _kill_acquire(kind: str, lk: Any, timeout: float) -> tuple[str, str]:
 
 
 def kill_holder_main(kind: str, ref: Any, conn: Any) -> None:
-    _child_setup()
+    child_setup()
     try:
         lk = _kill_open(kind, ref)
         outcome, detail = _kill_acquire(kind, lk, 5.0)
@@ -582,7 +574,7 @@ def kill_holder_main(kind: str, ref: Any, conn: Any) -> None:
 def kill_waiter_main(kind: str, ref: Any, timeout: float, conn: Any) -> None:
     """Block in acquire before the holder is killed; report what happened
     and when, then check that the lock can be used again."""
-    _child_setup()
+    child_setup()
     try:
         lk = _kill_open(kind, ref)
         conn.send(("ready",))
@@ -683,26 +675,7 @@ class Pool:
                 self.stash[j].append(msg)
 
     def close(self) -> None:
-        for conn in self.conns:
-            try:
-                conn.send(("stop",))
-            except Exception:
-                pass
-        deadline = time.monotonic() + 5.0
-        for p in self.procs:
-            p.join(max(0.1, deadline - time.monotonic()))
-        for p in self.procs:
-            if p.is_alive():
-                p.terminate()
-                p.join(2.0)
-            if p.is_alive():
-                p.kill()
-                p.join(2.0)
-        for conn in self.conns:
-            try:
-                conn.close()
-            except Exception:
-                pass
+        stop_workers(self.conns, self.procs)
 
 
 class SectionLoad:
@@ -1429,22 +1402,14 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
         P.append(md_table(["lock", "blocked waiter gets", "detected after", "then", "late acquirer gets",
                            "detected after", "released unrepaired: next gets"], table) + "\n")
 
-    if meta["skipped"]:
-        P.append("## Skipped\n")
-        P.append("\n".join(f"- {k}: {v}" for k, v in meta["skipped"].items()) + "\n")
-    if bench.errors:
-        P.append("## FAILURES\n")
-        P.append("\n".join(f"- {e['section']} {e['row']}: {e['error'].strip().splitlines()[-1] if e['error'].strip() else ''}"
-                           for e in bench.errors) + "\n")
-    ml = meta.get("machine_load", {})
-    other, steal = ml.get("other_processes_pct_of_machine", 0.0), ml.get("steal_pct_of_machine", 0.0)
+    P += skipped_and_failures(meta["skipped"], [f"{e['section']} {e['row']}: {last_line(e['error'])}"
+                                                for e in bench.errors])
+    other, steal = machine_load_pcts(meta)
     P.append(f"Machine: {meta['host']['cpu_model'] or '?'}, {meta['host']['cpus']} CPUs, kernel {meta['host']['kernel']}; "
              f"load average {meta.get('loadavg_1min_at_start', -1):.2f} at start; other processes used {other:.1f}% of "
              f"the machine during the run, steal {steal:.1f}% (run took {meta.get('duration_s', 0):.0f} s); by section: "
              + ", ".join(f"{k} {v:.0f}%" for k, v in bench.section_load.items()) + ".\n")
-    if other > 5 or steal > 5:
-        P.append(f"**WARNING: the machine was not idle ({other:.0f}% used by other processes, {steal:.0f}% steal): "
-                 "spinning and contention rows suffer most; rerun on a quiet machine.**\n")
+    P += not_idle_warning(other, steal, "spinning and contention rows suffer most; ")
     P.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v) + "\n")
     return "\n".join(P)
 
@@ -1455,19 +1420,8 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
 def collect_meta(opts: Any, bench: Bench) -> dict[str, Any]:
     import shmring
 
-    versions: dict[str, Any] = {"python": platform.python_version(), "shmring": shmring.__version__}
-    try:
-        import subprocess
-
-        root = os.path.dirname(HERE)
-        rev = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "src", "include"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        if rev:
-            versions["shmring"] += f" (git {rev}{', src/include modified' if dirty else ''})"
-    except Exception:
-        pass
+    versions: dict[str, Any] = {"python": platform.python_version(),
+                                "shmring": shmring.__version__ + git_note(os.path.dirname(HERE))}
     pi = posix_ipc_or_none()
     if pi is not None:
         versions["posix_ipc"] = getattr(pi, "VERSION", "?")
@@ -1522,50 +1476,26 @@ def main(argv: list[str] | None = None) -> int:
     if opts.repeat < 1 or any(p < 1 for p in opts.procs):
         raise SystemExit("--repeat and --procs must be >= 1")
 
-    # SIGTERM ends the run like ^C: through the finally blocks below.
-    def _term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, _term)
+    sigterm_as_interrupt()  # SIGTERM ends the run like ^C: workers stopped, what was measured reported
 
     bench = Bench(opts)
     for k, v in bench.skipped.items():
         log(f"skipping {k}: {v}")
     meta = collect_meta(opts, bench)
-    try:
-        meta["loadavg_1min_at_start"] = float(open("/proc/loadavg").read().split()[0])
-    except (OSError, ValueError):
-        pass
-    load = MachineLoad()
-    t_start = time.monotonic()
-    interrupted = False
-    leftovers: list[str] = []
-    try:
-        bench.run()
-    except KeyboardInterrupt:
-        interrupted = True
-        log("interrupted: stopping workers and cleaning up")
-    except Exception as e:
-        bench.errors.append({"section": "setup", "row": "-", "error": traceback.format_exc()})
-        log(f"!!! {e}")
-    finally:
-        leftovers = bench.cleanup()
-        for x in leftovers:
-            log(f"cleanup: removed leftover {x}")
-    meta["duration_s"] = time.monotonic() - t_start
-    meta["leftovers_removed"] = leftovers
-    meta["machine_load"] = load.summary()
+
+    def run() -> None:
+        try:
+            bench.run()
+        except Exception as e:  # reported in the tables; the cleanup still runs
+            bench.errors.append({"section": "setup", "row": "-", "error": traceback.format_exc()})
+            log(f"!!! {e}")
+
+    interrupted = run_measured(run, meta, bench.cleanup)
 
     text = report(bench, meta)
-    print(text)
-    if opts.markdown:
-        with open(opts.markdown, "w") as f:
-            f.write(text)
-    if opts.json:
-        with open(opts.json, "w") as f:
-            meta["section_load_other_pct"] = bench.section_load
-            json.dump({"meta": meta, "results": bench.results, "notes": bench.notes, "errors": bench.errors},
-                      f, indent=1, default=str)
+    meta["section_load_other_pct"] = bench.section_load  # for the JSON: the report has it already
+    write_outputs(text, opts.markdown, opts.json,
+                  {"meta": meta, "results": bench.results, "notes": bench.notes, "errors": bench.errors})
     log(f"total {meta['duration_s']:.0f} s")
     if bench.errors:
         log(f"\n!!! {len(bench.errors)} measurement(s) FAILED; see above")

@@ -43,6 +43,8 @@ from hypothesis import strategies as st
 import shmring
 from shmring import Channel
 
+from conftest import Kids
+
 pytestmark = pytest.mark.timeout(60)
 
 FORK = mp.get_context("fork")
@@ -529,10 +531,10 @@ class Agent:
     sent: ``agent("send", b"x", timeout=1)`` calls ``ch.send`` there and
     returns its result or raises its exception here."""
 
-    def __init__(self, ctx: Any, target: str | None, wait: str | None, registry: list[Any]) -> None:
+    def __init__(self, kids: Kids, ctx: Any = FORK, target: str | None = None, wait: str | None = None) -> None:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_agent_main, args=(child, target, wait), daemon=True)
-        registry.append(self)
+        kids.adopt(self)
         self.proc.start()
         child.close()
         self.pid: int = self.proc.pid
@@ -595,43 +597,6 @@ class Agent:
             self.proc.kill()
         self.proc.join(10)
         self.conn.close()
-
-
-class Kids:
-    """Every child a test starts; all are killed and joined at teardown."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-
-    def process(self, ctx: Any, target: Callable[..., Any], *args: Any) -> Any:
-        p = ctx.Process(target=target, args=args, daemon=True)
-        self.items.append(p)
-        p.start()
-        return p
-
-    def agent(self, ctx: Any = FORK, target: str | None = None, wait: str | None = None) -> Agent:
-        return Agent(ctx, target, wait, self.items)
-
-    def reap(self) -> None:
-        for item in reversed(self.items):
-            try:
-                if isinstance(item, Agent):
-                    item.reap()
-                else:
-                    if item.is_alive():
-                        item.kill()
-                    item.join(10)
-            except Exception:  # noqa: BLE001 - keep reaping the others
-                pass
-
-
-@pytest.fixture
-def kids() -> Iterator[Kids]:
-    k = Kids()
-    try:
-        yield k
-    finally:
-        k.reap()
 
 
 @pytest.fixture
@@ -890,7 +855,7 @@ def fill_patterns(c: int) -> dict[str, tuple[int, list[int]]]:
 def test_fill_exactly_then_drain(capacity: int, pattern: str, channel: Callable[..., Channel], kids: Kids) -> None:
     ch = channel(capacity, "adaptive")
     pre, lengths = fill_patterns(capacity)[pattern]
-    producer = kids.agent(FORK, ch.name)
+    producer = Agent(kids, FORK, ch.name)
     assert ch.try_recv() is None  # empty: None (and this process is the consumer)
     if pre:
         producer("send", b"p" * (pre - 8), timeout=5)
@@ -931,7 +896,7 @@ def test_largest_message_after_wrap_waits_for_padding(capacity: int, channel: Ca
     the end of the ring AND the whole ring: the sender must wait until the
     consumer has skipped the padding, and then go through."""
     ch = channel(capacity, "block")
-    producer = kids.agent(FORK, ch.name)
+    producer = Agent(kids, FORK, ch.name)
     producer("send", b"q" * (capacity // 2 - 8), timeout=5)
     assert ch.recv(timeout=5) == b"q" * (capacity // 2 - 8)
     assert ch.try_recv() is None
@@ -947,7 +912,7 @@ def test_largest_message_after_wrap_waits_for_padding(capacity: int, channel: Ca
 @pytest.mark.parametrize("wait", STRATEGIES)
 def test_timeouts_on_empty_and_full(wait: str, channel: Callable[..., Channel], kids: Kids) -> None:
     ch = channel(256, wait)
-    producer = kids.agent(FORK, ch.name, wait)
+    producer = Agent(kids, FORK, ch.name, wait)
     producer("send", b"x", timeout=5)  # a live producer holds its end
     assert ch.recv(timeout=5) == b"x"
     assert ch.try_recv() is None
@@ -983,7 +948,7 @@ def test_timeouts_on_empty_and_full(wait: str, channel: Callable[..., Channel], 
 def test_adaptive_spin_window_respects_timeout(side: str, channel: Callable[..., Channel], kids: Kids) -> None:
     spin_ns = 100_000_000  # the largest window the API accepts
     ch = channel(256, "adaptive")
-    peer = kids.agent(FORK, ch.name)
+    peer = Agent(kids, FORK, ch.name)
     mine = Channel.open(ch.name, "adaptive", spin_ns=spin_ns)
     try:
         if side == "reader":
@@ -1010,7 +975,7 @@ def test_send_many_timeout_reports_partial_batch(channel: Callable[..., Channel]
     """A batch larger than the room left: Timeout says how many went out,
     and exactly those arrive (published before the error)."""
     ch = channel(256, "block")
-    producer = kids.agent(FORK, ch.name)
+    producer = Agent(kids, FORK, ch.name)
     assert ch.try_recv() is None
     batch = [make_msg(i, 56) for i in range(10)]  # 64-byte records: 4 fit
     outcome, err, elapsed = producer("timed", "send_many", batch, timeout=0.1)
@@ -1029,7 +994,7 @@ def test_too_big_raises_at_once(wait: str, state: str, channel: Callable[..., Ch
     timeout, whatever the ring holds (the agent would hang otherwise)."""
     capacity = 64
     ch = channel(capacity, wait)
-    producer = kids.agent(FORK, ch.name, wait)
+    producer = Agent(kids, FORK, ch.name, wait)
     assert ch.try_recv() is None
     if state == "full":
         assert producer("fill", 0) == capacity // 8
@@ -1089,7 +1054,7 @@ def test_iteration_ends_at_writer_close(wait: str, channel: Callable[..., Channe
     assert count == n
     assert list(ch) == []
     # Closing is permanent: a later producer cannot reopen the stream.
-    late = kids.agent(FORK, ch.name)
+    late = Agent(kids, FORK, ch.name)
     with pytest.raises(shmring.Closed, match="already ended"):
         late("send", b"too late", timeout=1)
     with pytest.raises(shmring.Closed):
@@ -1100,7 +1065,7 @@ def test_iteration_ends_at_writer_close(wait: str, channel: Callable[..., Channe
 @pytest.mark.parametrize("wait", STRATEGIES)
 def test_writer_close_wakes_blocked_reader(wait: str, channel: Callable[..., Channel], kids: Kids) -> None:
     ch = channel(4096, wait)
-    producer = kids.agent(FORK, ch.name, wait)
+    producer = Agent(kids, FORK, ch.name, wait)
     producer("send", b"one", timeout=5)
     assert ch.recv(timeout=5) == b"one"
     producer.start("later", 0.3, "close")
@@ -1118,7 +1083,7 @@ def test_writer_close_wakes_blocked_reader(wait: str, channel: Callable[..., Cha
 def test_reader_close_makes_send_raise_closed(wait: str, ctx_name: str, channel: Callable[..., Channel],
                                               kids: Kids) -> None:
     ch = channel(4096, wait)
-    consumer = kids.agent(CONTEXTS[ctx_name], ch.name, wait)
+    consumer = Agent(kids, CONTEXTS[ctx_name], ch.name, wait)
     ch.send(b"hello")
     assert consumer("recv", timeout=5) == b"hello"
     consumer("close")
@@ -1135,7 +1100,7 @@ def test_reader_close_makes_send_raise_closed(wait: str, ctx_name: str, channel:
 @pytest.mark.parametrize("wait", STRATEGIES)
 def test_reader_close_wakes_blocked_writer(wait: str, channel: Callable[..., Channel], kids: Kids) -> None:
     ch = channel(256, wait)
-    consumer = kids.agent(FORK, ch.name, wait)
+    consumer = Agent(kids, FORK, ch.name, wait)
     ch.send(b"claim")
     assert consumer("recv", timeout=5) == b"claim"
     assert consumer("try_recv") is None
@@ -1221,7 +1186,7 @@ def test_consumer_sigkill_unblocks_producer(wait: str, ctx_name: str, channel: C
     """The consumer dies by SIGKILL while the producer waits on a full ring:
     the producer's send raises PeerGone (bounded time), never hangs."""
     ch = channel(256, wait)
-    consumer = kids.agent(CONTEXTS[ctx_name], ch.name, wait)
+    consumer = Agent(kids, CONTEXTS[ctx_name], ch.name, wait)
     ch.send(b"claim")
     assert consumer("recv", timeout=5) == b"claim"
     while ch.try_send(b"f" * 40):
@@ -1251,11 +1216,11 @@ def test_new_consumer_after_consumer_sigkill(channel: Callable[..., Channel], ki
     n = 1500
     assert sum(record_size(size_of(s, sizes)) for s in range(n)) <= capacity
     ch = channel(capacity, "adaptive")
-    first = kids.agent(FORK, ch.name)
+    first = Agent(kids, FORK, ch.name)
     producer = kids.process(FORK, _producer, ch.name, None, "send", 0, n, sizes)
     seen = first("recv_seq", "recv", 0, 700, sizes)
     first.kill()
-    second = kids.agent(FORK, ch.name)
+    second = Agent(kids, FORK, ch.name)
     # The dead consumer may not have handed back its last messages: they
     # come again (at-least-once), but nothing may be skipped.
     data = second("recv", timeout=OP_TIMEOUT)
@@ -1287,7 +1252,7 @@ def test_producer_killed_inside_reserve(case: str, channel: Callable[..., Channe
     before = {"plain": 3, "needs-padding": 7, "largest": 2, "empty": 1, "unwritten": 5}[case]
     n = {"plain": 100, "needs-padding": 100, "largest": capacity - 8, "empty": 0, "unwritten": 64}[case]
     written = 0 if case == "unwritten" else n // 2
-    producer = kids.agent(FORK, ch.name)
+    producer = Agent(kids, FORK, ch.name)
     producer("send_seq", "send", 0, before, sizes)
     assert recv_seq(ch, "recv", 0, before, sizes) == before
     assert ch.try_recv() is None
@@ -1305,7 +1270,7 @@ def test_producer_killed_inside_reserve(case: str, channel: Callable[..., Channe
         ch.recv(timeout=OP_TIMEOUT)
     stats = ch.stats()
     assert stats["tail"] == stats["head"], "the dead producer's partial record was published"
-    successor = kids.agent(FORK, ch.name)
+    successor = Agent(kids, FORK, ch.name)
     successor.start("send_seq", "reserve", before, 20, sizes)
     assert recv_seq(ch, "recv", before, 20, sizes) == before + 20
     assert successor.reply() == 20
@@ -1322,7 +1287,7 @@ def test_producer_killed_inside_send_many(capacity: int, channel: Callable[..., 
     sizes = size_mix("mixed", capacity)
     k = 400
     ch = channel(capacity, "adaptive")
-    producer = kids.agent(FORK, ch.name)
+    producer = Agent(kids, FORK, ch.name)
     assert ch.try_recv() is None
     producer.start("send_many_and_die", 0, k, sizes)
     seq = _drain_until_peer_gone(ch, 0, sizes, k)
@@ -1344,8 +1309,8 @@ def test_producer_killed_inside_send_many(capacity: int, channel: Callable[..., 
 def test_second_live_producer_gets_role_taken(ctx_name: str, channel: Callable[..., Channel], kids: Kids) -> None:
     ctx = CONTEXTS[ctx_name]
     ch = channel(4096, "block")
-    a = kids.agent(ctx, ch.name)
-    b = kids.agent(ctx, ch.name)
+    a = Agent(kids, ctx, ch.name)
+    b = Agent(kids, ctx, ch.name)
     a("send", b"from-a", timeout=5)
     for op, args in (("send", (b"b",)), ("try_send", (b"b",)), ("send_many", ([b"b"],)), ("reserve", (1,))):
         with pytest.raises(shmring.RoleTaken, match=rf"producer end is held by live process {a.pid}") as ei:
@@ -1366,8 +1331,8 @@ def test_second_live_producer_gets_role_taken(ctx_name: str, channel: Callable[.
 def test_second_live_consumer_gets_role_taken(ctx_name: str, channel: Callable[..., Channel], kids: Kids) -> None:
     ctx = CONTEXTS[ctx_name]
     ch = channel(4096, "block")
-    a = kids.agent(ctx, ch.name)
-    b = kids.agent(ctx, ch.name)
+    a = Agent(kids, ctx, ch.name)
+    b = Agent(kids, ctx, ch.name)
     ch.send(b"one")
     assert a("recv", timeout=5) == b"one"
     ch.send(b"two")
@@ -1417,7 +1382,7 @@ def test_fork_child_does_not_inherit_claims(channel: Callable[..., Channel], kid
     stats = ch.stats()
     assert not stats["writer_closed"] and stats["producer_pid"] == os.getpid(), stats
     ch.send(b"parent-2")
-    consumer = kids.agent(FORK, ch.name)
+    consumer = Agent(kids, FORK, ch.name)
     assert consumer("recv", timeout=5) == b"parent-1"
     assert consumer("recv", timeout=5) == b"parent-2"
     assert consumer("try_recv") is None
@@ -1435,7 +1400,7 @@ def test_sigint_interrupts_blocked_recv(wait: str, ctx_name: str, channel: Calla
                                         kids: Kids) -> None:
     ch = channel(4096, wait)
     ch.send(b"first")
-    consumer = kids.agent(CONTEXTS[ctx_name], ch.name, wait)
+    consumer = Agent(kids, CONTEXTS[ctx_name], ch.name, wait)
     assert consumer("recv", timeout=5) == b"first"
     consumer.start("interruptible", "recv")  # no timeout
     consumer.wait_ready()
@@ -1457,7 +1422,7 @@ def test_sigint_interrupts_blocked_recv(wait: str, ctx_name: str, channel: Calla
 def test_sigint_interrupts_blocked_send(wait: str, channel: Callable[..., Channel], kids: Kids) -> None:
     capacity = 256
     ch = channel(capacity, wait)
-    producer = kids.agent(FORK, ch.name, wait)
+    producer = Agent(kids, FORK, ch.name, wait)
     assert ch.try_recv() is None  # this process is the (live, idle) consumer
     n = producer("fill", 24)
     assert n == capacity // 32
@@ -1573,7 +1538,7 @@ def test_corrupted_ring_reader(case: str, channel: Callable[..., Channel], kids:
     """Garbage in the counters or record headers: every read in the victim
     process raises CorruptedError (a ValueError) and the process survives."""
     ch = channel(256, "block")
-    victim = kids.agent(FORK, ch.name, "block")
+    victim = Agent(kids, FORK, ch.name, "block")
     ch.send(b"warm-up")
     assert victim("recv", timeout=5) == b"warm-up"
     assert victim("try_recv") is None  # head published: head == tail
@@ -1617,7 +1582,7 @@ def test_corrupted_ring_writer(case: str, channel: Callable[..., Channel], kids:
                                raw: Callable[[str], Hostile]) -> None:
     """A garbage head seen by a producer waiting for room: CorruptedError."""
     ch = channel(256, "block")
-    victim = kids.agent(FORK, ch.name, "block")
+    victim = Agent(kids, FORK, ch.name, "block")
     assert ch.try_recv() is None  # this process is the consumer
     assert victim("fill", 8) == 256 // 16
     h = raw(ch.name)
@@ -1637,7 +1602,7 @@ def test_corrupted_counters_refused_at_claim(role: str, channel: Callable[..., C
     """Impossible counters when an end is claimed: CorruptedError, and the
     failed claim is given back (once repaired, the same process can claim)."""
     ch = channel(256, "block")
-    victim = kids.agent(FORK, ch.name, "block")
+    victim = Agent(kids, FORK, ch.name, "block")
     h = raw(ch.name)
     if role == "consumer":
         h.tail = 4
@@ -1681,7 +1646,7 @@ def test_open_refuses_garbage_config(field: str, value: int, channel: Callable[.
     ch = channel(256, "block")
     h = raw(ch.name)
     h.put_u64(CTRL[field], value)
-    victim = kids.agent(FORK, None)
+    victim = Agent(kids, FORK, None)
     with pytest.raises(shmring.CorruptedError) as ei:
         victim("open", ch.name)
     assert isinstance(ei.value, ValueError)
@@ -1694,8 +1659,8 @@ def test_config_is_read_once(channel: Callable[..., Channel], kids: Kids, raw: C
     nothing (each side keeps its own checked copy); garbage in the default
     strategy or spin window is replaced by sane values at open."""
     ch = channel(256, "block")
-    victim = kids.agent(FORK, ch.name)
-    producer = kids.agent(FORK, ch.name)
+    victim = Agent(kids, FORK, ch.name)
+    producer = Agent(kids, FORK, ch.name)
     producer("send", b"one", timeout=5)
     assert victim("recv", timeout=5) == b"one"
     h = raw(ch.name)
@@ -1713,7 +1678,7 @@ def test_config_is_read_once(channel: Callable[..., Channel], kids: Kids, raw: C
     h2 = raw(other.name)
     h2.put_u32(CTRL["wait"], 99)
     h2.put_u32(CTRL["spin_ns"], 0xFFFFFFFF)
-    probe = kids.agent(FORK, None)
+    probe = Agent(kids, FORK, None)
     probe("open", other.name)
     assert probe("timed", "recv", timeout=0.05)[0] == "raised"
     assert probe.stop() == 0
@@ -1736,7 +1701,7 @@ def test_forged_valid_records_are_accepted(channel: Callable[..., Channel], kids
     h = raw(ch.name)
     h.put_record(0, 5, REC_DATA, b"hello")
     h.tail = 16
-    victim = kids.agent(FORK, ch.name)
+    victim = Agent(kids, FORK, ch.name)
     assert victim("recv", timeout=5) == b"hello"
     assert victim("try_recv") is None
     assert h.head == 16
@@ -1792,7 +1757,7 @@ def test_fuzz_garbage_never_crashes(sizes: list[int], writes: list[Any], reopen_
     long-lived victim process runs every example (a new one after a crash)."""
     victim = next((a for a in reversed(kids.items) if isinstance(a, Agent) and a.proc.is_alive()), None)
     if victim is None:
-        victim = kids.agent(FORK, None)
+        victim = Agent(kids, FORK, None)
     name = new_name()
     ch = Channel.create(name, FUZZ_CAPACITY, "block")
     h = None
@@ -1842,7 +1807,7 @@ def test_blocked_wait_uses_almost_no_cpu(wait: str, side: str, channel: Callable
     """Regression guard (the benchmark measures the real figure): waiting
     ~1 s with a live peer costs under 5% of a core."""
     ch = channel(4096, wait)
-    agent = kids.agent(FORK, ch.name, wait)
+    agent = Agent(kids, FORK, ch.name, wait)
     if side == "reader":
         ch.send(b"claim")
         assert agent("recv", timeout=5) == b"claim"

@@ -32,7 +32,7 @@ import struct
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shmring
+
+from conftest import Kids
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -196,9 +198,11 @@ def _consumer(q: shmring.Queue, conn: Any, api: str, mode: str, seed: int, gate:
 
 
 class Collector:
-    """Reads consumers' reports while they run."""
+    """Consumers of one test (children in ``kids``), and the reports they
+    send while they run."""
 
-    def __init__(self) -> None:
+    def __init__(self, kids: Kids) -> None:
+        self.kids = kids
         self.conns: dict[Any, int] = {}
         self.got: dict[int, list[tuple[int, int]]] = {}
         self.done: set[int] = set()
@@ -207,6 +211,13 @@ class Collector:
     def add(self, c: int, conn: Any) -> None:
         self.conns[conn] = c
         self.got[c] = []
+
+    def consumer(self, c: int, *args: Any) -> Any:
+        r, w = FORK.Pipe(duplex=False)
+        p = self.kids.process(FORK, _consumer, args[0], w, *args[1:])
+        w.close()  # closed before the next child is forked: EOF when this one dies
+        self.add(c, r)
+        return p
 
     def pump(self, timeout: float) -> None:
         for conn in mpc.wait(list(self.conns), timeout):
@@ -241,35 +252,9 @@ class Collector:
     def count_from(self, p: int) -> int:
         return sum(1 for g in self.got.values() for pp, _ in g if pp == p)
 
-
-class Kids:
-    """Children of one test: started and collected, never left behind."""
-
-    def __init__(self) -> None:
-        self.procs: list[Any] = []
-        self.collector = Collector()
-
-    def start(self, target: Callable[..., None], *args: Any) -> Any:
-        p = FORK.Process(target=target, args=args, daemon=True)
-        p.start()
-        self.procs.append(p)
-        return p
-
-    def consumer(self, c: int, *args: Any) -> Any:
-        r, w = FORK.Pipe(duplex=False)
-        p = self.start(_consumer, args[0], w, *args[1:])
-        w.close()  # closed before the next child is forked: EOF when this one dies
-        self.collector.add(c, r)
-        return p
-
     def join(self, procs: list[Any], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for p in procs:
-            while p.is_alive() and time.monotonic() < deadline:
-                self.collector.pump(0.02)
-                p.join(0)
-            p.join(max(0.0, deadline - time.monotonic()))
-            assert not p.is_alive(), f"child {p.pid} still running after {timeout} s"
+        """``kids.join``, reading reports meanwhile."""
+        self.kids.join(procs, timeout, self.pump)
 
     def put_markers(self, q: shmring.Queue, n: int, timeout: float = 40) -> None:
         """Put ``n`` end markers, reading reports meanwhile: a consumer
@@ -281,20 +266,12 @@ class Kids:
                 return
             except queue.Full:
                 assert time.monotonic() < deadline, f"no room for the end markers after {timeout} s: {q.stats()}"
-                self.collector.pump(0)
-
-    def cleanup(self) -> None:
-        for p in self.procs:
-            if p.is_alive():
-                p.kill()
-            p.join(5)
+                self.pump(0)
 
 
 @pytest.fixture
-def kids() -> Iterator[Kids]:
-    k = Kids()
-    yield k
-    k.cleanup()
+def collector(kids: Kids) -> Collector:
+    return Collector(kids)
 
 
 def check_delivery(
@@ -362,7 +339,8 @@ TOTAL = {"unbounded": 20000, "bounded": 12000, "overflow": 1000}
 @pytest.mark.parametrize("mode", ["unbounded", "bounded", "overflow"])
 @pytest.mark.parametrize("api", ["single", "batch"])
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_exactly_once(layout: str, api: str, mode: str, new_name: Callable[[], str], kids: Kids) -> None:
+def test_exactly_once(layout: str, api: str, mode: str, new_name: Callable[[], str], kids: Kids,
+                      collector: Collector) -> None:
     producers, consumers = LAYOUTS[layout]
     per = TOTAL[mode] // producers
     seed = random.randrange(2**32)
@@ -370,8 +348,8 @@ def test_exactly_once(layout: str, api: str, mode: str, new_name: Callable[[], s
     gate = FORK.Event() if mode == "overflow" else None
     with make_queue(mode, new_name()) as q:
         for c in range(consumers):
-            kids.consumer(c, q, api, mode, seed + 1000 + c, gate)
-        prods = [kids.start(_producer, q, p, per, api, mode, seed + p) for p in range(producers)]
+            collector.consumer(c, q, api, mode, seed + 1000 + c, gate)
+        prods = [kids.process(FORK, _producer, q, p, per, api, mode, seed + p) for p in range(producers)]
         most_chunks = 0
         if gate is not None:
             # Let the ring overflow before anyone consumes, then drain while
@@ -383,12 +361,12 @@ def test_exactly_once(layout: str, api: str, mode: str, new_name: Callable[[], s
                     break
                 time.sleep(0.002)
             gate.set()
-        kids.join(prods, 40)
+        collector.join(prods, 40)
         assert all(p.exitcode == 0 for p in prods), [p.exitcode for p in prods]
-        kids.put_markers(q, consumers)
-        kids.collector.wait_done(set(range(consumers)), 40)
-        kids.join(kids.procs, 10)
-        check_delivery(kids.collector.got, {p: per for p in range(producers)}, ctx=ctx)
+        collector.put_markers(q, consumers)
+        collector.wait_done(set(range(consumers)), 40)
+        collector.join(kids.procs, 10)
+        check_delivery(collector.got, {p: per for p in range(producers)}, ctx=ctx)
         if gate is not None:
             assert most_chunks >= 1, "the stream never overflowed the ring"
         assert_drained(q)
@@ -399,12 +377,12 @@ def test_exactly_once(layout: str, api: str, mode: str, new_name: Callable[[], s
 # --------------------------------------------------------------------------
 
 
-def _wait_for(kids: Kids, pred: Callable[[], bool], timeout: float, what: str) -> None:
+def _wait_for(collector: Collector, pred: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        assert not kids.collector.errors, kids.collector.errors
-        kids.collector.pump(0.01)
+        assert not collector.errors, collector.errors
+        collector.pump(0.01)
 
 
 def _streamer(q: shmring.Queue, p: int, api: str, mode: str, seed: int, stop: Any, conn: Any) -> None:
@@ -425,8 +403,8 @@ def _streamer(q: shmring.Queue, p: int, api: str, mode: str, seed: int, stop: An
 class Stream:
     """Streaming producers of one kill test."""
 
-    def __init__(self, kids: Kids, q: shmring.Queue, api: str, mode: str, seed: int) -> None:
-        self.kids, self.q, self.api, self.mode, self.seed = kids, q, api, mode, seed
+    def __init__(self, collector: Collector, q: shmring.Queue, api: str, mode: str, seed: int) -> None:
+        self.collector, self.q, self.api, self.mode, self.seed = collector, q, api, mode, seed
         # A lock-free flag: a producer killed inside Event.is_set() would
         # leave the Event's lock held and hang the others.
         self.stop = FORK.RawValue("b", 0)
@@ -435,23 +413,24 @@ class Stream:
 
     def start(self, p: int) -> Any:
         r, w = FORK.Pipe(duplex=False)
-        self.procs[p] = self.kids.start(_streamer, self.q, p, self.api, self.mode, self.seed + p, self.stop, w)
+        self.procs[p] = self.collector.kids.process(FORK, _streamer, self.q, p, self.api, self.mode, self.seed + p,
+                                                    self.stop, w)
         w.close()
         self.counts[p] = r
         return self.procs[p]
 
     def delivered(self) -> int:
-        return sum(len(g) for g in self.kids.collector.got.values())
+        return sum(len(g) for g in self.collector.got.values())
 
     def carry_on(self, more: int) -> None:
         """Let the others deliver ``more`` items, then stop the producers."""
         target = self.delivered() + more
-        _wait_for(self.kids, lambda: self.delivered() >= target, 20, f"{more} more items after the kill")
+        _wait_for(self.collector, lambda: self.delivered() >= target, 20, f"{more} more items after the kill")
         self.stop.value = 1
 
     def finish(self, survivors: list[int]) -> dict[int, int]:
         """Join the surviving producers: how many each put."""
-        self.kids.join([self.procs[p] for p in survivors], 40)
+        self.collector.join([self.procs[p] for p in survivors], 40)
         assert all(self.procs[p].exitcode == 0 for p in survivors), [self.procs[p].exitcode for p in survivors]
         return {p: self.counts[p].recv() for p in survivors}
 
@@ -466,7 +445,8 @@ def kill(proc: Any) -> None:
 @pytest.mark.parametrize("mode", list(KILL_MODES))
 @pytest.mark.parametrize("api", ["single", "batch"])
 @pytest.mark.parametrize("round", range(3))
-def test_kill_producer_mid_stream(round: int, api: str, mode: str, new_name: Callable[[], str], kids: Kids) -> None:
+def test_kill_producer_mid_stream(round: int, api: str, mode: str, new_name: Callable[[], str], kids: Kids,
+                                  collector: Collector) -> None:
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     ctx = f"[seed {seed}] "
@@ -474,21 +454,21 @@ def test_kill_producer_mid_stream(round: int, api: str, mode: str, new_name: Cal
     victim = 2
     with make_queue(imode, new_name(), maxsize=maxsize) as q:
         for c in range(2):
-            kids.consumer(c, q, api, imode, seed + 100 + c)
-        stream = Stream(kids, q, api, imode, seed)
+            collector.consumer(c, q, api, imode, seed + 100 + c)
+        stream = Stream(collector, q, api, imode, seed)
         for p in (0, 1, victim):
             stream.start(p)
-        _wait_for(kids, lambda: kids.collector.count_from(victim) >= 20, 20, "the victim's first items")
+        _wait_for(collector, lambda: collector.count_from(victim) >= 20, 20, "the victim's first items")
         time.sleep(rng.uniform(0, 0.03))
         kill(stream.procs[victim])
         stream.carry_on(100)
         expected = stream.finish([0, 1])
-        kids.put_markers(q, 2)
-        kids.collector.wait_done({0, 1}, 40)
-        kids.join(kids.procs, 10)
-        delivered = kids.collector.count_from(victim)
+        collector.put_markers(q, 2)
+        collector.wait_done({0, 1}, 40)
+        collector.join(kids.procs, 10)
+        delivered = collector.count_from(victim)
         expected[victim] = delivered
-        check_delivery(kids.collector.got, expected, prefix_only=frozenset({victim}), ctx=ctx)
+        check_delivery(collector.got, expected, prefix_only=frozenset({victim}), ctx=ctx)
         assert delivered >= 20
         assert_drained(q, producer_killed=True)
         q.put("still usable")
@@ -499,30 +479,31 @@ def test_kill_producer_mid_stream(round: int, api: str, mode: str, new_name: Cal
 @pytest.mark.parametrize("mode", list(KILL_MODES))
 @pytest.mark.parametrize("api", ["single", "batch"])
 @pytest.mark.parametrize("round", range(3))
-def test_kill_consumer_mid_stream(round: int, api: str, mode: str, new_name: Callable[[], str], kids: Kids) -> None:
+def test_kill_consumer_mid_stream(round: int, api: str, mode: str, new_name: Callable[[], str], kids: Kids,
+                                  collector: Collector) -> None:
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     ctx = f"[seed {seed}] "
     imode, maxsize = KILL_MODES[mode]
     victim = 0
     with make_queue(imode, new_name(), maxsize=maxsize) as q:
-        doomed = kids.consumer(victim, q, api, imode, seed + 100)
+        doomed = collector.consumer(victim, q, api, imode, seed + 100)
         for c in (1, 2):
-            kids.consumer(c, q, api, imode, seed + 100 + c)
-        stream = Stream(kids, q, api, imode, seed)
+            collector.consumer(c, q, api, imode, seed + 100 + c)
+        stream = Stream(collector, q, api, imode, seed)
         for p in (0, 1):
             stream.start(p)
-        _wait_for(kids, lambda: len(kids.collector.got[victim]) >= 20, 20, "the victim's first items")
+        _wait_for(collector, lambda: len(collector.got[victim]) >= 20, 20, "the victim's first items")
         time.sleep(rng.uniform(0, 0.03))
         kill(doomed)
-        kids.collector.drain(victim)  # what it reported before it died
+        collector.drain(victim)  # what it reported before it died
         stream.carry_on(100)
         expected = stream.finish([0, 1])
-        kids.put_markers(q, 2)
-        kids.collector.wait_done({1, 2}, 40)
-        kids.join(kids.procs, 10)
+        collector.put_markers(q, 2)
+        collector.wait_done({1, 2}, 40)
+        collector.join(kids.procs, 10)
         lose = 1 if api == "single" else MAX_BATCH[imode]
-        check_delivery(kids.collector.got, expected, may_lose=lose, ctx=ctx)
+        check_delivery(collector.got, expected, may_lose=lose, ctx=ctx)
         assert_drained(q)
 
 
@@ -671,7 +652,7 @@ def test_ping_pong_has_no_lost_wakeups(new_name: Callable[[], str], kids: Kids) 
     # trips would then take 15 s or more.
     n = 300
     with shmring.Queue(name=new_name()) as a, shmring.Queue(1, name=new_name()) as b:
-        p = kids.start(_ponger, a, b, n)
+        p = kids.process(FORK, _ponger, a, b, n)
         a.put(-1)
         assert b.get(timeout=OP_TIMEOUT) == -1  # the child is up
         t0 = time.monotonic()
@@ -700,7 +681,7 @@ def test_sleeping_consumers_are_woken_per_item(new_name: Callable[[], str], kids
         pipes = []
         for _ in range(4):
             r, w = FORK.Pipe(duplex=False)
-            kids.start(_timed_consumer, q, w)
+            kids.process(FORK, _timed_consumer, q, w)
             w.close()
             pipes.append(r)
         time.sleep(0.1)

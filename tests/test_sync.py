@@ -3,10 +3,10 @@
 Every multi-process test runs its children with multiprocessing "fork" or
 "spawn" (primitives pickle: one inside a segment as (segment, offset), a
 named one by its name) or as C programs (tests/c/sync_peer.c).  Children
-run ``_child_main``, which sends back what their target returns (or the
-traceback of what it raised) over a pipe, so a hung or crashed child shows up
-as a failed assertion, never as a hung test; every child is killed and joined
-by the ``kids`` fixture's teardown (a ``finally``).
+run ``_child_main`` (tests/conftest.py), which sends back what their target
+returns (or the traceback of what it raised) over a pipe, so a hung or
+crashed child shows up as a failed assertion, never as a hung test; every
+child is killed and joined by the ``kids`` fixture's teardown (a ``finally``).
 
 Coordination between the test and its children uses plain polling of
 AtomicInt32 loads (``wait_value``), never the blocking calls under test, so
@@ -33,7 +33,6 @@ import struct
 import subprocess
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,8 @@ from shmring import (
     Semaphore,
     SpinLock,
 )
+
+from conftest import Kid, Kids
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -150,91 +151,6 @@ def make_lock(kind: str, seg: Segment, off: int = LOCK) -> SpinLock | Mutex | Se
         return Mutex(seg, off)
     assert kind == "semaphore"
     return Semaphore(seg, off, value=1)
-
-
-def _child_main(conn: Any, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        reply: tuple[str, Any] = ("ok", target(*args))
-    except BaseException as e:  # noqa: BLE001 - reported to the test
-        reply = ("err", f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
-    try:
-        conn.send(reply)
-    except Exception as e:  # noqa: BLE001
-        conn.send(("err", f"unpicklable result: {e!r}"))
-    conn.close()
-
-
-class Kid:
-    def __init__(self, proc: Any, conn: Any) -> None:
-        self.proc = proc
-        self.conn = conn
-        self.pid: int = proc.pid
-
-    def result(self, timeout: float = STEP) -> Any:
-        if not self.conn.poll(timeout):
-            raise AssertionError(f"child {self.pid} gave no result within {timeout} s: it hangs")
-        try:
-            status, value = self.conn.recv()
-        except EOFError:
-            self.proc.join(5)
-            raise AssertionError(f"child {self.pid} died (exit code {self.proc.exitcode})") from None
-        if status != "ok":
-            raise AssertionError(f"child {self.pid} raised:\n{value}")
-        self.proc.join(10)
-        return value
-
-    def kill(self) -> None:
-        os.kill(self.pid, signal.SIGKILL)
-
-
-class Kids:
-    """Every child a test starts; all are killed and joined at teardown."""
-
-    def __init__(self) -> None:
-        self.kids: list[Kid] = []
-        self.popens: list[subprocess.Popen[str]] = []
-
-    def start(self, ctx: Any, target: Callable[..., Any], *args: Any) -> Kid:
-        parent_end, child_end = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_child_main, args=(child_end, target, args), daemon=True)
-        kid = Kid(proc, parent_end)
-        self.kids.append(kid)
-        proc.start()
-        kid.pid = proc.pid
-        child_end.close()
-        return kid
-
-    def popen(self, cmd: list[str]) -> subprocess.Popen[str]:
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.popens.append(p)
-        return p
-
-    def reap(self) -> None:
-        for kid in reversed(self.kids):
-            try:
-                if kid.proc.is_alive():
-                    kid.proc.kill()
-                kid.proc.join(10)
-                kid.conn.close()
-            except Exception:  # noqa: BLE001 - keep reaping the others
-                pass
-        for p in self.popens:
-            try:
-                if p.poll() is None:
-                    p.kill()
-                p.communicate(timeout=10)
-            except Exception:  # noqa: BLE001
-                pass
-
-
-@pytest.fixture
-def kids() -> Iterator[Kids]:
-    k = Kids()
-    try:
-        yield k
-    finally:
-        k.reap()
 
 
 @pytest.fixture

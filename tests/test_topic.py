@@ -43,6 +43,8 @@ from hypothesis import strategies as st
 import shmring
 from shmring import Topic
 
+from conftest import Kids
+
 FORK = mp.get_context("fork")
 SPAWN = mp.get_context("spawn")
 
@@ -134,34 +136,6 @@ def topic(new_name: Callable[[], str]) -> Iterator[Callable[..., Topic]]:
         for t in made:
             t.close()
             t.unlink()
-
-
-class Kids:
-    """Every child a test starts; all are killed and joined at teardown."""
-
-    def __init__(self) -> None:
-        self.procs: list[Any] = []
-
-    def start(self, ctx: Any, target: Callable[..., Any], *args: Any) -> Any:
-        p = ctx.Process(target=target, args=args, daemon=True)
-        self.procs.append(p)
-        p.start()
-        return p
-
-    def reap(self) -> None:
-        for p in self.procs:
-            if p.is_alive():
-                p.kill()
-            p.join(10)
-
-
-@pytest.fixture
-def kids() -> Iterator[Kids]:
-    k = Kids()
-    try:
-        yield k
-    finally:
-        k.reap()
 
 
 def join_ok(p: Any, timeout: float, what: str) -> None:
@@ -456,7 +430,7 @@ def test_block_publisher_not_stalled_by_padding(topic: Callable[..., Topic], kid
     the publish should take well under the subscriber's 50 ms sleep slice."""
     t = topic(128, "block")
     ready, got = FORK.Event(), FORK.Queue()
-    p = kids.start(FORK, _recv_loop, t, ready, got)
+    p = kids.process(FORK, _recv_loop, t, ready, got)
     assert ready.wait(OP_TIMEOUT)
     pub = t.publisher()
     took = []
@@ -1098,10 +1072,10 @@ def test_two_publishers_three_subscribers(topic: Callable[..., Topic], kids: Kid
     t = topic(2048, "block", spin_ns=spin_ns)
     results = FORK.Queue()
     readies = [FORK.Event() for _ in range(3)]
-    subs = [kids.start(FORK, _mp_subscriber, t, ev, results, 2, N_PER_PUB) for ev in readies]
+    subs = [kids.process(FORK, _mp_subscriber, t, ev, results, 2, N_PER_PUB) for ev in readies]
     for ev in readies:
         assert ev.wait(OP_TIMEOUT), "a subscriber did not start"
-    pubs = [kids.start(FORK, _mp_publisher, t, i, N_PER_PUB, 300) for i in range(2)]
+    pubs = [kids.process(FORK, _mp_publisher, t, i, N_PER_PUB, 300) for i in range(2)]
     for p in pubs:
         join_ok(p, 40, "publisher")
     outcomes = [results.get(timeout=OP_TIMEOUT) for _ in subs]
@@ -1135,8 +1109,8 @@ def test_topic_pickles_by_name_to_spawn_children(topic: Callable[..., Topic], ki
     clone.close()
     sub = t.subscribe()
     go, ready, results = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
-    child_sub = kids.start(SPAWN, _spawn_subscriber, t, ready, results)
-    child_pub = kids.start(SPAWN, _spawn_publisher, t, go)
+    child_sub = kids.process(SPAWN, _spawn_subscriber, t, ready, results)
+    child_pub = kids.process(SPAWN, _spawn_publisher, t, go)
     assert ready.wait(30), "the spawned subscriber did not start"
     go.set()
     join_ok(child_pub, 30, "spawned publisher")
@@ -1179,7 +1153,7 @@ def test_fork_child_does_not_inherit_the_subscription(topic: Callable[..., Topic
     sub, pub = t.subscribe(), t.publisher()
     pub.send(b"for the parent")
     a, b = FORK.Pipe()
-    p = kids.start(FORK, _fork_child_uses_inherited, sub, pub, b)
+    p = kids.process(FORK, _fork_child_uses_inherited, sub, pub, b)
     join_ok(p, OP_TIMEOUT, "fork child")
     assert a.recv() == ["Closed"]
     assert sub.recv(timeout=0) == b"for the parent"  # the parent's cursor did not move
@@ -1208,7 +1182,7 @@ def test_overwrite_reader_racing_publisher(topic: Callable[..., Topic], kids: Ki
     t = topic(2048, "overwrite")
     sub = t.subscribe()
     go = FORK.Event()
-    p = kids.start(FORK, _racing_publisher, t, go, RACE_N)
+    p = kids.process(FORK, _racing_publisher, t, go, RACE_N)
     go.set()
     received = missed = lags = peeks = zero_lags = 0
     expect = 0
@@ -1259,7 +1233,7 @@ def _idle_subscriber(t: Topic, ready: Any, n: int = 1) -> None:
 def test_sigkilled_subscriber_does_not_block_publishers(topic: Callable[..., Topic], kids: Kids) -> None:
     t = topic(512, "block", max_subscribers=4)
     ready = FORK.Event()
-    p = kids.start(FORK, _idle_subscriber, t, ready)
+    p = kids.process(FORK, _idle_subscriber, t, ready)
     assert ready.wait(OP_TIMEOUT)
     pub = t.publisher()
     for i in range(16):
@@ -1298,7 +1272,7 @@ def test_sigkilled_subscriber_does_not_block_publishers(topic: Callable[..., Top
 def test_dead_subscriber_slot_is_reused_by_subscribe(topic: Callable[..., Topic], kids: Kids) -> None:
     t = topic(512, "overwrite", max_subscribers=2)
     ready = FORK.Event()
-    p = kids.start(FORK, _idle_subscriber, t, ready, 2)
+    p = kids.process(FORK, _idle_subscriber, t, ready, 2)
     assert ready.wait(OP_TIMEOUT)
     with pytest.raises(RuntimeError):
         t.subscribe()  # both slots held by a live process
@@ -1328,7 +1302,7 @@ def test_publisher_killed_inside_reserve(topic: Callable[..., Topic], kids: Kids
     t = topic(1024, policy)
     sub = t.subscribe()
     holding = FORK.Event()
-    p = kids.start(FORK, _die_in_reserve, t, 100, holding)
+    p = kids.process(FORK, _die_in_reserve, t, 100, holding)
     assert holding.wait(OP_TIMEOUT)
     pub = t.publisher()
     t0 = time.monotonic()
@@ -1337,7 +1311,7 @@ def test_publisher_killed_inside_reserve(topic: Callable[..., Topic], kids: Kids
     p.join(OP_TIMEOUT)
     assert p.exitcode == -signal.SIGKILL
     assert elapsed < 1.5, f"the next publisher waited {elapsed:.2f} s"
-    q = kids.start(FORK, _mp_publisher, t, 0, 5, 100)  # and another process
+    q = kids.process(FORK, _mp_publisher, t, 0, 5, 100)  # and another process
     join_ok(q, OP_TIMEOUT, "second publisher")
     assert sub.recv(timeout=0) == b"before the crash"
     assert sub.recv(timeout=0) == b"after the crash"
@@ -1376,7 +1350,7 @@ def test_topic_latest_after_reclaiming_abort(topic: Callable[..., Topic], kids: 
     last_pos): topic.latest() must return (None or a message), not spin."""
     t = topic(128, policy)
     a, b = FORK.Pipe()
-    p = kids.start(FORK, _latest_after_reclaiming_abort, t.name, b)
+    p = kids.process(FORK, _latest_after_reclaiming_abort, t.name, b)
     p.join(HANG_S)
     hung = p.is_alive()
     if hung:
@@ -1407,7 +1381,7 @@ def test_topic_latest_during_own_reserve(topic: Callable[..., Topic], kids: Kids
     could never end)."""
     t = topic(128, "overwrite")
     a, b = FORK.Pipe()
-    p = kids.start(FORK, _latest_during_reserve, t.name, b)
+    p = kids.process(FORK, _latest_during_reserve, t.name, b)
     p.join(HANG_S)
     hung = p.is_alive()
     if hung:
@@ -1509,7 +1483,7 @@ def test_corruption_is_a_clean_error(
     topics = [Topic.create(n, 256, policy) for n in names]  # type: ignore[arg-type]
     try:
         a, b = FORK.Pipe()
-        p = kids.start(FORK, _corruption_child, names, case, b)
+        p = kids.process(FORK, _corruption_child, names, case, b)
         p.join(OP_TIMEOUT)
         if p.is_alive():
             p.kill()
@@ -1617,7 +1591,7 @@ def test_corruption_fuzz_never_crashes(topic: Callable[..., Topic], kids: Kids, 
     test_topic_latest_with_garbage_does_not_hang)."""
     t = topic(512, policy)
     a, b = FORK.Pipe()
-    p = kids.start(FORK, _fuzz_child, t.name, 1234, 1500, b)
+    p = kids.process(FORK, _fuzz_child, t.name, 1234, 1500, b)
     p.join(20)
     if p.is_alive():
         p.kill()
@@ -1654,7 +1628,7 @@ def _corrupt_latest_child(name: str, case: str, conn: Any) -> None:
 def test_topic_latest_with_garbage_does_not_hang(topic: Callable[..., Topic], kids: Kids, case: str) -> None:
     t = topic(256, "overwrite")
     a, b = FORK.Pipe()
-    p = kids.start(FORK, _corrupt_latest_child, t.name, case, b)
+    p = kids.process(FORK, _corrupt_latest_child, t.name, case, b)
     p.join(HANG_S)
     hung = p.is_alive()
     if hung:
