@@ -2947,8 +2947,15 @@ static inline int shmring_topic_oldest(shmring_topic *t, uint64_t *pos, uint64_t
         uint64_t head = __atomic_load_n(&c->head, __ATOMIC_ACQUIRE);
         uint64_t tail = __atomic_load_n(&c->tail, __ATOMIC_ACQUIRE);
         uint64_t s;
-        if (head > tail || tail - head > t->capacity || (head & 15u) != 0)
+        if (head > tail || tail - head > t->capacity || (head & 15u) != 0) {
+            /* acquire, as above: a publish between our two loads moves both
+             * (a full ring: tail - head is about capacity); only a pair that
+             * stays impossible is corruption. */
+            if (__atomic_load_n(&c->head, __ATOMIC_ACQUIRE) != head ||
+                __atomic_load_n(&c->tail, __ATOMIC_ACQUIRE) != tail)
+                continue;
             return SHMRING_ERR_CORRUPT;
+        }
         if (head == tail)
             return SHMRING_AGAIN;
         s = ((const shmring_trecord *)(t->data + head % t->capacity))->seq;

@@ -114,3 +114,49 @@ def test_pickled_queue_state_is_plain(name: str) -> None:
         q.put(1)
         assert clone.get(timeout=1) == 1
         clone.close()
+
+
+def _publish_forever(topic: shmring.Topic, stop: Any, cpu: int | None) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    pub = topic.publisher()
+    msg = b"x" * 48
+    while not stop.is_set():
+        for _ in range(1000):
+            pub.send(msg)
+
+
+@pytest.mark.timeout(60)
+def test_a_lagging_subscriber_on_a_full_overwrite_ring_never_sees_false_corruption(name: str) -> None:
+    """Resuming after a lag read head, then tail: a publish in between made a
+    full ring look impossible (tail - head > capacity) and raised
+    CorruptedError.  Publisher and reader on different CPUs race hardest."""
+    import multiprocessing as mp
+    import time
+
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = len(cpus) >= 2
+    ctx = mp.get_context("fork")
+    with shmring.Topic.create(name, 1 << 20, "overwrite") as topic:
+        sub = topic.subscribe()
+        stop = ctx.Event()
+        p = ctx.Process(target=_publish_forever, args=(topic, stop, cpus[0] if pin else None))
+        before = os.sched_getaffinity(0)
+        p.start()
+        if pin:
+            os.sched_setaffinity(0, {cpus[1]})
+        got = lagged = 0
+        try:
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                try:
+                    sub.recv_bytes(timeout=1)
+                    got += 1
+                except shmring.Lagged:
+                    lagged += 1
+        finally:
+            os.sched_setaffinity(0, before)
+            stop.set()
+            p.join(10)
+            sub.close()
+        assert p.exitcode == 0 and got > 0 and lagged > 0  # it did lag, and recovered every time

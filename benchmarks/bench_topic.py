@@ -1,0 +1,1257 @@
+#!/usr/bin/env python3
+"""Benchmark shmring's broadcast Topic: fan-out, overwrite with a slow subscriber, latest().
+
+Sections (--sections; every process is a fresh interpreter started with
+multiprocessing's "spawn" context, and every measured run starts at a
+barrier that all its processes pass once attached and ready):
+
+  fanout     1 publisher -> 1, 2 and 4 subscribers, 64 B and 1 KiB bytes
+             messages, shmring Topic policy "block" (every subscriber gets
+             every message) against pyzmq XPUB/SUB over ipc:// and iceoryx2
+             publish-subscribe.  Messages/s per subscriber and in total, from
+             the barrier to the last subscriber done.
+  overwrite  policy "overwrite": the publisher alone, with a slow subscriber
+             (sleeps between reads while the publisher runs; also one that
+             reads again at once after Lagged), with a fast one, with a fast
+             and a slow one.  Publisher messages/s against the same without
+             the slow subscriber; per subscriber, received + missed (sum of
+             Lagged.missed) must equal published.
+  latest     Topic.latest() call latency (p50/p99/p99.9) in one process while
+             another publishes as fast as it can, and while it is idle.
+
+Messages: struct "<Q{n}sQ": the sequence number in the first and last 8
+bytes, a fixed body in between.  Every message received is unpacked with that
+struct (which also checks the length) and compared: both sequence numbers,
+and the whole body.  Fan-out: each subscriber must see seq base..base+count-1
+in order, then nothing more (shmring, iceoryx2); pyzmq subscribers count
+gaps as drops (reported) and fail on a reordered or repeated seq.  Overwrite:
+after Lagged(missed) the next seq must be exactly the expected one + missed.
+A failed check fails the run (exit status 1, MISMATCH in the tables).
+
+    .venv/bin/python benchmarks/bench_topic.py             # everything, ~1 min on 2 cores
+    .venv/bin/python benchmarks/bench_topic.py --quick     # smoke test, ~5-10 s
+    .venv/bin/python benchmarks/bench_topic.py --sections fanout --only shmring,pyzmq --subs 1,2,4,8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import statistics
+import struct
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+# Shared helpers of the channel benchmark (tables, host block, machine load, teardown, report tails).
+from _workloads import child_setup  # noqa: E402
+from bench_channel import (  # noqa: E402
+    MachineLoad, fmt_rate, fmt_ratio, git_note, last_line, machine_load_pcts, md_table, not_idle_warning,
+    run_context, run_measured, sigterm_as_interrupt, skipped_and_failures, stop_workers, write_outputs,
+)
+
+START_METHOD = "spawn"
+KiB, MiB = 1024, 1 << 20
+SIZES = [64, KiB]
+SUBS = [1, 2, 4]
+SECTIONS = ["fanout", "overwrite", "latest"]
+FAMILIES = ["shmring", "pyzmq", "iceoryx2"]
+DEFAULT_CAPACITY = MiB  # shmring ring bytes; iceoryx2 buffer = capacity / size samples (<= 1024)
+# Messages per fan-out run (before --scale), per family and size: ~0.3-0.7 s a
+# run on 2 cores with 1 subscriber (~1-2 s with 4), so that a full run takes
+# about a minute.
+FANOUT_COUNTS = {"shmring": (1_500_000, 700_000), "pyzmq": (600_000, 200_000), "iceoryx2": (150_000, 150_000)}
+OVERWRITE_COUNT = 3_000_000  # messages per overwrite run (64 B): ~0.3-0.5 s of publishing
+
+SLOW_SLEEP = 0.001  # the slow subscriber's sleep after each message while the publisher runs
+LATEST_CALLS = 300_000  # latest() calls per latency run
+ZMQ_HWM = 2_000_000  # SNDHWM/RCVHWM: more than any run's messages, so that PUB never drops
+IOX2_POLL_TIMEOUT = 30.0  # an iceoryx2 subscriber that sees nothing for this long gives up
+DEFAULT_MARKDOWN = os.path.join(HERE, "results", "topic.md")
+SUB_ROLES = ("sub", "slow", "eager")  # fast subscriber; slow one; slow one that reads again at once after Lagged
+FAMILY_LABEL = {"shmring": "shmring Topic (block)", "pyzmq": "pyzmq XPUB/SUB ipc", "iceoryx2": "iceoryx2 pub/sub (spin)"}
+
+
+def size_label(n: int) -> str:
+    return f"{n // KiB} KiB" if n >= KiB and n % KiB == 0 else f"{n} B"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Mismatch(AssertionError):
+    """A message was lost, duplicated, reordered or corrupted."""
+
+
+def msg_struct(size: int) -> struct.Struct:
+    return struct.Struct(f"<Q{size - 16}sQ")
+
+
+def msg_body(size: int) -> bytes:
+    return bytes((j * 7 + 3) & 0xFF for j in range(size - 16))
+
+
+# ---------------------------------------------------------------------------
+# worker processes
+#
+# Protocol over each worker's control Pipe:
+#   worker -> parent  ("ready",)              once, after start-up
+#   parent -> worker  ("open",)               attach: publisher first, then subscribers
+#   worker -> parent  ("opened",)
+#   parent -> worker  ("sync", n)             pyzmq / iceoryx2 publisher: wait for n subscribers
+#   worker -> parent  ("synced",)
+#   parent -> worker  ("run", params)         barrier, then one measured run
+#   worker -> parent  ("done", result)
+#   parent -> worker  ("stop",)
+#   worker -> parent  ("error", traceback_text, is_mismatch)
+
+
+@dataclass
+class Spec:
+    """What a worker attaches to; pickled into every child of a group."""
+
+    family: str
+    topic: Any = None  # shmring.Topic (pickles by name)
+    addr: str = ""  # pyzmq endpoint
+    iox2_name: str = ""
+    iox2_buffer: int = 0
+    n_subs: int = 0
+    max_size: int = KiB
+    events: dict[str, Any] = field(default_factory=dict)  # multiprocessing Events
+    pin: dict[str, int] = field(default_factory=dict)  # role -> CPU to pin that worker to
+
+
+class Endpoint:
+    """A worker's attached end: publish(count, size, base) / receive loops."""
+
+    def __init__(self) -> None:
+        self.closers: list[Callable[[], Any]] = []
+
+    def close(self) -> None:
+        for fn in reversed(self.closers):
+            try:
+                fn()
+            except Exception:
+                pass
+        self.closers.clear()
+
+
+def open_shmring(spec: Spec, role: str) -> Endpoint:
+    ep = Endpoint()
+    topic = spec.topic
+    ep.topic = topic  # type: ignore[attr-defined]
+    if role == "pub":
+        pub = topic.publisher()
+        ep.closers.append(pub.close)
+        ep.send = pub.send  # type: ignore[attr-defined]
+    elif role in SUB_ROLES:
+        sub = topic.subscribe()
+        ep.closers.append(sub.close)
+        ep.recv = sub.recv_bytes  # type: ignore[attr-defined]
+    ep.closers.append(topic.close)
+    return ep
+
+
+def open_pyzmq(spec: Spec, role: str) -> Endpoint:
+    import zmq
+
+    ep = Endpoint()
+    ctx = zmq.Context()
+    if role == "pub":
+        # XPUB: a PUB socket that also hands the subscriptions to the
+        # application; XPUB_VERBOSE passes every one up (not only the first
+        # of each topic), which is the slow-joiner handshake: once the
+        # publisher has read n subscriptions, all n subscribers get every
+        # message sent after.
+        sock = ctx.socket(zmq.XPUB)
+        sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        sock.setsockopt(zmq.SNDHWM, ZMQ_HWM)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(spec.addr)
+        ep.send = sock.send  # type: ignore[attr-defined]
+
+        def sync(n: int, timeout: float = 30.0) -> None:
+            sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
+            for _ in range(n):
+                frame = sock.recv()
+                if frame[:1] != b"\x01":
+                    raise RuntimeError(f"pyzmq: unexpected frame on XPUB: {frame[:20]!r}")
+
+        ep.sync = sync  # type: ignore[attr-defined]
+    else:
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.RCVHWM, ZMQ_HWM)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(spec.addr)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        ep.recv = sock.recv  # type: ignore[attr-defined]
+        ep.sock = sock  # type: ignore[attr-defined]
+    def close() -> None:
+        sock.close(linger=0)
+        ctx.term()
+
+    ep.closers.append(close)
+    return ep
+
+
+def open_iceoryx2(spec: Spec, role: str) -> Endpoint:
+    import ctypes
+
+    import iceoryx2 as iox2  # type: ignore[import-untyped]
+
+    iox2.set_log_level(iox2.LogLevel.Error)
+    ep = Endpoint()
+    node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+    svc = (
+        node.service_builder(iox2.ServiceName.new(spec.iox2_name))
+        .publish_subscribe(iox2.Slice[ctypes.c_uint8])
+        .enable_safe_overflow(False)
+        .subscriber_max_buffer_size(spec.iox2_buffer)
+        .subscriber_max_borrowed_samples(4)
+        .max_publishers(1)
+        .max_subscribers(max(1, spec.n_subs))
+        .open_or_create()
+    )
+    ep.closers.append(lambda: (svc, node))  # keep both alive until the ports are gone
+    if role == "pub":
+        pub = (
+            svc.publisher_builder()
+            .initial_max_slice_len(spec.max_size)
+            .backpressure_strategy(iox2.BackpressureStrategy.RetryUntilDelivered)
+            .create()
+        )
+        ep.closers.append(pub.delete)
+        loan, memmove = pub.loan_slice_uninit, ctypes.memmove
+
+        def send(data: bytes) -> None:
+            n = len(data)
+            sample = loan(n)
+            memmove(sample.payload_ptr, data, n)
+            sample.assume_init().send()
+
+        def sync(n: int, timeout: float = 30.0) -> None:
+            deadline = time.monotonic() + timeout
+            while svc.dynamic_config.number_of_subscribers < n:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"iceoryx2: {svc.dynamic_config.number_of_subscribers} of {n} subscribers")
+                time.sleep(0.001)
+            pub.update_connections()
+
+        ep.send, ep.sync = send, sync  # type: ignore[attr-defined]
+    else:
+        # Created after the publisher (the parent opens it first): iceoryx2
+        # drops samples for a subscriber that connected before the publisher.
+        sub = svc.subscriber_builder().buffer_size(spec.iox2_buffer).create()
+        ep.closers.append(sub.delete)
+        receive, string_at, monotonic = sub.receive, ctypes.string_at, time.monotonic
+
+        def recv() -> bytes:
+            # Non-blocking receive only: busy-poll (a full core per subscriber).
+            sample = receive()
+            if sample is None:
+                deadline = monotonic() + IOX2_POLL_TIMEOUT
+                spins = 0
+                while sample is None:
+                    sample = receive()
+                    spins += 1
+                    if not spins & 0xFFFF and monotonic() > deadline:
+                        raise TimeoutError(f"iceoryx2: nothing received for {IOX2_POLL_TIMEOUT:.0f} s")
+            return string_at(sample.payload_ptr, sample.header.number_of_elements)
+
+        def poll_empty() -> bool:
+            return receive() is None
+
+        ep.recv, ep.poll_empty = recv, poll_empty  # type: ignore[attr-defined]
+    return ep
+
+
+OPENERS = {"shmring": open_shmring, "pyzmq": open_pyzmq, "iceoryx2": open_iceoryx2}
+
+
+def publish(ep: Endpoint, p: dict[str, Any]) -> dict[str, Any]:
+    size, base, count = p["size"], p["base"], p["count"]
+    S, body = msg_struct(size), msg_body(size)
+    send, pack = ep.send, S.pack  # type: ignore[attr-defined]
+    t0 = time.monotonic()
+    for seq in range(base, base + count):
+        send(pack(seq, body, seq))
+    t1 = time.monotonic()
+    return {"t0": t0, "t1": t1, "sent": count}
+
+
+def stream(ep: Endpoint, p: dict[str, Any], stop: Any) -> dict[str, Any]:
+    """Publish until `stop` is set (latest section); p["stream"] False: one message only."""
+    size, seq = p["size"], p["base"]
+    S, body = msg_struct(size), msg_body(size)
+    send, pack, is_set = ep.send, S.pack, stop.is_set  # type: ignore[attr-defined]
+    t0 = time.monotonic()
+    send(pack(seq, body, seq))
+    seq += 1
+    if p["stream"]:
+        while not is_set():
+            for s in range(seq, seq + 256):
+                send(pack(s, body, s))
+            seq += 256
+    else:
+        stop.wait(120)
+    t1 = time.monotonic()
+    return {"t0": t0, "t1": t1, "sent": seq - p["base"]}
+
+
+def receive_strict(ep: Endpoint, p: dict[str, Any], family: str) -> dict[str, Any]:
+    """Every message, in order, none missing (shmring "block", iceoryx2)."""
+    size, base, count = p["size"], p["base"], p["count"]
+    S, body = msg_struct(size), msg_body(size)
+    recv, unpack = ep.recv, S.unpack  # type: ignore[attr-defined]
+    expect, end = base, base + count
+    m = b""
+    try:
+        t0 = time.monotonic()
+        while expect < end:
+            m = recv()
+            a, b_, z = unpack(m)
+            if a != expect or z != expect or b_ != body:
+                raise Mismatch(f"expected seq {expect}, got a message with seq {a}/{z}"
+                               + ("" if b_ == body else " and a corrupted body"))
+            expect += 1
+        t1 = time.monotonic()
+    except struct.error:
+        raise Mismatch(f"expected seq {expect}: got {len(m)} bytes instead of {size}") from None
+    # Nothing more may come.
+    if family == "shmring":
+        import shmring
+
+        try:
+            extra = ep.recv(0)  # type: ignore[attr-defined]
+        except shmring.Timeout:
+            pass
+        else:
+            raise Mismatch(f"a message after the last one: {extra[:16]!r}...")
+    elif family == "iceoryx2" and not ep.poll_empty():  # type: ignore[attr-defined]
+        raise Mismatch("a sample after the last one")
+    return {"t0": t0, "t1": t1, "received": count, "missed": 0, "lag_events": 0}
+
+
+def receive_zmq(ep: Endpoint, p: dict[str, Any], idle_timeout: float) -> dict[str, Any]:
+    """Like receive_strict, but a gap is a drop (PUB drops at the high-water
+    mark), counted and reported; a reordered or repeated seq fails."""
+    import zmq
+
+    size, base, count = p["size"], p["base"], p["count"]
+    S, body = msg_struct(size), msg_body(size)
+    sock = ep.sock  # type: ignore[attr-defined]
+    sock.setsockopt(zmq.RCVTIMEO, int(idle_timeout * 1000))
+    recv, unpack = sock.recv, S.unpack
+    expect, end, received, drops, stalled = base, base + count, 0, 0, False
+    m = b""
+    t0 = time.monotonic()
+    try:
+        while expect < end:
+            m = recv()
+            a, b_, z = unpack(m)
+            if a != expect:
+                if a < expect or a >= end or z != a:
+                    raise Mismatch(f"expected seq {expect} or later, got a message with seq {a}/{z}")
+                drops += a - expect
+                expect = a
+            if z != expect or b_ != body:
+                raise Mismatch(f"seq {expect}: trailing seq {z}" + ("" if b_ == body else ", corrupted body"))
+            expect += 1
+            received += 1
+    except struct.error:
+        raise Mismatch(f"expected seq {expect}: got {len(m)} bytes instead of {size}") from None
+    except zmq.Again:
+        stalled = True  # the tail of the run was dropped: nothing came for idle_timeout
+        drops += end - expect
+    t1 = time.monotonic()
+    if not stalled and sock.poll(0):
+        raise Mismatch("a message after the last one")
+    return {"t0": t0, "t1": t1, "received": received, "missed": drops, "lag_events": 0, "stalled": stalled}
+
+
+def receive_lagging(ep: Endpoint, p: dict[str, Any], slow: float, sleep_after_lag: bool,
+                    pub_done: Any) -> dict[str, Any]:
+    """Policy "overwrite": until the last message; after Lagged(missed) the
+    next seq must be the expected one + missed.  slow > 0: sleep that long
+    after each message while the publisher has not finished, and after each
+    Lagged too with sleep_after_lag (else read again at once)."""
+    import shmring
+
+    size, base, count = p["size"], p["base"], p["count"]
+    S, body = msg_struct(size), msg_body(size)
+    recv, unpack, Lagged = ep.recv, S.unpack, shmring.Lagged  # type: ignore[attr-defined]
+    sleep, done = time.sleep, pub_done.is_set
+    expect, end, received, missed, lags, slow_reads = base, base + count, 0, 0, 0, 0
+    m = b""
+    t0 = time.monotonic()
+    try:
+        while expect < end:
+            try:
+                m = recv()
+            except Lagged as e:
+                if e.missed <= 0:
+                    raise Mismatch(f"Lagged with missed={e.missed}") from None
+                missed += e.missed
+                lags += 1
+                expect += e.missed
+                if expect >= end:
+                    raise Mismatch(f"Lagged({e.missed}) skips past the last message") from None
+                if sleep_after_lag and slow and not done():
+                    sleep(slow)
+                continue
+            a, b_, z = unpack(m)
+            if a != expect or z != expect or b_ != body:
+                raise Mismatch(f"expected seq {expect} (missed so far {missed}), got a message with seq {a}/{z}"
+                               + ("" if b_ == body else " and a corrupted body"))
+            expect += 1
+            received += 1
+            if slow and not done():
+                slow_reads += 1
+                sleep(slow)
+    except struct.error:
+        raise Mismatch(f"expected seq {expect}: got {len(m)} bytes instead of {size}") from None
+    t1 = time.monotonic()
+    try:
+        extra = ep.recv(0)  # type: ignore[attr-defined]
+    except shmring.Timeout:
+        pass
+    else:
+        raise Mismatch(f"a message after the last one: {extra[:16]!r}...")
+    return {"t0": t0, "t1": t1, "received": received, "missed": missed, "lag_events": lags, "slow_reads": slow_reads}
+
+
+def read_latest(ep: Endpoint, p: dict[str, Any], stop: Any) -> dict[str, Any]:
+    """p["calls"] timed Topic.latest() calls; each result is checked
+    (length, seq at both ends, body) and seq may never go back."""
+    from array import array
+
+    size, base, calls = p["size"], p["base"], p["calls"]
+    S, body = msg_struct(size), msg_body(size)
+    latest, unpack, clock = ep.topic.latest, S.unpack, time.perf_counter_ns  # type: ignore[attr-defined]
+    ns = array("q", bytes(8 * calls))
+    # Wait for this run's first message (the previous run's last one may be there).
+    deadline = time.monotonic() + 30
+    while True:
+        m = latest()
+        if m is not None and len(m) == size and unpack(m)[0] >= base:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError("latest(): no message of this run after 30 s")
+    last, distinct = base, 1
+    t0 = time.monotonic()
+    try:
+        for i in range(calls):
+            a = clock()
+            m = latest()
+            ns[i] = clock() - a
+            s, b_, z = unpack(m)
+            if s != z or s < last or b_ != body:
+                raise Mismatch(f"latest() call {i}: seq {s}/{z} after {last}" + ("" if b_ == body else ", corrupted body"))
+            if s != last:
+                distinct += 1
+                last = s
+    except (struct.error, TypeError):
+        raise Mismatch(f"latest() returned {type(m).__name__} of {len(m) if m is not None else 0} bytes") from None
+    t1 = time.monotonic()
+    stop.set()
+    return {"t0": t0, "t1": t1, "ns": ns.tobytes(), "distinct": distinct, "last_seq": last}
+
+
+def worker_main(spec: Spec, role: str, idx: int, barrier: Any, conn: Any, opts: dict[str, Any]) -> None:
+    import faulthandler
+
+    child_setup()  # dies with the parent; ^C is the parent's
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks on a hang
+    ep: Endpoint | None = None
+    try:
+        if spec.family == "shmring":
+            import shmring  # noqa: F401  (before "ready": import time is not run time)
+        elif spec.family == "pyzmq":
+            import zmq  # noqa: F401
+        else:
+            import iceoryx2  # noqa: F401
+        conn.send(("ready",))
+        while True:
+            msg = conn.recv()
+            if msg[0] == "stop":
+                break
+            if msg[0] == "open":
+                if role in spec.pin:
+                    os.sched_setaffinity(0, {spec.pin[role]})
+                ep = OPENERS[spec.family](spec, role)
+                conn.send(("opened",))
+                continue
+            if msg[0] == "sync":
+                ep.sync(msg[1])  # type: ignore[union-attr]
+                conn.send(("synced",))
+                continue
+            p = msg[1]
+            assert ep is not None
+            barrier.wait(opts["run_timeout"])
+            if role == "pub" and p["section"] == "latest":
+                res = stream(ep, p, spec.events["stop"])
+            elif role == "pub":
+                res = publish(ep, p)
+                if "pub_done" in spec.events:
+                    spec.events["pub_done"].set()
+            elif role == "latest":
+                res = read_latest(ep, p, spec.events["stop"])
+            elif p["section"] == "overwrite":
+                res = receive_lagging(ep, p, p["slow"] if role in ("slow", "eager") else 0.0, role == "slow",
+                                      spec.events["pub_done"])
+            elif spec.family == "pyzmq":
+                res = receive_zmq(ep, p, opts["zmq_idle"])
+            else:
+                res = receive_strict(ep, p, spec.family)
+            conn.send(("done", res))
+    except BaseException as e:
+        try:
+            conn.send(("error", f"{role} {idx} (pid {os.getpid()}): " + traceback.format_exc(),
+                       isinstance(e, Mismatch)))
+        except Exception:
+            pass
+    finally:
+        if ep is not None:
+            ep.close()
+        conn.close()
+
+
+# ---------------------------------------------------------------------------
+# parent side
+
+
+class WorkerError(Exception):
+    def __init__(self, message: str, tag: str = "FAILED") -> None:
+        super().__init__(message)
+        self.tag = tag  # FAILED, MISMATCH, HANG or NOT RUN
+
+
+class Group:
+    """A topic (or zmq endpoint / iceoryx2 service) and its processes, kept
+    for all runs of one configuration.  roles: e.g. ["pub", "sub", "sub"].
+    Leaving the `with` block stops everything ("stop", join, SIGTERM,
+    SIGKILL) and removes the topic."""
+
+    def __init__(self, bench: Bench, family: str, roles: list[str], label: str, policy: str = "block",
+                 events: tuple[str, ...] = (), pin: dict[str, int] | None = None) -> None:
+        self.bench, self.family, self.roles, self.label = bench, family, roles, label
+        self.policy: Any = policy  # "block" or "overwrite"
+        self.opts = bench.opts
+        self.ctx = bench.ctx
+        self.procs: list[Any] = []
+        self.conns: list[Any] = []
+        self.names = [f"{r} {i}" for i, r in enumerate(roles)]
+        self.topic: Any = None
+        self.base = 0  # next sequence number: continues across runs
+        self.broken: WorkerError | None = None
+        self.events = {k: self.ctx.Event() for k in events}
+        self.iox2_used = False
+        self.pin = pin or {}
+
+    def __enter__(self) -> Group:
+        try:
+            n_subs = sum(r in SUB_ROLES for r in self.roles)
+            spec = Spec(self.family, n_subs=n_subs, max_size=max(self.opts.sizes), events=self.events, pin=self.pin)
+            if self.family == "shmring":
+                import shmring
+
+                self.topic = shmring.Topic.create(None, self.opts.capacity, policy=self.policy)
+                self.bench.shm_names.append(self.topic.name)
+                spec.topic = self.topic
+            elif self.family == "pyzmq":
+                spec.addr = f"ipc://{self.bench.tmpdir}/{uuid.uuid4().hex[:12]}.sock"
+            else:
+                self.iox2_used = True
+                spec.iox2_name = f"shmring-bench-topic/{uuid.uuid4().hex[:12]}"
+                spec.iox2_buffer = max(4, min(1024, self.opts.capacity // min(self.opts.sizes)))
+            barrier = self.ctx.Barrier(len(self.roles))
+            wopts = {"run_timeout": self.opts.run_timeout, "zmq_idle": self.opts.zmq_idle}
+            for i, role in enumerate(self.roles):
+                parent_end, child_end = self.ctx.Pipe(duplex=True)
+                p = self.ctx.Process(target=worker_main, args=(spec, role, i, barrier, child_end, wopts),
+                                     name=f"bt-{self.family}-{role}{i}", daemon=True)
+                p.start()
+                child_end.close()  # so that a dead child reads as EOF here
+                self.procs.append(p)
+                self.conns.append(parent_end)
+            for i in range(len(self.roles)):
+                self._expect(i, "ready", 120.0)
+            # Publisher first (iceoryx2 drops samples for subscribers older
+            # than the publisher), then the subscribers, then the handshake.
+            order = [i for i, r in enumerate(self.roles) if r == "pub"] + \
+                    [i for i, r in enumerate(self.roles) if r != "pub"]
+            for i in order:
+                self.conns[i].send(("open",))
+                self._expect(i, "opened", 60.0)
+            if self.family in ("pyzmq", "iceoryx2") and n_subs:
+                i = self.roles.index("pub")
+                self.conns[i].send(("sync", n_subs))
+                self._expect(i, "synced", 60.0)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _recv(self, i: int) -> tuple[Any, ...]:
+        try:
+            msg: tuple[Any, ...] = self.conns[i].recv()
+        except (EOFError, OSError):
+            self.procs[i].join(1.0)
+            raise WorkerError(f"{self.names[i]} exited (exit code {self.procs[i].exitcode})") from None
+        if msg[0] == "error":
+            raise WorkerError(msg[1], "MISMATCH" if msg[2] else "FAILED")
+        return msg
+
+    def _expect(self, i: int, tag: str, timeout: float) -> tuple[Any, ...]:
+        if not self.conns[i].poll(timeout):
+            raise WorkerError(f"timeout: no {tag!r} from {self.names[i]} after {timeout:.0f} s", "HANG")
+        msg = self._recv(i)
+        if msg[0] != tag:
+            raise WorkerError(f"{self.names[i]}: expected {tag!r}, got {msg!r}")
+        return msg
+
+    def run(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """One run; the workers' results in role order."""
+        if self.broken:
+            raise WorkerError(f"not run: {self.label}'s workers were stopped after an earlier "
+                              f"{self.broken.tag}", "NOT RUN")
+        try:
+            return self._run(params)
+        except BaseException as e:
+            self.broken = e if isinstance(e, WorkerError) else WorkerError(str(e))
+            self.close()
+            raise
+
+    def _run(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        from multiprocessing.connection import wait
+
+        for ev in self.events.values():
+            ev.clear()
+        params = {**params, "base": self.base}
+        published0 = self.topic.stats()["published"] if self.topic is not None else 0
+        for c in self.conns:
+            c.send(("run", params))
+        results: dict[int, dict[str, Any]] = {}
+        deadline = time.monotonic() + self.opts.run_timeout
+        by_conn = {c: i for i, c in enumerate(self.conns)}
+        while len(results) < len(self.conns):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._diagnose_hang(results)
+            for conn in wait([c for i, c in enumerate(self.conns) if i not in results], timeout=min(left, 1.0)):
+                i = by_conn[conn]
+                msg = self._recv(i)
+                if msg[0] != "done":
+                    raise WorkerError(f"{self.names[i]}: unexpected {msg!r}")
+                results[i] = msg[1]
+        out = [results[i] for i in range(len(self.conns))]
+        sent = out[self.roles.index("pub")]["sent"]
+        self.base += sent
+        if self.topic is not None:
+            published = self.topic.stats()["published"] - published0
+            if published != sent:
+                raise WorkerError(f"topic stats: {published} published, the publisher sent {sent}", "MISMATCH")
+        for i, r in enumerate(out):
+            if self.roles[i] in SUB_ROLES and r["received"] + r["missed"] != sent:
+                raise WorkerError(f"{self.names[i]}: received {r['received']} + missed {r['missed']} "
+                                  f"!= published {sent}", "MISMATCH")
+        return out
+
+    def _diagnose_hang(self, results: dict[int, dict[str, Any]]) -> None:
+        waiting = [self.names[i] for i in range(len(self.conns)) if i not in results]
+        state = ""
+        if self.topic is not None:
+            state = f"; topic stats() {self._safe(self.topic.stats)}"
+        log(f"!!! HANG: {self.label}: no result after {self.opts.run_timeout:g} s from {', '.join(waiting)}"
+            f"{state}. Stacks of the workers follow:")
+        for i, p in enumerate(self.procs):
+            if i not in results and p.is_alive() and p.pid:
+                log(f"--- {self.names[i]} (pid {p.pid}):")
+                os.kill(p.pid, signal.SIGUSR1)
+                time.sleep(0.3)
+        raise WorkerError(f"no result from {', '.join(waiting)} after {self.opts.run_timeout:g} s{state}", "HANG")
+
+    @staticmethod
+    def _safe(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as e:
+            return f"<{type(e).__name__}: {e}>"
+
+    def close(self) -> None:
+        killed = stop_workers(self.conns, self.procs)
+        self.procs, self.conns = [], []
+        if killed and self.iox2_used:
+            self.bench.iceoryx2_killed = True
+        topic, self.topic = self.topic, None
+        if topic is not None:
+            topic.close()
+            try:
+                topic.unlink()
+            except Exception:
+                pass
+
+
+def spread(xs: list[float]) -> float:
+    med = float(statistics.median(xs))
+    return (max(xs) - min(xs)) / med * 100 if med else 0.0
+
+
+class Bench:
+    def __init__(self, opts: Any) -> None:
+        import multiprocessing as mp
+
+        self.opts = opts
+        self.ctx: Any = mp.get_context(START_METHOD)
+        self.tmpdir = tempfile.mkdtemp(prefix="bench-topic-")
+        self.fanout: dict[tuple[str, int, int], dict[str, Any]] = {}  # (family, size, n_subs)
+        self.overwrite: dict[str, dict[str, Any]] = {}  # config label -> result
+        self.latest: dict[str, dict[str, Any]] = {}  # row label -> result
+        self.errors: list[dict[str, Any]] = []
+        self.section_load: dict[str, float] = {}
+        self.shm_names: list[str] = []  # every topic made, for cleanup()
+        self.iceoryx2_killed = False  # an iceoryx2 worker had to be killed: clean up dead nodes at the end
+
+    def cleanup(self) -> list[str]:
+        """Last line of defence: nothing of this run may stay behind."""
+        left = []
+        for name in self.shm_names:
+            path = os.path.join("/dev/shm", name.lstrip("/"))
+            if os.path.exists(path):
+                left.append(path)
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        if self.iceoryx2_killed:
+            from _transports import cleanup_iceoryx2
+
+            log(f"iceoryx2 dead-node cleanup after killed workers: {cleanup_iceoryx2()}")
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        return left
+
+    def _fail(self, where: str, e: BaseException) -> dict[str, Any]:
+        tag = e.tag if isinstance(e, WorkerError) else "FAILED"
+        text = str(e).rstrip() if isinstance(e, WorkerError) else traceback.format_exc().rstrip()
+        if tag == "NOT RUN":
+            log(f"{where}: {text}")
+        else:
+            log(f"!!! {tag}: {where}\n{text}\n")
+            self.errors.append({"where": where, "tag": tag, "error": text})
+        return {"failed": tag, "error": text}
+
+    def run(self) -> None:
+        for section in self.opts.sections:
+            load = MachineLoad()
+            getattr(self, f"run_{section}")()
+            self.section_load[section] = load.summary()["other_processes_pct_of_machine"]
+
+    # -- 1. fan-out ---------------------------------------------------------
+
+    def fanout_count(self, family: str, size: int) -> int:
+        c = FANOUT_COUNTS[family]
+        return max(1000, int((c[0] if size < KiB else c[1]) * self.opts.scale))
+
+    def run_fanout(self) -> None:
+        for n in self.opts.subs:
+            with ExitStack() as stack:
+                groups: dict[str, Group] = {}
+                for fam in self.opts.families:
+                    label = f"{FAMILY_LABEL[fam]}, 1 -> {n}"
+                    try:
+                        log(f"[fanout] starting {1 + n} workers for {label}")
+                        groups[fam] = stack.enter_context(Group(self, fam, ["pub"] + ["sub"] * n, label))
+                    except Exception as e:
+                        for size in self.opts.sizes:
+                            self.fanout[(fam, size, n)] = self._fail(f"fanout {label}, {size_label(size)}", e)
+                for size in self.opts.sizes:
+                    self._fanout_cells(groups, size, n)
+
+    def _fanout_cells(self, groups: dict[str, Group], size: int, n: int) -> None:
+        runs: dict[str, list[dict[str, Any]]] = {fam: [] for fam in groups}
+        live = dict(groups)
+        for r in range(-1, self.opts.runs):  # run -1: warm-up, a tenth of the messages
+            for fam, g in list(live.items()):
+                count = self.fanout_count(fam, size)
+                if r < 0:
+                    count = max(1000, count // 10)
+                try:
+                    out = g.run({"section": "fanout", "size": size, "count": count})
+                except Exception as e:
+                    self.fanout[(fam, size, n)] = self._fail(f"fanout {g.label}, {size_label(size)}", e)
+                    del live[fam]
+                    continue
+                if r < 0:
+                    continue
+                pub, subs = out[0], out[1:]
+                t0 = min(x["t0"] for x in out)
+                t1 = max(x["t1"] for x in subs)
+                runs[fam].append({
+                    "count": count, "seconds": t1 - t0, "per_sub": count / (t1 - t0),
+                    "total": n * count / (t1 - t0), "pub_s": pub["t1"] - pub["t0"],
+                    "drops": sum(x["missed"] for x in subs), "stalled": any(x.get("stalled") for x in subs),
+                })
+        for fam in live:
+            rs = runs[fam]
+            per = [x["per_sub"] for x in rs]
+            med = statistics.median(per)
+            res = {"per_sub": med, "total": n * med, "runs": rs, "count": rs[0]["count"], "spread_pct": spread(per),
+                   "drops": sum(x["drops"] for x in rs), "stalled": any(x["stalled"] for x in rs)}
+            self.fanout[(fam, size, n)] = res
+            log(f"[fanout {size_label(size)} 1->{n}] {FAMILY_LABEL[fam]}: {fmt_rate(med)} msgs/s per subscriber, "
+                f"{fmt_rate(n * med)} total (spread {res['spread_pct']:.0f}%, drops {res['drops']})")
+
+    # -- 2. overwrite with a slow subscriber ---------------------------------
+
+    # (label, roles, the same without the slow subscriber: what its row is compared with)
+    OVERWRITE_CONFIGS = [
+        ("publisher alone", ["pub"], None),
+        ("publisher + slow subscriber", ["pub", "slow"], "publisher alone"),
+        ("publisher + slow subscriber reading again at once after Lagged", ["pub", "eager"], "publisher alone"),
+        ("publisher + fast subscriber", ["pub", "sub"], None),
+        ("publisher + fast + slow subscriber", ["pub", "sub", "slow"], "publisher + fast subscriber"),
+    ]
+
+    def run_overwrite(self) -> None:
+        size = min(self.opts.sizes)
+        count = max(2000, int(OVERWRITE_COUNT * self.opts.scale))
+        with ExitStack() as stack:
+            groups: dict[str, Group] = {}
+            for label, roles, _ in self.OVERWRITE_CONFIGS:
+                try:
+                    log(f"[overwrite] starting {len(roles)} workers for {label}")
+                    groups[label] = stack.enter_context(
+                        Group(self, "shmring", roles, f"overwrite: {label}", "overwrite", events=("pub_done",),
+                              pin=self.two_cpus("pub", "sub")))
+                except Exception as e:
+                    self.overwrite[label] = self._fail(f"overwrite: {label}", e)
+            runs: dict[str, list[dict[str, Any]]] = {k: [] for k in groups}
+            live = dict(groups)
+            for r in range(-1, self.opts.runs):
+                for label, g in list(live.items()):
+                    params = {"section": "overwrite", "size": size, "slow": self.opts.slow_sleep,
+                              "count": count if r >= 0 else max(1000, count // 10)}
+                    try:
+                        out = g.run(params)
+                    except Exception as e:
+                        self.overwrite[label] = self._fail(f"overwrite: {label}", e)
+                        del live[label]
+                        continue
+                    if r >= 0:
+                        pub = out[0]
+                        runs[label].append({"count": params["count"], "pub_rate": params["count"] / (pub["t1"] - pub["t0"]),
+                                            "subs": {g.roles[i]: out[i] for i in range(1, len(out))}})
+            for label in live:
+                rs = runs[label]
+                rates = [x["pub_rate"] for x in rs]
+                res: dict[str, Any] = {"pub_rate": statistics.median(rates), "spread_pct": spread(rates),
+                                       "runs": rs, "count": count, "size": size}
+                for role in SUB_ROLES:
+                    if role in rs[0]["subs"]:
+                        res[role] = {k: sum(x["subs"][role][k] for x in rs) / len(rs)
+                                     for k in ("received", "missed", "lag_events")}
+                        res[role]["slow_reads"] = sum(x["subs"][role].get("slow_reads", 0) for x in rs) / len(rs)
+                self.overwrite[label] = res
+                log(f"[overwrite] {label}: publisher {fmt_rate(res['pub_rate'])} msgs/s (spread {res['spread_pct']:.0f}%)"
+                    + "".join(f"; {role}: received {res[role]['received']:.0f} + missed {res[role]['missed']:.0f}"
+                              for role in SUB_ROLES if role in res))
+
+    # -- 3. latest() ---------------------------------------------------------
+
+    def run_latest(self) -> None:
+        calls = max(5000, int(LATEST_CALLS * self.opts.scale))
+        label = "latest()"
+        try:
+            log("[latest] starting 2 workers")
+            g = Group(self, "shmring", ["pub", "latest"], label, "overwrite", events=("stop",),
+                      pin=self.two_cpus("pub", "latest")).__enter__()
+        except Exception as e:
+            for size in self.opts.sizes:
+                for streaming in (True, False):
+                    self.latest[self._latest_row(size, streaming)] = self._fail(f"latest {size_label(size)}", e)
+            return
+        try:
+            for size in self.opts.sizes:
+                for streaming in (True, False):
+                    row = self._latest_row(size, streaming)
+                    rs = []
+                    try:
+                        for r in range(-1, self.opts.runs):
+                            out = g.run({"section": "latest", "size": size, "stream": streaming,
+                                         "calls": calls if r >= 0 else max(1000, calls // 10)})
+                            if r >= 0:
+                                rs.append(self._latest_run(out))
+                    except Exception as e:
+                        self.latest[row] = self._fail(f"latest: {row}", e)
+                        continue
+                    self.latest[row] = self._latest_summary(rs, calls)
+                    x = self.latest[row]
+                    log(f"[latest] {row}: p50 {x['p50_us']:.2f} µs, p99 {x['p99_us']:.2f} µs")
+        finally:
+            g.close()
+        # The timer's own cost: the same loop around nothing, in this process.
+        clock = time.perf_counter_ns
+        rs = []
+        for _ in range(self.opts.runs):
+            ns = []
+            for _ in range(calls):
+                a = clock()
+                ns.append(clock() - a)
+            rs.append(self._percentiles(ns) | {"distinct": 0, "pub_rate": 0.0, "calls": calls})
+        self.latest["timer floor (perf_counter_ns pair, parent)"] = self._latest_summary(rs, calls)
+
+    def two_cpus(self, a: str, b: str) -> dict[str, int]:
+        """Roles a and b pinned to two different CPUs, so that they really run
+        at the same time, and always the same way from run to run (unpinned,
+        the scheduler sometimes puts both on one CPU: a latest() reader then
+        sees a publisher that is not running, and an overwrite publisher's
+        rate changes several-fold with where its fast subscriber runs)."""
+        if self.opts.no_pin or not hasattr(os, "sched_setaffinity"):
+            return {}
+        cpus = sorted(os.sched_getaffinity(0))
+        return {a: cpus[0], b: cpus[1]} if len(cpus) >= 2 else {}
+
+    @staticmethod
+    def _latest_row(size: int, streaming: bool) -> str:
+        return f"{size_label(size)}, publisher {'streaming' if streaming else 'idle'}"
+
+    @staticmethod
+    def _percentiles(ns: Any) -> dict[str, float]:
+        s: list[int] = sorted(ns)
+        n = len(s)
+
+        def pct(p: float) -> float:
+            return s[min(n - 1, int(round(p * (n - 1))))] / 1000
+
+        return {"p50_us": pct(0.5), "p99_us": pct(0.99), "p999_us": pct(0.999), "max_us": s[-1] / 1000,
+                "mean_us": sum(s) / n / 1000}
+
+    def _latest_run(self, out: list[dict[str, Any]]) -> dict[str, Any]:
+        from array import array
+
+        pub, rd = out
+        ns = array("q")
+        ns.frombytes(rd["ns"])
+        res = self._percentiles(ns)
+        res.update(calls=len(ns), distinct=rd["distinct"], pub_rate=pub["sent"] / max(1e-9, pub["t1"] - pub["t0"]))
+        return res
+
+    @staticmethod
+    def _latest_summary(rs: list[dict[str, Any]], calls: int) -> dict[str, Any]:
+        keys = ("p50_us", "p99_us", "p999_us", "max_us", "mean_us", "distinct", "pub_rate")
+        out: dict[str, Any] = {k: statistics.median(x[k] for x in rs) for k in keys}
+        out.update(runs=rs, calls=calls, spread_pct=spread([x["p50_us"] for x in rs]))
+        return out
+
+
+# ---------------------------------------------------------------------------
+# report
+
+
+def _failed(res: dict[str, Any] | None) -> str | None:
+    if not res:
+        return "–"
+    if res.get("failed"):
+        return f"**{res['failed']}**"
+    return None
+
+
+def report(bench: Bench, meta: dict[str, Any]) -> str:
+    opts = bench.opts
+    host = meta["host"]
+    P = ["# shmring.Topic: broadcast fan-out, overwrite with a slow subscriber, latest()\n",
+         f"Run {meta['date']} on {host['cpu_model'] or '?'} ({host['cpus']} CPUs, {host['machine']}, kernel "
+         f"{host['kernel']}), Python {meta['python']}, start method {START_METHOD}; versions: "
+         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v) + ".\n",
+         f"Medians of {opts.runs} run(s), each after one unmeasured warm-up run. Messages: seq in the first and "
+         "last 8 bytes, a fixed body between; every message received is checked (length, both seqs, body, "
+         f"order). shmring ring capacity {opts.capacity} bytes.\n"]
+
+    if "fanout" in opts.sections:
+        P.append("## 1. Fan-out: 1 publisher -> N subscribers, every message to every subscriber\n")
+        P.append("Messages/s delivered **per subscriber** (each subscriber gets all of them) and **in total** "
+                 "(N x per subscriber), from the start barrier to the last subscriber done. shmring: policy "
+                 f"\"block\", `send`/`recv_bytes`. pyzmq: XPUB (XPUB_VERBOSE handshake: the publisher starts once "
+                 f"it has read every subscription) / SUB over ipc://, SNDHWM = RCVHWM = {ZMQ_HWM:,} (more than any "
+                 "run's messages); gaps count as drops. iceoryx2: `RetryUntilDelivered`, no safe overflow, "
+                 "publisher created before the subscribers, subscribers busy-poll `receive()`.\n")
+        fams = [f for f in opts.families]
+        for size in opts.sizes:
+            P.append(f"### {size_label(size)} messages\n")
+            hdr = ["msgs/s"] + [f"{h}, 1 -> {n}" for n in opts.subs for h in ("per sub", "total")]
+            rows = []
+            for fam in fams:
+                row = [FAMILY_LABEL[fam]]
+                for n in opts.subs:
+                    r = bench.fanout.get((fam, size, n)) or {}
+                    f = _failed(r)
+                    if f:
+                        row += [f, f]
+                    else:
+                        row += [fmt_rate(r["per_sub"]), fmt_rate(r["total"])]
+                rows.append(row)
+            for other in [f for f in fams if f != "shmring"]:
+                if "shmring" not in fams:
+                    break
+                row = [f"shmring ÷ {other}"]
+                for n in opts.subs:
+                    a, b = bench.fanout.get(("shmring", size, n)), bench.fanout.get((other, size, n))
+                    x = fmt_ratio(a["per_sub"] / b["per_sub"]) + "x" if a and b and not _failed(a) and not _failed(b) else "–"
+                    row += [x, ""]
+                rows.append(row)
+            P.append(md_table(hdr, rows) + "\n")
+        detail = []
+        for size in opts.sizes:
+            for fam in fams:
+                for n in opts.subs:
+                    r = bench.fanout.get((fam, size, n)) or {}
+                    if _failed(r):
+                        continue
+                    detail.append([size_label(size), FAMILY_LABEL[fam], f"1 -> {n}", f"{r['count']:,}",
+                                   ", ".join(fmt_rate(x["per_sub"]) for x in r["runs"]), f"{r['spread_pct']:.0f}%",
+                                   ", ".join(fmt_rate(x["count"] / x["pub_s"]) for x in r["runs"]),
+                                   (f"{r['drops']:,}" + (" (stalled)" if r["stalled"] else "")) if fam == "pyzmq" else "–"])
+        if detail:
+            P.append("Runs: messages/s per subscriber of each run, spread (max - min) / median, the publisher's own "
+                     "send rate (its `send` calls returning; pyzmq queues in its I/O thread) and messages dropped "
+                     "(pyzmq, over all runs).\n")
+            P.append(md_table(["size", "transport", "config", "msgs/run", "per sub, each run", "spread",
+                               "publisher send rate", "drops"], detail) + "\n")
+
+    if "overwrite" in opts.sections and bench.overwrite:
+        any_res = next((r for r in bench.overwrite.values() if not r.get("failed")), None)
+        size = any_res["size"] if any_res else min(opts.sizes)
+        P.append("## 2. Policy \"overwrite\" with a slow subscriber\n")
+        P.append(f"shmring Topic, policy \"overwrite\", {size_label(size)} messages, "
+                 f"{format(any_res['count'], ',') if any_res else '?'} a run. Publisher msgs/s = messages / its own "
+                 "time from the barrier to its last `send`; \"÷ same without the slow sub\" compares it with the row "
+                 "that has no slow subscriber (1.00x: the slow subscriber costs the publisher nothing). The fast "
+                 "subscriber reads as fast as it can; the slow one sleeps "
+                 f"{opts.slow_sleep * 1000:g} ms after each `recv` while the publisher runs (after a message and after "
+                 "a `Lagged`), then catches up; the one \"reading again at once after Lagged\" sleeps after a "
+                 "message only, as a consumer that just goes on after a `Lagged` would: it resumes at the oldest "
+                 "message held, the next one the publisher overwrites, and often lags again at once. Received and missed (sum of `Lagged.missed`) are per run, averaged; every run checks "
+                 "received + missed == published and that after each `Lagged(missed)` the next seq is the expected "
+                 "one + missed. "
+                 + ("Publisher pinned to CPU {pub}, fast subscriber to CPU {sub}, slow subscriber unpinned.\n".format(
+                     **bench.two_cpus("pub", "sub")) if bench.two_cpus("pub", "sub") else "Processes not pinned.\n"))
+        rows = []
+        for label, _, without in Bench.OVERWRITE_CONFIGS:
+            r = bench.overwrite.get(label) or {}
+            f = _failed(r)
+            if f:
+                rows.append([label, f, "", "", "", ""])
+                continue
+            base = bench.overwrite.get(without) or {} if without else {}
+            rel = fmt_ratio(r["pub_rate"] / base["pub_rate"]) + "x" if base and not _failed(base) else "–"
+
+            def subcell(role: str) -> str:
+                if role not in r:
+                    return "–"
+                s = r[role]
+                return (f"{s['received']:,.0f} + {s['missed']:,.0f} missed ({s['lag_events']:,.0f} Lagged)")
+
+            ok = all(x["subs"][role]["received"] + x["subs"][role]["missed"] == x["count"]
+                     for x in r["runs"] for role in x["subs"])
+            rows.append([label, fmt_rate(r["pub_rate"]), rel, subcell("sub"), subcell("slow" if "slow" in r else "eager"),
+                         ("✓" if ok else "✗") if r["runs"][0]["subs"] else "–"])
+        P.append(md_table(["config", "publisher msgs/s", "÷ same without the slow sub", "fast sub: received + missed",
+                           "slow sub: received + missed", "received + missed == published"], rows) + "\n")
+        detail = [[label, ", ".join(fmt_rate(x["pub_rate"]) for x in r["runs"]), f"{r['spread_pct']:.0f}%",
+                   next((f"{r[k]['slow_reads']:,.0f}" for k in ("slow", "eager") if k in r), "–")]
+                  for label, r in bench.overwrite.items() if not _failed(r)]
+        P.append(md_table(["config", "publisher msgs/s, each run", "spread", "slow sub: messages read while publishing"],
+                          detail) + "\n")
+
+    if "latest" in opts.sections and bench.latest:
+        P.append("## 3. `Topic.latest()` latency\n")
+        pin = bench.two_cpus("pub", "latest")
+        P.append("One process calls `topic.latest()` (no subscription) in a loop, timing each call with two "
+                 "`time.perf_counter_ns()` calls (their own cost is the timer floor row), while another process "
+                 "publishes as fast as it can (policy \"overwrite\", no subscriber) or has published one message "
+                 "and waits. Each result is checked (length, seq at both ends, body) and its seq may never go "
+                 "back. Distinct: how many different messages the calls of one run returned. "
+                 + (f"Publisher pinned to CPU {pin['pub']}, reader to CPU {pin['latest']}.\n" if pin
+                    else "Processes not pinned.\n"))
+        rows = []
+        for label, r in bench.latest.items():
+            f = _failed(r)
+            if f:
+                rows.append([label, f, "", "", "", "", "", ""])
+                continue
+            floor = label.startswith("timer")
+            rows.append([label, f"{r['p50_us']:.2f}", f"{r['p99_us']:.2f}", f"{r['p999_us']:.2f}",
+                         f"{r['max_us']:.0f}", f"{r['calls']:,}", "–" if floor else f"{r['distinct']:,.0f}",
+                         "–" if floor or "idle" in label else fmt_rate(r["pub_rate"])])
+        P.append(md_table(["", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "calls/run", "distinct", "publisher msgs/s"],
+                          rows) + "\n")
+
+    P += skipped_and_failures(meta["skipped"], [f"{e['tag']}: {e['where']}: {last_line(e['error'])}"
+                                                for e in bench.errors])
+    other, steal = machine_load_pcts(meta)
+    P.append(f"Load: average {meta.get('loadavg_1min_at_start', -1):.2f} at start; other processes used "
+             f"{other:.1f}% of the machine during the run, steal {steal:.1f}% (run took "
+             f"{meta.get('duration_s', 0):.0f} s); by section: "
+             + ", ".join(f"{k} {v:.0f}%" for k, v in bench.section_load.items()) + ".\n")
+    for w in meta["warnings"]:
+        P.append(f"**WARNING: {w}.**\n")
+    P += not_idle_warning(other, steal)
+    return "\n".join(P)
+
+
+# ---------------------------------------------------------------------------
+
+
+def versions(families: list[str]) -> dict[str, str]:
+    from importlib.metadata import version
+
+    out: dict[str, str] = {}
+    for fam in ["shmring"] + families:
+        if fam in out:
+            continue
+        try:
+            out[fam] = version(fam)
+        except Exception:
+            continue
+        if fam == "pyzmq":
+            try:
+                import zmq
+
+                out[fam] += f" (libzmq {zmq.zmq_version()})"
+            except Exception:
+                pass
+    try:
+        import shmring
+
+        root = os.path.dirname(HERE)
+        where = os.path.dirname(os.path.abspath(shmring.__file__ or ""))
+        if where != os.path.join(root, "src", "shmring"):
+            # e.g. PYTHONPATH pointing at a build of another commit
+            out["shmring"] = out.get("shmring", "?") + f" (imported from {where})"
+        elif "shmring" in out:
+            out["shmring"] += git_note(root)
+    except Exception:
+        pass
+    return out
+
+
+def shmring_build() -> str | None:
+    """Fingerprint of the extension the workers import (each group spawns fresh interpreters)."""
+    try:
+        import hashlib
+
+        import shmring._core as core
+
+        with open(core.__file__ or "", "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:12]
+    except Exception:
+        return None
+
+
+def select(only: str | None) -> tuple[list[str], dict[str, str]]:
+    fams = list(FAMILIES)
+    if only:
+        aliases = {"zmq": "pyzmq", "iox2": "iceoryx2"}
+        want = [aliases.get(x.strip().lower(), x.strip().lower()) for x in only.split(",") if x.strip()]
+        bad = [x for x in want if x not in FAMILIES]
+        if bad:
+            raise SystemExit(f"--only: unknown {bad}; known: {', '.join(FAMILIES)}")
+        fams = [f for f in FAMILIES if f in want]
+    skipped: dict[str, str] = {}
+    for fam, module in (("shmring", "shmring"), ("pyzmq", "zmq"), ("iceoryx2", "iceoryx2")):
+        try:
+            __import__(module)
+            if fam == "shmring":
+                import shmring
+
+                shmring.Topic  # noqa: B018
+        except Exception as e:
+            skipped[fam] = f"import failed: {type(e).__name__}: {e}"
+            log(f"skipping {fam}: {skipped[fam]}")
+    if "shmring" in skipped:
+        raise SystemExit(f"shmring does not import: {skipped['shmring']}")
+    return [f for f in fams if f not in skipped], skipped
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a tenth of the messages, one run: a smoke test (~5-10 s)")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
+    ap.add_argument("--runs", type=int, help="measured runs per cell; the median is reported (default 3)")
+    ap.add_argument("--scale", type=float, help="multiply the messages/calls of every run (default 1; --quick 0.1)")
+    ap.add_argument("--sizes", help="message sizes in bytes, >= 16 (default 64,1024)")
+    ap.add_argument("--subs", help="fan-out subscriber counts (default 1,2,4)")
+    ap.add_argument("--only", help="fan-out peers: comma-separated of shmring, pyzmq, iceoryx2 (default all)")
+    ap.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
+                    help=f"shmring ring bytes (default {DEFAULT_CAPACITY}); iceoryx2 buffers capacity/size samples")
+    ap.add_argument("--slow-sleep", type=float, default=SLOW_SLEEP,
+                    help=f"overwrite: the slow subscriber's sleep after each message, seconds (default {SLOW_SLEEP})")
+    ap.add_argument("--zmq-idle", type=float, default=10.0,
+                    help="a pyzmq subscriber that gets nothing for this long counts the rest as dropped (default 10)")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="overwrite, latest: leave the publisher and the fast subscriber / reader unpinned "
+                         "(default: two different CPUs)")
+    ap.add_argument("--run-timeout", type=float, default=60.0, help="seconds before a stuck run is declared a HANG")
+    ap.add_argument("--json", metavar="PATH", help="write every result and the run's metadata")
+    ap.add_argument("--markdown", metavar="PATH", default=DEFAULT_MARKDOWN,
+                    help="also write the tables to this file (default benchmarks/results/topic.md; '' for none)")
+    opts = ap.parse_args(argv)
+
+    opts.runs = opts.runs or (1 if opts.quick else 3)
+    opts.scale = opts.scale or (0.1 if opts.quick else 1.0)
+    opts.sizes = [int(s) for s in opts.sizes.split(",")] if opts.sizes else list(SIZES)
+    opts.subs = [int(s) for s in opts.subs.split(",")] if opts.subs else list(SUBS)
+    opts.sections = [s.strip() for s in opts.sections.split(",") if s.strip()]
+    bad = [s for s in opts.sections if s not in SECTIONS]
+    if bad:
+        raise SystemExit(f"--sections: unknown {bad}; known: {', '.join(SECTIONS)}")
+    if opts.runs < 1 or opts.scale <= 0 or any(n < 1 for n in opts.subs):
+        raise SystemExit("--runs, --scale and --subs must be positive")
+    if any(s < 16 for s in opts.sizes):
+        raise SystemExit("--sizes: at least 16 bytes (seq at both ends)")
+
+    sigterm_as_interrupt()  # SIGTERM ends the run like ^C: workers stopped, what was measured reported
+
+    opts.families, skipped = select(opts.only)
+    meta: dict[str, Any] = {**run_context(START_METHOD), "options": dict(vars(opts)),
+                            "versions": {"python": platform.python_version(), **versions(opts.families)},
+                            "skipped": skipped, "warnings": []}
+    build = shmring_build()
+    bench = Bench(opts)
+    interrupted = run_measured(bench.run, meta, bench.cleanup)
+    if build and shmring_build() != build:
+        meta["warnings"].append("the shmring extension was rebuilt during the run: sections may mix two builds; rerun")
+        log(f"!!! {meta['warnings'][-1]}")
+
+    write_outputs(report(bench, meta), opts.markdown, opts.json,
+                  {"meta": meta, "errors": bench.errors, "section_load_other_pct": bench.section_load,
+                   "fanout": [{"family": k[0], "size": k[1], "subs": k[2], **v} for k, v in bench.fanout.items()],
+                   "overwrite": bench.overwrite, "latest": bench.latest})
+    if opts.markdown:
+        log(f"tables written to {opts.markdown}")
+    log(f"total {meta['duration_s']:.0f} s")
+    if bench.errors:
+        log(f"\n!!! {len(bench.errors)} cell(s) FAILED; see above")
+        return 1
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
