@@ -2591,25 +2591,29 @@ typedef struct shmring_topic_ctrl {
     uint32_t max_subscribers;  /* entries in the subscriber table */
     uint32_t spin_ns;          /* how long a waiter polls before sleeping */
     uint32_t reserved0;
-    uint8_t pad0[96];
-    /* Publishers' state: written under the lock. */
+    uint8_t pad0[32];
+    /* The publishers' lock, on a cache line of its own: subscribers poll
+     * tail, and should not see the lock's two writes per publish too. */
     shmring_mutex lock; /* [T3] */
+    uint8_t pad1[40];
+    /* Publishers' state: written under the lock, read by subscribers. */
     uint64_t tail;      /* bytes published, ever [T1] */
     uint64_t head;      /* reclaim point: bytes before it may be overwritten [T2] */
     uint64_t next_seq;  /* number of the next message */
     uint64_t last_pos;  /* offset of the newest record, or NO_RECORD [T1] */
-    uint8_t pad1[72];
+    uint8_t pad2[96];
     /* Sleep words. */
     uint32_t data_seq;     /* bumped after a publish when subscribers sleep [T4] */
     uint32_t data_waiters;
     uint32_t room_seq;     /* bumped after a subscriber moved on, for BLOCK publishers [T5] */
     uint32_t room_waiters;
-    uint8_t pad2[112];
+    uint8_t pad3[112];
 } shmring_topic_ctrl;
-SHMRING_STATIC_ASSERT(offsetof(shmring_topic_ctrl, lock) == 128, "layout");
-SHMRING_STATIC_ASSERT(offsetof(shmring_topic_ctrl, tail) == 152, "layout");
-SHMRING_STATIC_ASSERT(offsetof(shmring_topic_ctrl, head) == 160, "layout");
-SHMRING_STATIC_ASSERT(offsetof(shmring_topic_ctrl, last_pos) == 176, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_topic_ctrl, lock) == 64, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_topic_ctrl, tail) == 128, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_topic_ctrl, head) == 136, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_topic_ctrl, next_seq) == 144, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_topic_ctrl, last_pos) == 152, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_topic_ctrl, data_seq) == 256, "layout");
 SHMRING_STATIC_ASSERT(sizeof(shmring_topic_ctrl) == SHMRING_TOPIC_CTRL_SIZE, "layout");
 

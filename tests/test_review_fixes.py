@@ -99,8 +99,8 @@ def test_overwrite_publisher_refuses_a_misaligned_reclaim_point(name: str) -> No
         for i in range(20):
             pub.send(b"m%d" % i)
         seg = shmring.Segment.open(name)
-        head = struct.unpack_from("<Q", seg.buf, 160)[0]
-        struct.pack_into("<Q", seg.buf, 160, head + 8)
+        head = struct.unpack_from("<Q", seg.buf, 136)[0]  # head: docs/PROTOCOL.md 6.1
+        struct.pack_into("<Q", seg.buf, 136, head + 8)
         with pytest.raises(shmring.CorruptedError):
             for i in range(20):
                 pub.send(b"n" * 100)

@@ -60,10 +60,11 @@ CTRL = {
     "policy": 16,
     "max_subscribers": 20,
     "spin_ns": 24,
-    "tail": 152,
-    "head": 160,
-    "next_seq": 168,
-    "last_pos": 176,
+    "lock": 64,
+    "tail": 128,
+    "head": 136,
+    "next_seq": 144,
+    "last_pos": 152,
 }
 SUBS = 384  # SHMRING_TOPIC_CTRL_SIZE: the subscriber table starts here
 SUB_ENTRY = 32  # {token, cursor, next_seq, lagged}
