@@ -94,6 +94,11 @@ class Queue(_core.Queue):
     whole or not at all), ``data_size()``, ``is_closed()``, ``dumps``/
     ``loads``, and ``put_bytes``/``get_bytes`` (no pickling).
 
+    Items are unpickled in the process that takes them, after they left
+    the queue: if ``loads`` fails, ``get`` raises and that item is gone (as
+    with ``multiprocessing.Queue``); in ``get_many``, so are the rest of
+    that batch.
+
     Pass it to child processes as an argument (fork, spawn or forkserver):
     it pickles by name.  The creating process owns the segments: they are
     removed when its handle is garbage collected, at interpreter exit, or
