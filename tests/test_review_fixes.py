@@ -160,3 +160,20 @@ def test_a_lagging_subscriber_on_a_full_overwrite_ring_never_sees_false_corrupti
             p.join(10)
             sub.close()
         assert p.exitcode == 0 and got > 0 and lagged > 0  # it did lag, and recovered every time
+
+
+@pytest.mark.timeout(30)
+def test_locking_the_topic_again_inside_an_open_reserve_is_an_error_not_a_hang(name: str) -> None:
+    with shmring.Topic.create(name, 4096, "block") as t:
+        pub, other = t.publisher(), t.publisher()
+        with pub.reserve(4) as mv:
+            mv[:] = b"abcd"
+            with pytest.raises(RuntimeError, match="open reserve"):
+                other.send(b"x")
+            with pytest.raises(RuntimeError, match="open reserve"):
+                t.subscribe()
+        sub = t.subscribe()  # after the block: fine
+        other.send(b"after")
+        assert sub.recv(timeout=1) == b"after"
+        for end in (pub, other, sub):
+            end.close()

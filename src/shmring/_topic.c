@@ -75,11 +75,55 @@ static int topic_usable(TopicEndObject *self, int role)
     return 0;
 }
 
+/* Topic locks held by an open reserve(), and by which thread: the lock
+ * belongs to the process, so a second lock by that thread (another
+ * publisher's send, a subscribe, in the reserve block) would wait forever. */
+#define RESERVES_MAX 64
+static struct {
+    const void *ctrl;
+    unsigned long thread;
+    unsigned long generation; /* fork_generation: a forked child holds none of them */
+} open_reserves[RESERVES_MAX];
+
+static void reserves_note(const void *ctrl, int held)
+{
+    int i;
+    for (i = 0; i < RESERVES_MAX; i++) {
+        if (held && (open_reserves[i].ctrl == NULL || open_reserves[i].generation != fork_generation)) {
+            open_reserves[i].ctrl = ctrl;
+            open_reserves[i].thread = PyThread_get_thread_ident();
+            open_reserves[i].generation = fork_generation;
+            return;
+        }
+        if (!held && open_reserves[i].ctrl == ctrl && open_reserves[i].thread == PyThread_get_thread_ident()) {
+            open_reserves[i].ctrl = NULL;
+            return;
+        }
+    }
+}
+
+static int reserve_held_here(const void *ctrl)
+{
+    int i;
+    for (i = 0; i < RESERVES_MAX; i++)
+        if (open_reserves[i].ctrl == ctrl && open_reserves[i].thread == PyThread_get_thread_ident() &&
+            open_reserves[i].generation == fork_generation)
+            return 1;
+    return 0;
+}
+
 /* Take the topic lock; 0, 1 on timeout, -1 with an exception. */
 static int topic_lock(TopicEndObject *self, uint64_t deadline)
 {
     shmring_mutex *m = &self->t.ctrl->lock;
-    int rc, r = lock_robust(m, self->token, deadline, &rc);
+    int rc, r;
+    if (reserve_held_here(self->t.ctrl)) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "topic %R: this thread holds the topic lock in an open reserve() block; finish it first",
+                     topic_name(self));
+        return -1;
+    }
+    r = lock_robust(m, self->token, deadline, &rc);
     if (r != 0)
         return r;
     if (rc == SHMRING_OWNER_DIED) {
@@ -238,6 +282,7 @@ static PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_s
     if (topic_reserve_locked(self, SHMRING_REC_BYTES, (uint64_t)n, deadline, &dst, &pos) < 0)
         return NULL;
     self->reserving = 1;
+    reserves_note(self->t.ctrl, 1);
     self->reserve_pos = pos;
     self->reserve_len = (uint64_t)n;
     return PyLong_FromSize_t((size_t)(dst - ((MappingObject *)self->mapping)->seg.base));
@@ -259,6 +304,7 @@ static PyObject *topic_commit_reserved(TopicEndObject *self, PyObject *arg)
     r = (shmring_trecord *)(self->t.data + self->reserve_pos % self->t.capacity);
     r->len = (uint32_t)n; /* shorter is fine: nothing follows it yet */
     self->reserving = 0;
+    reserves_note(self->t.ctrl, 0);
     topic_commit_unlock(self, self->reserve_pos);
     Py_RETURN_NONE;
 }
@@ -268,6 +314,7 @@ static PyObject *topic_abort_reserved(TopicEndObject *self, PyObject *Py_UNUSED(
     if (self->mapping == NULL || !self->reserving)
         Py_RETURN_NONE;
     self->reserving = 0;
+    reserves_note(self->t.ctrl, 0);
     topic_unlock(self); /* nothing committed: the record stays past tail */
     Py_RETURN_NONE;
 }
@@ -575,8 +622,10 @@ static PyObject *topic_close(TopicEndObject *self, PyObject *Py_UNUSED(ignored))
     if (self->mapping == NULL || self->closed)
         Py_RETURN_NONE;
     if (self->generation == fork_generation) {
-        if (self->reserving)
+        if (self->reserving) {
+            reserves_note(self->t.ctrl, 0);
             topic_unlock(self);
+        }
         if (self->role == TOPIC_SUBSCRIBER)
             shmring_topic_unsubscribe(&self->t, self->slot, self->token);
     }
