@@ -742,7 +742,7 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
     uint32_t *seq = is_put ? &c->room_seq : &c->items_seq;
     uint32_t *waiters = is_put ? &c->room_waiters : &c->items_waiters;
     uint64_t spin_until = 0;
-    int polled = 0;
+    int polled = 0, slept = 0;
     for (;;) {
         int r, lr = queue_lock(self, deadline);
         uint32_t my_seq, wake_items, wake_room;
@@ -814,6 +814,7 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
             Py_END_ALLOW_THREADS
             shmring_queue_unregister(waiters);
             (void)wr;
+            slept = 1;
             if (PyErr_CheckSignals() < 0) {
                 /* We may have taken a wake meant for someone: pass it on. */
                 shmring_queue_wake(seq, 1, 1);
@@ -822,8 +823,10 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
         }
     }
 timeout:
-    /* A wake-up taken just before the deadline must not be lost to the others. */
-    shmring_queue_wake(seq, 1, 1);
+    /* A wake-up taken just before the deadline must not be lost to the
+     * others (relaxed: a hint; a spare wake is harmless). */
+    if (slept)
+        shmring_queue_wake(seq, __atomic_load_n(waiters, __ATOMIC_RELAXED), 1);
     PyErr_SetNone(is_put ? queue_full_error : queue_empty_error);
     return -1;
 }
