@@ -41,7 +41,6 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -51,10 +50,11 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 # Shared helpers of the channel benchmark (tables, host block, machine load, teardown, report tails).
+from _groups import WorkerError, WorkerGroup  # noqa: E402
 from _workloads import child_setup  # noqa: E402
 from bench_channel import (  # noqa: E402
     MachineLoad, fmt_rate, fmt_ratio, git_note, last_line, machine_load_pcts, md_table, not_idle_warning,
-    run_context, run_measured, sigterm_as_interrupt, skipped_and_failures, stop_workers, write_outputs,
+    run_context, run_measured, sigterm_as_interrupt, skipped_and_failures, write_outputs,
 )
 
 START_METHOD = "spawn"
@@ -276,12 +276,6 @@ def worker_main(role: str, idx: int, n_prod: int, family: str, batch: bool, q: A
 # parent side
 
 
-class WorkerError(Exception):
-    def __init__(self, message: str, tag: str = "FAILED") -> None:
-        super().__init__(message)
-        self.tag = tag  # FAILED, MISMATCH, HANG or NOT RUN
-
-
 def make_queue(ctx: Any, family: str, capacity: int) -> Any:
     if family == "mp":
         return ctx.Queue()
@@ -296,39 +290,27 @@ def make_queue(ctx: Any, family: str, capacity: int) -> Any:
     raise ValueError(family)
 
 
-class Group:
+class Group(WorkerGroup):
     """One transport in one PxC configuration: its queue and its processes,
     kept for every run of that configuration (spawning 8 interpreters costs
     ~1 s here).  Leaving the `with` block stops everything: "stop", join,
     then SIGTERM, then SIGKILL; the queue is closed (shmring's unlinked)."""
 
     def __init__(self, ctx: Any, t: Transport, n_prod: int, n_cons: int, opts: Any) -> None:
-        self.ctx, self.t, self.n_prod, self.n_cons, self.opts = ctx, t, n_prod, n_cons, opts
-        self.procs: list[Any] = []
-        self.conns: list[Any] = []  # producers first, then consumers
-        self.names: list[str] = []
+        # producers first, then consumers
+        self.roles = [("producer", i) for i in range(n_prod)] + [("consumer", i) for i in range(n_cons)]
+        super().__init__(ctx, opts, [f"{role} {i}" for role, i in self.roles])
+        self.t, self.n_prod, self.n_cons = t, n_prod, n_cons
         self.q: Any = None
-        self.broken: WorkerError | None = None  # after a failure: no more runs
+        self.markers: set[int] = set()  # producers whose end marker a consumer got, this run
 
     def __enter__(self) -> Group:
         try:
             self.q = make_queue(self.ctx, self.t.family, self.opts.capacity)
             barrier = self.ctx.Barrier(self.n_prod + self.n_cons)
-            roles = [("producer", i) for i in range(self.n_prod)] + [("consumer", i) for i in range(self.n_cons)]
-            for role, i in roles:
-                parent_end, child_end = self.ctx.Pipe(duplex=True)
-                p = self.ctx.Process(
-                    target=worker_main,
-                    args=(role, i, self.n_prod, self.t.family, self.t.batch, self.q, barrier, child_end,
-                          self.opts.run_timeout),
-                    name=f"bq-{self.t.family}-{role}{i}",
-                    daemon=True,
-                )
-                p.start()
-                child_end.close()  # so that a dead child reads as EOF here
-                self.procs.append(p)
-                self.conns.append(parent_end)
-                self.names.append(f"{role} {i}")
+            for role, i in self.roles:
+                self._spawn(worker_main, (role, i, self.n_prod, self.t.family, self.t.batch, self.q, barrier),
+                            f"bq-{self.t.family}-{role}{i}", {"wait_timeout": self.opts.run_timeout})
             for i in range(len(self.conns)):
                 self._expect(i, "ready", 120.0)
         except BaseException:
@@ -336,80 +318,25 @@ class Group:
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _recv(self, i: int) -> tuple[Any, ...]:
-        try:
-            msg: tuple[Any, ...] = self.conns[i].recv()
-        except (EOFError, OSError):
-            self.procs[i].join(1.0)
-            raise WorkerError(f"{self.names[i]} exited (exit code {self.procs[i].exitcode})") from None
-        if msg[0] == "error":
-            raise WorkerError(msg[1], "MISMATCH" if msg[2] else "FAILED")
-        return msg
-
-    def _expect(self, i: int, tag: str, timeout: float) -> tuple[Any, ...]:
-        if not self.conns[i].poll(timeout):
-            raise WorkerError(f"timeout: no {tag!r} from {self.names[i]} after {timeout:.0f} s", "HANG")
-        msg = self._recv(i)
-        if msg[0] != tag:
-            raise WorkerError(f"{self.names[i]}: expected {tag!r}, got {msg!r}")
-        return msg
-
     def _put_sentinel(self) -> None:
         self.q.put(None, True, FF_TIMEOUT if self.t.family == "faster-fifo" else None)
 
     def run(self, total: int, size: int) -> dict[str, Any]:
         """One run of `total` objects of `size` pickled bytes, checked."""
-        if self.broken:
-            raise WorkerError(f"not run: this transport's workers were stopped after an earlier "
-                              f"{self.broken.tag} in this configuration", "NOT RUN")
-        try:
-            return self._run(total, size)
-        except BaseException as e:
-            # Workers stuck or out of step: stop them now (they would burn
-            # CPU under the other transports' runs) and run nothing more here.
-            self.broken = e if isinstance(e, WorkerError) else WorkerError(str(e))
-            self.close()
-            raise
+        return self._guard(lambda: self._run(total, size))
+
+    def _not_run_message(self, broken: WorkerError) -> str:
+        return f"not run: this transport's workers were stopped after an earlier {broken.tag} in this configuration"
 
     def _run(self, total: int, size: int) -> dict[str, Any]:
-        from multiprocessing.connection import wait
-
         P, C = self.n_prod, self.n_cons
         counts = [total // P + (1 if i < total % P else 0) for i in range(P)]  # split evenly
         plen = payload_len_for(size)
         for i in range(P + C):
             self.conns[i].send(("run", counts[i] if i < P else 0, plen))
-        results: dict[int, dict[str, Any]] = {}
-        markers: set[int] = set()
-        deadline = time.monotonic() + self.opts.run_timeout
-        by_conn = {c: i for i, c in enumerate(self.conns)}
-        while len(results) < P + C:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self._diagnose_hang(results, markers)
-            for conn in wait([c for i, c in enumerate(self.conns) if i not in results], timeout=min(left, 1.0)):
-                i = by_conn[conn]
-                msg = self._recv(i)
-                if msg[0] == "marker":
-                    pid = msg[1]
-                    if pid in markers:
-                        raise WorkerError(f"end marker of producer {pid} delivered twice", "MISMATCH")
-                    markers.add(pid)
-                    if len(markers) == P:
-                        # Every object is out of the queue (each producer's
-                        # marker came after its objects): one stop sentinel
-                        # per consumer.  Costs the parent's wake-up and C puts,
-                        # tens of µs against runs of ~0.1-1 s.
-                        for _ in range(C):
-                            self._put_sentinel()
-                elif msg[0] == "done":
-                    results[i] = msg[1]
-                else:
-                    raise WorkerError(f"{self.names[i]}: unexpected {msg!r}")
-        self._verify(counts, [results[P + j] for j in range(C)], markers)
+        self.markers = set()
+        results = self._collect()
+        self._verify(counts, [results[P + j] for j in range(C)], self.markers)
         t0 = min(r["t0"] for r in results.values())
         t1 = max(results[P + j]["t1"] for j in range(C))
         return {
@@ -418,6 +345,21 @@ class Group:
             "objects_per_s": total / (t1 - t0),
             "spurious_empty": sum(results[P + j]["spurious_empty"] for j in range(C)),
         }
+
+    def _on_message(self, i: int, msg: tuple[Any, ...]) -> None:
+        if msg[0] != "marker":
+            super()._on_message(i, msg)
+            return
+        pid = msg[1]
+        if pid in self.markers:
+            raise WorkerError(f"end marker of producer {pid} delivered twice", "MISMATCH")
+        self.markers.add(pid)
+        if len(self.markers) == self.n_prod:
+            # Every object is out of the queue (each producer's marker came
+            # after its objects): one stop sentinel per consumer.  Costs the
+            # parent's wake-up and C puts, tens of µs against runs of ~0.1-1 s.
+            for _ in range(self.n_cons):
+                self._put_sentinel()
 
     def _verify(self, counts: list[int], cons: list[dict[str, Any]], markers: set[int]) -> None:
         errors = []
@@ -437,32 +379,21 @@ class Group:
         if errors:
             raise WorkerError("; ".join(errors), "MISMATCH")
 
-    def _diagnose_hang(self, results: dict[int, dict[str, Any]], markers: set[int]) -> None:
+    def _diagnose_hang(self, results: dict[int, dict[str, Any]]) -> None:
         """Say who is stuck and where (faulthandler stacks on stderr), then fail."""
-        waiting = [self.names[i] for i in range(len(self.conns)) if i not in results]
+        markers, waiting = self.markers, self._waiting(results)
         state = f"qsize() {self._safe(self.q.qsize)}"
         if self.t.family == "shmring":
             state += f", stats() {self._safe(self.q.stats)}"
         log(f"!!! HANG: {self.t.name} {self.n_prod}x{self.n_cons}: no result after {self.opts.run_timeout:.0f} s "
             f"from {', '.join(waiting)}; end markers seen from producers {sorted(markers)}; {state}. "
             "Stacks of the workers follow:")
-        for i, p in enumerate(self.procs):
-            if i not in results and p.is_alive() and p.pid:
-                log(f"--- {self.names[i]} (pid {p.pid}):")
-                os.kill(p.pid, signal.SIGUSR1)
-                time.sleep(0.3)  # one at a time: their stacks share our stderr
+        self._dump_stacks(results)
         raise WorkerError(f"no result from {', '.join(waiting)} after {self.opts.run_timeout:.0f} s "
                           f"(end markers seen: {sorted(markers)}; {state})", "HANG")
 
-    @staticmethod
-    def _safe(fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except Exception as e:
-            return f"<{type(e).__name__}: {e}>"
-
     def close(self) -> None:
-        stop_workers(self.conns, self.procs)
+        self._stop_workers()
         q, self.q = self.q, None
         if q is None:
             return

@@ -57,10 +57,11 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 # Shared helpers of the channel benchmark (tables, host block, machine load, teardown, report tails).
+from _groups import WorkerError, WorkerGroup  # noqa: E402
 from _workloads import child_setup  # noqa: E402
 from bench_channel import (  # noqa: E402
     MachineLoad, fmt_rate, fmt_ratio, git_note, last_line, machine_load_pcts, md_table, not_idle_warning,
-    run_context, run_measured, sigterm_as_interrupt, skipped_and_failures, stop_workers, write_outputs,
+    run_context, run_measured, sigterm_as_interrupt, skipped_and_failures, write_outputs,
 )
 
 START_METHOD = "spawn"
@@ -534,13 +535,7 @@ def worker_main(spec: Spec, role: str, idx: int, barrier: Any, conn: Any, opts: 
 # parent side
 
 
-class WorkerError(Exception):
-    def __init__(self, message: str, tag: str = "FAILED") -> None:
-        super().__init__(message)
-        self.tag = tag  # FAILED, MISMATCH, HANG or NOT RUN
-
-
-class Group:
+class Group(WorkerGroup):
     """A topic (or zmq endpoint / iceoryx2 service) and its processes, kept
     for all runs of one configuration.  roles: e.g. ["pub", "sub", "sub"].
     Leaving the `with` block stops everything ("stop", join, SIGTERM,
@@ -548,16 +543,11 @@ class Group:
 
     def __init__(self, bench: Bench, family: str, roles: list[str], label: str, policy: str = "block",
                  events: tuple[str, ...] = (), pin: dict[str, int] | None = None) -> None:
+        super().__init__(bench.ctx, bench.opts, [f"{r} {i}" for i, r in enumerate(roles)])
         self.bench, self.family, self.roles, self.label = bench, family, roles, label
         self.policy: Any = policy  # "block" or "overwrite"
-        self.opts = bench.opts
-        self.ctx = bench.ctx
-        self.procs: list[Any] = []
-        self.conns: list[Any] = []
-        self.names = [f"{r} {i}" for i, r in enumerate(roles)]
         self.topic: Any = None
         self.base = 0  # next sequence number: continues across runs
-        self.broken: WorkerError | None = None
         self.events = {k: self.ctx.Event() for k in events}
         self.iox2_used = False
         self.pin = pin or {}
@@ -581,13 +571,7 @@ class Group:
             barrier = self.ctx.Barrier(len(self.roles))
             wopts = {"run_timeout": self.opts.run_timeout, "zmq_idle": self.opts.zmq_idle}
             for i, role in enumerate(self.roles):
-                parent_end, child_end = self.ctx.Pipe(duplex=True)
-                p = self.ctx.Process(target=worker_main, args=(spec, role, i, barrier, child_end, wopts),
-                                     name=f"bt-{self.family}-{role}{i}", daemon=True)
-                p.start()
-                child_end.close()  # so that a dead child reads as EOF here
-                self.procs.append(p)
-                self.conns.append(parent_end)
+                self._spawn(worker_main, (spec, role, i, barrier), f"bt-{self.family}-{role}{i}", {"opts": wopts})
             for i in range(len(self.roles)):
                 self._expect(i, "ready", 120.0)
             # Publisher first (iceoryx2 drops samples for subscribers older
@@ -606,61 +590,21 @@ class Group:
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _recv(self, i: int) -> tuple[Any, ...]:
-        try:
-            msg: tuple[Any, ...] = self.conns[i].recv()
-        except (EOFError, OSError):
-            self.procs[i].join(1.0)
-            raise WorkerError(f"{self.names[i]} exited (exit code {self.procs[i].exitcode})") from None
-        if msg[0] == "error":
-            raise WorkerError(msg[1], "MISMATCH" if msg[2] else "FAILED")
-        return msg
-
-    def _expect(self, i: int, tag: str, timeout: float) -> tuple[Any, ...]:
-        if not self.conns[i].poll(timeout):
-            raise WorkerError(f"timeout: no {tag!r} from {self.names[i]} after {timeout:.0f} s", "HANG")
-        msg = self._recv(i)
-        if msg[0] != tag:
-            raise WorkerError(f"{self.names[i]}: expected {tag!r}, got {msg!r}")
-        return msg
-
     def run(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """One run; the workers' results in role order."""
-        if self.broken:
-            raise WorkerError(f"not run: {self.label}'s workers were stopped after an earlier "
-                              f"{self.broken.tag}", "NOT RUN")
-        try:
-            return self._run(params)
-        except BaseException as e:
-            self.broken = e if isinstance(e, WorkerError) else WorkerError(str(e))
-            self.close()
-            raise
+        return self._guard(lambda: self._run(params))
+
+    def _not_run_message(self, broken: WorkerError) -> str:
+        return f"not run: {self.label}'s workers were stopped after an earlier {broken.tag}"
 
     def _run(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        from multiprocessing.connection import wait
-
         for ev in self.events.values():
             ev.clear()
         params = {**params, "base": self.base}
         published0 = self.topic.stats()["published"] if self.topic is not None else 0
         for c in self.conns:
             c.send(("run", params))
-        results: dict[int, dict[str, Any]] = {}
-        deadline = time.monotonic() + self.opts.run_timeout
-        by_conn = {c: i for i, c in enumerate(self.conns)}
-        while len(results) < len(self.conns):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self._diagnose_hang(results)
-            for conn in wait([c for i, c in enumerate(self.conns) if i not in results], timeout=min(left, 1.0)):
-                i = by_conn[conn]
-                msg = self._recv(i)
-                if msg[0] != "done":
-                    raise WorkerError(f"{self.names[i]}: unexpected {msg!r}")
-                results[i] = msg[1]
+        results = self._collect()
         out = [results[i] for i in range(len(self.conns))]
         sent = out[self.roles.index("pub")]["sent"]
         self.base += sent
@@ -675,29 +619,17 @@ class Group:
         return out
 
     def _diagnose_hang(self, results: dict[int, dict[str, Any]]) -> None:
-        waiting = [self.names[i] for i in range(len(self.conns)) if i not in results]
+        waiting = self._waiting(results)
         state = ""
         if self.topic is not None:
             state = f"; topic stats() {self._safe(self.topic.stats)}"
         log(f"!!! HANG: {self.label}: no result after {self.opts.run_timeout:g} s from {', '.join(waiting)}"
             f"{state}. Stacks of the workers follow:")
-        for i, p in enumerate(self.procs):
-            if i not in results and p.is_alive() and p.pid:
-                log(f"--- {self.names[i]} (pid {p.pid}):")
-                os.kill(p.pid, signal.SIGUSR1)
-                time.sleep(0.3)
+        self._dump_stacks(results)
         raise WorkerError(f"no result from {', '.join(waiting)} after {self.opts.run_timeout:g} s{state}", "HANG")
 
-    @staticmethod
-    def _safe(fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except Exception as e:
-            return f"<{type(e).__name__}: {e}>"
-
     def close(self) -> None:
-        killed = stop_workers(self.conns, self.procs)
-        self.procs, self.conns = [], []
+        killed = self._stop_workers()
         if killed and self.iox2_used:
             self.bench.iceoryx2_killed = True
         topic, self.topic = self.topic, None
