@@ -2991,6 +2991,52 @@ static inline void shmring_topic_wake_publishers(shmring_topic *t)
     shmring_futex_wake(&t->ctrl->room_seq, INT_MAX);
 }
 
+/* Blocking publish for plain C and C++ peers: take the lock (a dead
+ * holder's is taken over: nothing to repair), make room (BLOCK: wait for
+ * the slowest live subscriber, reaping dead ones after a slice without
+ * progress), copy, commit, wake.  deadline_ns 0 = forever.  SHMRING_OK,
+ * SHMRING_TOO_BIG, SHMRING_TIMEOUT, SHMRING_ERR_CORRUPT, lock errors, or
+ * SHMRING_ERR_SYS (EINTR: a signal; call again). */
+static inline int shmring_topic_publish(shmring_topic *t, uint64_t token, uint32_t tag, const void *data,
+                                        uint64_t len, uint64_t deadline_ns)
+{
+    shmring_topic_ctrl *c = t->ctrl;
+    int reap = 0;
+    for (;;) {
+        unsigned char *dst;
+        uint64_t pos, slice;
+        uint32_t seq;
+        int rc = shmring_mutex_lock(&c->lock, token, 2000u, 10000000u, deadline_ns);
+        if (rc == SHMRING_OWNER_DIED)
+            rc = shmring_mutex_consistent(&c->lock, token); /* see [T3]: nothing to repair */
+        if (rc != SHMRING_OK)
+            return rc;
+        /* seq_cst [T5]: announce before looking at the cursors. */
+        __atomic_fetch_add(&c->room_waiters, 1u, __ATOMIC_SEQ_CST);
+        seq = __atomic_load_n(&c->room_seq, __ATOMIC_SEQ_CST);
+        rc = shmring_topic_reserve(t, tag, len, reap, &dst, &pos);
+        if (rc == SHMRING_OK) {
+            /* relaxed: a hint for subscribers. */
+            __atomic_fetch_sub(&c->room_waiters, 1u, __ATOMIC_RELAXED);
+            memcpy(dst, data, (size_t)len);
+            rc = shmring_topic_commit(t, pos);
+            shmring_mutex_release(&c->lock, token);
+            if (rc)
+                shmring_topic_wake_subscribers(t);
+            return SHMRING_OK;
+        }
+        shmring_mutex_release(&c->lock, token);
+        if (rc != SHMRING_AGAIN || (deadline_ns && shmring_now_ns() >= deadline_ns)) {
+            __atomic_fetch_sub(&c->room_waiters, 1u, __ATOMIC_RELAXED);
+            return rc == SHMRING_AGAIN ? SHMRING_TIMEOUT : rc;
+        }
+        slice = shmring_now_ns() + 10000000u;
+        rc = shmring_futex_wait_until(&c->room_seq, seq, deadline_ns && deadline_ns < slice ? deadline_ns : slice);
+        __atomic_fetch_sub(&c->room_waiters, 1u, __ATOMIC_RELAXED);
+        reap = rc == SHMRING_TIMEOUT; /* a slow subscriber for a whole slice: alive? */
+    }
+}
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
