@@ -768,6 +768,36 @@ def git_note(root: str) -> str:
     return f" (git {rev}{', src/include modified' if dirty else ''})" if rev else ""
 
 
+def shmring_source_note(versions: dict[str, str], root: str) -> None:
+    """Say where shmring was imported from (a build of another commit on
+    PYTHONPATH), else which commit the checkout is at."""
+    try:
+        import shmring
+
+        where = os.path.dirname(os.path.abspath(shmring.__file__ or ""))
+        if where != os.path.join(root, "src", "shmring"):
+            versions["shmring"] = versions.get("shmring", "?") + f" (imported from {where})"
+        elif "shmring" in versions:
+            versions["shmring"] += git_note(root)
+    except Exception:
+        pass
+
+
+def shmring_build() -> str | None:
+    """A fingerprint of the shmring extension the workers import: every group
+    spawns fresh interpreters, so a rebuild in the middle of a run would give
+    the later cells another build."""
+    try:
+        import hashlib
+
+        import shmring._core as core
+
+        with open(core.__file__ or "", "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:12]
+    except Exception:
+        return None
+
+
 def loadavg_1min() -> float | None:
     try:
         with open("/proc/loadavg") as f:

@@ -53,8 +53,9 @@ if HERE not in sys.path:
 from _groups import WorkerError, WorkerGroup  # noqa: E402
 from _workloads import child_setup  # noqa: E402
 from bench_channel import (  # noqa: E402
-    MachineLoad, fmt_rate, fmt_ratio, git_note, last_line, machine_load_pcts, md_table, not_idle_warning,
-    run_context, run_measured, sigterm_as_interrupt, skipped_and_failures, write_outputs,
+    MachineLoad, fmt_rate, fmt_ratio, last_line, machine_load_pcts, md_table, not_idle_warning,
+    run_context, run_measured, shmring_build, shmring_source_note, sigterm_as_interrupt, skipped_and_failures,
+    write_outputs,
 )
 
 START_METHOD = "spawn"
@@ -621,34 +622,8 @@ def versions() -> dict[str, str]:
             out[fam] = version(dist)
         except Exception:
             pass
-    try:
-        import shmring
-
-        root = os.path.dirname(HERE)
-        where = os.path.dirname(os.path.abspath(shmring.__file__ or ""))
-        if where != os.path.join(root, "src", "shmring"):
-            # e.g. PYTHONPATH pointing at a build of another commit
-            out["shmring"] = out.get("shmring", "?") + f" (imported from {where})"
-        elif "shmring" in out:
-            out["shmring"] += git_note(root)
-    except Exception:
-        pass
+    shmring_source_note(out, os.path.dirname(HERE))
     return out
-
-
-def shmring_build() -> str | None:
-    """A fingerprint of the shmring extension the workers import: every group
-    spawns fresh interpreters, so a rebuild in the middle of a run would give
-    the later cells another build."""
-    try:
-        import hashlib
-
-        import shmring._core as core
-
-        with open(core.__file__ or "", "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()[:12]
-    except Exception:
-        return None
 
 
 def parse_configs(text: str) -> list[tuple[int, int]]:

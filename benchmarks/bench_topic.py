@@ -60,8 +60,9 @@ if HERE not in sys.path:
 from _groups import WorkerError, WorkerGroup  # noqa: E402
 from _workloads import child_setup  # noqa: E402
 from bench_channel import (  # noqa: E402
-    MachineLoad, fmt_rate, fmt_ratio, git_note, last_line, machine_load_pcts, md_table, not_idle_warning,
-    run_context, run_measured, sigterm_as_interrupt, skipped_and_failures, write_outputs,
+    MachineLoad, fmt_rate, fmt_ratio, last_line, machine_load_pcts, md_table, not_idle_warning,
+    run_context, run_measured, shmring_build, shmring_source_note, sigterm_as_interrupt, skipped_and_failures,
+    write_outputs,
 )
 
 START_METHOD = "spawn"
@@ -1069,32 +1070,8 @@ def versions(families: list[str]) -> dict[str, str]:
                 out[fam] += f" (libzmq {zmq.zmq_version()})"
             except Exception:
                 pass
-    try:
-        import shmring
-
-        root = os.path.dirname(HERE)
-        where = os.path.dirname(os.path.abspath(shmring.__file__ or ""))
-        if where != os.path.join(root, "src", "shmring"):
-            # e.g. PYTHONPATH pointing at a build of another commit
-            out["shmring"] = out.get("shmring", "?") + f" (imported from {where})"
-        elif "shmring" in out:
-            out["shmring"] += git_note(root)
-    except Exception:
-        pass
+    shmring_source_note(out, os.path.dirname(HERE))
     return out
-
-
-def shmring_build() -> str | None:
-    """Fingerprint of the extension the workers import (each group spawns fresh interpreters)."""
-    try:
-        import hashlib
-
-        import shmring._core as core
-
-        with open(core.__file__ or "", "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()[:12]
-    except Exception:
-        return None
 
 
 def select(only: str | None) -> tuple[list[str], dict[str, str]]:

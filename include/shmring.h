@@ -2395,6 +2395,7 @@ static inline int shmring_queue_recount(shmring_queue_ctrl *c, uint64_t capacity
             return SHMRING_ERR_ARG;
         rc = shmring_segment_open(path, SHMRING_OPEN_ALLOW_OTHER_OWNER, &seg);
         if (rc == SHMRING_ERR_SYS && errno == ENOENT && i == h) {
+            /* relaxed: under the lock [Q1]. */
             __atomic_store_n(&c->ovf_head, ++h, __ATOMIC_RELAXED);
             continue;
         }
@@ -2416,6 +2417,7 @@ static inline int shmring_queue_recount(shmring_queue_ctrl *c, uint64_t capacity
      * (a get) and maybe not the counters after it: puts - gets must equal the
      * items held; the side that lags is the one it did not finish. */
     {
+        /* relaxed: under the lock [Q1]. */
         uint64_t puts = __atomic_load_n(&c->puts, __ATOMIC_RELAXED);
         uint64_t gets = __atomic_load_n(&c->gets, __ATOMIC_RELAXED);
         if (puts - gets < items)
@@ -2991,50 +2993,62 @@ static inline void shmring_topic_wake_publishers(shmring_topic *t)
     shmring_futex_wake(&t->ctrl->room_seq, INT_MAX);
 }
 
-/* Blocking publish for plain C and C++ peers: take the lock (a dead
- * holder's is taken over: nothing to repair), make room (BLOCK: wait for
- * the slowest live subscriber, reaping dead ones after a slice without
- * progress), copy, commit, wake.  deadline_ns 0 = forever.  SHMRING_OK,
- * SHMRING_TOO_BIG, SHMRING_TIMEOUT, SHMRING_ERR_CORRUPT, lock errors, or
- * SHMRING_ERR_SYS (EINTR: a signal; call again). */
-static inline int shmring_topic_publish(shmring_topic *t, uint64_t token, uint32_t tag, const void *data,
-                                        uint64_t len, uint64_t deadline_ns)
+/* Take the topic lock and reserve a record of `len` bytes, waiting for
+ * room under BLOCK (reaping dead subscribers after a 10 ms slice without
+ * progress) until deadline_ns (0 = forever).  A dead publisher's lock is
+ * taken over: nothing to repair [T3].  SHMRING_OK with the lock held: write
+ * the payload at *out, then shmring_topic_commit(t, *pos), release the lock
+ * and wake as commit says.  Else SHMRING_TOO_BIG, SHMRING_TIMEOUT,
+ * SHMRING_ERR_CORRUPT, lock errors, or SHMRING_ERR_SYS (EINTR: a signal). */
+static inline int shmring_topic_reserve_wait(shmring_topic *t, uint64_t token, uint32_t tag, uint64_t len,
+                                             uint64_t deadline_ns, unsigned char **out, uint64_t *pos)
 {
     shmring_topic_ctrl *c = t->ctrl;
     int reap = 0;
     for (;;) {
-        unsigned char *dst;
-        uint64_t pos, slice;
+        uint64_t slice;
         uint32_t seq;
         int rc = shmring_mutex_lock(&c->lock, token, 2000u, 10000000u, deadline_ns);
         if (rc == SHMRING_OWNER_DIED)
-            rc = shmring_mutex_consistent(&c->lock, token); /* see [T3]: nothing to repair */
+            rc = shmring_mutex_consistent(&c->lock, token);
         if (rc != SHMRING_OK)
             return rc;
         /* seq_cst [T5]: announce before looking at the cursors. */
         __atomic_fetch_add(&c->room_waiters, 1u, __ATOMIC_SEQ_CST);
         seq = __atomic_load_n(&c->room_seq, __ATOMIC_SEQ_CST);
-        rc = shmring_topic_reserve(t, tag, len, reap, &dst, &pos);
-        if (rc == SHMRING_OK) {
+        rc = shmring_topic_reserve(t, tag, len, reap, out, pos);
+        if (rc != SHMRING_AGAIN || (deadline_ns && shmring_now_ns() >= deadline_ns)) {
             /* relaxed: a hint for subscribers. */
             __atomic_fetch_sub(&c->room_waiters, 1u, __ATOMIC_RELAXED);
-            memcpy(dst, data, (size_t)len);
-            rc = shmring_topic_commit(t, pos);
-            shmring_mutex_release(&c->lock, token);
-            if (rc)
-                shmring_topic_wake_subscribers(t);
-            return SHMRING_OK;
-        }
-        shmring_mutex_release(&c->lock, token);
-        if (rc != SHMRING_AGAIN || (deadline_ns && shmring_now_ns() >= deadline_ns)) {
-            __atomic_fetch_sub(&c->room_waiters, 1u, __ATOMIC_RELAXED);
+            if (rc != SHMRING_OK)
+                shmring_mutex_release(&c->lock, token);
             return rc == SHMRING_AGAIN ? SHMRING_TIMEOUT : rc;
         }
+        shmring_mutex_release(&c->lock, token);
         slice = shmring_now_ns() + 10000000u;
         rc = shmring_futex_wait_until(&c->room_seq, seq, deadline_ns && deadline_ns < slice ? deadline_ns : slice);
+        /* relaxed: a hint for subscribers. */
         __atomic_fetch_sub(&c->room_waiters, 1u, __ATOMIC_RELAXED);
         reap = rc == SHMRING_TIMEOUT; /* a slow subscriber for a whole slice: alive? */
     }
+}
+
+/* Blocking publish for plain C and C++ peers.  Returns as
+ * shmring_topic_reserve_wait. */
+static inline int shmring_topic_publish(shmring_topic *t, uint64_t token, uint32_t tag, const void *data,
+                                        uint64_t len, uint64_t deadline_ns)
+{
+    unsigned char *dst;
+    uint64_t pos;
+    int wake, rc = shmring_topic_reserve_wait(t, token, tag, len, deadline_ns, &dst, &pos);
+    if (rc != SHMRING_OK)
+        return rc;
+    memcpy(dst, data, (size_t)len);
+    wake = shmring_topic_commit(t, pos);
+    shmring_mutex_release(&t->ctrl->lock, token);
+    if (wake)
+        shmring_topic_wake_subscribers(t);
+    return SHMRING_OK;
 }
 
 #ifdef __cplusplus

@@ -1093,10 +1093,12 @@ static PyObject *queue_join(QueueObject *self, PyObject *const *args, Py_ssize_t
         __atomic_fetch_add(&c->done_waiters, 1u, __ATOMIC_SEQ_CST);
         seq = __atomic_load_n(&c->done_seq, __ATOMIC_SEQ_CST);
         if (shmring_queue_unfinished(c) == 0) {
+            /* relaxed: a hint for task_done. */
             __atomic_fetch_sub(&c->done_waiters, 1u, __ATOMIC_RELAXED);
             Py_RETURN_NONE;
         }
         if (deadline && shmring_now_ns() >= deadline) {
+            /* relaxed: a hint for task_done. */
             __atomic_fetch_sub(&c->done_waiters, 1u, __ATOMIC_RELAXED);
             PyErr_Format(timeout_error, "queue %R: join() timed out with unfinished tasks", queue_name(self));
             return NULL;
@@ -1167,15 +1169,13 @@ static PyObject *queue_close(QueueObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-static PyObject *queue_stats(QueueObject *self, PyObject *Py_UNUSED(ignored))
+/* A queue's counters as a dict, for stats() and `shmring inspect`. */
+static PyObject *queue_counters(shmring_queue_ctrl *c, const shmring_queue_ctrl *cfg)
 {
-    shmring_queue_ctrl *c = self->ctrl;
-    if (self->mapping == NULL)
-        return queue_usable(self) < 0 ? NULL : NULL;
     /* relaxed throughout: a monitoring snapshot. */
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsKsKsKsKsO}", "capacity", (unsigned long long)self->config.capacity, "maxsize",
-        (unsigned long long)self->config.maxsize, "items", (unsigned long long)__atomic_load_n(&c->count, __ATOMIC_RELAXED),
+        "{sKsKsKsKsKsKsKsKsKsKsO}", "capacity", (unsigned long long)cfg->capacity, "maxsize",
+        (unsigned long long)cfg->maxsize, "items", (unsigned long long)__atomic_load_n(&c->count, __ATOMIC_RELAXED),
         "bytes", (unsigned long long)__atomic_load_n(&c->bytes, __ATOMIC_RELAXED), "puts",
         (unsigned long long)__atomic_load_n(&c->puts, __ATOMIC_RELAXED), "gets",
         (unsigned long long)__atomic_load_n(&c->gets, __ATOMIC_RELAXED), "unfinished",
@@ -1185,7 +1185,32 @@ static PyObject *queue_stats(QueueObject *self, PyObject *Py_UNUSED(ignored))
         "used_bytes",
         (unsigned long long)(__atomic_load_n(&c->tail, __ATOMIC_RELAXED) - __atomic_load_n(&c->head, __ATOMIC_RELAXED)),
         "holder", (unsigned long long)shmring_token_pid(__atomic_load_n(&c->lock.owner, __ATOMIC_RELAXED)), "bounded",
-        (self->config.flags & SHMRING_QUEUE_BOUNDED) ? Py_True : Py_False);
+        (cfg->flags & SHMRING_QUEUE_BOUNDED) ? Py_True : Py_False);
+}
+
+static PyObject *queue_stats(QueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->mapping == NULL)
+        return queue_usable(self) < 0 ? NULL : NULL;
+    return queue_counters(self->ctrl, &self->config);
+}
+
+/* queue_info(mapping): the same counters from a read-only mapping, for
+ * `shmring inspect` (no lock taken: a snapshot). */
+static PyObject *core_queue_info(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    MappingObject *m;
+    shmring_queue_ctrl cfg, *c;
+    if (!PyObject_TypeCheck(arg, &MappingType))
+        return PyErr_Format(PyExc_TypeError, "queue_info() needs a Mapping");
+    m = (MappingObject *)arg;
+    if (mapping_check_open(m) < 0)
+        return NULL;
+    c = (shmring_queue_ctrl *)shmring_segment_payload(&m->seg);
+    if (((const shmring_segment_header *)m->seg.base)->kind != SHMRING_KIND_QUEUE ||
+        shmring_queue_check_config(c, shmring_segment_payload_size(&m->seg), &cfg) != SHMRING_OK)
+        return raise_code(SHMRING_ERR_CORRUPT, m->name);
+    return queue_counters(c, &cfg);
 }
 
 /* Test hook: die (SIGKILL) at `stage` of a put made under the lock:

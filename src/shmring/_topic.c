@@ -146,62 +146,56 @@ static void topic_unlock(TopicEndObject *self)
 
 /* -- publishing ---------------------------------------------------------------- */
 
-/* Lock and reserve `len` bytes, waiting for room under BLOCK.  0 with the
- * lock held, -1 with an exception. */
+/* Lock and reserve `len` bytes, waiting for room under BLOCK
+ * (shmring_topic_reserve_wait, in slices with the GIL released).  0 with
+ * the lock held, -1 with an exception. */
 static int topic_reserve_locked(TopicEndObject *self, uint32_t tag, uint64_t len, uint64_t deadline,
                                 unsigned char **out, uint64_t *pos)
 {
-    shmring_topic_ctrl *c = self->t.ctrl;
-    int reap = 0;
+    if (reserve_held_here(self->t.ctrl)) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "topic %R: this thread holds the topic lock in an open reserve() block; finish it first",
+                     topic_name(self));
+        return -1;
+    }
+    /* The common case without giving the GIL away: the lock is free and
+     * there is room. */
+    if (shmring_mutex_try_acquire(&self->t.ctrl->lock, self->token, 0) == SHMRING_OK) {
+        if (shmring_topic_reserve(&self->t, tag, len, 0, out, pos) == SHMRING_OK)
+            return 0;
+        topic_unlock(self); /* the slow path below says why */
+    }
     for (;;) {
-        uint32_t seq;
-        int rc, lr = topic_lock(self, deadline);
-        if (lr < 0)
-            return -1;
-        if (lr > 0) {
-            PyErr_Format(timeout_error, "topic %R: another publisher held the topic lock for the whole timeout",
-                         topic_name(self));
-            return -1;
-        }
-        /* seq_cst [T5]: announce before looking at the cursors. */
-        __atomic_fetch_add(&c->room_waiters, 1u, __ATOMIC_SEQ_CST);
-        seq = __atomic_load_n(&c->room_seq, __ATOMIC_SEQ_CST);
-        rc = shmring_topic_reserve(&self->t, tag, len, reap, out, pos);
-        if (rc != SHMRING_AGAIN) {
-            __atomic_fetch_sub(&c->room_waiters, 1u, __ATOMIC_RELAXED);
-            if (rc == SHMRING_OK)
-                return 0;
-            topic_unlock(self);
-            if (rc == SHMRING_TOO_BIG)
-                PyErr_Format(PyExc_ValueError, "topic %R: a message of %llu bytes can never fit its %llu-byte ring",
-                             topic_name(self), (unsigned long long)len, (unsigned long long)self->t.capacity);
-            else
-                topic_corrupt(self, "ring counters");
-            return -1;
-        }
-        topic_unlock(self);
-        if (deadline && shmring_now_ns() >= deadline) {
-            __atomic_fetch_sub(&c->room_waiters, 1u, __ATOMIC_RELAXED);
-            goto timeout;
-        }
-        {
-            uint64_t slice = shmring_now_ns() + QUEUE_CHECK_NS;
-            int wr;
-            if (deadline && deadline < slice)
-                slice = deadline;
-            Py_BEGIN_ALLOW_THREADS
-            wr = shmring_futex_wait_until(&c->room_seq, seq, slice);
-            Py_END_ALLOW_THREADS
-            /* relaxed: a hint for subscribers. */
-            __atomic_fetch_sub(&c->room_waiters, 1u, __ATOMIC_RELAXED);
-            reap = wr == SHMRING_TIMEOUT; /* a slow subscriber for a whole slice: alive? */
+        uint64_t slice = shmring_now_ns() + WAIT_SLICE_NS;
+        int rc;
+        if (deadline && deadline < slice)
+            slice = deadline;
+        Py_BEGIN_ALLOW_THREADS
+        rc = shmring_topic_reserve_wait(&self->t, self->token, tag, len, slice, out, pos);
+        Py_END_ALLOW_THREADS
+        if (rc == SHMRING_OK)
+            return 0;
+        if (rc == SHMRING_TIMEOUT || rc == SHMRING_ERR_SYS) {
             if (PyErr_CheckSignals() < 0)
                 return -1;
+            if (deadline && shmring_now_ns() >= deadline) {
+                PyErr_Format(timeout_error,
+                             "topic %R: no room for the message in time (a slow subscriber, or another "
+                             "publisher holding the lock)",
+                             topic_name(self));
+                return -1;
+            }
+            continue;
         }
+        if (rc == SHMRING_TOO_BIG)
+            PyErr_Format(PyExc_ValueError, "topic %R: a message of %llu bytes can never fit its %llu-byte ring",
+                         topic_name(self), (unsigned long long)len, (unsigned long long)self->t.capacity);
+        else if (rc == SHMRING_NOT_RECOVERABLE)
+            topic_corrupt(self, "its lock was abandoned in an inconsistent state");
+        else
+            topic_corrupt(self, "ring counters");
+        return -1;
     }
-timeout:
-    PyErr_Format(timeout_error, "topic %R: no room for the message in time (a slow subscriber)", topic_name(self));
-    return -1;
 }
 
 static void topic_commit_unlock(TopicEndObject *self, uint64_t pos)
@@ -880,36 +874,8 @@ static int topic_module_init(PyObject *m)
     return 0;
 }
 
-/* queue_info(mapping) / topic_info(mapping): counters for `shmring inspect`,
- * from a read-only mapping (no lock taken; a snapshot). */
-static PyObject *core_queue_info(PyObject *Py_UNUSED(module), PyObject *arg)
-{
-    MappingObject *m;
-    shmring_queue_ctrl cfg, *c;
-    if (!PyObject_TypeCheck(arg, &MappingType))
-        return PyErr_Format(PyExc_TypeError, "queue_info() needs a Mapping");
-    m = (MappingObject *)arg;
-    if (mapping_check_open(m) < 0)
-        return NULL;
-    c = (shmring_queue_ctrl *)shmring_segment_payload(&m->seg);
-    if (((const shmring_segment_header *)m->seg.base)->kind != SHMRING_KIND_QUEUE ||
-        shmring_queue_check_config(c, shmring_segment_payload_size(&m->seg), &cfg) != SHMRING_OK)
-        return raise_code(SHMRING_ERR_CORRUPT, m->name);
-    /* relaxed throughout: a monitoring snapshot. */
-    return Py_BuildValue("{sKsKsOsKsKsKsKsKsKsL}", "capacity", (unsigned long long)cfg.capacity, "maxsize",
-                         (unsigned long long)cfg.maxsize, "bounded",
-                         (cfg.flags & SHMRING_QUEUE_BOUNDED) ? Py_True : Py_False, "items",
-                         (unsigned long long)__atomic_load_n(&c->count, __ATOMIC_RELAXED), "bytes",
-                         (unsigned long long)__atomic_load_n(&c->bytes, __ATOMIC_RELAXED), "puts",
-                         (unsigned long long)__atomic_load_n(&c->puts, __ATOMIC_RELAXED), "gets",
-                         (unsigned long long)__atomic_load_n(&c->gets, __ATOMIC_RELAXED), "unfinished",
-                         (unsigned long long)shmring_queue_unfinished(c), "overflow_chunks",
-                         (unsigned long long)(__atomic_load_n(&c->ovf_tail, __ATOMIC_RELAXED) -
-                                              __atomic_load_n(&c->ovf_head, __ATOMIC_RELAXED)),
-                         "lock_holder_pid",
-                         (long long)shmring_token_pid(__atomic_load_n(&c->lock.owner, __ATOMIC_RELAXED)));
-}
-
+/* topic_info(mapping): counters for `shmring inspect`, from a read-only
+ * mapping (no lock taken; a snapshot). */
 static PyObject *core_topic_info(PyObject *Py_UNUSED(module), PyObject *arg)
 {
     MappingObject *m;
