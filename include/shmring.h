@@ -41,6 +41,7 @@
 #include <sys/syscall.h>
 #include <sched.h>
 #include <sys/types.h>
+#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/futex.h>
@@ -94,7 +95,8 @@ enum shmring_error {
     SHMRING_ERR_CHECKSUM = 7,  /* header checksum mismatch: corrupted header */
     SHMRING_ERR_CORRUPT = 8,   /* header fields inconsistent with each other */
     SHMRING_ERR_OWNER = 9,     /* owned by another user */
-    SHMRING_ERR_ARG = 10       /* invalid argument (name, size, kind) */
+    SHMRING_ERR_ARG = 10,      /* invalid argument (name, size, kind) */
+    SHMRING_ERR_BUSY = 11      /* held exclusively by another process for too long (being removed?) */
 };
 
 /* More results of channel operations (beside enum shmring_error). */
@@ -123,6 +125,7 @@ static inline const char *shmring_strerror(int code)
     case SHMRING_ERR_CORRUPT: return "segment header fields are inconsistent (corrupted header)";
     case SHMRING_ERR_OWNER: return "segment is owned by another user";
     case SHMRING_ERR_ARG: return "invalid argument";
+    case SHMRING_ERR_BUSY: return "segment is locked exclusively by another process (being removed, or a tool holds it)";
     case SHMRING_AGAIN: return "would block: no message or no room now";
     case SHMRING_CLOSED: return "the other end closed the channel";
     case SHMRING_TOO_BIG: return "message too big";
@@ -138,14 +141,19 @@ static inline const char *shmring_strerror(int code)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Segment header: the first 128 bytes of every shmring segment              */
+/* Segment header: the first page of every shmring segment                   */
 /* ------------------------------------------------------------------------ */
 
-/* Layout version of everything in this header.  Bump on any layout change. */
-#define SHMRING_LAYOUT_VERSION 1u
+/* Layout version of everything in this header.  Bump on any layout change.
+ * Version 2 added the attachment roster, the removal state and the
+ * persistent mark, and moved the payload to the first page boundary. */
+#define SHMRING_LAYOUT_VERSION 2u
 
-/* Offset of the payload from the start of the mapping. */
-#define SHMRING_HEADER_SIZE 128u
+/* Offset of the payload from the start of the mapping: the 128 bytes of
+ * header fields, then the roster of attached processes, then (page aligned)
+ * the payload. */
+#define SHMRING_HEADER_SIZE 4096u
+#define SHMRING_HEADER_FIELDS_SIZE 128u
 
 /* Segment kinds: what the payload holds. */
 enum shmring_kind {
@@ -171,6 +179,10 @@ enum shmring_kind {
 /* Flags in shmring_segment_header.flags (none defined yet; must be zero). */
 #define SHMRING_SEGMENT_FLAGS_KNOWN 0u
 
+/* shmring_segment_header.state */
+#define SHMRING_STATE_LIVE 0u
+#define SHMRING_STATE_REMOVED 1u /* its last user removed it: attaching fails [S9] */
+
 typedef struct shmring_segment_header {
     uint64_t magic;         /* the 8 bytes "SHMRING\1"; stored last, release [S1] */
     uint32_t version;       /* SHMRING_LAYOUT_VERSION */
@@ -184,7 +196,12 @@ typedef struct shmring_segment_header {
     uint32_t creator_uid;   /* effective uid of the creator */
     uint32_t flags;         /* SHMRING_SEGMENT_FLAGS_KNOWN bits only */
     uint64_t checksum;      /* FNV-1a 64 of bytes [8, 64): every field above but magic */
-    uint8_t reserved[56];   /* zero; room for later fields */
+    /* Mutable fields (not in the checksum): */
+    uint32_t state;           /* SHMRING_STATE_*: written once, by the remover [S9] */
+    uint32_t persistent;      /* 1: the last user to leave does not remove it */
+    uint32_t roster_overflow; /* attachments that found the roster full */
+    uint32_t reserved0;
+    uint8_t reserved[40]; /* zero; room for later fields */
 } shmring_segment_header;
 
 SHMRING_STATIC_ASSERT(offsetof(shmring_segment_header, magic) == 0, "layout");
@@ -199,8 +216,23 @@ SHMRING_STATIC_ASSERT(offsetof(shmring_segment_header, created_ns) == 48, "layou
 SHMRING_STATIC_ASSERT(offsetof(shmring_segment_header, creator_uid) == 56, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_segment_header, flags) == 60, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_segment_header, checksum) == 64, "layout");
-SHMRING_STATIC_ASSERT(offsetof(shmring_segment_header, reserved) == 72, "layout");
-SHMRING_STATIC_ASSERT(sizeof(shmring_segment_header) == SHMRING_HEADER_SIZE, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_segment_header, state) == 72, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_segment_header, persistent) == 76, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_segment_header, roster_overflow) == 80, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_segment_header, reserved) == 88, "layout");
+SHMRING_STATIC_ASSERT(sizeof(shmring_segment_header) == SHMRING_HEADER_FIELDS_SIZE, "layout");
+
+/* The roster: one entry per attachment, after the header fields.  Display
+ * only (who uses the segment); whether anybody does is the lease's job. */
+typedef struct shmring_roster_entry {
+    uint64_t token;       /* process token of the attached process; 0 = free [S10] */
+    uint64_t attached_ns; /* CLOCK_REALTIME nanoseconds of the attach (display) */
+} shmring_roster_entry;
+
+#define SHMRING_ROSTER_OFFSET SHMRING_HEADER_FIELDS_SIZE
+#define SHMRING_ROSTER_SLOTS ((SHMRING_HEADER_SIZE - SHMRING_ROSTER_OFFSET) / 16u)
+SHMRING_STATIC_ASSERT(sizeof(shmring_roster_entry) == 16, "layout");
+SHMRING_STATIC_ASSERT(SHMRING_ROSTER_SLOTS == 248, "layout");
 
 #define SHMRING_CHECKSUM_BEGIN 8u
 #define SHMRING_CHECKSUM_END 64u
@@ -337,19 +369,94 @@ static inline int shmring_process_alive(int64_t pid, uint64_t start_ticks)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Segments: create, open, close, unlink                                     */
+/* Process tokens: who holds a channel end, a lock, a roster entry           */
 /* ------------------------------------------------------------------------ */
 
-/* A process's view of one mapped segment. */
+/* A process token packs a pid (high 32 bits) and the low 32 bits of its start
+ * time into one word, so that it can be claimed with a single CAS and still
+ * tell a live process from a dead one whose pid was reused.  0 = nobody. */
+static inline uint64_t shmring_token_make(int64_t pid, uint64_t start_ticks)
+{
+    return ((uint64_t)(uint32_t)pid << 32) | (start_ticks & UINT64_C(0xffffffff));
+}
+
+static inline uint64_t shmring_token_self(void)
+{
+    uint64_t start = 0;
+    int64_t pid = (int64_t)getpid();
+    shmring_proc_stat(pid, &start, NULL);
+    return shmring_token_make(pid, start);
+}
+
+static inline int64_t shmring_token_pid(uint64_t token)
+{
+    return (int64_t)(token >> 32);
+}
+
+static inline int shmring_token_alive(uint64_t token)
+{
+    if (token == 0)
+        return 0;
+    return shmring_process_alive_masked(shmring_token_pid(token), token, UINT64_C(0xffffffff));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Segments: create, attach, leave, remove                                   */
+/* ------------------------------------------------------------------------ */
+/*
+ * Lifetime.  A segment lives while any live process is attached to it.  An
+ * attachment holds a *lease*: an open-file-description (OFD) read lock on
+ * byte 0 of the object, through a descriptor kept open for as long as the
+ * attachment lasts.  The kernel drops the lock when the last descriptor of
+ * that description closes, which also happens when the process dies, however
+ * it dies; a child made by fork, or handed the descriptor (SCM_RIGHTS,
+ * spawn's descriptor passing), shares the description and so the lease.
+ * The memory is never mapped through the lease's description (a mapping
+ * keeps its description, and so a lock on it, alive until it is unmapped):
+ * it is mapped through a second description of the same object.
+ *
+ * Leaving: the process gives back its roster entry and closes its lease,
+ * then opens a fresh description of the object and asks for the write lock
+ * without waiting.  Granted means that no lease is left anywhere: unless the
+ * segment is persistent, the leaver removes it (`state` becomes REMOVED
+ * [S9], what depends on it goes, and the name is unlinked if it still names
+ * this object).  Refused means somebody else still uses it.
+ *
+ * Attaching takes the read lock first (waiting while a remover holds the
+ * write lock), then reads `state`: REMOVED means it came too late, and it
+ * fails as if the name did not exist.  So an object is never removed under a
+ * process that is attached to it, and nobody attaches to a removed one.
+ *
+ * The roster after the header fields lists who is attached, for tools; it
+ * is best effort (a full roster only counts the extra attachments).
+ */
+
+/* A process's attachment to (or look at) one mapped segment. */
 typedef struct shmring_segment {
     unsigned char *base; /* start of the mapping: the header */
     size_t map_size;     /* usable bytes: header.total_size, as validated */
     size_t map_len;      /* bytes actually mapped (what munmap gets) */
     int writable;        /* mapped PROT_WRITE */
+    int lease_fd;        /* descriptor holding the lease; -1: not attached (looked at, or left) */
+    int roster_slot;     /* our roster entry, -1 for none */
+    uint64_t token;      /* the process token in that entry */
+    uint64_t dev, ino;   /* identity of the object: a later object of the same name is another one */
+    char name[NAME_MAX + 2]; /* "/NAME" */
 } shmring_segment;
 
 #define SHMRING_OPEN_READONLY 1u          /* map read-only */
 #define SHMRING_OPEN_ALLOW_OTHER_OWNER 2u /* accept a segment owned by another uid */
+#define SHMRING_OPEN_NO_ATTACH 4u         /* look only: no lease, no roster entry (tools, queue chunks) */
+
+/* How long attaching waits for a remover (or a tool) holding the write lock. */
+#define SHMRING_LEASE_WAIT_NS UINT64_C(2000000000)
+
+/* Open-file-description locks (Linux 3.15); glibc declares them only under
+ * _GNU_SOURCE, and the values are the same on every architecture. */
+#ifndef F_OFD_GETLK
+#define F_OFD_GETLK 36
+#define F_OFD_SETLK 37
+#endif
 
 /* Payload (the part after the header) of a mapped segment. */
 static inline unsigned char *shmring_segment_payload(const shmring_segment *s)
@@ -360,6 +467,11 @@ static inline unsigned char *shmring_segment_payload(const shmring_segment *s)
 static inline size_t shmring_segment_payload_size(const shmring_segment *s)
 {
     return s->map_size - SHMRING_HEADER_SIZE;
+}
+
+static inline shmring_roster_entry *shmring_segment_roster(unsigned char *base)
+{
+    return (shmring_roster_entry *)(void *)(base + SHMRING_ROSTER_OFFSET);
 }
 
 /* POSIX shared-memory names: "/" followed by 1 to NAME_MAX-1 characters from
@@ -397,6 +509,8 @@ static inline int shmring_header_check_copy(const shmring_segment_header *live, 
         copy = &local;
     if (avail == 0)
         return SHMRING_ERR_NOT_READY;
+    if (avail < sizeof(magic))
+        return SHMRING_ERR_FOREIGN; /* too small to hold even the magic: not ours */
     /* [S1] acquire: pairs with the creator's release store of magic, so that
      * every header field written before it is visible in the copy below. */
     magic = __atomic_load_n(&live->magic, __ATOMIC_ACQUIRE);
@@ -430,23 +544,171 @@ static inline int shmring_header_check(const shmring_segment_header *h, uint64_t
     return shmring_header_check_copy(h, avail, NULL);
 }
 
+/* -- leases ------------------------------------------------------------------- */
+
+/* Lock byte 0 of the object behind `fd`, shared (a lease) or exclusive (a
+ * remover), without waiting.  0, or -1 with errno: EAGAIN when another
+ * description holds a conflicting lock, EBADF for an exclusive lock through
+ * a read-only descriptor. */
+static inline int shmring_lease_lock(int fd, int exclusive)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = exclusive ? F_WRLCK : F_RDLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = 0;
+    fl.l_len = 1;
+    for (;;) {
+        if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+            return 0;
+        if (errno != EINTR)
+            break;
+    }
+    if (errno == EACCES)
+        errno = EAGAIN;
+    return -1;
+}
+
+/* Does any description hold a lease (or the remover's lock) on the object
+ * behind `fd`, which holds none itself?  1 yes, 0 no, -1 with errno.  Takes
+ * no lock: attaching processes are not disturbed. */
+static inline int shmring_lease_probe(int fd)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = 0;
+    fl.l_len = 1;
+    if (fcntl(fd, F_OFD_GETLK, &fl) != 0)
+        return -1;
+    return fl.l_type != F_UNLCK;
+}
+
+/* Take a lease on `fd`, waiting up to SHMRING_LEASE_WAIT_NS while a
+ * remover or a tool holds the write lock.  SHMRING_OK, SHMRING_ERR_BUSY, or
+ * SHMRING_ERR_SYS. */
+static inline int shmring_lease_take(int fd)
+{
+    struct timespec start, now, pause = {0, 1000000}; /* 1 ms between tries */
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        if (shmring_lease_lock(fd, 0) == 0)
+            return SHMRING_OK;
+        if (errno != EAGAIN)
+            return SHMRING_ERR_SYS;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((uint64_t)(now.tv_sec - start.tv_sec) * UINT64_C(1000000000) + (uint64_t)now.tv_nsec -
+                (uint64_t)start.tv_nsec >=
+            SHMRING_LEASE_WAIT_NS)
+            return SHMRING_ERR_BUSY;
+        nanosleep(&pause, NULL);
+    }
+}
+
+/* A new open file description of the object behind `fd` (not a dup: locks
+ * taken on it are its own): through /proc/self/fd, else by `name` if that
+ * still names the same object.  -1 with errno otherwise. */
+static inline int shmring_fd_reopen(int fd, const char *name, int writable)
+{
+    char path[64];
+    struct stat st, mine;
+    int fresh, oflags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    fresh = open(path, oflags);
+    if (fresh >= 0 || errno == EACCES)
+        return fresh;
+    if (fstat(fd, &mine) != 0 || (fresh = shm_open(name, oflags, 0)) < 0)
+        return -1;
+    if (fstat(fresh, &st) != 0 || st.st_dev != mine.st_dev || st.st_ino != mine.st_ino) {
+        close(fresh);
+        errno = ENOENT;
+        return -1;
+    }
+    return fresh;
+}
+
+/* -- the roster ------------------------------------------------------------- */
+
+static inline uint64_t shmring_realtime_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (uint64_t)now.tv_sec * UINT64_C(1000000000) + (uint64_t)now.tv_nsec;
+}
+
+/* Enter `token` in the roster of the segment at `base`: a free entry, else
+ * the entry of a dead process.  Returns the entry, or -1 when the roster is
+ * full (the attachment is then only counted in roster_overflow). */
+static inline int shmring_roster_add(unsigned char *base, uint64_t token)
+{
+    shmring_roster_entry *r = shmring_segment_roster(base);
+    shmring_segment_header *h = (shmring_segment_header *)(void *)base;
+    unsigned i, pass;
+    for (pass = 0; pass < 2; pass++) {
+        for (i = 0; i < SHMRING_ROSTER_SLOTS; i++) {
+            /* relaxed: a first guess for the CAS. */
+            uint64_t cur = __atomic_load_n(&r[i].token, __ATOMIC_RELAXED);
+            if (cur != 0 && (pass == 0 || shmring_token_alive(cur)))
+                continue;
+            /* acq_rel [S10]: the entry is ours; pairs with the release CAS
+             * of shmring_roster_remove by its previous holder. */
+            if (__atomic_compare_exchange_n(&r[i].token, &cur, token, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+                /* relaxed: display only. */
+                __atomic_store_n(&r[i].attached_ns, shmring_realtime_ns(), __ATOMIC_RELAXED);
+                return (int)i;
+            }
+        }
+    }
+    /* relaxed: a count for display. */
+    __atomic_fetch_add(&h->roster_overflow, 1u, __ATOMIC_RELAXED);
+    return -1;
+}
+
+/* Take `token` out of entry `slot` (or out of the overflow count). */
+static inline void shmring_roster_remove(unsigned char *base, int slot, uint64_t token)
+{
+    shmring_segment_header *h = (shmring_segment_header *)(void *)base;
+    if (slot >= 0 && (unsigned)slot < SHMRING_ROSTER_SLOTS) {
+        uint64_t expected = token;
+        /* release [S10]: pairs with the acq_rel CAS of the next roster_add.
+         * Fails harmlessly if a reaper took the entry meanwhile. */
+        __atomic_compare_exchange_n(&shmring_segment_roster(base)[slot].token, &expected, 0, 0, __ATOMIC_RELEASE,
+                                    __ATOMIC_RELAXED);
+        return;
+    }
+    {
+        /* relaxed: a display count, never taken below zero. */
+        uint32_t n = __atomic_load_n(&h->roster_overflow, __ATOMIC_RELAXED);
+        while (n > 0 && !__atomic_compare_exchange_n(&h->roster_overflow, &n, n - 1, 0, __ATOMIC_RELAXED,
+                                                     __ATOMIC_RELAXED)) {
+        }
+    }
+}
+
+/* -- create ----------------------------------------------------------------- */
+
 /* Create a new segment with `payload_size` bytes after the header, every
- * header field filled in but the magic: nobody can open it yet.  Initialise
- * the payload, then call shmring_segment_publish.  O_EXCL: an existing name
- * fails with SHMRING_ERR_SYS/EEXIST and is left untouched.  The pages are
- * reserved with posix_fallocate, so that a full /dev/shm fails here (ENOSPC)
- * instead of raising SIGBUS on first touch later.  On any failure the
- * half-made object is unlinked. */
+ * header field filled in but the magic: nobody can open it yet.  The
+ * creator is attached (its lease is taken before anything else, and it is
+ * the first roster entry).  Initialise the payload, then call
+ * shmring_segment_publish.  O_EXCL: an existing name fails with
+ * SHMRING_ERR_SYS/EEXIST and is left untouched.  The pages are reserved with
+ * posix_fallocate, so that a full /dev/shm fails here (ENOSPC) instead of
+ * raising SIGBUS on first touch later.  On any failure the half-made object
+ * is unlinked. */
 static inline int shmring_segment_create_unpublished(const char *name, uint64_t payload_size, uint32_t kind,
                                                      mode_t mode, shmring_segment *out)
 {
     shmring_segment_header *h;
-    struct timespec now;
+    shmring_roster_entry *r;
+    struct stat st;
     uint64_t total, start = 0;
     void *base;
-    int fd, rc, saved;
+    int fd, lease = -1, rc, saved;
 
     memset(out, 0, sizeof *out);
+    out->lease_fd = out->roster_slot = -1;
     if (shmring_name_check(name) != 0 || kind == 0 || kind > SHMRING_KIND_MAX ||
         payload_size == 0 || payload_size > (uint64_t)INT64_MAX - SHMRING_HEADER_SIZE ||
         (mode & ~(mode_t)0777) != 0)
@@ -458,8 +720,13 @@ static inline int shmring_segment_create_unpublished(const char *name, uint64_t 
     fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, mode);
     if (fd < 0)
         return SHMRING_ERR_SYS;
+    /* The lease first, on a description of its own: from now on a tool sees
+     * the object as in use. */
+    lease = shmring_fd_reopen(fd, name, 0);
+    if (lease < 0 || shmring_lease_lock(lease, 0) != 0)
+        goto fail;
     /* shm_open applied the umask; the caller asked for exactly `mode`. */
-    if (fchmod(fd, mode) != 0 || ftruncate(fd, (off_t)total) != 0)
+    if (fchmod(fd, mode) != 0 || ftruncate(fd, (off_t)total) != 0 || fstat(fd, &st) != 0)
         goto fail;
     do {
         rc = posix_fallocate(fd, 0, (off_t)total);
@@ -482,20 +749,30 @@ static inline int shmring_segment_create_unpublished(const char *name, uint64_t 
     h->creator_pid = (int64_t)getpid();
     shmring_proc_stat(h->creator_pid, &start, NULL);
     h->creator_start = start;
-    clock_gettime(CLOCK_REALTIME, &now);
-    h->created_ns = (uint64_t)now.tv_sec * UINT64_C(1000000000) + (uint64_t)now.tv_nsec;
+    h->created_ns = shmring_realtime_ns();
     h->creator_uid = (uint32_t)geteuid();
     h->flags = 0;
     h->checksum = shmring_header_checksum(h);
 
+    out->token = shmring_token_make(h->creator_pid, start);
+    r = shmring_segment_roster((unsigned char *)base);
+    r[0].token = out->token; /* published with the magic [S1] */
+    r[0].attached_ns = h->created_ns;
+    out->roster_slot = 0;
     out->base = (unsigned char *)base;
     out->map_size = out->map_len = (size_t)total;
     out->writable = 1;
+    out->lease_fd = lease;
+    out->dev = (uint64_t)st.st_dev;
+    out->ino = (uint64_t)st.st_ino;
+    memcpy(out->name, name, strlen(name) + 1);
     return SHMRING_OK;
 
 fail:
     saved = errno;
     close(fd);
+    if (lease >= 0)
+        close(lease);
     shm_unlink(name); /* ours: O_EXCL guarantees we made it */
     errno = saved;
     return SHMRING_ERR_SYS;
@@ -521,79 +798,324 @@ static inline int shmring_segment_create(const char *name, uint64_t payload_size
     return rc;
 }
 
-/* Attach to an existing segment and validate it.  `flags` is a mask of
- * SHMRING_OPEN_*.  The owner check comes first, before a byte is read. */
-static inline int shmring_segment_open(const char *name, unsigned flags, shmring_segment *out)
+/* -- attach ----------------------------------------------------------------- */
+
+/* Attach to (or, with SHMRING_OPEN_NO_ATTACH, look at) the object behind
+ * `fd`, an open descriptor of it that this call takes over (it is kept as
+ * the lease, or closed).  `name` ("/NAME") is remembered for leaving.  The
+ * owner check comes first, before a byte is read. */
+static inline int shmring_segment_attach_fd(int fd, const char *name, unsigned flags, shmring_segment *out)
 {
     shmring_segment_header hdr;
     struct stat st;
     void *base;
     size_t map;
-    int fd, rc, saved, writable = !(flags & SHMRING_OPEN_READONLY);
+    int rc, saved, map_fd, attach = !(flags & SHMRING_OPEN_NO_ATTACH), writable = !(flags & SHMRING_OPEN_READONLY);
 
     memset(out, 0, sizeof *out);
-    if (shmring_name_check(name) != 0)
+    out->lease_fd = out->roster_slot = -1;
+    if (name == NULL || strlen(name) > NAME_MAX) {
+        close(fd);
         return SHMRING_ERR_ARG;
-    fd = shm_open(name, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
-    if (fd < 0)
-        return SHMRING_ERR_SYS;
-    if (fstat(fd, &st) != 0) {
-        saved = errno;
-        close(fd);
-        errno = saved;
-        return SHMRING_ERR_SYS;
     }
+    if (fstat(fd, &st) != 0)
+        goto fail_sys;
     if (!(flags & SHMRING_OPEN_ALLOW_OTHER_OWNER) && st.st_uid != geteuid()) {
-        close(fd);
-        return SHMRING_ERR_OWNER;
+        rc = SHMRING_ERR_OWNER;
+        goto fail;
+    }
+    if (attach && (rc = shmring_lease_take(fd)) != SHMRING_OK) {
+        if (rc == SHMRING_ERR_SYS)
+            goto fail_sys;
+        goto fail;
     }
     if (st.st_size <= 0) {
-        close(fd);
-        return SHMRING_ERR_NOT_READY;
+        rc = SHMRING_ERR_NOT_READY;
+        goto fail;
     }
     if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
-        close(fd);
-        return SHMRING_ERR_CORRUPT;
+        rc = SHMRING_ERR_CORRUPT;
+        goto fail;
     }
     /* Map what exists.  Bytes of a short object's last page past its end read
-     * as zero, so a header shorter than 128 bytes is still safe to inspect. */
+     * as zero, so a short header is still safe to inspect.  An attachment
+     * maps through a second description: `fd` is the lease. */
     map = (size_t)st.st_size;
-    base = mmap(NULL, map, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
+    map_fd = attach ? shmring_fd_reopen(fd, name, writable) : fd;
+    if (map_fd < 0)
+        goto fail_sys;
+    base = mmap(NULL, map, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, map_fd, 0);
     saved = errno;
-    close(fd);
-    if (base == MAP_FAILED) {
-        errno = saved;
+    if (map_fd != fd)
+        close(map_fd);
+    errno = saved;
+    if (base == MAP_FAILED)
+        goto fail_sys;
+    rc = shmring_header_check_copy((const shmring_segment_header *)base, (uint64_t)st.st_size, &hdr);
+    if (rc == SHMRING_OK && attach &&
+        /* acquire [S9]: pairs with the remover's release store, made while
+         * it held the write lock that our lease had to wait for. */
+        __atomic_load_n(&((shmring_segment_header *)base)->state, __ATOMIC_ACQUIRE) != SHMRING_STATE_LIVE) {
+        munmap(base, map);
+        close(fd);
+        errno = ENOENT; /* removed by its last user: as good as gone */
         return SHMRING_ERR_SYS;
     }
-    rc = shmring_header_check_copy((const shmring_segment_header *)base, (uint64_t)st.st_size, &hdr);
     if (rc != SHMRING_OK) {
         munmap(base, map);
-        return rc;
+        goto fail;
     }
     out->base = (unsigned char *)base;
     out->map_size = (size_t)hdr.total_size; /* <= map: checked on the copy */
     out->map_len = map;
     out->writable = writable;
+    out->dev = (uint64_t)st.st_dev;
+    out->ino = (uint64_t)st.st_ino;
+    memcpy(out->name, name, strlen(name) + 1);
+    if (attach) {
+        out->lease_fd = fd;
+        if (writable) {
+            out->token = shmring_token_self();
+            out->roster_slot = shmring_roster_add(out->base, out->token);
+        }
+    } else {
+        close(fd);
+    }
     return SHMRING_OK;
+
+fail_sys:
+    rc = SHMRING_ERR_SYS;
+fail:
+    saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
 }
 
-/* Unmap a segment.  The name stays until shmring_segment_unlink. */
+/* Attach to an existing segment by name and validate it.  `flags` is a mask
+ * of SHMRING_OPEN_*. */
+static inline int shmring_segment_open(const char *name, unsigned flags, shmring_segment *out)
+{
+    int fd;
+    memset(out, 0, sizeof *out);
+    out->lease_fd = out->roster_slot = -1;
+    if (shmring_name_check(name) != 0)
+        return SHMRING_ERR_ARG;
+    fd = shm_open(name, ((flags & SHMRING_OPEN_READONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
+    if (fd < 0)
+        return SHMRING_ERR_SYS;
+    return shmring_segment_attach_fd(fd, name, flags, out);
+}
+
+/* A fresh open file description of the object `s` is attached to (even if
+ * its name was unlinked meanwhile); -1 with errno. */
+static inline int shmring_segment_fresh_fd(const shmring_segment *s, int writable)
+{
+    if (s->lease_fd < 0) {
+        errno = EBADF;
+        return -1;
+    }
+    return shmring_fd_reopen(s->lease_fd, s->name, writable);
+}
+
+/* A second attachment to the object `s` is attached to, independent of the
+ * first (its own lease and roster entry), even if the name was unlinked. */
+static inline int shmring_segment_reopen(const shmring_segment *s, unsigned flags, shmring_segment *out)
+{
+    int fd = shmring_segment_fresh_fd(s, !(flags & SHMRING_OPEN_READONLY));
+    if (fd < 0) {
+        memset(out, 0, sizeof *out);
+        out->lease_fd = out->roster_slot = -1;
+        return SHMRING_ERR_SYS;
+    }
+    return shmring_segment_attach_fd(fd, s->name, flags, out);
+}
+
+/* In a child made by fork: the lease is shared with the parent already (the
+ * descriptor is inherited); enter the child in the roster as well. */
+static inline void shmring_segment_after_fork(shmring_segment *s)
+{
+    if (s->base == NULL || s->lease_fd < 0 || !s->writable)
+        return;
+    s->token = shmring_token_self();
+    s->roster_slot = shmring_roster_add(s->base, s->token);
+}
+
+/* -- leave and remove ---------------------------------------------------- */
+
+static inline int shmring_queue_remove_chunks(const char *queue_name, uint64_t queue_id);
+static inline uint64_t shmring_queue_id_of(const unsigned char *base, size_t len);
+
+/* Unlink `name` if it still names the object (dev, ino). */
+static inline int shmring_segment_unlink_if_same(const char *name, uint64_t dev, uint64_t ino)
+{
+    struct stat st;
+    int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return errno == ENOENT ? SHMRING_OK : SHMRING_ERR_SYS;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return SHMRING_ERR_SYS;
+    }
+    close(fd);
+    if ((uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino)
+        return SHMRING_OK; /* a new object took the name: not ours to remove */
+    return shm_unlink(name) == 0 || errno == ENOENT ? SHMRING_OK : SHMRING_ERR_SYS;
+}
+
+/* Remove the object behind `fd`, whose write lock the caller holds (so
+ * nobody is attached): mark it REMOVED for late attachers [S9], remove what
+ * depends on it (a queue's overflow chunks), and unlink `name` if it still
+ * names this object. */
+static inline int shmring_segment_remove_locked(int fd, const char *name)
+{
+    struct stat st;
+    size_t len;
+    unsigned char *base;
+    uint64_t queue_id = 0;
+    int rc = SHMRING_OK;
+    if (fstat(fd, &st) != 0)
+        return SHMRING_ERR_SYS;
+    len = (uint64_t)st.st_size < (uint64_t)(2u * SHMRING_HEADER_SIZE) ? (size_t)st.st_size
+                                                                       : (size_t)(2u * SHMRING_HEADER_SIZE);
+    if (len >= SHMRING_HEADER_FIELDS_SIZE) {
+        base = (unsigned char *)mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (base != MAP_FAILED) {
+            shmring_segment_header *h = (shmring_segment_header *)(void *)base;
+            /* acquire [S1]: the kind below was written before the magic. */
+            if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) == shmring_magic()) {
+                /* release [S9]: pairs with the acquire load of an attacher
+                 * that waited for our write lock. */
+                __atomic_store_n(&h->state, SHMRING_STATE_REMOVED, __ATOMIC_RELEASE);
+                if (h->kind == SHMRING_KIND_QUEUE)
+                    queue_id = shmring_queue_id_of(base, len);
+            }
+            munmap(base, len);
+        }
+    }
+    if (queue_id != 0 && shmring_queue_remove_chunks(name, queue_id) != SHMRING_OK)
+        rc = SHMRING_ERR_SYS;
+    if (shmring_segment_unlink_if_same(name, (uint64_t)st.st_dev, (uint64_t)st.st_ino) != SHMRING_OK)
+        rc = SHMRING_ERR_SYS;
+    return rc;
+}
+
+/* Give this attachment back (roster entry and lease); then, if nobody else
+ * is attached and the segment is not persistent, remove it.  The mapping
+ * stays usable (shmring_segment_close unmaps).  Idempotent.  SHMRING_OK, or
+ * SHMRING_ERR_SYS when a removal failed (the attachment is given back all
+ * the same). */
+static inline int shmring_segment_leave(shmring_segment *s)
+{
+    shmring_segment_header *h = (shmring_segment_header *)(void *)s->base;
+    int probe, rc = SHMRING_OK;
+    if (s->base == NULL || s->lease_fd < 0)
+        return SHMRING_OK;
+    if (s->writable)
+        shmring_roster_remove(s->base, s->roster_slot, s->token);
+    s->roster_slot = -1;
+    /* A fresh description, opened before ours closes (so /proc still has it),
+     * to ask for the write lock; read-only when we may not write the object
+     * (then we cannot remove it: the next leaver or `shmring gc` will). */
+    probe = shmring_segment_fresh_fd(s, 1);
+    close(s->lease_fd);
+    s->lease_fd = -1;
+    if (probe < 0)
+        return SHMRING_OK;
+    /* relaxed: set by the creator or an attached user; a stale read only
+     * keeps the segment one more round.  A queue's overflow chunk belongs to
+     * its queue's chain, not to whoever looked at it. */
+    if (__atomic_load_n(&h->persistent, __ATOMIC_RELAXED) == 0 && h->kind != SHMRING_KIND_QUEUE_CHUNK &&
+        shmring_lease_lock(probe, 1) == 0)
+        rc = shmring_segment_remove_locked(probe, s->name);
+    close(probe);
+    return rc;
+}
+
+/* Give up the attachment without asking whether it was the last one: for
+ * segments whose lifetime something else decides (a queue's overflow chunks
+ * live as long as they are in its chain). */
+static inline void shmring_segment_forget_lease(shmring_segment *s)
+{
+    if (s->base == NULL || s->lease_fd < 0)
+        return;
+    if (s->writable)
+        shmring_roster_remove(s->base, s->roster_slot, s->token);
+    s->roster_slot = -1;
+    close(s->lease_fd);
+    s->lease_fd = -1;
+}
+
+/* Leave (shmring_segment_leave), then unmap. */
 static inline int shmring_segment_close(shmring_segment *s)
 {
-    int rc = 0;
+    int rc = shmring_segment_leave(s);
     if (s->base != NULL) {
-        rc = munmap(s->base, s->map_len);
+        if (munmap(s->base, s->map_len) != 0)
+            rc = SHMRING_ERR_SYS;
         s->base = NULL;
         s->map_size = s->map_len = 0;
     }
-    return rc == 0 ? SHMRING_OK : SHMRING_ERR_SYS;
+    return rc;
 }
 
+/* Mark the segment persistent (1: the last user to leave keeps it) or not. */
+static inline void shmring_segment_set_persistent(shmring_segment *s, int persistent)
+{
+    shmring_segment_header *h = (shmring_segment_header *)(void *)s->base;
+    /* relaxed: read by leavers with the write lock, which orders it. */
+    __atomic_store_n(&h->persistent, persistent ? 1u : 0u, __ATOMIC_RELAXED);
+}
+
+/* Remove a segment's name now.  Attached processes keep their mappings; the
+ * last of them to leave removes what depends on it. */
 static inline int shmring_segment_unlink(const char *name)
 {
     if (shmring_name_check(name) != 0)
         return SHMRING_ERR_ARG;
     return shm_unlink(name) == 0 ? SHMRING_OK : SHMRING_ERR_SYS;
+}
+
+/* For tools: is anybody attached to segment `name`?  1 yes, 0 no, or
+ * -SHMRING_ERR_* on failure.  Takes no lock. */
+static inline int shmring_segment_in_use(const char *name)
+{
+    int fd, r;
+    if (shmring_name_check(name) != 0)
+        return -SHMRING_ERR_ARG;
+    fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return -SHMRING_ERR_SYS;
+    r = shmring_lease_probe(fd);
+    close(fd);
+    return r < 0 ? -SHMRING_ERR_SYS : r;
+}
+
+/* For tools (`shmring gc`): remove segment `name` if nobody is attached
+ * and it is not persistent (or `even_persistent`).  SHMRING_OK when removed,
+ * SHMRING_AGAIN when kept (in use, or persistent), else an error. */
+static inline int shmring_segment_remove_unused(const char *name, int even_persistent)
+{
+    shmring_segment_header h;
+    int fd, rc;
+    if (shmring_name_check(name) != 0)
+        return SHMRING_ERR_ARG;
+    fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0)
+        return SHMRING_ERR_SYS;
+    if (shmring_lease_lock(fd, 1) != 0) {
+        rc = errno == EAGAIN ? SHMRING_AGAIN : SHMRING_ERR_SYS;
+        close(fd);
+        return rc;
+    }
+    if (!even_persistent && pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h && h.magic == shmring_magic() &&
+        h.persistent != 0) {
+        close(fd);
+        return SHMRING_AGAIN;
+    }
+    rc = shmring_segment_remove_locked(fd, name);
+    close(fd);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -686,38 +1208,6 @@ static inline int shmring_heavy_barrier(void)
 
 /* Longest sleep when shmring_heavy_barrier failed (a wake may be lost). */
 #define SHMRING_UNFENCED_SLEEP_NS 1000000u
-
-/* ------------------------------------------------------------------------ */
-/* Process tokens: who holds an end of a channel                             */
-/* ------------------------------------------------------------------------ */
-
-/* A process token packs a pid (high 32 bits) and the low 32 bits of its start
- * time into one word, so that it can be claimed with a single CAS and still
- * tell a live process from a dead one whose pid was reused.  0 = nobody. */
-static inline uint64_t shmring_token_make(int64_t pid, uint64_t start_ticks)
-{
-    return ((uint64_t)(uint32_t)pid << 32) | (start_ticks & UINT64_C(0xffffffff));
-}
-
-static inline uint64_t shmring_token_self(void)
-{
-    uint64_t start = 0;
-    int64_t pid = (int64_t)getpid();
-    shmring_proc_stat(pid, &start, NULL);
-    return shmring_token_make(pid, start);
-}
-
-static inline int64_t shmring_token_pid(uint64_t token)
-{
-    return (int64_t)(token >> 32);
-}
-
-static inline int shmring_token_alive(uint64_t token)
-{
-    if (token == 0)
-        return 0;
-    return shmring_process_alive_masked(shmring_token_pid(token), token, UINT64_C(0xffffffff));
-}
 
 /* ------------------------------------------------------------------------ */
 /* Process-shared synchronisation primitives                                 */
@@ -2029,7 +2519,8 @@ typedef struct shmring_queue_ctrl {
     uint32_t spin_ns;     /* how long a waiter polls before sleeping */
     uint32_t closed;      /* 1 once any process called close() [Q4] */
     uint32_t chunk_mode;  /* permission bits of the overflow chunks */
-    uint8_t pad0[88];
+    uint64_t queue_id;    /* random, non-zero: stamped on every chunk of this queue */
+    uint8_t pad0[80];
     /* Ring state: read and written under the lock only, except count and
      * bytes, which lock-free readers (qsize, a polling waiter) load relaxed. */
     shmring_mutex lock;  /* [Q1] */
@@ -2056,6 +2547,8 @@ typedef struct shmring_queue_ctrl {
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, maxsize) == 16, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, flags) == 24, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, closed) == 32, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, chunk_mode) == 36, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, queue_id) == 40, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, lock) == 128, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, head) == 152, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, count) == 168, "layout");
@@ -2072,8 +2565,12 @@ typedef struct shmring_queue_chunk {
     uint64_t index;       /* its number in the queue's chain */
     uint64_t head;        /* under the queue lock, as ctrl.head */
     uint64_t tail;
-    uint8_t pad[24];
+    uint64_t queue_id;    /* its queue's ctrl.queue_id: whose chunk this is */
+    uint8_t pad[16];
 } shmring_queue_chunk;
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_chunk, index) == 16, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_chunk, tail) == 32, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_chunk, queue_id) == 40, "layout");
 SHMRING_STATIC_ASSERT(sizeof(shmring_queue_chunk) == SHMRING_QUEUE_CHUNK_HEADER_SIZE, "layout");
 
 static inline uint64_t shmring_queue_payload_size(uint64_t capacity)
@@ -2087,11 +2584,26 @@ static inline uint64_t shmring_queue_record_size(uint64_t len)
     return sizeof(shmring_record) + shmring_align8(len);
 }
 
+/* A random non-zero 64-bit number (getrandom, else clock, pid and stack). */
+static inline uint64_t shmring_random_id(void)
+{
+    struct timespec ts;
+    uint64_t v = 0;
+#ifdef SYS_getrandom
+    if (syscall(SYS_getrandom, &v, sizeof v, 0) == (long)sizeof v && v != 0)
+        return v;
+#endif
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    v = ((uint64_t)getpid() << 40) ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)&v;
+    return v != 0 ? v : 1;
+}
+
 static inline void shmring_queue_init(void *payload, uint64_t capacity, uint64_t maxsize, uint32_t flags,
                                       uint32_t spin_ns, uint32_t chunk_mode)
 {
     shmring_queue_ctrl *c = (shmring_queue_ctrl *)payload;
     memset(c, 0, sizeof(*c));
+    c->queue_id = shmring_random_id();
     c->capacity = capacity;
     c->data_offset = SHMRING_QUEUE_CTRL_SIZE;
     c->maxsize = maxsize;
@@ -2110,18 +2622,21 @@ static inline int shmring_queue_check_config(const shmring_queue_ctrl *c, uint64
         copy->capacity < SHMRING_QUEUE_MIN_CAPACITY || copy->capacity > SHMRING_QUEUE_MAX_CAPACITY ||
         (copy->capacity & 7u) != 0 || copy->capacity > payload_size - SHMRING_QUEUE_CTRL_SIZE ||
         (copy->flags & ~SHMRING_QUEUE_FLAGS_KNOWN) != 0 || (copy->chunk_mode & ~0777u) != 0 ||
-        copy->spin_ns > SHMRING_MAX_SPIN_NS)
+        copy->spin_ns > SHMRING_MAX_SPIN_NS || copy->queue_id == 0)
         return SHMRING_ERR_CORRUPT;
     return SHMRING_OK;
 }
 
+/* Check chunk `index` of the queue whose id is `queue_id` (its config is
+ * read once, here; *capacity gets the checked ring size). */
 static inline int shmring_queue_chunk_check(const shmring_queue_chunk *k, uint64_t payload_size, uint64_t index,
-                                            uint64_t *capacity)
+                                            uint64_t queue_id, uint64_t *capacity)
 {
     /* relaxed: config written before the chunk was published. */
     uint64_t cap = __atomic_load_n(&k->capacity, __ATOMIC_RELAXED);
     if (payload_size < SHMRING_QUEUE_CHUNK_HEADER_SIZE ||
         __atomic_load_n(&k->data_offset, __ATOMIC_RELAXED) != SHMRING_QUEUE_CHUNK_HEADER_SIZE ||
+        __atomic_load_n(&k->queue_id, __ATOMIC_RELAXED) != queue_id ||
         __atomic_load_n(&k->index, __ATOMIC_RELAXED) != index || cap < SHMRING_QUEUE_MIN_CAPACITY ||
         cap > SHMRING_QUEUE_MAX_CAPACITY || (cap & 7u) != 0 || cap > payload_size - SHMRING_QUEUE_CHUNK_HEADER_SIZE)
         return SHMRING_ERR_CORRUPT;
@@ -2361,21 +2876,111 @@ static inline uint64_t shmring_queue_unfinished(shmring_queue_ctrl *c)
     return puts > done ? puts - done : 0;
 }
 
-/* Name of overflow chunk `index` of queue `name` ("/name" form) in `out`
- * (NAME_MAX + 2 bytes).  Returns 0, or SHMRING_ERR_ARG if it is too long. */
+/* Overflow chunks are named "<queue>.q<index>" (index in decimal): these
+ * two functions are the only places that spell it. */
+
+/* Name of overflow chunk `index` of queue `name` ("/name" or "name") in
+ * `out` ("/name.qN", NAME_MAX + 2 bytes).  0, or SHMRING_ERR_ARG if too long. */
 static inline int shmring_queue_chunk_name(const char *name, uint64_t index, char *out)
 {
     int n = snprintf(out, NAME_MAX + 2, "%s%s.q%llu", name[0] == '/' ? "" : "/", name, (unsigned long long)index);
     return n > 0 && n <= NAME_MAX ? SHMRING_OK : SHMRING_ERR_ARG;
 }
 
-/* After OWNER_DIED (lock held): recount `count` and `bytes` from the records
- * of the main ring and of every overflow chunk of queue `name`.  A chunk
- * missing at ovf_head was unlinked by a consumer killed before it moved
- * ovf_head: it is skipped.  SHMRING_OK, SHMRING_ERR_CORRUPT or SHMRING_ERR_SYS. */
-static inline int shmring_queue_recount(shmring_queue_ctrl *c, uint64_t capacity, const char *name)
+/* Is `entry` ("x.qN" or "/x.qN") named like chunk N of queue `name`?  1 with
+ * *index = N, else 0.  Only the name: the chunk's stamp says whose it is. */
+static inline int shmring_queue_chunk_parse(const char *entry, const char *name, uint64_t *index)
 {
-    uint64_t items = 0, bytes = 0, h, t, i;
+    size_t n;
+    uint64_t v = 0;
+    const char *p;
+    if (entry[0] == '/')
+        entry++;
+    if (name[0] == '/')
+        name++;
+    n = strlen(name);
+    if (strncmp(entry, name, n) != 0 || entry[n] != '.' || entry[n + 1] != 'q')
+        return 0;
+    p = entry + n + 2;
+    if (*p < '0' || *p > '9' || (*p == '0' && p[1] != '\0'))
+        return 0;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9u) / 10u)
+            return 0;
+        v = v * 10u + (uint64_t)(*p - '0');
+    }
+    *index = v;
+    return 1;
+}
+
+/* The id of the queue whose segment's first `len` bytes are at `base`
+ * (0 if too short to tell). */
+static inline uint64_t shmring_queue_id_of(const unsigned char *base, size_t len)
+{
+    const shmring_queue_ctrl *c = (const shmring_queue_ctrl *)(const void *)(base + SHMRING_HEADER_SIZE);
+    if (len < SHMRING_HEADER_SIZE + sizeof(shmring_queue_ctrl))
+        return 0;
+    /* relaxed: config, published with the segment [S1]. */
+    return __atomic_load_n(&c->queue_id, __ATOMIC_RELAXED);
+}
+
+/* The stamp of chunk segment `path` ("/x.qN"): its queue's id and its index;
+ * 0 when it is not a published, well-formed chunk. */
+static inline uint64_t shmring_queue_chunk_stamp(const char *path, uint64_t *index)
+{
+    shmring_segment seg;
+    uint64_t id = 0;
+    if (shmring_segment_open(path, SHMRING_OPEN_READONLY | SHMRING_OPEN_ALLOW_OTHER_OWNER | SHMRING_OPEN_NO_ATTACH,
+                             &seg) != SHMRING_OK)
+        return 0;
+    if (((const shmring_segment_header *)(const void *)seg.base)->kind == SHMRING_KIND_QUEUE_CHUNK &&
+        shmring_segment_payload_size(&seg) >= SHMRING_QUEUE_CHUNK_HEADER_SIZE) {
+        const shmring_queue_chunk *k = (const shmring_queue_chunk *)(const void *)shmring_segment_payload(&seg);
+        /* relaxed: config, published with the chunk [S1]. */
+        id = __atomic_load_n(&k->queue_id, __ATOMIC_RELAXED);
+        *index = __atomic_load_n(&k->index, __ATOMIC_RELAXED);
+    }
+    shmring_segment_close(&seg);
+    return id;
+}
+
+/* Unlink every overflow chunk of queue `queue_name` stamped `queue_id`
+ * (found by name under /dev/shm, kept only if the stamp matches: a segment
+ * merely named like a chunk is left alone). */
+static inline int shmring_queue_remove_chunks(const char *queue_name, uint64_t queue_id)
+{
+    struct dirent *e;
+    int rc = SHMRING_OK;
+    DIR *d = opendir("/dev/shm");
+    if (d == NULL)
+        return errno == ENOENT ? SHMRING_OK : SHMRING_ERR_SYS;
+    while ((e = readdir(d)) != NULL) {
+        char path[NAME_MAX + 2];
+        uint64_t index, stamped;
+        if (!shmring_queue_chunk_parse(e->d_name, queue_name, &index) || strlen(e->d_name) > NAME_MAX - 1)
+            continue;
+        path[0] = '/';
+        memcpy(path + 1, e->d_name, strlen(e->d_name) + 1);
+        (void)index; /* (a damaged chunk may say another index: its stamp is what counts) */
+        if (shmring_queue_chunk_stamp(path, &stamped) == queue_id && shm_unlink(path) != 0 && errno != ENOENT)
+            rc = SHMRING_ERR_SYS;
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Recount `count` and `bytes` from the records of the main ring and of every
+ * overflow chunk of queue `name` (lock held: after OWNER_DIED, or after a
+ * chunk was found missing).  Consumers move ovf_head before they unlink a
+ * drained chunk, so a chunk missing from the chain was removed by someone
+ * else, and its items are lost: it is counted in *lost (may be NULL) and
+ * skipped, and ovf_head moves past missing chunks at the head.  SHMRING_OK,
+ * SHMRING_ERR_CORRUPT or SHMRING_ERR_SYS. */
+static inline int shmring_queue_recount(shmring_queue_ctrl *c, uint64_t capacity, const char *name, uint64_t *lost)
+{
+    uint64_t items = 0, bytes = 0, h, t, i, missing = 0;
+    /* relaxed: config, published with the segment [S1]. */
+    uint64_t queue_id = __atomic_load_n(&c->queue_id, __ATOMIC_RELAXED);
     shmring_qring r;
     int rc;
     shmring_queue_main_ring(c, capacity, &r, &rc);
@@ -2393,17 +2998,19 @@ static inline int shmring_queue_recount(shmring_queue_ctrl *c, uint64_t capacity
         shmring_queue_chunk *k;
         if (shmring_queue_chunk_name(name, i, path) != SHMRING_OK)
             return SHMRING_ERR_ARG;
-        rc = shmring_segment_open(path, SHMRING_OPEN_ALLOW_OTHER_OWNER, &seg);
-        if (rc == SHMRING_ERR_SYS && errno == ENOENT && i == h) {
-            /* relaxed: under the lock [Q1]. */
-            __atomic_store_n(&c->ovf_head, ++h, __ATOMIC_RELAXED);
+        rc = shmring_segment_open(path, SHMRING_OPEN_ALLOW_OTHER_OWNER | SHMRING_OPEN_NO_ATTACH, &seg);
+        if (rc == SHMRING_ERR_SYS && errno == ENOENT) {
+            missing++;
+            if (i == h)
+                /* relaxed: under the lock [Q1]. */
+                __atomic_store_n(&c->ovf_head, ++h, __ATOMIC_RELAXED);
             continue;
         }
         if (rc != SHMRING_OK)
             return rc;
         k = (shmring_queue_chunk *)shmring_segment_payload(&seg);
         rc = ((shmring_segment_header *)seg.base)->kind == SHMRING_KIND_QUEUE_CHUNK
-                 ? shmring_queue_chunk_check(k, shmring_segment_payload_size(&seg), i, &cap)
+                 ? shmring_queue_chunk_check(k, shmring_segment_payload_size(&seg), i, queue_id, &cap)
                  : SHMRING_ERR_CORRUPT;
         if (rc == SHMRING_OK)
             rc = shmring_qring_load(&r, &k->head, &k->tail, (unsigned char *)k + SHMRING_QUEUE_CHUNK_HEADER_SIZE, cap);
@@ -2427,6 +3034,8 @@ static inline int shmring_queue_recount(shmring_queue_ctrl *c, uint64_t capacity
     }
     __atomic_store_n(&c->count, items, __ATOMIC_RELAXED);
     __atomic_store_n(&c->bytes, bytes, __ATOMIC_RELAXED);
+    if (lost != NULL)
+        *lost = missing;
     return SHMRING_OK;
 }
 
@@ -2437,7 +3046,7 @@ static inline int shmring_queue_lock_repair(shmring_queue_ctrl *c, uint64_t capa
 {
     int rc = shmring_queue_lock(c, token, 2000u, 10000000u, deadline_ns);
     if (rc == SHMRING_OWNER_DIED) {
-        rc = shmring_queue_recount(c, capacity, name);
+        rc = shmring_queue_recount(c, capacity, name, NULL);
         if (rc == SHMRING_ERR_SYS) {
             int saved = errno;
             shmring_mutex_abandon(&c->lock, token); /* may pass: the next holder retries */

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -34,6 +35,9 @@ def no_leaked_segments() -> Iterator[None]:
     """Fail a test that leaves one of its segments behind in /dev/shm."""
     before = _ours()
     yield
+    # Handles kept alive only by reference cycles (an exception's traceback
+    # holds the frame that holds it) leave when the collector frees them.
+    gc.collect()
     leaked = _ours() - before
     for name in leaked:
         (SHM / name).unlink(missing_ok=True)

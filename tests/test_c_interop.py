@@ -44,11 +44,12 @@ ERR_CHECKSUM = 7
 ERR_CORRUPT = 8
 ERR_OWNER = 9
 ERR_ARG = 10
+ERR_BUSY = 11
 
 # Exit statuses of the programs in tests/c (besides the error codes).
 EXIT_MISMATCH = 20
 
-HEADER_SIZE = 128
+HEADER_SIZE = 4096
 FNV_OFFSET = 0xCBF29CE484222325
 FNV_PRIME = 0x100000001B3
 
@@ -233,14 +234,41 @@ int main(int argc, char **argv)
     CHECK(shmring_segment_close(&seg2) == SHMRING_OK);
     CHECK(seg2.base == NULL);
     CHECK(shmring_segment_close(&seg2) == SHMRING_OK); /* closing twice is harmless */
-    CHECK(shmring_segment_close(&seg) == SHMRING_OK);
 
-    /* unlink */
+    /* the roster lists every attachment; the lease says someone is attached */
+    CHECK(shmring_segment_open(name, 0, &seg2) == SHMRING_OK);
+    CHECK(seg.roster_slot == 0 && seg2.roster_slot == 1 && seg2.lease_fd >= 0);
+    CHECK(shmring_segment_roster(seg.base)[1].token == shmring_token_self());
+    CHECK(shmring_segment_in_use(name) == 1);
+    CHECK(shmring_segment_remove_unused(name, 0) == SHMRING_AGAIN);
+    CHECK(shmring_segment_close(&seg2) == SHMRING_OK);
+    CHECK(shmring_segment_roster(seg.base)[1].token == 0);
+
+    /* the last one to leave removes it */
+    CHECK(shmring_segment_close(&seg) == SHMRING_OK);
+    CHECK(shmring_segment_open(name, 0, &seg) == SHMRING_ERR_SYS && errno == ENOENT);
+
+    /* unlink: the name goes now, attachments keep the memory */
+    CHECK(shmring_segment_create(name, 1000, SHMRING_KIND_RAW, 0600, &seg) == SHMRING_OK);
     CHECK(shmring_segment_unlink("bad") == SHMRING_ERR_ARG);
     CHECK(shmring_segment_unlink(name) == SHMRING_OK);
     CHECK(shmring_segment_unlink(name) == SHMRING_ERR_SYS && errno == ENOENT);
-    CHECK(shmring_segment_open(name, 0, &seg) == SHMRING_ERR_SYS && errno == ENOENT);
+    CHECK(shmring_segment_open(name, 0, &seg2) == SHMRING_ERR_SYS && errno == ENOENT);
+    CHECK(shmring_segment_reopen(&seg, 0, &seg2) == SHMRING_OK); /* by descriptor, not by name */
+    memcpy(shmring_segment_payload(&seg), "still", 5);
+    CHECK(memcmp(shmring_segment_payload(&seg2), "still", 5) == 0);
+    CHECK(shmring_segment_close(&seg2) == SHMRING_OK);
+    CHECK(shmring_segment_close(&seg) == SHMRING_OK);
     CHECK(shmring_segment_open("bad", 0, &seg) == SHMRING_ERR_ARG);
+
+    /* persistent: the last one to leave keeps it; remove_unused removes it */
+    CHECK(shmring_segment_create(name, 1000, SHMRING_KIND_RAW, 0600, &seg) == SHMRING_OK);
+    shmring_segment_set_persistent(&seg, 1);
+    CHECK(shmring_segment_close(&seg) == SHMRING_OK);
+    CHECK(shmring_segment_in_use(name) == 0);
+    CHECK(shmring_segment_remove_unused(name, 0) == SHMRING_AGAIN);
+    CHECK(shmring_segment_remove_unused(name, 1) == SHMRING_OK);
+    CHECK(shmring_segment_open(name, 0, &seg) == SHMRING_ERR_SYS && errno == ENOENT);
 
     /* futex: a changed value returns at once, an unchanged one times out */
     ts.tv_sec = 0;
@@ -359,9 +387,9 @@ def test_header_layout_constants_match_python() -> None:
 
     text = HEADER.read_text()
     assert _core.HEADER_SIZE == HEADER_SIZE
-    assert "#define SHMRING_HEADER_SIZE 128u" in text
-    assert _core.LAYOUT_VERSION == 1
-    assert "#define SHMRING_LAYOUT_VERSION 1u" in text
+    assert "#define SHMRING_HEADER_SIZE 4096u" in text
+    assert _core.LAYOUT_VERSION == 2
+    assert "#define SHMRING_LAYOUT_VERSION 2u" in text
     assert (_core.KIND_RAW, _core.KIND_CHANNEL, _core.KIND_SYNC, _core.KIND_QUEUE, _core.KIND_TOPIC) == (1, 2, 3, 4, 5)
     for code, cls in shmring._errors.ERROR_BY_CODE.items():
         assert issubclass(cls, shmring.SegmentError), (code, cls)
@@ -427,8 +455,9 @@ def _make_empty(name: str) -> None:
 
 
 def _make_segment_then(name: str, damage: Callable[[int], None]) -> None:
-    """A real segment, closed, then damaged through a plain file descriptor."""
-    seg = shmring.Segment.create(name, 4096)
+    """A real segment, closed (persistent: it outlives its last user), then
+    damaged through a plain file descriptor."""
+    seg = shmring.Segment.create(name, 4096, persistent=True)
     seg.close()
     fd = os.open(_shm_path(name), os.O_RDWR)
     try:
@@ -573,12 +602,14 @@ def test_python_opens_segment_left_by_c(
     assert info.creator_pid == proc.pid
     assert info.alive is False
     assert info.kind == "segment"
-    assert info.version == 1
+    assert info.version == 2
+    assert info.persistent
     assert info.size == 4096
     assert info.total_size == HEADER_SIZE + 4096
     assert info.creator_uid == os.geteuid()
 
     seg.close()
+    assert path.exists()  # persistent: the last user out keeps it
     seg.unlink()
     assert not path.exists()
 
@@ -609,18 +640,23 @@ def test_c_creator_is_alive_while_running(
 
     name = shm_name()
     proc = subprocess.Popen([str(exe), "/" + name], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    seg = None
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        with shmring.Segment.open(name) as seg:
-            info = seg.info()
-            assert info.creator_pid == proc.pid
-            assert info.alive is True
-            assert info.size == 64
+        seg = shmring.Segment.open(name)
+        info = seg.info()
+        assert info.creator_pid == proc.pid
+        assert info.alive is True
+        assert info.size == 64
+        assert sorted(u.pid for u in info.users) == sorted([proc.pid, os.getpid()])
     finally:
         proc.communicate(input="x", timeout=RUN_TIMEOUT)
-    assert proc.returncode == 0
-    with shmring.Segment.open(name) as seg:
-        assert seg.info().alive is False
+    assert proc.returncode == 0 and seg is not None
+    info = seg.info()
+    assert info.alive is False
+    assert [u.pid for u in info.users] == [os.getpid()]  # the C process left the roster as it closed
+    seg.close()  # the last user out removes it
+    assert not _shm_path(name).exists()
 
 
 @pytest.mark.timeout(60)

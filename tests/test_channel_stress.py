@@ -613,13 +613,7 @@ def channel(new_name: Callable[[], str]) -> Iterator[Callable[..., Channel]]:
         yield make
     finally:
         for ch in made:
-            try:
-                ch.close()
-            finally:
-                try:
-                    ch.unlink()
-                except FileNotFoundError:
-                    pass
+            ch.close()  # the last handle out removes it
 
 
 class Hostile:
@@ -1765,8 +1759,8 @@ def test_fuzz_garbage_never_crashes(sizes: list[int], writes: list[Any], reopen_
         for i, n in enumerate(sizes):
             if not ch.try_send(make_msg(i, n)):
                 break
+        h = Hostile(name)  # attached first: the channel outlives its creator's close
         ch.close()  # gives the producer end back (and ends the stream...)
-        h = Hostile(name)
         if reopen_stream:
             h.put_u32(CTRL["writer_closed"], 0)  # ...unless the fuzz reopens it
         for w in writes:
@@ -1788,11 +1782,7 @@ def test_fuzz_garbage_never_crashes(sizes: list[int], writes: list[Any], reopen_
     finally:
         if h is not None:
             h.close()
-        ch.close()
-        try:
-            ch.unlink()
-        except FileNotFoundError:
-            pass
+        ch.close()  # the last handle out removes it
 
 
 # ==========================================================================

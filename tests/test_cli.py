@@ -92,21 +92,41 @@ def make_foreign(name: str, data: bytes = b"#!/not/a/shmring/segment\n" * 20) ->
     return path
 
 
+ORPHAN_SCRIPT = """
+import os, signal, sys, shmring
+seg = shmring.Segment.create(sys.argv[1], 4096)
+os.kill(os.getpid(), signal.SIGKILL)  # a crash: nobody leaves, nobody removes
+"""
+
+
 def make_dead(name: str) -> int:
-    """A segment whose creator (a child Python process) exited without
-    unlinking it.  Returns the creator's pid."""
+    """A segment whose only user, its creator (a child Python process),
+    crashed (SIGKILL) while attached: an orphan for `shmring gc`.  Returns
+    the creator's pid."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys, shmring; shmring.Segment.create(sys.argv[1], 4096)", name],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-c", ORPHAN_SCRIPT, name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     _, stderr = proc.communicate(timeout=CLI_TIMEOUT)  # also reaps it: no zombie left
-    assert proc.returncode == 0, stderr
-    assert shm_path(name).exists(), "the child's segment must outlive it"
-    with shmring.Segment.open(name, readonly=True) as seg:
-        assert seg.info().creator_pid == proc.pid
+    assert proc.returncode == -9, stderr
+    assert shm_path(name).exists(), "the crashed child's segment must outlive it"
+    assert not shmring._core.in_use(name)
+    info = read_header(name)
+    assert info.creator_pid == proc.pid and [u.pid for u in info.users] == [proc.pid]
     return proc.pid
+
+
+def read_header(name: str) -> shmring.SegmentInfo:
+    """A segment's header and roster, looked at without attaching."""
+    mapping = shmring._core.open(name, True, True, False)
+    try:
+        return shmring.SegmentInfo.from_mapping(mapping)
+    finally:
+        mapping.close()
+
+
+def make_kept(name: str, size: int = 4096) -> None:
+    """A persistent segment nobody is attached to (it outlives its last user)."""
+    shmring.Segment.create(name, size, persistent=True).close()
 
 
 def corrupt_kind_byte(name: str) -> None:
@@ -218,11 +238,12 @@ def test_ls_table_shows_live_segment(live_segment: shmring.Segment) -> None:
     assert cells[0] == live_segment.name
     assert cells[1] == "segment"
     assert " ".join(cells[2:4]) == "4.0 KiB"
-    assert cells[4] == str(os.getpid())
-    assert cells[5] == "alive"
+    assert " ".join(cells[4:6]) == f"1 ({os.getpid()})"  # USERS: this process
+    assert cells[6] == str(os.getpid())
+    assert cells[7] == "alive"
     assert cells[-1] == "0o600"
     header = result.stdout.splitlines()[0].split()
-    assert header == ["NAME", "KIND", "SIZE", "PID", "CREATOR", "AGE", "MODE"]
+    assert header == ["NAME", "KIND", "SIZE", "USERS", "PID", "CREATOR", "AGE", "MODE"]
 
 
 @pytest.mark.timeout(60)
@@ -233,19 +254,23 @@ def test_ls_json_fields(live_segment: shmring.Segment, entry_point: bool) -> Non
     assert item["name"] == live_segment.name
     assert item["kind"] == "segment"
     assert item["size"] == 4096
-    assert item["total_size"] == 4096 + 128
-    assert item["version"] == 1
+    assert item["total_size"] == 4096 + 4096
+    assert item["version"] == 2
     assert item["creator_pid"] == os.getpid()
     assert item["creator_uid"] == os.geteuid()
     assert item["uid"] == os.geteuid()
     assert item["mode"] == "0o600"
     assert item["alive"] is True
     assert item["problem"] is None
+    assert item["in_use"] is True and item["persistent"] is False
+    assert item["live_users"] == [os.getpid()] and item["unlisted_users"] == 0
+    assert [u["pid"] for u in item["users"]] == [os.getpid()] and item["users"][0]["alive"] is True
     assert isinstance(item["created_ns"], int) and item["created_ns"] > 0
     assert isinstance(item["creator_start"], int)
     assert set(item) == {
         "name", "uid", "mode", "kind", "size", "total_size", "version", "creator_pid",
-        "creator_start", "creator_uid", "created_ns", "alive", "problem",
+        "creator_start", "creator_uid", "created_ns", "alive", "problem", "in_use", "persistent",
+        "users", "unlisted_users", "live_users",
     }
 
 
@@ -294,8 +319,7 @@ def test_ls_ignores_foreign_and_empty_files(fresh_name: Callable[[], str], live_
 @pytest.mark.timeout(60)
 def test_damaged_segment_is_listed_with_problem_and_removable(fresh_name: Callable[[], str]) -> None:
     name = fresh_name()
-    seg = shmring.Segment.create(name, 4096)
-    seg.close()  # keeps the name: only the creating handle's `with` exit unlinks
+    make_kept(name)
     corrupt_kind_byte(name)
 
     item = entry_for(ls_json(), name)
@@ -335,7 +359,8 @@ def test_gc_dry_run_lists_dead_and_removes_nothing(
 
     assert result.returncode == 0, result.stderr
     text = words(result.stdout)
-    assert f"would remove {dead} (creator pid {creator} is dead)" in text
+    assert creator != os.getpid()
+    assert f"would remove {dead} (no process is attached to it)" in text
     assert live_segment.name not in text
     assert shm_path(dead).exists()
     assert shm_path(live_segment.name).exists()
@@ -352,7 +377,7 @@ def test_gc_removes_dead_and_keeps_live(fresh_name: Callable[[], str], live_segm
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert f"removed {dead}" in lines
+    assert f"removed {dead} (no process is attached to it)" in lines
     assert live_segment.name not in result.stdout
     assert not shm_path(dead).exists()
     assert shm_path(live_segment.name).exists()
@@ -366,8 +391,72 @@ def test_gc_removes_dead_and_keeps_live(fresh_name: Callable[[], str], live_segm
 
 
 @pytest.mark.timeout(60)
+def test_gc_keeps_persistent_segments(fresh_name: Callable[[], str]) -> None:
+    kept = fresh_name()
+    make_kept(kept)
+    result = cli("gc")
+    assert result.returncode == 0, result.stderr
+    assert kept not in result.stdout and shm_path(kept).exists()
+    assert "(persistent)" in next(line for line in cli("ls", env=WIDE).stdout.splitlines() if kept in line)
+
+
+GC_CREATOR = """
+import os, signal, sys, shmring
+q = shmring.Queue(name=sys.argv[1])
+for i in range(3):
+    q.put_bytes(bytes([i]) * (1 << 20))  # more than the 1 MiB ring: overflow chunks
+print("made", flush=True)
+sys.stdin.readline()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+GC_VICTIM_USER = """
+import sys, shmring
+q = shmring.Queue.open(sys.argv[1])
+print("attached", flush=True)
+sys.stdin.readline()
+items = [q.get_bytes(timeout=5) for _ in range(3)]
+print("checked" if items == [bytes([i]) * (1 << 20) for i in range(3)] else "WRONG", flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_gc_never_removes_a_segment_a_live_process_uses(fresh_name: Callable[[], str]) -> None:
+    """Reproduction (issue 9, item 6): gc used to remove any segment whose
+    creator died, even while live processes were attached and using it."""
+    name = fresh_name()
+    creator = subprocess.Popen(
+        [sys.executable, "-c", GC_CREATOR, name], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    user = None
+    try:
+        assert creator.stdout is not None and creator.stdout.readline() == "made\n"
+        user = subprocess.Popen([sys.executable, "-c", GC_VICTIM_USER, name],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert user.stdout is not None and user.stdout.readline() == "attached\n"
+        creator.communicate("x\n", timeout=CLI_TIMEOUT)  # the creator crashes
+        assert creator.returncode == -9
+        chunks = [p.name for p in SHM_DIR.iterdir() if p.name.startswith(name + ".q")]
+        assert chunks
+        result = cli("gc")
+        assert result.returncode == 0, result.stderr
+        assert name not in result.stdout
+        assert shm_path(name).exists() and all(shm_path(c).exists() for c in chunks)
+        out, _ = user.communicate("go\n", timeout=CLI_TIMEOUT)
+        assert user.returncode == 0
+        assert out.strip() == "checked"  # every item, the chunks' included
+    finally:
+        for proc in (creator, user):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    # the user left normally as the last one: queue and chunks are gone
+    assert not [p.name for p in SHM_DIR.iterdir() if p.name.startswith(name)]
+
+
+@pytest.mark.timeout(60)
 def test_gc_leaves_foreign_and_damaged_objects(fresh_name: Callable[[], str]) -> None:
-    """gc only removes segments whose header names a dead creator."""
+    """gc only removes shmring segments it can read and nobody uses."""
     foreign, damaged = fresh_name(), fresh_name()
     make_foreign(foreign)
     make_dead(damaged)
@@ -393,10 +482,12 @@ def test_inspect_table(live_segment: shmring.Segment) -> None:
     fields = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
     fields = {k: v.strip() for k, v in fields.items()}
     assert fields["name"] == live_segment.name
-    assert fields["version"] == "1"
+    assert fields["version"] == "2"
     assert fields["kind"] == "segment"
     assert fields["size"] == "4096"
-    assert fields["total_size"] == "4224"
+    assert fields["total_size"] == "8192"
+    assert fields["in_use"] == "True" and fields["persistent"] == "False"
+    assert fields["users.0"].startswith(f"pid {os.getpid()} (alive), attached ")
     assert fields["creator_pid"] == str(os.getpid())
     assert fields["alive"] == "True"
     assert fields["mode"] == "0o600"
@@ -410,10 +501,12 @@ def test_inspect_json(live_segment: shmring.Segment) -> None:
     data = json.loads(result.stdout)
     info = live_segment.info()
     assert data["name"] == live_segment.name
-    assert data["version"] == 1
+    assert data["version"] == 2
     assert data["kind"] == "segment"
     assert data["size"] == 4096
-    assert data["total_size"] == 4224
+    assert data["total_size"] == 8192
+    assert data["in_use"] is True and data["live_users"] == [os.getpid()]
+    assert [(u["pid"], u["alive"]) for u in data["users"]] == [(os.getpid(), True)]
     assert data["creator_pid"] == os.getpid()
     assert data["creator_start"] == info.creator_start
     assert data["created_ns"] == info.created_ns
@@ -479,11 +572,20 @@ def test_directory_in_dev_shm_fails_cleanly(fresh_name: Callable[[], str]) -> No
 
 
 @pytest.mark.timeout(60)
-def test_rm_removes_segment_and_mappings_survive(live_segment: shmring.Segment) -> None:
+def test_rm_refuses_a_segment_in_use(live_segment: shmring.Segment) -> None:
+    result = cli("rm", live_segment.name)
+    assert_clean_failure(result)
+    assert f"in use by process(es) {os.getpid()}" in words(result.stderr)
+    assert "--force" in result.stderr
+    assert shm_path(live_segment.name).exists()
+
+
+@pytest.mark.timeout(60)
+def test_rm_force_removes_the_name_and_mappings_survive(live_segment: shmring.Segment) -> None:
     name = live_segment.name
     live_segment.buf[:4] = b"kept"
 
-    result = cli("rm", name)
+    result = cli("rm", "--force", name)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"removed {name}"
@@ -518,7 +620,7 @@ def test_rm_missing_name(fresh_name: Callable[[], str]) -> None:
 def test_rm_several_names_removes_what_exists_and_fails(fresh_name: Callable[[], str]) -> None:
     first, missing, last = fresh_name(), fresh_name(), fresh_name()
     for name in (first, last):
-        shmring.Segment.create(name, 64).close()
+        make_kept(name, 64)
 
     result = cli("rm", first, missing, last)
 
@@ -627,7 +729,6 @@ def test_ls_table_piped_keeps_columns_with_a_long_name(
         assert long_name in result.stdout, result.stdout
     finally:
         seg.close()
-        seg.unlink()
 
 
 @pytest.mark.timeout(60)
@@ -659,6 +760,35 @@ def test_inspect_channel_shows_fill_counters_and_ends(fresh_name: Callable[[], s
         assert not chan["writer_closed"]
         table = cli("inspect", name)
         assert "channel.fill_bytes" in table.stdout and "448" in table.stdout
+
+
+@pytest.mark.timeout(60)
+def test_rm_leaves_a_queue_merely_named_like_a_chunk(fresh_name: Callable[[], str]) -> None:
+    """Reproduction (issue 9, item 5): `rm NAME` unlinked every NAME.q<digits>,
+    including a separate Queue called NAME.q1.  A chunk carries its queue's
+    id, so rm removes NAME's own chunks only."""
+    name = fresh_name()
+    neighbour_name = name + ".q1"
+    q = shmring.Queue(name=name)
+    neighbour = shmring.Queue(name=neighbour_name)
+    try:
+        q.put_bytes(b"a" * (3 << 20))  # larger than the 1 MiB ring: a chunk of its own, NAME.q0
+        own_chunks = [
+            p.name for p in SHM_DIR.iterdir()
+            if shmring._core.chunk_index(p.name, name) is not None and shmring._core.chunk_stamp(p.name)
+        ]
+        assert own_chunks == [name + ".q0"]
+        neighbour.put("mine")
+        q.persistent = True
+        q.close()  # nobody is attached now: rm may remove it
+        result = cli("rm", name)
+        assert result.returncode == 0, result.stderr
+        assert not shm_path(name).exists()
+        assert not any(shm_path(c).exists() for c in own_chunks)
+        assert shm_path(neighbour_name).exists()
+        assert neighbour.get(timeout=1) == "mine"
+    finally:
+        neighbour.close()  # its last user: it goes too
 
 
 @pytest.mark.timeout(60)

@@ -103,7 +103,7 @@ SIGINT_SCRIPT = textwrap.dedent(
             print("interrupted", time.monotonic(), flush=True)
         del word
     finally:
-        seg.close(); seg.unlink()
+        seg.close()  # the only user: this removes it
     """
 )
 

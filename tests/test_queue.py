@@ -164,8 +164,7 @@ class Impl:
     def cleanup(self) -> None:
         for q in self.made:
             if isinstance(q, shmring.Queue):
-                q.close()
-                q.unlink()
+                q.close()  # the last handle to leave removes the queue
             elif isinstance(q, mp.queues.SimpleQueue):
                 q.close()
             else:
@@ -624,9 +623,11 @@ def test_attributes_and_repr(name: str) -> None:
         assert (q.maxsize, q.capacity, q.max_size_bytes, q.max_bytes_to_read) == (7, RING, RING, RING)
         assert q.bounded is False
         assert name in repr(q) and "maxsize=7" in repr(q)
-        assert q.stats() == {
+        stats = q.stats()
+        assert stats.pop("queue_id") != 0
+        assert stats == {
             "capacity": RING, "maxsize": 7, "items": 0, "bytes": 0, "puts": 0, "gets": 0, "unfinished": 0,
-            "overflow_chunks": 0, "used_bytes": 0, "holder": 0, "bounded": False,
+            "overflow_chunks": 0, "used_bytes": 0, "holder": 0, "bounded": False, "chunk_head": 0, "chunk_tail": 0,
         }
         seg = shmring.Segment.open(name)
         assert seg.info().kind == "queue" and seg.size == 384 + RING
@@ -676,10 +677,10 @@ def test_open_missing_and_non_queue_segments(name: str, new_name: Callable[[], s
         assert q.get_bytes() == b"c" * (RING + 1)
 
 
-def test_owner_unlinks_on_exit_gc_and_unlink(name: str, new_name: Callable[[], str]) -> None:
+def test_last_handle_out_removes_the_queue_and_its_chunks(name: str, new_name: Callable[[], str]) -> None:
     with shmring.Queue(name=name) as q:
         assert (SHM / name).exists()
-    assert not (SHM / name).exists()
+    assert not (SHM / name).exists()  # its only user left
     with pytest.raises(FileNotFoundError):
         shmring.Queue.open(name)
 
@@ -696,7 +697,8 @@ def test_owner_unlinks_on_exit_gc_and_unlink(name: str, new_name: Callable[[], s
     assert not (SHM / name).exists()
     attached.put("still works")  # mapped handles keep working after unlink
     assert q.get_nowait() == "still works"
-    q.unlink()  # twice is fine
+    with pytest.raises(FileNotFoundError):
+        q.unlink()  # the name is gone already
     del q, attached
 
 
@@ -903,6 +905,8 @@ def test_custom_dumps_loads(name: str) -> None:
         copy = pickle.loads(pickle.dumps(q))  # keeps the serializers
         q.put({"k": None})
         assert copy.get() == {"k": None}
+        other.close()
+        copy.close()  # the last of the three handles out removes the queue: the name is free again
     with shmring.Queue(name=name, dumps=lambda o: bytearray(b"ba"), loads=bytes) as q:  # type: ignore[arg-type, return-value]
         q.put("anything")
         assert q.get() == b"ba"
@@ -1281,9 +1285,9 @@ def test_unlink_keeps_overflow_items_for_attached_handles(name: str) -> None:
             except queue.Empty:
                 got.append(f"Empty (qsize() == {attached.qsize()})")
         assert got == [b"\0", b"\1", b"\2"], got
+        attached.close()
     finally:
         q.close()
-        q.unlink()
 
 
 # --------------------------------------------------------------------------

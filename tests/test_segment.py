@@ -21,7 +21,8 @@ import shmring
 from shmring import _core
 
 SHM = Path("/dev/shm")
-HEADER = 128
+HEADER = _core.HEADER_SIZE  # header fields, then the roster: the payload starts on a page
+FIELDS = 128  # the header fields
 
 # Offsets of the header fields (include/shmring.h, docs/PROTOCOL.md).
 OFF_VERSION, OFF_ABI, OFF_KIND, OFF_HEADER_SIZE, OFF_TOTAL = 8, 12, 16, 20, 24
@@ -77,7 +78,7 @@ def test_header_records_creator(name: str) -> None:
     with shmring.Segment.create(name, 64) as seg:
         info = seg.info()
         assert info.kind == "segment" and info.size == 64 and info.total_size == 64 + HEADER
-        assert info.version == _core.LAYOUT_VERSION == 1
+        assert info.version == _core.LAYOUT_VERSION == 2
         assert info.creator_pid == os.getpid() and info.creator_uid == os.geteuid()
         assert info.creator_start == _core.process_start_time(os.getpid())
         assert info.alive
@@ -236,7 +237,7 @@ def _core_header(seg: shmring.Segment) -> bytes:
 
 
 def test_wrong_version(segment: shmring.Segment) -> None:
-    poke(segment.name, OFF_VERSION, struct.pack("<I", 2))
+    poke(segment.name, OFF_VERSION, struct.pack("<I", _core.LAYOUT_VERSION + 1))
     with pytest.raises(shmring.IncompatibleSegmentError, match="version"):
         shmring.Segment.open(segment.name)
 
@@ -301,7 +302,10 @@ def test_any_single_byte_change_is_caught_or_harmless(segment: shmring.Segment, 
     original = _core_header(segment)
     poke(segment.name, offset, bytes([original[offset] ^ value]))
     try:
-        if offset >= 72:  # the reserved tail is not checked; the segment stays usable
+        if 72 <= offset < 76:  # `state`: anything but 0 reads as "removed by its last user"
+            with pytest.raises(FileNotFoundError):
+                shmring.Segment.open(segment.name)
+        elif offset >= 76:  # persistent, roster count, reserved, the roster: the segment stays usable
             with shmring.Segment.open(segment.name) as seg:
                 assert seg.size == 4096
         else:
@@ -313,7 +317,7 @@ def test_any_single_byte_change_is_caught_or_harmless(segment: shmring.Segment, 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    header=st.binary(min_size=HEADER, max_size=HEADER),
+    header=st.binary(min_size=FIELDS, max_size=FIELDS),
     extra=st.integers(0, 5000),
     ids=st.booleans(),
     fix=st.booleans(),
@@ -321,10 +325,10 @@ def test_any_single_byte_change_is_caught_or_harmless(segment: shmring.Segment, 
 def test_random_headers_never_crash(
     new_name: Callable[[], str], header: bytes, extra: int, ids: bool, fix: bool
 ) -> None:
-    data = bytearray(header)
+    data = bytearray(header) + bytes(HEADER - FIELDS)  # random fields, an empty roster
     data[:8] = b"SHMRING\x01"  # get past the magic so the later checks run
     if ids:  # and past the version and ABI checks
-        data[8:16] = struct.pack("<II", 1, _abi_word())
+        data[8:16] = struct.pack("<II", _core.LAYOUT_VERSION, _abi_word())
     if fix:
         data[64:72] = struct.pack("<Q", fnv1a64(bytes(data[8:64])))
     name = new_name()
@@ -387,7 +391,7 @@ def test_unlink_keeps_existing_mappings(name: str) -> None:
     seg = shmring.Segment.create(name, 100)
     other = shmring.Segment.open(name)
     seg.unlink()
-    assert not (SHM / name).exists() and not seg.owner
+    assert not (SHM / name).exists()
     seg.buf[:2] = b"hi"
     assert bytes(other.buf[:2]) == b"hi"
     with pytest.raises(FileNotFoundError):
@@ -444,9 +448,14 @@ RESOURCE_TRACKER_SCRIPT = textwrap.dedent(
             p = ctx.Process(target=child, args=(sys.argv[1],))
             p.start(); p.join()
             assert p.exitcode == 0
+        import os
+        assert os.path.exists("/dev/shm/" + sys.argv[1])  # no tracker unlinked it when the children exited
         seg2 = shmring.Segment.open(sys.argv[1])
         assert bytes(seg2.buf[:2]) == b"ok"
-        seg2.close(); seg.close()   # closed, not unlinked: the owner keeps it
+        seg2.close()
+        assert os.path.exists("/dev/shm/" + sys.argv[1])  # seg is still attached
+        seg.close()   # the last user leaves: it removes the segment
+        assert not os.path.exists("/dev/shm/" + sys.argv[1])
     """
 )
 
@@ -459,7 +468,6 @@ def test_resource_tracker_never_unlinks_or_warns(name: str, tmp_path: Path) -> N
     try:
         assert proc.returncode == 0, proc.stderr
         assert "leaked" not in proc.stderr and "resource_tracker" not in proc.stderr, proc.stderr
-        assert (SHM / name).exists()  # no tracker unlinked it when the children exited
     finally:
         (SHM / name).unlink(missing_ok=True)
 

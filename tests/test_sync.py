@@ -1010,8 +1010,7 @@ def test_use_after_segment_closed(cls: Any, new_name: Callable[[], str]) -> None
         with pytest.raises(ValueError):
             pickle.dumps(prim)
     finally:
-        seg.close()
-        seg.unlink()
+        seg.close()  # the only user: this removes it
 
 
 @pytest.mark.parametrize("kind", INTERRUPTIBLE)
@@ -1049,8 +1048,7 @@ def test_close_segment_while_a_thread_waits(kind: str, new_name: Callable[[], st
         seg.close()
         assert seg.closed
     finally:
-        seg.close()
-        seg.unlink()
+        seg.close()  # the only user: this removes it
 
 
 def test_condition_wait_without_lock_leaves_no_waiter(segment: Segment) -> None:

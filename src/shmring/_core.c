@@ -60,17 +60,50 @@ static PyObject *raise_code(int code, PyObject *name)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Mapping: one mapped segment, exported through the buffer protocol         */
+/* Mapping: one attachment to a segment, exported through the buffer protocol */
 /* ------------------------------------------------------------------------ */
 
-typedef struct {
+/* A Mapping is one attachment (include/shmring.h, "Segments"): it holds a
+ * lease and a roster entry from its creation until it leaves, which happens
+ * at close(), at leave(), when it is deallocated, or at process exit
+ * (leave_all).  Leaving never unmaps by itself: close() and dealloc unmap,
+ * once no exported buffer points into the memory. */
+typedef struct MappingObject {
     PyObject_HEAD
     shmring_segment seg;
-    PyObject *name;        /* str, with the leading '/' */
-    Py_ssize_t exports;    /* live Py_buffer views */
+    PyObject *name;     /* str, without the leading '/' */
+    Py_ssize_t exports; /* live Py_buffer views */
+    struct MappingObject *prev, *next; /* attached mappings of this process (GIL) */
 } MappingObject;
 
 static PyTypeObject MappingType;
+
+/* Every Mapping still attached, for leave_all (exit) and after_fork_child. */
+static MappingObject *attached_mappings;
+
+/* Set once the interpreter is exiting (leave_all ran): handles dropped from
+ * then on keep what they claimed, as a process that died would. */
+static int process_exiting;
+
+static void mapping_link(MappingObject *m)
+{
+    m->prev = NULL;
+    m->next = attached_mappings;
+    if (attached_mappings != NULL)
+        attached_mappings->prev = m;
+    attached_mappings = m;
+}
+
+static void mapping_unlink(MappingObject *m)
+{
+    if (m->prev != NULL)
+        m->prev->next = m->next;
+    else if (attached_mappings == m)
+        attached_mappings = m->next;
+    if (m->next != NULL)
+        m->next->prev = m->prev;
+    m->prev = m->next = NULL;
+}
 
 static int mapping_check_open(MappingObject *self)
 {
@@ -116,12 +149,28 @@ static MappingObject *mapping_new(shmring_segment *seg, PyObject *name)
     Py_INCREF(name);
     self->name = name;
     self->exports = 0;
+    self->prev = self->next = NULL;
+    if (self->seg.lease_fd >= 0)
+        mapping_link(self);
     return self;
+}
+
+/* End this attachment (the segment is removed if it was the last one and is
+ * not persistent); the memory stays mapped. */
+static void mapping_leave_now(MappingObject *self)
+{
+    if (self->seg.lease_fd < 0)
+        return;
+    mapping_unlink(self);
+    Py_BEGIN_ALLOW_THREADS
+    shmring_segment_leave(&self->seg); /* a failed removal is left to `shmring gc` */
+    Py_END_ALLOW_THREADS
 }
 
 static void mapping_dealloc(MappingObject *self)
 {
     /* No view can be alive here: each holds a reference to us. */
+    mapping_leave_now(self);
     shmring_segment_close(&self->seg);
     Py_XDECREF(self->name);
     PyObject_Free(self);
@@ -138,8 +187,15 @@ static PyObject *mapping_close(MappingObject *self, PyObject *Py_UNUSED(ignored)
                      self->name, self->exports);
         return NULL;
     }
+    mapping_leave_now(self);
     if (shmring_segment_close(&self->seg) != SHMRING_OK)
         return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, self->name);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mapping_leave(MappingObject *self, PyObject *Py_UNUSED(ignored))
+{
+    mapping_leave_now(self);
     Py_RETURN_NONE;
 }
 
@@ -149,8 +205,9 @@ static PyObject *mapping_header(MappingObject *self, PyObject *Py_UNUSED(ignored
     if (mapping_check_open(self) < 0)
         return NULL;
     h = (const shmring_segment_header *)self->seg.base;
+    /* relaxed: the mutable fields are a snapshot for display. */
     return Py_BuildValue(
-        "{s:O,s:I,s:I,s:I,s:I,s:K,s:L,s:K,s:K,s:I,s:I}",
+        "{s:O,s:I,s:I,s:I,s:I,s:K,s:L,s:K,s:K,s:I,s:I,s:O,s:O,s:I}",
         "name", self->name,
         "version", (unsigned)h->version,
         "abi", (unsigned)h->abi,
@@ -161,7 +218,57 @@ static PyObject *mapping_header(MappingObject *self, PyObject *Py_UNUSED(ignored
         "creator_start", (unsigned long long)h->creator_start,
         "created_ns", (unsigned long long)h->created_ns,
         "creator_uid", (unsigned)h->creator_uid,
-        "flags", (unsigned)h->flags);
+        "flags", (unsigned)h->flags,
+        "removed", __atomic_load_n(&h->state, __ATOMIC_RELAXED) != SHMRING_STATE_LIVE ? Py_True : Py_False,
+        "persistent", __atomic_load_n(&h->persistent, __ATOMIC_RELAXED) ? Py_True : Py_False,
+        "roster_overflow", (unsigned)__atomic_load_n(&h->roster_overflow, __ATOMIC_RELAXED));
+}
+
+/* users() -> list of (pid, alive, attached_ns): the roster, one entry per
+ * attachment (a process attached twice is listed twice). */
+static PyObject *mapping_users(MappingObject *self, PyObject *Py_UNUSED(ignored))
+{
+    shmring_roster_entry *r;
+    PyObject *list;
+    unsigned i;
+    if (mapping_check_open(self) < 0)
+        return NULL;
+    r = shmring_segment_roster(self->seg.base);
+    list = PyList_New(0);
+    for (i = 0; list != NULL && i < SHMRING_ROSTER_SLOTS; i++) {
+        /* relaxed: a snapshot for display; a torn pair only mislabels a time. */
+        uint64_t token = __atomic_load_n(&r[i].token, __ATOMIC_RELAXED);
+        uint64_t since = __atomic_load_n(&r[i].attached_ns, __ATOMIC_RELAXED);
+        PyObject *entry;
+        if (token == 0)
+            continue;
+        entry = Py_BuildValue("(LOK)", (long long)shmring_token_pid(token),
+                              shmring_token_alive(token) ? Py_True : Py_False, (unsigned long long)since);
+        if (entry == NULL || PyList_Append(list, entry) < 0)
+            Py_CLEAR(list);
+        Py_XDECREF(entry);
+    }
+    return list;
+}
+
+/* duplicate(readonly=False) -> Mapping: a second, independent attachment. */
+static PyObject *mapping_duplicate(MappingObject *self, PyObject *args)
+{
+    int readonly = !self->seg.writable, rc;
+    shmring_segment seg;
+    if (!PyArg_ParseTuple(args, "|p:duplicate", &readonly))
+        return NULL;
+    if (mapping_check_open(self) < 0)
+        return NULL;
+    if (self->seg.lease_fd < 0)
+        return PyErr_Format(PyExc_ValueError, "segment %R: this mapping is not attached any more", self->name);
+    Py_BEGIN_ALLOW_THREADS
+    rc = shmring_segment_reopen(&self->seg,
+                                SHMRING_OPEN_ALLOW_OTHER_OWNER | (readonly ? SHMRING_OPEN_READONLY : 0u), &seg);
+    Py_END_ALLOW_THREADS
+    if (rc != SHMRING_OK)
+        return raise_code(rc, self->name);
+    return (PyObject *)mapping_new(&seg, self->name);
 }
 
 static PyObject *mapping_get_size(MappingObject *self, void *Py_UNUSED(closure))
@@ -176,6 +283,16 @@ static PyObject *mapping_get_closed(MappingObject *self, void *Py_UNUSED(closure
     return PyBool_FromLong(self->seg.base == NULL);
 }
 
+static PyObject *mapping_get_attached(MappingObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->seg.lease_fd >= 0);
+}
+
+static PyObject *mapping_get_lease_fd(MappingObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->seg.lease_fd);
+}
+
 static PyObject *mapping_get_readonly(MappingObject *self, void *Py_UNUSED(closure))
 {
     return PyBool_FromLong(!self->seg.writable);
@@ -186,25 +303,62 @@ static PyObject *mapping_get_exports(MappingObject *self, void *Py_UNUSED(closur
     return PyLong_FromSsize_t(self->exports);
 }
 
+static PyObject *mapping_get_persistent(MappingObject *self, void *Py_UNUSED(closure))
+{
+    if (mapping_check_open(self) < 0)
+        return NULL;
+    /* relaxed: a snapshot. */
+    return PyBool_FromLong(
+        __atomic_load_n(&((shmring_segment_header *)self->seg.base)->persistent, __ATOMIC_RELAXED) != 0);
+}
+
+static int mapping_set_persistent(MappingObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    int on;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "cannot delete persistent");
+        return -1;
+    }
+    if ((on = PyObject_IsTrue(value)) < 0 || mapping_check_open(self) < 0)
+        return -1;
+    if (!self->seg.writable) {
+        PyErr_Format(PyExc_ValueError, "segment %R is mapped read-only", self->name);
+        return -1;
+    }
+    shmring_segment_set_persistent(&self->seg, on);
+    return 0;
+}
+
 static PyObject *mapping_repr(MappingObject *self)
 {
     if (self->seg.base == NULL)
         return PyUnicode_FromFormat("<shmring._core.Mapping %R closed>", self->name);
-    return PyUnicode_FromFormat("<shmring._core.Mapping %R size=%zu>", self->name, self->seg.map_size);
+    return PyUnicode_FromFormat("<shmring._core.Mapping %R size=%zu%s>", self->name, self->seg.map_size,
+                                self->seg.lease_fd >= 0 ? "" : " left");
 }
 
 static PyMethodDef mapping_methods[] = {
     {"close", (PyCFunction)mapping_close, METH_NOARGS,
-     "Unmap; raises BufferInUseError while exported buffers are alive."},
-    {"header", (PyCFunction)mapping_header, METH_NOARGS, "The segment header fields as a dict."},
+     "close(): Leave and unmap; raises BufferInUseError while exported buffers are alive."},
+    {"leave", (PyCFunction)mapping_leave, METH_NOARGS,
+     "leave(): End this attachment (the last one out removes the segment); the memory stays mapped."},
+    {"duplicate", (PyCFunction)mapping_duplicate, METH_VARARGS,
+     "duplicate(readonly=False): A second, independent attachment to the same segment."},
+    {"users", (PyCFunction)mapping_users, METH_NOARGS,
+     "users(): The roster: (pid, alive, attached_ns) for each attachment listed."},
+    {"header", (PyCFunction)mapping_header, METH_NOARGS, "header(): The segment header fields as a dict."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef mapping_getset[] = {
     {"size", (getter)mapping_get_size, NULL, "Bytes mapped (header + payload).", NULL},
     {"closed", (getter)mapping_get_closed, NULL, "True once unmapped.", NULL},
+    {"attached", (getter)mapping_get_attached, NULL, "True until this attachment leaves.", NULL},
+    {"lease_fd", (getter)mapping_get_lease_fd, NULL, "Descriptor holding the lease, or -1.", NULL},
     {"readonly", (getter)mapping_get_readonly, NULL, "True if mapped read-only.", NULL},
     {"exports", (getter)mapping_get_exports, NULL, "Number of live exported buffers.", NULL},
+    {"persistent", (getter)mapping_get_persistent, (setter)mapping_set_persistent,
+     "True: the last user to leave keeps the segment.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -216,7 +370,7 @@ static PyTypeObject MappingType = {
     .tp_repr = (reprfunc)mapping_repr,
     .tp_as_buffer = &mapping_as_buffer,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "A mapped shmring segment (header + payload); made by create() or open().",
+    .tp_doc = "An attachment to a shmring segment (header + payload); made by create() or open().",
     .tp_methods = mapping_methods,
     .tp_getset = mapping_getset,
 };
@@ -286,19 +440,44 @@ static PyObject *core_create(PyObject *Py_UNUSED(module), PyObject *args)
 static PyObject *core_open(PyObject *Py_UNUSED(module), PyObject *args)
 {
     segment_name name;
-    int readonly, allow_other_owner;
+    int readonly, allow_other_owner, attach = 1;
     shmring_segment seg;
     unsigned flags = 0;
     int rc;
 
-    if (!PyArg_ParseTuple(args, "O&pp:open", name_converter, &name, &readonly, &allow_other_owner))
+    if (!PyArg_ParseTuple(args, "O&pp|p:open", name_converter, &name, &readonly, &allow_other_owner, &attach))
         return NULL;
     if (readonly)
         flags |= SHMRING_OPEN_READONLY;
     if (allow_other_owner)
         flags |= SHMRING_OPEN_ALLOW_OTHER_OWNER;
+    if (!attach)
+        flags |= SHMRING_OPEN_NO_ATTACH;
     Py_BEGIN_ALLOW_THREADS
     rc = shmring_segment_open(name.path, flags, &seg);
+    Py_END_ALLOW_THREADS
+    if (rc != SHMRING_OK)
+        return raise_code(rc, name.obj);
+    return (PyObject *)mapping_new(&seg, name.obj);
+}
+
+/* open_fd(fd, name, readonly, allow_other_owner) -> Mapping: attach through
+ * a descriptor of the object (one handed over by the parent process); the
+ * descriptor becomes the lease (or is closed on failure). */
+static PyObject *core_open_fd(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    segment_name name;
+    int fd, readonly, allow_other_owner, rc;
+    shmring_segment seg;
+    if (!PyArg_ParseTuple(args, "iO&pp:open_fd", &fd, name_converter, &name, &readonly, &allow_other_owner))
+        return NULL;
+    if (fd < 0)
+        return PyErr_Format(PyExc_ValueError, "bad descriptor %d", fd);
+    Py_BEGIN_ALLOW_THREADS
+    rc = shmring_segment_attach_fd(fd, name.path,
+                                   (readonly ? SHMRING_OPEN_READONLY : 0u) |
+                                       (allow_other_owner ? SHMRING_OPEN_ALLOW_OTHER_OWNER : 0u),
+                                   &seg);
     Py_END_ALLOW_THREADS
     if (rc != SHMRING_OK)
         return raise_code(rc, name.obj);
@@ -314,6 +493,102 @@ static PyObject *core_unlink(PyObject *Py_UNUSED(module), PyObject *args)
     rc = shmring_segment_unlink(name.path);
     if (rc != SHMRING_OK)
         return raise_code(rc, name.obj);
+    Py_RETURN_NONE;
+}
+
+/* in_use(name) -> bool: is any process attached (holding a lease)? */
+static PyObject *core_in_use(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    segment_name name;
+    int r;
+    if (!PyArg_ParseTuple(args, "O&:in_use", name_converter, &name))
+        return NULL;
+    r = shmring_segment_in_use(name.path);
+    if (r < 0)
+        return raise_code(-r, name.obj);
+    return PyBool_FromLong(r);
+}
+
+/* remove_unused(name, even_persistent=False) -> bool: remove the segment
+ * (and what depends on it) if nobody is attached; False when it is kept. */
+static PyObject *core_remove_unused(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    segment_name name;
+    int even_persistent = 0, rc;
+    if (!PyArg_ParseTuple(args, "O&|p:remove_unused", name_converter, &name, &even_persistent))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = shmring_segment_remove_unused(name.path, even_persistent);
+    Py_END_ALLOW_THREADS
+    if (rc == SHMRING_AGAIN)
+        Py_RETURN_FALSE;
+    if (rc != SHMRING_OK)
+        return raise_code(rc, name.obj);
+    Py_RETURN_TRUE;
+}
+
+/* chunk_name(queue, index) -> str: the name of a queue's overflow chunk. */
+static PyObject *core_chunk_name(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    segment_name name;
+    unsigned long long index;
+    char out[NAME_MAX + 2];
+    if (!PyArg_ParseTuple(args, "O&K:chunk_name", name_converter, &name, &index))
+        return NULL;
+    if (shmring_queue_chunk_name(name.path, (uint64_t)index, out) != SHMRING_OK)
+        return PyErr_Format(PyExc_ValueError, "queue name %R is too long for its chunk names", name.obj);
+    return PyUnicode_FromString(out + 1);
+}
+
+/* chunk_index(entry, queue) -> int | None: N if `entry` is named like chunk
+ * N of `queue` (the name only: chunk_stamp says whose it really is). */
+static PyObject *core_chunk_index(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    const char *entry, *queue;
+    uint64_t index;
+    if (!PyArg_ParseTuple(args, "ss:chunk_index", &entry, &queue))
+        return NULL;
+    if (!shmring_queue_chunk_parse(entry, queue, &index))
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(index);
+}
+
+/* chunk_stamp(name) -> (queue_id, index) | None: whose chunk segment `name`
+ * is, from its header; None if it is not a published chunk. */
+static PyObject *core_chunk_stamp(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    segment_name name;
+    uint64_t index = 0, id;
+    if (!PyArg_ParseTuple(args, "O&:chunk_stamp", name_converter, &name))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    id = shmring_queue_chunk_stamp(name.path, &index);
+    Py_END_ALLOW_THREADS
+    if (id == 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(KK)", (unsigned long long)id, (unsigned long long)index);
+}
+
+/* leave_all(): at exit, end every attachment of this process (the memory
+ * stays mapped for whatever Python code still runs); handles dropped after
+ * this keep their channel ends and locks, as a dead process's would. */
+static PyObject *core_leave_all(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    process_exiting = 1;
+    while (attached_mappings != NULL)
+        mapping_leave_now(attached_mappings);
+    Py_RETURN_NONE;
+}
+
+/* after_fork_child(): in a child made by os.fork, enter the child in the
+ * roster of every segment it inherited an attachment to (the lease itself is
+ * shared through the inherited descriptor). */
+static PyObject *core_after_fork_child(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    MappingObject *m;
+    process_exiting = 0;
+    for (m = attached_mappings; m != NULL; m = m->next)
+        shmring_segment_after_fork(&m->seg);
     Py_RETURN_NONE;
 }
 
@@ -2491,8 +2766,22 @@ static PyMethodDef core_methods[] = {
     {"create", core_create, METH_VARARGS,
      "create(name, payload_size, kind, mode) -> Mapping: make, reserve and publish a new segment."},
     {"open", core_open, METH_VARARGS,
-     "open(name, readonly, allow_other_owner) -> Mapping: attach to and validate a segment."},
+     "open(name, readonly, allow_other_owner, attach=True) -> Mapping: attach to (or, attach=False, only\n"
+     "look at) a segment, after validating it."},
+    {"open_fd", core_open_fd, METH_VARARGS,
+     "open_fd(fd, name, readonly, allow_other_owner) -> Mapping: attach through an inherited descriptor."},
     {"unlink", core_unlink, METH_VARARGS, "unlink(name): remove a segment's name."},
+    {"in_use", core_in_use, METH_VARARGS, "in_use(name) -> bool: is any process attached to the segment?"},
+    {"remove_unused", core_remove_unused, METH_VARARGS,
+     "remove_unused(name, even_persistent=False) -> bool: remove the segment if nobody is attached."},
+    {"chunk_name", core_chunk_name, METH_VARARGS, "chunk_name(queue, index) -> str: an overflow chunk's name."},
+    {"chunk_index", core_chunk_index, METH_VARARGS,
+     "chunk_index(entry, queue) -> int | None: the index if `entry` is named like a chunk of `queue`."},
+    {"chunk_stamp", core_chunk_stamp, METH_VARARGS,
+     "chunk_stamp(name) -> (queue_id, index) | None: whose overflow chunk a segment is."},
+    {"_leave_all", core_leave_all, METH_NOARGS, "_leave_all(): end every attachment of this process (at exit)."},
+    {"_after_fork_child", core_after_fork_child, METH_NOARGS,
+     "_after_fork_child(): enter a forked child in the rosters of the segments it inherited."},
     {"process_alive", core_process_alive, METH_VARARGS,
      "process_alive(pid, start_time) -> bool: is that very process still running?"},
     {"process_start_time", core_process_start_time, METH_VARARGS,

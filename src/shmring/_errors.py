@@ -50,6 +50,11 @@ class ForeignOwnerError(SegmentError, PermissionError):
     to accept it)."""
 
 
+class SegmentBusyError(SegmentError, BlockingIOError):
+    """Attaching waited too long for another process holding the segment
+    exclusively: its last user was removing it, or a tool held it."""
+
+
 class BufferInUseError(Error, BufferError):
     """A mapping cannot be closed while memoryviews exported from it live."""
 
@@ -64,6 +69,7 @@ ERROR_BY_CODE: dict[int, type[SegmentError]] = {
     7: CorruptedError,
     8: CorruptedError,
     9: ForeignOwnerError,
+    11: SegmentBusyError,
 }
 
 

@@ -85,7 +85,8 @@ static int queue_usable(QueueObject *self)
 
 static void chunk_path(QueueObject *self, uint64_t index, char *path)
 {
-    snprintf(path, NAME_MAX + 2, "/%s.q%llu", PyUnicode_AsUTF8(queue_name(self)), (unsigned long long)index);
+    /* Cannot fail: queue names are at most QUEUE_NAME_MAX characters. */
+    shmring_queue_chunk_name(PyUnicode_AsUTF8(queue_name(self)), index, path);
 }
 
 /* Unmap the chunks this process holds below `below` (retired by anyone). */
@@ -141,11 +142,27 @@ static int chunk_get(QueueObject *self, uint64_t index, QueueChunk **out)
         return rc;
     if (((shmring_segment_header *)seg.base)->kind != SHMRING_KIND_QUEUE_CHUNK ||
         shmring_queue_chunk_check((shmring_queue_chunk *)shmring_segment_payload(&seg),
-                                  shmring_segment_payload_size(&seg), index, &capacity) != SHMRING_OK) {
+                                  shmring_segment_payload_size(&seg), index, self->config.queue_id,
+                                  &capacity) != SHMRING_OK) {
         shmring_segment_close(&seg);
         return SHMRING_ERR_CORRUPT;
     }
     return chunks_add(self, index, capacity, &seg, out);
+}
+
+/* Is segment `path` (a chunk name at or past ovf_tail) a leftover of this
+ * queue: a chunk stamped with its id, or one whose maker died before
+ * publishing it (nothing else takes a queue's chunk names while it lives)? */
+static int chunk_is_leftover(QueueObject *self, const char *path)
+{
+    shmring_segment old;
+    uint64_t index;
+    int rc = shmring_segment_open(path, SHMRING_OPEN_READONLY | self->open_flags, &old);
+    if (rc == SHMRING_OK)
+        shmring_segment_close(&old);
+    if (rc == SHMRING_ERR_NOT_READY)
+        return 1;
+    return rc == SHMRING_OK && shmring_queue_chunk_stamp(path, &index) == self->config.queue_id;
 }
 
 /* Make chunk `index` (not yet in the chain: nobody else looks at it). */
@@ -161,16 +178,7 @@ static int chunk_create(QueueObject *self, uint64_t index, uint64_t capacity, Qu
     if (rc == SHMRING_ERR_SYS && errno == EEXIST) {
         /* Left by a process killed while making it (never in the chain), or
          * something else under that name: only a chunk of ours is removed. */
-        shmring_segment old;
-        int kind = 0;
-        rc = shmring_segment_open(path, SHMRING_OPEN_READONLY | self->open_flags, &old);
-        if (rc == SHMRING_OK) {
-            kind = (int)((shmring_segment_header *)old.base)->kind;
-            shmring_segment_close(&old);
-        } else if (rc == SHMRING_ERR_NOT_READY) {
-            kind = SHMRING_KIND_QUEUE_CHUNK; /* its maker died before publishing it */
-        }
-        if (kind != SHMRING_KIND_QUEUE_CHUNK) {
+        if (!chunk_is_leftover(self, path)) {
             errno = EEXIST;
             return SHMRING_ERR_SYS;
         }
@@ -180,10 +188,13 @@ static int chunk_create(QueueObject *self, uint64_t index, uint64_t capacity, Qu
     }
     if (rc != SHMRING_OK)
         return rc;
+    /* A chunk lives as long as it is in the chain, not while it is mapped. */
+    shmring_segment_forget_lease(&seg);
     k = (shmring_queue_chunk *)shmring_segment_payload(&seg);
     k->capacity = capacity;
     k->data_offset = SHMRING_QUEUE_CHUNK_HEADER_SIZE;
     k->index = index;
+    k->queue_id = self->config.queue_id;
     shmring_segment_publish(&seg);
     return chunks_add(self, index, capacity, &seg, out);
 }
@@ -194,6 +205,17 @@ static void chunk_unlink(QueueObject *self, uint64_t index)
     chunk_path(self, index, path);
     shmring_segment_unlink(path);
     chunks_forget(self, index + 1);
+}
+
+static void set_chain_head(QueueObject *self, uint64_t head);
+
+/* Retire drained chunk `index` (the chain's head): the head moves first, so
+ * that a chunk missing from the chain always means lost items (see
+ * shmring_queue_recount), then the name goes. */
+static void chunk_retire(QueueObject *self, uint64_t index)
+{
+    set_chain_head(self, index + 1);
+    chunk_unlink(self, index);
 }
 
 static int chunk_ring(QueueChunk *k, shmring_qring *r)
@@ -321,19 +343,9 @@ static void remove_stale_chunks(QueueObject *self)
     uint64_t i = __atomic_load_n(&self->ctrl->ovf_tail, __ATOMIC_RELAXED);
     for (;; i++) {
         char path[NAME_MAX + 2];
-        shmring_segment stale;
-        int rc, ours;
         chunk_path(self, i, path);
-        rc = shmring_segment_open(path, SHMRING_OPEN_READONLY | self->open_flags, &stale);
-        if (rc == SHMRING_ERR_SYS && errno == ENOENT)
-            return;
-        ours = rc == SHMRING_ERR_NOT_READY; /* killed before it was published */
-        if (rc == SHMRING_OK) {
-            ours = ((shmring_segment_header *)stale.base)->kind == SHMRING_KIND_QUEUE_CHUNK;
-            shmring_segment_close(&stale);
-        }
-        if (!ours || shmring_segment_unlink(path) != SHMRING_OK)
-            return; /* somebody else's segment: leave it */
+        if (!chunk_is_leftover(self, path) || shmring_segment_unlink(path) != SHMRING_OK)
+            return; /* gone (the end of the leftovers), or somebody else's segment: leave it */
     }
 }
 
@@ -341,7 +353,7 @@ static void remove_stale_chunks(QueueObject *self)
  * 0, -1 (corrupted) or -2 (a system error: it may pass). */
 static int queue_recount(QueueObject *self)
 {
-    int rc = shmring_queue_recount(self->ctrl, self->config.capacity, PyUnicode_AsUTF8(queue_name(self)));
+    int rc = shmring_queue_recount(self->ctrl, self->config.capacity, PyUnicode_AsUTF8(queue_name(self)), NULL);
     int saved = errno;
     chunks_forget(self, __atomic_load_n(&self->ctrl->ovf_head, __ATOMIC_RELAXED)); /* relaxed: lock held */
     if (rc == SHMRING_OK) {
@@ -639,6 +651,29 @@ static int getbatch_add(GetBatch *g, uint32_t tag, const unsigned char *p, uint6
     return 0;
 }
 
+/* Chunk `index`, the head of the chain, is missing: removed by someone
+ * else (consumers unlink a chunk only after moving the head past it), and
+ * its items with it.  Recount (which skips missing chunks), count the lost
+ * items as taken and done, and raise CorruptedError saying how many were
+ * lost; the queue goes on with what is left.  Lock held. */
+static void queue_chunk_lost(QueueObject *self, uint64_t index)
+{
+    shmring_queue_ctrl *c = self->ctrl;
+    char path[NAME_MAX + 2];
+    /* relaxed: under the lock [Q1]. */
+    uint64_t before = __atomic_load_n(&c->count, __ATOMIC_RELAXED), after;
+    if (queue_recount(self) < 0)
+        return;
+    after = __atomic_load_n(&c->count, __ATOMIC_RELAXED); /* relaxed: under the lock [Q1] */
+    if (before > after)
+        shmring_queue_task_done(c, before - after); /* nobody will call task_done() for them */
+    chunk_path(self, index, path);
+    PyErr_Format(corrupted_error,
+                 "queue %R: overflow chunk %s is missing (removed by another program?): %llu item(s) were lost; "
+                 "the queue goes on with the rest",
+                 queue_name(self), path + 1, (unsigned long long)(before > after ? before - after : 0));
+}
+
 /* Take up to `max` items (lock held). */
 static int queue_get_locked(QueueObject *self, GetBatch *g, Py_ssize_t max)
 {
@@ -682,8 +717,7 @@ static int queue_get_locked(QueueObject *self, GetBatch *g, Py_ssize_t max)
         /* This ring is empty: on to the oldest chunk, retiring empty ones. */
         shmring_qring_commit(&r);
         if (on_chunk) {
-            chunk_unlink(self, h); /* unmaps it: r goes back to the (empty) main ring */
-            set_chain_head(self, ++h);
+            chunk_retire(self, h++); /* unmaps it: r goes back to the (empty) main ring */
             on_chunk = 0;
             shmring_queue_main_ring(c, self->config.capacity, &r, &rc);
         }
@@ -691,10 +725,10 @@ static int queue_get_locked(QueueObject *self, GetBatch *g, Py_ssize_t max)
             break;
         rc = chunk_get(self, h, &k);
         if (rc == SHMRING_ERR_SYS && errno == ENOENT) {
-            set_chain_head(self, ++h); /* see queue_recount */
-            on_chunk = 0;
-            shmring_queue_main_ring(c, self->config.capacity, &r, &rc); /* empty: loops to the next */
-            continue;
+            if (g->n > before)
+                break; /* hand out what was taken; the next call reports the loss */
+            queue_chunk_lost(self, h);
+            return QUEUE_ERROR;
         }
         if (rc != SHMRING_OK || chunk_ring(k, &r) != SHMRING_OK) {
             shmring_queue_main_ring(c, self->config.capacity, &r, &rc); /* committed, empty */
@@ -709,12 +743,10 @@ static int queue_get_locked(QueueObject *self, GetBatch *g, Py_ssize_t max)
         on_chunk = 1;
     }
     shmring_qring_commit(&r);
-    if (on_chunk && r.head == r.tail) {
+    if (on_chunk && r.head == r.tail)
         /* Emptied: retire it now, so that producers go back to the main ring
          * (when it was the last one). */
-        chunk_unlink(self, h);
-        set_chain_head(self, ++h);
-    }
+        chunk_retire(self, h);
     if (shmring_queue_count_sub(c, (uint64_t)(g->n - before), bytes) != SHMRING_OK) {
         queue_corrupt(self, "item count");
         return QUEUE_ERROR;
@@ -1174,7 +1206,7 @@ static PyObject *queue_counters(shmring_queue_ctrl *c, const shmring_queue_ctrl 
 {
     /* relaxed throughout: a monitoring snapshot. */
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsKsKsKsKsO}", "capacity", (unsigned long long)cfg->capacity, "maxsize",
+        "{sKsKsKsKsKsKsKsKsKsKsOsKsKsK}", "capacity", (unsigned long long)cfg->capacity, "maxsize",
         (unsigned long long)cfg->maxsize, "items", (unsigned long long)__atomic_load_n(&c->count, __ATOMIC_RELAXED),
         "bytes", (unsigned long long)__atomic_load_n(&c->bytes, __ATOMIC_RELAXED), "puts",
         (unsigned long long)__atomic_load_n(&c->puts, __ATOMIC_RELAXED), "gets",
@@ -1185,7 +1217,9 @@ static PyObject *queue_counters(shmring_queue_ctrl *c, const shmring_queue_ctrl 
         "used_bytes",
         (unsigned long long)(__atomic_load_n(&c->tail, __ATOMIC_RELAXED) - __atomic_load_n(&c->head, __ATOMIC_RELAXED)),
         "holder", (unsigned long long)shmring_token_pid(__atomic_load_n(&c->lock.owner, __ATOMIC_RELAXED)), "bounded",
-        (cfg->flags & SHMRING_QUEUE_BOUNDED) ? Py_True : Py_False);
+        (cfg->flags & SHMRING_QUEUE_BOUNDED) ? Py_True : Py_False, "queue_id", (unsigned long long)cfg->queue_id,
+        "chunk_head", (unsigned long long)__atomic_load_n(&c->ovf_head, __ATOMIC_RELAXED), "chunk_tail",
+        (unsigned long long)__atomic_load_n(&c->ovf_tail, __ATOMIC_RELAXED));
 }
 
 static PyObject *queue_stats(QueueObject *self, PyObject *Py_UNUSED(ignored))
@@ -1291,7 +1325,8 @@ static int queue_init(QueueObject *self, PyObject *args, PyObject *kwds)
         Py_INCREF(loads);
         self->loads = loads;
     }
-    self->open_flags = allow_other ? SHMRING_OPEN_ALLOW_OTHER_OWNER : 0;
+    /* Chunks are looked at, never attached to: they live while in the chain. */
+    self->open_flags = SHMRING_OPEN_NO_ATTACH | (allow_other ? SHMRING_OPEN_ALLOW_OTHER_OWNER : 0u);
     self->generation = fork_generation;
     self->token = shmring_token_self();
     return 0;

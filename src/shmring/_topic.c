@@ -77,37 +77,43 @@ static int topic_usable(TopicEndObject *self, int role)
 
 /* Topic locks held by an open reserve(), and by which thread: the lock
  * belongs to the process, so a second lock by that thread (another
- * publisher's send, a subscribe, in the reserve block) would wait forever. */
+ * publisher's send, a subscribe, in the reserve block) would wait forever.
+ * A topic is known by its object's identity (device, inode): each publisher
+ * and subscription maps it at an address of its own. */
 #define RESERVES_MAX 64
 static struct {
-    const void *ctrl;
+    uint64_t dev, ino; /* ino 0: a free entry */
     unsigned long thread;
     unsigned long generation; /* fork_generation: a forked child holds none of them */
 } open_reserves[RESERVES_MAX];
 
-static void reserves_note(const void *ctrl, int held)
+static void reserves_note(TopicEndObject *self, int held)
 {
+    const shmring_segment *seg = &((MappingObject *)self->mapping)->seg;
     int i;
     for (i = 0; i < RESERVES_MAX; i++) {
-        if (held && (open_reserves[i].ctrl == NULL || open_reserves[i].generation != fork_generation)) {
-            open_reserves[i].ctrl = ctrl;
+        if (held && (open_reserves[i].ino == 0 || open_reserves[i].generation != fork_generation)) {
+            open_reserves[i].dev = seg->dev;
+            open_reserves[i].ino = seg->ino;
             open_reserves[i].thread = PyThread_get_thread_ident();
             open_reserves[i].generation = fork_generation;
             return;
         }
-        if (!held && open_reserves[i].ctrl == ctrl && open_reserves[i].thread == PyThread_get_thread_ident()) {
-            open_reserves[i].ctrl = NULL;
+        if (!held && open_reserves[i].ino == seg->ino && open_reserves[i].dev == seg->dev &&
+            open_reserves[i].thread == PyThread_get_thread_ident()) {
+            open_reserves[i].ino = 0;
             return;
         }
     }
 }
 
-static int reserve_held_here(const void *ctrl)
+static int reserve_held_here(TopicEndObject *self)
 {
+    const shmring_segment *seg = &((MappingObject *)self->mapping)->seg;
     int i;
     for (i = 0; i < RESERVES_MAX; i++)
-        if (open_reserves[i].ctrl == ctrl && open_reserves[i].thread == PyThread_get_thread_ident() &&
-            open_reserves[i].generation == fork_generation)
+        if (open_reserves[i].ino == seg->ino && open_reserves[i].dev == seg->dev &&
+            open_reserves[i].thread == PyThread_get_thread_ident() && open_reserves[i].generation == fork_generation)
             return 1;
     return 0;
 }
@@ -117,7 +123,7 @@ static int topic_lock(TopicEndObject *self, uint64_t deadline)
 {
     shmring_mutex *m = &self->t.ctrl->lock;
     int rc, r;
-    if (reserve_held_here(self->t.ctrl)) {
+    if (reserve_held_here(self)) {
         PyErr_Format(PyExc_RuntimeError,
                      "topic %R: this thread holds the topic lock in an open reserve() block; finish it first",
                      topic_name(self));
@@ -152,7 +158,7 @@ static void topic_unlock(TopicEndObject *self)
 static int topic_reserve_locked(TopicEndObject *self, uint32_t tag, uint64_t len, uint64_t deadline,
                                 unsigned char **out, uint64_t *pos)
 {
-    if (reserve_held_here(self->t.ctrl)) {
+    if (reserve_held_here(self)) {
         PyErr_Format(PyExc_RuntimeError,
                      "topic %R: this thread holds the topic lock in an open reserve() block; finish it first",
                      topic_name(self));
@@ -276,7 +282,7 @@ static PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_s
     if (topic_reserve_locked(self, SHMRING_REC_BYTES, (uint64_t)n, deadline, &dst, &pos) < 0)
         return NULL;
     self->reserving = 1;
-    reserves_note(self->t.ctrl, 1);
+    reserves_note(self, 1);
     self->reserve_pos = pos;
     self->reserve_len = (uint64_t)n;
     return PyLong_FromSize_t((size_t)(dst - ((MappingObject *)self->mapping)->seg.base));
@@ -298,7 +304,7 @@ static PyObject *topic_commit_reserved(TopicEndObject *self, PyObject *arg)
     r = (shmring_trecord *)(self->t.data + self->reserve_pos % self->t.capacity);
     r->len = (uint32_t)n; /* shorter is fine: nothing follows it yet */
     self->reserving = 0;
-    reserves_note(self->t.ctrl, 0);
+    reserves_note(self, 0);
     topic_commit_unlock(self, self->reserve_pos);
     Py_RETURN_NONE;
 }
@@ -308,7 +314,7 @@ static PyObject *topic_abort_reserved(TopicEndObject *self, PyObject *Py_UNUSED(
     if (self->mapping == NULL || !self->reserving)
         Py_RETURN_NONE;
     self->reserving = 0;
-    reserves_note(self->t.ctrl, 0);
+    reserves_note(self, 0);
     topic_unlock(self); /* nothing committed: the record stays past tail */
     Py_RETURN_NONE;
 }
@@ -617,7 +623,7 @@ static PyObject *topic_close(TopicEndObject *self, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     if (self->generation == fork_generation) {
         if (self->reserving) {
-            reserves_note(self->t.ctrl, 0);
+            reserves_note(self, 0);
             topic_unlock(self);
         }
         if (self->role == TOPIC_SUBSCRIBER)

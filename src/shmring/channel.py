@@ -3,8 +3,9 @@
 The ring and every operation on it live in ``include/shmring.h``; the
 methods of :class:`Channel` are the C methods of ``shmring._core.Channel``
 themselves (one C call per send or receive), and this module adds the
-Pythonic parts: construction by name, the creator-owned lifetime, pickling,
-iteration.
+Pythonic parts: construction by name, pickling, iteration.  Each handle is
+one attachment to the channel's segment (see :mod:`shmring.segment`): the
+channel lives while any process is attached to it.
 
 Messages are copied in (``send``) and out (``recv``), or lent in place for
 the length of a ``with`` block (``reserve``/``peek``).  Each end belongs to
@@ -18,7 +19,7 @@ from typing import Any, Literal
 
 from . import _core
 from ._errors import Closed
-from .segment import Segment, unique_name, validate_name
+from .segment import Segment, attach, check_create, finish_create, handoff, unique_name, validate_name
 
 __all__ = ["Channel", "WAIT_STRATEGIES"]
 
@@ -104,6 +105,7 @@ class Channel(_core.Channel):
         *,
         spin_ns: int | None = None,
         mode: int = 0o600,
+        persistent: bool = False,
     ) -> Channel:
         """Create a channel whose ring holds ``capacity`` bytes (a power of
         two, 64 bytes to 4 GiB).  ``wait`` is the strategy blocking calls
@@ -113,8 +115,9 @@ class Channel(_core.Channel):
         the consumer waits on it; the other side likewise for room; only a
         channel created so can be waited on so); ``spin_ns`` the
         adaptive strategy's spin before sleeping (default 20 µs, about the
-        cost of waking a sleeping process on common VMs).  The returned
-        handle owns the segment: leaving its ``with`` block unlinks it."""
+        cost of waking a sleeping process on common VMs).  The channel lives
+        while any process is attached to it (the last to leave removes it,
+        unless ``persistent``)."""
         if not isinstance(capacity, int) or isinstance(capacity, bool):
             raise TypeError(f"capacity must be int, not {type(capacity).__name__}")
         code = _wait_code(wait)
@@ -122,10 +125,10 @@ class Channel(_core.Channel):
             raise ValueError("wait must name a strategy")
         spin = _spin(spin_ns)
         bare = unique_name() if name is None else validate_name(name)
-        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
-            raise ValueError(f"mode must be permission bits between 0 and 0o777, got {mode!r}")
-        mapping = _core.create_channel(
-            bare, capacity, code, _core.CHANNEL_DEFAULT_SPIN_NS if spin < 0 else spin, mode
+        check_create(mode, persistent)
+        mapping = finish_create(
+            _core.create_channel(bare, capacity, code, _core.CHANNEL_DEFAULT_SPIN_NS if spin < 0 else spin, mode),
+            persistent,
         )
         segment = Segment._wrap(bare, mapping, owner=True, allow_other_owner=False)
         return cls._attach(segment, None, None)
@@ -144,7 +147,10 @@ class Channel(_core.Channel):
         other processes); other handles keep the channel's default."""
         _wait_code(wait)  # validate before touching anything
         _spin(spin_ns)
-        segment = Segment.open(name, allow_other_owner=allow_other_owner)
+        return cls._from_segment(Segment.open(name, allow_other_owner=allow_other_owner), wait, spin_ns)
+
+    @classmethod
+    def _from_segment(cls, segment: Segment, wait: str | None, spin_ns: int | None) -> Channel:
         try:
             if segment.info().kind != "channel":
                 raise ValueError(f"segment {segment.name!r} is a {segment.info().kind}, not a channel")
@@ -186,21 +192,23 @@ class Channel(_core.Channel):
         self._segment.close()
 
     def unlink(self) -> None:
-        """Remove the channel's name (processes attached keep using it)."""
+        """Remove the channel's name now (processes attached keep using it)."""
         self._segment.unlink()
+
+    @property
+    def persistent(self) -> bool:
+        """True: the last process to leave does not remove the channel."""
+        return self._segment.persistent
+
+    @persistent.setter
+    def persistent(self, value: bool) -> None:
+        self._segment.persistent = value
 
     def __enter__(self) -> Channel:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            self.close()
-        finally:
-            if self._segment.owner:
-                try:
-                    self._segment.unlink()
-                except FileNotFoundError:
-                    pass
+        self.close()
 
     def __iter__(self) -> Iterator[bytes]:
         """Messages until the writer closes the channel."""
@@ -213,12 +221,15 @@ class Channel(_core.Channel):
     def __reduce__(self) -> tuple[Any, ...]:
         if self.closed:
             raise ValueError(f"cannot pickle closed channel {self.name!r}")
-        return (_reopen, (self.name, self._wait_override, self._spin_override, self._segment._allow_other_owner))
+        allow = self._segment._allow_other_owner
+        fd = handoff(self._segment._mapping)
+        return (_reopen, (self.name, self._wait_override, self._spin_override, allow, fd))
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"capacity={self.capacity} wait={self.wait!r}"
         return f"<shmring.Channel {self.name!r} {state}{' owner' if self.owner else ''}>"
 
 
-def _reopen(name: str, wait: str | None, spin_ns: int | None, allow_other_owner: bool) -> Channel:
-    return Channel.open(name, wait, spin_ns=spin_ns, allow_other_owner=allow_other_owner)  # type: ignore[arg-type]
+def _reopen(name: str, wait: str | None, spin_ns: int | None, allow_other_owner: bool, fd: Any = None) -> Channel:
+    segment = Segment._wrap(name, attach(name, False, allow_other_owner, fd), False, allow_other_owner)
+    return Channel._from_segment(segment, wait, spin_ns)

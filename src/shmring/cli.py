@@ -40,24 +40,40 @@ class Listing:
     problem: str | None  # set for a segment with our magic whose header fails a check
     uid: int
     mode: int
+    in_use: bool | None  # does a process hold a lease on it (None: could not tell)
+    mtime: float
+
+
+def _look(name: str) -> _core.Mapping:
+    """Map segment ``name`` read-only to look at it: no attachment, nothing
+    kept alive, nobody disturbed."""
+    return _core.open(validate_name(name), True, True, False)
 
 
 def read_info(name: str) -> SegmentInfo:
-    """Header of segment ``name``, mapped read-only and unmapped again."""
+    """Header (and roster) of segment ``name``, mapped read-only and unmapped again."""
     return read_details(name)[0]
 
 
 def read_details(name: str) -> tuple[SegmentInfo, dict[str, Any]]:
-    """Header of segment ``name`` and, for a channel, its counters and ends."""
-    mapping = _core.open(validate_name(name), True, True)
+    """Header of segment ``name`` and, for a channel, a queue or a topic,
+    its counters."""
+    mapping = _look(name)
     try:
-        info = SegmentInfo.from_header(mapping.header())
+        info = SegmentInfo.from_mapping(mapping)
         readers = {"channel": _core.channel_info, "queue": _core.queue_info, "topic": _core.topic_info}
         reader = readers.get(info.kind)
         extra = reader(mapping) if reader is not None else {}
         return info, extra
     finally:
         mapping.close()
+
+
+def _in_use(name: str) -> bool | None:
+    try:
+        return _core.in_use(name)
+    except (OSError, ValueError):
+        return None
 
 
 def scan() -> Iterator[Listing]:
@@ -81,7 +97,7 @@ def scan() -> Iterator[Listing]:
             continue  # not ours, still being created, unreadable or gone
         except SegmentError as exc:
             info, problem = None, str(exc)
-        yield Listing(entry.name, info, problem, st.st_uid, stat.S_IMODE(st.st_mode))
+        yield Listing(entry.name, info, problem, st.st_uid, stat.S_IMODE(st.st_mode), _in_use(entry.name), st.st_mtime)
 
 
 def _age(created_ns: int) -> str:
@@ -104,10 +120,26 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
+def _users(item: Listing) -> str:
+    """The USERS column: the live attached processes, or what the lease says."""
+    assert item.info is not None
+    pids = item.info.live_users
+    extra = f" +{item.info.unlisted_users}" if item.info.unlisted_users else ""
+    if pids:
+        shown = ",".join(str(p) for p in pids[:4]) + ("..." if len(pids) > 4 else "")
+        return f"{len(pids)} ({shown}){extra}"
+    if item.in_use:
+        return "in use" + extra  # attached read-only (not listed), or listed entries already gone
+    if item.info.kind == "queue-chunk":
+        return "(its queue)"
+    return "none"
+
+
 def _listing_json(item: Listing) -> dict[str, Any]:
-    data: dict[str, Any] = {"name": item.name, "uid": item.uid, "mode": oct(item.mode)}
+    data: dict[str, Any] = {"name": item.name, "uid": item.uid, "mode": oct(item.mode), "in_use": item.in_use}
     if item.info is not None:
         data.update(asdict(item.info))
+        data["live_users"] = item.info.live_users
     data["problem"] = item.problem
     return data
 
@@ -125,21 +157,25 @@ def main() -> None:
 @main.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def ls_command(as_json: bool) -> None:
-    """List every shmring segment on this machine."""
+    """List every shmring segment on this machine, with the processes
+    attached to it (USERS) and its creator."""
     items = list(scan())
     if as_json:
         click.echo(json.dumps([_listing_json(i) for i in items], indent=2))
         return
     table = Table(box=None, header_style="bold")
-    for column in ("NAME", "KIND", "SIZE", "PID", "CREATOR", "AGE", "MODE"):
+    for column in ("NAME", "KIND", "SIZE", "USERS", "PID", "CREATOR", "AGE", "MODE"):
         table.add_column(column, no_wrap=True)
     for item in items:
         if item.info is None:
-            table.add_row(item.name, "?", "", "", f"[red]damaged: {item.problem}[/red]", "", oct(item.mode))
+            table.add_row(item.name, "?", "", "", "", f"[red]damaged: {item.problem}[/red]", "", oct(item.mode))
             continue
         i = item.info
         alive = "[green]alive[/green]" if i.alive else "[red]dead[/red]"
-        table.add_row(i.name, i.kind, _human(i.size), str(i.creator_pid), alive, _age(i.created_ns), oct(item.mode))
+        kind = i.kind + (" (persistent)" if i.persistent else "")
+        table.add_row(
+            i.name, kind, _human(i.size), _users(item), str(i.creator_pid), alive, _age(i.created_ns), oct(item.mode)
+        )
     if items:
         out.print(table)
     else:
@@ -150,9 +186,9 @@ def ls_command(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def inspect_command(name: str, as_json: bool) -> None:
-    """Show every header field of segment NAME (for a channel: its fill level,
-    counters and the processes at both ends; for a queue or a topic: its
-    counters)."""
+    """Show every header field of segment NAME, the processes attached to
+    it, and for a channel its fill level, counters and both ends (for a
+    queue or a topic: its counters)."""
     try:
         bare = validate_name(name)
         st = os.stat(os.path.join(SHM_DIR, bare))
@@ -164,6 +200,9 @@ def inspect_command(name: str, as_json: bool) -> None:
         _fail(str(exc))
         sys.exit(1)
     data = asdict(info)
+    data["users"] = [asdict(u) for u in info.users]
+    data["live_users"] = info.live_users
+    data["in_use"] = _in_use(bare)
     data["created"] = _dt.datetime.fromtimestamp(info.created_ns / 1e9).isoformat(timespec="seconds")
     data["age"] = _age(info.created_ns)
     data["uid"] = st.st_uid
@@ -180,7 +219,12 @@ def inspect_command(name: str, as_json: bool) -> None:
     table.add_column(style="bold")
     table.add_column()
     for key, value in data.items():
-        if isinstance(value, dict):
+        if key == "users":
+            for n, user in enumerate(info.users):
+                since = _dt.datetime.fromtimestamp(user.attached_ns / 1e9).isoformat(timespec="seconds")
+                state = "alive" if user.alive else "dead"
+                table.add_row(f"users.{n}", f"pid {user.pid} ({state}), attached {since}")
+        elif isinstance(value, dict):
             for sub, subvalue in value.items():
                 table.add_row(f"{key}.{sub}", str(subvalue))
         else:
@@ -188,41 +232,85 @@ def inspect_command(name: str, as_json: bool) -> None:
     out.print(table)
 
 
-def _chunk_parent(name: str) -> str:
-    """``queue`` for an overflow chunk named ``queue.q<N>``."""
-    return name.rpartition(".q")[0]
+def _queue_of_chunk(name: str) -> tuple[str, int, int] | None:
+    """(queue name, queue id, index) stamped in overflow chunk ``name``."""
+    stamp = _core.chunk_stamp(name)
+    if stamp is None:
+        return None
+    queue_id, index = stamp
+    queue = name.rpartition(".q")[0]
+    if not queue or _core.chunk_index(name, queue) != index:
+        return None
+    return queue, queue_id, index
 
 
-def _queue_chunks(name: str) -> list[str]:
-    prefix = name + ".q"
+def _chunk_is_stale(name: str) -> str | None:
+    """Why overflow chunk ``name`` no longer belongs to a queue, or None if
+    it does: its queue is gone or is another queue now, or the chunk fell
+    out of its queue's chain (a process was killed removing or making it)."""
+    owner = _queue_of_chunk(name)
+    if owner is None:
+        return None  # not a published chunk: judged by age like any unfinished segment
+    queue, queue_id, index = owner
     try:
-        entries = os.listdir(SHM_DIR)
-    except OSError:
-        return []
-    return [e for e in entries if e.startswith(prefix) and e[len(prefix) :].isdigit()]
+        mapping = _look(queue)
+    except FileNotFoundError:
+        return f"its queue {queue!r} is gone"
+    except (SegmentError, OSError, ValueError):
+        return None  # cannot tell: keep it
+    try:
+        counters = _core.queue_info(mapping) if mapping.header()["kind"] == _core.KIND_QUEUE else None
+    except (SegmentError, OSError, ValueError):
+        counters = None
+    finally:
+        mapping.close()
+    if counters is None or counters["queue_id"] != queue_id:
+        return f"{queue!r} is not the queue that made it"
+    if index < counters["chunk_head"]:
+        return f"already drained from {queue!r}"
+    return None
+
+
+# A segment whose creator has not published it within this time was left by
+# a process that died while making it.
+_UNFINISHED_AGE_S = 10.0
 
 
 @main.command("rm")
 @click.argument("names", nargs=-1, required=True)
-@click.option("--force", is_flag=True, help="Also remove objects that are not shmring segments.")
+@click.option("--force", is_flag=True, help="Also remove objects in use, or that are not shmring segments.")
 def rm_command(names: tuple[str, ...], force: bool) -> None:
-    """Remove segments by name (processes that have them mapped keep them)."""
+    """Remove segments by name.  A segment that processes are attached to is
+    refused without --force; with it, only the name goes (POSIX semantics:
+    the attached processes keep using it, and the last of them removes the
+    rest).  A queue's overflow chunks go with it."""
     failed = False
     for name in names:
         try:
             bare = validate_name(name)
             if not force:
                 try:
-                    read_info(bare)
+                    info = read_info(bare)
                 except (ForeignSegmentError, SegmentNotReadyError):
                     _fail(f"{name!r} is not a shmring segment (or not yet initialised); not removed (use --force)")
                     failed = True
                     continue
                 except SegmentError:
-                    pass  # ours but damaged: removing it is what the user wants
-            _core.unlink(bare)
-            for chunk in _queue_chunks(bare):
-                _core.unlink(chunk)
+                    info = None  # ours but damaged: removing it is what the user wants
+                if info is not None and info.kind == "queue-chunk" and _chunk_is_stale(bare) is None:
+                    _fail(f"{name!r} is an overflow chunk of a live queue; remove the queue instead (or use --force)")
+                    failed = True
+                    continue
+                if _core.in_use(bare):
+                    users = ", ".join(str(p) for p in info.live_users) if info is not None else ""
+                    _fail(
+                        f"{name!r} is in use" + (f" by process(es) {users}" if users else "")
+                        + "; not removed (use --force to remove its name anyway)"
+                    )
+                    failed = True
+                    continue
+            if not _core.remove_unused(bare, True):  # in use (--force): only the name goes
+                _core.unlink(bare)
         except FileNotFoundError:
             _fail(f"no such segment: {name!r}")
             failed = True
@@ -235,34 +323,73 @@ def rm_command(names: tuple[str, ...], force: bool) -> None:
         sys.exit(1)
 
 
+@dataclass(frozen=True)
+class _Victim:
+    """A segment `shmring gc` removes, and why."""
+
+    name: str
+    reason: str
+    by_lease: bool  # removed only if still nobody is attached (else it has no lease to ask: unlinked)
+
+
+def _gc_victim(item: Listing) -> _Victim | None:
+    if item.info is None:
+        return None  # damaged: only `shmring rm` removes it
+    if item.info.kind == "queue-chunk":
+        why = _chunk_is_stale(item.name)
+        return None if why is None else _Victim(item.name, why, by_lease=False)
+    if item.info.persistent or item.in_use is not False:
+        return None
+    return _Victim(item.name, "no process is attached to it", by_lease=True)
+
+
+def _unfinished() -> Iterator[_Victim]:
+    """Segments never published whose maker is gone: no lease, old enough."""
+    try:
+        entries = list(os.scandir(SHM_DIR))
+    except FileNotFoundError:
+        return
+    now = time.time()
+    for entry in entries:
+        try:
+            validate_name(entry.name)
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < _UNFINISHED_AGE_S:
+                continue
+            read_info(entry.name)
+        except SegmentNotReadyError:
+            if not _in_use(entry.name):  # (an unfinished chunk never has a lease)
+                yield _Victim(entry.name, "never finished: its maker died while creating it", by_lease=False)
+        except (ValueError, OSError, SegmentError):
+            continue
+
+
 @main.command("gc")
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 def gc_command(dry_run: bool) -> None:
-    """Remove segments whose creating process has died."""
-    listed = list(scan())
-    names = {item.name for item in listed}
-    # A queue's overflow chunk lives as long as its queue, whoever made it.
-    dead = [
-        item
-        for item in listed
-        if item.info is not None
-        and not item.info.alive
-        and not (item.info.kind == "queue-chunk" and _chunk_parent(item.name) in names)
-    ]
+    """Remove segments that no live process is attached to (left by
+    processes that crashed), except persistent ones; overflow chunks whose
+    queue is gone; and segments whose maker died while creating them.
+    Nothing a live process uses is ever removed."""
+    victims = [v for item in scan() if (v := _gc_victim(item)) is not None] + list(_unfinished())
     failed = False
-    for item in dead:
+    for victim in victims:
         if dry_run:
-            out.print(f"would remove {item.name} (creator pid {item.info.creator_pid} is dead)")  # type: ignore[union-attr]
+            out.print(f"would remove {victim.name} ({victim.reason})")
             continue
         try:
-            _core.unlink(item.name)
-            out.print(f"removed {item.name}")
+            if victim.by_lease:
+                if not _core.remove_unused(victim.name):
+                    continue  # somebody attached meanwhile: kept
+            else:
+                _core.unlink(victim.name)
+            out.print(f"removed {victim.name} ({victim.reason})")
         except FileNotFoundError:
             pass  # somebody else removed it meanwhile
         except OSError as exc:
             _fail(str(exc))
             failed = True
-    if not dead:
+    if not victims:
         out.print("nothing to remove")
     if failed:
         sys.exit(1)

@@ -14,8 +14,6 @@ the queue, is in docs/PROTOCOL.md section 5.
 
 from __future__ import annotations
 
-import os
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +21,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 from . import _core
-from ._errors import Error
-from .segment import Segment, unique_name, validate_name
+from .segment import Segment, attach, check_create, finish_create, handoff, unique_name, validate_name
 
 __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "DEFAULT_CAPACITY", "DEFAULT_SPIN_NS"]
 
@@ -36,44 +33,6 @@ DEFAULT_SPIN_NS = 20_000
 
 _MAX_BYTES = 2**32  # record lengths are 32-bit
 _MAX_ITEMS = 2**63 - 1  # as multiprocessing: a larger maxsize overflows its semaphore
-
-_CHUNK_DIR = "/dev/shm"
-
-
-def _remove_names(name: str, pid: int, chunks: bool = True) -> None:
-    """Unlink a queue (and its overflow chunks): the creator, at the end."""
-    if os.getpid() != pid:
-        return  # a forked child's copy of the owner: not ours to remove
-    for victim in [name] + (_chunk_names(name) if chunks else []):
-        try:
-            _core.unlink(victim)
-        except FileNotFoundError:
-            pass
-
-
-def _chunk_names(name: str) -> list[str]:
-    """The overflow chunks of queue ``name`` in /dev/shm (by name and kind:
-    a queue may well be called like another's chunk)."""
-    prefix = name + ".q"
-    try:
-        entries = os.listdir(_CHUNK_DIR)
-    except OSError:
-        return []
-    found = []
-    for entry in entries:
-        if not (entry.startswith(prefix) and entry[len(prefix) :].isdigit()):
-            continue
-        try:
-            mapping = _core.open(entry, True, True)
-        except (OSError, ValueError, Error):
-            continue
-        try:
-            if mapping.header()["kind"] == _core.KIND_QUEUE_CHUNK:
-                found.append(entry)
-        finally:
-            mapping.close()
-    return found
-
 
 class Queue(_core.Queue):
     """A process-shared FIFO queue with the API of :class:`multiprocessing.Queue`.
@@ -100,9 +59,12 @@ class Queue(_core.Queue):
     that batch.
 
     Pass it to child processes as an argument (fork, spawn or forkserver):
-    it pickles by name.  The creating process owns the segments: they are
-    removed when its handle is garbage collected, at interpreter exit, or
-    on :meth:`unlink`; a crashed owner's are found by ``shmring gc``.
+    it pickles by name.  The queue lives while any process is attached to
+    it: every handle, in any process, is an attachment until it is closed,
+    garbage collected, or its process ends; the last one to leave removes
+    the queue and its overflow chunks (unless ``persistent=True``), so no
+    item is lost while some process still uses the queue.  A process that
+    crashed as the last user leaves it to ``shmring gc``.
     """
 
     _segment: Segment
@@ -118,6 +80,7 @@ class Queue(_core.Queue):
         loads: Callable[[bytes], Any] | None = None,
         spin_ns: int | None = None,
         mode: int = 0o600,
+        persistent: bool = False,
         ctx: Any = None,
     ) -> None:
         if not isinstance(maxsize, int) or isinstance(maxsize, bool):
@@ -138,15 +101,13 @@ class Queue(_core.Queue):
             spin_ns = DEFAULT_SPIN_NS
         if not isinstance(spin_ns, int) or isinstance(spin_ns, bool) or not 0 <= spin_ns <= 50_000_000:
             raise ValueError(f"spin_ns must be an int between 0 and 50_000_000, not {spin_ns!r}")
-        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
-            raise ValueError(f"mode must be permission bits between 0 and 0o777, got {mode!r}")
+        check_create(mode, persistent)
         if not (dumps is None or callable(dumps)) or not (loads is None or callable(loads)):
             raise TypeError("dumps and loads must be callables or None")
         bare = unique_name() if name is None else validate_name(name)
-        mapping = _core.create_queue(bare, capacity, max(maxsize, 0), flags, spin_ns, mode)
+        mapping = finish_create(_core.create_queue(bare, capacity, max(maxsize, 0), flags, spin_ns, mode), persistent)
         segment = Segment._wrap(bare, mapping, owner=True, allow_other_owner=False)
         self._setup(segment, dumps, loads, False)
-        weakref.finalize(self, _remove_names, bare, os.getpid())
 
     def _setup(self, segment: Segment, dumps: Any, loads: Any, allow_other_owner: bool) -> None:
         self._segment = segment
@@ -173,7 +134,11 @@ class Queue(_core.Queue):
         allow_other_owner: bool = False,
     ) -> Self:
         """Attach to the queue called ``name`` (made by another process)."""
-        segment = Segment.open(name, allow_other_owner=allow_other_owner)
+        return cls._from_segment(Segment.open(name, allow_other_owner=allow_other_owner), dumps, loads)
+
+    @classmethod
+    def _from_segment(cls, segment: Segment, dumps: Any, loads: Any) -> Self:
+        allow_other_owner = segment._allow_other_owner
         try:
             kind = segment.info().kind
             if kind != "queue":
@@ -246,30 +211,45 @@ class Queue(_core.Queue):
         """True in the creating process."""
         return self._segment.owner
 
+    @property
+    def persistent(self) -> bool:
+        """True: the last process to leave does not remove the queue."""
+        return self._segment.persistent
+
+    @persistent.setter
+    def persistent(self, value: bool) -> None:
+        self._segment.persistent = value
+
+    def close(self) -> None:
+        """As :meth:`multiprocessing.Queue.close`: this handle puts and gets
+        no more (they raise ``ValueError``).  It also ends the handle's
+        attachment: if no other handle, in any process, is attached, the
+        queue and what it holds are removed.  Items already put stay for the
+        processes still attached."""
+        _core.Queue.close(self)
+        self._segment._mapping.leave()
+
     def unlink(self) -> None:
-        """Remove the queue's name: no new process can attach; processes
-        attached keep working (overflow chunks keep their names until they
-        are drained, or until the creator's handle goes away)."""
-        _remove_names(self.name, os.getpid(), chunks=False)
-        self._segment._owner_pid = None
+        """Remove the queue's name now: no new process can attach by name;
+        processes attached keep working, and the last of them to leave
+        removes the overflow chunks."""
+        _core.unlink(self.name)
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        """Close; the creator also removes the queue and its chunks."""
+        """Close (see :meth:`close`)."""
         self.close()
-        if self.owner:
-            _remove_names(self.name, os.getpid())
-            self._segment._owner_pid = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
         for key in ("maxsize", "max_size_bytes", "max_bytes_to_read"):
             state.pop(key, None)
+        fd = handoff(self._segment._mapping)
         return (
             _reopen,
-            (type(self), self.name, self._dumps_fn, self._loads_fn, self._allow_other_owner),
+            (type(self), self.name, self._dumps_fn, self._loads_fn, self._allow_other_owner, fd),
             state or None,
         )
 
@@ -281,8 +261,9 @@ class Queue(_core.Queue):
         return f"<shmring.{type(self).__name__} {self.name!r} {bound} capacity={self.capacity}>"
 
 
-def _reopen(cls: type[Queue], name: str, dumps: Any, loads: Any, allow_other_owner: bool) -> Queue:
-    return cls.open(name, dumps=dumps, loads=loads, allow_other_owner=allow_other_owner)
+def _reopen(cls: type[Queue], name: str, dumps: Any, loads: Any, allow_other_owner: bool, fd: Any = None) -> Queue:
+    segment = Segment._wrap(name, attach(name, False, allow_other_owner, fd), False, allow_other_owner)
+    return cls._from_segment(segment, dumps, loads)
 
 
 class JoinableQueue(Queue):

@@ -1,19 +1,23 @@
 """POSIX shared-memory segments with a validated header.
 
-A :class:`Segment` is one ``shm_open`` object, mapped whole: a 128-byte
-header (magic, layout version, ABI, kind, true size, creator identity,
-checksum; see docs/PROTOCOL.md) followed by the payload, which ``buf``
-exposes as a writable memoryview.
+A :class:`Segment` is one ``shm_open`` object, mapped whole: a header page
+(magic, layout version, ABI, kind, true size, creator identity, checksum,
+the roster of attached processes; see docs/PROTOCOL.md) followed by the
+payload, which ``buf`` exposes as a writable memoryview.
 
-The segment's lifetime belongs to its creator: the handle returned by
-:meth:`Segment.create` unlinks the name when its ``with`` block ends; every
-other handle only unmaps.  shmring never registers segments with
-``multiprocessing.resource_tracker``, so no other process unlinks them
-behind the creator's back and no "leaked shared_memory" warning appears.
+Lifetime: a segment lives while any live process is attached to it.  Every
+handle (a created one, an opened one, an unpickled one, a forked child's
+copy) is an attachment, held until :meth:`Segment.close`, until the handle
+is garbage collected, or until its process ends, however it ends; the last
+one to leave removes the segment, unless it was made ``persistent``.
+shmring never registers segments with ``multiprocessing.resource_tracker``,
+so no other process unlinks them behind their users' backs and no "leaked
+shared_memory" warning appears.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import secrets
@@ -24,7 +28,7 @@ from typing import Any
 from . import _core
 from ._errors import BufferInUseError, SegmentNotReadyError
 
-__all__ = ["Segment", "SegmentInfo", "KIND_NAMES", "validate_name", "unique_name"]
+__all__ = ["Segment", "SegmentInfo", "Attachment", "KIND_NAMES", "validate_name", "unique_name"]
 
 KIND_NAMES = {
     _core.KIND_RAW: "segment",
@@ -66,6 +70,15 @@ def unique_name(prefix: str = "shmring") -> str:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """One entry of a segment's roster: a process attached to it."""
+
+    pid: int
+    alive: bool
+    attached_ns: int  # CLOCK_REALTIME nanoseconds
+
+
+@dataclass(frozen=True)
 class SegmentInfo:
     """The header of a segment, as the CLI shows it."""
 
@@ -78,10 +91,14 @@ class SegmentInfo:
     creator_start: int
     creator_uid: int
     created_ns: int
-    alive: bool
+    alive: bool  # the creator
+    persistent: bool = False
+    users: tuple[Attachment, ...] = ()  # the roster (live and dead entries)
+    unlisted_users: int = 0  # attachments that found the roster full
 
     @classmethod
-    def from_header(cls, header: dict[str, Any]) -> SegmentInfo:
+    def from_mapping(cls, mapping: _core.Mapping) -> SegmentInfo:
+        header = mapping.header()
         return cls(
             name=header["name"],
             kind=KIND_NAMES.get(header["kind"], str(header["kind"])),
@@ -93,13 +110,22 @@ class SegmentInfo:
             creator_uid=header["creator_uid"],
             created_ns=header["created_ns"],
             alive=_core.process_alive(header["creator_pid"], header["creator_start"]),
+            persistent=header["persistent"],
+            users=tuple(Attachment(pid, alive, since) for pid, alive, since in mapping.users()),
+            unlisted_users=header["roster_overflow"],
         )
+
+    @property
+    def live_users(self) -> list[int]:
+        """Pids of the listed processes that are still running."""
+        return sorted({u.pid for u in self.users if u.alive})
 
 
 class Segment:
     """One POSIX shared-memory segment: header + payload.
 
     Make one with :meth:`create` or :meth:`open`, not with the constructor.
+    Each handle is one attachment (see the module doc).
     """
 
     __slots__ = ("_name", "_mapping", "_buf", "_owner_pid", "_allow_other_owner", "__weakref__")
@@ -124,50 +150,39 @@ class Segment:
         return self
 
     @classmethod
-    def create(cls, name: str | None, size: int, mode: int = 0o600) -> Segment:
+    def create(cls, name: str | None, size: int, mode: int = 0o600, *, persistent: bool = False) -> Segment:
         """Create a new segment with ``size`` payload bytes.
 
         ``O_CREAT | O_EXCL``: an existing name raises ``FileExistsError``.
         The pages are reserved at once, so a full /dev/shm raises ``OSError``
         (ENOSPC) here rather than SIGBUS later.  ``name=None`` picks a unique
-        name.  The returned handle owns the segment: leaving its ``with``
-        block (or calling :meth:`unlink`) removes the name.
+        name.  The segment lives while any process is attached to it; the
+        last one to leave removes it, unless ``persistent`` (then only
+        :meth:`unlink`, ``shmring rm`` or a reboot remove it).
         """
-        return cls._create(name, size, mode, _core.KIND_RAW)
+        return cls._create(name, size, mode, _core.KIND_RAW, persistent)
 
     @classmethod
-    def _create(cls, name: str | None, size: int, mode: int, kind: int) -> Segment:
+    def _create(cls, name: str | None, size: int, mode: int, kind: int, persistent: bool = False) -> Segment:
         bare = unique_name() if name is None else validate_name(name)
         if not isinstance(size, int) or isinstance(size, bool):
             raise TypeError(f"size must be int, not {type(size).__name__}")
         if size < 1:
             raise ValueError(f"size must be at least 1 byte, got {size}")
-        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
-            raise ValueError(f"mode must be permission bits between 0 and 0o777, got {mode!r}")
-        mapping = _core.create(bare, size, kind, mode)
-        return cls._wrap(bare, mapping, owner=True, allow_other_owner=False)
+        check_create(mode, persistent)
+        return cls._wrap(bare, finish_create(_core.create(bare, size, kind, mode), persistent), True, False)
 
     @classmethod
     def open(cls, name: str, *, readonly: bool = False, allow_other_owner: bool = False) -> Segment:
         """Attach to an existing segment after checking that it is ours.
 
-        Raises ``FileNotFoundError`` for a missing name and a subclass of
-        :class:`shmring.SegmentError` for a segment that is foreign,
-        truncated, of another version or ABI, corrupted, or owned by
-        another user (unless ``allow_other_owner``).
+        Raises ``FileNotFoundError`` for a missing name (or a segment whose
+        last user removed it) and a subclass of :class:`shmring.SegmentError`
+        for a segment that is foreign, truncated, of another version or ABI,
+        corrupted, or owned by another user (unless ``allow_other_owner``).
         """
         bare = validate_name(name)
-        deadline = time.monotonic() + _READY_WAIT_S
-        while True:
-            try:
-                mapping = _core.open(bare, readonly, allow_other_owner)
-                break
-            except SegmentNotReadyError:
-                # The creator may be between shm_open and publishing the header.
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.002)
-        return cls._wrap(bare, mapping, owner=False, allow_other_owner=allow_other_owner)
+        return cls._wrap(bare, attach(bare, readonly, allow_other_owner), False, allow_other_owner)
 
     # -- properties ---------------------------------------------------------
 
@@ -197,16 +212,28 @@ class Segment:
         """True in the creating process for the handle that created it."""
         return self._owner_pid == os.getpid()
 
+    @property
+    def persistent(self) -> bool:
+        """True: the last process to leave does not remove the segment.
+        Settable (by any attached process with write access)."""
+        return self._mapping.persistent
+
+    @persistent.setter
+    def persistent(self, value: bool) -> None:
+        self._mapping.persistent = value
+
     def info(self) -> SegmentInfo:
-        """The header fields and whether the creator is still alive."""
-        return SegmentInfo.from_header(self._mapping.header())
+        """The header fields, whether the creator is alive, and who is attached."""
+        return SegmentInfo.from_mapping(self._mapping)
 
     # -- lifetime -----------------------------------------------------------
 
     def close(self) -> None:
-        """Unmap.  Raises :class:`shmring.BufferInUseError` while
-        memoryviews taken from :attr:`buf` are still alive; release them
-        (``mv.release()`` or ``with buf[...] as mv``) first."""
+        """Leave and unmap: this handle's attachment ends, and if it was the
+        last one anywhere the segment is removed (unless persistent).
+        Raises :class:`shmring.BufferInUseError` while memoryviews taken
+        from :attr:`buf` are still alive; release them (``mv.release()`` or
+        ``with buf[...] as mv``) first."""
         if self._mapping.closed:
             return
         # Our own view of the payload counts as an export: drop it first, and
@@ -225,35 +252,116 @@ class Segment:
             raise
 
     def unlink(self) -> None:
-        """Remove the segment's name.  Processes that have it mapped keep
-        their mappings; no new process can open it."""
+        """Remove the segment's name now.  Processes attached keep using it
+        (POSIX semantics); no new process can open it by name."""
         _core.unlink(self._name)
-        self._owner_pid = None
 
     def __enter__(self) -> Segment:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            self.close()
-        finally:
-            if self.owner:
-                try:
-                    self.unlink()
-                except FileNotFoundError:
-                    pass
+        self.close()
 
-    # -- pickling: by name, re-attached in the receiving process ------------
+    # -- pickling: re-attached in the receiving process ------------------------
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self._mapping.closed:
             raise ValueError(f"cannot pickle closed segment {self._name!r}")
-        return (_reopen, (self._name, self._mapping.readonly, self._allow_other_owner))
+        return (_reopen, (self._name, self._mapping.readonly, self._allow_other_owner, handoff(self._mapping)))
 
     def __repr__(self) -> str:
         state = "closed" if self._mapping.closed else f"size={self.size}"
         return f"<shmring.Segment {self._name!r} {state}{' owner' if self.owner else ''}>"
 
 
-def _reopen(name: str, readonly: bool, allow_other_owner: bool) -> Segment:
-    return Segment.open(name, readonly=readonly, allow_other_owner=allow_other_owner)
+def _reopen(name: str, readonly: bool, allow_other_owner: bool, fd: Any = None) -> Segment:
+    return Segment._wrap(name, attach(name, readonly, allow_other_owner, fd), False, allow_other_owner)
+
+
+# -- the plumbing every kind of object shares ---------------------------------------
+
+
+def check_create(mode: object, persistent: object = False) -> None:
+    """Validate the arguments every kind's create() shares."""
+    if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
+        raise ValueError(f"mode must be permission bits between 0 and 0o777, got {mode!r}")
+    if not isinstance(persistent, bool):
+        raise TypeError(f"persistent must be a bool, not {type(persistent).__name__}")
+
+
+def finish_create(mapping: _core.Mapping, persistent: bool) -> _core.Mapping:
+    """Mark a freshly created segment persistent if asked (its creator is
+    attached, so nobody can remove it in between)."""
+    if persistent:
+        mapping.persistent = True
+    return mapping
+
+
+def attach(name: str, readonly: bool, allow_other_owner: bool, fd: Any = None) -> _core.Mapping:
+    """A new attachment to segment ``name``: through ``fd`` (a
+    ``multiprocessing`` descriptor handed over by the process that started
+    this one, see :func:`handoff`), else by name."""
+    if fd is not None:
+        return _core.open_fd(fd.detach(), name, readonly, allow_other_owner)
+    deadline = time.monotonic() + _READY_WAIT_S
+    while True:
+        try:
+            return _core.open(name, readonly, allow_other_owner)
+        except SegmentNotReadyError:
+            # The creator may be between shm_open and publishing the header.
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.002)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                exc.errno,
+                f"no shmring segment {name!r}: it was never made, or every process using it has left "
+                "(the last one removes it; pass persistent=True to keep it)",
+                exc.filename,
+            ) from None
+
+
+def handoff(mapping: _core.Mapping) -> Any:
+    """While ``multiprocessing`` starts a child (spawn, forkserver) and
+    pickles its arguments: a descriptor of our attachment for the child, so
+    that the segment stays alive until the child has attached, whatever this
+    process does meanwhile.  Otherwise None: the handle re-attaches by name,
+    which needs the segment to still exist when it is unpickled."""
+    from multiprocessing import context, reduction
+
+    if context.get_spawning_popen() is None or mapping.lease_fd < 0:
+        return None
+    return reduction.DupFd(mapping.lease_fd)
+
+
+# -- process exit: every attachment ends --------------------------------------------
+
+
+class _ExitHook:
+    """Anchor for multiprocessing's after-fork registry (it keeps weak references)."""
+
+
+_exit_hook = _ExitHook()
+
+
+def _install_mp_exit_hook(_: object = None) -> None:
+    # multiprocessing's children end with os._exit(), which skips atexit:
+    # its own exit finalizers are what they run.  The registry is emptied in
+    # every new child, hence the after-fork re-registration.  Priority 0: a
+    # process that is ending leaves before it waits for its children (which
+    # hold attachments of their own).
+    from multiprocessing import util
+
+    util.Finalize(None, _core._leave_all, exitpriority=0)
+
+
+def _install_exit_hooks() -> None:
+    from multiprocessing import util
+
+    atexit.register(_core._leave_all)
+    _install_mp_exit_hook()
+    util.register_after_fork(_exit_hook, _install_mp_exit_hook)
+    os.register_at_fork(after_in_child=_core._after_fork_child)
+
+
+_install_exit_hooks()

@@ -33,7 +33,7 @@ import os
 from typing import Any, ClassVar, Literal, TypeVar
 
 from . import _core
-from .segment import Segment
+from .segment import Segment, attach, handoff
 
 __all__ = [
     "AtomicFlag",
@@ -106,17 +106,19 @@ class _Primitive:
     # -- named primitives: a small segment of their own ----------------------
 
     @classmethod
-    def create(cls: type[P], name: str | None = None, *args: Any, mode: int = 0o600) -> P:
-        """Create a named segment holding one primitive."""
-        segment = Segment._create(name, max(cls.SIZE, 8), mode, _core.KIND_SYNC)
+    def create(cls: type[P], name: str | None = None, *args: Any, mode: int = 0o600, persistent: bool = False) -> P:
+        """Create a named segment holding one primitive.  It lives while any
+        process is attached to it (each handle is an attachment); the last
+        one to leave removes it, unless ``persistent``."""
+        segment = Segment._create(name, max(cls.SIZE, 8), mode, _core.KIND_SYNC, persistent)
         try:
             self = cls(segment, 0)
             self._owns_segment = True
             self._init_named(*args)
             return self
         except BaseException:
-            segment.close()
-            segment.unlink()
+            segment.persistent = False
+            segment.close()  # the only user: this removes it
             raise
 
     def _init_named(self, *args: Any) -> None:
@@ -125,7 +127,11 @@ class _Primitive:
 
     @classmethod
     def open(cls: type[P], name: str, *, allow_other_owner: bool = False) -> P:
-        segment = Segment.open(name, allow_other_owner=allow_other_owner)
+        """Attach to a named primitive made by :meth:`create`."""
+        return cls._from_segment(Segment.open(name, allow_other_owner=allow_other_owner))
+
+    @classmethod
+    def _from_segment(cls: type[P], segment: Segment) -> P:
         try:
             if segment.info().kind != "sync":
                 raise ValueError(f"segment {segment.name!r} is not a named primitive")
@@ -137,32 +143,35 @@ class _Primitive:
             raise
 
     def close(self) -> None:
-        """Drop this handle; a named primitive's segment is unmapped (and
-        unlinked by its creator).  A primitive inside a segment of yours
-        needs no closing: it stops working when the segment closes."""
+        """Drop this handle.  A named primitive's attachment ends (the last
+        process to leave removes it, unless persistent).  A primitive inside
+        a segment of yours needs no closing: it stops working when the
+        segment closes."""
         self._closed = True
         if self._owns_segment:
-            owner = self._segment.owner
             self._segment.close()
-            if owner:
-                try:
-                    self._segment.unlink()
-                except FileNotFoundError:
-                    pass
+
+    def unlink(self) -> None:
+        """Remove a named primitive's name now (attached processes keep it)."""
+        if not self._owns_segment:
+            raise TypeError(f"this {type(self).__name__} lives in a segment of yours: unlink the segment")
+        self._segment.unlink()
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self._closed or self._segment.closed:
             raise ValueError(f"cannot pickle a closed {type(self).__name__}")
         if self._owns_segment:
-            return (_reopen_named, (type(self), self._segment.name, self._segment._allow_other_owner))
+            segment = self._segment
+            return (_reopen_named, (type(self), segment.name, segment._allow_other_owner, handoff(segment._mapping)))
         return (type(self), (self._segment, self._offset))
 
     def __repr__(self) -> str:
         return f"<shmring.{type(self).__name__} in {self._segment.name!r} at {self._offset}>"
 
 
-def _reopen_named(cls: type[P], name: str, allow_other_owner: bool) -> P:
-    return cls.open(name, allow_other_owner=allow_other_owner)
+def _reopen_named(cls: type[P], name: str, allow_other_owner: bool, fd: Any = None) -> P:
+    mapping = attach(name, False, allow_other_owner, fd)
+    return cls._from_segment(Segment._wrap(name, mapping, False, allow_other_owner))
 
 
 class _Atomic(_Primitive):
@@ -403,7 +412,7 @@ class Condition(_Primitive):
         return (type(self), (self._segment, self._offset, self._lock))
 
     @classmethod
-    def create(cls, name: str | None = None, *args: Any, mode: int = 0o600) -> Condition:
+    def create(cls, name: str | None = None, *args: Any, mode: int = 0o600, persistent: bool = False) -> Condition:
         raise TypeError("a Condition lives beside its Mutex: Condition(segment, offset, lock=mutex)")
 
     @classmethod

@@ -17,15 +17,13 @@ algorithm: docs/PROTOCOL.md section 6.
 
 from __future__ import annotations
 
-import os
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
 from . import _core
 from ._errors import Timeout
-from .segment import Segment, unique_name, validate_name
+from .segment import Segment, attach, check_create, finish_create, handoff, unique_name, validate_name
 
 __all__ = ["Topic", "Publisher", "Subscription", "DEFAULT_TOPIC_CAPACITY"]
 
@@ -36,18 +34,15 @@ _POLICIES = {"block": _core.TOPIC_BLOCK, "overwrite": _core.TOPIC_OVERWRITE}
 _DEFAULT_SPIN_NS = 20_000
 
 
-def _unlink(name: str, pid: int) -> None:
-    if os.getpid() == pid:
-        try:
-            _core.unlink(name)
-        except FileNotFoundError:
-            pass
-
-
 class Topic:
     """A named broadcast topic.  Make one with :meth:`create`, attach with
     :meth:`open` or by passing it to a child process (it pickles by name);
-    then :meth:`publisher` and :meth:`subscribe`."""
+    then :meth:`publisher` and :meth:`subscribe`.
+
+    The topic lives while any process is attached to it: the Topic handle,
+    and each Publisher and Subscription, is an attachment of its own, held
+    until it is closed, garbage collected, or its process ends; the last
+    one to leave removes the topic (unless ``persistent=True``)."""
 
     _segment: Segment
     _observer: _core.TopicEnd
@@ -72,14 +67,14 @@ class Topic:
         max_subscribers: int = 64,
         spin_ns: int = _DEFAULT_SPIN_NS,
         mode: int = 0o600,
+        persistent: bool = False,
     ) -> Topic:
         """Create a topic whose ring holds ``capacity`` bytes (a multiple of
         16; each message takes a 16-byte header plus its size rounded up to
         16).  ``policy`` is "block" or "overwrite" (see the module doc);
         ``max_subscribers`` sizes the subscriber table; ``spin_ns`` is how
-        long a waiting subscriber polls before it sleeps.  The creating
-        handle owns the segment: it is removed when that handle is garbage
-        collected, at exit, on :meth:`unlink` or when its ``with`` ends."""
+        long a waiting subscriber polls before it sleeps.  The topic lives
+        while any process is attached to it (see the class doc)."""
         if policy not in _POLICIES:
             raise ValueError(f"policy must be 'block' or 'overwrite', not {policy!r}")
         for label, value in (("capacity", capacity), ("max_subscribers", max_subscribers), ("spin_ns", spin_ns)):
@@ -87,19 +82,20 @@ class Topic:
                 raise TypeError(f"{label} must be int, not {type(value).__name__}")
         if not 0 <= spin_ns <= 50_000_000:
             raise ValueError(f"spin_ns must be between 0 and 50_000_000, not {spin_ns}")
-        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
-            raise ValueError(f"mode must be permission bits between 0 and 0o777, got {mode!r}")
+        check_create(mode, persistent)
         bare = unique_name() if name is None else validate_name(name)
-        mapping = _core.create_topic(bare, capacity, _POLICIES[policy], max_subscribers, spin_ns, mode)
-        segment = Segment._wrap(bare, mapping, owner=True, allow_other_owner=False)
-        self = cls._wrap(segment)
-        weakref.finalize(self, _unlink, bare, os.getpid())
-        return self
+        mapping = finish_create(
+            _core.create_topic(bare, capacity, _POLICIES[policy], max_subscribers, spin_ns, mode), persistent
+        )
+        return cls._wrap(Segment._wrap(bare, mapping, owner=True, allow_other_owner=False))
 
     @classmethod
     def open(cls, name: str, *, allow_other_owner: bool = False) -> Topic:
         """Attach to an existing topic."""
-        segment = Segment.open(name, allow_other_owner=allow_other_owner)
+        return cls._from_segment(Segment.open(name, allow_other_owner=allow_other_owner))
+
+    @classmethod
+    def _from_segment(cls, segment: Segment) -> Topic:
         try:
             kind = segment.info().kind
             if kind != "topic":
@@ -110,13 +106,20 @@ class Topic:
             raise
 
     def publisher(self) -> Publisher:
-        """A handle to publish with (any number, in any processes)."""
-        return Publisher(self._segment._mapping, _core.TOPIC_PUBLISHER)
+        """A handle to publish with (any number, in any processes).  It is an
+        attachment of its own: it keeps the topic alive until it is closed."""
+        return Publisher(self._attachment(), _core.TOPIC_PUBLISHER)
 
     def subscribe(self) -> Subscription:
         """A new subscription: it sees every message published from now on.
-        It belongs to this process (it does not pickle)."""
-        return Subscription(self._segment._mapping, _core.TOPIC_SUBSCRIBER)
+        It belongs to this process (it does not pickle) and is an attachment
+        of its own: it keeps the topic alive until it is closed."""
+        return Subscription(self._attachment(), _core.TOPIC_SUBSCRIBER)
+
+    def _attachment(self) -> _core.Mapping:
+        if self._segment.closed:
+            raise ValueError(f"topic {self.name!r} is closed")
+        return self._segment._mapping.duplicate()
 
     def latest(self) -> Any:
         """The newest message published (bytes, or the object for
@@ -144,24 +147,36 @@ class Topic:
         """Messages published, live subscribers, ring counters."""
         return self._observer.stats()
 
+    @property
+    def persistent(self) -> bool:
+        """True: the last process to leave does not remove the topic."""
+        return self._segment.persistent
+
+    @persistent.setter
+    def persistent(self, value: bool) -> None:
+        self._segment.persistent = value
+
     def unlink(self) -> None:
-        """Remove the topic's name (attached processes keep using it)."""
-        _unlink(self.name, os.getpid())
-        self._segment._owner_pid = None
+        """Remove the topic's name now (attached processes keep using it)."""
+        self._segment.unlink()
 
     def close(self) -> None:
+        """End this handle's attachment (publishers and subscriptions made
+        from it are attachments of their own and stay open)."""
         self._observer.close()
+        self._segment._mapping.leave()
 
     def __enter__(self) -> Topic:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-        if self.owner:
-            self.unlink()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_reopen, (self.name, self._segment._allow_other_owner))
+        if self._segment.closed:
+            raise ValueError(f"cannot pickle closed topic {self.name!r}")
+        allow = self._segment._allow_other_owner
+        return (_reopen, (self.name, allow, handoff(self._segment._mapping)))
 
     def __repr__(self) -> str:
         return f"<shmring.Topic {self.name!r} capacity={self.capacity} policy={self.policy!r}>"
@@ -174,8 +189,19 @@ def _mapping_of(end: _core.TopicEnd) -> _core.Mapping:
     return mapping
 
 
-def _reopen(name: str, allow_other_owner: bool) -> Topic:
-    return Topic.open(name, allow_other_owner=allow_other_owner)
+def _close_end(end: _core.TopicEnd) -> None:
+    """Close a publisher or subscription, then end its attachment (each has
+    its own, see Topic._attachment)."""
+    _core.TopicEnd.close(end)
+    mapping = end._mapping
+    if mapping is not None:
+        mapping.leave()
+
+
+def _reopen(name: str, allow_other_owner: bool, fd: Any = None) -> Topic:
+    return Topic._from_segment(
+        Segment._wrap(name, attach(name, False, allow_other_owner, fd), False, allow_other_owner)
+    )
 
 
 class Publisher(_core.TopicEnd):
@@ -206,6 +232,10 @@ class Publisher(_core.TopicEnd):
             self._abort()
             raise
         self._commit(n)
+
+    def close(self) -> None:
+        """Close this publisher; its attachment to the topic ends."""
+        _close_end(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
         raise TypeError("a Publisher does not pickle: pass the Topic and call publisher() in the child")
@@ -254,6 +284,10 @@ class Subscription(_core.TopicEnd):
                 yield self.recv(timeout=0.5)
             except Timeout:
                 continue
+
+    def close(self) -> None:
+        """Unsubscribe; the subscription's attachment to the topic ends."""
+        _close_end(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
         raise TypeError("a Subscription belongs to its process: pass the Topic and subscribe() in the child")

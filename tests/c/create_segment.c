@@ -6,9 +6,9 @@
  *   TEXT  written, with its terminating NUL, at the start of the payload
  *
  * Creates NAME with shmring_segment_create(NAME, 4096, SHMRING_KIND_RAW,
- * 0600, ...), writes TEXT into the payload, prints "pid=P" on stdout, unmaps
- * and exits 0 WITHOUT unlinking: the segment outlives its creator, which is
- * what a Python peer (or `shmring gc`) then finds.
+ * 0600, ...), writes TEXT into the payload, prints "pid=P" on stdout, marks
+ * it persistent, closes it and exits 0: the segment outlives its creator (its
+ * last user), which is what a Python peer (or `shmring rm`) then finds.
  *
  * Exit status: 0 on success; the SHMRING_ERR_* code when
  * shmring_segment_create fails, after printing shmring_strerror(code) (and,
@@ -57,7 +57,9 @@ int main(int argc, char **argv)
     printf("pid=%ld\n", (long)getpid());
     fflush(stdout);
 
-    /* Unmap only: the name stays for the next process. */
+    /* Persistent: the segment outlives its last user (this process), for
+     * the next process to read. */
+    shmring_segment_set_persistent(&seg, 1);
     rc = shmring_segment_close(&seg);
     if (rc != SHMRING_OK) {
         fprintf(stderr, "create_segment: %s: close: %s\n", name, shmring_strerror(rc));
