@@ -96,6 +96,21 @@ class _Primitive:
         return self._segment
 
     @property
+    def name(self) -> str:
+        """The name of the segment the primitive lives in (its own, for a
+        named primitive)."""
+        return self._segment.name
+
+    @property
+    def persistent(self) -> bool:
+        """True: the last process to leave does not remove the segment."""
+        return self._segment.persistent
+
+    @persistent.setter
+    def persistent(self, value: bool) -> None:
+        self._segment.persistent = value
+
+    @property
     def offset(self) -> int:
         return self._offset
 

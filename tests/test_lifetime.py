@@ -1,0 +1,407 @@
+"""One lifetime model for every kind of object (issue 9).
+
+An object lives while any live process is attached to it; every handle is an
+attachment, held until it is closed, garbage collected, or its process ends
+(normally, by an exception, or by SIGKILL); the last one out removes the
+object and its overflow chunks; `shmring gc` removes only objects nobody is
+attached to.  The matrix below checks it for every kind x every way of
+leaving x start methods, with checked messages:
+
+- the creator leaves while a consumer it started still drains: nothing the
+  creator wrote is lost;
+- a user leaves while the creator stays: nothing the user wrote is lost;
+- once every user is gone, /dev/shm holds nothing of the object (after
+  `shmring gc` when the last user crashed), and gc never touched it before.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import shmring
+from shmring import _core
+
+from conftest import Kids
+
+SHM = Path("/dev/shm")
+N = 40  # messages per run
+WAIT = 15.0  # bound on any wait of a child: a hang fails the test instead
+
+KINDS = ["segment", "channel", "queue", "topic", "semaphore"]
+MODES = ["close", "collected", "exit", "exception", "sigkill"]
+METHODS = ["fork", "spawn"]
+
+
+def message(i: int) -> bytes:
+    """Message i: its number, filler whose size varies, and a CRC-32.  Every
+    10th is 300 kB, so that queues spill into overflow chunks."""
+    size = 300_000 if i % 10 == 3 else 20 + (i * 37) % 200
+    body = struct.pack("<I", i) + bytes((i + k) % 251 for k in range(size))
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+def check(i: int, data: bytes) -> None:
+    assert data == message(i), f"message {i} differs from what was sent"
+
+
+def leftovers(name: str) -> list[str]:
+    """What /dev/shm still holds of object ``name`` (its chunks included)."""
+    return sorted(p.name for p in SHM.iterdir() if p.name == name or _core.chunk_index(p.name, name) is not None)
+
+
+# -- the kinds: make, write N messages, read them --------------------------------------
+
+
+def make(kind: str, name: str) -> Any:
+    if kind == "segment":
+        return shmring.Segment.create(name, 8 * N)
+    if kind == "channel":
+        return shmring.Channel.create(name, 1 << 22)  # room for all N (the reader may start late)
+    if kind == "queue":
+        return shmring.Queue(name=name)  # 1 MiB ring: the large messages go to overflow chunks
+    if kind == "topic":
+        return shmring.Topic.create(name, 1 << 22, "block")
+    return shmring.Semaphore.create(name, 0)
+
+
+def writer_end(kind: str, obj: Any) -> Any:
+    """What writes: a topic's publisher (an attachment of its own), else the object."""
+    return obj.publisher() if kind == "topic" else obj
+
+
+def reader_end(kind: str, obj: Any) -> Any:
+    return obj.subscribe() if kind == "topic" else obj
+
+
+def write_all(kind: str, end: Any) -> None:
+    """Write the N messages (for a topic, through a publisher)."""
+    for i in range(N):
+        if kind == "segment":
+            end.buf[8 * i : 8 * i + 8] = struct.pack("<Q", zlib.crc32(message(i)))
+        elif kind == "channel":
+            end.send(message(i), timeout=WAIT)
+        elif kind == "queue":
+            end.put((i, message(i)), timeout=WAIT)
+        elif kind == "topic":
+            end.send(message(i), timeout=WAIT)
+        else:
+            end.release()
+
+
+def read_all(kind: str, end: Any) -> int:
+    """Read the N messages; returns how many were checked."""
+    for i in range(N):
+        if kind == "segment":
+            assert struct.unpack_from("<Q", end.buf, 8 * i)[0] == zlib.crc32(message(i)), f"slot {i}"
+        elif kind == "channel":
+            check(i, end.recv(timeout=WAIT))
+        elif kind == "queue":
+            j, data = end.get(timeout=WAIT)
+            assert j == i
+            check(i, data)
+        elif kind == "topic":
+            check(i, end.recv(timeout=WAIT))
+        else:
+            assert end.acquire(timeout=WAIT), f"permit {i} missing"
+    if kind == "semaphore":
+        assert end.value == 0
+    return N
+
+
+def leave(mode: str, handles: list[Any]) -> None:
+    """Leave as `mode` says, with every handle in `handles` (the object, and
+    a topic's publisher made from it): closed, or dropped (the list is the
+    only reference left) and collected, or kept until the process ends."""
+    if mode == "close":
+        for h in reversed(handles):
+            h.close()
+    elif mode == "collected":
+        handles.clear()
+        gc.collect()
+    elif mode == "exception":
+        raise RuntimeError("leaving by an exception")
+    elif mode == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    # "exit": return, and let the process end normally
+
+
+def wait_until_left(name: str, pid: int) -> None:
+    """Until process ``pid`` is no longer a live user of ``name`` (its roster
+    entry is gone, or it is dead)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        mapping = _core.open(name, True, True, False)
+        try:
+            users = mapping.users()
+        finally:
+            mapping.close()
+        if not any(p == pid and alive for p, alive, _ in users):
+            return
+        assert time.monotonic() < deadline, f"process {pid} never left {name}"
+        time.sleep(0.01)
+
+
+# -- direction A: the creator leaves while the consumer it started drains ---------------
+
+
+def _consumer(kind: str, obj: Any, creator: int, ready: Any, report: Any) -> None:
+    end = reader_end(kind, obj)
+    ready.set()  # (a topic's subscriber exists before anything is published)
+    wait_until_left(obj.name, creator)
+    report.send(("checked", read_all(kind, end)))
+    # the consumer ends normally: as the last user, it removes the object
+
+
+def _creator(kind: str, name: str, mode: str, method: str, report: Any) -> None:
+    ctx = mp.get_context(method)
+    handles = [make(kind, name)]
+    ready = ctx.Event()
+    consumer = ctx.Process(target=_consumer, args=(kind, handles[0], os.getpid(), ready, report))
+    consumer.start()  # (start() drops its reference to the arguments)
+    assert ready.wait(WAIT)
+    handles.append(writer_end(kind, handles[0]))
+    write_all(kind, handles[-1])
+    report.send(("consumer", consumer.pid))
+    leave(mode, handles)
+    if mode == "collected":
+        consumer.join(WAIT)  # alive, attached to nothing, until the consumer is done
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_creator_leaves_while_its_consumer_drains(
+    kind: str, mode: str, method: str, new_name: Callable[[], str], kids: Kids
+) -> None:
+    name = new_name()
+    ctx = mp.get_context(method)
+    report_r, report_w = ctx.Pipe(duplex=False)
+    creator = ctx.Process(target=_creator, args=(kind, name, mode, method, report_w))
+    kids.items.append(creator)
+    creator.start()
+    report_w.close()
+    got = {}
+    while "checked" not in got:
+        assert report_r.poll(WAIT + 10), f"no report; so far {got}"
+        key, value = report_r.recv()
+        got[key] = value
+    assert got["checked"] == N
+    creator.join(WAIT)
+    assert creator.exitcode == {"exception": 1, "sigkill": -signal.SIGKILL}.get(mode, 0)
+    _wait_gone(got["consumer"])
+    assert leftovers(name) == []  # the consumer, the last one out, removed it all
+
+
+# -- direction B: a user leaves while the creator stays ----------------------------------
+
+
+def _user(kind: str, box: list[Any], mode: str) -> None:
+    # The handle comes in a list that we empty: the Process object keeps its
+    # arguments while it runs, and "collected" needs ours to be the only reference.
+    handles = [box.pop()]
+    handles.append(writer_end(kind, handles[0]))
+    write_all(kind, handles[-1])
+    leave(mode, handles)
+    if mode == "collected":
+        time.sleep(0.2)  # alive, attached to nothing
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_user_leaves_while_the_creator_stays(
+    kind: str, mode: str, method: str, new_name: Callable[[], str], kids: Kids
+) -> None:
+    name = new_name()
+    obj = make(kind, name)
+    reader = reader_end(kind, obj)
+    user = kids.process(mp.get_context(method), _user, kind, [obj], mode)
+    user.join(WAIT + 10)
+    assert user.exitcode == {"exception": 1, "sigkill": -signal.SIGKILL}.get(mode, 0)
+    assert read_all(kind, reader) == N  # nothing the user wrote was lost
+    if reader is not obj:
+        reader.close()
+    obj.close()
+    assert leftovers(name) == []
+
+
+# -- every user crashed: gc removes it all, and never what a live process uses -----------
+
+
+CRASH_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[3])
+import test_lifetime as t
+obj = t.make(sys.argv[1], sys.argv[2])
+end = t.writer_end(sys.argv[1], obj)
+t.write_all(sys.argv[1], end)
+print("written", flush=True)
+sys.stdin.readline()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def gc_cli() -> str:
+    result = subprocess.run([sys.executable, "-m", "shmring", "gc"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("kind", KINDS)
+def test_gc_removes_what_crashed_users_left_and_only_that(kind: str, new_name: Callable[[], str]) -> None:
+    name = new_name()
+    here = str(Path(__file__).parent)
+    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, kind, name, here],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "written\n"
+        attached = {"segment": shmring.Segment, "channel": shmring.Channel, "queue": shmring.Queue,
+                    "topic": shmring.Topic, "semaphore": shmring.Semaphore}[kind].open(name)  # type: ignore[attr-defined]
+        proc.communicate("crash\n", timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        before = leftovers(name)
+        assert name in before
+        gc_cli()  # this process is still attached: nothing of it may go
+        assert leftovers(name) == before
+        if kind == "queue":
+            assert len(before) > 1  # the chunks are there, and stay
+            assert read_all(kind, attached) == N
+        attached.close()  # the last user out: it removes everything
+        assert leftovers(name) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("kind", KINDS)
+def test_gc_cleans_up_after_every_user_crashed(kind: str, new_name: Callable[[], str]) -> None:
+    name = new_name()
+    here = str(Path(__file__).parent)
+    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, kind, name, here],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "written\n"
+    proc.communicate("crash\n", timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    left = leftovers(name)
+    assert name in left and (kind != "queue" or len(left) > 1)
+    out = gc_cli()
+    assert f"removed {name} (no process is attached to it)" in out
+    assert leftovers(name) == []
+
+
+def _wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + WAIT
+    while _core.process_alive(pid, 0) and time.monotonic() < deadline:  # (a zombie counts as gone)
+        time.sleep(0.01)
+
+
+# -- reproductions of the issue's failures --------------------------------------------------
+
+
+def item(i: int) -> bytes:
+    """Item i of the reproductions: 10 kB, numbered."""
+    return b"%05d" % i + bytes([i % 251]) * (10_000 - 5)
+
+
+def _drain(q: shmring.Queue, report: Any) -> None:
+    n = 0
+    for got in iter(lambda: q.get(timeout=WAIT), None):
+        assert got == item(n), f"item {n} differs"
+        n += 1
+    report.send((n, q.qsize()))
+
+
+def _start_consumer_put_and_return(ctx: Any, report: Any) -> Any:
+    q = shmring.Queue()
+    consumer = ctx.Process(target=_drain, args=(q, report))
+    consumer.start()
+    for i in range(300):
+        q.put(item(i))  # 3 MB: past the 1 MiB ring, into overflow chunks
+    q.put(None)
+    return consumer  # the creator's handle is collected here
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_queue_items_outlive_the_creators_collected_handle(method: str, kids: Kids) -> None:
+    """Issue 9, item 1: the creator's handle was collected (its finalizer
+    unlinked the chunks) while its child drained: the child got 104 items,
+    then Empty with qsize() stuck at 197."""
+    ctx = mp.get_context(method)
+    report_r, report_w = ctx.Pipe(duplex=False)
+    consumer = _start_consumer_put_and_return(ctx, report_w)
+    kids.items.append(consumer)
+    gc.collect()
+    assert report_r.poll(WAIT + 10), "the consumer reported nothing"
+    assert report_r.recv() == (300, 0)
+    consumer.join(WAIT)
+    assert consumer.exitcode == 0
+
+
+EXITING_CREATOR = """
+import multiprocessing as mp, sys
+sys.path.insert(0, sys.argv[2])
+import test_lifetime as t
+
+if __name__ == "__main__":
+    ctx = mp.get_context(sys.argv[1])
+    report_r, report_w = ctx.Pipe(duplex=False)
+    consumer = t._start_consumer_put_and_return(ctx, report_w)
+    # The consumer's report is printed by a relay process; the script ends
+    # here, while the consumer may still be draining.
+    relay = ctx.Process(target=t._relay, args=(report_r,))
+    relay.start()
+"""
+
+
+def _relay(report: Any) -> None:
+    assert report.poll(WAIT + 10)
+    print("drained %d left %d" % report.recv(), flush=True)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_queue_items_outlive_the_creators_normal_exit(method: str) -> None:
+    """Issue 9, item 1: the creating process exited normally while another
+    process was still draining: its exit unlinked the chunks."""
+    here = str(Path(__file__).parent)
+    proc = subprocess.run([sys.executable, "-c", EXITING_CREATOR, method, here],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "drained 300 left 0", proc.stdout + proc.stderr
+
+
+UNPICKLE_LATE = """
+import pickle, sys, shmring
+q = shmring.Queue()
+q.put("x")
+sys.stdout.buffer.write(pickle.dumps(q))
+"""
+
+
+def test_unpickling_after_every_user_left_says_why(kids: Kids) -> None:
+    """Issue 9, item 7: unpickling a Queue after its creator exited gave a
+    bare FileNotFoundError.  The queue is gone (its last user left), and the
+    error says so."""
+    data = subprocess.run([sys.executable, "-c", UNPICKLE_LATE], capture_output=True, timeout=60).stdout
+    with pytest.raises(FileNotFoundError, match="every process using it has left"):
+        pickle.loads(data)
