@@ -7,9 +7,9 @@
  * the same layout in prose; the _Static_asserts below are the authority.
  *
  * Requirements: C99 or C++11 and later, GCC or Clang (__atomic builtins),
- * Linux (futex, /proc).  Include this header before any system header, or
- * compile with -D_DEFAULT_SOURCE, so that the POSIX and Linux declarations it
- * needs are visible under strict -std=c99.
+ * Linux (futex, /proc).  Under a strict -std=c99/c11/c17 it may come first or
+ * after any ISO C header (<stdio.h>, <string.h>, <time.h>...); a POSIX header
+ * included before it then needs -D_DEFAULT_SOURCE (see below).
  *
  * Conventions
  * - Functions return 0 on success.  System failures return SHMRING_ERR_SYS
@@ -24,8 +24,34 @@
 #ifndef SHMRING_H
 #define SHMRING_H
 
-#if !defined(_DEFAULT_SOURCE)
+/* The POSIX and Linux declarations this header needs (O_CLOEXEC, ftruncate,
+ * posix_fallocate, clock_gettime, CLOCK_MONOTONIC, syscall, NAME_MAX...) are
+ * hidden by a strict -std=c99/c11/c17 unless a feature-test macro asks for
+ * them, and glibc reads those macros once, in <features.h>, when the first
+ * libc header of the translation unit is included.  Defining
+ * _DEFAULT_SOURCE here is enough when this header comes first; when a
+ * program included <stdio.h> or <string.h> before it, <features.h> has
+ * already decided, and a late #define changes nothing.  So, on glibc only,
+ * when the features in force lack what we need, <features.h> is read again:
+ * it starts by undefining every __USE_* macro ("a clean slate") and derives
+ * them anew from the feature-test macros, now including _DEFAULT_SOURCE, so
+ * every libc header included after this point declares the POSIX and Linux
+ * API.  (The alternatives were worse: asking every user for -D_DEFAULT_SOURCE
+ * is what the documented "include it after <stdio.h>" promise rules out, and
+ * declaring the functions ourselves would clash with glibc's own declarations
+ * and its 64-bit time_t redirections.)  Headers that the program included
+ * before this one keep what they declared: what this header needs from
+ * <time.h> and <limits.h>, ISO C headers a program may well include first, is
+ * supplied below if they hid it; a POSIX header (<unistd.h>, <fcntl.h>, ...)
+ * included first under a strict -std= without a feature-test macro is
+ * reported by an #error with the fix.  C++ compilers define _GNU_SOURCE, so
+ * none of this happens there. */
+#if !defined(_DEFAULT_SOURCE) && !defined(_GNU_SOURCE)
 #define _DEFAULT_SOURCE 1
+#endif
+#if defined(__GLIBC__) && defined(_FEATURES_H) && (!defined(__USE_MISC) || !defined(__USE_XOPEN2K8))
+#undef _FEATURES_H
+#include <features.h>
 #endif
 
 #include <errno.h>
@@ -46,8 +72,29 @@
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 
+#if defined(__GLIBC__) && !defined(O_CLOEXEC)
+#error "shmring.h: a POSIX header (<fcntl.h>, <unistd.h>, ...) was included before it under a strict -std= without a feature-test macro; include shmring.h first, or compile with -D_DEFAULT_SOURCE"
+#endif
+#if !defined(NAME_MAX)
+/* <limits.h> was included first under a strict -std=: take the kernel's. */
+#include <linux/limits.h>
+#endif
+
 #ifdef __cplusplus
 extern "C" {
+#endif
+
+#if !defined(CLOCK_MONOTONIC) && !defined(__cplusplus)
+/* <time.h> was included first under a strict -std=, which hid its POSIX part.
+ * The clock ids are the Linux ABI's; clock_gettime is declared as POSIX
+ * does (only here, where glibc's own declaration was left out; a 32-bit
+ * build with 64-bit time_t needs glibc's redirected one). */
+#if defined(__USE_TIME_BITS64)
+#error "shmring.h: include it before <time.h>, or compile with -D_DEFAULT_SOURCE"
+#endif
+#define CLOCK_REALTIME 0
+#define CLOCK_MONOTONIC 1
+extern int clock_gettime(clockid_t clock_id, struct timespec *tp);
 #endif
 
 /* ------------------------------------------------------------------------ */
