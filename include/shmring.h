@@ -2040,9 +2040,11 @@ static inline int shmring_channel_recv(shmring_channel *ch, void *buf, uint64_t 
  * Many producers and many consumers share one ring of records (the record
  * format of the channel, with tags for what the payload is).  Every change
  * to the ring happens under the queue's robust mutex [Q1], and each change
- * becomes visible by a single store (the new tail or head), so a process
- * killed anywhere leaves either the old state or the new one: the next
- * holder is told OWNER_DIED, recounts (shmring_queue_recount) and goes on.
+ * becomes visible by a single store (the new tail or head; a put that
+ * restarts an empty ring stores tail, then head, and either state is a valid
+ * ring: shmring_qring_commit), so a process killed anywhere leaves either the
+ * old state or the new one: the next holder is told OWNER_DIED, recounts
+ * (shmring_queue_recount) and goes on.
  *
  * Overflow (queues not created SHMRING_QUEUE_BOUNDED): when the main ring
  * has no room, producers open a chain of overflow chunks, each its own
@@ -2205,17 +2207,44 @@ static inline int shmring_qring_load(shmring_qring *r, uint64_t *head_p, uint64_
     return SHMRING_OK;
 }
 
-/* Make the working head and tail the ring's (lock held). */
+/* Make the working head and tail the ring's (lock held).  A put moves tail
+ * and a get head; a put that restarted an empty ring (shmring_qring_restart)
+ * moves both, tail first: a holder killed between the two stores leaves
+ * tail moved and head not, a valid ring whose padding record the next reader
+ * skips (the other order would leave head past tail). */
 static inline void shmring_qring_commit(shmring_qring *r)
 {
-    /* relaxed: under the lock; the lock's release [Q1] publishes them. */
-    __atomic_store_n(r->head_p, r->head, __ATOMIC_RELAXED);
+    /* relaxed: under the lock; the lock's release [Q1] publishes both. */
     __atomic_store_n(r->tail_p, r->tail, __ATOMIC_RELAXED);
+    /* release [Q1]: keeps the tail store before this one in the holder's
+     * own order (a holder killed in between, above); the next holder reads
+     * both after its acquire of the lock. */
+    __atomic_store_n(r->head_p, r->head, __ATOMIC_RELEASE);
+}
+
+/* An empty ring (working head == tail) whose tail is not at offset 0 has
+ * all its bytes free, but split by the end of the ring: a record longer
+ * than the part before the end would wait for ever for room it has.  Start
+ * over at offset 0: a padding record covers the bytes to the end, and tail
+ * and head both move past it (committed tail first: shmring_qring_commit).
+ * Does nothing to a ring that is not empty or already at offset 0. */
+static inline void shmring_qring_restart(shmring_qring *r)
+{
+    uint64_t pos = r->tail % r->capacity;
+    shmring_record *rec;
+    if (r->tail != r->head || pos == 0)
+        return;
+    rec = (shmring_record *)(r->data + pos);
+    rec->len = (uint32_t)(r->capacity - pos - sizeof(shmring_record));
+    rec->tag = SHMRING_REC_PAD;
+    r->tail += r->capacity - pos;
+    r->head = r->tail;
 }
 
 /* Reserve a record of `len` payload bytes at the working tail and return
  * where its payload goes; SHMRING_AGAIN when there is no room now,
- * SHMRING_TOO_BIG when it could never fit. */
+ * SHMRING_TOO_BIG when it could never fit.  A record that fits the ring
+ * (record size <= capacity) always fits an empty one. */
 static inline int shmring_qring_reserve(shmring_qring *r, uint32_t tag, uint64_t len, unsigned char **out)
 {
     uint64_t need = shmring_queue_record_size(len);
@@ -2225,6 +2254,11 @@ static inline int shmring_qring_reserve(shmring_qring *r, uint32_t tag, uint64_t
     shmring_record *rec;
     if (len > UINT32_MAX || need > r->capacity)
         return SHMRING_TOO_BIG;
+    if (contig < need && r->tail == r->head) {
+        shmring_qring_restart(r);
+        pos = 0;
+        contig = room = r->capacity;
+    }
     if (contig < need) {
         if (room < contig + need)
             return SHMRING_AGAIN;
@@ -2244,13 +2278,19 @@ static inline int shmring_qring_reserve(shmring_qring *r, uint32_t tag, uint64_t
     return SHMRING_OK;
 }
 
-/* Whether a record of `len` bytes fits now (for waiters: no side effects). */
+/* Whether shmring_qring_reserve would place a record of `len` bytes now
+ * (for waiters: no side effects).  An empty ring takes any record that fits
+ * the ring (it restarts at offset 0). */
 static inline int shmring_qring_fits(const shmring_qring *r, uint64_t len)
 {
     uint64_t need = shmring_queue_record_size(len);
     uint64_t pos = r->tail % r->capacity;
     uint64_t contig = r->capacity - pos;
     uint64_t room = r->capacity - (r->tail - r->head);
+    if (len > UINT32_MAX || need > r->capacity)
+        return 0;
+    if (r->tail == r->head)
+        return 1;
     return need <= (contig < need ? (room >= contig ? room - contig : 0) : room);
 }
 

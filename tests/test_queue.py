@@ -1217,6 +1217,125 @@ def test_ring_exactly_full_then_drained(name: str) -> None:
 
 
 # --------------------------------------------------------------------------
+# An empty ring takes any record that fits the ring, wherever its tail is
+# --------------------------------------------------------------------------
+
+CTRL_HEAD, CTRL_TAIL = 152, 160  # ring counters in the queue's control block (docs/PROTOCOL.md 5.1)
+SMALL = 256  # ring bytes of the queues below: 32 record positions
+
+
+def ring_counters(seg: shmring.Segment) -> tuple[int, int]:
+    head, tail = struct.unpack_from("<QQ", seg.buf, CTRL_HEAD)
+    return head, tail
+
+
+def park_tail(q: shmring.Queue, seg: shmring.Segment, pos: int) -> None:
+    """Leave the (empty) ring with its tail at offset ``pos``, by records that
+    fit exactly before the end (so none of them needs padding)."""
+    head, tail = ring_counters(seg)
+    assert head == tail, "park_tail needs an empty ring"
+    at = tail % SMALL
+    if pos < at:
+        q.put_bytes(b"\0" * (SMALL - at - 8), block=False)  # exactly to the end
+        q.get_bytes(block=False)
+        at = 0
+    if pos > at:
+        q.put_bytes(b"\0" * (pos - at - 8), block=False)
+        q.get_bytes(block=False)
+    head, tail = ring_counters(seg)
+    assert head == tail and tail % SMALL == pos
+
+
+def test_bounded_queue_places_a_record_that_fits_an_empty_ring(name: str) -> None:
+    """Regression (issue 9, item 4): after one 4072-byte item went through an
+    8 KiB ring, a 4112-byte item fitted the ring but not after the padding in
+    front of it, and put waited for room on an empty queue until Full."""
+    with shmring.Queue(max_size_bytes=8192, name=name) as q:
+        q.put_bytes(b"x" * 4072)
+        assert q.get_bytes() == b"x" * 4072
+        q.put_bytes(b"y" * 4112, timeout=2)
+        assert q.stats()["used_bytes"] == record_size(4112)  # the padding was stepped over, not kept
+        assert q.get_bytes(timeout=OP_TIMEOUT) == b"y" * 4112
+        assert q.empty() and q.stats()["used_bytes"] == 0
+
+
+@pytest.mark.parametrize("pos", range(0, SMALL, 8))
+def test_empty_ring_takes_any_fitting_record_at_every_offset(pos: int, name: str) -> None:
+    """Tail parked at every offset of an empty ring; records of every size
+    that matters there: empty payload, one record position short of the end,
+    an exact fit, one position past the end (the record wraps), and the whole
+    ring.  Each is placed at once, whole, where the layout says, and comes
+    back intact."""
+    contig = SMALL - pos
+    needs = sorted({n for n in (8, contig - 8, contig, contig + 8, SMALL) if 8 <= n <= SMALL})
+    with shmring.Queue(max_size_bytes=SMALL, name=name) as q, shmring.Segment.open(name) as seg:
+        for need in needs:
+            park_tail(q, seg, pos)
+            _, tail = ring_counters(seg)
+            payload = bytes([need % 251]) * (need - 8 - (need > 8))  # odd lengths too: padded to 8
+            assert record_size(len(payload)) == need
+            q.put_bytes(payload, block=False)
+            head2, tail2 = ring_counters(seg)
+            assert tail2 - head2 == need, "the empty ring keeps no padding in front of the record"
+            start = tail2 - need
+            assert start % SMALL == (pos if need <= contig else 0), (pos, need)
+            assert start == (tail if need <= contig else tail + contig)
+            if need == SMALL:
+                with pytest.raises(queue.Full):
+                    q.put_bytes(b"", block=False)  # full: even an empty record waits
+            assert q.get_bytes(block=False) == payload
+            assert q.empty() and q.stats()["used_bytes"] == 0
+
+
+@pytest.mark.parametrize("pos", range(16, SMALL - 8, 8))
+def test_one_short_of_the_end_then_the_next_record_pads(pos: int, name: str) -> None:
+    """A record that leaves exactly one 8-byte position before the end: the
+    next one (the ring is not empty) goes to offset 0 behind an 8-byte
+    padding record, and both come out in order."""
+    contig = SMALL - pos
+    with shmring.Queue(max_size_bytes=SMALL, name=name) as q, shmring.Segment.open(name) as seg:
+        park_tail(q, seg, pos)
+        first = b"a" * (contig - 16)  # a record of contig - 8 bytes
+        q.put_bytes(first, block=False)
+        q.put_bytes(b"b" * 8, block=False)
+        head, tail = ring_counters(seg)
+        assert tail - head == (contig - 8) + 8 + 16  # the padding stays until a get steps over it
+        assert struct.unpack_from("<II", seg.buf, 384 + SMALL - 8) == (0, 0x50)
+        assert tail % SMALL == 16
+        assert q.get_many_nowait() == [first, b"b" * 8]
+        assert q.stats()["used_bytes"] == 0
+
+
+def test_ring_that_is_not_empty_still_waits_for_room(name: str) -> None:
+    """Only an empty ring restarts at offset 0: a record behind another one
+    waits for the room it needs after the padding, as before."""
+    with shmring.Queue(max_size_bytes=SMALL, name=name) as q, shmring.Segment.open(name) as seg:
+        park_tail(q, seg, 200)
+        q.put_bytes(b"k" * 8, block=False)  # 16 bytes at 200: 40 left before the end
+        with pytest.raises(queue.Full):
+            q.put_bytes(b"w" * 200, block=False)  # 208 bytes: needs 40 + 208 > 240 free
+        assert ring_counters(seg)[1] % SMALL == 216
+        assert q.get_bytes(block=False) == b"k" * 8
+        q.put_bytes(b"w" * 200, block=False)  # now empty: placed from offset 0
+        assert q.get_bytes(block=False) == b"w" * 200
+
+
+@pytest.mark.parametrize("pos", range(0, SMALL, 8))
+def test_put_many_fits_an_empty_ring_at_every_offset(pos: int, name: str) -> None:
+    """A batch that fits the ring (records of SMALL bytes in all) is placed on
+    an empty ring wherever its tail is: one record before the end and the
+    next one past it would need more than the ring with the padding between."""
+    with shmring.Queue(max_size_bytes=SMALL, name=name, dumps=bytes, loads=bytes) as q, \
+            shmring.Segment.open(name) as seg:
+        park_tail(q, seg, pos)
+        batch = [b"1" * (SMALL - 32 - 8), b"2" * (32 - 8)]  # records of SMALL - 32 and 32 bytes
+        q.put_many_nowait(batch)
+        head, tail = ring_counters(seg)
+        assert tail - head == SMALL
+        assert q.get_many_nowait() == batch
+
+
+# --------------------------------------------------------------------------
 # Bugs found while writing these tests (see the module report)
 # --------------------------------------------------------------------------
 

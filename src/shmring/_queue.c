@@ -508,6 +508,16 @@ static int queue_put_locked(QueueObject *self, PutBatch *b)
         shmring_qring first = r; /* committed at the end, after the new chunks */
         shmring_qring *cur = &first;
         shmring_qring fresh;
+        if (b->n > 1 && first.head == first.tail) {
+            /* An empty ring takes any batch that fits it (shmring_qring_reserve
+             * restarts it for one record): records go one after the other, so
+             * restart it for the whole batch if it would reach the end. */
+            uint64_t records = 0;
+            for (i = 0; i < b->n; i++)
+                records += shmring_queue_record_size((uint64_t)b->bufs[i].len);
+            if (records > first.capacity - first.tail % first.capacity)
+                shmring_qring_restart(&first);
+        }
         for (i = 0; i < b->n; i++) {
             unsigned char *dst;
             uint64_t len = (uint64_t)b->bufs[i].len;
@@ -1215,7 +1225,8 @@ static PyObject *core_queue_info(PyObject *Py_UNUSED(module), PyObject *arg)
 
 /* Test hook: die (SIGKILL) at `stage` of a put made under the lock:
  * 1 = record written, tail not committed; 2 = tail committed, counters not;
- * 3 = holding the lock only. */
+ * 3 = holding the lock only; 4 = an empty ring restarted at offset 0
+ * (shmring_qring_restart) and the record written, tail committed, head not. */
 static PyObject *queue_crash_in_put(QueueObject *self, PyObject *arg)
 {
     long stage = PyLong_AsLong(arg);
@@ -1229,11 +1240,16 @@ static PyObject *queue_crash_in_put(QueueObject *self, PyObject *arg)
         return NULL;
     c = self->ctrl;
     shmring_queue_main_ring(c, self->config.capacity, &r, &rc);
+    if (stage == 4 && rc == SHMRING_OK)
+        shmring_qring_restart(&r);
     if (stage != 3 && rc == SHMRING_OK &&
         shmring_qring_reserve(&r, SHMRING_REC_BYTES, 5, &dst) == SHMRING_OK) {
         memcpy(dst, "crash", 5);
         if (stage == 2)
             shmring_qring_commit(&r);
+        if (stage == 4)
+            /* relaxed: under the lock; the first half of shmring_qring_commit. */
+            __atomic_store_n(r.tail_p, r.tail, __ATOMIC_RELAXED);
     }
     kill(getpid(), SIGKILL);
     for (;;)
