@@ -810,6 +810,75 @@ def test_put_many_waits_until_the_whole_batch_fits(name: str) -> None:
         assert q.get_many() == [2, 3, 4, 5]
 
 
+class _Refused(Exception):
+    pass
+
+
+def _dumps_refusing(obj: Any) -> bytes:
+    if obj == "refuse":
+        raise _Refused("cannot serialize this one")
+    if obj == "not bytes":
+        return "a str"  # type: ignore[return-value]
+    return pickle.dumps(obj)
+
+
+def _items_then_error() -> Iterator[Any]:
+    yield 1
+    yield 2
+    raise _Refused("the iterable broke")
+
+
+@pytest.mark.parametrize(
+    ("items", "exc"),
+    [
+        ([1, lambda: 0, 3], (pickle.PicklingError, AttributeError, TypeError)),  # unpicklable in the middle
+        ([1, threading.Lock(), 3], TypeError),
+        ([1, "refuse", 3], _Refused),  # the serializer raises for the middle item
+        ([1, "not bytes", 3], TypeError),  # the serializer returns a str for it
+        ("generator", _Refused),  # the iterable itself fails part-way
+    ],
+    ids=["lambda", "lock", "dumps-raises", "dumps-not-bytes", "iterable-raises"],
+)
+def test_put_many_serializes_the_whole_batch_before_writing(name: str, items: Any, exc: Any) -> None:
+    """Partial batches are explicit: every item is serialized before the
+    first byte goes into the ring, so an item that fails in the middle
+    delivers nothing, not the items before it."""
+    with shmring.Queue(name=name, dumps=_dumps_refusing, loads=pickle.loads) as q:
+        q.put("before")
+        with pytest.raises(exc):
+            q.put_many(_items_then_error() if items == "generator" else items)
+        st = q.stats()
+        assert (q.qsize(), st["puts"], st["used_bytes"]) == (1, 1, record_size(len(pickle.dumps("before"))))
+        q.put("after")
+        assert q.get_many_nowait() == ["before", "after"]
+
+
+def test_put_many_that_times_out_delivers_nothing_even_with_room_for_part(name: str) -> None:
+    """A batch waits for room for all of it; when the time runs out it
+    delivers none, even though room for some of it came meanwhile (maxsize,
+    and bytes on a bounded ring)."""
+    with shmring.Queue(4, name=name) as q:
+        q.put_many([0, 1, 2])
+        t = later(0.1, lambda: q.get(timeout=OP_TIMEOUT))  # room for 2 of the 3
+        with pytest.raises(queue.Full):
+            q.put_many(["a", "b", "c"], timeout=0.5)
+        t.join(5)
+        assert q.stats()["puts"] == 3
+        assert q.get_many_nowait() == [1, 2]
+    with shmring.Queue(max_size_bytes=SMALL, name=name, dumps=bytes, loads=bytes) as q:
+        q.put_many([b"x" * 56] * 4)  # four 64-byte records: full
+        t = later(0.1, lambda: q.get(timeout=OP_TIMEOUT))  # room for one record of 64
+        with pytest.raises(queue.Full):
+            q.put_many([b"y" * 56, b"z" * 56], timeout=0.5)
+        t.join(5)
+        assert q.stats()["used_bytes"] == 3 * 64 and q.stats()["puts"] == 4
+        with pytest.raises(queue.Full):
+            q.put_many_nowait([b"y" * 56, b"z" * 56])
+        assert q.get_many_nowait() == [b"x" * 56] * 3
+        q.put_many_nowait([b"y" * 56, b"z" * 56])  # and it goes in whole once it fits
+        assert q.get_many_nowait() == [b"y" * 56, b"z" * 56]
+
+
 def test_data_size_counts_payload_bytes(sq: shmring.Queue) -> None:
     assert sq.data_size() == 0
     sq.put_bytes(b"x" * 10)

@@ -1377,8 +1377,17 @@ static PyObject *queue_get_mapping(QueueObject *self, void *Py_UNUSED(closure))
 static PyMethodDef queue_methods[] = {
     {"put", (PyCFunction)(void (*)(void))queue_put, FASTKW, "put(obj, block=True, timeout=None)"},
     {"put_nowait", (PyCFunction)queue_put_nowait, METH_O, "put_nowait(obj)"},
-    {"put_many", (PyCFunction)(void (*)(void))queue_put_many, FASTKW, "put_many(items, block=True, timeout=None)"},
-    {"put_many_nowait", (PyCFunction)queue_put_many_nowait, METH_O, "put_many_nowait(items)"},
+    {"put_many", (PyCFunction)(void (*)(void))queue_put_many, FASTKW,
+     "put_many(items, block=True, timeout=None)\n\n"
+     "Put the items as one batch: all of them, or none.  Every item is serialized before anything\n"
+     "is written: when one fails (not picklable, or dumps raised or returned no bytes-like object),\n"
+     "or the iterable raises, the exception propagates and nothing is put.  The batch then waits\n"
+     "(block, timeout) for room for all of it (maxsize items; bytes on a bounded ring); on timeout\n"
+     "it raises queue.Full and nothing is put, even if room for part of it came meanwhile.  A\n"
+     "batch that can never fit (more items than maxsize, more record bytes than a bounded ring)\n"
+     "raises ValueError at once."},
+    {"put_many_nowait", (PyCFunction)queue_put_many_nowait, METH_O,
+     "put_many_nowait(items)\n\nput_many(items, block=False): all or nothing, queue.Full if it does not fit now."},
     {"put_bytes", (PyCFunction)(void (*)(void))queue_put_bytes, FASTKW, "put_bytes(data, block=True, timeout=None)"},
     {"get", (PyCFunction)(void (*)(void))queue_get, FASTKW, "get(block=True, timeout=None)"},
     {"get_nowait", (PyCFunction)queue_get_nowait, METH_NOARGS, "get_nowait()"},

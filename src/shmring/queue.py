@@ -90,9 +90,12 @@ class Queue(_core.Queue):
     the whole ring takes a chunk of its own.
 
     Besides the ``multiprocessing.Queue`` methods: faster-fifo's
-    ``put_many``/``get_many`` (one lock hold for a batch; a batch is put
-    whole or not at all), ``data_size()``, ``is_closed()``, ``dumps``/
-    ``loads``, and ``put_bytes``/``get_bytes`` (no pickling).
+    ``put_many``/``get_many`` (one lock hold for a batch), ``data_size()``,
+    ``is_closed()``, ``dumps``/``loads``, and ``put_bytes``/``get_bytes``
+    (no pickling).  A ``put_many`` batch is put whole or not at all: every
+    item is serialized before anything is written (an item that fails in
+    the middle raises and puts nothing), and a batch that times out waiting
+    for room for all of it raises ``queue.Full`` and puts nothing.
 
     Items are unpickled in the process that takes them, after they left
     the queue: if ``loads`` fails, ``get`` raises and that item is gone (as
