@@ -655,7 +655,8 @@ def test_open_by_name_and_pickle_attach_the_same_queue(sq: shmring.Queue) -> Non
     other.close()  # closing an attached handle leaves the others usable
     sq.put(4)
     assert copy.get_nowait() == 4
-    assert sq.is_closed() and copy.is_closed()  # close() is seen by every handle
+    assert other.is_closed() and not sq.is_closed() and not copy.is_closed()  # is_closed(): per handle
+    assert sq.closed_anywhere() and copy.closed_anywhere()  # the shared mark
 
 
 def test_open_missing_and_non_queue_segments(name: str, new_name: Callable[[], str]) -> None:
@@ -916,25 +917,155 @@ def test_put_bytes_get_bytes(sq: shmring.Queue) -> None:
 
 
 def test_is_closed_after_close(sq: shmring.Queue) -> None:
-    assert not sq.is_closed()
+    assert not sq.is_closed() and not sq.closed_anywhere()
     sq.close()
-    assert sq.is_closed()
+    assert sq.is_closed() and sq.closed_anywhere()
     assert sq.qsize() == 0 and sq.empty()  # inspection still works
 
 
-def _close_in_child(q: shmring.Queue) -> None:
+def _close_in_child(q: shmring.Queue, conn: Any) -> None:
+    before = (q.is_closed(), q.closed_anywhere())
     q.close()
+    try:
+        q.put("from a closed handle")
+        put = "put worked"
+    except ValueError as e:
+        put = str(e)
+    conn.send((before, q.is_closed(), q.closed_anywhere(), put))
+
+
+def _report_closed(q: shmring.Queue, conn: Any) -> None:
+    conn.send((q.is_closed(), q.closed_anywhere(), q.get(timeout=OP_TIMEOUT)))
 
 
 @pytest.mark.timeout(30)
-def test_is_closed_is_visible_from_another_process(sq: shmring.Queue) -> None:
-    p = FORK.Process(target=_close_in_child, args=(sq,))
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_is_closed_is_per_handle_and_closed_anywhere_is_shared(sq: shmring.Queue, method: str) -> None:
+    """One rule: is_closed() is this handle's state, the one that makes its
+    put/get raise; a child's close() does not make the parent's is_closed()
+    true while the parent's put/get still work.  closed_anywhere() is the
+    shared mark that any close() sets (faster-fifo's is_closed())."""
+    ctx = CONTEXTS[method]
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_close_in_child, args=(sq, w))
     p.start()
+    assert r.poll(OP_TIMEOUT)
+    before, child_closed, child_anywhere, child_put = r.recv()
     p.join(OP_TIMEOUT)
     assert p.exitcode == 0
-    assert sq.is_closed()
+    assert before == (False, False)
+    assert child_closed and child_anywhere and "is closed" in child_put
+    assert not sq.is_closed() and sq.closed_anywhere()
     sq.put("the parent's handle was not closed")
     assert sq.get_nowait() == "the parent's handle was not closed"
+    # and the other way round: the parent closes, a child's handle works
+    sq.close()
+    reader = sq.open(sq.name)  # a second handle of this process, still open
+    reader.put("for the child")
+    p = ctx.Process(target=_report_closed, args=(reader, w))
+    p.start()
+    assert r.poll(OP_TIMEOUT)
+    assert r.recv() == (False, True, "for the child")
+    p.join(OP_TIMEOUT)
+    assert p.exitcode == 0
+    with pytest.raises(ValueError, match="is closed"):
+        sq.get_nowait()
+    reader.close()
+
+
+QUEUE_CTRL_WAITERS = {"items": 260, "room": 268, "done": 276}  # docs/PROTOCOL.md 5.1
+
+
+def _blocked_calls() -> list[Any]:
+    return [
+        pytest.param("get", "items", 0, id="get"),
+        pytest.param("get_timeout", "items", 0, id="get-timeout"),
+        pytest.param("get_many", "items", 0, id="get_many"),
+        pytest.param("get_bytes", "items", 0, id="get_bytes"),
+        pytest.param("get_polling", "items", 50_000_000, id="get-while-polling"),
+        pytest.param("put_maxsize", "room", 0, id="put-waiting-for-maxsize"),
+        pytest.param("put_many_bytes", "room", 0, id="put_many-waiting-for-bytes"),
+        pytest.param("join", "done", 0, id="join"),
+    ]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("call", "word", "spin_ns"), _blocked_calls())
+def test_close_from_another_thread_wakes_the_blocked_call(name: str, call: str, word: str, spin_ns: int) -> None:
+    """Shutdown: a thread blocked in get (or in a put waiting for room, or in
+    join) on a handle that another thread closes raises the ValueError a
+    call on a closed queue raises, instead of sleeping on; the queue, its
+    items and the other handles are untouched."""
+    maxsize = 1 if call == "put_maxsize" else 0
+    size = SMALL if call == "put_many_bytes" else None
+    with shmring.JoinableQueue(maxsize, max_size_bytes=size, name=name, spin_ns=spin_ns) as q, \
+            shmring.Segment.open(name) as seg:
+        other = shmring.Queue.open(name)
+        if call == "put_maxsize":
+            q.put("the one item")
+        elif call == "put_many_bytes":
+            q.put_bytes(b"f" * (SMALL - 8))  # the ring is full
+        elif call == "join":
+            q.put("unfinished")
+        actions: dict[str, Callable[[], Any]] = {
+            "get": q.get, "get_timeout": lambda: q.get(timeout=OP_TIMEOUT), "get_many": q.get_many,
+            "get_bytes": q.get_bytes, "get_polling": q.get, "put_maxsize": lambda: q.put("second"),
+            "put_many_bytes": lambda: q.put_many([1, 2]), "join": q.join,
+        }
+        outcome: list[BaseException | str] = []
+
+        def blocked() -> None:
+            try:
+                actions[call]()
+                outcome.append("returned")
+            except BaseException as e:  # noqa: BLE001 - handed to the test
+                outcome.append(e)
+
+        t = threading.Thread(target=blocked, daemon=True)
+        t.start()
+        off = QUEUE_CTRL_WAITERS[word]
+        if spin_ns:
+            time.sleep(0.01)  # inside its poll (50 ms) rather than asleep
+        else:
+            assert eventually(lambda: struct.unpack_from("<I", seg.buf, off)[0] == 1, OP_TIMEOUT), "never slept"
+        q.close()
+        t.join(OP_TIMEOUT)
+        assert not t.is_alive(), "close() did not end the blocked call"
+        assert len(outcome) == 1 and isinstance(outcome[0], ValueError), outcome
+        assert str(outcome[0]) == f"Queue {name!r} is closed"
+        assert eventually(lambda: struct.unpack_from("<I", seg.buf, off)[0] == 0), "the waiter stayed counted"
+        # nothing was lost or changed: another handle sees the queue as it was
+        if call == "put_maxsize":
+            assert other.get_nowait() == "the one item"
+        elif call == "put_many_bytes":
+            assert other.get_nowait() == b"f" * (SMALL - 8)
+        elif call == "join":
+            assert other.get_nowait() == "unfinished"
+        assert other.empty() and not other.is_closed()
+        other.put("still works")
+        assert other.get_nowait() == "still works"
+        other.close()
+
+
+@pytest.mark.timeout(30)
+def test_close_wakes_only_this_handles_calls(name: str) -> None:
+    """A get blocked on another handle of the same process goes on waiting
+    when one handle closes, and gets the next item."""
+    with shmring.Queue(name=name) as q:
+        other = shmring.Queue.open(name)
+        got: list[Any] = []
+        t = threading.Thread(target=lambda: got.append(other.get(timeout=OP_TIMEOUT)), daemon=True)
+        t.start()
+        time.sleep(0.1)
+        q.close()
+        time.sleep(0.1)
+        assert t.is_alive() and got == []
+        third = shmring.Queue.open(name)
+        third.put("next")
+        t.join(OP_TIMEOUT)
+        assert got == ["next"]
+        other.close()
+        third.close()
 
 
 def test_reallocate_msg_buffer_and_parse_messages(sq: shmring.Queue) -> None:

@@ -45,7 +45,8 @@ typedef struct {
     int gc_was_enabled;  /* while the lock is held: see queue_lock */
     unsigned long generation;
     uint64_t token;
-    int closed;
+    int closed;  /* this handle's close(): read without the GIL by waiters [Q5] */
+    int waiting; /* threads of this handle about to sleep or asleep (GIL held) [Q5] */
     PyObject *dict;
     PyObject *weakrefs;
 } QueueObject;
@@ -64,14 +65,26 @@ static PyObject *queue_corrupt(QueueObject *self, const char *what)
     return raise_corrupted("queue", queue_name(self), what);
 }
 
+static PyObject *queue_closed_error(QueueObject *self)
+{
+    return PyErr_Format(PyExc_ValueError, "Queue %R is closed", queue_name(self));
+}
+
+/* Has this handle been closed?  Waiters look without the GIL. */
+static int queue_handle_closed(QueueObject *self)
+{
+    /* relaxed [Q5]: a flag; a waiter that reads it late is woken by close(). */
+    return __atomic_load_n(&self->closed, __ATOMIC_RELAXED);
+}
+
 static int queue_usable(QueueObject *self)
 {
     if (self->mapping == NULL) {
         PyErr_SetString(PyExc_ValueError, "queue is not initialised");
         return -1;
     }
-    if (self->closed) {
-        PyErr_Format(PyExc_ValueError, "Queue %R is closed", queue_name(self));
+    if (queue_handle_closed(self)) {
+        queue_closed_error(self);
         return -1;
     }
     if (self->generation != fork_generation) {
@@ -752,11 +765,14 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
     uint32_t *seq = is_put ? &c->room_seq : &c->items_seq;
     uint32_t *waiters = is_put ? &c->room_waiters : &c->items_waiters;
     uint64_t spin_until = 0;
-    int polled = 0, slept = 0;
+    int polled = 0, slept = 0, lr;
     for (;;) {
-        int r, lr = queue_lock(self, deadline);
+        int r;
         uint32_t my_seq, wake_items, wake_room;
         uint64_t count;
+        if (queue_handle_closed(self))
+            goto closed; /* by another thread of ours, while this one waited */
+        lr = queue_lock(self, deadline);
         if (lr < 0)
             return -1;
         if (lr > 0)
@@ -801,7 +817,8 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
             Py_BEGIN_ALLOW_THREADS
             for (unsigned i = 1;; i++) {
                 /* relaxed: a hint; the lock's acquire orders the real check. */
-                if (__atomic_load_n(is_put ? &c->gets : &c->puts, __ATOMIC_RELAXED) != mark)
+                if (__atomic_load_n(is_put ? &c->gets : &c->puts, __ATOMIC_RELAXED) != mark ||
+                    queue_handle_closed(self))
                     break;
                 if (i & 7u)
                     shmring_cpu_relax();
@@ -816,12 +833,19 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
         queue_unlock(self);
         {
             uint64_t slice = shmring_now_ns() + WAIT_SLICE_NS;
-            int wr;
+            int wr = SHMRING_OK;
             if (deadline && deadline < slice)
                 slice = deadline;
-            Py_BEGIN_ALLOW_THREADS
-            wr = shmring_futex_wait_until(seq, my_seq, slice);
-            Py_END_ALLOW_THREADS
+            /* [Q5]: counted and checked with the GIL held, which close()
+             * holds too: either close() ran before the check below, or it
+             * sees `waiting` and bumps the word this thread sleeps on. */
+            self->waiting++;
+            if (!queue_handle_closed(self)) {
+                Py_BEGIN_ALLOW_THREADS
+                wr = shmring_futex_wait_until(seq, my_seq, slice);
+                Py_END_ALLOW_THREADS
+            }
+            self->waiting--;
             shmring_queue_unregister(waiters);
             (void)wr;
             slept = 1;
@@ -833,11 +857,15 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
         }
     }
 timeout:
-    /* A wake-up taken just before the deadline must not be lost to the
-     * others (relaxed: a hint; a spare wake is harmless). */
+closed:
+    /* A wake-up taken just before the deadline (or the close) must not be
+     * lost to the others (relaxed: a hint; a spare wake is harmless). */
     if (slept)
         shmring_queue_wake(seq, __atomic_load_n(waiters, __ATOMIC_RELAXED), 1);
-    PyErr_SetNone(is_put ? queue_full_error : queue_empty_error);
+    if (queue_handle_closed(self))
+        queue_closed_error(self);
+    else
+        PyErr_SetNone(is_put ? queue_full_error : queue_empty_error);
     return -1;
 }
 
@@ -1116,13 +1144,19 @@ static PyObject *queue_join(QueueObject *self, PyObject *const *args, Py_ssize_t
         slice = shmring_now_ns() + WAIT_SLICE_NS;
         if (deadline && deadline < slice)
             slice = deadline;
-        Py_BEGIN_ALLOW_THREADS
-        shmring_futex_wait_until(&c->done_seq, seq, slice);
-        Py_END_ALLOW_THREADS
+        self->waiting++; /* [Q5], as in queue_run */
+        if (!queue_handle_closed(self)) {
+            Py_BEGIN_ALLOW_THREADS
+            shmring_futex_wait_until(&c->done_seq, seq, slice);
+            Py_END_ALLOW_THREADS
+        }
+        self->waiting--;
         /* relaxed: a hint for task_done. */
         __atomic_fetch_sub(&c->done_waiters, 1u, __ATOMIC_RELAXED);
         if (PyErr_CheckSignals() < 0)
             return NULL;
+        if (queue_handle_closed(self))
+            return queue_closed_error(self); /* by another thread of ours */
     }
 }
 
@@ -1161,21 +1195,48 @@ static PyObject *queue_data_size(QueueObject *self, PyObject *Py_UNUSED(ignored)
     return PyLong_FromUnsignedLongLong(__atomic_load_n(&self->ctrl->bytes, __ATOMIC_RELAXED));
 }
 
+/* is_closed(): this handle's state, the one that makes its calls raise. */
 static PyObject *queue_is_closed(QueueObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->mapping == NULL)
         return queue_usable(self) < 0 ? NULL : NULL;
-    /* acquire [Q4]: pairs with the release store in close(). */
-    return PyBool_FromLong(self->closed || __atomic_load_n(&self->ctrl->closed, __ATOMIC_ACQUIRE) != 0);
+    return PyBool_FromLong(queue_handle_closed(self));
 }
 
+/* closed_anywhere(): whether close() was called on any handle of this queue,
+ * in any process (faster-fifo's is_closed()); a mark only. */
+static PyObject *queue_closed_anywhere(QueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->mapping == NULL)
+        return queue_usable(self) < 0 ? NULL : NULL;
+    /* acquire [Q4]: pairs with the release store in close(). */
+    return PyBool_FromLong(__atomic_load_n(&self->ctrl->closed, __ATOMIC_ACQUIRE) != 0);
+}
+
+/* Wake every sleeper on `seq` (of any process: they re-check and sleep again). */
+static void queue_wake_all(uint32_t *seq)
+{
+    /* release [Q5]: only has to differ from the value a sleeper read. */
+    __atomic_fetch_add(seq, 1u, __ATOMIC_RELEASE);
+    shmring_futex_wake(seq, INT_MAX);
+}
+
+/* close(): this handle only (as multiprocessing); its calls raise ValueError
+ * from now on, those of other threads blocked in it included: they are woken
+ * [Q5].  Other handles and processes go on; closed_anywhere() tells them. */
 static PyObject *queue_close(QueueObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->mapping == NULL || self->closed)
+    if (self->mapping == NULL || queue_handle_closed(self))
         Py_RETURN_NONE;
-    /* release [Q4]: is_closed() in every process. */
+    /* release [Q4]: closed_anywhere() in every process. */
     __atomic_store_n(&self->ctrl->closed, 1u, __ATOMIC_RELEASE);
-    self->closed = 1;
+    /* relaxed [Q5]: the GIL orders it with the waiters' checks. */
+    __atomic_store_n(&self->closed, 1, __ATOMIC_RELAXED);
+    if (self->waiting > 0) {
+        queue_wake_all(&self->ctrl->items_seq);
+        queue_wake_all(&self->ctrl->room_seq);
+        queue_wake_all(&self->ctrl->done_seq);
+    }
     Py_RETURN_NONE;
 }
 
@@ -1363,7 +1424,7 @@ static PyObject *queue_get_bounded(QueueObject *self, void *Py_UNUSED(closure))
 
 static PyObject *queue_get_closed(QueueObject *self, void *Py_UNUSED(closure))
 {
-    return PyBool_FromLong(self->closed);
+    return PyBool_FromLong(queue_handle_closed(self));
 }
 
 static PyObject *queue_get_mapping(QueueObject *self, void *Py_UNUSED(closure))
@@ -1400,8 +1461,16 @@ static PyMethodDef queue_methods[] = {
     {"empty", (PyCFunction)queue_empty, METH_NOARGS, "empty() -> bool"},
     {"full", (PyCFunction)queue_full, METH_NOARGS, "full() -> bool"},
     {"data_size", (PyCFunction)queue_data_size, METH_NOARGS, "data_size() -> int"},
-    {"is_closed", (PyCFunction)queue_is_closed, METH_NOARGS, "is_closed() -> bool"},
-    {"close", (PyCFunction)queue_close, METH_NOARGS, "close()"},
+    {"is_closed", (PyCFunction)queue_is_closed, METH_NOARGS,
+     "is_closed() -> bool\n\nWhether close() was called on this handle: then its put/get (and the calls\n"
+     "other threads are blocked in) raise ValueError.  Other handles are not affected."},
+    {"closed_anywhere", (PyCFunction)queue_closed_anywhere, METH_NOARGS,
+     "closed_anywhere() -> bool\n\nWhether close() was called on any handle of this queue, in any process\n"
+     "(faster-fifo's is_closed()).  A mark that never resets: it stops nothing."},
+    {"close", (PyCFunction)queue_close, METH_NOARGS,
+     "close()\n\nClose this handle, as multiprocessing does: its calls raise ValueError from now on,\n"
+     "and threads blocked in its get/put/join are woken to raise it.  Other handles, in this process\n"
+     "or others, keep working; close() itself removes nothing."},
     {"stats", (PyCFunction)queue_stats, METH_NOARGS, "stats() -> dict"},
     {"_task_done", (PyCFunction)queue_task_done, METH_NOARGS, "_task_done()"},
     {"_join", (PyCFunction)(void (*)(void))queue_join, FASTKW, "_join(timeout=None)"},
