@@ -956,6 +956,26 @@ static inline int shmring_spin_release(shmring_spinlock *l, uint64_t token)
     return SHMRING_OK;
 }
 
+/* A process token that names no process: pid 2^32 - 1 is above any pid_max
+ * (shmring_proc_stat refuses pids past INT32_MAX), so a lock it holds is
+ * held by a dead process. */
+#define SHMRING_TOKEN_ABANDONED UINT64_C(0xffffffff00000000)
+
+/* Give up a spin lock taken with SHMRING_OWNER_DIED without repairing the
+ * data: it passes to a holder that names no process, so the next acquirer
+ * takes it over as from a dead holder and is told SHMRING_OWNER_DIED again
+ * (a spin lock has no state word to keep "owner died" in).  Waiters take it
+ * over within their next liveness check (about 1 ms). */
+static inline int shmring_spin_abandon(shmring_spinlock *l, uint64_t token)
+{
+    uint64_t cur = token;
+    /* release [Y3]: pairs with the acquire CAS of the take-over. */
+    if (!__atomic_compare_exchange_n(&l->owner, &cur, SHMRING_TOKEN_ABANDONED, 0, __ATOMIC_RELEASE,
+                                     __ATOMIC_RELAXED))
+        return SHMRING_NOT_OWNER;
+    return SHMRING_OK;
+}
+
 /* -- robust mutex (24 bytes) ------------------------------------------------- */
 
 #define SHMRING_MUTEX_CONSISTENT 0u
