@@ -2419,6 +2419,9 @@ static inline uint32_t shmring_queue_register(uint32_t *seq, uint32_t *waiters)
     return __atomic_load_n(seq, __ATOMIC_RELAXED);
 }
 
+/* After the sleep, without the lock: an atomic decrement (other processes
+ * change the count at the same time: registrations under the lock, other
+ * waiters' decrements outside it). */
 static inline void shmring_queue_unregister(uint32_t *waiters)
 {
     /* relaxed: a hint; a stale count (a waiter killed asleep) costs a spare wake call. */
@@ -2570,6 +2573,7 @@ static inline int shmring_queue_lock_repair(shmring_queue_ctrl *c, uint64_t capa
 static inline int shmring_queue_put(shmring_queue_ctrl *c, uint64_t capacity, const char *name, uint64_t token,
                                     uint32_t tag, const void *data, uint64_t len, uint64_t deadline_ns)
 {
+    int slept = 0;
     for (;;) {
         shmring_qring r;
         unsigned char *dst;
@@ -2603,7 +2607,11 @@ static inline int shmring_queue_put(shmring_queue_ctrl *c, uint64_t capacity, co
             }
         }
         if (rc != SHMRING_AGAIN || (deadline_ns && shmring_now_ns() >= deadline_ns)) {
+            /* relaxed [Q2]: read under the lock. */
+            producers = __atomic_load_n(&c->room_waiters, __ATOMIC_RELAXED);
             shmring_queue_unlock(c, token);
+            if (slept) /* a wake taken before giving up goes on to another producer */
+                shmring_queue_wake(&c->room_seq, producers, 1);
             return rc == SHMRING_AGAIN ? SHMRING_TIMEOUT : rc;
         }
         seq = shmring_queue_register(&c->room_seq, &c->room_waiters);
@@ -2611,12 +2619,14 @@ static inline int shmring_queue_put(shmring_queue_ctrl *c, uint64_t capacity, co
         slice = shmring_now_ns() + SHMRING_C_SLICE_NS;
         shmring_futex_wait_until(&c->room_seq, seq, deadline_ns && deadline_ns < slice ? deadline_ns : slice);
         shmring_queue_unregister(&c->room_waiters);
+        slept = 1;
     }
 }
 
 static inline int shmring_queue_get(shmring_queue_ctrl *c, uint64_t capacity, const char *name, uint64_t token,
                                     void *buf, uint64_t cap, uint64_t *len, uint32_t *tag, uint64_t deadline_ns)
 {
+    int slept = 0;
     *len = 0;
     *tag = 0;
     for (;;) {
@@ -2654,7 +2664,11 @@ static inline int shmring_queue_get(shmring_queue_ctrl *c, uint64_t capacity, co
             return SHMRING_OK;
         }
         if (rc != SHMRING_AGAIN || (deadline_ns && shmring_now_ns() >= deadline_ns)) {
+            /* relaxed [Q2]: read under the lock. */
+            consumers = __atomic_load_n(&c->items_waiters, __ATOMIC_RELAXED);
             shmring_queue_unlock(c, token);
+            if (slept) /* a wake taken before giving up goes on to another consumer */
+                shmring_queue_wake(&c->items_seq, consumers, 1);
             return rc == SHMRING_AGAIN ? SHMRING_TIMEOUT : rc;
         }
         seq = shmring_queue_register(&c->items_seq, &c->items_waiters);
@@ -2662,6 +2676,7 @@ static inline int shmring_queue_get(shmring_queue_ctrl *c, uint64_t capacity, co
         slice = shmring_now_ns() + SHMRING_C_SLICE_NS;
         shmring_futex_wait_until(&c->items_seq, seq, deadline_ns && deadline_ns < slice ? deadline_ns : slice);
         shmring_queue_unregister(&c->items_waiters);
+        slept = 1;
     }
 }
 
