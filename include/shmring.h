@@ -7,9 +7,9 @@
  * the same layout in prose; the _Static_asserts below are the authority.
  *
  * Requirements: C99 or C++11 and later, GCC or Clang (__atomic builtins),
- * Linux (futex, /proc).  Include this header before any system header, or
- * compile with -D_DEFAULT_SOURCE, so that the POSIX and Linux declarations it
- * needs are visible under strict -std=c99.
+ * Linux (futex, /proc).  Under a strict -std=c99/c11/c17 it may come first or
+ * after any ISO C header (<stdio.h>, <string.h>, <time.h>...); a POSIX header
+ * included before it then needs -D_DEFAULT_SOURCE (see below).
  *
  * Conventions
  * - Functions return 0 on success.  System failures return SHMRING_ERR_SYS
@@ -24,8 +24,34 @@
 #ifndef SHMRING_H
 #define SHMRING_H
 
-#if !defined(_DEFAULT_SOURCE)
+/* The POSIX and Linux declarations this header needs (O_CLOEXEC, ftruncate,
+ * posix_fallocate, clock_gettime, CLOCK_MONOTONIC, syscall, NAME_MAX...) are
+ * hidden by a strict -std=c99/c11/c17 unless a feature-test macro asks for
+ * them, and glibc reads those macros once, in <features.h>, when the first
+ * libc header of the translation unit is included.  Defining
+ * _DEFAULT_SOURCE here is enough when this header comes first; when a
+ * program included <stdio.h> or <string.h> before it, <features.h> has
+ * already decided, and a late #define changes nothing.  So, on glibc only,
+ * when the features in force lack what we need, <features.h> is read again:
+ * it starts by undefining every __USE_* macro ("a clean slate") and derives
+ * them anew from the feature-test macros, now including _DEFAULT_SOURCE, so
+ * every libc header included after this point declares the POSIX and Linux
+ * API.  (The alternatives were worse: asking every user for -D_DEFAULT_SOURCE
+ * is what the documented "include it after <stdio.h>" promise rules out, and
+ * declaring the functions ourselves would clash with glibc's own declarations
+ * and its 64-bit time_t redirections.)  Headers that the program included
+ * before this one keep what they declared: what this header needs from
+ * <time.h> and <limits.h>, ISO C headers a program may well include first, is
+ * supplied below if they hid it; a POSIX header (<unistd.h>, <fcntl.h>, ...)
+ * included first under a strict -std= without a feature-test macro is
+ * reported by an #error with the fix.  C++ compilers define _GNU_SOURCE, so
+ * none of this happens there. */
+#if !defined(_DEFAULT_SOURCE) && !defined(_GNU_SOURCE)
 #define _DEFAULT_SOURCE 1
+#endif
+#if defined(__GLIBC__) && defined(_FEATURES_H) && (!defined(__USE_MISC) || !defined(__USE_XOPEN2K8))
+#undef _FEATURES_H
+#include <features.h>
 #endif
 
 #include <errno.h>
@@ -42,13 +68,35 @@
 #include <sched.h>
 #include <sys/types.h>
 #include <dirent.h>
+#include <poll.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 
+#if defined(__GLIBC__) && !defined(O_CLOEXEC)
+#error "shmring.h: a POSIX header (<fcntl.h>, <unistd.h>, ...) was included before it under a strict -std= without a feature-test macro; include shmring.h first, or compile with -D_DEFAULT_SOURCE"
+#endif
+#if !defined(NAME_MAX)
+/* <limits.h> was included first under a strict -std=: take the kernel's. */
+#include <linux/limits.h>
+#endif
+
 #ifdef __cplusplus
 extern "C" {
+#endif
+
+#if !defined(CLOCK_MONOTONIC) && !defined(__cplusplus)
+/* <time.h> was included first under a strict -std=, which hid its POSIX part.
+ * The clock ids are the Linux ABI's; clock_gettime is declared as POSIX
+ * does (only here, where glibc's own declaration was left out; a 32-bit
+ * build with 64-bit time_t needs glibc's redirected one). */
+#if defined(__USE_TIME_BITS64)
+#error "shmring.h: include it before <time.h>, or compile with -D_DEFAULT_SOURCE"
+#endif
+#define CLOCK_REALTIME 0
+#define CLOCK_MONOTONIC 1
+extern int clock_gettime(clockid_t clock_id, struct timespec *tp);
 #endif
 
 /* ------------------------------------------------------------------------ */
@@ -590,7 +638,7 @@ static inline int shmring_lease_probe(int fd)
  * SHMRING_ERR_SYS. */
 static inline int shmring_lease_take(int fd)
 {
-    struct timespec start, now, pause = {0, 1000000}; /* 1 ms between tries */
+    struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (;;) {
         if (shmring_lease_lock(fd, 0) == 0)
@@ -602,7 +650,7 @@ static inline int shmring_lease_take(int fd)
                 (uint64_t)start.tv_nsec >=
             SHMRING_LEASE_WAIT_NS)
             return SHMRING_ERR_BUSY;
-        nanosleep(&pause, NULL);
+        poll(NULL, 0, 1); /* 1 ms between tries */
     }
 }
 
@@ -1395,6 +1443,26 @@ static inline int shmring_spin_release(shmring_spinlock *l, uint64_t token)
     uint64_t cur = token;
     /* release [Y3]: pairs with the acquire CAS of the next holder. */
     if (!__atomic_compare_exchange_n(&l->owner, &cur, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        return SHMRING_NOT_OWNER;
+    return SHMRING_OK;
+}
+
+/* A process token that names no process: pid 2^32 - 1 is above any pid_max
+ * (shmring_proc_stat refuses pids past INT32_MAX), so a lock it holds is
+ * held by a dead process. */
+#define SHMRING_TOKEN_ABANDONED UINT64_C(0xffffffff00000000)
+
+/* Give up a spin lock taken with SHMRING_OWNER_DIED without repairing the
+ * data: it passes to a holder that names no process, so the next acquirer
+ * takes it over as from a dead holder and is told SHMRING_OWNER_DIED again
+ * (a spin lock has no state word to keep "owner died" in).  Waiters take it
+ * over within their next liveness check (about 1 ms). */
+static inline int shmring_spin_abandon(shmring_spinlock *l, uint64_t token)
+{
+    uint64_t cur = token;
+    /* release [Y3]: pairs with the acquire CAS of the take-over. */
+    if (!__atomic_compare_exchange_n(&l->owner, &cur, SHMRING_TOKEN_ABANDONED, 0, __ATOMIC_RELEASE,
+                                     __ATOMIC_RELAXED))
         return SHMRING_NOT_OWNER;
     return SHMRING_OK;
 }
@@ -2483,9 +2551,11 @@ static inline int shmring_channel_recv(shmring_channel *ch, void *buf, uint64_t 
  * Many producers and many consumers share one ring of records (the record
  * format of the channel, with tags for what the payload is).  Every change
  * to the ring happens under the queue's robust mutex [Q1], and each change
- * becomes visible by a single store (the new tail or head), so a process
- * killed anywhere leaves either the old state or the new one: the next
- * holder is told OWNER_DIED, recounts (shmring_queue_recount) and goes on.
+ * becomes visible by a single store (the new tail or head; a put that
+ * restarts an empty ring stores tail, then head, and either state is a valid
+ * ring: shmring_qring_commit), so a process killed anywhere leaves either the
+ * old state or the new one: the next holder is told OWNER_DIED, recounts
+ * (shmring_queue_recount) and goes on.
  *
  * Overflow (queues not created SHMRING_QUEUE_BOUNDED): when the main ring
  * has no room, producers open a chain of overflow chunks, each its own
@@ -2673,17 +2743,44 @@ static inline int shmring_qring_load(shmring_qring *r, uint64_t *head_p, uint64_
     return SHMRING_OK;
 }
 
-/* Make the working head and tail the ring's (lock held). */
+/* Make the working head and tail the ring's (lock held).  A put moves tail
+ * and a get head; a put that restarted an empty ring (shmring_qring_restart)
+ * moves both, tail first: a holder killed between the two stores leaves
+ * tail moved and head not, a valid ring whose padding record the next reader
+ * skips (the other order would leave head past tail). */
 static inline void shmring_qring_commit(shmring_qring *r)
 {
-    /* relaxed: under the lock; the lock's release [Q1] publishes them. */
-    __atomic_store_n(r->head_p, r->head, __ATOMIC_RELAXED);
+    /* relaxed: under the lock; the lock's release [Q1] publishes both. */
     __atomic_store_n(r->tail_p, r->tail, __ATOMIC_RELAXED);
+    /* release [Q1]: keeps the tail store before this one in the holder's
+     * own order (a holder killed in between, above); the next holder reads
+     * both after its acquire of the lock. */
+    __atomic_store_n(r->head_p, r->head, __ATOMIC_RELEASE);
+}
+
+/* An empty ring (working head == tail) whose tail is not at offset 0 has
+ * all its bytes free, but split by the end of the ring: a record longer
+ * than the part before the end would wait for ever for room it has.  Start
+ * over at offset 0: a padding record covers the bytes to the end, and tail
+ * and head both move past it (committed tail first: shmring_qring_commit).
+ * Does nothing to a ring that is not empty or already at offset 0. */
+static inline void shmring_qring_restart(shmring_qring *r)
+{
+    uint64_t pos = r->tail % r->capacity;
+    shmring_record *rec;
+    if (r->tail != r->head || pos == 0)
+        return;
+    rec = (shmring_record *)(r->data + pos);
+    rec->len = (uint32_t)(r->capacity - pos - sizeof(shmring_record));
+    rec->tag = SHMRING_REC_PAD;
+    r->tail += r->capacity - pos;
+    r->head = r->tail;
 }
 
 /* Reserve a record of `len` payload bytes at the working tail and return
  * where its payload goes; SHMRING_AGAIN when there is no room now,
- * SHMRING_TOO_BIG when it could never fit. */
+ * SHMRING_TOO_BIG when it could never fit.  A record that fits the ring
+ * (record size <= capacity) always fits an empty one. */
 static inline int shmring_qring_reserve(shmring_qring *r, uint32_t tag, uint64_t len, unsigned char **out)
 {
     uint64_t need = shmring_queue_record_size(len);
@@ -2693,6 +2790,11 @@ static inline int shmring_qring_reserve(shmring_qring *r, uint32_t tag, uint64_t
     shmring_record *rec;
     if (len > UINT32_MAX || need > r->capacity)
         return SHMRING_TOO_BIG;
+    if (contig < need && r->tail == r->head) {
+        shmring_qring_restart(r);
+        pos = 0;
+        contig = room = r->capacity;
+    }
     if (contig < need) {
         if (room < contig + need)
             return SHMRING_AGAIN;
@@ -2712,13 +2814,19 @@ static inline int shmring_qring_reserve(shmring_qring *r, uint32_t tag, uint64_t
     return SHMRING_OK;
 }
 
-/* Whether a record of `len` bytes fits now (for waiters: no side effects). */
+/* Whether shmring_qring_reserve would place a record of `len` bytes now
+ * (for waiters: no side effects).  An empty ring takes any record that fits
+ * the ring (it restarts at offset 0). */
 static inline int shmring_qring_fits(const shmring_qring *r, uint64_t len)
 {
     uint64_t need = shmring_queue_record_size(len);
     uint64_t pos = r->tail % r->capacity;
     uint64_t contig = r->capacity - pos;
     uint64_t room = r->capacity - (r->tail - r->head);
+    if (len > UINT32_MAX || need > r->capacity)
+        return 0;
+    if (r->tail == r->head)
+        return 1;
     return need <= (contig < need ? (room >= contig ? room - contig : 0) : room);
 }
 
@@ -2827,6 +2935,9 @@ static inline uint32_t shmring_queue_register(uint32_t *seq, uint32_t *waiters)
     return __atomic_load_n(seq, __ATOMIC_RELAXED);
 }
 
+/* After the sleep, without the lock: an atomic decrement (other processes
+ * change the count at the same time: registrations under the lock, other
+ * waiters' decrements outside it). */
 static inline void shmring_queue_unregister(uint32_t *waiters)
 {
     /* relaxed: a hint; a stale count (a waiter killed asleep) costs a spare wake call. */
@@ -3072,6 +3183,7 @@ static inline int shmring_queue_lock_repair(shmring_queue_ctrl *c, uint64_t capa
 static inline int shmring_queue_put(shmring_queue_ctrl *c, uint64_t capacity, const char *name, uint64_t token,
                                     uint32_t tag, const void *data, uint64_t len, uint64_t deadline_ns)
 {
+    int slept = 0;
     for (;;) {
         shmring_qring r;
         unsigned char *dst;
@@ -3105,7 +3217,11 @@ static inline int shmring_queue_put(shmring_queue_ctrl *c, uint64_t capacity, co
             }
         }
         if (rc != SHMRING_AGAIN || (deadline_ns && shmring_now_ns() >= deadline_ns)) {
+            /* relaxed [Q2]: read under the lock. */
+            producers = __atomic_load_n(&c->room_waiters, __ATOMIC_RELAXED);
             shmring_queue_unlock(c, token);
+            if (slept) /* a wake taken before giving up goes on to another producer */
+                shmring_queue_wake(&c->room_seq, producers, 1);
             return rc == SHMRING_AGAIN ? SHMRING_TIMEOUT : rc;
         }
         seq = shmring_queue_register(&c->room_seq, &c->room_waiters);
@@ -3113,12 +3229,14 @@ static inline int shmring_queue_put(shmring_queue_ctrl *c, uint64_t capacity, co
         slice = shmring_now_ns() + SHMRING_C_SLICE_NS;
         shmring_futex_wait_until(&c->room_seq, seq, deadline_ns && deadline_ns < slice ? deadline_ns : slice);
         shmring_queue_unregister(&c->room_waiters);
+        slept = 1;
     }
 }
 
 static inline int shmring_queue_get(shmring_queue_ctrl *c, uint64_t capacity, const char *name, uint64_t token,
                                     void *buf, uint64_t cap, uint64_t *len, uint32_t *tag, uint64_t deadline_ns)
 {
+    int slept = 0;
     *len = 0;
     *tag = 0;
     for (;;) {
@@ -3156,7 +3274,11 @@ static inline int shmring_queue_get(shmring_queue_ctrl *c, uint64_t capacity, co
             return SHMRING_OK;
         }
         if (rc != SHMRING_AGAIN || (deadline_ns && shmring_now_ns() >= deadline_ns)) {
+            /* relaxed [Q2]: read under the lock. */
+            consumers = __atomic_load_n(&c->items_waiters, __ATOMIC_RELAXED);
             shmring_queue_unlock(c, token);
+            if (slept) /* a wake taken before giving up goes on to another consumer */
+                shmring_queue_wake(&c->items_seq, consumers, 1);
             return rc == SHMRING_AGAIN ? SHMRING_TIMEOUT : rc;
         }
         seq = shmring_queue_register(&c->items_seq, &c->items_waiters);
@@ -3164,6 +3286,7 @@ static inline int shmring_queue_get(shmring_queue_ctrl *c, uint64_t capacity, co
         slice = shmring_now_ns() + SHMRING_C_SLICE_NS;
         shmring_futex_wait_until(&c->items_seq, seq, deadline_ns && deadline_ns < slice ? deadline_ns : slice);
         shmring_queue_unregister(&c->items_waiters);
+        slept = 1;
     }
 }
 

@@ -676,3 +676,97 @@ def test_c_create_refuses_existing_name(
     assert bytes(seg.buf[:4]) == b"mine"
     assert seg.info().creator_pid == os.getpid()
     assert _shm_path(name).exists(), "a refused create must not unlink the existing segment"
+
+
+# ---------------------------------------------------------------------------
+# (d) the header as the README shows it
+# ---------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+ISO_C_HEADERS = ["assert.h", "ctype.h", "errno.h", "float.h", "inttypes.h", "limits.h", "locale.h", "math.h",
+                 "setjmp.h", "signal.h", "stdarg.h", "stddef.h", "stdint.h", "stdio.h", "stdlib.h", "string.h",
+                 "time.h", "wchar.h"]
+
+STANDARDS = ["c99", "c11", "c17", "c++11", "c++14", "c++17", "c++20"]
+
+
+def _readme_c_snippet() -> str:
+    """The first ```c block of the README's "## From C and C++" section, as printed."""
+    text = README.read_text()
+    section = text.split("\n## From C and C++\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("```c\n", 1)[1].split("```", 1)[0]
+
+
+def _standard_params() -> list[object]:
+    params = []
+    for std in STANDARDS:
+        cxx = std.startswith("c++")
+        for compiler in (["g++", "clang++"] if cxx else ["gcc", "clang"]):
+            if compiler.startswith("clang") and shutil.which(compiler) is None:
+                continue  # clang is checked where it is installed; gcc and g++ always are
+            params.append(pytest.param(compiler, std, id=f"{compiler}-{std}"))
+    return params
+
+
+def _as_program(snippet: str) -> str:
+    """The snippet as a translation unit: `#include <stdio.h>` first, its own
+    #include lines, then the rest of it as the body of main()."""
+    lines = snippet.splitlines()
+    includes = [line for line in lines if line.startswith("#include")]
+    body = [line for line in lines if not line.startswith("#include")]
+    return "\n".join(["#include <stdio.h>", *includes, "int main(void)", "{", *body, "    return rc;", "}", ""])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("compiler", "std"), _standard_params())
+def test_readme_c_snippet_compiles_as_printed_after_stdio(compiler: str, std: str, tmp_path: Path) -> None:
+    """The README's C example, untouched, after <stdio.h> (the order a C
+    program naturally has): no diagnostic under -Wall -Wextra -Werror, and it
+    links.  Regression: shmring.h set _DEFAULT_SOURCE after glibc had read
+    the feature macros, so O_CLOEXEC, CLOCK_MONOTONIC and ftruncate were
+    undeclared under -std=c99/c11/c17."""
+    snippet = _readme_c_snippet()
+    assert '#include "shmring.h"' in snippet and "shmring_channel_send(" in snippet
+    src = tmp_path / ("readme.cpp" if std.startswith("c++") else "readme.c")
+    src.write_text(_as_program(snippet))
+    exe = tmp_path / "readme"
+    result = _compile(compiler, [f"-std={std}", "-Wall", "-Wextra", "-Werror", "-I", INCLUDE, str(src), "-o",
+                                 str(exe)])
+    assert result.returncode == 0, f"{compiler} -std={std}:\n{result.stderr}"
+    assert result.stderr == ""
+    run = _run([str(exe)])  # no "/frames" segment here: it reports the error and says so
+    assert run.returncode == ERR_SYS and "system call failed" in run.stderr, run
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("compiler", "std"), _standard_params())
+def test_header_compiles_after_every_iso_c_header(compiler: str, std: str, tmp_path: Path) -> None:
+    """Every ISO C header before shmring.h (<time.h> and <limits.h> hide the
+    POSIX clock and NAME_MAX under a strict -std=): still clean, and the
+    clock it reads works."""
+    cxx = std.startswith("c++")
+    src = tmp_path / ("tu.cpp" if cxx else "tu.c")
+    first = [f"#include <{h}>" for h in ISO_C_HEADERS]
+    src.write_text("\n".join([*first, '#include "shmring.h"',
+                              "int main(void) { return shmring_now_ns() > 0 && shmring_name_check(\"/ok\") == 0 ? 0 : 1; }",
+                              ""]))
+    exe = tmp_path / "tu"
+    result = _compile(compiler, [f"-std={std}", "-Wall", "-Wextra", "-Werror", "-I", INCLUDE, str(src), "-o",
+                                 str(exe)])
+    assert result.returncode == 0, f"{compiler} -std={std}:\n{result.stderr}"
+    assert result.stderr == ""
+    assert _run([str(exe)]).returncode == 0
+
+
+def test_header_reports_posix_header_included_first_without_feature_macro(tmp_path: Path) -> None:
+    """The one order it cannot repair says how to fix it, instead of a list
+    of undeclared names."""
+    src = tmp_path / "tu.c"
+    src.write_text('#include <fcntl.h>\n#include "shmring.h"\nint main(void) { return 0; }\n')
+    result = _compile("gcc", ["-std=c99", "-I", INCLUDE, "-c", str(src), "-o", str(tmp_path / "tu.o")])
+    assert result.returncode != 0
+    assert "-D_DEFAULT_SOURCE" in result.stderr
+    ok = _compile("gcc", ["-std=c99", "-D_DEFAULT_SOURCE", "-Wall", "-Wextra", "-Werror", "-I", INCLUDE, "-c",
+                          str(src), "-o", str(tmp_path / "tu.o")])
+    assert ok.returncode == 0 and ok.stderr == "", ok.stderr

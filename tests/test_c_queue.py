@@ -79,3 +79,65 @@ def test_python_producer_c_consumers(peer: Path, name: str) -> None:
         assert all(o[:2] == ["got", str(count)] for o in outs)
         assert sum(int(o[2]) for o in outs) == sum(range(2 * count))  # each exactly once
         assert q.empty()
+
+
+# -- the C API on an empty ring (tests/c/queue_ops.c) ---------------------------
+
+SMALL = 256
+
+
+@pytest.fixture(scope="module")
+def ops(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    exe = tmp_path_factory.mktemp("cq") / "queue_ops"
+    proc = subprocess.run(
+        ["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", shmring.get_include(),
+         str(ROOT / "tests" / "c" / "queue_ops.c"), "-o", str(exe)],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    return exe
+
+
+def run_ops(exe: Path, name: str, ops: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(exe), name, *ops], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.timeout(60)
+def test_c_put_places_a_record_that_fits_an_empty_ring(ops: Path, name: str) -> None:
+    """Regression (issue 9, item 4) through shmring_queue_put: the 4112-byte
+    record after a 4072-byte one timed out on an empty 8 KiB ring."""
+    with shmring.Queue(max_size_bytes=8192, name=name) as q:
+        run = run_ops(ops, name, ["p4072", "g4072", "p4112"])
+        assert run.returncode == 0 and run.stdout == "ok\n", run.stdout + run.stderr
+        assert q.get(timeout=5) == bytes([4112 % 251]) * 4112
+
+
+def _record(need: int) -> int:
+    """Payload bytes of a record of `need` ring bytes."""
+    return need - 8
+
+
+@pytest.mark.timeout(60)
+def test_c_put_at_every_offset_of_an_empty_ring(ops: Path, name: str) -> None:
+    """The C peer parks the tail of an empty 256-byte ring at every offset and
+    puts records of 8 bytes, one position short of the end, an exact fit, one
+    position past the end, and the whole ring; each is placed at once and
+    taken back intact; a record behind another one that has no room times
+    out instead."""
+    script: list[str] = []
+    at = 0
+    for pos in range(0, SMALL, 8):
+        contig = SMALL - pos
+        for need in sorted({n for n in (8, contig - 8, contig, contig + 8, SMALL) if 8 <= n <= SMALL}):
+            if pos < at:  # to the end first (an exact fit), then to pos
+                script += [f"p{_record(SMALL - at)}", f"g{_record(SMALL - at)}"]
+                at = 0
+            if pos > at:
+                script += [f"p{_record(pos - at)}", f"g{_record(pos - at)}"]
+            script += [f"p{_record(need)}", f"g{_record(need)}"]
+            at = (pos + need) % SMALL if need <= contig else need % SMALL
+    script += ["p8", f"f{_record(SMALL - 8)}", "g8"]  # not empty: waits (and times out)
+    with shmring.Queue(max_size_bytes=SMALL, name=name) as q:
+        run = run_ops(ops, name, script)
+        assert run.returncode == 0 and run.stdout == "ok\n", run.stdout + run.stderr
+        assert q.empty() and q.stats()["used_bytes"] == 0

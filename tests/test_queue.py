@@ -656,7 +656,8 @@ def test_open_by_name_and_pickle_attach_the_same_queue(sq: shmring.Queue) -> Non
     other.close()  # closing an attached handle leaves the others usable
     sq.put(4)
     assert copy.get_nowait() == 4
-    assert sq.is_closed() and copy.is_closed()  # close() is seen by every handle
+    assert other.is_closed() and not sq.is_closed() and not copy.is_closed()  # is_closed(): per handle
+    assert sq.closed_anywhere() and copy.closed_anywhere()  # the shared mark
 
 
 def test_open_missing_and_non_queue_segments(name: str, new_name: Callable[[], str]) -> None:
@@ -812,6 +813,75 @@ def test_put_many_waits_until_the_whole_batch_fits(name: str) -> None:
         assert q.get_many() == [2, 3, 4, 5]
 
 
+class _Refused(Exception):
+    pass
+
+
+def _dumps_refusing(obj: Any) -> bytes:
+    if obj == "refuse":
+        raise _Refused("cannot serialize this one")
+    if obj == "not bytes":
+        return "a str"  # type: ignore[return-value]
+    return pickle.dumps(obj)
+
+
+def _items_then_error() -> Iterator[Any]:
+    yield 1
+    yield 2
+    raise _Refused("the iterable broke")
+
+
+@pytest.mark.parametrize(
+    ("items", "exc"),
+    [
+        ([1, lambda: 0, 3], (pickle.PicklingError, AttributeError, TypeError)),  # unpicklable in the middle
+        ([1, threading.Lock(), 3], TypeError),
+        ([1, "refuse", 3], _Refused),  # the serializer raises for the middle item
+        ([1, "not bytes", 3], TypeError),  # the serializer returns a str for it
+        ("generator", _Refused),  # the iterable itself fails part-way
+    ],
+    ids=["lambda", "lock", "dumps-raises", "dumps-not-bytes", "iterable-raises"],
+)
+def test_put_many_serializes_the_whole_batch_before_writing(name: str, items: Any, exc: Any) -> None:
+    """Partial batches are explicit: every item is serialized before the
+    first byte goes into the ring, so an item that fails in the middle
+    delivers nothing, not the items before it."""
+    with shmring.Queue(name=name, dumps=_dumps_refusing, loads=pickle.loads) as q:
+        q.put("before")
+        with pytest.raises(exc):
+            q.put_many(_items_then_error() if items == "generator" else items)
+        st = q.stats()
+        assert (q.qsize(), st["puts"], st["used_bytes"]) == (1, 1, record_size(len(pickle.dumps("before"))))
+        q.put("after")
+        assert q.get_many_nowait() == ["before", "after"]
+
+
+def test_put_many_that_times_out_delivers_nothing_even_with_room_for_part(name: str) -> None:
+    """A batch waits for room for all of it; when the time runs out it
+    delivers none, even though room for some of it came meanwhile (maxsize,
+    and bytes on a bounded ring)."""
+    with shmring.Queue(4, name=name) as q:
+        q.put_many([0, 1, 2])
+        t = later(0.1, lambda: q.get(timeout=OP_TIMEOUT))  # room for 2 of the 3
+        with pytest.raises(queue.Full):
+            q.put_many(["a", "b", "c"], timeout=0.5)
+        t.join(5)
+        assert q.stats()["puts"] == 3
+        assert q.get_many_nowait() == [1, 2]
+    with shmring.Queue(max_size_bytes=SMALL, name=name, dumps=bytes, loads=bytes) as q:
+        q.put_many([b"x" * 56] * 4)  # four 64-byte records: full
+        t = later(0.1, lambda: q.get(timeout=OP_TIMEOUT))  # room for one record of 64
+        with pytest.raises(queue.Full):
+            q.put_many([b"y" * 56, b"z" * 56], timeout=0.5)
+        t.join(5)
+        assert q.stats()["used_bytes"] == 3 * 64 and q.stats()["puts"] == 4
+        with pytest.raises(queue.Full):
+            q.put_many_nowait([b"y" * 56, b"z" * 56])
+        assert q.get_many_nowait() == [b"x" * 56] * 3
+        q.put_many_nowait([b"y" * 56, b"z" * 56])  # and it goes in whole once it fits
+        assert q.get_many_nowait() == [b"y" * 56, b"z" * 56]
+
+
 def test_data_size_counts_payload_bytes(sq: shmring.Queue) -> None:
     assert sq.data_size() == 0
     sq.put_bytes(b"x" * 10)
@@ -849,25 +919,155 @@ def test_put_bytes_get_bytes(sq: shmring.Queue) -> None:
 
 
 def test_is_closed_after_close(sq: shmring.Queue) -> None:
-    assert not sq.is_closed()
+    assert not sq.is_closed() and not sq.closed_anywhere()
     sq.close()
-    assert sq.is_closed()
+    assert sq.is_closed() and sq.closed_anywhere()
     assert sq.qsize() == 0 and sq.empty()  # inspection still works
 
 
-def _close_in_child(q: shmring.Queue) -> None:
+def _close_in_child(q: shmring.Queue, conn: Any) -> None:
+    before = (q.is_closed(), q.closed_anywhere())
     q.close()
+    try:
+        q.put("from a closed handle")
+        put = "put worked"
+    except ValueError as e:
+        put = str(e)
+    conn.send((before, q.is_closed(), q.closed_anywhere(), put))
+
+
+def _report_closed(q: shmring.Queue, conn: Any) -> None:
+    conn.send((q.is_closed(), q.closed_anywhere(), q.get(timeout=OP_TIMEOUT)))
 
 
 @pytest.mark.timeout(30)
-def test_is_closed_is_visible_from_another_process(sq: shmring.Queue) -> None:
-    p = FORK.Process(target=_close_in_child, args=(sq,))
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_is_closed_is_per_handle_and_closed_anywhere_is_shared(sq: shmring.Queue, method: str) -> None:
+    """One rule: is_closed() is this handle's state, the one that makes its
+    put/get raise; a child's close() does not make the parent's is_closed()
+    true while the parent's put/get still work.  closed_anywhere() is the
+    shared mark that any close() sets (faster-fifo's is_closed())."""
+    ctx = CONTEXTS[method]
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_close_in_child, args=(sq, w))
     p.start()
+    assert r.poll(OP_TIMEOUT)
+    before, child_closed, child_anywhere, child_put = r.recv()
     p.join(OP_TIMEOUT)
     assert p.exitcode == 0
-    assert sq.is_closed()
+    assert before == (False, False)
+    assert child_closed and child_anywhere and "is closed" in child_put
+    assert not sq.is_closed() and sq.closed_anywhere()
     sq.put("the parent's handle was not closed")
     assert sq.get_nowait() == "the parent's handle was not closed"
+    # and the other way round: the parent closes, a child's handle works
+    reader = sq.open(sq.name)  # a second handle of this process, still open
+    sq.close()  # (`reader` is still attached: the queue stays)
+    reader.put("for the child")
+    p = ctx.Process(target=_report_closed, args=(reader, w))
+    p.start()
+    assert r.poll(OP_TIMEOUT)
+    assert r.recv() == (False, True, "for the child")
+    p.join(OP_TIMEOUT)
+    assert p.exitcode == 0
+    with pytest.raises(ValueError, match="is closed"):
+        sq.get_nowait()
+    reader.close()
+
+
+QUEUE_CTRL_WAITERS = {"items": 260, "room": 268, "done": 276}  # docs/PROTOCOL.md 5.1
+
+
+def _blocked_calls() -> list[Any]:
+    return [
+        pytest.param("get", "items", 0, id="get"),
+        pytest.param("get_timeout", "items", 0, id="get-timeout"),
+        pytest.param("get_many", "items", 0, id="get_many"),
+        pytest.param("get_bytes", "items", 0, id="get_bytes"),
+        pytest.param("get_polling", "items", 50_000_000, id="get-while-polling"),
+        pytest.param("put_maxsize", "room", 0, id="put-waiting-for-maxsize"),
+        pytest.param("put_many_bytes", "room", 0, id="put_many-waiting-for-bytes"),
+        pytest.param("join", "done", 0, id="join"),
+    ]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("call", "word", "spin_ns"), _blocked_calls())
+def test_close_from_another_thread_wakes_the_blocked_call(name: str, call: str, word: str, spin_ns: int) -> None:
+    """Shutdown: a thread blocked in get (or in a put waiting for room, or in
+    join) on a handle that another thread closes raises the ValueError a
+    call on a closed queue raises, instead of sleeping on; the queue, its
+    items and the other handles are untouched."""
+    maxsize = 1 if call == "put_maxsize" else 0
+    size = SMALL if call == "put_many_bytes" else None
+    with shmring.JoinableQueue(maxsize, max_size_bytes=size, name=name, spin_ns=spin_ns) as q, \
+            shmring.Segment.open(name) as seg:
+        other = shmring.Queue.open(name)
+        if call == "put_maxsize":
+            q.put("the one item")
+        elif call == "put_many_bytes":
+            q.put_bytes(b"f" * (SMALL - 8))  # the ring is full
+        elif call == "join":
+            q.put("unfinished")
+        actions: dict[str, Callable[[], Any]] = {
+            "get": q.get, "get_timeout": lambda: q.get(timeout=OP_TIMEOUT), "get_many": q.get_many,
+            "get_bytes": q.get_bytes, "get_polling": q.get, "put_maxsize": lambda: q.put("second"),
+            "put_many_bytes": lambda: q.put_many([1, 2]), "join": q.join,
+        }
+        outcome: list[BaseException | str] = []
+
+        def blocked() -> None:
+            try:
+                actions[call]()
+                outcome.append("returned")
+            except BaseException as e:  # noqa: BLE001 - handed to the test
+                outcome.append(e)
+
+        t = threading.Thread(target=blocked, daemon=True)
+        t.start()
+        off = QUEUE_CTRL_WAITERS[word]
+        if spin_ns:
+            time.sleep(0.01)  # inside its poll (50 ms) rather than asleep
+        else:
+            assert eventually(lambda: struct.unpack_from("<I", seg.buf, off)[0] == 1, OP_TIMEOUT), "never slept"
+        q.close()
+        t.join(OP_TIMEOUT)
+        assert not t.is_alive(), "close() did not end the blocked call"
+        assert len(outcome) == 1 and isinstance(outcome[0], ValueError), outcome
+        assert str(outcome[0]) == f"Queue {name!r} is closed"
+        assert eventually(lambda: struct.unpack_from("<I", seg.buf, off)[0] == 0), "the waiter stayed counted"
+        # nothing was lost or changed: another handle sees the queue as it was
+        if call == "put_maxsize":
+            assert other.get_nowait() == "the one item"
+        elif call == "put_many_bytes":
+            assert other.get_nowait() == b"f" * (SMALL - 8)
+        elif call == "join":
+            assert other.get_nowait() == "unfinished"
+        assert other.empty() and not other.is_closed()
+        other.put("still works")
+        assert other.get_nowait() == "still works"
+        other.close()
+
+
+@pytest.mark.timeout(30)
+def test_close_wakes_only_this_handles_calls(name: str) -> None:
+    """A get blocked on another handle of the same process goes on waiting
+    when one handle closes, and gets the next item."""
+    with shmring.Queue(name=name) as q:
+        other = shmring.Queue.open(name)
+        got: list[Any] = []
+        t = threading.Thread(target=lambda: got.append(other.get(timeout=OP_TIMEOUT)), daemon=True)
+        t.start()
+        time.sleep(0.1)
+        q.close()
+        time.sleep(0.1)
+        assert t.is_alive() and got == []
+        third = shmring.Queue.open(name)
+        third.put("next")
+        t.join(OP_TIMEOUT)
+        assert got == ["next"]
+        other.close()
+        third.close()
 
 
 def test_reallocate_msg_buffer_and_parse_messages(sq: shmring.Queue) -> None:
@@ -1218,6 +1418,125 @@ def test_ring_exactly_full_then_drained(name: str) -> None:
         q.put_bytes(b"b" * 40)
         assert q.stats()["used_bytes"] == 8 + 48
         assert q.get_bytes() == b"" and q.get_bytes() == b"b" * 40
+
+
+# --------------------------------------------------------------------------
+# An empty ring takes any record that fits the ring, wherever its tail is
+# --------------------------------------------------------------------------
+
+CTRL_HEAD, CTRL_TAIL = 152, 160  # ring counters in the queue's control block (docs/PROTOCOL.md 5.1)
+SMALL = 256  # ring bytes of the queues below: 32 record positions
+
+
+def ring_counters(seg: shmring.Segment) -> tuple[int, int]:
+    head, tail = struct.unpack_from("<QQ", seg.buf, CTRL_HEAD)
+    return head, tail
+
+
+def park_tail(q: shmring.Queue, seg: shmring.Segment, pos: int) -> None:
+    """Leave the (empty) ring with its tail at offset ``pos``, by records that
+    fit exactly before the end (so none of them needs padding)."""
+    head, tail = ring_counters(seg)
+    assert head == tail, "park_tail needs an empty ring"
+    at = tail % SMALL
+    if pos < at:
+        q.put_bytes(b"\0" * (SMALL - at - 8), block=False)  # exactly to the end
+        q.get_bytes(block=False)
+        at = 0
+    if pos > at:
+        q.put_bytes(b"\0" * (pos - at - 8), block=False)
+        q.get_bytes(block=False)
+    head, tail = ring_counters(seg)
+    assert head == tail and tail % SMALL == pos
+
+
+def test_bounded_queue_places_a_record_that_fits_an_empty_ring(name: str) -> None:
+    """Regression (issue 9, item 4): after one 4072-byte item went through an
+    8 KiB ring, a 4112-byte item fitted the ring but not after the padding in
+    front of it, and put waited for room on an empty queue until Full."""
+    with shmring.Queue(max_size_bytes=8192, name=name) as q:
+        q.put_bytes(b"x" * 4072)
+        assert q.get_bytes() == b"x" * 4072
+        q.put_bytes(b"y" * 4112, timeout=2)
+        assert q.stats()["used_bytes"] == record_size(4112)  # the padding was stepped over, not kept
+        assert q.get_bytes(timeout=OP_TIMEOUT) == b"y" * 4112
+        assert q.empty() and q.stats()["used_bytes"] == 0
+
+
+@pytest.mark.parametrize("pos", range(0, SMALL, 8))
+def test_empty_ring_takes_any_fitting_record_at_every_offset(pos: int, name: str) -> None:
+    """Tail parked at every offset of an empty ring; records of every size
+    that matters there: empty payload, one record position short of the end,
+    an exact fit, one position past the end (the record wraps), and the whole
+    ring.  Each is placed at once, whole, where the layout says, and comes
+    back intact."""
+    contig = SMALL - pos
+    needs = sorted({n for n in (8, contig - 8, contig, contig + 8, SMALL) if 8 <= n <= SMALL})
+    with shmring.Queue(max_size_bytes=SMALL, name=name) as q, shmring.Segment.open(name) as seg:
+        for need in needs:
+            park_tail(q, seg, pos)
+            _, tail = ring_counters(seg)
+            payload = bytes([need % 251]) * (need - 8 - (need > 8))  # odd lengths too: padded to 8
+            assert record_size(len(payload)) == need
+            q.put_bytes(payload, block=False)
+            head2, tail2 = ring_counters(seg)
+            assert tail2 - head2 == need, "the empty ring keeps no padding in front of the record"
+            start = tail2 - need
+            assert start % SMALL == (pos if need <= contig else 0), (pos, need)
+            assert start == (tail if need <= contig else tail + contig)
+            if need == SMALL:
+                with pytest.raises(queue.Full):
+                    q.put_bytes(b"", block=False)  # full: even an empty record waits
+            assert q.get_bytes(block=False) == payload
+            assert q.empty() and q.stats()["used_bytes"] == 0
+
+
+@pytest.mark.parametrize("pos", range(16, SMALL - 8, 8))
+def test_one_short_of_the_end_then_the_next_record_pads(pos: int, name: str) -> None:
+    """A record that leaves exactly one 8-byte position before the end: the
+    next one (the ring is not empty) goes to offset 0 behind an 8-byte
+    padding record, and both come out in order."""
+    contig = SMALL - pos
+    with shmring.Queue(max_size_bytes=SMALL, name=name) as q, shmring.Segment.open(name) as seg:
+        park_tail(q, seg, pos)
+        first = b"a" * (contig - 16)  # a record of contig - 8 bytes
+        q.put_bytes(first, block=False)
+        q.put_bytes(b"b" * 8, block=False)
+        head, tail = ring_counters(seg)
+        assert tail - head == (contig - 8) + 8 + 16  # the padding stays until a get steps over it
+        assert struct.unpack_from("<II", seg.buf, 384 + SMALL - 8) == (0, 0x50)
+        assert tail % SMALL == 16
+        assert q.get_many_nowait() == [first, b"b" * 8]
+        assert q.stats()["used_bytes"] == 0
+
+
+def test_ring_that_is_not_empty_still_waits_for_room(name: str) -> None:
+    """Only an empty ring restarts at offset 0: a record behind another one
+    waits for the room it needs after the padding, as before."""
+    with shmring.Queue(max_size_bytes=SMALL, name=name) as q, shmring.Segment.open(name) as seg:
+        park_tail(q, seg, 200)
+        q.put_bytes(b"k" * 8, block=False)  # 16 bytes at 200: 40 left before the end
+        with pytest.raises(queue.Full):
+            q.put_bytes(b"w" * 200, block=False)  # 208 bytes: needs 40 + 208 > 240 free
+        assert ring_counters(seg)[1] % SMALL == 216
+        assert q.get_bytes(block=False) == b"k" * 8
+        q.put_bytes(b"w" * 200, block=False)  # now empty: placed from offset 0
+        assert q.get_bytes(block=False) == b"w" * 200
+
+
+@pytest.mark.parametrize("pos", range(0, SMALL, 8))
+def test_put_many_fits_an_empty_ring_at_every_offset(pos: int, name: str) -> None:
+    """A batch that fits the ring (records of SMALL bytes in all) is placed on
+    an empty ring wherever its tail is: one record before the end and the
+    next one past it would need more than the ring with the padding between."""
+    with shmring.Queue(max_size_bytes=SMALL, name=name, dumps=bytes, loads=bytes) as q, \
+            shmring.Segment.open(name) as seg:
+        park_tail(q, seg, pos)
+        batch = [b"1" * (SMALL - 32 - 8), b"2" * (32 - 8)]  # records of SMALL - 32 and 32 bytes
+        q.put_many_nowait(batch)
+        head, tail = ring_counters(seg)
+        assert tail - head == SMALL
+        assert q.get_many_nowait() == batch
 
 
 # --------------------------------------------------------------------------

@@ -557,6 +557,32 @@ def test_crash_in_put_recovers(stage: int, mode: str, new_name: Callable[[], str
         assert q.get_many() == [1, 2]
 
 
+@pytest.mark.timeout(30)
+def test_crash_between_the_two_stores_of_a_ring_restart(new_name: Callable[[], str]) -> None:
+    """A put on an empty ring restarted at offset 0 moves tail and head; a
+    holder killed after storing tail and before head leaves a valid ring
+    holding the padding record and its record: the next holder counts the
+    record, and readers step over the padding."""
+    with shmring.Queue(max_size_bytes=512, name=new_name()) as q:
+        q.put_bytes(b"p" * 200)
+        assert q.get_bytes() == b"p" * 200  # empty, tail at offset 208
+        seg = shmring.Segment.open(q.name)
+        try:
+            head, tail = u64(seg.buf, HEAD), u64(seg.buf, TAIL)
+            assert head == tail == 208
+            crash_in_put(q, 4)
+            assert (u64(seg.buf, HEAD), u64(seg.buf, TAIL)) == (208, 512 + record_size(5))
+            assert struct.unpack_from("<II", seg.buf, DATA + 208) == (512 - 208 - 8, TAG_PAD)
+        finally:
+            seg.close()
+        q.put("after", timeout=OP_TIMEOUT)  # takes the dead holder's lock over and recounts
+        assert q.qsize() == 2 and q.data_size() == 5 + len(q.dumps("after"))
+        assert [q.get_nowait(), q.get_nowait()] == [b"crash", "after"]
+        assert_drained(q)
+        q.put_bytes(b"w" * 496, timeout=OP_TIMEOUT)  # the whole ring, again
+        assert q.get_bytes() == b"w" * 496
+
+
 def _report_gets(q: shmring.Queue, conn: Any) -> None:
     while True:
         x = q.get(timeout=OP_TIMEOUT)
@@ -891,6 +917,14 @@ class RingModel:
     def data(self) -> int:
         return sum(len(r[2]) for r in self.main if r[1] != TAG_PAD) + sum(len(r[1]) for r in self.chain)
 
+    def _restart(self, tail: int, head: int) -> tuple[int, int]:
+        """An empty ring whose tail is not at offset 0 starts over at 0: a
+        padding record to the end, and head and tail both past it."""
+        if tail == head and tail % self.cap:
+            tail += self.cap - tail % self.cap
+            head = tail
+        return tail, head
+
     def _reserve(self, tail: int, head: int, n: int) -> tuple[int, list[tuple[int, int, bytes, Any]]] | None:
         need, pos = record_size(n), tail % self.cap
         contig, room = self.cap - pos, self.cap - (tail - head)
@@ -919,14 +953,18 @@ class RingModel:
             return "ok"
         if self.chain:
             return "Full"  # FIFO: behind the chunk, which is full
-        tail, added = self.tail, []
+        tail, head, added = self.tail, self.head, []
+        if n > 1 and sum(record_size(len(p)) for _, p, _ in recs) > self.cap - tail % self.cap:
+            tail, head = self._restart(tail, head)  # an empty ring takes the whole batch from offset 0
         for tag, payload, value in recs:
-            r = self._reserve(tail, self.head, len(payload))
+            if record_size(len(payload)) > self.cap - tail % self.cap:
+                tail, head = self._restart(tail, head)  # any record that fits the ring fits it empty
+            r = self._reserve(tail, head, len(payload))
             if r is None:
                 return "Full"
             tail, placed = r
             added += placed[:-1] + [(placed[-1][0], tag, payload, value)]
-        self.tail = tail
+        self.tail, self.head = tail, head
         self.main.extend(added)
         return "ok"
 

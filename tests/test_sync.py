@@ -22,6 +22,7 @@ include/shmring.h and docs/PROTOCOL.md section 4.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import pickle
@@ -820,6 +821,265 @@ def test_mutex_owner_died_again_if_repairer_dies(segment: Segment, kids: Kids) -
     mutex.release()
     assert mutex.acquire(blocking=False) is True
     mutex.release()
+
+
+# ---------------------------------------------------------------------------
+# 5b. `with lock:` after an owner died: on_owner_died, recovering()
+# ---------------------------------------------------------------------------
+
+REPAIRS = 652  # AtomicInt32: how many times a repair callable ran
+ABANDONED_PID = 2**32 - 1  # holder() of a spin lock given up unrepaired (SHMRING_TOKEN_ABANDONED)
+
+
+def _owner_pid(seg: Segment, off: int = LOCK) -> int:
+    return int.from_bytes(seg.buf[off : off + 8], "little") >> 32
+
+
+def _repair(seg: Segment, lock_seg: Segment | None = None, lock_off: int = LOCK) -> None:
+    """A repair callable: checks it runs holding the lock (at ``lock_off`` of
+    ``lock_seg``, by default of ``seg``), undoes the dead holder's half-done
+    update in ``seg``, counts itself."""
+    assert _owner_pid(lock_seg or seg, lock_off) == os.getpid(), "on_owner_died must run holding the lock"
+    assert read_counter(seg) == 0xDEAD
+    write_counter(seg, 0)
+    AtomicInt32(seg, REPAIRS).fetch_add(1)
+
+
+class _RepairFailed(Exception):
+    pass
+
+
+def _failing_repair(seg: Segment) -> None:
+    assert _owner_pid(seg) == os.getpid()
+    AtomicInt32(seg, REPAIRS).fetch_add(1)
+    raise _RepairFailed("cannot repair now")
+
+
+def _make_repairing(kind: str, seg: Segment, repair: Any) -> SpinLock | Mutex:
+    return (SpinLock if kind == "spin" else Mutex)(seg, LOCK, on_owner_died=repair)
+
+
+def _assert_given_up_unrepaired(kind: str, lock: Any, seg: Segment) -> None:
+    """Not held by this process, and the next acquirer is told OwnerDied."""
+    if kind == "mutex":
+        assert lock.holder() is None
+        assert u32(seg, LOCK + MUTEX_STATE) == 1, "still marked owner-died"
+    else:
+        assert lock.holder() == (ABANDONED_PID, False)
+
+
+def _with_lock(lock: Any, seg: Segment) -> dict[str, Any]:
+    """`with lock:` in a child: what it saw inside, or what it raised."""
+    out: dict[str, Any] = {"pid": os.getpid()}
+    try:
+        with lock:
+            out["holder"] = lock.holder()
+            out["data"] = read_counter(seg)
+        out["raised"] = None
+    except BaseException as e:  # noqa: BLE001 - reported to the test
+        out["raised"] = type(e).__name__
+    out["after"] = lock.holder()
+    return out
+
+
+@pytest.mark.parametrize("kind", ["spin", "mutex"])
+def test_with_lock_repairs_with_on_owner_died(kind: str, segment: Segment, kids: Kids) -> None:
+    """The holder was SIGKILLed inside its critical section: `with lock:`
+    calls the repair callable holding the lock, marks the lock consistent,
+    enters the block, and releases it at the end; nobody is told again."""
+    lock = _make_repairing(kind, segment, functools.partial(_repair, segment))
+    _kill(_start_holder(kids, lock, segment))
+    with lock as got:
+        assert got is True
+        assert lock.holder() == (os.getpid(), True)
+        assert read_counter(segment) == 0, "the block runs after the repair"
+    assert AtomicInt32(segment, REPAIRS).load() == 1
+    assert lock.holder() is None
+    if kind == "mutex":
+        assert u32(segment, LOCK + MUTEX_STATE) == 0, "marked consistent"
+    with lock:  # a normal acquisition: no repair
+        pass
+    out = kids.start(FORK, _with_lock, lock, segment).result()
+    assert out["raised"] is None and out["holder"] == (out["pid"], True)
+    assert AtomicInt32(segment, REPAIRS).load() == 1
+
+
+@pytest.mark.parametrize("ctx", ["fork", "spawn"])
+@pytest.mark.parametrize("kind", ["spin", "mutex"])
+def test_with_lock_repairs_in_a_child_with_the_pickled_callback(kind: str, ctx: str, segment: Segment,
+                                                                kids: Kids) -> None:
+    """on_owner_died travels with the lock to a child (fork or spawn)."""
+    lock = _make_repairing(kind, segment, functools.partial(_repair, segment))
+    _kill(_start_holder(kids, lock, segment))
+    out = kids.start(CONTEXTS[ctx], _with_lock, lock, segment).result()
+    assert out["raised"] is None, out
+    assert out["holder"] == (out["pid"], True) and out["data"] == 0 and out["after"] is None
+    assert AtomicInt32(segment, REPAIRS).load() == 1
+    assert lock.acquire(blocking=False) is True
+    lock.release()
+
+
+@pytest.mark.parametrize("kind", ["spin", "mutex"])
+def test_with_lock_gives_the_lock_up_when_the_repair_raises(kind: str, segment: Segment, kids: Kids) -> None:
+    """A repair that fails propagates its exception and leaves the lock free
+    and still marked "owner died": the next holder repairs."""
+    lock = _make_repairing(kind, segment, functools.partial(_failing_repair, segment))
+    _kill(_start_holder(kids, lock, segment))
+    with pytest.raises(_RepairFailed):
+        with lock:
+            pytest.fail("the block must not run when the repair failed")
+    _assert_given_up_unrepaired(kind, lock, segment)
+    good = _make_repairing(kind, segment, functools.partial(_repair, segment))
+    out = kids.start(FORK, _with_lock, good, segment).result()  # another process: told, repairs
+    assert out["raised"] is None and out["data"] == 0, out
+    assert AtomicInt32(segment, REPAIRS).load() == 2
+    assert lock.holder() is None
+
+
+@pytest.mark.parametrize("kind", ["spin", "mutex"])
+def test_with_lock_without_callback_raises_without_keeping_the_lock(kind: str, segment: Segment,
+                                                                    kids: Kids) -> None:
+    """Regression (issue 9): __enter__ raised OwnerDied with the lock
+    granted, __exit__ never ran, and every other process waited for ever.
+    Now `with` gives the lock up (still marked owner-died) and raises; a
+    process that then uses the lock is told and gets it."""
+    lock = make_lock(kind, segment)
+    _kill(_start_holder(kids, lock, segment))
+    with pytest.raises(OwnerDied, match="on_owner_died"):
+        with lock:
+            pytest.fail("the block must not run")
+    _assert_given_up_unrepaired(kind, lock, segment)
+    with pytest.raises(OwnerDied):  # told again: nobody repaired
+        with lock:
+            pass
+    _assert_given_up_unrepaired(kind, lock, segment)
+    good = _make_repairing(kind, segment, functools.partial(_repair, segment))
+    out = kids.start(FORK, _with_lock, good, segment).result()
+    assert out["raised"] is None and out["holder"] == (out["pid"], True) and out["data"] == 0, out
+    assert lock.holder() is None
+    with lock:
+        assert read_counter(segment) == 0
+
+
+def _recover_in_block(lock: Any, seg: Segment, fail: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"pid": os.getpid()}
+    try:
+        with lock.recovering() as died:
+            out["died"] = died
+            out["holder"] = lock.holder()
+            if died:
+                write_counter(seg, 0)
+            if fail:
+                raise _RepairFailed("in the block")
+        out["raised"] = None
+    except _RepairFailed:
+        out["raised"] = "_RepairFailed"
+    out["after"] = lock.holder()
+    return out
+
+
+@pytest.mark.parametrize("kind", ["spin", "mutex"])
+def test_recovering_repairs_in_the_block(kind: str, segment: Segment, kids: Kids) -> None:
+    """`with lock.recovering() as previous_owner_died:` tells the block to
+    repair; leaving it normally marks the lock consistent and releases it."""
+    lock = make_lock(kind, segment)
+    _kill(_start_holder(kids, lock, segment))
+    out = _recover_in_block(lock, segment, fail=False)
+    assert out == {"pid": os.getpid(), "died": True, "holder": (os.getpid(), True), "raised": None,
+                   "after": None}
+    if kind == "mutex":
+        assert u32(segment, LOCK + MUTEX_STATE) == 0
+    out = kids.start(SPAWN, _recover_in_block, lock, segment, False).result()
+    assert out["died"] is False and out["raised"] is None and out["after"] is None
+    assert read_counter(segment) == 0
+
+
+@pytest.mark.parametrize("kind", ["spin", "mutex"])
+def test_recovering_gives_the_lock_up_when_the_block_raises(kind: str, segment: Segment, kids: Kids) -> None:
+    """An exception in a recovering block after an owner died: the lock is
+    given up still marked owner-died and the exception propagates; the next
+    recovering block is told and repairs.  After a normal acquisition the
+    exception just releases the lock."""
+    lock = make_lock(kind, segment)
+    _kill(_start_holder(kids, lock, segment))
+    out = _recover_in_block(lock, segment, fail=True)
+    assert out["died"] is True and out["raised"] == "_RepairFailed"
+    _assert_given_up_unrepaired(kind, lock, segment)
+    out = kids.start(FORK, _recover_in_block, lock, segment, False).result()
+    assert out["died"] is True and out["raised"] is None and out["after"] is None, out
+    out = _recover_in_block(lock, segment, fail=True)  # normal acquisition, then an exception
+    assert out["died"] is False and out["raised"] == "_RepairFailed" and out["after"] is None
+    if kind == "mutex":
+        assert u32(segment, LOCK + MUTEX_STATE) == 0
+    assert lock.acquire(blocking=False) is True
+    lock.release()
+
+
+@pytest.mark.parametrize("kind", ["spin", "mutex"])
+def test_low_level_path_still_reports_owner_died_holding_the_lock(kind: str, segment: Segment,
+                                                                  kids: Kids) -> None:
+    """acquire() / mark_consistent() / release() are unchanged by
+    on_owner_died: acquire raises OwnerDied with the lock granted and calls
+    nothing."""
+    lock = _make_repairing(kind, segment, functools.partial(_repair, segment))
+    _kill(_start_holder(kids, lock, segment))
+    with pytest.raises(OwnerDied, match="you hold it now"):
+        lock.acquire()
+    assert lock.holder() == (os.getpid(), True)
+    assert AtomicInt32(segment, REPAIRS).load() == 0, "acquire() does not call on_owner_died"
+    write_counter(segment, 0)
+    if isinstance(lock, Mutex):
+        lock.mark_consistent()
+    lock.release()
+    assert lock.holder() is None
+
+
+def test_condition_with_block_uses_its_mutex_repair(segment: Segment, kids: Kids) -> None:
+    mutex = Mutex(segment, LOCK, on_owner_died=functools.partial(_repair, segment))
+    cond = Condition(segment, AUX, lock=mutex)
+    _kill(_start_holder(kids, mutex, segment))
+    with cond:
+        assert mutex.holder() == (os.getpid(), True) and read_counter(segment) == 0
+        cond.notify()
+    assert mutex.holder() is None and u32(segment, LOCK + MUTEX_STATE) == 0
+
+
+def _count_repair(data: Segment) -> None:
+    assert read_counter(data) == 0xDEAD
+    write_counter(data, 0)
+    AtomicInt32(data, REPAIRS).fetch_add(1)
+
+
+def test_named_locks_take_on_owner_died(new_name: Callable[[], str], kids: Kids) -> None:
+    """Mutex.create(name, on_owner_died=...) and Mutex.open(name, on_owner_died=...)."""
+    name = new_name()
+    with Segment.create(new_name(), 4096) as data:
+        mutex = Mutex.create(name, on_owner_died=functools.partial(_count_repair, data))
+        try:
+            opened = Mutex.open(name, on_owner_died=functools.partial(_count_repair, data))
+            for n, handle in enumerate([opened, mutex], 1):
+                AtomicInt32(data, FLAG).store(0)
+                holder = kids.start(FORK, _hold_named, name, data)
+                wait_value(AtomicInt32(data, FLAG), 1, what="holder took the named lock")
+                _kill(holder)
+                assert mutex.holder() == (holder.pid, False)
+                with handle:
+                    assert handle.holder() == (os.getpid(), True) and read_counter(data) == 0
+                assert AtomicInt32(data, REPAIRS).load() == n
+                assert mutex.holder() is None
+            opened.close()
+            with pytest.raises(TypeError):
+                Mutex.open(name, on_owner_died=42)  # type: ignore[arg-type]
+        finally:
+            mutex.close()
+
+
+def _hold_named(name: str, data: Segment) -> None:
+    lock = Mutex.open(name)
+    assert lock.acquire()
+    write_counter(data, 0xDEAD)
+    AtomicInt32(data, FLAG).store(1)
+    time.sleep(120)
 
 
 # ---------------------------------------------------------------------------

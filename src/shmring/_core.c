@@ -2477,6 +2477,18 @@ static PyObject *cell_spin_release(SyncCellObject *self, PyObject *Py_UNUSED(ign
     Py_RETURN_NONE;
 }
 
+/* After OwnerDied: give the spin lock up unrepaired (the next holder is told). */
+static PyObject *cell_spin_abandon(SyncCellObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int rc;
+    if (cell_ok(self) < 0)
+        return NULL;
+    rc = shmring_spin_abandon((shmring_spinlock *)self->ptr, process_token_cached());
+    if (rc != SHMRING_OK)
+        return raise_lock_code(rc);
+    Py_RETURN_NONE;
+}
+
 static PyObject *cell_holder(SyncCellObject *self, PyObject *Py_UNUSED(ignored))
 {
     uint64_t token;
@@ -2554,6 +2566,20 @@ static PyObject *cell_mutex_release(SyncCellObject *self, PyObject *Py_UNUSED(ig
     if (cell_ok(self) < 0)
         return NULL;
     rc = shmring_mutex_release((shmring_mutex *)self->ptr, process_token_cached());
+    if (rc != SHMRING_OK)
+        return raise_lock_code(rc);
+    Py_RETURN_NONE;
+}
+
+/* After OwnerDied: release the mutex unrepaired, still marked owner-died, so
+ * that the next holder is told and repairs (mutex_release would make it not
+ * recoverable). */
+static PyObject *cell_mutex_abandon(SyncCellObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int rc;
+    if (cell_ok(self) < 0)
+        return NULL;
+    rc = shmring_mutex_abandon((shmring_mutex *)self->ptr, process_token_cached());
     if (rc != SHMRING_OK)
         return raise_lock_code(rc);
     Py_RETURN_NONE;
@@ -2726,11 +2752,15 @@ static PyMethodDef synccell_methods[] = {
     {"spin_acquire", (PyCFunction)(void (*)(void))cell_spin_acquire, METH_VARARGS | METH_KEYWORDS,
      "spin_acquire(blocking=True, timeout=None) -> bool"},
     {"spin_release", (PyCFunction)cell_spin_release, METH_NOARGS, "spin_release()"},
+    {"spin_abandon", (PyCFunction)cell_spin_abandon, METH_NOARGS,
+     "spin_abandon(): after OwnerDied, give it up unrepaired (the next holder gets OwnerDied)"},
     {"holder", (PyCFunction)cell_holder, METH_NOARGS, "holder() -> (pid, alive) | None"},
     {"mutex_acquire", (PyCFunction)(void (*)(void))cell_mutex_acquire, METH_VARARGS | METH_KEYWORDS,
      "mutex_acquire(blocking=True, timeout=None) -> bool"},
     {"mutex_release", (PyCFunction)cell_mutex_release, METH_NOARGS, "mutex_release()"},
     {"mutex_consistent", (PyCFunction)cell_mutex_consistent, METH_NOARGS, "mutex_consistent()"},
+    {"mutex_abandon", (PyCFunction)cell_mutex_abandon, METH_NOARGS,
+     "mutex_abandon(): after OwnerDied, release it still marked owner-died (the next holder repairs)"},
     {"mutex_state", (PyCFunction)cell_mutex_state, METH_NOARGS, "mutex_state() -> int"},
     {"event_set", (PyCFunction)cell_event_set, METH_NOARGS, "event_set()"},
     {"event_clear", (PyCFunction)cell_event_clear, METH_NOARGS, "event_clear()"},

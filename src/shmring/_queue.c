@@ -45,7 +45,8 @@ typedef struct {
     int gc_was_enabled;  /* while the lock is held: see queue_lock */
     unsigned long generation;
     uint64_t token;
-    int closed;
+    int closed;  /* this handle's close(): read without the GIL by waiters [Q5] */
+    int waiting; /* threads of this handle about to sleep or asleep (GIL held) [Q5] */
     PyObject *dict;
     PyObject *weakrefs;
 } QueueObject;
@@ -64,14 +65,26 @@ static PyObject *queue_corrupt(QueueObject *self, const char *what)
     return raise_corrupted("queue", queue_name(self), what);
 }
 
+static PyObject *queue_closed_error(QueueObject *self)
+{
+    return PyErr_Format(PyExc_ValueError, "Queue %R is closed", queue_name(self));
+}
+
+/* Has this handle been closed?  Waiters look without the GIL. */
+static int queue_handle_closed(QueueObject *self)
+{
+    /* relaxed [Q5]: a flag; a waiter that reads it late is woken by close(). */
+    return __atomic_load_n(&self->closed, __ATOMIC_RELAXED);
+}
+
 static int queue_usable(QueueObject *self)
 {
     if (self->mapping == NULL) {
         PyErr_SetString(PyExc_ValueError, "queue is not initialised");
         return -1;
     }
-    if (self->closed) {
-        PyErr_Format(PyExc_ValueError, "Queue %R is closed", queue_name(self));
+    if (queue_handle_closed(self)) {
+        queue_closed_error(self);
         return -1;
     }
     if (self->generation != fork_generation) {
@@ -520,6 +533,16 @@ static int queue_put_locked(QueueObject *self, PutBatch *b)
         shmring_qring first = r; /* committed at the end, after the new chunks */
         shmring_qring *cur = &first;
         shmring_qring fresh;
+        if (b->n > 1 && first.head == first.tail) {
+            /* An empty ring takes any batch that fits it (shmring_qring_reserve
+             * restarts it for one record): records go one after the other, so
+             * restart it for the whole batch if it would reach the end. */
+            uint64_t records = 0;
+            for (i = 0; i < b->n; i++)
+                records += shmring_queue_record_size((uint64_t)b->bufs[i].len);
+            if (records > first.capacity - first.tail % first.capacity)
+                shmring_qring_restart(&first);
+        }
         for (i = 0; i < b->n; i++) {
             unsigned char *dst;
             uint64_t len = (uint64_t)b->bufs[i].len;
@@ -774,11 +797,14 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
     uint32_t *seq = is_put ? &c->room_seq : &c->items_seq;
     uint32_t *waiters = is_put ? &c->room_waiters : &c->items_waiters;
     uint64_t spin_until = 0;
-    int polled = 0, slept = 0;
+    int polled = 0, slept = 0, lr;
     for (;;) {
-        int r, lr = queue_lock(self, deadline);
+        int r;
         uint32_t my_seq, wake_items, wake_room;
         uint64_t count;
+        if (queue_handle_closed(self))
+            goto closed; /* by another thread of ours, while this one waited */
+        lr = queue_lock(self, deadline);
         if (lr < 0)
             return -1;
         if (lr > 0)
@@ -823,7 +849,8 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
             Py_BEGIN_ALLOW_THREADS
             for (unsigned i = 1;; i++) {
                 /* relaxed: a hint; the lock's acquire orders the real check. */
-                if (__atomic_load_n(is_put ? &c->gets : &c->puts, __ATOMIC_RELAXED) != mark)
+                if (__atomic_load_n(is_put ? &c->gets : &c->puts, __ATOMIC_RELAXED) != mark ||
+                    queue_handle_closed(self))
                     break;
                 if (i & 7u)
                     shmring_cpu_relax();
@@ -838,12 +865,19 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
         queue_unlock(self);
         {
             uint64_t slice = shmring_now_ns() + WAIT_SLICE_NS;
-            int wr;
+            int wr = SHMRING_OK;
             if (deadline && deadline < slice)
                 slice = deadline;
-            Py_BEGIN_ALLOW_THREADS
-            wr = shmring_futex_wait_until(seq, my_seq, slice);
-            Py_END_ALLOW_THREADS
+            /* [Q5]: counted and checked with the GIL held, which close()
+             * holds too: either close() ran before the check below, or it
+             * sees `waiting` and bumps the word this thread sleeps on. */
+            self->waiting++;
+            if (!queue_handle_closed(self)) {
+                Py_BEGIN_ALLOW_THREADS
+                wr = shmring_futex_wait_until(seq, my_seq, slice);
+                Py_END_ALLOW_THREADS
+            }
+            self->waiting--;
             shmring_queue_unregister(waiters);
             (void)wr;
             slept = 1;
@@ -855,11 +889,15 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
         }
     }
 timeout:
-    /* A wake-up taken just before the deadline must not be lost to the
-     * others (relaxed: a hint; a spare wake is harmless). */
+closed:
+    /* A wake-up taken just before the deadline (or the close) must not be
+     * lost to the others (relaxed: a hint; a spare wake is harmless). */
     if (slept)
         shmring_queue_wake(seq, __atomic_load_n(waiters, __ATOMIC_RELAXED), 1);
-    PyErr_SetNone(is_put ? queue_full_error : queue_empty_error);
+    if (queue_handle_closed(self))
+        queue_closed_error(self);
+    else
+        PyErr_SetNone(is_put ? queue_full_error : queue_empty_error);
     return -1;
 }
 
@@ -1138,13 +1176,19 @@ static PyObject *queue_join(QueueObject *self, PyObject *const *args, Py_ssize_t
         slice = shmring_now_ns() + WAIT_SLICE_NS;
         if (deadline && deadline < slice)
             slice = deadline;
-        Py_BEGIN_ALLOW_THREADS
-        shmring_futex_wait_until(&c->done_seq, seq, slice);
-        Py_END_ALLOW_THREADS
+        self->waiting++; /* [Q5], as in queue_run */
+        if (!queue_handle_closed(self)) {
+            Py_BEGIN_ALLOW_THREADS
+            shmring_futex_wait_until(&c->done_seq, seq, slice);
+            Py_END_ALLOW_THREADS
+        }
+        self->waiting--;
         /* relaxed: a hint for task_done. */
         __atomic_fetch_sub(&c->done_waiters, 1u, __ATOMIC_RELAXED);
         if (PyErr_CheckSignals() < 0)
             return NULL;
+        if (queue_handle_closed(self))
+            return queue_closed_error(self); /* by another thread of ours */
     }
 }
 
@@ -1183,21 +1227,48 @@ static PyObject *queue_data_size(QueueObject *self, PyObject *Py_UNUSED(ignored)
     return PyLong_FromUnsignedLongLong(__atomic_load_n(&self->ctrl->bytes, __ATOMIC_RELAXED));
 }
 
+/* is_closed(): this handle's state, the one that makes its calls raise. */
 static PyObject *queue_is_closed(QueueObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->mapping == NULL)
         return queue_usable(self) < 0 ? NULL : NULL;
-    /* acquire [Q4]: pairs with the release store in close(). */
-    return PyBool_FromLong(self->closed || __atomic_load_n(&self->ctrl->closed, __ATOMIC_ACQUIRE) != 0);
+    return PyBool_FromLong(queue_handle_closed(self));
 }
 
+/* closed_anywhere(): whether close() was called on any handle of this queue,
+ * in any process (faster-fifo's is_closed()); a mark only. */
+static PyObject *queue_closed_anywhere(QueueObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->mapping == NULL)
+        return queue_usable(self) < 0 ? NULL : NULL;
+    /* acquire [Q4]: pairs with the release store in close(). */
+    return PyBool_FromLong(__atomic_load_n(&self->ctrl->closed, __ATOMIC_ACQUIRE) != 0);
+}
+
+/* Wake every sleeper on `seq` (of any process: they re-check and sleep again). */
+static void queue_wake_all(uint32_t *seq)
+{
+    /* release [Q5]: only has to differ from the value a sleeper read. */
+    __atomic_fetch_add(seq, 1u, __ATOMIC_RELEASE);
+    shmring_futex_wake(seq, INT_MAX);
+}
+
+/* close(): this handle only (as multiprocessing); its calls raise ValueError
+ * from now on, those of other threads blocked in it included: they are woken
+ * [Q5].  Other handles and processes go on; closed_anywhere() tells them. */
 static PyObject *queue_close(QueueObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->mapping == NULL || self->closed)
+    if (self->mapping == NULL || queue_handle_closed(self))
         Py_RETURN_NONE;
-    /* release [Q4]: is_closed() in every process. */
+    /* release [Q4]: closed_anywhere() in every process. */
     __atomic_store_n(&self->ctrl->closed, 1u, __ATOMIC_RELEASE);
-    self->closed = 1;
+    /* relaxed [Q5]: the GIL orders it with the waiters' checks. */
+    __atomic_store_n(&self->closed, 1, __ATOMIC_RELAXED);
+    if (self->waiting > 0) {
+        queue_wake_all(&self->ctrl->items_seq);
+        queue_wake_all(&self->ctrl->room_seq);
+        queue_wake_all(&self->ctrl->done_seq);
+    }
     Py_RETURN_NONE;
 }
 
@@ -1249,7 +1320,8 @@ static PyObject *core_queue_info(PyObject *Py_UNUSED(module), PyObject *arg)
 
 /* Test hook: die (SIGKILL) at `stage` of a put made under the lock:
  * 1 = record written, tail not committed; 2 = tail committed, counters not;
- * 3 = holding the lock only. */
+ * 3 = holding the lock only; 4 = an empty ring restarted at offset 0
+ * (shmring_qring_restart) and the record written, tail committed, head not. */
 static PyObject *queue_crash_in_put(QueueObject *self, PyObject *arg)
 {
     long stage = PyLong_AsLong(arg);
@@ -1263,11 +1335,16 @@ static PyObject *queue_crash_in_put(QueueObject *self, PyObject *arg)
         return NULL;
     c = self->ctrl;
     shmring_queue_main_ring(c, self->config.capacity, &r, &rc);
+    if (stage == 4 && rc == SHMRING_OK)
+        shmring_qring_restart(&r);
     if (stage != 3 && rc == SHMRING_OK &&
         shmring_qring_reserve(&r, SHMRING_REC_BYTES, 5, &dst) == SHMRING_OK) {
         memcpy(dst, "crash", 5);
         if (stage == 2)
             shmring_qring_commit(&r);
+        if (stage == 4)
+            /* relaxed: under the lock; the first half of shmring_qring_commit. */
+            __atomic_store_n(r.tail_p, r.tail, __ATOMIC_RELAXED);
     }
     kill(getpid(), SIGKILL);
     for (;;)
@@ -1382,7 +1459,7 @@ static PyObject *queue_get_bounded(QueueObject *self, void *Py_UNUSED(closure))
 
 static PyObject *queue_get_closed(QueueObject *self, void *Py_UNUSED(closure))
 {
-    return PyBool_FromLong(self->closed);
+    return PyBool_FromLong(queue_handle_closed(self));
 }
 
 static PyObject *queue_get_mapping(QueueObject *self, void *Py_UNUSED(closure))
@@ -1396,8 +1473,17 @@ static PyObject *queue_get_mapping(QueueObject *self, void *Py_UNUSED(closure))
 static PyMethodDef queue_methods[] = {
     {"put", (PyCFunction)(void (*)(void))queue_put, FASTKW, "put(obj, block=True, timeout=None)"},
     {"put_nowait", (PyCFunction)queue_put_nowait, METH_O, "put_nowait(obj)"},
-    {"put_many", (PyCFunction)(void (*)(void))queue_put_many, FASTKW, "put_many(items, block=True, timeout=None)"},
-    {"put_many_nowait", (PyCFunction)queue_put_many_nowait, METH_O, "put_many_nowait(items)"},
+    {"put_many", (PyCFunction)(void (*)(void))queue_put_many, FASTKW,
+     "put_many(items, block=True, timeout=None)\n\n"
+     "Put the items as one batch: all of them, or none.  Every item is serialized before anything\n"
+     "is written: when one fails (not picklable, or dumps raised or returned no bytes-like object),\n"
+     "or the iterable raises, the exception propagates and nothing is put.  The batch then waits\n"
+     "(block, timeout) for room for all of it (maxsize items; bytes on a bounded ring); on timeout\n"
+     "it raises queue.Full and nothing is put, even if room for part of it came meanwhile.  A\n"
+     "batch that can never fit (more items than maxsize, more record bytes than a bounded ring)\n"
+     "raises ValueError at once."},
+    {"put_many_nowait", (PyCFunction)queue_put_many_nowait, METH_O,
+     "put_many_nowait(items)\n\nput_many(items, block=False): all or nothing, queue.Full if it does not fit now."},
     {"put_bytes", (PyCFunction)(void (*)(void))queue_put_bytes, FASTKW, "put_bytes(data, block=True, timeout=None)"},
     {"get", (PyCFunction)(void (*)(void))queue_get, FASTKW, "get(block=True, timeout=None)"},
     {"get_nowait", (PyCFunction)queue_get_nowait, METH_NOARGS, "get_nowait()"},
@@ -1410,8 +1496,16 @@ static PyMethodDef queue_methods[] = {
     {"empty", (PyCFunction)queue_empty, METH_NOARGS, "empty() -> bool"},
     {"full", (PyCFunction)queue_full, METH_NOARGS, "full() -> bool"},
     {"data_size", (PyCFunction)queue_data_size, METH_NOARGS, "data_size() -> int"},
-    {"is_closed", (PyCFunction)queue_is_closed, METH_NOARGS, "is_closed() -> bool"},
-    {"close", (PyCFunction)queue_close, METH_NOARGS, "close()"},
+    {"is_closed", (PyCFunction)queue_is_closed, METH_NOARGS,
+     "is_closed() -> bool\n\nWhether close() was called on this handle: then its put/get (and the calls\n"
+     "other threads are blocked in) raise ValueError.  Other handles are not affected."},
+    {"closed_anywhere", (PyCFunction)queue_closed_anywhere, METH_NOARGS,
+     "closed_anywhere() -> bool\n\nWhether close() was called on any handle of this queue, in any process\n"
+     "(faster-fifo's is_closed()).  A mark that never resets: it stops nothing."},
+    {"close", (PyCFunction)queue_close, METH_NOARGS,
+     "close()\n\nClose this handle, as multiprocessing does: its calls raise ValueError from now on,\n"
+     "and threads blocked in its get/put/join are woken to raise it.  Other handles, in this process\n"
+     "or others, keep working; close() itself removes nothing."},
     {"stats", (PyCFunction)queue_stats, METH_NOARGS, "stats() -> dict"},
     {"_task_done", (PyCFunction)queue_task_done, METH_NOARGS, "_task_done()"},
     {"_join", (PyCFunction)(void (*)(void))queue_join, FASTKW, "_join(timeout=None)"},

@@ -49,9 +49,25 @@ class Queue(_core.Queue):
     the whole ring takes a chunk of its own.
 
     Besides the ``multiprocessing.Queue`` methods: faster-fifo's
-    ``put_many``/``get_many`` (one lock hold for a batch; a batch is put
-    whole or not at all), ``data_size()``, ``is_closed()``, ``dumps``/
-    ``loads``, and ``put_bytes``/``get_bytes`` (no pickling).
+    ``put_many``/``get_many`` (one lock hold for a batch), ``data_size()``,
+    ``is_closed()``, ``dumps``/``loads``, and ``put_bytes``/``get_bytes``
+    (no pickling).  A ``put_many`` batch is put whole or not at all: every
+    item is serialized before anything is written (an item that fails in
+    the middle raises and puts nothing), and a batch that times out waiting
+    for room for all of it raises ``queue.Full`` and puts nothing.
+
+    ``close()`` closes this handle, as in ``multiprocessing``: its calls
+    raise ``ValueError`` from then on, and a thread blocked in its ``get``,
+    ``put`` (waiting for room) or ``join`` is woken and raises it too (the
+    way to stop a consumer thread at shutdown).  Other handles, in this
+    process or others, keep working.  ``is_closed()`` reports this handle's
+    state, the one that makes its calls raise; ``closed_anywhere()`` reports
+    whether any handle in any process called ``close()`` (what faster-fifo's
+    ``is_closed()`` means), a mark that stops nothing.
+
+    Threads: a handle is safe to share between threads.  Every call takes
+    the queue's lock, which admits one thread of one process at a time, and
+    blocking calls wait with the GIL released.
 
     Items are unpickled in the process that takes them, after they left
     the queue: if ``loads`` fails, ``get`` raises and that item is gone (as

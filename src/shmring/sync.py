@@ -30,9 +30,12 @@ while it waits, by design.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any, ClassVar, Literal, TypeVar
 
 from . import _core
+from ._errors import OwnerDied
 from .segment import Segment, attach, handoff
 
 __all__ = [
@@ -318,18 +321,105 @@ class Semaphore(_Primitive):
         self.release()
 
 
+L = TypeVar("L", bound="_Lock")
+
+
 class _Lock(_Primitive):
+    """A lock that records its holder: when the holder dies holding it, the
+    next acquirer gets it with :class:`shmring.OwnerDied` and repairs the
+    data it guards.
+
+    ``with lock:`` never leaves the lock held after an owner died: with an
+    ``on_owner_died`` callable (a constructor argument), ``__enter__`` calls
+    it holding the lock, then marks the lock consistent and enters the
+    block; if the callable raises, the lock is given up still marked
+    "owner died" (the next holder repairs) and the exception propagates.
+    Without one, ``__enter__`` gives the lock up the same way and raises
+    OwnerDied.  ``with lock.recovering() as previous_owner_died:`` lets the
+    block itself repair.  The callable travels with the lock when it is
+    pickled (so it must be picklable, e.g. a module-level function)."""
+
+    _on_owner_died: Callable[[], object] | None = None
+
+    def __init__(self, segment: Segment, offset: int = 0, *,
+                 on_owner_died: Callable[[], object] | None = None) -> None:
+        super().__init__(segment, offset)
+        if on_owner_died is not None and not callable(on_owner_died):
+            raise TypeError(f"on_owner_died must be callable or None, not {type(on_owner_died).__name__}")
+        if on_owner_died is not None:
+            self._on_owner_died = on_owner_died
+
+    @classmethod
+    def create(cls: type[L], name: str | None = None, *args: Any,
+               on_owner_died: Callable[[], object] | None = None, **kwargs: Any) -> L:
+        """Create a named segment holding one lock (see ``on_owner_died`` above)."""
+        self = super().create(name, *args, **kwargs)
+        self._set_repair(on_owner_died)
+        return self
+
+    @classmethod
+    def open(cls: type[L], name: str, *, on_owner_died: Callable[[], object] | None = None,
+             **kwargs: Any) -> L:
+        self = super().open(name, **kwargs)
+        self._set_repair(on_owner_died)
+        return self
+
+    def _set_repair(self, on_owner_died: Callable[[], object] | None) -> None:
+        if on_owner_died is not None and not callable(on_owner_died):
+            self.close()
+            raise TypeError(f"on_owner_died must be callable or None, not {type(on_owner_died).__name__}")
+        if on_owner_died is not None:
+            self._on_owner_died = on_owner_died
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        reduced = super().__reduce__()
+        if self._on_owner_died is None:
+            return reduced
+        return (*reduced, {"_on_owner_died": self._on_owner_died})
+
     def __enter__(self) -> bool:
-        return self.acquire()
+        try:
+            return self.acquire()
+        except OwnerDied:
+            repair = self._on_owner_died
+            if repair is None:
+                self._abandon()
+                raise OwnerDied(
+                    "the previous holder died holding the lock; `with` gave it back unrepaired (the next "
+                    "holder is told again): pass on_owner_died= to repair, or use `with lock.recovering()`"
+                ) from None
+            try:
+                repair()
+            except BaseException:
+                self._abandon()
+                raise
+            self._repaired()
+            return True
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+    def recovering(self) -> _Recovering:
+        """``with lock.recovering() as previous_owner_died:``: take the lock;
+        the value is True when its previous holder died holding it, and the
+        block must then repair the data.  Leaving the block normally marks
+        the lock consistent (if needed) and releases it; an exception gives
+        it up still marked "owner died" if it was (the next holder repairs),
+        else releases it, and propagates."""
+        return _Recovering(self)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         raise NotImplementedError
 
     def release(self) -> None:
         raise NotImplementedError
+
+    def _abandon(self) -> None:
+        """After OwnerDied: give the lock up unrepaired."""
+        raise NotImplementedError
+
+    def _repaired(self) -> None:
+        """After OwnerDied and a repair: the lock may be used normally again."""
 
     def holder(self) -> tuple[int, bool] | None:
         """(pid, alive) of the process holding the lock, or None if free."""
@@ -339,17 +429,52 @@ class _Lock(_Primitive):
         return self.holder() is not None
 
 
+class _Recovering:
+    """The context manager of :meth:`_Lock.recovering`."""
+
+    __slots__ = ("_lock", "_died")
+
+    def __init__(self, lock: _Lock) -> None:
+        self._lock = lock
+        self._died = False
+
+    def __enter__(self) -> bool:
+        try:
+            self._lock.acquire()
+            self._died = False
+        except OwnerDied:
+            self._died = True
+        return self._died
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            if self._died:
+                self._lock._repaired()
+            self._lock.release()
+        elif self._died:
+            self._lock._abandon()
+        else:
+            self._lock.release()
+
+
 class SpinLock(_Lock):
     """A test-and-test-and-set spin lock with the CPU pause instruction and
     bounded exponential backoff, for critical sections of a few
     microseconds.  It records its holder: a waiter that finds the holder
     dead takes the lock over and raises :class:`shmring.OwnerDied` (holding
-    the lock) so that it can repair the data.  Waiting burns CPU."""
+    the lock) so that it can repair the data.  ``with`` and
+    :meth:`recovering` handle that as for :class:`Mutex`
+    (``SpinLock(segment, offset, on_owner_died=repair)``).  A spin lock given
+    up unrepaired is held by a token that names no process (``holder()``
+    shows pid 4294967295, not alive) until the next acquirer takes it over
+    and is told OwnerDied.  Waiting burns CPU."""
 
     SIZE = 16
 
-    def __init__(self, segment: Segment, offset: int = 0) -> None:
-        super().__init__(segment, offset)
+    def __init__(self, segment: Segment, offset: int = 0, *,
+                 on_owner_died: Callable[[], object] | None = None) -> None:
+        super().__init__(segment, offset, on_owner_died=on_owner_died)
         # The hot calls go straight to C (no Python frame in between).
         self.acquire = self._cell.spin_acquire  # type: ignore[method-assign]
         self.release = self._cell.spin_release  # type: ignore[method-assign]
@@ -361,6 +486,12 @@ class SpinLock(_Lock):
     def release(self) -> None:
         self._cell.spin_release()
 
+    def _abandon(self) -> None:
+        self._cell.spin_abandon()
+
+    def _repaired(self) -> None:
+        """A spin lock keeps no "owner died" state: nothing to mark."""
+
 
 class Mutex(_Lock):
     """A futex-based lock that sleeps instead of spinning, and is robust:
@@ -368,12 +499,22 @@ class Mutex(_Lock):
     :class:`shmring.OwnerDied` while granting the lock; the new holder
     repairs the data and calls :meth:`mark_consistent`.  Released without
     that, the lock becomes unusable (:class:`shmring.LockNotRecoverable`),
-    as POSIX robust mutexes do."""
+    as POSIX robust mutexes do.
+
+    ``with mutex:`` never leaves the lock held after an owner died:
+    ``Mutex(segment, offset, on_owner_died=repair)`` calls ``repair()``
+    holding the lock, marks it consistent and enters the block (if
+    ``repair`` raises, the lock is released still marked "owner died" for
+    the next holder, and the exception propagates); without
+    ``on_owner_died`` it is released that way and OwnerDied is raised.
+    ``with mutex.recovering() as previous_owner_died:`` lets the block
+    repair instead."""
 
     SIZE = 24
 
-    def __init__(self, segment: Segment, offset: int = 0) -> None:
-        super().__init__(segment, offset)
+    def __init__(self, segment: Segment, offset: int = 0, *,
+                 on_owner_died: Callable[[], object] | None = None) -> None:
+        super().__init__(segment, offset, on_owner_died=on_owner_died)
         # The hot calls go straight to C (no Python frame in between).
         self.acquire = self._cell.mutex_acquire  # type: ignore[method-assign]
         self.release = self._cell.mutex_release  # type: ignore[method-assign]
@@ -387,6 +528,12 @@ class Mutex(_Lock):
 
     def mark_consistent(self) -> None:
         """After OwnerDied: the data is repaired, the lock may be used again."""
+        self._cell.mutex_consistent()
+
+    def _abandon(self) -> None:
+        self._cell.mutex_abandon()
+
+    def _repaired(self) -> None:
         self._cell.mutex_consistent()
 
 
@@ -435,10 +582,10 @@ class Condition(_Primitive):
         raise TypeError("a Condition lives beside its Mutex: Condition(segment, offset, lock=mutex)")
 
     def __enter__(self) -> bool:
-        return self._lock.acquire()
+        return self._lock.__enter__()  # the Mutex's owner-died handling too
 
     def __exit__(self, *exc: object) -> None:
-        self._lock.release()
+        self._lock.__exit__(*exc)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Release the lock, sleep until notified (or the timeout), take the

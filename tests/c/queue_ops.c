@@ -1,0 +1,71 @@
+/* A scripted C peer of a shmring.Queue, through shmring_queue_put/get only.
+ *
+ *   queue_ops NAME OP...
+ *
+ * OP is pN (put N bytes, each N % 251, deadline 1 s: must succeed), fN (put N
+ * bytes, deadline 1 ms: must time out, the ring has no room now) or gN (get
+ * a record, deadline 1 s: must be N bytes of N % 251).  Prints "ok" and
+ * exits 0 when every OP did what it says; otherwise names the first OP that
+ * did not and exits 1. */
+#include "shmring.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static unsigned char buf[1 << 16];
+
+int main(int argc, char **argv)
+{
+    shmring_segment seg;
+    shmring_queue_ctrl cfg, *q;
+    uint64_t token = shmring_token_self();
+    char name[NAME_MAX + 2];
+    int i, rc;
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s NAME OP...\n", argv[0]);
+        return 2;
+    }
+    snprintf(name, sizeof name, "/%s", argv[1]);
+    rc = shmring_segment_open(name, 0, &seg);
+    if (rc != SHMRING_OK) {
+        fprintf(stderr, "open %s: %s\n", name, shmring_strerror(rc));
+        return 1;
+    }
+    q = (shmring_queue_ctrl *)shmring_segment_payload(&seg);
+    if (((shmring_segment_header *)seg.base)->kind != SHMRING_KIND_QUEUE ||
+        shmring_queue_check_config(q, shmring_segment_payload_size(&seg), &cfg) != SHMRING_OK) {
+        fprintf(stderr, "%s is not a valid queue\n", name);
+        return 1;
+    }
+    for (i = 2; i < argc; i++) {
+        char op = argv[i][0];
+        uint64_t n = strtoull(argv[i] + 1, NULL, 10), len = 0, j;
+        uint32_t tag = 0;
+        int want = op == 'f' ? SHMRING_TIMEOUT : SHMRING_OK;
+        if (n > sizeof buf || (op != 'p' && op != 'f' && op != 'g')) {
+            fprintf(stderr, "bad op %s\n", argv[i]);
+            return 2;
+        }
+        if (op == 'g') {
+            rc = shmring_queue_get(q, cfg.capacity, name, token, buf, sizeof buf, &len, &tag,
+                                   shmring_now_ns() + 1000000000u);
+            if (rc == SHMRING_OK && len != n)
+                rc = -1;
+            for (j = 0; rc == SHMRING_OK && j < len; j++)
+                if (buf[j] != (unsigned char)(n % 251))
+                    rc = -1;
+        } else {
+            memset(buf, (int)(n % 251), (size_t)n);
+            rc = shmring_queue_put(q, cfg.capacity, name, token, SHMRING_REC_BYTES, buf, n,
+                                   shmring_now_ns() + (op == 'p' ? 1000000000u : 1000000u));
+        }
+        if (rc != want) {
+            printf("op %d (%s): %s\n", i - 2, argv[i], rc < 0 ? "wrong record" : shmring_strerror(rc));
+            return 1;
+        }
+    }
+    shmring_segment_close(&seg);
+    printf("ok\n");
+    return 0;
+}
