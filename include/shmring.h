@@ -1934,6 +1934,11 @@ typedef struct shmring_channel {
     int light; /* this process publishes with the light barrier */
     /* the channel's default strategy, read once at attach */
     uint32_t wait, spin_ns;
+    /* Optional, process-local (NULL after attach): a word another thread of
+     * this process sets (release) to make shmring_channel_wait return early
+     * with SHMRING_ERR_SYS / EINTR, e.g. to close the handle; it then calls
+     * shmring_channel_interrupt_waiters. */
+    const uint32_t *interrupt;
 } shmring_channel;
 
 
@@ -2074,6 +2079,36 @@ static inline int shmring_channel_has_room(shmring_channel *ch, uint64_t n)
     return ch->capacity - (ch->tail - head) >= n;
 }
 
+/* Fill the rest of the ring with a padding record, so that the next record
+ * starts at offset 0 (not yet visible: see shmring_channel_publish).
+ * Returns SHMRING_OK (also when the local tail is at offset 0 already),
+ * SHMRING_AGAIN when the padding does not fit yet, or SHMRING_ERR_CORRUPT. */
+static inline int shmring_channel_pad(shmring_channel *ch)
+{
+    uint64_t pos = ch->tail & ch->mask, contig = ch->capacity - pos;
+    shmring_record *rec;
+    int room;
+    if (pos == 0)
+        return SHMRING_OK;
+    room = shmring_channel_has_room(ch, contig);
+    if (room <= 0)
+        return room < 0 ? SHMRING_ERR_CORRUPT : SHMRING_AGAIN;
+    rec = (shmring_record *)(ch->data + pos);
+    rec->len = (uint32_t)(contig - sizeof(shmring_record));
+    rec->tag = SHMRING_REC_PAD;
+    ch->tail += contig; /* published with the next record [S2] */
+    return SHMRING_OK;
+}
+
+/* The stream offset after a record of `len` payload bytes placed at `pos`
+ * the way shmring_channel_reserve places it (behind a padding record when it
+ * would cross the end of the ring): to size a batch before writing it. */
+static inline uint64_t shmring_channel_place(const shmring_channel *ch, uint64_t pos, uint64_t len)
+{
+    uint64_t need = sizeof(shmring_record) + shmring_align8(len), contig = ch->capacity - (pos & ch->mask);
+    return (need > contig ? pos + contig : pos) + need;
+}
+
 /* Reserve room for a record of `len` payload bytes at the local tail.
  * Returns SHMRING_OK with *out set to where the payload goes (commit with
  * shmring_channel_commit), SHMRING_AGAIN when the ring has no room now,
@@ -2082,22 +2117,15 @@ static inline int shmring_channel_has_room(shmring_channel *ch, uint64_t n)
  * and the record starts again at offset 0. */
 static inline int shmring_channel_reserve(shmring_channel *ch, uint64_t len, unsigned char **out)
 {
-    uint64_t need, pos, contig;
-    shmring_record *rec;
+    uint64_t need;
     int room;
     if (len > shmring_channel_max_message(ch->capacity))
         return SHMRING_TOO_BIG;
     need = sizeof(shmring_record) + shmring_align8(len);
-    pos = ch->tail & ch->mask;
-    contig = ch->capacity - pos;
-    if (need > contig) {
-        room = shmring_channel_has_room(ch, contig);
-        if (room <= 0)
-            return room < 0 ? SHMRING_ERR_CORRUPT : SHMRING_AGAIN;
-        rec = (shmring_record *)(ch->data + pos);
-        rec->len = (uint32_t)(contig - sizeof(shmring_record));
-        rec->tag = SHMRING_REC_PAD;
-        ch->tail += contig; /* published with the next record [S2] */
+    if (need > ch->capacity - (ch->tail & ch->mask)) {
+        int rc = shmring_channel_pad(ch); /* need <= capacity: the tail is not at offset 0 */
+        if (rc != SHMRING_OK)
+            return rc;
     }
     room = shmring_channel_has_room(ch, need);
     if (room <= 0)
@@ -2258,6 +2286,26 @@ static inline int shmring_channel_reader_closed(const shmring_channel *ch)
     return (int)__atomic_load_n(&ch->ctrl->reader_closed, __ATOMIC_ACQUIRE);
 }
 
+/* Has another thread of this process asked this waiter to stop? */
+static inline int shmring_channel_interrupted(const shmring_channel *ch)
+{
+    /* acquire: pairs with the interrupting thread's release store, made
+     * before it calls shmring_channel_interrupt_waiters. */
+    return ch->interrupt != NULL && __atomic_load_n(ch->interrupt, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* Wake this process's thread sleeping in shmring_channel_wait on the
+ * `writer` side, after setting *ch->interrupt.  The words it sleeps on keep
+ * their values (the peer's protocol is untouched), so a waiter caught
+ * between its last look at *interrupt and its sleep sleeps until its
+ * deadline: callers wait in slices. */
+static inline void shmring_channel_interrupt_waiters(shmring_channel *ch, int writer)
+{
+    shmring_channel_ctrl *c = ch->ctrl;
+    shmring_futex_wake(writer ? &c->space_seq : &c->data_seq, INT_MAX);
+    shmring_futex_wake(writer ? &c->space_sem.count : &c->data_sem.count, INT_MAX);
+}
+
 /* Is data readable (or the stream over) without blocking?  Refreshes the
  * cached tail.  Returns 1, 0, or -1 (corrupt). */
 static inline int shmring_channel_readable(shmring_channel *ch)
@@ -2292,7 +2340,7 @@ static inline int shmring_channel_ready(shmring_channel *ch, int writer, uint64_
  * producer_waiting [S7] (or space_sem), after publishing what it committed
  * so that the consumer can make room.  Returns SHMRING_OK, SHMRING_TIMEOUT,
  * SHMRING_ERR_CORRUPT, or SHMRING_ERR_SYS with errno EINTR when a signal
- * arrived (the caller checks for it). */
+ * arrived or ch->interrupt was set (the caller checks for both). */
 static inline int shmring_channel_wait(shmring_channel *ch, int writer, uint64_t need, uint32_t strategy,
                                        uint32_t spin_ns, uint64_t deadline_ns)
 {
@@ -2313,6 +2361,10 @@ static inline int shmring_channel_wait(shmring_channel *ch, int writer, uint64_t
          * (acquire: pairs with the other side's exchange, so its counter is
          * visible), re-check, sleep while there is none. */
         for (;;) {
+            if (shmring_channel_interrupted(ch)) {
+                errno = EINTR;
+                return SHMRING_ERR_SYS;
+            }
             if (shmring_sem_try_acquire(sem)) {
                 if ((r = shmring_channel_ready(ch, writer, need)) != 0)
                     return r > 0 ? SHMRING_OK : SHMRING_ERR_CORRUPT;
@@ -2339,8 +2391,13 @@ static inline int shmring_channel_wait(shmring_channel *ch, int writer, uint64_t
             shmring_cpu_relax();
         if ((r = shmring_channel_ready(ch, writer, need)) != 0)
             return r > 0 ? SHMRING_OK : SHMRING_ERR_CORRUPT;
-        if ((++i & 63u) == 0 || strategy == SHMRING_WAIT_YIELD)
+        if ((++i & 63u) == 0 || strategy == SHMRING_WAIT_YIELD) {
+            if (shmring_channel_interrupted(ch)) {
+                errno = EINTR;
+                return SHMRING_ERR_SYS;
+            }
             now = shmring_now_ns();
+        }
     }
     if (strategy == SHMRING_WAIT_SPIN || strategy == SHMRING_WAIT_YIELD)
         return SHMRING_TIMEOUT;
@@ -2360,6 +2417,12 @@ static inline int shmring_channel_wait(shmring_channel *ch, int writer, uint64_t
                 sleep_until = now + SHMRING_UNFENCED_SLEEP_NS;
         }
         r = shmring_channel_ready(ch, writer, need);
+        if (r == 0 && shmring_channel_interrupted(ch)) {
+            /* relaxed: withdraw the hint [S6]/[S7]. */
+            __atomic_store_n(waiting, 0u, __ATOMIC_RELAXED);
+            errno = EINTR;
+            return SHMRING_ERR_SYS;
+        }
         if (r == 0 && sleep_until) {
             now = shmring_now_ns();
             if (now >= sleep_until) {
@@ -3420,6 +3483,10 @@ typedef struct shmring_topic {
     uint64_t capacity;
     uint32_t policy;
     uint32_t max_subscribers;
+    /* Optional, process-local (NULL after attach): as in shmring_channel, a
+     * word another thread of this process sets (release) to make
+     * shmring_topic_reserve_wait return early (SHMRING_ERR_SYS, EINTR). */
+    const uint32_t *interrupt;
 } shmring_topic;
 
 static inline int shmring_topic_attach(shmring_topic *t, void *payload, uint64_t payload_size)
@@ -3434,6 +3501,7 @@ static inline int shmring_topic_attach(shmring_topic *t, void *payload, uint64_t
     t->capacity = cfg.capacity;
     t->policy = cfg.policy;
     t->max_subscribers = cfg.max_subscribers;
+    t->interrupt = NULL;
     return SHMRING_OK;
 }
 
@@ -3725,13 +3793,30 @@ static inline void shmring_topic_wake_publishers(shmring_topic *t)
     shmring_futex_wake(&t->ctrl->room_seq, INT_MAX);
 }
 
+/* Has another thread of this process asked this waiter to stop? */
+static inline int shmring_topic_interrupted(const shmring_topic *t)
+{
+    /* acquire: pairs with the interrupting thread's release store. */
+    return t->interrupt != NULL && __atomic_load_n(t->interrupt, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* Wake this process's thread sleeping for room (publisher) or for data
+ * (subscriber), after setting *t->interrupt.  No word changes value: other
+ * sleepers wake spuriously and sleep again, and a waiter caught just before
+ * its sleep sleeps until its deadline (callers wait in slices). */
+static inline void shmring_topic_interrupt_waiters(shmring_topic *t, int publisher)
+{
+    shmring_futex_wake(publisher ? &t->ctrl->room_seq : &t->ctrl->data_seq, INT_MAX);
+}
+
 /* Take the topic lock and reserve a record of `len` bytes, waiting for
  * room under BLOCK (reaping dead subscribers after a 10 ms slice without
  * progress) until deadline_ns (0 = forever).  A dead publisher's lock is
  * taken over: nothing to repair [T3].  SHMRING_OK with the lock held: write
  * the payload at *out, then shmring_topic_commit(t, *pos), release the lock
  * and wake as commit says.  Else SHMRING_TOO_BIG, SHMRING_TIMEOUT,
- * SHMRING_ERR_CORRUPT, lock errors, or SHMRING_ERR_SYS (EINTR: a signal). */
+ * SHMRING_ERR_CORRUPT, lock errors, or SHMRING_ERR_SYS (EINTR: a signal, or
+ * t->interrupt set). */
 static inline int shmring_topic_reserve_wait(shmring_topic *t, uint64_t token, uint32_t tag, uint64_t len,
                                              uint64_t deadline_ns, unsigned char **out, uint64_t *pos)
 {
@@ -3758,9 +3843,15 @@ static inline int shmring_topic_reserve_wait(shmring_topic *t, uint64_t token, u
         }
         shmring_mutex_release(&c->lock, token);
         slice = shmring_now_ns() + 10000000u;
-        rc = shmring_futex_wait_until(&c->room_seq, seq, deadline_ns && deadline_ns < slice ? deadline_ns : slice);
+        rc = shmring_topic_interrupted(t)
+                 ? SHMRING_ERR_SYS
+                 : shmring_futex_wait_until(&c->room_seq, seq, deadline_ns && deadline_ns < slice ? deadline_ns : slice);
         /* relaxed: a hint for subscribers. */
         __atomic_fetch_sub(&c->room_waiters, 1u, __ATOMIC_RELAXED);
+        if (shmring_topic_interrupted(t)) {
+            errno = EINTR;
+            return SHMRING_ERR_SYS;
+        }
         reap = rc == SHMRING_TIMEOUT; /* a slow subscriber for a whole slice: alive? */
     }
 }

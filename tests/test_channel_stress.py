@@ -1274,23 +1274,43 @@ def test_producer_killed_inside_reserve(case: str, channel: Callable[..., Channe
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("capacity", [256, 1 << 16])
-def test_producer_killed_inside_send_many(capacity: int, channel: Callable[..., Channel], kids: Kids) -> None:
-    """SIGKILL in the middle of a send_many batch (its iterator kills the
-    process): the reader gets a prefix of the batch, whole and in order
-    (what was published when the ring filled up), then PeerGone."""
+def test_producer_killed_while_its_send_many_collects_the_batch(capacity: int, channel: Callable[..., Channel],
+                                                                 kids: Kids) -> None:
+    """SIGKILL from the batch's own iterator: send_many collects and checks
+    the whole batch before it writes anything, so nothing of it arrives; the
+    reader gets what was sent before, whole, then PeerGone."""
     sizes = size_mix("mixed", capacity)
-    k = 400
     ch = channel(capacity, "adaptive")
     producer = Agent(kids, FORK, ch.name)
     assert ch.try_recv() is None
-    producer.start("send_many_and_die", 0, k, sizes)
+    producer("send_seq", "send", 0, 3, sizes)  # the producer holds its end
+    producer.start("send_many_and_die", 3, 400, sizes)
+    assert _drain_until_peer_gone(ch, 0, sizes, 400) == 3
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("capacity", [256, 1 << 16])
+def test_producer_killed_inside_a_send_many_larger_than_the_ring(capacity: int, channel: Callable[..., Channel],
+                                                                  kids: Kids) -> None:
+    """SIGKILL while a batch larger than the ring waits for room (it goes in
+    parts): the reader gets a prefix of the batch, whole and in order (every
+    part was published before the producer waited), then PeerGone."""
+    sizes = size_mix("mixed", capacity)
+    k = 400
+    batch = [msg(s, sizes) for s in range(k)]
+    assert sum(record_size(len(m)) for m in batch) > capacity
+    ch = channel(capacity, "adaptive")
+    producer = Agent(kids, FORK, ch.name)
+    assert ch.try_recv() is None  # the reader holds its end
+    producer.start("send_many", batch, timeout=OP_TIMEOUT)
+    deadline = time.monotonic() + OP_TIMEOUT
+    while ch.stats()["sent_messages"] == 0:  # the first part is published when the ring fills up
+        assert time.monotonic() < deadline, "the producer never published a part of its batch"
+        time.sleep(0.002)
+    producer.kill()
     seq = _drain_until_peer_gone(ch, 0, sizes, k)
-    assert seq <= k
-    # What was committed but not yet published is lost with the process;
-    # it was all in the ring, so it is at most one ring's worth (the batch
-    # must have been published whenever the ring filled up).
-    unpublished = sum(record_size(size_of(s, sizes)) for s in range(seq, k))
-    assert unpublished <= capacity, f"only {seq} of {k} messages arrived"
+    assert 0 < seq < k
+    assert seq == ch.stats()["sent_messages"]  # everything published arrived
 
 
 # ==========================================================================

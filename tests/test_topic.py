@@ -42,6 +42,7 @@ from hypothesis import strategies as st
 
 import shmring
 from shmring import Topic
+from shmring import _core
 
 from conftest import Kids
 
@@ -507,7 +508,7 @@ def test_reserve_commit_and_abort(topic: Callable[..., Topic]) -> None:
     sub = t.subscribe()
     pub = t.publisher()
     with pub.reserve(5) as mv:
-        assert isinstance(mv, memoryview) and len(mv) == 5 and not mv.readonly
+        assert isinstance(mv, _core.Loan) and len(mv) == 5 and not mv.readonly
         mv[:] = b"hello"
     assert sub.recv(timeout=0) == b"hello"
     with pub.reserve(0):
@@ -548,7 +549,7 @@ def test_reserve_errors(topic: Callable[..., Topic]) -> None:
         with pytest.raises(RuntimeError):
             pub.send(b"no")  # the reserve holds this handle
         with pytest.raises(RuntimeError):
-            pub._reserve(1)
+            pub.reserve(1)
     assert t.latest() == b"z" * 240
     assert t.stats()["published"] == 1
 

@@ -613,7 +613,7 @@ static PyObject *core_process_start_time(PyObject *Py_UNUSED(module), PyObject *
 }
 
 /* ------------------------------------------------------------------------ */
-/* Channel                                                                   */
+/* Threads: the gate of a Channel handle or a Topic end                      */
 /* ------------------------------------------------------------------------ */
 
 /* Bumped in a forked child: handles inherited from the parent hold no end
@@ -626,16 +626,644 @@ static void after_fork_in_child(void)
     fork_generation++;
 }
 
+/* A handle may be shared by threads.  Its calls on one end are serialised:
+ * the call inside holds the end (a bit of `state`, set and cleared with the
+ * GIL held, so that the uncontended way in is a flag test); another call
+ * waits for it, the GIL released, in slices, honouring its own timeout and
+ * Ctrl-C.  A reserve()/peek() loan holds its end too, for the thread that
+ * opened it: other threads wait until it completes, its own thread gets a
+ * RuntimeError (it would wait for itself).  close() marks the gate closing,
+ * wakes the calls inside (their waits watch `closing`) and the calls
+ * waiting to enter (they raise Closed), waits until no call is inside, and
+ * only then completes the loans and gives the ends and the mapping back. */
+
+#define GATE_ENDS 2
+#define GATE_CLOSING 4 /* in `state`; bits 1 << end: a call is inside that end */
+
+typedef struct LoanObject LoanObject;
+
+typedef struct {
+    int state;
+    int waiters;                 /* threads sleeping on `seq` (to enter, or to close) */
+    pthread_t owner[GATE_ENDS];  /* the thread inside each end (valid while its bit is set) */
+    LoanObject *loan[GATE_ENDS]; /* the loan lent from each end, or NULL; borrowed: a loan
+                                    clears it when it completes, and holds its owner */
+    uint32_t seq;                /* futex word, process-local: bumped when the gate changes and someone waits */
+    uint32_t closing;            /* 1 once close() began: the `interrupt` word of the waits in shmring.h */
+} Gate;
+
+/* A loan's life: lent (NEW), inside its with block (ENTERED), its block
+ * left while views of it were alive (PENDING: the next call on its end
+ * completes it, or raises BufferInUseError again), completed (DONE). */
+#define LOAN_NEW 0
+#define LOAN_ENTERED 1
+#define LOAN_PENDING 2
+#define LOAN_DONE 3
+
+/* How a loan completes: COMPLETE commits a reserve (commit_len bytes) or
+ * consumes a peek; DISCARD drops a reserve or leaves a peek unread. */
+#define LOAN_COMPLETE 0
+#define LOAN_DISCARD 1
+
+/* The owner's side of completing a loan (the memory work only: the gate
+ * and the loan's state are handled by loan_complete).  0, or -1 with an
+ * exception (the loan is complete all the same). */
+typedef int (*loan_finish_fn)(LoanObject *loan, int how);
+
+struct LoanObject {
+    PyObject_HEAD
+    PyObject *owner;       /* the Channel or TopicEnd that lent it */
+    Gate *gate;            /* the owner's gate (inside `owner`) */
+    int end;               /* the gate's end it holds */
+    loan_finish_fn finish;
+    PyObject *name;        /* the segment's name, for messages */
+    const char *kind;      /* "channel" or "topic" */
+    unsigned char *ptr;
+    Py_ssize_t len;        /* bytes lent */
+    Py_ssize_t commit_len; /* a reserve: bytes its message will have (commit(k)) */
+    int readonly;          /* 1: a peek; 0: a reserve */
+    int state;             /* LOAN_* */
+    int cancelled;         /* a reserve dropped by the owner's close(): its exit raises Closed */
+    pthread_t thread;      /* the thread that opened it */
+    Py_ssize_t exports;    /* live Py_buffer views of it */
+    PyObject *view;        /* memoryview of it, made on demand for the memoryview API */
+    uint64_t pos, size, seq; /* the owner's bookkeeping (a topic record) */
+};
+
+static PyTypeObject LoanType;
+
+static void gate_wake(Gate *g)
+{
+    /* relaxed: written with the GIL held; a sleeper read it before it let
+     * the GIL go, so the GIL orders the two. */
+    __atomic_fetch_add(&g->seq, 1u, __ATOMIC_RELAXED);
+    shmring_futex_wake(&g->seq, INT_MAX);
+}
+
+/* The uncontended way in: nobody inside, no loan out, not closing. */
+static inline int gate_free(const Gate *g, int end)
+{
+    return !(g->state & ((1 << end) | GATE_CLOSING)) && g->loan[end] == NULL;
+}
+
+static inline void gate_take(Gate *g, int end)
+{
+    g->state |= 1 << end;
+    g->owner[end] = pthread_self();
+}
+
+static inline void gate_leave(Gate *g, int end)
+{
+    g->state &= ~(1 << end);
+    if (g->waiters)
+        gate_wake(g);
+}
+
+/* Forget the loan of `end` (it completed) and let waiters look again. */
+static void gate_loan_gone(Gate *g, LoanObject *loan)
+{
+    if (g->loan[loan->end] == loan) {
+        g->loan[loan->end] = NULL;
+        if (g->waiters)
+            gate_wake(g);
+    }
+}
+
+/* Sleep until the gate changes, `deadline` or the end of a slice, then run
+ * signal handlers.  0: look again; -1: a handler raised. */
+static int gate_sleep(Gate *g, uint64_t deadline)
+{
+    uint64_t until = shmring_now_ns() + WAIT_SLICE_NS;
+    /* relaxed: see gate_wake. */
+    uint32_t seq = __atomic_load_n(&g->seq, __ATOMIC_RELAXED);
+    if (deadline && deadline < until)
+        until = deadline;
+    g->waiters++;
+    Py_BEGIN_ALLOW_THREADS
+    shmring_futex_wait_until(&g->seq, seq, until);
+    Py_END_ALLOW_THREADS
+    g->waiters--;
+    return PyErr_CheckSignals();
+}
+
+/* Mark the gate closing and wake its waiters; the owner wakes the calls
+ * inside its waits (interrupt_waiters).  Returns whether it was already. */
+static int gate_begin_close(Gate *g)
+{
+    if (g->state & GATE_CLOSING)
+        return 1;
+    g->state |= GATE_CLOSING;
+    /* release: pairs with the acquire loads of shmring_channel_interrupted /
+     * shmring_topic_interrupted in the waits of the calls inside. */
+    __atomic_store_n(&g->closing, 1u, __ATOMIC_RELEASE);
+    if (g->waiters)
+        gate_wake(g);
+    return 0;
+}
+
+/* close() from a call on this very handle, in this thread (a signal
+ * handler, a finalizer, an iterator run by the call): it cannot wait for
+ * the call it is inside of. */
+static int gate_check_close_here(Gate *g, const char *kind, PyObject *name)
+{
+    pthread_t me = pthread_self();
+    int e;
+    for (e = 0; e < GATE_ENDS; e++)
+        if ((g->state & (1 << e)) && pthread_equal(g->owner[e], me)) {
+            PyErr_Format(PyExc_RuntimeError,
+                         "%s %R: close() was called from inside a call on this handle in the same thread (a "
+                         "signal handler, a finalizer or a callback of that call); close it from another thread, "
+                         "or after the call returns",
+                         kind, name);
+            return -1;
+        }
+    return 0;
+}
+
+/* Wait until no call is inside the gate (close() does, after
+ * gate_begin_close).  0, or -1 when a signal handler raised. */
+static int gate_wait_empty(Gate *g)
+{
+    while (g->state & ((1 << GATE_ENDS) - 1))
+        if (gate_sleep(g, 0) < 0)
+            return -1;
+    return 0;
+}
+
+static int loan_retry(LoanObject *loan);
+
+/* The way in when gate_free said no: wait for the call inside and for a
+ * loan of another thread; complete a pending loan; refuse what would wait
+ * for itself.  0 entered; 1 busy and `no_wait`; -1 with an exception
+ * (Closed, RuntimeError, Timeout, a signal handler's). */
+static int gate_enter_slow(Gate *g, int end, const char *kind, PyObject *name, const char *end_name,
+                           uint64_t deadline, int no_wait)
+{
+    pthread_t me = pthread_self();
+    for (;;) {
+        LoanObject *loan = g->loan[end];
+        if (g->state & GATE_CLOSING) {
+            PyErr_Format(closed_error, "%s %R: this handle is closed", kind, name);
+            return -1;
+        }
+        if (g->state & (1 << end)) {
+            if (pthread_equal(g->owner[end], me)) {
+                PyErr_Format(PyExc_RuntimeError,
+                             "%s %R: a %s call on this handle is already running in this thread (a signal "
+                             "handler, a finalizer or a callback of that call called it again)",
+                             kind, name, end_name);
+                return -1;
+            }
+        } else if (loan != NULL) {
+            if (loan->state == LOAN_PENDING) {
+                if (loan_retry(loan) < 0)
+                    return -1;
+                continue;
+            }
+            if (pthread_equal(loan->thread, me)) {
+                PyErr_Format(PyExc_RuntimeError, "%s %R: finish the %s() block first (its loan holds the %s end)",
+                             kind, name, loan->readonly ? "peek" : "reserve", end_name);
+                return -1;
+            }
+        } else {
+            gate_take(g, end);
+            return 0;
+        }
+        if (no_wait)
+            return 1;
+        if (deadline && shmring_now_ns() >= deadline) {
+            PyErr_Format(timeout_error, "%s %R: timed out waiting for another thread's %s call on this handle",
+                         kind, name, end_name);
+            return -1;
+        }
+        if (gate_sleep(g, deadline) < 0)
+            return -1;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Loan: ring memory lent for a with block by reserve() or peek()            */
+/* ------------------------------------------------------------------------ */
+
+static LoanObject *loan_new(PyObject *owner, Gate *gate, int end, loan_finish_fn finish, PyObject *name,
+                            const char *kind, unsigned char *ptr, uint64_t len, int readonly)
+{
+    LoanObject *l = PyObject_GC_New(LoanObject, &LoanType);
+    if (l == NULL)
+        return NULL;
+    Py_INCREF(owner);
+    l->owner = owner;
+    l->gate = gate;
+    l->end = end;
+    l->finish = finish;
+    Py_INCREF(name);
+    l->name = name;
+    l->kind = kind;
+    l->ptr = ptr;
+    l->len = l->commit_len = (Py_ssize_t)len;
+    l->readonly = readonly;
+    l->state = LOAN_NEW;
+    l->cancelled = 0;
+    l->thread = pthread_self();
+    l->exports = 0;
+    l->view = NULL;
+    l->pos = l->size = l->seq = 0;
+    PyObject_GC_Track(l);
+    gate->loan[end] = l; /* borrowed: cleared by loan_complete */
+    return l;
+}
+
+static const char *loan_label(LoanObject *l)
+{
+    return l->readonly ? "peek" : "reserve";
+}
+
+/* Complete the loan, the owner's way (`how`), and free its end. */
+static int loan_complete(LoanObject *l, int how)
+{
+    int rc;
+    if (l->state == LOAN_DONE)
+        return 0;
+    rc = l->finish(l, how);
+    l->state = LOAN_DONE;
+    gate_loan_gone(l->gate, l);
+    return rc;
+}
+
+/* Release our memoryview; fails while views of the loan are alive. */
+static int loan_drop_views(LoanObject *l)
+{
+    if (l->view != NULL) {
+        PyObject *res = PyObject_CallMethod(l->view, "release", NULL);
+        if (res == NULL) {
+            PyErr_Clear();
+        } else {
+            Py_DECREF(res);
+            Py_CLEAR(l->view);
+        }
+    }
+    if (l->view != NULL || l->exports > 0) {
+        PyErr_Format(buffer_in_use_error,
+                     "%s %R: views of the %s message are still alive (a slice, an ndarray, a "
+                     "memoryview(...) of it); release them before leaving the with block. The message "
+                     "is kept until then",
+                     l->kind, l->name, l->readonly ? "peeked" : "reserved");
+        return -1;
+    }
+    return 0;
+}
+
+/* A loan whose block was left while views were alive, met by the next call
+ * on its end: complete it now (a reserve is dropped, a peek consumed), or
+ * BufferInUseError again. */
+static int loan_retry(LoanObject *l)
+{
+    if (loan_drop_views(l) < 0)
+        return -1;
+    return loan_complete(l, l->readonly ? LOAN_COMPLETE : LOAN_DISCARD);
+}
+
+/* The owner's close(): drop a reserve (its exit then raises Closed), consume
+ * a peek that was entered, leave an unentered one unread.  Errors of the
+ * completion itself (a torn topic peek) are not close()'s: dropped. */
+static int loan_cancel(LoanObject *l)
+{
+    int how;
+    if (l->state == LOAN_DONE)
+        return 0;
+    if (l->state != LOAN_NEW && loan_drop_views(l) < 0)
+        return -1;
+    how = l->readonly && l->state != LOAN_NEW ? LOAN_COMPLETE : LOAN_DISCARD;
+    l->cancelled = !l->readonly;
+    if (loan_complete(l, how) < 0)
+        PyErr_Clear();
+    return 0;
+}
+
+/* The loan goes away without its block having completed it: an unentered
+ * peek leaves its message unread and a reserve is dropped; a peek that was
+ * read is consumed, unless views of it are still alive (then it is left
+ * unread: they are garbage too). */
+static void loan_abandon(LoanObject *l)
+{
+    int how;
+    if (l->owner == NULL || l->state == LOAN_DONE)
+        return;
+    if (l->view != NULL) {
+        PyObject *res = PyObject_CallMethod(l->view, "release", NULL);
+        if (res == NULL)
+            PyErr_Clear();
+        Py_XDECREF(res);
+        Py_CLEAR(l->view);
+    }
+    how = l->readonly && l->state != LOAN_NEW && l->exports == 0 ? LOAN_COMPLETE : LOAN_DISCARD;
+    if (loan_complete(l, how) < 0)
+        PyErr_Clear();
+}
+
+static int loan_traverse(LoanObject *l, visitproc visit, void *arg)
+{
+    Py_VISIT(l->owner);
+    Py_VISIT(l->view);
+    return 0;
+}
+
+static int loan_clear(LoanObject *l)
+{
+    loan_abandon(l);
+    Py_CLEAR(l->view);
+    Py_CLEAR(l->owner);
+    return 0;
+}
+
+static void loan_dealloc(LoanObject *l)
+{
+    PyObject_GC_UnTrack(l);
+    loan_clear(l);
+    Py_CLEAR(l->name);
+    PyObject_GC_Del(l);
+}
+
+static int loan_getbuffer(LoanObject *l, Py_buffer *view, int flags)
+{
+    if (l->state != LOAN_ENTERED) {
+        PyErr_SetString(PyExc_ValueError,
+                        l->state == LOAN_NEW ? "enter the with block before using the message's memory"
+                                             : "this message's memory was already released: it may be reused");
+        view->obj = NULL;
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)l, l->ptr, l->len, l->readonly, flags) < 0)
+        return -1;
+    l->exports++;
+    return 0;
+}
+
+static void loan_releasebuffer(LoanObject *l, Py_buffer *Py_UNUSED(view))
+{
+    l->exports--;
+}
+
+static PyBufferProcs loan_as_buffer = {
+    (getbufferproc)loan_getbuffer,
+    (releasebufferproc)loan_releasebuffer,
+};
+
+/* Our memoryview of the loan, for the memoryview API (borrowed). */
+static PyObject *loan_view(LoanObject *l)
+{
+    if (l->view == NULL) {
+        if (l->state != LOAN_ENTERED) {
+            Py_buffer probe;
+            loan_getbuffer(l, &probe, PyBUF_SIMPLE); /* raises the ValueError */
+            return NULL;
+        }
+        l->view = PyMemoryView_FromObject((PyObject *)l);
+    }
+    return l->view;
+}
+
+static int loan_check_thread(LoanObject *l)
+{
+    if (!pthread_equal(l->thread, pthread_self())) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s %R: a %s() block belongs to the thread that opened it", l->kind, l->name, loan_label(l));
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *loan_enter(LoanObject *l, PyObject *Py_UNUSED(ignored))
+{
+    if (loan_check_thread(l) < 0)
+        return NULL;
+    if (l->state != LOAN_NEW)
+        return PyErr_Format(PyExc_RuntimeError, "a %s() block can be entered only once", loan_label(l));
+    l->state = LOAN_ENTERED;
+    Py_INCREF(l);
+    return (PyObject *)l;
+}
+
+static PyObject *loan_exit(LoanObject *l, PyObject *const *args, Py_ssize_t nargs)
+{
+    int failed = nargs > 0 && args[0] != Py_None;
+    if (l->state == LOAN_DONE) {
+        if (l->cancelled) {
+            l->cancelled = 0;
+            return PyErr_Format(closed_error,
+                                "%s %R: the handle was closed while the reserve() block was open: the message "
+                                "was not sent",
+                                l->kind, l->name);
+        }
+        Py_RETURN_FALSE;
+    }
+    if (loan_check_thread(l) < 0)
+        return NULL;
+    if (l->state == LOAN_PENDING)
+        Py_RETURN_FALSE;
+    if (l->state == LOAN_ENTERED && loan_drop_views(l) < 0) {
+        l->state = LOAN_PENDING; /* no longer holds its end for other threads */
+        if (l->gate->waiters)
+            gate_wake(l->gate);
+        return NULL;
+    }
+    /* A reserve left by an exception (or never entered) is dropped; a peek
+     * left by an exception still consumes its message (it was read). */
+    if (loan_complete(l, l->state == LOAN_NEW || (failed && !l->readonly) ? LOAN_DISCARD : LOAN_COMPLETE) < 0)
+        return NULL;
+    Py_RETURN_FALSE;
+}
+
+static PyObject *loan_commit(LoanObject *l, PyObject *arg)
+{
+    Py_ssize_t k;
+    if (l->readonly)
+        return PyErr_Format(PyExc_TypeError, "%s %R: a peek() lends a message read-only: there is nothing to commit",
+                            l->kind, l->name);
+    k = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+    if (k == -1 && PyErr_Occurred())
+        return NULL;
+    if (loan_check_thread(l) < 0)
+        return NULL;
+    if (l->state > LOAN_ENTERED)
+        return PyErr_Format(PyExc_ValueError, "%s %R: this reserve() block is over", l->kind, l->name);
+    if (k < 0 || k > l->len)
+        return PyErr_Format(PyExc_ValueError, "commit(%zd): 0 to %zd bytes were reserved", k, l->len);
+    l->commit_len = k;
+    Py_RETURN_NONE;
+}
+
+static PyObject *loan_release(LoanObject *l, PyObject *Py_UNUSED(ignored))
+{
+    if (l->view != NULL) {
+        PyObject *res = PyObject_CallMethod(l->view, "release", NULL);
+        if (res == NULL)
+            return NULL;
+        Py_DECREF(res);
+        Py_CLEAR(l->view);
+    }
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t loan_length(LoanObject *l)
+{
+    return l->len;
+}
+
+static PyObject *loan_subscript(LoanObject *l, PyObject *key)
+{
+    PyObject *view = loan_view(l);
+    return view == NULL ? NULL : PyObject_GetItem(view, key);
+}
+
+static int loan_ass_subscript(LoanObject *l, PyObject *key, PyObject *value)
+{
+    PyObject *view = loan_view(l);
+    if (view == NULL)
+        return -1;
+    return value == NULL ? PyObject_DelItem(view, key) : PyObject_SetItem(view, key, value);
+}
+
+static PyObject *loan_iter(LoanObject *l)
+{
+    PyObject *view = loan_view(l);
+    return view == NULL ? NULL : PyObject_GetIter(view);
+}
+
+static PyObject *loan_richcompare(LoanObject *l, PyObject *other, int op)
+{
+    PyObject *view;
+    if (op != Py_EQ && op != Py_NE)
+        Py_RETURN_NOTIMPLEMENTED;
+    view = loan_view(l);
+    return view == NULL ? NULL : PyObject_RichCompare(view, other, op);
+}
+
+/* Everything else of the memoryview API (cast, tobytes, hex, tolist,
+ * format, itemsize, shape...): from our memoryview of the loan. */
+static PyObject *loan_getattro(LoanObject *l, PyObject *name)
+{
+    PyObject *res = PyObject_GenericGetAttr((PyObject *)l, name), *view, *type, *value, *tb;
+    int known;
+    if (res != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError))
+        return res;
+    PyErr_Fetch(&type, &value, &tb);
+    known = PyObject_HasAttr((PyObject *)&PyMemoryView_Type, name);
+    if (!known) {
+        PyErr_Restore(type, value, tb);
+        return NULL;
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    view = loan_view(l);
+    return view == NULL ? NULL : PyObject_GetAttr(view, name);
+}
+
+static PyObject *loan_get_nbytes(LoanObject *l, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(l->len);
+}
+
+static PyObject *loan_get_readonly(LoanObject *l, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(l->readonly);
+}
+
+static PyObject *loan_get_committed(LoanObject *l, void *Py_UNUSED(closure))
+{
+    if (l->readonly)
+        Py_RETURN_NONE;
+    return PyLong_FromSsize_t(l->commit_len);
+}
+
+static PyObject *loan_repr(LoanObject *l)
+{
+    static const char *const states[] = {"lent", "entered", "pending", "done"};
+    return PyUnicode_FromFormat("<shmring %s() loan of %zd bytes, %s, %s %R>", loan_label(l), l->len,
+                                states[l->state], l->kind, l->name);
+}
+
+static PyMethodDef loan_methods[] = {
+    {"__enter__", (PyCFunction)loan_enter, METH_NOARGS, "The loan itself: a buffer over the message's memory."},
+    {"__exit__", (PyCFunction)(void (*)(void))loan_exit, METH_FASTCALL,
+     "Commit (reserve) or release (peek) the message; a reserve left by an exception is dropped."},
+    {"commit", (PyCFunction)loan_commit, METH_O,
+     "commit(k): a reserve's message will be its first k bytes (0 <= k <= n; the last call wins). Without "
+     "it, all n bytes are sent, zeros where nothing was written."},
+    {"release", (PyCFunction)loan_release, METH_NOARGS,
+     "Drop the memoryview behind the memoryview API (as memoryview.release()); the loan stays usable."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef loan_getset[] = {
+    {"nbytes", (getter)loan_get_nbytes, NULL, "Size of the lent memory in bytes.", NULL},
+    {"readonly", (getter)loan_get_readonly, NULL, "True for a peek().", NULL},
+    {"committed", (getter)loan_get_committed, NULL,
+     "Bytes a reserve's message will have (commit(k), else n); None for a peek().", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods loan_as_sequence = {
+    .sq_length = (lenfunc)loan_length,
+};
+
+static PyMappingMethods loan_as_mapping = {
+    .mp_length = (lenfunc)loan_length,
+    .mp_subscript = (binaryfunc)loan_subscript,
+    .mp_ass_subscript = (objobjargproc)loan_ass_subscript,
+};
+
+static PyTypeObject LoanType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shmring._core.Loan",
+    .tp_basicsize = sizeof(LoanObject),
+    .tp_dealloc = (destructor)loan_dealloc,
+    .tp_repr = (reprfunc)loan_repr,
+    .tp_as_sequence = &loan_as_sequence,
+    .tp_as_mapping = &loan_as_mapping,
+    .tp_getattro = (getattrofunc)loan_getattro,
+    .tp_as_buffer = &loan_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Ring memory lent for a with block by reserve() (writable, zero-filled) or peek() (read-only).\n\n"
+              "A buffer (memoryview(x), numpy.frombuffer(x), f.readinto(x)), with len(), indexing, slicing and "
+              "the rest of the memoryview API. reserve() loans have commit(k).",
+    .tp_traverse = (traverseproc)loan_traverse,
+    .tp_clear = (inquiry)loan_clear,
+    .tp_richcompare = (richcmpfunc)loan_richcompare,
+    .tp_iter = (getiterfunc)loan_iter,
+    .tp_methods = loan_methods,
+    .tp_getset = loan_getset,
+};
+
+/* Zero `n` bytes (a reserve: a message never carries bytes its sender did
+ * not write). */
+static void zero_maybe_without_gil(void *dst, size_t n)
+{
+    if (n >= 262144) {
+        Py_BEGIN_ALLOW_THREADS
+        memset(dst, 0, n);
+        Py_END_ALLOW_THREADS
+    } else {
+        memset(dst, 0, n);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Channel                                                                   */
+/* ------------------------------------------------------------------------ */
+
 /* While waiting, how long the GIL is kept and the ring polled before the
  * wait goes to the strategy's slow path with the GIL released. */
 #define HOT_POLL_NS 20000u
 /* Copies larger than this release the GIL. */
 #define COPY_WITHOUT_GIL 262144
 
+/* The gate's ends; ROLE_* are their bits (1 << end). */
+#define END_PRODUCER 0
+#define END_CONSUMER 1
 #define ROLE_PRODUCER 1
 #define ROLE_CONSUMER 2
-
-typedef struct RegionObject RegionObject;
 
 typedef struct {
     PyObject_HEAD
@@ -648,33 +1276,13 @@ typedef struct {
     uint64_t token;           /* this process's token, valid with `generation` */
     int roles;
     uint64_t next_peer_check_ns; /* try_send/try_recv look at the peer this often */
-    int busy;      /* ROLE_* bits: an operation on that end has the GIL released */
-    int closed;
-    /* Outstanding reserve() / peek(), or NULL.  Borrowed: a region holds a
-     * reference to its channel, and clears these when it goes away. */
-    RegionObject *reserved;
-    RegionObject *peeked;
+    int closed;                  /* close() completed: ends and `view` given back */
+    Gate gate;                   /* threads: the calls inside, the loans out, closing */
     PyObject *dict;
     PyObject *weakrefs;
 } ChannelObject;
 
-struct RegionObject {
-    PyObject_HEAD
-    ChannelObject *channel;
-    unsigned char *ptr;
-    Py_ssize_t len;
-    int readonly; /* 1: a peek (read side); 0: a reserve (write side) */
-    int state;    /* REGION_NEW, REGION_ENTERED, REGION_DONE */
-    Py_ssize_t exports;
-    PyObject *view; /* the memoryview handed out by __enter__ */
-};
-
-#define REGION_NEW 0
-#define REGION_ENTERED 1
-#define REGION_DONE 2
-
 static PyTypeObject ChannelType;
-static PyTypeObject RegionType;
 
 static PyObject *channel_name(ChannelObject *self)
 {
@@ -696,46 +1304,25 @@ static void raise_corrupt(ChannelObject *self, const char *what)
     }
 }
 
-/* A handle inherited through fork: the parent's claims, its threads' busy
- * marks and its pending regions are not the child's; drop them without
- * touching shared memory. */
+/* A handle inherited through fork: the parent's claims, its threads' calls
+ * and its loans are not the child's; drop them without touching shared
+ * memory. */
 static void channel_fork_reset(ChannelObject *self)
 {
+    int e;
     if (self->generation == fork_generation)
         return;
     self->roles = 0;
-    self->busy = 0;
-    if (self->peeked != NULL) {
-        self->peeked->state = REGION_DONE;
-        self->peeked = NULL;
-    }
-    if (self->reserved != NULL) {
-        self->reserved->state = REGION_DONE;
-        self->reserved = NULL;
+    self->gate.state &= GATE_CLOSING;
+    self->gate.waiters = 0;
+    for (e = 0; e < GATE_ENDS; e++) {
+        if (self->gate.loan[e] != NULL) {
+            self->gate.loan[e]->state = LOAN_DONE;
+            self->gate.loan[e] = NULL;
+        }
     }
     self->generation = fork_generation;
     self->token = shmring_token_self();
-}
-
-static int channel_usable(ChannelObject *self, int role)
-{
-    if (self->mapping == NULL) {
-        PyErr_SetString(PyExc_ValueError, "channel is not initialised: use shmring.Channel.create or open");
-        return -1;
-    }
-    channel_fork_reset(self);
-    if (self->closed) {
-        PyErr_Format(closed_error, "channel %R: this handle is closed", channel_name(self));
-        return -1;
-    }
-    if (self->busy & role) {
-        PyErr_Format(PyExc_RuntimeError,
-                     "channel %R: another thread is in a %s call on this handle; a channel end belongs "
-                     "to one thread at a time",
-                     channel_name(self), role == ROLE_PRODUCER ? "sending" : "receiving");
-        return -1;
-    }
-    return 0;
 }
 
 /* Take an end of the channel for this handle, once. */
@@ -774,24 +1361,50 @@ static int channel_claim(ChannelObject *self, int role)
     return 0;
 }
 
-static inline int as_producer(ChannelObject *self)
+/* Enter an end for one call: 0 (then *held = 1: the entry point leaves the
+ * end on return), 1 when another call has it and `no_wait`, -1 with an
+ * exception.  The end is claimed on its first use. */
+static inline int channel_enter(ChannelObject *self, int end, int *held, uint64_t deadline, int no_wait)
 {
-    if (channel_usable(self, ROLE_PRODUCER) < 0)
+    int role = 1 << end;
+    if (self->mapping == NULL) {
+        PyErr_SetString(PyExc_ValueError, "channel is not initialised: use shmring.Channel.create or open");
         return -1;
-    if (!(self->roles & ROLE_PRODUCER) && channel_claim(self, ROLE_PRODUCER) < 0)
+    }
+    if (self->generation != fork_generation)
+        channel_fork_reset(self);
+    if (gate_free(&self->gate, end)) {
+        gate_take(&self->gate, end);
+    } else {
+        int r = gate_enter_slow(&self->gate, end, "channel", channel_name(self),
+                                end == END_PRODUCER ? "sending" : "receiving", deadline, no_wait);
+        if (r != 0)
+            return r;
+    }
+    *held = 1;
+    if (!(self->roles & role) && channel_claim(self, role) < 0)
         return -1;
-    self->busy |= ROLE_PRODUCER; /* cleared by the entry point (BUSY_WRAPPER) */
     return 0;
 }
 
-static inline int as_consumer(ChannelObject *self)
+/* channel_enter for the calls that take a timeout: busy with a zero
+ * timeout is a Timeout. */
+static inline int channel_enter_timed(ChannelObject *self, int end, int *held, uint64_t deadline, int no_wait)
 {
-    if (channel_usable(self, ROLE_CONSUMER) < 0)
+    int r = channel_enter(self, end, held, deadline, no_wait);
+    if (r > 0) {
+        PyErr_Format(timeout_error, "channel %R: another thread's %s call is running on this handle",
+                     channel_name(self), end == END_PRODUCER ? "sending" : "receiving");
         return -1;
-    if (!(self->roles & ROLE_CONSUMER) && channel_claim(self, ROLE_CONSUMER) < 0)
-        return -1;
-    self->busy |= ROLE_CONSUMER; /* cleared by the entry point (BUSY_WRAPPER) */
-    return 0;
+    }
+    return r;
+}
+
+/* A call that woke to find close() begun by another thread. */
+static int raise_closing(ChannelObject *self)
+{
+    PyErr_Format(closed_error, "channel %R: this handle was closed by another thread", channel_name(self));
+    return -1;
 }
 
 /* Timeouts: None blocks forever (deadline 0); otherwise a non-negative number
@@ -894,8 +1507,9 @@ static int peer_check_sometimes(ChannelObject *self, int writer, uint64_t need)
 
 /* Wait for data (writer = 0) or for `need` free bytes (writer = 1), in
  * slices: the GIL is released during each slice, signals are checked and the
- * peer's liveness looked at between slices.  Returns 0 when the condition
- * may hold (the caller re-checks), -1 with an exception set. */
+ * peer's liveness looked at between slices; close() from another thread
+ * ends the wait (Closed).  Returns 0 when the condition may hold (the caller
+ * re-checks), -1 with an exception set. */
 static int channel_wait(ChannelObject *self, int writer, uint64_t need, uint64_t deadline, int no_wait)
 {
     shmring_channel *ch = &self->ch;
@@ -905,9 +1519,11 @@ static int channel_wait(ChannelObject *self, int writer, uint64_t need, uint64_t
 
     if (writer) {
         shmring_channel_publish(ch); /* let the consumer make room */
-        if ((self->roles & ROLE_CONSUMER) && !(self->busy & ROLE_CONSUMER) && self->peeked == NULL) {
-            /* This handle is its own consumer: nobody else will step over
-             * the padding record it may have just written. */
+        if ((self->roles & ROLE_CONSUMER) && !(self->gate.state & ROLE_CONSUMER) &&
+            self->gate.loan[END_CONSUMER] == NULL) {
+            /* This handle is its own consumer and no call or loan uses that
+             * end: nobody else will step over the padding record it may
+             * have just written. */
             const unsigned char *p;
             uint64_t n;
             if (shmring_channel_peek(ch, &p, &n) == SHMRING_ERR_CORRUPT)
@@ -959,6 +1575,8 @@ static int channel_wait(ChannelObject *self, int writer, uint64_t need, uint64_t
         rc = shmring_channel_wait(ch, writer, need, strategy, spin, slice_end);
         Py_END_ALLOW_THREADS
         spin = 0; /* adaptive: the spin window is spent once per call */
+        if (self->gate.state & GATE_CLOSING)
+            return raise_closing(self);
         if (rc == SHMRING_OK)
             return 0;
         if (rc == SHMRING_ERR_CORRUPT)
@@ -987,13 +1605,14 @@ static int check_reader_open(ChannelObject *self)
     return 0;
 }
 
-static int check_no_reserve(ChannelObject *self)
+static PyObject *raise_too_big(ChannelObject *self, uint64_t len)
 {
-    if (self->reserved != NULL) {
-        PyErr_Format(PyExc_RuntimeError, "channel %R: finish the reserve() block before sending", channel_name(self));
-        return -1;
-    }
-    return 0;
+    return PyErr_Format(PyExc_ValueError,
+                        "channel %R: a message of %llu bytes can never fit (the largest is %llu bytes for a "
+                        "capacity of %llu)",
+                        channel_name(self), (unsigned long long)len,
+                        (unsigned long long)shmring_channel_max_message(self->ch.capacity),
+                        (unsigned long long)self->ch.capacity);
 }
 
 /* Reserve room for `len` bytes, waiting as the timeout allows. */
@@ -1005,12 +1624,7 @@ static unsigned char *channel_reserve_wait(ChannelObject *self, uint64_t len, ui
         if (rc == SHMRING_OK)
             return dst;
         if (rc == SHMRING_TOO_BIG) {
-            PyErr_Format(PyExc_ValueError,
-                         "channel %R: a message of %llu bytes can never fit (the largest is %llu bytes for "
-                         "a capacity of %llu)",
-                         channel_name(self), (unsigned long long)len,
-                         (unsigned long long)shmring_channel_max_message(self->ch.capacity),
-                         (unsigned long long)self->ch.capacity);
+            raise_too_big(self, len);
             return NULL;
         }
         if (rc == SHMRING_ERR_CORRUPT) {
@@ -1037,50 +1651,56 @@ static void copy_maybe_without_gil(void *dst, const void *src, size_t n)
     }
 }
 
-/* Copy one bytes-like object into the ring as a record (not published). */
-static int channel_put(ChannelObject *self, PyObject *data, uint64_t deadline, int no_wait)
+/* Copy one buffer into the ring as a record (not published). */
+static int channel_put(ChannelObject *self, const Py_buffer *src, uint64_t deadline, int no_wait)
 {
-    Py_buffer src;
-    unsigned char *dst;
-    if (PyObject_GetBuffer(data, &src, PyBUF_SIMPLE) < 0)
+    unsigned char *dst = channel_reserve_wait(self, (uint64_t)src->len, deadline, no_wait);
+    if (dst == NULL)
         return -1;
-    dst = channel_reserve_wait(self, (uint64_t)src.len, deadline, no_wait);
-    if (dst == NULL) {
-        PyBuffer_Release(&src);
-        return -1;
-    }
-    copy_maybe_without_gil(dst, src.buf, (size_t)src.len);
-    shmring_channel_commit(&self->ch, (uint64_t)src.len);
-    PyBuffer_Release(&src);
+    copy_maybe_without_gil(dst, src->buf, (size_t)src->len);
+    shmring_channel_commit(&self->ch, (uint64_t)src->len);
     return 0;
 }
 
-static PyObject *channel_send_impl(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *channel_send_impl(int *held, ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
 {
     PyObject *a[2];
+    Py_buffer src;
     uint64_t deadline;
-    int no_wait;
+    int no_wait, rc;
     if (parse_args("send", args, nargs, kwnames, ARGS_DATA_TIMEOUT, 1, 2, a) < 0)
         return NULL;
     if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
         return NULL;
-    if (as_producer(self) < 0 || check_no_reserve(self) < 0 || check_reader_open(self) < 0)
+    if (PyObject_GetBuffer(a[0], &src, PyBUF_SIMPLE) < 0)
         return NULL;
-    if (channel_put(self, a[0], deadline, no_wait) < 0)
+    rc = channel_enter_timed(self, END_PRODUCER, held, deadline, no_wait);
+    if (rc == 0)
+        rc = check_reader_open(self);
+    if (rc == 0)
+        rc = channel_put(self, &src, deadline, no_wait);
+    PyBuffer_Release(&src);
+    if (rc < 0)
         return NULL;
     shmring_channel_publish(&self->ch);
     Py_RETURN_NONE;
 }
 
-static PyObject *channel_try_send_impl(ChannelObject *self, PyObject *data)
+static PyObject *channel_try_send_impl(int *held, ChannelObject *self, PyObject *data)
 {
     Py_buffer src;
     unsigned char *dst;
     int rc;
-    if (as_producer(self) < 0 || check_no_reserve(self) < 0 || check_reader_open(self) < 0)
-        return NULL;
     if (PyObject_GetBuffer(data, &src, PyBUF_SIMPLE) < 0)
         return NULL;
+    rc = channel_enter(self, END_PRODUCER, held, 0, 1);
+    if (rc != 0 || check_reader_open(self) < 0) {
+        PyBuffer_Release(&src);
+        if (rc > 0)
+            Py_RETURN_FALSE; /* another thread is sending: no room for us now */
+        return NULL;
+    }
     rc = shmring_channel_reserve(&self->ch, (uint64_t)src.len, &dst);
     if (rc == SHMRING_AGAIN) {
         shmring_channel_publish(&self->ch); /* a padding record may be pending */
@@ -1115,53 +1735,145 @@ static PyObject *channel_try_send_impl(ChannelObject *self, PyObject *data)
     Py_RETURN_TRUE;
 }
 
-static PyObject *channel_send_many_impl(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* Tell a failed send_many how many of its messages were delivered. */
+static void note_sent(Py_ssize_t count)
 {
-    PyObject *a[2], *it, *item;
-    uint64_t deadline;
-    Py_ssize_t count = 0;
-    int no_wait;
+    PyObject *type, *value, *tb, *n;
+    if (!PyErr_ExceptionMatches(timeout_error) && !PyErr_ExceptionMatches(closed_error) &&
+        !PyErr_ExceptionMatches(peer_gone_error))
+        return;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    n = PyLong_FromSsize_t(count);
+    if (value != NULL && n != NULL && PyObject_SetAttrString(value, "sent", n) < 0)
+        PyErr_Clear();
+    Py_XDECREF(n);
+    PyErr_Restore(type, value, tb);
+}
+
+#define SEND_MANY_STACK 64
+
+/* Write a validated batch.  When its records fit in the ring, room for all
+ * of them is awaited first, so that a timeout delivers none; a batch larger
+ * than the ring goes in parts (each published as the ring fills up).
+ * Returns how many were committed; *failed is set with an exception. */
+static Py_ssize_t channel_write_batch(ChannelObject *self, const Py_buffer *bufs, Py_ssize_t n, uint64_t deadline,
+                                      int no_wait, int *failed)
+{
+    shmring_channel *ch = &self->ch;
+    uint64_t total = 0, span, pos;
+    Py_ssize_t i;
+    *failed = 0;
+    for (i = 0; i < n; i++)
+        total += sizeof(shmring_record) + shmring_align8((uint64_t)bufs[i].len);
+    if (total <= ch->capacity) {
+        for (;;) {
+            int room;
+            /* The ring bytes the batch takes from the local tail, padding
+             * included (shmring_channel_reserve places records so). */
+            pos = ch->tail;
+            for (i = 0; i < n; i++)
+                pos = shmring_channel_place(ch, pos, (uint64_t)bufs[i].len);
+            span = pos - ch->tail;
+            if (span > ch->capacity) {
+                /* Only from offset 0 does it fit (total <= capacity):
+                 * padding to the end of the ring first delivers nothing. */
+                int rc = shmring_channel_pad(ch);
+                if (rc == SHMRING_OK)
+                    continue;
+                if (rc == SHMRING_ERR_CORRUPT)
+                    goto corrupt;
+                if (channel_wait(self, 1, ch->capacity - (ch->tail & ch->mask), deadline, no_wait) < 0 ||
+                    check_reader_open(self) < 0)
+                    goto fail;
+                continue;
+            }
+            room = shmring_channel_has_room(ch, span);
+            if (room < 0)
+                goto corrupt;
+            if (room > 0)
+                break;
+            if (channel_wait(self, 1, span, deadline, no_wait) < 0 || check_reader_open(self) < 0)
+                goto fail;
+        }
+        for (i = 0; i < n; i++) {
+            unsigned char *dst;
+            if (shmring_channel_reserve(ch, (uint64_t)bufs[i].len, &dst) != SHMRING_OK)
+                goto corrupt; /* room for the whole batch was seen: only a bad head takes it back */
+            copy_maybe_without_gil(dst, bufs[i].buf, (size_t)bufs[i].len);
+            shmring_channel_commit(ch, (uint64_t)bufs[i].len);
+        }
+        return n;
+    }
+    for (i = 0; i < n; i++)
+        if (channel_put(self, &bufs[i], deadline, no_wait) < 0) {
+            *failed = 1;
+            return i;
+        }
+    return n;
+corrupt:
+    raise_corrupt(self, "head counter");
+fail:
+    *failed = 1;
+    return 0;
+}
+
+static PyObject *channel_send_many_impl(int *held, ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                        PyObject *kwnames)
+{
+    PyObject *a[2], *seq, *result = NULL;
+    Py_buffer stack[SEND_MANY_STACK], *bufs = stack;
+    uint64_t deadline, largest;
+    Py_ssize_t i, n, got = 0, count = 0;
+    int no_wait, failed;
     if (parse_args("send_many", args, nargs, kwnames, ARGS_BUFFERS_TIMEOUT, 1, 2, a) < 0)
         return NULL;
     if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
         return NULL;
-    if (as_producer(self) < 0 || check_no_reserve(self) < 0 || check_reader_open(self) < 0)
+    /* The whole batch is collected and checked before anything is written:
+     * a bad item delivers nothing. */
+    seq = PySequence_Fast(a[0], "send_many() needs an iterable of bytes-like objects");
+    if (seq == NULL)
         return NULL;
-    it = PyObject_GetIter(a[0]);
-    if (it == NULL)
-        return NULL;
-    while ((item = PyIter_Next(it)) != NULL) {
-        int rc = channel_put(self, item, deadline, no_wait);
-        Py_DECREF(item);
-        if (rc < 0)
-            break;
-        count++;
-    }
-    Py_DECREF(it);
-    shmring_channel_publish(&self->ch); /* one commit for the batch */
-    if (PyErr_Occurred()) {
-        if (PyErr_ExceptionMatches(timeout_error)) {
-            /* Say how much of the batch went out. */
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyErr_NormalizeException(&type, &value, &tb);
-            if (value != NULL) {
-                PyObject *n = PyLong_FromSsize_t(count);
-                if (n != NULL) {
-                    PyObject_SetAttrString(value, "sent", n);
-                    Py_DECREF(n);
-                }
-            }
-            PyErr_Restore(type, value, tb);
+    n = PySequence_Fast_GET_SIZE(seq);
+    if (n > SEND_MANY_STACK) {
+        bufs = PyMem_New(Py_buffer, (size_t)n);
+        if (bufs == NULL) {
+            Py_DECREF(seq);
+            return PyErr_NoMemory();
         }
-        return NULL;
     }
-    return PyLong_FromSsize_t(count);
+    largest = self->mapping != NULL ? shmring_channel_max_message(self->ch.capacity) : 0;
+    for (got = 0; got < n; got++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &bufs[got], PyBUF_SIMPLE) < 0)
+            goto done;
+        if (self->mapping != NULL && (uint64_t)bufs[got].len > largest) {
+            PyErr_Format(PyExc_ValueError,
+                         "channel %R: message %zd of the batch has %zd bytes and can never fit (the largest is "
+                         "%llu bytes); nothing was sent",
+                         channel_name(self), got, bufs[got].len, (unsigned long long)largest);
+            got++;
+            goto done;
+        }
+    }
+    if (channel_enter_timed(self, END_PRODUCER, held, deadline, no_wait) < 0 || check_reader_open(self) < 0) {
+        note_sent(0);
+        goto done;
+    }
+    count = channel_write_batch(self, bufs, n, deadline, no_wait, &failed);
+    shmring_channel_publish(&self->ch); /* one publication for the batch */
+    if (failed)
+        note_sent(count);
+    else
+        result = PyLong_FromSsize_t(count);
+done:
+    for (i = 0; i < got; i++)
+        PyBuffer_Release(&bufs[i]);
+    if (bufs != stack)
+        PyMem_Free(bufs);
+    Py_DECREF(seq);
+    return result;
 }
-
-/* If a peek() block could not release its record (views still alive), try
- * again now; a peek never entered leaves its record unread. */
-static int finish_pending_peek(ChannelObject *self);
 
 /* The next record, waiting as the timeout allows.  Returns 0 with the message in out and len
  * set, -1 with an exception (Closed at the end of a drained stream). */
@@ -1194,16 +1906,8 @@ static int channel_next(ChannelObject *self, const unsigned char **out, uint64_t
     }
 }
 
-static int prepare_read(ChannelObject *self)
-{
-    if (as_consumer(self) < 0)
-        return -1;
-    if (self->peeked != NULL && finish_pending_peek(self) < 0)
-        return -1;
-    return 0;
-}
-
-static PyObject *channel_recv_impl(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *channel_recv_impl(int *held, ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
 {
     PyObject *timeout, *result;
     const unsigned char *src;
@@ -1218,7 +1922,8 @@ static PyObject *channel_recv_impl(ChannelObject *self, PyObject *const *args, P
         if ((no_wait = parse_timeout(timeout, &deadline)) < 0)
             return NULL;
     }
-    if (prepare_read(self) < 0 || channel_next(self, &src, &len, deadline, no_wait) < 0)
+    if (channel_enter_timed(self, END_CONSUMER, held, deadline, no_wait) < 0 ||
+        channel_next(self, &src, &len, deadline, no_wait) < 0)
         return NULL;
     result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
     if (result == NULL)
@@ -1229,14 +1934,17 @@ static PyObject *channel_recv_impl(ChannelObject *self, PyObject *const *args, P
     return result;
 }
 
-static PyObject *channel_try_recv_impl(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+static PyObject *channel_try_recv_impl(int *held, ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *result;
     const unsigned char *src;
     uint64_t len;
-    int rc;
-    if (prepare_read(self) < 0)
+    int rc = channel_enter(self, END_CONSUMER, held, 0, 1);
+    if (rc != 0) {
+        if (rc > 0)
+            Py_RETURN_NONE; /* another thread is receiving: nothing for us now */
         return NULL;
+    }
     rc = shmring_channel_peek(&self->ch, &src, &len);
     if (rc == SHMRING_AGAIN) {
         shmring_channel_release_publish(&self->ch); /* the producer may be waiting for room */
@@ -1270,7 +1978,8 @@ static PyObject *channel_try_recv_impl(ChannelObject *self, PyObject *Py_UNUSED(
     return result;
 }
 
-static PyObject *channel_recv_into_impl(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *channel_recv_into_impl(int *held, ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                        PyObject *kwnames)
 {
     PyObject *a[2];
     Py_buffer dst;
@@ -1289,7 +1998,8 @@ static PyObject *channel_recv_into_impl(ChannelObject *self, PyObject *const *ar
         }
         return NULL;
     }
-    if (prepare_read(self) < 0 || channel_next(self, &src, &len, deadline, no_wait) < 0) {
+    if (channel_enter_timed(self, END_CONSUMER, held, deadline, no_wait) < 0 ||
+        channel_next(self, &src, &len, deadline, no_wait) < 0) {
         PyBuffer_Release(&dst);
         return NULL;
     }
@@ -1307,7 +2017,8 @@ static PyObject *channel_recv_into_impl(ChannelObject *self, PyObject *const *ar
     return PyLong_FromUnsignedLongLong(len);
 }
 
-static PyObject *channel_recv_many_impl(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *channel_recv_many_impl(int *held, ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                        PyObject *kwnames)
 {
     PyObject *a[2], *list;
     const unsigned char *src;
@@ -1323,7 +2034,8 @@ static PyObject *channel_recv_many_impl(ChannelObject *self, PyObject *const *ar
         return PyErr_Format(PyExc_ValueError, "max_messages must be at least 1, not %zd", max_messages);
     if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
         return NULL;
-    if (prepare_read(self) < 0 || channel_next(self, &src, &len, deadline, no_wait) < 0)
+    if (channel_enter_timed(self, END_CONSUMER, held, deadline, no_wait) < 0 ||
+        channel_next(self, &src, &len, deadline, no_wait) < 0)
         return NULL;
     list = PyList_New(0);
     if (list == NULL)
@@ -1355,246 +2067,28 @@ static PyObject *channel_recv_many_impl(ChannelObject *self, PyObject *const *ar
     return list;
 }
 
+/* -- zero copy: loans -------------------------------------------------------- */
 
-/* -- entry points ------------------------------------------------------------ */
-
-/* Every operation holds its end's busy bit from its first check to its
- * return: Python code that runs in between (an iterator, a __buffer__, a
- * finalizer run by an allocation, another thread while the GIL is given
- * away) then cannot use that end, nor close the handle and unmap the ring
- * under our pointers. */
-#define BUSY_WRAPPER(NAME, ROLE, PARAMS, ARGS)                                     \
-    static PyObject *NAME PARAMS                                                  \
-    {                                                                             \
-        PyObject *result;                                                         \
-        int was_busy = self->busy & (ROLE);                                       \
-        result = NAME##_impl ARGS;                                                \
-        if (!was_busy)                                                            \
-            self->busy &= ~(ROLE);                                                \
-        return result;                                                            \
-    }
-#define FAST_PARAMS (ChannelObject * self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-#define FAST_ARGS (self, args, nargs, kwnames)
-BUSY_WRAPPER(channel_send, ROLE_PRODUCER, FAST_PARAMS, FAST_ARGS)
-BUSY_WRAPPER(channel_send_many, ROLE_PRODUCER, FAST_PARAMS, FAST_ARGS)
-BUSY_WRAPPER(channel_recv, ROLE_CONSUMER, FAST_PARAMS, FAST_ARGS)
-BUSY_WRAPPER(channel_recv_into, ROLE_CONSUMER, FAST_PARAMS, FAST_ARGS)
-BUSY_WRAPPER(channel_recv_many, ROLE_CONSUMER, FAST_PARAMS, FAST_ARGS)
-BUSY_WRAPPER(channel_try_send, ROLE_PRODUCER, (ChannelObject * self, PyObject *data), (self, data))
-BUSY_WRAPPER(channel_try_recv, ROLE_CONSUMER, (ChannelObject * self, PyObject *ignored), (self, ignored))
-
-/* -- zero-copy regions ----------------------------------------------------- */
-
-static RegionObject *region_new(ChannelObject *channel, unsigned char *ptr, uint64_t len, int readonly)
+/* A loan of this channel completes (loan_complete): commit or drop a
+ * reserve, consume a peek or leave it unread. */
+static int channel_loan_finish(LoanObject *l, int how)
 {
-    RegionObject *r = PyObject_GC_New(RegionObject, &RegionType);
-    if (r == NULL)
-        return NULL;
-    Py_INCREF(channel);
-    r->channel = channel;
-    r->ptr = ptr;
-    r->len = (Py_ssize_t)len;
-    r->readonly = readonly;
-    r->state = REGION_NEW;
-    r->exports = 0;
-    r->view = NULL;
-    PyObject_GC_Track(r);
-    return r;
-}
-
-static int region_finish(RegionObject *r, int discard);
-
-/* The region goes away without its with-block having completed it: an
- * unentered peek leaves its message unread and an unentered reserve is
- * discarded; an entered peek whose exit was refused (views were alive then)
- * consumes its message now, if no view is left.  Either way the channel
- * forgets it. */
-static void region_abandon(RegionObject *r)
-{
-    ChannelObject *ch = r->channel;
-    int consume;
-    if (ch == NULL || r->state == REGION_DONE)
-        return;
-    if (r->view != NULL) {
-        PyObject *res = PyObject_CallMethod(r->view, "release", NULL);
-        if (res == NULL)
-            PyErr_Clear();
-        Py_XDECREF(res);
-        Py_CLEAR(r->view);
-    }
-    consume = r->state == REGION_ENTERED && r->readonly && r->exports == 0;
-    if (ch->closed || ch->mapping == NULL || r->exports > 0) {
-        r->state = REGION_DONE;
-    } else {
-        r->state = consume ? REGION_ENTERED : REGION_NEW;
-        if (region_finish(r, !consume) < 0)
-            PyErr_Clear();
-    }
-    if (ch->peeked == r)
-        ch->peeked = NULL;
-    if (ch->reserved == r)
-        ch->reserved = NULL;
-    r->state = REGION_DONE;
-}
-
-static int region_traverse(RegionObject *r, visitproc visit, void *arg)
-{
-    Py_VISIT(r->channel);
-    Py_VISIT(r->view);
-    return 0;
-}
-
-static int region_clear(RegionObject *r)
-{
-    region_abandon(r);
-    Py_CLEAR(r->view);
-    Py_CLEAR(r->channel);
-    return 0;
-}
-
-static void region_dealloc(RegionObject *r)
-{
-    PyObject_GC_UnTrack(r);
-    region_clear(r);
-    PyObject_GC_Del(r);
-}
-
-static int region_getbuffer(RegionObject *r, Py_buffer *view, int flags)
-{
-    if (r->state != REGION_ENTERED) {
-        PyErr_SetString(PyExc_ValueError, "this message region was already released: its memory may be reused");
-        view->obj = NULL;
-        return -1;
-    }
-    if (PyBuffer_FillInfo(view, (PyObject *)r, r->ptr, r->len, r->readonly, flags) < 0)
-        return -1;
-    r->exports++;
-    return 0;
-}
-
-static void region_releasebuffer(RegionObject *r, Py_buffer *Py_UNUSED(view))
-{
-    r->exports--;
-}
-
-static PyBufferProcs region_as_buffer = {
-    (getbufferproc)region_getbuffer,
-    (releasebufferproc)region_releasebuffer,
-};
-
-static PyObject *region_enter(RegionObject *r, PyObject *Py_UNUSED(ignored))
-{
-    if (r->state != REGION_NEW)
-        return PyErr_Format(PyExc_RuntimeError, "a %s() region can be entered only once",
-                            r->readonly ? "peek" : "reserve");
-    r->state = REGION_ENTERED;
-    r->view = PyMemoryView_FromObject((PyObject *)r);
-    if (r->view == NULL) {
-        r->state = REGION_NEW;
-        return NULL;
-    }
-    Py_INCREF(r->view);
-    return r->view;
-}
-
-/* Release our memoryview; fails while views derived from it are alive. */
-static int region_drop_views(RegionObject *r)
-{
-    if (r->view != NULL) {
-        PyObject *res = PyObject_CallMethod(r->view, "release", NULL);
-        if (res == NULL) {
-            PyErr_Clear();
-        } else {
-            Py_DECREF(res);
-            Py_CLEAR(r->view);
-        }
-    }
-    if (r->view != NULL || r->exports > 0) {
-        PyErr_Format(buffer_in_use_error,
-                     "channel %R: views of the %s message are still alive (a slice, an ndarray, a "
-                     "memoryview(...) of it); release them before leaving the with block. The message "
-                     "is kept until then",
-                     channel_name(r->channel), r->readonly ? "peeked" : "reserved");
-        return -1;
-    }
-    return 0;
-}
-
-/* Complete a region: commit (reserve) or release (peek) its record. */
-static int region_finish(RegionObject *r, int discard)
-{
-    ChannelObject *self = r->channel;
-    channel_fork_reset(self); /* a child's copy of a region is dropped there */
-    if (r->state == REGION_DONE)
+    ChannelObject *self = (ChannelObject *)l->owner;
+    channel_fork_reset(self); /* a loan inherited through fork is the parent's: dropped there */
+    if (l->state == LOAN_DONE || how != LOAN_COMPLETE)
         return 0;
-    if (r->state == REGION_ENTERED && region_drop_views(r) < 0)
-        return -1;
-    if (r->readonly) {
-        if (r->state == REGION_ENTERED && !discard) {
-            shmring_channel_release(&self->ch);
-            shmring_channel_release_publish(&self->ch);
-        }
-        if (self->peeked == r)
-            self->peeked = NULL;
+    if (l->readonly) {
+        shmring_channel_release(&self->ch);
+        shmring_channel_release_publish(&self->ch);
     } else {
-        if (r->state == REGION_ENTERED && !discard) {
-            shmring_channel_commit(&self->ch, (uint64_t)r->len);
-            shmring_channel_publish(&self->ch);
-        }
-        if (self->reserved == r)
-            self->reserved = NULL;
+        shmring_channel_commit(&self->ch, (uint64_t)l->commit_len);
+        shmring_channel_publish(&self->ch);
     }
-    r->state = REGION_DONE;
     return 0;
 }
 
-static PyObject *region_exit(RegionObject *r, PyObject *const *args, Py_ssize_t nargs)
-{
-    int failed = nargs > 0 && args[0] != Py_None;
-    /* A reserve() left by an exception is discarded; a peek() left by an
-     * exception still consumes its message (it was read). */
-    if (region_finish(r, failed && !r->readonly) < 0)
-        return NULL;
-    Py_RETURN_FALSE;
-}
-
-static PyObject *region_get_nbytes(RegionObject *r, void *Py_UNUSED(closure))
-{
-    return PyLong_FromSsize_t(r->len);
-}
-
-static PyMethodDef region_methods[] = {
-    {"__enter__", (PyCFunction)region_enter, METH_NOARGS, "The message's memory as a memoryview."},
-    {"__exit__", (PyCFunction)(void (*)(void))region_exit, METH_FASTCALL,
-     "Commit (reserve) or release (peek) the message."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef region_getset[] = {
-    {"nbytes", (getter)region_get_nbytes, NULL, "Size of the message in bytes.", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyTypeObject RegionType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shmring._core.Region",
-    .tp_basicsize = sizeof(RegionObject),
-    .tp_dealloc = (destructor)region_dealloc,
-    .tp_as_buffer = &region_as_buffer,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_traverse = (traverseproc)region_traverse,
-    .tp_clear = (inquiry)region_clear,
-    .tp_doc = "A message in the ring, lent for a with block by Channel.reserve() or Channel.peek().",
-    .tp_methods = region_methods,
-    .tp_getset = region_getset,
-};
-
-static int finish_pending_peek(ChannelObject *self)
-{
-    return region_finish(self->peeked, 0);
-}
-
-static PyObject *channel_reserve_impl(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *channel_reserve_impl(int *held, ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                      PyObject *kwnames)
 {
     PyObject *a[2];
     Py_ssize_t n;
@@ -1610,16 +2104,18 @@ static PyObject *channel_reserve_impl(ChannelObject *self, PyObject *const *args
         return PyErr_Format(PyExc_ValueError, "reserve() size must be non-negative, not %zd", n);
     if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
         return NULL;
-    if (as_producer(self) < 0 || check_no_reserve(self) < 0 || check_reader_open(self) < 0)
+    if (channel_enter_timed(self, END_PRODUCER, held, deadline, no_wait) < 0 || check_reader_open(self) < 0)
         return NULL;
     dst = channel_reserve_wait(self, (uint64_t)n, deadline, no_wait);
     if (dst == NULL)
         return NULL;
-    self->reserved = region_new(self, dst, (uint64_t)n, 0); /* borrowed by the channel */
-    return (PyObject *)self->reserved;
+    zero_maybe_without_gil(dst, (size_t)n);
+    return (PyObject *)loan_new((PyObject *)self, &self->gate, END_PRODUCER, channel_loan_finish,
+                                channel_name(self), "channel", dst, (uint64_t)n, 0);
 }
 
-static PyObject *channel_peek_impl(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *channel_peek_impl(int *held, ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
 {
     PyObject *timeout;
     const unsigned char *src;
@@ -1629,14 +2125,40 @@ static PyObject *channel_peek_impl(ChannelObject *self, PyObject *const *args, P
         return NULL;
     if ((no_wait = parse_timeout(timeout, &deadline)) < 0)
         return NULL;
-    if (prepare_read(self) < 0 || channel_next(self, &src, &len, deadline, no_wait) < 0)
+    if (channel_enter_timed(self, END_CONSUMER, held, deadline, no_wait) < 0 ||
+        channel_next(self, &src, &len, deadline, no_wait) < 0)
         return NULL;
-    self->peeked = region_new(self, (unsigned char *)src, len, 1); /* borrowed by the channel */
-    return (PyObject *)self->peeked;
+    return (PyObject *)loan_new((PyObject *)self, &self->gate, END_CONSUMER, channel_loan_finish,
+                                channel_name(self), "channel", (unsigned char *)src, len, 1);
 }
 
-BUSY_WRAPPER(channel_reserve, ROLE_PRODUCER, FAST_PARAMS, FAST_ARGS)
-BUSY_WRAPPER(channel_peek, ROLE_CONSUMER, FAST_PARAMS, FAST_ARGS)
+/* -- entry points ------------------------------------------------------------ */
+
+/* Every call holds its end of the gate from channel_enter to its return:
+ * Python code that runs in between (a finalizer run by an allocation, a
+ * signal handler, another thread while the GIL is given away) then cannot
+ * use that end, nor close the handle and unmap the ring under our
+ * pointers; another thread waits its turn. */
+#define ENTRY(NAME, END, PARAMS, ARGS)                                            \
+    static PyObject *NAME PARAMS                                                  \
+    {                                                                             \
+        int held = 0;                                                             \
+        PyObject *result = NAME##_impl ARGS;                                      \
+        if (held)                                                                 \
+            gate_leave(&self->gate, END);                                         \
+        return result;                                                            \
+    }
+#define FAST_PARAMS (ChannelObject * self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+#define FAST_ARGS (&held, self, args, nargs, kwnames)
+ENTRY(channel_send, END_PRODUCER, FAST_PARAMS, FAST_ARGS)
+ENTRY(channel_send_many, END_PRODUCER, FAST_PARAMS, FAST_ARGS)
+ENTRY(channel_reserve, END_PRODUCER, FAST_PARAMS, FAST_ARGS)
+ENTRY(channel_recv, END_CONSUMER, FAST_PARAMS, FAST_ARGS)
+ENTRY(channel_recv_into, END_CONSUMER, FAST_PARAMS, FAST_ARGS)
+ENTRY(channel_recv_many, END_CONSUMER, FAST_PARAMS, FAST_ARGS)
+ENTRY(channel_peek, END_CONSUMER, FAST_PARAMS, FAST_ARGS)
+ENTRY(channel_try_send, END_PRODUCER, (ChannelObject * self, PyObject *data), (&held, self, data))
+ENTRY(channel_try_recv, END_CONSUMER, (ChannelObject * self, PyObject *ignored), (&held, self, ignored))
 
 /* -- lifetime ------------------------------------------------------------ */
 
@@ -1691,6 +2213,7 @@ static int channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
             return -1;
         self->ch = attached;
     }
+    self->ch.interrupt = &self->gate.closing; /* close() from another thread ends the waits */
     Py_INCREF(mapping);
     self->mapping = mapping;
     self->wait = wait ? wait : self->ch.wait;
@@ -1701,42 +2224,77 @@ static int channel_init(ChannelObject *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-/* Give up this handle's ends: a producer's close ends the stream. */
-static int channel_release_roles(ChannelObject *self, int signal_close)
+/* Give up this handle's ends after publishing what it committed and handing
+ * back what it consumed; with `end_stream`, close them too (close(): a
+ * producer's close ends the stream, a consumer's stops the writer). */
+static void channel_release_roles(ChannelObject *self, int end_stream)
 {
     shmring_channel_ctrl *c = self->ch.ctrl;
     channel_fork_reset(self); /* inherited through fork: nothing of ours */
     if (self->roles & ROLE_PRODUCER) {
         shmring_channel_publish(&self->ch);
-        if (signal_close)
+        if (end_stream)
             shmring_channel_close_end(&self->ch, 1);
         shmring_channel_unclaim(&c->producer, &c->producer_handle, self->token, self->handle_id);
     }
     if (self->roles & ROLE_CONSUMER) {
         shmring_channel_release_publish(&self->ch);
-        if (signal_close)
+        if (end_stream)
             shmring_channel_close_end(&self->ch, 0);
         shmring_channel_unclaim(&c->consumer, &c->consumer_handle, self->token, self->handle_id);
     }
     self->roles = 0;
-    return 0;
+}
+
+/* A handle collected without close() gives its claims back, and nothing
+ * more: garbage collection never ends a stream (only close() does, or the
+ * death of the process holding the end, which the peer sees as PeerGone).
+ * Another handle or process may then claim the ends and go on.  Once the
+ * process is exiting (leave_all ran), a handle it drops keeps its claims,
+ * as a process that dies does: the peer sees PeerGone once it is gone,
+ * after everything it published. */
+static void channel_give_back(ChannelObject *self)
+{
+    if (process_exiting) {
+        channel_fork_reset(self);
+        if (self->roles & ROLE_PRODUCER)
+            shmring_channel_publish(&self->ch);
+        if (self->roles & ROLE_CONSUMER)
+            shmring_channel_release_publish(&self->ch);
+        return;
+    }
+    channel_release_roles(self, 0);
 }
 
 static PyObject *channel_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->closed || self->mapping == NULL)
+    Gate *g = &self->gate;
+    int e;
+    if (self->mapping == NULL || self->closed)
         Py_RETURN_NONE;
     channel_fork_reset(self);
-    if (self->busy)
-        return PyErr_Format(PyExc_RuntimeError, "channel %R: cannot close while another thread is in a call on it",
-                            channel_name(self));
-    if (self->peeked != NULL && region_finish(self->peeked, 0) < 0)
+    if (gate_check_close_here(g, "channel", channel_name(self)) < 0)
         return NULL;
-    if (self->reserved != NULL && region_finish(self->reserved, 1) < 0)
+    /* Wake the calls of other threads (their waits end with Closed), then
+     * wait until none is inside: they hold pointers into the ring. */
+    if (!gate_begin_close(g)) {
+        if (g->state & ROLE_PRODUCER)
+            shmring_channel_interrupt_waiters(&self->ch, 1);
+        if (g->state & ROLE_CONSUMER)
+            shmring_channel_interrupt_waiters(&self->ch, 0);
+    }
+    if (gate_wait_empty(g) < 0)
         return NULL;
+    if (self->closed) /* another thread's close() finished meanwhile */
+        Py_RETURN_NONE;
+    for (e = 0; e < GATE_ENDS; e++)
+        if (g->loan[e] != NULL && loan_cancel(g->loan[e]) < 0)
+            return NULL; /* views still alive: close() again once they are released */
     channel_release_roles(self, 1);
     PyBuffer_Release(&self->view);
     self->closed = 1;
+    if (g->waiters)
+        gate_wake(g);
     Py_RETURN_NONE;
 }
 
@@ -1746,9 +2304,9 @@ static void channel_dealloc(ChannelObject *self)
     if (self->weakrefs != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
     if (self->mapping != NULL && !self->closed) {
-        /* Dropped without close(): give the ends back and end the stream,
-         * as close() would.  Regions hold a reference, so none is left. */
-        channel_release_roles(self, 1);
+        /* Dropped without close(): loans hold a reference, calls hold one,
+         * so neither is left. */
+        channel_give_back(self);
         PyBuffer_Release(&self->view);
     }
     Py_CLEAR(self->mapping);
@@ -1803,7 +2361,7 @@ static PyObject *stats_dict(const shmring_channel *ch)
 
 static PyObject *channel_stats(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->mapping == NULL || self->closed)
+    if (self->mapping == NULL || self->closed || (self->gate.state & GATE_CLOSING))
         return PyErr_Format(closed_error, "channel is closed");
     return stats_dict(&self->ch);
 }
@@ -1839,7 +2397,7 @@ static PyObject *channel_get_max_message(ChannelObject *self, void *Py_UNUSED(cl
 
 static PyObject *channel_get_closed(ChannelObject *self, void *Py_UNUSED(closure))
 {
-    return PyBool_FromLong(self->closed);
+    return PyBool_FromLong(self->closed || (self->gate.state & GATE_CLOSING));
 }
 
 static PyObject *channel_get_wait(ChannelObject *self, void *Py_UNUSED(closure))
@@ -1864,23 +2422,31 @@ static PyObject *channel_get_mapping(ChannelObject *self, void *Py_UNUSED(closur
 static PyMethodDef channel_methods[] = {
     {"send", (PyCFunction)(void (*)(void))channel_send, FASTKW,
      "send(data, timeout=None): copy a bytes-like object into the channel; blocks while it is full."},
-    {"try_send", (PyCFunction)channel_try_send, METH_O, "try_send(data) -> bool: send if there is room now."},
+    {"try_send", (PyCFunction)channel_try_send, METH_O,
+     "try_send(data) -> bool: send if there is room now (False too while another thread is sending)."},
     {"send_many", (PyCFunction)(void (*)(void))channel_send_many, FASTKW,
-     "send_many(buffers, timeout=None) -> int: send every buffer, publishing them together."},
+     "send_many(buffers, timeout=None) -> int: one publication of every buffer.  The batch is checked whole "
+     "before anything is written (a bad item sends nothing); a batch whose records fit in the ring waits for "
+     "room for all of them (a Timeout then sent nothing: exc.sent == 0); a larger one goes in parts, and a "
+     "Timeout says in exc.sent how many were delivered."},
     {"recv", (PyCFunction)(void (*)(void))channel_recv, FASTKW,
      "recv(timeout=None) -> bytes: the next message; blocks while the channel is empty."},
-    {"try_recv", (PyCFunction)channel_try_recv, METH_NOARGS, "try_recv() -> bytes | None: a message if one is there."},
+    {"try_recv", (PyCFunction)channel_try_recv, METH_NOARGS,
+     "try_recv() -> bytes | None: a message if one is there (None too while another thread is receiving)."},
     {"recv_into", (PyCFunction)(void (*)(void))channel_recv_into, FASTKW,
      "recv_into(buffer, timeout=None) -> int: copy the next message into a writable buffer."},
     {"recv_many", (PyCFunction)(void (*)(void))channel_recv_many, FASTKW,
      "recv_many(max_messages, timeout=None) -> list[bytes]: every waiting message, up to max_messages."},
     {"reserve", (PyCFunction)(void (*)(void))channel_reserve, FASTKW,
-     "reserve(n, timeout=None): a with-block lending n writable bytes of the ring; committed on exit."},
+     "reserve(n, timeout=None) -> Loan: with-block lending n zero-filled writable bytes of the ring; "
+     "committed on exit (commit(k) to send only the first k)."},
     {"peek", (PyCFunction)(void (*)(void))channel_peek, FASTKW,
-     "peek(timeout=None): a with-block lending the next message read-only; released on exit."},
+     "peek(timeout=None) -> Loan: with-block lending the next message read-only; released on exit."},
     {"stats", (PyCFunction)channel_stats, METH_NOARGS, "stats() -> dict: counters, fill level and both ends."},
     {"close", (PyCFunction)channel_close, METH_NOARGS,
-     "close(): give up this handle; a writer's close ends the stream."},
+     "close(): give up this handle; a writer's close ends the stream, a reader's stops the writer.  From "
+     "another thread it wakes the calls blocked on this handle (they raise Closed) and returns once none is "
+     "left."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2862,7 +3428,7 @@ PyMODINIT_FUNC PyInit__core(void)
     if (error_by_code == NULL || buffer_in_use_error == NULL || corrupted_error == NULL ||
         timeout_error == NULL || closed_error == NULL || peer_gone_error == NULL || role_taken_error == NULL)
         return NULL;
-    if (PyType_Ready(&RegionType) < 0 || PyType_Ready(&ChannelType) < 0 || PyType_Ready(&SyncCellType) < 0)
+    if (PyType_Ready(&LoanType) < 0 || PyType_Ready(&ChannelType) < 0 || PyType_Ready(&SyncCellType) < 0)
         return NULL;
     if (pthread_atfork(NULL, NULL, after_fork_in_child) != 0)
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -2871,12 +3437,12 @@ PyMODINIT_FUNC PyInit__core(void)
         return NULL;
     Py_INCREF(&MappingType);
     Py_INCREF(&ChannelType);
-    Py_INCREF(&RegionType);
+    Py_INCREF(&LoanType);
     Py_INCREF(&SyncCellType);
     if (PyModule_AddObject(m, "Mapping", (PyObject *)&MappingType) < 0 ||
         PyModule_AddObject(m, "SyncCell", (PyObject *)&SyncCellType) < 0 ||
         PyModule_AddObject(m, "Channel", (PyObject *)&ChannelType) < 0 ||
-        PyModule_AddObject(m, "Region", (PyObject *)&RegionType) < 0 ||
+        PyModule_AddObject(m, "Loan", (PyObject *)&LoanType) < 0 ||
         PyModule_AddIntConstant(m, "WAIT_SPIN", SHMRING_WAIT_SPIN) < 0 ||
         PyModule_AddIntConstant(m, "WAIT_YIELD", SHMRING_WAIT_YIELD) < 0 ||
         PyModule_AddIntConstant(m, "WAIT_BLOCK", SHMRING_WAIT_BLOCK) < 0 ||

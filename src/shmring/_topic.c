@@ -25,14 +25,14 @@ typedef struct {
     uint64_t next_seq;  /* subscriber: next message number expected */
     uint64_t token;
     unsigned long generation;
-    int closed;
-    int reserving;      /* publisher: a reserve() holds the lock */
-    uint64_t reserve_pos, reserve_len;
-    int peeking;        /* subscriber: a peek() is open */
-    uint64_t peek_pos, peek_size, peek_seq;
+    int closed;         /* close() completed */
+    Gate gate;          /* end 0: this publisher's or subscription's calls and its loan
+                           (a reserve() holds the topic lock; a peek() the cursor) */
     PyObject *dict;
     PyObject *weakrefs;
 } TopicEndObject;
+
+#define TOPIC_END 0
 
 static PyTypeObject TopicEndType;
 
@@ -46,23 +46,34 @@ static PyObject *topic_corrupt(TopicEndObject *self, const char *what)
     return raise_corrupted("topic", topic_name(self), what);
 }
 
+/* Inherited through fork: a subscription, an open loan (and the topic lock
+ * a reserve holds) and the calls of other threads are the parent's. */
+static void topic_fork_reset(TopicEndObject *self)
+{
+    if (self->generation == fork_generation)
+        return;
+    self->generation = fork_generation;
+    self->token = shmring_token_self();
+    if (self->role == TOPIC_SUBSCRIBER) {
+        self->closed = 1;
+        self->gate.state |= GATE_CLOSING;
+    }
+    self->gate.state &= GATE_CLOSING;
+    self->gate.waiters = 0;
+    if (self->gate.loan[TOPIC_END] != NULL) {
+        self->gate.loan[TOPIC_END]->state = LOAN_DONE;
+        self->gate.loan[TOPIC_END] = NULL;
+    }
+}
+
 static int topic_usable(TopicEndObject *self, int role)
 {
     if (self->mapping == NULL) {
         PyErr_SetString(PyExc_ValueError, "topic handle is not initialised");
         return -1;
     }
-    if (self->generation != fork_generation) {
-        /* Inherited through fork: a subscription and an open reserve are the
-         * parent's. */
-        self->generation = fork_generation;
-        self->token = shmring_token_self();
-        if (self->role == TOPIC_SUBSCRIBER)
-            self->closed = 1;
-        self->reserving = 0;
-        self->peeking = 0;
-    }
-    if (self->closed) {
+    topic_fork_reset(self);
+    if (self->closed || (self->gate.state & GATE_CLOSING)) {
         PyErr_Format(closed_error, "topic %R: this %s is closed", topic_name(self),
                      self->role == TOPIC_SUBSCRIBER ? "subscription (or one inherited through fork)" : "handle");
         return -1;
@@ -75,6 +86,38 @@ static int topic_usable(TopicEndObject *self, int role)
     return 0;
 }
 
+/* Enter this end for one call (the caller leaves it with gate_leave when
+ * *held): 0, or -1 with an exception (Timeout when another thread's call
+ * or loan kept it past the deadline, or at once with a zero timeout). */
+static int topic_enter(TopicEndObject *self, int role, int *held, uint64_t deadline, int no_wait)
+{
+    int r;
+    if (topic_usable(self, role) < 0)
+        return -1;
+    if (gate_free(&self->gate, TOPIC_END)) {
+        gate_take(&self->gate, TOPIC_END);
+        *held = 1;
+        return 0;
+    }
+    r = gate_enter_slow(&self->gate, TOPIC_END, "topic", topic_name(self),
+                        role == TOPIC_PUBLISHER ? "publishing" : "receiving", deadline, no_wait);
+    if (r > 0)
+        PyErr_Format(timeout_error, "topic %R: another thread's call is running on this %s", topic_name(self),
+                     role == TOPIC_PUBLISHER ? "publisher" : "subscription");
+    if (r != 0)
+        return -1;
+    *held = 1;
+    return 0;
+}
+
+/* A call that woke to find close() begun by another thread. */
+static int topic_raise_closing(TopicEndObject *self)
+{
+    PyErr_Format(closed_error, "topic %R: this %s was closed by another thread", topic_name(self),
+                 self->role == TOPIC_SUBSCRIBER ? "subscription" : "publisher");
+    return -1;
+}
+
 /* Topic locks held by an open reserve(), and by which thread: the lock
  * belongs to the process, so a second lock by that thread (another
  * publisher's send, a subscribe, in the reserve block) would wait forever.
@@ -83,11 +126,14 @@ static int topic_usable(TopicEndObject *self, int role)
 #define RESERVES_MAX 64
 static struct {
     uint64_t dev, ino; /* ino 0: a free entry */
-    unsigned long thread;
+    pthread_t thread;
     unsigned long generation; /* fork_generation: a forked child holds none of them */
 } open_reserves[RESERVES_MAX];
 
-static void reserves_note(TopicEndObject *self, int held)
+/* Note that `thread` holds (or no longer holds) the lock of `self`'s topic
+ * for a reserve() loan.  The loan is completed by its thread, or by
+ * another one (close(), garbage collection): hence the explicit thread. */
+static void reserves_note(TopicEndObject *self, int held, pthread_t thread)
 {
     const shmring_segment *seg = &((MappingObject *)self->mapping)->seg;
     int i;
@@ -95,12 +141,12 @@ static void reserves_note(TopicEndObject *self, int held)
         if (held && (open_reserves[i].ino == 0 || open_reserves[i].generation != fork_generation)) {
             open_reserves[i].dev = seg->dev;
             open_reserves[i].ino = seg->ino;
-            open_reserves[i].thread = PyThread_get_thread_ident();
+            open_reserves[i].thread = thread;
             open_reserves[i].generation = fork_generation;
             return;
         }
         if (!held && open_reserves[i].ino == seg->ino && open_reserves[i].dev == seg->dev &&
-            open_reserves[i].thread == PyThread_get_thread_ident()) {
+            pthread_equal(open_reserves[i].thread, thread)) {
             open_reserves[i].ino = 0;
             return;
         }
@@ -110,10 +156,11 @@ static void reserves_note(TopicEndObject *self, int held)
 static int reserve_held_here(TopicEndObject *self)
 {
     const shmring_segment *seg = &((MappingObject *)self->mapping)->seg;
+    pthread_t me = pthread_self();
     int i;
     for (i = 0; i < RESERVES_MAX; i++)
         if (open_reserves[i].ino == seg->ino && open_reserves[i].dev == seg->dev &&
-            open_reserves[i].thread == PyThread_get_thread_ident() && open_reserves[i].generation == fork_generation)
+            pthread_equal(open_reserves[i].thread, me) && open_reserves[i].generation == fork_generation)
             return 1;
     return 0;
 }
@@ -179,6 +226,11 @@ static int topic_reserve_locked(TopicEndObject *self, uint32_t tag, uint64_t len
         Py_BEGIN_ALLOW_THREADS
         rc = shmring_topic_reserve_wait(&self->t, self->token, tag, len, slice, out, pos);
         Py_END_ALLOW_THREADS
+        if (self->gate.state & GATE_CLOSING) {
+            if (rc == SHMRING_OK)
+                topic_unlock(self); /* reserved, not committed: the record stays past tail */
+            return topic_raise_closing(self);
+        }
         if (rc == SHMRING_OK)
             return 0;
         if (rc == SHMRING_TIMEOUT || rc == SHMRING_ERR_SYS) {
@@ -212,18 +264,17 @@ static void topic_commit_unlock(TopicEndObject *self, uint64_t pos)
         shmring_topic_wake_subscribers(&self->t);
 }
 
-static PyObject *topic_publish(TopicEndObject *self, PyObject *data, uint32_t tag, PyObject *timeout)
+static PyObject *topic_publish_impl(TopicEndObject *self, int *held, PyObject *data, uint32_t tag,
+                                    PyObject *timeout)
 {
     Py_buffer buf;
     uint64_t deadline, pos;
     unsigned char *dst;
-    if (topic_usable(self, TOPIC_PUBLISHER) < 0 || parse_timeout(timeout, &deadline) < 0)
+    int no_wait = parse_timeout(timeout, &deadline);
+    if (no_wait < 0 || PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE) < 0)
         return NULL;
-    if (self->reserving)
-        return PyErr_Format(PyExc_RuntimeError, "topic %R: finish the open reserve() first", topic_name(self));
-    if (PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE) < 0)
-        return NULL;
-    if (topic_reserve_locked(self, tag, (uint64_t)buf.len, deadline, &dst, &pos) < 0) {
+    if (topic_enter(self, TOPIC_PUBLISHER, held, deadline, no_wait) < 0 ||
+        topic_reserve_locked(self, tag, (uint64_t)buf.len, deadline, &dst, &pos) < 0) {
         PyBuffer_Release(&buf);
         return NULL;
     }
@@ -234,6 +285,15 @@ static PyObject *topic_publish(TopicEndObject *self, PyObject *data, uint32_t ta
     topic_commit_unlock(self, pos);
     PyBuffer_Release(&buf);
     Py_RETURN_NONE;
+}
+
+static PyObject *topic_publish(TopicEndObject *self, PyObject *data, uint32_t tag, PyObject *timeout)
+{
+    int held = 0;
+    PyObject *result = topic_publish_impl(self, &held, data, tag, timeout);
+    if (held)
+        gate_leave(&self->gate, TOPIC_END);
+    return result;
 }
 
 static PyObject *topic_send(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -260,63 +320,80 @@ static PyObject *topic_send_obj(TopicEndObject *self, PyObject *const *args, Py_
     return result;
 }
 
-/* _reserve(n, timeout=None) -> offset of the payload in the mapping; the
- * lock stays held until _commit(n) or _abort(). */
-static PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static int topic_lagged(TopicEndObject *self);
+static void topic_move_to(TopicEndObject *self, uint64_t cursor, uint64_t next_seq);
+
+/* A loan of this topic completes: a reserve commits its first commit_len
+ * bytes or is dropped, releasing the topic lock either way; a peek moves
+ * the cursor past its message (Lagged if a publisher reclaimed it while it
+ * was read: what was read may be torn) or leaves it unread. */
+static int topic_loan_finish(LoanObject *l, int how)
+{
+    TopicEndObject *self = (TopicEndObject *)l->owner;
+    topic_fork_reset(self); /* a loan inherited through fork is the parent's: dropped there */
+    if (l->state == LOAN_DONE)
+        return 0;
+    if (!l->readonly) {
+        reserves_note(self, 0, l->thread);
+        if (how == LOAN_COMPLETE) {
+            shmring_trecord *r = (shmring_trecord *)(self->t.data + l->pos % self->t.capacity);
+            r->len = (uint32_t)l->commit_len; /* shorter is fine: nothing follows it yet */
+            topic_commit_unlock(self, l->pos);
+        } else {
+            topic_unlock(self); /* nothing committed: the record stays past tail */
+        }
+        return 0;
+    }
+    if (how != LOAN_COMPLETE)
+        return 0;
+    if (shmring_topic_still_valid(&self->t, l->pos) != SHMRING_OK)
+        return topic_lagged(self) < 0 ? -1 : 0; /* the message looked at was reclaimed meanwhile */
+    topic_move_to(self, l->pos + l->size, l->seq + 1);
+    return 0;
+}
+
+/* reserve(n, timeout=None) -> Loan: n zero-filled bytes in place; the topic
+ * lock is held until the loan completes. */
+static PyObject *topic_reserve_impl(TopicEndObject *self, int *held, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames)
 {
     static const char *const names[] = {"n", "timeout"};
     PyObject *a[2];
+    LoanObject *loan;
     Py_ssize_t n;
     uint64_t deadline, pos;
     unsigned char *dst;
+    int no_wait;
     if (parse_args("reserve", args, nargs, kwnames, names, 1, 2, a) < 0 ||
-        topic_usable(self, TOPIC_PUBLISHER) < 0 || parse_timeout(a[1], &deadline) < 0)
+        (no_wait = parse_timeout(a[1], &deadline)) < 0)
         return NULL;
     n = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
     if (n == -1 && PyErr_Occurred())
         return NULL;
     if (n < 0)
         return PyErr_Format(PyExc_ValueError, "reserve() size must be >= 0, not %zd", n);
-    if (self->reserving)
-        return PyErr_Format(PyExc_RuntimeError, "topic %R: a reserve() is already open", topic_name(self));
-    if (topic_reserve_locked(self, SHMRING_REC_BYTES, (uint64_t)n, deadline, &dst, &pos) < 0)
+    if (topic_enter(self, TOPIC_PUBLISHER, held, deadline, no_wait) < 0 ||
+        topic_reserve_locked(self, SHMRING_REC_BYTES, (uint64_t)n, deadline, &dst, &pos) < 0)
         return NULL;
-    self->reserving = 1;
-    reserves_note(self, 1);
-    self->reserve_pos = pos;
-    self->reserve_len = (uint64_t)n;
-    return PyLong_FromSize_t((size_t)(dst - ((MappingObject *)self->mapping)->seg.base));
+    zero_maybe_without_gil(dst, (size_t)n);
+    loan = loan_new((PyObject *)self, &self->gate, TOPIC_END, topic_loan_finish, topic_name(self), "topic", dst,
+                    (uint64_t)n, 0);
+    if (loan == NULL) {
+        topic_unlock(self);
+        return NULL;
+    }
+    loan->pos = pos;
+    reserves_note(self, 1, loan->thread);
+    return (PyObject *)loan;
 }
 
-static PyObject *topic_commit_reserved(TopicEndObject *self, PyObject *arg)
+static PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    Py_ssize_t n = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
-    shmring_trecord *r;
-    if (n == -1 && PyErr_Occurred())
-        return NULL;
-    if (topic_usable(self, TOPIC_PUBLISHER) < 0)
-        return NULL;
-    if (!self->reserving)
-        return PyErr_Format(PyExc_RuntimeError, "topic %R: no reserve() is open", topic_name(self));
-    if (n < 0 || (uint64_t)n > self->reserve_len)
-        return PyErr_Format(PyExc_ValueError, "commit of %zd bytes: 0 to %llu were reserved", n,
-                            (unsigned long long)self->reserve_len);
-    r = (shmring_trecord *)(self->t.data + self->reserve_pos % self->t.capacity);
-    r->len = (uint32_t)n; /* shorter is fine: nothing follows it yet */
-    self->reserving = 0;
-    reserves_note(self, 0);
-    topic_commit_unlock(self, self->reserve_pos);
-    Py_RETURN_NONE;
-}
-
-static PyObject *topic_abort_reserved(TopicEndObject *self, PyObject *Py_UNUSED(ignored))
-{
-    if (self->mapping == NULL || !self->reserving)
-        Py_RETURN_NONE;
-    self->reserving = 0;
-    reserves_note(self, 0);
-    topic_unlock(self); /* nothing committed: the record stays past tail */
-    Py_RETURN_NONE;
+    int held = 0;
+    PyObject *result = topic_reserve_impl(self, &held, args, nargs, kwnames);
+    if (held)
+        gate_leave(&self->gate, TOPIC_END);
+    return result;
 }
 
 /* -- subscribing ------------------------------------------------------------------ */
@@ -336,10 +413,12 @@ static int topic_wait_data(TopicEndObject *self, uint64_t cursor, uint64_t deadl
                 break;
             if (i & 7u)
                 shmring_cpu_relax();
-            else if (sched_yield(), shmring_now_ns() >= until)
+            else if (sched_yield(), shmring_now_ns() >= until || shmring_topic_interrupted(&self->t))
                 break;
         }
         Py_END_ALLOW_THREADS
+        if (self->gate.state & GATE_CLOSING)
+            return topic_raise_closing(self);
         return 0;
     }
     *polled = 0;
@@ -352,11 +431,14 @@ static int topic_wait_data(TopicEndObject *self, uint64_t cursor, uint64_t deadl
         if (deadline && deadline < slice)
             slice = deadline;
         Py_BEGIN_ALLOW_THREADS
-        shmring_futex_wait_until(&c->data_seq, seq, slice);
+        if (!shmring_topic_interrupted(&self->t))
+            shmring_futex_wait_until(&c->data_seq, seq, slice);
         Py_END_ALLOW_THREADS
     }
     /* relaxed: a hint for publishers. */
     __atomic_fetch_sub(&c->data_waiters, 1u, __ATOMIC_RELAXED);
+    if (self->gate.state & GATE_CLOSING)
+        return topic_raise_closing(self);
     if (PyErr_CheckSignals() < 0)
         return -1;
     if (deadline && shmring_now_ns() >= deadline &&
@@ -430,16 +512,14 @@ static PyObject *topic_decode(uint32_t tag, PyObject *data, int raw)
     return obj;
 }
 
-/* Next message for this subscriber: copied out and checked.  With `latest`,
- * skip to the newest one. */
-static PyObject *topic_read(TopicEndObject *self, PyObject *timeout, int raw, int latest)
+/* Next message for this subscriber: copied out and checked (its tag in
+ * *tag_out, decoded by the caller).  With `latest`, skip to the newest one. */
+static PyObject *topic_read_impl(TopicEndObject *self, int *held, PyObject *timeout, int latest, uint32_t *tag_out)
 {
     uint64_t deadline;
-    int polled = 0;
-    if (topic_usable(self, TOPIC_SUBSCRIBER) < 0 || parse_timeout(timeout, &deadline) < 0)
+    int polled = 0, no_wait = parse_timeout(timeout, &deadline);
+    if (no_wait < 0 || topic_enter(self, TOPIC_SUBSCRIBER, held, deadline, no_wait) < 0)
         return NULL;
-    if (self->peeking)
-        return PyErr_Format(PyExc_RuntimeError, "topic %R: finish the open peek() first", topic_name(self));
     for (;;) {
         uint32_t tag;
         const unsigned char *p;
@@ -466,7 +546,8 @@ static PyObject *topic_read(TopicEndObject *self, PyObject *timeout, int raw, in
                 continue;
             }
             topic_move_to(self, cursor + size, seq + 1);
-            return topic_decode(tag, data, raw);
+            *tag_out = tag;
+            return data;
         }
         if (rc == SHMRING_LAGGED) {
             if (latest) {
@@ -487,6 +568,18 @@ static PyObject *topic_read(TopicEndObject *self, PyObject *timeout, int raw, in
         if (topic_wait_data(self, cursor, deadline, &polled) < 0)
             return NULL;
     }
+}
+
+/* The call's way in and out: the gate is left before an object message is
+ * unpickled (arbitrary code, which may use this subscription again). */
+static PyObject *topic_read(TopicEndObject *self, PyObject *timeout, int raw, int latest)
+{
+    int held = 0;
+    uint32_t tag = SHMRING_REC_BYTES;
+    PyObject *data = topic_read_impl(self, &held, timeout, latest, &tag);
+    if (held)
+        gate_leave(&self->gate, TOPIC_END);
+    return topic_decode(tag, data, raw);
 }
 
 static const char *const ARGS_TIMEOUT_ONLY[] = {"timeout"};
@@ -515,29 +608,30 @@ static PyObject *topic_latest_sub(TopicEndObject *self, PyObject *const *args, P
     return topic_read(self, a[0], 0, 1);
 }
 
-/* _peek(timeout=None) -> (offset, length): the next message in place. */
-static PyObject *topic_peek(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* peek(timeout=None) -> Loan: the next message in place, read-only. */
+static PyObject *topic_peek_impl(TopicEndObject *self, int *held, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
 {
     PyObject *a[1];
     uint64_t deadline;
-    int polled = 0;
+    int polled = 0, no_wait;
     if (parse_args("peek", args, nargs, kwnames, ARGS_TIMEOUT_ONLY, 0, 1, a) < 0 ||
-        topic_usable(self, TOPIC_SUBSCRIBER) < 0 || parse_timeout(a[0], &deadline) < 0)
+        (no_wait = parse_timeout(a[0], &deadline)) < 0 || topic_enter(self, TOPIC_SUBSCRIBER, held, deadline, no_wait) < 0)
         return NULL;
-    if (self->peeking)
-        return PyErr_Format(PyExc_RuntimeError, "topic %R: a peek() is already open", topic_name(self));
     for (;;) {
         uint32_t tag;
         const unsigned char *p;
         uint64_t len, seq, size, cursor = self->cursor;
         int rc = shmring_topic_next(&self->t, &cursor, &tag, &p, &len, &seq, &size);
         if (rc == SHMRING_OK) {
-            self->peeking = 1;
-            self->peek_pos = cursor;
-            self->peek_size = size;
-            self->peek_seq = seq;
-            return Py_BuildValue("nn", (Py_ssize_t)(p - ((MappingObject *)self->mapping)->seg.base),
-                                 (Py_ssize_t)len);
+            LoanObject *loan = loan_new((PyObject *)self, &self->gate, TOPIC_END, topic_loan_finish,
+                                        topic_name(self), "topic", (unsigned char *)p, len, 1);
+            if (loan != NULL) {
+                loan->pos = cursor;
+                loan->size = size;
+                loan->seq = seq;
+            }
+            return (PyObject *)loan;
         }
         if (rc == SHMRING_LAGGED) {
             if (topic_lagged(self) < 0)
@@ -553,17 +647,13 @@ static PyObject *topic_peek(TopicEndObject *self, PyObject *const *args, Py_ssiz
     }
 }
 
-/* _peek_done(): release the peeked message; Lagged if a publisher
- * overwrote it while it was looked at (what was read may be torn). */
-static PyObject *topic_peek_done(TopicEndObject *self, PyObject *Py_UNUSED(ignored))
+static PyObject *topic_peek(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (self->mapping == NULL || !self->peeking)
-        Py_RETURN_NONE;
-    self->peeking = 0;
-    if (shmring_topic_still_valid(&self->t, self->peek_pos) != SHMRING_OK && topic_lagged(self) < 0)
-        return NULL; /* the message looked at was reclaimed meanwhile */
-    topic_move_to(self, self->peek_pos + self->peek_size, self->peek_seq + 1);
-    Py_RETURN_NONE;
+    int held = 0;
+    PyObject *result = topic_peek_impl(self, &held, args, nargs, kwnames);
+    if (held)
+        gate_leave(&self->gate, TOPIC_END);
+    return result;
 }
 
 /* -- observer ------------------------------------------------------------------ */
@@ -617,20 +707,34 @@ static PyObject *topic_latest_any(TopicEndObject *self, PyObject *Py_UNUSED(igno
 
 /* -- the rest ------------------------------------------------------------------------ */
 
+/* close(): from another thread, wake the call blocked on this end (it
+ * raises Closed) and return once none is left; then complete the loan (a
+ * reserve is dropped and the topic lock released) and free the
+ * subscription's slot.  Nothing is ended for the other publishers and
+ * subscribers. */
 static PyObject *topic_close(TopicEndObject *self, PyObject *Py_UNUSED(ignored))
 {
+    Gate *g = &self->gate;
     if (self->mapping == NULL || self->closed)
         Py_RETURN_NONE;
-    if (self->generation == fork_generation) {
-        if (self->reserving) {
-            reserves_note(self, 0);
-            topic_unlock(self);
-        }
-        if (self->role == TOPIC_SUBSCRIBER)
-            shmring_topic_unsubscribe(&self->t, self->slot, self->token);
-    }
-    self->reserving = self->peeking = 0;
+    topic_fork_reset(self);
+    if (self->closed) /* an inherited subscription: the slot is the parent's */
+        Py_RETURN_NONE;
+    if (gate_check_close_here(g, "topic", topic_name(self)) < 0)
+        return NULL;
+    if (!gate_begin_close(g) && (g->state & (1 << TOPIC_END)) && self->role != TOPIC_OBSERVER)
+        shmring_topic_interrupt_waiters(&self->t, self->role == TOPIC_PUBLISHER);
+    if (gate_wait_empty(g) < 0)
+        return NULL;
+    if (self->closed)
+        Py_RETURN_NONE;
+    if (g->loan[TOPIC_END] != NULL && loan_cancel(g->loan[TOPIC_END]) < 0)
+        return NULL; /* views still alive: close() again once they are released */
+    if (self->role == TOPIC_SUBSCRIBER)
+        shmring_topic_unsubscribe(&self->t, self->slot, self->token);
     self->closed = 1;
+    if (g->waiters)
+        gate_wake(g);
     Py_RETURN_NONE;
 }
 
@@ -688,6 +792,7 @@ static int topic_init(TopicEndObject *self, PyObject *args, PyObject *kwds)
     }
     if (PyObject_GetBuffer(mapping, &self->view, PyBUF_WRITABLE) < 0)
         return -1;
+    self->t.interrupt = &self->gate.closing; /* close() from another thread ends the waits */
     Py_INCREF(mapping);
     self->mapping = mapping;
     self->role = role;
@@ -729,7 +834,12 @@ static void topic_dealloc(TopicEndObject *self)
     if (self->weakrefs != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
     if (self->mapping != NULL) {
+        /* Dropped without close(): no call is inside and no loan is out
+         * (both hold a reference), so this frees the subscription's slot
+         * and nothing more. */
         PyObject *r = topic_close(self, NULL);
+        if (r == NULL)
+            PyErr_WriteUnraisable((PyObject *)self);
         Py_XDECREF(r);
         PyBuffer_Release(&self->view);
     }
@@ -763,7 +873,7 @@ static PyObject *topic_get_policy(TopicEndObject *self, void *Py_UNUSED(closure)
 
 static PyObject *topic_get_closed(TopicEndObject *self, void *Py_UNUSED(closure))
 {
-    return PyBool_FromLong(self->closed || self->mapping == NULL);
+    return PyBool_FromLong(self->closed || self->mapping == NULL || (self->gate.state & GATE_CLOSING));
 }
 
 static PyObject *topic_get_lagged(TopicEndObject *self, void *Py_UNUSED(closure))
@@ -785,14 +895,16 @@ static PyObject *topic_get_mapping(TopicEndObject *self, void *Py_UNUSED(closure
 static PyMethodDef topic_methods[] = {
     {"send", (PyCFunction)(void (*)(void))topic_send, FASTKW, "send(data, timeout=None)"},
     {"send_obj", (PyCFunction)(void (*)(void))topic_send_obj, FASTKW, "send_obj(obj, timeout=None)"},
-    {"_reserve", (PyCFunction)(void (*)(void))topic_reserve, FASTKW, "_reserve(n, timeout=None) -> offset"},
-    {"_commit", (PyCFunction)topic_commit_reserved, METH_O, "_commit(n)"},
-    {"_abort", (PyCFunction)topic_abort_reserved, METH_NOARGS, "_abort()"},
+    {"reserve", (PyCFunction)(void (*)(void))topic_reserve, FASTKW,
+     "reserve(n, timeout=None) -> Loan: with-block lending n zero-filled bytes of the ring; published on "
+     "normal exit (commit(k) to publish only the first k), dropped on an exception.  The topic lock is held "
+     "for the block."},
     {"recv", (PyCFunction)(void (*)(void))topic_recv, FASTKW, "recv(timeout=None)"},
     {"recv_bytes", (PyCFunction)(void (*)(void))topic_recv_bytes, FASTKW, "recv_bytes(timeout=None) -> bytes"},
     {"_latest_unread", (PyCFunction)(void (*)(void))topic_latest_sub, FASTKW, "_latest_unread(timeout=None)"},
-    {"_peek", (PyCFunction)(void (*)(void))topic_peek, FASTKW, "_peek(timeout=None) -> (offset, length)"},
-    {"_peek_done", (PyCFunction)topic_peek_done, METH_NOARGS, "_peek_done()"},
+    {"peek", (PyCFunction)(void (*)(void))topic_peek, FASTKW,
+     "peek(timeout=None) -> Loan: with-block lending the next message in place, read-only; released at exit "
+     "(Lagged then if, under \"overwrite\", a publisher reclaimed it meanwhile)."},
     {"_latest_any", (PyCFunction)topic_latest_any, METH_NOARGS, "_latest_any() -> message or None"},
     {"close", (PyCFunction)topic_close, METH_NOARGS, "close()"},
     {"stats", (PyCFunction)topic_stats, METH_NOARGS, "stats() -> dict"},

@@ -9,7 +9,8 @@ channel lives while any process is attached to it.
 
 Messages are copied in (``send``) and out (``recv``), or lent in place for
 the length of a ``with`` block (``reserve``/``peek``).  Each end belongs to
-one process, claimed at its first operation; see docs/PROTOCOL.md.
+one process, claimed at its first operation; see docs/PROTOCOL.md.  A handle
+may be shared by the threads of that process (see :class:`Channel`).
 """
 
 from __future__ import annotations
@@ -68,16 +69,33 @@ class Channel(_core.Channel):
       ``try_recv() -> bytes | None``; ``recv_into(buffer, timeout=None) -> int``.
     - ``send_many(buffers, timeout=None) -> int`` and
       ``recv_many(max_messages, timeout=None) -> list[bytes]``: batches,
-      published and released with one atomic store each.
-    - ``with ch.reserve(n) as mv:`` writes a message in place (committed on
-      normal exit, discarded on an exception); ``with ch.peek() as mv:``
-      reads one in place (released on exit).  A view that outlives its block
-      is refused: leaving the block raises ``BufferInUseError`` and keeps the
-      message until the view is released.
+      published and released with one atomic store each.  ``send_many``
+      checks the whole batch first (a bad item sends nothing); a batch whose
+      records fit in the ring waits for room for all of them, so a
+      ``Timeout`` means nothing was sent (``exc.sent == 0``); a larger batch
+      goes in parts and a ``Timeout`` says in ``exc.sent`` how many went.
+    - ``with ch.reserve(n) as buf:`` writes a message in place: ``buf`` (a
+      :class:`shmring._core.Loan`) is a writable buffer over ``n`` bytes of
+      the ring, zero-filled, with the memoryview API; the message is
+      committed on normal exit (all ``n`` bytes, or the first ``k`` after
+      ``buf.commit(k)``), discarded on an exception.  ``with ch.peek() as
+      buf:`` reads one in place, read-only (released on exit).  A view that
+      outlives its block is refused: leaving the block raises
+      ``BufferInUseError`` and keeps the message until the view is released.
     - A timeout raises :class:`shmring.Timeout`.  After the writer's
       ``close()`` (the handle that has sent), the reader drains what is left, then gets
       :class:`shmring.Closed`; if the writer process died instead,
-      :class:`shmring.PeerGone`.
+      :class:`shmring.PeerGone`.  Only ``close()`` ends a stream: a handle
+      garbage-collected without it gives its ends back and ends nothing.
+    - Threads: a handle may be shared by threads.  Calls on one end are
+      serialised (a second sender waits for the first, for its own timeout;
+      Ctrl-C still works; ``try_send``/``try_recv`` never wait and return
+      False/None instead); the two ends run in parallel.  A
+      ``reserve()``/``peek()`` block belongs to the thread that opened it:
+      other threads' calls on that end wait until it ends, its own thread's
+      raise ``RuntimeError``.  ``close()`` from another thread wakes the
+      calls blocked on the handle (they raise :class:`shmring.Closed`) and
+      returns once none is left.
     """
 
     _segment: Segment
@@ -187,7 +205,17 @@ class Channel(_core.Channel):
         ends the stream: the reader drains what is left, then gets
         :class:`shmring.Closed`.  The close of the handle that has received
         makes the writer's next send raise :class:`shmring.Closed`.  A
-        handle that never sent nor received ends nothing."""
+        handle that never sent nor received ends nothing; neither does a
+        handle that is garbage-collected without ``close()``.
+
+        From another thread, ``close()`` wakes the calls blocked on this
+        handle (they raise :class:`shmring.Closed`) and returns once none is
+        left; an open ``reserve()`` block is dropped (its exit raises
+        ``Closed``).  From inside a call on this handle in the same thread
+        (a signal handler) it raises ``RuntimeError``.  While views of a
+        ``reserve()``/``peek()`` block are alive it raises
+        ``BufferInUseError`` (the handle is closed for calls already; call
+        it again once they are released)."""
         _core.Channel.close(self)
         self._segment.close()
 

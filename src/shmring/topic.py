@@ -13,16 +13,22 @@ topic's policy, chosen at creation:
 
 ``latest()`` reads only the newest message (conflation).  Layout and
 algorithm: docs/PROTOCOL.md section 6.
+
+Threads: a Publisher or a Subscription may be shared by threads.  Calls on
+one are serialised (a second call waits for the first, for its own timeout;
+Ctrl-C still works); a ``reserve()``/``peek()`` block belongs to the thread
+that opened it, and other threads' calls on that handle wait until it ends.
+``close()`` from another thread wakes a call blocked on the handle (it
+raises :class:`shmring.Closed`) and returns once none is left.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Literal
 
 from . import _core
-from ._errors import Timeout
+from ._errors import Closed, Timeout
 from .segment import Segment, attach, check_create, finish_create, handoff, unique_name, validate_name
 
 __all__ = ["Topic", "Publisher", "Subscription", "DEFAULT_TOPIC_CAPACITY"]
@@ -182,13 +188,6 @@ class Topic:
         return f"<shmring.Topic {self.name!r} capacity={self.capacity} policy={self.policy!r}>"
 
 
-def _mapping_of(end: _core.TopicEnd) -> _core.Mapping:
-    mapping = end._mapping
-    if mapping is None:
-        raise ValueError("topic handle is not initialised")
-    return mapping
-
-
 def _close_end(end: _core.TopicEnd) -> None:
     """Close a publisher or subscription, then end its attachment (each has
     its own, see Topic._attachment)."""
@@ -209,29 +208,14 @@ class Publisher(_core.TopicEnd):
     ``send_obj(obj)`` for any picklable object, ``reserve(n)`` to write in
     place.  Under policy "block" these wait (``timeout`` seconds, None =
     forever) for the slowest live subscriber and raise
-    :class:`shmring.Timeout`."""
+    :class:`shmring.Timeout`.
 
-    @contextmanager
-    def reserve(self, n: int, timeout: float | None = None) -> Iterator[memoryview]:
-        """``with pub.reserve(n) as mv:`` write up to ``n`` bytes in place;
-        published on normal exit, dropped on an exception.  The topic lock
-        is held for the block: other publishers wait, so keep it short."""
-        offset = self._reserve(n, timeout)
-        view = memoryview(_mapping_of(self))[offset : offset + n]
-        try:
-            yield view
-        except BaseException:
-            try:
-                view.release()
-            finally:
-                self._abort()
-            raise
-        try:
-            view.release()  # BufferError if the caller kept an export of it
-        except BaseException:
-            self._abort()
-            raise
-        self._commit(n)
+    ``with pub.reserve(n) as buf:`` lends ``n`` zero-filled bytes of the
+    ring (a :class:`shmring._core.Loan`: a writable buffer with the
+    memoryview API); the message is published on normal exit, dropped on an
+    exception.  ``buf.commit(k)`` publishes only the first ``k`` bytes.  The
+    topic lock is held for the block: other publishers wait, so keep it
+    short.  Dropping a Publisher without ``close()`` ends nothing."""
 
     def close(self) -> None:
         """Close this publisher; its attachment to the topic ends."""
@@ -251,39 +235,29 @@ class Subscription(_core.TopicEnd):
     """One subscriber's cursor on a topic.  ``recv(timeout=None)`` returns
     the next message (bytes, or the object for ``send_obj``);
     ``recv_bytes`` always the raw bytes; ``latest()`` skips to the newest;
-    ``peek()`` lends the next one in place.  Raises :class:`shmring.Lagged`
-    when messages were overwritten before it read them ("overwrite" topics),
-    then resumes at the oldest one held; :class:`shmring.Timeout` on a
-    timeout."""
+    ``with sub.peek() as buf:`` lends the next one in place, read-only,
+    released at the end of the block (under "overwrite", leaving the block
+    raises :class:`shmring.Lagged` if a publisher overwrote it meanwhile:
+    what was read may be torn).  Raises :class:`shmring.Lagged` when
+    messages were overwritten before it read them ("overwrite" topics), then
+    resumes at the oldest one held; :class:`shmring.Timeout` on a timeout.
+    A Subscription dropped without ``close()`` frees its slot."""
 
     def latest(self, timeout: float | None = None) -> Any:
         """Wait for an unread message (like recv), then return the newest
         one and skip those before it (conflation)."""
         return self._latest_unread(timeout)
 
-    @contextmanager
-    def peek(self, timeout: float | None = None) -> Iterator[memoryview]:
-        """``with sub.peek() as mv:`` the next message in place, read-only,
-        released at the end of the block.  Under "overwrite" a publisher
-        may overwrite it meanwhile: leaving the block then raises
-        :class:`shmring.Lagged` (what was read may be torn)."""
-        offset, length = self._peek(timeout)
-        view = memoryview(_mapping_of(self)).toreadonly()[offset : offset + length]
-        try:
-            yield view
-        finally:
-            try:
-                view.release()
-            finally:
-                self._peek_done()
-
     def __iter__(self) -> Iterator[Any]:
-        """Messages, forever (until the subscription is closed)."""
+        """Messages, forever (until the subscription is closed, from this
+        thread or another)."""
         while not self.closed:
             try:
                 yield self.recv(timeout=0.5)
             except Timeout:
                 continue
+            except Closed:
+                return
 
     def close(self) -> None:
         """Unsubscribe; the subscription's attachment to the topic ends."""
