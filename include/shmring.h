@@ -1830,7 +1830,9 @@ typedef struct shmring_channel_ctrl {
     uint32_t spin_ns;       /* adaptive spin window */
     uint32_t writer_closed; /* 1: end of stream, set by the producer [S4] */
     uint32_t reader_closed; /* 1: the consumer is gone for good [S4] */
-    uint8_t pad0[96];
+    uint32_t claim_seq;     /* futex word: bumped when an end is given back and somebody waits [S11] */
+    uint32_t claim_waiters; /* processes (threads) waiting for an end to be given back [S11] */
+    uint8_t pad0[88];
     /* Producer block. */
     uint64_t tail;             /* bytes committed, ever [S2] */
     uint64_t producer;         /* token of the producing process, CAS-claimed [S3] */
@@ -1865,6 +1867,8 @@ SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, wait) == 16, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, spin_ns) == 20, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, writer_closed) == 24, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, reader_closed) == 28, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, claim_seq) == 32, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, claim_waiters) == 36, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, tail) == 128, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, producer) == 136, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_channel_ctrl, producer_handle) == 144, "layout");
@@ -2017,16 +2021,58 @@ static inline int shmring_channel_claim(uint64_t *slot, uint64_t *handle, uint64
     }
 }
 
-/* Give an end back ([S3]), if this handle still holds it. */
-static inline void shmring_channel_unclaim(uint64_t *slot, uint64_t *handle, uint64_t token, uint64_t handle_id)
+/* Give an end back ([S3]), if this handle still holds it; wake whoever
+ * waits for an end ([S11]). */
+static inline void shmring_channel_unclaim(shmring_channel_ctrl *c, int producer, uint64_t token,
+                                           uint64_t handle_id)
 {
+    uint64_t *slot = producer ? &c->producer : &c->consumer;
+    uint64_t *handle = producer ? &c->producer_handle : &c->consumer_handle;
     uint64_t expected = token;
     /* relaxed: written by this process in shmring_channel_claim. */
     if (__atomic_load_n(handle, __ATOMIC_RELAXED) != handle_id)
         return;
     /* release [S3]: pairs with the acquire of the next claimer, so that our
      * last counter stores are visible to it. */
-    __atomic_compare_exchange_n(slot, &expected, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+    if (!__atomic_compare_exchange_n(slot, &expected, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        return;
+    /* seq_cst fence [S11]: the free slot is visible before we look for
+     * waiters; pairs with the waiter's fence between its registration and
+     * its new look at the slot (shmring_channel_claim_wait_prepare). */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    /* relaxed: ordered by the fence above. */
+    if (__atomic_load_n(&c->claim_waiters, __ATOMIC_RELAXED) != 0) {
+        /* release [S11]: a waiter's futex wait returns at once if the bump
+         * came between its read of claim_seq and its sleep. */
+        __atomic_fetch_add(&c->claim_seq, 1u, __ATOMIC_RELEASE);
+        shmring_futex_wake(&c->claim_seq, INT_MAX);
+    }
+}
+
+/* Waiting for an end another live process holds [S11]: register, then
+ * claim again (shmring_channel_claim); if still taken, sleep on claim_seq
+ * with the returned value (shmring_futex_wait_until) for at most a slice,
+ * since a holder that dies never gives its end back (the next claim takes
+ * it over), then unregister (shmring_channel_claim_wait_done).  Returns the
+ * value to sleep on. */
+static inline uint32_t shmring_channel_claim_wait_prepare(shmring_channel_ctrl *c)
+{
+    uint32_t seq;
+    /* relaxed: a count; the fence below orders it. */
+    __atomic_fetch_add(&c->claim_waiters, 1u, __ATOMIC_RELAXED);
+    /* acquire: pairs with the releaser's bump. */
+    seq = __atomic_load_n(&c->claim_seq, __ATOMIC_ACQUIRE);
+    /* seq_cst fence [S11]: registered (and seq read) before the caller looks
+     * at the slot again; pairs with the fence in shmring_channel_unclaim. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return seq;
+}
+
+static inline void shmring_channel_claim_wait_done(shmring_channel_ctrl *c)
+{
+    /* relaxed: a hint; a waiter killed asleep leaves it one too high, which
+     * only costs releasers a spare wake call. */
+    __atomic_fetch_sub(&c->claim_waiters, 1u, __ATOMIC_RELAXED);
 }
 
 /* Start producing: load the shared tail (after a claim). */
@@ -2304,6 +2350,7 @@ static inline void shmring_channel_interrupt_waiters(shmring_channel *ch, int wr
     shmring_channel_ctrl *c = ch->ctrl;
     shmring_futex_wake(writer ? &c->space_seq : &c->data_seq, INT_MAX);
     shmring_futex_wake(writer ? &c->space_sem.count : &c->data_sem.count, INT_MAX);
+    shmring_futex_wake(&c->claim_seq, INT_MAX); /* a wait for an end held elsewhere [S11] */
 }
 
 /* Is data readable (or the stream over) without blocking?  Refreshes the
@@ -2509,11 +2556,11 @@ static inline void shmring_channel_close_end_of(shmring_channel *ch, int produce
     if (producer) {
         shmring_channel_publish(ch);
         shmring_channel_close_end(ch, 1);
-        shmring_channel_unclaim(&c->producer, &c->producer_handle, token, 1);
+        shmring_channel_unclaim(c, 1, token, 1);
     } else {
         shmring_channel_release_publish(ch);
         shmring_channel_close_end(ch, 0);
-        shmring_channel_unclaim(&c->consumer, &c->consumer_handle, token, 1);
+        shmring_channel_unclaim(c, 0, token, 1);
     }
 }
 

@@ -21,6 +21,7 @@ are checked against its _Static_asserts by test_layout_offsets_match_header.
 
 from __future__ import annotations
 
+import gc
 import math
 import multiprocessing as mp
 import os
@@ -478,7 +479,14 @@ def _op_fuzz(state: Any, name: str, actions: list[tuple[str, Any]]) -> list[tupl
     return out
 
 
+def _op_give_back(state: Any) -> None:
+    """Drop this agent's handle without closing it (garbage collection)."""
+    state.ch = None
+    gc.collect()
+
+
 _OPS: dict[str, Callable[..., Any]] = {
+    "give_back": _op_give_back,
     "open": _op_open,
     "send_list": _op_send_list,
     "send_seq": _op_send_seq,
@@ -1321,14 +1329,23 @@ def test_producer_killed_inside_a_send_many_larger_than_the_ring(capacity: int, 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("ctx_name", ["fork", "spawn"])
 def test_second_live_producer_gets_role_taken(ctx_name: str, channel: Callable[..., Channel], kids: Kids) -> None:
+    """While another live process holds the producer end, a call that does
+    not wait is refused at once, and a blocking one waits for the end up to
+    its timeout; either way nothing is sent."""
     ctx = CONTEXTS[ctx_name]
     ch = channel(4096, "block")
     a = Agent(kids, ctx, ch.name)
     b = Agent(kids, ctx, ch.name)
     a("send", b"from-a", timeout=5)
-    for op, args in (("send", (b"b",)), ("try_send", (b"b",)), ("send_many", ([b"b"],)), ("reserve", (1,))):
+    for op, args, kw in (
+        ("send", (b"b",), {"timeout": 0.1}),
+        ("send", (b"b",), {"timeout": 0}),
+        ("try_send", (b"b",), {}),
+        ("send_many", ([b"b"],), {"timeout": 0.1}),
+        ("reserve", (1,), {"timeout": 0.1}),
+    ):
         with pytest.raises(shmring.RoleTaken, match=rf"producer end is held by live process {a.pid}") as ei:
-            b(op, *args)
+            b(op, *args, **kw)
         assert isinstance(ei.value, RuntimeError)
     a("send", b"from-a-again", timeout=5)  # a keeps its end
     assert ch.recv(timeout=5) == b"from-a"
@@ -1352,7 +1369,7 @@ def test_second_live_consumer_gets_role_taken(ctx_name: str, channel: Callable[.
     ch.send(b"two")
     calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
         ("recv", (), {"timeout": 0.1}),
-        ("recv", (), {}),  # no timeout: must not block either
+        ("recv", (), {"timeout": 0}),
         ("try_recv", (), {}),
         ("recv_many", (4,), {"timeout": 0.1}),
         ("peek", (), {"timeout": 0.1}),
@@ -1372,7 +1389,7 @@ def test_second_live_consumer_gets_role_taken(ctx_name: str, channel: Callable[.
 def _inherited_probe(ch: Channel, results: Any) -> None:
     out: list[Any] = []
     try:
-        ch.send(b"from-child")
+        ch.send(b"from-child", timeout=0.2)
         out.append("sent")
     except shmring.RoleTaken as e:
         out.append(("RoleTaken", str(e)))
@@ -1400,6 +1417,47 @@ def test_fork_child_does_not_inherit_claims(channel: Callable[..., Channel], kid
     assert consumer("recv", timeout=5) == b"parent-1"
     assert consumer("recv", timeout=5) == b"parent-2"
     assert consumer("try_recv") is None
+
+
+def _send_when_free(name: str, results: Any) -> None:
+    with shmring.Channel.open(name) as ch:
+        results.put("waiting")
+        ch.send(b"from-b")  # no timeout: waits until the producer end is given back
+        results.put(time.monotonic())
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("how", ["close", "drop", "kill"])
+def test_blocked_send_waits_for_the_producer_end_and_takes_it_over(
+    how: str, channel: Callable[..., Channel], kids: Kids
+) -> None:
+    """A second process's blocking send waits (asleep) while the first holds
+    the producer end, and goes on as soon as that end is given back: closed
+    (which also ends the stream: then Closed), dropped, or its process died."""
+    ch = channel(4096, "block")
+    a = Agent(kids, FORK, ch.name)
+    a("send", b"from-a", timeout=5)
+    results = FORK.Queue()
+    kids.process(FORK, _send_when_free, ch.name, results)
+    assert results.get(timeout=10) == "waiting"
+    time.sleep(0.3)
+    assert results.empty(), "the second producer did not wait for the end"
+    released = time.monotonic()
+    if how == "kill":
+        a.kill()
+    elif how == "drop":
+        a("give_back")
+    else:
+        a("close")
+    if how == "close":
+        assert ch.recv(timeout=5) == b"from-a"
+        with pytest.raises(shmring.Closed):
+            ch.recv(timeout=5)  # a's close ended the stream: b's send was refused
+        return
+    took = results.get(timeout=10)
+    assert took - released < 2.0  # woken by the release (or within a slice of the death)
+    assert ch.recv(timeout=5) == b"from-a"
+    assert ch.recv(timeout=5) == b"from-b"
 
 
 # ==========================================================================

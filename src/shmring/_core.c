@@ -1325,35 +1325,73 @@ static void channel_fork_reset(ChannelObject *self)
     self->token = shmring_token_self();
 }
 
-/* Take an end of the channel for this handle, once. */
-static int channel_claim(ChannelObject *self, int role)
+static int raise_closing(ChannelObject *self);
+
+/* Wait (a slice at most, GIL released) for the other process holding
+ * `role`'s end to give it back [S11].  0 to try again, -1 with an
+ * exception (a signal, or the handle closed by another thread). */
+static int channel_wait_for_end(ChannelObject *self, int role, uint64_t deadline)
 {
     shmring_channel_ctrl *c = self->ch.ctrl;
-    int rc;
-    if (role == ROLE_PRODUCER) {
-        rc = shmring_channel_claim(&c->producer, &c->producer_handle, self->token, self->handle_id);
-    } else {
-        rc = shmring_channel_claim(&c->consumer, &c->consumer_handle, self->token, self->handle_id);
+    uint64_t *slot = role == ROLE_PRODUCER ? &c->producer : &c->consumer;
+    uint64_t *handle = role == ROLE_PRODUCER ? &c->producer_handle : &c->consumer_handle;
+    uint64_t slice = shmring_now_ns() + WAIT_SLICE_NS;
+    uint32_t seq = shmring_channel_claim_wait_prepare(c);
+    int rc = shmring_channel_claim(slot, handle, self->token, self->handle_id);
+    if (rc == SHMRING_OK) {
+        shmring_channel_claim_wait_done(c);
+        return 0; /* claimed after all: channel_claim finds it ours */
     }
-    if (rc == SHMRING_ROLE_TAKEN) {
-        /* relaxed: only to name the holder in the error message. */
-        uint64_t holder = __atomic_load_n(role == ROLE_PRODUCER ? &c->producer : &c->consumer, __ATOMIC_RELAXED);
-        if (holder == self->token)
-            PyErr_Format(role_taken_error,
-                         "channel %R: another handle in this process is already the %s; use that one",
-                         channel_name(self), role == ROLE_PRODUCER ? "producer" : "consumer");
-        else
-            PyErr_Format(role_taken_error, "channel %R: the %s end is held by live process %lld",
-                         channel_name(self), role == ROLE_PRODUCER ? "producer" : "consumer",
-                         (long long)shmring_token_pid(holder));
+    if (deadline && deadline < slice)
+        slice = deadline;
+    Py_BEGIN_ALLOW_THREADS
+    shmring_futex_wait_until(&c->claim_seq, seq, slice);
+    Py_END_ALLOW_THREADS
+    shmring_channel_claim_wait_done(c);
+    if (PyErr_CheckSignals() < 0)
         return -1;
+    /* acquire: pairs with close()'s release store (gate_begin_close). */
+    if (__atomic_load_n(&self->gate.closing, __ATOMIC_ACQUIRE))
+        return raise_closing(self);
+    return 0;
+}
+
+/* Take an end of the channel for this handle, once.  While another live
+ * process holds it, a blocking call waits for it to be given back (a
+ * dropped or closed handle, a process that dies), up to its deadline; then,
+ * or at once for a call that does not wait, RoleTaken. */
+static int channel_claim(ChannelObject *self, int role, uint64_t deadline, int no_wait)
+{
+    shmring_channel_ctrl *c = self->ch.ctrl;
+    uint64_t *slot = role == ROLE_PRODUCER ? &c->producer : &c->consumer;
+    uint64_t *handle = role == ROLE_PRODUCER ? &c->producer_handle : &c->consumer_handle;
+    const char *what = role == ROLE_PRODUCER ? "producer" : "consumer";
+    int rc;
+    for (;;) {
+        uint64_t holder;
+        rc = shmring_channel_claim(slot, handle, self->token, self->handle_id);
+        if (rc != SHMRING_ROLE_TAKEN)
+            break;
+        /* relaxed: only to tell who holds it. */
+        holder = __atomic_load_n(slot, __ATOMIC_RELAXED);
+        if (holder == self->token) {
+            /* Waiting would wait for ourselves. */
+            PyErr_Format(role_taken_error, "channel %R: another handle in this process is already the %s; use that one",
+                         channel_name(self), what);
+            return -1;
+        }
+        if (no_wait || (deadline && shmring_now_ns() >= deadline)) {
+            PyErr_Format(role_taken_error, "channel %R: the %s end is held by live process %lld%s", channel_name(self),
+                         what, (long long)shmring_token_pid(holder),
+                         no_wait ? "" : " (it did not give it back in time)");
+            return -1;
+        }
+        if (channel_wait_for_end(self, role, deadline) < 0)
+            return -1;
     }
     rc = role == ROLE_PRODUCER ? shmring_channel_producer_start(&self->ch) : shmring_channel_consumer_start(&self->ch);
     if (rc != SHMRING_OK) {
-        if (role == ROLE_PRODUCER)
-            shmring_channel_unclaim(&c->producer, &c->producer_handle, self->token, self->handle_id);
-        else
-            shmring_channel_unclaim(&c->consumer, &c->consumer_handle, self->token, self->handle_id);
+        shmring_channel_unclaim(c, role == ROLE_PRODUCER, self->token, self->handle_id);
         raise_corrupt(self, "counters");
         return -1;
     }
@@ -1382,7 +1420,7 @@ static inline int channel_enter(ChannelObject *self, int end, int *held, uint64_
             return r;
     }
     *held = 1;
-    if (!(self->roles & role) && channel_claim(self, role) < 0)
+    if (!(self->roles & role) && channel_claim(self, role, deadline, no_wait) < 0)
         return -1;
     return 0;
 }
@@ -2235,13 +2273,13 @@ static void channel_release_roles(ChannelObject *self, int end_stream)
         shmring_channel_publish(&self->ch);
         if (end_stream)
             shmring_channel_close_end(&self->ch, 1);
-        shmring_channel_unclaim(&c->producer, &c->producer_handle, self->token, self->handle_id);
+        shmring_channel_unclaim(c, 1, self->token, self->handle_id);
     }
     if (self->roles & ROLE_CONSUMER) {
         shmring_channel_release_publish(&self->ch);
         if (end_stream)
             shmring_channel_close_end(&self->ch, 0);
-        shmring_channel_unclaim(&c->consumer, &c->consumer_handle, self->token, self->handle_id);
+        shmring_channel_unclaim(c, 0, self->token, self->handle_id);
     }
     self->roles = 0;
 }
