@@ -1,0 +1,55 @@
+"""Every Python code block of the README runs as printed, in a process of
+its own, and leaves nothing behind in /dev/shm (the C block is compiled as
+printed by tests/test_c_interop.py)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+SHM = Path("/dev/shm")
+
+
+def python_blocks() -> list[tuple[str, str]]:
+    """(the heading above it, the code) of every ```python block."""
+    text = README.read_text()
+    blocks = []
+    for match in re.finditer(r"^```python\n(.*?)^```", text, flags=re.S | re.M):
+        heading = re.findall(r"^## (.+)$", text[: match.start()], flags=re.M)[-1]
+        blocks.append((heading, match.group(1)))
+    return blocks
+
+
+BLOCKS = python_blocks()
+
+
+def test_the_readme_has_its_examples() -> None:
+    assert [h for h, _ in BLOCKS] == [
+        "Channel", "Queue: a drop-in for `multiprocessing.Queue`", "Topic: broadcast",
+        "Atomics, semaphores, locks, events", "Segments",
+    ]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("heading", "code"), BLOCKS, ids=[h.split(":")[0] for h, _ in BLOCKS])
+def test_readme_block_runs_as_printed(heading: str, code: str, tmp_path: Path) -> None:
+    names = set(re.findall(r'"([A-Za-z][\w.-]*)"', code)) & {"prices", "state", "frames"}
+    assert not any((SHM / n).exists() for n in names), "a segment of the example exists already"
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    before = {p.name for p in SHM.iterdir()}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=50,
+                            cwd=tmp_path)
+    assert result.returncode == 0, f"{heading}:\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+    left = {p.name for p in SHM.iterdir()} - before
+    assert not left, f"{heading}: left {sorted(left)} in /dev/shm"
+    if heading.startswith("Queue"):
+        assert result.stdout.strip() == str(2 * sum(range(10_000)))
+    if heading == "Segments":
+        assert result.stdout.strip() == "b'hello'"
