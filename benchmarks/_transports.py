@@ -79,7 +79,7 @@ class Endpoint:
 
 class Resources:
     """Parent-side resources of one measurement; everything is released on exit
-    (shmring channels closed and unlinked, ipc sockets removed with their
+    (shmring channels closed, hence removed, ipc sockets removed with their
     folder by the caller, queues closed)."""
 
     def __init__(self, tmpdir: str, ctx: Any) -> None:
@@ -192,7 +192,7 @@ class ShmringTransport(Transport):
 
         ch = shmring.Channel.create(None, capacity=capacity, wait=self.wait)
         res.shm_names.append(ch.name)
-        res.stack.enter_context(ch)  # the creator's exit closes and unlinks
+        res.stack.enter_context(ch)  # closed on exit: the last user to leave removes it
         return ch.name
 
     def _open(self, name: str, ep: Endpoint) -> Any:

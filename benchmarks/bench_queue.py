@@ -295,7 +295,7 @@ class Group(WorkerGroup):
     """One transport in one PxC configuration: its queue and its processes,
     kept for every run of that configuration (spawning 8 interpreters costs
     ~1 s here).  Leaving the `with` block stops everything: "stop", join,
-    then SIGTERM, then SIGKILL; the queue is closed (shmring's unlinked)."""
+    then SIGTERM, then SIGKILL; the queue is closed (shmring's removed by that last close)."""
 
     def __init__(self, ctx: Any, t: Transport, n_prod: int, n_cons: int, opts: Any) -> None:
         # producers first, then consumers
@@ -402,8 +402,7 @@ class Group(WorkerGroup):
             q.close()
             q.cancel_join_thread()  # after a failure its pipe may be full: never wait on it
         elif self.t.family == "shmring":
-            q.close()
-            q.unlink()
+            q.close()  # the last user to leave (the workers are gone) removes the queue and its chunks
 
 
 # ---------------------------------------------------------------------------

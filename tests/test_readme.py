@@ -1,6 +1,6 @@
-"""Every Python code block of the README runs as printed, in a process of
-its own, and leaves nothing behind in /dev/shm (the C block is compiled as
-printed by tests/test_c_interop.py)."""
+"""Every Python code block of the README and of docs/ runs as printed, in a
+process of its own, and leaves nothing behind in /dev/shm (the README's C
+block is compiled as printed by tests/test_c_interop.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 SHM = Path("/dev/shm")
 
 
-def python_blocks() -> list[tuple[str, str]]:
-    """(the heading above it, the code) of every ```python block."""
-    text = README.read_text()
+def python_blocks(doc: Path) -> list[tuple[str, str]]:
+    """(the heading above it, the code) of every ```python block of ``doc``."""
+    text = doc.read_text()
     blocks = []
     for match in re.finditer(r"^```python\n(.*?)^```", text, flags=re.S | re.M):
         heading = re.findall(r"^## (.+)$", text[: match.start()], flags=re.M)[-1]
@@ -25,7 +26,8 @@ def python_blocks() -> list[tuple[str, str]]:
     return blocks
 
 
-BLOCKS = python_blocks()
+BLOCKS = python_blocks(README)
+DOC_BLOCKS = [(f"{doc.name}: {h}", code) for doc in sorted((ROOT / "docs").glob("*.md")) for h, code in python_blocks(doc)]
 
 
 def test_the_readme_has_its_examples() -> None:
@@ -53,3 +55,21 @@ def test_readme_block_runs_as_printed(heading: str, code: str, tmp_path: Path) -
         assert result.stdout.strip() == str(2 * sum(range(10_000)))
     if heading == "Segments":
         assert result.stdout.strip() == "b'hello'"
+
+
+def test_the_docs_have_their_examples() -> None:
+    assert [h for h, _ in DOC_BLOCKS] == ["SYNC.md: 6. When the holder dies"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("heading", "code"), DOC_BLOCKS, ids=[h for h, _ in DOC_BLOCKS])
+def test_docs_block_runs_as_printed(heading: str, code: str, tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    before = {p.name for p in SHM.iterdir()}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=50,
+                            cwd=tmp_path)
+    assert result.returncode == 0, f"{heading}:\n{result.stderr}"
+    assert not ({p.name for p in SHM.iterdir()} - before), f"{heading}: left segments in /dev/shm"
+    if heading.startswith("SYNC.md"):
+        assert result.stdout.strip() == "2"
