@@ -65,6 +65,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sched.h>
 #include <sys/types.h>
 #include <dirent.h>
@@ -921,6 +922,10 @@ static inline int shmring_segment_attach_fd(int fd, const char *name, unsigned f
     out->ino = (uint64_t)st.st_ino;
     memcpy(out->name, name, strlen(name) + 1);
     if (attach) {
+        /* Close-on-exec: a descriptor handed over by a parent (spawn's
+         * pass_fds clears the flag) must not keep the lease in programs this
+         * process executes. */
+        (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
         out->lease_fd = fd;
         if (writable) {
             out->token = shmring_token_self();
@@ -944,15 +949,21 @@ fail:
  * of SHMRING_OPEN_*. */
 static inline int shmring_segment_open(const char *name, unsigned flags, shmring_segment *out)
 {
-    int fd;
+    int fd, rc, tries;
     memset(out, 0, sizeof *out);
     out->lease_fd = out->roster_slot = -1;
     if (shmring_name_check(name) != 0)
         return SHMRING_ERR_ARG;
-    fd = shm_open(name, ((flags & SHMRING_OPEN_READONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
-    if (fd < 0)
-        return SHMRING_ERR_SYS;
-    return shmring_segment_attach_fd(fd, name, flags, out);
+    for (tries = 0;; tries++) {
+        fd = shm_open(name, ((flags & SHMRING_OPEN_READONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
+        if (fd < 0)
+            return SHMRING_ERR_SYS;
+        rc = shmring_segment_attach_fd(fd, name, flags, out);
+        /* ENOENT after a successful shm_open: the object was removed by its
+         * last user as we attached; a new one may have the name already. */
+        if (rc != SHMRING_ERR_SYS || errno != ENOENT || tries > 0)
+            return rc;
+    }
 }
 
 /* A fresh open file description of the object `s` is attached to (even if
@@ -994,35 +1005,49 @@ static inline void shmring_segment_after_fork(shmring_segment *s)
 static inline int shmring_queue_remove_chunks(const char *queue_name, uint64_t queue_id);
 static inline uint64_t shmring_queue_id_of(const unsigned char *base, size_t len);
 
-/* Unlink `name` if it still names the object (dev, ino). */
-static inline int shmring_segment_unlink_if_same(const char *name, uint64_t dev, uint64_t ino)
+/* Does `name` name the object (dev, ino)?  1 yes, 0 no (gone, or another
+ * object took the name), -1 with errno. */
+static inline int shmring_segment_named(const char *name, uint64_t dev, uint64_t ino)
 {
     struct stat st;
-    int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+    int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0), r;
     if (fd < 0)
-        return errno == ENOENT ? SHMRING_OK : SHMRING_ERR_SYS;
-    if (fstat(fd, &st) != 0) {
-        close(fd);
-        return SHMRING_ERR_SYS;
-    }
+        return errno == ENOENT ? 0 : -1;
+    r = fstat(fd, &st);
     close(fd);
-    if ((uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino)
-        return SHMRING_OK; /* a new object took the name: not ours to remove */
+    if (r != 0)
+        return -1;
+    return (uint64_t)st.st_dev == dev && (uint64_t)st.st_ino == ino;
+}
+
+/* Unlink `name` if it still names the object (dev, ino).  SHMRING_OK when
+ * the name no longer names it (unlinked now, or gone, or another object's);
+ * SHMRING_ERR_SYS when the unlink failed (EPERM: another user's object in
+ * the sticky /dev/shm).  Between the check and the unlink the name can
+ * change hands: POSIX has no "unlink if it is still this file"; a name
+ * taken over in those microseconds would lose its new object's name. */
+static inline int shmring_segment_unlink_if_same(const char *name, uint64_t dev, uint64_t ino)
+{
+    int named = shmring_segment_named(name, dev, ino);
+    if (named <= 0)
+        return named == 0 ? SHMRING_OK : SHMRING_ERR_SYS;
     return shm_unlink(name) == 0 || errno == ENOENT ? SHMRING_OK : SHMRING_ERR_SYS;
 }
 
 /* Remove the object behind `fd`, whose write lock the caller holds (so
- * nobody is attached): mark it REMOVED for late attachers [S9], remove what
- * depends on it (a queue's overflow chunks), and unlink `name` if it still
- * names this object. */
+ * nobody is attached): unlink `name` if it still names this object, and
+ * only once that worked (an object whose name cannot be removed stays
+ * usable), mark it REMOVED for late attachers [S9] and remove what depends
+ * on it (a queue's overflow chunks). */
 static inline int shmring_segment_remove_locked(int fd, const char *name)
 {
     struct stat st;
     size_t len;
     unsigned char *base;
     uint64_t queue_id = 0;
-    int rc = SHMRING_OK;
     if (fstat(fd, &st) != 0)
+        return SHMRING_ERR_SYS;
+    if (shmring_segment_unlink_if_same(name, (uint64_t)st.st_dev, (uint64_t)st.st_ino) != SHMRING_OK)
         return SHMRING_ERR_SYS;
     len = (uint64_t)st.st_size < (uint64_t)(2u * SHMRING_HEADER_SIZE) ? (size_t)st.st_size
                                                                        : (size_t)(2u * SHMRING_HEADER_SIZE);
@@ -1042,47 +1067,13 @@ static inline int shmring_segment_remove_locked(int fd, const char *name)
         }
     }
     if (queue_id != 0 && shmring_queue_remove_chunks(name, queue_id) != SHMRING_OK)
-        rc = SHMRING_ERR_SYS;
-    if (shmring_segment_unlink_if_same(name, (uint64_t)st.st_dev, (uint64_t)st.st_ino) != SHMRING_OK)
-        rc = SHMRING_ERR_SYS;
-    return rc;
-}
-
-/* Give this attachment back (roster entry and lease); then, if nobody else
- * is attached and the segment is not persistent, remove it.  The mapping
- * stays usable (shmring_segment_close unmaps).  Idempotent.  SHMRING_OK, or
- * SHMRING_ERR_SYS when a removal failed (the attachment is given back all
- * the same). */
-static inline int shmring_segment_leave(shmring_segment *s)
-{
-    shmring_segment_header *h = (shmring_segment_header *)(void *)s->base;
-    int probe, rc = SHMRING_OK;
-    if (s->base == NULL || s->lease_fd < 0)
-        return SHMRING_OK;
-    if (s->writable)
-        shmring_roster_remove(s->base, s->roster_slot, s->token);
-    s->roster_slot = -1;
-    /* A fresh description, opened before ours closes (so /proc still has it),
-     * to ask for the write lock; read-only when we may not write the object
-     * (then we cannot remove it: the next leaver or `shmring gc` will). */
-    probe = shmring_segment_fresh_fd(s, 1);
-    close(s->lease_fd);
-    s->lease_fd = -1;
-    if (probe < 0)
-        return SHMRING_OK;
-    /* relaxed: set by the creator or an attached user; a stale read only
-     * keeps the segment one more round.  A queue's overflow chunk belongs to
-     * its queue's chain, not to whoever looked at it. */
-    if (__atomic_load_n(&h->persistent, __ATOMIC_RELAXED) == 0 && h->kind != SHMRING_KIND_QUEUE_CHUNK &&
-        shmring_lease_lock(probe, 1) == 0)
-        rc = shmring_segment_remove_locked(probe, s->name);
-    close(probe);
-    return rc;
+        return SHMRING_ERR_SYS;
+    return SHMRING_OK;
 }
 
 /* Give up the attachment without asking whether it was the last one: for
  * segments whose lifetime something else decides (a queue's overflow chunks
- * live as long as they are in its chain). */
+ * live as long as they are in its chain), and the first half of leaving. */
 static inline void shmring_segment_forget_lease(shmring_segment *s)
 {
     if (s->base == NULL || s->lease_fd < 0)
@@ -1092,6 +1083,37 @@ static inline void shmring_segment_forget_lease(shmring_segment *s)
     s->roster_slot = -1;
     close(s->lease_fd);
     s->lease_fd = -1;
+}
+
+/* Give this attachment back (roster entry and lease); then, if nobody else
+ * is attached, remove the segment, unless it is persistent and still has
+ * its name (persistent keeps a segment until its name is unlinked) or is a
+ * queue's overflow chunk (it belongs to its queue's chain).  The mapping
+ * stays usable (shmring_segment_close unmaps).  Idempotent.  SHMRING_OK, or
+ * SHMRING_ERR_SYS when a removal failed (the attachment is given back all
+ * the same; `shmring gc` can retry). */
+static inline int shmring_segment_leave(shmring_segment *s)
+{
+    shmring_segment_header *h = (shmring_segment_header *)(void *)s->base;
+    int probe, rc = SHMRING_OK;
+    if (s->base == NULL || s->lease_fd < 0)
+        return SHMRING_OK;
+    /* A fresh description, opened while our lease is still open (so that
+     * /proc/self/fd has it), to ask for the write lock.  It fails without
+     * write permission on the object: then the next leaver or `shmring gc`
+     * removes it. */
+    probe = shmring_segment_fresh_fd(s, 1);
+    shmring_segment_forget_lease(s);
+    if (probe < 0)
+        return SHMRING_OK;
+    if (h->kind != SHMRING_KIND_QUEUE_CHUNK && shmring_lease_lock(probe, 1) == 0 &&
+        /* relaxed: read with the write lock held, which a setter that has
+         * left released after its store (the kernel's lock orders them). */
+        (__atomic_load_n(&h->persistent, __ATOMIC_RELAXED) == 0 ||
+         shmring_segment_named(s->name, s->dev, s->ino) == 0))
+        rc = shmring_segment_remove_locked(probe, s->name);
+    close(probe);
+    return rc;
 }
 
 /* Leave (shmring_segment_leave), then unmap. */
@@ -1137,6 +1159,49 @@ static inline int shmring_segment_in_use(const char *name)
     r = shmring_lease_probe(fd);
     close(fd);
     return r < 0 ? -SHMRING_ERR_SYS : r;
+}
+
+/* For tools: does any process hold a lock on the object (dev, ino) (a lease
+ * on a segment whose name may be gone)?  From /proc/locks: 1 yes, 0 no, -1
+ * when it cannot be read. */
+static inline int shmring_object_locked(uint64_t dev, uint64_t ino)
+{
+    char line[256];
+    int found = 0;
+    FILE *f = fopen("/proc/locks", "re");
+    if (f == NULL)
+        return -1;
+    while (!found && fgets(line, sizeof line, f) != NULL) {
+        /* "N: OFDLCK ADVISORY READ -1 MAJ:MIN:INO START END" (hex device
+         * numbers); waiters' lines ("N: -> ...") hold nothing. */
+        char kind[16], dummy[16], mode[16], pid[16];
+        unsigned int maj, min;
+        unsigned long long i;
+        if (strstr(line, "->") != NULL ||
+            sscanf(line, "%15s %15s %15s %15s %15s %x:%x:%llu", dummy, kind, mode, dummy, pid, &maj, &min, &i) != 8)
+            continue;
+        found = (uint64_t)i == ino && (uint64_t)makedev(maj, min) == dev;
+    }
+    fclose(f);
+    return found;
+}
+
+/* For tools: is `name` a shmring segment whose maker never published it
+ * (died creating it)?  Provably ours: the header fields it writes before
+ * the magic are there and checksummed, and the magic is still 0.  1 yes,
+ * 0 no. */
+static inline int shmring_segment_unpublished(const char *name)
+{
+    shmring_segment_header h;
+    struct stat st;
+    int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0), ok;
+    if (fd < 0)
+        return 0;
+    ok = fstat(fd, &st) == 0 && (uint64_t)st.st_size >= SHMRING_HEADER_SIZE &&
+         pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h && h.magic == 0 && h.version == SHMRING_LAYOUT_VERSION &&
+         h.abi == SHMRING_ABI_WORD && h.header_size == SHMRING_HEADER_SIZE && h.checksum == shmring_header_checksum(&h);
+    close(fd);
+    return ok;
 }
 
 /* For tools (`shmring gc`): remove segment `name` if nobody is attached
@@ -2746,11 +2811,14 @@ typedef struct shmring_queue_chunk {
     uint64_t head;        /* under the queue lock, as ctrl.head */
     uint64_t tail;
     uint64_t queue_id;    /* its queue's ctrl.queue_id: whose chunk this is */
-    uint8_t pad[16];
+    uint64_t queue_dev;   /* its queue's object (st_dev, st_ino): whether anybody */
+    uint64_t queue_ino;   /* still uses it, once its name is gone (tools) */
 } shmring_queue_chunk;
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_chunk, index) == 16, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_chunk, tail) == 32, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_chunk, queue_id) == 40, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_chunk, queue_dev) == 48, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_chunk, queue_ino) == 56, "layout");
 SHMRING_STATIC_ASSERT(sizeof(shmring_queue_chunk) == SHMRING_QUEUE_CHUNK_HEADER_SIZE, "layout");
 
 static inline uint64_t shmring_queue_payload_size(uint64_t capacity)
@@ -3145,24 +3213,33 @@ static inline uint64_t shmring_queue_id_of(const unsigned char *base, size_t len
     return __atomic_load_n(&c->queue_id, __ATOMIC_RELAXED);
 }
 
-/* The stamp of chunk segment `path` ("/x.qN"): its queue's id and its index;
- * 0 when it is not a published, well-formed chunk. */
-static inline uint64_t shmring_queue_chunk_stamp(const char *path, uint64_t *index)
+/* The stamp of a chunk: which queue's it is, and where it stands. */
+typedef struct shmring_chunk_stamp {
+    uint64_t queue_id;           /* 0: not a published, well-formed chunk */
+    uint64_t index;
+    uint64_t queue_dev, queue_ino; /* the queue's object */
+} shmring_chunk_stamp;
+
+/* Read the stamp of chunk segment `path` ("/x.qN"), looking only. */
+static inline shmring_chunk_stamp shmring_queue_chunk_stamp(const char *path)
 {
+    shmring_chunk_stamp st;
     shmring_segment seg;
-    uint64_t id = 0;
+    memset(&st, 0, sizeof st);
     if (shmring_segment_open(path, SHMRING_OPEN_READONLY | SHMRING_OPEN_ALLOW_OTHER_OWNER | SHMRING_OPEN_NO_ATTACH,
                              &seg) != SHMRING_OK)
-        return 0;
+        return st;
     if (((const shmring_segment_header *)(const void *)seg.base)->kind == SHMRING_KIND_QUEUE_CHUNK &&
         shmring_segment_payload_size(&seg) >= SHMRING_QUEUE_CHUNK_HEADER_SIZE) {
         const shmring_queue_chunk *k = (const shmring_queue_chunk *)(const void *)shmring_segment_payload(&seg);
         /* relaxed: config, published with the chunk [S1]. */
-        id = __atomic_load_n(&k->queue_id, __ATOMIC_RELAXED);
-        *index = __atomic_load_n(&k->index, __ATOMIC_RELAXED);
+        st.queue_id = __atomic_load_n(&k->queue_id, __ATOMIC_RELAXED);
+        st.index = __atomic_load_n(&k->index, __ATOMIC_RELAXED);
+        st.queue_dev = __atomic_load_n(&k->queue_dev, __ATOMIC_RELAXED);
+        st.queue_ino = __atomic_load_n(&k->queue_ino, __ATOMIC_RELAXED);
     }
     shmring_segment_close(&seg);
-    return id;
+    return st;
 }
 
 /* Unlink every overflow chunk of queue `queue_name` stamped `queue_id`
@@ -3177,13 +3254,13 @@ static inline int shmring_queue_remove_chunks(const char *queue_name, uint64_t q
         return errno == ENOENT ? SHMRING_OK : SHMRING_ERR_SYS;
     while ((e = readdir(d)) != NULL) {
         char path[NAME_MAX + 2];
-        uint64_t index, stamped;
+        uint64_t index;
         if (!shmring_queue_chunk_parse(e->d_name, queue_name, &index) || strlen(e->d_name) > NAME_MAX - 1)
             continue;
         path[0] = '/';
         memcpy(path + 1, e->d_name, strlen(e->d_name) + 1);
         (void)index; /* (a damaged chunk may say another index: its stamp is what counts) */
-        if (shmring_queue_chunk_stamp(path, &stamped) == queue_id && shm_unlink(path) != 0 && errno != ENOENT)
+        if (shmring_queue_chunk_stamp(path).queue_id == queue_id && shm_unlink(path) != 0 && errno != ENOENT)
             rc = SHMRING_ERR_SYS;
     }
     closedir(d);

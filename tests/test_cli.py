@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -799,3 +800,74 @@ def test_inspect_names_every_wait_strategy(fresh_name: Callable[[], str]) -> Non
             result = cli("inspect", name, "--json")
             assert result.returncode == 0, result.stderr
             assert json.loads(result.stdout)["channel"]["wait"] == wait
+
+
+@pytest.mark.timeout(60)
+def test_gc_leaves_other_programs_objects_alone_however_empty(fresh_name: Callable[[], str]) -> None:
+    """gc removes a never-published segment only when its header proves it
+    is shmring's: an empty object, a zero-filled one, or one whose first
+    field is a zero counter belongs to some other program."""
+    names = [fresh_name() for _ in range(3)]
+    make_foreign(names[0], b"")
+    make_foreign(names[1], bytes(8192))
+    make_foreign(names[2], bytes(8) + b"ring buffer of another program" + bytes(8000))
+    old = time.time() - 3600
+    for n in names:
+        os.utime(shm_path(n), (old, old))
+    result = cli("gc")
+    assert result.returncode == 0, result.stderr
+    assert all(shm_path(n).exists() for n in names), result.stdout
+    assert not any(n in result.stdout for n in names)
+
+
+@pytest.mark.timeout(60)
+def test_gc_removes_a_segment_whose_maker_died_before_publishing_it(fresh_name: Callable[[], str]) -> None:
+    name = fresh_name()
+    with shmring.Segment.create(name, 4096, persistent=True) as seg:
+        header = bytes(seg._mapping)[:4096]
+    shmring._core.unlink(name)
+    fd = os.open(shm_path(name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.write(fd, bytes(8) + header[8:] + bytes(4096))  # the header fields, the magic still 0
+    finally:
+        os.close(fd)
+    assert shmring._core.unpublished(name)
+    young = cli("gc", "--dry-run")
+    assert name not in young.stdout  # its maker may still be at work
+    old = time.time() - 3600
+    os.utime(shm_path(name), (old, old))
+    result = cli("gc")
+    assert f"removed {name} (never finished: its maker died while creating it)" in result.stdout
+    assert not shm_path(name).exists()
+
+
+UNLINKED_QUEUE_USER = """
+import sys, shmring
+q = shmring.Queue(name=sys.argv[1])
+q.put_bytes(b"z" * (2 << 20))  # larger than the ring: an overflow chunk
+q.unlink()                      # no name any more; this process keeps using it
+print("ready", flush=True)
+sys.stdin.readline()
+print(q.get_bytes(timeout=5) == b"z" * (2 << 20), flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_gc_keeps_the_chunks_of_an_unlinked_queue_still_in_use(fresh_name: Callable[[], str]) -> None:
+    name = fresh_name()
+    user = subprocess.Popen([sys.executable, "-c", UNLINKED_QUEUE_USER, name],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert user.stdout is not None and user.stdout.readline() == "ready\n"
+        chunk = name + ".q0"
+        assert shm_path(chunk).exists() and not shm_path(name).exists()
+        result = cli("gc")
+        assert result.returncode == 0, result.stderr
+        assert chunk not in result.stdout and shm_path(chunk).exists()
+        out, _ = user.communicate("go\n", timeout=CLI_TIMEOUT)
+        assert out.strip() == "True"
+        assert not shm_path(chunk).exists()  # its last user removed it
+    finally:
+        if user.poll() is None:
+            user.kill()
+            user.communicate()

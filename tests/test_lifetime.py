@@ -405,3 +405,133 @@ def test_unpickling_after_every_user_left_says_why(kids: Kids) -> None:
     data = subprocess.run([sys.executable, "-c", UNPICKLE_LATE], capture_output=True, timeout=60).stdout
     with pytest.raises(FileNotFoundError, match="every process using it has left"):
         pickle.loads(data)
+
+
+# -- found in review: hand-off, threads, close while a call runs, persistence ---------------
+
+
+def _check_handoff(ch: shmring.Channel, seg: shmring.Segment, report: Any) -> None:
+    import fcntl
+
+    fds = {ch.segment._mapping.lease_fd, seg._mapping.lease_fd}
+    cloexec = all(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC for fd in fds)
+    report.send((len(fds), cloexec, ch.recv(timeout=WAIT), bytes(seg.buf[:8])))  # (the channel's capacity field)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_handle_and_its_segment_handed_to_one_child(method: str, new_name: Callable[[], str], kids: Kids) -> None:
+    """The same attachment pickled twice into one child's arguments is handed
+    over once (multiprocessing refuses a descriptor listed twice); each
+    handle in the child owns a descriptor of its own, close-on-exec."""
+    ctx = mp.get_context(method)
+    ch = shmring.Channel.create(new_name(), 4096)
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_check_handoff, args=(ch, ch.segment, w))
+    kids.items.append(p)
+    p.start()
+    ch.send(b"x")
+    assert r.poll(WAIT)
+    assert r.recv() == (2, True, b"x", (4096).to_bytes(8, "little"))
+    p.join(WAIT)
+    ch.close()
+
+
+def _thread_outlives_run(q: shmring.Queue, report: Any) -> None:
+    import threading
+
+    def late_reader() -> None:
+        time.sleep(0.5)  # after run() returned, and after the parent closed its handle
+        report.send(q.get_bytes(timeout=WAIT) == b"x" * (2 << 20))
+
+    threading.Thread(target=late_reader).start()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", METHODS)
+def test_a_childs_threads_keep_its_attachments_until_they_end(method: str, new_name: Callable[[], str],
+                                                               kids: Kids) -> None:
+    """A multiprocessing child leaves only once its non-daemon threads have
+    ended (as an ordinary exit waits for them before atexit), even though
+    its exit finalizers run right after its target returns."""
+    ctx = mp.get_context(method)
+    q = shmring.Queue(name=new_name())
+    q.put_bytes(b"x" * (2 << 20))  # larger than the ring: an overflow chunk
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_thread_outlives_run, args=(q, w))
+    kids.items.append(p)
+    p.start()
+    time.sleep(0.2)
+    q.close()  # the child is the last user from now on
+    assert r.poll(WAIT), "the child's thread reported nothing"
+    assert r.recv() is True
+    p.join(WAIT)
+    assert p.exitcode == 0
+    assert leftovers(q.name) == []
+
+
+def test_leaving_from_two_threads_at_once_closes_nothing_twice(new_name: Callable[[], str]) -> None:
+    import threading
+
+    keep_r, keep_w = os.pipe()  # descriptors a double close could hit
+    try:
+        for _ in range(50):
+            seg = shmring.Segment.create(new_name(), 64)
+            other = shmring.Segment.open(seg.name)
+            barrier = threading.Barrier(2)
+
+            def leave() -> None:
+                barrier.wait()
+                other._mapping.leave()
+
+            threads = [threading.Thread(target=leave) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not other._mapping.attached
+            other.close()
+            seg.close()
+            assert not (SHM / seg.name).exists()
+        os.fstat(keep_r)
+        os.fstat(keep_w)  # still ours
+    finally:
+        os.close(keep_r)
+        os.close(keep_w)
+
+
+def test_closing_a_queue_inside_its_own_put_leaves_after_the_put(new_name: Callable[[], str]) -> None:
+    """close() while a call of the handle runs (here: from the serializer the
+    put calls) ends the attachment when that call ends, so that nothing the
+    call makes (an overflow chunk) outlives the queue."""
+    name = new_name()
+    holder: list[shmring.Queue] = []
+
+    def dumps(obj: Any) -> bytes:
+        holder[0].close()
+        return bytes(2 << 20)  # larger than the ring: a chunk, if the put goes on
+
+    q = shmring.Queue(name=name, dumps=dumps)
+    holder.append(q)
+    try:
+        q.put("anything")
+    except ValueError:
+        pass  # closed under it: the put may refuse
+    assert leftovers(name) == []
+    holder.clear()
+
+
+def test_a_persistent_segment_whose_name_was_unlinked_goes_with_its_last_user(new_name: Callable[[], str]) -> None:
+    seg = shmring.Segment.create(new_name(), 64, persistent=True)
+    other = shmring.Segment.open(seg.name)
+    seg.close()
+    assert (SHM / seg.name).exists()  # persistent (and still attached)
+    other.unlink()
+    q = shmring.Queue(name=new_name(), persistent=True)
+    q.put_bytes(b"y" * (2 << 20))
+    q.unlink()
+    chunks = leftovers(q.name)
+    assert chunks  # the chunk, under its name, for the attached handle
+    other.close()
+    q.close()  # unlinked: persistent no longer keeps it; its chunks go with it
+    assert leftovers(q.name) == []

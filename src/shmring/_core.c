@@ -159,12 +159,21 @@ static MappingObject *mapping_new(shmring_segment *seg, PyObject *name)
  * not persistent); the memory stays mapped. */
 static void mapping_leave_now(MappingObject *self)
 {
+    shmring_segment seg;
     if (self->seg.lease_fd < 0)
         return;
+    /* Leave with a copy, the mapping marked left first: another thread
+     * (the GIL is given away below) finds nothing left to leave.  The
+     * memory stays pinned meanwhile (an export: close() cannot unmap it). */
     mapping_unlink(self);
+    seg = self->seg;
+    self->seg.lease_fd = -1;
+    self->seg.roster_slot = -1;
+    self->exports++;
     Py_BEGIN_ALLOW_THREADS
-    shmring_segment_leave(&self->seg); /* a failed removal is left to `shmring gc` */
+    shmring_segment_leave(&seg); /* a failed removal is left to `shmring gc` */
     Py_END_ALLOW_THREADS
+    self->exports--;
 }
 
 static void mapping_dealloc(MappingObject *self)
@@ -188,6 +197,9 @@ static PyObject *mapping_close(MappingObject *self, PyObject *Py_UNUSED(ignored)
         return NULL;
     }
     mapping_leave_now(self);
+    if (self->exports > 0) /* taken by another thread while we left */
+        return PyErr_Format(buffer_in_use_error, "cannot close segment %R: a buffer of it was taken meanwhile",
+                            self->name);
     if (shmring_segment_close(&self->seg) != SHMRING_OK)
         return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, self->name);
     Py_RETURN_NONE;
@@ -553,20 +565,47 @@ static PyObject *core_chunk_index(PyObject *Py_UNUSED(module), PyObject *args)
     return PyLong_FromUnsignedLongLong(index);
 }
 
-/* chunk_stamp(name) -> (queue_id, index) | None: whose chunk segment `name`
- * is, from its header; None if it is not a published chunk. */
+/* chunk_stamp(name) -> (queue_id, index, queue_dev, queue_ino) | None: whose
+ * overflow chunk segment `name` is, from its header; None if it is not a
+ * published chunk. */
 static PyObject *core_chunk_stamp(PyObject *Py_UNUSED(module), PyObject *args)
 {
     segment_name name;
-    uint64_t index = 0, id;
+    shmring_chunk_stamp st;
     if (!PyArg_ParseTuple(args, "O&:chunk_stamp", name_converter, &name))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
-    id = shmring_queue_chunk_stamp(name.path, &index);
+    st = shmring_queue_chunk_stamp(name.path);
     Py_END_ALLOW_THREADS
-    if (id == 0)
+    if (st.queue_id == 0)
         Py_RETURN_NONE;
-    return Py_BuildValue("(KK)", (unsigned long long)id, (unsigned long long)index);
+    return Py_BuildValue("(KKKK)", (unsigned long long)st.queue_id, (unsigned long long)st.index,
+                         (unsigned long long)st.queue_dev, (unsigned long long)st.queue_ino);
+}
+
+/* object_locked(dev, ino) -> bool | None: does any process hold a lease on
+ * that object (whose name may be gone)?  None when /proc/locks cannot tell. */
+static PyObject *core_object_locked(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    unsigned long long dev, ino;
+    int r;
+    if (!PyArg_ParseTuple(args, "KK:object_locked", &dev, &ino))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    r = shmring_object_locked((uint64_t)dev, (uint64_t)ino);
+    Py_END_ALLOW_THREADS
+    if (r < 0)
+        Py_RETURN_NONE;
+    return PyBool_FromLong(r);
+}
+
+/* unpublished(name) -> bool: a shmring segment its maker never published. */
+static PyObject *core_unpublished(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    segment_name name;
+    if (!PyArg_ParseTuple(args, "O&:unpublished", name_converter, &name))
+        return NULL;
+    return PyBool_FromLong(shmring_segment_unpublished(name.path));
 }
 
 /* leave_all(): at exit, end every attachment of this process (the memory
@@ -3412,7 +3451,11 @@ static PyMethodDef core_methods[] = {
     {"chunk_index", core_chunk_index, METH_VARARGS,
      "chunk_index(entry, queue) -> int | None: the index if `entry` is named like a chunk of `queue`."},
     {"chunk_stamp", core_chunk_stamp, METH_VARARGS,
-     "chunk_stamp(name) -> (queue_id, index) | None: whose overflow chunk a segment is."},
+     "chunk_stamp(name) -> (queue_id, index, queue_dev, queue_ino) | None: whose overflow chunk a segment is."},
+    {"object_locked", core_object_locked, METH_VARARGS,
+     "object_locked(dev, ino) -> bool | None: does any process hold a lease on that object?"},
+    {"unpublished", core_unpublished, METH_VARARGS,
+     "unpublished(name) -> bool: a shmring segment whose maker died before publishing it."},
     {"_leave_all", core_leave_all, METH_NOARGS, "_leave_all(): end every attachment of this process (at exit)."},
     {"_after_fork_child", core_after_fork_child, METH_NOARGS,
      "_after_fork_child(): enter a forked child in the rosters of the segments it inherited."},

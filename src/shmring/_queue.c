@@ -47,6 +47,8 @@ typedef struct {
     uint64_t token;
     int closed;  /* this handle's close(): read without the GIL by waiters [Q5] */
     int waiting; /* threads of this handle about to sleep or asleep (GIL held) [Q5] */
+    int calls;         /* put/get calls of this handle running (GIL held) */
+    int leave_pending; /* close() ran while calls were running: the last one leaves */
     PyObject *dict;
     PyObject *weakrefs;
 } QueueObject;
@@ -168,14 +170,14 @@ static int chunk_get(QueueObject *self, uint64_t index, QueueChunk **out)
  * publishing it (nothing else takes a queue's chunk names while it lives)? */
 static int chunk_is_leftover(QueueObject *self, const char *path)
 {
-    shmring_segment old;
-    uint64_t index;
-    int rc = shmring_segment_open(path, SHMRING_OPEN_READONLY | self->open_flags, &old);
-    if (rc == SHMRING_OK)
-        shmring_segment_close(&old);
-    if (rc == SHMRING_ERR_NOT_READY)
-        return 1;
-    return rc == SHMRING_OK && shmring_queue_chunk_stamp(path, &index) == self->config.queue_id;
+    struct stat st;
+    int empty, fd = shm_open(path, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    empty = fstat(fd, &st) == 0 && st.st_size == 0; /* its maker died before sizing it */
+    close(fd);
+    return empty || shmring_segment_unpublished(path) ||
+           shmring_queue_chunk_stamp(path).queue_id == self->config.queue_id;
 }
 
 /* Make chunk `index` (not yet in the chain: nobody else looks at it). */
@@ -208,6 +210,8 @@ static int chunk_create(QueueObject *self, uint64_t index, uint64_t capacity, Qu
     k->data_offset = SHMRING_QUEUE_CHUNK_HEADER_SIZE;
     k->index = index;
     k->queue_id = self->config.queue_id;
+    k->queue_dev = ((MappingObject *)self->mapping)->seg.dev;
+    k->queue_ino = ((MappingObject *)self->mapping)->seg.ino;
     shmring_segment_publish(&seg);
     return chunks_add(self, index, capacity, &seg, out);
 }
@@ -931,7 +935,8 @@ static int parse_block(PyObject *block_obj, PyObject *timeout_obj, int *block, u
     return 0;
 }
 
-static PyObject *queue_do_put(QueueObject *self, PyObject *arg, int many, int raw, int block, uint64_t deadline)
+static PyObject *queue_do_put_impl(QueueObject *self, PyObject *arg, int many, int raw, int block,
+                                   uint64_t deadline)
 {
     PutBatch b;
     QueueOp op = {NULL, NULL, 0};
@@ -982,7 +987,8 @@ static PyObject *queue_item(QueueObject *self, GetBatch *g, Py_ssize_t i, int ra
     return obj;
 }
 
-static PyObject *queue_do_get(QueueObject *self, Py_ssize_t max, int as_list, int raw, int block, uint64_t deadline)
+static PyObject *queue_do_get_impl(QueueObject *self, Py_ssize_t max, int as_list, int raw, int block,
+                                   uint64_t deadline)
 {
     GetBatch g;
     QueueOp op = {NULL, NULL, 0};
@@ -1011,6 +1017,30 @@ static PyObject *queue_do_get(QueueObject *self, Py_ssize_t max, int as_list, in
     }
     getbatch_free(&g);
     return result;
+}
+
+/* A call on this handle ends: close() left the attachment to the last one
+ * (a put may be making an overflow chunk that the queue's removal, were
+ * this the last attachment, would otherwise miss). */
+static PyObject *queue_call_done(QueueObject *self, PyObject *result)
+{
+    if (--self->calls == 0 && self->leave_pending) {
+        self->leave_pending = 0;
+        mapping_leave_now((MappingObject *)self->mapping);
+    }
+    return result;
+}
+
+static PyObject *queue_do_put(QueueObject *self, PyObject *arg, int many, int raw, int block, uint64_t deadline)
+{
+    self->calls++;
+    return queue_call_done(self, queue_do_put_impl(self, arg, many, raw, block, deadline));
+}
+
+static PyObject *queue_do_get(QueueObject *self, Py_ssize_t max, int as_list, int raw, int block, uint64_t deadline)
+{
+    self->calls++;
+    return queue_call_done(self, queue_do_get_impl(self, max, as_list, raw, block, deadline));
 }
 
 static const char *const ARGS_OBJ_BLOCK_TIMEOUT[] = {"obj", "block", "timeout"};
@@ -1255,7 +1285,8 @@ static void queue_wake_all(uint32_t *seq)
 
 /* close(): this handle only (as multiprocessing); its calls raise ValueError
  * from now on, those of other threads blocked in it included: they are woken
- * [Q5].  Other handles and processes go on; closed_anywhere() tells them. */
+ * [Q5].  Other handles and processes go on; closed_anywhere() tells them.
+ * The handle's attachment ends too, once no call of it is running. */
 static PyObject *queue_close(QueueObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->mapping == NULL || queue_handle_closed(self))
@@ -1269,6 +1300,10 @@ static PyObject *queue_close(QueueObject *self, PyObject *Py_UNUSED(ignored))
         queue_wake_all(&self->ctrl->room_seq);
         queue_wake_all(&self->ctrl->done_seq);
     }
+    if (self->calls > 0)
+        self->leave_pending = 1;
+    else
+        mapping_leave_now((MappingObject *)self->mapping);
     Py_RETURN_NONE;
 }
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from . import _core
 from ._errors import Closed
-from .segment import Segment, attach, check_create, finish_create, handoff, unique_name, validate_name
+from .segment import Segment, adopt, check_create, finish_create, handoff, reattach, unique_name, validate_name
 
 __all__ = ["Channel", "WAIT_STRATEGIES"]
 
@@ -169,13 +169,7 @@ class Channel(_core.Channel):
 
     @classmethod
     def _from_segment(cls, segment: Segment, wait: str | None, spin_ns: int | None) -> Channel:
-        try:
-            if segment.info().kind != "channel":
-                raise ValueError(f"segment {segment.name!r} is a {segment.info().kind}, not a channel")
-            return cls._attach(segment, wait, spin_ns)
-        except BaseException:
-            segment.close()
-            raise
+        return adopt(segment, "channel", lambda seg: cls._attach(seg, wait, spin_ns))
 
     # -- properties ---------------------------------------------------------
 
@@ -259,5 +253,4 @@ class Channel(_core.Channel):
 
 
 def _reopen(name: str, wait: str | None, spin_ns: int | None, allow_other_owner: bool, fd: Any = None) -> Channel:
-    segment = Segment._wrap(name, attach(name, False, allow_other_owner, fd), False, allow_other_owner)
-    return Channel._from_segment(segment, wait, spin_ns)
+    return Channel._from_segment(reattach(name, False, allow_other_owner, fd), wait, spin_ns)

@@ -76,8 +76,8 @@ def _in_use(name: str) -> bool | None:
         return None
 
 
-def scan() -> Iterator[Listing]:
-    """Every shmring segment under /dev/shm that this user can read."""
+def _entries() -> Iterator[tuple[os.DirEntry[str], os.stat_result]]:
+    """Every regular file under /dev/shm with a valid segment name."""
     try:
         entries = sorted(os.scandir(SHM_DIR), key=lambda e: e.name)
     except FileNotFoundError:
@@ -88,8 +88,13 @@ def scan() -> Iterator[Listing]:
             st = entry.stat(follow_symlinks=False)
         except (ValueError, OSError):
             continue
-        if not stat.S_ISREG(st.st_mode):
-            continue
+        if stat.S_ISREG(st.st_mode):
+            yield entry, st
+
+
+def scan() -> Iterator[Listing]:
+    """Every shmring segment under /dev/shm that this user can read."""
+    for entry, st in _entries():
         try:
             info: SegmentInfo | None = read_info(entry.name)
             problem = None
@@ -232,47 +237,40 @@ def inspect_command(name: str, as_json: bool) -> None:
     out.print(table)
 
 
-def _queue_of_chunk(name: str) -> tuple[str, int, int] | None:
-    """(queue name, queue id, index) stamped in overflow chunk ``name``."""
+def _chunk_is_stale(name: str) -> str | None:
+    """Why overflow chunk ``name`` no longer belongs to a live queue, or None
+    if it may: its queue (the object stamped in the chunk, whatever its name
+    is now) has no process attached, or the chunk fell out of its queue's
+    chain (a consumer was killed between moving the chain and unlinking)."""
     stamp = _core.chunk_stamp(name)
     if stamp is None:
-        return None
-    queue_id, index = stamp
+        return None  # not a published chunk: judged as an unfinished segment
+    queue_id, index, queue_dev, queue_ino = stamp
     queue = name.rpartition(".q")[0]
-    if not queue or _core.chunk_index(name, queue) != index:
-        return None
-    return queue, queue_id, index
-
-
-def _chunk_is_stale(name: str) -> str | None:
-    """Why overflow chunk ``name`` no longer belongs to a queue, or None if
-    it does: its queue is gone or is another queue now, or the chunk fell
-    out of its queue's chain (a process was killed removing or making it)."""
-    owner = _queue_of_chunk(name)
-    if owner is None:
-        return None  # not a published chunk: judged by age like any unfinished segment
-    queue, queue_id, index = owner
     try:
-        mapping = _look(queue)
-    except FileNotFoundError:
-        return f"its queue {queue!r} is gone"
-    except (SegmentError, OSError, ValueError):
-        return None  # cannot tell: keep it
-    try:
-        counters = _core.queue_info(mapping) if mapping.header()["kind"] == _core.KIND_QUEUE else None
-    except (SegmentError, OSError, ValueError):
-        counters = None
-    finally:
-        mapping.close()
-    if counters is None or counters["queue_id"] != queue_id:
-        return f"{queue!r} is not the queue that made it"
-    if index < counters["chunk_head"]:
-        return f"already drained from {queue!r}"
-    return None
+        st = os.stat(os.path.join(SHM_DIR, queue))
+        named = (st.st_dev, st.st_ino) == (queue_dev, queue_ino)
+    except (OSError, ValueError):
+        named = False
+    if named:
+        try:
+            mapping = _look(queue)
+            try:
+                counters = _core.queue_info(mapping)
+            finally:
+                mapping.close()
+        except (SegmentError, OSError, ValueError):
+            return None  # cannot tell: keep it
+        if counters["queue_id"] == queue_id and index < counters["chunk_head"]:
+            return f"already drained from {queue!r}"
+        return None  # its queue lives under its name: the queue's own lifetime decides
+    if _core.object_locked(queue_dev, queue_ino) is False:
+        return "no process is attached to its queue"
+    return None  # its queue (unlinked) is still in use, or /proc/locks cannot tell
 
 
-# A segment whose creator has not published it within this time was left by
-# a process that died while making it.
+# A segment whose maker has not published it within this time was left by a
+# process that died while making it.
 _UNFINISHED_AGE_S = 10.0
 
 
@@ -288,6 +286,7 @@ def rm_command(names: tuple[str, ...], force: bool) -> None:
     for name in names:
         try:
             bare = validate_name(name)
+            info = None
             if not force:
                 try:
                     info = read_info(bare)
@@ -296,12 +295,13 @@ def rm_command(names: tuple[str, ...], force: bool) -> None:
                     failed = True
                     continue
                 except SegmentError:
-                    info = None  # ours but damaged: removing it is what the user wants
+                    pass  # ours but damaged: removing it is what the user wants
                 if info is not None and info.kind == "queue-chunk" and _chunk_is_stale(bare) is None:
                     _fail(f"{name!r} is an overflow chunk of a live queue; remove the queue instead (or use --force)")
                     failed = True
                     continue
-                if _core.in_use(bare):
+            if not _core.remove_unused(bare, True):  # somebody is attached
+                if not force:
                     users = ", ".join(str(p) for p in info.live_users) if info is not None else ""
                     _fail(
                         f"{name!r} is in use" + (f" by process(es) {users}" if users else "")
@@ -309,8 +309,7 @@ def rm_command(names: tuple[str, ...], force: bool) -> None:
                     )
                     failed = True
                     continue
-            if not _core.remove_unused(bare, True):  # in use (--force): only the name goes
-                _core.unlink(bare)
+                _core.unlink(bare)  # POSIX: they keep it; the last of them removes the rest
         except FileNotFoundError:
             _fail(f"no such segment: {name!r}")
             failed = True
@@ -333,8 +332,8 @@ class _Victim:
 
 
 def _gc_victim(item: Listing) -> _Victim | None:
-    if item.info is None:
-        return None  # damaged: only `shmring rm` removes it
+    if item.info is None or (item.uid != os.geteuid() and os.geteuid() != 0):
+        return None  # damaged (only `shmring rm` removes it), or another user's
     if item.info.kind == "queue-chunk":
         why = _chunk_is_stale(item.name)
         return None if why is None else _Victim(item.name, why, by_lease=False)
@@ -344,24 +343,15 @@ def _gc_victim(item: Listing) -> _Victim | None:
 
 
 def _unfinished() -> Iterator[_Victim]:
-    """Segments never published whose maker is gone: no lease, old enough."""
-    try:
-        entries = list(os.scandir(SHM_DIR))
-    except FileNotFoundError:
-        return
+    """Segments provably ours that their maker never published (it died
+    creating them): their header fields are written and checksummed, their
+    magic is still 0, and they are old enough.  Anything else that merely
+    looks empty (an object of another program) is left alone."""
     now = time.time()
-    for entry in entries:
-        try:
-            validate_name(entry.name)
-            st = entry.stat(follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < _UNFINISHED_AGE_S:
-                continue
-            read_info(entry.name)
-        except SegmentNotReadyError:
-            if not _in_use(entry.name):  # (an unfinished chunk never has a lease)
+    for entry, st in _entries():
+        if now - st.st_mtime >= _UNFINISHED_AGE_S and (st.st_uid == os.geteuid() or os.geteuid() == 0):
+            if _core.unpublished(entry.name) and not _in_use(entry.name):
                 yield _Victim(entry.name, "never finished: its maker died while creating it", by_lease=False)
-        except (ValueError, OSError, SegmentError):
-            continue
 
 
 @main.command("gc")
@@ -369,8 +359,8 @@ def _unfinished() -> Iterator[_Victim]:
 def gc_command(dry_run: bool) -> None:
     """Remove segments that no live process is attached to (left by
     processes that crashed), except persistent ones; overflow chunks whose
-    queue is gone; and segments whose maker died while creating them.
-    Nothing a live process uses is ever removed."""
+    queue nobody uses any more; and segments whose maker died while
+    creating them.  Nothing a live process uses is ever removed."""
     victims = [v for item in scan() if (v := _gc_victim(item)) is not None] + list(_unfinished())
     failed = False
     for victim in victims:

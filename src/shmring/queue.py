@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 from . import _core
-from .segment import Segment, attach, check_create, finish_create, handoff, unique_name, validate_name
+from .segment import Segment, adopt, check_create, finish_create, handoff, reattach, unique_name, validate_name
 
 __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "DEFAULT_CAPACITY", "DEFAULT_SPIN_NS"]
 
@@ -154,17 +154,13 @@ class Queue(_core.Queue):
 
     @classmethod
     def _from_segment(cls, segment: Segment, dumps: Any, loads: Any) -> Self:
-        allow_other_owner = segment._allow_other_owner
-        try:
-            kind = segment.info().kind
-            if kind != "queue":
-                raise ValueError(f"segment {segment.name!r} is a {kind}, not a queue")
-            self = cls.__new__(cls)
-            self._setup(segment, dumps, loads, allow_other_owner)
-            return self
-        except BaseException:
-            segment.close()
-            raise
+        self = cls.__new__(cls)
+
+        def build(seg: Segment) -> None:
+            self._setup(seg, dumps, loads, seg._allow_other_owner)
+
+        adopt(segment, "queue", build)
+        return self
 
     # -- multiprocessing.Queue --------------------------------------------------
     # put, get, put_nowait, get_nowait, qsize, empty, full and close are the
@@ -242,8 +238,7 @@ class Queue(_core.Queue):
         attachment: if no other handle, in any process, is attached, the
         queue and what it holds are removed.  Items already put stay for the
         processes still attached."""
-        _core.Queue.close(self)
-        self._segment._mapping.leave()
+        _core.Queue.close(self)  # (it also leaves, once no call of this handle is running)
 
     def unlink(self) -> None:
         """Remove the queue's name now: no new process can attach by name;
@@ -278,8 +273,7 @@ class Queue(_core.Queue):
 
 
 def _reopen(cls: type[Queue], name: str, dumps: Any, loads: Any, allow_other_owner: bool, fd: Any = None) -> Queue:
-    segment = Segment._wrap(name, attach(name, False, allow_other_owner, fd), False, allow_other_owner)
-    return cls._from_segment(segment, dumps, loads)
+    return cls._from_segment(reattach(name, False, allow_other_owner, fd), dumps, loads)
 
 
 class JoinableQueue(Queue):

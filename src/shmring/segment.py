@@ -21,14 +21,19 @@ import atexit
 import os
 import re
 import secrets
+import threading
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from . import _core
 from ._errors import BufferInUseError, SegmentNotReadyError
 
 __all__ = ["Segment", "SegmentInfo", "Attachment", "KIND_NAMES", "validate_name", "unique_name"]
+
+H = TypeVar("H")
 
 KIND_NAMES = {
     _core.KIND_RAW: "segment",
@@ -208,6 +213,12 @@ class Segment:
         return self._mapping.closed
 
     @property
+    def kind(self) -> str:
+        """What the segment holds: "segment", "channel", "queue", "topic", "sync"..."""
+        kind = self._mapping.header()["kind"]
+        return KIND_NAMES.get(kind, str(kind))
+
+    @property
     def owner(self) -> bool:
         """True in the creating process for the handle that created it."""
         return self._owner_pid == os.getpid()
@@ -267,15 +278,29 @@ class Segment:
     def __reduce__(self) -> tuple[Any, ...]:
         if self._mapping.closed:
             raise ValueError(f"cannot pickle closed segment {self._name!r}")
-        return (_reopen, (self._name, self._mapping.readonly, self._allow_other_owner, handoff(self._mapping)))
+        return (reattach, (self._name, self._mapping.readonly, self._allow_other_owner, handoff(self._mapping)))
 
     def __repr__(self) -> str:
         state = "closed" if self._mapping.closed else f"size={self.size}"
         return f"<shmring.Segment {self._name!r} {state}{' owner' if self.owner else ''}>"
 
 
-def _reopen(name: str, readonly: bool, allow_other_owner: bool, fd: Any = None) -> Segment:
+def reattach(name: str, readonly: bool, allow_other_owner: bool, fd: Any = None) -> Segment:
+    """A pickled handle's new attachment (see :func:`attach`)."""
     return Segment._wrap(name, attach(name, readonly, allow_other_owner, fd), False, allow_other_owner)
+
+
+def adopt(segment: Segment, kind: str, build: Callable[[Segment], H]) -> H:
+    """``build(segment)`` for a segment that must hold a ``kind``; the
+    segment is closed if it does not, or if ``build`` fails."""
+    try:
+        found = segment.kind
+        if found != kind:
+            raise ValueError(f"segment {segment.name!r} is a {found}, not a {kind}")
+        return build(segment)
+    except BaseException:
+        segment.close()
+        raise
 
 
 # -- the plumbing every kind of object shares ---------------------------------------
@@ -297,12 +322,12 @@ def finish_create(mapping: _core.Mapping, persistent: bool) -> _core.Mapping:
     return mapping
 
 
-def attach(name: str, readonly: bool, allow_other_owner: bool, fd: Any = None) -> _core.Mapping:
-    """A new attachment to segment ``name``: through ``fd`` (a
-    ``multiprocessing`` descriptor handed over by the process that started
-    this one, see :func:`handoff`), else by name."""
+def attach(name: str, readonly: bool, allow_other_owner: bool, fd: _Handoff | None = None) -> _core.Mapping:
+    """A new attachment to segment ``name``: through ``fd`` (a descriptor
+    handed over by the process that started this one, see :func:`handoff`),
+    else by name."""
     if fd is not None:
-        return _core.open_fd(fd.detach(), name, readonly, allow_other_owner)
+        return _core.open_fd(fd.take(), name, readonly, allow_other_owner)
     deadline = time.monotonic() + _READY_WAIT_S
     while True:
         try:
@@ -321,7 +346,29 @@ def attach(name: str, readonly: bool, allow_other_owner: bool, fd: Any = None) -
             ) from None
 
 
-def handoff(mapping: _core.Mapping) -> Any:
+class _Handoff:
+    """An attachment's descriptor handed to a child being started.  The
+    child's first handle of that attachment takes it over; another handle
+    of the same attachment in the same arguments (pickled once: the same
+    object) gets a duplicate."""
+
+    def __init__(self, dupfd: Any) -> None:
+        self._dupfd = dupfd
+        self._fd: int | None = None
+
+    def take(self) -> int:
+        if self._fd is None:
+            self._fd = int(self._dupfd.detach())
+            return self._fd
+        return os.dup(self._fd)
+
+
+# The descriptors handed to each child being started, one per attachment:
+# multiprocessing refuses a descriptor listed twice.
+_handoffs: weakref.WeakKeyDictionary[Any, dict[int, _Handoff]] = weakref.WeakKeyDictionary()
+
+
+def handoff(mapping: _core.Mapping) -> _Handoff | None:
     """While ``multiprocessing`` starts a child (spawn, forkserver) and
     pickles its arguments: a descriptor of our attachment for the child, so
     that the segment stays alive until the child has attached, whatever this
@@ -329,9 +376,13 @@ def handoff(mapping: _core.Mapping) -> Any:
     which needs the segment to still exist when it is unpickled."""
     from multiprocessing import context, reduction
 
-    if context.get_spawning_popen() is None or mapping.lease_fd < 0:
+    popen = context.get_spawning_popen()
+    if popen is None or mapping.lease_fd < 0:
         return None
-    return reduction.DupFd(mapping.lease_fd)
+    per_child = _handoffs.setdefault(popen, {})
+    if mapping.lease_fd not in per_child:
+        per_child[mapping.lease_fd] = _Handoff(reduction.DupFd(mapping.lease_fd))
+    return per_child[mapping.lease_fd]
 
 
 # -- process exit: every attachment ends --------------------------------------------
@@ -344,6 +395,17 @@ class _ExitHook:
 _exit_hook = _ExitHook()
 
 
+def _leave_at_mp_exit() -> None:
+    # A multiprocessing child runs its exit finalizers right after its
+    # target returns, before the interpreter would wait for its other
+    # threads: wait for them first, as an ordinary exit does before atexit.
+    me = threading.current_thread()
+    for t in threading.enumerate():
+        if t is not me and not t.daemon:
+            t.join()
+    _core._leave_all()
+
+
 def _install_mp_exit_hook(_: object = None) -> None:
     # multiprocessing's children end with os._exit(), which skips atexit:
     # its own exit finalizers are what they run.  The registry is emptied in
@@ -352,7 +414,7 @@ def _install_mp_exit_hook(_: object = None) -> None:
     # hold attachments of their own).
     from multiprocessing import util
 
-    util.Finalize(None, _core._leave_all, exitpriority=0)
+    util.Finalize(None, _leave_at_mp_exit, exitpriority=0)
 
 
 def _install_exit_hooks() -> None:

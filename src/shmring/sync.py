@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from . import _core
 from ._errors import OwnerDied
-from .segment import Segment, attach, handoff
+from .segment import Segment, adopt, handoff, reattach
 
 __all__ = [
     "AtomicFlag",
@@ -150,15 +150,12 @@ class _Primitive:
 
     @classmethod
     def _from_segment(cls: type[P], segment: Segment) -> P:
-        try:
-            if segment.info().kind != "sync":
-                raise ValueError(f"segment {segment.name!r} is not a named primitive")
-            self = cls(segment, 0)
+        def build(seg: Segment) -> P:
+            self = cls(seg, 0)
             self._owns_segment = True
             return self
-        except BaseException:
-            segment.close()
-            raise
+
+        return adopt(segment, "sync", build)
 
     def close(self) -> None:
         """Drop this handle.  A named primitive's attachment ends (the last
@@ -188,8 +185,7 @@ class _Primitive:
 
 
 def _reopen_named(cls: type[P], name: str, allow_other_owner: bool, fd: Any = None) -> P:
-    mapping = attach(name, False, allow_other_owner, fd)
-    return cls._from_segment(Segment._wrap(name, mapping, False, allow_other_owner))
+    return cls._from_segment(reattach(name, False, allow_other_owner, fd))
 
 
 class _Atomic(_Primitive):

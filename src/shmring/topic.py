@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from . import _core
 from ._errors import Closed, Timeout
-from .segment import Segment, attach, check_create, finish_create, handoff, unique_name, validate_name
+from .segment import Segment, adopt, check_create, finish_create, handoff, reattach, unique_name, validate_name
 
 __all__ = ["Topic", "Publisher", "Subscription", "DEFAULT_TOPIC_CAPACITY"]
 
@@ -102,14 +102,7 @@ class Topic:
 
     @classmethod
     def _from_segment(cls, segment: Segment) -> Topic:
-        try:
-            kind = segment.info().kind
-            if kind != "topic":
-                raise ValueError(f"segment {segment.name!r} is a {kind}, not a topic")
-            return cls._wrap(segment)
-        except BaseException:
-            segment.close()
-            raise
+        return adopt(segment, "topic", cls._wrap)
 
     def publisher(self) -> Publisher:
         """A handle to publish with (any number, in any processes).  It is an
@@ -198,9 +191,7 @@ def _close_end(end: _core.TopicEnd) -> None:
 
 
 def _reopen(name: str, allow_other_owner: bool, fd: Any = None) -> Topic:
-    return Topic._from_segment(
-        Segment._wrap(name, attach(name, False, allow_other_owner, fd), False, allow_other_owner)
-    )
+    return Topic._from_segment(reattach(name, False, allow_other_owner, fd))
 
 
 class Publisher(_core.TopicEnd):
