@@ -535,3 +535,23 @@ def test_a_persistent_segment_whose_name_was_unlinked_goes_with_its_last_user(ne
     other.close()
     q.close()  # unlinked: persistent no longer keeps it; its chunks go with it
     assert leftovers(q.name) == []
+
+
+@pytest.mark.parametrize("leftover", [b"", bytes(8192), bytes(8) + b"\x02" + bytes(8183)],
+                         ids=["empty", "zeroed", "half-written-header"])
+def test_a_chunk_its_maker_left_unfinished_is_replaced(leftover: bytes, new_name: Callable[[], str]) -> None:
+    """A producer killed anywhere between shm_open and publishing a chunk
+    leaves it behind under the next chunk's name: the next put replaces it
+    (it is in the queue's own chunk namespace and was never published),
+    instead of failing for ever with FileExistsError."""
+    name = new_name()
+    q = shmring.Queue(name=name)
+    fd = os.open(SHM / (name + ".q0"), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.write(fd, leftover)
+    finally:
+        os.close(fd)
+    q.put_bytes(b"c" * (2 << 20))  # larger than the ring: needs chunk 0
+    assert q.get_bytes(timeout=WAIT) == b"c" * (2 << 20)
+    q.close()
+    assert leftovers(name) == []

@@ -167,17 +167,17 @@ static int chunk_get(QueueObject *self, uint64_t index, QueueChunk **out)
 
 /* Is segment `path` (a chunk name at or past ovf_tail) a leftover of this
  * queue: a chunk stamped with its id, or one whose maker died before
- * publishing it (nothing else takes a queue's chunk names while it lives)? */
+ * publishing it (empty, or its magic still 0: killed anywhere from shm_open
+ * to the publish; nothing else takes a queue's chunk names while it lives)? */
 static int chunk_is_leftover(QueueObject *self, const char *path)
 {
-    struct stat st;
-    int empty, fd = shm_open(path, O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0)
-        return 0;
-    empty = fstat(fd, &st) == 0 && st.st_size == 0; /* its maker died before sizing it */
-    close(fd);
-    return empty || shmring_segment_unpublished(path) ||
-           shmring_queue_chunk_stamp(path).queue_id == self->config.queue_id;
+    shmring_segment seg;
+    int rc = shmring_segment_open(path, SHMRING_OPEN_READONLY | self->open_flags, &seg);
+    if (rc == SHMRING_OK)
+        shmring_segment_close(&seg);
+    if (rc == SHMRING_ERR_NOT_READY)
+        return 1;
+    return rc == SHMRING_OK && shmring_queue_chunk_stamp(path).queue_id == self->config.queue_id;
 }
 
 /* Make chunk `index` (not yet in the chain: nobody else looks at it). */
