@@ -26,6 +26,19 @@ def python_blocks(doc: Path) -> list[tuple[str, str]]:
     return blocks
 
 
+def run_example(code: str, tmp_path: Path, names: set[str]) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run ``code`` as a script; also returns what it left in /dev/shm: the
+    segments it names, and those named after its process (``name=None``).
+    (Other processes' segments may come and go meanwhile.)"""
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+    out, err = proc.communicate(timeout=50)
+    ours = {p.name for p in SHM.iterdir() if p.name in names or p.name.startswith(f"shmring-{proc.pid}-")}
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), ours
+
+
 BLOCKS = python_blocks(README)
 DOC_BLOCKS = [(f"{doc.name}: {h}", code) for doc in sorted((ROOT / "docs").glob("*.md")) for h, code in python_blocks(doc)]
 
@@ -42,14 +55,9 @@ def test_the_readme_has_its_examples() -> None:
 def test_readme_block_runs_as_printed(heading: str, code: str, tmp_path: Path) -> None:
     names = set(re.findall(r'"([A-Za-z][\w.-]*)"', code)) & {"prices", "state", "frames"}
     assert not any((SHM / n).exists() for n in names), "a segment of the example exists already"
-    script = tmp_path / "example.py"
-    script.write_text(code)
-    before = {p.name for p in SHM.iterdir()}
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=50,
-                            cwd=tmp_path)
+    result, left = run_example(code, tmp_path, names)
     assert result.returncode == 0, f"{heading}:\n{result.stderr}"
     assert "Traceback" not in result.stderr
-    left = {p.name for p in SHM.iterdir()} - before
     assert not left, f"{heading}: left {sorted(left)} in /dev/shm"
     if heading.startswith("Queue"):
         assert result.stdout.strip() == str(2 * sum(range(10_000)))
@@ -64,12 +72,8 @@ def test_the_docs_have_their_examples() -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(("heading", "code"), DOC_BLOCKS, ids=[h for h, _ in DOC_BLOCKS])
 def test_docs_block_runs_as_printed(heading: str, code: str, tmp_path: Path) -> None:
-    script = tmp_path / "example.py"
-    script.write_text(code)
-    before = {p.name for p in SHM.iterdir()}
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=50,
-                            cwd=tmp_path)
+    result, left = run_example(code, tmp_path, set())
     assert result.returncode == 0, f"{heading}:\n{result.stderr}"
-    assert not ({p.name for p in SHM.iterdir()} - before), f"{heading}: left segments in /dev/shm"
+    assert not left, f"{heading}: left {sorted(left)} in /dev/shm"
     if heading.startswith("SYNC.md"):
         assert result.stdout.strip() == "2"
