@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from . import _core
 from ._errors import Closed
-from .segment import Segment, adopt, check_create, finish_create, handoff, reattach, unique_name, validate_name
+from .segment import NamedObject, Segment, adopt, check_create, finish_create, handoff, reattach, unique_name, validate_name
 
 __all__ = ["Channel", "WAIT_STRATEGIES"]
 
@@ -55,7 +55,7 @@ def _spin(spin_ns: int | None) -> int:
     return spin_ns
 
 
-class Channel(_core.Channel):
+class Channel(NamedObject, _core.Channel):
     """One-way message channel between two processes.
 
     Create it in one process with :meth:`create`, attach in another with
@@ -174,10 +174,6 @@ class Channel(_core.Channel):
     # -- properties ---------------------------------------------------------
 
     @property
-    def name(self) -> str:
-        return self._segment.name
-
-    @property
     def segment(self) -> Segment:
         """The underlying segment."""
         return self._segment
@@ -186,10 +182,6 @@ class Channel(_core.Channel):
     def wait(self) -> str:
         """The wait strategy this handle uses."""
         return _WAIT_NAMES[self.wait_code]
-
-    @property
-    def owner(self) -> bool:
-        return self._segment.owner
 
     # -- lifetime -----------------------------------------------------------
 
@@ -212,25 +204,6 @@ class Channel(_core.Channel):
         it again once they are released)."""
         _core.Channel.close(self)
         self._segment.close()
-
-    def unlink(self) -> None:
-        """Remove the channel's name now (processes attached keep using it)."""
-        self._segment.unlink()
-
-    @property
-    def persistent(self) -> bool:
-        """True: the last process to leave does not remove the channel."""
-        return self._segment.persistent
-
-    @persistent.setter
-    def persistent(self, value: bool) -> None:
-        self._segment.persistent = value
-
-    def __enter__(self) -> Channel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __iter__(self) -> Iterator[bytes]:
         """Messages until the writer closes the channel."""

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 from . import _core
-from .segment import Segment, adopt, check_create, finish_create, handoff, reattach, unique_name, validate_name
+from .segment import NamedObject, Segment, adopt, check_create, finish_create, handoff, reattach, unique_name, validate_name
 
 __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "DEFAULT_CAPACITY", "DEFAULT_SPIN_NS"]
 
@@ -34,7 +34,7 @@ DEFAULT_SPIN_NS = 20_000
 _MAX_BYTES = 2**32  # record lengths are 32-bit
 _MAX_ITEMS = 2**63 - 1  # as multiprocessing: a larger maxsize overflows its semaphore
 
-class Queue(_core.Queue):
+class Queue(NamedObject, _core.Queue):
     """A process-shared FIFO queue with the API of :class:`multiprocessing.Queue`.
 
     ``Queue(maxsize=0)`` holds at most ``maxsize`` items (``0`` or less: no
@@ -214,24 +214,6 @@ class Queue(_core.Queue):
 
     # -- shmring --------------------------------------------------------------------
 
-    @property
-    def name(self) -> str:
-        return self._segment.name
-
-    @property
-    def owner(self) -> bool:
-        """True in the creating process."""
-        return self._segment.owner
-
-    @property
-    def persistent(self) -> bool:
-        """True: the last process to leave does not remove the queue."""
-        return self._segment.persistent
-
-    @persistent.setter
-    def persistent(self, value: bool) -> None:
-        self._segment.persistent = value
-
     def close(self) -> None:
         """As :meth:`multiprocessing.Queue.close`: this handle puts and gets
         no more (they raise ``ValueError``).  It also ends the handle's
@@ -239,19 +221,6 @@ class Queue(_core.Queue):
         queue and what it holds are removed.  Items already put stay for the
         processes still attached."""
         _core.Queue.close(self)  # (it also leaves, once no call of this handle is running)
-
-    def unlink(self) -> None:
-        """Remove the queue's name now: no new process can attach by name;
-        processes attached keep working, and the last of them to leave
-        removes the overflow chunks."""
-        _core.unlink(self.name)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        """Close (see :meth:`close`)."""
-        self.close()
 
     def __reduce__(self) -> tuple[Any, ...]:
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}

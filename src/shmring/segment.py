@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from . import _core
 from ._errors import BufferInUseError, SegmentNotReadyError
 
-__all__ = ["Segment", "SegmentInfo", "Attachment", "KIND_NAMES", "validate_name", "unique_name"]
+__all__ = ["Segment", "SegmentInfo", "Attachment", "KIND_NAMES", "NamedObject", "validate_name", "unique_name"]
 
 H = TypeVar("H")
 
@@ -283,6 +283,53 @@ class Segment:
     def __repr__(self) -> str:
         state = "closed" if self._mapping.closed else f"size={self.size}"
         return f"<shmring.Segment {self._name!r} {state}{' owner' if self.owner else ''}>"
+
+
+class SegmentProperties:
+    """What every handle over a segment shows of it: its name and whether it
+    is persistent."""
+
+    _segment: Segment
+
+    @property
+    def name(self) -> str:
+        """The object's name (its segment's), without the leading '/'."""
+        return self._segment.name
+
+    @property
+    def persistent(self) -> bool:
+        """True: the last process to leave does not remove the object.
+        Settable (by any attached process with write access)."""
+        return self._segment.persistent
+
+    @persistent.setter
+    def persistent(self, value: bool) -> None:
+        self._segment.persistent = value
+
+
+class NamedObject(SegmentProperties):
+    """The lifetime plumbing a channel, a queue and a topic share: who made
+    it, removing its name, and ``with`` as a way to close the handle."""
+
+    @property
+    def owner(self) -> bool:
+        """True for the handle that created the object, in its process."""
+        return self._segment.owner
+
+    def unlink(self) -> None:
+        """Remove the object's name now: no new process can attach by name;
+        processes attached keep using it, and the last of them to leave
+        removes what is left (a queue's overflow chunks)."""
+        self._segment.unlink()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: H) -> H:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def reattach(name: str, readonly: bool, allow_other_owner: bool, fd: Any = None) -> Segment:

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from . import _core
 from ._errors import OwnerDied
-from .segment import Segment, adopt, handoff, reattach
+from .segment import Segment, SegmentProperties, adopt, handoff, reattach
 
 __all__ = [
     "AtomicFlag",
@@ -70,7 +70,7 @@ def fence() -> None:
     _core.fence()
 
 
-class _Primitive:
+class _Primitive(SegmentProperties):
     """Something of SIZE bytes at an offset of a segment's payload."""
 
     SIZE: ClassVar[int]
@@ -97,21 +97,6 @@ class _Primitive:
     @property
     def segment(self) -> Segment:
         return self._segment
-
-    @property
-    def name(self) -> str:
-        """The name of the segment the primitive lives in (its own, for a
-        named primitive)."""
-        return self._segment.name
-
-    @property
-    def persistent(self) -> bool:
-        """True: the last process to leave does not remove the segment."""
-        return self._segment.persistent
-
-    @persistent.setter
-    def persistent(self, value: bool) -> None:
-        self._segment.persistent = value
 
     @property
     def offset(self) -> int:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from . import _core
 from ._errors import Closed, Timeout
-from .segment import Segment, adopt, check_create, finish_create, handoff, reattach, unique_name, validate_name
+from .segment import NamedObject, Segment, adopt, check_create, finish_create, handoff, reattach, unique_name, validate_name
 
 __all__ = ["Topic", "Publisher", "Subscription", "DEFAULT_TOPIC_CAPACITY"]
 
@@ -40,7 +40,7 @@ _POLICIES = {"block": _core.TOPIC_BLOCK, "overwrite": _core.TOPIC_OVERWRITE}
 _DEFAULT_SPIN_NS = 20_000
 
 
-class Topic:
+class Topic(NamedObject):
     """A named broadcast topic.  Make one with :meth:`create`, attach with
     :meth:`open` or by passing it to a child process (it pickles by name);
     then :meth:`publisher` and :meth:`subscribe`.
@@ -127,10 +127,6 @@ class Topic:
         return self._observer._latest_any()
 
     @property
-    def name(self) -> str:
-        return self._segment.name
-
-    @property
     def capacity(self) -> int:
         return self._observer.capacity
 
@@ -138,38 +134,15 @@ class Topic:
     def policy(self) -> str:
         return self._observer.policy
 
-    @property
-    def owner(self) -> bool:
-        return self._segment.owner
-
     def stats(self) -> dict[str, Any]:
         """Messages published, live subscribers, ring counters."""
         return self._observer.stats()
-
-    @property
-    def persistent(self) -> bool:
-        """True: the last process to leave does not remove the topic."""
-        return self._segment.persistent
-
-    @persistent.setter
-    def persistent(self, value: bool) -> None:
-        self._segment.persistent = value
-
-    def unlink(self) -> None:
-        """Remove the topic's name now (attached processes keep using it)."""
-        self._segment.unlink()
 
     def close(self) -> None:
         """End this handle's attachment (publishers and subscriptions made
         from it are attachments of their own and stay open)."""
         self._observer.close()
         self._segment._mapping.leave()
-
-    def __enter__(self) -> Topic:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self._segment.closed:
