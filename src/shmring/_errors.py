@@ -59,7 +59,7 @@ class BufferInUseError(Error, BufferError):
     """A mapping cannot be closed while memoryviews exported from it live."""
 
 
-# Codes of enum shmring_error in include/shmring.h.
+# Codes of enum shmring_result in include/shmring/base.h.
 ERROR_BY_CODE: dict[int, type[SegmentError]] = {
     2: ForeignSegmentError,
     3: SegmentNotReadyError,
