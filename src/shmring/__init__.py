@@ -1,8 +1,8 @@
 """shmring: lock-free shared-memory IPC between processes on one machine.
 
 The shared-memory layout and every lock-free operation live in the C header
-``include/shmring.h`` (see :func:`get_include`); this package is a thin,
-idiomatic Python layer over it.
+``include/shmring.h`` (one header per part in ``include/shmring/``; see
+:func:`get_include`); this package is a thin, idiomatic Python layer over it.
 """
 
 from __future__ import annotations
