@@ -27,7 +27,8 @@ extern "C" {
 /* Segment header: the first page of every shmring segment                   */
 /* ------------------------------------------------------------------------ */
 
-/* Layout version of everything in this header.  Bump on any layout change.
+/* Layout version of everything in the shmring headers (the segment header
+ * and every kind's payload).  Bump on any layout change.
  * Version 2 added the attachment roster, the removal state and the
  * persistent mark, and moved the payload to the first page boundary. */
 #define SHMRING_LAYOUT_VERSION 2u
@@ -174,7 +175,6 @@ static inline uint64_t shmring_header_checksum(const shmring_segment_header *h)
  * The roster after the header fields lists who is attached, for tools; it
  * is best effort (a full roster only counts the extra attachments).
  */
-
 
 /* A process's attachment to (or look at) one mapped segment. */
 typedef struct shmring_segment {
