@@ -1,8 +1,10 @@
 """Builds the C extension shmring._core; everything else is in pyproject.toml.
 
-setuptools (rather than meson-python) because the native part is one C file
-and one header: setuptools needs no extra build tool, and `pip install -e .`
-rebuilds the extension in place.
+setuptools (rather than meson-python) because the native part is one
+extension module (src/shmring/_core.c, which includes _queue.c and _topic.c)
+over the header-only protocol in include/ (include/shmring.h and the headers
+of include/shmring/): setuptools needs no extra build tool, and
+`pip install -e .` rebuilds the extension in place.
 """
 
 import os
@@ -20,15 +22,22 @@ SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "
 sanitize = os.environ.get("SHMRING_SANITIZE") == "1"
 
 
+# The C headers: include/shmring.h, the umbrella, and the headers it includes.
+HEADERS = ["include/shmring.h", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "include" / "shmring").glob("*.h"))]
+
+
 class build_py_with_header(build_py):
-    """Ship include/shmring.h inside the package, for shmring.get_include()."""
+    """Ship the headers inside the package (include/shmring.h and
+    include/shmring/), for shmring.get_include()."""
 
     def run(self) -> None:
         super().run()
         if not self.editable_mode:
             target = Path(self.build_lib) / "shmring" / "include"
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / "include" / "shmring.h", target / "shmring.h")
+            for header in HEADERS:
+                dest = target / Path(header).relative_to("include")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / header, dest)
 
 
 setup(
@@ -38,7 +47,7 @@ setup(
             "shmring._core",
             sources=["src/shmring/_core.c"],
             include_dirs=["include"],
-            depends=["include/shmring.h", "src/shmring/_queue.c", "src/shmring/_topic.c"],
+            depends=[*HEADERS, "src/shmring/_queue.c", "src/shmring/_topic.c"],
             extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
             + (SANITIZE if sanitize else []),
             extra_link_args=SANITIZE if sanitize else [],

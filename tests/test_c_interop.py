@@ -31,9 +31,9 @@ import shmring
 SHM_DIR = Path("/dev/shm")
 C_DIR = Path(__file__).resolve().parent / "c"
 INCLUDE = shmring.get_include()
-HEADER = Path(INCLUDE) / "shmring.h"
+HEADERS = sorted(Path(INCLUDE).rglob("*.h"))  # shmring.h, the umbrella, and shmring/*.h
 
-# enum shmring_error of include/shmring.h.
+# enum shmring_result of include/shmring/base.h.
 ERR_SYS = 1
 ERR_FOREIGN = 2
 ERR_NOT_READY = 3
@@ -385,7 +385,7 @@ def test_header_layout_constants_match_python() -> None:
     """The numbers the extension exports come from the same header."""
     from shmring import _core
 
-    text = HEADER.read_text()
+    text = "".join(p.read_text() for p in HEADERS)
     assert _core.HEADER_SIZE == HEADER_SIZE
     assert "#define SHMRING_HEADER_SIZE 4096u" in text
     assert _core.LAYOUT_VERSION == 2

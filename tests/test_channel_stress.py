@@ -700,7 +700,7 @@ def raw() -> Iterator[Callable[[str], Hostile]]:
 
 
 def test_layout_offsets_match_header() -> None:
-    text = (Path(shmring.get_include()) / "shmring.h").read_text()
+    text = "".join(p.read_text() for p in sorted(Path(shmring.get_include()).rglob("*.h")))  # shmring.h and shmring/*.h
     asserted = {
         m.group(1): int(m.group(2))
         for m in re.finditer(r"offsetof\(shmring_channel_ctrl,\s*(\w+)\)\s*==\s*(\d+)", text)

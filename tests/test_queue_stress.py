@@ -79,7 +79,7 @@ def set_u64(buf: Any, off: int, value: int) -> None:
 
 
 def test_layout_offsets_match_header() -> None:
-    header = (Path(__file__).resolve().parent.parent / "include" / "shmring.h").read_text()
+    header = "".join(p.read_text() for p in sorted((Path(__file__).resolve().parent.parent / "include").rglob("*.h")))
     asserted = dict(re.findall(r"offsetof\(shmring_queue_ctrl, (\w+)\) == (\d+)", header))
     offsets = {k: int(v) for k, v in asserted.items()}
     assert {k: offsets[k] for k in ("maxsize", "flags", "lock", "head", "count", "ovf_head")} == {

@@ -173,7 +173,7 @@ def named(new_name: Callable[[], str]) -> Iterator[Callable[..., Any]]:
 
 def test_layout_offsets_match_header() -> None:
     """The white-box offsets used here, and the Python sizes, are the header's."""
-    text = (Path(INCLUDE) / "shmring.h").read_text()
+    text = "".join(p.read_text() for p in sorted(Path(INCLUDE).rglob("*.h")))  # shmring.h and shmring/*.h
     sizes = {m.group(1): int(m.group(2)) for m in re.finditer(r"sizeof\(shmring_(\w+)\) == (\d+)", text)}
     assert sizes["sem"] == Semaphore.SIZE
     assert sizes["spinlock"] == SpinLock.SIZE

@@ -189,7 +189,7 @@ def test_create_properties_and_layout(topic: Callable[..., Topic]) -> None:
 
 
 def test_layout_matches_header() -> None:
-    text = (Path(shmring.get_include()) / "shmring.h").read_text()
+    text = "".join(p.read_text() for p in sorted(Path(shmring.get_include()).rglob("*.h")))  # shmring.h and shmring/*.h
     asserted = {
         m.group(1): int(m.group(2))
         for m in re.finditer(r"offsetof\(shmring_topic_ctrl,\s*(\w+)\)\s*==\s*(\d+)", text)
@@ -198,7 +198,7 @@ def test_layout_matches_header() -> None:
         assert asserted[field] == CTRL[field], f"{field}: header says {asserted[field]}, tests use {CTRL[field]}"
     assert re.search(r"#define SHMRING_TOPIC_CTRL_SIZE %du" % SUBS, text)
     assert "sizeof(shmring_topic_sub) == %d" % SUB_ENTRY in text
-    assert "sizeof(shmring_trecord) == %d" % HDR in text
+    assert "sizeof(shmring_topic_record) == %d" % HDR in text
     for tag, value in (("PAD", TAG_PAD), ("OBJECT", TAG_OBJECT), ("BYTES", TAG_BYTES)):
         assert re.search(r"#define SHMRING_REC_%s 0x%Xu" % (tag, value), text), tag
 

@@ -1,8 +1,8 @@
 """shmring: lock-free shared-memory IPC between processes on one machine.
 
 The shared-memory layout and every lock-free operation live in the C header
-``include/shmring.h`` (see :func:`get_include`); this package is a thin,
-idiomatic Python layer over it.
+``include/shmring.h`` (one header per part in ``include/shmring/``; see
+:func:`get_include`); this package is a thin, idiomatic Python layer over it.
 """
 
 from __future__ import annotations
@@ -75,10 +75,11 @@ __all__ = [
 
 
 def get_include() -> str:
-    """The folder holding ``shmring.h``, for compiling C or C++ peers
+    """The folder holding ``shmring.h`` (and the headers it includes, in
+    ``shmring/``), for compiling C or C++ peers
     (``cc -I$(python -c 'import shmring; print(shmring.get_include())')``)."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "include", here.parent.parent / "include"):
-        if (candidate / "shmring.h").is_file():
+        if (candidate / "shmring.h").is_file() and (candidate / "shmring" / "base.h").is_file():
             return str(candidate)
     raise FileNotFoundError("shmring.h is not installed beside the shmring package")

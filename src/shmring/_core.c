@@ -15,9 +15,9 @@
 
 #include <pthread.h>
 
-/* Longest time the GIL is given away in one blocking slice: bounds the delay
- * before a pending signal (Ctrl-C) is noticed. */
-#define WAIT_SLICE_NS (50 * 1000 * 1000ull)
+/* A blocking call gives the GIL away for one slice of the wait at most
+ * (SHMRING_WAIT_SLICE_NS, shmring/wait.h): that bounds the delay before a
+ * pending signal (Ctrl-C) is noticed. */
 
 static PyObject *error_by_code; /* shmring._errors.ERROR_BY_CODE */
 static PyObject *buffer_in_use_error;
@@ -772,7 +772,7 @@ static void gate_loan_gone(Gate *g, LoanObject *loan)
  * signal handlers.  0: look again; -1: a handler raised. */
 static int gate_sleep(Gate *g, uint64_t deadline)
 {
-    uint64_t until = shmring_now_ns() + WAIT_SLICE_NS;
+    uint64_t until = shmring_now_ns() + SHMRING_WAIT_SLICE_NS;
     /* relaxed: see gate_wake. */
     uint32_t seq = __atomic_load_n(&g->seq, __ATOMIC_RELAXED);
     if (deadline && deadline < until)
@@ -1374,7 +1374,7 @@ static int channel_wait_for_end(ChannelObject *self, int role, uint64_t deadline
     shmring_channel_ctrl *c = self->ch.ctrl;
     uint64_t *slot = role == ROLE_PRODUCER ? &c->producer : &c->consumer;
     uint64_t *handle = role == ROLE_PRODUCER ? &c->producer_handle : &c->consumer_handle;
-    uint64_t slice = shmring_now_ns() + WAIT_SLICE_NS;
+    uint64_t slice = shmring_now_ns() + SHMRING_WAIT_SLICE_NS;
     uint32_t seq = shmring_channel_claim_wait_prepare(c);
     int rc = shmring_channel_claim(slot, handle, self->token, self->handle_id);
     if (rc == SHMRING_OK) {
@@ -1578,7 +1578,7 @@ static int peer_check_sometimes(ChannelObject *self, int writer, uint64_t need)
     uint64_t now = shmring_now_ns();
     if (now < self->next_peer_check_ns)
         return 0;
-    self->next_peer_check_ns = now + WAIT_SLICE_NS;
+    self->next_peer_check_ns = now + SHMRING_WAIT_SLICE_NS;
     return peer_check(self, writer, need);
 }
 
@@ -1605,7 +1605,7 @@ static int channel_wait(ChannelObject *self, int writer, uint64_t need, uint64_t
             uint64_t n;
             if (shmring_channel_peek(ch, &p, &n) == SHMRING_ERR_CORRUPT)
                 goto corrupt;
-            shmring_channel_release_publish(ch);
+            shmring_channel_publish_head(ch);
         }
     }
     if (no_wait) {
@@ -1645,7 +1645,7 @@ static int channel_wait(ChannelObject *self, int writer, uint64_t need, uint64_t
                          writer ? "room to send" : "a message");
             return -1;
         }
-        slice_end = now + WAIT_SLICE_NS;
+        slice_end = now + SHMRING_WAIT_SLICE_NS;
         if (deadline && deadline < slice_end)
             slice_end = deadline;
         Py_BEGIN_ALLOW_THREADS
@@ -1965,7 +1965,7 @@ static int channel_next(ChannelObject *self, const unsigned char **out, uint64_t
             raise_corrupt(self, "record header or tail counter");
             return -1;
         }
-        shmring_channel_release_publish(&self->ch); /* padding skipped on the way */
+        shmring_channel_publish_head(&self->ch); /* padding skipped on the way */
         if (shmring_channel_writer_closed(&self->ch)) {
             /* Re-check: the writer may have published right before closing. */
             rc = shmring_channel_peek(&self->ch, out, len);
@@ -2006,8 +2006,8 @@ static PyObject *channel_recv_impl(int *held, ChannelObject *self, PyObject *con
     if (result == NULL)
         return NULL;
     copy_maybe_without_gil(PyBytes_AS_STRING(result), src, (size_t)len);
-    shmring_channel_release(&self->ch);
-    shmring_channel_release_publish(&self->ch);
+    shmring_channel_consume(&self->ch);
+    shmring_channel_publish_head(&self->ch);
     return result;
 }
 
@@ -2024,7 +2024,7 @@ static PyObject *channel_try_recv_impl(int *held, ChannelObject *self, PyObject 
     }
     rc = shmring_channel_peek(&self->ch, &src, &len);
     if (rc == SHMRING_AGAIN) {
-        shmring_channel_release_publish(&self->ch); /* the producer may be waiting for room */
+        shmring_channel_publish_head(&self->ch); /* the producer may be waiting for room */
         if (shmring_channel_writer_closed(&self->ch)) {
             rc = shmring_channel_peek(&self->ch, &src, &len);
             if (rc == SHMRING_AGAIN)
@@ -2050,8 +2050,8 @@ static PyObject *channel_try_recv_impl(int *held, ChannelObject *self, PyObject 
     result = PyBytes_FromStringAndSize((const char *)src, (Py_ssize_t)len);
     if (result == NULL)
         return NULL;
-    shmring_channel_release(&self->ch);
-    shmring_channel_release_publish(&self->ch);
+    shmring_channel_consume(&self->ch);
+    shmring_channel_publish_head(&self->ch);
     return result;
 }
 
@@ -2089,8 +2089,8 @@ static PyObject *channel_recv_into_impl(int *held, ChannelObject *self, PyObject
     }
     copy_maybe_without_gil(dst.buf, src, (size_t)len);
     PyBuffer_Release(&dst);
-    shmring_channel_release(&self->ch);
-    shmring_channel_release_publish(&self->ch);
+    shmring_channel_consume(&self->ch);
+    shmring_channel_publish_head(&self->ch);
     return PyLong_FromUnsignedLongLong(len);
 }
 
@@ -2123,11 +2123,11 @@ static PyObject *channel_recv_many_impl(int *held, ChannelObject *self, PyObject
         if (b == NULL || PyList_Append(list, b) < 0) {
             Py_XDECREF(b);
             Py_DECREF(list);
-            shmring_channel_release_publish(&self->ch);
+            shmring_channel_publish_head(&self->ch);
             return NULL;
         }
         Py_DECREF(b);
-        shmring_channel_release(&self->ch);
+        shmring_channel_consume(&self->ch);
         if (PyList_GET_SIZE(list) >= max_messages)
             break;
         rc = shmring_channel_peek(&self->ch, &src, &len);
@@ -2135,12 +2135,12 @@ static PyObject *channel_recv_many_impl(int *held, ChannelObject *self, PyObject
             break;
         if (rc != SHMRING_OK) {
             Py_DECREF(list);
-            shmring_channel_release_publish(&self->ch);
+            shmring_channel_publish_head(&self->ch);
             raise_corrupt(self, "record header or tail counter");
             return NULL;
         }
     }
-    shmring_channel_release_publish(&self->ch);
+    shmring_channel_publish_head(&self->ch);
     return list;
 }
 
@@ -2155,8 +2155,8 @@ static int channel_loan_finish(LoanObject *l, int how)
     if (l->state == LOAN_DONE || how != LOAN_COMPLETE)
         return 0;
     if (l->readonly) {
-        shmring_channel_release(&self->ch);
-        shmring_channel_release_publish(&self->ch);
+        shmring_channel_consume(&self->ch);
+        shmring_channel_publish_head(&self->ch);
     } else {
         shmring_channel_commit(&self->ch, (uint64_t)l->commit_len);
         shmring_channel_publish(&self->ch);
@@ -2311,13 +2311,13 @@ static void channel_release_roles(ChannelObject *self, int end_stream)
     if (self->roles & ROLE_PRODUCER) {
         shmring_channel_publish(&self->ch);
         if (end_stream)
-            shmring_channel_close_end(&self->ch, 1);
+            shmring_channel_mark_closed(&self->ch, 1);
         shmring_channel_unclaim(c, 1, self->token, self->handle_id);
     }
     if (self->roles & ROLE_CONSUMER) {
-        shmring_channel_release_publish(&self->ch);
+        shmring_channel_publish_head(&self->ch);
         if (end_stream)
-            shmring_channel_close_end(&self->ch, 0);
+            shmring_channel_mark_closed(&self->ch, 0);
         shmring_channel_unclaim(c, 0, self->token, self->handle_id);
     }
     self->roles = 0;
@@ -2337,7 +2337,7 @@ static void channel_give_back(ChannelObject *self)
         if (self->roles & ROLE_PRODUCER)
             shmring_channel_publish(&self->ch);
         if (self->roles & ROLE_CONSUMER)
-            shmring_channel_release_publish(&self->ch);
+            shmring_channel_publish_head(&self->ch);
         return;
     }
     channel_release_roles(self, 0);
@@ -2694,6 +2694,22 @@ bad:
     default: { const int mo = __ATOMIC_SEQ_CST; EXPR; } break; \
     }
 
+/* Loads and stores take three of the orders only (order_ok refused the
+ * others): a switch of its own each, so that no branch spells an order the
+ * operation cannot take (GCC warns about those, reachable or not). */
+#define LOAD_ORDERED(order, DST, PTR)                                  \
+    switch (order) {                                                   \
+    case 0: DST = shmring_load_relaxed(PTR); break;                    \
+    case 1: DST = shmring_load_acquire(PTR); break;                    \
+    default: DST = shmring_load_seq_cst(PTR); break;                   \
+    }
+#define STORE_ORDERED(order, PTR, V)                                   \
+    switch (order) {                                                   \
+    case 0: shmring_store_relaxed(PTR, V); break;                      \
+    case 2: shmring_store_release(PTR, V); break;                      \
+    default: shmring_store_seq_cst(PTR, V); break;                     \
+    }
+
 static PyObject *from_value(SyncCellObject *self, uint64_t v)
 {
     if (self->size == 4)
@@ -2721,9 +2737,9 @@ static PyObject *cell_load(SyncCellObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "|i:load", &order) || order_ok(order, 1, 0) < 0 || cell_ok(self) < 0)
         return NULL;
     if (self->size == 4) {
-        ORDER_SWITCH(order, v = __atomic_load_n((uint32_t *)self->ptr, mo))
+        LOAD_ORDERED(order, v, (uint32_t *)self->ptr)
     } else {
-        ORDER_SWITCH(order, v = __atomic_load_n((uint64_t *)self->ptr, mo))
+        LOAD_ORDERED(order, v, (uint64_t *)self->ptr)
     }
     return from_value(self, v);
 }
@@ -2739,9 +2755,9 @@ static PyObject *cell_store(SyncCellObject *self, PyObject *args)
         order_ok(order, 0, 1) < 0 || cell_ok(self) < 0)
         return NULL;
     if (self->size == 4) {
-        ORDER_SWITCH(order, __atomic_store_n((uint32_t *)self->ptr, (uint32_t)v, mo))
+        STORE_ORDERED(order, (uint32_t *)self->ptr, (uint32_t)v)
     } else {
-        ORDER_SWITCH(order, __atomic_store_n((uint64_t *)self->ptr, v, mo))
+        STORE_ORDERED(order, (uint64_t *)self->ptr, v)
     }
     Py_RETURN_NONE;
 }
@@ -2861,7 +2877,7 @@ static int cell_block_pinned(SyncCellObject *self, void *arg, ready_fn ready, sl
 {
     int r;
     for (;;) {
-        uint64_t now = shmring_now_ns(), slice = now + WAIT_SLICE_NS;
+        uint64_t now = shmring_now_ns(), slice = now + SHMRING_WAIT_SLICE_NS;
         int rc;
         if (deadline && now >= deadline)
             return ready(self, arg);
@@ -3083,7 +3099,7 @@ static PyObject *cell_spin_acquire(SyncCellObject *self, PyObject *args, PyObjec
         while (rc == SHMRING_AGAIN && !no_wait) {
             /* Spin without the GIL (its holder may be a thread of ours that
              * needs it to get to release()), in slices between signal checks. */
-            uint64_t slice = shmring_now_ns() + WAIT_SLICE_NS;
+            uint64_t slice = shmring_now_ns() + SHMRING_WAIT_SLICE_NS;
             if (deadline && deadline < slice)
                 slice = deadline;
             Py_BEGIN_ALLOW_THREADS
@@ -3337,7 +3353,7 @@ static PyObject *cell_cond_sleep(SyncCellObject *self, PyObject *args)
             result = Py_False;
             break;
         }
-        slice = now + WAIT_SLICE_NS;
+        slice = now + SHMRING_WAIT_SLICE_NS;
         if (deadline && deadline < slice)
             slice = deadline;
         Py_BEGIN_ALLOW_THREADS

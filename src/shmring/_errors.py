@@ -6,7 +6,7 @@ situation (``ValueError`` for bad data, ``PermissionError`` for a foreign
 owner, ``BufferError`` for a mapping still in use, ...).
 
 The C extension raises these by code: ``ERROR_BY_CODE`` maps the
-``SHMRING_ERR_*`` codes of ``include/shmring.h`` to classes.
+``SHMRING_ERR_*`` codes of ``include/shmring/base.h`` to classes.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class BufferInUseError(Error, BufferError):
     """A mapping cannot be closed while memoryviews exported from it live."""
 
 
-# Codes of enum shmring_error in include/shmring.h.
+# Codes of enum shmring_result in include/shmring/base.h.
 ERROR_BY_CODE: dict[int, type[SegmentError]] = {
     2: ForeignSegmentError,
     3: SegmentNotReadyError,

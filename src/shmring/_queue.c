@@ -235,11 +235,11 @@ static void chunk_retire(QueueObject *self, uint64_t index)
     chunk_unlink(self, index);
 }
 
-static int chunk_ring(QueueChunk *k, shmring_qring *r)
+static int chunk_ring(QueueChunk *k, shmring_queue_ring *r)
 {
     shmring_queue_chunk *h = (shmring_queue_chunk *)shmring_segment_payload(&k->seg);
-    return shmring_qring_load(r, &h->head, &h->tail, (unsigned char *)h + SHMRING_QUEUE_CHUNK_HEADER_SIZE,
-                              k->capacity);
+    return shmring_queue_ring_load(r, &h->head, &h->tail, (unsigned char *)h + SHMRING_QUEUE_CHUNK_HEADER_SIZE,
+                                   k->capacity);
 }
 
 /* -- the lock ---------------------------------------------------------------- */
@@ -253,7 +253,7 @@ static int lock_robust(shmring_mutex *m, uint64_t token, uint64_t deadline, int 
 {
     int rc = shmring_mutex_try_acquire(m, token, 0);
     while (rc == SHMRING_AGAIN || rc == SHMRING_ERR_SYS || rc == SHMRING_TIMEOUT) {
-        uint64_t slice = shmring_now_ns() + WAIT_SLICE_NS;
+        uint64_t slice = shmring_now_ns() + SHMRING_WAIT_SLICE_NS;
         if (deadline && deadline < slice)
             slice = deadline;
         Py_BEGIN_ALLOW_THREADS
@@ -500,7 +500,7 @@ static int queue_put_locked(QueueObject *self, PutBatch *b)
     shmring_queue_ctrl *c = self->ctrl;
     int bounded = (self->config.flags & SHMRING_QUEUE_BOUNDED) != 0;
     uint64_t h, t, new_tail, first_new;
-    shmring_qring r;
+    shmring_queue_ring r;
     QueueChunk *k = NULL;
     Py_ssize_t i;
     int rc, must_wait = 0;
@@ -534,23 +534,23 @@ static int queue_put_locked(QueueObject *self, PutBatch *b)
         return QUEUE_ERROR;
     }
     {
-        shmring_qring first = r; /* committed at the end, after the new chunks */
-        shmring_qring *cur = &first;
-        shmring_qring fresh;
+        shmring_queue_ring first = r; /* committed at the end, after the new chunks */
+        shmring_queue_ring *cur = &first;
+        shmring_queue_ring fresh;
         if (b->n > 1 && first.head == first.tail) {
-            /* An empty ring takes any batch that fits it (shmring_qring_reserve
+            /* An empty ring takes any batch that fits it (shmring_queue_ring_reserve
              * restarts it for one record): records go one after the other, so
              * restart it for the whole batch if it would reach the end. */
             uint64_t records = 0;
             for (i = 0; i < b->n; i++)
                 records += shmring_queue_record_size((uint64_t)b->bufs[i].len);
             if (records > first.capacity - first.tail % first.capacity)
-                shmring_qring_restart(&first);
+                shmring_queue_ring_restart(&first);
         }
         for (i = 0; i < b->n; i++) {
             unsigned char *dst;
             uint64_t len = (uint64_t)b->bufs[i].len;
-            rc = shmring_qring_reserve(cur, b->tag, len, &dst);
+            rc = shmring_queue_ring_reserve(cur, b->tag, len, &dst);
             if (rc != SHMRING_OK) {
                 uint64_t need = shmring_queue_record_size(len), cap;
                 if (rc != SHMRING_TOO_BIG && rc != SHMRING_AGAIN)
@@ -575,7 +575,7 @@ static int queue_put_locked(QueueObject *self, PutBatch *b)
                 if (!bounded && cap < QUEUE_MIN_CHUNK)
                     cap = QUEUE_MIN_CHUNK;
                 if (cur != &first)
-                    shmring_qring_commit(cur); /* a new chunk: invisible until ovf_tail moves */
+                    shmring_queue_ring_commit(cur); /* a new chunk: invisible until ovf_tail moves */
                 rc = chunk_create(self, new_tail, cap, &k);
                 if (rc != SHMRING_OK) {
                     raise_code(rc, queue_name(self));
@@ -587,7 +587,7 @@ static int queue_put_locked(QueueObject *self, PutBatch *b)
                     goto undo;
                 }
                 cur = &fresh;
-                rc = shmring_qring_reserve(cur, b->tag, len, &dst);
+                rc = shmring_queue_ring_reserve(cur, b->tag, len, &dst);
                 if (rc != SHMRING_OK) {
                     queue_corrupt(self, "new chunk too small");
                     goto undo;
@@ -599,8 +599,8 @@ static int queue_put_locked(QueueObject *self, PutBatch *b)
                 memcpy(dst, b->bufs[i].buf, (size_t)b->bufs[i].len);
         }
         if (cur != &first)
-            shmring_qring_commit(cur);
-        shmring_qring_commit(&first);
+            shmring_queue_ring_commit(cur);
+        shmring_queue_ring_commit(&first);
         if (new_tail != t)
             /* relaxed: under the lock [Q1]; the chunks are complete. */
             __atomic_store_n(&c->ovf_tail, new_tail, __ATOMIC_RELAXED);
@@ -707,7 +707,7 @@ static int queue_get_locked(QueueObject *self, GetBatch *g, Py_ssize_t max)
     shmring_queue_ctrl *c = self->ctrl;
     uint64_t h, t, bytes = 0;
     Py_ssize_t before = g->n;
-    shmring_qring r;
+    shmring_queue_ring r;
     QueueChunk *k;
     int rc, on_chunk = 0;
     shmring_queue_main_ring(c, self->config.capacity, &r, &rc);
@@ -721,13 +721,13 @@ static int queue_get_locked(QueueObject *self, GetBatch *g, Py_ssize_t max)
         uint32_t tag;
         const unsigned char *p;
         uint64_t len, at = r.head;
-        rc = shmring_qring_take(&r, &tag, &p, &len);
+        rc = shmring_queue_ring_take(&r, &tag, &p, &len);
         if (rc == SHMRING_OK) {
             if (getbatch_add(g, tag, p, len) < 0) {
                 r.head = at; /* it stays in the queue */
                 if (g->n > before)
                     break; /* hand out what was taken */
-                shmring_qring_commit(&r);
+                shmring_queue_ring_commit(&r);
                 PyErr_NoMemory();
                 goto fail;
             }
@@ -742,7 +742,7 @@ static int queue_get_locked(QueueObject *self, GetBatch *g, Py_ssize_t max)
             goto fail;
         }
         /* This ring is empty: on to the oldest chunk, retiring empty ones. */
-        shmring_qring_commit(&r);
+        shmring_queue_ring_commit(&r);
         if (on_chunk) {
             chunk_retire(self, h++); /* unmaps it: r goes back to the (empty) main ring */
             on_chunk = 0;
@@ -769,7 +769,7 @@ static int queue_get_locked(QueueObject *self, GetBatch *g, Py_ssize_t max)
         }
         on_chunk = 1;
     }
-    shmring_qring_commit(&r);
+    shmring_queue_ring_commit(&r);
     if (on_chunk && r.head == r.tail)
         /* Emptied: retire it now, so that producers go back to the main ring
          * (when it was the last one). */
@@ -868,7 +868,7 @@ static int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadlin
         my_seq = shmring_queue_register(seq, waiters);
         queue_unlock(self);
         {
-            uint64_t slice = shmring_now_ns() + WAIT_SLICE_NS;
+            uint64_t slice = shmring_now_ns() + SHMRING_WAIT_SLICE_NS;
             int wr = SHMRING_OK;
             if (deadline && deadline < slice)
                 slice = deadline;
@@ -1203,7 +1203,7 @@ static PyObject *queue_join(QueueObject *self, PyObject *const *args, Py_ssize_t
             PyErr_Format(timeout_error, "queue %R: join() timed out with unfinished tasks", queue_name(self));
             return NULL;
         }
-        slice = shmring_now_ns() + WAIT_SLICE_NS;
+        slice = shmring_now_ns() + SHMRING_WAIT_SLICE_NS;
         if (deadline && deadline < slice)
             slice = deadline;
         self->waiting++; /* [Q5], as in queue_run */
@@ -1356,12 +1356,12 @@ static PyObject *core_queue_info(PyObject *Py_UNUSED(module), PyObject *arg)
 /* Test hook: die (SIGKILL) at `stage` of a put made under the lock:
  * 1 = record written, tail not committed; 2 = tail committed, counters not;
  * 3 = holding the lock only; 4 = an empty ring restarted at offset 0
- * (shmring_qring_restart) and the record written, tail committed, head not. */
+ * (shmring_queue_ring_restart) and the record written, tail committed, head not. */
 static PyObject *queue_crash_in_put(QueueObject *self, PyObject *arg)
 {
     long stage = PyLong_AsLong(arg);
     shmring_queue_ctrl *c;
-    shmring_qring r;
+    shmring_queue_ring r;
     unsigned char *dst;
     int rc;
     if (stage == -1 && PyErr_Occurred())
@@ -1371,14 +1371,14 @@ static PyObject *queue_crash_in_put(QueueObject *self, PyObject *arg)
     c = self->ctrl;
     shmring_queue_main_ring(c, self->config.capacity, &r, &rc);
     if (stage == 4 && rc == SHMRING_OK)
-        shmring_qring_restart(&r);
+        shmring_queue_ring_restart(&r);
     if (stage != 3 && rc == SHMRING_OK &&
-        shmring_qring_reserve(&r, SHMRING_REC_BYTES, 5, &dst) == SHMRING_OK) {
+        shmring_queue_ring_reserve(&r, SHMRING_REC_BYTES, 5, &dst) == SHMRING_OK) {
         memcpy(dst, "crash", 5);
         if (stage == 2)
-            shmring_qring_commit(&r);
+            shmring_queue_ring_commit(&r);
         if (stage == 4)
-            /* relaxed: under the lock; the first half of shmring_qring_commit. */
+            /* relaxed: under the lock; the first half of shmring_queue_ring_commit. */
             __atomic_store_n(r.tail_p, r.tail, __ATOMIC_RELAXED);
     }
     kill(getpid(), SIGKILL);

@@ -219,7 +219,7 @@ static int topic_reserve_locked(TopicEndObject *self, uint32_t tag, uint64_t len
         topic_unlock(self); /* the slow path below says why */
     }
     for (;;) {
-        uint64_t slice = shmring_now_ns() + WAIT_SLICE_NS;
+        uint64_t slice = shmring_now_ns() + SHMRING_WAIT_SLICE_NS;
         int rc;
         if (deadline && deadline < slice)
             slice = deadline;
@@ -336,7 +336,7 @@ static int topic_loan_finish(LoanObject *l, int how)
     if (!l->readonly) {
         reserves_note(self, 0, l->thread);
         if (how == LOAN_COMPLETE) {
-            shmring_trecord *r = (shmring_trecord *)(self->t.data + l->pos % self->t.capacity);
+            shmring_topic_record *r = (shmring_topic_record *)(self->t.data + l->pos % self->t.capacity);
             r->len = (uint32_t)l->commit_len; /* shorter is fine: nothing follows it yet */
             topic_commit_unlock(self, l->pos);
         } else {
@@ -427,7 +427,7 @@ static int topic_wait_data(TopicEndObject *self, uint64_t cursor, uint64_t deadl
     __atomic_fetch_add(&c->data_waiters, 1u, __ATOMIC_SEQ_CST);
     seq = __atomic_load_n(&c->data_seq, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&c->tail, __ATOMIC_SEQ_CST) == cursor) {
-        uint64_t slice = shmring_now_ns() + WAIT_SLICE_NS;
+        uint64_t slice = shmring_now_ns() + SHMRING_WAIT_SLICE_NS;
         if (deadline && deadline < slice)
             slice = deadline;
         Py_BEGIN_ALLOW_THREADS

@@ -1,6 +1,6 @@
 """Channel: a lock-free single-producer/single-consumer ring in shared memory.
 
-The ring and every operation on it live in ``include/shmring.h``; the
+The ring and every operation on it live in ``include/shmring/channel.h``; the
 methods of :class:`Channel` are the C methods of ``shmring._core.Channel``
 themselves (one C call per send or receive), and this module adds the
 Pythonic parts: construction by name, pickling, iteration.  Each handle is

@@ -2,7 +2,7 @@
 
 Each primitive occupies a few bytes at an offset of a :class:`Segment` the
 user owns, next to the data it guards (the layouts are in
-``include/shmring.h`` and docs/PROTOCOL.md, so C and C++ processes can
+``include/shmring/sync.h`` and docs/PROTOCOL.md, so C and C++ processes can
 share them):
 
 ============== ====== =========================================================

@@ -1,0 +1,521 @@
+/*
+ * The queue (shmring/queue.h, queue_wait.h) on plain memory: its ring of
+ * records (shmring_queue_ring) with counters in local variables, then a
+ * whole control block with the blocking put and get.  Wrap-around,
+ * padding, the restart of an empty ring, exact fit, full and empty rings,
+ * and every counter, record header and config field read from shared
+ * memory checked before it is used.
+ */
+#include "helpers.h"
+
+#define CAP 256u
+
+typedef struct {
+    uint64_t head, tail; /* the shared counters */
+    unsigned char *data;
+} ring_mem;
+
+static void mem_new(ring_mem *m)
+{
+    m->head = m->tail = 0;
+    m->data = (unsigned char *)helpers_memory(CAP);
+}
+
+static void ring_load(shmring_queue_ring *r, ring_mem *m)
+{
+    CHECK_EQ(shmring_queue_ring_load(r, &m->head, &m->tail, m->data, CAP), SHMRING_OK);
+}
+
+/* Reserve and fill one record in the working copy. */
+static int put(shmring_queue_ring *r, uint64_t len, unsigned seed)
+{
+    unsigned char *dst;
+    int rc = shmring_queue_ring_reserve(r, SHMRING_REC_BYTES, len, &dst);
+    if (rc == SHMRING_OK)
+        helpers_fill(dst, len, seed);
+    return rc;
+}
+
+/* Take one record from the working copy and check it. */
+static int take(shmring_queue_ring *r, uint64_t want_len, unsigned seed)
+{
+    const unsigned char *p;
+    uint64_t len;
+    uint32_t tag;
+    int rc = shmring_queue_ring_take(r, &tag, &p, &len);
+    if (rc != SHMRING_OK)
+        return rc;
+    CHECK_EQ(tag, SHMRING_REC_BYTES);
+    CHECK_EQ(len, want_len);
+    CHECK(helpers_pattern_ok(p, len, seed));
+    return SHMRING_OK;
+}
+
+static const shmring_record *record_at(ring_mem *m, uint64_t offset)
+{
+    return (const shmring_record *)(const void *)(m->data + offset);
+}
+
+static void loading_refuses_impossible_counters(void)
+{
+    ring_mem m;
+    shmring_queue_ring r;
+    mem_new(&m);
+    m.tail = CAP + 8; /* more than a ring ahead of head */
+    CHECK_EQ(shmring_queue_ring_load(&r, &m.head, &m.tail, m.data, CAP), SHMRING_ERR_CORRUPT);
+    m.tail = 12; /* not a multiple of 8 */
+    CHECK_EQ(shmring_queue_ring_load(&r, &m.head, &m.tail, m.data, CAP), SHMRING_ERR_CORRUPT);
+    m.head = 20;
+    m.tail = 8; /* behind head */
+    CHECK_EQ(shmring_queue_ring_load(&r, &m.head, &m.tail, m.data, CAP), SHMRING_ERR_CORRUPT);
+}
+
+static void a_record_is_invisible_until_committed_and_comes_out_as_it_went_in(void)
+{
+    ring_mem m;
+    shmring_queue_ring r, other;
+    mem_new(&m);
+    ring_load(&r, &m);
+    CHECK_EQ(put(&r, 10, 1), SHMRING_OK);
+    ring_load(&other, &m);
+    CHECK_EQ(take(&other, 0, 0), SHMRING_AGAIN);
+    shmring_queue_ring_commit(&r);
+    CHECK_EQ(m.tail, 24);
+    ring_load(&other, &m);
+    CHECK_EQ(take(&other, 10, 1), SHMRING_OK);
+    CHECK_EQ(take(&other, 0, 0), SHMRING_AGAIN);
+    shmring_queue_ring_commit(&other);
+    CHECK_EQ(m.head, 24);
+}
+
+static void pads_then_wraps_at_the_end_of_the_ring(void)
+{
+    ring_mem m;
+    shmring_queue_ring r;
+    mem_new(&m);
+    ring_load(&r, &m);
+    CHECK_EQ(put(&r, 104, 1), SHMRING_OK); /* 112 */
+    CHECK_EQ(put(&r, 80, 2), SHMRING_OK);  /* 88: tail 200 */
+    CHECK_EQ(take(&r, 104, 1), SHMRING_OK);
+    CHECK_EQ(put(&r, 64, 3), SHMRING_OK); /* 72 bytes, 56 before the end */
+    CHECK_EQ(record_at(&m, 200)->tag, SHMRING_REC_PAD);
+    CHECK_EQ(record_at(&m, 200)->len, 56 - 8);
+    CHECK_EQ(record_at(&m, 0)->len, 64);
+    CHECK_EQ(r.tail, CAP + 72);
+    shmring_queue_ring_commit(&r);
+    ring_load(&r, &m);
+    CHECK_EQ(take(&r, 80, 2), SHMRING_OK);
+    CHECK_EQ(take(&r, 64, 3), SHMRING_OK); /* the padding is stepped over */
+    CHECK_EQ(r.head, r.tail);
+}
+
+static void a_full_ring_pads_only_when_the_padding_and_the_record_both_fit(void)
+{
+    ring_mem m;
+    shmring_queue_ring r;
+    mem_new(&m);
+    ring_load(&r, &m);
+    CHECK_EQ(put(&r, 104, 1), SHMRING_OK);
+    CHECK_EQ(put(&r, 80, 2), SHMRING_OK); /* tail 200, head 0 */
+    CHECK_EQ(put(&r, 64, 3), SHMRING_AGAIN); /* 56 free, all before the end */
+    CHECK_EQ(r.tail, 200);                     /* nothing written */
+    CHECK_EQ(shmring_queue_ring_fits(&r, 64), 0);
+    CHECK_EQ(shmring_queue_ring_fits(&r, 48), 1); /* 56 bytes exactly */
+    CHECK_EQ(put(&r, 48, 4), SHMRING_OK);
+    CHECK_EQ(r.tail, CAP);
+}
+
+static void an_empty_ring_starts_over_at_offset_zero_for_a_record_that_would_not_fit_before_the_end(void)
+{
+    ring_mem m;
+    shmring_queue_ring r;
+    mem_new(&m);
+    ring_load(&r, &m);
+    CHECK_EQ(put(&r, 200, 1), SHMRING_OK);
+    CHECK_EQ(take(&r, 200, 1), SHMRING_OK);
+    shmring_queue_ring_commit(&r); /* empty, 48 bytes before the end */
+    ring_load(&r, &m);
+    CHECK_EQ(shmring_queue_ring_fits(&r, 200), 1);
+    CHECK_EQ(put(&r, 200, 2), SHMRING_OK);
+    CHECK_EQ(record_at(&m, 208)->tag, SHMRING_REC_PAD);
+    CHECK_EQ(record_at(&m, 208)->len, 48 - 8);
+    CHECK_EQ(r.head, CAP); /* head moved past the padding with tail */
+    CHECK_EQ(r.tail, CAP + 208);
+    shmring_queue_ring_commit(&r);
+    CHECK_EQ(m.head, CAP);
+    CHECK_EQ(m.tail, CAP + 208);
+    ring_load(&r, &m);
+    CHECK_EQ(take(&r, 200, 2), SHMRING_OK);
+}
+
+static void restart_leaves_a_ring_that_is_not_empty_or_already_at_zero_alone(void)
+{
+    ring_mem m;
+    shmring_queue_ring r;
+    mem_new(&m);
+    ring_load(&r, &m);
+    shmring_queue_ring_restart(&r); /* at offset 0 */
+    CHECK_EQ(r.tail, 0);
+    CHECK_EQ(put(&r, 8, 1), SHMRING_OK);
+    shmring_queue_ring_restart(&r); /* not empty */
+    CHECK_EQ(r.tail, 16);
+    CHECK_EQ(r.head, 0);
+}
+
+static void a_record_as_big_as_the_ring_fits_an_empty_ring_exactly(void)
+{
+    ring_mem m;
+    shmring_queue_ring r;
+    unsigned char *dst;
+    mem_new(&m);
+    ring_load(&r, &m);
+    CHECK_EQ(put(&r, CAP - 7, 1), SHMRING_TOO_BIG);
+    CHECK_EQ(shmring_queue_ring_reserve(&r, SHMRING_REC_BYTES, UINT64_C(1) << 33, &dst), SHMRING_TOO_BIG);
+    CHECK_EQ(shmring_queue_ring_fits(&r, CAP - 7), 0);
+    CHECK_EQ(put(&r, CAP - 8, 1), SHMRING_OK);
+    CHECK_EQ(put(&r, 0, 2), SHMRING_AGAIN); /* full */
+    CHECK_EQ(shmring_queue_ring_fits(&r, 0), 0);
+    CHECK_EQ(take(&r, CAP - 8, 1), SHMRING_OK);
+}
+
+static void fits_says_what_reserve_would_do(void)
+{
+    ring_mem m;
+    shmring_queue_ring r;
+    uint64_t lens[] = {0, 8, 40, 48, 56, 100, 200, CAP - 8, CAP};
+    uint64_t held[64];
+    unsigned i, step, first = 0, last = 0;
+    mem_new(&m);
+    ring_load(&r, &m);
+    for (step = 0; step < 40; step++) {
+        uint64_t len = 8 + (step * 24) % 120;
+        for (i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+            shmring_queue_ring copy = r;
+            int fits = shmring_queue_ring_fits(&r, lens[i]);
+            CHECK_EQ(fits, put(&copy, lens[i], 0) == SHMRING_OK);
+        }
+        while (put(&r, len, step) != SHMRING_OK) { /* take the oldest until it fits */
+            CHECK(first != last);
+            CHECK_EQ(take(&r, held[first % 64], first), SHMRING_OK);
+            first++;
+        }
+        held[last % 64] = len;
+        last++;
+    }
+}
+
+static void take_refuses_impossible_records_before_reading_them(void)
+{
+    ring_mem m;
+    shmring_queue_ring r;
+    shmring_record *rec;
+    mem_new(&m);
+    rec = (shmring_record *)(void *)m.data;
+    ring_load(&r, &m);
+    CHECK_EQ(put(&r, 16, 1), SHMRING_OK);
+    shmring_queue_ring_commit(&r);
+
+    rec->tag = SHMRING_REC_DATA; /* a channel's tag: not a queue's */
+    ring_load(&r, &m);
+    CHECK_EQ(take(&r, 0, 0), SHMRING_ERR_CORRUPT);
+    rec->tag = SHMRING_REC_OBJECT;
+    rec->len = 17; /* past tail */
+    ring_load(&r, &m);
+    CHECK_EQ(take(&r, 0, 0), SHMRING_ERR_CORRUPT);
+    rec->len = UINT32_MAX; /* past the end of the ring */
+    ring_load(&r, &m);
+    CHECK_EQ(take(&r, 0, 0), SHMRING_ERR_CORRUPT);
+    rec->tag = SHMRING_REC_PAD;
+    rec->len = 8; /* padding must reach the end of the ring */
+    ring_load(&r, &m);
+    CHECK_EQ(take(&r, 0, 0), SHMRING_ERR_CORRUPT);
+    rec->len = CAP - 8; /* it does, past tail */
+    ring_load(&r, &m);
+    CHECK_EQ(take(&r, 0, 0), SHMRING_ERR_CORRUPT);
+    CHECK_EQ(r.head, 0);
+
+    ring_load(&r, &m);
+    r.tail = r.head + 4; /* less than a record header */
+    CHECK_EQ(take(&r, 0, 0), SHMRING_ERR_CORRUPT);
+}
+
+static void a_record_said_to_cross_the_end_of_the_ring_is_corruption(void)
+{
+    ring_mem m;
+    shmring_queue_ring r;
+    shmring_record *rec;
+    mem_new(&m);
+    ring_load(&r, &m);
+    CHECK_EQ(put(&r, 200, 1), SHMRING_OK);
+    CHECK_EQ(take(&r, 200, 1), SHMRING_OK);
+    CHECK_EQ(put(&r, 8, 2), SHMRING_OK); /* 208..224: not empty, so no restart */
+    CHECK_EQ(put(&r, 24, 3), SHMRING_OK); /* 224..256 */
+    CHECK_EQ(put(&r, 8, 4), SHMRING_OK);  /* 0..16 */
+    CHECK_EQ(take(&r, 8, 2), SHMRING_OK);
+    shmring_queue_ring_commit(&r);
+    rec = (shmring_record *)(void *)(m.data + 224);
+    rec->len = 40; /* 48 bytes: within tail, past the end of the ring */
+    ring_load(&r, &m);
+    CHECK_EQ(take(&r, 0, 0), SHMRING_ERR_CORRUPT);
+}
+
+static void count_counts_records_and_payload_bytes_but_not_padding(void)
+{
+    ring_mem m;
+    shmring_queue_ring r;
+    uint64_t items = 0, bytes = 0;
+    mem_new(&m);
+    ring_load(&r, &m);
+    CHECK_EQ(put(&r, 104, 1), SHMRING_OK);
+    CHECK_EQ(put(&r, 80, 2), SHMRING_OK);
+    CHECK_EQ(take(&r, 104, 1), SHMRING_OK);
+    CHECK_EQ(put(&r, 64, 3), SHMRING_OK); /* behind a padding record */
+    shmring_queue_ring_commit(&r);
+    ring_load(&r, &m);
+    CHECK_EQ(shmring_queue_ring_count(r, &items, &bytes), SHMRING_OK);
+    CHECK_EQ(items, 2);
+    CHECK_EQ(bytes, 144);
+    CHECK_EQ(r.head, 112); /* counted on a copy */
+    m.data[112 + 4] = 0x77; /* a bad tag */
+    CHECK_EQ(shmring_queue_ring_count(r, &items, &bytes), SHMRING_ERR_CORRUPT);
+}
+
+/* -- the control block ------------------------------------------------------- */
+
+typedef struct {
+    unsigned char *payload;
+    uint64_t size;
+    shmring_queue_ctrl *c;
+} queue_mem;
+
+static void queue_new(queue_mem *q, uint64_t maxsize)
+{
+    q->size = shmring_queue_payload_size(CAP);
+    q->payload = (unsigned char *)helpers_memory((size_t)q->size);
+    shmring_queue_init(q->payload, CAP, maxsize, SHMRING_QUEUE_BOUNDED, 0, 0600);
+    q->c = (shmring_queue_ctrl *)(void *)q->payload;
+}
+
+static void the_config_check_refuses_every_impossible_field(void)
+{
+    queue_mem q;
+    shmring_queue_ctrl copy, saved;
+    queue_new(&q, 0);
+    CHECK(q.c->queue_id != 0);
+    CHECK_EQ(shmring_queue_check_config(q.c, q.size, &copy), SHMRING_OK);
+    CHECK_EQ(copy.capacity, CAP);
+    saved = *q.c;
+#define REFUSED(field, value)                                                       \
+    do {                                                                            \
+        *q.c = saved;                                                               \
+        q.c->field = value;                                                         \
+        CHECK_EQ(shmring_queue_check_config(q.c, q.size, &copy), SHMRING_ERR_CORRUPT); \
+    } while (0)
+    REFUSED(data_offset, 0);
+    REFUSED(capacity, 32);
+    REFUSED(capacity, CAP + 4);
+    REFUSED(capacity, CAP + 8); /* larger than the payload */
+    REFUSED(capacity, UINT64_C(1) << 40);
+    REFUSED(flags, 2);
+    REFUSED(chunk_mode, 01000);
+    REFUSED(spin_ns, SHMRING_MAX_SPIN_NS + 1);
+    REFUSED(queue_id, 0);
+#undef REFUSED
+    *q.c = saved;
+    CHECK_EQ(shmring_queue_check_config(q.c, SHMRING_QUEUE_CTRL_SIZE - 1, &copy), SHMRING_ERR_CORRUPT);
+}
+
+static void a_chunk_is_checked_against_its_queue_and_index(void)
+{
+    unsigned char *payload = (unsigned char *)helpers_memory(SHMRING_QUEUE_CHUNK_HEADER_SIZE + CAP);
+    shmring_queue_chunk *k = (shmring_queue_chunk *)(void *)payload;
+    uint64_t size = SHMRING_QUEUE_CHUNK_HEADER_SIZE + CAP, cap = 0;
+    k->capacity = CAP;
+    k->data_offset = SHMRING_QUEUE_CHUNK_HEADER_SIZE;
+    k->index = 5;
+    k->queue_id = 42;
+    CHECK_EQ(shmring_queue_chunk_check(k, size, 5, 42, &cap), SHMRING_OK);
+    CHECK_EQ(cap, CAP);
+    CHECK_EQ(shmring_queue_chunk_check(k, size, 6, 42, &cap), SHMRING_ERR_CORRUPT); /* another index */
+    CHECK_EQ(shmring_queue_chunk_check(k, size, 5, 43, &cap), SHMRING_ERR_CORRUPT); /* another queue */
+    CHECK_EQ(shmring_queue_chunk_check(k, size - 8, 5, 42, &cap), SHMRING_ERR_CORRUPT);
+    k->capacity = CAP + 4;
+    CHECK_EQ(shmring_queue_chunk_check(k, size + 4, 5, 42, &cap), SHMRING_ERR_CORRUPT);
+}
+
+static void chunk_names_are_spelled_and_parsed_back_by_one_pair_of_functions(void)
+{
+    char out[NAME_MAX + 2], longname[NAME_MAX + 2];
+    uint64_t index = 0;
+    CHECK_EQ(shmring_queue_chunk_name("/jobs", 3, out), SHMRING_OK);
+    CHECK(strcmp(out, "/jobs.q3") == 0);
+    CHECK_EQ(shmring_queue_chunk_name("jobs", 12, out), SHMRING_OK);
+    CHECK(strcmp(out, "/jobs.q12") == 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q12", "/jobs", &index), 1);
+    CHECK_EQ(index, 12);
+    CHECK_EQ(shmring_queue_chunk_parse("/jobs.q0", "jobs", &index), 1);
+    CHECK_EQ(index, 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q012", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.qx", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q1x", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobsx.q1", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q99999999999999999999", "jobs", &index), 0);
+    memset(longname, 'a', NAME_MAX);
+    longname[NAME_MAX] = '\0';
+    CHECK_EQ(shmring_queue_chunk_name(longname, 1, out), SHMRING_ERR_ARG);
+}
+
+static void the_counters_never_go_below_zero_and_tasks_never_outrun_puts(void)
+{
+    queue_mem q;
+    queue_new(&q, 0);
+    shmring_queue_count_add(q.c, 2, 30);
+    CHECK_EQ(q.c->count, 2);
+    CHECK_EQ(q.c->bytes, 30);
+    CHECK_EQ(shmring_queue_count_sub(q.c, 3, 0), SHMRING_ERR_CORRUPT);
+    CHECK_EQ(shmring_queue_count_sub(q.c, 1, 31), SHMRING_ERR_CORRUPT);
+    CHECK_EQ(shmring_queue_count_sub(q.c, 1, 10), SHMRING_OK);
+    CHECK_EQ(q.c->gets, 1);
+    CHECK_EQ(shmring_queue_unfinished(q.c), 2);
+    CHECK_EQ(shmring_queue_task_done(q.c, 3), SHMRING_ERR_ARG);
+    CHECK_EQ(shmring_queue_task_done(q.c, 2), SHMRING_OK);
+    CHECK_EQ(shmring_queue_unfinished(q.c), 0);
+}
+
+/* -- blocking put and get ------------------------------------------------------ */
+
+static uint64_t soon(void)
+{
+    return shmring_now_ns() + 2000000u; /* 2 ms */
+}
+
+static void put_and_get_move_records_through_the_main_ring_in_order(void)
+{
+    queue_mem q;
+    unsigned char in[200], out[200];
+    uint64_t token = shmring_token_self(), len;
+    uint32_t tag;
+    unsigned i;
+    queue_new(&q, 0);
+    for (i = 0; i < 40; i++) { /* several laps */
+        helpers_fill(in, i * 3, i);
+        CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, i % 2 ? SHMRING_REC_OBJECT : SHMRING_REC_BYTES, in,
+                                   i * 3, soon()),
+                 SHMRING_OK);
+        CHECK_EQ(shmring_queue_get(q.c, CAP, "/t-unit", token, out, sizeof out, &len, &tag, soon()), SHMRING_OK);
+        CHECK_EQ(len, i * 3);
+        CHECK_EQ(tag, i % 2 ? SHMRING_REC_OBJECT : SHMRING_REC_BYTES);
+        CHECK(helpers_pattern_ok(out, len, i));
+    }
+    CHECK_EQ(q.c->puts, 40);
+    CHECK_EQ(q.c->gets, 40);
+    CHECK_EQ(q.c->count, 0);
+    CHECK_EQ(q.c->lock.owner, 0);
+}
+
+static void get_times_out_on_an_empty_queue_and_put_on_a_full_one(void)
+{
+    queue_mem q;
+    unsigned char buf[64];
+    uint64_t token = shmring_token_self(), len;
+    uint32_t tag;
+    queue_new(&q, 0);
+    CHECK_EQ(shmring_queue_get(q.c, CAP, "/t-unit", token, buf, sizeof buf, &len, &tag, soon()), SHMRING_TIMEOUT);
+    while (shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, buf, 56, soon()) == SHMRING_OK)
+        ;
+    CHECK_EQ(q.c->count, CAP / 64);
+    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, buf, 56, soon()), SHMRING_TIMEOUT);
+    CHECK_EQ(q.c->room_waiters, 0); /* every sleeper unregistered */
+    CHECK_EQ(q.c->lock.owner, 0);
+}
+
+static void maxsize_bounds_the_items_whatever_their_size(void)
+{
+    queue_mem q;
+    unsigned char buf[8] = {0};
+    uint64_t token = shmring_token_self();
+    queue_new(&q, 2);
+    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, buf, 1, soon()), SHMRING_OK);
+    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, buf, 1, soon()), SHMRING_OK);
+    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, buf, 1, soon()), SHMRING_TIMEOUT);
+}
+
+static void a_record_too_big_for_the_buffer_stays_in_the_queue(void)
+{
+    queue_mem q;
+    unsigned char in[100], out[100];
+    uint64_t token = shmring_token_self(), len = 0;
+    uint32_t tag = 0;
+    queue_new(&q, 0);
+    helpers_fill(in, 100, 7);
+    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, in, 100, soon()), SHMRING_OK);
+    CHECK_EQ(shmring_queue_get(q.c, CAP, "/t-unit", token, out, 99, &len, &tag, soon()), SHMRING_TOO_BIG);
+    CHECK_EQ(len, 100);
+    CHECK_EQ(q.c->count, 1);
+    CHECK_EQ(shmring_queue_get(q.c, CAP, "/t-unit", token, out, 100, &len, &tag, soon()), SHMRING_OK);
+    CHECK(helpers_pattern_ok(out, 100, 7));
+    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, in, CAP, soon()), SHMRING_TOO_BIG);
+}
+
+static void put_and_get_refuse_a_queue_whose_overflow_chain_is_in_use(void)
+{
+    queue_mem q;
+    unsigned char buf[8] = {0};
+    uint64_t token = shmring_token_self(), len;
+    uint32_t tag;
+    queue_new(&q, 0);
+    q.c->ovf_tail = 1; /* a chunk a C peer does not follow */
+    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, buf, 8, soon()), SHMRING_ERR_ARG);
+    CHECK_EQ(shmring_queue_get(q.c, CAP, "/t-unit", token, buf, 8, &len, &tag, soon()), SHMRING_ERR_ARG);
+    CHECK_EQ(q.c->count, 0);
+    CHECK_EQ(q.c->lock.owner, 0);
+}
+
+static void the_next_holder_after_a_dead_one_recounts_from_the_records(void)
+{
+    queue_mem q;
+    unsigned char buf[16] = {0};
+    uint64_t token = shmring_token_self(), len;
+    uint32_t tag;
+    queue_new(&q, 0);
+    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, buf, 16, soon()), SHMRING_OK);
+    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, buf, 8, soon()), SHMRING_OK);
+    /* A holder died after moving a ring's counter, before the counters. */
+    q.c->count = 7;
+    q.c->bytes = 1;
+    q.c->puts = 9;
+    q.c->lock.owner = helpers_dead_token();
+    CHECK_EQ(shmring_queue_get(q.c, CAP, "/t-unit", token, buf, sizeof buf, &len, &tag, soon()), SHMRING_OK);
+    CHECK_EQ(len, 16);
+    CHECK_EQ(q.c->count, 1);
+    CHECK_EQ(q.c->bytes, 8);
+    CHECK_EQ(q.c->puts - q.c->gets, 1);
+    CHECK_EQ(q.c->lock.state, SHMRING_MUTEX_CONSISTENT);
+}
+
+int main(void)
+{
+    RUN(loading_refuses_impossible_counters);
+    RUN(a_record_is_invisible_until_committed_and_comes_out_as_it_went_in);
+    RUN(pads_then_wraps_at_the_end_of_the_ring);
+    RUN(a_full_ring_pads_only_when_the_padding_and_the_record_both_fit);
+    RUN(an_empty_ring_starts_over_at_offset_zero_for_a_record_that_would_not_fit_before_the_end);
+    RUN(restart_leaves_a_ring_that_is_not_empty_or_already_at_zero_alone);
+    RUN(a_record_as_big_as_the_ring_fits_an_empty_ring_exactly);
+    RUN(fits_says_what_reserve_would_do);
+    RUN(take_refuses_impossible_records_before_reading_them);
+    RUN(a_record_said_to_cross_the_end_of_the_ring_is_corruption);
+    RUN(count_counts_records_and_payload_bytes_but_not_padding);
+    RUN(the_config_check_refuses_every_impossible_field);
+    RUN(a_chunk_is_checked_against_its_queue_and_index);
+    RUN(chunk_names_are_spelled_and_parsed_back_by_one_pair_of_functions);
+    RUN(the_counters_never_go_below_zero_and_tasks_never_outrun_puts);
+    RUN(put_and_get_move_records_through_the_main_ring_in_order);
+    RUN(get_times_out_on_an_empty_queue_and_put_on_a_full_one);
+    RUN(maxsize_bounds_the_items_whatever_their_size);
+    RUN(a_record_too_big_for_the_buffer_stays_in_the_queue);
+    RUN(put_and_get_refuse_a_queue_whose_overflow_chain_is_in_use);
+    RUN(the_next_holder_after_a_dead_one_recounts_from_the_records);
+    return helpers_finish();
+}
