@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from shmring import Topic
@@ -90,6 +91,29 @@ def check_msg(data: bytes) -> tuple[int, int]:
 
 def msg_size(pub: int, seq: int, largest: int) -> int:
     return 16 + (seq * 7919 + pub * 31) % (largest - 15)
+
+
+def full_block_topic(topic: Callable[..., Topic]) -> tuple[Topic, Any, Any]:
+    """A 256-byte "block" topic of the ``topic`` fixture, a subscriber that has
+    read nothing and a publisher, after messages b"0" to b"7": 8 x 32-byte
+    records, the ring is full."""
+    t = topic(256, "block")
+    sub = t.subscribe()
+    pub = t.publisher()
+    for i in range(8):
+        pub.send(b"%d" % i, timeout=0)
+    return t, sub, pub
+
+
+def hangs(p: Any, timeout: float) -> bool:
+    """Join child ``p`` for ``timeout`` seconds; if it is still running, kill
+    and reap it and say so (True: it hung)."""
+    p.join(timeout)
+    hung: bool = p.is_alive()
+    if hung:
+        p.kill()
+        p.join(5)
+    return hung
 
 
 # -- child processes ------------------------------------------------------------

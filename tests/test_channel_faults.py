@@ -18,18 +18,8 @@ import shmring
 from shmring import Channel
 
 from _channel_helpers import (
-    OP_TIMEOUT,
-    STRATEGIES,
-    Agent,
-    _producer,
-    _stream,
-    check_msg,
-    expect_end_of_stream,
-    msg,
-    recv_seq,
-    size_mix,
-    size_of,
-    wait_for_claim,
+    OP_TIMEOUT, STRATEGIES, Agent, _producer, _stream, check_msg, expect_end_of_stream, msg, recv_seq, size_mix,
+    size_of, wait_for_claim,
 )
 from conftest import CONTEXTS, FORK, Kids, record_size
 

@@ -13,15 +13,7 @@ import pytest
 from shmring import Channel
 
 from _channel_helpers import (
-    CAPACITIES,
-    OP_TIMEOUT,
-    STRATEGIES,
-    _consumer,
-    _producer,
-    expect_end_of_stream,
-    msg_count,
-    recv_seq,
-    size_mix,
+    CAPACITIES, OP_TIMEOUT, STRATEGIES, _consumer, _producer, expect_end_of_stream, msg_count, recv_seq, size_mix,
     size_of,
 )
 from conftest import FORK, SPAWN, Kids

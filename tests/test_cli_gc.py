@@ -19,18 +19,8 @@ import pytest
 import shmring
 
 from _cli_helpers import (
-    CLI_TIMEOUT,
-    SHM_DIR,
-    WIDE,
-    cli,
-    corrupt_kind_byte,
-    entry_for,
-    ls_json,
-    make_dead,
-    make_foreign,
-    make_kept,
-    shm_path,
-    words,
+    CLI_TIMEOUT, SHM_DIR, WIDE, cli, corrupt_kind_byte, entry_for, ls_json, make_dead, make_foreign, make_kept,
+    shm_path, words,
 )
 
 

@@ -16,17 +16,8 @@ import pytest
 import shmring
 
 from _cli_helpers import (
-    WIDE,
-    assert_clean_failure,
-    cli,
-    corrupt_kind_byte,
-    entry_for,
-    ls_json,
-    make_dead,
-    make_foreign,
-    make_kept,
-    shm_path,
-    words,
+    WIDE, assert_clean_failure, cli, corrupt_kind_byte, entry_for, ls_json, make_dead, make_foreign, make_kept,
+    shm_path, words,
 )
 
 

@@ -17,16 +17,7 @@ import pytest
 import shmring
 
 from _cli_helpers import (
-    SHM_DIR,
-    assert_clean_failure,
-    cli,
-    entry_for,
-    ls_json,
-    make_dead,
-    make_foreign,
-    make_kept,
-    shm_path,
-    words,
+    SHM_DIR, assert_clean_failure, cli, entry_for, ls_json, make_dead, make_foreign, make_kept, shm_path, words,
 )
 
 

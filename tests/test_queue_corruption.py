@@ -17,25 +17,8 @@ import pytest
 import shmring
 
 from _queue_helpers import (
-    BYTES,
-    CAPACITY,
-    CHUNK_CAPACITY,
-    CHUNK_DATA_OFFSET,
-    CHUNK_HEAD,
-    CHUNK_INDEX,
-    CHUNK_TAIL,
-    COUNT,
-    DATA,
-    DATA_OFFSET,
-    FLAGS,
-    HEAD,
-    OP_TIMEOUT,
-    OVF_HEAD,
-    OVF_TAIL,
-    RING,
-    TAG_PAD,
-    TAIL,
-    chunk_files,
+    BYTES, CAPACITY, CHUNK_CAPACITY, CHUNK_DATA_OFFSET, CHUNK_HEAD, CHUNK_INDEX, CHUNK_TAIL, COUNT, DATA, DATA_OFFSET,
+    FLAGS, HEAD, OP_TIMEOUT, OVF_HEAD, OVF_TAIL, RING, TAG_PAD, TAIL, chunk_files,
 )
 from conftest import FORK, set_u64, u64
 

@@ -22,19 +22,8 @@ import pytest
 import shmring
 
 from _queue_helpers import (
-    COUNT,
-    DATA,
-    HEAD,
-    LOCK_OWNER,
-    MAX_BATCH,
-    OP_TIMEOUT,
-    TAG_PAD,
-    TAIL,
-    Collector,
-    assert_drained,
-    check_delivery,
-    item,
-    make_queue,
+    COUNT, DATA, HEAD, LOCK_OWNER, MAX_BATCH, OP_TIMEOUT, TAG_PAD, TAIL, Collector, assert_drained, check_delivery,
+    item, make_queue,
 )
 from conftest import FORK, SHM, Kids, record_size, set_u64, u64
 

@@ -18,25 +18,8 @@ import pytest
 import shmring
 
 from _queue_helpers import (
-    BYTES,
-    CAPACITY,
-    COUNT,
-    DATA,
-    DATA_OFFSET,
-    FLAGS,
-    HEAD,
-    LOCK_OWNER,
-    MAXSIZE,
-    OP_TIMEOUT,
-    OVF_HEAD,
-    SMALL,
-    TAG_BYTES,
-    TAG_OBJECT,
-    TAIL,
-    chunk_files,
-    later,
-    park_tail,
-    ring_counters,
+    BYTES, CAPACITY, COUNT, DATA, DATA_OFFSET, FLAGS, HEAD, LOCK_OWNER, MAXSIZE, OP_TIMEOUT, OVF_HEAD, SMALL,
+    TAG_BYTES, TAG_OBJECT, TAIL, chunk_files, later, park_tail, ring_counters,
 )
 from conftest import record_size, u64
 

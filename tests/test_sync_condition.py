@@ -18,19 +18,7 @@ import shmring
 from shmring import AtomicInt32, AtomicInt64, Condition, Mutex, Segment
 
 from _sync_helpers import (
-    AUX,
-    COND_WAITERS,
-    COUNTER,
-    DONE,
-    LOCK,
-    READY,
-    STAMP,
-    _timed,
-    ms,
-    read_counter,
-    u32,
-    wait_until,
-    wait_value,
+    AUX, COND_WAITERS, COUNTER, DONE, LOCK, READY, STAMP, _timed, ms, read_counter, u32, wait_until, wait_value,
     write_counter,
 )
 from conftest import CONTEXTS, FORK, Kid, Kids

@@ -14,17 +14,8 @@ import pytest
 from shmring import AtomicInt32, Mutex, Segment, Semaphore
 
 from _sync_helpers import (
-    FLAG,
-    LOCK,
-    MUTEX_STATE,
-    MUTEX_WAITERS,
-    SEM_WAITERS,
-    _increment_under,
-    _start_holder,
-    _timed,
-    make_lock,
-    read_counter,
-    u32,
+    FLAG, LOCK, MUTEX_STATE, MUTEX_WAITERS, SEM_WAITERS, _increment_under, _start_holder, _timed, make_lock,
+    read_counter, u32,
 )
 from conftest import CONTEXTS, FORK, SPAWN, Kids
 

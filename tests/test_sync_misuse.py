@@ -17,14 +17,7 @@ import pytest
 from shmring import AtomicFlag, AtomicInt32, AtomicInt64, Condition, Event, Mutex, Segment, Semaphore, SpinLock
 
 from _sync_helpers import (
-    COND_SEQ,
-    COND_WAITERS,
-    EVENT_WAITERS,
-    INCLUDE,
-    MUTEX_SEQ,
-    MUTEX_STATE,
-    MUTEX_WAITERS,
-    SEM_WAITERS,
+    COND_SEQ, COND_WAITERS, EVENT_WAITERS, INCLUDE, MUTEX_SEQ, MUTEX_STATE, MUTEX_WAITERS, SEM_WAITERS,
 )
 
 

@@ -19,22 +19,8 @@ import pytest
 from shmring import AtomicInt32, AtomicInt64, Condition, LockNotRecoverable, Mutex, OwnerDied, Segment, SpinLock
 
 from _sync_helpers import (
-    AUX,
-    FLAG,
-    LOCK,
-    MUTEX_STATE,
-    MUTEX_WAITERS,
-    READY,
-    STAMP,
-    _kill,
-    _start_holder,
-    make_lock,
-    ms,
-    read_counter,
-    u32,
-    wait_until,
-    wait_value,
-    write_counter,
+    AUX, FLAG, LOCK, MUTEX_STATE, MUTEX_WAITERS, READY, STAMP, _kill, _start_holder, make_lock, ms, read_counter, u32,
+    wait_until, wait_value, write_counter,
 )
 from conftest import CONTEXTS, FORK, SPAWN, Kids
 

@@ -18,18 +18,7 @@ import shmring
 from shmring import AtomicFlag, AtomicInt32, AtomicInt64, Condition, Event, Mutex, Segment, Semaphore, SpinLock
 
 from _sync_helpers import (
-    AUX,
-    AUX2,
-    COND_WAITERS,
-    EVENT_WAITERS,
-    FLAG,
-    LOCK,
-    MUTEX_WAITERS,
-    SEM_WAITERS,
-    STAMP,
-    _timed,
-    ms,
-    u32,
+    AUX, AUX2, COND_WAITERS, EVENT_WAITERS, FLAG, LOCK, MUTEX_WAITERS, SEM_WAITERS, STAMP, _timed, ms, u32,
     wait_value,
 )
 from conftest import CONTEXTS, FORK, Kids

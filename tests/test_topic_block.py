@@ -17,7 +17,7 @@ import pytest
 import shmring
 from shmring import Topic
 
-from _topic_helpers import OP_TIMEOUT, join_ok
+from _topic_helpers import OP_TIMEOUT, full_block_topic, join_ok
 from conftest import FORK, Kids
 
 
@@ -112,11 +112,7 @@ def test_block_publisher_waits_for_slowest_subscriber(topic: Callable[..., Topic
 
 
 def test_block_publisher_wakes_when_subscriber_reads(topic: Callable[..., Topic]) -> None:
-    t = topic(256, "block")
-    sub = t.subscribe()
-    pub = t.publisher()
-    for i in range(8):
-        pub.send(b"%d" % i, timeout=0)
+    _, sub, pub = full_block_topic(topic)
     done: list[float] = []
 
     def publish() -> None:
@@ -135,11 +131,7 @@ def test_block_publisher_wakes_when_subscriber_reads(topic: Callable[..., Topic]
 
 
 def test_closed_subscription_frees_its_slot_and_unblocks(topic: Callable[..., Topic]) -> None:
-    t = topic(256, "block")
-    sub = t.subscribe()
-    pub = t.publisher()
-    for i in range(8):
-        pub.send(b"%d" % i, timeout=0)
+    t, sub, pub = full_block_topic(topic)
     with pytest.raises(shmring.Timeout):
         pub.send(b"x", timeout=0)
     assert t.stats()["subscribers"] == 1
@@ -174,11 +166,7 @@ def test_max_subscribers(topic: Callable[..., Topic]) -> None:
 
 
 def test_latest_frees_room_for_block_publishers(topic: Callable[..., Topic]) -> None:
-    t = topic(256, "block")
-    sub = t.subscribe()
-    pub = t.publisher()
-    for i in range(8):
-        pub.send(b"%d" % i, timeout=0)  # 8 x 32-byte records: full
+    _, sub, pub = full_block_topic(topic)
     with pytest.raises(shmring.Timeout):
         pub.send(b"x", timeout=0)
     assert sub.latest(timeout=0) == b"7"

@@ -19,7 +19,9 @@ import pytest
 import shmring
 from shmring import Topic
 
-from _topic_helpers import CTRL, HANG_S, HDR, OP_TIMEOUT, SUB_ENTRY, SUBS, TAG_BYTES, TAG_OBJECT, TAG_PAD, header
+from _topic_helpers import (
+    CTRL, HANG_S, HDR, OP_TIMEOUT, SUBS, SUB_ENTRY, TAG_BYTES, TAG_OBJECT, TAG_PAD, hangs, header,
+)
 from conftest import FORK, Kids, u64
 
 
@@ -268,11 +270,7 @@ def test_topic_latest_with_garbage_does_not_hang(topic: Callable[..., Topic], ki
     t = topic(256, "overwrite")
     a, b = FORK.Pipe()
     p = kids.process(FORK, _corrupt_latest_child, t.name, case, b)
-    p.join(HANG_S)
-    hung = p.is_alive()
-    if hung:
-        p.kill()
-        p.join(5)
+    hung = hangs(p, HANG_S)
     assert not hung, f"{case}: topic.latest() spins forever (uninterruptibly) instead of raising CorruptedError"
     assert p.exitcode == 0, f"{case}: exit code {p.exitcode}"
     assert a.recv() in ("CorruptedError", "Lagged", "None", repr(bytes([4]) * 20))

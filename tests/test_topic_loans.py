@@ -19,7 +19,7 @@ import pytest
 import shmring
 from shmring import Topic, _core
 
-from _topic_helpers import HANG_S
+from _topic_helpers import HANG_S, full_block_topic, hangs
 from conftest import FORK, Kids
 
 
@@ -136,11 +136,7 @@ def test_peek(topic: Callable[..., Topic], policy: str) -> None:
 
 
 def test_peek_holds_back_block_publishers(topic: Callable[..., Topic]) -> None:
-    t = topic(256, "block")
-    sub = t.subscribe()
-    pub = t.publisher()
-    for i in range(8):
-        pub.send(b"%d" % i, timeout=0)
+    _, sub, pub = full_block_topic(topic)
     with sub.peek(timeout=0) as mv:
         with pytest.raises(shmring.Timeout):
             pub.send(b"x", timeout=0.02)  # the peeked record is not released
@@ -195,11 +191,7 @@ def test_topic_latest_after_reclaiming_abort(topic: Callable[..., Topic], kids: 
     t = topic(128, policy)
     a, b = FORK.Pipe()
     p = kids.process(FORK, _latest_after_reclaiming_abort, t.name, b)
-    p.join(HANG_S)
-    hung = p.is_alive()
-    if hung:
-        p.kill()
-        p.join(5)
+    hung = hangs(p, HANG_S)
     assert a.poll(1) and a.recv() == ("stats", 128, 128)
     assert not hung, "topic.latest() spins forever when head has passed last_pos (aborted reserve)"
     kind, value = a.recv()
@@ -226,11 +218,7 @@ def test_topic_latest_during_own_reserve(topic: Callable[..., Topic], kids: Kids
     t = topic(128, "overwrite")
     a, b = FORK.Pipe()
     p = kids.process(FORK, _latest_during_reserve, t.name, b)
-    p.join(HANG_S)
-    hung = p.is_alive()
-    if hung:
-        p.kill()
-        p.join(5)
+    hung = hangs(p, HANG_S)
     assert not hung, "topic.latest() inside a reserve() block that reclaimed the newest record spins forever"
     kind, value = a.recv()
     assert kind == "latest" and value is None  # m3 was overwritten by the reserve's payload
