@@ -300,21 +300,39 @@ def ch(name: str) -> Iterator[shmring.Channel]:
         yield channel
 
 
+C = TypeVar("C", bound="Closeable")
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+def _closed_after_the_test(make: Callable[..., C]) -> Iterator[Callable[..., C]]:
+    """A factory fixture's body: ``make``, and every object it made closed at
+    teardown (for a channel, topic or named primitive its last handle out
+    removes it)."""
+    made: list[C] = []
+
+    def tracked(*args: Any, **kw: Any) -> C:
+        obj = make(*args, **kw)
+        made.append(obj)
+        return obj
+
+    try:
+        yield tracked
+    finally:
+        for obj in made:
+            obj.close()
+
+
 @pytest.fixture
 def channel(new_name: Callable[[], str]) -> Iterator[Callable[..., shmring.Channel]]:
     """Factory of channels owned by the test (closed and unlinked after it)."""
-    made: list[shmring.Channel] = []
 
     def make(capacity: int = 4096, wait: str = "adaptive", **kw: Any) -> shmring.Channel:
-        ch = shmring.Channel.create(new_name(), capacity, wait, **kw)  # type: ignore[arg-type]
-        made.append(ch)
-        return ch
+        return shmring.Channel.create(new_name(), capacity, wait, **kw)  # type: ignore[arg-type]
 
-    try:
-        yield make
-    finally:
-        for ch in made:
-            ch.close()  # the last handle out removes it
+    yield from _closed_after_the_test(make)
 
 
 @pytest.fixture
@@ -322,35 +340,17 @@ def raw() -> Iterator[Callable[[str], Any]]:
     """Factory of ``Hostile`` mappings of a channel (tests/_channel_helpers.py), closed after the test."""
     from _channel_helpers import Hostile
 
-    opened: list[Hostile] = []
-
-    def make(name: str) -> Hostile:
-        h = Hostile(name)
-        opened.append(h)
-        return h
-
-    try:
-        yield make
-    finally:
-        for h in opened:
-            h.close()
+    yield from _closed_after_the_test(Hostile)
 
 
 @pytest.fixture
 def topic(new_name: Callable[[], str]) -> Iterator[Callable[..., shmring.Topic]]:
     """Factory of topics owned by the test (closed and unlinked after it)."""
-    made: list[shmring.Topic] = []
 
     def make(capacity: int = 4096, policy: str = "block", **kw: Any) -> shmring.Topic:
-        t = shmring.Topic.create(new_name(), capacity, policy, **kw)  # type: ignore[arg-type]
-        made.append(t)
-        return t
+        return shmring.Topic.create(new_name(), capacity, policy, **kw)  # type: ignore[arg-type]
 
-    try:
-        yield make
-    finally:
-        for t in made:
-            t.close()  # the last handle to leave removes the topic
+    yield from _closed_after_the_test(make)
 
 
 @pytest.fixture
@@ -371,18 +371,7 @@ def collector(kids: Kids) -> Any:
 @pytest.fixture
 def named(new_name: Callable[[], str]) -> Iterator[Callable[..., Any]]:
     """Factory of named primitives owned by the test (closed at teardown)."""
-    made: list[Any] = []
-
-    def make(cls: Any, *args: Any) -> Any:
-        prim = cls.create(new_name(), *args)
-        made.append(prim)
-        return prim
-
-    try:
-        yield make
-    finally:
-        for prim in made:
-            prim.close()
+    yield from _closed_after_the_test(lambda cls, *args: cls.create(new_name(), *args))
 
 
 @pytest.fixture
