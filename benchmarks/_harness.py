@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """What the benchmark scripts share: bench_channel.py, bench_sync.py,
 bench_queue.py and bench_topic.py import it (no bench script imports
 another).
