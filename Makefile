@@ -34,7 +34,7 @@ bench: $(STAMP)
 # extension (the sanitizer runtimes are preloaded into the interpreter).
 ASAN_DIR := build/asan
 # The Python tests of the native code, every component's (not the CLI's, the docs' or the typing check).
-SANITIZE_TESTS = tests/test_segment.py tests/test_futex.py tests/test_liveness.py tests/test_lifetime.py \
+SANITIZE_TESTS = tests/test_segment.py tests/test_liveness.py tests/test_lifetime.py \
 	tests/test_loans.py $(wildcard tests/test_channel_*.py tests/test_queue_*.py tests/test_topic_*.py \
 	tests/test_sync_*.py)
 SANITIZER_LIBS = $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)

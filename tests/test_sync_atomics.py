@@ -1,7 +1,7 @@
 """AtomicInt64, AtomicInt32 and AtomicFlag: every operation against a model,
 wrap-around and overflow, memory orders, exact totals under contention,
 wait/notify across processes, and a flag that publishes data written before
-set().  (AtomicInt32 as a futex word: test_futex.py.)
+set().  (AtomicInt32 as a futex word: test_sync_futex.py.)
 """
 
 from __future__ import annotations
