@@ -33,12 +33,16 @@ bench: $(STAMP)
 # The Python tests of the native code against an ASan+UBSan build of the
 # extension (the sanitizer runtimes are preloaded into the interpreter).
 ASAN_DIR := build/asan
+# The Python tests of the native code, every component's (not the CLI's, the docs' or the typing check).
+SANITIZE_TESTS = tests/test_segment.py tests/test_liveness.py tests/test_lifetime.py \
+	tests/test_loans.py $(wildcard tests/test_channel_*.py tests/test_queue_*.py tests/test_topic_*.py \
+	tests/test_sync_*.py)
 SANITIZER_LIBS = $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)
 sanitize: $(STAMP)
 	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR) && cp -r src/shmring $(ASAN_DIR)/ && cp -r include $(ASAN_DIR)/shmring/ && rm -f $(ASAN_DIR)/shmring/*.so
 	SHMRING_SANITIZE=1 $(PY) setup.py --quiet build_ext --build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
 	LD_PRELOAD="$(SANITIZER_LIBS)" ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=$(ASAN_DIR) \
-		$(PY) -m pytest -q -p no:cacheprovider tests/test_segment.py tests/test_futex.py tests/test_channel.py tests/test_channel_stress.py tests/test_sync.py tests/test_hardening.py tests/test_topic.py tests/test_queue.py tests/test_queue_stress.py tests/test_stream_semantics.py tests/test_lifetime.py
+		$(PY) -m pytest -q -p no:cacheprovider $(SANITIZE_TESTS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info src/shmring/*.so

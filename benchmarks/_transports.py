@@ -23,11 +23,9 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
+from _harness import Mismatch
+
 U64 = struct.Struct("<Q")
-
-
-class Mismatch(AssertionError):
-    """A receiver got something else than what the sender sent."""
 
 
 class Endpoint:

@@ -23,15 +23,12 @@ sequence number in their first and last 8 bytes.
 
 from __future__ import annotations
 
-import os
-import signal
 import struct
 import sys
 import time
-import traceback
 from typing import Any
 
-from _transports import Mismatch
+from _harness import Mismatch, child_setup, is_mismatch, orders, send_error
 
 K = 256  # default number of distinct payloads per size (a power of two: i & (K - 1))
 BATCH = 64
@@ -153,24 +150,7 @@ def pp_b(send: Any, recv: Any, total: int, ping: list[bytes], pong: list[bytes],
 
 
 # ---------------------------------------------------------------------------
-
-
-def _is_mismatch(e: BaseException) -> bool:
-    return isinstance(e, AssertionError) or type(e).__name__ == "Mismatch"
-
-
-def child_setup() -> None:
-    """First thing in a worker process (of every benchmark): die with the
-    parent rather than linger (Linux only; best effort), and leave ^C to the
-    parent, which stops the workers."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
+# the worker process
 
 
 def worker_main(transport: Any, role: str, spec: Any, size: int, ctrl: Any, connect_timeout: float,
@@ -202,18 +182,12 @@ def worker_main(transport: Any, role: str, spec: Any, size: int, ctrl: Any, conn
             ep.wait_peer(connect_timeout)
         ctrl.send(("ok",))
 
-        while True:
-            msg = ctrl.recv()
-            if msg[0] == "stop":
-                break
+        for msg in orders(ctrl):
             assert msg[0] == "run", msg
             _, kind, count, run_no, extra = msg
             ctrl.send(("done", _run(ep, role, kind, count, run_no, extra, size, payloads, pong, ctrl)))
     except BaseException as e:
-        try:
-            ctrl.send(("error", f"{role} (pid {os.getpid()}): " + traceback.format_exc(), _is_mismatch(e)))
-        except Exception:
-            pass
+        send_error(ctrl, role, is_mismatch(e))
     finally:
         if ep is not None:
             ep.close()

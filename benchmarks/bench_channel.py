@@ -27,15 +27,10 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,8 +39,12 @@ if HERE not in sys.path:
 
 import _transports as T  # noqa: E402  (light: libraries are imported lazily)
 import _workloads as W  # noqa: E402
+from _harness import (  # noqa: E402
+    KiB, MiB, WorkerError, WorkerGroup, clean_up_run, exit_status, fmt_num, fmt_rate, last_line, log,
+    machine_load_text, md_table, percentiles, ratio_cells, run_context, run_measured, run_warnings,
+    sigterm_as_interrupt, size_label, skipped_and_failures, spread_pct, write_outputs,
+)
 
-KiB, MiB = 1024, 1 << 20
 SIZES = [8, 64, KiB, 64 * KiB, MiB]
 WORKLOADS = ["throughput", "batch", "zerocopy", "pingpong", "idle"]
 START_METHOD = "spawn"
@@ -64,14 +63,6 @@ UNSUPPORTED = {
 IDLE_STRATEGIES = ("shmring-adaptive", "shmring-block")
 
 
-def size_label(n: int) -> str:
-    if n >= MiB and n % MiB == 0:
-        return f"{n // MiB} MiB"
-    if n >= KiB and n % KiB == 0:
-        return f"{n // KiB} KiB"
-    return f"{n} B"
-
-
 def parse_size(s: str) -> int:
     s = s.strip().upper().replace(" ", "")
     for suffix, mul in (("KIB", KiB), ("MIB", MiB), ("K", KiB), ("M", MiB), ("B", 1)):
@@ -80,98 +71,40 @@ def parse_size(s: str) -> int:
     return int(s)
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------------------
 # worker processes
 
 
-class WorkerError(Exception):
-    def __init__(self, message: str, mismatch: bool = False) -> None:
-        super().__init__(message)
-        self.mismatch = mismatch
-
-
-class Group:
-    """The child processes of one measurement and their control pipes.  Leaving
-    the `with` block stops them: "stop", then join with a timeout, then
-    SIGTERM, then SIGKILL; nothing outlives the measurement."""
+class Group(WorkerGroup):
+    """The child processes of one measurement (one per role: "tx"/"rx",
+    "a"/"b" or "idle") and their control pipes.  Leaving the `with` block
+    stops them: "stop", then join with a timeout, then SIGTERM, then SIGKILL;
+    nothing outlives the measurement."""
 
     def __init__(self, ctx: Any, transport: T.Transport, roles: dict[str, Any], size: int, opts: Any) -> None:
-        self.ctx, self.transport, self.roles, self.size, self.opts = ctx, transport, roles, size, opts
-        self.procs: dict[str, Any] = {}
-        self.conns: dict[str, Any] = {}
-        self.stash: dict[str, deque[Any]] = {r: deque() for r in roles}
+        super().__init__(ctx, opts, [f"the {role} worker" for role in roles])
+        self.transport, self.specs, self.size = transport, roles, size
+        self.roles = list(roles)
         self.killed = False
 
     def __enter__(self) -> Group:
         try:
-            for role, spec in self.roles.items():
-                parent_end, child_end = self.ctx.Pipe(duplex=True)
-                p = self.ctx.Process(
-                    target=W.worker_main,
-                    args=(self.transport, role, spec, self.size, child_end, self.opts.connect_timeout,
-                          self.opts.distinct),
-                    name=f"bench-{self.transport.name}-{role}",
-                    daemon=True,
-                )
-                p.start()
-                child_end.close()  # so that a dead child reads as EOF here
-                self.procs[role], self.conns[role] = p, parent_end
+            for role, spec in self.specs.items():
+                self._spawn(W.worker_main, (self.transport, role, spec, self.size), f"bench-{self.transport.name}-{role}",
+                            {"connect_timeout": self.opts.connect_timeout, "k": self.opts.distinct}, conn_arg="ctrl")
             self._handshake()
         except BaseException:
             self.close()
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def send(self, role: str, msg: tuple[Any, ...]) -> None:
-        try:
-            self.conns[role].send(msg)
-        except (BrokenPipeError, ConnectionError, EOFError, OSError):
-            # The child is gone: report its own error message if it left one.
-            conn = self.conns[role]
-            try:
-                while conn.poll(0.5):
-                    m = conn.recv()
-                    if m[0] == "error":
-                        raise WorkerError(m[1], bool(m[2])) from None
-            except (EOFError, OSError):
-                pass
-            self.procs[role].join(1.0)
-            raise WorkerError(f"the {role} worker is gone (exit code {self.procs[role].exitcode})") from None
+        self._send(self.roles.index(role), msg)
 
     def expect(self, role: str, tag: str, timeout: float) -> tuple[Any, ...]:
         """The next message of `role`, which must be `tag`; an error from any
         worker, an exit, or the timeout raises WorkerError."""
-        from multiprocessing.connection import wait
-
-        deadline = time.monotonic() + timeout
-        by_conn = {c: r for r, c in self.conns.items()}
-        while True:
-            if self.stash[role]:
-                msg = self.stash[role].popleft()
-                if msg[0] != tag:
-                    raise WorkerError(f"{role}: expected {tag!r}, got {msg[0]!r}")
-                return msg
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise WorkerError(f"timeout: no {tag!r} from the {role} worker after {timeout:.0f} s")
-            ready = wait(list(self.conns.values()), timeout=min(left, 1.0))
-            for conn in ready:
-                r = by_conn[conn]
-                try:
-                    msg = conn.recv()
-                except (EOFError, OSError):
-                    self.procs[r].join(1.0)
-                    raise WorkerError(f"the {r} worker exited (exit code {self.procs[r].exitcode})") from None
-                if msg[0] == "error":
-                    raise WorkerError(msg[1], bool(msg[2]))
-                self.stash[r].append(msg)
+        return self._expect(self.roles.index(role), tag, timeout)
 
     def _handshake(self) -> None:
         t = self.opts.connect_timeout + 60.0  # includes interpreter start-up and payloads
@@ -183,7 +116,7 @@ class Group:
                     self.send(role, (phase,))
 
     def close(self) -> None:
-        if stop_workers(list(self.conns.values()), list(self.procs.values())):
+        if self._stop_workers():
             self.killed = True
 
 
@@ -307,7 +240,7 @@ class Bench:
             "count": count,
             "repeats": runs,
             "calibration": calib,
-            "spread_pct": (max(rates) - min(rates)) / med["msgs_per_s"] * 100,
+            "spread_pct": spread_pct(rates),
             **med,
         }
 
@@ -340,7 +273,7 @@ class Bench:
             "transport": t.name,
             "n": n,
             "warmup": warm,
-            **_percentiles(lat),
+            **percentiles(lat),
             "a_cpu_us_per_rt": a["cpu"] / (n + warm) * 1e6,
             "b_cpu_us_per_rt": b["cpu"] / (n + warm) * 1e6,
         }
@@ -464,120 +397,11 @@ class Bench:
 
     def cleanup(self) -> list[str]:
         """Last line of defence: nothing of this run may stay behind."""
-        left = []
-        for name in self.shm_names:
-            path = os.path.join("/dev/shm", name.lstrip("/"))
-            if os.path.exists(path):
-                left.append(path)
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-        if self.iceoryx2_used and self.killed_workers:
-            log(f"iceoryx2 dead-node cleanup after killed workers: {T.cleanup_iceoryx2()}")
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
-        return left
-
-
-class MachineLoad:
-    """How busy the machine was with other work during the run: /proc/stat's
-    busy and steal time minus the CPU time of this process and its children."""
-
-    def __init__(self) -> None:
-        self.t0, self.busy0, self.steal0, self.ours0 = time.monotonic(), *self._stat(), self._ours()
-
-    @staticmethod
-    def _stat() -> tuple[float, float]:
-        try:
-            with open("/proc/stat") as f:
-                v = [int(x) for x in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return 0.0, 0.0
-        hz = os.sysconf("SC_CLK_TCK")
-        user, nice, system, idle, iowait, irq, softirq = v[:7]
-        steal = v[7] if len(v) > 7 else 0
-        return (user + nice + system + irq + softirq) / hz, steal / hz
-
-    @staticmethod
-    def _ours() -> float:
-        import resource
-
-        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
-
-    def summary(self) -> dict[str, float]:
-        wall = time.monotonic() - self.t0
-        busy, steal = self._stat()
-        cores = os.cpu_count() or 1
-        other = max(0.0, (busy - self.busy0) - (self._ours() - self.ours0))
-        load1 = loadavg_1min()
-        return {
-            "other_processes_pct_of_machine": other / (wall * cores) * 100 if wall > 0 else 0.0,
-            "steal_pct_of_machine": (steal - self.steal0) / (wall * cores) * 100 if wall > 0 else 0.0,
-            "loadavg_1min_at_end": -1.0 if load1 is None else load1,
-        }
-
-
-def _percentiles(sorted_ns: list[int]) -> dict[str, float]:
-    n = len(sorted_ns)
-
-    def pct(p: float) -> float:
-        return sorted_ns[min(n - 1, max(0, int(round(p * (n - 1)))))] / 1000
-
-    return {
-        "p50_us": pct(0.50),
-        "p99_us": pct(0.99),
-        "p999_us": pct(0.999),
-        "mean_us": sum(sorted_ns) / n / 1000,
-        "min_us": sorted_ns[0] / 1000,
-        "max_us": sorted_ns[-1] / 1000,
-    }
+        return clean_up_run(self.shm_names, self.tmpdir, self.iceoryx2_used and self.killed_workers > 0)
 
 
 # ---------------------------------------------------------------------------
 # report
-
-
-def fmt_rate(x: float) -> str:
-    if x >= 1e6:
-        return f"{x / 1e6:.2f}M"
-    if x >= 1e3:
-        return f"{x / 1e3:.0f}k" if x >= 1e5 else f"{x / 1e3:.1f}k"
-    return f"{x:.0f}"
-
-
-def fmt_num(x: float) -> str:
-    if x >= 100:
-        return f"{x:.0f}"
-    if x >= 10:
-        return f"{x:.1f}"
-    if x >= 1:
-        return f"{x:.2f}"
-    return f"{x:.3f}"
-
-
-def fmt_ratio(x: float | None) -> str:
-    if x is None:
-        return "–"
-    return f"{x:.2f}" if x < 10 else f"{x:.1f}"
-
-
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _ratios(value: float, workload: str, baselines: dict[str, float], higher_is_better: bool,
-            names: list[str]) -> list[str]:
-    out = []
-    for b in names:
-        base = baselines.get(b)
-        if not base or not value:
-            out.append("–")
-        else:
-            out.append(fmt_ratio(value / base if higher_is_better else base / value))
-    return out
 
 
 def report(bench: Bench, meta: dict[str, Any]) -> str:
@@ -623,7 +447,7 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
                     r["transport"], fmt_rate(r["msgs_per_s"]), fmt_num(r["gb_per_s"]),
                     fmt_num(r["tx_cpu_us_per_msg"]), fmt_num(r["rx_cpu_us_per_msg"]),
                     f"{r['tx_cpu_pct']:.0f}/{r['rx_cpu_pct']:.0f}", f"{r['spread_pct']:.0f}%", str(r["count"]),
-                ] + _ratios(r["msgs_per_s"], "throughput", base, True, names))
+                ] + ratio_cells(r["msgs_per_s"], base, names, True))
             parts.append(f"### {size_label(s)}\n")
             parts.append(md_table(["transport", "msgs/s", "GB/s", "send CPU µs/msg", "recv CPU µs/msg",
                                    "CPU % send/recv", "spread", "msgs/run"] + [f"x {b}" for b in names], table) + "\n")
@@ -651,7 +475,7 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
                 r["transport"], fmt_rate(r["msgs_per_s"]), fmt_num(r["gb_per_s"]),
                 fmt_num(r["tx_cpu_us_per_msg"]), fmt_num(r["rx_cpu_us_per_msg"]),
                 f"{r['tx_cpu_pct']:.0f}/{r['rx_cpu_pct']:.0f}", f"{r['spread_pct']:.0f}%",
-            ] + _ratios(r["msgs_per_s"], workload, base, True, names))
+            ] + ratio_cells(r["msgs_per_s"], base, names, True))
         if table:
             parts.append(md_table(["transport", "msgs/s", "GB/s", "send CPU µs/msg", "recv CPU µs/msg",
                                    "CPU % send/recv", "spread"] + [f"x {b}" for b in names], table) + "\n")
@@ -672,7 +496,7 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
             cpu = (f"{r['a_cpu_us_per_rt']:.1f}/{r['b_cpu_us_per_rt']:.1f}" if "a_cpu_us_per_rt" in r else "–")
             table.append([r["transport"], fmt_num(r["p50_us"]), fmt_num(r["p99_us"]), fmt_num(r["p999_us"]),
                           fmt_num(r["mean_us"]), cpu, str(r["n"])]
-                         + _ratios(r["p50_us"], "pingpong", base, False, names))
+                         + ratio_cells(r["p50_us"], base, names, False))
         parts.append(md_table(["transport", "p50 µs", "p99 µs", "p99.9 µs", "mean µs", "CPU µs/rt a/b", "round trips"]
                               + [f"x {b}" for b in names], table) + "\n")
         parts.append("C futex / C spin: two C processes (fork) flipping words in a shared anonymous mapping, "
@@ -697,11 +521,9 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
     parts += skipped_and_failures(meta["skipped"], [
         f"{'MISMATCH' if e['mismatch'] else 'FAILED'}: {e['workload']} {e['transport']}"
         f"{' ' + size_label(e['size']) if e['size'] else ''}: {last_line(e['error'])}" for e in bench.errors])
-    other, steal = machine_load_pcts(meta)
     parts.append(f"Machine: {meta['host']['cpu_model'] or '?'}, kernel {meta['host']['kernel']}; "
-                 f"other processes used {other:.1f}% of the machine during the run, steal {steal:.1f}%"
-                 f" (run took {meta.get('duration_s', 0):.0f} s).\n")
-    parts += not_idle_warning(other, steal, "spinning transports suffer most; ")
+                 f"{machine_load_text(meta)}.\n")
+    parts += run_warnings(meta, "spinning transports suffer most; ")
     parts.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v) + "\n")
     return "\n".join(parts)
 
@@ -731,190 +553,6 @@ def select(only: str | None) -> tuple[list[T.Transport], dict[str, str]]:
         else:
             usable.append(t)
     return usable, skipped
-
-
-# ---------------------------------------------------------------------------
-# shared with bench_sync.py and bench_queue.py
-
-
-def run_context(start_method: str) -> dict[str, Any]:
-    """Python, start method, date and host of a benchmark run."""
-    cpu_model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    return {
-        "python": platform.python_version(),
-        "start_method": start_method,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": {"cpus": os.cpu_count(), "cpu_model": cpu_model, "kernel": platform.release(),
-                 "machine": platform.machine()},
-    }
-
-
-def git_note(root: str) -> str:
-    """What to append to shmring's version: ' (git <rev>)', with ', src/include
-    modified' when those differ from it, for the checkout at `root`; '' when
-    that cannot be told."""
-    try:
-        rev = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "src", "include"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except Exception:
-        return ""
-    return f" (git {rev}{', src/include modified' if dirty else ''})" if rev else ""
-
-
-def shmring_source_note(versions: dict[str, str], root: str) -> None:
-    """Say where shmring was imported from (a build of another commit on
-    PYTHONPATH), else which commit the checkout is at."""
-    try:
-        import shmring
-
-        where = os.path.dirname(os.path.abspath(shmring.__file__ or ""))
-        if where != os.path.join(root, "src", "shmring"):
-            versions["shmring"] = versions.get("shmring", "?") + f" (imported from {where})"
-        elif "shmring" in versions:
-            versions["shmring"] += git_note(root)
-    except Exception:
-        pass
-
-
-def shmring_build() -> str | None:
-    """A fingerprint of the shmring extension the workers import: every group
-    spawns fresh interpreters, so a rebuild in the middle of a run would give
-    the later cells another build."""
-    try:
-        import hashlib
-
-        import shmring._core as core
-
-        with open(core.__file__ or "", "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()[:12]
-    except Exception:
-        return None
-
-
-def loadavg_1min() -> float | None:
-    try:
-        with open("/proc/loadavg") as f:
-            return float(f.read().split()[0])
-    except (OSError, ValueError):
-        return None
-
-
-def sigterm_as_interrupt() -> None:
-    """SIGTERM ends the run like ^C: KeyboardInterrupt, through the finally blocks."""
-
-    def _term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, _term)
-
-
-def stop_workers(conns: list[Any], procs: list[Any]) -> bool:
-    """Stop worker processes: ("stop",) on each control pipe, join (5 s for
-    all), then SIGTERM, then SIGKILL; close the pipes.  True if any worker
-    had to be signalled."""
-    for conn in conns:
-        try:
-            conn.send(("stop",))
-        except Exception:
-            pass
-    deadline = time.monotonic() + 5.0
-    for p in procs:
-        p.join(max(0.1, deadline - time.monotonic()))
-    signalled = False
-    for p in procs:
-        if p.is_alive():
-            signalled = True
-            p.terminate()
-            p.join(2.0)
-        if p.is_alive():
-            p.kill()
-            p.join(2.0)
-    for conn in conns:
-        try:
-            conn.close()
-        except Exception:
-            pass
-    return signalled
-
-
-def last_line(error: str) -> str:
-    """The last line of an error's text (a traceback's message), or ""."""
-    return error.strip().splitlines()[-1] if error.strip() else ""
-
-
-def skipped_and_failures(skipped: dict[str, str], failures: list[str]) -> list[str]:
-    """The "Skipped" and "FAILURES" sections of a report (none when empty)."""
-    parts = []
-    if skipped:
-        parts.append("## Skipped\n")
-        parts.append("\n".join(f"- {k}: {v}" for k, v in skipped.items()) + "\n")
-    if failures:
-        parts.append("## FAILURES\n")
-        parts.append("\n".join(f"- {f}" for f in failures) + "\n")
-    return parts
-
-
-def machine_load_pcts(meta: dict[str, Any]) -> tuple[float, float]:
-    """% of the machine used by other processes, and stolen, during the run."""
-    ml = meta.get("machine_load", {})
-    return ml.get("other_processes_pct_of_machine", 0.0), ml.get("steal_pct_of_machine", 0.0)
-
-
-def not_idle_warning(other: float, steal: float, who_suffers: str = "") -> list[str]:
-    if other > 5 or steal > 5:
-        return [f"**WARNING: the machine was not idle ({other:.0f}% used by other processes, {steal:.0f}% steal): "
-                f"{who_suffers}rerun on a quiet machine.**\n"]
-    return []
-
-
-def run_measured(run: Callable[[], None], meta: dict[str, Any],
-                 cleanup: Callable[[], list[str]] | None = None) -> bool:
-    """Call `run()`, recording in `meta` the load average at the start, the
-    duration and how busy the machine was with other work; ^C stops it.
-    `cleanup()` (when given) runs last whatever happens and returns what it
-    removed.  True if interrupted."""
-    load1 = loadavg_1min()
-    if load1 is not None:
-        meta["loadavg_1min_at_start"] = load1
-    load = MachineLoad()
-    t_start = time.monotonic()
-    interrupted = False
-    leftovers: list[str] = []
-    try:
-        run()
-    except KeyboardInterrupt:
-        interrupted = True
-        log("interrupted: stopping workers and cleaning up")
-    finally:
-        if cleanup is not None:
-            leftovers = cleanup()
-            for x in leftovers:
-                log(f"cleanup: removed leftover {x}")
-    meta["duration_s"] = time.monotonic() - t_start
-    if cleanup is not None:
-        meta["leftovers_removed"] = leftovers
-    meta["machine_load"] = load.summary()
-    return interrupted
-
-
-def write_outputs(text: str, markdown: str | None, json_path: str | None, payload: dict[str, Any]) -> None:
-    """Print the report; write it to `markdown` (making its folder) and
-    `payload` to `json_path`, each when given."""
-    print(text)
-    if markdown:
-        os.makedirs(os.path.dirname(os.path.abspath(markdown)), exist_ok=True)
-        with open(markdown, "w") as f:
-            f.write(text)
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(payload, f, indent=1, default=str)
 
 
 # ---------------------------------------------------------------------------
@@ -992,12 +630,8 @@ def main(argv: list[str] | None = None) -> int:
 
     write_outputs(report(bench, meta), opts.markdown, opts.json,
                   {"meta": meta, "results": bench.results, "notes": bench.notes, "errors": bench.errors})
-    log(f"total {meta['duration_s']:.0f} s")
-    if bench.errors:
-        n_mis = sum(e["mismatch"] for e in bench.errors)
-        log(f"\n!!! {len(bench.errors)} measurement(s) FAILED ({n_mis} data mismatch(es)); see above")
-        return 1
-    return 130 if interrupted else 0
+    n_mis = sum(e["mismatch"] for e in bench.errors)
+    return exit_status(meta, bench.errors, interrupted, f"measurement(s) FAILED ({n_mis} data mismatch(es))")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ import os
 import pickle
 import platform
 import queue as stdqueue
-import signal
 import statistics
 import sys
 import time
@@ -49,18 +48,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-# Shared helpers of the channel benchmark (tables, host block, machine load, teardown, report tails).
-from _groups import WorkerError, WorkerGroup  # noqa: E402
-from _workloads import child_setup  # noqa: E402
-from bench_channel import (  # noqa: E402
-    MachineLoad, fmt_rate, fmt_ratio, last_line, machine_load_pcts, md_table, not_idle_warning,
-    run_context, run_measured, shmring_build, shmring_source_note, sigterm_as_interrupt, skipped_and_failures,
-    write_outputs,
+from _harness import (  # noqa: E402
+    KiB, MachineLoad, MiB, Mismatch, WorkerError, WorkerGroup, child_setup, exit_status, fmt_rate, fmt_ratio,
+    last_line, loads_text, log, machine_load_text, md_table, orders, run_context, run_measured, run_warnings,
+    send_error, shmring_build, shmring_source_note, sigterm_as_interrupt, size_label, skipped_and_failures,
+    spread_pct, warn_if_rebuilt, write_outputs,
 )
 
 START_METHOD = "spawn"
 BATCH = 64
-KiB, MiB = 1024, 1 << 20
 SIZES = [64, KiB]  # target size of each pickled object
 DEFAULT_CONFIGS = "1x1,4x1,1x4,4x4"
 DEFAULT_CAPACITY = 4 * MiB  # max_size_bytes of faster-fifo and shmring
@@ -99,18 +95,6 @@ RATIOS = [
     ("shmring put_many/get_many (64)", "mp.Queue put/get", "shmring batches ÷ mp.Queue"),
 ]
 TARGET_RATIOS = 2  # how many of RATIOS are held to TARGET
-
-
-def size_label(n: int) -> str:
-    return f"{n // KiB} KiB" if n >= KiB and n % KiB == 0 else f"{n} B"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-class Mismatch(AssertionError):
-    """An object was lost, duplicated, reordered within its producer, or corrupted."""
 
 
 # ---------------------------------------------------------------------------
@@ -237,19 +221,13 @@ def consume(q: Any, batch: bool, n_prod: int, payloads: list[bytes], timeout: fl
 def worker_main(role: str, idx: int, n_prod: int, family: str, batch: bool, q: Any, barrier: Any,
                 conn: Any, wait_timeout: float) -> None:
     """Entry point of every child: a producer (idx = producer_id) or a consumer."""
-    import faulthandler
-
-    child_setup()  # dies with the parent; ^C is the parent's
-    # On a hang the parent sends SIGUSR1: every worker prints where it is stuck.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # Dies with the parent; ^C is the parent's; on a hang the parent sends
+    # SIGUSR1: every worker prints where it is stuck.
+    child_setup(stacks_on_sigusr1=True)
     timeout = FF_TIMEOUT if family == "faster-fifo" else None
     try:
         conn.send(("ready",))
-        while True:
-            msg = conn.recv()
-            if msg[0] == "stop":
-                break
-            _, count, payload_len = msg
+        for _, count, payload_len in orders(conn):
             payloads = [make_payload(p, payload_len) for p in range(n_prod)]
             barrier.wait(wait_timeout)
             t0 = time.monotonic()  # CLOCK_MONOTONIC: comparable across processes
@@ -264,11 +242,7 @@ def worker_main(role: str, idx: int, n_prod: int, family: str, batch: bool, q: A
             q.close()
             q.join_thread()  # flush the feeder thread (a consumer's passed-on sentinels)
     except BaseException as e:
-        try:
-            conn.send(("error", f"{role} {idx} (pid {os.getpid()}): " + traceback.format_exc(),
-                       isinstance(e, Mismatch)))
-        except Exception:
-            pass
+        send_error(conn, f"{role} {idx}", isinstance(e, Mismatch))
     finally:
         conn.close()
 
@@ -481,7 +455,7 @@ class Bench:
                 "objects_per_s": med,
                 "runs": runs[name],
                 "objects_per_run": runs[name][0]["total"],
-                "spread_pct": (max(rates) - min(rates)) / med * 100,
+                "spread_pct": spread_pct(rates),
                 "spurious_empty": sum(x["spurious_empty"] for x in runs[name]),
             }
             self.results[(name, size, cfg)] = out
@@ -570,14 +544,9 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
     P += skipped_and_failures(meta["skipped"], [
         f"{e['tag']}: {e['transport']}, {size_label(e['size'])}, {e['config']}: {last_line(e['error'])}"
         for e in bench.errors])
-    other, steal = machine_load_pcts(meta)
-    P.append(f"Load: average {meta.get('loadavg_1min_at_start', -1):.2f} at start; other processes used "
-             f"{other:.1f}% of the machine during the run, steal {steal:.1f}% (run took "
-             f"{meta.get('duration_s', 0):.0f} s); by configuration: "
-             + ", ".join(f"{k} {v:.0f}%" for k, v in bench.config_load.items()) + ".\n")
-    for w in meta["warnings"]:
-        P.append(f"**WARNING: {w}.**\n")
-    P += not_idle_warning(other, steal)
+    P.append(f"Load: average {meta.get('loadavg_1min_at_start', -1):.2f} at start; {machine_load_text(meta)}; "
+             f"by configuration: {loads_text(bench.config_load)}.\n")
+    P += run_warnings(meta)
     return "\n".join(P)
 
 
@@ -674,21 +643,13 @@ def main(argv: list[str] | None = None) -> int:
     build = shmring_build() if any(t.family == "shmring" for t in transports) else None
     bench = Bench(opts, transports)
     interrupted = run_measured(bench.run, meta)
-    if build and shmring_build() != build:
-        meta["warnings"].append("the shmring extension was rebuilt during the run: cells may mix two builds; rerun")
-        log(f"!!! {meta['warnings'][-1]}")
+    warn_if_rebuilt(build, meta, "cells")
 
     write_outputs(report(bench, meta), opts.markdown, opts.json,
                   {"meta": meta, "errors": bench.errors, "config_load_other_pct": bench.config_load,
                    "results": [{"transport": k[0], "size": k[1], "config": k[2], **v}
                                for k, v in bench.results.items()]})
-    if opts.markdown:
-        log(f"tables written to {opts.markdown}")
-    log(f"total {meta['duration_s']:.0f} s")
-    if bench.errors:
-        log(f"\n!!! {len(bench.errors)} cell(s) FAILED; see above")
-        return 1
-    return 130 if interrupted else 0
+    return exit_status(meta, bench.errors, interrupted, "cell(s) FAILED", opts.markdown)
 
 
 if __name__ == "__main__":

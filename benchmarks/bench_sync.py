@@ -40,646 +40,56 @@ import statistics
 import sys
 import time
 import traceback
-from collections import deque
 from typing import Any, Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-# Shared helpers of the channel benchmark (tables, percentiles, machine load, teardown, report tails).
-from _workloads import child_setup  # noqa: E402
-from bench_channel import (  # noqa: E402
-    MachineLoad, _percentiles, fmt_num, fmt_rate, fmt_ratio, git_note, last_line, machine_load_pcts, md_table,
-    not_idle_warning, run_context, run_measured, sigterm_as_interrupt, skipped_and_failures, stop_workers,
-    write_outputs,
+from _harness import (  # noqa: E402
+    MachineLoad, WorkerError, WorkerGroup, exit_status, fmt_rate, git_note, log, percentiles, remove_leftovers,
+    run_context, run_measured, sigterm_as_interrupt, spread_pct, write_outputs,
 )
+from _sync_kit import (  # noqa: E402
+    CONTENTION_EXTRA, LOCKS, LOST_WAKEUP_S, N_SLOTS, PREFIX, SIGNALS, SLOT, START_METHOD, Kit, _kill_acquire,
+    _selected, family, kill_holder_main, kill_waiter_main, posix_ipc_or_none, unique, worker_main,
+)
+from _sync_report import report  # noqa: E402
 
-START_METHOD = "spawn"
 SECTIONS = ["uncontended", "handoff", "waitcpu", "contention", "kill"]
-PREFIX = "bsync"  # every shmring segment and POSIX semaphore of a run: bsync-<pid>-...
-SLOT = 64  # one cache line per primitive in the shared segment
-
-# -- the subjects -----------------------------------------------------------
-
-# Lock-like rows (sections 1, 3, 4, 5).
-LOCKS = ["shmring.SpinLock", "shmring.Mutex", "shmring.Semaphore", "mp.Lock", "mp.Semaphore",
-         "posix_ipc.Semaphore"]
-# Signalling rows (sections 1, 2, 3): name -> what the ping-pong does.
-SIGNALS = {
-    "shmring.Semaphore": "two semaphores at 0: release() / acquire()",
-    "shmring.Event": "two events: set() / wait(); clear()",
-    "shmring.AtomicFlag": "two flags: set() / wait_set(); clear()",
-    "shmring.Mutex+Condition": "Mutex + Condition + turn word: notify() / wait() in a loop",
-    "shmring.SpinLock (polled)": "a turn word guarded by a SpinLock, polled (no sleeping)",
-    "mp.Semaphore": "two semaphores at 0: release() / acquire()",
-    "posix_ipc.Semaphore": "two semaphores at 0: release() / acquire()",
-    "mp.Condition": "mp.Condition(mp.Lock()) + turn word: notify() / wait() in a loop",
-}
-# Which row stands for each primitive in the summary table.
-SUMMARY = [
-    ("shmring.SpinLock", "shmring.SpinLock (polled)", "polled flag"),
-    ("shmring.Mutex", "shmring.Mutex+Condition", "with Condition"),
-    ("shmring.Semaphore", "shmring.Semaphore", ""),
-    ("shmring.Event", "shmring.Event", ""),
-    ("shmring.AtomicFlag", "shmring.AtomicFlag", ""),
-    ("mp.Lock", "mp.Condition", "mp.Condition"),
-    ("mp.Semaphore", "mp.Semaphore", ""),
-    ("posix_ipc.Semaphore", "posix_ipc.Semaphore", ""),
-]
-BASELINES = ["mp.Lock", "mp.Semaphore", "posix_ipc.Semaphore"]
-HANDOFF_BASELINES = ["mp.Semaphore", "posix_ipc.Semaphore", "mp.Condition"]
-# Extra rows of section 4: no lock at all (the count comes out wrong: that
-# shows the check works) and a lock-free atomic increment.
-CONTENTION_EXTRA = ["shmring.AtomicInt64.fetch_add", "unprotected (no lock)"]
-
-
-ALL_CPUS = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
-
-
-def family(row: str) -> str:
-    return row.split(".", 1)[0].split(" ", 1)[0]
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def posix_ipc_or_none() -> Any:
-    try:
-        import posix_ipc  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return posix_ipc
-
-
-def unique(tag: str) -> str:
-    return f"{PREFIX}-{os.getpid()}-{secrets.token_hex(4)}-{tag}"
-
-
-# ---------------------------------------------------------------------------
-# The kit: every primitive of sections 1-4, in one shmring segment (one cache
-# line each) plus the multiprocessing objects and named POSIX semaphores.
-# The parent creates it; each worker attaches to the same objects.
-
-# slot numbers
-S_GO, S_SPIN, S_MUTEX, S_SEM, S_COUNTER, S_ATOMIC = 0, 1, 2, 3, 4, 5
-S_SEM_PING, S_SEM_PONG, S_EV_PING, S_EV_PONG, S_FL_PING, S_FL_PONG = 6, 7, 8, 9, 10, 11
-S_CMUTEX, S_COND, S_CTURN, S_PSPIN, S_PTURN, S_MPTURN, S_SCRATCH, S_STOP = 12, 13, 14, 15, 16, 17, 18, 19
-N_SLOTS = 20
-
-
-class Kit:
-    def __init__(self, seg: Any, mp_objs: dict[str, Any], posix_names: dict[str, str], create: bool) -> None:
-        import shmring
-
-        self.seg = seg
-        self.mp = mp_objs
-        self.posix_names = posix_names
-        o = lambda s: s * SLOT  # noqa: E731
-        self.go = shmring.Event(seg, o(S_GO))
-        self.spin = shmring.SpinLock(seg, o(S_SPIN))
-        self.mutex = shmring.Mutex(seg, o(S_MUTEX))
-        self.sem = shmring.Semaphore(seg, o(S_SEM), value=1 if create else None)
-        self.atomic = shmring.AtomicInt64(seg, o(S_ATOMIC))
-        self.sem_ping = shmring.Semaphore(seg, o(S_SEM_PING), value=0 if create else None)
-        self.sem_pong = shmring.Semaphore(seg, o(S_SEM_PONG), value=0 if create else None)
-        self.ev_ping, self.ev_pong = shmring.Event(seg, o(S_EV_PING)), shmring.Event(seg, o(S_EV_PONG))
-        self.fl_ping, self.fl_pong = shmring.AtomicFlag(seg, o(S_FL_PING)), shmring.AtomicFlag(seg, o(S_FL_PONG))
-        self.cmutex = shmring.Mutex(seg, o(S_CMUTEX))
-        self.cond = shmring.Condition(seg, o(S_COND), lock=self.cmutex)
-        self.pspin = shmring.SpinLock(seg, o(S_PSPIN))
-        self.scratch = shmring.AtomicInt64(seg, o(S_SCRATCH))
-        # plain (non-atomic) shared words: the counter of section 4 and the turns
-        self.counter = seg.buf[o(S_COUNTER): o(S_COUNTER) + 8].cast("q")
-        self.cturn = seg.buf[o(S_CTURN): o(S_CTURN) + 4].cast("i")
-        self.pturn = seg.buf[o(S_PTURN): o(S_PTURN) + 4].cast("i")
-        self.mpturn = seg.buf[o(S_MPTURN): o(S_MPTURN) + 4].cast("i")
-        self.stop = seg.buf[o(S_STOP): o(S_STOP) + 4].cast("i")  # ping-pong: A's last ping says "stop"
-        self.posix: dict[str, Any] = {}
-        pi = posix_ipc_or_none()
-        if pi is not None:
-            for k, name in posix_names.items():
-                self.posix[k] = pi.Semaphore(name)
-
-    def close(self) -> None:
-        for mv in (self.counter, self.cturn, self.pturn, self.mpturn, self.stop):
-            mv.release()
-        for s in self.posix.values():
-            try:
-                s.close()
-            except Exception:
-                pass
-        self.seg.close()
-
-    # -- rows -> operations --------------------------------------------------
-
-    def lock(self, row: str) -> Any:
-        """The object with acquire()/release() of a lock row."""
-        return {
-            "shmring.SpinLock": self.spin,
-            "shmring.Mutex": self.mutex,
-            "shmring.Semaphore": self.sem,
-            "mp.Lock": self.mp.get("mp.Lock"),
-            "mp.Semaphore": self.mp.get("mp.Semaphore"),
-            "posix_ipc.Semaphore": self.posix.get("lock"),
-        }[row]
-
-    def signal_pair(self, row: str) -> tuple[Any, Any]:
-        return {
-            "shmring.Semaphore": (self.sem_ping, self.sem_pong),
-            "shmring.Event": (self.ev_ping, self.ev_pong),
-            "shmring.AtomicFlag": (self.fl_ping, self.fl_pong),
-            "mp.Semaphore": (self.mp.get("mp.Semaphore ping"), self.mp.get("mp.Semaphore pong")),
-            "posix_ipc.Semaphore": (self.posix.get("ping"), self.posix.get("pong")),
-        }[row]
-
-    def reset_signals(self) -> None:
-        """Parent, between rows: everything clear, turns at 0."""
-        for e in (self.ev_ping, self.ev_pong):
-            e.clear()
-        for f in (self.fl_ping, self.fl_pong):
-            f.clear()
-        self.cturn[0] = self.pturn[0] = self.mpturn[0] = self.stop[0] = 0
-        self.counter[0] = 0
-        self.atomic.store(0)
-
-
-# ---------------------------------------------------------------------------
-# measuring loops (run in the workers)
-
-
-def _bench_loop(n: int, *fns: Any, arg: Any = None) -> int:
-    """ns for n iterations calling fns in order (each with `arg` if given)."""
-    clock = time.perf_counter_ns
-    r = range(n)
-    if arg is not None:
-        (f,) = fns
-        t0 = clock()
-        for _ in r:
-            f(arg)
-        return clock() - t0
-    if len(fns) == 1:
-        (a,) = fns
-        t0 = clock()
-        for _ in r:
-            a()
-        return clock() - t0
-    if len(fns) == 2:
-        a, b = fns
-        t0 = clock()
-        for _ in r:
-            a()
-            b()
-        return clock() - t0
-    a, b, c = fns
-    t0 = clock()
-    for _ in r:
-        a()
-        b()
-        c()
-    return clock() - t0
-
-
-def uncontended_ops(kit: Kit) -> list[tuple[str, str, tuple[Any, ...], Any]]:
-    """(row, operation, functions, arg) for section 1, in report order."""
-    import shmring
-
-    ops: list[tuple[str, str, tuple[Any, ...], Any]] = []
-    for row in LOCKS:
-        lk = kit.lock(row)
-        if lk is not None:
-            ops.append((row, "acquire(); release()", (lk.acquire, lk.release), None))
-    for row in ("shmring.Semaphore", "mp.Semaphore", "posix_ipc.Semaphore"):
-        ping, _ = kit.signal_pair(row)
-        if ping is not None:
-            ops.append((row + " (signal)", "release(); acquire()  (post, then a wait that succeeds)",
-                        (ping.release, ping.acquire), None))
-    ops.append(("shmring.Event", "set(); wait(); clear()", (kit.ev_ping.set, kit.ev_ping.wait, kit.ev_ping.clear),
-                None))
-    ops.append(("shmring.AtomicFlag", "set(); wait_set(); clear()",
-                (kit.fl_ping.set, kit.fl_ping.wait_set, kit.fl_ping.clear), None))
-    # references and diagnostics
-    ops.append(("(ref) shmring.Event", "set() alone (nobody waits)", (kit.ev_pong.set,), None))
-    ops.append(("(ref) shmring.AtomicFlag", "set() alone (nobody waits)", (kit.fl_pong.set,), None))
-    cell = kit.mutex._cell  # private: the C methods under the Python wrapper, to size the wrapper's cost
-    ops.append(("(diag) shmring.Mutex", "_cell.mutex_acquire(); _cell.mutex_release()  (private C methods)",
-                (cell.mutex_acquire, cell.mutex_release), None))
-    cell = kit.spin._cell
-    ops.append(("(diag) shmring.SpinLock", "_cell.spin_acquire(); _cell.spin_release()  (private C methods)",
-                (cell.spin_acquire, cell.spin_release), None))
-    nop = [].__len__
-    ops.append(("(floor) Python loop", "two no-op C calls", (nop, nop), None))
-    ops.append(("(ref) AtomicInt64", "load()", (kit.scratch.load,), None))
-    ops.append(("(ref) AtomicInt64", "fetch_add(1)", (kit.scratch.fetch_add,), 1))
-    ops.append(("(ref) shmring.fence", "fence()", (shmring.fence,), None))
-    return ops
-
-
-def task_uncontended(kit: Kit, conn: Any, n_target_s: float, repeats: int, only: list[str] | None) -> list[dict[str, Any]]:
-    out = []
-    for row, op, fns, arg in uncontended_ops(kit):
-        if only and not _selected(row, only):
-            continue
-        # calibrate: aim each repeat at n_target_s
-        n = 1000
-        while True:
-            dt = _bench_loop(n, *fns, arg=arg)
-            if dt >= 0.02e9 or n >= 10_000_000:
-                break
-            n *= 4
-        n = max(1000, int(n * n_target_s * 1e9 / max(dt, 1)))
-        _bench_loop(n // 4 + 1, *fns, arg=arg)  # warm-up
-        per = [_bench_loop(n, *fns, arg=arg) / n for _ in range(repeats)]
-        med = statistics.median(per)
-        out.append({"row": row, "op": op, "n": n, "ns": med, "min_ns": min(per),
-                    "spread_pct": (max(per) - min(per)) / med * 100, "repeats": per})
-    return out
-
-
-def _handoff_fns(kit: Kit, row: str, side: str) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(send, receive) for one side of the ping-pong of `row`: A sends ping
-    and receives pong, B receives ping and sends pong."""
-    if row in ("shmring.Semaphore", "mp.Semaphore", "posix_ipc.Semaphore"):
-        ping, pong = kit.signal_pair(row)
-        mine, theirs = (pong, ping) if side == "a" else (ping, pong)
-        return theirs.release, mine.acquire
-    if row in ("shmring.Event", "shmring.AtomicFlag"):
-        ping, pong = kit.signal_pair(row)
-        mine, theirs = (pong, ping) if side == "a" else (ping, pong)
-        wait = mine.wait if row == "shmring.Event" else mine.wait_set
-        clear = mine.clear
-
-        def recv() -> None:
-            wait()
-            clear()
-
-        return theirs.set, recv
-    me, other = (0, 1) if side == "a" else (1, 0)
-    if row in ("shmring.Mutex+Condition", "mp.Condition"):
-        cond = kit.cond if row == "shmring.Mutex+Condition" else kit.mp["mp.Condition"]
-        turn = kit.cturn if row == "shmring.Mutex+Condition" else kit.mpturn
-
-        def send() -> None:
-            with cond:
-                turn[0] = other
-                cond.notify()
-
-        def recv() -> None:
-            with cond:
-                while turn[0] != me:
-                    # The peer answers within microseconds: a wait that times out
-                    # with the turn still not ours is a lost wake-up, not a slow peer.
-                    if not cond.wait(LOST_WAKEUP_S) and turn[0] != me:
-                        raise LostWakeup(f"{row}: wait() timed out after {LOST_WAKEUP_S:g} s with the turn not "
-                                         f"ours: the peer's notify() did not wake this process (lost wake-up)")
-
-        return send, recv
-    if row == "shmring.SpinLock (polled)":
-        lk, turn = kit.pspin, kit.pturn
-        acq, rel = lk.acquire, lk.release
-
-        def send() -> None:
-            acq()
-            turn[0] = other
-            rel()
-
-        def recv() -> None:
-            while True:
-                acq()
-                t = turn[0]
-                rel()
-                if t == me:
-                    return
-
-        return send, recv
-    raise ValueError(row)
-
-
-LOST_WAKEUP_S = 1.0
-
-
-class LostWakeup(RuntimeError):
-    pass
-
-
-def task_handoff(kit: Kit, conn: Any, row: str, side: str, n: int, warm: int, max_s: float) -> dict[str, Any]:
-    """A times n round trips (after `warm` unmeasured ones), stopping early
-    after max_s seconds (a tenth of it for the warm-up); then it sets the
-    stop word and sends one last ping, on which B leaves without answering."""
-    send, recv = _handoff_fns(kit, row, side)
-    clock, cpu = time.perf_counter_ns, time.process_time
-    stop = kit.stop
-    c0 = cpu()
-    if side == "a":
-        lat: list[int] = []
-        add = lat.append
-        end = clock() + int(max_s * 0.1e9)
-        for _ in range(warm):
-            send()
-            recv()
-            if clock() > end:
-                break
-        end = clock() + int(max_s * 1e9)
-        for _ in range(n):
-            t0 = clock()
-            send()
-            recv()
-            t1 = clock()
-            add(t1 - t0)
-            if t1 > end:
-                break
-        c1 = cpu()
-        stop[0] = 1
-        send()
-        return {"lat": lat, "cpu": c1 - c0, "rts": len(lat) + warm}
-    rts = 0
-    while True:
-        recv()
-        if stop[0]:
-            break
-        send()
-        rts += 1
-    return {"cpu": cpu() - c0, "rts": rts}
-
-
-def task_pin(kit: Kit, conn: Any, cpus: list[int] | None) -> list[int]:
-    """Pin this worker to `cpus` (None: every CPU this process may use)."""
-    os.sched_setaffinity(0, set(cpus) if cpus else ALL_CPUS)
-    return sorted(os.sched_getaffinity(0))
-
-
-def timed_wait(kit: Kit, row: str, secs: float) -> Callable[[], bool]:
-    """A call that blocks on `row` for up to `secs` (the parent makes sure
-    nothing will come): True if it got through, False on timeout."""
-    if row in LOCKS and not row.startswith("shmring.Semaphore"):
-        lk = kit.lock(row)
-        if row == "posix_ipc.Semaphore":
-            return _posix_timed(lk, secs)
-        if row.startswith("mp."):
-            return lambda: lk.acquire(True, secs)
-        return lambda: lk.acquire(timeout=secs)
-    if row == "shmring.Semaphore":
-        return lambda: kit.sem_ping.acquire(timeout=secs)
-    if row == "shmring.Event":
-        return lambda: kit.ev_ping.wait(secs)
-    if row == "shmring.AtomicFlag":
-        return lambda: kit.fl_ping.wait_set(secs)
-    if row in ("shmring.Mutex+Condition", "mp.Condition"):
-        cond = kit.cond if row == "shmring.Mutex+Condition" else kit.mp["mp.Condition"]
-
-        def w() -> bool:
-            with cond:
-                return bool(cond.wait(secs))
-
-        return w
-    raise ValueError(row)
-
-
-def _posix_timed(sem: Any, secs: float) -> Callable[[], bool]:
-    busy = posix_ipc_or_none().BusyError
-
-    def w() -> bool:
-        try:
-            sem.acquire(secs)
-            return True
-        except busy:
-            return False
-
-    return w
-
-
-def task_waitcpu(kit: Kit, conn: Any, row: str, secs: float) -> dict[str, Any]:
-    w = timed_wait(kit, row, secs)
-    c0, t0 = time.process_time(), time.perf_counter()
-    got = w()
-    t1, c1 = time.perf_counter(), time.process_time()
-    return {"wall_s": t1 - t0, "cpu_s": c1 - c0, "got": got}
-
-
-def task_contend(kit: Kit, conn: Any, row: str, k: int) -> dict[str, Any]:
-    ctr = kit.counter
-    conn.send(("armed",))
-    if row == "shmring.AtomicInt64.fetch_add":
-        fa = kit.atomic.fetch_add
-        kit.go.wait()
-        c0, t0 = time.process_time(), time.perf_counter()
-        for _ in range(k):
-            fa(1)
-    elif row == "unprotected (no lock)":
-        kit.go.wait()
-        c0, t0 = time.process_time(), time.perf_counter()
-        for _ in range(k):
-            ctr[0] += 1
-    else:
-        lk = kit.lock(row)
-        acq, rel = lk.acquire, lk.release
-        kit.go.wait()
-        c0, t0 = time.process_time(), time.perf_counter()
-        for _ in range(k):
-            acq()
-            ctr[0] += 1  # read, add, write: not atomic; the lock makes it exact
-            rel()
-    t1, c1 = time.perf_counter(), time.process_time()
-    return {"t0": t0, "t1": t1, "cpu": c1 - c0}
-
-
-TASKS: dict[str, Callable[..., Any]] = {
-    "uncontended": task_uncontended,
-    "handoff": task_handoff,
-    "pin": task_pin,
-    "waitcpu": task_waitcpu,
-    "contend": task_contend,
-}
-
-
-def _selected(row: str, only: list[str]) -> bool:
-    r = row.lower()
-    return any(tok in r for tok in only)
-
-
-def worker_main(seg_name: str, mp_objs: dict[str, Any], posix_names: dict[str, str], conn: Any) -> None:
-    """Entry point of the pool's workers: attach, then run tasks."""
-    child_setup()
-    kit = None
-    try:
-        import shmring
-
-        kit = Kit(shmring.Segment.open(seg_name), mp_objs, posix_names, create=False)
-        conn.send(("ok",))
-        while True:
-            msg = conn.recv()
-            if msg[0] == "stop":
-                break
-            _, task, params = msg
-            conn.send(("done", TASKS[task](kit, conn, *params)))
-    except BaseException:
-        try:
-            conn.send(("error", f"worker (pid {os.getpid()}): " + traceback.format_exc()))
-        except Exception:
-            pass
-    finally:
-        if kit is not None:
-            try:
-                kit.close()
-            except Exception:
-                pass
-        conn.close()
-
-
-# -- section 5: the holder is killed ----------------------------------------
-
-def _kill_open(kind: str, ref: Any) -> Any:
-    if kind.startswith("shmring."):
-        import shmring
-
-        return getattr(shmring, kind.split(".", 1)[1]).open(ref)
-    if kind == "posix_ipc.Semaphore":
-        return posix_ipc_or_none().Semaphore(ref)
-    return ref  # multiprocessing objects travel as they are
-
-
-def _kill_acquire(kind: str, lk: Any, timeout: float) -> tuple[str, str]:
-    """Acquire with a timeout: (outcome, detail); outcome is "acquired",
-    "timed out", "OwnerDied", "LockNotRecoverable" or "error"."""
-    try:
-        if kind == "posix_ipc.Semaphore":
-            try:
-                lk.acquire(timeout)
-                return "acquired", ""
-            except posix_ipc_or_none().BusyError:
-                return "timed out", ""
-        ok = lk.acquire(True, timeout) if kind.startswith("mp.") else lk.acquire(timeout=timeout)
-        return ("acquired", "") if ok else ("timed out", "")
-    except Exception as e:
-        name = type(e).__name__
-        if name in ("OwnerDied", "LockNotRecoverable"):
-            return name, str(e)
-        return "error", f"{name}: {e}"
-
-
-def kill_holder_main(kind: str, ref: Any, conn: Any) -> None:
-    child_setup()
-    try:
-        lk = _kill_open(kind, ref)
-        outcome, detail = _kill_acquire(kind, lk, 5.0)
-        if outcome != "acquired":
-            raise RuntimeError(f"the holder could not take the lock: {outcome} {detail}")
-        conn.send(("held", os.getpid()))
-        time.sleep(3600)  # until SIGKILL
-    except BaseException:
-        conn.send(("error", traceback.format_exc()))
-
-
-def kill_waiter_main(kind: str, ref: Any, timeout: float, conn: Any) -> None:
-    """Block in acquire before the holder is killed; report what happened
-    and when, then check that the lock can be used again."""
-    child_setup()
-    try:
-        lk = _kill_open(kind, ref)
-        conn.send(("ready",))
-        t_start = time.perf_counter()
-        outcome, detail = _kill_acquire(kind, lk, timeout)
-        t_end = time.perf_counter()
-        after = ""
-        if outcome == "OwnerDied":
-            # The new holder repairs the data, then the lock works as before.
-            if kind == "shmring.Mutex":
-                lk.mark_consistent()
-            lk.release()
-            o2, _ = _kill_acquire(kind, lk, 0.5)
-            if o2 == "acquired":
-                lk.release()
-            after = f"repaired, released; next acquire: {o2}"
-        elif outcome == "acquired":
-            lk.release()
-        conn.send(("done", {"outcome": outcome, "detail": detail, "t_start": t_start, "t_end": t_end, "after": after}))
-    except BaseException:
-        conn.send(("error", traceback.format_exc()))
 
 
 # ---------------------------------------------------------------------------
 # parent side
 
 
-class WorkerError(Exception):
-    pass
-
-
-class Pool:
+class Pool(WorkerGroup):
     """The spawned workers of sections 1-4 and their control pipes; close()
     stops them ("stop", join, SIGTERM, SIGKILL)."""
 
     def __init__(self, ctx: Any, n: int, seg_name: str, mp_objs: dict[str, Any], posix_names: dict[str, str]) -> None:
-        self.procs: list[Any] = []
-        self.conns: list[Any] = []
-        self.stash: list[deque[Any]] = []
+        super().__init__(ctx, None, [f"worker {i}" for i in range(n)])
         try:
             for i in range(n):
-                parent_end, child_end = ctx.Pipe(duplex=True)
-                p = ctx.Process(target=worker_main, args=(seg_name, mp_objs, posix_names, child_end),
-                                name=f"bench-sync-{i}", daemon=True)
-                p.start()
-                child_end.close()
-                self.procs.append(p)
-                self.conns.append(parent_end)
-                self.stash.append(deque())
+                self._spawn(worker_main, (seg_name, mp_objs, posix_names), f"bench-sync-{i}")
             for i in range(n):
-                self.expect(i, "ok", 60)
+                self._expect(i, "ok", 60)
         except BaseException:
             self.close()
             raise
 
     def send(self, i: int, task: str, *params: Any) -> None:
-        try:
-            self.conns[i].send(("run", task, params))
-        except (BrokenPipeError, ConnectionError, EOFError, OSError):
-            self._reraise_from(i)
-
-    def _reraise_from(self, i: int) -> None:
-        conn = self.conns[i]
-        try:
-            while conn.poll(0.5):
-                m = conn.recv()
-                if m[0] == "error":
-                    raise WorkerError(m[1]) from None
-        except (EOFError, OSError):
-            pass
-        raise WorkerError(f"worker {i} is gone (exit code {self.procs[i].exitcode})") from None
+        """Worker i runs TASKS[task](kit, conn, *params) and answers ("done", result)."""
+        self._send(i, ("run", task, params))
 
     def expect(self, i: int, tag: str, timeout: float) -> tuple[Any, ...]:
         """The next message of worker i, which must be `tag`; an error from
         any worker, an exit, or the timeout raises WorkerError."""
-        from multiprocessing.connection import wait
-
-        deadline = time.monotonic() + timeout
-        by_conn = {c: j for j, c in enumerate(self.conns)}
-        while True:
-            if self.stash[i]:
-                msg = self.stash[i].popleft()
-                if msg[0] != tag:
-                    raise WorkerError(f"worker {i}: expected {tag!r}, got {msg[0]!r}")
-                return msg
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise WorkerError(f"timeout: no {tag!r} from worker {i} after {timeout:.0f} s")
-            for conn in wait(self.conns, timeout=min(left, 1.0)):
-                j = by_conn[conn]
-                try:
-                    msg = conn.recv()
-                except (EOFError, OSError):
-                    self.procs[j].join(1.0)
-                    raise WorkerError(f"worker {j} exited (exit code {self.procs[j].exitcode})") from None
-                if msg[0] == "error":
-                    raise WorkerError(msg[1])
-                self.stash[j].append(msg)
-
-    def close(self) -> None:
-        stop_workers(self.conns, self.procs)
+        return self._expect(i, tag, timeout)
 
 
 class SectionLoad:
-    """Like bench_channel's MachineLoad, for one section while the pool's
+    """Like _harness.MachineLoad, for one section while the pool's
     workers are alive: their CPU time is read from /proc (getrusage only
     counts children once they have been reaped)."""
 
@@ -802,24 +212,8 @@ class Bench:
     def unlink_all(self) -> list[str]:
         """Remove every segment and semaphore of this run that still has a
         name; returns the paths that were still there."""
-        left = []
-        for name in self.shm_names:
-            path = os.path.join("/dev/shm", name)
-            if os.path.exists(path):
-                left.append(path)
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-        for name in self.posix_names:
-            path = "/dev/shm/sem." + name.lstrip("/")
-            if os.path.exists(path):
-                left.append(path)
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-        return left
+        return remove_leftovers([os.path.join("/dev/shm", name) for name in self.shm_names]
+                                + ["/dev/shm/sem." + name.lstrip("/") for name in self.posix_names])
 
     def cleanup(self) -> list[str]:
         """Last line of defence: nothing of this run may stay behind."""
@@ -834,14 +228,8 @@ class Bench:
         left = self.unlink_all()
         # anything else with this run's prefix (e.g. a name created just before an interrupt)
         mine = f"{PREFIX}-{os.getpid()}-"
-        for fn in os.listdir("/dev/shm"):
-            if fn.startswith(mine) or fn.startswith("sem." + mine):
-                path = os.path.join("/dev/shm", fn)
-                left.append(path)
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+        left += remove_leftovers(os.path.join("/dev/shm", fn) for fn in os.listdir("/dev/shm")
+                                 if fn.startswith(mine) or fn.startswith("sem." + mine))
         return left
 
     def _fail(self, section: str, row: str, e: BaseException, restart: bool = True) -> dict[str, Any]:
@@ -910,7 +298,7 @@ class Bench:
                     continue
                 n = len(a["lat"])
                 r = {"row": row, "placement": label, "cpus": [cpu_a, cpu_b], "how": SIGNALS[row], "n": n,
-                     **_percentiles(sorted(a["lat"])),
+                     **percentiles(sorted(a["lat"])),
                      "a_cpu_us_per_rt": a["cpu"] / a["rts"] * 1e6, "b_cpu_us_per_rt": b["cpu"] / max(1, b["rts"]) * 1e6,
                      "time_bound_hit": n < o.pingpong_n}
                 self.results["handoff"].append(r)
@@ -1018,7 +406,7 @@ class Bench:
                 med = statistics.median(rates)
                 mid = min(runs, key=lambda x: abs(x["rate"] - med))
                 exact = all(x["exact"] for x in runs)
-                r = {"row": row, "procs": procs, "k": k, "rate": med, "spread_pct": (max(rates) - min(rates)) / med * 100,
+                r = {"row": row, "procs": procs, "k": k, "rate": med, "spread_pct": spread_pct(rates),
                      "cores_busy": mid["cores_busy"], "cpu_us_per_acq": mid["cpu_us_per_acq"], "exact": exact,
                      "first_done": mid["first_done"],
                      "counts": [(x["count"], x["total"]) for x in runs], "runs": runs}
@@ -1189,234 +577,6 @@ class Bench:
             self.section_load[s] = load.other_pct()
 
 
-# ---------------------------------------------------------------------------
-# report
-
-
-def _ratio_cells(value: float | None, base: dict[str, float], names: list[str], higher_is_better: bool) -> list[str]:
-    out = []
-    for b in names:
-        v = base.get(b)
-        if not v or not value:
-            out.append("–")
-        else:
-            out.append(fmt_ratio(value / v if higher_is_better else v / value))
-    return out
-
-
-def fmt_ms(s: float) -> str:
-    ms = s * 1000
-    return f"{ms:.0f} ms" if ms >= 100 else (f"{ms:.1f} ms" if ms >= 1 else f"{ms * 1000:.0f} µs")
-
-
-def kill_summary(r: dict[str, Any]) -> str:
-    out = r["blocked_outcome"]
-    if out == "timed out":
-        return f"hangs (timed out after {r['blocked_waited_s']:.2f} s)"
-    return f"{out} after {fmt_ms(r['blocked_detect_s'])} (max {fmt_ms(r['blocked_detect_max_s'])})"
-
-
-def report(bench: Bench, meta: dict[str, Any]) -> str:
-    R, o = bench.results, bench.opts
-    P = [f"# shmring synchronisation primitives vs multiprocessing and posix_ipc ({meta['host']['cpus']} CPUs, "
-         f"Python {meta['python']}, start method {START_METHOD})\n"]
-    P.append("Ratios (x NAME): how many times better than NAME — cost and latency: NAME's / this one's; "
-             "throughput: this rate / NAME's rate. Above 1 is better than NAME.\n")
-
-    # summary
-    unc = {r["row"]: r for r in R["uncontended"] if not r.get("failed")}
-    hof = {(r["row"], r["placement"]): r for r in R["handoff"] if not r.get("failed")}
-    places = list(dict.fromkeys(r["placement"] for r in R["handoff"] if r.get("placement")))
-    hof_failed = {(r["row"], r["placement"]) for r in R["handoff"] if r.get("failed") and r.get("placement")}
-    wcpu = {r["row"]: r for r in R["waitcpu"] if not r.get("failed")}
-    con = {(r["row"], r["procs"]): r for r in R["contention"] if not r.get("failed")}
-    kil = {r["row"]: r for r in R["kill"] if not r.get("failed")}
-    if any(R.values()):
-        rows: list[list[str]] = []
-        for prim, ho, via in SUMMARY:
-            if not bench.want(prim) and not bench.want(ho):
-                continue
-            u = unc.get(prim)
-            w = wcpu.get(prim) or wcpu.get(ho)
-            cells = [prim + (f" ({via})" if via else ""), f"{u['ns']:.0f}" if u else "–"]
-            for pl in places:
-                h = hof.get((ho, pl))
-                cells.append(f"{fmt_num(h['p50_us'])} / {fmt_num(h['p99_us'])}" if h
-                             else ("FAILED" if (ho, pl) in hof_failed else "–"))
-            cells.append(f"{w['cpu_pct']:.1f}%" if w else "–")
-            for procs in o.procs:
-                c = con.get((prim, procs))
-                cells.append(fmt_rate(c["rate"]) if c else "–")
-            k = kil.get(prim)
-            cells.append(kill_summary(k) if k else ("n/a (not a lock)" if prim in ("shmring.Event", "shmring.AtomicFlag") else "–"))
-            rows.append(cells)
-        P.append("## At a glance\n")
-        P.append("Hand-off: round trip between two processes pinned to two CPUs / to one CPU; for the locks it is "
-                 "the row named in brackets (a lock is not a signalling primitive). CPU while waiting: % of a core.\n")
-        P.append(md_table(["primitive", "uncontended ns/pair"] + [f"round trip p50 / p99 µs, {pl}" for pl in places]
-                          + ["CPU while waiting"]
-                          + [f"{p} proc{'s' if p > 1 else ''} acq/s" for p in o.procs]
-                          + ["holder SIGKILLed: blocked waiter gets"], rows) + "\n")
-
-    # 1
-    if R["uncontended"]:
-        rows_all = R["uncontended"]
-        P.append("## 1. Uncontended cost, one process, tight loop\n")
-        P.append(f"ns per iteration of the loop (median of {o.repeat_uncontended} repeats of ~{o.target_uncontended:g} s), "
-                 "Python call overhead included — what a Python caller pays. The floor row is the same loop calling two "
-                 "no-op C functions.\n")
-        lock_base = {r["row"]: r["ns"] for r in rows_all if not r.get("failed") and r["row"] in BASELINES}
-        sig_base = {r["row"].replace(" (signal)", ""): r["ns"] for r in rows_all
-                    if not r.get("failed") and r["row"].endswith("(signal)")}
-        names = [b for b in BASELINES if b in lock_base]
-        table = []
-        for r in rows_all:
-            if r.get("failed"):
-                table.append([r["row"], r["failed"]] + [""] * (4 + len(names)))
-                continue
-            base = sig_base if (r["row"].endswith("(signal)") or r["row"] in ("shmring.Event", "shmring.AtomicFlag")) else lock_base
-            ratios = ["–"] * len(names) if r["row"].startswith("(") else _ratio_cells(r["ns"], base, names, False)
-            table.append([r["row"], r["op"], f"{r['ns']:.0f}", f"{r['min_ns']:.0f}", f"{r['spread_pct']:.0f}%"]
-                         + ratios)
-        P.append(md_table(["primitive", "operation", "ns (median)", "ns (min)", "spread"] + [f"x {b}" for b in names],
-                          table) + "\n")
-        P.append("Ratios of the signal rows (post + wait, Event, AtomicFlag) are against the same baselines used as "
-                 "signals (release(); acquire() of a semaphore at 0); lock rows against acquire(); release().\n")
-
-    # 2
-    if R["handoff"]:
-        P.append(f"## 2. Hand-off latency between two processes (up to {o.pingpong_n} round trips after "
-                 f"{o.pingpong_warmup} unmeasured, at most {o.pingpong_max_s:g} s a row)\n")
-        P.append("A posts, B (blocked) wakes and answers through a second primitive, A wakes: a round trip is two "
-                 "hand-offs. Locks are not signalling primitives: the Mutex hands off through a Condition (its "
-                 "natural partner), the SpinLock through a turn word it guards, polled (both processes spin), mp.Lock "
-                 "through mp.Condition. The two processes are pinned: on **2 CPUs** every hand-off wakes a process "
-                 "whose CPU went idle (a cross-CPU wake-up of an idle vCPU); on **1 CPU** a hand-off is a context "
-                 "switch on that CPU. Unpinned, the scheduler picks one or the other from run to run.\n")
-        for pl in places:
-            rows_all = [r for r in R["handoff"] if r.get("placement") == pl]
-            base = {r["row"]: r["p50_us"] for r in rows_all if not r.get("failed")}
-            names = [b for b in HANDOFF_BASELINES if b in base]
-            table = []
-            for r in rows_all:
-                if r.get("failed"):
-                    table.append([r["row"], r["failed"]] + [""] * (5 + len(names)))
-                    continue
-                table.append([r["row"], r["how"], fmt_num(r["p50_us"]), fmt_num(r["p99_us"]), fmt_num(r["p999_us"]),
-                              f"{r['a_cpu_us_per_rt']:.1f}/{r['b_cpu_us_per_rt']:.1f}",
-                              str(r["n"]) + (" (time limit)" if r.get("time_bound_hit") else "")]
-                             + _ratio_cells(r["p50_us"], base, names, False))
-            P.append(f"### {pl}\n")
-            P.append(md_table(["primitive", "how", "p50 µs", "p99 µs", "p99.9 µs", "CPU µs/rt A/B", "round trips"]
-                              + [f"x {b}" for b in names], table) + "\n")
-        fails = [r for r in R["handoff"] if r.get("failed") and not r.get("placement")]
-        if fails:
-            P.append("\n".join(f"- {r['row']}: {r['failed']}" for r in fails) + "\n")
-
-    # 3
-    if R["waitcpu"]:
-        P.append(f"## 3. CPU burned while waiting ({o.wait_seconds:g} s, until the wait's timeout)\n")
-        table = []
-        for r in R["waitcpu"]:
-            if r.get("failed"):
-                table.append([r["row"], r["failed"], "", "", "", ""])
-                continue
-            table.append([r["row"], r["what"], f"{r['wall_s']:.3f}", f"{r['cpu_s'] * 1000:.1f}",
-                          f"{r['cpu_pct']:.2f}%", "got through!" if r["got"] else "timed out"])
-        P.append(md_table(["primitive", "waiting in", "wall s", "CPU ms", "% of a core", "result"], table) + "\n")
-        if bench.notes["waitcpu"]:
-            P.append("\n".join(f"- {n}" for n in bench.notes["waitcpu"]) + "\n")
-
-    # 4
-    if R["contention"]:
-        P.append("## 4. Throughput under contention\n")
-        P.append(f"N processes each do K cycles of acquire(); counter += 1; release() on one shared counter (a plain "
-                 f"int64 in shared memory, read-modify-write in Python); the final count must be N x K. Acquisitions "
-                 f"per second in total, median of {o.repeat} runs sized to ~{o.target_contention:g} s; 'cores busy' is the "
-                 f"CPU time of all N processes over the run's wall time ({meta['host']['cpus']} CPUs here). 'first done at': "
-                 f"when the first process finished its K, as a share of the run — 1/N means the processes took turns "
-                 f"for whole time slices (the releaser re-takes the lock at once: high throughput, no fairness), 100% "
-                 f"that they interleaved to the end. "
-                 + ("Process i is pinned to CPU i mod the CPU count: up to that count each process has a CPU of its "
-                    "own; beyond it, processes share CPUs (and a lock holder can be preempted)."
-                    if o.pin else "Processes are not pinned (the scheduler may put several on one CPU).") + "\n")
-        rows_names = list(dict.fromkeys(r["row"] for r in R["contention"]))
-        summ = []
-        for row in rows_names:
-            cells = [row]
-            for procs in o.procs:
-                found = [x for x in R["contention"] if x["row"] == row and x.get("procs") == procs]
-                if not found:
-                    cells.append("–")
-                elif found[0].get("failed"):
-                    cells.append(found[0]["failed"])
-                else:
-                    ok = "" if found[0]["exact"] else (
-                        " (count WRONG, as expected)" if row.startswith("unprotected") else " (count WRONG)")
-                    cells.append(f"{fmt_rate(found[0]['rate'])}{ok}")
-            summ.append(cells)
-        P.append("Acquisitions/s:\n")
-        P.append(md_table(["primitive"] + [f"{p} proc{'s' if p > 1 else ''}" for p in o.procs], summ) + "\n")
-        for procs in o.procs:
-            crows = [r for r in R["contention"] if r.get("procs") == procs]
-            base = {r["row"]: r["rate"] for r in crows if not r.get("failed")}
-            names = [b for b in BASELINES if b in base]
-            table = []
-            for r in crows:
-                if r.get("failed"):
-                    table.append([r["row"], r["failed"]] + [""] * (5 + len(names)))
-                    continue
-                cnt = "exact" if r["exact"] else "WRONG " + ", ".join(f"{c}/{t}" for c, t in r["counts"][:1])
-                table.append([r["row"], fmt_rate(r["rate"]), f"{r['cores_busy']:.2f}", fmt_num(r["cpu_us_per_acq"]),
-                              f"{r['first_done'] * 100:.0f}%" if procs > 1 else "–", cnt,
-                              f"{r['spread_pct']:.0f}%", str(r["k"])] + _ratio_cells(r["rate"], base, names, True))
-            P.append(f"### {procs} process{'es' if procs > 1 else ''}\n")
-            P.append(md_table(["primitive", "acq/s", "cores busy", "CPU µs/acq", "first done at", "count", "spread",
-                               "K per proc"]
-                              + [f"x {b}" for b in names], table) + "\n")
-
-    # 5
-    if R["kill"]:
-        T = o.kill_timeout
-        P.append("## 5. The holder is killed with SIGKILL while holding the lock\n")
-        P.append(f"Blocked waiter: a second process is already blocked in acquire(timeout={T:g}) when the holder is "
-                 "killed (0.20-0.25 s after it started waiting); the holder is left a zombie (not reaped) until the waiter "
-                 f"answers. 'detected after' is the time from the kill to the waiter's answer (median and max of "
-                 f"{o.kill_repeats} kills for the locks that detect it; one kill for the others). Late acquirer: the "
-                 "holder was killed and reaped before acquire(timeout) is called. After OwnerDied the waiter repairs "
-                 "(Mutex: mark_consistent()) and releases, then acquires again ('then'); the last column is what the "
-                 "next acquirer gets when the late acquirer releases after OwnerDied *without* repairing.\n")
-        table = []
-        for r in R["kill"]:
-            if r.get("failed"):
-                table.append([r["row"], r["failed"], "", "", "", "", ""])
-                continue
-            if r["blocked_outcome"] == "timed out":
-                det = f"never (waited its full {r['blocked_waited_s']:.2f} s)"
-            else:
-                det = f"{fmt_ms(r['blocked_detect_s'])} (max {fmt_ms(r['blocked_detect_max_s'])})"
-            late = (f"never (waited its full {r['late_detect_s']:.2f} s)" if r["late_outcome"] == "timed out"
-                    else fmt_ms(r["late_detect_s"]))
-            table.append([r["row"], r["blocked_outcome"], det, r["blocked_after"] or "–",
-                          r["late_outcome"], late, r["late_unrepaired"] or "–"])
-        P.append(md_table(["lock", "blocked waiter gets", "detected after", "then", "late acquirer gets",
-                           "detected after", "released unrepaired: next gets"], table) + "\n")
-
-    P += skipped_and_failures(meta["skipped"], [f"{e['section']} {e['row']}: {last_line(e['error'])}"
-                                                for e in bench.errors])
-    other, steal = machine_load_pcts(meta)
-    P.append(f"Machine: {meta['host']['cpu_model'] or '?'}, {meta['host']['cpus']} CPUs, kernel {meta['host']['kernel']}; "
-             f"load average {meta.get('loadavg_1min_at_start', -1):.2f} at start; other processes used {other:.1f}% of "
-             f"the machine during the run, steal {steal:.1f}% (run took {meta.get('duration_s', 0):.0f} s); by section: "
-             + ", ".join(f"{k} {v:.0f}%" for k, v in bench.section_load.items()) + ".\n")
-    P += not_idle_warning(other, steal, "spinning and contention rows suffer most; ")
-    P.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v) + "\n")
-    return "\n".join(P)
-
-
-# ---------------------------------------------------------------------------
-
-
 def collect_meta(opts: Any, bench: Bench) -> dict[str, Any]:
     import shmring
 
@@ -1496,11 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["section_load_other_pct"] = bench.section_load  # for the JSON: the report has it already
     write_outputs(text, opts.markdown, opts.json,
                   {"meta": meta, "results": bench.results, "notes": bench.notes, "errors": bench.errors})
-    log(f"total {meta['duration_s']:.0f} s")
-    if bench.errors:
-        log(f"\n!!! {len(bench.errors)} measurement(s) FAILED; see above")
-        return 1
-    return 130 if interrupted else 0
+    return exit_status(meta, bench.errors, interrupted, "measurement(s) FAILED")
 
 
 if __name__ == "__main__":

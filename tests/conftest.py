@@ -1,12 +1,24 @@
-"""Shared fixtures: unique segment names, a check that no test leaks one, and
-``kids``: the child processes of a test, never left behind."""
+"""Shared fixtures and helpers of the tests.
+
+- Segments: unique names (``name``, ``new_name``), a check that no test
+  leaks one, and ``segment``.
+- ``kids``: the child processes of a test, never left behind.
+- Constants and helpers several components share (start-method contexts,
+  record sizes, raw words, threads sharing one handle).
+- The fixtures of the components (``ch``/``channel``/``raw``, ``topic``,
+  ``sq``/``collector``, ``named``, ``fresh_name``/``live_segment``); their
+  other helpers are in tests/_<component>_helpers.py.
+"""
 
 from __future__ import annotations
 
 import gc
+import multiprocessing as mp
 import os
 import signal
+import struct
 import subprocess
+import threading
 import time
 import traceback
 import uuid
@@ -201,3 +213,197 @@ def kids() -> Iterator[Kids]:
         yield k
     finally:
         k.reap()
+
+
+# -- shared by the tests of several components --------------------------------------
+
+FORK = mp.get_context("fork")
+SPAWN = mp.get_context("spawn")
+FORKSERVER = mp.get_context("forkserver")
+CONTEXTS: dict[str, Any] = {"fork": FORK, "spawn": SPAWN, "forkserver": FORKSERVER}
+
+# Bound on one step of a test (the channel and topic tests of issue 9): a hang
+# fails instead of waiting for pytest-timeout.
+STEP = 10.0
+
+
+def record_size(n: int) -> int:
+    """Ring bytes taken by a record of ``n`` payload bytes in a channel's or a
+    queue's ring (8-byte header, padded to 8)."""
+    return 8 + (n + 7) // 8 * 8
+
+
+# Raw little-endian words of a mapping (the queue and topic layouts).
+def u64(buf: Any, off: int) -> int:
+    return int(struct.unpack_from("<Q", buf, off)[0])
+
+
+def set_u64(buf: Any, off: int, value: int) -> None:
+    struct.pack_into("<Q", buf, off, value & (2**64 - 1))
+
+
+def eventually(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+# -- threads sharing one handle -------------------------------------------------------
+
+
+class Worker(threading.Thread):
+    """A thread running ``fn``; ``outcome`` is what it returned or raised."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self.fn = fn
+        self.outcome: Any = None
+        self.entered = threading.Event()
+
+    def run(self) -> None:
+        self.entered.set()
+        try:
+            self.outcome = ("returned", self.fn())
+        except BaseException as exc:  # noqa: BLE001 - examined by the test
+            self.outcome = ("raised", exc)
+
+    def finish(self) -> Any:
+        self.join(STEP)
+        assert not self.is_alive(), "the thread is still blocked"
+        return self.outcome
+
+
+def wait_inside(probe: Callable[[], Any], what: str) -> None:
+    """Poll ``probe`` (a zero-timeout call on the same end) until it times out
+    because another thread's call is inside that end."""
+    deadline = time.monotonic() + STEP
+    while True:
+        try:
+            probe()
+        except shmring.Timeout as exc:
+            if "another thread" in str(exc):
+                return
+        assert time.monotonic() < deadline, f"the thread never entered {what}"
+        time.sleep(0.005)
+
+
+# -- fixtures of the components ---------------------------------------------------------
+
+
+@pytest.fixture
+def ch(name: str) -> Iterator[shmring.Channel]:
+    """A 1024-byte channel, closed (and so removed) after the test."""
+    with shmring.Channel.create(name, 1024) as channel:
+        yield channel
+
+
+C = TypeVar("C", bound="Closeable")
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+def _closed_after_the_test(make: Callable[..., C]) -> Iterator[Callable[..., C]]:
+    """A factory fixture's body: ``make``, and every object it made closed at
+    teardown (for a channel, topic or named primitive its last handle out
+    removes it)."""
+    made: list[C] = []
+
+    def tracked(*args: Any, **kw: Any) -> C:
+        obj = make(*args, **kw)
+        made.append(obj)
+        return obj
+
+    try:
+        yield tracked
+    finally:
+        for obj in made:
+            obj.close()
+
+
+@pytest.fixture
+def channel(new_name: Callable[[], str]) -> Iterator[Callable[..., shmring.Channel]]:
+    """Factory of channels owned by the test (closed and unlinked after it)."""
+
+    def make(capacity: int = 4096, wait: str = "adaptive", **kw: Any) -> shmring.Channel:
+        return shmring.Channel.create(new_name(), capacity, wait, **kw)  # type: ignore[arg-type]
+
+    yield from _closed_after_the_test(make)
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[[str], Any]]:
+    """Factory of ``Hostile`` mappings of a channel (tests/_channel_helpers.py), closed after the test."""
+    from _channel_helpers import Hostile
+
+    yield from _closed_after_the_test(Hostile)
+
+
+@pytest.fixture
+def topic(new_name: Callable[[], str]) -> Iterator[Callable[..., shmring.Topic]]:
+    """Factory of topics owned by the test (closed and unlinked after it)."""
+
+    def make(capacity: int = 4096, policy: str = "block", **kw: Any) -> shmring.Topic:
+        return shmring.Topic.create(new_name(), capacity, policy, **kw)  # type: ignore[arg-type]
+
+    yield from _closed_after_the_test(make)
+
+
+@pytest.fixture
+def sq(name: str) -> Iterator[shmring.Queue]:
+    """A queue with the default (1 MiB, unbounded) ring, closed after the test."""
+    with shmring.Queue(name=name) as q:
+        yield q
+
+
+@pytest.fixture
+def collector(kids: Kids) -> Any:
+    """The queue consumers of one test and their reports (tests/_queue_helpers.py)."""
+    from _queue_helpers import Collector
+
+    return Collector(kids)
+
+
+@pytest.fixture
+def named(new_name: Callable[[], str]) -> Iterator[Callable[..., Any]]:
+    """Factory of named primitives owned by the test (closed at teardown)."""
+    yield from _closed_after_the_test(lambda cls, *args: cls.create(new_name(), *args))
+
+
+@pytest.fixture
+def fresh_name() -> Iterator[Callable[[], str]]:
+    """Factory of fresh names; each one is removed from /dev/shm (whatever is
+    behind it) when the test ends, and the test fails if that did not work."""
+    names: list[str] = []
+
+    def make() -> str:
+        name = f"t-cli-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        try:
+            (SHM / name).unlink()
+        except FileNotFoundError:
+            pass
+    leftovers = [n for n in names if (SHM / n).exists()]
+    assert not leftovers, f"left behind in /dev/shm: {leftovers}"
+
+
+@pytest.fixture
+def live_segment(fresh_name: Callable[[], str]) -> Iterator[shmring.Segment]:
+    """A 4096-byte segment created (and so kept alive) by this test process."""
+    seg = shmring.Segment.create(fresh_name(), 4096)
+    try:
+        yield seg
+    finally:
+        seg.close()
+        try:
+            seg.unlink()
+        except FileNotFoundError:
+            pass

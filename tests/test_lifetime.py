@@ -314,7 +314,7 @@ def _wait_gone(pid: int) -> None:
         time.sleep(0.01)
 
 
-# -- reproductions of the failures --------------------------------------------------
+# -- queue items outlive their creator's handle and process; a handle of a removed object --
 
 
 def item(i: int) -> bytes:
@@ -407,7 +407,7 @@ def test_unpickling_after_every_user_left_says_why(kids: Kids) -> None:
         pickle.loads(data)
 
 
-# -- found in review: hand-off, threads, close while a call runs, persistence ---------------
+# -- hand-off to a child, threads, close while a call runs, persistence ---------------------
 
 
 def _check_handoff(ch: shmring.Channel, seg: shmring.Segment, report: Any) -> None:

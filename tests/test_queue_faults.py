@@ -1,0 +1,326 @@
+"""Queue faults: producers and consumers killed with SIGKILL mid-stream (what
+a killed producer delivered is a prefix of its items; a killed consumer
+takes at most what it held), and a producer killed while it holds the queue
+lock, at each stage of a put (the ``_crash_in_put`` test hook): the next
+holder takes the lock over, recounts, removes leftover chunks, and nothing
+committed is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import signal
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import shmring
+
+from _queue_helpers import (
+    COUNT, DATA, HEAD, LOCK_OWNER, MAX_BATCH, OP_TIMEOUT, TAG_PAD, TAIL, Collector, assert_drained, check_delivery,
+    item, make_queue,
+)
+from conftest import FORK, SHM, Kids, record_size, set_u64, u64
+
+# name of the kill-test mode -> (item sizes, maxsize): "maxsize" and "overflow"
+# bound items, not bytes, so the victim cannot run away with the memory.
+KILL_MODES = {"bounded": ("bounded", 0), "maxsize": ("unbounded", 24), "overflow": ("overflow", 40)}
+
+
+def _wait_for(collector: Collector, pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert not collector.errors, collector.errors
+        collector.pump(0.01)
+
+
+def _streamer(q: shmring.Queue, p: int, api: str, mode: str, seed: int, stop: Any, conn: Any) -> None:
+    """A producer that puts until ``stop`` is set, then reports how many."""
+    rng = random.Random(seed)
+    s = 0
+    while not stop.value:
+        if api == "single":
+            q.put(item(p, s, mode), timeout=OP_TIMEOUT)
+            s += 1
+        else:
+            k = rng.randint(1, MAX_BATCH[mode])
+            q.put_many([item(p, s + i, mode) for i in range(k)], timeout=OP_TIMEOUT)
+            s += k
+    conn.send(s)
+
+
+class Stream:
+    """Streaming producers of one kill test."""
+
+    def __init__(self, collector: Collector, q: shmring.Queue, api: str, mode: str, seed: int) -> None:
+        self.collector, self.q, self.api, self.mode, self.seed = collector, q, api, mode, seed
+        # A lock-free flag: a producer killed inside Event.is_set() would
+        # leave the Event's lock held and hang the others.
+        self.stop = FORK.RawValue("b", 0)
+        self.procs: dict[int, Any] = {}
+        self.counts: dict[int, Any] = {}
+
+    def start(self, p: int) -> Any:
+        r, w = FORK.Pipe(duplex=False)
+        self.procs[p] = self.collector.kids.process(FORK, _streamer, self.q, p, self.api, self.mode, self.seed + p,
+                                                    self.stop, w)
+        w.close()
+        self.counts[p] = r
+        return self.procs[p]
+
+    def delivered(self) -> int:
+        return sum(len(g) for g in self.collector.got.values())
+
+    def carry_on(self, more: int) -> None:
+        """Let the others deliver ``more`` items, then stop the producers."""
+        target = self.delivered() + more
+        _wait_for(self.collector, lambda: self.delivered() >= target, 20, f"{more} more items after the kill")
+        self.stop.value = 1
+
+    def finish(self, survivors: list[int]) -> dict[int, int]:
+        """Join the surviving producers: how many each put."""
+        self.collector.join([self.procs[p] for p in survivors], 40)
+        assert all(self.procs[p].exitcode == 0 for p in survivors), [self.procs[p].exitcode for p in survivors]
+        return {p: self.counts[p].recv() for p in survivors}
+
+
+def kill(proc: Any) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(OP_TIMEOUT)
+    assert proc.exitcode == -signal.SIGKILL, proc.exitcode
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", list(KILL_MODES))
+@pytest.mark.parametrize("api", ["single", "batch"])
+@pytest.mark.parametrize("round", range(3))
+def test_kill_producer_mid_stream(round: int, api: str, mode: str, new_name: Callable[[], str], kids: Kids,
+                                  collector: Collector) -> None:
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    ctx = f"[seed {seed}] "
+    imode, maxsize = KILL_MODES[mode]
+    victim = 2
+    with make_queue(imode, new_name(), maxsize=maxsize) as q:
+        for c in range(2):
+            collector.consumer(c, q, api, imode, seed + 100 + c)
+        stream = Stream(collector, q, api, imode, seed)
+        for p in (0, 1, victim):
+            stream.start(p)
+        _wait_for(collector, lambda: collector.count_from(victim) >= 20, 20, "the victim's first items")
+        time.sleep(rng.uniform(0, 0.03))
+        kill(stream.procs[victim])
+        stream.carry_on(100)
+        expected = stream.finish([0, 1])
+        collector.put_markers(q, 2)
+        collector.wait_done({0, 1}, 40)
+        collector.join(kids.procs, 10)
+        delivered = collector.count_from(victim)
+        expected[victim] = delivered
+        check_delivery(collector.got, expected, prefix_only=frozenset({victim}), ctx=ctx)
+        assert delivered >= 20
+        assert_drained(q, producer_killed=True)
+        q.put("still usable")
+        assert q.get(timeout=1) == "still usable"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", list(KILL_MODES))
+@pytest.mark.parametrize("api", ["single", "batch"])
+@pytest.mark.parametrize("round", range(3))
+def test_kill_consumer_mid_stream(round: int, api: str, mode: str, new_name: Callable[[], str], kids: Kids,
+                                  collector: Collector) -> None:
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    ctx = f"[seed {seed}] "
+    imode, maxsize = KILL_MODES[mode]
+    victim = 0
+    with make_queue(imode, new_name(), maxsize=maxsize) as q:
+        doomed = collector.consumer(victim, q, api, imode, seed + 100)
+        for c in (1, 2):
+            collector.consumer(c, q, api, imode, seed + 100 + c)
+        stream = Stream(collector, q, api, imode, seed)
+        for p in (0, 1):
+            stream.start(p)
+        _wait_for(collector, lambda: len(collector.got[victim]) >= 20, 20, "the victim's first items")
+        time.sleep(rng.uniform(0, 0.03))
+        kill(doomed)
+        collector.drain(victim)  # what it reported before it died
+        stream.carry_on(100)
+        expected = stream.finish([0, 1])
+        collector.put_markers(q, 2)
+        collector.wait_done({1, 2}, 40)
+        collector.join(kids.procs, 10)
+        lose = 1 if api == "single" else MAX_BATCH[imode]
+        check_delivery(collector.got, expected, may_lose=lose, ctx=ctx)
+        assert_drained(q)
+
+
+# -- killed while holding the lock ---------------------------------------------------
+
+
+def _crash(q: shmring.Queue, stage: int) -> None:
+    q._crash_in_put(stage)
+
+
+def _put_after_crash(q: shmring.Queue, conn: Any) -> None:
+    t0 = time.monotonic()
+    q.put("after", timeout=OP_TIMEOUT)
+    conn.send((time.monotonic() - t0, q.qsize()))
+
+
+def crash_in_put(q: shmring.Queue, stage: int) -> int:
+    p = FORK.Process(target=_crash, args=(q, stage))
+    p.start()
+    p.join(OP_TIMEOUT)
+    assert p.exitcode == -signal.SIGKILL and p.pid is not None, p.exitcode
+    return p.pid
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mode", ["unbounded", "bounded"])
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_crash_in_put_recovers(stage: int, mode: str, new_name: Callable[[], str]) -> None:
+    with make_queue(mode, new_name()) as q:
+        q.put("before")
+        dead = crash_in_put(q, stage)
+        assert q.stats()["holder"] == dead, "the dead process should still hold the lock"
+        r, w = FORK.Pipe(duplex=False)
+        helper = FORK.Process(target=_put_after_crash, args=(q, w))
+        helper.start()
+        assert r.poll(OP_TIMEOUT), "a put after the crash hangs"
+        elapsed, qsize = r.recv()
+        helper.join(OP_TIMEOUT)
+        assert helper.exitcode == 0
+        assert elapsed < 1.0, f"taking over the dead holder's lock took {elapsed:.3f} s"
+        expected = ["before"] + ([b"crash"] if stage == 2 else []) + ["after"]
+        assert qsize == len(expected) == q.qsize()
+        assert q.stats()["holder"] == 0
+        assert [q.get_nowait() for _ in expected] == expected
+        with pytest.raises(queue.Empty):
+            q.get_nowait()
+        assert_drained(q)
+        q.put_many([1, 2])
+        assert q.get_many() == [1, 2]
+
+
+@pytest.mark.timeout(30)
+def test_crash_between_the_two_stores_of_a_ring_restart(new_name: Callable[[], str]) -> None:
+    """A put on an empty ring restarted at offset 0 moves tail and head; a
+    holder killed after storing tail and before head leaves a valid ring
+    holding the padding record and its record: the next holder counts the
+    record, and readers step over the padding."""
+    with shmring.Queue(max_size_bytes=512, name=new_name()) as q:
+        q.put_bytes(b"p" * 200)
+        assert q.get_bytes() == b"p" * 200  # empty, tail at offset 208
+        seg = shmring.Segment.open(q.name)
+        try:
+            head, tail = u64(seg.buf, HEAD), u64(seg.buf, TAIL)
+            assert head == tail == 208
+            crash_in_put(q, 4)
+            assert (u64(seg.buf, HEAD), u64(seg.buf, TAIL)) == (208, 512 + record_size(5))
+            assert struct.unpack_from("<II", seg.buf, DATA + 208) == (512 - 208 - 8, TAG_PAD)
+        finally:
+            seg.close()
+        q.put("after", timeout=OP_TIMEOUT)  # takes the dead holder's lock over and recounts
+        assert q.qsize() == 2 and q.data_size() == 5 + len(q.dumps("after"))
+        assert [q.get_nowait(), q.get_nowait()] == [b"crash", "after"]
+        assert_drained(q)
+        q.put_bytes(b"w" * 496, timeout=OP_TIMEOUT)  # the whole ring, again
+        assert q.get_bytes() == b"w" * 496
+
+
+def _report_gets(q: shmring.Queue, conn: Any) -> None:
+    while True:
+        x = q.get(timeout=OP_TIMEOUT)
+        conn.send((time.monotonic(), x))
+        if x == "end":
+            return
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_crash_in_put_with_a_consumer_asleep(stage: int, new_name: Callable[[], str]) -> None:
+    with shmring.Queue(name=new_name()) as q:
+        r, w = FORK.Pipe(duplex=False)
+        consumer = FORK.Process(target=_report_gets, args=(q, w))
+        consumer.start()
+        time.sleep(0.1)  # asleep in get() on an empty queue
+        crash_in_put(q, stage)
+        crashed_at = time.monotonic()
+        if stage == 2:
+            # committed but never announced: the sleeper finds it on its own
+            assert r.poll(5), "the committed record of the dead producer was never delivered"
+            t, x = r.recv()
+            assert x == b"crash" and t - crashed_at < 2.0
+        else:
+            assert not r.poll(0.2), "nothing was committed, yet the consumer got an item"
+        q.put("end")
+        assert r.poll(OP_TIMEOUT)
+        assert r.recv()[1] == "end"
+        consumer.join(OP_TIMEOUT)
+        assert consumer.exitcode == 0
+        assert_drained(q)
+
+
+@pytest.mark.timeout(30)
+def test_crash_in_put_stage2_keeps_joinable_task_count(new_name: Callable[[], str]) -> None:
+    """The record committed by a producer that died before updating the
+    counters is delivered, so it must also count as an unfinished task:
+    otherwise task_done() for it raises and join() returns early."""
+    with shmring.JoinableQueue(name=new_name()) as q:
+        q.put("a")
+        crash_in_put(q, 2)
+        q.put("b")
+        got = [q.get_nowait() for _ in range(3)]
+        assert got == ["a", b"crash", "b"]
+        unfinished = q.stats()["unfinished"]
+        assert unfinished == 3, f"3 items were delivered but only {unfinished} count as unfinished tasks"
+        q.task_done()
+        q.task_done()
+        with pytest.raises(shmring.Timeout):
+            q.join(timeout=0.1)  # one of the three items is not done yet
+        q.task_done()  # the third item taken from the queue: must be accepted
+        q.join(timeout=1)
+
+
+@pytest.mark.timeout(30)
+def test_recovery_removes_every_chunk_left_past_the_chain(name: str) -> None:
+    with shmring.Queue(name=name) as q:
+        for i in (0, 1, 2):
+            (SHM / f"{name}.q{i}").write_bytes(b"")  # a killed multi-chunk put_many's leftovers
+        crash_in_put(q, 3)
+        q.put("after")  # takes the dead holder's lock over, recounts, cleans up
+        assert not any((SHM / f"{name}.q{i}").exists() for i in (0, 1, 2))
+        assert q.get(timeout=1) == "after"
+
+
+def _dead_pid() -> int:
+    p = FORK.Process(target=os._exit, args=(0,))
+    p.start()
+    p.join(OP_TIMEOUT)
+    assert p.pid is not None
+    return p.pid
+
+
+@pytest.mark.timeout(30)
+def test_lock_held_by_a_dead_pid_is_taken_over(new_name: Callable[[], str]) -> None:
+    name = new_name()
+    with shmring.Queue(name=name) as q:
+        q.put("x")
+        seg = shmring.Segment.open(name)
+        set_u64(seg.buf, LOCK_OWNER, _dead_pid() << 32)
+        set_u64(seg.buf, COUNT, 7)  # a stale counter the next holder must recount
+        seg.close()
+        t0 = time.monotonic()
+        q.put("y", timeout=OP_TIMEOUT)
+        assert time.monotonic() - t0 < 1.0
+        assert q.qsize() == 2
+        assert q.get_many() == ["x", "y"]
+        assert_drained(q)
