@@ -8,12 +8,10 @@ const char *const ARGS_TIMEOUT[] = {"timeout"};
 const char *const ARGS_DATA_TIMEOUT[] = {"data", "timeout"};
 const char *const ARGS_N_TIMEOUT[] = {"n", "timeout"};
 
-int parse_timeout(PyObject *obj, uint64_t *deadline)
+int parse_timeout_number(PyObject *obj, uint64_t *deadline)
 {
     double t;
     *deadline = 0;
-    if (obj == NULL || obj == Py_None)
-        return 0;
     t = PyFloat_AsDouble(obj);
     if (t == -1.0 && PyErr_Occurred())
         return -1;
@@ -29,8 +27,8 @@ int parse_timeout(PyObject *obj, uint64_t *deadline)
     return t == 0 ? 1 : 0;
 }
 
-int parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-               const char *const *names, Py_ssize_t nrequired, Py_ssize_t ntotal, PyObject **out)
+int parse_args_keywords(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                        const char *const *names, Py_ssize_t nrequired, Py_ssize_t ntotal, PyObject **out)
 {
     Py_ssize_t i, j, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nargs > ntotal) {

@@ -85,15 +85,37 @@ int raise_closed_meanwhile(const char *kind, PyObject *name, const char *handle)
 /* Arguments (args.c)                                                        */
 /* ------------------------------------------------------------------------ */
 
+/* parse_timeout of a number; parse_args with keywords or a wrong count. */
+int parse_timeout_number(PyObject *obj, uint64_t *deadline);
+int parse_args_keywords(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                        const char *const *names, Py_ssize_t nrequired, Py_ssize_t ntotal, PyObject **out);
+
 /* Timeouts: None blocks forever (deadline 0); otherwise a non-negative
  * number of seconds, turned into a CLOCK_MONOTONIC deadline.  Returns -1 on
- * error, 1 when the timeout is zero (do not wait), else 0. */
-int parse_timeout(PyObject *obj, uint64_t *deadline);
+ * error, 1 when the timeout is zero (do not wait), else 0.  (Inline: the
+ * hot calls pass none.) */
+static inline int parse_timeout(PyObject *obj, uint64_t *deadline)
+{
+    if (obj == NULL || obj == Py_None) {
+        *deadline = 0;
+        return 0;
+    }
+    return parse_timeout_number(obj, deadline);
+}
 
 /* Parse a vectorcall: `names` lists the parameters (the first `nrequired`
- * required), given by position or keyword.  Missing optional ones are NULL. */
-int parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-               const char *const *names, Py_ssize_t nrequired, Py_ssize_t ntotal, PyObject **out);
+ * required), given by position or keyword.  Missing optional ones are NULL.
+ * (Inline: the hot calls pass their arguments by position.) */
+static inline int parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                             const char *const *names, Py_ssize_t nrequired, Py_ssize_t ntotal, PyObject **out)
+{
+    Py_ssize_t i;
+    if (kwnames != NULL || nargs < nrequired || nargs > ntotal)
+        return parse_args_keywords(fname, args, nargs, kwnames, names, nrequired, ntotal, out);
+    for (i = 0; i < ntotal; i++)
+        out[i] = i < nargs ? args[i] : NULL;
+    return 0;
+}
 
 /* Parameter lists of parse_args, shared by several methods. */
 extern const char *const ARGS_TIMEOUT[];      /* timeout */
@@ -603,9 +625,19 @@ PyObject *topic_corrupt(TopicEndObject *self, const char *what);
 int topic_raise_closing(TopicEndObject *self);
 /* Inherited through fork: drop the parent's subscription, loan and calls. */
 void topic_fork_reset(TopicEndObject *self);
+/* topic_usable when the handle is not initialised, inherited through fork,
+ * closed, or of another role: -1 with an exception, or 0. */
+int topic_usable_slow(TopicEndObject *self, int role);
+
 /* 0 when usable for a call of `role` (-1: any role), else -1 with an
  * exception. */
-int topic_usable(TopicEndObject *self, int role);
+static inline int topic_usable(TopicEndObject *self, int role)
+{
+    if (self->mapping != NULL && self->generation == fork_generation && !self->closed &&
+        !(self->gate.state & GATE_CLOSING) && (role < 0 || self->role == role))
+        return 0;
+    return topic_usable_slow(self, role);
+}
 /* Take / release the topic lock: 0, 1 on timeout, -1 with an exception. */
 int topic_lock(TopicEndObject *self, uint64_t deadline);
 void topic_unlock(TopicEndObject *self);

@@ -63,15 +63,15 @@ static int queue_closing(void *handle)
 /* -- one put or get, until it is done ------------------------------------------ */
 
 /* The steps of queue_run (shmring_wait_sliced).  ready (GIL held): take the
- * lock, run the operation; done, or give up (not blocking, the deadline),
- * or prepare the next sleep: the spin_ns poll first (the lock released,
+ * lock, run the operation; done, or give up at the deadline, or prepare
+ * the next sleep: the spin_ns poll first (the lock released,
  * nothing registered), then the sleep on the side's word, registered under
  * the lock [Q2] and counted in `waiting` with the GIL held [Q5].  sleep
  * (GIL released): the poll, or the futex sleep then the unregistration. */
 typedef struct {
     QueueObject *self;
     QueueOp *op;
-    int is_put, block;
+    int is_put;
     uint64_t deadline;
     uint32_t *seq, *waiters; /* the sleep word of our side, and its sleepers */
     uint32_t my_seq;         /* the word's value when we registered */
@@ -110,12 +110,15 @@ static void queue_done_wake(QueueObject *self, QueueOp *op)
     }
 }
 
-static int queue_wait_ready(void *ctx, int last)
+/* Take the lock and run the operation (GIL held).  SHMRING_OK: done (the
+ * lock released, the sleepers woken); SHMRING_AGAIN: no room or no item
+ * now, the lock still held; SHMRING_TIMEOUT: the lock was not taken in
+ * time; WAIT_CLOSING: this handle is closed; WAIT_RAISED: an exception
+ * (the lock released). */
+static int queue_attempt(QueueWait *w)
 {
-    QueueWait *w = (QueueWait *)ctx;
     QueueObject *self = w->self;
     int r, lr;
-    queue_wait_uncount(w);
     if (queue_handle_closed(self))
         return WAIT_CLOSING; /* by another thread of ours, while this one waited */
     lr = queue_lock(self, w->deadline);
@@ -126,9 +129,25 @@ static int queue_wait_ready(void *ctx, int last)
         queue_done_wake(self, w->op);
         return SHMRING_OK;
     }
-    if (r == QUEUE_ERROR || !w->block || last || (w->deadline && shmring_now_ns() >= w->deadline)) {
+    if (r == QUEUE_ERROR) {
         queue_unlock(self);
-        return r == QUEUE_ERROR ? WAIT_RAISED : (int)SHMRING_TIMEOUT;
+        return WAIT_RAISED;
+    }
+    return SHMRING_AGAIN;
+}
+
+static int queue_wait_ready(void *ctx, int last)
+{
+    QueueWait *w = (QueueWait *)ctx;
+    QueueObject *self = w->self;
+    int rc;
+    queue_wait_uncount(w);
+    rc = queue_attempt(w);
+    if (rc != SHMRING_AGAIN)
+        return rc;
+    if (last || (w->deadline && shmring_now_ns() >= w->deadline)) {
+        queue_unlock(self);
+        return SHMRING_TIMEOUT;
     }
     w->poll = !w->polled && self->config.spin_ns;
     w->polled = w->poll;
@@ -196,11 +215,17 @@ int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadline)
     w.self = self;
     w.op = op;
     w.is_put = op->put != NULL;
-    w.block = block;
     w.deadline = deadline;
     w.seq = w.is_put ? &c->room_seq : &c->items_seq;
     w.waiters = w.is_put ? &c->room_waiters : &c->items_waiters;
-    rc = gil_wait_sliced(&w, queue_wait_ready, queue_wait_sleep, queue_closing, self, deadline);
+    /* The common case without setting up the wait (nor reading the clock):
+     * done at once.  Else the wait tries again, then polls or sleeps. */
+    rc = queue_attempt(&w);
+    if (rc == SHMRING_AGAIN) {
+        queue_unlock(self);
+        rc = block ? gil_wait_sliced(&w, queue_wait_ready, queue_wait_sleep, queue_closing, self, deadline)
+                   : (int)SHMRING_TIMEOUT;
+    }
     queue_wait_uncount(&w);
     if (rc == SHMRING_OK)
         return 0;

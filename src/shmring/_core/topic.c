@@ -31,7 +31,7 @@ void topic_fork_reset(TopicEndObject *self)
     gate_fork_reset(&self->gate);
 }
 
-int topic_usable(TopicEndObject *self, int role)
+int topic_usable_slow(TopicEndObject *self, int role)
 {
     if (self->mapping == NULL) {
         PyErr_SetString(PyExc_ValueError, "topic handle is not initialised");
