@@ -561,7 +561,6 @@ static PyObject *channel_get_mapping(ChannelObject *self, void *Py_UNUSED(closur
     return self->mapping;
 }
 
-#define FASTKW (METH_FASTCALL | METH_KEYWORDS)
 static PyMethodDef channel_methods[] = {
     {"send", (PyCFunction)(void (*)(void))channel_send, FASTKW,
      "send($self, /, data, timeout=None)\n--\n\n"
@@ -671,13 +670,8 @@ PyMethodDef channel_functions[] = {
 
 int channel_module_init(PyObject *m)
 {
-    if (PyType_Ready(&ChannelType) < 0)
+    if (add_type(m, "Channel", &ChannelType) < 0)
         return -1;
-    Py_INCREF(&ChannelType);
-    if (PyModule_AddObject(m, "Channel", (PyObject *)&ChannelType) < 0) {
-        Py_DECREF(&ChannelType);
-        return -1;
-    }
     if (PyModule_AddIntConstant(m, "WAIT_SPIN", SHMRING_WAIT_SPIN) < 0 ||
         PyModule_AddIntConstant(m, "WAIT_YIELD", SHMRING_WAIT_YIELD) < 0 ||
         PyModule_AddIntConstant(m, "WAIT_BLOCK", SHMRING_WAIT_BLOCK) < 0 ||

@@ -726,6 +726,13 @@ int sync_module_init(PyObject *m);
 int queue_module_init(PyObject *m);
 int topic_module_init(PyObject *m);
 
+/* Ready `type` and add it to the module as `name`: 0, or -1 with an
+ * exception (module.c). */
+int add_type(PyObject *m, const char *name, PyTypeObject *type);
+
+/* The flags of the methods called through vectorcall with keywords. */
+#define FASTKW (METH_FASTCALL | METH_KEYWORDS)
+
 /* The module functions of each file, in module.c's method table. */
 extern PyMethodDef mapping_functions[];
 extern PyMethodDef channel_functions[];

@@ -406,12 +406,5 @@ PyTypeObject LoanType = {
 
 int loan_module_init(PyObject *m)
 {
-    if (PyType_Ready(&LoanType) < 0)
-        return -1;
-    Py_INCREF(&LoanType);
-    if (PyModule_AddObject(m, "Loan", (PyObject *)&LoanType) < 0) {
-        Py_DECREF(&LoanType);
-        return -1;
-    }
-    return 0;
+    return add_type(m, "Loan", &LoanType);
 }

@@ -630,12 +630,5 @@ PyMethodDef mapping_functions[] = {
 
 int mapping_module_init(PyObject *m)
 {
-    if (PyType_Ready(&MappingType) < 0)
-        return -1;
-    Py_INCREF(&MappingType);
-    if (PyModule_AddObject(m, "Mapping", (PyObject *)&MappingType) < 0) {
-        Py_DECREF(&MappingType);
-        return -1;
-    }
-    return 0;
+    return add_type(m, "Mapping", &MappingType);
 }

@@ -21,6 +21,18 @@ static struct PyModuleDef core_module = {
     NULL, NULL, NULL, NULL,
 };
 
+int add_type(PyObject *m, const char *name, PyTypeObject *type)
+{
+    if (PyType_Ready(type) < 0)
+        return -1;
+    Py_INCREF(type);
+    if (PyModule_AddObject(m, name, (PyObject *)type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
+
 /* The segment's layout and kinds (include/shmring/segment.h). */
 static int add_segment_constants(PyObject *m)
 {

@@ -567,7 +567,6 @@ static PyObject *queue_attr_mapping(QueueObject *self, void *Py_UNUSED(closure))
     return self->mapping;
 }
 
-#define FASTKW (METH_FASTCALL | METH_KEYWORDS)
 static PyMethodDef queue_methods[] = {
     {"put", (PyCFunction)(void (*)(void))queue_put, FASTKW,
      "put($self, /, obj, block=True, timeout=None)\n--\n\n"
@@ -698,13 +697,8 @@ PyMethodDef queue_functions[] = {
 
 int queue_module_init(PyObject *m)
 {
-    if (PyType_Ready(&QueueType) < 0)
+    if (add_type(m, "Queue", &QueueType) < 0)
         return -1;
-    Py_INCREF(&QueueType);
-    if (PyModule_AddObject(m, "Queue", (PyObject *)&QueueType) < 0) {
-        Py_DECREF(&QueueType);
-        return -1;
-    }
     if (PyModule_AddIntConstant(m, "QUEUE_BOUNDED", SHMRING_QUEUE_BOUNDED) < 0 ||
         PyModule_AddIntConstant(m, "QUEUE_CTRL_SIZE", SHMRING_QUEUE_CTRL_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "QUEUE_MIN_CAPACITY", SHMRING_QUEUE_MIN_CAPACITY) < 0 ||

@@ -196,14 +196,8 @@ int sync_module_init(PyObject *m)
         {"Mutex", &MutexType},       {"Event", &EventType},         {"Condition", &ConditionType},
     };
     size_t i;
-    for (i = 0; i < sizeof types / sizeof types[0]; i++) {
-        if (PyType_Ready(types[i].type) < 0)
+    for (i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (add_type(m, types[i].name, types[i].type) < 0)
             return -1;
-        Py_INCREF(types[i].type);
-        if (PyModule_AddObject(m, types[i].name, (PyObject *)types[i].type) < 0) {
-            Py_DECREF(types[i].type);
-            return -1;
-        }
-    }
     return 0;
 }

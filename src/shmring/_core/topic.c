@@ -369,7 +369,6 @@ static PyObject *topic_get_mapping(TopicEndObject *self, void *Py_UNUSED(closure
     return self->mapping;
 }
 
-#define FASTKW (METH_FASTCALL | METH_KEYWORDS)
 static PyMethodDef topic_methods[] = {
     {"send", (PyCFunction)(void (*)(void))topic_send, FASTKW,
      "send($self, /, data, timeout=None)\n--\n\n"
@@ -506,13 +505,8 @@ PyMethodDef topic_functions[] = {
 
 int topic_module_init(PyObject *m)
 {
-    if (PyType_Ready(&TopicEndType) < 0)
+    if (add_type(m, "TopicEnd", &TopicEndType) < 0)
         return -1;
-    Py_INCREF(&TopicEndType);
-    if (PyModule_AddObject(m, "TopicEnd", (PyObject *)&TopicEndType) < 0) {
-        Py_DECREF(&TopicEndType);
-        return -1;
-    }
     if (PyModule_AddIntConstant(m, "TOPIC_BLOCK", SHMRING_TOPIC_BLOCK) < 0 ||
         PyModule_AddIntConstant(m, "TOPIC_OVERWRITE", SHMRING_TOPIC_OVERWRITE) < 0 ||
         PyModule_AddIntConstant(m, "TOPIC_PUBLISHER", TOPIC_PUBLISHER) < 0 ||
