@@ -9,7 +9,8 @@
  *
  * One .c file per Python type family, each including only this header:
  *
- *   module.c         module init: the method table, constants, exceptions
+ *   module.c         module init: every file's functions and types, constants,
+ *                    the fork hook
  *   errors.c         the exception objects and the helpers that raise them
  *   args.c           argument and timeout parsing of the vectorcall methods
  *   gil.c            the GIL hooks of every blocking wait (shmring/wait.h), and
