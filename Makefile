@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 all: test
 
 # (Re)install when the build inputs change: the extension is rebuilt in place.
-$(STAMP): pyproject.toml setup.py include/shmring.h $(wildcard include/shmring/*.h) src/shmring/_core.c src/shmring/_queue.c src/shmring/_topic.c
+$(STAMP): pyproject.toml setup.py include/shmring.h $(wildcard include/shmring/*.h) $(wildcard src/shmring/_core/*.c src/shmring/_core/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"

@@ -1,9 +1,10 @@
 """Builds the C extension shmring._core; everything else is in pyproject.toml.
 
 setuptools (rather than meson-python) because the native part is one
-extension module (src/shmring/_core.c, which includes _queue.c and _topic.c)
-over the header-only protocol in include/ (include/shmring.h and the headers
-of include/shmring/): setuptools needs no extra build tool, and
+extension module, built from the files of src/shmring/_core/ (one .c per
+Python type family, sharing the private header core.h) over the
+header-only protocol in include/ (include/shmring.h and the headers of
+include/shmring/): setuptools needs no extra build tool, and
 `pip install -e .` rebuilds the extension in place.
 """
 
@@ -22,8 +23,18 @@ SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "
 sanitize = os.environ.get("SHMRING_SANITIZE") == "1"
 
 
+# SHMRING_WERROR=1 (set by .ci/run) makes every compiler warning an error, so
+# that CI fails on a new one; a user's `pip install` stays tolerant of other
+# compilers' warnings.
+WERROR = ["-Werror"] if os.environ.get("SHMRING_WERROR") == "1" else []
+
 # The C headers: include/shmring.h, the umbrella, and the headers it includes.
 HEADERS = ["include/shmring.h", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "include" / "shmring").glob("*.h"))]
+
+# The extension's sources and its private header.
+CORE = ROOT / "src" / "shmring" / "_core"
+SOURCES = sorted(str(p.relative_to(ROOT)) for p in CORE.glob("*.c"))
+PRIVATE_HEADERS = sorted(str(p.relative_to(ROOT)) for p in CORE.glob("*.h"))
 
 
 class build_py_with_header(build_py):
@@ -45,11 +56,14 @@ setup(
     ext_modules=[
         Extension(
             "shmring._core",
-            sources=["src/shmring/_core.c"],
+            sources=SOURCES,
             include_dirs=["include"],
-            depends=[*HEADERS, "src/shmring/_queue.c", "src/shmring/_topic.c"],
-            extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
-            + (SANITIZE if sanitize else []),
+            depends=[*HEADERS, *PRIVATE_HEADERS],
+            # Hidden visibility: the files share internal symbols; only
+            # PyInit__core is exported.
+            extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
+                                "-fvisibility=hidden"]
+            + WERROR + (SANITIZE if sanitize else []),
             extra_link_args=SANITIZE if sanitize else [],
         )
     ],

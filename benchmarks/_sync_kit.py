@@ -207,12 +207,12 @@ def uncontended_ops(kit: Kit) -> list[tuple[str, str, tuple[Any, ...], Any]]:
     # references and diagnostics
     ops.append(("(ref) shmring.Event", "set() alone (nobody waits)", (kit.ev_pong.set,), None))
     ops.append(("(ref) shmring.AtomicFlag", "set() alone (nobody waits)", (kit.fl_pong.set,), None))
-    cell = kit.mutex._cell  # private: the C methods under the Python wrapper, to size the wrapper's cost
-    ops.append(("(diag) shmring.Mutex", "_cell.mutex_acquire(); _cell.mutex_release()  (private C methods)",
-                (cell.mutex_acquire, cell.mutex_release), None))
-    cell = kit.spin._cell
-    ops.append(("(diag) shmring.SpinLock", "_cell.spin_acquire(); _cell.spin_release()  (private C methods)",
-                (cell.spin_acquire, cell.spin_release), None))
+    native = kit.mutex._native  # private: the C type under the Python wrapper, to size the wrapper's cost
+    ops.append(("(diag) shmring.Mutex", "_native.acquire(); _native.release()  (private C methods)",
+                (native.acquire, native.release), None))
+    native = kit.spin._native
+    ops.append(("(diag) shmring.SpinLock", "_native.acquire(); _native.release()  (private C methods)",
+                (native.acquire, native.release), None))
     nop = [].__len__
     ops.append(("(floor) Python loop", "two no-op C calls", (nop, nop), None))
     ops.append(("(ref) AtomicInt64", "load()", (kit.scratch.load,), None))

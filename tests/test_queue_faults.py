@@ -1,9 +1,9 @@
 """Queue faults: producers and consumers killed with SIGKILL mid-stream (what
 a killed producer delivered is a prefix of its items; a killed consumer
 takes at most what it held), and a producer killed while it holds the queue
-lock, at each stage of a put (the ``_crash_in_put`` test hook): the next
-holder takes the lock over, recounts, removes leftover chunks, and nothing
-committed is lost.
+lock, at each stage of a put (tests/c/queue_crash.c, a C producer that
+kills itself there): the next holder takes the lock over, recounts, removes
+leftover chunks, and nothing committed is lost.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import queue
 import random
 import signal
 import struct
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,8 +167,17 @@ def test_kill_consumer_mid_stream(round: int, api: str, mode: str, new_name: Cal
 # -- killed while holding the lock ---------------------------------------------------
 
 
-def _crash(q: shmring.Queue, stage: int) -> None:
-    q._crash_in_put(stage)
+@pytest.fixture(scope="module")
+def crasher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/c/queue_crash.c, built with warnings as errors against get_include()."""
+    exe = tmp_path_factory.mktemp("queue-crash") / "queue_crash"
+    proc = subprocess.run(
+        ["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", shmring.get_include(),
+         str(Path(__file__).resolve().parent / "c" / "queue_crash.c"), "-o", str(exe)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    return exe
 
 
 def _put_after_crash(q: shmring.Queue, conn: Any) -> None:
@@ -175,21 +186,21 @@ def _put_after_crash(q: shmring.Queue, conn: Any) -> None:
     conn.send((time.monotonic() - t0, q.qsize()))
 
 
-def crash_in_put(q: shmring.Queue, stage: int) -> int:
-    p = FORK.Process(target=_crash, args=(q, stage))
-    p.start()
-    p.join(OP_TIMEOUT)
-    assert p.exitcode == -signal.SIGKILL and p.pid is not None, p.exitcode
+def crash_in_put(crasher: Path, q: shmring.Queue, stage: int) -> int:
+    """Run queue_crash on `q` at `stage`: it dies holding the lock.  Its pid."""
+    p = subprocess.Popen([str(crasher), q.name, str(stage)], stderr=subprocess.PIPE, text=True)
+    _, err = p.communicate(timeout=OP_TIMEOUT)
+    assert p.returncode == -signal.SIGKILL, (p.returncode, err)
     return p.pid
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("mode", ["unbounded", "bounded"])
 @pytest.mark.parametrize("stage", [1, 2, 3])
-def test_crash_in_put_recovers(stage: int, mode: str, new_name: Callable[[], str]) -> None:
+def test_crash_in_put_recovers(stage: int, mode: str, new_name: Callable[[], str], crasher: Path) -> None:
     with make_queue(mode, new_name()) as q:
         q.put("before")
-        dead = crash_in_put(q, stage)
+        dead = crash_in_put(crasher, q, stage)
         assert q.stats()["holder"] == dead, "the dead process should still hold the lock"
         r, w = FORK.Pipe(duplex=False)
         helper = FORK.Process(target=_put_after_crash, args=(q, w))
@@ -211,7 +222,7 @@ def test_crash_in_put_recovers(stage: int, mode: str, new_name: Callable[[], str
 
 
 @pytest.mark.timeout(30)
-def test_crash_between_the_two_stores_of_a_ring_restart(new_name: Callable[[], str]) -> None:
+def test_crash_between_the_two_stores_of_a_ring_restart(new_name: Callable[[], str], crasher: Path) -> None:
     """A put on an empty ring restarted at offset 0 moves tail and head; a
     holder killed after storing tail and before head leaves a valid ring
     holding the padding record and its record: the next holder counts the
@@ -223,7 +234,7 @@ def test_crash_between_the_two_stores_of_a_ring_restart(new_name: Callable[[], s
         try:
             head, tail = u64(seg.buf, HEAD), u64(seg.buf, TAIL)
             assert head == tail == 208
-            crash_in_put(q, 4)
+            crash_in_put(crasher, q, 4)
             assert (u64(seg.buf, HEAD), u64(seg.buf, TAIL)) == (208, 512 + record_size(5))
             assert struct.unpack_from("<II", seg.buf, DATA + 208) == (512 - 208 - 8, TAG_PAD)
         finally:
@@ -246,13 +257,13 @@ def _report_gets(q: shmring.Queue, conn: Any) -> None:
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("stage", [1, 2, 3])
-def test_crash_in_put_with_a_consumer_asleep(stage: int, new_name: Callable[[], str]) -> None:
+def test_crash_in_put_with_a_consumer_asleep(stage: int, new_name: Callable[[], str], crasher: Path) -> None:
     with shmring.Queue(name=new_name()) as q:
         r, w = FORK.Pipe(duplex=False)
         consumer = FORK.Process(target=_report_gets, args=(q, w))
         consumer.start()
         time.sleep(0.1)  # asleep in get() on an empty queue
-        crash_in_put(q, stage)
+        crash_in_put(crasher, q, stage)
         crashed_at = time.monotonic()
         if stage == 2:
             # committed but never announced: the sleeper finds it on its own
@@ -270,13 +281,13 @@ def test_crash_in_put_with_a_consumer_asleep(stage: int, new_name: Callable[[], 
 
 
 @pytest.mark.timeout(30)
-def test_crash_in_put_stage2_keeps_joinable_task_count(new_name: Callable[[], str]) -> None:
+def test_crash_in_put_stage2_keeps_joinable_task_count(new_name: Callable[[], str], crasher: Path) -> None:
     """The record committed by a producer that died before updating the
     counters is delivered, so it must also count as an unfinished task:
     otherwise task_done() for it raises and join() returns early."""
     with shmring.JoinableQueue(name=new_name()) as q:
         q.put("a")
-        crash_in_put(q, 2)
+        crash_in_put(crasher, q, 2)
         q.put("b")
         got = [q.get_nowait() for _ in range(3)]
         assert got == ["a", b"crash", "b"]
@@ -291,11 +302,11 @@ def test_crash_in_put_stage2_keeps_joinable_task_count(new_name: Callable[[], st
 
 
 @pytest.mark.timeout(30)
-def test_recovery_removes_every_chunk_left_past_the_chain(name: str) -> None:
+def test_recovery_removes_every_chunk_left_past_the_chain(name: str, crasher: Path) -> None:
     with shmring.Queue(name=name) as q:
         for i in (0, 1, 2):
             (SHM / f"{name}.q{i}").write_bytes(b"")  # a killed multi-chunk put_many's leftovers
-        crash_in_put(q, 3)
+        crash_in_put(crasher, q, 3)
         q.put("after")  # takes the dead holder's lock over, recounts, cleans up
         assert not any((SHM / f"{name}.q{i}").exists() for i in (0, 1, 2))
         assert q.get(timeout=1) == "after"

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import pickle
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shmring import AtomicFlag, AtomicInt32, AtomicInt64, Condition, Event, Mutex, Segment, Semaphore, SpinLock
+from shmring import AtomicFlag, AtomicInt32, AtomicInt64, Condition, Event, Mutex, Segment, Semaphore, SpinLock, _core
 
 from _sync_helpers import (
     COND_SEQ, COND_WAITERS, EVENT_WAITERS, INCLUDE, MUTEX_SEQ, MUTEX_STATE, MUTEX_WAITERS, SEM_WAITERS,
@@ -137,3 +138,50 @@ def test_use_after_segment_closed(cls: Any, new_name: Callable[[], str]) -> None
             pickle.dumps(prim)
     finally:
         seg.close()  # the only user: this removes it
+
+
+# The C type of each primitive and its size (include/shmring/sync.h).
+NATIVE_SIZES = [(_core.Semaphore, 8), (_core.SpinLock, 16), (_core.Mutex, 24), (_core.Event, 16),
+                (_core.Condition, 16)]
+
+
+@pytest.mark.parametrize(("native", "size"), NATIVE_SIZES, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_native_primitive_checks_its_own_size_at_construction(native: Any, size: int,
+                                                              new_name: Callable[[], str]) -> None:
+    """Regression (issue 10): each primitive's C type checks at construction
+    that its own size fits at that offset of the mapping, aligned.  The one
+    C type of before took the size as an argument and no method checked it:
+    SyncCell(m, HEADER_SIZE, 8).mutex_acquire() worked a 24-byte mutex 16
+    bytes past the 8 validated bytes."""
+    with Segment.create(new_name(), 8) as small, Segment.create(new_name(), 64) as big:
+        start = _core.HEADER_SIZE
+        if size <= 8:
+            native(small._mapping, start)
+        else:
+            with pytest.raises(ValueError, match=f"the {size} bytes of a shmring._core.{native.__name__} do not fit"):
+                native(small._mapping, start)
+        native(big._mapping, start + 64 - size)  # an exact fit at the end
+        with pytest.raises(ValueError, match="do not fit"):
+            native(big._mapping, start + 64 - size + 8)
+        with pytest.raises(ValueError, match="8-byte aligned"):
+            native(big._mapping, start + 4)
+
+
+def test_native_atomic_checks_its_width_and_alignment(new_name: Callable[[], str]) -> None:
+    """The C Atomic is 4 or 8 bytes, aligned to its size, within the mapping."""
+    with Segment.create(new_name(), 16) as seg:
+        m, start = seg._mapping, _core.HEADER_SIZE
+        _core.Atomic(m, start + 4, 4).store(-1)
+        # The 4 bytes at +4 are the high half of the 8 at +0 on a little-endian machine.
+        assert _core.Atomic(m, start, 8).load() == (-(1 << 32) if sys.byteorder == "little" else (1 << 32) - 1)
+        with pytest.raises(ValueError, match="do not fit"):
+            _core.Atomic(m, start + 16, 4)
+        with pytest.raises(ValueError, match="do not fit"):
+            _core.Atomic(m, start + 12, 8)
+        with pytest.raises(ValueError, match="8-byte aligned"):
+            _core.Atomic(m, start + 4, 8)
+        with pytest.raises(ValueError, match="4-byte aligned"):
+            _core.Atomic(m, start + 2, 4)
+        for size in (1, 2, 16):
+            with pytest.raises(ValueError, match="4 or 8 bytes"):
+                _core.Atomic(m, start, size)

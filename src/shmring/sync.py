@@ -71,10 +71,12 @@ def fence() -> None:
 
 
 class _Primitive(SegmentProperties):
-    """Something of SIZE bytes at an offset of a segment's payload."""
+    """Something of SIZE bytes at an offset of a segment's payload, worked by
+    the C type _NATIVE (which checks again that its SIZE bytes fit there)."""
 
     SIZE: ClassVar[int]
     ALIGN: ClassVar[int] = 8
+    _NATIVE: ClassVar[type[Any]]
 
     def __init__(self, segment: Segment, offset: int = 0) -> None:
         if not isinstance(segment, Segment):
@@ -90,9 +92,12 @@ class _Primitive(SegmentProperties):
             raise ValueError(f"offset {offset} is not {self.ALIGN}-byte aligned")
         self._segment = segment
         self._offset = offset
-        self._cell = _core.SyncCell(segment._mapping, _core.HEADER_SIZE + offset, self.SIZE)
+        self._native = self._make_native(segment._mapping, _core.HEADER_SIZE + offset)
         self._owns_segment = False
         self._closed = False
+
+    def _make_native(self, mapping: _core.Mapping, offset: int) -> Any:
+        return self._NATIVE(mapping, offset)
 
     @property
     def segment(self) -> Segment:
@@ -174,43 +179,48 @@ def _reopen_named(cls: type[P], name: str, allow_other_owner: bool, fd: Any = No
 
 
 class _Atomic(_Primitive):
+    _native: _core.Atomic
+
+    def _make_native(self, mapping: _core.Mapping, offset: int) -> _core.Atomic:
+        return _core.Atomic(mapping, offset, self.SIZE)
+
     def load(self, order: MemoryOrder = "seq_cst") -> int:
-        return self._cell.load(_order(order))
+        return self._native.load(_order(order))
 
     def store(self, value: int, order: MemoryOrder = "seq_cst") -> None:
-        self._cell.store(value, _order(order))
+        self._native.store(value, _order(order))
 
     def exchange(self, value: int, order: MemoryOrder = "seq_cst") -> int:
-        return self._cell.exchange(value, _order(order))
+        return self._native.exchange(value, _order(order))
 
     def compare_exchange(self, expected: int, desired: int, order: MemoryOrder = "seq_cst") -> tuple[bool, int]:
         """Store ``desired`` if the value is ``expected``.  Returns (swapped,
         the value found)."""
-        return self._cell.compare_exchange(expected, desired, _order(order))
+        return self._native.compare_exchange(expected, desired, _order(order))
 
     def fetch_add(self, value: int, order: MemoryOrder = "seq_cst") -> int:
-        return self._cell.fetch_add(value, _order(order))
+        return self._native.fetch_add(value, _order(order))
 
     def fetch_sub(self, value: int, order: MemoryOrder = "seq_cst") -> int:
-        return self._cell.fetch_sub(value, _order(order))
+        return self._native.fetch_sub(value, _order(order))
 
     def fetch_and(self, value: int, order: MemoryOrder = "seq_cst") -> int:
-        return self._cell.fetch_and(value, _order(order))
+        return self._native.fetch_and(value, _order(order))
 
     def fetch_or(self, value: int, order: MemoryOrder = "seq_cst") -> int:
-        return self._cell.fetch_or(value, _order(order))
+        return self._native.fetch_or(value, _order(order))
 
     def fetch_xor(self, value: int, order: MemoryOrder = "seq_cst") -> int:
-        return self._cell.fetch_xor(value, _order(order))
+        return self._native.fetch_xor(value, _order(order))
 
     def wait(self, expected: int, timeout: float | None = None) -> bool:
         """Sleep while the value equals ``expected`` (futex).  True once it
         differs, False on timeout.  Writers call :meth:`notify`."""
-        return self._cell.wait(expected, timeout)
+        return self._native.wait(expected, timeout)
 
     def notify(self, n: int | None = None) -> int:
         """Wake up to ``n`` waiters (all by default); returns how many woke."""
-        return self._cell.notify() if n is None else self._cell.notify(n)
+        return self._native.notify() if n is None else self._native.notify(n)
 
     def _init_named(self, *args: Any) -> None:
         if len(args) > 1:
@@ -242,19 +252,19 @@ class AtomicFlag(_Atomic):
     ALIGN = 4
 
     def set(self) -> None:
-        self._cell.store(1, 2)  # release: pairs with is_set()/wait_set()'s acquire
-        self._cell.notify()
+        self._native.store(1, 2)  # release: pairs with is_set()/wait_set()'s acquire
+        self._native.notify()
 
     def clear(self) -> None:
-        self._cell.store(0, 0)  # relaxed: clearing publishes nothing
+        self._native.store(0, 0)  # relaxed: clearing publishes nothing
 
     def is_set(self) -> bool:
-        return self._cell.load(1) != 0  # acquire: pairs with set()'s release
+        return self._native.load(1) != 0  # acquire: pairs with set()'s release
 
     def wait_set(self, timeout: float | None = None) -> bool:
         """Sleep until the flag is set; False on timeout (or if it was set
         and cleared again before this waiter looked)."""
-        return self.is_set() or (self._cell.wait(0, timeout) and self.is_set())
+        return self.is_set() or (self._native.wait(0, timeout) and self.is_set())
 
 
 class Semaphore(_Primitive):
@@ -264,19 +274,21 @@ class Semaphore(_Primitive):
     uncontended ``release`` makes no system call."""
 
     SIZE = 8
+    _NATIVE = _core.Semaphore
+    _native: _core.Semaphore
 
     def __init__(self, segment: Segment, offset: int = 0, value: int | None = None) -> None:
         super().__init__(segment, offset)
         # The hot calls go straight to C (no Python frame in between).
-        self.acquire = self._cell.sem_acquire  # type: ignore[method-assign]
-        self.release = self._cell.sem_release  # type: ignore[method-assign]
+        self.acquire = self._native.acquire  # type: ignore[method-assign]
+        self.release = self._native.release  # type: ignore[method-assign]
         if value is not None:
             self._set_value(value)
 
     def _set_value(self, value: int) -> None:
         if not isinstance(value, int) or not 0 <= value <= _SEM_MAX:
             raise ValueError(f"semaphore initial value must be between 0 and {_SEM_MAX}, not {value!r}")
-        self._cell.sem_init(value)
+        self._native.init(value)
 
     def _init_named(self, *args: Any) -> None:
         if len(args) > 1:
@@ -285,15 +297,15 @@ class Semaphore(_Primitive):
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take a permit; False on timeout (bound to the C method per instance)."""
-        return self._cell.sem_acquire(blocking, timeout)
+        return self._native.acquire(blocking, timeout)
 
     def release(self, n: int = 1) -> None:
         """Add n permits (1 to 2**31 - 1); bound to the C method per instance."""
-        self._cell.sem_release(n)
+        self._native.release(n)
 
     @property
     def value(self) -> int:
-        return self._cell.sem_value()
+        return self._native.value()
 
     def __enter__(self) -> bool:
         return self.acquire()
@@ -321,6 +333,7 @@ class _Lock(_Primitive):
     pickled (so it must be picklable, e.g. a module-level function)."""
 
     _on_owner_died: Callable[[], object] | None = None
+    _native: _core.SpinLock | _core.Mutex
 
     def __init__(self, segment: Segment, offset: int = 0, *,
                  on_owner_died: Callable[[], object] | None = None) -> None:
@@ -404,7 +417,7 @@ class _Lock(_Primitive):
 
     def holder(self) -> tuple[int, bool] | None:
         """(pid, alive) of the process holding the lock, or None if free."""
-        return self._cell.holder()
+        return self._native.holder()
 
     def locked(self) -> bool:
         return self.holder() is not None
@@ -452,23 +465,25 @@ class SpinLock(_Lock):
     and is told OwnerDied.  Waiting burns CPU."""
 
     SIZE = 16
+    _NATIVE = _core.SpinLock
+    _native: _core.SpinLock
 
     def __init__(self, segment: Segment, offset: int = 0, *,
                  on_owner_died: Callable[[], object] | None = None) -> None:
         super().__init__(segment, offset, on_owner_died=on_owner_died)
         # The hot calls go straight to C (no Python frame in between).
-        self.acquire = self._cell.spin_acquire  # type: ignore[method-assign]
-        self.release = self._cell.spin_release  # type: ignore[method-assign]
+        self.acquire = self._native.acquire  # type: ignore[method-assign]
+        self.release = self._native.release  # type: ignore[method-assign]
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take the lock; False on timeout (bound to the C method per instance)."""
-        return self._cell.spin_acquire(blocking, timeout)
+        return self._native.acquire(blocking, timeout)
 
     def release(self) -> None:
-        self._cell.spin_release()
+        self._native.release()
 
     def _abandon(self) -> None:
-        self._cell.spin_abandon()
+        self._native.abandon()
 
     def _repaired(self) -> None:
         """A spin lock keeps no "owner died" state: nothing to mark."""
@@ -492,30 +507,32 @@ class Mutex(_Lock):
     repair instead."""
 
     SIZE = 24
+    _NATIVE = _core.Mutex
+    _native: _core.Mutex
 
     def __init__(self, segment: Segment, offset: int = 0, *,
                  on_owner_died: Callable[[], object] | None = None) -> None:
         super().__init__(segment, offset, on_owner_died=on_owner_died)
         # The hot calls go straight to C (no Python frame in between).
-        self.acquire = self._cell.mutex_acquire  # type: ignore[method-assign]
-        self.release = self._cell.mutex_release  # type: ignore[method-assign]
+        self.acquire = self._native.acquire  # type: ignore[method-assign]
+        self.release = self._native.release  # type: ignore[method-assign]
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take the lock; False on timeout (bound to the C method per instance)."""
-        return self._cell.mutex_acquire(blocking, timeout)
+        return self._native.acquire(blocking, timeout)
 
     def release(self) -> None:
-        self._cell.mutex_release()
+        self._native.release()
 
     def mark_consistent(self) -> None:
         """After OwnerDied: the data is repaired, the lock may be used again."""
-        self._cell.mutex_consistent()
+        self._native.mark_consistent()
 
     def _abandon(self) -> None:
-        self._cell.mutex_abandon()
+        self._native.abandon()
 
     def _repaired(self) -> None:
-        self._cell.mutex_consistent()
+        self._native.mark_consistent()
 
 
 class Event(_Primitive):
@@ -523,18 +540,20 @@ class Event(_Primitive):
     ``set()`` is called returns True even if ``clear()`` follows at once."""
 
     SIZE = 16
+    _NATIVE = _core.Event
+    _native: _core.Event
 
     def set(self) -> None:
-        self._cell.event_set()
+        self._native.set()
 
     def clear(self) -> None:
-        self._cell.event_clear()
+        self._native.clear()
 
     def is_set(self) -> bool:
-        return self._cell.event_is_set()
+        return self._native.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        return self._cell.event_wait(timeout)
+        return self._native.wait(timeout)
 
 
 class Condition(_Primitive):
@@ -544,6 +563,8 @@ class Condition(_Primitive):
     predicate in a loop (or use :meth:`wait_for`), as with any condition."""
 
     SIZE = 16
+    _NATIVE = _core.Condition
+    _native: _core.Condition
 
     def __init__(self, segment: Segment, offset: int = 0, lock: Mutex | None = None) -> None:
         super().__init__(segment, offset)
@@ -574,10 +595,10 @@ class Condition(_Primitive):
         holder = self._lock.holder()
         if holder is None or holder[0] != os.getpid():
             raise RuntimeError("cannot wait on un-acquired lock")
-        generation = self._cell.cond_prepare()
+        generation = self._native.prepare()
         self._lock.release()
         try:
-            return self._cell.cond_sleep(generation, timeout)
+            return self._native.sleep(generation, timeout)
         finally:
             self._lock.acquire()
 
@@ -601,7 +622,7 @@ class Condition(_Primitive):
         holder = self._lock.holder()
         if holder is None or holder[0] != os.getpid():
             raise RuntimeError("cannot notify on un-acquired lock")
-        self._cell.cond_notify(n)
+        self._native.notify(n)
 
     def notify_all(self) -> None:
         self.notify(2**31 - 1)

@@ -1,0 +1,59 @@
+/*
+ * args.c - argument and timeout parsing of the methods called through
+ * vectorcall (METH_FASTCALL | METH_KEYWORDS), shared by the types.
+ */
+#include "core.h"
+
+const char *const ARGS_TIMEOUT[] = {"timeout"};
+const char *const ARGS_DATA_TIMEOUT[] = {"data", "timeout"};
+const char *const ARGS_N_TIMEOUT[] = {"n", "timeout"};
+
+int parse_timeout_number(PyObject *obj, uint64_t *deadline)
+{
+    double t;
+    *deadline = 0;
+    t = PyFloat_AsDouble(obj);
+    if (t == -1.0 && PyErr_Occurred())
+        return -1;
+    if (!(t >= 0)) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number or None");
+        return -1;
+    }
+    if (t > 1e9)
+        return 0; /* ~31 years: the same as no limit */
+    *deadline = shmring_now_ns() + (uint64_t)(t * 1e9);
+    if (*deadline == 0)
+        *deadline = 1;
+    return t == 0 ? 1 : 0;
+}
+
+int parse_args_keywords(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                        const char *const *names, Py_ssize_t nrequired, Py_ssize_t ntotal, PyObject **out)
+{
+    Py_ssize_t i, j, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs > ntotal) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)", fname, ntotal, nargs);
+        return -1;
+    }
+    for (i = 0; i < ntotal; i++)
+        out[i] = i < nargs ? args[i] : NULL;
+    for (i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        for (j = 0; j < ntotal; j++)
+            if (PyUnicode_CompareWithASCIIString(key, names[j]) == 0)
+                break;
+        if (j == ntotal || out[j] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got %s keyword argument %R", fname,
+                         j == ntotal ? "an unexpected" : "a duplicate", key);
+            return -1;
+        }
+        out[j] = args[nargs + i];
+    }
+    for (i = 0; i < nrequired; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,402 @@
+/*
+ * sync_atomic.c - shmring._core.Atomic: a signed 32- or 64-bit integer at an
+ * offset of a mapping, with the atomic operations at the memory order the
+ * caller names, and futex wait/notify on it.
+ *
+ * Each atomic here is the user's own operation: its order is the one the
+ * user asked for, and what it pairs with is the user's protocol.  The
+ * __atomic builtins take the order as a compile-time constant (a variable
+ * one would be taken as seq_cst), so each operation is a switch over the
+ * orders, for each width (the builtins also need the pointer's type).
+ */
+#include "core.h"
+
+/* Memory order codes (sync.py's _ORDERS). */
+#define ORDER_RELAXED 0
+#define ORDER_ACQUIRE 1
+#define ORDER_RELEASE 2
+#define ORDER_ACQ_REL 3
+#define ORDER_SEQ_CST 4
+
+/* The read-modify-write operations. */
+#define RMW_EXCHANGE 0
+#define RMW_ADD 1
+#define RMW_SUB 2
+#define RMW_AND 3
+#define RMW_OR 4
+#define RMW_XOR 5
+
+static int order_ok(int order, int is_load, int is_store)
+{
+    if (order < ORDER_RELAXED || order > ORDER_SEQ_CST)
+        goto bad;
+    if (is_load && (order == ORDER_RELEASE || order == ORDER_ACQ_REL))
+        goto bad;
+    if (is_store && (order == ORDER_ACQUIRE || order == ORDER_ACQ_REL))
+        goto bad;
+    return 0;
+bad:
+    PyErr_SetString(PyExc_ValueError, is_load ? "a load takes order relaxed, acquire or seq_cst"
+                                      : is_store ? "a store takes order relaxed, release or seq_cst"
+                                                 : "unknown memory order");
+    return -1;
+}
+
+/* -- the operations, by width (order_ok has checked `order`) ------------------ */
+
+static uint64_t load_ordered(const PrimitiveObject *self, int order)
+{
+    if (self->size == 4) {
+        uint32_t *p = (uint32_t *)self->ptr;
+        switch (order) {
+        case ORDER_RELAXED: return shmring_load_relaxed(p);
+        case ORDER_ACQUIRE: return shmring_load_acquire(p);
+        default: return shmring_load_seq_cst(p);
+        }
+    } else {
+        uint64_t *p = (uint64_t *)self->ptr;
+        switch (order) {
+        case ORDER_RELAXED: return shmring_load_relaxed(p);
+        case ORDER_ACQUIRE: return shmring_load_acquire(p);
+        default: return shmring_load_seq_cst(p);
+        }
+    }
+}
+
+static void store_ordered(const PrimitiveObject *self, uint64_t v, int order)
+{
+    if (self->size == 4) {
+        uint32_t *p = (uint32_t *)self->ptr;
+        switch (order) {
+        case ORDER_RELAXED: shmring_store_relaxed(p, (uint32_t)v); break;
+        case ORDER_RELEASE: shmring_store_release(p, (uint32_t)v); break;
+        default: shmring_store_seq_cst(p, (uint32_t)v); break;
+        }
+    } else {
+        uint64_t *p = (uint64_t *)self->ptr;
+        switch (order) {
+        case ORDER_RELAXED: shmring_store_relaxed(p, v); break;
+        case ORDER_RELEASE: shmring_store_release(p, v); break;
+        default: shmring_store_seq_cst(p, v); break;
+        }
+    }
+}
+
+/* `op` at `order` on a 32-bit word; the old value. */
+static uint32_t rmw32(uint32_t *p, int op, uint32_t x, int order)
+{
+    switch (op * 8 + order) {
+    case RMW_EXCHANGE * 8 + ORDER_RELAXED: return __atomic_exchange_n(p, x, __ATOMIC_RELAXED);
+    case RMW_EXCHANGE * 8 + ORDER_ACQUIRE: return __atomic_exchange_n(p, x, __ATOMIC_ACQUIRE);
+    case RMW_EXCHANGE * 8 + ORDER_RELEASE: return __atomic_exchange_n(p, x, __ATOMIC_RELEASE);
+    case RMW_EXCHANGE * 8 + ORDER_ACQ_REL: return __atomic_exchange_n(p, x, __ATOMIC_ACQ_REL);
+    case RMW_EXCHANGE * 8 + ORDER_SEQ_CST: return __atomic_exchange_n(p, x, __ATOMIC_SEQ_CST);
+    case RMW_ADD * 8 + ORDER_RELAXED: return __atomic_fetch_add(p, x, __ATOMIC_RELAXED);
+    case RMW_ADD * 8 + ORDER_ACQUIRE: return __atomic_fetch_add(p, x, __ATOMIC_ACQUIRE);
+    case RMW_ADD * 8 + ORDER_RELEASE: return __atomic_fetch_add(p, x, __ATOMIC_RELEASE);
+    case RMW_ADD * 8 + ORDER_ACQ_REL: return __atomic_fetch_add(p, x, __ATOMIC_ACQ_REL);
+    case RMW_ADD * 8 + ORDER_SEQ_CST: return __atomic_fetch_add(p, x, __ATOMIC_SEQ_CST);
+    case RMW_SUB * 8 + ORDER_RELAXED: return __atomic_fetch_sub(p, x, __ATOMIC_RELAXED);
+    case RMW_SUB * 8 + ORDER_ACQUIRE: return __atomic_fetch_sub(p, x, __ATOMIC_ACQUIRE);
+    case RMW_SUB * 8 + ORDER_RELEASE: return __atomic_fetch_sub(p, x, __ATOMIC_RELEASE);
+    case RMW_SUB * 8 + ORDER_ACQ_REL: return __atomic_fetch_sub(p, x, __ATOMIC_ACQ_REL);
+    case RMW_SUB * 8 + ORDER_SEQ_CST: return __atomic_fetch_sub(p, x, __ATOMIC_SEQ_CST);
+    case RMW_AND * 8 + ORDER_RELAXED: return __atomic_fetch_and(p, x, __ATOMIC_RELAXED);
+    case RMW_AND * 8 + ORDER_ACQUIRE: return __atomic_fetch_and(p, x, __ATOMIC_ACQUIRE);
+    case RMW_AND * 8 + ORDER_RELEASE: return __atomic_fetch_and(p, x, __ATOMIC_RELEASE);
+    case RMW_AND * 8 + ORDER_ACQ_REL: return __atomic_fetch_and(p, x, __ATOMIC_ACQ_REL);
+    case RMW_AND * 8 + ORDER_SEQ_CST: return __atomic_fetch_and(p, x, __ATOMIC_SEQ_CST);
+    case RMW_OR * 8 + ORDER_RELAXED: return __atomic_fetch_or(p, x, __ATOMIC_RELAXED);
+    case RMW_OR * 8 + ORDER_ACQUIRE: return __atomic_fetch_or(p, x, __ATOMIC_ACQUIRE);
+    case RMW_OR * 8 + ORDER_RELEASE: return __atomic_fetch_or(p, x, __ATOMIC_RELEASE);
+    case RMW_OR * 8 + ORDER_ACQ_REL: return __atomic_fetch_or(p, x, __ATOMIC_ACQ_REL);
+    case RMW_OR * 8 + ORDER_SEQ_CST: return __atomic_fetch_or(p, x, __ATOMIC_SEQ_CST);
+    case RMW_XOR * 8 + ORDER_RELAXED: return __atomic_fetch_xor(p, x, __ATOMIC_RELAXED);
+    case RMW_XOR * 8 + ORDER_ACQUIRE: return __atomic_fetch_xor(p, x, __ATOMIC_ACQUIRE);
+    case RMW_XOR * 8 + ORDER_RELEASE: return __atomic_fetch_xor(p, x, __ATOMIC_RELEASE);
+    case RMW_XOR * 8 + ORDER_ACQ_REL: return __atomic_fetch_xor(p, x, __ATOMIC_ACQ_REL);
+    default: return __atomic_fetch_xor(p, x, __ATOMIC_SEQ_CST);
+    }
+}
+
+/* rmw32 on a 64-bit word. */
+static uint64_t rmw64(uint64_t *p, int op, uint64_t x, int order)
+{
+    switch (op * 8 + order) {
+    case RMW_EXCHANGE * 8 + ORDER_RELAXED: return __atomic_exchange_n(p, x, __ATOMIC_RELAXED);
+    case RMW_EXCHANGE * 8 + ORDER_ACQUIRE: return __atomic_exchange_n(p, x, __ATOMIC_ACQUIRE);
+    case RMW_EXCHANGE * 8 + ORDER_RELEASE: return __atomic_exchange_n(p, x, __ATOMIC_RELEASE);
+    case RMW_EXCHANGE * 8 + ORDER_ACQ_REL: return __atomic_exchange_n(p, x, __ATOMIC_ACQ_REL);
+    case RMW_EXCHANGE * 8 + ORDER_SEQ_CST: return __atomic_exchange_n(p, x, __ATOMIC_SEQ_CST);
+    case RMW_ADD * 8 + ORDER_RELAXED: return __atomic_fetch_add(p, x, __ATOMIC_RELAXED);
+    case RMW_ADD * 8 + ORDER_ACQUIRE: return __atomic_fetch_add(p, x, __ATOMIC_ACQUIRE);
+    case RMW_ADD * 8 + ORDER_RELEASE: return __atomic_fetch_add(p, x, __ATOMIC_RELEASE);
+    case RMW_ADD * 8 + ORDER_ACQ_REL: return __atomic_fetch_add(p, x, __ATOMIC_ACQ_REL);
+    case RMW_ADD * 8 + ORDER_SEQ_CST: return __atomic_fetch_add(p, x, __ATOMIC_SEQ_CST);
+    case RMW_SUB * 8 + ORDER_RELAXED: return __atomic_fetch_sub(p, x, __ATOMIC_RELAXED);
+    case RMW_SUB * 8 + ORDER_ACQUIRE: return __atomic_fetch_sub(p, x, __ATOMIC_ACQUIRE);
+    case RMW_SUB * 8 + ORDER_RELEASE: return __atomic_fetch_sub(p, x, __ATOMIC_RELEASE);
+    case RMW_SUB * 8 + ORDER_ACQ_REL: return __atomic_fetch_sub(p, x, __ATOMIC_ACQ_REL);
+    case RMW_SUB * 8 + ORDER_SEQ_CST: return __atomic_fetch_sub(p, x, __ATOMIC_SEQ_CST);
+    case RMW_AND * 8 + ORDER_RELAXED: return __atomic_fetch_and(p, x, __ATOMIC_RELAXED);
+    case RMW_AND * 8 + ORDER_ACQUIRE: return __atomic_fetch_and(p, x, __ATOMIC_ACQUIRE);
+    case RMW_AND * 8 + ORDER_RELEASE: return __atomic_fetch_and(p, x, __ATOMIC_RELEASE);
+    case RMW_AND * 8 + ORDER_ACQ_REL: return __atomic_fetch_and(p, x, __ATOMIC_ACQ_REL);
+    case RMW_AND * 8 + ORDER_SEQ_CST: return __atomic_fetch_and(p, x, __ATOMIC_SEQ_CST);
+    case RMW_OR * 8 + ORDER_RELAXED: return __atomic_fetch_or(p, x, __ATOMIC_RELAXED);
+    case RMW_OR * 8 + ORDER_ACQUIRE: return __atomic_fetch_or(p, x, __ATOMIC_ACQUIRE);
+    case RMW_OR * 8 + ORDER_RELEASE: return __atomic_fetch_or(p, x, __ATOMIC_RELEASE);
+    case RMW_OR * 8 + ORDER_ACQ_REL: return __atomic_fetch_or(p, x, __ATOMIC_ACQ_REL);
+    case RMW_OR * 8 + ORDER_SEQ_CST: return __atomic_fetch_or(p, x, __ATOMIC_SEQ_CST);
+    case RMW_XOR * 8 + ORDER_RELAXED: return __atomic_fetch_xor(p, x, __ATOMIC_RELAXED);
+    case RMW_XOR * 8 + ORDER_ACQUIRE: return __atomic_fetch_xor(p, x, __ATOMIC_ACQUIRE);
+    case RMW_XOR * 8 + ORDER_RELEASE: return __atomic_fetch_xor(p, x, __ATOMIC_RELEASE);
+    case RMW_XOR * 8 + ORDER_ACQ_REL: return __atomic_fetch_xor(p, x, __ATOMIC_ACQ_REL);
+    default: return __atomic_fetch_xor(p, x, __ATOMIC_SEQ_CST);
+    }
+}
+
+/* Compare-and-swap at `order`; the failure order is the load part of it
+ * (it may not be release or acq_rel).  1 swapped, else 0 with *expected
+ * the value found. */
+static int cas32(uint32_t *p, uint32_t *expected, uint32_t desired, int order)
+{
+    switch (order) {
+    case ORDER_RELAXED: return shmring_cas_relaxed(p, expected, desired);
+    case ORDER_ACQUIRE: return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE);
+    case ORDER_RELEASE: return shmring_cas_release(p, expected, desired);
+    case ORDER_ACQ_REL: return shmring_cas_acq_rel_acquire(p, expected, desired);
+    default: return shmring_cas_seq_cst(p, expected, desired);
+    }
+}
+
+static int cas64(uint64_t *p, uint64_t *expected, uint64_t desired, int order)
+{
+    switch (order) {
+    case ORDER_RELAXED: return shmring_cas_relaxed(p, expected, desired);
+    case ORDER_ACQUIRE: return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE);
+    case ORDER_RELEASE: return shmring_cas_release(p, expected, desired);
+    case ORDER_ACQ_REL: return shmring_cas_acq_rel_acquire(p, expected, desired);
+    default: return shmring_cas_seq_cst(p, expected, desired);
+    }
+}
+
+/* -- values ------------------------------------------------------------------ */
+
+static PyObject *from_value(PrimitiveObject *self, uint64_t v)
+{
+    if (self->size == 4)
+        return PyLong_FromLong((long)(int32_t)(uint32_t)v);
+    return PyLong_FromLongLong((long long)(int64_t)v);
+}
+
+static int to_value(PrimitiveObject *self, PyObject *obj, uint64_t *out)
+{
+    long long v = PyLong_AsLongLong(obj);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (self->size == 4 && (v < INT32_MIN || v > INT32_MAX)) {
+        PyErr_Format(PyExc_OverflowError, "%lld does not fit in a 32-bit signed integer", v);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
+/* -- methods -------------------------------------------------------------------- */
+
+static int atomic_init(PrimitiveObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"mapping", "offset", "size", NULL};
+    PyObject *mapping;
+    Py_ssize_t offset, size;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!nn:Atomic", kwlist, &MappingType, &mapping, &offset, &size))
+        return -1;
+    if (size != 4 && size != 8) {
+        PyErr_Format(PyExc_ValueError, "an Atomic has 4 or 8 bytes, not %zd", size);
+        return -1;
+    }
+    return primitive_place(self, mapping, offset, size, size);
+}
+
+static PyObject *atomic_load(PrimitiveObject *self, PyObject *args)
+{
+    int order = ORDER_SEQ_CST;
+    if (!PyArg_ParseTuple(args, "|i:load", &order) || order_ok(order, 1, 0) < 0 || primitive_ok(self) < 0)
+        return NULL;
+    return from_value(self, load_ordered(self, order));
+}
+
+static PyObject *atomic_store(PrimitiveObject *self, PyObject *args)
+{
+    PyObject *obj;
+    int order = ORDER_SEQ_CST;
+    uint64_t v;
+    /* Arguments first: converting them may run Python code (__index__),
+     * which could close the segment; primitive_ok comes after. */
+    if (!PyArg_ParseTuple(args, "O|i:store", &obj, &order) || to_value(self, obj, &v) < 0 ||
+        order_ok(order, 0, 1) < 0 || primitive_ok(self) < 0)
+        return NULL;
+    store_ordered(self, v, order);
+    Py_RETURN_NONE;
+}
+
+static PyObject *atomic_rmw(PrimitiveObject *self, PyObject *args, int op, const char *fmt)
+{
+    PyObject *obj;
+    int order = ORDER_SEQ_CST;
+    uint64_t v, old;
+    if (!PyArg_ParseTuple(args, fmt, &obj, &order) || to_value(self, obj, &v) < 0 || order_ok(order, 0, 0) < 0 ||
+        primitive_ok(self) < 0)
+        return NULL;
+    if (self->size == 4)
+        old = rmw32((uint32_t *)self->ptr, op, (uint32_t)v, order);
+    else
+        old = rmw64((uint64_t *)self->ptr, op, v, order);
+    return from_value(self, old);
+}
+
+static PyObject *atomic_exchange(PrimitiveObject *self, PyObject *args)
+{
+    return atomic_rmw(self, args, RMW_EXCHANGE, "O|i:exchange");
+}
+
+static PyObject *atomic_fetch_add(PrimitiveObject *self, PyObject *args)
+{
+    return atomic_rmw(self, args, RMW_ADD, "O|i:fetch_add");
+}
+
+static PyObject *atomic_fetch_sub(PrimitiveObject *self, PyObject *args)
+{
+    return atomic_rmw(self, args, RMW_SUB, "O|i:fetch_sub");
+}
+
+static PyObject *atomic_fetch_and(PrimitiveObject *self, PyObject *args)
+{
+    return atomic_rmw(self, args, RMW_AND, "O|i:fetch_and");
+}
+
+static PyObject *atomic_fetch_or(PrimitiveObject *self, PyObject *args)
+{
+    return atomic_rmw(self, args, RMW_OR, "O|i:fetch_or");
+}
+
+static PyObject *atomic_fetch_xor(PrimitiveObject *self, PyObject *args)
+{
+    return atomic_rmw(self, args, RMW_XOR, "O|i:fetch_xor");
+}
+
+static PyObject *atomic_compare_exchange(PrimitiveObject *self, PyObject *args)
+{
+    PyObject *e_obj, *d_obj, *cur;
+    int order = ORDER_SEQ_CST, ok;
+    uint64_t expected, desired;
+    if (!PyArg_ParseTuple(args, "OO|i:compare_exchange", &e_obj, &d_obj, &order) ||
+        to_value(self, e_obj, &expected) < 0 || to_value(self, d_obj, &desired) < 0 || order_ok(order, 0, 0) < 0 ||
+        primitive_ok(self) < 0)
+        return NULL;
+    if (self->size == 4) {
+        uint32_t e = (uint32_t)expected;
+        ok = cas32((uint32_t *)self->ptr, &e, (uint32_t)desired, order);
+        expected = e;
+    } else {
+        ok = cas64((uint64_t *)self->ptr, &expected, desired, order);
+    }
+    cur = from_value(self, expected);
+    if (cur == NULL)
+        return NULL;
+    return Py_BuildValue("(ON)", ok ? Py_True : Py_False, cur);
+}
+
+/* The futex word of a 4- or 8-byte atomic: the low 32 bits. */
+static uint32_t *atomic_word(PrimitiveObject *self)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return (uint32_t *)(self->ptr + (self->size == 8 ? 4 : 0));
+#else
+    return (uint32_t *)self->ptr;
+#endif
+}
+
+/* wait's look: has the value moved from *(uint64_t *)expected? */
+static int atomic_changed(PrimitiveObject *self, void *expected)
+{
+    uint64_t e = *(uint64_t *)expected;
+    /* acquire: pairs with the writer's release (or stronger) store. */
+    if (self->size == 4)
+        return shmring_load_acquire((uint32_t *)self->ptr) != (uint32_t)e;
+    return shmring_load_acquire((uint64_t *)self->ptr) != e;
+}
+
+static int atomic_sleep(PrimitiveObject *self, void *expected, uint64_t until)
+{
+    return shmring_futex_wait_until(atomic_word(self), (uint32_t)*(uint64_t *)expected, until);
+}
+
+static PyObject *atomic_wait(PrimitiveObject *self, PyObject *args)
+{
+    PyObject *e_obj, *timeout = Py_None;
+    uint64_t expected, deadline;
+    int r, no_wait;
+    if (!PyArg_ParseTuple(args, "O|O:wait", &e_obj, &timeout) || to_value(self, e_obj, &expected) < 0 ||
+        (no_wait = parse_timeout(timeout, &deadline)) < 0 || primitive_ok(self) < 0)
+        return NULL;
+    r = primitive_block(self, &expected, atomic_changed, atomic_sleep, no_wait, deadline);
+    if (r < 0)
+        return NULL;
+    return PyBool_FromLong(r);
+}
+
+static PyObject *atomic_notify(PrimitiveObject *self, PyObject *args)
+{
+    int n = INT_MAX, woken;
+    if (!PyArg_ParseTuple(args, "|i:notify", &n) || primitive_ok(self) < 0) /* ParseTuple runs first */
+        return NULL;
+    if (n < 1)
+        return PyErr_Format(PyExc_ValueError, "n must be at least 1");
+    woken = shmring_futex_wake(atomic_word(self), n);
+    if (woken < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(woken);
+}
+
+static PyMethodDef atomic_methods[] = {
+    {"load", (PyCFunction)atomic_load, METH_VARARGS,
+     "load($self, order=4, /)\n--\n\nThe value, read at `order` (0 relaxed, 1 acquire, 4 seq_cst)."},
+    {"store", (PyCFunction)atomic_store, METH_VARARGS,
+     "store($self, value, order=4, /)\n--\n\nWrite the value at `order` (0 relaxed, 2 release, 4 seq_cst)."},
+    {"exchange", (PyCFunction)atomic_exchange, METH_VARARGS,
+     "exchange($self, value, order=4, /)\n--\n\nWrite the value; the old one."},
+    {"compare_exchange", (PyCFunction)atomic_compare_exchange, METH_VARARGS,
+     "compare_exchange($self, expected, desired, order=4, /)\n--\n\n"
+     "Write `desired` if the value is `expected`: (swapped, the value found)."},
+    {"fetch_add", (PyCFunction)atomic_fetch_add, METH_VARARGS,
+     "fetch_add($self, value, order=4, /)\n--\n\nAdd (wrapping around); the old value."},
+    {"fetch_sub", (PyCFunction)atomic_fetch_sub, METH_VARARGS,
+     "fetch_sub($self, value, order=4, /)\n--\n\nSubtract (wrapping around); the old value."},
+    {"fetch_and", (PyCFunction)atomic_fetch_and, METH_VARARGS,
+     "fetch_and($self, value, order=4, /)\n--\n\nBitwise and; the old value."},
+    {"fetch_or", (PyCFunction)atomic_fetch_or, METH_VARARGS,
+     "fetch_or($self, value, order=4, /)\n--\n\nBitwise or; the old value."},
+    {"fetch_xor", (PyCFunction)atomic_fetch_xor, METH_VARARGS,
+     "fetch_xor($self, value, order=4, /)\n--\n\nBitwise xor; the old value."},
+    {"wait", (PyCFunction)atomic_wait, METH_VARARGS,
+     "wait($self, expected, timeout=None, /)\n--\n\n"
+     "Sleep while the value is `expected`: True once it differs, False on timeout."},
+    {"notify", (PyCFunction)atomic_notify, METH_VARARGS,
+     "notify($self, n=2147483647, /)\n--\n\nWake up to n waiters (all by default); how many woke."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject AtomicType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shmring._core.Atomic",
+    .tp_basicsize = sizeof(PrimitiveObject),
+    .tp_dealloc = (destructor)primitive_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Atomic(mapping, offset, size)\n--\n\n"
+              "A signed integer of `size` bytes (4 or 8, aligned to its size) at an offset of a Mapping.",
+    .tp_methods = atomic_methods,
+    .tp_init = (initproc)atomic_init,
+    .tp_new = PyType_GenericNew,
+};

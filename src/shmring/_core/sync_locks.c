@@ -1,0 +1,239 @@
+/*
+ * sync_locks.c - shmring._core.SpinLock (16 bytes) and shmring._core.Mutex
+ * (24 bytes, robust): the locks of include/shmring/sync.h at an offset of a
+ * mapping.  Both record their holder's process token, so that a waiter
+ * that finds the holder dead takes the lock over (OwnerDied).
+ */
+#include "core.h"
+
+#define SPINLOCK_SIZE ((Py_ssize_t)sizeof(shmring_spinlock))
+#define MUTEX_SIZE ((Py_ssize_t)sizeof(shmring_mutex))
+
+static PyObject *raise_lock_code(int rc)
+{
+    if (rc == SHMRING_OWNER_DIED)
+        PyErr_SetString(owner_died_error,
+                        "the previous holder died holding the lock; you hold it now: repair the data it guards"
+                        " (and, for a Mutex, call mark_consistent())");
+    else if (rc == SHMRING_NOT_RECOVERABLE)
+        PyErr_SetString(not_recoverable_error,
+                        "the lock is not recoverable: a holder died and the next one released it without "
+                        "calling mark_consistent()");
+    else if (rc == SHMRING_NOT_OWNER)
+        PyErr_SetString(PyExc_RuntimeError, "release of a lock that this process does not hold");
+    else
+        PyErr_Format(PyExc_RuntimeError, "lock error %d", rc);
+    return NULL;
+}
+
+/* holder() of both: the token in the first 8 bytes (shmring_spinlock.owner,
+ * shmring_mutex.owner). */
+static PyObject *lock_holder(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
+{
+    uint64_t token;
+    if (primitive_ok(self) < 0)
+        return NULL;
+    /* relaxed: a snapshot for display. */
+    token = shmring_load_relaxed((uint64_t *)self->ptr);
+    if (token == 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(LO)", (long long)shmring_token_pid(token),
+                         shmring_token_alive(token) ? Py_True : Py_False);
+}
+
+/* -- SpinLock ------------------------------------------------------------------- */
+
+static int spinlock_init(PrimitiveObject *self, PyObject *args, PyObject *kwds)
+{
+    return primitive_init(self, args, kwds, "SpinLock", SPINLOCK_SIZE, 8);
+}
+
+static PyObject *spinlock_acquire(PrimitiveObject *self, PyObject *args, PyObject *kwds)
+{
+    int blocking, no_wait, rc;
+    uint64_t token, deadline;
+    shmring_spinlock *l;
+    if (parse_acquire(args, kwds, "acquire", &blocking, &no_wait, &deadline) < 0 || primitive_ok(self) < 0)
+        return NULL;
+    l = (shmring_spinlock *)self->ptr;
+    token = process_token_cached();
+    rc = shmring_spin_try_acquire(l, token, !blocking);
+    if (rc == SHMRING_AGAIN && blocking && no_wait) {
+        rc = shmring_spin_try_acquire(l, token, 1);
+    } else if (rc == SHMRING_AGAIN && blocking) {
+        /* Spin without the GIL (its holder may be a thread of ours that
+         * needs it to get to release()), a slice at a time, signals
+         * checked between slices. */
+        Py_buffer pin;
+        GilWait gil;
+        if (primitive_pin(self, &pin) < 0)
+            return NULL;
+        gil_wait_init(&gil, NULL, NULL);
+        rc = shmring_spin_acquire_hooked(l, token, deadline, &gil.hooks);
+        PyBuffer_Release(&pin);
+        if (rc < 0)
+            return NULL; /* a signal handler raised */
+        if (rc == SHMRING_TIMEOUT)
+            rc = SHMRING_AGAIN;
+    }
+    if (rc == SHMRING_AGAIN)
+        Py_RETURN_FALSE;
+    if (rc != SHMRING_OK)
+        return raise_lock_code(rc);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *spinlock_release(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int rc;
+    if (primitive_ok(self) < 0)
+        return NULL;
+    rc = shmring_spin_release((shmring_spinlock *)self->ptr, process_token_cached());
+    if (rc != SHMRING_OK)
+        return raise_lock_code(rc);
+    Py_RETURN_NONE;
+}
+
+/* After OwnerDied: give the spin lock up unrepaired (the next holder is told). */
+static PyObject *spinlock_abandon(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int rc;
+    if (primitive_ok(self) < 0)
+        return NULL;
+    rc = shmring_spin_abandon((shmring_spinlock *)self->ptr, process_token_cached());
+    if (rc != SHMRING_OK)
+        return raise_lock_code(rc);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef spinlock_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))spinlock_acquire, METH_VARARGS | METH_KEYWORDS,
+     "acquire($self, /, blocking=True, timeout=None)\n--\n\n"
+     "Take the lock: True, or False on timeout; OwnerDied (held) when its holder died."},
+    {"release", (PyCFunction)spinlock_release, METH_NOARGS, "release($self, /)\n--\n\nRelease the lock."},
+    {"abandon", (PyCFunction)spinlock_abandon, METH_NOARGS,
+     "abandon($self, /)\n--\n\nAfter OwnerDied, give it up unrepaired (the next holder gets OwnerDied)."},
+    {"holder", (PyCFunction)lock_holder, METH_NOARGS,
+     "holder($self, /)\n--\n\n(pid, alive) of the holder, or None when free."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject SpinLockType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shmring._core.SpinLock",
+    .tp_basicsize = sizeof(PrimitiveObject),
+    .tp_dealloc = (destructor)primitive_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "SpinLock(mapping, offset)\n--\n\nA spin lock (16 bytes, 8-aligned) at an offset of a Mapping.",
+    .tp_methods = spinlock_methods,
+    .tp_init = (initproc)spinlock_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* -- Mutex ------------------------------------------------------------------------ */
+
+static int mutex_init(PrimitiveObject *self, PyObject *args, PyObject *kwds)
+{
+    return primitive_init(self, args, kwds, "Mutex", MUTEX_SIZE, 8);
+}
+
+static PyObject *mutex_acquire(PrimitiveObject *self, PyObject *args, PyObject *kwds)
+{
+    int blocking, no_wait, granted, r;
+    uint64_t deadline, token;
+    shmring_mutex *m;
+    if (parse_acquire(args, kwds, "acquire", &blocking, &no_wait, &deadline) < 0 || primitive_ok(self) < 0)
+        return NULL;
+    m = (shmring_mutex *)self->ptr;
+    token = process_token_cached();
+    if (no_wait) {
+        granted = shmring_mutex_try_acquire(m, token, 1);
+        r = granted == SHMRING_AGAIN;
+    } else {
+        /* Spin (MUTEX_SPIN_NS), then sleep, the GIL released, looking at
+         * the holder's liveness after each slice without the lock. */
+        Py_buffer pin;
+        if (primitive_pin(self, &pin) < 0)
+            return NULL;
+        r = lock_robust(m, token, deadline, &granted);
+        PyBuffer_Release(&pin);
+    }
+    if (r < 0)
+        return NULL;
+    if (r > 0)
+        Py_RETURN_FALSE;
+    if (granted != SHMRING_OK)
+        return raise_lock_code(granted);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *mutex_release(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int rc;
+    if (primitive_ok(self) < 0)
+        return NULL;
+    rc = shmring_mutex_release((shmring_mutex *)self->ptr, process_token_cached());
+    if (rc != SHMRING_OK)
+        return raise_lock_code(rc);
+    Py_RETURN_NONE;
+}
+
+/* After OwnerDied: release the mutex unrepaired, still marked owner-died, so
+ * that the next holder is told and repairs (release() would make it not
+ * recoverable). */
+static PyObject *mutex_abandon(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int rc;
+    if (primitive_ok(self) < 0)
+        return NULL;
+    rc = shmring_mutex_abandon((shmring_mutex *)self->ptr, process_token_cached());
+    if (rc != SHMRING_OK)
+        return raise_lock_code(rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mutex_mark_consistent(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (primitive_ok(self) < 0)
+        return NULL;
+    if (shmring_mutex_consistent((shmring_mutex *)self->ptr, process_token_cached()) != SHMRING_OK)
+        return PyErr_Format(PyExc_RuntimeError,
+                            "mark_consistent() is for the holder of a lock whose previous holder died");
+    Py_RETURN_NONE;
+}
+
+static PyObject *mutex_state(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (primitive_ok(self) < 0)
+        return NULL;
+    /* relaxed: a snapshot for display. */
+    return PyLong_FromUnsignedLong(shmring_load_relaxed(&((shmring_mutex *)self->ptr)->state));
+}
+
+static PyMethodDef mutex_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))mutex_acquire, METH_VARARGS | METH_KEYWORDS,
+     "acquire($self, /, blocking=True, timeout=None)\n--\n\n"
+     "Take the lock: True, or False on timeout; OwnerDied (held) when its holder died."},
+    {"release", (PyCFunction)mutex_release, METH_NOARGS, "release($self, /)\n--\n\nRelease the lock."},
+    {"mark_consistent", (PyCFunction)mutex_mark_consistent, METH_NOARGS,
+     "mark_consistent($self, /)\n--\n\nAfter OwnerDied, the data is repaired: the lock may be used again."},
+    {"abandon", (PyCFunction)mutex_abandon, METH_NOARGS,
+     "abandon($self, /)\n--\n\nAfter OwnerDied, release it still marked owner-died (the next holder repairs)."},
+    {"state", (PyCFunction)mutex_state, METH_NOARGS,
+     "state($self, /)\n--\n\nThe lock's state word (0 consistent, 1 owner died, 2 not recoverable)."},
+    {"holder", (PyCFunction)lock_holder, METH_NOARGS,
+     "holder($self, /)\n--\n\n(pid, alive) of the holder, or None when free."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject MutexType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shmring._core.Mutex",
+    .tp_basicsize = sizeof(PrimitiveObject),
+    .tp_dealloc = (destructor)primitive_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Mutex(mapping, offset)\n--\n\nA robust mutex (24 bytes, 8-aligned) at an offset of a Mapping.",
+    .tp_methods = mutex_methods,
+    .tp_init = (initproc)mutex_init,
+    .tp_new = PyType_GenericNew,
+};

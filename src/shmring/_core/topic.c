@@ -1,0 +1,517 @@
+/*
+ * topic.c - shmring._core.TopicEnd, a publisher, a subscriber or an
+ * observer of a broadcast topic (include/shmring/topic.h): the type, its
+ * lifetime, the topic lock (and the reserves that hold it), and the
+ * observer's latest().  Publishing and subscribing are in topic_io.c.
+ */
+#include "core.h"
+
+PyObject *topic_name(TopicEndObject *self)
+{
+    return ((MappingObject *)self->mapping)->name;
+}
+
+PyObject *topic_corrupt(TopicEndObject *self, const char *what)
+{
+    return raise_corrupted("topic", topic_name(self), what);
+}
+
+/* Inherited through fork: a subscription, an open loan (and the topic lock
+ * a reserve holds) and the calls of other threads are the parent's. */
+void topic_fork_reset(TopicEndObject *self)
+{
+    if (self->generation == fork_generation)
+        return;
+    self->generation = fork_generation;
+    self->token = shmring_token_self();
+    if (self->role == TOPIC_SUBSCRIBER) {
+        self->closed = 1;
+        self->gate.state |= GATE_CLOSING;
+    }
+    gate_fork_reset(&self->gate);
+}
+
+int topic_usable_slow(TopicEndObject *self, int role)
+{
+    if (self->mapping == NULL) {
+        PyErr_SetString(PyExc_ValueError, "topic handle is not initialised");
+        return -1;
+    }
+    topic_fork_reset(self);
+    if (self->closed || (self->gate.state & GATE_CLOSING)) {
+        PyErr_Format(closed_error, "topic %R: this %s is closed", topic_name(self),
+                     self->role == TOPIC_SUBSCRIBER ? "subscription (or one inherited through fork)" : "handle");
+        return -1;
+    }
+    if (role >= 0 && self->role != role) {
+        PyErr_Format(PyExc_TypeError, "topic %R: not a %s", topic_name(self),
+                     role == TOPIC_PUBLISHER ? "publisher" : "subscription");
+        return -1;
+    }
+    return 0;
+}
+
+int topic_raise_closing(TopicEndObject *self)
+{
+    return raise_closed_meanwhile("topic", topic_name(self),
+                                  self->role == TOPIC_SUBSCRIBER ? "subscription" : "publisher");
+}
+
+/* Topic locks held by an open reserve(), and by which thread: the lock
+ * belongs to the process, so a second lock by that thread (another
+ * publisher's send, a subscribe, in the reserve block) would wait forever.
+ * A topic is known by its object's identity (device, inode): each publisher
+ * and subscription maps it at an address of its own. */
+#define RESERVES_MAX 64
+static struct {
+    uint64_t dev, ino; /* ino 0: a free entry */
+    pthread_t thread;
+    unsigned long generation; /* fork_generation: a forked child holds none of them */
+} open_reserves[RESERVES_MAX];
+
+/* Note that `thread` holds (or no longer holds) the lock of `self`'s topic
+ * for a reserve() loan.  The loan is completed by its thread, or by
+ * another one (close(), garbage collection): hence the explicit thread. */
+void topic_note_reserve(TopicEndObject *self, int held, pthread_t thread)
+{
+    const shmring_segment *seg = &((MappingObject *)self->mapping)->seg;
+    int i;
+    for (i = 0; i < RESERVES_MAX; i++) {
+        if (held && (open_reserves[i].ino == 0 || open_reserves[i].generation != fork_generation)) {
+            open_reserves[i].dev = seg->dev;
+            open_reserves[i].ino = seg->ino;
+            open_reserves[i].thread = thread;
+            open_reserves[i].generation = fork_generation;
+            return;
+        }
+        if (!held && open_reserves[i].ino == seg->ino && open_reserves[i].dev == seg->dev &&
+            pthread_equal(open_reserves[i].thread, thread)) {
+            open_reserves[i].ino = 0;
+            return;
+        }
+    }
+}
+
+int topic_check_lock_not_held_here(TopicEndObject *self)
+{
+    const shmring_segment *seg = &((MappingObject *)self->mapping)->seg;
+    pthread_t me = pthread_self();
+    int i;
+    for (i = 0; i < RESERVES_MAX; i++)
+        if (open_reserves[i].ino == seg->ino && open_reserves[i].dev == seg->dev &&
+            pthread_equal(open_reserves[i].thread, me) && open_reserves[i].generation == fork_generation) {
+            PyErr_Format(PyExc_RuntimeError,
+                         "topic %R: this thread holds the topic lock in an open reserve() block; finish it first",
+                         topic_name(self));
+            return -1;
+        }
+    return 0;
+}
+
+int topic_lock(TopicEndObject *self, uint64_t deadline)
+{
+    shmring_mutex *m = &self->t.ctrl->lock;
+    int rc, r;
+    if (topic_check_lock_not_held_here(self) < 0)
+        return -1;
+    r = lock_robust(m, self->token, deadline, &rc);
+    if (r != 0)
+        return r;
+    if (rc == SHMRING_OWNER_DIED) {
+        /* A publisher died holding it: a record it had not committed is past
+         * tail and invisible; head only ever moved forward.  Nothing to repair. */
+        shmring_mutex_consistent(m, self->token);
+        return 0;
+    }
+    if (rc == SHMRING_NOT_RECOVERABLE) {
+        topic_corrupt(self, "lock (abandoned in an inconsistent state)");
+        return -1;
+    }
+    return 0;
+}
+
+void topic_unlock(TopicEndObject *self)
+{
+    shmring_mutex_release(&self->t.ctrl->lock, self->token);
+}
+
+/* -- the observer ------------------------------------------------------------------ */
+
+/* latest() on the topic: the newest message, or None; no subscription.
+ * None also when the newest message was reclaimed (an aborted reserve, or a
+ * publisher that died mid-publish, freed its space). */
+static PyObject *topic_latest_any(TopicEndObject *self, PyObject *Py_UNUSED(ignored))
+{
+    unsigned tries;
+    if (topic_usable(self, -1) < 0)
+        return NULL;
+    for (tries = 0; tries < 1000; tries++) {
+        /* acquire [T1]; last_pos was stored before tail. */
+        uint64_t tail = __atomic_load_n(&self->t.ctrl->tail, __ATOMIC_ACQUIRE);
+        uint64_t last = __atomic_load_n(&self->t.ctrl->last_pos, __ATOMIC_RELAXED), cursor = last;
+        uint32_t tag;
+        const unsigned char *p;
+        uint64_t len, seq, size;
+        int rc;
+        PyObject *data;
+        if (last == SHMRING_TOPIC_NO_RECORD)
+            Py_RETURN_NONE;
+        if (last >= tail) { /* a publish between its two stores: look again */
+            if (tries & 7u)
+                shmring_cpu_relax();
+            else
+                sched_yield();
+            continue;
+        }
+        rc = shmring_topic_next(&self->t, &cursor, &tag, &p, &len, &seq, &size);
+        if (rc == SHMRING_LAGGED) {
+            /* relaxed: has anything been published since? */
+            if (__atomic_load_n(&self->t.ctrl->tail, __ATOMIC_ACQUIRE) == tail)
+                Py_RETURN_NONE; /* reclaimed and nothing newer */
+            continue;
+        }
+        if (rc != SHMRING_OK || cursor != last)
+            return topic_corrupt(self, "newest record");
+        data = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
+        if (data == NULL)
+            return NULL;
+        if (shmring_topic_still_valid(&self->t, cursor) != SHMRING_OK) {
+            Py_DECREF(data);
+            continue;
+        }
+        return topic_decode(tag, data, 0);
+    }
+    Py_RETURN_NONE; /* last_pos never became valid: a publisher died between its stores */
+}
+
+/* close(): from another thread, wake the call blocked on this end (it
+ * raises Closed) and return once none is left; then complete the loan (a
+ * reserve is dropped and the topic lock released) and free the
+ * subscription's slot.  Nothing is ended for the other publishers and
+ * subscribers. */
+static PyObject *topic_close(TopicEndObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Gate *g = &self->gate;
+    if (self->mapping == NULL || self->closed)
+        Py_RETURN_NONE;
+    topic_fork_reset(self);
+    if (self->closed) /* an inherited subscription: the slot is the parent's */
+        Py_RETURN_NONE;
+    if (gate_check_close_here(g, "topic", topic_name(self)) < 0)
+        return NULL;
+    if (!gate_begin_close(g) && (g->state & (1 << TOPIC_END)) && self->role != TOPIC_OBSERVER)
+        shmring_topic_interrupt_waiters(&self->t, self->role == TOPIC_PUBLISHER);
+    if (gate_wait_empty(g) < 0)
+        return NULL;
+    if (self->closed)
+        Py_RETURN_NONE;
+    if (g->loan[TOPIC_END] != NULL && loan_cancel(g->loan[TOPIC_END]) < 0)
+        return NULL; /* views still alive: close() again once they are released */
+    if (self->role == TOPIC_SUBSCRIBER)
+        shmring_topic_unsubscribe(&self->t, self->slot, self->token);
+    self->closed = 1;
+    if (g->waiters)
+        gate_wake(g);
+    Py_RETURN_NONE;
+}
+
+static PyObject *topic_stats(TopicEndObject *self, PyObject *Py_UNUSED(ignored))
+{
+    shmring_topic_ctrl *c = self->t.ctrl;
+    uint32_t i, subs = 0;
+    if (self->mapping == NULL)
+        return topic_usable(self, -1) < 0 ? NULL : NULL;
+    for (i = 0; i < self->t.max_subscribers; i++)
+        /* relaxed: a monitoring snapshot. */
+        subs += __atomic_load_n(&self->t.subs[i].token, __ATOMIC_RELAXED) != 0;
+    /* relaxed throughout: a monitoring snapshot. */
+    return Py_BuildValue("{sKsKsKsKsIsIsK}", "capacity", (unsigned long long)self->t.capacity, "published",
+                         (unsigned long long)__atomic_load_n(&c->next_seq, __ATOMIC_RELAXED), "tail",
+                         (unsigned long long)__atomic_load_n(&c->tail, __ATOMIC_RELAXED), "head",
+                         (unsigned long long)__atomic_load_n(&c->head, __ATOMIC_RELAXED), "subscribers", subs,
+                         "max_subscribers", self->t.max_subscribers, "lagged",
+                         (unsigned long long)(self->role == TOPIC_SUBSCRIBER
+                                                  ? __atomic_load_n(&self->t.subs[self->slot].lagged, __ATOMIC_RELAXED)
+                                                  : 0));
+}
+
+static int topic_init(TopicEndObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"mapping", "role", NULL};
+    PyObject *mapping;
+    int role;
+    MappingObject *m;
+    if (self->mapping != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "topic handle already initialised");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!i:TopicEnd", kwlist, &MappingType, &mapping, &role))
+        return -1;
+    m = (MappingObject *)mapping;
+    if (mapping_check_open(m) < 0)
+        return -1;
+    if (role < TOPIC_PUBLISHER || role > TOPIC_OBSERVER) {
+        PyErr_Format(PyExc_ValueError, "unknown topic role %d", role);
+        return -1;
+    }
+    if (((const shmring_segment_header *)m->seg.base)->kind != SHMRING_KIND_TOPIC) {
+        PyErr_Format(PyExc_ValueError, "segment %R is not a topic", m->name);
+        return -1;
+    }
+    if (!m->seg.writable) {
+        PyErr_Format(PyExc_ValueError, "segment %R is mapped read-only", m->name);
+        return -1;
+    }
+    if (shmring_topic_attach(&self->t, shmring_segment_payload(&m->seg), shmring_segment_payload_size(&m->seg)) !=
+        SHMRING_OK) {
+        raise_code(SHMRING_ERR_CORRUPT, m->name);
+        return -1;
+    }
+    if (PyObject_GetBuffer(mapping, &self->view, PyBUF_WRITABLE) < 0)
+        return -1;
+    self->t.interrupt = &self->gate.closing; /* close() from another thread ends the waits */
+    Py_INCREF(mapping);
+    self->mapping = mapping;
+    self->role = role;
+    /* relaxed: config, published with the segment. */
+    self->spin_ns = __atomic_load_n(&self->t.ctrl->spin_ns, __ATOMIC_RELAXED);
+    if (self->spin_ns > SHMRING_MAX_SPIN_NS) /* checked on attach; a peer may rewrite it */
+        self->spin_ns = SHMRING_MAX_SPIN_NS;
+    self->generation = fork_generation;
+    self->token = shmring_token_self();
+    if (role == TOPIC_SUBSCRIBER) {
+        int lr = topic_lock(self, 0), slot;
+        if (lr != 0) {
+            if (lr > 0)
+                PyErr_SetString(timeout_error, "topic lock");
+            goto fail;
+        }
+        slot = shmring_topic_subscribe(&self->t, self->token);
+        /* relaxed: read under the lock, with the slot. */
+        self->cursor = __atomic_load_n(&self->t.subs[slot < 0 ? 0 : slot].cursor, __ATOMIC_RELAXED);
+        self->next_seq = __atomic_load_n(&self->t.subs[slot < 0 ? 0 : slot].next_seq, __ATOMIC_RELAXED);
+        topic_unlock(self);
+        if (slot < 0) {
+            PyErr_Format(PyExc_RuntimeError, "topic %R: all %u subscriber slots are taken by live subscribers",
+                         m->name, self->t.max_subscribers);
+            goto fail;
+        }
+        self->slot = slot;
+    }
+    return 0;
+fail:
+    PyBuffer_Release(&self->view);
+    Py_CLEAR(self->mapping);
+    return -1;
+}
+
+static void topic_dealloc(TopicEndObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    if (self->mapping != NULL) {
+        /* Dropped without close(): no call is inside and no loan is out
+         * (both hold a reference), so this frees the subscription's slot
+         * and nothing more. */
+        PyObject *r = topic_close(self, NULL);
+        if (r == NULL)
+            PyErr_WriteUnraisable((PyObject *)self);
+        Py_XDECREF(r);
+        PyBuffer_Release(&self->view);
+    }
+    Py_CLEAR(self->mapping);
+    Py_CLEAR(self->dict);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int topic_traverse(TopicEndObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->mapping);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int topic_clear(TopicEndObject *self)
+{
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static PyObject *topic_get_capacity(TopicEndObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->t.capacity);
+}
+
+static PyObject *topic_get_policy(TopicEndObject *self, void *Py_UNUSED(closure))
+{
+    return PyUnicode_FromString(self->t.policy == SHMRING_TOPIC_BLOCK ? "block" : "overwrite");
+}
+
+static PyObject *topic_get_closed(TopicEndObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->closed || self->mapping == NULL || (self->gate.state & GATE_CLOSING));
+}
+
+static PyObject *topic_get_lagged(TopicEndObject *self, void *Py_UNUSED(closure))
+{
+    if (self->mapping == NULL || self->role != TOPIC_SUBSCRIBER)
+        return PyLong_FromLong(0);
+    /* relaxed: statistics. */
+    return PyLong_FromUnsignedLongLong(__atomic_load_n(&self->t.subs[self->slot].lagged, __ATOMIC_RELAXED));
+}
+
+static PyObject *topic_get_mapping(TopicEndObject *self, void *Py_UNUSED(closure))
+{
+    if (self->mapping == NULL)
+        Py_RETURN_NONE;
+    Py_INCREF(self->mapping);
+    return self->mapping;
+}
+
+static PyMethodDef topic_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))topic_send, FASTKW,
+     "send($self, /, data, timeout=None)\n--\n\n"
+     "Publish a bytes-like object (under \"block\", waiting up to timeout for room)."},
+    {"send_obj", (PyCFunction)(void (*)(void))topic_send_obj, FASTKW,
+     "send_obj($self, /, obj, timeout=None)\n--\n\nPublish an object (pickled)."},
+    {"reserve", (PyCFunction)(void (*)(void))topic_reserve, FASTKW,
+     "reserve($self, /, n, timeout=None)\n--\n\n"
+     "A Loan for a with block, lending n zero-filled bytes of the ring; published on normal exit "
+     "(commit(k) to publish only the first k), dropped on an exception.  The topic lock is held for the "
+     "block."},
+    {"recv", (PyCFunction)(void (*)(void))topic_recv, FASTKW,
+     "recv($self, /, timeout=None)\n--\n\nThe next message (an object message unpickled)."},
+    {"recv_bytes", (PyCFunction)(void (*)(void))topic_recv_bytes, FASTKW,
+     "recv_bytes($self, /, timeout=None)\n--\n\nThe next message's bytes, as they are."},
+    {"_latest_unread", (PyCFunction)(void (*)(void))topic_latest_unread, FASTKW,
+     "_latest_unread($self, /, timeout=None)\n--\n\n"
+     "Skip to the newest message (Subscription.latest), waiting for one."},
+    {"peek", (PyCFunction)(void (*)(void))topic_peek, FASTKW,
+     "peek($self, /, timeout=None)\n--\n\n"
+     "A Loan for a with block, lending the next message in place, read-only; released at exit "
+     "(Lagged then if, under \"overwrite\", a publisher reclaimed it meanwhile)."},
+    {"_latest_any", (PyCFunction)topic_latest_any, METH_NOARGS,
+     "_latest_any($self, /)\n--\n\nThe newest message, or None (Topic.latest: no subscription)."},
+    {"close", (PyCFunction)topic_close, METH_NOARGS,
+     "close($self, /)\n--\n\n"
+     "Close this publisher or subscription; from another thread it wakes the call blocked on it."},
+    {"stats", (PyCFunction)topic_stats, METH_NOARGS, "stats($self, /)\n--\n\nThe topic's counters, as a dict."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef topic_getset[] = {
+    {"capacity", (getter)topic_get_capacity, NULL, "ring bytes", NULL},
+    {"policy", (getter)topic_get_policy, NULL, "\"block\" or \"overwrite\"", NULL},
+    {"closed", (getter)topic_get_closed, NULL, "whether this handle is closed", NULL},
+    {"lagged", (getter)topic_get_lagged, NULL, "messages this subscription missed, in all", NULL},
+    {"_mapping", (getter)topic_get_mapping, NULL, "the Mapping", NULL},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject TopicEndType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shmring._core.TopicEnd",
+    .tp_basicsize = sizeof(TopicEndObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A publisher, subscription or observer of a topic segment (use shmring.Topic).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)topic_init,
+    .tp_dealloc = (destructor)topic_dealloc,
+    .tp_traverse = (traverseproc)topic_traverse,
+    .tp_clear = (inquiry)topic_clear,
+    .tp_methods = topic_methods,
+    .tp_getset = topic_getset,
+    .tp_dictoffset = offsetof(TopicEndObject, dict),
+    .tp_weaklistoffset = offsetof(TopicEndObject, weakrefs),
+};
+
+static PyObject *core_create_topic(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    segment_name name;
+    unsigned long long capacity;
+    unsigned int policy, max_subs, spin_ns, mode;
+    shmring_segment seg;
+    int rc;
+    if (!PyArg_ParseTuple(args, "O&KIIII:create_topic", name_converter, &name, &capacity, &policy, &max_subs,
+                          &spin_ns, &mode))
+        return NULL;
+    if (capacity < SHMRING_TOPIC_MIN_CAPACITY || capacity > SHMRING_TOPIC_MAX_CAPACITY || (capacity & 15u) != 0)
+        return PyErr_Format(PyExc_ValueError, "capacity must be a multiple of 16 between %u and %llu, not %llu",
+                            SHMRING_TOPIC_MIN_CAPACITY, (unsigned long long)SHMRING_TOPIC_MAX_CAPACITY, capacity);
+    if (policy != SHMRING_TOPIC_BLOCK && policy != SHMRING_TOPIC_OVERWRITE)
+        return PyErr_Format(PyExc_ValueError, "unknown topic policy %u", policy);
+    if (max_subs < 1 || max_subs > SHMRING_TOPIC_MAX_SUBSCRIBERS)
+        return PyErr_Format(PyExc_ValueError, "max_subscribers must be between 1 and %u, not %u",
+                            SHMRING_TOPIC_MAX_SUBSCRIBERS, max_subs);
+    if (mode > 0777)
+        return PyErr_Format(PyExc_ValueError, "bad mode");
+    if (spin_ns > SHMRING_MAX_SPIN_NS)
+        return PyErr_Format(PyExc_ValueError, "spin_ns must be at most %u", SHMRING_MAX_SPIN_NS);
+    Py_BEGIN_ALLOW_THREADS
+    rc = shmring_segment_create_unpublished(name.path, shmring_topic_payload_size(capacity, max_subs),
+                                            SHMRING_KIND_TOPIC, (mode_t)mode, &seg);
+    if (rc == SHMRING_OK) {
+        shmring_topic_init(shmring_segment_payload(&seg), capacity, policy, max_subs, spin_ns);
+        shmring_segment_publish(&seg);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc != SHMRING_OK)
+        return raise_code(rc, name.obj);
+    return (PyObject *)mapping_new(&seg, name.obj);
+}
+
+/* topic_info(mapping): counters for `shmring inspect`, from a read-only
+ * mapping (no lock taken; a snapshot). */
+static PyObject *core_topic_info(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    MappingObject *m = mapping_arg(arg, "topic_info");
+    shmring_topic t;
+    uint32_t i, subs = 0;
+    uint64_t tail, slowest;
+    if (m == NULL)
+        return NULL;
+    if (((const shmring_segment_header *)m->seg.base)->kind != SHMRING_KIND_TOPIC ||
+        shmring_topic_attach(&t, shmring_segment_payload(&m->seg), shmring_segment_payload_size(&m->seg)) !=
+            SHMRING_OK)
+        return raise_code(SHMRING_ERR_CORRUPT, m->name);
+    /* relaxed throughout: a monitoring snapshot. */
+    tail = __atomic_load_n(&t.ctrl->tail, __ATOMIC_RELAXED);
+    slowest = tail;
+    for (i = 0; i < t.max_subscribers; i++) {
+        if (__atomic_load_n(&t.subs[i].token, __ATOMIC_RELAXED) != 0) {
+            uint64_t cur = __atomic_load_n(&t.subs[i].cursor, __ATOMIC_RELAXED);
+            subs++;
+            if (cur < slowest)
+                slowest = cur;
+        }
+    }
+    return Py_BuildValue("{sKsssKsIsIsKsL}", "capacity", (unsigned long long)t.capacity, "policy",
+                         t.policy == SHMRING_TOPIC_BLOCK ? "block" : "overwrite", "published",
+                         (unsigned long long)__atomic_load_n(&t.ctrl->next_seq, __ATOMIC_RELAXED), "subscribers",
+                         subs, "max_subscribers", t.max_subscribers, "slowest_behind_bytes",
+                         (unsigned long long)(tail - slowest), "lock_holder_pid",
+                         (long long)shmring_token_pid(__atomic_load_n(&t.ctrl->lock.owner, __ATOMIC_RELAXED)));
+}
+
+PyMethodDef topic_functions[] = {
+    {"topic_info", core_topic_info, METH_O,
+     "topic_info($module, mapping, /)\n--\n\nA topic's counters (a snapshot), as a dict."},
+    {"create_topic", core_create_topic, METH_VARARGS,
+     "create_topic($module, name, capacity, policy, max_subscribers, spin_ns, mode, /)\n--\n\n"
+     "A new, initialised topic segment: a Mapping of it."},
+    {NULL, NULL, 0, NULL},
+};
+
+int topic_module_init(PyObject *m)
+{
+    if (add_type(m, "TopicEnd", &TopicEndType) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(m, "TOPIC_BLOCK", SHMRING_TOPIC_BLOCK) < 0 ||
+        PyModule_AddIntConstant(m, "TOPIC_OVERWRITE", SHMRING_TOPIC_OVERWRITE) < 0 ||
+        PyModule_AddIntConstant(m, "TOPIC_PUBLISHER", TOPIC_PUBLISHER) < 0 ||
+        PyModule_AddIntConstant(m, "TOPIC_SUBSCRIBER", TOPIC_SUBSCRIBER) < 0 ||
+        PyModule_AddIntConstant(m, "TOPIC_OBSERVER", TOPIC_OBSERVER) < 0)
+        return -1;
+    return 0;
+}

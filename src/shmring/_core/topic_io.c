@@ -1,0 +1,514 @@
+/*
+ * topic_io.c - a TopicEnd's publishing (send, send_obj, reserve) and
+ * subscribing (recv, recv_bytes, latest, peek).  Publishers serialize
+ * outside the topic lock, copy in under it; subscribers read without a
+ * lock and check their copy against the reclaim point afterwards.  Each
+ * call holds the end's gate from topic_enter to its return.
+ */
+#include "core.h"
+
+static int topic_lagged(TopicEndObject *self);
+static void topic_move_to(TopicEndObject *self, uint64_t cursor, uint64_t next_seq);
+
+/* Enter this end for one call (the caller leaves it with gate_leave when
+ * *held): 0, or -1 with an exception (Timeout when another thread's call
+ * or loan kept it past the deadline, or at once with a zero timeout). */
+static int topic_enter(TopicEndObject *self, int role, int *held, uint64_t deadline, int no_wait)
+{
+    int r;
+    if (topic_usable(self, role) < 0)
+        return -1;
+    if (gate_free(&self->gate, TOPIC_END)) {
+        gate_take(&self->gate, TOPIC_END);
+        *held = 1;
+        return 0;
+    }
+    r = gate_enter_slow(&self->gate, TOPIC_END, "topic", topic_name(self),
+                        role == TOPIC_PUBLISHER ? "publishing" : "receiving", deadline, no_wait);
+    if (r > 0)
+        PyErr_Format(timeout_error, "topic %R: another thread's call is running on this %s", topic_name(self),
+                     role == TOPIC_PUBLISHER ? "publisher" : "subscription");
+    if (r != 0)
+        return -1;
+    *held = 1;
+    return 0;
+}
+
+/* -- publishing ---------------------------------------------------------------- */
+
+/* The GIL hooks' `closing`: has another thread begun close()? */
+static int topic_closing(void *handle)
+{
+    return (((TopicEndObject *)handle)->gate.state & GATE_CLOSING) != 0;
+}
+
+/* Lock and reserve `len` bytes: without giving the GIL away when the lock is
+ * free and there is room; else shmring_topic_reserve_wait_hooked (the
+ * lock's wait, then the wait for room under BLOCK, in slices with the GIL
+ * released).  0 with the lock held, -1 with an exception. */
+static int topic_reserve_locked(TopicEndObject *self, uint32_t tag, uint64_t len, uint64_t deadline,
+                                unsigned char **out, uint64_t *pos)
+{
+    GilWait gil;
+    if (topic_check_lock_not_held_here(self) < 0)
+        return -1;
+    if (shmring_mutex_try_acquire(&self->t.ctrl->lock, self->token, 0) == SHMRING_OK) {
+        if (shmring_topic_reserve(&self->t, tag, len, 0, out, pos) == SHMRING_OK)
+            return 0;
+        topic_unlock(self); /* the slow path below says why */
+    }
+    gil_wait_init(&gil, topic_closing, self);
+    for (;;) {
+        int rc = shmring_topic_reserve_wait_hooked(&self->t, self->token, tag, len, deadline, out, pos, &gil.hooks);
+        if (rc == WAIT_CLOSING || topic_closing(self)) {
+            if (rc == SHMRING_OK)
+                topic_unlock(self); /* reserved, not committed: the record stays past tail */
+            return topic_raise_closing(self);
+        }
+        if (rc == SHMRING_OK)
+            return 0;
+        if (rc == SHMRING_ERR_SYS) {
+            /* A signal cut the lock's wait short: run its handler, wait again. */
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+            continue;
+        }
+        if (rc == SHMRING_TIMEOUT)
+            PyErr_Format(timeout_error,
+                         "topic %R: no room for the message in time (a slow subscriber, or another "
+                         "publisher holding the lock)",
+                         topic_name(self));
+        else if (rc == SHMRING_TOO_BIG)
+            PyErr_Format(PyExc_ValueError, "topic %R: a message of %llu bytes can never fit its %llu-byte ring",
+                         topic_name(self), (unsigned long long)len, (unsigned long long)self->t.capacity);
+        else if (rc == SHMRING_NOT_RECOVERABLE)
+            topic_corrupt(self, "lock (abandoned in an inconsistent state)");
+        else if (rc >= 0)
+            topic_corrupt(self, "ring counters");
+        return -1;
+    }
+}
+
+static void topic_commit_unlock(TopicEndObject *self, uint64_t pos)
+{
+    int wake = shmring_topic_commit(&self->t, pos);
+    topic_unlock(self);
+    if (wake)
+        shmring_topic_wake_subscribers(&self->t);
+}
+
+static PyObject *topic_publish_impl(TopicEndObject *self, int *held, PyObject *data, uint32_t tag,
+                                    PyObject *timeout)
+{
+    Py_buffer buf;
+    uint64_t deadline, pos;
+    unsigned char *dst;
+    int no_wait = parse_timeout(timeout, &deadline);
+    if (no_wait < 0 || PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (topic_enter(self, TOPIC_PUBLISHER, held, deadline, no_wait) < 0 ||
+        topic_reserve_locked(self, tag, (uint64_t)buf.len, deadline, &dst, &pos) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    copy_maybe_without_gil(dst, buf.buf, (size_t)buf.len);
+    topic_commit_unlock(self, pos);
+    PyBuffer_Release(&buf);
+    Py_RETURN_NONE;
+}
+
+static PyObject *topic_publish(TopicEndObject *self, PyObject *data, uint32_t tag, PyObject *timeout)
+{
+    int held = 0;
+    return gate_return(&self->gate, TOPIC_END, &held, topic_publish_impl(self, &held, data, tag, timeout));
+}
+
+PyObject *topic_send(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[2];
+    if (parse_args("send", args, nargs, kwnames, ARGS_DATA_TIMEOUT, 1, 2, a) < 0)
+        return NULL;
+    return topic_publish(self, a[0], SHMRING_REC_BYTES, a[1]);
+}
+
+PyObject *topic_send_obj(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"obj", "timeout"};
+    PyObject *a[2], *data, *result, *pargs[2];
+    if (parse_args("send_obj", args, nargs, kwnames, names, 1, 2, a) < 0)
+        return NULL;
+    pargs[0] = a[0];
+    pargs[1] = pickle_protocol;
+    data = PyObject_Vectorcall(pickle_dumps, pargs, 2, NULL);
+    if (data == NULL)
+        return NULL;
+    result = topic_publish(self, data, SHMRING_REC_OBJECT, a[1]);
+    Py_DECREF(data);
+    return result;
+}
+
+/* A loan of this topic completes: a reserve commits its first commit_len
+ * bytes or is dropped, releasing the topic lock either way; a peek moves
+ * the cursor past its message (Lagged if a publisher reclaimed it while it
+ * was read: what was read may be torn) or leaves it unread. */
+static int topic_loan_finish(LoanObject *l, int how)
+{
+    TopicEndObject *self = (TopicEndObject *)l->owner;
+    topic_fork_reset(self); /* a loan inherited through fork is the parent's: dropped there */
+    if (l->state == LOAN_DONE)
+        return 0;
+    if (!l->readonly) {
+        topic_note_reserve(self, 0, l->thread);
+        if (how == LOAN_COMPLETE) {
+            shmring_topic_record *r = (shmring_topic_record *)(self->t.data + l->pos % self->t.capacity);
+            r->len = (uint32_t)l->commit_len; /* shorter is fine: nothing follows it yet */
+            topic_commit_unlock(self, l->pos);
+        } else {
+            topic_unlock(self); /* nothing committed: the record stays past tail */
+        }
+        return 0;
+    }
+    if (how != LOAN_COMPLETE)
+        return 0;
+    if (shmring_topic_still_valid(&self->t, l->pos) != SHMRING_OK)
+        return topic_lagged(self) < 0 ? -1 : 0; /* the message looked at was reclaimed meanwhile */
+    topic_move_to(self, l->pos + l->size, l->seq + 1);
+    return 0;
+}
+
+/* reserve(n, timeout=None) -> Loan: n zero-filled bytes in place; the topic
+ * lock is held until the loan completes. */
+static PyObject *topic_reserve_impl(TopicEndObject *self, int *held, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames)
+{
+    PyObject *a[2];
+    LoanObject *loan;
+    Py_ssize_t n;
+    uint64_t deadline, pos;
+    unsigned char *dst;
+    int no_wait;
+    if (parse_args("reserve", args, nargs, kwnames, ARGS_N_TIMEOUT, 1, 2, a) < 0 ||
+        (no_wait = parse_timeout(a[1], &deadline)) < 0)
+        return NULL;
+    n = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 0)
+        return PyErr_Format(PyExc_ValueError, "reserve() size must be >= 0, not %zd", n);
+    if (topic_enter(self, TOPIC_PUBLISHER, held, deadline, no_wait) < 0 ||
+        topic_reserve_locked(self, SHMRING_REC_BYTES, (uint64_t)n, deadline, &dst, &pos) < 0)
+        return NULL;
+    zero_maybe_without_gil(dst, (size_t)n);
+    loan = loan_new((PyObject *)self, &self->gate, TOPIC_END, topic_loan_finish, topic_name(self), "topic", dst,
+                    (uint64_t)n, 0);
+    if (loan == NULL) {
+        topic_unlock(self);
+        return NULL;
+    }
+    loan->pos = pos;
+    topic_note_reserve(self, 1, loan->thread);
+    return (PyObject *)loan;
+}
+
+PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    int held = 0;
+    return gate_return(&self->gate, TOPIC_END, &held, topic_reserve_impl(self, &held, args, nargs, kwnames));
+}
+
+/* -- subscribing ------------------------------------------------------------------ */
+
+/* The steps of topic_wait_data (shmring_wait_sliced).  ready (GIL held):
+ * has tail moved past the cursor?  If not, prepare the sleep: the spin_ns
+ * poll, and the futex sleep on data_seq after announcing in data_waiters
+ * [T4], in turn.  sleep (GIL released): the poll, or the futex sleep, then
+ * the announcement withdrawn. */
+typedef struct {
+    TopicEndObject *self;
+    uint64_t cursor;
+    int *polled;  /* of the call: the last sleep was the poll (the next is the futex sleep) */
+    int poll;     /* this sleep is the poll */
+    uint32_t seq; /* data_seq, read after announcing */
+} DataWait;
+
+static int data_wait_ready(void *ctx, int last)
+{
+    DataWait *w = (DataWait *)ctx;
+    shmring_topic_ctrl *c = w->self->t.ctrl;
+    /* acquire [T1]: pairs with the publisher's release of tail (the
+     * record is read by shmring_topic_next, which acquires again). */
+    if (shmring_load_acquire(&c->tail) != w->cursor)
+        return SHMRING_OK;
+    if (last)
+        return SHMRING_TIMEOUT;
+    w->poll = !*w->polled && w->self->spin_ns;
+    *w->polled = w->poll;
+    if (w->poll)
+        return SHMRING_AGAIN;
+    /* seq_cst [T4]: announce, read data_seq, re-read tail; pairs with the
+     * publisher's seq_cst store of tail and load of data_waiters. */
+    shmring_fetch_add_seq_cst(&c->data_waiters, 1u);
+    w->seq = shmring_load_seq_cst(&c->data_seq);
+    if (shmring_load_seq_cst(&c->tail) == w->cursor)
+        return SHMRING_AGAIN; /* announced: the sleep withdraws it */
+    /* relaxed: a hint for publishers. */
+    shmring_fetch_sub_relaxed(&c->data_waiters, 1u);
+    return SHMRING_OK;
+}
+
+/* The poll, before sleeping: a message that comes within spin_ns costs no
+ * futex wake; it yields, as the queue's poll does. */
+static void topic_poll(DataWait *w, uint64_t until)
+{
+    shmring_topic_ctrl *c = w->self->t.ctrl;
+    uint64_t spin_until = shmring_now_ns() + w->self->spin_ns;
+    unsigned i;
+    if (spin_until > until)
+        spin_until = until;
+    for (i = 1;; i++) {
+        /* relaxed: a hint; shmring_topic_next does the acquire [T1]. */
+        if (shmring_load_relaxed(&c->tail) != w->cursor)
+            break;
+        if (i & 7u)
+            shmring_cpu_relax();
+        else if (sched_yield(), shmring_now_ns() >= spin_until || shmring_topic_interrupted(&w->self->t))
+            break;
+    }
+}
+
+static int data_wait_sleep(void *ctx, uint64_t until)
+{
+    DataWait *w = (DataWait *)ctx;
+    shmring_topic_ctrl *c = w->self->t.ctrl;
+    if (w->poll) {
+        topic_poll(w, until);
+        return SHMRING_AGAIN;
+    }
+    if (!shmring_topic_interrupted(&w->self->t))
+        shmring_futex_wait_until(&c->data_seq, w->seq, until);
+    /* relaxed: a hint for publishers. */
+    shmring_fetch_sub_relaxed(&c->data_waiters, 1u);
+    return SHMRING_AGAIN;
+}
+
+/* Wait until tail moves past `cursor`.  0, or -1 with an exception:
+ * Timeout, Closed (another thread's close()), a signal handler's. */
+static int topic_wait_data(TopicEndObject *self, uint64_t cursor, uint64_t deadline, int *polled)
+{
+    DataWait w;
+    int rc;
+    w.self = self;
+    w.cursor = cursor;
+    w.polled = polled;
+    w.poll = 0;
+    w.seq = 0;
+    rc = gil_wait_sliced(&w, data_wait_ready, data_wait_sleep, topic_closing, self, deadline);
+    if (rc == SHMRING_OK)
+        return 0;
+    if (rc == SHMRING_TIMEOUT)
+        PyErr_Format(timeout_error, "topic %R: no message in time", topic_name(self));
+    else if (rc == WAIT_CLOSING)
+        topic_raise_closing(self);
+    return -1;
+}
+
+static void topic_move_to(TopicEndObject *self, uint64_t cursor, uint64_t next_seq)
+{
+    self->cursor = cursor;
+    self->next_seq = next_seq;
+    if (shmring_topic_advance(&self->t, self->slot, cursor, next_seq))
+        shmring_topic_wake_publishers(&self->t);
+}
+
+/* Where to resume after falling behind: the oldest message held. */
+static int topic_resume_point(TopicEndObject *self, uint64_t *pos, uint64_t *seq)
+{
+    int rc = shmring_topic_oldest(&self->t, pos, seq);
+    if (rc == SHMRING_AGAIN) {
+        /* Nothing held: tail and next_seq, read together under the lock. */
+        int lr = topic_lock(self, 0);
+        if (lr != 0)
+            return -1;
+        /* relaxed: under the lock [T3]. */
+        *pos = __atomic_load_n(&self->t.ctrl->tail, __ATOMIC_RELAXED);
+        *seq = __atomic_load_n(&self->t.ctrl->next_seq, __ATOMIC_RELAXED);
+        topic_unlock(self);
+        rc = SHMRING_OK;
+    }
+    if (rc != SHMRING_OK) {
+        topic_corrupt(self, "head and tail");
+        return -1;
+    }
+    return 0;
+}
+
+/* The subscriber fell behind: resume at the oldest message held.  Returns 1
+ * when no message was lost (only padding was reclaimed: read on), or NULL-
+ * style -1 with Lagged(missed) raised. */
+static int topic_lagged(TopicEndObject *self)
+{
+    uint64_t pos, seq, missed;
+    PyObject *exc;
+    if (topic_resume_point(self, &pos, &seq) < 0)
+        return -1;
+    missed = seq > self->next_seq ? seq - self->next_seq : 0;
+    topic_move_to(self, pos, missed ? seq : self->next_seq);
+    if (missed == 0)
+        return 1;
+    /* relaxed: statistics, written by this subscriber only. */
+    __atomic_store_n(&self->t.subs[self->slot].lagged, self->t.subs[self->slot].lagged + missed, __ATOMIC_RELAXED);
+    exc = PyObject_CallFunction(lagged_error, "K", (unsigned long long)missed);
+    if (exc != NULL) {
+        PyErr_SetObject(lagged_error, exc);
+        Py_DECREF(exc);
+    }
+    return -1;
+}
+
+PyObject *topic_decode(uint32_t tag, PyObject *data, int raw)
+{
+    PyObject *obj;
+    if (data == NULL || raw || tag == SHMRING_REC_BYTES)
+        return data;
+    obj = PyObject_CallOneArg(pickle_loads, data);
+    Py_DECREF(data);
+    return obj;
+}
+
+/* Next message for this subscriber: copied out and checked (its tag in
+ * *tag_out, decoded by the caller).  With `latest`, skip to the newest one. */
+static PyObject *topic_read_impl(TopicEndObject *self, int *held, PyObject *timeout, int latest, uint32_t *tag_out)
+{
+    uint64_t deadline;
+    int polled = 0, no_wait = parse_timeout(timeout, &deadline);
+    if (no_wait < 0 || topic_enter(self, TOPIC_SUBSCRIBER, held, deadline, no_wait) < 0)
+        return NULL;
+    for (;;) {
+        uint32_t tag;
+        const unsigned char *p;
+        uint64_t len, seq, size, cursor = self->cursor;
+        int rc;
+        if (latest) {
+            /* acquire [T1]: last_pos was stored before tail. */
+            uint64_t tail = __atomic_load_n(&self->t.ctrl->tail, __ATOMIC_ACQUIRE);
+            uint64_t last = __atomic_load_n(&self->t.ctrl->last_pos, __ATOMIC_RELAXED);
+            if (tail != cursor && last != SHMRING_TOPIC_NO_RECORD && last >= cursor && last < tail)
+                cursor = last;
+        }
+        rc = shmring_topic_next(&self->t, &cursor, &tag, &p, &len, &seq, &size);
+        if (rc == SHMRING_OK) {
+            PyObject *data = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
+            if (data == NULL)
+                return NULL;
+            if (shmring_topic_still_valid(&self->t, cursor) != SHMRING_OK) {
+                Py_DECREF(data);
+                if (latest)
+                    continue; /* overwritten: there is a newer one */
+                if (topic_lagged(self) < 0)
+                    return NULL;
+                continue;
+            }
+            topic_move_to(self, cursor + size, seq + 1);
+            *tag_out = tag;
+            return data;
+        }
+        if (rc == SHMRING_LAGGED) {
+            if (latest) {
+                uint64_t pos, s;
+                if (topic_resume_point(self, &pos, &s) < 0)
+                    return NULL;
+                topic_move_to(self, pos, s);
+                continue;
+            }
+            if (topic_lagged(self) < 0)
+                return NULL;
+            continue;
+        }
+        if (rc != SHMRING_AGAIN)
+            return topic_corrupt(self, "record header");
+        if (cursor != self->cursor)
+            topic_move_to(self, cursor, self->next_seq); /* skipped padding */
+        if (topic_wait_data(self, cursor, deadline, &polled) < 0)
+            return NULL;
+    }
+}
+
+/* The call's way in and out: the gate is left before an object message is
+ * unpickled (arbitrary code, which may use this subscription again). */
+static PyObject *topic_read(TopicEndObject *self, PyObject *timeout, int raw, int latest)
+{
+    int held = 0;
+    uint32_t tag = SHMRING_REC_BYTES;
+    PyObject *data = gate_return(&self->gate, TOPIC_END, &held, topic_read_impl(self, &held, timeout, latest, &tag));
+    return topic_decode(tag, data, raw);
+}
+
+PyObject *topic_recv(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[1];
+    if (parse_args("recv", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a) < 0)
+        return NULL;
+    return topic_read(self, a[0], 0, 0);
+}
+
+PyObject *topic_recv_bytes(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[1];
+    if (parse_args("recv_bytes", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a) < 0)
+        return NULL;
+    return topic_read(self, a[0], 1, 0);
+}
+
+PyObject *topic_latest_unread(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[1];
+    if (parse_args("latest", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a) < 0)
+        return NULL;
+    return topic_read(self, a[0], 0, 1);
+}
+
+/* peek(timeout=None) -> Loan: the next message in place, read-only. */
+static PyObject *topic_peek_impl(TopicEndObject *self, int *held, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
+{
+    PyObject *a[1];
+    uint64_t deadline;
+    int polled = 0, no_wait;
+    if (parse_args("peek", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a) < 0 ||
+        (no_wait = parse_timeout(a[0], &deadline)) < 0 || topic_enter(self, TOPIC_SUBSCRIBER, held, deadline, no_wait) < 0)
+        return NULL;
+    for (;;) {
+        uint32_t tag;
+        const unsigned char *p;
+        uint64_t len, seq, size, cursor = self->cursor;
+        int rc = shmring_topic_next(&self->t, &cursor, &tag, &p, &len, &seq, &size);
+        if (rc == SHMRING_OK) {
+            LoanObject *loan = loan_new((PyObject *)self, &self->gate, TOPIC_END, topic_loan_finish,
+                                        topic_name(self), "topic", (unsigned char *)p, len, 1);
+            if (loan != NULL) {
+                loan->pos = cursor;
+                loan->size = size;
+                loan->seq = seq;
+            }
+            return (PyObject *)loan;
+        }
+        if (rc == SHMRING_LAGGED) {
+            if (topic_lagged(self) < 0)
+                return NULL;
+            continue;
+        }
+        if (rc != SHMRING_AGAIN)
+            return topic_corrupt(self, "record header");
+        if (cursor != self->cursor)
+            topic_move_to(self, cursor, self->next_seq);
+        if (topic_wait_data(self, cursor, deadline, &polled) < 0)
+            return NULL;
+    }
+}
+
+PyObject *topic_peek(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    int held = 0;
+    return gate_return(&self->gate, TOPIC_END, &held, topic_peek_impl(self, &held, args, nargs, kwnames));
+}
+
