@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv test demo bench sanitize clean
+.PHONY: all venv test demo bench sanitize fuzz fuzz-seeds mutate clean
 
 all: test
 
@@ -43,6 +43,30 @@ sanitize: $(STAMP)
 	SHMRING_SANITIZE=1 $(PY) setup.py --quiet build_ext --build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
 	LD_PRELOAD="$(SANITIZER_LIBS)" ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=$(ASAN_DIR) \
 		$(PY) -m pytest -q -p no:cacheprovider $(SANITIZE_TESTS)
+
+# libFuzzer targets over the headers (reliability/fuzz/, docs/RELIABILITY.md):
+# `make fuzz` runs each for 30 s, `make fuzz FUZZ_LONG=1` each for 2 million
+# executions; any crash, sanitizer report or hang fails.  FUZZ_SKIP_KNOWN=1
+# builds them stepping around the findings still open (fuzz_common.h).
+FUZZ_BIN := build/fuzz/bin$(if $(FUZZ_SKIP_KNOWN),-skip-known)
+FUZZ_TARGETS := segment channel queue topic sync
+FUZZ_CFLAGS := -g -O1 -std=c11 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	$(if $(FUZZ_SKIP_KNOWN),-DFZ_SKIP_KNOWN)
+$(FUZZ_BIN)/fuzz_%: reliability/fuzz/fuzz_%.c reliability/fuzz/fuzz_common.h include/shmring.h $(wildcard include/shmring/*.h)
+	@mkdir -p $(FUZZ_BIN)
+	clang $(FUZZ_CFLAGS) -Iinclude $< -o $@
+fuzz: $(addprefix $(FUZZ_BIN)/fuzz_,$(FUZZ_TARGETS))
+	$(PYTHON) reliability/fuzz/run.py --bin $(FUZZ_BIN) $(if $(FUZZ_LONG),--long)
+# Refresh the seed corpus from what the last runs found.
+fuzz-seeds: $(addprefix $(FUZZ_BIN)/fuzz_,$(FUZZ_TARGETS))
+	$(PYTHON) reliability/fuzz/run.py --bin $(FUZZ_BIN) --merge
+
+# Live processes on a channel, a queue and a topic while another one writes
+# random bytes into their segments (reliability/mutate.py): short by
+# default, MUTATE_LONG=1 for longer; MUTATE_ASAN=1 against the build of
+# `make sanitize` (build/asan).
+mutate: $(STAMP)
+	$(PY) reliability/mutate.py $(if $(MUTATE_LONG),--long) $(if $(MUTATE_ASAN),--asan)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info src/shmring/*.so
