@@ -74,6 +74,13 @@ PARTICIPANTS = [
 HEADER_FIELDS, HEADER_SIZE = 128, 4096
 CONTROL_SIZE = {"channel": 640, "queue": 384, "topic": 512, "chunk": 64}
 REGION_WEIGHTS = {"header": 10, "roster": 5, "control": 55, "records": 30}
+# Findings reported and still open (docs/RELIABILITY.md): an exception of
+# another class whose message says it is one of them.  With --skip-known
+# they are counted apart and do not fail the run.
+KNOWN_FINDINGS = {
+    "F2": "every process using it has left",  # a damaged state word reads as "removed"
+    "F3": "is gone (removed by hand?)",  # a damaged chunk chain raises OSError
+}
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer", "Fatal Python error")
 
 # -- messages -----------------------------------------------------------------
@@ -423,6 +430,7 @@ def main() -> int:
     ap.add_argument("--long", action="store_true", help="run 15 minutes")
     ap.add_argument("--asan", action="store_true", help="use the ASan+UBSan build of `make sanitize` (build/asan)")
     ap.add_argument("--seed", type=int, default=None, help="random seed of the mutations (default: from the time)")
+    ap.add_argument("--skip-known", action="store_true", help="do not fail on the open findings (KNOWN_FINDINGS)")
     args = ap.parse_args()
     if args.participant:
         kind, role, index = args.participant
@@ -433,7 +441,7 @@ def main() -> int:
         os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], env)  # the controller too
     seconds = 900.0 if args.long else args.seconds
     seed = args.seed if args.seed is not None else int(time.time())
-    return run(seconds, seed, env, args.asan)
+    return run(seconds, seed, env, args.asan, args.skip_known)
 
 
 def sanitizer_env() -> dict[str, str]:
@@ -456,7 +464,12 @@ def sanitizer_env() -> dict[str, str]:
     return env
 
 
-def run(seconds: float, seed: int, env: dict[str, str], asan: bool) -> int:
+def known_finding(failure: dict[str, Any]) -> str | None:
+    detail = failure.get("detail", "")
+    return next((name for name, mark in KNOWN_FINDINGS.items() if mark in detail), None)
+
+
+def run(seconds: float, seed: int, env: dict[str, str], asan: bool, skip_known: bool) -> int:
     import shmring._core as core
 
     rng = random.Random(seed)
@@ -536,22 +549,32 @@ def run(seconds: float, seed: int, env: dict[str, str], asan: bool) -> int:
                 except subprocess.TimeoutExpired:
                     p.proc.kill()
         log.close()
+    for f in failures:
+        f["known"] = known_finding(f)
+    fatal = [f for f in failures if not (skip_known and f["known"])]
     summary = {
         "seed": seed, "seconds": seconds, "asan": asan, "rounds": rounds, "control_rounds": control,
         "mutations": mutations, "outcomes": dict(outcomes.most_common()), "labels": dict(labels.most_common()),
         "control_labels": dict(baseline.most_common()),
         "failures": failures,
+        "known_findings": dict(Counter(f["known"] for f in failures if f["known"])),
     }
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"mutate: {mutations} mutations in {rounds} rounds ({control} control rounds), "
-          f"{len(failures)} failures")
+          f"{len(failures)} failures ({len(failures) - len(fatal)} of them known findings, not counted)"
+          if skip_known else f"{len(failures)} failures")
+    for f in failures[:20]:
+        print(f"  failure: round {f['round']}, {f['participant']}: {f['what']}"
+              + (f" (known finding {f['known']})" if f["known"] else ""))
+    if len(failures) > 20:
+        print(f"  ... and {len(failures) - 20} more failures")
     for name in SEVERITY:
         print(f"  {name:15} {outcomes.get(name, 0)}")
     print("  by label: " + ", ".join(f"{k} {v}" for k, v in labels.most_common()))
     print(f"  control rounds ({3 * control} objects unmutated): "
           + ", ".join(f"{k} {v}" for k, v in baseline.most_common()))
     print(f"  summary: {OUT / 'summary.json'}, mutations: {OUT / 'mutations.jsonl'}")
-    return 1 if failures else 0
+    return 1 if fatal else 0
 
 
 def collect(people: list[Participant], until: float, failures: list[dict[str, Any]], k: int

@@ -53,8 +53,11 @@ def run_target(name: str, binary: Path, build: Path, limit: list[str], log: Path
            f"-artifact_prefix={artifacts}/", str(work), str(HERE / "corpus" / name)]
     start = time.monotonic()
     with log.open("w") as out:
-        rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        rc = proc.wait()
     seconds = time.monotonic() - start
+    for left in Path("/dev/shm").glob(f"shmring-fuzz-{proc.pid}.*"):
+        left.unlink()  # fuzz_queue's chunk, left when the target died on a crash
     text = log.read_text(errors="replace")
     runs = re.search(r"stat::number_of_executed_units: (\d+)", text)
     executions = int(runs.group(1)) if runs else 0
