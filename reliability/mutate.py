@@ -315,9 +315,10 @@ class Participant:
             if not line:
                 return None
             try:
-                return json.loads(line)
+                report: dict[str, Any] = json.loads(line)
             except json.JSONDecodeError:
                 continue  # something a library printed: not ours
+            return report
 
     def new_log(self) -> str:
         """What the process wrote to its log since the last look."""
@@ -325,7 +326,7 @@ class Participant:
         new, self.log_seen = text[self.log_seen:], len(text)
         return new
 
-    def stop(self, dump: bool) -> int | None:
+    def stop(self, dump: bool) -> int:
         """Kill the process (after a traceback dump if it hung); its exit status."""
         assert self.proc is not None
         if self.proc.poll() is None and dump:
@@ -516,9 +517,9 @@ def run(seconds: float, seed: int, env: dict[str, str], asan: bool, skip_known: 
                 left = segments_of(name)  # left behind: the last to leave did not remove them
                 if left:
                     reports.setdefault(kind, []).append({"events": {"leftover": [len(left), 0, 1e18]}})
-                for f in left:
+                for seg in left:
                     try:
-                        os.unlink(f"/dev/shm/{f}")
+                        os.unlink(f"/dev/shm/{seg}")
                     except OSError:
                         pass
             if is_control:

@@ -50,7 +50,8 @@ static void consumer_step(fz_input *in, end *e)
     } else if (what == 1) {
         shmring_channel_publish_head(&e->ch);
     } else {
-        (void)shmring_channel_readable(&e->ch); /* the closed flag as written: see below */
+        int r = shmring_channel_readable(&e->ch);
+        FZ_ASSERT(r >= -1 && r <= 1);
     }
 }
 
@@ -179,8 +180,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else if (op == 2) {
             blocking_step(&in, e);
         } else {
-            /* Not checked against its 1 / 0 / -1: a closed flag is returned as the
-             * word the peer wrote (any non-zero value means closed). */
+            /* Not checked against its 1 / 0 / -1: on the writer's side it returns
+             * the reader's closed flag as the peer wrote it (any non-zero value
+             * means closed; see docs/RELIABILITY.md). */
             (void)shmring_channel_ready(&e->ch, e->producer, fz_range(&in, 0, 2 * cap));
         }
     }

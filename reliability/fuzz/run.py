@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 TARGETS = ("segment", "channel", "queue", "topic", "sync")
@@ -43,7 +44,7 @@ def corpus_size(folder: Path) -> int:
     return sum(1 for p in folder.iterdir() if p.is_file()) if folder.is_dir() else 0
 
 
-def run_target(name: str, binary: Path, build: Path, limit: list[str], log: Path) -> dict[str, object]:
+def run_target(name: str, binary: Path, build: Path, limit: list[str], log: Path) -> dict[str, Any]:
     work = build / "corpus" / name
     artifacts = build / "artifacts" / name
     work.mkdir(parents=True, exist_ok=True)
