@@ -177,12 +177,8 @@ static inline int shmring_queue_wait_sleep_(void *ctx, uint64_t until_ns)
 
 static inline int shmring_queue_wait_(shmring_queue_waiter_ *w)
 {
-    shmring_wait_op op;
-    op.ctx = w;
-    op.ready = shmring_queue_wait_ready_;
-    op.sleep = shmring_queue_wait_sleep_;
-    op.slice_ns = SHMRING_WAIT_SLICE_NS;
-    return shmring_wait_sliced(&op, NULL, w->deadline_ns);
+    return shmring_wait_for(w, shmring_queue_wait_ready_, shmring_queue_wait_sleep_, SHMRING_WAIT_SLICE_NS, NULL,
+                            w->deadline_ns);
 }
 
 /* Put a record of `len` bytes tagged `tag` (SHMRING_REC_BYTES or _OBJECT)

@@ -354,13 +354,8 @@ static inline int shmring_lease_sleep_(void *ctx, uint64_t until_ns)
  * SHMRING_ERR_SYS. */
 static inline int shmring_lease_take(int fd)
 {
-    shmring_wait_op op;
-    int rc;
-    op.ctx = &fd;
-    op.ready = shmring_lease_ready_;
-    op.sleep = shmring_lease_sleep_;
-    op.slice_ns = 1000000u;
-    rc = shmring_wait_sliced(&op, NULL, shmring_now_ns() + SHMRING_LEASE_WAIT_NS);
+    int rc = shmring_wait_for(&fd, shmring_lease_ready_, shmring_lease_sleep_, 1000000u, NULL,
+                              shmring_now_ns() + SHMRING_LEASE_WAIT_NS);
     return rc == SHMRING_TIMEOUT ? (int)SHMRING_ERR_BUSY : rc;
 }
 

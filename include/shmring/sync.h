@@ -190,16 +190,11 @@ static inline int shmring_spin_acquire_hooked(shmring_spinlock *l, uint64_t toke
                                               const shmring_wait_hooks *hooks)
 {
     shmring_spin_wait_ w;
-    shmring_wait_op op;
     w.l = l;
     w.token = token;
     w.backoff = 1;
     w.check = 0;
-    op.ctx = &w;
-    op.ready = shmring_spin_ready_;
-    op.sleep = shmring_spin_sleep_;
-    op.slice_ns = 1000000u;
-    return shmring_wait_sliced(&op, hooks, deadline_ns);
+    return shmring_wait_for(&w, shmring_spin_ready_, shmring_spin_sleep_, 1000000u, hooks, deadline_ns);
 }
 
 /* shmring_spin_acquire_hooked without hooks. */
@@ -428,7 +423,6 @@ static inline int shmring_mutex_lock_hooked(shmring_mutex *m, uint64_t token, ui
                                             uint64_t deadline_ns, const shmring_wait_hooks *hooks)
 {
     shmring_mutex_wait_ w;
-    shmring_wait_op op;
     int rc = shmring_mutex_try_acquire(m, token, 0);
     if (rc != SHMRING_AGAIN)
         return rc;
@@ -439,11 +433,7 @@ static inline int shmring_mutex_lock_hooked(shmring_mutex *m, uint64_t token, ui
     w.token = token;
     w.seq = 0;
     w.check = 0;
-    op.ctx = &w;
-    op.ready = shmring_mutex_lock_ready_;
-    op.sleep = shmring_mutex_lock_sleep_;
-    op.slice_ns = check_ns;
-    return shmring_wait_sliced(&op, hooks, deadline_ns);
+    return shmring_wait_for(&w, shmring_mutex_lock_ready_, shmring_mutex_lock_sleep_, check_ns, hooks, deadline_ns);
 }
 
 /* shmring_mutex_lock_hooked without hooks. */

@@ -117,6 +117,21 @@ static inline int shmring_wait_sliced(const shmring_wait_op *op, const shmring_w
     }
 }
 
+/* shmring_wait_sliced for the operation made of `ctx`, `ready`, `sleep` and
+ * `slice_ns` (0: SHMRING_WAIT_SLICE_NS): what every blocking call of the
+ * headers runs with its own waiter as ctx. */
+static inline int shmring_wait_for(void *ctx, int (*ready)(void *ctx, int last),
+                                   int (*sleep)(void *ctx, uint64_t until_ns), uint64_t slice_ns,
+                                   const shmring_wait_hooks *hooks, uint64_t deadline_ns)
+{
+    shmring_wait_op op;
+    op.ctx = ctx;
+    op.ready = ready;
+    op.sleep = sleep;
+    op.slice_ns = slice_ns;
+    return shmring_wait_sliced(&op, hooks, deadline_ns);
+}
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

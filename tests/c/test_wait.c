@@ -213,21 +213,17 @@ static void a_sleep_or_a_look_that_fails_ends_the_wait_with_its_result(void)
     CHECK_EQ(s.sleeps, 1);
 }
 
+/* Through shmring_wait_for, the form the headers' blocking calls use. */
 static void hooks_left_out_are_skipped(void)
 {
     script s;
-    shmring_wait_op op;
     shmring_wait_hooks hooks;
     script_new(&s);
     s.ready_at = 3;
-    op.ctx = &s;
-    op.ready = ready;
-    op.sleep = sleep_once;
-    op.slice_ns = 1000000u;
     memset(&hooks, 0, sizeof hooks);
     hooks.ctx = &s;
     hooks.between = between;
-    CHECK_EQ(shmring_wait_sliced(&op, &hooks, 0), SHMRING_OK);
+    CHECK_EQ(shmring_wait_for(&s, ready, sleep_once, 1000000u, &hooks, 0), SHMRING_OK);
     CHECK(strcmp(s.log, "rsBrsBr") == 0);
 }
 
