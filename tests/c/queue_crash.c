@@ -19,6 +19,7 @@
  * when the queue cannot be opened or locked, 2 for bad arguments.
  */
 #include "shmring.h" /* first: it selects the POSIX feature macros */
+#include "peer.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -57,17 +58,8 @@ int main(int argc, char **argv)
         return 2;
     }
     snprintf(name, sizeof name, "/%s", argv[1]);
-    rc = shmring_segment_open(name, 0, &seg);
-    if (rc != SHMRING_OK) {
-        fprintf(stderr, "open %s: %s\n", name, shmring_strerror(rc));
+    if (peer_open_queue(name, &seg, &q, &cfg) != 0)
         return 1;
-    }
-    q = (shmring_queue_ctrl *)shmring_segment_payload(&seg);
-    if (((shmring_segment_header *)seg.base)->kind != SHMRING_KIND_QUEUE ||
-        shmring_queue_check_config(q, shmring_segment_payload_size(&seg), &cfg) != SHMRING_OK) {
-        fprintf(stderr, "%s is not a valid queue\n", name);
-        return 1;
-    }
     rc = shmring_queue_lock_repair(q, cfg.capacity, name, shmring_token_self(), 0);
     if (rc != SHMRING_OK) {
         fprintf(stderr, "lock %s: %s\n", name, shmring_strerror(rc));
