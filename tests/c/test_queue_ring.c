@@ -305,12 +305,7 @@ static void the_config_check_refuses_every_impossible_field(void)
     CHECK_EQ(shmring_queue_check_config(q.c, q.size, &copy), SHMRING_OK);
     CHECK_EQ(copy.capacity, CAP);
     saved = *q.c;
-#define REFUSED(field, value)                                                       \
-    do {                                                                            \
-        *q.c = saved;                                                               \
-        q.c->field = value;                                                         \
-        CHECK_EQ(shmring_queue_check_config(q.c, q.size, &copy), SHMRING_ERR_CORRUPT); \
-    } while (0)
+#define REFUSED(field, value) CHECK_REFUSED(q.c, saved, field, value, shmring_queue_check_config(q.c, q.size, &copy))
     REFUSED(data_offset, 0);
     REFUSED(capacity, 32);
     REFUSED(capacity, CAP + 4);
