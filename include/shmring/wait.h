@@ -117,17 +117,16 @@ static inline int shmring_wait_sliced(const shmring_wait_op *op, const shmring_w
     }
 }
 
-/* shmring_wait_sliced for the operation made of `ctx`, `ready`, `sleep` and
+/* shmring_wait_sliced for the operation made of `ctx`, its two steps and
  * `slice_ns` (0: SHMRING_WAIT_SLICE_NS): what every blocking call of the
- * headers runs with its own waiter as ctx. */
-static inline int shmring_wait_for(void *ctx, int (*ready)(void *ctx, int last),
-                                   int (*sleep)(void *ctx, uint64_t until_ns), uint64_t slice_ns,
-                                   const shmring_wait_hooks *hooks, uint64_t deadline_ns)
+ * headers runs, with its own waiter as ctx. */
+static inline int shmring_wait_for(void *ctx, int (*ready_step)(void *, int), int (*sleep_step)(void *, uint64_t),
+                                   uint64_t slice_ns, const shmring_wait_hooks *hooks, uint64_t deadline_ns)
 {
     shmring_wait_op op;
     op.ctx = ctx;
-    op.ready = ready;
-    op.sleep = sleep;
+    op.ready = ready_step;
+    op.sleep = sleep_step;
     op.slice_ns = slice_ns;
     return shmring_wait_sliced(&op, hooks, deadline_ns);
 }
