@@ -276,6 +276,36 @@ class Worker(threading.Thread):
         return self.outcome
 
 
+def started(workers: list[Worker]) -> list[Worker]:
+    for w in workers:
+        w.start()
+    return workers
+
+
+def check_each_threads_order(recv: Callable[[], bytes], workers: list[Worker], per_thread: int) -> None:
+    """Start ``workers``, threads sending ``per_thread`` messages
+    ``struct.pack("<II", thread_id, seq)`` on one handle, and receive them
+    all with ``recv``: each thread's arrive in the order it sent them, and
+    every thread returns."""
+    started(workers)
+    last = [-1] * len(workers)
+    for _ in range(len(workers) * per_thread):
+        tid, seq = struct.unpack("<II", recv())
+        assert seq == last[tid] + 1, f"thread {tid}: message {seq} after {last[tid]}"
+        last[tid] = seq
+    assert [w.finish() for w in workers] == [("returned", None)] * len(workers)
+
+
+def numbers_until_end(recv: Callable[[], bytes]) -> list[int]:
+    """A receiving thread's loop: the numbers it receives (b"%d"), in order, until b"end"."""
+    got = []
+    while True:
+        m = recv()
+        if m == b"end":
+            return got
+        got.append(int(m))
+
+
 def wait_inside(probe: Callable[[], Any], what: str) -> None:
     """Poll ``probe`` (a zero-timeout call on the same end) until it times out
     because another thread's call is inside that end."""
