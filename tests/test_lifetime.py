@@ -166,6 +166,14 @@ def _consumer(kind: str, obj: Any, creator: int, ready: Any, report: Any) -> Non
     # the consumer ends normally: as the last user, it removes the object
 
 
+def write_all_and_leave(kind: str, handles: list[Any], mode: str) -> None:
+    """Write the N messages through a writer end of ``handles[0]`` (added to
+    ``handles``), then leave with all of them as ``mode`` says."""
+    handles.append(writer_end(kind, handles[0]))
+    write_all(kind, handles[-1])
+    leave(mode, handles)
+
+
 def _creator(kind: str, name: str, mode: str, method: str, report: Any) -> None:
     ctx = mp.get_context(method)
     handles = [make(kind, name)]
@@ -173,18 +181,22 @@ def _creator(kind: str, name: str, mode: str, method: str, report: Any) -> None:
     consumer = ctx.Process(target=_consumer, args=(kind, handles[0], os.getpid(), ready, report))
     consumer.start()  # (start() drops its reference to the arguments)
     assert ready.wait(WAIT)
-    handles.append(writer_end(kind, handles[0]))
-    write_all(kind, handles[-1])
     report.send(("consumer", consumer.pid))
-    leave(mode, handles)
+    write_all_and_leave(kind, handles, mode)
     if mode == "collected":
         consumer.join(WAIT)  # alive, attached to nothing, until the consumer is done
 
 
-@pytest.mark.timeout(90)
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", KINDS)
+def every_kind_way_and_method(test: Callable[..., None]) -> Callable[..., None]:
+    """The matrix of the module's docstring: every kind x every way of
+    leaving x start method, 90 s a case."""
+    for mark in (pytest.mark.parametrize("kind", KINDS), pytest.mark.parametrize("mode", MODES),
+                 pytest.mark.parametrize("method", METHODS), pytest.mark.timeout(90)):
+        test = mark(test)
+    return test
+
+
+@every_kind_way_and_method
 def test_creator_leaves_while_its_consumer_drains(
     kind: str, mode: str, method: str, new_name: Callable[[], str], kids: Kids
 ) -> None:
@@ -213,18 +225,12 @@ def test_creator_leaves_while_its_consumer_drains(
 def _user(kind: str, box: list[Any], mode: str) -> None:
     # The handle comes in a list that we empty: the Process object keeps its
     # arguments while it runs, and "collected" needs ours to be the only reference.
-    handles = [box.pop()]
-    handles.append(writer_end(kind, handles[0]))
-    write_all(kind, handles[-1])
-    leave(mode, handles)
+    write_all_and_leave(kind, [box.pop()], mode)
     if mode == "collected":
         time.sleep(0.2)  # alive, attached to nothing
 
 
-@pytest.mark.timeout(90)
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", KINDS)
+@every_kind_way_and_method
 def test_user_leaves_while_the_creator_stays(
     kind: str, mode: str, method: str, new_name: Callable[[], str], kids: Kids
 ) -> None:
