@@ -404,14 +404,14 @@ def named(new_name: Callable[[], str]) -> Iterator[Callable[..., Any]]:
     yield from _closed_after_the_test(lambda cls, *args: cls.create(new_name(), *args))
 
 
-@pytest.fixture
-def fresh_name() -> Iterator[Callable[[], str]]:
-    """Factory of fresh names; each one is removed from /dev/shm (whatever is
-    behind it) when the test ends, and the test fails if that did not work."""
+def names_removed_after_the_test(prefix: str) -> Iterator[Callable[[], str]]:
+    """A factory fixture's body: fresh names starting with ``prefix``; each
+    one is removed from /dev/shm (whatever is behind it) when the test ends,
+    and the test fails if that did not work."""
     names: list[str] = []
 
     def make() -> str:
-        name = f"t-cli-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        name = f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         names.append(name)
         return name
 
@@ -423,6 +423,12 @@ def fresh_name() -> Iterator[Callable[[], str]]:
             pass
     leftovers = [n for n in names if (SHM / n).exists()]
     assert not leftovers, f"left behind in /dev/shm: {leftovers}"
+
+
+@pytest.fixture
+def fresh_name() -> Iterator[Callable[[], str]]:
+    """Factory of fresh names, each removed from /dev/shm after the test (``names_removed_after_the_test``)."""
+    yield from names_removed_after_the_test("t-cli-")
 
 
 @pytest.fixture

@@ -22,11 +22,12 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 
 import shmring
+
+from conftest import names_removed_after_the_test
 
 SHM_DIR = Path("/dev/shm")
 C_DIR = Path(__file__).resolve().parent / "c"
@@ -91,21 +92,7 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
 def shm_name() -> Iterator[Callable[[], str]]:
     """Factory of fresh segment names (no leading '/'); every name handed out
     is removed from /dev/shm when the test ends, whatever made it."""
-    names: list[str] = []
-
-    def make() -> str:
-        name = f"t-cint-{os.getpid()}-{uuid4().hex[:8]}"
-        names.append(name)
-        return name
-
-    yield make
-    for name in names:
-        try:
-            _shm_path(name).unlink()
-        except FileNotFoundError:
-            pass
-    leftovers = [n for n in names if _shm_path(n).exists()]
-    assert not leftovers, f"test left {leftovers} in /dev/shm"
+    yield from names_removed_after_the_test("t-cint-")
 
 
 @pytest.fixture
@@ -123,6 +110,14 @@ def segments() -> Iterator[list[shmring.Segment]]:
                     seg.unlink()
                 except FileNotFoundError:
                     pass
+
+
+@pytest.fixture
+def py_segment(shm_name: Callable[[], str], segments: list[shmring.Segment]) -> shmring.Segment:
+    """A 4096-byte segment this process created under a fresh name."""
+    seg = shmring.Segment.create(shm_name(), 4096)
+    segments.append(seg)
+    return seg
 
 
 @pytest.fixture(scope="module")
@@ -403,11 +398,10 @@ def test_header_layout_constants_match_python() -> None:
 
 @pytest.mark.timeout(60)
 def test_c_reads_python_segment_and_replies(
-    c_programs: dict[str, Path], shm_name: Callable[[], str], segments: list[shmring.Segment]
+    c_programs: dict[str, Path], py_segment: shmring.Segment
 ) -> None:
-    name = shm_name()
-    seg = shmring.Segment.create(name, 4096)
-    segments.append(seg)
+    seg = py_segment
+    name = seg.name
     message = b"hello from Python"
     seg.buf[: len(message)] = message
     assert bytes(seg.buf[64:70]) == bytes(6)
@@ -428,11 +422,10 @@ def test_c_reads_python_segment_and_replies(
 
 @pytest.mark.timeout(60)
 def test_c_reports_payload_mismatch(
-    c_programs: dict[str, Path], shm_name: Callable[[], str], segments: list[shmring.Segment]
+    c_programs: dict[str, Path], py_segment: shmring.Segment
 ) -> None:
-    name = shm_name()
-    seg = shmring.Segment.create(name, 4096)
-    segments.append(seg)
+    seg = py_segment
+    name = seg.name
     seg.buf[:5] = b"apple"
 
     run = _run([str(c_programs["open_segment"]), "/" + name, "banana"])
@@ -661,12 +654,11 @@ def test_c_creator_is_alive_while_running(
 
 @pytest.mark.timeout(60)
 def test_c_create_refuses_existing_name(
-    c_programs: dict[str, Path], shm_name: Callable[[], str], segments: list[shmring.Segment]
+    c_programs: dict[str, Path], py_segment: shmring.Segment
 ) -> None:
     """O_EXCL: C fails with SHMRING_ERR_SYS/EEXIST and leaves Python's segment alone."""
-    name = shm_name()
-    seg = shmring.Segment.create(name, 4096)
-    segments.append(seg)
+    seg = py_segment
+    name = seg.name
     seg.buf[:4] = b"mine"
 
     run = _run([str(c_programs["create_segment"]), "/" + name, "theirs"])
