@@ -588,6 +588,12 @@ class Agent:
 # -- Hostile: garbage written by a peer -------------------------------------------------
 
 
+def _ctrl_word(field: str) -> Any:
+    """A property of ``Hostile``: the 64-bit word ``field`` of the control block, read and written in place."""
+    off = CTRL[field]
+    return property(lambda h: h.u64(off), lambda h, v: h.put_u64(off, v))
+
+
 class Hostile:
     """A raw second mapping of a channel's segment, to write garbage into."""
 
@@ -608,21 +614,8 @@ class Hostile:
     def put_u32(self, off: int, value: int) -> None:
         struct.pack_into("=I", self.buf, off, value % (1 << 32))
 
-    @property
-    def tail(self) -> int:
-        return self.u64(CTRL["tail"])
-
-    @tail.setter
-    def tail(self, v: int) -> None:
-        self.put_u64(CTRL["tail"], v)
-
-    @property
-    def head(self) -> int:
-        return self.u64(CTRL["head"])
-
-    @head.setter
-    def head(self, v: int) -> None:
-        self.put_u64(CTRL["head"], v)
+    tail = _ctrl_word("tail")
+    head = _ctrl_word("head")
 
     def record(self, counter: int) -> tuple[int, int]:
         pos = DATA + counter % self.capacity

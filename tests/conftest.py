@@ -355,14 +355,22 @@ def _closed_after_the_test(make: Callable[..., C]) -> Iterator[Callable[..., C]]
             obj.close()
 
 
-@pytest.fixture
-def channel(new_name: Callable[[], str]) -> Iterator[Callable[..., shmring.Channel]]:
-    """Factory of channels owned by the test (closed and unlinked after it)."""
+def _created_under_new_names(cls: Any, new_name: Callable[[], str]) -> Iterator[Callable[..., Any]]:
+    """A factory fixture's body: ``cls.create`` under a new name, with a
+    4096-byte ring unless told otherwise (the other arguments as
+    ``cls.create`` takes them); each object is closed after the test."""
 
-    def make(capacity: int = 4096, wait: str = "adaptive", **kw: Any) -> shmring.Channel:
-        return shmring.Channel.create(new_name(), capacity, wait, **kw)  # type: ignore[arg-type]
+    def make(capacity: int = 4096, *args: Any, **kw: Any) -> Any:
+        return cls.create(new_name(), capacity, *args, **kw)
 
     yield from _closed_after_the_test(make)
+
+
+@pytest.fixture
+def channel(new_name: Callable[[], str]) -> Iterator[Callable[..., shmring.Channel]]:
+    """Factory of channels owned by the test (closed and unlinked after it);
+    the wait strategy is "adaptive" unless told otherwise."""
+    yield from _created_under_new_names(shmring.Channel, new_name)
 
 
 @pytest.fixture
@@ -375,12 +383,9 @@ def raw() -> Iterator[Callable[[str], Any]]:
 
 @pytest.fixture
 def topic(new_name: Callable[[], str]) -> Iterator[Callable[..., shmring.Topic]]:
-    """Factory of topics owned by the test (closed and unlinked after it)."""
-
-    def make(capacity: int = 4096, policy: str = "block", **kw: Any) -> shmring.Topic:
-        return shmring.Topic.create(new_name(), capacity, policy, **kw)  # type: ignore[arg-type]
-
-    yield from _closed_after_the_test(make)
+    """Factory of topics owned by the test (closed and unlinked after it);
+    the policy is "block" unless told otherwise."""
+    yield from _created_under_new_names(shmring.Topic, new_name)
 
 
 @pytest.fixture
