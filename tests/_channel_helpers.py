@@ -561,24 +561,23 @@ class Agent:
         self.proc.join(10)
         assert self.proc.exitcode == -signal.SIGKILL
 
-    def stop(self) -> int | None:
-        """Ask it to exit (closing its handle); returns its exit code."""
+    def _ask_to_exit(self, timeout: float) -> None:
+        """If it still runs: ask it to exit (closing its handle), and wait up to ``timeout`` s."""
         if self.proc.is_alive():
             try:
                 self.conn.send(("__exit__", (), {}))
             except OSError:
                 pass
-            self.proc.join(10)
+            self.proc.join(timeout)
+
+    def stop(self) -> int | None:
+        """Ask it to exit (closing its handle); returns its exit code."""
+        self._ask_to_exit(10)
         code: int | None = self.proc.exitcode
         return code
 
     def reap(self) -> None:
-        if self.proc.is_alive():
-            try:
-                self.conn.send(("__exit__", (), {}))
-            except OSError:
-                pass
-            self.proc.join(2)
+        self._ask_to_exit(2)
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join(10)

@@ -112,14 +112,6 @@ def segments() -> Iterator[list[shmring.Segment]]:
                     pass
 
 
-@pytest.fixture
-def py_segment(shm_name: Callable[[], str], segments: list[shmring.Segment]) -> shmring.Segment:
-    """A 4096-byte segment this process created under a fresh name."""
-    seg = shmring.Segment.create(shm_name(), 4096)
-    segments.append(seg)
-    return seg
-
-
 @pytest.fixture(scope="module")
 def c_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """tests/c/*.c compiled with gcc, warnings as errors, against get_include()."""
@@ -397,42 +389,34 @@ def test_header_layout_constants_match_python() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_c_reads_python_segment_and_replies(
-    c_programs: dict[str, Path], py_segment: shmring.Segment
-) -> None:
-    seg = py_segment
-    name = seg.name
+def test_c_reads_python_segment_and_replies(c_programs: dict[str, Path], segment: shmring.Segment) -> None:
     message = b"hello from Python"
-    seg.buf[: len(message)] = message
-    assert bytes(seg.buf[64:70]) == bytes(6)
+    segment.buf[: len(message)] = message
+    assert bytes(segment.buf[64:70]) == bytes(6)
 
-    run = _run([str(c_programs["open_segment"]), "/" + name, message.decode()])
+    run = _run([str(c_programs["open_segment"]), "/" + segment.name, message.decode()])
 
     assert run.returncode == 0, run.stderr
     assert run.stdout == "payload_size=4096 kind=1\n"
     assert run.stderr == ""
-    assert bytes(seg.buf[64:70]) == b"from C"
-    assert bytes(seg.buf[: len(message)]) == message, "the C peer must not touch the message"
-    assert bytes(seg.buf[70:128]) == bytes(58), "the reply is exactly 'from C', no terminator"
+    assert bytes(segment.buf[64:70]) == b"from C"
+    assert bytes(segment.buf[: len(message)]) == message, "the C peer must not touch the message"
+    assert bytes(segment.buf[70:128]) == bytes(58), "the reply is exactly 'from C', no terminator"
     # The segment is still intact for Python openers after the C peer left.
-    with shmring.Segment.open(name) as again:
+    with shmring.Segment.open(segment.name) as again:
         assert bytes(again.buf[64:70]) == b"from C"
         assert again.info().creator_pid == os.getpid()
 
 
 @pytest.mark.timeout(60)
-def test_c_reports_payload_mismatch(
-    c_programs: dict[str, Path], py_segment: shmring.Segment
-) -> None:
-    seg = py_segment
-    name = seg.name
-    seg.buf[:5] = b"apple"
+def test_c_reports_payload_mismatch(c_programs: dict[str, Path], segment: shmring.Segment) -> None:
+    segment.buf[:5] = b"apple"
 
-    run = _run([str(c_programs["open_segment"]), "/" + name, "banana"])
+    run = _run([str(c_programs["open_segment"]), "/" + segment.name, "banana"])
 
     assert run.returncode == EXIT_MISMATCH
     assert "does not start with" in run.stderr
-    assert bytes(seg.buf[64:70]) == bytes(6), "no reply on a mismatch"
+    assert bytes(segment.buf[64:70]) == bytes(6), "no reply on a mismatch"
 
 
 def _make_foreign(name: str) -> None:
@@ -653,21 +637,17 @@ def test_c_creator_is_alive_while_running(
 
 
 @pytest.mark.timeout(60)
-def test_c_create_refuses_existing_name(
-    c_programs: dict[str, Path], py_segment: shmring.Segment
-) -> None:
+def test_c_create_refuses_existing_name(c_programs: dict[str, Path], segment: shmring.Segment) -> None:
     """O_EXCL: C fails with SHMRING_ERR_SYS/EEXIST and leaves Python's segment alone."""
-    seg = py_segment
-    name = seg.name
-    seg.buf[:4] = b"mine"
+    segment.buf[:4] = b"mine"
 
-    run = _run([str(c_programs["create_segment"]), "/" + name, "theirs"])
+    run = _run([str(c_programs["create_segment"]), "/" + segment.name, "theirs"])
 
     assert run.returncode == ERR_SYS
     assert os.strerror(errno.EEXIST) in run.stderr
-    assert bytes(seg.buf[:4]) == b"mine"
-    assert seg.info().creator_pid == os.getpid()
-    assert _shm_path(name).exists(), "a refused create must not unlink the existing segment"
+    assert bytes(segment.buf[:4]) == b"mine"
+    assert segment.info().creator_pid == os.getpid()
+    assert _shm_path(segment.name).exists(), "a refused create must not unlink the existing segment"
 
 
 # ---------------------------------------------------------------------------

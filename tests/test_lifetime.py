@@ -26,7 +26,8 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +264,28 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
+@contextmanager
+def crashing_user(kind: str, name: str) -> Iterator[subprocess.Popen[str]]:
+    """A process running CRASH_SCRIPT: the block starts once it has made
+    ``kind`` ``name`` and written the N messages; it is killed at the end of
+    the block if it is still running."""
+    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, kind, name, str(Path(__file__).parent)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "written\n"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def crash(proc: subprocess.Popen[str]) -> None:
+    """Tell a ``crashing_user`` to SIGKILL itself, and wait until it has."""
+    proc.communicate("crash\n", timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
 def gc_cli() -> str:
     result = subprocess.run([sys.executable, "-m", "shmring", "gc"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -273,15 +296,10 @@ def gc_cli() -> str:
 @pytest.mark.parametrize("kind", KINDS)
 def test_gc_removes_what_crashed_users_left_and_only_that(kind: str, new_name: Callable[[], str]) -> None:
     name = new_name()
-    here = str(Path(__file__).parent)
-    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, kind, name, here],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "written\n"
+    with crashing_user(kind, name) as proc:
         attached = {"segment": shmring.Segment, "channel": shmring.Channel, "queue": shmring.Queue,
                     "topic": shmring.Topic, "semaphore": shmring.Semaphore}[kind].open(name)  # type: ignore[attr-defined]
-        proc.communicate("crash\n", timeout=30)
-        assert proc.returncode == -signal.SIGKILL
+        crash(proc)
         before = leftovers(name)
         assert name in before
         gc_cli()  # this process is still attached: nothing of it may go
@@ -291,22 +309,14 @@ def test_gc_removes_what_crashed_users_left_and_only_that(kind: str, new_name: C
             assert read_all(kind, attached) == N
         attached.close()  # the last user out: it removes everything
         assert leftovers(name) == []
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("kind", KINDS)
 def test_gc_cleans_up_after_every_user_crashed(kind: str, new_name: Callable[[], str]) -> None:
     name = new_name()
-    here = str(Path(__file__).parent)
-    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, kind, name, here],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline() == "written\n"
-    proc.communicate("crash\n", timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    with crashing_user(kind, name) as proc:
+        crash(proc)
     left = leftovers(name)
     assert name in left and (kind != "queue" or len(left) > 1)
     out = gc_cli()

@@ -501,8 +501,7 @@ class Mutex(_Lock):
         """After OwnerDied: the data is repaired, the lock may be used again."""
         self._native.mark_consistent()
 
-    def _repaired(self) -> None:
-        self._native.mark_consistent()
+    _repaired = mark_consistent
 
 
 class Event(_Primitive):
