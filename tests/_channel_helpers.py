@@ -44,6 +44,12 @@ from conftest import FORK, Kids, record_size
 
 STRATEGIES = ("spin", "yield", "block", "adaptive", "semaphore")
 
+
+def every_strategy_fork_and_spawn(test: Callable[..., None]) -> Callable[..., None]:
+    """Run ``test(wait, ctx_name, ...)`` with every wait strategy, its peer
+    process started by fork and by spawn."""
+    return pytest.mark.parametrize("ctx_name", ["fork", "spawn"])(pytest.mark.parametrize("wait", STRATEGIES)(test))
+
 CAPACITIES = (64, 256, 4096, 1 << 16)
 
 # Bound on any single blocking operation in these tests: a lost wake-up or a
