@@ -41,17 +41,23 @@ class Endpoint:
     - ``idle(seconds) -> str``: block in a receive for that long (no sender).
     """
 
-    def __init__(self) -> None:
-        self.send: Callable[[Any], Any] | None = None
-        self.recv: Callable[[], Any] | None = None
-        self.send_many: Callable[[list[bytes]], Any] | None = None
-        self.recv_many: Callable[[int], list[Any]] | None = None
-        self.zc_send: Callable[[int, int], None] | None = None
-        self.zc_recv: Callable[[int, int], None] | None = None
+    def __init__(self, *, send: Callable[[Any], Any] | None = None, recv: Callable[[], Any] | None = None,
+                 send_many: Callable[[list[bytes]], Any] | None = None,
+                 recv_many: Callable[[int], list[Any]] | None = None,
+                 zc_send: Callable[[int, int], None] | None = None, zc_recv: Callable[[int, int], None] | None = None,
+                 idle: Callable[[float], str] | None = None, closer: Callable[[], Any] | None = None) -> None:
+        """An endpoint with the given operations (the others may be set later);
+        ``closer``, when given, is registered as by ``on_close``."""
+        self.send = send
+        self.recv = recv
+        self.send_many = send_many
+        self.recv_many = recv_many
+        self.zc_send = zc_send
+        self.zc_recv = zc_recv
         self.wait_peer: Callable[[float], None] | None = None
-        self.idle: Callable[[float], str] | None = None
+        self.idle = idle
         self.view = False
-        self._closers: list[Callable[[], Any]] = []
+        self._closers: list[Callable[[], Any]] = [] if closer is None else [closer]
 
     def on_close(self, fn: Callable[[], Any]) -> None:
         self._closers.append(fn)
@@ -193,18 +199,13 @@ class ShmringTransport(Transport):
         res.stack.enter_context(ch)  # closed on exit: the last user to leave removes it
         return ch.name
 
-    def _open(self, name: str, ep: Endpoint) -> Any:
+    def _open(self, name: str) -> Any:
         import shmring
 
-        ch = shmring.Channel.open(name, wait=self.wait)
-        ep.on_close(ch.close)
-        return ch
+        return shmring.Channel.open(name, wait=self.wait)
 
     def open_tx(self, spec: str, size: int) -> Endpoint:
-        ep = Endpoint()
-        ch = self._open(spec, ep)
-        ep.send = ch.send
-        ep.send_many = ch.send_many
+        ch = self._open(spec)
         reserve, pack = ch.reserve, U64.pack_into
 
         def zc_send(n: int, seq: int) -> None:
@@ -212,14 +213,10 @@ class ShmringTransport(Transport):
                 pack(mv, 0, seq)
                 pack(mv, n - 8, seq)
 
-        ep.zc_send = zc_send
-        return ep
+        return Endpoint(send=ch.send, send_many=ch.send_many, zc_send=zc_send, closer=ch.close)
 
     def open_rx(self, spec: str, size: int) -> Endpoint:
-        ep = Endpoint()
-        ch = self._open(spec, ep)
-        ep.recv = ch.recv
-        ep.recv_many = ch.recv_many
+        ch = self._open(spec)
         peek, unpack = ch.peek, U64.unpack_from
 
         def zc_recv(n: int, seq: int) -> None:
@@ -231,14 +228,10 @@ class ShmringTransport(Transport):
                 if first != seq or last != seq:
                     raise Mismatch(f"zero-copy message {seq}: first/last 8 bytes hold {first}/{last}")
 
-        ep.zc_recv = zc_recv
-        return ep
+        return Endpoint(recv=ch.recv, recv_many=ch.recv_many, zc_recv=zc_recv, closer=ch.close)
 
     def open_idle(self, spec: str) -> Endpoint:
-        import shmring
-
-        ep = Endpoint()
-        ch = self._open(spec, ep)
+        ch = self._open(spec)
 
         def idle(seconds: float) -> str:
             try:
@@ -247,8 +240,7 @@ class ShmringTransport(Transport):
                 return "timeout"
             raise Mismatch(f"idle reader received {len(data)} bytes while no one sends")
 
-        ep.idle = idle
-        return ep
+        return Endpoint(idle=idle, closer=ch.close)
 
 
 # ---------------------------------------------------------------------------
@@ -266,21 +258,14 @@ class MpQueueTransport(Transport):
         return q
 
     def open_tx(self, q: Any, size: int) -> Endpoint:
-        ep = Endpoint()
-        ep.send = q.put
-
         def close() -> None:
             q.close()
             q.join_thread()  # the feeder thread flushes what is buffered
 
-        ep.on_close(close)
-        return ep
+        return Endpoint(send=q.put, closer=close)
 
     def open_rx(self, q: Any, size: int) -> Endpoint:
-        ep = Endpoint()
-        ep.recv = q.get
-        ep.on_close(q.close)
-        return ep
+        return Endpoint(recv=q.get, closer=q.close)
 
 
 class MpPipeTransport(Transport):
@@ -288,36 +273,29 @@ class MpPipeTransport(Transport):
     family = "mp"
     aliases = ("pipe", "mp-pipe", "mppipe")
 
-    def link(self, res: Resources, size: int, capacity: int) -> Any:
-        r, w = res.ctx.Pipe(duplex=False)
-        res.stack.callback(r.close)
-        res.stack.callback(w.close)
-        return (r, w)
-
-    def pp_link(self, res: Resources, size: int, capacity: int) -> Any:
-        a, b = res.ctx.Pipe(duplex=True)
+    @staticmethod
+    def _pipe(res: Resources, duplex: bool) -> tuple[Any, Any]:
+        """(read end, write end), or two ends that do both; closed on exit."""
+        a, b = res.ctx.Pipe(duplex=duplex)
         res.stack.callback(a.close)
         res.stack.callback(b.close)
         return (a, b)
 
+    def link(self, res: Resources, size: int, capacity: int) -> Any:
+        return self._pipe(res, duplex=False)
+
+    def pp_link(self, res: Resources, size: int, capacity: int) -> Any:
+        return self._pipe(res, duplex=True)
+
     def open_tx(self, spec: Any, size: int) -> Endpoint:
-        ep = Endpoint()
-        ep.send = spec[1].send_bytes
-        ep.on_close(spec[1].close)
-        return ep
+        return Endpoint(send=spec[1].send_bytes, closer=spec[1].close)
 
     def open_rx(self, spec: Any, size: int) -> Endpoint:
-        ep = Endpoint()
-        ep.recv = spec[0].recv_bytes
-        ep.on_close(spec[0].close)
-        return ep
+        return Endpoint(recv=spec[0].recv_bytes, closer=spec[0].close)
 
     def pp_phase1(self, spec: Any, side: str, size: int) -> Endpoint:
         conn = spec[0] if side == "a" else spec[1]
-        ep = Endpoint()
-        ep.send, ep.recv = conn.send_bytes, conn.recv_bytes
-        ep.on_close(conn.close)
-        return ep
+        return Endpoint(send=conn.send_bytes, recv=conn.recv_bytes, closer=conn.close)
 
     def pp_phase2(self, spec: Any, side: str, size: int, ep: Endpoint) -> Endpoint:
         return ep
@@ -349,22 +327,17 @@ class FasterFifoTransport(Transport):
         return q
 
     def open_tx(self, q: Any, size: int) -> Endpoint:
-        ep = Endpoint()
-        ep.send = q.put  # default timeout: 10 s, so a stuck peer cannot hang it
-        ep.send_many = q.put_many
-        return ep
+        # default timeout: 10 s, so a stuck peer cannot hang it
+        return Endpoint(send=q.put, send_many=q.put_many)
 
     def open_rx(self, q: Any, size: int) -> Endpoint:
-        ep = Endpoint()
-        ep.recv = q.get
         get_many = q.get_many
         timeout = self.GET_TIMEOUT
 
         def recv_many(max_messages: int) -> list[Any]:
             return get_many(block=True, timeout=timeout, max_messages_to_get=max_messages)
 
-        ep.recv_many = recv_many
-        return ep
+        return Endpoint(recv=q.get, recv_many=recv_many)
 
 
 # ---------------------------------------------------------------------------
