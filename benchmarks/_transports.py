@@ -112,6 +112,7 @@ class Transport:
     family = "?"
     aliases: tuple[str, ...] = ()
     module: str | None = None  # the import that decides availability
+    dist: str | None = None  # the distribution whose version the report names
     workloads: frozenset[str] = frozenset({"throughput", "pingpong"})
     notes: dict[str, str] = {}
 
@@ -128,7 +129,7 @@ class Transport:
         return None
 
     def version(self) -> str | None:
-        return None
+        return _dist_version(self.dist) if self.dist else None
 
     def link(self, res: Resources, size: int, capacity: int) -> Any:
         raise NotImplementedError
@@ -172,6 +173,7 @@ def _dist_version(dist: str) -> str | None:
 class ShmringTransport(Transport):
     family = "shmring"
     module = "shmring"
+    dist = "shmring"
     workloads = frozenset({"throughput", "batch", "zerocopy", "pingpong", "idle"})
 
     def __init__(self, wait: str) -> None:
@@ -187,9 +189,6 @@ class ShmringTransport(Transport):
         if not hasattr(shmring, "Channel"):
             return "shmring.Channel does not exist yet"
         return None
-
-    def version(self) -> str | None:
-        return _dist_version("shmring")
 
     def link(self, res: Resources, size: int, capacity: int) -> str:
         import shmring
@@ -310,11 +309,9 @@ class FasterFifoTransport(Transport):
     family = "faster-fifo"
     aliases = ("faster_fifo", "ff", "fasterfifo")
     module = "faster_fifo"
+    dist = "faster-fifo"
     workloads = frozenset({"throughput", "batch", "pingpong"})
     GET_TIMEOUT = 10.0  # faster-fifo's own default for get/put
-
-    def version(self) -> str | None:
-        return _dist_version("faster-fifo")
 
     def link(self, res: Resources, size: int, capacity: int) -> Any:
         import faster_fifo
@@ -403,36 +400,38 @@ class PyzmqTransport(Transport):
         recv_multipart = sock.recv_multipart
         ep.recv_many = lambda max_messages: recv_multipart()
 
+    def _attach(self, ep: Endpoint, kind: str, addr: str, size: int, bind: bool) -> None:
+        """Give ``ep`` a ``kind`` socket bound to ``addr`` (or connected to
+        it) and the operations on it."""
+        sock = self._socket(ep, kind)
+        if bind:
+            sock.bind(addr)
+        else:
+            sock.connect(addr)
+        self._fill(ep, sock, size)
+
     def open_tx(self, addr: str, size: int) -> Endpoint:
         ep = Endpoint()
-        sock = self._socket(ep, "PUSH")
-        sock.bind(addr)
-        self._fill(ep, sock, size)
+        self._attach(ep, "PUSH", addr, size, bind=True)
         ep.recv = ep.recv_many = None
         ep.view = False
         return ep
 
     def open_rx(self, addr: str, size: int) -> Endpoint:
         ep = Endpoint()
-        sock = self._socket(ep, "PULL")
-        sock.connect(addr)
-        self._fill(ep, sock, size)
+        self._attach(ep, "PULL", addr, size, bind=False)
         ep.send = ep.send_many = None
         return ep
 
     def pp_phase1(self, addr: str, side: str, size: int) -> Endpoint:
         ep = Endpoint()
         if side == "a":
-            sock = self._socket(ep, "PAIR")
-            sock.bind(addr)
-            self._fill(ep, sock, size)
+            self._attach(ep, "PAIR", addr, size, bind=True)
         return ep
 
     def pp_phase2(self, addr: str, side: str, size: int, ep: Endpoint) -> Endpoint:
         if side == "b":
-            sock = self._socket(ep, "PAIR")
-            sock.connect(addr)
-            self._fill(ep, sock, size)
+            self._attach(ep, "PAIR", addr, size, bind=False)
         return ep
 
 
@@ -453,12 +452,10 @@ class Iceoryx2Transport(Transport):
     family = "iceoryx2"
     aliases = ("iox2", "iceoryx")
     module = "iceoryx2"
+    dist = "iceoryx2"
     workloads = frozenset({"throughput", "zerocopy", "pingpong"})
     VIEW_MIN = 4096
     POLL_TIMEOUT = 30.0
-
-    def version(self) -> str | None:
-        return _dist_version("iceoryx2")
 
     def link(self, res: Resources, size: int, capacity: int) -> Any:
         buffer = max(4, min(1024, capacity // max(size, 1)))
