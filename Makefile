@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv test demo bench sanitize clean
+.PHONY: all venv test demo bench sanitize models clean
 
 all: test
 
@@ -43,6 +43,11 @@ sanitize: $(STAMP)
 	SHMRING_SANITIZE=1 $(PY) setup.py --quiet build_ext --build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
 	LD_PRELOAD="$(SANITIZER_LIBS)" ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=$(ASAN_DIR) \
 		$(PY) -m pytest -q -p no:cacheprovider $(SANITIZE_TESTS)
+
+# The Promela models of the channel's and the queue's protocols, checked
+# with Spin (Debian: spin), each also with planted faults it must find.
+models:
+	$(PYTHON) reliability/models/run.py $(if $(MODELS_LONG),--long)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info src/shmring/*.so
