@@ -36,6 +36,7 @@ import pytest
 import shmring
 from shmring import _core
 
+from _queue_helpers import chunk_name
 from conftest import Kids
 
 SHM = Path("/dev/shm")
@@ -562,7 +563,7 @@ def test_a_chunk_its_maker_left_unfinished_is_replaced(leftover: bytes, new_name
     instead of failing for ever with FileExistsError."""
     name = new_name()
     q = shmring.Queue(name=name)
-    fd = os.open(SHM / (name + ".q0"), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    fd = os.open(SHM / chunk_name(name, 0), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
         os.write(fd, leftover)
     finally:

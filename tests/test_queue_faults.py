@@ -25,7 +25,7 @@ import shmring
 
 from _queue_helpers import (
     COUNT, DATA, HEAD, LOCK_OWNER, MAX_BATCH, OP_TIMEOUT, TAG_PAD, TAIL, Collector, assert_drained, check_delivery,
-    item, make_queue,
+    chunk_name, item, make_queue,
 )
 from conftest import FORK, SHM, record_size, set_u64, u64
 
@@ -308,11 +308,12 @@ def test_crash_in_put_stage2_keeps_joinable_task_count(new_name: Callable[[], st
 @pytest.mark.timeout(30)
 def test_recovery_removes_every_chunk_left_past_the_chain(name: str, crasher: Path) -> None:
     with shmring.Queue(name=name) as q:
-        for i in (0, 1, 2):
-            (SHM / f"{name}.q{i}").write_bytes(b"")  # a killed multi-chunk put_many's leftovers
+        leftovers = [chunk_name(name, i) for i in (0, 1, 2)]
+        for leftover in leftovers:
+            (SHM / leftover).write_bytes(b"")  # a killed multi-chunk put_many's leftovers
         crash_in_put(crasher, q, 3)
         q.put("after")  # takes the dead holder's lock over, recounts, cleans up
-        assert not any((SHM / f"{name}.q{i}").exists() for i in (0, 1, 2))
+        assert not any((SHM / leftover).exists() for leftover in leftovers)
         assert q.get(timeout=1) == "after"
 
 

@@ -30,8 +30,10 @@ extern "C" {
 /* Layout version of everything in the shmring headers (the segment header
  * and every kind's payload).  Bump on any layout change.
  * Version 2 added the attachment roster, the removal state and the
- * persistent mark, and moved the payload to the first page boundary. */
-#define SHMRING_LAYOUT_VERSION 2u
+ * persistent mark, and moved the payload to the first page boundary.
+ * Version 3 added the queue's chunk_key and names overflow chunks with it
+ * (shmring/queue.h): a version 2 peer would look for other names. */
+#define SHMRING_LAYOUT_VERSION 3u
 
 /* Offset of the payload from the start of the mapping: the 128 bytes of
  * header fields, then the roster of attached processes, then (page aligned)

@@ -344,25 +344,49 @@ static void a_chunk_is_checked_against_its_queue_and_index(void)
 
 static void chunk_names_are_spelled_and_parsed_back_by_one_pair_of_functions(void)
 {
+    /* The tag is SipHash-2-4 of the index's 8 little-endian bytes: with the
+     * reference key and index bytes 00..07, the reference vector of 8 bytes. */
+    const uint64_t k0 = UINT64_C(0x0706050403020100), k1 = UINT64_C(0x0f0e0d0c0b0a0908);
     char out[NAME_MAX + 2], longname[NAME_MAX + 2];
     uint64_t index = 0;
-    CHECK_EQ(shmring_queue_chunk_name("/jobs", 3, out), SHMRING_OK);
-    CHECK(strcmp(out, "/jobs.q3") == 0);
-    CHECK_EQ(shmring_queue_chunk_name("jobs", 12, out), SHMRING_OK);
-    CHECK(strcmp(out, "/jobs.q12") == 0);
-    CHECK_EQ(shmring_queue_chunk_parse("jobs.q12", "/jobs", &index), 1);
+    CHECK_EQ(shmring_queue_chunk_name_keyed("/jobs", k0, k1, k0, out), SHMRING_OK);
+    CHECK(strcmp(out, "/jobs.q506097522914230528.93f5f5799a932462") == 0);
+    CHECK_EQ(shmring_queue_chunk_parse(out, "jobs", &index), 1);
+    CHECK_EQ(index, k0);
+    CHECK_EQ(shmring_queue_chunk_name_keyed("jobs", k0, k1, 12, out), SHMRING_OK);
+    CHECK_EQ(shmring_queue_chunk_parse(out + 1, "/jobs", &index), 1);
     CHECK_EQ(index, 12);
-    CHECK_EQ(shmring_queue_chunk_parse("/jobs.q0", "jobs", &index), 1);
+    CHECK_EQ(shmring_queue_chunk_parse("/jobs.q0.0123456789abcdef", "jobs", &index), 1);
     CHECK_EQ(index, 0);
-    CHECK_EQ(shmring_queue_chunk_parse("jobs.q012", "jobs", &index), 0);
-    CHECK_EQ(shmring_queue_chunk_parse("jobs.q", "jobs", &index), 0);
-    CHECK_EQ(shmring_queue_chunk_parse("jobs.qx", "jobs", &index), 0);
-    CHECK_EQ(shmring_queue_chunk_parse("jobs.q1x", "jobs", &index), 0);
-    CHECK_EQ(shmring_queue_chunk_parse("jobsx.q1", "jobs", &index), 0);
-    CHECK_EQ(shmring_queue_chunk_parse("jobs.q99999999999999999999", "jobs", &index), 0);
-    memset(longname, 'a', NAME_MAX);
-    longname[NAME_MAX] = '\0';
-    CHECK_EQ(shmring_queue_chunk_name(longname, 1, out), SHMRING_ERR_ARG);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q0", "jobs", &index), 0); /* version 2's names */
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q012.0123456789abcdef", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q.0123456789abcdef", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.qx.0123456789abcdef", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q1x.0123456789abcdef", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q1.0123456789abcde", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q1.0123456789abcdef0", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q1.0123456789ABCDEF", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobsx.q1.0123456789abcdef", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q99999999999999999999.0123456789abcdef", "jobs", &index), 0);
+    memset(longname, 'a', NAME_MAX - 20);
+    longname[NAME_MAX - 20] = '\0';
+    CHECK_EQ(shmring_queue_chunk_name_keyed(longname, k0, k1, 1, out), SHMRING_ERR_ARG);
+}
+
+static void every_queue_draws_its_own_chunk_key_so_its_names_are_its_own(void)
+{
+    shmring_queue_ctrl *a = (shmring_queue_ctrl *)helpers_memory(SHMRING_QUEUE_CTRL_SIZE);
+    shmring_queue_ctrl *b = (shmring_queue_ctrl *)helpers_memory(SHMRING_QUEUE_CTRL_SIZE);
+    char name_a[NAME_MAX + 2], name_b[NAME_MAX + 2], name_a1[NAME_MAX + 2];
+    shmring_queue_init(a, CAP, 0, 0, 0, 0600);
+    shmring_queue_init(b, CAP, 0, 0, 0, 0600);
+    CHECK(a->chunk_key[0] != b->chunk_key[0] || a->chunk_key[1] != b->chunk_key[1]);
+    CHECK_EQ(shmring_queue_chunk_name(a, "jobs", 0, name_a), SHMRING_OK);
+    CHECK_EQ(shmring_queue_chunk_name(b, "jobs", 0, name_b), SHMRING_OK);
+    CHECK_EQ(shmring_queue_chunk_name(a, "jobs", 1, name_a1), SHMRING_OK);
+    CHECK(strcmp(name_a, name_b) != 0);
+    /* the next index does not share the tag of the one before */
+    CHECK(strcmp(strrchr(name_a, '.'), strrchr(name_a1, '.')) != 0);
 }
 
 static void the_counters_never_go_below_zero_and_tasks_never_outrun_puts(void)
@@ -518,6 +542,7 @@ int main(void)
     RUN(the_config_check_refuses_every_impossible_field);
     RUN(a_chunk_is_checked_against_its_queue_and_index);
     RUN(chunk_names_are_spelled_and_parsed_back_by_one_pair_of_functions);
+    RUN(every_queue_draws_its_own_chunk_key_so_its_names_are_its_own);
     RUN(the_counters_never_go_below_zero_and_tasks_never_outrun_puts);
     RUN(put_and_get_move_records_through_the_main_ring_in_order);
     RUN(get_times_out_on_an_empty_queue_and_put_on_a_full_one);
