@@ -249,7 +249,9 @@ static inline int shmring_mutex_granted(shmring_mutex *m, int took_from_dead)
 {
     /* relaxed: state is written only by holders, ordered by [Y4]. */
     uint32_t state = shmring_load_relaxed(&m->state);
-    if (state == SHMRING_MUTEX_NOT_RECOVERABLE) {
+    /* A state that is none of the three was written by no holder: the
+     * lock (and so its data) cannot be trusted, as if not recoverable. */
+    if (state >= SHMRING_MUTEX_NOT_RECOVERABLE) {
         /* release [Y4]: give it back untouched; everyone gets the error. */
         shmring_store_release(&m->owner, 0);
         return SHMRING_NOT_RECOVERABLE;
@@ -279,7 +281,7 @@ static inline int shmring_mutex_try_acquire(shmring_mutex *m, uint64_t token, in
         shmring_cas_acquire(&m->owner, &cur, token))
         return shmring_mutex_granted(m, 1);
     /* relaxed: an early answer; a racing holder's state is re-read later. */
-    if (shmring_load_relaxed(&m->state) == SHMRING_MUTEX_NOT_RECOVERABLE)
+    if (shmring_load_relaxed(&m->state) >= SHMRING_MUTEX_NOT_RECOVERABLE)
         return SHMRING_NOT_RECOVERABLE;
     return SHMRING_AGAIN;
 }

@@ -112,11 +112,19 @@ class Topic(NamedObject):
         attachment of its own: it keeps the topic alive until it is closed."""
         return Publisher(self._attachment(), _core.TOPIC_PUBLISHER)
 
-    def subscribe(self) -> Subscription:
+    def subscribe(self, timeout: float | None = None) -> Subscription:
         """A new subscription: it sees every message published from now on.
         It belongs to this process (it does not pickle) and is an attachment
-        of its own: it keeps the topic alive until it is closed."""
-        return Subscription(self._attachment(), _core.TOPIC_SUBSCRIBER)
+        of its own: it keeps the topic alive until it is closed.  Taking a
+        slot needs the topic lock: :class:`shmring.Timeout` if it is not free
+        within ``timeout`` seconds (None = no limit; a holder that died, or a
+        lock word no process could have written, is taken over within ~10 ms)."""
+        mapping = self._attachment()
+        try:
+            return Subscription(mapping, _core.TOPIC_SUBSCRIBER, timeout)
+        except BaseException:
+            mapping.leave()
+            raise
 
     def _attachment(self) -> _core.Mapping:
         if self._segment.closed:
