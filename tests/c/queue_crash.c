@@ -14,9 +14,13 @@
  *          4  an empty ring restarted at offset 0 (shmring_queue_ring_restart)
  *             and the record written: between the two stores of
  *             shmring_queue_ring_commit (tail stored, head not)
+ *          5  not killed: holding the lock, it prints "held" and stops
+ *             itself (SIGSTOP, as Ctrl-Z or a debugger would); once
+ *             continued (SIGCONT) it releases the lock and exits 0
  *
- * It never returns when it got the lock: it dies by SIGKILL.  Exit status 1
- * when the queue cannot be opened or locked, 2 for bad arguments.
+ * Stages 1 to 4 never return when they got the lock: they die by SIGKILL.
+ * Exit status 1 when the queue cannot be opened or locked, 2 for bad
+ * arguments.
  */
 #include "shmring.h" /* first: it selects the POSIX feature macros */
 #include "peer.h"
@@ -53,8 +57,8 @@ int main(int argc, char **argv)
     shmring_queue_ctrl cfg, *q;
     char name[NAME_MAX + 2];
     int stage, rc;
-    if (argc != 3 || (stage = atoi(argv[2])) < 1 || stage > 4) {
-        fprintf(stderr, "usage: %s NAME STAGE (1 to 4)\n", argv[0]);
+    if (argc != 3 || (stage = atoi(argv[2])) < 1 || stage > 5) {
+        fprintf(stderr, "usage: %s NAME STAGE (1 to 5)\n", argv[0]);
         return 2;
     }
     snprintf(name, sizeof name, "/%s", argv[1]);
@@ -64,6 +68,13 @@ int main(int argc, char **argv)
     if (rc != SHMRING_OK) {
         fprintf(stderr, "lock %s: %s\n", name, shmring_strerror(rc));
         return 1;
+    }
+    if (stage == 5) {
+        printf("held\n");
+        fflush(stdout);
+        kill(getpid(), SIGSTOP);
+        shmring_queue_unlock(q, shmring_token_self());
+        return 0;
     }
     if (stage != 3)
         write_record(q, cfg.capacity, stage);
