@@ -375,8 +375,8 @@ def test_header_layout_constants_match_python() -> None:
     text = "".join(p.read_text() for p in HEADERS)
     assert _core.HEADER_SIZE == HEADER_SIZE
     assert "#define SHMRING_HEADER_SIZE 4096u" in text
-    assert _core.LAYOUT_VERSION == 2
-    assert "#define SHMRING_LAYOUT_VERSION 2u" in text
+    assert _core.LAYOUT_VERSION == 3
+    assert "#define SHMRING_LAYOUT_VERSION 3u" in text
     assert (_core.KIND_RAW, _core.KIND_CHANNEL, _core.KIND_SYNC, _core.KIND_QUEUE, _core.KIND_TOPIC) == (1, 2, 3, 4, 5)
     for code, cls in shmring._errors.ERROR_BY_CODE.items():
         assert issubclass(cls, shmring.SegmentError), (code, cls)
@@ -579,7 +579,7 @@ def test_python_opens_segment_left_by_c(
     assert info.creator_pid == proc.pid
     assert info.alive is False
     assert info.kind == "segment"
-    assert info.version == 2
+    assert info.version == 3
     assert info.persistent
     assert info.size == 4096
     assert info.total_size == HEADER_SIZE + 4096

@@ -86,7 +86,7 @@ def test_header_records_creator(name: str) -> None:
     with shmring.Segment.create(name, 64) as seg:
         info = seg.info()
         assert info.kind == "segment" and info.size == 64 and info.total_size == 64 + HEADER
-        assert info.version == _core.LAYOUT_VERSION == 2
+        assert info.version == _core.LAYOUT_VERSION == 3
         assert info.creator_pid == os.getpid() and info.creator_uid == os.geteuid()
         assert info.creator_start == _core.process_start_time(os.getpid())
         assert info.alive
