@@ -371,7 +371,8 @@ def test_nowait_calls_return_while_a_stopped_process_holds_the_lock(
     put_nowait waited for a holder stopped by SIGSTOP (Ctrl-Z, a debugger) for
     as long as it stayed stopped.  They give up after a bounded wait for the
     lock (SHMRING_NOWAIT_LOCK_NS, 1 ms) with Empty / Full, and get / put with a
-    timeout honour it while the lock is held."""
+    timeout (and the C API's get with a deadline) honour it while the lock
+    is held."""
     with make_queue(mode, new_name()) as q:
         q.put("before")
         holder = _stopped_holder(crasher, q)
@@ -382,6 +383,11 @@ def test_nowait_calls_return_while_a_stopped_process_holds_the_lock(
                 assert _timed_raise(call, exc) < 0.5
             assert 0.15 < _timed_raise(lambda: q.get(timeout=0.2), queue.Empty) < 2.0
             assert 0.15 < _timed_raise(lambda: q.put("x", timeout=0.2), queue.Full) < 2.0
+            # the C API's shmring_queue_get, with a 200 ms deadline
+            out = subprocess.run([str(crasher), q.name, "6"], capture_output=True, text=True, timeout=OP_TIMEOUT)
+            verb, result, ms = out.stdout.split()
+            assert (verb, result) == ("get", "timeout"), out
+            assert 150 <= float(ms) < 2000, out
             assert q.stats()["holder"] == holder.pid
         finally:
             os.kill(holder.pid, signal.SIGCONT)
