@@ -340,3 +340,61 @@ def test_lock_held_by_a_dead_pid_is_taken_over(new_name: Callable[[], str]) -> N
         assert q.qsize() == 2
         assert q.get_many() == ["x", "y"]
         assert_drained(q)
+
+
+# -- a holder stopped while holding the lock -------------------------------------------
+
+
+def _stopped_holder(crasher: Path, q: shmring.Queue) -> subprocess.Popen[str]:
+    """queue_crash at stage 5: it takes the lock and stops itself (SIGSTOP)."""
+    p = subprocess.Popen([str(crasher), q.name, "5"], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline() == "held\n"
+    deadline = time.monotonic() + OP_TIMEOUT
+    while Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() < deadline, "the holder did not stop"
+        time.sleep(0.001)
+    return p
+
+
+def _timed_raise(call: Callable[[], Any], exc: type[BaseException]) -> float:
+    t0 = time.monotonic()
+    with pytest.raises(exc):
+        call()
+    return time.monotonic() - t0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["unbounded", "bounded"])
+def test_nowait_calls_return_while_a_stopped_process_holds_the_lock(
+    mode: str, new_name: Callable[[], str], crasher: Path
+) -> None:
+    """Regression (issue 14): get_nowait, get(block=False), get_many_nowait and
+    put_nowait waited for a holder stopped by SIGSTOP (Ctrl-Z, a debugger) for
+    as long as it stayed stopped.  They give up after a bounded wait for the
+    lock (SHMRING_NOWAIT_LOCK_NS, 1 ms) with Empty / Full, and get / put with a
+    timeout (and the C API's get with a deadline) honour it while the lock
+    is held."""
+    with make_queue(mode, new_name()) as q:
+        q.put("before")
+        holder = _stopped_holder(crasher, q)
+        try:
+            for call, exc in ((q.get_nowait, queue.Empty), (lambda: q.get(block=False), queue.Empty),
+                              (q.get_many_nowait, queue.Empty), (lambda: q.put_nowait("x"), queue.Full),
+                              (lambda: q.put("x", block=False), queue.Full)):
+                assert _timed_raise(call, exc) < 0.5
+            assert 0.15 < _timed_raise(lambda: q.get(timeout=0.2), queue.Empty) < 2.0
+            assert 0.15 < _timed_raise(lambda: q.put("x", timeout=0.2), queue.Full) < 2.0
+            # the C API's shmring_queue_get, with a 200 ms deadline
+            out = subprocess.run([str(crasher), q.name, "6"], capture_output=True, text=True, timeout=OP_TIMEOUT)
+            verb, result, ms = out.stdout.split()
+            assert (verb, result) == ("get", "timeout"), out
+            assert 150 <= float(ms) < 2000, out
+            assert q.stats()["holder"] == holder.pid
+        finally:
+            os.kill(holder.pid, signal.SIGCONT)
+        assert holder.wait(OP_TIMEOUT) == 0
+        assert q.stats()["holder"] == 0
+        assert q.get_nowait() == "before"
+        with pytest.raises(queue.Empty):
+            q.get_nowait()
+        assert_drained(q)

@@ -32,7 +32,12 @@ extern "C" {
  * Version 2 added the attachment roster, the removal state and the
  * persistent mark, and moved the payload to the first page boundary.
  * Version 3 added the queue's chunk_key and names overflow chunks with it
- * (shmring/queue.h): a version 2 peer would look for other names. */
+ * (shmring/queue.h): a version 2 peer would look for other names; and it
+ * changed the words of the robust mutex (every queue's and topic's lock):
+ * bytes 8..12 are a 0/2 "waiters may sleep" futex word, no longer a
+ * release counter, and bytes 12..16 no longer count sleepers.  A process
+ * of version 2 and one of version 3 would miss each other's chunks and
+ * wake-ups, so they refuse each other's segments. */
 #define SHMRING_LAYOUT_VERSION 3u
 
 /* Offset of the payload from the start of the mapping: the 128 bytes of

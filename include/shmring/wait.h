@@ -65,6 +65,15 @@ extern "C" {
  * longer configurations are refused as corrupt. */
 #define SHMRING_MAX_SPIN_NS 50000000u
 
+/* The longest a non-blocking call (a queue's get_nowait, put_nowait,
+ * get(block=False), get_many_nowait) waits for the lock it needs when a
+ * peer holds it: a holder stopped (SIGSTOP, a debugger, a frozen cgroup) or
+ * descheduled while holding it must not stall a call that promised not to
+ * block.  Past it the call reports what it would without the item or the
+ * room (Empty / Full).  It sleeps on the lock's futex word, spinning
+ * 2 us at most. */
+#define SHMRING_NOWAIT_LOCK_NS 1000000u
+
 /* The operation being waited for: its two steps and its slice. */
 typedef struct shmring_wait_op {
     void *ctx;

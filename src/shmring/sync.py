@@ -491,7 +491,15 @@ class Mutex(_Lock):
     the next holder, and the exception propagates); without
     ``on_owner_died`` it is released that way and OwnerDied is raised.
     ``with mutex.recovering() as previous_owner_died:`` lets the block
-    repair instead."""
+    repair instead.
+
+    Waiters spin about 2 us, then sleep on a futex word that they mark
+    "locked, with waiters" (a 0/1/2 lock whose lock bit is the owner's
+    token, docs/PROTOCOL.md section 4): a long wait costs no CPU but a look
+    at the holder's liveness every 10 ms, and an uncontended release makes
+    no system call.  ``acquire(blocking=False)`` is one try and
+    ``acquire(timeout=t)`` gives up after ``t`` even while the holder is
+    alive but stopped (SIGSTOP, a debugger)."""
 
     SIZE = 24
     _NATIVE = _core.Mutex
