@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv test demo bench sanitize fuzz fuzz-seeds mutate clean
+.PHONY: all venv test demo bench sanitize models fuzz fuzz-seeds mutate clean
 
 all: test
 
@@ -43,6 +43,11 @@ sanitize: $(STAMP)
 	SHMRING_SANITIZE=1 $(PY) setup.py --quiet build_ext --build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
 	LD_PRELOAD="$(SANITIZER_LIBS)" ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=$(ASAN_DIR) \
 		$(PY) -m pytest -q -p no:cacheprovider $(SANITIZE_TESTS)
+
+# The Promela models of the channel's and the queue's protocols, checked
+# with Spin (Debian: spin), each also with planted faults it must find.
+models:
+	$(PYTHON) reliability/models/run.py $(if $(MODELS_LONG),--long)
 
 # libFuzzer targets over the headers (reliability/fuzz/, docs/RELIABILITY.md):
 # `make fuzz` runs each for 30 s, `make fuzz FUZZ_LONG=1` each for 2 million

@@ -4,20 +4,25 @@ another).
 
 - Logging (``log``), size labels, and the errors a run reports: ``Mismatch``
   (a check of the data failed) in a worker, ``WorkerError`` in the parent,
-  tagged FAILED, MISMATCH, HANG or NOT RUN.
+  tagged FAILED, MISMATCH, HANG or NOT RUN (``record_failure`` logs and
+  lists a failed cell).
 - Worker processes: ``child_setup`` and ``send_error`` on the child's side;
   ``WorkerGroup`` (workers and their control pipes, the messages they send,
   stopping them) and ``stop_workers`` on the parent's.
-- The run: its metadata (host, shmring's build and where it was imported
-  from), ^C and SIGTERM, the machine's load (``MachineLoad``,
-  ``run_measured``), the last clean-up of what a run made.
-- The report: number formats, markdown tables, ratio cells, percentiles,
-  spreads, the "Skipped"/"FAILURES" sections and the not-idle warning, and
-  writing the outputs.
+- The run: the options every script has (``bench_parser``,
+  ``add_output_arguments``), its metadata (``run_meta``: host, options,
+  versions; shmring's build and where it was imported from), ^C and
+  SIGTERM, the machine's load (``MachineLoad``, ``run_measured``), the last
+  clean-up of what a run made.
+- The report: number formats, markdown tables (``results_table``: a row
+  per result, failed ones blank), ratio cells, percentiles, spreads, the
+  "Skipped"/"FAILURES" sections and the not-idle warning, and writing the
+  outputs.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -77,6 +82,22 @@ def is_mismatch(e: BaseException) -> bool:
 def _worker_error(msg: tuple[Any, ...]) -> WorkerError:
     """The WorkerError of a worker's ("error", text[, is_mismatch]) message."""
     return WorkerError(msg[1], "MISMATCH" if len(msg) > 2 and msg[2] else "FAILED")
+
+
+def record_failure(where: str, e: BaseException, errors: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    """A failed cell, from its ``except`` block: logged with its tag (a
+    WorkerError's, else FAILED, with the traceback) and added to ``errors``
+    as ``fields`` + tag + error text, unless it is NOT RUN (a consequence of
+    a failure already reported: one line in the log).  Returns the cell's
+    result: {"failed": tag, "error": text}."""
+    tag = e.tag if isinstance(e, WorkerError) else "FAILED"
+    text = str(e).rstrip() if isinstance(e, WorkerError) else traceback.format_exc().rstrip()
+    if tag == "NOT RUN":
+        log(f"{where}: {text}")
+    else:
+        log(f"!!! {tag}: {where}\n{text}\n")
+        errors.append({**fields, "tag": tag, "error": text})
+    return {"failed": tag, "error": text}
 
 
 # ---------------------------------------------------------------------------
@@ -321,6 +342,56 @@ class WorkerGroup:
 # the run
 
 
+def bench_parser(doc: str | None, quick_help: str) -> argparse.ArgumentParser:
+    """A benchmark script's command line: its docstring as the description,
+    then --quick (``quick_help`` says what it runs)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    return ap
+
+
+def add_output_arguments(ap: argparse.ArgumentParser, run_timeout: float, stuck: str,
+                         markdown: str | None = None) -> None:
+    """The last options of every benchmark: --run-timeout (seconds before a
+    stuck run is ``stuck``), --json, and --markdown (by default ``markdown``,
+    a file of benchmarks/results/, when given)."""
+    ap.add_argument("--run-timeout", type=float, default=run_timeout, help=f"seconds before a stuck run is {stuck}")
+    ap.add_argument("--json", metavar="PATH", help="write every result and the run's metadata")
+    if markdown is None:
+        ap.add_argument("--markdown", metavar="PATH", help="also write the tables to this file")
+    else:
+        ap.add_argument("--markdown", metavar="PATH", default=markdown,
+                        help=f"also write the tables to this file (default benchmarks/results/"
+                             f"{os.path.basename(markdown)}; '' for none)")
+
+
+def chosen(option: str, text: str | None, known: list[str]) -> list[str]:
+    """The comma-separated names ``text`` gave ``option`` (all of ``known``
+    when it gave none); an unknown name ends the run."""
+    if not text:
+        return list(known)
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in names if x not in known]
+    if bad:
+        raise SystemExit(f"{option}: unknown {bad}; known: {','.join(known)}")
+    return names
+
+
+def quick_defaults(opts: Any, **values: tuple[Any, Any]) -> None:
+    """Each option named in ``values`` that the command line left unset (or
+    zero) takes its value for this run: ``(with --quick, without)``."""
+    for name, (quick, full) in values.items():
+        setattr(opts, name, getattr(opts, name, None) or (quick if opts.quick else full))
+
+
+def run_meta(start_method: str, opts: Any, versions: dict[str, Any], skipped: dict[str, str],
+             **more: Any) -> dict[str, Any]:
+    """A run's metadata: ``run_context``, the options, the versions (Python's
+    first), the skipped subjects and why, then ``more``."""
+    return {**run_context(start_method), "options": dict(vars(opts)),
+            "versions": {"python": platform.python_version(), **versions}, "skipped": skipped, **more}
+
+
 def run_context(start_method: str) -> dict[str, Any]:
     """Python, start method, date and host of a benchmark run."""
     cpu_model = ""
@@ -551,6 +622,15 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def results_table(header: list[str], results: Iterable[dict[str, Any]],
+                  cells: Callable[[dict[str, Any]], list[str]], name: str = "row") -> str:
+    """A markdown table, a row per result: its ``name`` field, then
+    ``cells(result)``; a failed result shows its tag, then blank cells."""
+    rows = [[r[name], r["failed"]] + [""] * (len(header) - 2) if r.get("failed") else [r[name]] + cells(r)
+            for r in results]
+    return md_table(header, rows)
+
+
 def ratio_cells(value: float | None, baselines: dict[str, float], names: list[str], higher_is_better: bool) -> list[str]:
     """The "x NAME" cells of a row: how many times better than each baseline
     (rate / NAME's rate, or NAME's cost / this cost); "–" where either is missing."""
@@ -620,6 +700,21 @@ def machine_load_text(meta: dict[str, Any]) -> str:
 def loads_text(loads: dict[str, float]) -> str:
     """The % of the machine other processes used during each part of the run."""
     return ", ".join(f"{k} {v:.0f}%" for k, v in loads.items())
+
+
+def run_line(meta: dict[str, Any]) -> str:
+    """A report's line saying when and where it ran, and the versions of what it measured."""
+    host = meta["host"]
+    return (f"Run {meta['date']} on {host['cpu_model'] or '?'} ({host['cpus']} CPUs, {host['machine']}, kernel "
+            f"{host['kernel']}), Python {meta['python']}, start method {meta['start_method']}; versions: "
+            + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v) + ".\n")
+
+
+def load_line(meta: dict[str, Any], parts: str, loads: dict[str, float]) -> str:
+    """A report's line on the machine's load: the load average at the start,
+    other processes' share during the run and during each of its ``parts``."""
+    return (f"Load: average {meta.get('loadavg_1min_at_start', -1):.2f} at start; {machine_load_text(meta)}; "
+            f"by {parts}: {loads_text(loads)}.\n")
 
 
 def run_warnings(meta: dict[str, Any], who_suffers: str = "") -> list[str]:

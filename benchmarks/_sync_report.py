@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from _harness import (
-    fmt_num, fmt_rate, last_line, loads_text, machine_load_text, md_table, ratio_cells, run_warnings,
+    fmt_num, fmt_rate, last_line, loads_text, machine_load_text, md_table, ratio_cells, results_table, run_warnings,
     skipped_and_failures,
 )
 from _sync_kit import START_METHOD
@@ -38,6 +38,18 @@ def kill_summary(r: dict[str, Any]) -> str:
     if out == "timed out":
         return f"hangs (timed out after {r['blocked_waited_s']:.2f} s)"
     return f"{out} after {fmt_ms(r['blocked_detect_s'])} (max {fmt_ms(r['blocked_detect_max_s'])})"
+
+
+def _kill_cells(r: dict[str, Any]) -> list[str]:
+    """A lock's row of section 5 after its name."""
+    if r["blocked_outcome"] == "timed out":
+        det = f"never (waited its full {r['blocked_waited_s']:.2f} s)"
+    else:
+        det = f"{fmt_ms(r['blocked_detect_s'])} (max {fmt_ms(r['blocked_detect_max_s'])})"
+    late = (f"never (waited its full {r['late_detect_s']:.2f} s)" if r["late_outcome"] == "timed out"
+            else fmt_ms(r["late_detect_s"]))
+    return [r["blocked_outcome"], det, r["blocked_after"] or "–", r["late_outcome"], late,
+            r["late_unrepaired"] or "–"]
 
 
 def report(bench: Any, meta: dict[str, Any]) -> str:
@@ -121,18 +133,14 @@ def report(bench: Any, meta: dict[str, Any]) -> str:
             rows_all = [r for r in R["handoff"] if r.get("placement") == pl]
             base = {r["row"]: r["p50_us"] for r in rows_all if not r.get("failed")}
             names = [b for b in HANDOFF_BASELINES if b in base]
-            table = []
-            for r in rows_all:
-                if r.get("failed"):
-                    table.append([r["row"], r["failed"]] + [""] * (5 + len(names)))
-                    continue
-                table.append([r["row"], r["how"], fmt_num(r["p50_us"]), fmt_num(r["p99_us"]), fmt_num(r["p999_us"]),
-                              f"{r['a_cpu_us_per_rt']:.1f}/{r['b_cpu_us_per_rt']:.1f}",
-                              str(r["n"]) + (" (time limit)" if r.get("time_bound_hit") else "")]
-                             + ratio_cells(r["p50_us"], base, names, False))
             P.append(f"### {pl}\n")
-            P.append(md_table(["primitive", "how", "p50 µs", "p99 µs", "p99.9 µs", "CPU µs/rt A/B", "round trips"]
-                              + [f"x {b}" for b in names], table) + "\n")
+            P.append(results_table(
+                ["primitive", "how", "p50 µs", "p99 µs", "p99.9 µs", "CPU µs/rt A/B", "round trips"]
+                + [f"x {b}" for b in names], rows_all,
+                lambda r: [r["how"], fmt_num(r["p50_us"]), fmt_num(r["p99_us"]), fmt_num(r["p999_us"]),
+                           f"{r['a_cpu_us_per_rt']:.1f}/{r['b_cpu_us_per_rt']:.1f}",
+                           str(r["n"]) + (" (time limit)" if r.get("time_bound_hit") else "")]
+                + ratio_cells(r["p50_us"], base, names, False)) + "\n")
         fails = [r for r in R["handoff"] if r.get("failed") and not r.get("placement")]
         if fails:
             P.append("\n".join(f"- {r['row']}: {r['failed']}" for r in fails) + "\n")
@@ -140,14 +148,10 @@ def report(bench: Any, meta: dict[str, Any]) -> str:
     # 3
     if R["waitcpu"]:
         P.append(f"## 3. CPU burned while waiting ({o.wait_seconds:g} s, until the wait's timeout)\n")
-        table = []
-        for r in R["waitcpu"]:
-            if r.get("failed"):
-                table.append([r["row"], r["failed"], "", "", "", ""])
-                continue
-            table.append([r["row"], r["what"], f"{r['wall_s']:.3f}", f"{r['cpu_s'] * 1000:.1f}",
-                          f"{r['cpu_pct']:.2f}%", "got through!" if r["got"] else "timed out"])
-        P.append(md_table(["primitive", "waiting in", "wall s", "CPU ms", "% of a core", "result"], table) + "\n")
+        P.append(results_table(
+            ["primitive", "waiting in", "wall s", "CPU ms", "% of a core", "result"], R["waitcpu"],
+            lambda r: [r["what"], f"{r['wall_s']:.3f}", f"{r['cpu_s'] * 1000:.1f}", f"{r['cpu_pct']:.2f}%",
+                       "got through!" if r["got"] else "timed out"]) + "\n")
         if bench.notes["waitcpu"]:
             P.append("\n".join(f"- {n}" for n in bench.notes["waitcpu"]) + "\n")
 
@@ -210,21 +214,8 @@ def report(bench: Any, meta: dict[str, Any]) -> str:
                  "holder was killed and reaped before acquire(timeout) is called. After OwnerDied the waiter repairs "
                  "(Mutex: mark_consistent()) and releases, then acquires again ('then'); the last column is what the "
                  "next acquirer gets when the late acquirer releases after OwnerDied *without* repairing.\n")
-        table = []
-        for r in R["kill"]:
-            if r.get("failed"):
-                table.append([r["row"], r["failed"], "", "", "", "", ""])
-                continue
-            if r["blocked_outcome"] == "timed out":
-                det = f"never (waited its full {r['blocked_waited_s']:.2f} s)"
-            else:
-                det = f"{fmt_ms(r['blocked_detect_s'])} (max {fmt_ms(r['blocked_detect_max_s'])})"
-            late = (f"never (waited its full {r['late_detect_s']:.2f} s)" if r["late_outcome"] == "timed out"
-                    else fmt_ms(r["late_detect_s"]))
-            table.append([r["row"], r["blocked_outcome"], det, r["blocked_after"] or "–",
-                          r["late_outcome"], late, r["late_unrepaired"] or "–"])
-        P.append(md_table(["lock", "blocked waiter gets", "detected after", "then", "late acquirer gets",
-                           "detected after", "released unrepaired: next gets"], table) + "\n")
+        P.append(results_table(["lock", "blocked waiter gets", "detected after", "then", "late acquirer gets",
+                                "detected after", "released unrepaired: next gets"], R["kill"], _kill_cells) + "\n")
 
     P += skipped_and_failures(meta["skipped"], [f"{e['section']} {e['row']}: {last_line(e['error'])}"
                                                 for e in bench.errors])

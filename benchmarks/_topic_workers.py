@@ -255,17 +255,22 @@ def receive_strict(ep: Endpoint, p: dict[str, Any], family: str) -> dict[str, An
         raise Mismatch(f"expected seq {expect}: got {len(m)} bytes instead of {size}") from None
     # Nothing more may come.
     if family == "shmring":
-        import shmring
-
-        try:
-            extra = ep.recv(0)  # type: ignore[attr-defined]
-        except shmring.Timeout:
-            pass
-        else:
-            raise Mismatch(f"a message after the last one: {extra[:16]!r}...")
+        _check_nothing_more(ep)
     elif family == "iceoryx2" and not ep.poll_empty():  # type: ignore[attr-defined]
         raise Mismatch("a sample after the last one")
     return {"t0": t0, "t1": t1, "received": count, "missed": 0, "lag_events": 0}
+
+
+def _check_nothing_more(ep: Endpoint) -> None:
+    """A shmring subscription got the last message of the run: nothing more may come."""
+    import shmring
+
+    try:
+        extra = ep.recv(0)  # type: ignore[attr-defined]
+    except shmring.Timeout:
+        pass
+    else:
+        raise Mismatch(f"a message after the last one: {extra[:16]!r}...")
 
 
 def receive_zmq(ep: Endpoint, p: dict[str, Any], idle_timeout: float) -> dict[str, Any]:
@@ -347,12 +352,7 @@ def receive_lagging(ep: Endpoint, p: dict[str, Any], slow: float, sleep_after_la
     except struct.error:
         raise Mismatch(f"expected seq {expect}: got {len(m)} bytes instead of {size}") from None
     t1 = time.monotonic()
-    try:
-        extra = ep.recv(0)  # type: ignore[attr-defined]
-    except shmring.Timeout:
-        pass
-    else:
-        raise Mismatch(f"a message after the last one: {extra[:16]!r}...")
+    _check_nothing_more(ep)
     return {"t0": t0, "t1": t1, "received": received, "missed": missed, "lag_events": lags, "slow_reads": slow_reads}
 
 

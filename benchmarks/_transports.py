@@ -41,17 +41,23 @@ class Endpoint:
     - ``idle(seconds) -> str``: block in a receive for that long (no sender).
     """
 
-    def __init__(self) -> None:
-        self.send: Callable[[Any], Any] | None = None
-        self.recv: Callable[[], Any] | None = None
-        self.send_many: Callable[[list[bytes]], Any] | None = None
-        self.recv_many: Callable[[int], list[Any]] | None = None
-        self.zc_send: Callable[[int, int], None] | None = None
-        self.zc_recv: Callable[[int, int], None] | None = None
+    def __init__(self, *, send: Callable[[Any], Any] | None = None, recv: Callable[[], Any] | None = None,
+                 send_many: Callable[[list[bytes]], Any] | None = None,
+                 recv_many: Callable[[int], list[Any]] | None = None,
+                 zc_send: Callable[[int, int], None] | None = None, zc_recv: Callable[[int, int], None] | None = None,
+                 idle: Callable[[float], str] | None = None, closer: Callable[[], Any] | None = None) -> None:
+        """An endpoint with the given operations (the others may be set later);
+        ``closer``, when given, is registered as by ``on_close``."""
+        self.send = send
+        self.recv = recv
+        self.send_many = send_many
+        self.recv_many = recv_many
+        self.zc_send = zc_send
+        self.zc_recv = zc_recv
         self.wait_peer: Callable[[float], None] | None = None
-        self.idle: Callable[[float], str] | None = None
+        self.idle = idle
         self.view = False
-        self._closers: list[Callable[[], Any]] = []
+        self._closers: list[Callable[[], Any]] = [] if closer is None else [closer]
 
     def on_close(self, fn: Callable[[], Any]) -> None:
         self._closers.append(fn)
@@ -106,6 +112,7 @@ class Transport:
     family = "?"
     aliases: tuple[str, ...] = ()
     module: str | None = None  # the import that decides availability
+    dist: str | None = None  # the distribution whose version the report names
     workloads: frozenset[str] = frozenset({"throughput", "pingpong"})
     notes: dict[str, str] = {}
 
@@ -122,7 +129,7 @@ class Transport:
         return None
 
     def version(self) -> str | None:
-        return None
+        return _dist_version(self.dist) if self.dist else None
 
     def link(self, res: Resources, size: int, capacity: int) -> Any:
         raise NotImplementedError
@@ -166,6 +173,7 @@ def _dist_version(dist: str) -> str | None:
 class ShmringTransport(Transport):
     family = "shmring"
     module = "shmring"
+    dist = "shmring"
     workloads = frozenset({"throughput", "batch", "zerocopy", "pingpong", "idle"})
 
     def __init__(self, wait: str) -> None:
@@ -182,9 +190,6 @@ class ShmringTransport(Transport):
             return "shmring.Channel does not exist yet"
         return None
 
-    def version(self) -> str | None:
-        return _dist_version("shmring")
-
     def link(self, res: Resources, size: int, capacity: int) -> str:
         import shmring
 
@@ -193,18 +198,13 @@ class ShmringTransport(Transport):
         res.stack.enter_context(ch)  # closed on exit: the last user to leave removes it
         return ch.name
 
-    def _open(self, name: str, ep: Endpoint) -> Any:
+    def _open(self, name: str) -> Any:
         import shmring
 
-        ch = shmring.Channel.open(name, wait=self.wait)
-        ep.on_close(ch.close)
-        return ch
+        return shmring.Channel.open(name, wait=self.wait)
 
     def open_tx(self, spec: str, size: int) -> Endpoint:
-        ep = Endpoint()
-        ch = self._open(spec, ep)
-        ep.send = ch.send
-        ep.send_many = ch.send_many
+        ch = self._open(spec)
         reserve, pack = ch.reserve, U64.pack_into
 
         def zc_send(n: int, seq: int) -> None:
@@ -212,14 +212,10 @@ class ShmringTransport(Transport):
                 pack(mv, 0, seq)
                 pack(mv, n - 8, seq)
 
-        ep.zc_send = zc_send
-        return ep
+        return Endpoint(send=ch.send, send_many=ch.send_many, zc_send=zc_send, closer=ch.close)
 
     def open_rx(self, spec: str, size: int) -> Endpoint:
-        ep = Endpoint()
-        ch = self._open(spec, ep)
-        ep.recv = ch.recv
-        ep.recv_many = ch.recv_many
+        ch = self._open(spec)
         peek, unpack = ch.peek, U64.unpack_from
 
         def zc_recv(n: int, seq: int) -> None:
@@ -231,14 +227,10 @@ class ShmringTransport(Transport):
                 if first != seq or last != seq:
                     raise Mismatch(f"zero-copy message {seq}: first/last 8 bytes hold {first}/{last}")
 
-        ep.zc_recv = zc_recv
-        return ep
+        return Endpoint(recv=ch.recv, recv_many=ch.recv_many, zc_recv=zc_recv, closer=ch.close)
 
     def open_idle(self, spec: str) -> Endpoint:
-        import shmring
-
-        ep = Endpoint()
-        ch = self._open(spec, ep)
+        ch = self._open(spec)
 
         def idle(seconds: float) -> str:
             try:
@@ -247,8 +239,7 @@ class ShmringTransport(Transport):
                 return "timeout"
             raise Mismatch(f"idle reader received {len(data)} bytes while no one sends")
 
-        ep.idle = idle
-        return ep
+        return Endpoint(idle=idle, closer=ch.close)
 
 
 # ---------------------------------------------------------------------------
@@ -266,21 +257,14 @@ class MpQueueTransport(Transport):
         return q
 
     def open_tx(self, q: Any, size: int) -> Endpoint:
-        ep = Endpoint()
-        ep.send = q.put
-
         def close() -> None:
             q.close()
             q.join_thread()  # the feeder thread flushes what is buffered
 
-        ep.on_close(close)
-        return ep
+        return Endpoint(send=q.put, closer=close)
 
     def open_rx(self, q: Any, size: int) -> Endpoint:
-        ep = Endpoint()
-        ep.recv = q.get
-        ep.on_close(q.close)
-        return ep
+        return Endpoint(recv=q.get, closer=q.close)
 
 
 class MpPipeTransport(Transport):
@@ -288,36 +272,29 @@ class MpPipeTransport(Transport):
     family = "mp"
     aliases = ("pipe", "mp-pipe", "mppipe")
 
-    def link(self, res: Resources, size: int, capacity: int) -> Any:
-        r, w = res.ctx.Pipe(duplex=False)
-        res.stack.callback(r.close)
-        res.stack.callback(w.close)
-        return (r, w)
-
-    def pp_link(self, res: Resources, size: int, capacity: int) -> Any:
-        a, b = res.ctx.Pipe(duplex=True)
+    @staticmethod
+    def _pipe(res: Resources, duplex: bool) -> tuple[Any, Any]:
+        """(read end, write end), or two ends that do both; closed on exit."""
+        a, b = res.ctx.Pipe(duplex=duplex)
         res.stack.callback(a.close)
         res.stack.callback(b.close)
         return (a, b)
 
+    def link(self, res: Resources, size: int, capacity: int) -> Any:
+        return self._pipe(res, duplex=False)
+
+    def pp_link(self, res: Resources, size: int, capacity: int) -> Any:
+        return self._pipe(res, duplex=True)
+
     def open_tx(self, spec: Any, size: int) -> Endpoint:
-        ep = Endpoint()
-        ep.send = spec[1].send_bytes
-        ep.on_close(spec[1].close)
-        return ep
+        return Endpoint(send=spec[1].send_bytes, closer=spec[1].close)
 
     def open_rx(self, spec: Any, size: int) -> Endpoint:
-        ep = Endpoint()
-        ep.recv = spec[0].recv_bytes
-        ep.on_close(spec[0].close)
-        return ep
+        return Endpoint(recv=spec[0].recv_bytes, closer=spec[0].close)
 
     def pp_phase1(self, spec: Any, side: str, size: int) -> Endpoint:
         conn = spec[0] if side == "a" else spec[1]
-        ep = Endpoint()
-        ep.send, ep.recv = conn.send_bytes, conn.recv_bytes
-        ep.on_close(conn.close)
-        return ep
+        return Endpoint(send=conn.send_bytes, recv=conn.recv_bytes, closer=conn.close)
 
     def pp_phase2(self, spec: Any, side: str, size: int, ep: Endpoint) -> Endpoint:
         return ep
@@ -332,11 +309,9 @@ class FasterFifoTransport(Transport):
     family = "faster-fifo"
     aliases = ("faster_fifo", "ff", "fasterfifo")
     module = "faster_fifo"
+    dist = "faster-fifo"
     workloads = frozenset({"throughput", "batch", "pingpong"})
     GET_TIMEOUT = 10.0  # faster-fifo's own default for get/put
-
-    def version(self) -> str | None:
-        return _dist_version("faster-fifo")
 
     def link(self, res: Resources, size: int, capacity: int) -> Any:
         import faster_fifo
@@ -349,22 +324,17 @@ class FasterFifoTransport(Transport):
         return q
 
     def open_tx(self, q: Any, size: int) -> Endpoint:
-        ep = Endpoint()
-        ep.send = q.put  # default timeout: 10 s, so a stuck peer cannot hang it
-        ep.send_many = q.put_many
-        return ep
+        # default timeout: 10 s, so a stuck peer cannot hang it
+        return Endpoint(send=q.put, send_many=q.put_many)
 
     def open_rx(self, q: Any, size: int) -> Endpoint:
-        ep = Endpoint()
-        ep.recv = q.get
         get_many = q.get_many
         timeout = self.GET_TIMEOUT
 
         def recv_many(max_messages: int) -> list[Any]:
             return get_many(block=True, timeout=timeout, max_messages_to_get=max_messages)
 
-        ep.recv_many = recv_many
-        return ep
+        return Endpoint(recv=q.get, recv_many=recv_many)
 
 
 # ---------------------------------------------------------------------------
@@ -430,36 +400,38 @@ class PyzmqTransport(Transport):
         recv_multipart = sock.recv_multipart
         ep.recv_many = lambda max_messages: recv_multipart()
 
+    def _attach(self, ep: Endpoint, kind: str, addr: str, size: int, bind: bool) -> None:
+        """Give ``ep`` a ``kind`` socket bound to ``addr`` (or connected to
+        it) and the operations on it."""
+        sock = self._socket(ep, kind)
+        if bind:
+            sock.bind(addr)
+        else:
+            sock.connect(addr)
+        self._fill(ep, sock, size)
+
     def open_tx(self, addr: str, size: int) -> Endpoint:
         ep = Endpoint()
-        sock = self._socket(ep, "PUSH")
-        sock.bind(addr)
-        self._fill(ep, sock, size)
+        self._attach(ep, "PUSH", addr, size, bind=True)
         ep.recv = ep.recv_many = None
         ep.view = False
         return ep
 
     def open_rx(self, addr: str, size: int) -> Endpoint:
         ep = Endpoint()
-        sock = self._socket(ep, "PULL")
-        sock.connect(addr)
-        self._fill(ep, sock, size)
+        self._attach(ep, "PULL", addr, size, bind=False)
         ep.send = ep.send_many = None
         return ep
 
     def pp_phase1(self, addr: str, side: str, size: int) -> Endpoint:
         ep = Endpoint()
         if side == "a":
-            sock = self._socket(ep, "PAIR")
-            sock.bind(addr)
-            self._fill(ep, sock, size)
+            self._attach(ep, "PAIR", addr, size, bind=True)
         return ep
 
     def pp_phase2(self, addr: str, side: str, size: int, ep: Endpoint) -> Endpoint:
         if side == "b":
-            sock = self._socket(ep, "PAIR")
-            sock.connect(addr)
-            self._fill(ep, sock, size)
+            self._attach(ep, "PAIR", addr, size, bind=False)
         return ep
 
 
@@ -480,12 +452,10 @@ class Iceoryx2Transport(Transport):
     family = "iceoryx2"
     aliases = ("iox2", "iceoryx")
     module = "iceoryx2"
+    dist = "iceoryx2"
     workloads = frozenset({"throughput", "zerocopy", "pingpong"})
     VIEW_MIN = 4096
     POLL_TIMEOUT = 30.0
-
-    def version(self) -> str | None:
-        return _dist_version("iceoryx2")
 
     def link(self, res: Resources, size: int, capacity: int) -> Any:
         buffer = max(4, min(1024, capacity // max(size, 1)))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import struct
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from _harness import Mismatch, child_setup, is_mismatch, orders, send_error
@@ -204,21 +205,32 @@ def _expect(ctrl: Any, what: str) -> None:
         raise RuntimeError(f"expected {what!r} from the parent, got {msg!r}")
 
 
+def _one_way_loop(ep: Any, role: str, kind: str, count: int, size: int, base: int,
+                  payloads: list[bytes]) -> Callable[[], None]:
+    """The measured loop of a one-way run: ``role`` "tx" or "rx", ``kind``
+    "stream", "batch" or "zc" (zero-copy messages numbered from ``base``)."""
+    loops: dict[tuple[str, str], Callable[[], None]] = {
+        ("tx", "stream"): lambda: tx_stream(ep.send, count, payloads),
+        ("tx", "batch"): lambda: tx_batch(ep.send_many, count, payloads),
+        ("tx", "zc"): lambda: tx_zc(ep.zc_send, count, size, base),
+        ("rx", "stream"): lambda: rx_stream(ep.recv, count, payloads, ep.view),
+        ("rx", "batch"): lambda: rx_batch(ep.recv_many, count, payloads),
+        ("rx", "zc"): lambda: rx_zc(ep.zc_recv, count, size, base),
+    }
+    if (role, kind) not in loops:
+        raise ValueError(kind)
+    return loops[(role, kind)]
+
+
 def _run(ep: Any, role: str, kind: str, count: int, run_no: int, extra: Any,
          size: int, payloads: list[bytes], pong: list[bytes], ctrl: Any) -> dict[str, Any]:
     cpu, clock = time.process_time, time.perf_counter
     base = (run_no << 32) + 1
+    loop = _one_way_loop(ep, role, kind, count, size, base, payloads) if role in ("tx", "rx") else None
     ctrl.send(("armed",))
     c0, t0 = cpu(), clock()
     if role == "tx":
-        if kind == "stream":
-            tx_stream(ep.send, count, payloads)
-        elif kind == "batch":
-            tx_batch(ep.send_many, count, payloads)
-        elif kind == "zc":
-            tx_zc(ep.zc_send, count, size, base)
-        else:
-            raise ValueError(kind)
+        loop()
         t1 = clock()
         # Background threads (mp.Queue's feeder, zmq's I/O thread) may still be
         # working: read the CPU time once the receiver has everything.
@@ -226,14 +238,7 @@ def _run(ep: Any, role: str, kind: str, count: int, run_no: int, extra: Any,
         c1, t2 = cpu(), clock()
         return {"t0": t0, "t1": t1, "t_cpu": t2, "cpu": c1 - c0}
     if role == "rx":
-        if kind == "stream":
-            rx_stream(ep.recv, count, payloads, ep.view)
-        elif kind == "batch":
-            rx_batch(ep.recv_many, count, payloads)
-        elif kind == "zc":
-            rx_zc(ep.zc_recv, count, size, base)
-        else:
-            raise ValueError(kind)
+        loop()
         t1 = clock()
         return {"t0": t0, "t1": t1, "cpu": cpu() - c0}
     if role == "a":

@@ -23,10 +23,8 @@ Workloads:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,9 +38,10 @@ if HERE not in sys.path:
 import _transports as T  # noqa: E402  (light: libraries are imported lazily)
 import _workloads as W  # noqa: E402
 from _harness import (  # noqa: E402
-    KiB, MiB, WorkerError, WorkerGroup, clean_up_run, exit_status, fmt_num, fmt_rate, last_line, log,
-    machine_load_text, md_table, percentiles, ratio_cells, run_context, run_measured, run_warnings,
-    sigterm_as_interrupt, size_label, skipped_and_failures, spread_pct, write_outputs,
+    KiB, MiB, WorkerError, WorkerGroup, add_output_arguments, bench_parser, chosen, clean_up_run, exit_status, fmt_num,
+    fmt_rate, last_line, log, machine_load_text, md_table, percentiles, quick_defaults, ratio_cells, results_table,
+    run_measured, run_meta, run_warnings, sigterm_as_interrupt, size_label, skipped_and_failures, spread_pct,
+    write_outputs,
 )
 
 SIZES = [8, 64, KiB, 64 * KiB, MiB]
@@ -61,6 +60,7 @@ UNSUPPORTED = {
     "zerocopy": "no in-place write/read API",
 }
 IDLE_STRATEGIES = ("shmring-adaptive", "shmring-block")
+ONE_WAY_KINDS = {"throughput": "stream", "batch": "batch", "zerocopy": "zc"}  # workload -> kind of run (_workloads.py)
 
 
 def parse_size(s: str) -> int:
@@ -350,36 +350,22 @@ class Bench:
                 self.notes[workload].append(f"{t.name}: not measured ({UNSUPPORTED[workload]})")
         return out
 
+    def _measure(self, workload: str, t: T.Transport, size: int) -> dict[str, Any]:
+        """One cell: ``t`` in ``workload`` (messages of ``size`` bytes in a one-way workload)."""
+        if workload == "pingpong":
+            return self.measure_pingpong(t)
+        if workload == "idle":
+            return self.measure_idle(t)
+        return self.measure_oneway(workload, ONE_WAY_KINDS[workload], t, size)
+
     def run(self) -> None:
-        opts = self.opts
-        for workload in opts.workloads:
+        for workload in self.opts.workloads:
             ts = self.supported(workload)
-            if not ts:
-                continue
-            if workload == "throughput":
-                for size in opts.sizes:
-                    for t in ts:
-                        r = self.measure_oneway(workload, "stream", t, size)
-                        self.results[workload].append(r)
-                        self._progress(workload, r)
-            elif workload == "batch":
+            # throughput: every size, the transports in turn for each; batch: 64 B; zero-copy: 1 MiB
+            sizes = {"throughput": self.opts.sizes, "batch": [64], "zerocopy": [MiB]}.get(workload, [0])
+            for size in sizes:
                 for t in ts:
-                    r = self.measure_oneway(workload, "batch", t, 64)
-                    self.results[workload].append(r)
-                    self._progress(workload, r)
-            elif workload == "zerocopy":
-                for t in ts:
-                    r = self.measure_oneway(workload, "zc", t, MiB)
-                    self.results[workload].append(r)
-                    self._progress(workload, r)
-            elif workload == "pingpong":
-                for t in ts:
-                    r = self.measure_pingpong(t)
-                    self.results[workload].append(r)
-                    self._progress(workload, r)
-            elif workload == "idle":
-                for t in ts:
-                    r = self.measure_idle(t)
+                    r = self._measure(workload, t, size)
                     self.results[workload].append(r)
                     self._progress(workload, r)
 
@@ -402,6 +388,23 @@ class Bench:
 
 # ---------------------------------------------------------------------------
 # report
+
+
+def _rate_table(rows: list[dict[str, Any]], names: list[str], runs_column: bool) -> str:
+    """The table of a one-way workload (throughput, batch, zero-copy): rate,
+    CPU, spread (and messages a run), then the "x NAME" ratios of the rate
+    against the baselines ``names``."""
+    base = {r["transport"]: r["msgs_per_s"] for r in rows if not r.get("failed")}
+    header = ["transport", "msgs/s", "GB/s", "send CPU µs/msg", "recv CPU µs/msg", "CPU % send/recv", "spread"]
+    runs = ["msgs/run"] if runs_column else []
+
+    def cells(r: dict[str, Any]) -> list[str]:
+        return ([fmt_rate(r["msgs_per_s"]), fmt_num(r["gb_per_s"]), fmt_num(r["tx_cpu_us_per_msg"]),
+                 fmt_num(r["rx_cpu_us_per_msg"]), f"{r['tx_cpu_pct']:.0f}/{r['rx_cpu_pct']:.0f}",
+                 f"{r['spread_pct']:.0f}%"] + ([str(r["count"])] if runs_column else [])
+                + ratio_cells(r["msgs_per_s"], base, names, True))
+
+    return results_table(header + runs + [f"x {b}" for b in names], rows, cells, name="transport")
 
 
 def report(bench: Bench, meta: dict[str, Any]) -> str:
@@ -436,21 +439,8 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
         parts.append("Messages/s (GB/s for large messages):\n")
         parts.append(md_table(["transport"] + [size_label(s) for s in sizes], summary) + "\n")
         for s in sizes:
-            rows = [r for r in rows_all if r["size"] == s]
-            base = {r["transport"]: r["msgs_per_s"] for r in rows if not r.get("failed")}
-            table = []
-            for r in rows:
-                if r.get("failed"):
-                    table.append([r["transport"], r["failed"]] + [""] * (6 + len(names)))
-                    continue
-                table.append([
-                    r["transport"], fmt_rate(r["msgs_per_s"]), fmt_num(r["gb_per_s"]),
-                    fmt_num(r["tx_cpu_us_per_msg"]), fmt_num(r["rx_cpu_us_per_msg"]),
-                    f"{r['tx_cpu_pct']:.0f}/{r['rx_cpu_pct']:.0f}", f"{r['spread_pct']:.0f}%", str(r["count"]),
-                ] + ratio_cells(r["msgs_per_s"], base, names, True))
             parts.append(f"### {size_label(s)}\n")
-            parts.append(md_table(["transport", "msgs/s", "GB/s", "send CPU µs/msg", "recv CPU µs/msg",
-                                   "CPU % send/recv", "spread", "msgs/run"] + [f"x {b}" for b in names], table) + "\n")
+            parts.append(_rate_table([r for r in rows_all if r["size"] == s], names, runs_column=True) + "\n")
     if bench.notes["throughput"]:
         parts.append("\n".join(f"- {n}" for n in bench.notes["throughput"]) + "\n")
 
@@ -465,20 +455,8 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
             parts.append("The sender writes only the sequence number into the first and last 8 bytes of each "
                          "1 MiB message; GB/s counts the whole message (what a consumer could read).\n")
         names = [b for b in BASELINES[workload] if any(r["transport"] == b and not r.get("failed") for r in rows)]
-        base = {r["transport"]: r["msgs_per_s"] for r in rows if not r.get("failed")}
-        table = []
-        for r in rows:
-            if r.get("failed"):
-                table.append([r["transport"], r["failed"]] + [""] * (5 + len(names)))
-                continue
-            table.append([
-                r["transport"], fmt_rate(r["msgs_per_s"]), fmt_num(r["gb_per_s"]),
-                fmt_num(r["tx_cpu_us_per_msg"]), fmt_num(r["rx_cpu_us_per_msg"]),
-                f"{r['tx_cpu_pct']:.0f}/{r['rx_cpu_pct']:.0f}", f"{r['spread_pct']:.0f}%",
-            ] + ratio_cells(r["msgs_per_s"], base, names, True))
-        if table:
-            parts.append(md_table(["transport", "msgs/s", "GB/s", "send CPU µs/msg", "recv CPU µs/msg",
-                                   "CPU % send/recv", "spread"] + [f"x {b}" for b in names], table) + "\n")
+        if rows:
+            parts.append(_rate_table(rows, names, runs_column=False) + "\n")
         if bench.notes[workload]:
             parts.append("\n".join(f"- {n}" for n in bench.notes[workload]) + "\n")
 
@@ -488,17 +466,13 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
         parts.append("## 4. 64 B ping-pong round trip\n")
         names = [b for b in BASELINES["pingpong"] if any(r["transport"] == b and not r.get("failed") for r in rows)]
         base = {r["transport"]: r["p50_us"] for r in rows if not r.get("failed")}
-        table = []
-        for r in rows:
-            if r.get("failed"):
-                table.append([r["transport"], r["failed"]] + [""] * (5 + len(names)))
-                continue
-            cpu = (f"{r['a_cpu_us_per_rt']:.1f}/{r['b_cpu_us_per_rt']:.1f}" if "a_cpu_us_per_rt" in r else "–")
-            table.append([r["transport"], fmt_num(r["p50_us"]), fmt_num(r["p99_us"]), fmt_num(r["p999_us"]),
-                          fmt_num(r["mean_us"]), cpu, str(r["n"])]
-                         + ratio_cells(r["p50_us"], base, names, False))
-        parts.append(md_table(["transport", "p50 µs", "p99 µs", "p99.9 µs", "mean µs", "CPU µs/rt a/b", "round trips"]
-                              + [f"x {b}" for b in names], table) + "\n")
+        parts.append(results_table(
+            ["transport", "p50 µs", "p99 µs", "p99.9 µs", "mean µs", "CPU µs/rt a/b", "round trips"]
+            + [f"x {b}" for b in names], rows,
+            lambda r: [fmt_num(r["p50_us"]), fmt_num(r["p99_us"]), fmt_num(r["p999_us"]), fmt_num(r["mean_us"]),
+                       f"{r['a_cpu_us_per_rt']:.1f}/{r['b_cpu_us_per_rt']:.1f}" if "a_cpu_us_per_rt" in r else "–",
+                       str(r["n"])] + ratio_cells(r["p50_us"], base, names, False),
+            name="transport") + "\n")
         parts.append("C futex / C spin: two C processes (fork) flipping words in a shared anonymous mapping, "
                      "waiting with FUTEX_WAIT / a pause loop: the floors for the \"block\" and \"spin\" strategies. "
                      "With no work between receive and reply, a C reply usually lands before the peer has gone "
@@ -509,14 +483,11 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
     rows = R["idle"]
     if rows:
         parts.append(f"## 5. Idle reader CPU ({bench.opts.idle_seconds:g} s blocked in recv, no sender)\n")
-        table = []
-        for r in rows:
-            if r.get("failed"):
-                table.append([r["transport"], r["failed"], "", "", ""])
-                continue
-            ok = "yes" if r["cpu_pct"] < 1.0 else "NO"
-            table.append([r["transport"], f"{r['wall_s']:.2f}", f"{r['cpu_s'] * 1000:.1f}", f"{r['cpu_pct']:.2f}%", ok])
-        parts.append(md_table(["transport", "wall s", "CPU ms", "% of a core", "< 1%"], table) + "\n")
+        parts.append(results_table(
+            ["transport", "wall s", "CPU ms", "% of a core", "< 1%"], rows,
+            lambda r: [f"{r['wall_s']:.2f}", f"{r['cpu_s'] * 1000:.1f}", f"{r['cpu_pct']:.2f}%",
+                       "yes" if r["cpu_pct"] < 1.0 else "NO"],
+            name="transport") + "\n")
 
     parts += skipped_and_failures(meta["skipped"], [
         f"{'MISMATCH' if e['mismatch'] else 'FAILED'}: {e['workload']} {e['transport']}"
@@ -559,7 +530,7 @@ def select(only: str | None) -> tuple[list[T.Transport], dict[str, str]]:
 
 
 def collect_meta(opts: Any, transports: list[T.Transport], skipped: dict[str, str]) -> dict[str, Any]:
-    versions: dict[str, Any] = {"python": platform.python_version()}
+    versions: dict[str, Any] = {}
     for t in transports:
         if t.family not in versions and not isinstance(t, T.CPingPong):
             v = t.version()
@@ -571,18 +542,11 @@ def collect_meta(opts: Any, transports: list[T.Transport], skipped: dict[str, st
                                              timeout=30).stdout.strip()
         except Exception:
             pass
-    return {
-        **run_context(START_METHOD),
-        "options": {k: v for k, v in vars(opts).items()},
-        "versions": versions,
-        "skipped": skipped,
-        "distinct_payloads": opts.distinct,
-    }
+    return run_meta(START_METHOD, opts, versions, skipped, distinct_payloads=opts.distinct)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="short runs, one repeat: a smoke test (~30-60 s)")
+    ap = bench_parser(__doc__, "short runs, one repeat: a smoke test (~30-60 s)")
     ap.add_argument("--only", help="comma-separated transports or families (e.g. shmring,pyzmq,mp.Queue,c-futex)")
     ap.add_argument("--workloads", help=f"comma-separated subset of {','.join(WORKLOADS)}")
     ap.add_argument("--sizes", help="throughput sizes, e.g. 64,1KiB,1MiB (default 8,64,1KiB,64KiB,1MiB)")
@@ -593,29 +557,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle-seconds", type=float, help="idle reader duration (default 2)")
     ap.add_argument("--distinct", type=int, default=W.K,
                     help="distinct payloads per size, a power of two (default 256; 256 x 1 MiB do not fit in cache)")
-    ap.add_argument("--run-timeout", type=float, default=60.0, help="seconds before a stuck run is killed")
     ap.add_argument("--connect-timeout", type=float, default=20.0)
-    ap.add_argument("--json", metavar="PATH", help="write every result and the run's metadata")
-    ap.add_argument("--markdown", metavar="PATH", help="also write the tables to this file")
+    add_output_arguments(ap, 60.0, "killed")
     opts = ap.parse_args(argv)
 
-    quick = opts.quick
-    opts.repeat = opts.repeat or (1 if quick else 3)
-    opts.target_seconds = opts.target_seconds or (0.1 if quick else 0.5)
-    opts.pingpong_n = opts.pingpong_n or (2000 if quick else 20000)
-    opts.pingpong_warmup = opts.pingpong_warmup if opts.pingpong_warmup is not None else (200 if quick else 2000)
-    opts.idle_seconds = opts.idle_seconds or (0.5 if quick else 2.0)
+    quick_defaults(opts, repeat=(1, 3), target_seconds=(0.1, 0.5), pingpong_n=(2000, 20000), idle_seconds=(0.5, 2.0))
+    if opts.pingpong_warmup is None:  # (0 is a valid count)
+        opts.pingpong_warmup = 200 if opts.quick else 2000
     opts.sizes = [parse_size(s) for s in opts.sizes.split(",")] if opts.sizes else list(SIZES)
     for s in opts.sizes:
         if s < 8:
             raise SystemExit("--sizes: messages must be at least 8 bytes")
-    if opts.workloads:
-        opts.workloads = [w.strip() for w in opts.workloads.split(",") if w.strip()]
-        bad = [w for w in opts.workloads if w not in WORKLOADS]
-        if bad:
-            raise SystemExit(f"--workloads: unknown {bad}; known: {','.join(WORKLOADS)}")
-    else:
-        opts.workloads = list(WORKLOADS)
+    opts.workloads = chosen("--workloads", opts.workloads, WORKLOADS)
     if opts.distinct < 1 or opts.distinct & (opts.distinct - 1):
         raise SystemExit("--distinct must be a power of two")
     if opts.repeat < 1:

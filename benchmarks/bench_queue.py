@@ -31,15 +31,12 @@ ready) to the moment the last consumer is done; median of --runs runs.
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
-import platform
 import queue as stdqueue
 import statistics
 import sys
 import time
-import traceback
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -49,10 +46,10 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 from _harness import (  # noqa: E402
-    KiB, MachineLoad, MiB, Mismatch, WorkerError, WorkerGroup, child_setup, exit_status, fmt_rate, fmt_ratio,
-    last_line, loads_text, log, machine_load_text, md_table, orders, run_context, run_measured, run_warnings,
-    send_error, shmring_build, shmring_source_note, sigterm_as_interrupt, size_label, skipped_and_failures,
-    spread_pct, warn_if_rebuilt, write_outputs,
+    KiB, MachineLoad, MiB, Mismatch, WorkerError, WorkerGroup, add_output_arguments, bench_parser, child_setup,
+    exit_status, fmt_rate, fmt_ratio, last_line, load_line, log, md_table, orders, quick_defaults, record_failure,
+    run_line, run_measured, run_meta, run_warnings, send_error, shmring_build, shmring_source_note,
+    sigterm_as_interrupt, size_label, skipped_and_failures, spread_pct, warn_if_rebuilt, write_outputs,
 )
 
 START_METHOD = "spawn"
@@ -401,14 +398,8 @@ class Bench:
         return max(BATCH * 4, int(base * self.opts.scale))
 
     def _fail(self, t: Transport, size: int, cfg: str, e: BaseException) -> None:
-        tag = e.tag if isinstance(e, WorkerError) else "FAILED"
-        text = str(e).rstrip() if isinstance(e, WorkerError) else traceback.format_exc().rstrip()
-        self.results[(t.name, size, cfg)] = {"failed": tag, "error": text}
-        if tag == "NOT RUN":  # a consequence of a failure already reported
-            log(f"{t.name}, {size_label(size)}, {cfg}: {text}")
-            return
-        log(f"!!! {tag}: {t.name}, {size_label(size)}, {cfg}\n{text}\n")
-        self.errors.append({"transport": t.name, "size": size, "config": cfg, "tag": tag, "error": text})
+        self.results[(t.name, size, cfg)] = record_failure(f"{t.name}, {size_label(size)}, {cfg}", e, self.errors,
+                                                           transport=t.name, size=size, config=cfg)
 
     def run(self) -> None:
         for n_prod, n_cons in self.opts.configs:
@@ -479,11 +470,7 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
     opts = bench.opts
     cfgs = [f"{p}x{c}" for p, c in opts.configs]
     names = [t.name for t in bench.transports]
-    host = meta["host"]
-    P = ["# shmring.Queue vs peers: multi-producer/multi-consumer, pickled objects\n",
-         f"Run {meta['date']} on {host['cpu_model'] or '?'} ({host['cpus']} CPUs, {host['machine']}, kernel "
-         f"{host['kernel']}), Python {meta['python']}, start method {START_METHOD}; versions: "
-         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v) + ".\n",
+    P = ["# shmring.Queue vs peers: multi-producer/multi-consumer, pickled objects\n", run_line(meta),
          f"Objects/s, median of {opts.runs} run(s) (after one unmeasured warm-up run), from the start barrier to "
          "the last consumer done. Columns: producers x consumers. Objects: `(producer_id, seq, payload)`, the "
          "payload sized so that the pickle is the size named. faster-fifo and shmring: `max_size_bytes="
@@ -544,8 +531,7 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
     P += skipped_and_failures(meta["skipped"], [
         f"{e['tag']}: {e['transport']}, {size_label(e['size'])}, {e['config']}: {last_line(e['error'])}"
         for e in bench.errors])
-    P.append(f"Load: average {meta.get('loadavg_1min_at_start', -1):.2f} at start; {machine_load_text(meta)}; "
-             f"by configuration: {loads_text(bench.config_load)}.\n")
+    P.append(load_line(meta, "configuration", bench.config_load))
     P += run_warnings(meta)
     return "\n".join(P)
 
@@ -608,8 +594,7 @@ def parse_configs(text: str) -> list[tuple[int, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="a tenth of the objects, one run: a smoke test (~10-20 s)")
+    ap = bench_parser(__doc__, "a tenth of the objects, one run: a smoke test (~10-20 s)")
     ap.add_argument("--configs", default=DEFAULT_CONFIGS,
                     help=f"comma-separated PxC configurations (default {DEFAULT_CONFIGS}; e.g. 8x8,16x16)")
     ap.add_argument("--runs", type=int, help="measured runs per cell; the median is reported (default 3)")
@@ -618,14 +603,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="comma-separated families (mp, faster-fifo, shmring) and/or batch, single")
     ap.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
                     help=f"max_size_bytes of faster-fifo and shmring (default {DEFAULT_CAPACITY})")
-    ap.add_argument("--run-timeout", type=float, default=60.0, help="seconds before a stuck run is declared a HANG")
-    ap.add_argument("--json", metavar="PATH", help="write every result and the run's metadata")
-    ap.add_argument("--markdown", metavar="PATH", default=DEFAULT_MARKDOWN,
-                    help="also write the tables to this file (default benchmarks/results/queue.md; '' for none)")
+    add_output_arguments(ap, 60.0, "declared a HANG", DEFAULT_MARKDOWN)
     opts = ap.parse_args(argv)
 
-    opts.runs = opts.runs or (1 if opts.quick else 3)
-    opts.scale = opts.scale or (0.1 if opts.quick else 1.0)
+    quick_defaults(opts, runs=(1, 3), scale=(0.1, 1.0))
     opts.configs = parse_configs(opts.configs)
     opts.sizes = [int(s) for s in opts.sizes.split(",")] if opts.sizes else list(SIZES)
     if opts.runs < 1 or opts.scale <= 0:
@@ -637,9 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     sigterm_as_interrupt()  # SIGTERM ends the run like ^C: workers stopped, what was measured reported
 
     transports, skipped = select(opts.only)
-    meta: dict[str, Any] = {**run_context(START_METHOD), "options": {k: v for k, v in vars(opts).items()},
-                            "versions": {"python": platform.python_version(), **versions()}, "skipped": skipped,
-                            "warnings": []}
+    meta = run_meta(START_METHOD, opts, versions(), skipped, warnings=[])
     build = shmring_build() if any(t.family == "shmring" for t in transports) else None
     bench = Bench(opts, transports)
     interrupted = run_measured(bench.run, meta)

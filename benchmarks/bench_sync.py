@@ -31,9 +31,7 @@ Sections:
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import secrets
 import signal
 import statistics
@@ -47,8 +45,9 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 from _harness import (  # noqa: E402
-    MachineLoad, WorkerError, WorkerGroup, exit_status, fmt_rate, git_note, log, percentiles, remove_leftovers,
-    run_context, run_measured, sigterm_as_interrupt, spread_pct, write_outputs,
+    MachineLoad, WorkerError, WorkerGroup, add_output_arguments, bench_parser, chosen, exit_status, fmt_rate, git_note,
+    log, percentiles, quick_defaults, remove_leftovers, run_measured, run_meta, sigterm_as_interrupt, spread_pct,
+    write_outputs,
 )
 from _sync_kit import (  # noqa: E402
     CONTENTION_EXTRA, LOCKS, LOST_WAKEUP_S, N_SLOTS, PREFIX, SIGNALS, SLOT, START_METHOD, Kit, _kill_acquire,
@@ -580,22 +579,15 @@ class Bench:
 def collect_meta(opts: Any, bench: Bench) -> dict[str, Any]:
     import shmring
 
-    versions: dict[str, Any] = {"python": platform.python_version(),
-                                "shmring": shmring.__version__ + git_note(os.path.dirname(HERE))}
+    versions: dict[str, Any] = {"shmring": shmring.__version__ + git_note(os.path.dirname(HERE))}
     pi = posix_ipc_or_none()
     if pi is not None:
         versions["posix_ipc"] = getattr(pi, "VERSION", "?")
-    return {
-        **run_context(START_METHOD),
-        "options": {k: v for k, v in vars(opts).items()},
-        "versions": versions,
-        "skipped": bench.skipped,
-    }
+    return run_meta(START_METHOD, opts, versions, bench.skipped)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="short runs, one repeat: a smoke test (~30 s)")
+    ap = bench_parser(__doc__, "short runs, one repeat: a smoke test (~30 s)")
     ap.add_argument("--only", help="comma-separated substrings of row names (e.g. shmring,posix,mp.lock)")
     ap.add_argument("--sections", help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--repeat", type=int, help="runs per contention measurement (default 3)")
@@ -606,33 +598,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kill-timeout", type=float, help="acquire timeout after the holder is killed (default 2)")
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="contention: leave the processes unpinned (default: process i on CPU i mod the CPU count)")
-    ap.add_argument("--run-timeout", type=float, default=120.0, help="seconds before a stuck run is abandoned")
-    ap.add_argument("--json", metavar="PATH", help="write every result and the run's metadata")
-    ap.add_argument("--markdown", metavar="PATH", help="also write the tables to this file")
+    add_output_arguments(ap, 120.0, "abandoned")
     opts = ap.parse_args(argv)
 
-    q = opts.quick
-    opts.repeat = opts.repeat or (1 if q else 3)
-    opts.repeat_uncontended = 3 if q else 7
-    opts.target_uncontended = 0.02 if q else 0.05
-    opts.target_contention = 0.1 if q else 0.4
-    opts.contention_k0 = 1000 if q else 5000
-    opts.contention_kmax = 5_000_000
-    opts.procs = [int(x) for x in opts.procs.split(",")] if opts.procs else ([2, 4] if q else [1, 2, 4])
-    opts.pingpong_n = opts.pingpong_n or (1000 if q else 10000)
-    opts.pingpong_warmup = opts.pingpong_warmup if opts.pingpong_warmup is not None else (100 if q else 1000)
-    opts.pingpong_max_s = 0.5 if q else 3.0
-    opts.kill_repeats = 2 if q else 5
-    opts.wait_seconds = opts.wait_seconds or (0.3 if q else 1.0)
-    opts.kill_timeout = opts.kill_timeout or (1.0 if q else 2.0)
+    quick_defaults(opts, repeat=(1, 3), repeat_uncontended=(3, 7), target_uncontended=(0.02, 0.05),
+                   target_contention=(0.1, 0.4), contention_k0=(1000, 5000), contention_kmax=(5_000_000, 5_000_000),
+                   pingpong_n=(1000, 10000), pingpong_max_s=(0.5, 3.0), kill_repeats=(2, 5), wait_seconds=(0.3, 1.0),
+                   kill_timeout=(1.0, 2.0))
+    opts.procs = [int(x) for x in opts.procs.split(",")] if opts.procs else ([2, 4] if opts.quick else [1, 2, 4])
+    if opts.pingpong_warmup is None:  # (0 is a valid count)
+        opts.pingpong_warmup = 100 if opts.quick else 1000
     opts.only = [x.strip().lower() for x in opts.only.split(",") if x.strip()] if opts.only else None
-    if opts.sections:
-        opts.sections = [s.strip() for s in opts.sections.split(",") if s.strip()]
-        bad = [s for s in opts.sections if s not in SECTIONS]
-        if bad:
-            raise SystemExit(f"--sections: unknown {bad}; known: {','.join(SECTIONS)}")
-    else:
-        opts.sections = list(SECTIONS)
+    opts.sections = chosen("--sections", opts.sections, SECTIONS)
     if opts.repeat < 1 or any(p < 1 for p in opts.procs):
         raise SystemExit("--repeat and --procs must be >= 1")
 

@@ -35,14 +35,11 @@ A failed check fails the run (exit status 1, MISMATCH in the tables).
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-import traceback
 import uuid
 from contextlib import ExitStack
 from typing import Any
@@ -52,10 +49,10 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 from _harness import (  # noqa: E402
-    KiB, MachineLoad, MiB, WorkerError, WorkerGroup, clean_up_run, exit_status, fmt_rate, fmt_ratio, last_line,
-    loads_text, log, machine_load_text, md_table, percentiles, run_context, run_measured, run_warnings, shmring_build,
-    shmring_source_note, sigterm_as_interrupt, size_label, skipped_and_failures, spread_pct, warn_if_rebuilt,
-    write_outputs,
+    KiB, MachineLoad, MiB, WorkerError, WorkerGroup, add_output_arguments, bench_parser, clean_up_run, exit_status,
+    fmt_rate, fmt_ratio, last_line, load_line, log, md_table, percentiles, quick_defaults, record_failure, run_line,
+    run_measured, run_meta, run_warnings, shmring_build, shmring_source_note, sigterm_as_interrupt, size_label,
+    skipped_and_failures, spread_pct, warn_if_rebuilt, write_outputs,
 )
 from _topic_workers import SUB_ROLES, ZMQ_HWM, Spec, worker_main  # noqa: E402
 
@@ -207,14 +204,7 @@ class Bench:
         return clean_up_run(self.shm_names, self.tmpdir, self.iceoryx2_killed)
 
     def _fail(self, where: str, e: BaseException) -> dict[str, Any]:
-        tag = e.tag if isinstance(e, WorkerError) else "FAILED"
-        text = str(e).rstrip() if isinstance(e, WorkerError) else traceback.format_exc().rstrip()
-        if tag == "NOT RUN":
-            log(f"{where}: {text}")
-        else:
-            log(f"!!! {tag}: {where}\n{text}\n")
-            self.errors.append({"where": where, "tag": tag, "error": text})
-        return {"failed": tag, "error": text}
+        return record_failure(where, e, self.errors, where=where)
 
     def run(self) -> None:
         for section in self.opts.sections:
@@ -423,11 +413,7 @@ def _failed(res: dict[str, Any] | None) -> str | None:
 
 def report(bench: Bench, meta: dict[str, Any]) -> str:
     opts = bench.opts
-    host = meta["host"]
-    P = ["# shmring.Topic: broadcast fan-out, overwrite with a slow subscriber, latest()\n",
-         f"Run {meta['date']} on {host['cpu_model'] or '?'} ({host['cpus']} CPUs, {host['machine']}, kernel "
-         f"{host['kernel']}), Python {meta['python']}, start method {START_METHOD}; versions: "
-         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v) + ".\n",
+    P = ["# shmring.Topic: broadcast fan-out, overwrite with a slow subscriber, latest()\n", run_line(meta),
          f"Medians of {opts.runs} run(s), each after one unmeasured warm-up run. Messages: seq in the first and "
          "last 8 bytes, a fixed body between; every message received is checked (length, both seqs, body, "
          f"order). shmring ring capacity {opts.capacity} bytes.\n"]
@@ -553,8 +539,7 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
 
     P += skipped_and_failures(meta["skipped"], [f"{e['tag']}: {e['where']}: {last_line(e['error'])}"
                                                 for e in bench.errors])
-    P.append(f"Load: average {meta.get('loadavg_1min_at_start', -1):.2f} at start; {machine_load_text(meta)}; "
-             f"by section: {loads_text(bench.section_load)}.\n")
+    P.append(load_line(meta, "section", bench.section_load))
     P += run_warnings(meta)
     return "\n".join(P)
 
@@ -610,8 +595,7 @@ def select(only: str | None) -> tuple[list[str], dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="a tenth of the messages, one run: a smoke test (~5-10 s)")
+    ap = bench_parser(__doc__, "a tenth of the messages, one run: a smoke test (~5-10 s)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
     ap.add_argument("--runs", type=int, help="measured runs per cell; the median is reported (default 3)")
     ap.add_argument("--scale", type=float, help="multiply the messages/calls of every run (default 1; --quick 0.1)")
@@ -627,14 +611,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-pin", action="store_true",
                     help="overwrite, latest: leave the publisher and the fast subscriber / reader unpinned "
                          "(default: two different CPUs)")
-    ap.add_argument("--run-timeout", type=float, default=60.0, help="seconds before a stuck run is declared a HANG")
-    ap.add_argument("--json", metavar="PATH", help="write every result and the run's metadata")
-    ap.add_argument("--markdown", metavar="PATH", default=DEFAULT_MARKDOWN,
-                    help="also write the tables to this file (default benchmarks/results/topic.md; '' for none)")
+    add_output_arguments(ap, 60.0, "declared a HANG", DEFAULT_MARKDOWN)
     opts = ap.parse_args(argv)
 
-    opts.runs = opts.runs or (1 if opts.quick else 3)
-    opts.scale = opts.scale or (0.1 if opts.quick else 1.0)
+    quick_defaults(opts, runs=(1, 3), scale=(0.1, 1.0))
     opts.sizes = [int(s) for s in opts.sizes.split(",")] if opts.sizes else list(SIZES)
     opts.subs = [int(s) for s in opts.subs.split(",")] if opts.subs else list(SUBS)
     opts.sections = [s.strip() for s in opts.sections.split(",") if s.strip()]
@@ -649,9 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     sigterm_as_interrupt()  # SIGTERM ends the run like ^C: workers stopped, what was measured reported
 
     opts.families, skipped = select(opts.only)
-    meta: dict[str, Any] = {**run_context(START_METHOD), "options": dict(vars(opts)),
-                            "versions": {"python": platform.python_version(), **versions(opts.families)},
-                            "skipped": skipped, "warnings": []}
+    meta = run_meta(START_METHOD, opts, versions(opts.families), skipped, warnings=[])
     build = shmring_build()
     bench = Bench(opts)
     interrupted = run_measured(bench.run, meta, bench.cleanup)

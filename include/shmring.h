@@ -17,6 +17,7 @@
  *   shmring/segment.h       the segment header, roster, leases; create, attach
  *   shmring/record.h        the record header and tags shared by the rings
  *   shmring/sync.h          semaphore, spin lock, robust mutex, event, condition
+ *   shmring/siphash.h       SipHash-2-4, the keyed hash of the chunks' names
  *   shmring/channel.h       SPSC channel: control block, ends, ring steps
  *   shmring/channel_wait.h  channel waits; blocking send/recv for C and C++
  *   shmring/queue.h         MPMC queue: ring, counters, overflow chunks, recount
@@ -51,6 +52,7 @@
 #include "shmring/segment.h"
 #include "shmring/record.h"
 #include "shmring/sync.h"
+#include "shmring/siphash.h"
 #include "shmring/channel.h"
 #include "shmring/channel_wait.h"
 #include "shmring/queue.h"

@@ -79,7 +79,6 @@ REGION_WEIGHTS = {"header": 10, "roster": 5, "control": 55, "records": 30}
 # they are counted apart and do not fail the run.
 KNOWN_FINDINGS = {
     "F2": "every process using it has left",  # a damaged state word reads as "removed"
-    "F3": "is gone (removed by hand?)",  # a damaged chunk chain raises OSError
 }
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer", "Fatal Python error")
 

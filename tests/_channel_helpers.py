@@ -44,6 +44,12 @@ from conftest import FORK, Kids, record_size
 
 STRATEGIES = ("spin", "yield", "block", "adaptive", "semaphore")
 
+
+def every_strategy_fork_and_spawn(test: Callable[..., None]) -> Callable[..., None]:
+    """Run ``test(wait, ctx_name, ...)`` with every wait strategy, its peer
+    process started by fork and by spawn."""
+    return pytest.mark.parametrize("ctx_name", ["fork", "spawn"])(pytest.mark.parametrize("wait", STRATEGIES)(test))
+
 CAPACITIES = (64, 256, 4096, 1 << 16)
 
 # Bound on any single blocking operation in these tests: a lost wake-up or a
@@ -561,24 +567,23 @@ class Agent:
         self.proc.join(10)
         assert self.proc.exitcode == -signal.SIGKILL
 
-    def stop(self) -> int | None:
-        """Ask it to exit (closing its handle); returns its exit code."""
+    def _ask_to_exit(self, timeout: float) -> None:
+        """If it still runs: ask it to exit (closing its handle), and wait up to ``timeout`` s."""
         if self.proc.is_alive():
             try:
                 self.conn.send(("__exit__", (), {}))
             except OSError:
                 pass
-            self.proc.join(10)
+            self.proc.join(timeout)
+
+    def stop(self) -> int | None:
+        """Ask it to exit (closing its handle); returns its exit code."""
+        self._ask_to_exit(10)
         code: int | None = self.proc.exitcode
         return code
 
     def reap(self) -> None:
-        if self.proc.is_alive():
-            try:
-                self.conn.send(("__exit__", (), {}))
-            except OSError:
-                pass
-            self.proc.join(2)
+        self._ask_to_exit(2)
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join(10)
@@ -586,6 +591,12 @@ class Agent:
 
 
 # -- Hostile: garbage written by a peer -------------------------------------------------
+
+
+def _ctrl_word(field: str) -> Any:
+    """A property of ``Hostile``: the 64-bit word ``field`` of the control block, read and written in place."""
+    off = CTRL[field]
+    return property(lambda h: h.u64(off), lambda h, v: h.put_u64(off, v))
 
 
 class Hostile:
@@ -608,21 +619,8 @@ class Hostile:
     def put_u32(self, off: int, value: int) -> None:
         struct.pack_into("=I", self.buf, off, value % (1 << 32))
 
-    @property
-    def tail(self) -> int:
-        return self.u64(CTRL["tail"])
-
-    @tail.setter
-    def tail(self, v: int) -> None:
-        self.put_u64(CTRL["tail"], v)
-
-    @property
-    def head(self) -> int:
-        return self.u64(CTRL["head"])
-
-    @head.setter
-    def head(self, v: int) -> None:
-        self.put_u64(CTRL["head"], v)
+    tail = _ctrl_word("tail")
+    head = _ctrl_word("head")
 
     def record(self, counter: int) -> tuple[int, int]:
         pos = DATA + counter % self.capacity

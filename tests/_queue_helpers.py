@@ -46,6 +46,7 @@ SMALL = 256  # ring bytes of the small bounded queues: 32 record positions
 # Payload offsets of shmring_queue_ctrl (include/shmring.h).
 CAPACITY, DATA_OFFSET, MAXSIZE, FLAGS = 0, 8, 16, 24
 LOCK_OWNER = 128
+CHUNK_KEY = 48  # the 16-byte secret that keys the chunks' names
 HEAD, TAIL, COUNT, BYTES, OVF_HEAD, OVF_TAIL = 152, 160, 168, 176, 184, 192
 DATA = 384  # SHMRING_QUEUE_CTRL_SIZE: the ring starts here
 # Payload offsets of shmring_queue_chunk.
@@ -55,8 +56,18 @@ TAG_OBJECT, TAG_BYTES, TAG_PAD = 0x4F, 0x42, 0x50
 
 def chunk_files(name: str) -> list[str]:
     """The overflow chunk segments of queue ``name`` present in /dev/shm."""
-    prefix = name + ".q"
-    return sorted(p.name for p in SHM.iterdir() if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit())
+    return sorted(p.name for p in SHM.iterdir() if shmring._core.chunk_index(p.name, name) is not None)
+
+
+def chunk_name(name: str, index: int) -> str:
+    """The name of overflow chunk ``index`` of queue ``name``, keyed by the
+    chunk key in its control block (the queue's owner can read it)."""
+    seg = shmring.Segment.open(name)
+    try:
+        key = bytes(seg.buf[CHUNK_KEY : CHUNK_KEY + 16])
+    finally:
+        seg.close()
+    return shmring._core.chunk_name(name, index, key)
 
 
 def ring_counters(seg: shmring.Segment) -> tuple[int, int]:
@@ -302,8 +313,9 @@ def assert_drained(q: shmring.Queue, producer_killed: bool = False) -> None:
         # it, and the owner removes it at the end.
         seg = shmring.Segment.open(q.name)
         try:
-            assert left == [f"{q.name}.q{u64(seg.buf, OVF_TAIL)}"], left
+            tail = u64(seg.buf, OVF_TAIL)
         finally:
             seg.close()
+        assert left == [chunk_name(q.name, tail)], left
     else:
         assert left == []

@@ -53,8 +53,8 @@ PAYLOAD = 1024  # 1 KiB of data published under a flag
 
 # Field offsets inside the primitives (include/shmring.h).
 SEM_WAITERS = 4
-MUTEX_SEQ = 8
-MUTEX_WAITERS = 12
+MUTEX_WORD = 8  # the futex word: 0, or MUTEX_SLEEPERS when a waiter may sleep
+MUTEX_SLEEPERS = 2
 MUTEX_STATE = 16
 EVENT_WAITERS = 4
 COND_SEQ = 0

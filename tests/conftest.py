@@ -276,6 +276,36 @@ class Worker(threading.Thread):
         return self.outcome
 
 
+def started(workers: list[Worker]) -> list[Worker]:
+    for w in workers:
+        w.start()
+    return workers
+
+
+def check_each_threads_order(recv: Callable[[], bytes], workers: list[Worker], per_thread: int) -> None:
+    """Start ``workers``, threads sending ``per_thread`` messages
+    ``struct.pack("<II", thread_id, seq)`` on one handle, and receive them
+    all with ``recv``: each thread's arrive in the order it sent them, and
+    every thread returns."""
+    started(workers)
+    last = [-1] * len(workers)
+    for _ in range(len(workers) * per_thread):
+        tid, seq = struct.unpack("<II", recv())
+        assert seq == last[tid] + 1, f"thread {tid}: message {seq} after {last[tid]}"
+        last[tid] = seq
+    assert [w.finish() for w in workers] == [("returned", None)] * len(workers)
+
+
+def numbers_until_end(recv: Callable[[], bytes]) -> list[int]:
+    """A receiving thread's loop: the numbers it receives (b"%d"), in order, until b"end"."""
+    got = []
+    while True:
+        m = recv()
+        if m == b"end":
+            return got
+        got.append(int(m))
+
+
 def wait_inside(probe: Callable[[], Any], what: str) -> None:
     """Poll ``probe`` (a zero-timeout call on the same end) until it times out
     because another thread's call is inside that end."""
@@ -325,14 +355,22 @@ def _closed_after_the_test(make: Callable[..., C]) -> Iterator[Callable[..., C]]
             obj.close()
 
 
-@pytest.fixture
-def channel(new_name: Callable[[], str]) -> Iterator[Callable[..., shmring.Channel]]:
-    """Factory of channels owned by the test (closed and unlinked after it)."""
+def _created_under_new_names(cls: Any, new_name: Callable[[], str]) -> Iterator[Callable[..., Any]]:
+    """A factory fixture's body: ``cls.create`` under a new name, with a
+    4096-byte ring unless told otherwise (the other arguments as
+    ``cls.create`` takes them); each object is closed after the test."""
 
-    def make(capacity: int = 4096, wait: str = "adaptive", **kw: Any) -> shmring.Channel:
-        return shmring.Channel.create(new_name(), capacity, wait, **kw)  # type: ignore[arg-type]
+    def make(capacity: int = 4096, *args: Any, **kw: Any) -> Any:
+        return cls.create(new_name(), capacity, *args, **kw)
 
     yield from _closed_after_the_test(make)
+
+
+@pytest.fixture
+def channel(new_name: Callable[[], str]) -> Iterator[Callable[..., shmring.Channel]]:
+    """Factory of channels owned by the test (closed and unlinked after it);
+    the wait strategy is "adaptive" unless told otherwise."""
+    yield from _created_under_new_names(shmring.Channel, new_name)
 
 
 @pytest.fixture
@@ -345,12 +383,9 @@ def raw() -> Iterator[Callable[[str], Any]]:
 
 @pytest.fixture
 def topic(new_name: Callable[[], str]) -> Iterator[Callable[..., shmring.Topic]]:
-    """Factory of topics owned by the test (closed and unlinked after it)."""
-
-    def make(capacity: int = 4096, policy: str = "block", **kw: Any) -> shmring.Topic:
-        return shmring.Topic.create(new_name(), capacity, policy, **kw)  # type: ignore[arg-type]
-
-    yield from _closed_after_the_test(make)
+    """Factory of topics owned by the test (closed and unlinked after it);
+    the policy is "block" unless told otherwise."""
+    yield from _created_under_new_names(shmring.Topic, new_name)
 
 
 @pytest.fixture
@@ -374,14 +409,14 @@ def named(new_name: Callable[[], str]) -> Iterator[Callable[..., Any]]:
     yield from _closed_after_the_test(lambda cls, *args: cls.create(new_name(), *args))
 
 
-@pytest.fixture
-def fresh_name() -> Iterator[Callable[[], str]]:
-    """Factory of fresh names; each one is removed from /dev/shm (whatever is
-    behind it) when the test ends, and the test fails if that did not work."""
+def names_removed_after_the_test(prefix: str) -> Iterator[Callable[[], str]]:
+    """A factory fixture's body: fresh names starting with ``prefix``; each
+    one is removed from /dev/shm (whatever is behind it) when the test ends,
+    and the test fails if that did not work."""
     names: list[str] = []
 
     def make() -> str:
-        name = f"t-cli-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        name = f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         names.append(name)
         return name
 
@@ -393,6 +428,12 @@ def fresh_name() -> Iterator[Callable[[], str]]:
             pass
     leftovers = [n for n in names if (SHM / n).exists()]
     assert not leftovers, f"left behind in /dev/shm: {leftovers}"
+
+
+@pytest.fixture
+def fresh_name() -> Iterator[Callable[[], str]]:
+    """Factory of fresh names, each removed from /dev/shm after the test (``names_removed_after_the_test``)."""
+    yield from names_removed_after_the_test("t-cli-")
 
 
 @pytest.fixture

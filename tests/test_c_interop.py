@@ -22,11 +22,12 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 
 import shmring
+
+from conftest import names_removed_after_the_test
 
 SHM_DIR = Path("/dev/shm")
 C_DIR = Path(__file__).resolve().parent / "c"
@@ -91,21 +92,7 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
 def shm_name() -> Iterator[Callable[[], str]]:
     """Factory of fresh segment names (no leading '/'); every name handed out
     is removed from /dev/shm when the test ends, whatever made it."""
-    names: list[str] = []
-
-    def make() -> str:
-        name = f"t-cint-{os.getpid()}-{uuid4().hex[:8]}"
-        names.append(name)
-        return name
-
-    yield make
-    for name in names:
-        try:
-            _shm_path(name).unlink()
-        except FileNotFoundError:
-            pass
-    leftovers = [n for n in names if _shm_path(n).exists()]
-    assert not leftovers, f"test left {leftovers} in /dev/shm"
+    yield from names_removed_after_the_test("t-cint-")
 
 
 @pytest.fixture
@@ -388,8 +375,7 @@ def test_header_layout_constants_match_python() -> None:
     text = "".join(p.read_text() for p in HEADERS)
     assert _core.HEADER_SIZE == HEADER_SIZE
     assert "#define SHMRING_HEADER_SIZE 4096u" in text
-    assert _core.LAYOUT_VERSION == 2
-    assert "#define SHMRING_LAYOUT_VERSION 2u" in text
+    assert f"#define SHMRING_LAYOUT_VERSION {_core.LAYOUT_VERSION}u" in text
     assert (_core.KIND_RAW, _core.KIND_CHANNEL, _core.KIND_SYNC, _core.KIND_QUEUE, _core.KIND_TOPIC) == (1, 2, 3, 4, 5)
     for code, cls in shmring._errors.ERROR_BY_CODE.items():
         assert issubclass(cls, shmring.SegmentError), (code, cls)
@@ -402,44 +388,34 @@ def test_header_layout_constants_match_python() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_c_reads_python_segment_and_replies(
-    c_programs: dict[str, Path], shm_name: Callable[[], str], segments: list[shmring.Segment]
-) -> None:
-    name = shm_name()
-    seg = shmring.Segment.create(name, 4096)
-    segments.append(seg)
+def test_c_reads_python_segment_and_replies(c_programs: dict[str, Path], segment: shmring.Segment) -> None:
     message = b"hello from Python"
-    seg.buf[: len(message)] = message
-    assert bytes(seg.buf[64:70]) == bytes(6)
+    segment.buf[: len(message)] = message
+    assert bytes(segment.buf[64:70]) == bytes(6)
 
-    run = _run([str(c_programs["open_segment"]), "/" + name, message.decode()])
+    run = _run([str(c_programs["open_segment"]), "/" + segment.name, message.decode()])
 
     assert run.returncode == 0, run.stderr
     assert run.stdout == "payload_size=4096 kind=1\n"
     assert run.stderr == ""
-    assert bytes(seg.buf[64:70]) == b"from C"
-    assert bytes(seg.buf[: len(message)]) == message, "the C peer must not touch the message"
-    assert bytes(seg.buf[70:128]) == bytes(58), "the reply is exactly 'from C', no terminator"
+    assert bytes(segment.buf[64:70]) == b"from C"
+    assert bytes(segment.buf[: len(message)]) == message, "the C peer must not touch the message"
+    assert bytes(segment.buf[70:128]) == bytes(58), "the reply is exactly 'from C', no terminator"
     # The segment is still intact for Python openers after the C peer left.
-    with shmring.Segment.open(name) as again:
+    with shmring.Segment.open(segment.name) as again:
         assert bytes(again.buf[64:70]) == b"from C"
         assert again.info().creator_pid == os.getpid()
 
 
 @pytest.mark.timeout(60)
-def test_c_reports_payload_mismatch(
-    c_programs: dict[str, Path], shm_name: Callable[[], str], segments: list[shmring.Segment]
-) -> None:
-    name = shm_name()
-    seg = shmring.Segment.create(name, 4096)
-    segments.append(seg)
-    seg.buf[:5] = b"apple"
+def test_c_reports_payload_mismatch(c_programs: dict[str, Path], segment: shmring.Segment) -> None:
+    segment.buf[:5] = b"apple"
 
-    run = _run([str(c_programs["open_segment"]), "/" + name, "banana"])
+    run = _run([str(c_programs["open_segment"]), "/" + segment.name, "banana"])
 
     assert run.returncode == EXIT_MISMATCH
     assert "does not start with" in run.stderr
-    assert bytes(seg.buf[64:70]) == bytes(6), "no reply on a mismatch"
+    assert bytes(segment.buf[64:70]) == bytes(6), "no reply on a mismatch"
 
 
 def _make_foreign(name: str) -> None:
@@ -602,7 +578,7 @@ def test_python_opens_segment_left_by_c(
     assert info.creator_pid == proc.pid
     assert info.alive is False
     assert info.kind == "segment"
-    assert info.version == 2
+    assert info.version == shmring._core.LAYOUT_VERSION
     assert info.persistent
     assert info.size == 4096
     assert info.total_size == HEADER_SIZE + 4096
@@ -660,22 +636,17 @@ def test_c_creator_is_alive_while_running(
 
 
 @pytest.mark.timeout(60)
-def test_c_create_refuses_existing_name(
-    c_programs: dict[str, Path], shm_name: Callable[[], str], segments: list[shmring.Segment]
-) -> None:
+def test_c_create_refuses_existing_name(c_programs: dict[str, Path], segment: shmring.Segment) -> None:
     """O_EXCL: C fails with SHMRING_ERR_SYS/EEXIST and leaves Python's segment alone."""
-    name = shm_name()
-    seg = shmring.Segment.create(name, 4096)
-    segments.append(seg)
-    seg.buf[:4] = b"mine"
+    segment.buf[:4] = b"mine"
 
-    run = _run([str(c_programs["create_segment"]), "/" + name, "theirs"])
+    run = _run([str(c_programs["create_segment"]), "/" + segment.name, "theirs"])
 
     assert run.returncode == ERR_SYS
     assert os.strerror(errno.EEXIST) in run.stderr
-    assert bytes(seg.buf[:4]) == b"mine"
-    assert seg.info().creator_pid == os.getpid()
-    assert _shm_path(name).exists(), "a refused create must not unlink the existing segment"
+    assert bytes(segment.buf[:4]) == b"mine"
+    assert segment.info().creator_pid == os.getpid()
+    assert _shm_path(segment.name).exists(), "a refused create must not unlink the existing segment"
 
 
 # ---------------------------------------------------------------------------

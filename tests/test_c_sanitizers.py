@@ -42,6 +42,16 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return built
 
 
+def run_clean(program: Path, args: list[str], expected: str) -> None:
+    """Run ``program``: it exits 0 and prints ``expected``, and no sanitizer
+    reports anything (TSan halts on its first report, ASan checks leaks)."""
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", ASAN_OPTIONS="detect_leaks=1")
+    proc = subprocess.run([str(program), *args], capture_output=True, text=True, timeout=100, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == expected
+    assert "WARNING: ThreadSanitizer" not in proc.stderr and "runtime error" not in proc.stderr
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("capacity", [512, 4096])
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
@@ -50,14 +60,8 @@ def test_threads_stream_checked_messages(
     programs: dict[str, Path], build: str, strategy: str, capacity: int, name: str
 ) -> None:
     count = 20_000 if build == "plain" else 5_000
-    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", ASAN_OPTIONS="detect_leaks=1")
-    proc = subprocess.run(
-        [str(programs[f"channel_threads-{build}"]), name, str(count), str(capacity), str(STRATEGIES[strategy])],
-        capture_output=True, text=True, timeout=100, env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip() == f"ok {count}"
-    assert "WARNING: ThreadSanitizer" not in proc.stderr and "runtime error" not in proc.stderr
+    run_clean(programs[f"channel_threads-{build}"], [name, str(count), str(capacity), str(STRATEGIES[strategy])],
+              f"ok {count}")
 
 
 @pytest.mark.timeout(120)
@@ -67,11 +71,5 @@ def test_queue_threads_deliver_exactly_once(
     programs: dict[str, Path], build: str, producers: int, consumers: int, name: str
 ) -> None:
     count = 20_000 if build == "plain" else 3_000
-    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", ASAN_OPTIONS="detect_leaks=1")
-    proc = subprocess.run(
-        [str(programs[f"queue_threads-{build}"]), "/" + name, str(count), "1024", str(producers), str(consumers)],
-        capture_output=True, text=True, timeout=100, env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip() == f"ok {count * producers}"
-    assert "WARNING: ThreadSanitizer" not in proc.stderr and "runtime error" not in proc.stderr
+    run_clean(programs[f"queue_threads-{build}"], ["/" + name, str(count), "1024", str(producers), str(consumers)],
+              f"ok {count * producers}")

@@ -20,7 +20,9 @@ import pytest
 import shmring
 from shmring import Channel
 
-from _channel_helpers import OP_TIMEOUT, STRATEGIES, Agent, _producer, check_msg, recv_seq, size_mix, size_of
+from _channel_helpers import (
+    OP_TIMEOUT, STRATEGIES, Agent, _producer, check_msg, every_strategy_fork_and_spawn, recv_seq, size_mix, size_of,
+)
 from conftest import CONTEXTS, FORK, SPAWN, STEP, Kids, record_size
 
 
@@ -147,8 +149,7 @@ def test_one_liner_open_recv_in_a_child_does_not_close_the_reader(name: str, kid
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("ctx_name", ["fork", "spawn"])
-@pytest.mark.parametrize("wait", STRATEGIES)
+@every_strategy_fork_and_spawn
 def test_writer_close_then_reader_drains(wait: str, ctx_name: str, channel: Callable[..., Channel],
                                          kids: Kids) -> None:
     """The writer sends everything that fits and closes before the reader
@@ -214,8 +215,7 @@ def test_writer_close_wakes_blocked_reader(wait: str, channel: Callable[..., Cha
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("ctx_name", ["fork", "spawn"])
-@pytest.mark.parametrize("wait", STRATEGIES)
+@every_strategy_fork_and_spawn
 def test_reader_close_makes_send_raise_closed(wait: str, ctx_name: str, channel: Callable[..., Channel],
                                               kids: Kids) -> None:
     ch = channel(4096, wait)

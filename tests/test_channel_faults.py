@@ -18,8 +18,8 @@ import shmring
 from shmring import Channel
 
 from _channel_helpers import (
-    OP_TIMEOUT, STRATEGIES, Agent, _producer, _stream, check_msg, expect_end_of_stream, msg, recv_seq, size_mix,
-    size_of, wait_for_claim,
+    OP_TIMEOUT, Agent, _producer, _stream, check_msg, every_strategy_fork_and_spawn, expect_end_of_stream, msg,
+    recv_seq, size_mix, size_of, wait_for_claim,
 )
 from conftest import CONTEXTS, FORK, Kids, record_size
 
@@ -38,8 +38,7 @@ def _drain_until_peer_gone(ch: Channel, seq: int, sizes: Sequence[int], limit: i
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("ctx_name", ["fork", "spawn"])
-@pytest.mark.parametrize("wait", STRATEGIES)
+@every_strategy_fork_and_spawn
 def test_producer_sigkill_midstream_then_new_producer(wait: str, ctx_name: str, channel: Callable[..., Channel],
                                                      kids: Kids) -> None:
     """A producer streaming non-stop is SIGKILLed: the reader gets only
@@ -83,8 +82,7 @@ def test_producer_sigkill_midstream_then_new_producer(wait: str, ctx_name: str, 
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("ctx_name", ["fork", "spawn"])
-@pytest.mark.parametrize("wait", STRATEGIES)
+@every_strategy_fork_and_spawn
 def test_consumer_sigkill_unblocks_producer(wait: str, ctx_name: str, channel: Callable[..., Channel],
                                             kids: Kids) -> None:
     """The consumer dies by SIGKILL while the producer waits on a full ring:

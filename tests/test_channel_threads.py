@@ -19,7 +19,7 @@ import pytest
 import shmring
 
 from _channel_helpers import STRATEGIES
-from conftest import STEP, Worker, wait_inside
+from conftest import STEP, Worker, check_each_threads_order, numbers_until_end, started, wait_inside
 
 
 def test_try_calls_do_not_wait_for_another_threads_call(ch: shmring.Channel) -> None:
@@ -57,31 +57,14 @@ def test_four_threads_sending_on_one_handle_deliver_every_message_once(name: str
                         struct.pack_into("<II", buf, 0, tid, seq)
 
         threads = [Worker(lambda tid=tid: sender(tid)) for tid in range(4)]  # type: ignore[misc]
-        for t in threads:
-            t.start()
-        last = [-1] * 4
-        for _ in range(4 * per_thread):
-            tid, seq = struct.unpack("<II", ch.recv(timeout=STEP))
-            assert seq == last[tid] + 1, f"thread {tid}: message {seq} after {last[tid]}"
-            last[tid] = seq
-        assert [t.finish() for t in threads] == [("returned", None)] * 4
+        check_each_threads_order(lambda: ch.recv(timeout=STEP), threads, per_thread)
         assert ch.try_recv() is None
 
 
 def test_two_threads_receiving_on_one_handle_share_the_stream(name: str) -> None:
     n = 6000
     with shmring.Channel.create(name, 1024) as ch:
-        def receiver() -> list[int]:
-            got = []
-            while True:
-                m = ch.recv(timeout=STEP)
-                if m == b"end":
-                    return got
-                got.append(int(m))
-
-        threads = [Worker(receiver) for _ in range(2)]
-        for t in threads:
-            t.start()
+        threads = started([Worker(lambda: numbers_until_end(lambda: ch.recv(timeout=STEP))) for _ in range(2)])
         for i in range(n):
             ch.send(b"%d" % i, timeout=STEP)
         ch.send_many([b"end", b"end"], timeout=STEP)

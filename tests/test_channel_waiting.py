@@ -17,7 +17,7 @@ import pytest
 import shmring
 from shmring import Channel
 
-from _channel_helpers import STRATEGIES, Agent, make_msg
+from _channel_helpers import STRATEGIES, Agent, every_strategy_fork_and_spawn, make_msg
 from conftest import CONTEXTS, FORK, Kids
 
 
@@ -113,8 +113,7 @@ def test_adaptive_spin_window_respects_timeout(side: str, channel: Callable[...,
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("ctx_name", ["fork", "spawn"])
-@pytest.mark.parametrize("wait", STRATEGIES)
+@every_strategy_fork_and_spawn
 def test_sigint_interrupts_blocked_recv(wait: str, ctx_name: str, channel: Callable[..., Channel],
                                         kids: Kids) -> None:
     ch = channel(4096, wait)

@@ -203,7 +203,7 @@ def test_gc_keeps_the_chunks_of_an_unlinked_queue_still_in_use(fresh_name: Calla
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert user.stdout is not None and user.stdout.readline() == "ready\n"
-        chunk = name + ".q0"
+        chunk = next(p.name for p in SHM_DIR.iterdir() if shmring._core.chunk_index(p.name, name) == 0)
         assert shm_path(chunk).exists() and not shm_path(name).exists()
         result = cli("gc")
         assert result.returncode == 0, result.stderr

@@ -26,7 +26,7 @@ def test_inspect_table(live_segment: shmring.Segment) -> None:
     fields = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
     fields = {k: v.strip() for k, v in fields.items()}
     assert fields["name"] == live_segment.name
-    assert fields["version"] == "2"
+    assert fields["version"] == str(shmring._core.LAYOUT_VERSION)
     assert fields["kind"] == "segment"
     assert fields["size"] == "4096"
     assert fields["total_size"] == "8192"
@@ -45,7 +45,7 @@ def test_inspect_json(live_segment: shmring.Segment) -> None:
     data = json.loads(result.stdout)
     info = live_segment.info()
     assert data["name"] == live_segment.name
-    assert data["version"] == 2
+    assert data["version"] == shmring._core.LAYOUT_VERSION
     assert data["kind"] == "segment"
     assert data["size"] == 4096
     assert data["total_size"] == 8192

@@ -48,7 +48,7 @@ def test_ls_json_fields(live_segment: shmring.Segment, entry_point: bool) -> Non
     assert item["kind"] == "segment"
     assert item["size"] == 4096
     assert item["total_size"] == 4096 + 4096
-    assert item["version"] == 2
+    assert item["version"] == shmring._core.LAYOUT_VERSION
     assert item["creator_pid"] == os.getpid()
     assert item["creator_uid"] == os.geteuid()
     assert item["uid"] == os.geteuid()

@@ -26,7 +26,8 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ import pytest
 import shmring
 from shmring import _core
 
+from _queue_helpers import chunk_name
 from conftest import Kids
 
 SHM = Path("/dev/shm")
@@ -166,6 +168,14 @@ def _consumer(kind: str, obj: Any, creator: int, ready: Any, report: Any) -> Non
     # the consumer ends normally: as the last user, it removes the object
 
 
+def write_all_and_leave(kind: str, handles: list[Any], mode: str) -> None:
+    """Write the N messages through a writer end of ``handles[0]`` (added to
+    ``handles``), then leave with all of them as ``mode`` says."""
+    handles.append(writer_end(kind, handles[0]))
+    write_all(kind, handles[-1])
+    leave(mode, handles)
+
+
 def _creator(kind: str, name: str, mode: str, method: str, report: Any) -> None:
     ctx = mp.get_context(method)
     handles = [make(kind, name)]
@@ -173,18 +183,22 @@ def _creator(kind: str, name: str, mode: str, method: str, report: Any) -> None:
     consumer = ctx.Process(target=_consumer, args=(kind, handles[0], os.getpid(), ready, report))
     consumer.start()  # (start() drops its reference to the arguments)
     assert ready.wait(WAIT)
-    handles.append(writer_end(kind, handles[0]))
-    write_all(kind, handles[-1])
     report.send(("consumer", consumer.pid))
-    leave(mode, handles)
+    write_all_and_leave(kind, handles, mode)
     if mode == "collected":
         consumer.join(WAIT)  # alive, attached to nothing, until the consumer is done
 
 
-@pytest.mark.timeout(90)
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", KINDS)
+def every_kind_way_and_method(test: Callable[..., None]) -> Callable[..., None]:
+    """The matrix of the module's docstring: every kind x every way of
+    leaving x start method, 90 s a case."""
+    for mark in (pytest.mark.parametrize("kind", KINDS), pytest.mark.parametrize("mode", MODES),
+                 pytest.mark.parametrize("method", METHODS), pytest.mark.timeout(90)):
+        test = mark(test)
+    return test
+
+
+@every_kind_way_and_method
 def test_creator_leaves_while_its_consumer_drains(
     kind: str, mode: str, method: str, new_name: Callable[[], str], kids: Kids
 ) -> None:
@@ -213,18 +227,12 @@ def test_creator_leaves_while_its_consumer_drains(
 def _user(kind: str, box: list[Any], mode: str) -> None:
     # The handle comes in a list that we empty: the Process object keeps its
     # arguments while it runs, and "collected" needs ours to be the only reference.
-    handles = [box.pop()]
-    handles.append(writer_end(kind, handles[0]))
-    write_all(kind, handles[-1])
-    leave(mode, handles)
+    write_all_and_leave(kind, [box.pop()], mode)
     if mode == "collected":
         time.sleep(0.2)  # alive, attached to nothing
 
 
-@pytest.mark.timeout(90)
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", KINDS)
+@every_kind_way_and_method
 def test_user_leaves_while_the_creator_stays(
     kind: str, mode: str, method: str, new_name: Callable[[], str], kids: Kids
 ) -> None:
@@ -257,6 +265,28 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
+@contextmanager
+def crashing_user(kind: str, name: str) -> Iterator[subprocess.Popen[str]]:
+    """A process running CRASH_SCRIPT: the block starts once it has made
+    ``kind`` ``name`` and written the N messages; it is killed at the end of
+    the block if it is still running."""
+    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, kind, name, str(Path(__file__).parent)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "written\n"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def crash(proc: subprocess.Popen[str]) -> None:
+    """Tell a ``crashing_user`` to SIGKILL itself, and wait until it has."""
+    proc.communicate("crash\n", timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
 def gc_cli() -> str:
     result = subprocess.run([sys.executable, "-m", "shmring", "gc"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -267,15 +297,10 @@ def gc_cli() -> str:
 @pytest.mark.parametrize("kind", KINDS)
 def test_gc_removes_what_crashed_users_left_and_only_that(kind: str, new_name: Callable[[], str]) -> None:
     name = new_name()
-    here = str(Path(__file__).parent)
-    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, kind, name, here],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "written\n"
+    with crashing_user(kind, name) as proc:
         attached = {"segment": shmring.Segment, "channel": shmring.Channel, "queue": shmring.Queue,
                     "topic": shmring.Topic, "semaphore": shmring.Semaphore}[kind].open(name)  # type: ignore[attr-defined]
-        proc.communicate("crash\n", timeout=30)
-        assert proc.returncode == -signal.SIGKILL
+        crash(proc)
         before = leftovers(name)
         assert name in before
         gc_cli()  # this process is still attached: nothing of it may go
@@ -285,22 +310,14 @@ def test_gc_removes_what_crashed_users_left_and_only_that(kind: str, new_name: C
             assert read_all(kind, attached) == N
         attached.close()  # the last user out: it removes everything
         assert leftovers(name) == []
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("kind", KINDS)
 def test_gc_cleans_up_after_every_user_crashed(kind: str, new_name: Callable[[], str]) -> None:
     name = new_name()
-    here = str(Path(__file__).parent)
-    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, kind, name, here],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline() == "written\n"
-    proc.communicate("crash\n", timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    with crashing_user(kind, name) as proc:
+        crash(proc)
     left = leftovers(name)
     assert name in left and (kind != "queue" or len(left) > 1)
     out = gc_cli()
@@ -546,7 +563,7 @@ def test_a_chunk_its_maker_left_unfinished_is_replaced(leftover: bytes, new_name
     instead of failing for ever with FileExistsError."""
     name = new_name()
     q = shmring.Queue(name=name)
-    fd = os.open(SHM / (name + ".q0"), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    fd = os.open(SHM / chunk_name(name, 0), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
         os.write(fd, leftover)
     finally:

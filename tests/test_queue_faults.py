@@ -25,9 +25,9 @@ import shmring
 
 from _queue_helpers import (
     COUNT, DATA, HEAD, LOCK_OWNER, MAX_BATCH, OP_TIMEOUT, TAG_PAD, TAIL, Collector, assert_drained, check_delivery,
-    item, make_queue,
+    chunk_name, item, make_queue,
 )
-from conftest import FORK, SHM, Kids, record_size, set_u64, u64
+from conftest import FORK, SHM, record_size, set_u64, u64
 
 # name of the kill-test mode -> (item sizes, maxsize): "maxsize" and "overflow"
 # bound items, not bytes, so the victim cannot run away with the memory.
@@ -57,39 +57,65 @@ def _streamer(q: shmring.Queue, p: int, api: str, mode: str, seed: int, stop: An
     conn.send(s)
 
 
-class Stream:
-    """Streaming producers of one kill test."""
+class KillRun:
+    """One kill test: its seed (named in every failure message), its queue
+    (a mode of KILL_MODES) and the producers that stream into it until they
+    are stopped; its consumers are the collector's."""
 
-    def __init__(self, collector: Collector, q: shmring.Queue, api: str, mode: str, seed: int) -> None:
-        self.collector, self.q, self.api, self.mode, self.seed = collector, q, api, mode, seed
-        # A lock-free flag: a producer killed inside Event.is_set() would
-        # leave the Event's lock held and hang the others.
-        self.stop = FORK.RawValue("b", 0)
+    def __init__(self, collector: Collector, api: str, mode: str, name: str) -> None:
+        self.seed = random.randrange(2**32)
+        self.rng = random.Random(self.seed)
+        self.ctx = f"[seed {self.seed}] "
+        self.mode, maxsize = KILL_MODES[mode]
+        self.collector, self.api = collector, api
+        self.q = make_queue(self.mode, name, maxsize=maxsize)
         self.procs: dict[int, Any] = {}
         self.counts: dict[int, Any] = {}
 
-    def start(self, p: int) -> Any:
-        r, w = FORK.Pipe(duplex=False)
-        self.procs[p] = self.collector.kids.process(FORK, _streamer, self.q, p, self.api, self.mode, self.seed + p,
-                                                    self.stop, w)
-        w.close()
-        self.counts[p] = r
-        return self.procs[p]
+    def __enter__(self) -> KillRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.q.close()
+
+    def consumer(self, c: int) -> Any:
+        return self.collector.consumer(c, self.q, self.api, self.mode, self.seed + 100 + c)
+
+    def producers(self, *ps: int) -> None:
+        # A lock-free flag: a producer killed inside Event.is_set() would
+        # leave the Event's lock held and hang the others.
+        self.stop = FORK.RawValue("b", 0)
+        for p in ps:
+            r, w = FORK.Pipe(duplex=False)
+            self.procs[p] = self.collector.kids.process(FORK, _streamer, self.q, p, self.api, self.mode,
+                                                        self.seed + p, self.stop, w)
+            w.close()
+            self.counts[p] = r
+
+    def kill_after_first_items(self, victim: Any, got_them: Callable[[], bool]) -> None:
+        """Once ``got_them()`` (the victim's first items went through), kill
+        ``victim`` at a random moment within 30 ms."""
+        _wait_for(self.collector, got_them, 20, "the victim's first items")
+        time.sleep(self.rng.uniform(0, 0.03))
+        kill(victim)
 
     def delivered(self) -> int:
         return sum(len(g) for g in self.collector.got.values())
 
-    def carry_on(self, more: int) -> None:
-        """Let the others deliver ``more`` items, then stop the producers."""
-        target = self.delivered() + more
-        _wait_for(self.collector, lambda: self.delivered() >= target, 20, f"{more} more items after the kill")
+    def wind_down(self, consumers: set[int]) -> dict[int, int]:
+        """After the kill: the others deliver 100 more items, then producers
+        0 and 1 stop; the consumers ``consumers`` finish on their end
+        markers.  How many items each of the two producers put."""
+        target = self.delivered() + 100
+        _wait_for(self.collector, lambda: self.delivered() >= target, 20, "100 more items after the kill")
         self.stop.value = 1
-
-    def finish(self, survivors: list[int]) -> dict[int, int]:
-        """Join the surviving producers: how many each put."""
-        self.collector.join([self.procs[p] for p in survivors], 40)
-        assert all(self.procs[p].exitcode == 0 for p in survivors), [self.procs[p].exitcode for p in survivors]
-        return {p: self.counts[p].recv() for p in survivors}
+        self.collector.join([self.procs[p] for p in (0, 1)], 40)
+        assert all(self.procs[p].exitcode == 0 for p in (0, 1)), [self.procs[p].exitcode for p in (0, 1)]
+        expected = {p: self.counts[p].recv() for p in (0, 1)}
+        self.collector.put_markers(self.q, 2)
+        self.collector.wait_done(consumers, 40)
+        self.collector.join(self.collector.kids.procs, 10)
+        return expected
 
 
 def kill(proc: Any) -> None:
@@ -98,70 +124,48 @@ def kill(proc: Any) -> None:
     assert proc.exitcode == -signal.SIGKILL, proc.exitcode
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("mode", list(KILL_MODES))
-@pytest.mark.parametrize("api", ["single", "batch"])
-@pytest.mark.parametrize("round", range(3))
-def test_kill_producer_mid_stream(round: int, api: str, mode: str, new_name: Callable[[], str], kids: Kids,
+def _every_kill_case(test: Callable[..., None]) -> Callable[..., None]:
+    """Three rounds of each API (single items, batches) in each mode of KILL_MODES."""
+    for mark in (pytest.mark.parametrize("round", range(3)), pytest.mark.parametrize("api", ["single", "batch"]),
+                 pytest.mark.parametrize("mode", list(KILL_MODES)), pytest.mark.timeout(60)):
+        test = mark(test)
+    return test
+
+
+@_every_kill_case
+def test_kill_producer_mid_stream(round: int, api: str, mode: str, new_name: Callable[[], str],
                                   collector: Collector) -> None:
-    seed = random.randrange(2**32)
-    rng = random.Random(seed)
-    ctx = f"[seed {seed}] "
-    imode, maxsize = KILL_MODES[mode]
     victim = 2
-    with make_queue(imode, new_name(), maxsize=maxsize) as q:
+    with KillRun(collector, api, mode, new_name()) as run:
         for c in range(2):
-            collector.consumer(c, q, api, imode, seed + 100 + c)
-        stream = Stream(collector, q, api, imode, seed)
-        for p in (0, 1, victim):
-            stream.start(p)
-        _wait_for(collector, lambda: collector.count_from(victim) >= 20, 20, "the victim's first items")
-        time.sleep(rng.uniform(0, 0.03))
-        kill(stream.procs[victim])
-        stream.carry_on(100)
-        expected = stream.finish([0, 1])
-        collector.put_markers(q, 2)
-        collector.wait_done({0, 1}, 40)
-        collector.join(kids.procs, 10)
+            run.consumer(c)
+        run.producers(0, 1, victim)
+        run.kill_after_first_items(run.procs[victim], lambda: collector.count_from(victim) >= 20)
+        expected = run.wind_down({0, 1})
         delivered = collector.count_from(victim)
         expected[victim] = delivered
-        check_delivery(collector.got, expected, prefix_only=frozenset({victim}), ctx=ctx)
+        check_delivery(collector.got, expected, prefix_only=frozenset({victim}), ctx=run.ctx)
         assert delivered >= 20
-        assert_drained(q, producer_killed=True)
-        q.put("still usable")
-        assert q.get(timeout=1) == "still usable"
+        assert_drained(run.q, producer_killed=True)
+        run.q.put("still usable")
+        assert run.q.get(timeout=1) == "still usable"
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("mode", list(KILL_MODES))
-@pytest.mark.parametrize("api", ["single", "batch"])
-@pytest.mark.parametrize("round", range(3))
-def test_kill_consumer_mid_stream(round: int, api: str, mode: str, new_name: Callable[[], str], kids: Kids,
+@_every_kill_case
+def test_kill_consumer_mid_stream(round: int, api: str, mode: str, new_name: Callable[[], str],
                                   collector: Collector) -> None:
-    seed = random.randrange(2**32)
-    rng = random.Random(seed)
-    ctx = f"[seed {seed}] "
-    imode, maxsize = KILL_MODES[mode]
     victim = 0
-    with make_queue(imode, new_name(), maxsize=maxsize) as q:
-        doomed = collector.consumer(victim, q, api, imode, seed + 100)
+    with KillRun(collector, api, mode, new_name()) as run:
+        doomed = run.consumer(victim)
         for c in (1, 2):
-            collector.consumer(c, q, api, imode, seed + 100 + c)
-        stream = Stream(collector, q, api, imode, seed)
-        for p in (0, 1):
-            stream.start(p)
-        _wait_for(collector, lambda: len(collector.got[victim]) >= 20, 20, "the victim's first items")
-        time.sleep(rng.uniform(0, 0.03))
-        kill(doomed)
+            run.consumer(c)
+        run.producers(0, 1)
+        run.kill_after_first_items(doomed, lambda: len(collector.got[victim]) >= 20)
         collector.drain(victim)  # what it reported before it died
-        stream.carry_on(100)
-        expected = stream.finish([0, 1])
-        collector.put_markers(q, 2)
-        collector.wait_done({1, 2}, 40)
-        collector.join(kids.procs, 10)
-        lose = 1 if api == "single" else MAX_BATCH[imode]
-        check_delivery(collector.got, expected, may_lose=lose, ctx=ctx)
-        assert_drained(q)
+        expected = run.wind_down({1, 2})
+        lose = 1 if api == "single" else MAX_BATCH[run.mode]
+        check_delivery(collector.got, expected, may_lose=lose, ctx=run.ctx)
+        assert_drained(run.q)
 
 
 # -- killed while holding the lock ---------------------------------------------------
@@ -304,11 +308,12 @@ def test_crash_in_put_stage2_keeps_joinable_task_count(new_name: Callable[[], st
 @pytest.mark.timeout(30)
 def test_recovery_removes_every_chunk_left_past_the_chain(name: str, crasher: Path) -> None:
     with shmring.Queue(name=name) as q:
-        for i in (0, 1, 2):
-            (SHM / f"{name}.q{i}").write_bytes(b"")  # a killed multi-chunk put_many's leftovers
+        leftovers = [chunk_name(name, i) for i in (0, 1, 2)]
+        for leftover in leftovers:
+            (SHM / leftover).write_bytes(b"")  # a killed multi-chunk put_many's leftovers
         crash_in_put(crasher, q, 3)
         q.put("after")  # takes the dead holder's lock over, recounts, cleans up
-        assert not any((SHM / f"{name}.q{i}").exists() for i in (0, 1, 2))
+        assert not any((SHM / leftover).exists() for leftover in leftovers)
         assert q.get(timeout=1) == "after"
 
 
@@ -334,4 +339,62 @@ def test_lock_held_by_a_dead_pid_is_taken_over(new_name: Callable[[], str]) -> N
         assert time.monotonic() - t0 < 1.0
         assert q.qsize() == 2
         assert q.get_many() == ["x", "y"]
+        assert_drained(q)
+
+
+# -- a holder stopped while holding the lock -------------------------------------------
+
+
+def _stopped_holder(crasher: Path, q: shmring.Queue) -> subprocess.Popen[str]:
+    """queue_crash at stage 5: it takes the lock and stops itself (SIGSTOP)."""
+    p = subprocess.Popen([str(crasher), q.name, "5"], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline() == "held\n"
+    deadline = time.monotonic() + OP_TIMEOUT
+    while Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() < deadline, "the holder did not stop"
+        time.sleep(0.001)
+    return p
+
+
+def _timed_raise(call: Callable[[], Any], exc: type[BaseException]) -> float:
+    t0 = time.monotonic()
+    with pytest.raises(exc):
+        call()
+    return time.monotonic() - t0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["unbounded", "bounded"])
+def test_nowait_calls_return_while_a_stopped_process_holds_the_lock(
+    mode: str, new_name: Callable[[], str], crasher: Path
+) -> None:
+    """Regression (issue 14): get_nowait, get(block=False), get_many_nowait and
+    put_nowait waited for a holder stopped by SIGSTOP (Ctrl-Z, a debugger) for
+    as long as it stayed stopped.  They give up after a bounded wait for the
+    lock (SHMRING_NOWAIT_LOCK_NS, 1 ms) with Empty / Full, and get / put with a
+    timeout (and the C API's get with a deadline) honour it while the lock
+    is held."""
+    with make_queue(mode, new_name()) as q:
+        q.put("before")
+        holder = _stopped_holder(crasher, q)
+        try:
+            for call, exc in ((q.get_nowait, queue.Empty), (lambda: q.get(block=False), queue.Empty),
+                              (q.get_many_nowait, queue.Empty), (lambda: q.put_nowait("x"), queue.Full),
+                              (lambda: q.put("x", block=False), queue.Full)):
+                assert _timed_raise(call, exc) < 0.5
+            assert 0.15 < _timed_raise(lambda: q.get(timeout=0.2), queue.Empty) < 2.0
+            assert 0.15 < _timed_raise(lambda: q.put("x", timeout=0.2), queue.Full) < 2.0
+            # the C API's shmring_queue_get, with a 200 ms deadline
+            out = subprocess.run([str(crasher), q.name, "6"], capture_output=True, text=True, timeout=OP_TIMEOUT)
+            verb, result, ms = out.stdout.split()
+            assert (verb, result) == ("get", "timeout"), out
+            assert 150 <= float(ms) < 2000, out
+            assert q.stats()["holder"] == holder.pid
+        finally:
+            os.kill(holder.pid, signal.SIGCONT)
+        assert holder.wait(OP_TIMEOUT) == 0
+        assert q.stats()["holder"] == 0
+        assert q.get_nowait() == "before"
+        with pytest.raises(queue.Empty):
+            q.get_nowait()
         assert_drained(q)

@@ -1,11 +1,12 @@
 """Overflow chunks of unbounded queues.
 
 A put never waits for room: items past the ring go to chunk segments
-(<name>.q<N>) chained in FIFO order, each removed once drained; an item
+(<name>.q<N>.<tag>) chained in FIFO order, each removed once drained; an item
 larger than the ring gets a chunk of its own (on a bounded queue too).  Every
 handle unmaps the chunks others retired, a chunk a killed producer left
-unpublished is replaced, and a queue merely named like a chunk is never
-touched.
+unpublished is replaced, a queue merely named like a chunk is never
+touched, and another user cannot take the name of a chunk before the queue
+needs it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 
 import shmring
 
-from _queue_helpers import OP_TIMEOUT, RING, chunk_files
+from _queue_helpers import OP_TIMEOUT, RING, chunk_files, chunk_name
 from conftest import SHM
 
 
@@ -96,11 +97,91 @@ def test_single_item_larger_than_the_ring_bounded(name: str) -> None:
 
 
 def test_overflow_removes_a_chunk_left_unpublished_by_a_killed_producer(name: str) -> None:
-    (SHM / f"{name}.q0").write_bytes(b"")  # created, never published: its maker died
     with shmring.Queue(name=name) as q:
+        (SHM / chunk_name(name, 0)).write_bytes(b"")  # created, never published: its maker died
         q.put_bytes(b"y" * (RING + 1))  # needs chunk 0
         assert q.stats()["overflow_chunks"] == 1
         assert q.get_bytes(timeout=1) == b"y" * (RING + 1)
+
+
+# -- chunk names and other users ----------------------------------------------------
+
+OTHER_UID = 65534  # "nobody": a user that is not the queue's owner
+
+
+def _squat_as_another_user(names: list[str]) -> None:
+    """Create each of `names` in /dev/shm from a child running as another
+    user, as an attacker would: world-readable, holding bytes that are no
+    shmring segment; the owner cannot use it (nor, unless root, remove it
+    from the sticky /dev/shm)."""
+    pid = os.fork()
+    if pid == 0:  # the child: no Python-level cleanup, only system calls
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(OTHER_UID)
+            os.setuid(OTHER_UID)
+            for n in names:
+                fd = os.open(SHM / n, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.write(fd, b"squatted" * 1024)
+                os.close(fd)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the other user could not create its names"
+    assert all((SHM / n).stat().st_uid == OTHER_UID for n in names)
+
+
+def _names_to_squat(name: str, taken: set[str]) -> list[str]:
+    """What another user can predict from listing /dev/shm: for every entry
+    that looks like a chunk of `name`, the next indexes under the same tag
+    (and without one)."""
+    prefix = name + ".q"
+    guesses = []
+    for entry in os.listdir(SHM):
+        if not entry.startswith(prefix) or entry in taken:
+            continue
+        index, _, tag = entry[len(prefix) :].partition(".")
+        if index.isdigit():
+            for nxt in range(int(index) + 1, int(index) + 10):
+                guesses += [f"{prefix}{nxt}.{tag}" if tag else f"{prefix}{nxt}", f"{prefix}{nxt}"]
+    return sorted(set(guesses) - taken - set(os.listdir(SHM)))
+
+
+@pytest.mark.timeout(60)
+def test_another_user_cannot_take_the_names_of_the_next_overflow_chunks(name: str) -> None:
+    """Regression (issue 14): chunk names were predictable ("<queue>.q0",
+    ".q1", ...) in the world-listable, sticky /dev/shm, so another user
+    could create them first and every put past the ring failed with
+    FileExistsError.  Another uid creates every name it can predict (the
+    old names before the first chunk, then whatever it derives from the
+    chunk names it lists); the owner's puts still succeed and every item
+    comes back, in order."""
+    if os.geteuid() != 0:
+        pytest.fail("this test runs a child as another uid: run the suite as root (CI does)")
+    size = 300_000  # three to a 1 MiB ring or chunk
+    items = [i.to_bytes(4, "little") * (size // 4) for i in range(30)]
+    squatted = [f"{name}.q{i}" for i in range(10)]
+    try:
+        with shmring.Queue(name=name) as q:
+            _squat_as_another_user(squatted)
+            for it in items[:5]:  # the ring, then chunk 0
+                q.put_bytes(it)
+            assert chunk_files(name), "no chunk was made: the attack below needs one to look at"
+            more = _names_to_squat(name, set(squatted))
+            assert more
+            _squat_as_another_user(more)
+            squatted += more
+            for it in items[5:]:  # chunks 1 to 9, past every guess
+                q.put_bytes(it, timeout=OP_TIMEOUT)
+            assert q.stats()["overflow_chunks"] >= 8
+            got = [q.get_bytes(timeout=OP_TIMEOUT) for _ in items]
+            assert [g[:4] for g in got] == [it[:4] for it in items] and got == items
+            assert chunk_files(name) == sorted(n for n in squatted if shmring._core.chunk_index(n, name) is not None)
+    finally:
+        for n in squatted:
+            (SHM / n).unlink(missing_ok=True)
 
 
 # -- chunks and the other handles ---------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 import shmring
 
 from _queue_helpers import (
-    BYTES, CAPACITY, COUNT, DATA, DATA_OFFSET, FLAGS, HEAD, LOCK_OWNER, MAXSIZE, OP_TIMEOUT, OVF_HEAD, SMALL,
+    BYTES, CAPACITY, CHUNK_KEY, COUNT, DATA, DATA_OFFSET, FLAGS, HEAD, LOCK_OWNER, MAXSIZE, OP_TIMEOUT, OVF_HEAD, SMALL,
     TAG_BYTES, TAG_OBJECT, TAIL, chunk_files, later, park_tail, ring_counters,
 )
 from conftest import record_size, u64
@@ -28,8 +28,9 @@ def test_layout_offsets_match_header() -> None:
     header = "".join(p.read_text() for p in sorted((Path(__file__).resolve().parent.parent / "include").rglob("*.h")))
     asserted = dict(re.findall(r"offsetof\(shmring_queue_ctrl, (\w+)\) == (\d+)", header))
     offsets = {k: int(v) for k, v in asserted.items()}
-    assert {k: offsets[k] for k in ("maxsize", "flags", "lock", "head", "count", "ovf_head")} == {
-        "maxsize": MAXSIZE, "flags": FLAGS, "lock": LOCK_OWNER, "head": HEAD, "count": COUNT, "ovf_head": OVF_HEAD
+    assert {k: offsets[k] for k in ("maxsize", "flags", "chunk_key", "lock", "head", "count", "ovf_head")} == {
+        "maxsize": MAXSIZE, "flags": FLAGS, "chunk_key": CHUNK_KEY, "lock": LOCK_OWNER, "head": HEAD, "count": COUNT,
+        "ovf_head": OVF_HEAD,
     }
     assert re.search(r"#define SHMRING_QUEUE_CTRL_SIZE %du" % DATA, header)
     body = header[header.index("typedef struct shmring_queue_ctrl") :]

@@ -10,7 +10,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,12 +49,19 @@ def poke(name: str, offset: int, data: bytes, fix_checksum: bool = False) -> Non
         os.close(fd)
 
 
-def write_file(name: str, data: bytes) -> None:
+@contextmanager
+def raw_file(name: str, data: bytes) -> Iterator[None]:
+    """A file ``name`` in /dev/shm holding ``data``, made without shmring
+    (as another program could); removed at the end of the block."""
     fd = os.open(SHM / name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
         os.write(fd, data)
     finally:
         os.close(fd)
+    try:
+        yield
+    finally:
+        (SHM / name).unlink()
 
 
 # -- creating and opening ---------------------------------------------------
@@ -78,7 +86,7 @@ def test_header_records_creator(name: str) -> None:
     with shmring.Segment.create(name, 64) as seg:
         info = seg.info()
         assert info.kind == "segment" and info.size == 64 and info.total_size == 64 + HEADER
-        assert info.version == _core.LAYOUT_VERSION == 2
+        assert info.version == _core.LAYOUT_VERSION
         assert info.creator_pid == os.getpid() and info.creator_uid == os.geteuid()
         assert info.creator_start == _core.process_start_time(os.getpid())
         assert info.alive
@@ -174,44 +182,31 @@ def test_constructor_is_not_public() -> None:
 
 
 def test_foreign_file_is_refused_and_not_unlinked(name: str) -> None:
-    write_file(name, b"this is somebody else's data" * 10)
-    try:
+    with raw_file(name, b"this is somebody else's data" * 10):
         with pytest.raises(shmring.ForeignSegmentError) as info:
             shmring.Segment.open(name)
         assert isinstance(info.value, ValueError) and isinstance(info.value, shmring.SegmentError)
         assert info.value.name == name and name in str(info.value)
         assert (SHM / name).exists()  # a failed attach never removes another's object
-    finally:
-        (SHM / name).unlink()
 
 
 def test_tiny_foreign_file(name: str) -> None:
-    write_file(name, b"x")
-    try:
-        with pytest.raises(shmring.ForeignSegmentError):
-            shmring.Segment.open(name)
-    finally:
-        (SHM / name).unlink()
+    with raw_file(name, b"x"), pytest.raises(shmring.ForeignSegmentError):
+        shmring.Segment.open(name)
 
 
 def test_empty_object_is_not_ready(name: str) -> None:
-    write_file(name, b"")
-    try:
+    with raw_file(name, b""):
         t0 = time.monotonic()
         with pytest.raises(shmring.SegmentNotReadyError, match="not yet initialised"):
             shmring.Segment.open(name)
         assert time.monotonic() - t0 < 2.0
-    finally:
-        (SHM / name).unlink()
 
 
 def test_unpublished_header_is_not_ready(name: str) -> None:
-    write_file(name, bytes(4096))  # sized but magic still zero: creator mid-way
-    try:
-        with pytest.raises(shmring.SegmentNotReadyError):
-            shmring.Segment.open(name)
-    finally:
-        (SHM / name).unlink()
+    # sized but magic still zero: creator mid-way
+    with raw_file(name, bytes(4096)), pytest.raises(shmring.SegmentNotReadyError):
+        shmring.Segment.open(name)
 
 
 def test_truncated_segment(segment: shmring.Segment) -> None:
@@ -223,12 +218,8 @@ def test_truncated_segment(segment: shmring.Segment) -> None:
 def test_truncated_inside_header(name: str) -> None:
     with shmring.Segment.create(name, 4096) as seg:
         head = bytes(_core_header(seg))
-    write_file(name, head[:40])
-    try:
-        with pytest.raises(shmring.TruncatedSegmentError):
-            shmring.Segment.open(name)
-    finally:
-        (SHM / name).unlink()
+    with raw_file(name, head[:40]), pytest.raises(shmring.TruncatedSegmentError):
+        shmring.Segment.open(name)
 
 
 def _core_header(seg: shmring.Segment) -> bytes:
@@ -332,8 +323,7 @@ def test_random_headers_never_crash(
     if fix:
         data[64:72] = struct.pack("<Q", fnv1a64(bytes(data[8:64])))
     name = new_name()
-    write_file(name, bytes(data) + bytes(extra))
-    try:
+    with raw_file(name, bytes(data) + bytes(extra)):
         try:
             seg = shmring.Segment.open(name, allow_other_owner=True)
         except shmring.SegmentError:
@@ -342,8 +332,6 @@ def test_random_headers_never_crash(
             assert seg.size == struct.unpack_from("<Q", data, OFF_TOTAL)[0] - HEADER
             assert seg.size <= extra
             seg.buf[-1:] = b"x"  # the whole payload is really mapped
-    finally:
-        (SHM / name).unlink()
 
 
 # -- the mapping's lifetime ---------------------------------------------------

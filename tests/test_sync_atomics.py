@@ -87,18 +87,13 @@ def test_atomic_wraparound_and_overflow(segment: Segment) -> None:
     assert a64.load() == INT64_MAX
     assert AtomicInt32(segment, 12).load() == 0
     before = (a64.load(), a32.load())
-    for bad in (INT64_MAX + 1, INT64_MIN - 1, 2**100):
-        for call in (a64.store, a64.exchange, a64.fetch_add, a64.fetch_sub, a64.fetch_and, a64.fetch_or,
-                     a64.fetch_xor, lambda v: a64.compare_exchange(v, 0), lambda v: a64.compare_exchange(0, v),
-                     lambda v: a64.wait(v, 0)):
-            with pytest.raises(OverflowError):
-                call(bad)
-    for bad in (INT32_MAX + 1, INT32_MIN - 1, 2**40):
-        for call in (a32.store, a32.exchange, a32.fetch_add, a32.fetch_sub, a32.fetch_and, a32.fetch_or,
-                     a32.fetch_xor, lambda v: a32.compare_exchange(v, 0), lambda v: a32.compare_exchange(0, v),
-                     lambda v: a32.wait(v, 0)):
-            with pytest.raises(OverflowError):
-                call(bad)
+    for atom, too_wide in ((a64, (INT64_MAX + 1, INT64_MIN - 1, 2**100)), (a32, (INT32_MAX + 1, INT32_MIN - 1, 2**40))):
+        for bad in too_wide:
+            for call in (atom.store, atom.exchange, atom.fetch_add, atom.fetch_sub, atom.fetch_and, atom.fetch_or,
+                         atom.fetch_xor, lambda v: atom.compare_exchange(v, 0), lambda v: atom.compare_exchange(0, v),
+                         lambda v: atom.wait(v, 0)):
+                with pytest.raises(OverflowError):
+                    call(bad)
     assert (a64.load(), a32.load()) == before, "a refused operation changed the value"
 
 

@@ -14,7 +14,7 @@ import pytest
 from shmring import AtomicInt32, Mutex, Segment, Semaphore
 
 from _sync_helpers import (
-    FLAG, LOCK, MUTEX_STATE, MUTEX_WAITERS, SEM_WAITERS, _increment_under, _start_holder, _timed, make_lock,
+    FLAG, LOCK, MUTEX_STATE, MUTEX_WORD, SEM_WAITERS, _increment_under, _start_holder, _timed, make_lock,
     read_counter, u32,
 )
 from conftest import CONTEXTS, FORK, SPAWN, Kids
@@ -38,7 +38,7 @@ def test_mutual_exclusion(kind: str, ctx: str, segment: Segment, kids: Kids) -> 
         assert lock.holder() is None
         assert not lock.locked()
     if isinstance(lock, Mutex):
-        assert u32(segment, LOCK + MUTEX_WAITERS) == 0
+        assert u32(segment, LOCK + MUTEX_WORD) == 0, "the last release clears the sleepers' mark"
         assert u32(segment, LOCK + MUTEX_STATE) == 0
 
 

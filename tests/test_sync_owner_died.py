@@ -19,8 +19,8 @@ import pytest
 from shmring import AtomicInt32, AtomicInt64, Condition, LockNotRecoverable, Mutex, OwnerDied, Segment, SpinLock
 
 from _sync_helpers import (
-    AUX, FLAG, LOCK, MUTEX_STATE, MUTEX_WAITERS, READY, STAMP, _kill, _start_holder, make_lock, ms, read_counter, u32,
-    wait_until, wait_value, write_counter,
+    AUX, FLAG, LOCK, MUTEX_SLEEPERS, MUTEX_STATE, MUTEX_WORD, READY, STAMP, _kill, _start_holder, make_lock, ms,
+    read_counter, u32, wait_until, wait_value, write_counter,
 )
 from conftest import CONTEXTS, FORK, SPAWN, Kids
 
@@ -142,7 +142,7 @@ def test_blocked_waiter_gets_owner_died(kind: str, ctx: str, segment: Segment, k
     waiter = kids.start(CONTEXTS[ctx], _blocked_acquire, lock, segment, ready, stamp, True)
     wait_value(ready, 1, what="waiter ready")
     if kind == "mutex":
-        wait_until(lambda: u32(segment, LOCK + MUTEX_WAITERS) == 1, what="waiter asleep")
+        wait_until(lambda: u32(segment, LOCK + MUTEX_WORD) == MUTEX_SLEEPERS, what="waiter asleep")
     time.sleep(0.3)
     stamp.store(time.monotonic_ns())
     holder.kill()
@@ -215,7 +215,7 @@ def test_mutex_sleepers_woken_with_not_recoverable(segment: Segment, kids: Kids)
         mutex.acquire()
     sleepers = [kids.start(ctx, _blocked_acquire, mutex, segment, ready, stamp, False) for ctx in (FORK, FORK, SPAWN)]
     wait_value(ready, 3, what="sleepers ready")
-    wait_until(lambda: u32(segment, LOCK + MUTEX_WAITERS) == 3, what="3 announced sleepers")
+    wait_until(lambda: u32(segment, LOCK + MUTEX_WORD) == MUTEX_SLEEPERS, what="sleepers marked")
     time.sleep(0.2)
     stamp.store(time.monotonic_ns())
     mutex.release()  # without mark_consistent()

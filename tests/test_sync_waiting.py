@@ -18,7 +18,7 @@ import shmring
 from shmring import AtomicFlag, AtomicInt32, AtomicInt64, Condition, Event, Mutex, Segment, Semaphore, SpinLock
 
 from _sync_helpers import (
-    AUX, AUX2, COND_WAITERS, EVENT_WAITERS, FLAG, LOCK, MUTEX_WAITERS, SEM_WAITERS, STAMP, _timed, ms, u32,
+    AUX, AUX2, COND_WAITERS, EVENT_WAITERS, FLAG, LOCK, MUTEX_WORD, SEM_WAITERS, STAMP, _timed, ms, u32,
     wait_value,
 )
 from conftest import CONTEXTS, FORK, Kids
@@ -141,11 +141,11 @@ class Board:
 
     def waiter_hints(self) -> dict[str, int]:
         return {
-            "mutex": u32(self.seg, LOCK + MUTEX_WAITERS),
+            "mutex": u32(self.seg, LOCK + MUTEX_WORD),
             "semaphore": u32(self.seg, AUX + SEM_WAITERS),
             "event": u32(self.seg, AUX + 8 + EVENT_WAITERS),
             "condition": u32(self.seg, AUX2 + 48 + COND_WAITERS),
-            "condition lock": u32(self.seg, AUX + 16 + MUTEX_WAITERS),
+            "condition lock": u32(self.seg, AUX2 + 24 + MUTEX_WORD),
         }
 
 

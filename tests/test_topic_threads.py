@@ -13,7 +13,7 @@ from typing import Any
 import shmring
 from shmring import Topic
 
-from conftest import STEP, Worker, wait_inside
+from conftest import STEP, Worker, check_each_threads_order, numbers_until_end, started, wait_inside
 
 
 def test_topic_subscription_close_wakes_recv_latest_and_peek(topic: Callable[..., Topic]) -> None:
@@ -83,14 +83,7 @@ def test_four_threads_publishing_on_one_publisher(topic: Callable[..., Topic]) -
                     struct.pack_into("<II", buf, 0, tid, seq)
 
     threads = [Worker(lambda tid=tid: publisher(tid)) for tid in range(4)]  # type: ignore[misc]
-    for w in threads:
-        w.start()
-    last = [-1] * 4
-    for _ in range(4 * per_thread):
-        tid, seq = struct.unpack("<II", sub.recv(timeout=STEP))
-        assert seq == last[tid] + 1
-        last[tid] = seq
-    assert [w.finish() for w in threads] == [("returned", None)] * 4
+    check_each_threads_order(lambda: sub.recv(timeout=STEP), threads, per_thread)
 
 
 def test_two_threads_on_one_subscription_each_message_once(topic: Callable[..., Topic]) -> None:
@@ -99,17 +92,7 @@ def test_two_threads_on_one_subscription_each_message_once(topic: Callable[..., 
     sub = t.subscribe()
     pub = t.publisher()
 
-    def receiver() -> list[int]:
-        got = []
-        while True:
-            m = sub.recv(timeout=STEP)
-            if m == b"end":
-                return got
-            got.append(int(m))
-
-    threads = [Worker(receiver) for _ in range(2)]
-    for w in threads:
-        w.start()
+    threads = started([Worker(lambda: numbers_until_end(lambda: sub.recv(timeout=STEP))) for _ in range(2)])
     for i in range(n):
         pub.send(b"%d" % i, timeout=STEP)
     pub.send(b"end")

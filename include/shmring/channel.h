@@ -396,33 +396,49 @@ static inline void shmring_channel_commit(shmring_channel *ch, uint64_t len)
     ch->batch_bytes += len;
 }
 
-/* Make every committed record visible to the consumer (store tail), and
- * wake it if it sleeps.  One call can publish a whole batch. */
+/* What the two ends do to hand their progress to the other: add the batch
+ * to this end's statistics, store this end's counter (the producer's tail,
+ * the consumer's head), and wake the other end if it sleeps, on its futex
+ * word and, on "semaphore" channels, its semaphore. */
+static inline void shmring_channel_publish_counter_(shmring_channel *ch, uint64_t *counter, uint64_t value,
+                                                    uint64_t *stat_msgs, uint64_t *stat_bytes, uint64_t batch_msgs,
+                                                    uint64_t batch_bytes, uint32_t *other_waiting,
+                                                    uint32_t *other_seq, shmring_sem *other_sem)
+{
+    /* relaxed: statistics only, written by this end, read with relaxed loads. */
+    shmring_store_relaxed(stat_msgs, shmring_load_relaxed(stat_msgs) + batch_msgs);
+    shmring_store_relaxed(stat_bytes, shmring_load_relaxed(stat_bytes) + batch_bytes);
+    /* release [S2] (tail) / [S5] (head): pairs with the other end's acquire
+     * load of the counter.  Tail: the records (headers and payloads)
+     * written before are visible before it.  Head: our reads of the
+     * released bytes complete before the producer may overwrite them. */
+    shmring_store_release(counter, value);
+    /* light or full barrier [S6] (tail) / [S7] (head): pairs with the other
+     * end's heavy barrier between setting its waiting flag and re-reading
+     * the counter: either it sees our counter, or we see its flag and wake
+     * it (lost wake-up race). */
+    shmring_light_barrier(ch->light);
+    /* relaxed: ordered by the fence above. */
+    if (shmring_load_relaxed(other_waiting)) {
+        /* release [S6]/[S7]: the futex word changes after the counter did. */
+        shmring_fetch_add_release(other_seq, 1u);
+        shmring_futex_wake(other_seq, 1);
+    }
+    if (ch->wait == SHMRING_WAIT_SEMAPHORE)
+        shmring_sem_signal(other_sem); /* [S8]: after the counter store above */
+}
+
+/* Make every committed record visible to the consumer (store tail [S2]),
+ * and wake it if it sleeps [S6].  One call can publish a whole batch. */
 static inline void shmring_channel_publish(shmring_channel *ch)
 {
     shmring_channel_ctrl *c = ch->ctrl;
     if (ch->tail == ch->tail_published)
         return;
-    /* relaxed: statistics only, read with relaxed loads. */
-    shmring_store_relaxed(&c->sent_msgs, shmring_load_relaxed(&c->sent_msgs) + ch->batch_msgs);
-    shmring_store_relaxed(&c->sent_bytes, shmring_load_relaxed(&c->sent_bytes) + ch->batch_bytes);
+    shmring_channel_publish_counter_(ch, &c->tail, ch->tail, &c->sent_msgs, &c->sent_bytes, ch->batch_msgs,
+                                     ch->batch_bytes, &c->consumer_waiting, &c->data_seq, &c->data_sem);
     ch->batch_msgs = ch->batch_bytes = 0;
-    /* release [S2]: pairs with the consumer's acquire load of tail: the
-     * records (headers and payloads) written above are visible before it. */
-    shmring_store_release(&c->tail, ch->tail);
     ch->tail_published = ch->tail;
-    /* light or full barrier [S6]: pairs with the consumer's heavy barrier
-     * between setting consumer_waiting and re-reading tail: either it sees
-     * our tail, or we see its flag and wake it (lost wake-up race). */
-    shmring_light_barrier(ch->light);
-    /* relaxed: ordered by the fence above. */
-    if (shmring_load_relaxed(&c->consumer_waiting)) {
-        /* release [S6]: the futex word changes after tail did. */
-        shmring_fetch_add_release(&c->data_seq, 1u);
-        shmring_futex_wake(&c->data_seq, 1);
-    }
-    if (ch->wait == SHMRING_WAIT_SEMAPHORE)
-        shmring_sem_signal(&c->data_sem); /* [S8]: after the tail store above */
 }
 
 /* The next message, without consuming it.  Returns SHMRING_OK with *out and
@@ -481,32 +497,18 @@ static inline void shmring_channel_consume(shmring_channel *ch)
     ch->current_size = 0;
 }
 
-/* Give the consumed bytes back to the producer: store head ("release" in
- * docs/PROTOCOL.md 3.4), and wake the producer if it sleeps. */
+/* Give the consumed bytes back to the producer: store head [S5]
+ * ("release" in docs/PROTOCOL.md 3.4), and wake the producer if it sleeps
+ * [S7]. */
 static inline void shmring_channel_publish_head(shmring_channel *ch)
 {
     shmring_channel_ctrl *c = ch->ctrl;
     if (ch->head == ch->head_published)
         return;
-    /* relaxed: statistics only. */
-    shmring_store_relaxed(&c->recv_msgs, shmring_load_relaxed(&c->recv_msgs) + ch->released_msgs);
-    shmring_store_relaxed(&c->recv_bytes, shmring_load_relaxed(&c->recv_bytes) + ch->released_bytes);
+    shmring_channel_publish_counter_(ch, &c->head, ch->head, &c->recv_msgs, &c->recv_bytes, ch->released_msgs,
+                                     ch->released_bytes, &c->producer_waiting, &c->space_seq, &c->space_sem);
     ch->released_msgs = ch->released_bytes = 0;
-    /* release [S5]: pairs with the producer's acquire load of head: our
-     * reads of the released bytes complete before it may overwrite them. */
-    shmring_store_release(&c->head, ch->head);
     ch->head_published = ch->head;
-    /* light or full barrier [S7]: pairs with the producer's heavy barrier
-     * between setting producer_waiting and re-reading head. */
-    shmring_light_barrier(ch->light);
-    /* relaxed: ordered by the fence above. */
-    if (shmring_load_relaxed(&c->producer_waiting)) {
-        /* release [S7]: the futex word changes after head did. */
-        shmring_fetch_add_release(&c->space_seq, 1u);
-        shmring_futex_wake(&c->space_seq, 1);
-    }
-    if (ch->wait == SHMRING_WAIT_SEMAPHORE)
-        shmring_sem_signal(&c->space_sem); /* [S8]: after the head store above */
 }
 
 /* Mark one end closed ([S4]) and wake the other end if it sleeps. */

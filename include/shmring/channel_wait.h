@@ -268,18 +268,14 @@ static inline int shmring_channel_wait_sliced(shmring_channel *ch, int writer, u
                                               uint32_t spin_ns, uint64_t deadline_ns, const shmring_wait_hooks *hooks)
 {
     shmring_channel_waiter_ w;
-    shmring_wait_op op;
     w.ch = ch;
     w.writer = writer;
     w.need = need;
     w.strategy = strategy;
     w.spin_ns = spin_ns;
     w.check_peer = 0;
-    op.ctx = &w;
-    op.ready = shmring_channel_wait_ready_;
-    op.sleep = shmring_channel_wait_sleep_;
-    op.slice_ns = SHMRING_WAIT_SLICE_NS;
-    return shmring_wait_sliced(&op, hooks, deadline_ns);
+    return shmring_wait_for(&w, shmring_channel_wait_ready_, shmring_channel_wait_sleep_, SHMRING_WAIT_SLICE_NS,
+                            hooks, deadline_ns);
 }
 
 /* ------------------------------------------------------------------------ */

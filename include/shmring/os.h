@@ -94,29 +94,34 @@ static inline int shmring_zombie_exited(int64_t pid)
     return p == NULL || strtol(p + 9, NULL, 10) <= 1;
 }
 
-/* Is the process (pid, start_ticks) still running?  A reused pid has another
- * start time; a zombie has exited and only waits to be reaped.  When /proc
- * cannot tell, the answer is "alive": declaring a live holder dead would
- * hand its lock or its channel end to a second process.  `start_mask`
- * selects the bits of the start time that were recorded; a recorded start
- * time of 0 means "unknown" and is not compared. */
-static inline int shmring_process_alive_masked(int64_t pid, uint64_t start_ticks, uint64_t start_mask)
+/* Is process `pid` running, and since when?  1 with *start_ticks set; 0 if
+ * it is not (no such pid, or a zombie that has exited and only waits to be
+ * reaped); -1 when /proc cannot tell, and callers must then assume it is
+ * alive: declaring a live holder dead would hand its lock or its channel end
+ * to a second process. */
+static inline int shmring_process_running(int64_t pid, uint64_t *start_ticks)
 {
-    uint64_t now_start = 0;
     char state = '?';
-    int rc = shmring_proc_stat(pid, &now_start, &state);
+    int rc = shmring_proc_stat(pid, start_ticks, &state);
     if (rc == -1)
         return 0;
     if (rc != 0)
-        return 1;
+        return -1;
     if ((state == 'Z' || state == 'X' || state == 'x') && shmring_zombie_exited(pid))
         return 0;
-    return (start_ticks & start_mask) == 0 || (now_start & start_mask) == (start_ticks & start_mask);
+    return 1;
 }
 
+/* Is the process (pid, start_ticks) still running?  A reused pid has another
+ * start time.  A start time of 0 means "unknown" and is not compared (the
+ * callers that pass one: a segment's creator, shown by inspection). */
 static inline int shmring_process_alive(int64_t pid, uint64_t start_ticks)
 {
-    return shmring_process_alive_masked(pid, start_ticks, UINT64_MAX);
+    uint64_t now_start = 0;
+    int rc = shmring_process_running(pid, &now_start);
+    if (rc != 1)
+        return rc != 0;
+    return start_ticks == 0 || now_start == start_ticks;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -125,10 +130,14 @@ static inline int shmring_process_alive(int64_t pid, uint64_t start_ticks)
 
 /* A process token packs a pid (high 32 bits) and the low 32 bits of its start
  * time into one word, so that it can be claimed with a single CAS and still
- * tell a live process from a dead one whose pid was reused.  0 = nobody. */
+ * tell a live process from a dead one whose pid was reused.  0 = nobody.
+ * The start field is never 0 (a start time whose low 32 bits are 0, or one
+ * that could not be read, is recorded as 1), so that a word with a start
+ * field of 0 is known to be no process's token (shmring_token_alive). */
 static inline uint64_t shmring_token_make(int64_t pid, uint64_t start_ticks)
 {
-    return ((uint64_t)(uint32_t)pid << 32) | (start_ticks & UINT64_C(0xffffffff));
+    uint64_t start = start_ticks & UINT64_C(0xffffffff);
+    return ((uint64_t)(uint32_t)pid << 32) | (start != 0 ? start : 1u);
 }
 
 static inline uint64_t shmring_token_self(void)
@@ -144,11 +153,33 @@ static inline int64_t shmring_token_pid(uint64_t token)
     return (int64_t)(token >> 32);
 }
 
+/* Linux's PID_MAX_LIMIT: no pid is above it, whatever kernel.pid_max says. */
+#define SHMRING_PID_LIMIT INT64_C(4194304)
+
+/* Could `token` have been written by shmring_token_make for a real process?
+ * Not with a pid of 0 or above SHMRING_PID_LIMIT, nor with a start field of
+ * 0: such a word is a stray write (or SHMRING_TOKEN_ABANDONED). */
+static inline int shmring_token_plausible(uint64_t token)
+{
+    int64_t pid = shmring_token_pid(token);
+    return pid > 0 && pid <= SHMRING_PID_LIMIT && (token & UINT64_C(0xffffffff)) != 0;
+}
+
+/* Is the process named by `token` running?  A token that is not plausible
+ * names no process: its holder counts as dead, so a lock or a channel end
+ * that a stray write left "held" by it is taken over at the next liveness
+ * check instead of looking held for ever.  The start field is compared as
+ * shmring_token_make records it (0 as 1). */
 static inline int shmring_token_alive(uint64_t token)
 {
-    if (token == 0)
+    uint64_t now_start = 0;
+    int rc;
+    if (!shmring_token_plausible(token))
         return 0;
-    return shmring_process_alive_masked(shmring_token_pid(token), token, UINT64_C(0xffffffff));
+    rc = shmring_process_running(shmring_token_pid(token), &now_start);
+    if (rc != 1)
+        return rc != 0;
+    return shmring_token_make(shmring_token_pid(token), now_start) == token;
 }
 
 /* A process token that names no process: pid 2^32 - 1 is above any pid_max

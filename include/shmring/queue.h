@@ -15,6 +15,7 @@
 #include "segment.h"
 #include "record.h"
 #include "sync.h"
+#include "siphash.h"
 
 #include <dirent.h>
 
@@ -34,7 +35,8 @@ extern "C" {
  *
  * Overflow (queues not created SHMRING_QUEUE_BOUNDED): when the main ring
  * has no room, producers open a chain of overflow chunks, each its own
- * segment named "<queue>.q<index>" holding a ring of the same format.  While
+ * segment named "<queue>.q<index>.<tag>" holding a ring of the same format
+ * (the tag is keyed by a secret of the queue: shmring_queue_chunk_name).  While
  * the chain is not empty every new record goes to its newest chunk (FIFO is
  * kept); consumers drain the main ring, then the chunks from the oldest,
  * unlinking each once empty.  The chunk handling lives in the extension;
@@ -61,7 +63,8 @@ typedef struct shmring_queue_ctrl {
     uint32_t closed;      /* 1 once any process called close() [Q4] */
     uint32_t chunk_mode;  /* permission bits of the overflow chunks */
     uint64_t queue_id;    /* random, non-zero: stamped on every chunk of this queue */
-    uint8_t pad0[80];
+    uint64_t chunk_key[2]; /* random, secret: keys the chunks' names (0600 segment) */
+    uint8_t pad0[64];
     /* Ring state: read and written under the lock only, except count and
      * bytes, which lock-free readers (qsize, a polling waiter) load relaxed. */
     shmring_mutex lock;  /* [Q1] */
@@ -90,6 +93,7 @@ SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, flags) == 24, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, closed) == 32, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, chunk_mode) == 36, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, queue_id) == 40, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, chunk_key) == 48, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, lock) == 128, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, head) == 152, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, count) == 168, "layout");
@@ -134,6 +138,8 @@ static inline void shmring_queue_init(void *payload, uint64_t capacity, uint64_t
     shmring_queue_ctrl *c = (shmring_queue_ctrl *)payload;
     memset(c, 0, sizeof(*c));
     c->queue_id = shmring_random_id();
+    c->chunk_key[0] = shmring_random_id();
+    c->chunk_key[1] = shmring_random_id();
     c->capacity = capacity;
     c->data_offset = SHMRING_QUEUE_CTRL_SIZE;
     c->maxsize = maxsize;
@@ -448,24 +454,49 @@ static inline uint64_t shmring_queue_unfinished(shmring_queue_ctrl *c)
     return puts > done ? puts - done : 0;
 }
 
-/* Overflow chunks are named "<queue>.q<index>" (index in decimal): these
- * two functions are the only places that spell it. */
+/* Overflow chunks are named "<queue>.q<index>.<tag>": the index in decimal,
+ * the tag 16 lowercase hex digits of SipHash-2-4 of the index (8 bytes,
+ * little-endian) under the queue's chunk_key.  The key is drawn at creation
+ * and lives only in the queue's segment, which other users cannot read
+ * (docs/PROTOCOL.md 5.3): /dev/shm is listable by all, so a name another
+ * user could predict (the index alone, or a per-queue constant seen in one
+ * chunk's name) could be taken before the queue needs it, and the sticky
+ * directory would not let the owner remove it.  These functions are the only
+ * places that spell the name. */
 
-/* Name of overflow chunk `index` of queue `name` ("/name" or "name") in
- * `out` ("/name.qN", NAME_MAX + 2 bytes).  0, or SHMRING_ERR_ARG if too long. */
-static inline int shmring_queue_chunk_name(const char *name, uint64_t index, char *out)
+/* Name of overflow chunk `index` of queue `name` ("/name" or "name") under
+ * chunk key {k0, k1} in `out` ("/name.qN.T", NAME_MAX + 2 bytes).  0, or
+ * SHMRING_ERR_ARG if too long. */
+static inline int shmring_queue_chunk_name_keyed(const char *name, uint64_t k0, uint64_t k1, uint64_t index,
+                                                 char *out)
 {
-    int n = snprintf(out, NAME_MAX + 2, "%s%s.q%llu", name[0] == '/' ? "" : "/", name, (unsigned long long)index);
+    unsigned char msg[8];
+    unsigned i;
+    int n;
+    for (i = 0; i < 8; i++)
+        msg[i] = (unsigned char)(index >> (8 * i));
+    n = snprintf(out, NAME_MAX + 2, "%s%s.q%llu.%016llx", name[0] == '/' ? "" : "/", name,
+                 (unsigned long long)index, (unsigned long long)shmring_siphash24(k0, k1, msg, sizeof msg));
     return n > 0 && n <= NAME_MAX ? SHMRING_OK : SHMRING_ERR_ARG;
 }
 
-/* Is `entry` ("x.qN" or "/x.qN") named like chunk N of queue `name`?  1 with
- * *index = N, else 0.  Only the name: the chunk's stamp says whose it is. */
+/* Name of overflow chunk `index` of the queue whose control block is `c`. */
+static inline int shmring_queue_chunk_name(const shmring_queue_ctrl *c, const char *name, uint64_t index, char *out)
+{
+    /* relaxed: config, published with the segment [S1]. */
+    return shmring_queue_chunk_name_keyed(name, shmring_load_relaxed(&c->chunk_key[0]),
+                                          shmring_load_relaxed(&c->chunk_key[1]), index, out);
+}
+
+/* Is `entry` ("x.qN.T" or "/x.qN.T") named like chunk N of queue `name`?  1
+ * with *index = N, else 0.  Only the form (the tag is not checked: tools do
+ * not hold the key): the chunk's stamp says whose it is. */
 static inline int shmring_queue_chunk_parse(const char *entry, const char *name, uint64_t *index)
 {
     size_t n;
     uint64_t v = 0;
     const char *p;
+    int digits;
     if (entry[0] == '/')
         entry++;
     if (name[0] == '/')
@@ -474,13 +505,19 @@ static inline int shmring_queue_chunk_parse(const char *entry, const char *name,
     if (strncmp(entry, name, n) != 0 || entry[n] != '.' || entry[n + 1] != 'q')
         return 0;
     p = entry + n + 2;
-    if (*p < '0' || *p > '9' || (*p == '0' && p[1] != '\0'))
+    if (*p < '0' || *p > '9' || (*p == '0' && p[1] >= '0' && p[1] <= '9'))
         return 0;
-    for (; *p; p++) {
-        if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9u) / 10u)
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (v > (UINT64_MAX - 9u) / 10u)
             return 0;
         v = v * 10u + (uint64_t)(*p - '0');
     }
+    if (*p++ != '.')
+        return 0;
+    for (digits = 0; (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'); p++)
+        digits++;
+    if (digits != 16 || *p != '\0')
+        return 0;
     *index = v;
     return 1;
 }
@@ -503,7 +540,7 @@ typedef struct shmring_chunk_stamp {
     uint64_t queue_dev, queue_ino; /* the queue's object */
 } shmring_chunk_stamp;
 
-/* Read the stamp of chunk segment `path` ("/x.qN"), looking only. */
+/* Read the stamp of chunk segment `path` ("/x.qN.T"), looking only. */
 static inline shmring_chunk_stamp shmring_queue_chunk_stamp(const char *path)
 {
     shmring_chunk_stamp st;
@@ -577,7 +614,7 @@ static inline int shmring_queue_recount(shmring_queue_ctrl *c, uint64_t capacity
         shmring_segment seg;
         uint64_t cap;
         shmring_queue_chunk *k;
-        if (shmring_queue_chunk_name(name, i, path) != SHMRING_OK)
+        if (shmring_queue_chunk_name(c, name, i, path) != SHMRING_OK)
             return SHMRING_ERR_ARG;
         rc = shmring_segment_open(path, SHMRING_OPEN_ALLOW_OTHER_OWNER | SHMRING_OPEN_NO_ATTACH, &seg);
         if (rc == SHMRING_ERR_SYS && errno == ENOENT) {

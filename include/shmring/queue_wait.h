@@ -175,14 +175,23 @@ static inline int shmring_queue_wait_sleep_(void *ctx, uint64_t until_ns)
     return SHMRING_AGAIN; /* woken, timed out or interrupted: look again */
 }
 
+/* A waiter for queue `name` holding the arguments put and get share; the
+ * rest is zeroed for the caller to fill with its own. */
+static inline void shmring_queue_waiter_init_(shmring_queue_waiter_ *w, shmring_queue_ctrl *c, uint64_t capacity,
+                                              const char *name, uint64_t token, uint64_t deadline_ns)
+{
+    memset(w, 0, sizeof *w);
+    w->c = c;
+    w->capacity = capacity;
+    w->name = name;
+    w->token = token;
+    w->deadline_ns = deadline_ns;
+}
+
 static inline int shmring_queue_wait_(shmring_queue_waiter_ *w)
 {
-    shmring_wait_op op;
-    op.ctx = w;
-    op.ready = shmring_queue_wait_ready_;
-    op.sleep = shmring_queue_wait_sleep_;
-    op.slice_ns = SHMRING_WAIT_SLICE_NS;
-    return shmring_wait_sliced(&op, NULL, w->deadline_ns);
+    return shmring_wait_for(w, shmring_queue_wait_ready_, shmring_queue_wait_sleep_, SHMRING_WAIT_SLICE_NS, NULL,
+                            w->deadline_ns);
 }
 
 /* Put a record of `len` bytes tagged `tag` (SHMRING_REC_BYTES or _OBJECT)
@@ -193,12 +202,7 @@ static inline int shmring_queue_put(shmring_queue_ctrl *c, uint64_t capacity, co
                                     uint32_t tag, const void *data, uint64_t len, uint64_t deadline_ns)
 {
     shmring_queue_waiter_ w;
-    memset(&w, 0, sizeof w);
-    w.c = c;
-    w.capacity = capacity;
-    w.name = name;
-    w.token = token;
-    w.deadline_ns = deadline_ns;
+    shmring_queue_waiter_init_(&w, c, capacity, name, token, deadline_ns);
     w.is_put = 1;
     w.tag = tag;
     w.data = data;
@@ -217,12 +221,7 @@ static inline int shmring_queue_get(shmring_queue_ctrl *c, uint64_t capacity, co
     shmring_queue_waiter_ w;
     *len = 0;
     *tag = 0;
-    memset(&w, 0, sizeof w);
-    w.c = c;
-    w.capacity = capacity;
-    w.name = name;
-    w.token = token;
-    w.deadline_ns = deadline_ns;
+    shmring_queue_waiter_init_(&w, c, capacity, name, token, deadline_ns);
     w.buf = buf;
     w.cap = cap;
     w.len_out = len;

@@ -30,8 +30,15 @@ extern "C" {
 /* Layout version of everything in the shmring headers (the segment header
  * and every kind's payload).  Bump on any layout change.
  * Version 2 added the attachment roster, the removal state and the
- * persistent mark, and moved the payload to the first page boundary. */
-#define SHMRING_LAYOUT_VERSION 2u
+ * persistent mark, and moved the payload to the first page boundary.
+ * Version 3 added the queue's chunk_key and names overflow chunks with it
+ * (shmring/queue.h): a version 2 peer would look for other names; and it
+ * changed the words of the robust mutex (every queue's and topic's lock):
+ * bytes 8..12 are a 0/2 "waiters may sleep" futex word, no longer a
+ * release counter, and bytes 12..16 no longer count sleepers.  A process
+ * of version 2 and one of version 3 would miss each other's chunks and
+ * wake-ups, so they refuse each other's segments. */
+#define SHMRING_LAYOUT_VERSION 3u
 
 /* Offset of the payload from the start of the mapping: the 128 bytes of
  * header fields, then the roster of attached processes, then (page aligned)
@@ -354,13 +361,8 @@ static inline int shmring_lease_sleep_(void *ctx, uint64_t until_ns)
  * SHMRING_ERR_SYS. */
 static inline int shmring_lease_take(int fd)
 {
-    shmring_wait_op op;
-    int rc;
-    op.ctx = &fd;
-    op.ready = shmring_lease_ready_;
-    op.sleep = shmring_lease_sleep_;
-    op.slice_ns = 1000000u;
-    rc = shmring_wait_sliced(&op, NULL, shmring_now_ns() + SHMRING_LEASE_WAIT_NS);
+    int rc = shmring_wait_for(&fd, shmring_lease_ready_, shmring_lease_sleep_, 1000000u, NULL,
+                              shmring_now_ns() + SHMRING_LEASE_WAIT_NS);
     return rc == SHMRING_TIMEOUT ? (int)SHMRING_ERR_BUSY : rc;
 }
 

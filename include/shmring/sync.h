@@ -190,16 +190,11 @@ static inline int shmring_spin_acquire_hooked(shmring_spinlock *l, uint64_t toke
                                               const shmring_wait_hooks *hooks)
 {
     shmring_spin_wait_ w;
-    shmring_wait_op op;
     w.l = l;
     w.token = token;
     w.backoff = 1;
     w.check = 0;
-    op.ctx = &w;
-    op.ready = shmring_spin_ready_;
-    op.sleep = shmring_spin_sleep_;
-    op.slice_ns = 1000000u;
-    return shmring_wait_sliced(&op, hooks, deadline_ns);
+    return shmring_wait_for(&w, shmring_spin_ready_, shmring_spin_sleep_, 1000000u, hooks, deadline_ns);
 }
 
 /* shmring_spin_acquire_hooked without hooks. */
@@ -233,20 +228,37 @@ static inline int shmring_spin_abandon(shmring_spinlock *l, uint64_t token)
 
 /* -- robust mutex (24 bytes) ------------------------------------------------- */
 
+/* A 0/1/2 lock over two words.  The lock itself is the 64-bit owner token,
+ * so that a dead holder is told from a live one (a 32-bit lock word set
+ * apart from the owner would stay held by nobody if its taker died between
+ * the two stores); the futex word says whether a waiter may sleep:
+ *
+ *   unlocked                    owner 0
+ *   locked                      owner T, word 0
+ *   locked, waiters may sleep   owner T, word SHMRING_MUTEX_SLEEPERS (2)
+ *
+ * A waiter sets the word to 2 (exchange) before it looks at the owner and
+ * sleeps only while the word is 2; a release clears it (exchange to 0) and
+ * wakes one sleeper, which sets it to 2 again before it takes the lock, so
+ * that its own release wakes the next.  No count of sleepers is kept: a
+ * waiter killed asleep leaves a 2 that costs the next release one spare
+ * wake, and that release clears it (the word heals itself). */
 #define SHMRING_MUTEX_CONSISTENT 0u
 #define SHMRING_MUTEX_OWNER_DIED 1u      /* held; the data may be inconsistent */
 #define SHMRING_MUTEX_NOT_RECOVERABLE 2u /* released while inconsistent: unusable */
 
+#define SHMRING_MUTEX_SLEEPERS 2u /* word: locked, and a waiter may sleep [Y5] */
+
 typedef struct shmring_mutex {
-    uint64_t owner;   /* process token of the holder, 0 = free [Y4] */
-    uint32_t seq;     /* futex word: bumped at every release [Y5] */
-    uint32_t waiters; /* announced sleepers [Y5] */
-    uint32_t state;   /* SHMRING_MUTEX_*; written by the holder only */
+    uint64_t owner;     /* process token of the holder, 0 = free [Y4] */
+    uint32_t word;      /* futex word: 0 or SHMRING_MUTEX_SLEEPERS [Y5] */
+    uint32_t reserved0; /* zero (layout 2 counted sleepers here) */
+    uint32_t state;     /* SHMRING_MUTEX_*; written by the holder only */
     uint32_t reserved;
 } shmring_mutex;
 SHMRING_STATIC_ASSERT(sizeof(shmring_mutex) == 24, "layout");
-SHMRING_STATIC_ASSERT(offsetof(shmring_mutex, seq) == 8, "layout");
-SHMRING_STATIC_ASSERT(offsetof(shmring_mutex, waiters) == 12, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_mutex, word) == 8, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_mutex, reserved0) == 12, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_mutex, state) == 16, "layout");
 
 /* After the owner CAS succeeded: report the lock's state to the new holder. */
@@ -254,7 +266,9 @@ static inline int shmring_mutex_granted(shmring_mutex *m, int took_from_dead)
 {
     /* relaxed: state is written only by holders, ordered by [Y4]. */
     uint32_t state = shmring_load_relaxed(&m->state);
-    if (state == SHMRING_MUTEX_NOT_RECOVERABLE) {
+    /* A state that is none of the three was written by no holder: the
+     * lock (and so its data) cannot be trusted, as if not recoverable. */
+    if (state >= SHMRING_MUTEX_NOT_RECOVERABLE) {
         /* release [Y4]: give it back untouched; everyone gets the error. */
         shmring_store_release(&m->owner, 0);
         return SHMRING_NOT_RECOVERABLE;
@@ -284,7 +298,7 @@ static inline int shmring_mutex_try_acquire(shmring_mutex *m, uint64_t token, in
         shmring_cas_acquire(&m->owner, &cur, token))
         return shmring_mutex_granted(m, 1);
     /* relaxed: an early answer; a racing holder's state is re-read later. */
-    if (shmring_load_relaxed(&m->state) == SHMRING_MUTEX_NOT_RECOVERABLE)
+    if (shmring_load_relaxed(&m->state) >= SHMRING_MUTEX_NOT_RECOVERABLE)
         return SHMRING_NOT_RECOVERABLE;
     return SHMRING_AGAIN;
 }
@@ -292,8 +306,9 @@ static inline int shmring_mutex_try_acquire(shmring_mutex *m, uint64_t token, in
 /* Before sleeping: spin for up to `spin_ns` while the mutex is held, trying
  * again whenever it looks free (test-and-test-and-set).  Critical sections
  * are usually shorter than a wake-up (tens of microseconds on a VM), and a
- * spinning waiter is not announced, so the holder's release makes no system
- * call.  Returns as shmring_mutex_try_acquire (without the liveness check). */
+ * spinning waiter does not mark the word, so the holder's release makes no
+ * system call.  Returns as shmring_mutex_try_acquire (without the liveness
+ * check). */
 static inline int shmring_mutex_spin_acquire(shmring_mutex *m, uint64_t token, uint64_t spin_ns)
 {
     uint64_t until = shmring_now_ns() + spin_ns;
@@ -311,25 +326,46 @@ static inline int shmring_mutex_spin_acquire(shmring_mutex *m, uint64_t token, u
     }
 }
 
+/* A waiter's try: mark the word "waiters may sleep", then try the lock
+ * (looking at the holder's liveness if `check_holder`).  Returns as
+ * shmring_mutex_try_acquire; SHMRING_AGAIN: sleep on the word while it is
+ * SHMRING_MUTEX_SLEEPERS.  Taken here, the lock keeps the mark (its release
+ * wakes the next waiter, or makes one spare wake). */
+static inline int shmring_mutex_mark_and_try_(shmring_mutex *m, uint64_t token, int check_holder)
+{
+    /* seq_cst [Y5]: mark, then read owner (in the CAS); pairs with the
+     * releaser's store of owner then load of the word: either it sees the
+     * mark and wakes, or we see the lock free. */
+    shmring_exchange_seq_cst(&m->word, SHMRING_MUTEX_SLEEPERS);
+    return shmring_mutex_try_acquire(m, token, check_holder);
+}
+
+/* After owner was cleared: if a waiter marked the word, clear it and wake
+ * `n` sleepers (the woken one marks it again before taking the lock). */
+static inline void shmring_mutex_wake_(shmring_mutex *m, int n)
+{
+    /* seq_cst [Y5]: after the store of owner; pairs with the waiter's
+     * exchange then read of owner.  The exchange: of two racing releasers
+     * only one wakes for a mark.  Any other value (a stray write) is
+     * cleared the same way. */
+    if (shmring_load_seq_cst(&m->word) != 0 && shmring_exchange_seq_cst(&m->word, 0u) != 0)
+        shmring_futex_wake(&m->word, n);
+}
+
 /* Sleep until the mutex may be free, looking at the holder first: a dead
  * holder's lock is taken over here.  Returns as try_acquire (SHMRING_AGAIN:
- * woken, retry), or SHMRING_TIMEOUT / SHMRING_ERR_SYS (EINTR). */
+ * retry), or SHMRING_TIMEOUT / SHMRING_ERR_SYS (EINTR).  Woken, it marks
+ * the word and tries once more before it returns: the release that woke
+ * it cleared the mark, and a lock taken without marking it again would
+ * not wake the other sleepers when released. */
 static inline int shmring_mutex_wait(shmring_mutex *m, uint64_t token, uint64_t deadline_ns)
 {
-    uint32_t seq;
-    int rc;
-    /* seq_cst [Y5]: announce, then read seq and owner; pairs with the
-     * releaser's store of owner, bump of seq and load of waiters. */
-    shmring_fetch_add_seq_cst(&m->waiters, 1u);
-    seq = shmring_load_seq_cst(&m->seq);
-    rc = shmring_mutex_try_acquire(m, token, 1);
+    int rc = shmring_mutex_mark_and_try_(m, token, 1);
     if (rc == SHMRING_AGAIN) {
-        rc = shmring_futex_wait_until(&m->seq, seq, deadline_ns);
+        rc = shmring_futex_wait_until(&m->word, SHMRING_MUTEX_SLEEPERS, deadline_ns);
         if (rc == SHMRING_OK)
-            rc = SHMRING_AGAIN;
+            rc = shmring_mutex_mark_and_try_(m, token, 0);
     }
-    /* relaxed: a hint for releasers; a stale count costs one wake call. */
-    shmring_fetch_sub_relaxed(&m->waiters, 1u);
     return rc;
 }
 
@@ -356,11 +392,9 @@ static inline int shmring_mutex_release(shmring_mutex *m, uint64_t token)
         all = 1;
     }
     /* seq_cst [Y4][Y5]: release for the next holder's acquire CAS; seq_cst
-     * so that the load of waiters cannot miss an announced sleeper. */
+     * so that the load of the word cannot miss a waiter's mark. */
     shmring_store_seq_cst(&m->owner, 0);
-    shmring_fetch_add_seq_cst(&m->seq, 1u);
-    if (shmring_load_seq_cst(&m->waiters) != 0)
-        shmring_futex_wake(&m->seq, all ? INT_MAX : 1);
+    shmring_mutex_wake_(m, all ? INT_MAX : 1);
     return SHMRING_OK;
 }
 
@@ -375,45 +409,35 @@ static inline int shmring_mutex_abandon(shmring_mutex *m, uint64_t token)
         return SHMRING_NOT_OWNER;
     /* seq_cst [Y4][Y5]: as in shmring_mutex_release. */
     shmring_store_seq_cst(&m->owner, 0);
-    shmring_fetch_add_seq_cst(&m->seq, 1u);
-    if (shmring_load_seq_cst(&m->waiters) != 0)
-        shmring_futex_wake(&m->seq, 1);
+    shmring_mutex_wake_(m, 1);
     return SHMRING_OK;
 }
 
-/* The steps of shmring_mutex_lock's wait (shmring/wait.h): announce, read
- * seq and try the lock; sleep on seq for a slice (check_ns), then withdraw;
- * after a whole slice without the lock, the next try looks at the holder's
- * liveness (a dead holder's lock is taken over). */
+/* The steps of shmring_mutex_lock's wait (shmring/wait.h): mark the word
+ * and try the lock; sleep on the word while it is marked, for a slice
+ * (check_ns) at most; after a whole slice without the lock, the next try
+ * looks at the holder's liveness (a dead holder's lock is taken over). */
 typedef struct shmring_mutex_wait_ {
     shmring_mutex *m;
     uint64_t token;
-    uint32_t seq; /* the futex word, read after announcing */
-    int check;    /* a whole slice went by without the lock: look at the holder */
+    int check; /* a whole slice went by without the lock: look at the holder */
+    int slept; /* a sleep ended: we may have taken the wake of a release */
 } shmring_mutex_wait_;
 
 static inline int shmring_mutex_lock_ready_(void *ctx, int last)
 {
     shmring_mutex_wait_ *w = (shmring_mutex_wait_ *)ctx;
-    int rc;
-    /* seq_cst [Y5]: announce, then re-read; pairs with mutex_release. */
-    shmring_fetch_add_seq_cst(&w->m->waiters, 1u);
-    w->seq = shmring_load_seq_cst(&w->m->seq);
-    rc = shmring_mutex_try_acquire(w->m, w->token, w->check);
+    int rc = shmring_mutex_mark_and_try_(w->m, w->token, w->check);
+    (void)last; /* the mark needs no undoing: at most one spare wake */
     w->check = 0;
-    if (rc == SHMRING_AGAIN && !last)
-        return rc; /* still announced: the sleep withdraws it */
-    /* relaxed: a hint for releasers; a stale count costs one wake call. */
-    shmring_fetch_sub_relaxed(&w->m->waiters, 1u);
     return rc;
 }
 
 static inline int shmring_mutex_lock_sleep_(void *ctx, uint64_t until_ns)
 {
     shmring_mutex_wait_ *w = (shmring_mutex_wait_ *)ctx;
-    int rc = shmring_futex_wait_until(&w->m->seq, w->seq, until_ns);
-    /* relaxed: a hint for releasers; a stale count costs one wake call. */
-    shmring_fetch_sub_relaxed(&w->m->waiters, 1u);
+    int rc = shmring_futex_wait_until(&w->m->word, SHMRING_MUTEX_SLEEPERS, until_ns);
+    w->slept = 1;
     /* A whole slice without the lock: is its holder alive? */
     w->check = rc == SHMRING_TIMEOUT;
     return rc; /* SHMRING_ERR_SYS (EINTR) ends the wait: the caller sees the signal at once */
@@ -423,12 +447,12 @@ static inline int shmring_mutex_lock_sleep_(void *ctx, uint64_t until_ns)
  * liveness every `check_ns` (the slice of the wait, shmring/wait.h, whose
  * `hooks` may be NULL).  Returns as shmring_mutex_try_acquire, or
  * SHMRING_TIMEOUT / SHMRING_ERR_SYS (EINTR: a signal; call again) / what a
- * hook ended the wait with. */
+ * hook ended the wait with.  A waiter that gives up after a sleep passes
+ * on the wake it may have taken. */
 static inline int shmring_mutex_lock_hooked(shmring_mutex *m, uint64_t token, uint64_t spin_ns, uint64_t check_ns,
                                             uint64_t deadline_ns, const shmring_wait_hooks *hooks)
 {
     shmring_mutex_wait_ w;
-    shmring_wait_op op;
     int rc = shmring_mutex_try_acquire(m, token, 0);
     if (rc != SHMRING_AGAIN)
         return rc;
@@ -437,13 +461,15 @@ static inline int shmring_mutex_lock_hooked(shmring_mutex *m, uint64_t token, ui
         return rc;
     w.m = m;
     w.token = token;
-    w.seq = 0;
     w.check = 0;
-    op.ctx = &w;
-    op.ready = shmring_mutex_lock_ready_;
-    op.sleep = shmring_mutex_lock_sleep_;
-    op.slice_ns = check_ns;
-    return shmring_wait_sliced(&op, hooks, deadline_ns);
+    w.slept = 0;
+    rc = shmring_wait_for(&w, shmring_mutex_lock_ready_, shmring_mutex_lock_sleep_, check_ns, hooks, deadline_ns);
+    if (w.slept && rc != SHMRING_OK && rc != SHMRING_OWNER_DIED && rc != SHMRING_NOT_RECOVERABLE) {
+        int saved = errno;
+        shmring_mutex_wake_(m, 1);
+        errno = saved;
+    }
+    return rc;
 }
 
 /* shmring_mutex_lock_hooked without hooks. */

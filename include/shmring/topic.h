@@ -541,7 +541,6 @@ static inline int shmring_topic_reserve_wait_hooked(shmring_topic *t, uint64_t t
                                                     const shmring_wait_hooks *hooks)
 {
     shmring_topic_waiter_ w;
-    shmring_wait_op op;
     w.t = t;
     w.token = token;
     w.tag = tag;
@@ -552,11 +551,8 @@ static inline int shmring_topic_reserve_wait_hooked(shmring_topic *t, uint64_t t
     w.hooks = hooks;
     w.seq = 0;
     w.reap = 0;
-    op.ctx = &w;
-    op.ready = shmring_topic_reserve_ready_;
-    op.sleep = shmring_topic_reserve_sleep_;
-    op.slice_ns = 10000000u;
-    return shmring_wait_sliced(&op, hooks, deadline_ns);
+    return shmring_wait_for(&w, shmring_topic_reserve_ready_, shmring_topic_reserve_sleep_, 10000000u, hooks,
+                            deadline_ns);
 }
 
 /* shmring_topic_reserve_wait_hooked without hooks. */

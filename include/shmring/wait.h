@@ -65,6 +65,15 @@ extern "C" {
  * longer configurations are refused as corrupt. */
 #define SHMRING_MAX_SPIN_NS 50000000u
 
+/* The longest a non-blocking call (a queue's get_nowait, put_nowait,
+ * get(block=False), get_many_nowait) waits for the lock it needs when a
+ * peer holds it: a holder stopped (SIGSTOP, a debugger, a frozen cgroup) or
+ * descheduled while holding it must not stall a call that promised not to
+ * block.  Past it the call reports what it would without the item or the
+ * room (Empty / Full).  It sleeps on the lock's futex word, spinning
+ * 2 us at most. */
+#define SHMRING_NOWAIT_LOCK_NS 1000000u
+
 /* The operation being waited for: its two steps and its slice. */
 typedef struct shmring_wait_op {
     void *ctx;
@@ -115,6 +124,20 @@ static inline int shmring_wait_sliced(const shmring_wait_op *op, const shmring_w
                 return b;
         }
     }
+}
+
+/* shmring_wait_sliced for the operation made of `ctx`, its two steps and
+ * `slice_ns` (0: SHMRING_WAIT_SLICE_NS): what every blocking call of the
+ * headers runs, with its own waiter as ctx. */
+static inline int shmring_wait_for(void *ctx, int (*ready_step)(void *, int), int (*sleep_step)(void *, uint64_t),
+                                   uint64_t slice_ns, const shmring_wait_hooks *hooks, uint64_t deadline_ns)
+{
+    shmring_wait_op op;
+    op.ctx = ctx;
+    op.ready = ready_step;
+    op.sleep = sleep_step;
+    op.slice_ns = slice_ns;
+    return shmring_wait_sliced(&op, hooks, deadline_ns);
 }
 
 #ifdef __cplusplus

@@ -10,7 +10,7 @@
  *
  * The queue's segment is heap memory.  Its one overflow chunk is heap
  * memory too (for the ring operations, under AddressSanitizer), copied
- * into a real segment "/shmring-fuzz-PID.q0" before each operation that
+ * into a real segment "/shmring-fuzz-PID.q0.TAG" before each operation that
  * opens chunks by name (the recount, the chunk's stamp).
  */
 #include "fuzz_common.h"
@@ -23,6 +23,11 @@
  * steps as a short chain, thousands of times slower.  Operations that may
  * recount are skipped on them. */
 #define LONGEST_CHAIN 8u
+
+/* The chunk key of every queue made here (as if shmring_queue_init had
+ * drawn it), so that chunk 0's name stays the same. */
+#define CHUNK_KEY0 UINT64_C(0x0123456789abcdef)
+#define CHUNK_KEY1 UINT64_C(0xfedcba9876543210)
 
 static char queue_name[NAME_MAX];
 static char chunk_path[NAME_MAX + 2];
@@ -39,7 +44,7 @@ static void make_chunk_segment(void)
     if (chunk_seg.base != NULL)
         return;
     snprintf(queue_name, sizeof queue_name, "/shmring-fuzz-%ld", (long)getpid());
-    FZ_ASSERT(shmring_queue_chunk_name(queue_name, 0, chunk_path) == SHMRING_OK);
+    FZ_ASSERT(shmring_queue_chunk_name_keyed(queue_name, CHUNK_KEY0, CHUNK_KEY1, 0, chunk_path) == SHMRING_OK);
     shm_unlink(chunk_path); /* a leftover of a killed run with this pid */
     FZ_ASSERT(shmring_segment_create(chunk_path, CHUNK_PAYLOAD, SHMRING_KIND_QUEUE_CHUNK, 0600, &chunk_seg) ==
               SHMRING_OK);
@@ -241,6 +246,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     q.base = fz_segment_new(SHMRING_KIND_QUEUE, payload_size);
     q.c = (shmring_queue_ctrl *)(void *)(q.base + SHMRING_HEADER_SIZE);
     shmring_queue_init(q.c, cap, fz_range(&in, 0, 6), flags, 0, 0600);
+    q.c->chunk_key[0] = CHUNK_KEY0;
+    q.c->chunk_key[1] = CHUNK_KEY1;
     FZ_ASSERT(shmring_queue_check_config(q.c, payload_size, &cfg) == SHMRING_OK);
     q.capacity = cfg.capacity;
     chunk_init(&q);

@@ -156,7 +156,7 @@ static void names_op(fz_input *in)
     name[nn] = '\0';
     (void)fz_rc(shmring_name_check(entry));
     if (shmring_queue_chunk_parse(entry, name, &index))
-        (void)fz_rc(shmring_queue_chunk_name(name, index, out));
+        (void)fz_rc(shmring_queue_chunk_name_keyed(name, fz_take(in, 8), fz_take(in, 8), index, out));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -69,6 +69,15 @@ class Queue(NamedObject, _core.Queue):
     the queue's lock, which admits one thread of one process at a time, and
     blocking calls wait with the GIL released.
 
+    Non-blocking calls (``get_nowait``, ``get(block=False)``,
+    ``get_many_nowait``, ``put_nowait``, ``put(block=False)``, ...) wait for
+    the lock at most 1 ms when another process holds it (one that is
+    stopped, by SIGSTOP or a debugger, holds it for as long as it stays
+    stopped), then raise ``queue.Empty`` / ``queue.Full`` as
+    ``multiprocessing.Queue`` does when its lock is taken: the queue may
+    hold items or room that the call could not look at.  A timeout is
+    honoured while waiting for the lock as while waiting for an item.
+
     Items are unpickled in the process that takes them, after they left
     the queue: if ``loads`` fails, ``get`` raises and that item is gone (as
     with ``multiprocessing.Queue``); in ``get_many``, so are the rest of

@@ -342,6 +342,9 @@ class _Lock(_Primitive):
             raise TypeError(f"on_owner_died must be callable or None, not {type(on_owner_died).__name__}")
         if on_owner_died is not None:
             self._on_owner_died = on_owner_died
+        # The hot calls go straight to C (no Python frame in between).
+        self.acquire = self._native.acquire  # type: ignore[method-assign]
+        self.release = self._native.release  # type: ignore[method-assign]
 
     @classmethod
     def create(cls: type[L], name: str | None = None, *args: Any,
@@ -403,14 +406,15 @@ class _Lock(_Primitive):
         return _Recovering(self)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        raise NotImplementedError
+        """Take the lock; False on timeout (bound to the C method per instance)."""
+        return self._native.acquire(blocking, timeout)
 
     def release(self) -> None:
-        raise NotImplementedError
+        self._native.release()
 
     def _abandon(self) -> None:
         """After OwnerDied: give the lock up unrepaired."""
-        raise NotImplementedError
+        self._native.abandon()
 
     def _repaired(self) -> None:
         """After OwnerDied and a repair: the lock may be used normally again."""
@@ -468,23 +472,6 @@ class SpinLock(_Lock):
     _NATIVE = _core.SpinLock
     _native: _core.SpinLock
 
-    def __init__(self, segment: Segment, offset: int = 0, *,
-                 on_owner_died: Callable[[], object] | None = None) -> None:
-        super().__init__(segment, offset, on_owner_died=on_owner_died)
-        # The hot calls go straight to C (no Python frame in between).
-        self.acquire = self._native.acquire  # type: ignore[method-assign]
-        self.release = self._native.release  # type: ignore[method-assign]
-
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        """Take the lock; False on timeout (bound to the C method per instance)."""
-        return self._native.acquire(blocking, timeout)
-
-    def release(self) -> None:
-        self._native.release()
-
-    def _abandon(self) -> None:
-        self._native.abandon()
-
     def _repaired(self) -> None:
         """A spin lock keeps no "owner died" state: nothing to mark."""
 
@@ -504,35 +491,25 @@ class Mutex(_Lock):
     the next holder, and the exception propagates); without
     ``on_owner_died`` it is released that way and OwnerDied is raised.
     ``with mutex.recovering() as previous_owner_died:`` lets the block
-    repair instead."""
+    repair instead.
+
+    Waiters spin about 2 us, then sleep on a futex word that they mark
+    "locked, with waiters" (a 0/1/2 lock whose lock bit is the owner's
+    token, docs/PROTOCOL.md section 4): a long wait costs no CPU but a look
+    at the holder's liveness every 10 ms, and an uncontended release makes
+    no system call.  ``acquire(blocking=False)`` is one try and
+    ``acquire(timeout=t)`` gives up after ``t`` even while the holder is
+    alive but stopped (SIGSTOP, a debugger)."""
 
     SIZE = 24
     _NATIVE = _core.Mutex
     _native: _core.Mutex
 
-    def __init__(self, segment: Segment, offset: int = 0, *,
-                 on_owner_died: Callable[[], object] | None = None) -> None:
-        super().__init__(segment, offset, on_owner_died=on_owner_died)
-        # The hot calls go straight to C (no Python frame in between).
-        self.acquire = self._native.acquire  # type: ignore[method-assign]
-        self.release = self._native.release  # type: ignore[method-assign]
-
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        """Take the lock; False on timeout (bound to the C method per instance)."""
-        return self._native.acquire(blocking, timeout)
-
-    def release(self) -> None:
-        self._native.release()
-
     def mark_consistent(self) -> None:
         """After OwnerDied: the data is repaired, the lock may be used again."""
         self._native.mark_consistent()
 
-    def _abandon(self) -> None:
-        self._native.abandon()
-
-    def _repaired(self) -> None:
-        self._native.mark_consistent()
+    _repaired = mark_consistent
 
 
 class Event(_Primitive):

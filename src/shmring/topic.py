@@ -25,7 +25,10 @@ raises :class:`shmring.Closed`) and returns once none is left.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 from . import _core
 from ._errors import Closed, Timeout
@@ -109,11 +112,19 @@ class Topic(NamedObject):
         attachment of its own: it keeps the topic alive until it is closed."""
         return Publisher(self._attachment(), _core.TOPIC_PUBLISHER)
 
-    def subscribe(self) -> Subscription:
+    def subscribe(self, timeout: float | None = None) -> Subscription:
         """A new subscription: it sees every message published from now on.
         It belongs to this process (it does not pickle) and is an attachment
-        of its own: it keeps the topic alive until it is closed."""
-        return Subscription(self._attachment(), _core.TOPIC_SUBSCRIBER)
+        of its own: it keeps the topic alive until it is closed.  Taking a
+        slot needs the topic lock: :class:`shmring.Timeout` if it is not free
+        within ``timeout`` seconds (None = no limit; a holder that died, or a
+        lock word no process could have written, is taken over within ~10 ms)."""
+        mapping = self._attachment()
+        try:
+            return Subscription(mapping, _core.TOPIC_SUBSCRIBER, timeout)
+        except BaseException:
+            mapping.leave()
+            raise
 
     def _attachment(self) -> _core.Mapping:
         if self._segment.closed:
@@ -154,20 +165,34 @@ class Topic(NamedObject):
         return f"<shmring.Topic {self.name!r} capacity={self.capacity} policy={self.policy!r}>"
 
 
-def _close_end(end: _core.TopicEnd) -> None:
-    """Close a publisher or subscription, then end its attachment (each has
-    its own, see Topic._attachment)."""
-    _core.TopicEnd.close(end)
-    mapping = end._mapping
-    if mapping is not None:
-        mapping.leave()
-
-
 def _reopen(name: str, allow_other_owner: bool, fd: Any = None) -> Topic:
     return Topic._from_segment(reattach(name, False, allow_other_owner, fd))
 
 
-class Publisher(_core.TopicEnd):
+class _End(_core.TopicEnd):
+    """What a Publisher and a Subscription share: each is an attachment of
+    its own to the topic (see Topic._attachment), ended by ``close()`` and
+    by leaving a ``with`` block; neither pickles (``_NOT_PICKLED`` says why)."""
+
+    _NOT_PICKLED = ""
+
+    def close(self) -> None:
+        _core.TopicEnd.close(self)
+        mapping = self._mapping
+        if mapping is not None:
+            mapping.leave()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError(self._NOT_PICKLED)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Publisher(_End):
     """Publishes to a topic: ``send(data)`` for bytes-like data,
     ``send_obj(obj)`` for any picklable object, ``reserve(n)`` to write in
     place.  Under policy "block" these wait (``timeout`` seconds, None =
@@ -181,21 +206,14 @@ class Publisher(_core.TopicEnd):
     topic lock is held for the block: other publishers wait, so keep it
     short.  Dropping a Publisher without ``close()`` ends nothing."""
 
+    _NOT_PICKLED = "a Publisher does not pickle: pass the Topic and call publisher() in the child"
+
     def close(self) -> None:
         """Close this publisher; its attachment to the topic ends."""
-        _close_end(self)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        raise TypeError("a Publisher does not pickle: pass the Topic and call publisher() in the child")
-
-    def __enter__(self) -> Publisher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()
 
 
-class Subscription(_core.TopicEnd):
+class Subscription(_End):
     """One subscriber's cursor on a topic.  ``recv(timeout=None)`` returns
     the next message (bytes, or the object for ``send_obj``);
     ``recv_bytes`` always the raw bytes; ``latest()`` skips to the newest;
@@ -206,6 +224,8 @@ class Subscription(_core.TopicEnd):
     messages were overwritten before it read them ("overwrite" topics), then
     resumes at the oldest one held; :class:`shmring.Timeout` on a timeout.
     A Subscription dropped without ``close()`` frees its slot."""
+
+    _NOT_PICKLED = "a Subscription belongs to its process: pass the Topic and subscribe() in the child"
 
     def latest(self, timeout: float | None = None) -> Any:
         """Wait for an unread message (like recv), then return the newest
@@ -225,13 +245,4 @@ class Subscription(_core.TopicEnd):
 
     def close(self) -> None:
         """Unsubscribe; the subscription's attachment to the topic ends."""
-        _close_end(self)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        raise TypeError("a Subscription belongs to its process: pass the Topic and subscribe() in the child")
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()

@@ -16,6 +16,7 @@
  * EXIT_USAGE for bad arguments.
  */
 #include "shmring.h" /* first: it selects the POSIX feature macros */
+#include "peer.h"
 
 #include <stdlib.h>
 
@@ -44,13 +45,7 @@ int main(int argc, char **argv)
 
     rc = shmring_segment_create(name, PAYLOAD_SIZE, SHMRING_KIND_RAW, 0600, &seg);
     if (rc != SHMRING_OK) {
-        if (rc == SHMRING_ERR_SYS) {
-            int saved = errno;
-            fprintf(stderr, "create_segment: %s: %s: %s (errno %d)\n", name, shmring_strerror(rc),
-                    strerror(saved), saved);
-        } else {
-            fprintf(stderr, "create_segment: %s: %s\n", name, shmring_strerror(rc));
-        }
+        peer_report_failure("create_segment", name, rc);
         return rc;
     }
     memcpy(shmring_segment_payload(&seg), text, len);

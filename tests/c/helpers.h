@@ -17,6 +17,16 @@
 #define CHECK(cond) helpers_check((cond) != 0, #cond, __FILE__, __LINE__)
 /* Check two integers are equal; on failure print both values. */
 #define CHECK_EQ(a, b) helpers_check_eq((uint64_t)(a), (uint64_t)(b), #a, #b, __FILE__, __LINE__)
+/* Check that a control block or header refuses one impossible field:
+ * restore *block from `saved`, set its `field` to `value`, and check that
+ * `check` (an expression that reads the block) is SHMRING_ERR_CORRUPT.  A
+ * macro because `field` is a member's name. */
+#define CHECK_REFUSED(block, saved, field, value, check) \
+    do {                                                 \
+        *(block) = (saved);                              \
+        (block)->field = (value);                        \
+        CHECK_EQ((check), SHMRING_ERR_CORRUPT);          \
+    } while (0)
 /* Run one test function, named by its own name. */
 #define RUN(test) helpers_run(#test, test)
 

@@ -16,6 +16,7 @@
  * arguments.
  */
 #include "shmring.h" /* first: it selects the POSIX feature macros */
+#include "peer.h"
 
 #include <stdlib.h>
 
@@ -43,13 +44,7 @@ int main(int argc, char **argv)
 
     rc = shmring_segment_open(name, 0, &seg);
     if (rc != SHMRING_OK) {
-        if (rc == SHMRING_ERR_SYS) {
-            int saved = errno;
-            fprintf(stderr, "open_segment: %s: %s: %s (errno %d)\n", name, shmring_strerror(rc),
-                    strerror(saved), saved);
-        } else {
-            fprintf(stderr, "open_segment: %s: %s\n", name, shmring_strerror(rc));
-        }
+        peer_report_failure("open_segment", name, rc);
         return rc;
     }
 

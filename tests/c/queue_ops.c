@@ -8,6 +8,7 @@
  * exits 0 when every OP did what it says; otherwise names the first OP that
  * did not and exits 1. */
 #include "shmring.h"
+#include "peer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,17 +28,8 @@ int main(int argc, char **argv)
         return 2;
     }
     snprintf(name, sizeof name, "/%s", argv[1]);
-    rc = shmring_segment_open(name, 0, &seg);
-    if (rc != SHMRING_OK) {
-        fprintf(stderr, "open %s: %s\n", name, shmring_strerror(rc));
+    if (peer_open_queue(name, &seg, &q, &cfg) != 0)
         return 1;
-    }
-    q = (shmring_queue_ctrl *)shmring_segment_payload(&seg);
-    if (((shmring_segment_header *)seg.base)->kind != SHMRING_KIND_QUEUE ||
-        shmring_queue_check_config(q, shmring_segment_payload_size(&seg), &cfg) != SHMRING_OK) {
-        fprintf(stderr, "%s is not a valid queue\n", name);
-        return 1;
-    }
     for (i = 2; i < argc; i++) {
         char op = argv[i][0];
         uint64_t n = strtoull(argv[i] + 1, NULL, 10), len = 0, j;

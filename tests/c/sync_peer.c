@@ -55,6 +55,26 @@ static int lock_sem(shmring_sem *s)
     return SHMRING_OK;
 }
 
+/* Take the lock at `lock`, of kind `mode` ("mutex", "spin" or "sem"). */
+static int take_lock(const char *mode, void *lock, uint64_t token)
+{
+    if (strcmp(mode, "mutex") == 0)
+        return lock_mutex((shmring_mutex *)lock, token);
+    if (strcmp(mode, "spin") == 0)
+        return shmring_spin_acquire((shmring_spinlock *)lock, token, 0);
+    return lock_sem((shmring_sem *)lock);
+}
+
+/* Release what take_lock took. */
+static int give_lock(const char *mode, void *lock, uint64_t token)
+{
+    if (strcmp(mode, "mutex") == 0)
+        return shmring_mutex_release((shmring_mutex *)lock, token);
+    if (strcmp(mode, "spin") == 0)
+        return shmring_spin_release((shmring_spinlock *)lock, token);
+    return shmring_sem_release((shmring_sem *)lock, 1);
+}
+
 static int parse_size(const char *text, size_t *out)
 {
     char *end;
@@ -104,10 +124,7 @@ int main(int argc, char **argv)
     token = shmring_token_self();
 
     if (strcmp(mode, "hold-mutex") == 0 || strcmp(mode, "hold-spin") == 0) {
-        if (mode[5] == 'm')
-            rc = lock_mutex((shmring_mutex *)(payload + lock_off), token);
-        else
-            rc = shmring_spin_acquire((shmring_spinlock *)(payload + lock_off), token, 0);
+        rc = take_lock(mode + 5, payload + lock_off, token); /* "mutex" or "spin" */
         if (rc != SHMRING_OK) {
             fprintf(stderr, "sync_peer: acquire: %s (%d)\n", shmring_strerror(rc), rc);
             return EXIT_LOCK;
@@ -127,40 +144,18 @@ int main(int argc, char **argv)
 
     for (i = 0; i < iterations; i++) {
         uint64_t v;
-        if (strcmp(mode, "mutex") == 0) {
-            shmring_mutex *m = (shmring_mutex *)(payload + lock_off);
-            rc = lock_mutex(m, token);
-            if (rc != SHMRING_OK) {
-                fprintf(stderr, "sync_peer: mutex acquire: %s (%d)\n", shmring_strerror(rc), rc);
-                return EXIT_LOCK;
-            }
-            v = *counter;
-            *counter = v + 1;
-            rc = shmring_mutex_release(m, token);
-        } else if (strcmp(mode, "spin") == 0) {
-            shmring_spinlock *l = (shmring_spinlock *)(payload + lock_off);
-            rc = shmring_spin_acquire(l, token, 0);
-            if (rc != SHMRING_OK) {
-                fprintf(stderr, "sync_peer: spin acquire: %s (%d)\n", shmring_strerror(rc), rc);
-                return EXIT_LOCK;
-            }
-            v = *counter;
-            *counter = v + 1;
-            rc = shmring_spin_release(l, token);
-        } else if (strcmp(mode, "sem") == 0) {
-            shmring_sem *s = (shmring_sem *)(payload + lock_off);
-            rc = lock_sem(s);
-            if (rc != SHMRING_OK) {
-                fprintf(stderr, "sync_peer: sem acquire: %s (%d)\n", shmring_strerror(rc), rc);
-                return EXIT_LOCK;
-            }
-            v = *counter;
-            *counter = v + 1;
-            rc = shmring_sem_release(s, 1);
-        } else {
+        if (strcmp(mode, "mutex") != 0 && strcmp(mode, "spin") != 0 && strcmp(mode, "sem") != 0) {
             fprintf(stderr, "sync_peer: unknown mode %s\n", mode);
             return EXIT_USAGE;
         }
+        rc = take_lock(mode, payload + lock_off, token);
+        if (rc != SHMRING_OK) {
+            fprintf(stderr, "sync_peer: %s acquire: %s (%d)\n", mode, shmring_strerror(rc), rc);
+            return EXIT_LOCK;
+        }
+        v = *counter;
+        *counter = v + 1;
+        rc = give_lock(mode, payload + lock_off, token);
         if (rc != SHMRING_OK) {
             fprintf(stderr, "sync_peer: release: %s (%d)\n", shmring_strerror(rc), rc);
             return EXIT_LOCK;

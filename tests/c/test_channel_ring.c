@@ -73,6 +73,13 @@ static int put_after_padding(ring *r, uint64_t len, unsigned seed)
     return put(r, len, seed);
 }
 
+/* The sliced wait of one end (writer = 1: for `need` bytes of room), no
+ * spin, no hooks, for at most `ns` from now (0: no deadline). */
+static int wait_sliced(shmring_channel *ch, int writer, uint64_t need, uint32_t strategy, uint64_t ns)
+{
+    return shmring_channel_wait_sliced(ch, writer, need, strategy, 0, ns != 0 ? shmring_now_ns() + ns : 0, NULL);
+}
+
 static const shmring_record *record_at(ring *r, uint64_t offset)
 {
     return (const shmring_record *)(const void *)(r->payload + SHMRING_CHANNEL_CTRL_SIZE + offset);
@@ -103,19 +110,19 @@ static void a_message_comes_out_as_it_went_in(void)
 
 static void records_start_at_eight_byte_aligned_offsets(void)
 {
+    /* Messages put in turn, and the tail after each. */
+    static const uint64_t lens[] = {1, 8, 0 /* a header alone */}, tails[] = {16, 32, 40};
     ring r;
+    unsigned i;
     ring_new(&r, CAP, SHMRING_WAIT_SPIN);
-    CHECK_EQ(put(&r, 1, 1), SHMRING_OK);
-    CHECK_EQ(r.ctrl->tail, 16);
+    for (i = 0; i < 3; i++) {
+        CHECK_EQ(put(&r, lens[i], i), SHMRING_OK);
+        CHECK_EQ(r.ctrl->tail, tails[i]);
+    }
     CHECK_EQ(record_at(&r, 0)->len, 1);
     CHECK_EQ(record_at(&r, 0)->tag, SHMRING_REC_DATA);
-    CHECK_EQ(put(&r, 8, 2), SHMRING_OK);
-    CHECK_EQ(r.ctrl->tail, 32);
-    CHECK_EQ(put(&r, 0, 3), SHMRING_OK); /* an empty message is a header alone */
-    CHECK_EQ(r.ctrl->tail, 40);
-    CHECK_EQ(get(&r, 1, 1), SHMRING_OK);
-    CHECK_EQ(get(&r, 8, 2), SHMRING_OK);
-    CHECK_EQ(get(&r, 0, 3), SHMRING_OK);
+    for (i = 0; i < 3; i++)
+        CHECK_EQ(get(&r, lens[i], i), SHMRING_OK);
 }
 
 static void a_message_as_big_as_the_ring_fits_an_empty_ring_exactly(void)
@@ -289,29 +296,28 @@ static void impossible_counters_are_corruption(void)
 
 static void impossible_record_headers_are_corruption_before_anything_is_read(void)
 {
+    /* The header of the one record put (16 bytes of payload: 24 of ring). */
+    static const shmring_record impossible[] = {
+        {16, 0x99},                     /* unknown tag */
+        {17, SHMRING_REC_DATA},         /* 32 bytes: past tail (24) */
+        {UINT32_MAX, SHMRING_REC_DATA}, /* past the end of the ring */
+        {16, SHMRING_REC_PAD},          /* padding must reach exactly to the end of the ring */
+        {CAP - 8, SHMRING_REC_PAD},     /* to the end, but past tail */
+    };
     ring r;
     shmring_record *rec;
     const unsigned char *src = NULL;
     uint64_t len = 0;
+    unsigned i;
     ring_new(&r, CAP, SHMRING_WAIT_SPIN);
     rec = (shmring_record *)(void *)(r.payload + SHMRING_CHANNEL_CTRL_SIZE);
-
     CHECK_EQ(put(&r, 16, 1), SHMRING_OK);
-    rec->tag = 0x99; /* unknown tag */
-    CHECK_EQ(shmring_channel_peek(&r.cons, &src, &len), SHMRING_ERR_CORRUPT);
-    rec->tag = SHMRING_REC_DATA;
-    rec->len = 17; /* 32 bytes: past tail (24) */
-    CHECK_EQ(shmring_channel_peek(&r.cons, &src, &len), SHMRING_ERR_CORRUPT);
-    rec->len = UINT32_MAX; /* past the end of the ring */
-    CHECK_EQ(shmring_channel_peek(&r.cons, &src, &len), SHMRING_ERR_CORRUPT);
-    CHECK(src == NULL && len == 0);
-
-    rec->tag = SHMRING_REC_PAD;
-    rec->len = 16; /* padding must reach exactly to the end of the ring */
-    CHECK_EQ(shmring_channel_peek(&r.cons, &src, &len), SHMRING_ERR_CORRUPT);
-    rec->len = CAP - 8; /* to the end, but past tail */
-    CHECK_EQ(shmring_channel_peek(&r.cons, &src, &len), SHMRING_ERR_CORRUPT);
-    CHECK_EQ(r.cons.head, 0);
+    for (i = 0; i < sizeof impossible / sizeof impossible[0]; i++) {
+        *rec = impossible[i];
+        CHECK_EQ(shmring_channel_peek(&r.cons, &src, &len), SHMRING_ERR_CORRUPT);
+        CHECK(src == NULL && len == 0);
+        CHECK_EQ(r.cons.head, 0);
+    }
 }
 
 static void a_record_said_to_cross_the_end_of_the_ring_is_corruption(void)
@@ -411,13 +417,9 @@ static void the_sliced_wait_times_out_on_an_empty_ring_with_a_live_writer(void)
     ring r;
     ring_new(&r, CAP, SHMRING_WAIT_BLOCK);
     r.ctrl->producer = helpers_live_token();
-    CHECK_EQ(shmring_channel_wait_sliced(&r.cons, 0, 0, SHMRING_WAIT_BLOCK, 0, shmring_now_ns() + 2000000u, NULL),
-             SHMRING_TIMEOUT);
-    CHECK_EQ(shmring_channel_wait_sliced(&r.cons, 0, 0, SHMRING_WAIT_SPIN, 0, shmring_now_ns() + 1000000u, NULL),
-             SHMRING_TIMEOUT);
-    CHECK_EQ(shmring_channel_wait_sliced(&r.cons, 0, 0, SHMRING_WAIT_SEMAPHORE, 0, shmring_now_ns() + 1000000u,
-                                         NULL),
-             SHMRING_TIMEOUT);
+    CHECK_EQ(wait_sliced(&r.cons, 0, 0, SHMRING_WAIT_BLOCK, 2000000u), SHMRING_TIMEOUT);
+    CHECK_EQ(wait_sliced(&r.cons, 0, 0, SHMRING_WAIT_SPIN, 1000000u), SHMRING_TIMEOUT);
+    CHECK_EQ(wait_sliced(&r.cons, 0, 0, SHMRING_WAIT_SEMAPHORE, 1000000u), SHMRING_TIMEOUT);
 }
 
 static void the_sliced_wait_returns_at_once_when_the_condition_holds(void)
@@ -425,8 +427,8 @@ static void the_sliced_wait_returns_at_once_when_the_condition_holds(void)
     ring r;
     ring_new(&r, CAP, SHMRING_WAIT_BLOCK);
     CHECK_EQ(put(&r, 8, 1), SHMRING_OK);
-    CHECK_EQ(shmring_channel_wait_sliced(&r.cons, 0, 0, SHMRING_WAIT_BLOCK, 0, 0, NULL), SHMRING_OK);
-    CHECK_EQ(shmring_channel_wait_sliced(&r.prod, 1, 16, SHMRING_WAIT_BLOCK, 0, 0, NULL), SHMRING_OK);
+    CHECK_EQ(wait_sliced(&r.cons, 0, 0, SHMRING_WAIT_BLOCK, 0), SHMRING_OK);
+    CHECK_EQ(wait_sliced(&r.prod, 1, 16, SHMRING_WAIT_BLOCK, 0), SHMRING_OK);
 }
 
 static void the_sliced_wait_reports_a_dead_peer_after_the_last_message(void)
@@ -436,17 +438,14 @@ static void the_sliced_wait_reports_a_dead_peer_after_the_last_message(void)
     r.ctrl->producer = helpers_dead_token();
     CHECK_EQ(put(&r, 8, 1), SHMRING_OK);
     /* What the dead writer committed is read first... */
-    CHECK_EQ(shmring_channel_wait_sliced(&r.cons, 0, 0, SHMRING_WAIT_BLOCK, 0, shmring_now_ns() + 1000000u, NULL),
-             SHMRING_OK);
+    CHECK_EQ(wait_sliced(&r.cons, 0, 0, SHMRING_WAIT_BLOCK, 1000000u), SHMRING_OK);
     CHECK_EQ(get(&r, 8, 1), SHMRING_OK);
     /* ...then its death. */
-    CHECK_EQ(shmring_channel_wait_sliced(&r.cons, 0, 0, SHMRING_WAIT_BLOCK, 0, shmring_now_ns() + 1000000u, NULL),
-             SHMRING_PEER_GONE);
+    CHECK_EQ(wait_sliced(&r.cons, 0, 0, SHMRING_WAIT_BLOCK, 1000000u), SHMRING_PEER_GONE);
     ring_new(&r, CAP, SHMRING_WAIT_BLOCK);
     r.ctrl->consumer = helpers_dead_token();
     CHECK_EQ(put(&r, CAP - 8, 2), SHMRING_OK); /* full */
-    CHECK_EQ(shmring_channel_wait_sliced(&r.prod, 1, 16, SHMRING_WAIT_BLOCK, 0, shmring_now_ns() + 1000000u, NULL),
-             SHMRING_PEER_GONE);
+    CHECK_EQ(wait_sliced(&r.prod, 1, 16, SHMRING_WAIT_BLOCK, 1000000u), SHMRING_PEER_GONE);
 }
 
 static void an_interrupt_word_ends_the_sliced_wait(void)
@@ -456,7 +455,7 @@ static void an_interrupt_word_ends_the_sliced_wait(void)
     ring_new(&r, CAP, SHMRING_WAIT_BLOCK);
     r.cons.interrupt = &stop;
     errno = 0;
-    CHECK_EQ(shmring_channel_wait_sliced(&r.cons, 0, 0, SHMRING_WAIT_BLOCK, 0, 0, NULL), SHMRING_ERR_SYS);
+    CHECK_EQ(wait_sliced(&r.cons, 0, 0, SHMRING_WAIT_BLOCK, 0), SHMRING_ERR_SYS);
     CHECK_EQ(errno, EINTR);
 }
 

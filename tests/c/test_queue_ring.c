@@ -26,6 +26,13 @@ static void ring_load(shmring_queue_ring *r, ring_mem *m)
     CHECK_EQ(shmring_queue_ring_load(r, &m->head, &m->tail, m->data, CAP), SHMRING_OK);
 }
 
+/* Fresh memory, and a working copy of its empty ring. */
+static void ring_new(ring_mem *m, shmring_queue_ring *r)
+{
+    mem_new(m);
+    ring_load(r, m);
+}
+
 /* Reserve and fill one record in the working copy. */
 static int put(shmring_queue_ring *r, uint64_t len, unsigned seed)
 {
@@ -56,6 +63,24 @@ static const shmring_record *record_at(ring_mem *m, uint64_t offset)
     return (const shmring_record *)(const void *)(m->data + offset);
 }
 
+/* Records of 104 and 80 bytes (112 + 88 ring bytes, seeds 1 and 2): tail
+ * 200, 56 bytes left before the end of the ring. */
+static void put_up_to_200(shmring_queue_ring *r)
+{
+    CHECK_EQ(put(r, 104, 1), SHMRING_OK);
+    CHECK_EQ(put(r, 80, 2), SHMRING_OK);
+}
+
+/* put_up_to_200, the first record taken, then one of 64 bytes (72 ring
+ * bytes, seed 3) that does not fit in the 56 before the end: padding at
+ * 200, the record at 0. */
+static void wrap_behind_padding(shmring_queue_ring *r)
+{
+    put_up_to_200(r);
+    CHECK_EQ(take(r, 104, 1), SHMRING_OK);
+    CHECK_EQ(put(r, 64, 3), SHMRING_OK);
+}
+
 static void loading_refuses_impossible_counters(void)
 {
     ring_mem m;
@@ -74,8 +99,7 @@ static void a_record_is_invisible_until_committed_and_comes_out_as_it_went_in(vo
 {
     ring_mem m;
     shmring_queue_ring r, other;
-    mem_new(&m);
-    ring_load(&r, &m);
+    ring_new(&m, &r);
     CHECK_EQ(put(&r, 10, 1), SHMRING_OK);
     ring_load(&other, &m);
     CHECK_EQ(take(&other, 0, 0), SHMRING_AGAIN);
@@ -92,12 +116,8 @@ static void pads_then_wraps_at_the_end_of_the_ring(void)
 {
     ring_mem m;
     shmring_queue_ring r;
-    mem_new(&m);
-    ring_load(&r, &m);
-    CHECK_EQ(put(&r, 104, 1), SHMRING_OK); /* 112 */
-    CHECK_EQ(put(&r, 80, 2), SHMRING_OK);  /* 88: tail 200 */
-    CHECK_EQ(take(&r, 104, 1), SHMRING_OK);
-    CHECK_EQ(put(&r, 64, 3), SHMRING_OK); /* 72 bytes, 56 before the end */
+    ring_new(&m, &r);
+    wrap_behind_padding(&r);
     CHECK_EQ(record_at(&m, 200)->tag, SHMRING_REC_PAD);
     CHECK_EQ(record_at(&m, 200)->len, 56 - 8);
     CHECK_EQ(record_at(&m, 0)->len, 64);
@@ -113,10 +133,8 @@ static void a_full_ring_pads_only_when_the_padding_and_the_record_both_fit(void)
 {
     ring_mem m;
     shmring_queue_ring r;
-    mem_new(&m);
-    ring_load(&r, &m);
-    CHECK_EQ(put(&r, 104, 1), SHMRING_OK);
-    CHECK_EQ(put(&r, 80, 2), SHMRING_OK); /* tail 200, head 0 */
+    ring_new(&m, &r);
+    put_up_to_200(&r); /* head 0 */
     CHECK_EQ(put(&r, 64, 3), SHMRING_AGAIN); /* 56 free, all before the end */
     CHECK_EQ(r.tail, 200);                     /* nothing written */
     CHECK_EQ(shmring_queue_ring_fits(&r, 64), 0);
@@ -129,8 +147,7 @@ static void an_empty_ring_starts_over_at_offset_zero_for_a_record_that_would_not
 {
     ring_mem m;
     shmring_queue_ring r;
-    mem_new(&m);
-    ring_load(&r, &m);
+    ring_new(&m, &r);
     CHECK_EQ(put(&r, 200, 1), SHMRING_OK);
     CHECK_EQ(take(&r, 200, 1), SHMRING_OK);
     shmring_queue_ring_commit(&r); /* empty, 48 bytes before the end */
@@ -152,8 +169,7 @@ static void restart_leaves_a_ring_that_is_not_empty_or_already_at_zero_alone(voi
 {
     ring_mem m;
     shmring_queue_ring r;
-    mem_new(&m);
-    ring_load(&r, &m);
+    ring_new(&m, &r);
     shmring_queue_ring_restart(&r); /* at offset 0 */
     CHECK_EQ(r.tail, 0);
     CHECK_EQ(put(&r, 8, 1), SHMRING_OK);
@@ -167,8 +183,7 @@ static void a_record_as_big_as_the_ring_fits_an_empty_ring_exactly(void)
     ring_mem m;
     shmring_queue_ring r;
     unsigned char *dst;
-    mem_new(&m);
-    ring_load(&r, &m);
+    ring_new(&m, &r);
     CHECK_EQ(put(&r, CAP - 7, 1), SHMRING_TOO_BIG);
     CHECK_EQ(shmring_queue_ring_reserve(&r, SHMRING_REC_BYTES, UINT64_C(1) << 33, &dst), SHMRING_TOO_BIG);
     CHECK_EQ(shmring_queue_ring_fits(&r, CAP - 7), 0);
@@ -185,8 +200,7 @@ static void fits_says_what_reserve_would_do(void)
     uint64_t lens[] = {0, 8, 40, 48, 56, 100, 200, CAP - 8, CAP};
     uint64_t held[64];
     unsigned i, step, first = 0, last = 0;
-    mem_new(&m);
-    ring_load(&r, &m);
+    ring_new(&m, &r);
     for (step = 0; step < 40; step++) {
         uint64_t len = 8 + (step * 24) % 120;
         for (i = 0; i < sizeof lens / sizeof lens[0]; i++) {
@@ -206,33 +220,28 @@ static void fits_says_what_reserve_would_do(void)
 
 static void take_refuses_impossible_records_before_reading_them(void)
 {
+    /* The header of the one record committed (16 bytes of payload). */
+    static const shmring_record impossible[] = {
+        {16, SHMRING_REC_DATA},           /* a channel's tag: not a queue's */
+        {17, SHMRING_REC_OBJECT},         /* past tail */
+        {UINT32_MAX, SHMRING_REC_OBJECT}, /* past the end of the ring */
+        {8, SHMRING_REC_PAD},             /* padding must reach the end of the ring */
+        {CAP - 8, SHMRING_REC_PAD},       /* it does, past tail */
+    };
     ring_mem m;
     shmring_queue_ring r;
     shmring_record *rec;
-    mem_new(&m);
+    unsigned i;
+    ring_new(&m, &r);
     rec = (shmring_record *)(void *)m.data;
-    ring_load(&r, &m);
     CHECK_EQ(put(&r, 16, 1), SHMRING_OK);
     shmring_queue_ring_commit(&r);
-
-    rec->tag = SHMRING_REC_DATA; /* a channel's tag: not a queue's */
-    ring_load(&r, &m);
-    CHECK_EQ(take(&r, 0, 0), SHMRING_ERR_CORRUPT);
-    rec->tag = SHMRING_REC_OBJECT;
-    rec->len = 17; /* past tail */
-    ring_load(&r, &m);
-    CHECK_EQ(take(&r, 0, 0), SHMRING_ERR_CORRUPT);
-    rec->len = UINT32_MAX; /* past the end of the ring */
-    ring_load(&r, &m);
-    CHECK_EQ(take(&r, 0, 0), SHMRING_ERR_CORRUPT);
-    rec->tag = SHMRING_REC_PAD;
-    rec->len = 8; /* padding must reach the end of the ring */
-    ring_load(&r, &m);
-    CHECK_EQ(take(&r, 0, 0), SHMRING_ERR_CORRUPT);
-    rec->len = CAP - 8; /* it does, past tail */
-    ring_load(&r, &m);
-    CHECK_EQ(take(&r, 0, 0), SHMRING_ERR_CORRUPT);
-    CHECK_EQ(r.head, 0);
+    for (i = 0; i < sizeof impossible / sizeof impossible[0]; i++) {
+        *rec = impossible[i];
+        ring_load(&r, &m);
+        CHECK_EQ(take(&r, 0, 0), SHMRING_ERR_CORRUPT);
+        CHECK_EQ(r.head, 0);
+    }
 
     ring_load(&r, &m);
     r.tail = r.head + 4; /* less than a record header */
@@ -244,8 +253,7 @@ static void a_record_said_to_cross_the_end_of_the_ring_is_corruption(void)
     ring_mem m;
     shmring_queue_ring r;
     shmring_record *rec;
-    mem_new(&m);
-    ring_load(&r, &m);
+    ring_new(&m, &r);
     CHECK_EQ(put(&r, 200, 1), SHMRING_OK);
     CHECK_EQ(take(&r, 200, 1), SHMRING_OK);
     CHECK_EQ(put(&r, 8, 2), SHMRING_OK); /* 208..224: not empty, so no restart */
@@ -264,12 +272,8 @@ static void count_counts_records_and_payload_bytes_but_not_padding(void)
     ring_mem m;
     shmring_queue_ring r;
     uint64_t items = 0, bytes = 0;
-    mem_new(&m);
-    ring_load(&r, &m);
-    CHECK_EQ(put(&r, 104, 1), SHMRING_OK);
-    CHECK_EQ(put(&r, 80, 2), SHMRING_OK);
-    CHECK_EQ(take(&r, 104, 1), SHMRING_OK);
-    CHECK_EQ(put(&r, 64, 3), SHMRING_OK); /* behind a padding record */
+    ring_new(&m, &r);
+    wrap_behind_padding(&r);
     shmring_queue_ring_commit(&r);
     ring_load(&r, &m);
     CHECK_EQ(shmring_queue_ring_count(r, &items, &bytes), SHMRING_OK);
@@ -305,12 +309,7 @@ static void the_config_check_refuses_every_impossible_field(void)
     CHECK_EQ(shmring_queue_check_config(q.c, q.size, &copy), SHMRING_OK);
     CHECK_EQ(copy.capacity, CAP);
     saved = *q.c;
-#define REFUSED(field, value)                                                       \
-    do {                                                                            \
-        *q.c = saved;                                                               \
-        q.c->field = value;                                                         \
-        CHECK_EQ(shmring_queue_check_config(q.c, q.size, &copy), SHMRING_ERR_CORRUPT); \
-    } while (0)
+#define REFUSED(field, value) CHECK_REFUSED(q.c, saved, field, value, shmring_queue_check_config(q.c, q.size, &copy))
     REFUSED(data_offset, 0);
     REFUSED(capacity, 32);
     REFUSED(capacity, CAP + 4);
@@ -345,25 +344,49 @@ static void a_chunk_is_checked_against_its_queue_and_index(void)
 
 static void chunk_names_are_spelled_and_parsed_back_by_one_pair_of_functions(void)
 {
+    /* The tag is SipHash-2-4 of the index's 8 little-endian bytes: with the
+     * reference key and index bytes 00..07, the reference vector of 8 bytes. */
+    const uint64_t k0 = UINT64_C(0x0706050403020100), k1 = UINT64_C(0x0f0e0d0c0b0a0908);
     char out[NAME_MAX + 2], longname[NAME_MAX + 2];
     uint64_t index = 0;
-    CHECK_EQ(shmring_queue_chunk_name("/jobs", 3, out), SHMRING_OK);
-    CHECK(strcmp(out, "/jobs.q3") == 0);
-    CHECK_EQ(shmring_queue_chunk_name("jobs", 12, out), SHMRING_OK);
-    CHECK(strcmp(out, "/jobs.q12") == 0);
-    CHECK_EQ(shmring_queue_chunk_parse("jobs.q12", "/jobs", &index), 1);
+    CHECK_EQ(shmring_queue_chunk_name_keyed("/jobs", k0, k1, k0, out), SHMRING_OK);
+    CHECK(strcmp(out, "/jobs.q506097522914230528.93f5f5799a932462") == 0);
+    CHECK_EQ(shmring_queue_chunk_parse(out, "jobs", &index), 1);
+    CHECK_EQ(index, k0);
+    CHECK_EQ(shmring_queue_chunk_name_keyed("jobs", k0, k1, 12, out), SHMRING_OK);
+    CHECK_EQ(shmring_queue_chunk_parse(out + 1, "/jobs", &index), 1);
     CHECK_EQ(index, 12);
-    CHECK_EQ(shmring_queue_chunk_parse("/jobs.q0", "jobs", &index), 1);
+    CHECK_EQ(shmring_queue_chunk_parse("/jobs.q0.0123456789abcdef", "jobs", &index), 1);
     CHECK_EQ(index, 0);
-    CHECK_EQ(shmring_queue_chunk_parse("jobs.q012", "jobs", &index), 0);
-    CHECK_EQ(shmring_queue_chunk_parse("jobs.q", "jobs", &index), 0);
-    CHECK_EQ(shmring_queue_chunk_parse("jobs.qx", "jobs", &index), 0);
-    CHECK_EQ(shmring_queue_chunk_parse("jobs.q1x", "jobs", &index), 0);
-    CHECK_EQ(shmring_queue_chunk_parse("jobsx.q1", "jobs", &index), 0);
-    CHECK_EQ(shmring_queue_chunk_parse("jobs.q99999999999999999999", "jobs", &index), 0);
-    memset(longname, 'a', NAME_MAX);
-    longname[NAME_MAX] = '\0';
-    CHECK_EQ(shmring_queue_chunk_name(longname, 1, out), SHMRING_ERR_ARG);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q0", "jobs", &index), 0); /* version 2's names */
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q012.0123456789abcdef", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q.0123456789abcdef", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.qx.0123456789abcdef", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q1x.0123456789abcdef", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q1.0123456789abcde", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q1.0123456789abcdef0", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q1.0123456789ABCDEF", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobsx.q1.0123456789abcdef", "jobs", &index), 0);
+    CHECK_EQ(shmring_queue_chunk_parse("jobs.q99999999999999999999.0123456789abcdef", "jobs", &index), 0);
+    memset(longname, 'a', NAME_MAX - 20);
+    longname[NAME_MAX - 20] = '\0';
+    CHECK_EQ(shmring_queue_chunk_name_keyed(longname, k0, k1, 1, out), SHMRING_ERR_ARG);
+}
+
+static void every_queue_draws_its_own_chunk_key_so_its_names_are_its_own(void)
+{
+    shmring_queue_ctrl *a = (shmring_queue_ctrl *)helpers_memory(SHMRING_QUEUE_CTRL_SIZE);
+    shmring_queue_ctrl *b = (shmring_queue_ctrl *)helpers_memory(SHMRING_QUEUE_CTRL_SIZE);
+    char name_a[NAME_MAX + 2], name_b[NAME_MAX + 2], name_a1[NAME_MAX + 2];
+    shmring_queue_init(a, CAP, 0, 0, 0, 0600);
+    shmring_queue_init(b, CAP, 0, 0, 0, 0600);
+    CHECK(a->chunk_key[0] != b->chunk_key[0] || a->chunk_key[1] != b->chunk_key[1]);
+    CHECK_EQ(shmring_queue_chunk_name(a, "jobs", 0, name_a), SHMRING_OK);
+    CHECK_EQ(shmring_queue_chunk_name(b, "jobs", 0, name_b), SHMRING_OK);
+    CHECK_EQ(shmring_queue_chunk_name(a, "jobs", 1, name_a1), SHMRING_OK);
+    CHECK(strcmp(name_a, name_b) != 0);
+    /* the next index does not share the tag of the one before */
+    CHECK(strcmp(strrchr(name_a, '.'), strrchr(name_a1, '.')) != 0);
 }
 
 static void the_counters_never_go_below_zero_and_tasks_never_outrun_puts(void)
@@ -390,20 +413,30 @@ static uint64_t soon(void)
     return shmring_now_ns() + 2000000u; /* 2 ms */
 }
 
+/* The blocking put and get of this process on the queue in q (named
+ * "/t-unit"), waiting until soon(). */
+static int queue_put(queue_mem *q, uint32_t tag, const void *data, uint64_t len)
+{
+    return shmring_queue_put(q->c, CAP, "/t-unit", shmring_token_self(), tag, data, len, soon());
+}
+
+static int queue_get(queue_mem *q, void *buf, uint64_t cap, uint64_t *len, uint32_t *tag)
+{
+    return shmring_queue_get(q->c, CAP, "/t-unit", shmring_token_self(), buf, cap, len, tag, soon());
+}
+
 static void put_and_get_move_records_through_the_main_ring_in_order(void)
 {
     queue_mem q;
     unsigned char in[200], out[200];
-    uint64_t token = shmring_token_self(), len;
+    uint64_t len;
     uint32_t tag;
     unsigned i;
     queue_new(&q, 0);
     for (i = 0; i < 40; i++) { /* several laps */
         helpers_fill(in, i * 3, i);
-        CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, i % 2 ? SHMRING_REC_OBJECT : SHMRING_REC_BYTES, in,
-                                   i * 3, soon()),
-                 SHMRING_OK);
-        CHECK_EQ(shmring_queue_get(q.c, CAP, "/t-unit", token, out, sizeof out, &len, &tag, soon()), SHMRING_OK);
+        CHECK_EQ(queue_put(&q, i % 2 ? SHMRING_REC_OBJECT : SHMRING_REC_BYTES, in, i * 3), SHMRING_OK);
+        CHECK_EQ(queue_get(&q, out, sizeof out, &len, &tag), SHMRING_OK);
         CHECK_EQ(len, i * 3);
         CHECK_EQ(tag, i % 2 ? SHMRING_REC_OBJECT : SHMRING_REC_BYTES);
         CHECK(helpers_pattern_ok(out, len, i));
@@ -418,14 +451,14 @@ static void get_times_out_on_an_empty_queue_and_put_on_a_full_one(void)
 {
     queue_mem q;
     unsigned char buf[64];
-    uint64_t token = shmring_token_self(), len;
+    uint64_t len;
     uint32_t tag;
     queue_new(&q, 0);
-    CHECK_EQ(shmring_queue_get(q.c, CAP, "/t-unit", token, buf, sizeof buf, &len, &tag, soon()), SHMRING_TIMEOUT);
-    while (shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, buf, 56, soon()) == SHMRING_OK)
+    CHECK_EQ(queue_get(&q, buf, sizeof buf, &len, &tag), SHMRING_TIMEOUT);
+    while (queue_put(&q, SHMRING_REC_BYTES, buf, 56) == SHMRING_OK)
         ;
     CHECK_EQ(q.c->count, CAP / 64);
-    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, buf, 56, soon()), SHMRING_TIMEOUT);
+    CHECK_EQ(queue_put(&q, SHMRING_REC_BYTES, buf, 56), SHMRING_TIMEOUT);
     CHECK_EQ(q.c->room_waiters, 0); /* every sleeper unregistered */
     CHECK_EQ(q.c->lock.owner, 0);
 }
@@ -434,40 +467,39 @@ static void maxsize_bounds_the_items_whatever_their_size(void)
 {
     queue_mem q;
     unsigned char buf[8] = {0};
-    uint64_t token = shmring_token_self();
     queue_new(&q, 2);
-    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, buf, 1, soon()), SHMRING_OK);
-    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, buf, 1, soon()), SHMRING_OK);
-    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, buf, 1, soon()), SHMRING_TIMEOUT);
+    CHECK_EQ(queue_put(&q, SHMRING_REC_BYTES, buf, 1), SHMRING_OK);
+    CHECK_EQ(queue_put(&q, SHMRING_REC_BYTES, buf, 1), SHMRING_OK);
+    CHECK_EQ(queue_put(&q, SHMRING_REC_BYTES, buf, 1), SHMRING_TIMEOUT);
 }
 
 static void a_record_too_big_for_the_buffer_stays_in_the_queue(void)
 {
     queue_mem q;
     unsigned char in[100], out[100];
-    uint64_t token = shmring_token_self(), len = 0;
+    uint64_t len = 0;
     uint32_t tag = 0;
     queue_new(&q, 0);
     helpers_fill(in, 100, 7);
-    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, in, 100, soon()), SHMRING_OK);
-    CHECK_EQ(shmring_queue_get(q.c, CAP, "/t-unit", token, out, 99, &len, &tag, soon()), SHMRING_TOO_BIG);
+    CHECK_EQ(queue_put(&q, SHMRING_REC_BYTES, in, 100), SHMRING_OK);
+    CHECK_EQ(queue_get(&q, out, 99, &len, &tag), SHMRING_TOO_BIG);
     CHECK_EQ(len, 100);
     CHECK_EQ(q.c->count, 1);
-    CHECK_EQ(shmring_queue_get(q.c, CAP, "/t-unit", token, out, 100, &len, &tag, soon()), SHMRING_OK);
+    CHECK_EQ(queue_get(&q, out, 100, &len, &tag), SHMRING_OK);
     CHECK(helpers_pattern_ok(out, 100, 7));
-    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, in, CAP, soon()), SHMRING_TOO_BIG);
+    CHECK_EQ(queue_put(&q, SHMRING_REC_BYTES, in, CAP), SHMRING_TOO_BIG);
 }
 
 static void put_and_get_refuse_a_queue_whose_overflow_chain_is_in_use(void)
 {
     queue_mem q;
     unsigned char buf[8] = {0};
-    uint64_t token = shmring_token_self(), len;
+    uint64_t len;
     uint32_t tag;
     queue_new(&q, 0);
     q.c->ovf_tail = 1; /* a chunk a C peer does not follow */
-    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, buf, 8, soon()), SHMRING_ERR_ARG);
-    CHECK_EQ(shmring_queue_get(q.c, CAP, "/t-unit", token, buf, 8, &len, &tag, soon()), SHMRING_ERR_ARG);
+    CHECK_EQ(queue_put(&q, SHMRING_REC_BYTES, buf, 8), SHMRING_ERR_ARG);
+    CHECK_EQ(queue_get(&q, buf, 8, &len, &tag), SHMRING_ERR_ARG);
     CHECK_EQ(q.c->count, 0);
     CHECK_EQ(q.c->lock.owner, 0);
 }
@@ -476,17 +508,17 @@ static void the_next_holder_after_a_dead_one_recounts_from_the_records(void)
 {
     queue_mem q;
     unsigned char buf[16] = {0};
-    uint64_t token = shmring_token_self(), len;
+    uint64_t len;
     uint32_t tag;
     queue_new(&q, 0);
-    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, buf, 16, soon()), SHMRING_OK);
-    CHECK_EQ(shmring_queue_put(q.c, CAP, "/t-unit", token, SHMRING_REC_BYTES, buf, 8, soon()), SHMRING_OK);
+    CHECK_EQ(queue_put(&q, SHMRING_REC_BYTES, buf, 16), SHMRING_OK);
+    CHECK_EQ(queue_put(&q, SHMRING_REC_BYTES, buf, 8), SHMRING_OK);
     /* A holder died after moving a ring's counter, before the counters. */
     q.c->count = 7;
     q.c->bytes = 1;
     q.c->puts = 9;
     q.c->lock.owner = helpers_dead_token();
-    CHECK_EQ(shmring_queue_get(q.c, CAP, "/t-unit", token, buf, sizeof buf, &len, &tag, soon()), SHMRING_OK);
+    CHECK_EQ(queue_get(&q, buf, sizeof buf, &len, &tag), SHMRING_OK);
     CHECK_EQ(len, 16);
     CHECK_EQ(q.c->count, 1);
     CHECK_EQ(q.c->bytes, 8);
@@ -510,6 +542,7 @@ int main(void)
     RUN(the_config_check_refuses_every_impossible_field);
     RUN(a_chunk_is_checked_against_its_queue_and_index);
     RUN(chunk_names_are_spelled_and_parsed_back_by_one_pair_of_functions);
+    RUN(every_queue_draws_its_own_chunk_key_so_its_names_are_its_own);
     RUN(the_counters_never_go_below_zero_and_tasks_never_outrun_puts);
     RUN(put_and_get_move_records_through_the_main_ring_in_order);
     RUN(get_times_out_on_an_empty_queue_and_put_on_a_full_one);

@@ -257,12 +257,7 @@ static void the_config_check_refuses_every_impossible_field(void)
     topic_new(&m, SHMRING_TOPIC_BLOCK);
     CHECK_EQ(shmring_topic_check_config(m.c, m.size, &copy), SHMRING_OK);
     saved = *m.c;
-#define REFUSED(field, value)                                                          \
-    do {                                                                               \
-        *m.c = saved;                                                                  \
-        m.c->field = value;                                                            \
-        CHECK_EQ(shmring_topic_check_config(m.c, m.size, &copy), SHMRING_ERR_CORRUPT); \
-    } while (0)
+#define REFUSED(field, value) CHECK_REFUSED(m.c, saved, field, value, shmring_topic_check_config(m.c, m.size, &copy))
     REFUSED(max_subscribers, 0);
     REFUSED(max_subscribers, SHMRING_TOPIC_MAX_SUBSCRIBERS + 1);
     REFUSED(max_subscribers, SUBS + 1); /* the data offset no longer matches */

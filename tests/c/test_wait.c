@@ -76,19 +76,16 @@ static int between(void *ctx, int slept)
     return SHMRING_OK;
 }
 
+/* The script's wait, through shmring_wait_for (the operation the headers'
+ * blocking calls hand to shmring_wait_sliced). */
 static int run(script *s, uint64_t slice_ns, uint64_t deadline_ns, int with_hooks)
 {
-    shmring_wait_op op;
     shmring_wait_hooks hooks;
-    op.ctx = s;
-    op.ready = ready;
-    op.sleep = sleep_once;
-    op.slice_ns = slice_ns;
     hooks.ctx = s;
     hooks.before_sleep = before;
     hooks.after_sleep = after;
     hooks.between = between;
-    return shmring_wait_sliced(&op, with_hooks ? &hooks : NULL, deadline_ns);
+    return shmring_wait_for(s, ready, sleep_once, slice_ns, with_hooks ? &hooks : NULL, deadline_ns);
 }
 
 static void script_new(script *s)
@@ -213,6 +210,7 @@ static void a_sleep_or_a_look_that_fails_ends_the_wait_with_its_result(void)
     CHECK_EQ(s.sleeps, 1);
 }
 
+/* shmring_wait_sliced itself, with an operation built by hand. */
 static void hooks_left_out_are_skipped(void)
 {
     script s;

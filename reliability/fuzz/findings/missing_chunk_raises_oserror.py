@@ -8,6 +8,11 @@ error: a corrupted counter is reported as if somebody had removed a file.
 (The recount after a dead holder, shmring_queue_recount, counts such chunks
 as lost and goes on.)
 
+Fixed on main by eeae8f6 ("an overflow chain naming a missing newest chunk
+... reported as damage"), found there independently: put now raises
+CorruptedError ("corrupted ovf_tail (its newest chunk does not exist)").
+Kept as a check that it stays so.
+
     .venv/bin/python reliability/fuzz/findings/missing_chunk_raises_oserror.py
 """
 

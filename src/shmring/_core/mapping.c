@@ -464,15 +464,24 @@ static PyObject *core_remove_unused(PyObject *Py_UNUSED(module), PyObject *args)
     Py_RETURN_TRUE;
 }
 
-/* chunk_name(queue, index) -> str: the name of a queue's overflow chunk. */
+/* chunk_name(queue, index, key) -> str: the name of a queue's overflow
+ * chunk, given the 16 bytes of its control block's chunk_key. */
 static PyObject *core_chunk_name(PyObject *Py_UNUSED(module), PyObject *args)
 {
     segment_name name;
     unsigned long long index;
+    const unsigned char *key;
+    Py_ssize_t key_len;
+    uint64_t k[2] = {0, 0};
+    int i;
     char out[NAME_MAX + 2];
-    if (!PyArg_ParseTuple(args, "O&K:chunk_name", name_converter, &name, &index))
+    if (!PyArg_ParseTuple(args, "O&Ky#:chunk_name", name_converter, &name, &index, &key, &key_len))
         return NULL;
-    if (shmring_queue_chunk_name(name.path, (uint64_t)index, out) != SHMRING_OK)
+    if (key_len != 16)
+        return PyErr_Format(PyExc_ValueError, "a chunk key is 16 bytes, not %zd", key_len);
+    for (i = 0; i < 16; i++)
+        k[i / 8] |= (uint64_t)key[i] << (8 * (i % 8)); /* little-endian, as stored */
+    if (shmring_queue_chunk_name_keyed(name.path, k[0], k[1], (uint64_t)index, out) != SHMRING_OK)
         return PyErr_Format(PyExc_ValueError, "queue name %R is too long for its chunk names", name.obj);
     return PyUnicode_FromString(out + 1);
 }
@@ -605,7 +614,8 @@ PyMethodDef mapping_functions[] = {
      "remove_unused($module, name, even_persistent=False, /)\n--\n\n"
      "Remove the segment if nobody is attached: True, else False."},
     {"chunk_name", core_chunk_name, METH_VARARGS,
-     "chunk_name($module, queue, index, /)\n--\n\nThe name of a queue's overflow chunk."},
+     "chunk_name($module, queue, index, key, /)\n--\n\n"
+     "The name of a queue's overflow chunk under its 16-byte chunk key."},
     {"chunk_index", core_chunk_index, METH_VARARGS,
      "chunk_index($module, entry, queue, /)\n--\n\n"
      "The index if `entry` is named like an overflow chunk of `queue`, else None."},

@@ -1,6 +1,6 @@
 /*
  * queue_chunks.c - the overflow chunks of a Queue (include/shmring/queue.h):
- * segments named "<queue>.q<index>", each a ring of the queue's format,
+ * segments named "<queue>.q<index>.<tag>", each a ring of the queue's format,
  * chained from ovf_head to ovf_tail; made by producers when the main ring
  * is full, retired by consumers once drained, and counted again after a
  * lock holder died.  Everything here runs with the queue lock held.
@@ -10,7 +10,7 @@
 void chunk_path(QueueObject *self, uint64_t index, char *path)
 {
     /* Cannot fail: queue names are at most QUEUE_NAME_MAX characters. */
-    shmring_queue_chunk_name(PyUnicode_AsUTF8(queue_name(self)), index, path);
+    shmring_queue_chunk_name(self->ctrl, PyUnicode_AsUTF8(queue_name(self)), index, path);
 }
 
 /* Unmap the chunks this process holds below `below` (retired by anyone). */

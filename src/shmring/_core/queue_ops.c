@@ -119,13 +119,11 @@ static int put_start(QueueObject *self, PutPlace *p)
         rc = chunk_get(self, p->t - 1, &k);
         if (rc == SHMRING_OK)
             rc = chunk_ring(k, &p->first);
-        if (rc != SHMRING_OK && !(rc == SHMRING_ERR_SYS && errno == ENOENT)) {
-            queue_corrupt(self, "overflow chunk");
-            return QUEUE_ERROR;
-        }
+        /* A newest chunk that does not exist: ovf_tail (or ovf_head) names
+         * a chain that was never made, or a chunk was removed by hand. */
         if (rc != SHMRING_OK) {
-            PyErr_Format(PyExc_OSError, "queue %R: overflow chunk %llu is gone (removed by hand?)",
-                         queue_name(self), (unsigned long long)(p->t - 1));
+            queue_corrupt(self, rc == SHMRING_ERR_SYS && errno == ENOENT ? "ovf_tail (its newest chunk does not exist)"
+                                                                         : "overflow chunk");
             return QUEUE_ERROR;
         }
     }

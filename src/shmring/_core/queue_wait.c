@@ -215,7 +215,9 @@ int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadline)
     w.self = self;
     w.op = op;
     w.is_put = op->put != NULL;
-    w.deadline = deadline;
+    /* A non-blocking call waits for a held lock SHMRING_NOWAIT_LOCK_NS at
+     * most, then reports Empty / Full (deadline 0 would wait for ever). */
+    w.deadline = block ? deadline : shmring_now_ns() + SHMRING_NOWAIT_LOCK_NS;
     w.seq = w.is_put ? &c->room_seq : &c->items_seq;
     w.waiters = w.is_put ? &c->room_waiters : &c->items_waiters;
     /* The common case without setting up the wait (nor reading the clock):

@@ -237,15 +237,18 @@ static PyObject *topic_stats(TopicEndObject *self, PyObject *Py_UNUSED(ignored))
 
 static int topic_init(TopicEndObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"mapping", "role", NULL};
-    PyObject *mapping;
+    static char *kwlist[] = {"mapping", "role", "timeout", NULL};
+    PyObject *mapping, *timeout = Py_None;
+    uint64_t deadline;
     int role;
     MappingObject *m;
     if (self->mapping != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "topic handle already initialised");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!i:TopicEnd", kwlist, &MappingType, &mapping, &role))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!i|O:TopicEnd", kwlist, &MappingType, &mapping, &role,
+                                     &timeout) ||
+        parse_timeout(timeout, &deadline) < 0)
         return -1;
     m = (MappingObject *)mapping;
     if (mapping_check_open(m) < 0)
@@ -280,10 +283,10 @@ static int topic_init(TopicEndObject *self, PyObject *args, PyObject *kwds)
     self->generation = fork_generation;
     self->token = shmring_token_self();
     if (role == TOPIC_SUBSCRIBER) {
-        int lr = topic_lock(self, 0), slot;
+        int lr = topic_lock(self, deadline), slot;
         if (lr != 0) {
             if (lr > 0)
-                PyErr_SetString(timeout_error, "topic lock");
+                PyErr_Format(timeout_error, "topic %R: the topic lock was not free in time to subscribe", m->name);
             goto fail;
         }
         slot = shmring_topic_subscribe(&self->t, self->token);
