@@ -42,143 +42,100 @@ bad:
     return -1;
 }
 
-/* -- the operations, by width (order_ok has checked `order`) ------------------ */
+/* -- the operations, for both widths (order_ok has checked `order`) ---------- */
+
+/* Each operation is written once, as a macro over `p`, a pointer of either
+ * width, and expanded by FOR_WIDTH for the atomic's own: the __atomic
+ * builtins are type-generic, but they need the pointer's type and take the
+ * order as a constant. */
+
+/* Run `stmt` with `p` the atomic's pointer, typed for its width. */
+#define FOR_WIDTH(self, p, stmt)               \
+    if ((self)->size == 4) {                   \
+        uint32_t *p = (uint32_t *)(self)->ptr; \
+        stmt                                   \
+    } else {                                   \
+        uint64_t *p = (uint64_t *)(self)->ptr; \
+        stmt                                   \
+    }
+
+/* Return *p, read at `order`. */
+#define LOAD_ORDERED(p, order)                          \
+    switch (order) {                                    \
+    case ORDER_RELAXED: return shmring_load_relaxed(p); \
+    case ORDER_ACQUIRE: return shmring_load_acquire(p); \
+    default: return shmring_load_seq_cst(p);            \
+    }
+
+/* Write v (truncated to the width) to *p at `order`. */
+#define STORE_ORDERED(p, v, order)                                              \
+    switch (order) {                                                            \
+    case ORDER_RELAXED: shmring_store_relaxed(p, (__typeof__(*(p)))(v)); break; \
+    case ORDER_RELEASE: shmring_store_release(p, (__typeof__(*(p)))(v)); break; \
+    default: shmring_store_seq_cst(p, (__typeof__(*(p)))(v)); break;            \
+    }
+
+/* Return the old value of *p, changed by `op` with x at the constant
+ * order `mo`. */
+#define RMW_AT(p, op, x, mo)                                                     \
+    switch (op) {                                                                \
+    case RMW_EXCHANGE: return __atomic_exchange_n(p, (__typeof__(*(p)))(x), mo); \
+    case RMW_ADD: return __atomic_fetch_add(p, (__typeof__(*(p)))(x), mo);       \
+    case RMW_SUB: return __atomic_fetch_sub(p, (__typeof__(*(p)))(x), mo);       \
+    case RMW_AND: return __atomic_fetch_and(p, (__typeof__(*(p)))(x), mo);       \
+    case RMW_OR: return __atomic_fetch_or(p, (__typeof__(*(p)))(x), mo);         \
+    default: return __atomic_fetch_xor(p, (__typeof__(*(p)))(x), mo);            \
+    }
+
+/* RMW_AT at `order`. */
+#define RMW_ORDERED(p, op, x, order)                       \
+    switch (order) {                                       \
+    case ORDER_RELAXED: RMW_AT(p, op, x, __ATOMIC_RELAXED) \
+    case ORDER_ACQUIRE: RMW_AT(p, op, x, __ATOMIC_ACQUIRE) \
+    case ORDER_RELEASE: RMW_AT(p, op, x, __ATOMIC_RELEASE) \
+    case ORDER_ACQ_REL: RMW_AT(p, op, x, __ATOMIC_ACQ_REL) \
+    default: RMW_AT(p, op, x, __ATOMIC_SEQ_CST)            \
+    }
+
+/* Compare-and-swap of *p at `order`; the failure order is the load part of
+ * it (it may not be release or acq_rel).  Return 1 swapped, else 0 with
+ * *expected the value found. */
+#define CAS_ORDERED(p, expected, desired, order)                                               \
+    {                                                                                          \
+        __typeof__(*(p)) e = (__typeof__(*(p)))*(expected), d = (__typeof__(*(p)))(desired);   \
+        int ok;                                                                                \
+        switch (order) {                                                                       \
+        case ORDER_RELAXED: ok = shmring_cas_relaxed(p, &e, d); break;                         \
+        case ORDER_ACQUIRE:                                                                    \
+            ok = __atomic_compare_exchange_n(p, &e, d, 0, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE); \
+            break;                                                                             \
+        case ORDER_RELEASE: ok = shmring_cas_release(p, &e, d); break;                         \
+        case ORDER_ACQ_REL: ok = shmring_cas_acq_rel_acquire(p, &e, d); break;                 \
+        default: ok = shmring_cas_seq_cst(p, &e, d); break;                                    \
+        }                                                                                      \
+        *(expected) = e;                                                                       \
+        return ok;                                                                             \
+    }
 
 static uint64_t load_ordered(const PrimitiveObject *self, int order)
 {
-    if (self->size == 4) {
-        uint32_t *p = (uint32_t *)self->ptr;
-        switch (order) {
-        case ORDER_RELAXED: return shmring_load_relaxed(p);
-        case ORDER_ACQUIRE: return shmring_load_acquire(p);
-        default: return shmring_load_seq_cst(p);
-        }
-    } else {
-        uint64_t *p = (uint64_t *)self->ptr;
-        switch (order) {
-        case ORDER_RELAXED: return shmring_load_relaxed(p);
-        case ORDER_ACQUIRE: return shmring_load_acquire(p);
-        default: return shmring_load_seq_cst(p);
-        }
-    }
+    FOR_WIDTH(self, p, LOAD_ORDERED(p, order))
 }
 
 static void store_ordered(const PrimitiveObject *self, uint64_t v, int order)
 {
-    if (self->size == 4) {
-        uint32_t *p = (uint32_t *)self->ptr;
-        switch (order) {
-        case ORDER_RELAXED: shmring_store_relaxed(p, (uint32_t)v); break;
-        case ORDER_RELEASE: shmring_store_release(p, (uint32_t)v); break;
-        default: shmring_store_seq_cst(p, (uint32_t)v); break;
-        }
-    } else {
-        uint64_t *p = (uint64_t *)self->ptr;
-        switch (order) {
-        case ORDER_RELAXED: shmring_store_relaxed(p, v); break;
-        case ORDER_RELEASE: shmring_store_release(p, v); break;
-        default: shmring_store_seq_cst(p, v); break;
-        }
-    }
+    FOR_WIDTH(self, p, STORE_ORDERED(p, v, order))
 }
 
-/* `op` at `order` on a 32-bit word; the old value. */
-static uint32_t rmw32(uint32_t *p, int op, uint32_t x, int order)
+/* `op` with x at `order`; the old value. */
+static uint64_t rmw_ordered(const PrimitiveObject *self, int op, uint64_t x, int order)
 {
-    switch (op * 8 + order) {
-    case RMW_EXCHANGE * 8 + ORDER_RELAXED: return __atomic_exchange_n(p, x, __ATOMIC_RELAXED);
-    case RMW_EXCHANGE * 8 + ORDER_ACQUIRE: return __atomic_exchange_n(p, x, __ATOMIC_ACQUIRE);
-    case RMW_EXCHANGE * 8 + ORDER_RELEASE: return __atomic_exchange_n(p, x, __ATOMIC_RELEASE);
-    case RMW_EXCHANGE * 8 + ORDER_ACQ_REL: return __atomic_exchange_n(p, x, __ATOMIC_ACQ_REL);
-    case RMW_EXCHANGE * 8 + ORDER_SEQ_CST: return __atomic_exchange_n(p, x, __ATOMIC_SEQ_CST);
-    case RMW_ADD * 8 + ORDER_RELAXED: return __atomic_fetch_add(p, x, __ATOMIC_RELAXED);
-    case RMW_ADD * 8 + ORDER_ACQUIRE: return __atomic_fetch_add(p, x, __ATOMIC_ACQUIRE);
-    case RMW_ADD * 8 + ORDER_RELEASE: return __atomic_fetch_add(p, x, __ATOMIC_RELEASE);
-    case RMW_ADD * 8 + ORDER_ACQ_REL: return __atomic_fetch_add(p, x, __ATOMIC_ACQ_REL);
-    case RMW_ADD * 8 + ORDER_SEQ_CST: return __atomic_fetch_add(p, x, __ATOMIC_SEQ_CST);
-    case RMW_SUB * 8 + ORDER_RELAXED: return __atomic_fetch_sub(p, x, __ATOMIC_RELAXED);
-    case RMW_SUB * 8 + ORDER_ACQUIRE: return __atomic_fetch_sub(p, x, __ATOMIC_ACQUIRE);
-    case RMW_SUB * 8 + ORDER_RELEASE: return __atomic_fetch_sub(p, x, __ATOMIC_RELEASE);
-    case RMW_SUB * 8 + ORDER_ACQ_REL: return __atomic_fetch_sub(p, x, __ATOMIC_ACQ_REL);
-    case RMW_SUB * 8 + ORDER_SEQ_CST: return __atomic_fetch_sub(p, x, __ATOMIC_SEQ_CST);
-    case RMW_AND * 8 + ORDER_RELAXED: return __atomic_fetch_and(p, x, __ATOMIC_RELAXED);
-    case RMW_AND * 8 + ORDER_ACQUIRE: return __atomic_fetch_and(p, x, __ATOMIC_ACQUIRE);
-    case RMW_AND * 8 + ORDER_RELEASE: return __atomic_fetch_and(p, x, __ATOMIC_RELEASE);
-    case RMW_AND * 8 + ORDER_ACQ_REL: return __atomic_fetch_and(p, x, __ATOMIC_ACQ_REL);
-    case RMW_AND * 8 + ORDER_SEQ_CST: return __atomic_fetch_and(p, x, __ATOMIC_SEQ_CST);
-    case RMW_OR * 8 + ORDER_RELAXED: return __atomic_fetch_or(p, x, __ATOMIC_RELAXED);
-    case RMW_OR * 8 + ORDER_ACQUIRE: return __atomic_fetch_or(p, x, __ATOMIC_ACQUIRE);
-    case RMW_OR * 8 + ORDER_RELEASE: return __atomic_fetch_or(p, x, __ATOMIC_RELEASE);
-    case RMW_OR * 8 + ORDER_ACQ_REL: return __atomic_fetch_or(p, x, __ATOMIC_ACQ_REL);
-    case RMW_OR * 8 + ORDER_SEQ_CST: return __atomic_fetch_or(p, x, __ATOMIC_SEQ_CST);
-    case RMW_XOR * 8 + ORDER_RELAXED: return __atomic_fetch_xor(p, x, __ATOMIC_RELAXED);
-    case RMW_XOR * 8 + ORDER_ACQUIRE: return __atomic_fetch_xor(p, x, __ATOMIC_ACQUIRE);
-    case RMW_XOR * 8 + ORDER_RELEASE: return __atomic_fetch_xor(p, x, __ATOMIC_RELEASE);
-    case RMW_XOR * 8 + ORDER_ACQ_REL: return __atomic_fetch_xor(p, x, __ATOMIC_ACQ_REL);
-    default: return __atomic_fetch_xor(p, x, __ATOMIC_SEQ_CST);
-    }
+    FOR_WIDTH(self, p, RMW_ORDERED(p, op, x, order))
 }
 
-/* rmw32 on a 64-bit word. */
-static uint64_t rmw64(uint64_t *p, int op, uint64_t x, int order)
+static int cas_ordered(const PrimitiveObject *self, uint64_t *expected, uint64_t desired, int order)
 {
-    switch (op * 8 + order) {
-    case RMW_EXCHANGE * 8 + ORDER_RELAXED: return __atomic_exchange_n(p, x, __ATOMIC_RELAXED);
-    case RMW_EXCHANGE * 8 + ORDER_ACQUIRE: return __atomic_exchange_n(p, x, __ATOMIC_ACQUIRE);
-    case RMW_EXCHANGE * 8 + ORDER_RELEASE: return __atomic_exchange_n(p, x, __ATOMIC_RELEASE);
-    case RMW_EXCHANGE * 8 + ORDER_ACQ_REL: return __atomic_exchange_n(p, x, __ATOMIC_ACQ_REL);
-    case RMW_EXCHANGE * 8 + ORDER_SEQ_CST: return __atomic_exchange_n(p, x, __ATOMIC_SEQ_CST);
-    case RMW_ADD * 8 + ORDER_RELAXED: return __atomic_fetch_add(p, x, __ATOMIC_RELAXED);
-    case RMW_ADD * 8 + ORDER_ACQUIRE: return __atomic_fetch_add(p, x, __ATOMIC_ACQUIRE);
-    case RMW_ADD * 8 + ORDER_RELEASE: return __atomic_fetch_add(p, x, __ATOMIC_RELEASE);
-    case RMW_ADD * 8 + ORDER_ACQ_REL: return __atomic_fetch_add(p, x, __ATOMIC_ACQ_REL);
-    case RMW_ADD * 8 + ORDER_SEQ_CST: return __atomic_fetch_add(p, x, __ATOMIC_SEQ_CST);
-    case RMW_SUB * 8 + ORDER_RELAXED: return __atomic_fetch_sub(p, x, __ATOMIC_RELAXED);
-    case RMW_SUB * 8 + ORDER_ACQUIRE: return __atomic_fetch_sub(p, x, __ATOMIC_ACQUIRE);
-    case RMW_SUB * 8 + ORDER_RELEASE: return __atomic_fetch_sub(p, x, __ATOMIC_RELEASE);
-    case RMW_SUB * 8 + ORDER_ACQ_REL: return __atomic_fetch_sub(p, x, __ATOMIC_ACQ_REL);
-    case RMW_SUB * 8 + ORDER_SEQ_CST: return __atomic_fetch_sub(p, x, __ATOMIC_SEQ_CST);
-    case RMW_AND * 8 + ORDER_RELAXED: return __atomic_fetch_and(p, x, __ATOMIC_RELAXED);
-    case RMW_AND * 8 + ORDER_ACQUIRE: return __atomic_fetch_and(p, x, __ATOMIC_ACQUIRE);
-    case RMW_AND * 8 + ORDER_RELEASE: return __atomic_fetch_and(p, x, __ATOMIC_RELEASE);
-    case RMW_AND * 8 + ORDER_ACQ_REL: return __atomic_fetch_and(p, x, __ATOMIC_ACQ_REL);
-    case RMW_AND * 8 + ORDER_SEQ_CST: return __atomic_fetch_and(p, x, __ATOMIC_SEQ_CST);
-    case RMW_OR * 8 + ORDER_RELAXED: return __atomic_fetch_or(p, x, __ATOMIC_RELAXED);
-    case RMW_OR * 8 + ORDER_ACQUIRE: return __atomic_fetch_or(p, x, __ATOMIC_ACQUIRE);
-    case RMW_OR * 8 + ORDER_RELEASE: return __atomic_fetch_or(p, x, __ATOMIC_RELEASE);
-    case RMW_OR * 8 + ORDER_ACQ_REL: return __atomic_fetch_or(p, x, __ATOMIC_ACQ_REL);
-    case RMW_OR * 8 + ORDER_SEQ_CST: return __atomic_fetch_or(p, x, __ATOMIC_SEQ_CST);
-    case RMW_XOR * 8 + ORDER_RELAXED: return __atomic_fetch_xor(p, x, __ATOMIC_RELAXED);
-    case RMW_XOR * 8 + ORDER_ACQUIRE: return __atomic_fetch_xor(p, x, __ATOMIC_ACQUIRE);
-    case RMW_XOR * 8 + ORDER_RELEASE: return __atomic_fetch_xor(p, x, __ATOMIC_RELEASE);
-    case RMW_XOR * 8 + ORDER_ACQ_REL: return __atomic_fetch_xor(p, x, __ATOMIC_ACQ_REL);
-    default: return __atomic_fetch_xor(p, x, __ATOMIC_SEQ_CST);
-    }
-}
-
-/* Compare-and-swap at `order`; the failure order is the load part of it
- * (it may not be release or acq_rel).  1 swapped, else 0 with *expected
- * the value found. */
-static int cas32(uint32_t *p, uint32_t *expected, uint32_t desired, int order)
-{
-    switch (order) {
-    case ORDER_RELAXED: return shmring_cas_relaxed(p, expected, desired);
-    case ORDER_ACQUIRE: return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE);
-    case ORDER_RELEASE: return shmring_cas_release(p, expected, desired);
-    case ORDER_ACQ_REL: return shmring_cas_acq_rel_acquire(p, expected, desired);
-    default: return shmring_cas_seq_cst(p, expected, desired);
-    }
-}
-
-static int cas64(uint64_t *p, uint64_t *expected, uint64_t desired, int order)
-{
-    switch (order) {
-    case ORDER_RELAXED: return shmring_cas_relaxed(p, expected, desired);
-    case ORDER_ACQUIRE: return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE);
-    case ORDER_RELEASE: return shmring_cas_release(p, expected, desired);
-    case ORDER_ACQ_REL: return shmring_cas_acq_rel_acquire(p, expected, desired);
-    default: return shmring_cas_seq_cst(p, expected, desired);
-    }
+    FOR_WIDTH(self, p, CAS_ORDERED(p, expected, desired, order))
 }
 
 /* -- values ------------------------------------------------------------------ */
@@ -249,10 +206,7 @@ static PyObject *atomic_rmw(PrimitiveObject *self, PyObject *args, int op, const
     if (!PyArg_ParseTuple(args, fmt, &obj, &order) || to_value(self, obj, &v) < 0 || order_ok(order, 0, 0) < 0 ||
         primitive_ok(self) < 0)
         return NULL;
-    if (self->size == 4)
-        old = rmw32((uint32_t *)self->ptr, op, (uint32_t)v, order);
-    else
-        old = rmw64((uint64_t *)self->ptr, op, v, order);
+    old = rmw_ordered(self, op, v, order);
     return from_value(self, old);
 }
 
@@ -295,13 +249,7 @@ static PyObject *atomic_compare_exchange(PrimitiveObject *self, PyObject *args)
         to_value(self, e_obj, &expected) < 0 || to_value(self, d_obj, &desired) < 0 || order_ok(order, 0, 0) < 0 ||
         primitive_ok(self) < 0)
         return NULL;
-    if (self->size == 4) {
-        uint32_t e = (uint32_t)expected;
-        ok = cas32((uint32_t *)self->ptr, &e, (uint32_t)desired, order);
-        expected = e;
-    } else {
-        ok = cas64((uint64_t *)self->ptr, &expected, desired, order);
-    }
+    ok = cas_ordered(self, &expected, desired, order);
     cur = from_value(self, expected);
     if (cur == NULL)
         return NULL;
