@@ -692,6 +692,22 @@ int primitive_init(PrimitiveObject *self, PyObject *args, PyObject *kwds, const 
 int primitive_place(PrimitiveObject *self, PyObject *mapping, Py_ssize_t offset, Py_ssize_t size,
                     Py_ssize_t align);
 void primitive_dealloc(PrimitiveObject *self);
+
+/* The type object of a primitive: every primitive type has the layout
+ * PrimitiveObject, its dealloc and the default flags; each has its name in
+ * shmring._core, its docstring, methods and tp_init. */
+#define PRIMITIVE_TYPE(name, doc, methods, init)       \
+    {                                                  \
+        PyVarObject_HEAD_INIT(NULL, 0)                 \
+        .tp_name = "shmring._core." name,              \
+        .tp_basicsize = sizeof(PrimitiveObject),       \
+        .tp_dealloc = (destructor)primitive_dealloc,   \
+        .tp_flags = Py_TPFLAGS_DEFAULT,                \
+        .tp_doc = doc,                                 \
+        .tp_methods = methods,                         \
+        .tp_init = (initproc)init,                     \
+        .tp_new = PyType_GenericNew,                   \
+    }
 /* 0 while the mapping is open, else -1 with ValueError. */
 int primitive_ok(PrimitiveObject *self);
 /* Keep the mapping mapped while the GIL is released (an export makes the

@@ -336,15 +336,8 @@ static PyMethodDef atomic_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject AtomicType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shmring._core.Atomic",
-    .tp_basicsize = sizeof(PrimitiveObject),
-    .tp_dealloc = (destructor)primitive_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Atomic(mapping, offset, size)\n--\n\n"
-              "A signed integer of `size` bytes (4 or 8, aligned to its size) at an offset of a Mapping.",
-    .tp_methods = atomic_methods,
-    .tp_init = (initproc)atomic_init,
-    .tp_new = PyType_GenericNew,
-};
+PyTypeObject AtomicType = PRIMITIVE_TYPE(
+    "Atomic",
+    "Atomic(mapping, offset, size)\n--\n\n"
+    "A signed integer of `size` bytes (4 or 8, aligned to its size) at an offset of a Mapping.",
+    atomic_methods, atomic_init);

@@ -74,17 +74,10 @@ static PyMethodDef event_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject EventType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shmring._core.Event",
-    .tp_basicsize = sizeof(PrimitiveObject),
-    .tp_dealloc = (destructor)primitive_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Event(mapping, offset)\n--\n\nAn event (16 bytes, 8-aligned) at an offset of a Mapping.",
-    .tp_methods = event_methods,
-    .tp_init = (initproc)event_init,
-    .tp_new = PyType_GenericNew,
-};
+PyTypeObject EventType = PRIMITIVE_TYPE(
+    "Event",
+    "Event(mapping, offset)\n--\n\nAn event (16 bytes, 8-aligned) at an offset of a Mapping.",
+    event_methods, event_init);
 
 /* -- Condition ----------------------------------------------------------------------- */
 
@@ -183,15 +176,8 @@ static PyMethodDef condition_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject ConditionType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shmring._core.Condition",
-    .tp_basicsize = sizeof(PrimitiveObject),
-    .tp_dealloc = (destructor)primitive_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Condition(mapping, offset)\n--\n\n"
-              "A condition variable (16 bytes, 8-aligned) at an offset of a Mapping, used with a Mutex.",
-    .tp_methods = condition_methods,
-    .tp_init = (initproc)condition_init,
-    .tp_new = PyType_GenericNew,
-};
+PyTypeObject ConditionType = PRIMITIVE_TYPE(
+    "Condition",
+    "Condition(mapping, offset)\n--\n\n"
+    "A condition variable (16 bytes, 8-aligned) at an offset of a Mapping, used with a Mutex.",
+    condition_methods, condition_init);

@@ -91,14 +91,7 @@ static PyMethodDef semaphore_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject SemaphoreType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shmring._core.Semaphore",
-    .tp_basicsize = sizeof(PrimitiveObject),
-    .tp_dealloc = (destructor)primitive_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Semaphore(mapping, offset)\n--\n\nA counting semaphore (8 bytes, 8-aligned) at an offset of a Mapping.",
-    .tp_methods = semaphore_methods,
-    .tp_init = (initproc)semaphore_init,
-    .tp_new = PyType_GenericNew,
-};
+PyTypeObject SemaphoreType = PRIMITIVE_TYPE(
+    "Semaphore",
+    "Semaphore(mapping, offset)\n--\n\nA counting semaphore (8 bytes, 8-aligned) at an offset of a Mapping.",
+    semaphore_methods, semaphore_init);
