@@ -118,6 +118,11 @@ static inline int parse_args(const char *fname, PyObject *const *args, Py_ssize_
     return 0;
 }
 
+/* A count or size argument: an integer (OverflowError past Py_ssize_t) of
+ * at least `min`, else ValueError with `too_small` formatted with it (a
+ * "%zd" in the message).  0, or -1 with an exception. */
+int parse_count(PyObject *obj, Py_ssize_t min, const char *too_small, Py_ssize_t *out);
+
 /* Parameter lists of parse_args, shared by several methods. */
 extern const char *const ARGS_TIMEOUT[];      /* timeout */
 extern const char *const ARGS_DATA_TIMEOUT[]; /* data, timeout */
@@ -300,14 +305,28 @@ static inline void gate_leave(Gate *g, int end)
         gate_wake(g);
 }
 
-/* The way out of an entry point: leave the end if the call entered it
- * (*held), and return the call's result. */
-static inline PyObject *gate_return(Gate *g, int end, const int *held, PyObject *result)
+/* An entry point's hold on one end of its gate.  GATE_HOLD declares it at
+ * the top of the function; the call enters the end through &hold.held
+ * (channel_enter, topic_enter), and leaves it on every way out of the
+ * function, after the return value is computed (GNU C's cleanup
+ * attribute: no path can forget it).  While the end is held, Python code
+ * that runs in between (a finalizer run by an allocation, a signal handler,
+ * another thread while the GIL is given away) cannot use that end, nor
+ * close the handle and unmap the ring under the call's pointers; another
+ * thread waits its turn. */
+typedef struct {
+    Gate *gate;
+    int end;
+    int held; /* set once the call entered the end */
+} GateHold;
+
+static inline void gate_hold_release(GateHold *hold)
 {
-    if (*held)
-        gate_leave(g, end);
-    return result;
+    if (hold->held)
+        gate_leave(hold->gate, hold->end);
 }
+
+#define GATE_HOLD(hold, gate, end) GateHold hold __attribute__((cleanup(gate_hold_release))) = {(gate), (end), 0}
 
 /* The way in when gate_free said no: wait for the call inside and for a
  * loan of another thread; complete a pending loan; refuse what would wait
@@ -423,26 +442,31 @@ int channel_enter_slow(ChannelObject *self, int end, int *held, uint64_t deadlin
  * call holds its end.  -1. */
 int channel_raise_busy(ChannelObject *self, int end);
 
-/* Enter an end for one call: 0 (then *held = 1: the entry point leaves the
- * end on return), 1 when another call has it and `no_wait`, -1 with an
- * exception.  The end is claimed on its first use. */
-static inline int channel_enter(ChannelObject *self, int end, int *held, uint64_t deadline, int no_wait)
+/* Enter the end of `hold` for one call: 0, 1 when another call has it and
+ * `no_wait`, -1 with an exception.  The end is claimed on its first use;
+ * once entered (hold->held), the end is left when the entry point returns.
+ * (The slow path's flag is a local of its own: `hold` stays out of memory
+ * on the hot path.) */
+static inline int channel_enter(ChannelObject *self, GateHold *hold, uint64_t deadline, int no_wait)
 {
+    int end = hold->end, held = 0, r;
     /* The common way in: the end claimed in this process, nobody inside. */
     if (self->generation == fork_generation && (self->roles & (1 << end)) && gate_free(&self->gate, end)) {
         gate_take(&self->gate, end);
-        *held = 1;
+        hold->held = 1;
         return 0;
     }
-    return channel_enter_slow(self, end, held, deadline, no_wait);
+    r = channel_enter_slow(self, end, &held, deadline, no_wait);
+    hold->held = held;
+    return r;
 }
 
 /* channel_enter for the calls that take a timeout: busy with a zero
  * timeout is a Timeout. */
-static inline int channel_enter_timed(ChannelObject *self, int end, int *held, uint64_t deadline, int no_wait)
+static inline int channel_enter_timed(ChannelObject *self, GateHold *hold, uint64_t deadline, int no_wait)
 {
-    int r = channel_enter(self, end, held, deadline, no_wait);
-    return r > 0 ? channel_raise_busy(self, end) : r;
+    int r = channel_enter(self, hold, deadline, no_wait);
+    return r > 0 ? channel_raise_busy(self, hold->end) : r;
 }
 /* Wait for data (writer = 0) or `need` free bytes (writer = 1).  0 when the
  * condition may hold (the caller re-checks), -1 with an exception. */
