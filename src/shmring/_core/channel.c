@@ -653,9 +653,7 @@ static PyObject *core_create_channel(PyObject *Py_UNUSED(module), PyObject *args
         shmring_segment_publish(&seg);
     }
     Py_END_ALLOW_THREADS
-    if (rc != SHMRING_OK)
-        return raise_code(rc, name.obj);
-    return (PyObject *)mapping_new(&seg, name.obj);
+    return mapping_from_result(rc, &seg, name.obj);
 }
 
 
@@ -667,20 +665,3 @@ PyMethodDef channel_functions[] = {
      "A new, initialised channel segment: a Mapping of it."},
     {NULL, NULL, 0, NULL},
 };
-
-int channel_module_init(PyObject *m)
-{
-    if (add_type(m, "Channel", &ChannelType) < 0)
-        return -1;
-    if (PyModule_AddIntConstant(m, "WAIT_SPIN", SHMRING_WAIT_SPIN) < 0 ||
-        PyModule_AddIntConstant(m, "WAIT_YIELD", SHMRING_WAIT_YIELD) < 0 ||
-        PyModule_AddIntConstant(m, "WAIT_BLOCK", SHMRING_WAIT_BLOCK) < 0 ||
-        PyModule_AddIntConstant(m, "WAIT_ADAPTIVE", SHMRING_WAIT_ADAPTIVE) < 0 ||
-        PyModule_AddIntConstant(m, "WAIT_SEMAPHORE", SHMRING_WAIT_SEMAPHORE) < 0 ||
-        PyModule_AddIntConstant(m, "CHANNEL_CTRL_SIZE", SHMRING_CHANNEL_CTRL_SIZE) < 0 ||
-        PyModule_AddIntConstant(m, "CHANNEL_MIN_CAPACITY", SHMRING_CHANNEL_MIN_CAPACITY) < 0 ||
-        PyModule_AddObject(m, "CHANNEL_MAX_CAPACITY", PyLong_FromUnsignedLongLong(SHMRING_CHANNEL_MAX_CAPACITY)) < 0 ||
-        PyModule_AddIntConstant(m, "CHANNEL_DEFAULT_SPIN_NS", SHMRING_CHANNEL_DEFAULT_SPIN_NS) < 0)
-        return -1;
-    return 0;
-}

@@ -235,8 +235,10 @@ extern PyTypeObject MappingType;
 
 /* 0, or -1 with ValueError when the segment is closed. */
 int mapping_check_open(MappingObject *self);
-/* A new Mapping owning `seg` (closed on failure). */
-MappingObject *mapping_new(shmring_segment *seg, PyObject *name);
+/* The result of making or opening segment `name` (rc): a new Mapping
+ * owning `seg` (closed on failure) when rc is SHMRING_OK, else NULL with
+ * the exception of rc. */
+PyObject *mapping_from_result(int rc, shmring_segment *seg, PyObject *name);
 /* End this attachment (the segment is removed if it was the last one and
  * is not persistent); the memory stays mapped. */
 void mapping_leave_now(MappingObject *self);
@@ -755,21 +757,8 @@ int parse_acquire(PyObject *args, PyObject *kwds, const char *fname, int *blocki
 uint64_t process_token_cached(void);
 
 /* ------------------------------------------------------------------------ */
-/* Module init, per file                                                     */
+/* The module (module.c: its types and constants, in tables)                 */
 /* ------------------------------------------------------------------------ */
-
-/* Each readies its types and adds them and its constants to the module:
- * 0, or -1 with an exception. */
-int mapping_module_init(PyObject *m);
-int loan_module_init(PyObject *m);
-int channel_module_init(PyObject *m);
-int sync_module_init(PyObject *m);
-int queue_module_init(PyObject *m);
-int topic_module_init(PyObject *m);
-
-/* Ready `type` and add it to the module as `name`: 0, or -1 with an
- * exception (module.c). */
-int add_type(PyObject *m, const char *name, PyTypeObject *type);
 
 /* The flags of the methods called through vectorcall with keywords. */
 #define FASTKW (METH_FASTCALL | METH_KEYWORDS)

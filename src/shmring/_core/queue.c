@@ -680,9 +680,7 @@ static PyObject *core_create_queue(PyObject *Py_UNUSED(module), PyObject *args)
         shmring_segment_publish(&seg);
     }
     Py_END_ALLOW_THREADS
-    if (rc != SHMRING_OK)
-        return raise_code(rc, name.obj);
-    return (PyObject *)mapping_new(&seg, name.obj);
+    return mapping_from_result(rc, &seg, name.obj);
 }
 
 
@@ -694,15 +692,3 @@ PyMethodDef queue_functions[] = {
      "A new, initialised queue segment: a Mapping of it."},
     {NULL, NULL, 0, NULL},
 };
-
-int queue_module_init(PyObject *m)
-{
-    if (add_type(m, "Queue", &QueueType) < 0)
-        return -1;
-    if (PyModule_AddIntConstant(m, "QUEUE_BOUNDED", SHMRING_QUEUE_BOUNDED) < 0 ||
-        PyModule_AddIntConstant(m, "QUEUE_CTRL_SIZE", SHMRING_QUEUE_CTRL_SIZE) < 0 ||
-        PyModule_AddIntConstant(m, "QUEUE_MIN_CAPACITY", SHMRING_QUEUE_MIN_CAPACITY) < 0 ||
-        PyModule_AddIntConstant(m, "KIND_QUEUE_CHUNK", SHMRING_KIND_QUEUE_CHUNK) < 0)
-        return -1;
-    return 0;
-}

@@ -185,19 +185,3 @@ PyMethodDef sync_functions[] = {
     {"fence", core_fence, METH_NOARGS, "fence($module, /)\n--\n\nA sequentially consistent memory barrier."},
     {NULL, NULL, 0, NULL},
 };
-
-int sync_module_init(PyObject *m)
-{
-    static const struct {
-        const char *name;
-        PyTypeObject *type;
-    } types[] = {
-        {"Atomic", &AtomicType},     {"Semaphore", &SemaphoreType}, {"SpinLock", &SpinLockType},
-        {"Mutex", &MutexType},       {"Event", &EventType},         {"Condition", &ConditionType},
-    };
-    size_t i;
-    for (i = 0; i < sizeof types / sizeof types[0]; i++)
-        if (add_type(m, types[i].name, types[i].type) < 0)
-            return -1;
-    return 0;
-}

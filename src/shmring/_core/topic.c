@@ -456,9 +456,7 @@ static PyObject *core_create_topic(PyObject *Py_UNUSED(module), PyObject *args)
         shmring_segment_publish(&seg);
     }
     Py_END_ALLOW_THREADS
-    if (rc != SHMRING_OK)
-        return raise_code(rc, name.obj);
-    return (PyObject *)mapping_new(&seg, name.obj);
+    return mapping_from_result(rc, &seg, name.obj);
 }
 
 /* topic_info(mapping): counters for `shmring inspect`, from a read-only
@@ -502,16 +500,3 @@ PyMethodDef topic_functions[] = {
      "A new, initialised topic segment: a Mapping of it."},
     {NULL, NULL, 0, NULL},
 };
-
-int topic_module_init(PyObject *m)
-{
-    if (add_type(m, "TopicEnd", &TopicEndType) < 0)
-        return -1;
-    if (PyModule_AddIntConstant(m, "TOPIC_BLOCK", SHMRING_TOPIC_BLOCK) < 0 ||
-        PyModule_AddIntConstant(m, "TOPIC_OVERWRITE", SHMRING_TOPIC_OVERWRITE) < 0 ||
-        PyModule_AddIntConstant(m, "TOPIC_PUBLISHER", TOPIC_PUBLISHER) < 0 ||
-        PyModule_AddIntConstant(m, "TOPIC_SUBSCRIBER", TOPIC_SUBSCRIBER) < 0 ||
-        PyModule_AddIntConstant(m, "TOPIC_OBSERVER", TOPIC_OBSERVER) < 0)
-        return -1;
-    return 0;
-}
