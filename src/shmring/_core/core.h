@@ -16,6 +16,7 @@
  *   gil.c            the GIL hooks of every blocking wait (shmring/wait.h), and
  *                    the wait for a robust lock
  *   mapping.c        Mapping (one attachment) and the segment functions
+ *   handle.c         what the handle types (Channel, Queue, TopicEnd) share
  *   gate.c           the gate that serialises the threads of one handle
  *   loan.c           Loan: ring memory lent by reserve() and peek()
  *   channel.c        Channel: the type, its ends, its waits, its lifetime
@@ -257,6 +258,55 @@ typedef struct {
 int name_converter(PyObject *obj, void *out);
 
 /* ------------------------------------------------------------------------ */
+/* Handles (handle.c): what Channel, Queue and TopicEnd share                */
+/* ------------------------------------------------------------------------ */
+
+/* The head of a handle object: the Mapping it keeps mapped through `view`
+ * while it is open, and the __dict__ and weak references of the Python
+ * classes built on it. */
+#define HANDLE_HEAD                                                           \
+    PyObject_HEAD                                                             \
+    PyObject *mapping; /* the MappingObject, kept mapped through `view` */    \
+    Py_buffer view;                                                           \
+    PyObject *dict;                                                           \
+    PyObject *weakrefs;
+
+typedef struct {
+    HANDLE_HEAD
+} HandleObject;
+
+/* The garbage collector's hooks of a handle that holds no other object. */
+int handle_traverse(HandleObject *self, visitproc visit, void *arg);
+int handle_clear(HandleObject *self);
+/* The first step of a handle's dealloc (untrack it, clear its weak
+ * references) and the last (drop the mapping and the __dict__, free it). */
+void handle_dealloc_begin(HandleObject *self);
+void handle_dealloc_end(HandleObject *self);
+/* The _mapping attribute: the Mapping, or None. */
+PyObject *handle_get_mapping(HandleObject *self, void *closure);
+
+/* The type object of a handle type (`object_type` has a HANDLE_HEAD):
+ * subclassable, garbage collected, with a __dict__ and weak references;
+ * `name` is its name in shmring._core. */
+#define HANDLE_TYPE(name, doc, object_type, init, dealloc, traverse, clear, methods, getset) \
+    {                                                                                     \
+        PyVarObject_HEAD_INIT(NULL, 0)                                                    \
+        .tp_name = "shmring._core." name,                                                 \
+        .tp_basicsize = sizeof(object_type),                                              \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,        \
+        .tp_doc = doc,                                                                    \
+        .tp_new = PyType_GenericNew,                                                      \
+        .tp_init = (initproc)init,                                                        \
+        .tp_dealloc = (destructor)dealloc,                                                \
+        .tp_traverse = (traverseproc)traverse,                                            \
+        .tp_clear = (inquiry)clear,                                                       \
+        .tp_methods = methods,                                                            \
+        .tp_getset = getset,                                                              \
+        .tp_dictoffset = offsetof(object_type, dict),                                     \
+        .tp_weaklistoffset = offsetof(object_type, weakrefs),                             \
+    }
+
+/* ------------------------------------------------------------------------ */
 /* Gate (gate.c): the threads of one Channel handle or Topic end             */
 /* ------------------------------------------------------------------------ */
 
@@ -414,9 +464,7 @@ int loan_cancel(LoanObject *loan);
 #define ROLE_CONSUMER 2
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *mapping;  /* the MappingObject, kept mapped through `view` */
-    Py_buffer view;
+    HANDLE_HEAD
     shmring_channel ch;
     uint32_t wait, spin_ns;
     uint64_t handle_id;
@@ -426,8 +474,6 @@ typedef struct {
     uint64_t next_peer_check_ns; /* try_send/try_recv look at the peer this often */
     int closed;                  /* close() completed: ends and `view` given back */
     Gate gate;                   /* threads: the calls inside, the loans out, closing */
-    PyObject *dict;
-    PyObject *weakrefs;
 } ChannelObject;
 
 extern PyTypeObject ChannelType;
@@ -508,9 +554,7 @@ typedef struct {
 } QueueChunk;
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *mapping; /* MappingObject, kept mapped by `view` */
-    Py_buffer view;
+    HANDLE_HEAD
     shmring_queue_ctrl *ctrl;
     unsigned char *data;
     shmring_queue_ctrl config; /* checked copy of the config */
@@ -526,8 +570,6 @@ typedef struct {
     int waiting; /* threads of this handle about to sleep or asleep (GIL held) [Q5] */
     int calls;         /* put/get calls of this handle running (GIL held) */
     int leave_pending; /* close() ran while calls were running: the last one leaves */
-    PyObject *dict;
-    PyObject *weakrefs;
 } QueueObject;
 
 extern PyTypeObject QueueType;
@@ -628,9 +670,7 @@ PyObject *queue_join(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
 #define TOPIC_END 0
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *mapping;
-    Py_buffer view;
+    HANDLE_HEAD
     shmring_topic t;
     uint32_t spin_ns;
     int role;
@@ -641,8 +681,6 @@ typedef struct {
     unsigned long generation;
     int closed;         /* close() completed */
     Gate gate;          /* end TOPIC_END */
-    PyObject *dict;
-    PyObject *weakrefs;
 } TopicEndObject;
 
 extern PyTypeObject TopicEndType;

@@ -508,35 +508,29 @@ static int queue_init(QueueObject *self, PyObject *args, PyObject *kwds)
 
 static void queue_dealloc(QueueObject *self)
 {
-    PyObject_GC_UnTrack(self);
-    if (self->weakrefs != NULL)
-        PyObject_ClearWeakRefs((PyObject *)self);
+    handle_dealloc_begin((HandleObject *)self);
     if (self->mapping != NULL)
         PyBuffer_Release(&self->view);
     chunks_forget(self, UINT64_MAX);
     free(self->chunks);
-    Py_CLEAR(self->mapping);
     Py_CLEAR(self->dumps);
     Py_CLEAR(self->loads);
-    Py_CLEAR(self->dict);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    handle_dealloc_end((HandleObject *)self);
 }
 
+/* The handle's hooks, and the serializers. */
 static int queue_traverse(QueueObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->mapping);
     Py_VISIT(self->dumps);
     Py_VISIT(self->loads);
-    Py_VISIT(self->dict);
-    return 0;
+    return handle_traverse((HandleObject *)self, visit, arg);
 }
 
 static int queue_clear(QueueObject *self)
 {
     Py_CLEAR(self->dumps);
     Py_CLEAR(self->loads);
-    Py_CLEAR(self->dict);
-    return 0;
+    return handle_clear((HandleObject *)self);
 }
 
 static PyObject *queue_attr_capacity(QueueObject *self, void *Py_UNUSED(closure))
@@ -557,14 +551,6 @@ static PyObject *queue_attr_bounded(QueueObject *self, void *Py_UNUSED(closure))
 static PyObject *queue_attr_closed(QueueObject *self, void *Py_UNUSED(closure))
 {
     return PyBool_FromLong(queue_handle_closed(self));
-}
-
-static PyObject *queue_attr_mapping(QueueObject *self, void *Py_UNUSED(closure))
-{
-    if (self->mapping == NULL)
-        Py_RETURN_NONE;
-    Py_INCREF(self->mapping);
-    return self->mapping;
 }
 
 static PyMethodDef queue_methods[] = {
@@ -632,26 +618,14 @@ static PyGetSetDef queue_getset[] = {
     {"_maxsize", (getter)queue_attr_maxsize, NULL, "item bound (0: none)", NULL},
     {"bounded", (getter)queue_attr_bounded, NULL, "whether the ring's bytes bound producers", NULL},
     {"_closed", (getter)queue_attr_closed, NULL, "whether this handle is closed", NULL},
-    {"_mapping", (getter)queue_attr_mapping, NULL, "the Mapping", NULL},
+    {"_mapping", (getter)handle_get_mapping, NULL, "the Mapping", NULL},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-PyTypeObject QueueType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shmring._core.Queue",
-    .tp_basicsize = sizeof(QueueObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Multi-producer/multi-consumer queue over a mapped queue segment (use shmring.Queue).",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)queue_init,
-    .tp_dealloc = (destructor)queue_dealloc,
-    .tp_traverse = (traverseproc)queue_traverse,
-    .tp_clear = (inquiry)queue_clear,
-    .tp_methods = queue_methods,
-    .tp_getset = queue_getset,
-    .tp_dictoffset = offsetof(QueueObject, dict),
-    .tp_weaklistoffset = offsetof(QueueObject, weakrefs),
-};
+PyTypeObject QueueType = HANDLE_TYPE(
+    "Queue", "Multi-producer/multi-consumer queue over a mapped queue segment (use shmring.Queue).",
+    QueueObject, queue_init, queue_dealloc, queue_traverse, queue_clear, queue_methods, queue_getset);
 
 static PyObject *core_create_queue(PyObject *Py_UNUSED(module), PyObject *args)
 {
