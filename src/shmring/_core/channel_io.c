@@ -77,9 +77,7 @@ PyObject *channel_send(ChannelObject *self, PyObject *const *args, Py_ssize_t na
     Py_buffer src;
     uint64_t deadline;
     int no_wait, rc;
-    if (parse_args("send", args, nargs, kwnames, ARGS_DATA_TIMEOUT, 1, 2, a) < 0)
-        return NULL;
-    if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
+    if ((no_wait = parse_args_timeout("send", args, nargs, kwnames, ARGS_DATA_TIMEOUT, 1, 2, a, &deadline)) < 0)
         return NULL;
     if (PyObject_GetBuffer(a[0], &src, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -235,9 +233,8 @@ PyObject *channel_send_many(ChannelObject *self, PyObject *const *args, Py_ssize
     uint64_t deadline, largest;
     Py_ssize_t i, n, got = 0, count = 0;
     int no_wait, failed;
-    if (parse_args("send_many", args, nargs, kwnames, ARGS_BUFFERS_TIMEOUT, 1, 2, a) < 0)
-        return NULL;
-    if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
+    no_wait = parse_args_timeout("send_many", args, nargs, kwnames, ARGS_BUFFERS_TIMEOUT, 1, 2, a, &deadline);
+    if (no_wait < 0)
         return NULL;
     /* The whole batch is collected and checked before anything is written:
      * a bad item delivers nothing. */
@@ -326,9 +323,8 @@ PyObject *channel_recv(ChannelObject *self, PyObject *const *args, Py_ssize_t na
         deadline = 0;
         no_wait = 0;
     } else {
-        if (parse_args("recv", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, &timeout) < 0)
-            return NULL;
-        if ((no_wait = parse_timeout(timeout, &deadline)) < 0)
+        no_wait = parse_args_timeout("recv", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, &timeout, &deadline);
+        if (no_wait < 0)
             return NULL;
     }
     if (channel_enter_timed(self, &hold, deadline, no_wait) < 0 ||
@@ -396,9 +392,8 @@ PyObject *channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize
     const unsigned char *src;
     uint64_t deadline, len;
     int no_wait;
-    if (parse_args("recv_into", args, nargs, kwnames, ARGS_BUFFER_TIMEOUT, 1, 2, a) < 0)
-        return NULL;
-    if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
+    no_wait = parse_args_timeout("recv_into", args, nargs, kwnames, ARGS_BUFFER_TIMEOUT, 1, 2, a, &deadline);
+    if (no_wait < 0)
         return NULL;
     if (PyObject_GetBuffer(a[0], &dst, PyBUF_WRITABLE) < 0) {
         if (PyErr_ExceptionMatches(PyExc_BufferError)) {
@@ -525,9 +520,7 @@ PyObject *channel_peek(ChannelObject *self, PyObject *const *args, Py_ssize_t na
     const unsigned char *src;
     uint64_t deadline, len;
     int no_wait;
-    if (parse_args("peek", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, &timeout) < 0)
-        return NULL;
-    if ((no_wait = parse_timeout(timeout, &deadline)) < 0)
+    if ((no_wait = parse_args_timeout("peek", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, &timeout, &deadline)) < 0)
         return NULL;
     if (channel_enter_timed(self, &hold, deadline, no_wait) < 0 ||
         channel_next(self, &src, &len, deadline, no_wait) < 0)

@@ -119,6 +119,17 @@ static inline int parse_args(const char *fname, PyObject *const *args, Py_ssize_
     return 0;
 }
 
+/* parse_args, then parse_timeout of the last parameter (`timeout`): -1 with
+ * an exception, else what parse_timeout returned (1: do not wait). */
+static inline int parse_args_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                                     const char *const *names, Py_ssize_t nrequired, Py_ssize_t ntotal,
+                                     PyObject **out, uint64_t *deadline)
+{
+    if (parse_args(fname, args, nargs, kwnames, names, nrequired, ntotal, out) < 0)
+        return -1;
+    return parse_timeout(out[ntotal - 1], deadline);
+}
+
 /* A count or size argument: an integer (OverflowError past Py_ssize_t) of
  * at least `min`, else ValueError with `too_small` formatted with it (a
  * "%zd" in the message).  0, or -1 with an exception. */

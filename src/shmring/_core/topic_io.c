@@ -185,8 +185,7 @@ PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_ssize_t 
     uint64_t deadline, pos;
     unsigned char *dst;
     int no_wait;
-    if (parse_args("reserve", args, nargs, kwnames, ARGS_N_TIMEOUT, 1, 2, a) < 0 ||
-        (no_wait = parse_timeout(a[1], &deadline)) < 0)
+    if ((no_wait = parse_args_timeout("reserve", args, nargs, kwnames, ARGS_N_TIMEOUT, 1, 2, a, &deadline)) < 0)
         return NULL;
     if (parse_count(a[0], 0, "reserve() size must be >= 0, not %zd", &n) < 0)
         return NULL;
@@ -431,37 +430,33 @@ static PyObject *topic_read_bytes(TopicEndObject *self, PyObject *timeout, int l
     }
 }
 
-/* The call's way in and out: the gate is left before an object message is
- * unpickled (arbitrary code, which may use this subscription again). */
-static PyObject *topic_read(TopicEndObject *self, PyObject *timeout, int raw, int latest)
+/* recv(), recv_bytes() and _latest_unread() (`fname`, whose one argument
+ * is the timeout): the gate is left before an object message is unpickled
+ * (arbitrary code, which may use this subscription again). */
+static PyObject *topic_read(TopicEndObject *self, const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames, int raw, int latest)
 {
+    PyObject *a[1], *data;
     uint32_t tag = SHMRING_REC_BYTES;
-    PyObject *data = topic_read_bytes(self, timeout, latest, &tag);
+    if (parse_args(fname, args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a) < 0)
+        return NULL;
+    data = topic_read_bytes(self, a[0], latest, &tag);
     return topic_decode(tag, data, raw);
 }
 
 PyObject *topic_recv(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[1];
-    if (parse_args("recv", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a) < 0)
-        return NULL;
-    return topic_read(self, a[0], 0, 0);
+    return topic_read(self, "recv", args, nargs, kwnames, 0, 0);
 }
 
 PyObject *topic_recv_bytes(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[1];
-    if (parse_args("recv_bytes", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a) < 0)
-        return NULL;
-    return topic_read(self, a[0], 1, 0);
+    return topic_read(self, "recv_bytes", args, nargs, kwnames, 1, 0);
 }
 
 PyObject *topic_latest_unread(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[1];
-    if (parse_args("latest", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a) < 0)
-        return NULL;
-    return topic_read(self, a[0], 0, 1);
+    return topic_read(self, "latest", args, nargs, kwnames, 0, 1);
 }
 
 /* peek(timeout=None) -> Loan: the next message in place, read-only. */
@@ -471,8 +466,7 @@ PyObject *topic_peek(TopicEndObject *self, PyObject *const *args, Py_ssize_t nar
     PyObject *a[1];
     uint64_t deadline;
     int polled = 0, no_wait;
-    if (parse_args("peek", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a) < 0 ||
-        (no_wait = parse_timeout(a[0], &deadline)) < 0 ||
+    if ((no_wait = parse_args_timeout("peek", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a, &deadline)) < 0 ||
         topic_enter(self, TOPIC_SUBSCRIBER, &hold, deadline, no_wait) < 0)
         return NULL;
     for (;;) {
