@@ -194,17 +194,25 @@ static const char *const ARGS_DATA_BLOCK_TIMEOUT[] = {"data", "block", "timeout"
 static const char *const ARGS_BLOCK_TIMEOUT[] = {"block", "timeout"};
 static const char *const ARGS_BLOCK_TIMEOUT_MAX[] = {"block", "timeout", "max_messages_to_get"};
 
-static PyObject *queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* put(), put_many() and put_bytes(): `fname`, whose parameters `names` are
+ * the item(s), block and timeout. */
+static PyObject *queue_put_parsed(QueueObject *self, const char *fname, const char *const *names, int many, int raw,
+                                  PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *a[3];
     int block;
     uint64_t deadline;
-    if (nargs == 1 && kwnames == NULL)
-        return queue_do_put(self, args[0], 0, 0, 1, 0); /* the common call: no parsing */
-    if (parse_args("put", args, nargs, kwnames, ARGS_OBJ_BLOCK_TIMEOUT, 1, 3, a) < 0 ||
+    if (parse_args(fname, args, nargs, kwnames, names, 1, 3, a) < 0 ||
         parse_block(a[1], a[2], &block, &deadline) < 0)
         return NULL;
-    return queue_do_put(self, a[0], 0, 0, block, deadline);
+    return queue_do_put(self, a[0], many, raw, block, deadline);
+}
+
+static PyObject *queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs == 1 && kwnames == NULL)
+        return queue_do_put(self, args[0], 0, 0, 1, 0); /* the common call: no parsing */
+    return queue_put_parsed(self, "put", ARGS_OBJ_BLOCK_TIMEOUT, 0, 0, args, nargs, kwnames);
 }
 
 static PyObject *queue_put_nowait(QueueObject *self, PyObject *obj)
@@ -214,13 +222,7 @@ static PyObject *queue_put_nowait(QueueObject *self, PyObject *obj)
 
 static PyObject *queue_put_many(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[3];
-    int block;
-    uint64_t deadline;
-    if (parse_args("put_many", args, nargs, kwnames, ARGS_ITEMS_BLOCK_TIMEOUT, 1, 3, a) < 0 ||
-        parse_block(a[1], a[2], &block, &deadline) < 0)
-        return NULL;
-    return queue_do_put(self, a[0], 1, 0, block, deadline);
+    return queue_put_parsed(self, "put_many", ARGS_ITEMS_BLOCK_TIMEOUT, 1, 0, args, nargs, kwnames);
 }
 
 static PyObject *queue_put_many_nowait(QueueObject *self, PyObject *items)
@@ -230,26 +232,27 @@ static PyObject *queue_put_many_nowait(QueueObject *self, PyObject *items)
 
 static PyObject *queue_put_bytes(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[3];
-    int block;
-    uint64_t deadline;
-    if (parse_args("put_bytes", args, nargs, kwnames, ARGS_DATA_BLOCK_TIMEOUT, 1, 3, a) < 0 ||
-        parse_block(a[1], a[2], &block, &deadline) < 0)
-        return NULL;
-    return queue_do_put(self, a[0], 0, 1, block, deadline);
+    return queue_put_parsed(self, "put_bytes", ARGS_DATA_BLOCK_TIMEOUT, 0, 1, args, nargs, kwnames);
 }
 
-static PyObject *queue_get(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* get() and get_bytes() (`fname`): block and timeout. */
+static PyObject *queue_get_parsed(QueueObject *self, const char *fname, int raw, PyObject *const *args,
+                                  Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *a[2];
     int block;
     uint64_t deadline;
-    if (nargs == 0 && kwnames == NULL)
-        return queue_do_get(self, 1, 0, 0, 1, 0);
-    if (parse_args("get", args, nargs, kwnames, ARGS_BLOCK_TIMEOUT, 0, 2, a) < 0 ||
+    if (parse_args(fname, args, nargs, kwnames, ARGS_BLOCK_TIMEOUT, 0, 2, a) < 0 ||
         parse_block(a[0], a[1], &block, &deadline) < 0)
         return NULL;
-    return queue_do_get(self, 1, 0, 0, block, deadline);
+    return queue_do_get(self, 1, 0, raw, block, deadline);
+}
+
+static PyObject *queue_get(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs == 0 && kwnames == NULL)
+        return queue_do_get(self, 1, 0, 0, 1, 0); /* the common call: no parsing */
+    return queue_get_parsed(self, "get", 0, args, nargs, kwnames);
 }
 
 static PyObject *queue_get_nowait(QueueObject *self, PyObject *Py_UNUSED(ignored))
@@ -259,13 +262,7 @@ static PyObject *queue_get_nowait(QueueObject *self, PyObject *Py_UNUSED(ignored
 
 static PyObject *queue_get_bytes(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[2];
-    int block;
-    uint64_t deadline;
-    if (parse_args("get_bytes", args, nargs, kwnames, ARGS_BLOCK_TIMEOUT, 0, 2, a) < 0 ||
-        parse_block(a[0], a[1], &block, &deadline) < 0)
-        return NULL;
-    return queue_do_get(self, 1, 0, 1, block, deadline);
+    return queue_get_parsed(self, "get_bytes", 1, args, nargs, kwnames);
 }
 
 static int parse_max(PyObject *obj, Py_ssize_t *max)
