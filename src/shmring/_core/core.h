@@ -785,6 +785,9 @@ void primitive_dealloc(PrimitiveObject *self);
     }
 /* 0 while the mapping is open, else -1 with ValueError. */
 int primitive_ok(PrimitiveObject *self);
+/* The 32-bit word at `offset` of the primitive (a count, a state), read
+ * for display: an int, or NULL with ValueError once the mapping is closed. */
+PyObject *primitive_word_snapshot(PrimitiveObject *self, size_t offset);
 /* Keep the mapping mapped while the GIL is released (an export makes the
  * segment's close() refuse).  0, or -1 with an exception. */
 int primitive_pin(PrimitiveObject *self, Py_buffer *pin);

@@ -75,6 +75,14 @@ int primitive_ok(PrimitiveObject *self)
     return 0;
 }
 
+PyObject *primitive_word_snapshot(PrimitiveObject *self, size_t offset)
+{
+    if (primitive_ok(self) < 0)
+        return NULL;
+    /* relaxed: a snapshot for display. */
+    return PyLong_FromUnsignedLong(shmring_load_relaxed((uint32_t *)(self->ptr + offset)));
+}
+
 int primitive_pin(PrimitiveObject *self, Py_buffer *pin)
 {
     return PyObject_GetBuffer((PyObject *)self->mapping, pin, PyBUF_SIMPLE);

@@ -210,35 +210,20 @@ static PyObject *atomic_rmw(PrimitiveObject *self, PyObject *args, int op, const
     return from_value(self, old);
 }
 
-static PyObject *atomic_exchange(PrimitiveObject *self, PyObject *args)
-{
-    return atomic_rmw(self, args, RMW_EXCHANGE, "O|i:exchange");
-}
+/* A method that is one read-modify-write: `function` does `op`, its
+ * arguments (value, order=4, /) parsed with `fmt`. */
+#define ATOMIC_RMW_METHOD(function, op, fmt)                         \
+    static PyObject *function(PrimitiveObject *self, PyObject *args) \
+    {                                                                \
+        return atomic_rmw(self, args, op, fmt);                      \
+    }
 
-static PyObject *atomic_fetch_add(PrimitiveObject *self, PyObject *args)
-{
-    return atomic_rmw(self, args, RMW_ADD, "O|i:fetch_add");
-}
-
-static PyObject *atomic_fetch_sub(PrimitiveObject *self, PyObject *args)
-{
-    return atomic_rmw(self, args, RMW_SUB, "O|i:fetch_sub");
-}
-
-static PyObject *atomic_fetch_and(PrimitiveObject *self, PyObject *args)
-{
-    return atomic_rmw(self, args, RMW_AND, "O|i:fetch_and");
-}
-
-static PyObject *atomic_fetch_or(PrimitiveObject *self, PyObject *args)
-{
-    return atomic_rmw(self, args, RMW_OR, "O|i:fetch_or");
-}
-
-static PyObject *atomic_fetch_xor(PrimitiveObject *self, PyObject *args)
-{
-    return atomic_rmw(self, args, RMW_XOR, "O|i:fetch_xor");
-}
+ATOMIC_RMW_METHOD(atomic_exchange, RMW_EXCHANGE, "O|i:exchange")
+ATOMIC_RMW_METHOD(atomic_fetch_add, RMW_ADD, "O|i:fetch_add")
+ATOMIC_RMW_METHOD(atomic_fetch_sub, RMW_SUB, "O|i:fetch_sub")
+ATOMIC_RMW_METHOD(atomic_fetch_and, RMW_AND, "O|i:fetch_and")
+ATOMIC_RMW_METHOD(atomic_fetch_or, RMW_OR, "O|i:fetch_or")
+ATOMIC_RMW_METHOD(atomic_fetch_xor, RMW_XOR, "O|i:fetch_xor")
 
 static PyObject *atomic_compare_exchange(PrimitiveObject *self, PyObject *args)
 {

@@ -180,10 +180,7 @@ static PyObject *mutex_mark_consistent(PrimitiveObject *self, PyObject *Py_UNUSE
 
 static PyObject *mutex_state(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (primitive_ok(self) < 0)
-        return NULL;
-    /* relaxed: a snapshot for display. */
-    return PyLong_FromUnsignedLong(shmring_load_relaxed(&((shmring_mutex *)self->ptr)->state));
+    return primitive_word_snapshot(self, offsetof(shmring_mutex, state));
 }
 
 static PyMethodDef mutex_methods[] = {

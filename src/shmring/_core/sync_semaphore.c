@@ -75,10 +75,7 @@ static PyObject *semaphore_release(PrimitiveObject *self, PyObject *args, PyObje
 
 static PyObject *semaphore_value(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (primitive_ok(self) < 0)
-        return NULL;
-    /* relaxed: a snapshot for display. */
-    return PyLong_FromUnsignedLong(shmring_load_relaxed(&((shmring_sem *)self->ptr)->count));
+    return primitive_word_snapshot(self, offsetof(shmring_sem, count));
 }
 
 static PyMethodDef semaphore_methods[] = {
