@@ -319,29 +319,36 @@ static PyObject *queue_task_done(QueueObject *self, PyObject *Py_UNUSED(ignored)
 
 /* -- the rest ------------------------------------------------------------------- */
 
+/* The number of items now, for qsize(), empty() and full(): 0, or -1 with
+ * ValueError on a handle made without __init__. */
+static int queue_count_now(QueueObject *self, uint64_t *count)
+{
+    if (self->mapping == NULL) {
+        raise_queue_uninitialised();
+        return -1;
+    }
+    /* relaxed: a snapshot; exact at the moment it is read. */
+    *count = __atomic_load_n(&self->ctrl->count, __ATOMIC_RELAXED);
+    return 0;
+}
+
 static PyObject *queue_qsize(QueueObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->mapping == NULL)
-        return raise_queue_uninitialised();
-    /* relaxed: a snapshot; exact at the moment it is read. */
-    return PyLong_FromUnsignedLongLong(__atomic_load_n(&self->ctrl->count, __ATOMIC_RELAXED));
+    uint64_t count;
+    return queue_count_now(self, &count) < 0 ? NULL : PyLong_FromUnsignedLongLong(count);
 }
 
 static PyObject *queue_empty(QueueObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->mapping == NULL)
-        return raise_queue_uninitialised();
-    /* relaxed: a snapshot. */
-    return PyBool_FromLong(__atomic_load_n(&self->ctrl->count, __ATOMIC_RELAXED) == 0);
+    uint64_t count;
+    return queue_count_now(self, &count) < 0 ? NULL : PyBool_FromLong(count == 0);
 }
 
 static PyObject *queue_full(QueueObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->mapping == NULL)
-        return raise_queue_uninitialised();
-    /* relaxed: a snapshot. */
-    return PyBool_FromLong(self->config.maxsize &&
-                           __atomic_load_n(&self->ctrl->count, __ATOMIC_RELAXED) >= self->config.maxsize);
+    uint64_t count;
+    return queue_count_now(self, &count) < 0 ? NULL
+                                              : PyBool_FromLong(self->config.maxsize && count >= self->config.maxsize);
 }
 
 static PyObject *queue_data_size(QueueObject *self, PyObject *Py_UNUSED(ignored))
