@@ -72,6 +72,12 @@ static PyObject *lock_abandon(PrimitiveObject *self, PyObject *Py_UNUSED(ignored
     return lock_give_up(self, shmring_spin_abandon, shmring_mutex_abandon);
 }
 
+/* The docstrings of the methods both locks have. */
+PyDoc_STRVAR(lock_acquire_doc, "acquire($self, /, blocking=True, timeout=None)\n--\n\n"
+                               "Take the lock: True, or False on timeout; OwnerDied (held) when its holder died.");
+PyDoc_STRVAR(lock_release_doc, "release($self, /)\n--\n\nRelease the lock.");
+PyDoc_STRVAR(lock_holder_doc, "holder($self, /)\n--\n\n(pid, alive) of the holder, or None when free.");
+
 /* -- SpinLock ------------------------------------------------------------------- */
 
 static int spinlock_init(PrimitiveObject *self, PyObject *args, PyObject *kwds)
@@ -115,14 +121,11 @@ static PyObject *spinlock_acquire(PrimitiveObject *self, PyObject *args, PyObjec
 }
 
 static PyMethodDef spinlock_methods[] = {
-    {"acquire", (PyCFunction)(void (*)(void))spinlock_acquire, METH_VARARGS | METH_KEYWORDS,
-     "acquire($self, /, blocking=True, timeout=None)\n--\n\n"
-     "Take the lock: True, or False on timeout; OwnerDied (held) when its holder died."},
-    {"release", (PyCFunction)lock_release, METH_NOARGS, "release($self, /)\n--\n\nRelease the lock."},
+    {"acquire", (PyCFunction)(void (*)(void))spinlock_acquire, METH_VARARGS | METH_KEYWORDS, lock_acquire_doc},
+    {"release", (PyCFunction)lock_release, METH_NOARGS, lock_release_doc},
     {"abandon", (PyCFunction)lock_abandon, METH_NOARGS,
      "abandon($self, /)\n--\n\nAfter OwnerDied, give it up unrepaired (the next holder gets OwnerDied)."},
-    {"holder", (PyCFunction)lock_holder, METH_NOARGS,
-     "holder($self, /)\n--\n\n(pid, alive) of the holder, or None when free."},
+    {"holder", (PyCFunction)lock_holder, METH_NOARGS, lock_holder_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -184,18 +187,15 @@ static PyObject *mutex_state(PrimitiveObject *self, PyObject *Py_UNUSED(ignored)
 }
 
 static PyMethodDef mutex_methods[] = {
-    {"acquire", (PyCFunction)(void (*)(void))mutex_acquire, METH_VARARGS | METH_KEYWORDS,
-     "acquire($self, /, blocking=True, timeout=None)\n--\n\n"
-     "Take the lock: True, or False on timeout; OwnerDied (held) when its holder died."},
-    {"release", (PyCFunction)lock_release, METH_NOARGS, "release($self, /)\n--\n\nRelease the lock."},
+    {"acquire", (PyCFunction)(void (*)(void))mutex_acquire, METH_VARARGS | METH_KEYWORDS, lock_acquire_doc},
+    {"release", (PyCFunction)lock_release, METH_NOARGS, lock_release_doc},
     {"mark_consistent", (PyCFunction)mutex_mark_consistent, METH_NOARGS,
      "mark_consistent($self, /)\n--\n\nAfter OwnerDied, the data is repaired: the lock may be used again."},
     {"abandon", (PyCFunction)lock_abandon, METH_NOARGS,
      "abandon($self, /)\n--\n\nAfter OwnerDied, release it still marked owner-died (the next holder repairs)."},
     {"state", (PyCFunction)mutex_state, METH_NOARGS,
      "state($self, /)\n--\n\nThe lock's state word (0 consistent, 1 owner died, 2 not recoverable)."},
-    {"holder", (PyCFunction)lock_holder, METH_NOARGS,
-     "holder($self, /)\n--\n\n(pid, alive) of the holder, or None when free."},
+    {"holder", (PyCFunction)lock_holder, METH_NOARGS, lock_holder_doc},
     {NULL, NULL, 0, NULL},
 };
 
