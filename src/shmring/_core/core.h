@@ -758,10 +758,9 @@ extern PyTypeObject MutexType;
 extern PyTypeObject EventType;
 extern PyTypeObject ConditionType;
 
-/* tp_init of a primitive of `size` bytes aligned to `align`: the args are
- * (mapping, offset). */
-int primitive_init(PrimitiveObject *self, PyObject *args, PyObject *kwds, const char *type_name, Py_ssize_t size,
-                   Py_ssize_t align);
+/* tp_init of the primitives of a fixed size (all but Atomic): the args are
+ * (mapping, offset); the size comes with the type (sync.c). */
+int primitive_init(PrimitiveObject *self, PyObject *args, PyObject *kwds);
 /* Check (mapping, offset) for a primitive of `size` bytes aligned to
  * `align`, and fill `self` in.  0, or -1 with an exception. */
 int primitive_place(PrimitiveObject *self, PyObject *mapping, Py_ssize_t offset, Py_ssize_t size,

@@ -5,15 +5,7 @@
  */
 #include "core.h"
 
-#define EVENT_SIZE ((Py_ssize_t)sizeof(shmring_event))
-#define CONDITION_SIZE ((Py_ssize_t)sizeof(shmring_cond))
-
 /* -- Event ------------------------------------------------------------------------ */
-
-static int event_init(PrimitiveObject *self, PyObject *args, PyObject *kwds)
-{
-    return primitive_init(self, args, kwds, "Event", EVENT_SIZE, 8);
-}
 
 /* wait's look: set, or set (and maybe cleared) since the generation
  * *(uint32_t *)gen was read. */
@@ -77,14 +69,9 @@ static PyMethodDef event_methods[] = {
 PyTypeObject EventType = PRIMITIVE_TYPE(
     "Event",
     "Event(mapping, offset)\n--\n\nAn event (16 bytes, 8-aligned) at an offset of a Mapping.",
-    event_methods, event_init);
+    event_methods, primitive_init);
 
 /* -- Condition ----------------------------------------------------------------------- */
-
-static int condition_init(PrimitiveObject *self, PyObject *args, PyObject *kwds)
-{
-    return primitive_init(self, args, kwds, "Condition", CONDITION_SIZE, 8);
-}
 
 static PyObject *condition_prepare(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -180,4 +167,4 @@ PyTypeObject ConditionType = PRIMITIVE_TYPE(
     "Condition",
     "Condition(mapping, offset)\n--\n\n"
     "A condition variable (16 bytes, 8-aligned) at an offset of a Mapping, used with a Mutex.",
-    condition_methods, condition_init);
+    condition_methods, primitive_init);

@@ -6,9 +6,6 @@
  */
 #include "core.h"
 
-#define SPINLOCK_SIZE ((Py_ssize_t)sizeof(shmring_spinlock))
-#define MUTEX_SIZE ((Py_ssize_t)sizeof(shmring_mutex))
-
 static PyObject *raise_lock_code(int rc)
 {
     if (rc == SHMRING_OWNER_DIED)
@@ -80,11 +77,6 @@ PyDoc_STRVAR(lock_holder_doc, "holder($self, /)\n--\n\n(pid, alive) of the holde
 
 /* -- SpinLock ------------------------------------------------------------------- */
 
-static int spinlock_init(PrimitiveObject *self, PyObject *args, PyObject *kwds)
-{
-    return primitive_init(self, args, kwds, "SpinLock", SPINLOCK_SIZE, 8);
-}
-
 static PyObject *spinlock_acquire(PrimitiveObject *self, PyObject *args, PyObject *kwds)
 {
     int blocking, no_wait, rc;
@@ -132,14 +124,9 @@ static PyMethodDef spinlock_methods[] = {
 PyTypeObject SpinLockType = PRIMITIVE_TYPE(
     "SpinLock",
     "SpinLock(mapping, offset)\n--\n\nA spin lock (16 bytes, 8-aligned) at an offset of a Mapping.",
-    spinlock_methods, spinlock_init);
+    spinlock_methods, primitive_init);
 
 /* -- Mutex ------------------------------------------------------------------------ */
-
-static int mutex_init(PrimitiveObject *self, PyObject *args, PyObject *kwds)
-{
-    return primitive_init(self, args, kwds, "Mutex", MUTEX_SIZE, 8);
-}
 
 static PyObject *mutex_acquire(PrimitiveObject *self, PyObject *args, PyObject *kwds)
 {
@@ -202,4 +189,4 @@ static PyMethodDef mutex_methods[] = {
 PyTypeObject MutexType = PRIMITIVE_TYPE(
     "Mutex",
     "Mutex(mapping, offset)\n--\n\nA robust mutex (24 bytes, 8-aligned) at an offset of a Mapping.",
-    mutex_methods, mutex_init);
+    mutex_methods, primitive_init);

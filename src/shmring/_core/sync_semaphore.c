@@ -4,13 +4,6 @@
  */
 #include "core.h"
 
-#define SEMAPHORE_SIZE ((Py_ssize_t)sizeof(shmring_sem))
-
-static int semaphore_init(PrimitiveObject *self, PyObject *args, PyObject *kwds)
-{
-    return primitive_init(self, args, kwds, "Semaphore", SEMAPHORE_SIZE, 8);
-}
-
 /* acquire's look: take a permit if there is one. */
 static int semaphore_ready(PrimitiveObject *self, void *arg)
 {
@@ -91,4 +84,4 @@ static PyMethodDef semaphore_methods[] = {
 PyTypeObject SemaphoreType = PRIMITIVE_TYPE(
     "Semaphore",
     "Semaphore(mapping, offset)\n--\n\nA counting semaphore (8 bytes, 8-aligned) at an offset of a Mapping.",
-    semaphore_methods, semaphore_init);
+    semaphore_methods, primitive_init);
