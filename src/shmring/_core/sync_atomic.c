@@ -211,19 +211,19 @@ static PyObject *atomic_rmw(PrimitiveObject *self, PyObject *args, int op, const
 }
 
 /* A method that is one read-modify-write: `function` does `op`, its
- * arguments (value, order=4, /) parsed with `fmt`. */
-#define ATOMIC_RMW_METHOD(function, op, fmt)                         \
+ * arguments (value, order=4, /) parsed for the method `name`. */
+#define ATOMIC_RMW_METHOD(function, op, name)                        \
     static PyObject *function(PrimitiveObject *self, PyObject *args) \
     {                                                                \
-        return atomic_rmw(self, args, op, fmt);                      \
+        return atomic_rmw(self, args, op, "O|i:" name);              \
     }
 
-ATOMIC_RMW_METHOD(atomic_exchange, RMW_EXCHANGE, "O|i:exchange")
-ATOMIC_RMW_METHOD(atomic_fetch_add, RMW_ADD, "O|i:fetch_add")
-ATOMIC_RMW_METHOD(atomic_fetch_sub, RMW_SUB, "O|i:fetch_sub")
-ATOMIC_RMW_METHOD(atomic_fetch_and, RMW_AND, "O|i:fetch_and")
-ATOMIC_RMW_METHOD(atomic_fetch_or, RMW_OR, "O|i:fetch_or")
-ATOMIC_RMW_METHOD(atomic_fetch_xor, RMW_XOR, "O|i:fetch_xor")
+ATOMIC_RMW_METHOD(atomic_exchange, RMW_EXCHANGE, "exchange")
+ATOMIC_RMW_METHOD(atomic_fetch_add, RMW_ADD, "fetch_add")
+ATOMIC_RMW_METHOD(atomic_fetch_sub, RMW_SUB, "fetch_sub")
+ATOMIC_RMW_METHOD(atomic_fetch_and, RMW_AND, "fetch_and")
+ATOMIC_RMW_METHOD(atomic_fetch_or, RMW_OR, "fetch_or")
+ATOMIC_RMW_METHOD(atomic_fetch_xor, RMW_XOR, "fetch_xor")
 
 static PyObject *atomic_compare_exchange(PrimitiveObject *self, PyObject *args)
 {
@@ -293,26 +293,24 @@ static PyObject *atomic_notify(PrimitiveObject *self, PyObject *args)
     return PyLong_FromLong(woken);
 }
 
+/* The table row of a method whose arguments are (value, order=4, /): store()
+ * and the read-modify-write methods. */
+#define VALUE_ORDER_METHOD(name, function, doc) \
+    {name, (PyCFunction)function, METH_VARARGS, name "($self, value, order=4, /)\n--\n\n" doc}
+
 static PyMethodDef atomic_methods[] = {
     {"load", (PyCFunction)atomic_load, METH_VARARGS,
      "load($self, order=4, /)\n--\n\nThe value, read at `order` (0 relaxed, 1 acquire, 4 seq_cst)."},
-    {"store", (PyCFunction)atomic_store, METH_VARARGS,
-     "store($self, value, order=4, /)\n--\n\nWrite the value at `order` (0 relaxed, 2 release, 4 seq_cst)."},
-    {"exchange", (PyCFunction)atomic_exchange, METH_VARARGS,
-     "exchange($self, value, order=4, /)\n--\n\nWrite the value; the old one."},
+    VALUE_ORDER_METHOD("store", atomic_store, "Write the value at `order` (0 relaxed, 2 release, 4 seq_cst)."),
+    VALUE_ORDER_METHOD("exchange", atomic_exchange, "Write the value; the old one."),
     {"compare_exchange", (PyCFunction)atomic_compare_exchange, METH_VARARGS,
      "compare_exchange($self, expected, desired, order=4, /)\n--\n\n"
      "Write `desired` if the value is `expected`: (swapped, the value found)."},
-    {"fetch_add", (PyCFunction)atomic_fetch_add, METH_VARARGS,
-     "fetch_add($self, value, order=4, /)\n--\n\nAdd (wrapping around); the old value."},
-    {"fetch_sub", (PyCFunction)atomic_fetch_sub, METH_VARARGS,
-     "fetch_sub($self, value, order=4, /)\n--\n\nSubtract (wrapping around); the old value."},
-    {"fetch_and", (PyCFunction)atomic_fetch_and, METH_VARARGS,
-     "fetch_and($self, value, order=4, /)\n--\n\nBitwise and; the old value."},
-    {"fetch_or", (PyCFunction)atomic_fetch_or, METH_VARARGS,
-     "fetch_or($self, value, order=4, /)\n--\n\nBitwise or; the old value."},
-    {"fetch_xor", (PyCFunction)atomic_fetch_xor, METH_VARARGS,
-     "fetch_xor($self, value, order=4, /)\n--\n\nBitwise xor; the old value."},
+    VALUE_ORDER_METHOD("fetch_add", atomic_fetch_add, "Add (wrapping around); the old value."),
+    VALUE_ORDER_METHOD("fetch_sub", atomic_fetch_sub, "Subtract (wrapping around); the old value."),
+    VALUE_ORDER_METHOD("fetch_and", atomic_fetch_and, "Bitwise and; the old value."),
+    VALUE_ORDER_METHOD("fetch_or", atomic_fetch_or, "Bitwise or; the old value."),
+    VALUE_ORDER_METHOD("fetch_xor", atomic_fetch_xor, "Bitwise xor; the old value."),
     {"wait", (PyCFunction)atomic_wait, METH_VARARGS,
      "wait($self, expected, timeout=None, /)\n--\n\n"
      "Sleep while the value is `expected`: True once it differs, False on timeout."},
