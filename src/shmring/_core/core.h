@@ -769,19 +769,24 @@ void primitive_dealloc(PrimitiveObject *self);
 
 /* The type object of a primitive: every primitive type has the layout
  * PrimitiveObject, its dealloc and the default flags; each has its name in
- * shmring._core, its docstring, methods and tp_init. */
-#define PRIMITIVE_TYPE(name, doc, methods, init)       \
-    {                                                  \
-        PyVarObject_HEAD_INIT(NULL, 0)                 \
-        .tp_name = "shmring._core." name,              \
-        .tp_basicsize = sizeof(PrimitiveObject),       \
-        .tp_dealloc = (destructor)primitive_dealloc,   \
-        .tp_flags = Py_TPFLAGS_DEFAULT,                \
-        .tp_doc = doc,                                 \
-        .tp_methods = methods,                         \
-        .tp_init = (initproc)init,                     \
-        .tp_new = PyType_GenericNew,                   \
+ * shmring._core, the signature of its constructor, its docstring, methods
+ * and tp_init. */
+#define PRIMITIVE_TYPE(name, signature, doc, methods, init) \
+    {                                                       \
+        PyVarObject_HEAD_INIT(NULL, 0)                      \
+        .tp_name = "shmring._core." name,                   \
+        .tp_basicsize = sizeof(PrimitiveObject),            \
+        .tp_dealloc = (destructor)primitive_dealloc,        \
+        .tp_flags = Py_TPFLAGS_DEFAULT,                     \
+        .tp_doc = name signature "\n--\n\n" doc,            \
+        .tp_methods = methods,                              \
+        .tp_init = (initproc)init,                          \
+        .tp_new = PyType_GenericNew,                        \
     }
+
+/* The type object of a primitive of a fixed size (all but Atomic):
+ * Name(mapping, offset), made by primitive_init. */
+#define FIXED_PRIMITIVE_TYPE(name, doc, methods) PRIMITIVE_TYPE(name, "(mapping, offset)", doc, methods, primitive_init)
 /* 0 while the mapping is open, else -1 with ValueError. */
 int primitive_ok(PrimitiveObject *self);
 /* The 32-bit word at `offset` of the primitive (a count, a state), read

@@ -320,7 +320,6 @@ static PyMethodDef atomic_methods[] = {
 };
 
 PyTypeObject AtomicType = PRIMITIVE_TYPE(
-    "Atomic",
-    "Atomic(mapping, offset, size)\n--\n\n"
-    "A signed integer of `size` bytes (4 or 8, aligned to its size) at an offset of a Mapping.",
-    atomic_methods, atomic_init);
+    "Atomic", "(mapping, offset, size)",
+    "A signed integer of `size` bytes (4 or 8, aligned to its size) at an offset of a Mapping.", atomic_methods,
+    atomic_init);

@@ -66,10 +66,8 @@ static PyMethodDef event_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject EventType = PRIMITIVE_TYPE(
-    "Event",
-    "Event(mapping, offset)\n--\n\nAn event (16 bytes, 8-aligned) at an offset of a Mapping.",
-    event_methods, primitive_init);
+PyTypeObject EventType = FIXED_PRIMITIVE_TYPE(
+    "Event", "An event (16 bytes, 8-aligned) at an offset of a Mapping.", event_methods);
 
 /* -- Condition ----------------------------------------------------------------------- */
 
@@ -163,8 +161,6 @@ static PyMethodDef condition_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject ConditionType = PRIMITIVE_TYPE(
-    "Condition",
-    "Condition(mapping, offset)\n--\n\n"
-    "A condition variable (16 bytes, 8-aligned) at an offset of a Mapping, used with a Mutex.",
-    condition_methods, primitive_init);
+PyTypeObject ConditionType = FIXED_PRIMITIVE_TYPE(
+    "Condition", "A condition variable (16 bytes, 8-aligned) at an offset of a Mapping, used with a Mutex.",
+    condition_methods);

@@ -121,10 +121,8 @@ static PyMethodDef spinlock_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject SpinLockType = PRIMITIVE_TYPE(
-    "SpinLock",
-    "SpinLock(mapping, offset)\n--\n\nA spin lock (16 bytes, 8-aligned) at an offset of a Mapping.",
-    spinlock_methods, primitive_init);
+PyTypeObject SpinLockType = FIXED_PRIMITIVE_TYPE(
+    "SpinLock", "A spin lock (16 bytes, 8-aligned) at an offset of a Mapping.", spinlock_methods);
 
 /* -- Mutex ------------------------------------------------------------------------ */
 
@@ -186,7 +184,5 @@ static PyMethodDef mutex_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject MutexType = PRIMITIVE_TYPE(
-    "Mutex",
-    "Mutex(mapping, offset)\n--\n\nA robust mutex (24 bytes, 8-aligned) at an offset of a Mapping.",
-    mutex_methods, primitive_init);
+PyTypeObject MutexType = FIXED_PRIMITIVE_TYPE(
+    "Mutex", "A robust mutex (24 bytes, 8-aligned) at an offset of a Mapping.", mutex_methods);

@@ -81,7 +81,5 @@ static PyMethodDef semaphore_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject SemaphoreType = PRIMITIVE_TYPE(
-    "Semaphore",
-    "Semaphore(mapping, offset)\n--\n\nA counting semaphore (8 bytes, 8-aligned) at an offset of a Mapping.",
-    semaphore_methods, primitive_init);
+PyTypeObject SemaphoreType = FIXED_PRIMITIVE_TYPE(
+    "Semaphore", "A counting semaphore (8 bytes, 8-aligned) at an offset of a Mapping.", semaphore_methods);
