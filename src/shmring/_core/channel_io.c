@@ -10,6 +10,19 @@ static const char *const ARGS_BUFFERS_TIMEOUT[] = {"buffers", "timeout"};
 static const char *const ARGS_BUFFER_TIMEOUT[] = {"buffer", "timeout"};
 static const char *const ARGS_MAX_TIMEOUT[] = {"max_messages", "timeout"};
 
+/* The arguments (count, timeout) of recv_many() and reserve(), `fname`: the
+ * count (parse_count: at least `min`), then the timeout.  -1 with an
+ * exception, else what parse_timeout returned. */
+static int parse_count_timeout(const char *fname, const char *const *names, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames, Py_ssize_t min, const char *too_small, Py_ssize_t *count,
+                               uint64_t *deadline)
+{
+    PyObject *a[2];
+    if (parse_args(fname, args, nargs, kwnames, names, 1, 2, a) < 0 || parse_count(a[0], min, too_small, count) < 0)
+        return -1;
+    return parse_timeout(a[1], deadline);
+}
+
 static int check_reader_open(ChannelObject *self)
 {
     if (shmring_channel_reader_closed(&self->ch)) {
@@ -425,16 +438,13 @@ PyObject *channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize
 PyObject *channel_recv_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     GATE_HOLD(hold, &self->gate, END_CONSUMER);
-    PyObject *a[2], *list;
+    PyObject *list;
     const unsigned char *src;
     uint64_t deadline, len;
     Py_ssize_t max_messages;
-    int no_wait;
-    if (parse_args("recv_many", args, nargs, kwnames, ARGS_MAX_TIMEOUT, 1, 2, a) < 0)
-        return NULL;
-    if (parse_count(a[0], 1, "max_messages must be at least 1, not %zd", &max_messages) < 0)
-        return NULL;
-    if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
+    int no_wait = parse_count_timeout("recv_many", ARGS_MAX_TIMEOUT, args, nargs, kwnames, 1,
+                                      "max_messages must be at least 1, not %zd", &max_messages, &deadline);
+    if (no_wait < 0)
         return NULL;
     if (channel_enter_timed(self, &hold, deadline, no_wait) < 0 ||
         channel_next(self, &src, &len, deadline, no_wait) < 0)
@@ -492,16 +502,12 @@ static int channel_loan_finish(LoanObject *l, int how)
 PyObject *channel_reserve(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     GATE_HOLD(hold, &self->gate, END_PRODUCER);
-    PyObject *a[2];
     Py_ssize_t n;
     uint64_t deadline;
     unsigned char *dst;
-    int no_wait;
-    if (parse_args("reserve", args, nargs, kwnames, ARGS_N_TIMEOUT, 1, 2, a) < 0)
-        return NULL;
-    if (parse_count(a[0], 0, "reserve() size must be non-negative, not %zd", &n) < 0)
-        return NULL;
-    if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
+    int no_wait = parse_count_timeout("reserve", ARGS_N_TIMEOUT, args, nargs, kwnames, 0,
+                                      "reserve() size must be non-negative, not %zd", &n, &deadline);
+    if (no_wait < 0)
         return NULL;
     if (channel_enter_timed(self, &hold, deadline, no_wait) < 0 || check_reader_open(self) < 0)
         return NULL;
