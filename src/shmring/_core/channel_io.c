@@ -10,6 +10,33 @@ static const char *const ARGS_BUFFERS_TIMEOUT[] = {"buffers", "timeout"};
 static const char *const ARGS_BUFFER_TIMEOUT[] = {"buffer", "timeout"};
 static const char *const ARGS_MAX_TIMEOUT[] = {"max_messages", "timeout"};
 
+/* Enter the end of `hold` for one call: 0, 1 when another call has it and
+ * `no_wait`, -1 with an exception.  The end is claimed on its first use;
+ * once entered (hold->held), the end is left when the entry point returns.
+ * (The slow path's flag is a local of its own: `hold` stays out of memory
+ * on the hot path.) */
+static inline int channel_enter(ChannelObject *self, GateHold *hold, uint64_t deadline, int no_wait)
+{
+    int end = hold->end, held = 0, r;
+    /* The common way in: the end claimed in this process, nobody inside. */
+    if (self->generation == fork_generation && (self->roles & (1 << end)) && gate_free(&self->gate, end)) {
+        gate_take(&self->gate, end);
+        hold->held = 1;
+        return 0;
+    }
+    r = channel_enter_slow(self, end, &held, deadline, no_wait);
+    hold->held = held;
+    return r;
+}
+
+/* channel_enter for the calls that take a timeout: busy with a zero
+ * timeout is a Timeout. */
+static inline int channel_enter_timed(ChannelObject *self, GateHold *hold, uint64_t deadline, int no_wait)
+{
+    int r = channel_enter(self, hold, deadline, no_wait);
+    return r > 0 ? channel_raise_busy(self, hold->end) : r;
+}
+
 /* The arguments (count, timeout) of recv_many() and reserve(), `fname`: the
  * count (parse_count: at least `min`), then the timeout.  -1 with an
  * exception, else what parse_timeout returned. */

@@ -286,11 +286,10 @@ typedef struct {
     HANDLE_HEAD
 } HandleObject;
 
-/* The garbage collector's hooks of a handle that holds no other object. */
+/* The garbage collector's hooks of a handle that holds no other object;
+ * the first and the last step of a handle's dealloc. */
 int handle_traverse(HandleObject *self, visitproc visit, void *arg);
 int handle_clear(HandleObject *self);
-/* The first step of a handle's dealloc (untrack it, clear its weak
- * references) and the last (drop the mapping and the __dict__, free it). */
 void handle_dealloc_begin(HandleObject *self);
 void handle_dealloc_end(HandleObject *self);
 /* The _mapping attribute: the Mapping, or None. */
@@ -368,15 +367,13 @@ static inline void gate_leave(Gate *g, int end)
         gate_wake(g);
 }
 
-/* An entry point's hold on one end of its gate.  GATE_HOLD declares it at
- * the top of the function; the call enters the end through &hold.held
- * (channel_enter, topic_enter), and leaves it on every way out of the
- * function, after the return value is computed (GNU C's cleanup
- * attribute: no path can forget it).  While the end is held, Python code
- * that runs in between (a finalizer run by an allocation, a signal handler,
+/* An entry point's hold on one end of its gate: GATE_HOLD declares it at
+ * the top of the function, channel_enter or topic_enter enters the end (and
+ * sets `held`), and the end is left on every way out of the function, after
+ * the return value is computed (GNU C's cleanup attribute).  While it is
+ * held, Python code that runs in between (a finalizer, a signal handler,
  * another thread while the GIL is given away) cannot use that end, nor
- * close the handle and unmap the ring under the call's pointers; another
- * thread waits its turn. */
+ * close the handle and unmap the ring under the call's pointers. */
 typedef struct {
     Gate *gate;
     int end;
@@ -494,39 +491,13 @@ PyObject *channel_name(ChannelObject *self);
 int channel_corrupt(ChannelObject *self, const char *what);
 /* Closed: another thread's close() began.  -1. */
 int channel_raise_closing(ChannelObject *self);
-/* channel_enter when the way in is not free, or the end not claimed yet
- * (channel.c). */
+/* channel_enter (channel_io.c) when the way in is not free, or the end is
+ * not claimed yet. */
 int channel_enter_slow(ChannelObject *self, int end, int *held, uint64_t deadline, int no_wait);
 /* Raise the Timeout of a call that does not wait while another thread's
  * call holds its end.  -1. */
 int channel_raise_busy(ChannelObject *self, int end);
 
-/* Enter the end of `hold` for one call: 0, 1 when another call has it and
- * `no_wait`, -1 with an exception.  The end is claimed on its first use;
- * once entered (hold->held), the end is left when the entry point returns.
- * (The slow path's flag is a local of its own: `hold` stays out of memory
- * on the hot path.) */
-static inline int channel_enter(ChannelObject *self, GateHold *hold, uint64_t deadline, int no_wait)
-{
-    int end = hold->end, held = 0, r;
-    /* The common way in: the end claimed in this process, nobody inside. */
-    if (self->generation == fork_generation && (self->roles & (1 << end)) && gate_free(&self->gate, end)) {
-        gate_take(&self->gate, end);
-        hold->held = 1;
-        return 0;
-    }
-    r = channel_enter_slow(self, end, &held, deadline, no_wait);
-    hold->held = held;
-    return r;
-}
-
-/* channel_enter for the calls that take a timeout: busy with a zero
- * timeout is a Timeout. */
-static inline int channel_enter_timed(ChannelObject *self, GateHold *hold, uint64_t deadline, int no_wait)
-{
-    int r = channel_enter(self, hold, deadline, no_wait);
-    return r > 0 ? channel_raise_busy(self, hold->end) : r;
-}
 /* Wait for data (writer = 0) or `need` free bytes (writer = 1).  0 when the
  * condition may hold (the caller re-checks), -1 with an exception. */
 int channel_wait(ChannelObject *self, int writer, uint64_t need, uint64_t deadline, int no_wait);
@@ -758,15 +729,6 @@ extern PyTypeObject MutexType;
 extern PyTypeObject EventType;
 extern PyTypeObject ConditionType;
 
-/* tp_init of the primitives of a fixed size (all but Atomic): the args are
- * (mapping, offset); the size comes with the type (sync.c). */
-int primitive_init(PrimitiveObject *self, PyObject *args, PyObject *kwds);
-/* Check (mapping, offset) for a primitive of `size` bytes aligned to
- * `align`, and fill `self` in.  0, or -1 with an exception. */
-int primitive_place(PrimitiveObject *self, PyObject *mapping, Py_ssize_t offset, Py_ssize_t size,
-                    Py_ssize_t align);
-void primitive_dealloc(PrimitiveObject *self);
-
 /* The type object of a primitive: every primitive type has the layout
  * PrimitiveObject, its dealloc and the default flags; each has its name in
  * shmring._core, the signature of its constructor, its docstring, methods
@@ -787,6 +749,15 @@ void primitive_dealloc(PrimitiveObject *self);
 /* The type object of a primitive of a fixed size (all but Atomic):
  * Name(mapping, offset), made by primitive_init. */
 #define FIXED_PRIMITIVE_TYPE(name, doc, methods) PRIMITIVE_TYPE(name, "(mapping, offset)", doc, methods, primitive_init)
+
+/* tp_init of the primitives of a fixed size (all but Atomic): the args are
+ * (mapping, offset); the size comes with the type (sync.c). */
+int primitive_init(PrimitiveObject *self, PyObject *args, PyObject *kwds);
+/* Check (mapping, offset) for a primitive of `size` bytes aligned to
+ * `align`, and fill `self` in.  0, or -1 with an exception. */
+int primitive_place(PrimitiveObject *self, PyObject *mapping, Py_ssize_t offset, Py_ssize_t size,
+                    Py_ssize_t align);
+void primitive_dealloc(PrimitiveObject *self);
 /* 0 while the mapping is open, else -1 with ValueError. */
 int primitive_ok(PrimitiveObject *self);
 /* The 32-bit word at `offset` of the primitive (a count, a state), read

@@ -18,6 +18,8 @@ int handle_clear(HandleObject *self)
     return 0;
 }
 
+/* The first step of a dealloc: out of the collector's sight, the weak
+ * references cleared. */
 void handle_dealloc_begin(HandleObject *self)
 {
     PyObject_GC_UnTrack(self);
@@ -25,6 +27,7 @@ void handle_dealloc_begin(HandleObject *self)
         PyObject_ClearWeakRefs((PyObject *)self);
 }
 
+/* The last: the mapping and the __dict__ dropped, the object freed. */
 void handle_dealloc_end(HandleObject *self)
 {
     Py_CLEAR(self->mapping);
