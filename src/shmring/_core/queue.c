@@ -195,9 +195,9 @@ static const char *const ARGS_BLOCK_TIMEOUT[] = {"block", "timeout"};
 static const char *const ARGS_BLOCK_TIMEOUT_MAX[] = {"block", "timeout", "max_messages_to_get"};
 
 /* put(), put_many() and put_bytes(): `fname`, whose parameters `names` are
- * the item(s), block and timeout. */
-static PyObject *queue_put_parsed(QueueObject *self, const char *fname, const char *const *names, int many, int raw,
-                                  PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+ * the item(s), block and timeout.  (Inline: put_bytes() is a hot call.) */
+static inline PyObject *queue_put_parsed(QueueObject *self, const char *fname, const char *const *names, int many,
+                                         int raw, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *a[3];
     int block;
@@ -235,9 +235,10 @@ static PyObject *queue_put_bytes(QueueObject *self, PyObject *const *args, Py_ss
     return queue_put_parsed(self, "put_bytes", ARGS_DATA_BLOCK_TIMEOUT, 0, 1, args, nargs, kwnames);
 }
 
-/* get() and get_bytes() (`fname`): block and timeout. */
-static PyObject *queue_get_parsed(QueueObject *self, const char *fname, int raw, PyObject *const *args,
-                                  Py_ssize_t nargs, PyObject *kwnames)
+/* get() and get_bytes() (`fname`): block and timeout.  (Inline:
+ * get_bytes() is a hot call.) */
+static inline PyObject *queue_get_parsed(QueueObject *self, const char *fname, int raw, PyObject *const *args,
+                                         Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *a[2];
     int block;
