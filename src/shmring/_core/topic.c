@@ -172,9 +172,10 @@ static PyObject *topic_latest_any(TopicEndObject *self, PyObject *Py_UNUSED(igno
         }
         if (rc != SHMRING_OK || cursor != last)
             return topic_corrupt(self, "newest record");
-        data = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
+        data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
         if (data == NULL)
             return NULL;
+        shmring_topic_copy_out(PyBytes_AS_STRING(data), p, len); /* atomic words: no cursor holds it */
         if (shmring_topic_still_valid(&self->t, cursor) != SHMRING_OK) {
             Py_DECREF(data);
             continue;

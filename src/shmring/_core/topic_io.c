@@ -403,9 +403,10 @@ static PyObject *topic_read_bytes(TopicEndObject *self, PyObject *timeout, int l
         }
         rc = shmring_topic_next(&self->t, &cursor, &tag, &p, &len, &seq, &size);
         if (rc == SHMRING_OK) {
-            PyObject *data = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
+            PyObject *data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
             if (data == NULL)
                 return NULL;
+            shmring_topic_copy_subscribed(&self->t, PyBytes_AS_STRING(data), p, len); /* a publisher may lap us */
             if (shmring_topic_still_valid(&self->t, cursor) != SHMRING_OK) {
                 Py_DECREF(data);
                 if (latest)
