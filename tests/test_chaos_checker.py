@@ -162,6 +162,19 @@ def test_supervisor_events_are_failures(storm: Storm) -> None:
     assert failures(storm.check()) == {"errors": 2, "wedges": 1, "leaked": 1}
 
 
+@pytest.mark.parametrize(("stats", "expected"), [
+    ({"items": 0, "bytes": 0, "puts": 3, "gets": 3}, {}),
+    ({"items": 1, "bytes": 10, "puts": 4, "gets": 3}, {"miscounted": 4}),  # 4 puts: only 3 were begun
+    ({"items": 0, "bytes": 0, "puts": 2, "gets": 2}, {"miscounted": 1}),  # a committed item never counted
+])
+def test_an_emptied_queue_counts_what_the_logs_say(storm: Storm, stats: dict[str, int],
+                                                   expected: dict[str, int]) -> None:
+    storm.get("q.c0", 1, [0], 5, 25).get("q.c0", 1, [1, 2], 45, 65)
+    storm.path.mkdir(exist_ok=True)
+    (storm.path / "final-stats.json").write_text(json.dumps({"q": stats}))
+    assert failures(storm.check()) == expected
+
+
 @pytest.fixture
 def topic(tmp_path: Path) -> Storm:
     """Five messages, published at 10, 20, ... 50; t.c0 subscribed at 5 and saw them all."""

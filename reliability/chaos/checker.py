@@ -38,15 +38,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .logformat import SUPERVISOR, read_lines, slot_path
+from .logformat import FINAL_STATS, SUPERVISOR, read_lines, slot_path
 
 INF = 1 << 62
 IN_FLIGHT, COMMITTED, REFUSED = 0, 1, 2
 
 FAILURES = ("lost_unexplained", "duplicated", "corrupted", "phantom", "reordered", "stale", "errors", "wedges",
-            "leaked")
+            "leaked", "miscounted")
 COUNTS = ("committed", "in_flight", "in_flight_delivered", "refused", "delivered", "lost", "lost_explained",
-          "killed_in_get", "killed_in_put") + FAILURES
+          "killed_in_get", "killed_in_put", "peer_gone") + FAILURES
 
 
 class ProducerRun:
@@ -103,6 +103,7 @@ class ConsumerRun:
     quit: bool = False
     killed: int | None = None
     corrupt: int = 0
+    peer_gone: int = 0  # gets that found the other end's process dead (a channel)
 
 
 @dataclass
@@ -115,6 +116,7 @@ class Logs:
     errors: list[tuple[str, str]]  # (group, what happened)
     wedges: list[tuple[str, str]]
     leaks: list[tuple[str, str]]
+    final: dict[str, dict[str, Any]]  # group -> its stats() after the final drain (none after a wedge)
 
 
 def group_of(slot: str) -> str:
@@ -144,7 +146,11 @@ def read_logs(directory: str) -> Logs:
             _read_producer(directory, slot, producers, killed, errors)
         for slot in group["consumers"]:
             consumers.extend(_read_consumer(directory, slot, killed, errors))
-    return Logs(scenario["kind"], scenario["groups"], producers, consumers, killed, errors, wedges, leaks)
+    final: dict[str, dict[str, Any]] = {}
+    if os.path.exists(os.path.join(directory, FINAL_STATS)):
+        with open(os.path.join(directory, FINAL_STATS)) as f:
+            final = json.load(f)
+    return Logs(scenario["kind"], scenario["groups"], producers, consumers, killed, errors, wedges, leaks, final)
 
 
 def _lines(directory: str, slot: str) -> Iterable[list[str]]:
@@ -182,6 +188,7 @@ def _read_consumer(directory: str, slot: str, killed: dict[tuple[str, int], int]
             asked, taken, batch, t_wait = int(f[2]), 0, 0, int(f[3])
         elif kind == "N":
             asked = 0
+            run.peer_gone += f[3] == "peer-gone"
         elif kind == "S":
             run.open_get = _open_get(asked, batch, taken, t_wait)
             run = ConsumerRun(slot, int(f[1]), killed=killed.get((slot, int(f[1]))))
@@ -209,6 +216,20 @@ def _open_get(asked: int, batch: int, taken: int, t_wait: int) -> tuple[int, int
 
 
 # -- the checks -----------------------------------------------------------------------
+
+
+def _check_queue_counters(counts: dict[str, Any], stats: dict[str, Any]) -> None:
+    """An emptied queue holds nothing, has given out every item put, and was
+    put every committed item and at most the items in flight besides."""
+    problems = [f"{k} = {stats[k]} once empty" for k in ("items", "bytes") if stats[k]]
+    if stats["gets"] != stats["puts"]:
+        problems.append(f"gets = {stats['gets']} but puts = {stats['puts']} once empty")
+    if not counts["committed"] <= stats["puts"] <= counts["committed"] + counts["in_flight"]:
+        problems.append(f"puts = {stats['puts']}, outside the {counts['committed']} items committed plus "
+                        f"{counts['in_flight']} in flight")
+    counts["miscounted"] += len(problems)
+    for text in problems:
+        _example(counts, f"miscounted: {text}")
 
 
 def new_counts() -> dict[str, Any]:
@@ -250,6 +271,9 @@ def check(directory: str) -> dict[str, dict[str, Any]]:
         counts = checker(logs, set(group["producers"]), consumers)
         for run in consumers:
             counts["corrupted"] += run.corrupt
+            counts["peer_gone"] += run.peer_gone
+        if logs.kind == "queue" and name in logs.final:
+            _check_queue_counters(counts, logs.final[name])
         for field_name, events in (("errors", logs.errors), ("wedges", logs.wedges), ("leaked", logs.leaks)):
             for where, text in events:
                 if where == name:

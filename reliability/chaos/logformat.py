@@ -40,6 +40,7 @@ from collections.abc import Iterator
 
 END = ";"
 SUPERVISOR = "supervisor"
+FINAL_STATS = "final-stats.json"  # each object's stats() once the final drain emptied it
 
 
 def line(kind: str, *fields: object) -> str:

@@ -23,7 +23,7 @@ import time
 import traceback
 from typing import Any
 
-from .logformat import SUPERVISOR, LogFile, line, slot_path, text_field
+from .logformat import FINAL_STATS, SUPERVISOR, LogFile, line, slot_path, text_field
 from .scenarios import Group, Scenario
 from .workers import STOP_CONSUMERS, STOP_PRODUCERS, Worker, run_consumer, run_producer
 
@@ -152,7 +152,8 @@ class Storm:
             self.sup.close()
         result = {"scenario": self.scenario.name, "kind": self.scenario.kind, "kills": self.kills,
                   "storm_s": round(time.monotonic() - started, 2), "wedged": self.wedged,
-                  "unexpected_exits": self.unexpected, "kills_holding_lock": self.in_lock, "overflow_chunks_peak": self.peaks, "seed": self.seed}
+                  "unexpected_exits": self.unexpected, "kills_holding_lock": self.in_lock,
+                  "overflow_chunks_peak": self.peaks, "seed": self.seed}
         with open(os.path.join(self.directory, "storm.json"), "w") as f:
             json.dump(result, f, indent=1)
         return result
@@ -172,13 +173,16 @@ class Storm:
         while self.kills < self.budget:
             time.sleep(pause(self.rng))
             self.reap(restart=True)
-            victim = self.rng.choice(slots)
-            if self.scenario.kind == "queue":
-                group = self.roles[victim][0].name
-                self.in_lock += self.handles[group].stats()["holder"] == self.pids[victim]
-            self.kill(victim)
-            self.kills += 1
-            self.spawn(victim)
+            # Mostly one victim; now and then two or three at once (a death during another's recovery).
+            victims = self.rng.sample(slots, 1 if self.rng.random() < 0.9 else min(len(slots), self.rng.randint(2, 3)))
+            for victim in victims:
+                if self.scenario.kind == "queue":
+                    group = self.roles[victim][0].name
+                    self.in_lock += self.handles[group].stats()["holder"] == self.pids[victim]
+                self.kill(victim)
+                self.kills += 1
+            for victim in victims:
+                self.spawn(victim)
             if time.monotonic() >= next_look:
                 next_look = time.monotonic() + 0.2
                 self._sample()
@@ -248,6 +252,8 @@ class Storm:
             self.spawn(slot, drain=True)
             if not self._wait_for(lambda s: s == slot, 60.0, "the final drain did not finish"):
                 return
+        with open(os.path.join(self.directory, FINAL_STATS), "w") as f:  # the counters, once empty
+            json.dump({name: handle.stats() for name, handle in self.handles.items()}, f, indent=1)
 
     def _wait_for(self, which: Any, timeout: float, why: str) -> bool:
         deadline = time.monotonic() + timeout

@@ -115,6 +115,16 @@ def consume(w: Worker, take: Callable[[Worker, str, int], "list[Any] | str"]) ->
         w.log.write("".join(lines))
 
 
+def put_in_place(end: Any, item: bytes, spare: int) -> None:
+    """Write ``item`` with ``reserve()`` (a channel's or a publisher's): with
+    ``spare`` bytes more than it needs, then ``commit()`` of its length."""
+    size = len(item)
+    with end.reserve(size + spare, timeout=PUT_TIMEOUT) as buf:
+        buf[:size] = item
+        if spare:
+            buf.commit(size)
+
+
 # -- Queue --------------------------------------------------------------------------
 
 
@@ -156,13 +166,8 @@ def channel_put(w: Worker, op: str, items: list[bytes]) -> int:
             return 1 if ch.try_send(items[0]) else 0
         elif op == "send_many":
             return int(ch.send_many(items, timeout=PUT_TIMEOUT))
-        else:  # reserve: sometimes more than needed, then commit(k) the item's length
-            size = len(items[0])
-            spare = w.rng.choice((0, 0, 64)) if size + 64 <= ch.max_message else 0
-            with ch.reserve(size + spare, timeout=PUT_TIMEOUT) as buf:
-                buf[:size] = items[0]
-                if spare:
-                    buf.commit(size)
+        else:
+            put_in_place(ch, items[0], w.rng.choice((0, 0, 64)) if len(items[0]) + 64 <= ch.max_message else 0)
     except (shmring.Timeout, shmring.PeerGone) as exc:
         if isinstance(exc, shmring.PeerGone):
             time.sleep(0.001)  # the consumer's replacement is on its way
@@ -205,12 +210,7 @@ def topic_put(w: Worker, op: str, items: list[bytes]) -> int:
         elif op == "send_obj":
             pub.send_obj(items[0], timeout=PUT_TIMEOUT)
         else:
-            size = len(items[0])
-            spare = w.rng.choice((0, 0, 32))
-            with pub.reserve(size + spare, timeout=PUT_TIMEOUT) as buf:
-                buf[:size] = items[0]
-                if spare:
-                    buf.commit(size)
+            put_in_place(pub, items[0], w.rng.choice((0, 0, 32)))
     except shmring.Timeout:
         return 0
     return 1
