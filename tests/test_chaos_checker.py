@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reliability.chaos.checker import FAILURES, check  # noqa: E402
+from reliability.chaos.checker import FAILURES, check, explain  # noqa: E402
 from reliability.chaos.logformat import line  # noqa: E402
 
 
@@ -160,6 +160,16 @@ def test_supervisor_events_are_failures(storm: Storm) -> None:
     storm.log("supervisor", "Z", 0, "q.c0", 1, 1001, 256, 70).log("supervisor", "H", 0, "q", 80, "stuck")
     storm.log("supervisor", "L", 0, "q", 90, "shmring-1-abc.q3").log("q.c0", "E", 1, 66, "ValueError")
     assert failures(storm.check()) == {"errors": 2, "wedges": 1, "leaked": 1}
+
+
+def test_losses_are_matched_to_killed_gets_at_best() -> None:
+    # Lost items (put began, first later delivery); killed gets (began, killed, items asked for).
+    # Item 0 fits either get, item 1 only the first: matched greedily, item 0 would take it.
+    lost = [(10, 100, "item 0"), (10, 45, "item 1")]
+    assert explain(lost, [(40, 50, 1), (60, 70, 1)]) == {0, 1}
+    assert explain(lost, [(40, 50, 1)]) == {0}
+    assert explain(lost, [(40, 50, 2)]) == {0, 1}
+    assert explain(lost, [(40, 50, 1), (110, 120, 1), (1, 9, 1)]) == {0}  # began too late; died too early
 
 
 @pytest.mark.parametrize(("stats", "expected"), [

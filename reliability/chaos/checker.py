@@ -387,7 +387,8 @@ def _max_matching(candidates: list[list[int]], capacity: list[int]) -> set[int]:
     for item in range(len(candidates)):
         reached_from: dict[int, int] = {}  # credit -> the item that reached it
         held_by: dict[int, int | None] = {item: None}  # item -> the credit holding it now
-        todo, free = deque([item]), None
+        todo: deque[int] = deque([item])
+        free: int | None = None
         while todo and free is None:
             it = todo.popleft()
             for c in candidates[it]:
@@ -401,13 +402,13 @@ def _max_matching(candidates: list[list[int]], capacity: list[int]) -> set[int]:
                     if other not in held_by:
                         held_by[other] = c
                         todo.append(other)
-        c = free
-        while c is not None:  # shift each item on the path to the credit that reached it
-            it = reached_from[c]
-            holders[c].append(it)
-            c = held_by[it]
-            if c is not None:
-                holders[c].remove(it)
+        step = free
+        while step is not None:  # shift each item on the path to the credit that reached it
+            it = reached_from[step]
+            holders[step].append(it)
+            step = held_by[it]
+            if step is not None:
+                holders[step].remove(it)
         if free is not None:
             matched.add(item)
     return matched
@@ -416,19 +417,19 @@ def _max_matching(candidates: list[list[int]], capacity: list[int]) -> set[int]:
 def check_broadcast(logs: Logs, producers: set[str], consumers: list[ConsumerRun]) -> dict[str, Any]:
     counts = new_counts()
     _committed(logs, producers, counts)
-    valid_deliveries = set()
+    valid_deliveries: set[tuple[str, int, int]] = set()
     for run in consumers:
         valid_deliveries.update(d.key for d in run.deliveries)
     # The topic's order: one publisher at a time, so its incarnations one after the other.
     stream: list[tuple[str, int, int]] = []
     begins: list[int] = []
-    for (slot, inc), producer in sorted(logs.producers.items(), key=lambda kv: kv[0][1]):
+    for (slot, inc), run_of_items in sorted(logs.producers.items(), key=lambda kv: kv[0][1]):
         if slot not in producers:
             continue
-        for n, state in enumerate(producer.state):
+        for n, state in enumerate(run_of_items.state):
             if state == COMMITTED or (state == IN_FLIGHT and (slot, inc, n) in valid_deliveries):
                 stream.append((slot, inc, n))
-                begins.append(producer.t_begin[n])
+                begins.append(run_of_items.t_begin[n])
                 counts["in_flight_delivered"] += state == IN_FLIGHT
     position = {key: i for i, key in enumerate(stream)}
     for run in consumers:

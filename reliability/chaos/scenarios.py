@@ -13,20 +13,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import shmring
+from shmring.channel import WaitStrategy
 
 from .items import custom_dumps, custom_loads
 
-Sizes = tuple[tuple[float, int, int], ...]
+Sizes = tuple[tuple[float, int, int], ...]  # (weight, smallest, largest) payload lengths
+Weights = dict[str, float]  # call -> how often
 
 SMALL: Sizes = ((80, 0, 300), (20, 300, 3000))
 SPILLING: Sizes = ((70, 0, 300), (25, 1000, 8000), (5, 20_000, 60_000))  # fills a 1 MiB ring fast
 
-QUEUE_PUTS = {"put": 40, "put_bytes": 20, "put_many": 40}
-QUEUE_GETS = {"get": 40, "get_bytes": 20, "get_many": 40}
-CHANNEL_SENDS = {"send": 30, "try_send": 10, "send_many": 30, "reserve": 30}
-CHANNEL_RECVS = {"recv": 30, "recv_many": 30, "recv_into": 15, "peek": 25}
-TOPIC_SENDS = {"send": 40, "send_obj": 20, "reserve": 40}
-TOPIC_RECVS = {"recv": 40, "recv_bytes": 20, "peek": 40}
+QUEUE_PUTS: Weights = {"put": 40, "put_bytes": 20, "put_many": 40}
+QUEUE_GETS: Weights = {"get": 40, "get_bytes": 20, "get_many": 40}
+CHANNEL_SENDS: Weights = {"send": 30, "try_send": 10, "send_many": 30, "reserve": 30}
+CHANNEL_RECVS: Weights = {"recv": 30, "recv_many": 30, "recv_into": 15, "peek": 25}
+TOPIC_SENDS: Weights = {"send": 40, "send_obj": 20, "reserve": 40}
+TOPIC_RECVS: Weights = {"recv": 40, "recv_bytes": 20, "peek": 40}
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,8 @@ class Group:
     make: Callable[[], Any]
     producers: int
     consumers: int
-    puts: dict[str, float]
-    gets: dict[str, float]
+    puts: Weights
+    gets: Weights
     sizes: Sizes = SMALL
     batch: int = 8
     huge: int = 0  # a payload larger than the ring, for 1% of the single puts
@@ -66,7 +68,7 @@ def _queue(name: str, make: Callable[[], Any], p: int, c: int, sizes: Sizes, bat
     return Group(name, make, p, c, QUEUE_PUTS, QUEUE_GETS, sizes, batch, huge)
 
 
-def _channel(name: str, capacity: int, wait: str) -> Group:
+def _channel(name: str, capacity: int, wait: WaitStrategy) -> Group:
     return Group(name, lambda: shmring.Channel.create(capacity=capacity, wait=wait), 1, 1, CHANNEL_SENDS,
                  CHANNEL_RECVS, ((80, 0, 200), (20, 200, capacity // 8)))
 

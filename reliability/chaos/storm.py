@@ -3,8 +3,8 @@
 It creates the scenario's objects, forks every participant from itself
 (shmring is imported and the objects are attached already, so a
 replacement costs one fork), and then, until the kill budget is spent,
-sleeps a random few milliseconds, SIGKILLs a random participant, waits for
-its death and forks its next incarnation.  Then it stops the producers
+sleeps a random few milliseconds, SIGKILLs a random participant (now and
+then two or three), waits for its death and forks its next incarnation.  Then it stops the producers
 (a shared flag), lets the consumers empty the objects, forks one last
 consumer that takes whatever is left, and leaves.  A group that delivers
 nothing for ``wedge_s`` seconds, or a phase that does not end, is a wedge:
@@ -42,6 +42,8 @@ def pause(rng: random.Random) -> float:
 
 
 class Storm:
+    """One storm: its objects, its participants' processes, the kills."""
+
     def __init__(self, scenario: Scenario, directory: str, kills: int, seed: int, wedge_s: float = 10.0) -> None:
         self.scenario, self.directory, self.budget, self.wedge_s = scenario, directory, kills, wedge_s
         self.rng = random.Random(seed)
@@ -58,20 +60,19 @@ class Storm:
         self.in_lock = 0  # kills of a queue's lock holder (seen holding it just before the kill)
         self.peaks: dict[str, int] = {}  # the most overflow chunks a queue held at once
         self.sup = LogFile(slot_path(directory, SUPERVISOR))
-        self.delivered: dict[str, int] = {}  # G lines seen so far per group (progress)
-        self.offsets: dict[str, int] = {}
+        self.offsets: dict[str, int] = {}  # how far the supervisor has read each consumer's log (progress)
         self.progress_at: dict[str, float] = {}
 
     # -- participants ---------------------------------------------------------------
 
-    def spawn(self, slot: str, drain: bool = False) -> int:
+    def spawn(self, slot: str, drain: bool = False) -> None:
+        """Fork the slot's next incarnation."""
         group, role = self.roles[slot]
         inc = self.incarnations[slot] = self.incarnations.get(slot, 0) + 1
         pid = os.fork()
         if pid == 0:
             self._child(slot, group, role, inc, drain)
         self.pids[slot] = pid
-        return pid
 
     def _child(self, slot: str, group: Group, role: str, inc: int, drain: bool) -> None:
         code = 3
@@ -145,10 +146,10 @@ class Storm:
         finally:
             for slot in list(self.pids):  # left by a wedge (or an error of the supervisor)
                 self.kill(slot)
-            for group, handle in self.handles.items():
-                name = handle.name
+            for name, handle in self.handles.items():
+                segment_name = handle.name
                 handle.close()
-                self._left_behind(group, name)
+                self._left_behind(name, segment_name)
             self.sup.close()
         result = {"scenario": self.scenario.name, "kind": self.scenario.kind, "kills": self.kills,
                   "storm_s": round(time.monotonic() - started, 2), "wedged": self.wedged,
