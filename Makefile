@@ -49,5 +49,12 @@ sanitize: $(STAMP)
 models:
 	$(PYTHON) reliability/models/run.py $(if $(MODELS_LONG),--long)
 
+# Kill storms (reliability/chaos, docs/RELIABILITY.md "Kill storms"): producers and
+# consumers of every kind SIGKILLed at random and restarted, every item checked.
+# A few hundred kills per kind; CHAOS_LONG=1: at least 10,000 per kind.
+.PHONY: chaos
+chaos: $(STAMP)
+	$(PY) -m reliability.chaos run --plant-fault $(if $(filter 1,$(CHAOS_LONG)),--long)
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info src/shmring/*.so
