@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv test demo bench sanitize models clean
+.PHONY: all venv test demo bench sanitize models fuzz fuzz-seeds mutate clean
 
 all: test
 
@@ -55,6 +55,32 @@ models:
 .PHONY: chaos
 chaos: $(STAMP)
 	$(PY) -m reliability.chaos run --plant-fault $(if $(filter 1,$(CHAOS_LONG)),--long)
+
+# libFuzzer targets over the headers (reliability/fuzz/, docs/RELIABILITY.md):
+# `make fuzz` runs each for 30 s, `make fuzz FUZZ_LONG=1` each for 2 million
+# executions; any crash, sanitizer report or hang fails.  FUZZ_SKIP_KNOWN=1
+# builds them stepping around the findings still open (fuzz_common.h).
+FUZZ_BIN := build/fuzz/bin$(if $(FUZZ_SKIP_KNOWN),-skip-known)
+FUZZ_TARGETS := segment channel queue topic sync
+FUZZ_CFLAGS := -g -O1 -std=c11 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	$(if $(FUZZ_SKIP_KNOWN),-DFZ_SKIP_KNOWN)
+$(FUZZ_BIN)/fuzz_%: reliability/fuzz/fuzz_%.c reliability/fuzz/fuzz_common.h include/shmring.h $(wildcard include/shmring/*.h)
+	@mkdir -p $(FUZZ_BIN)
+	clang $(FUZZ_CFLAGS) -Iinclude $< -o $@
+fuzz: $(addprefix $(FUZZ_BIN)/fuzz_,$(FUZZ_TARGETS))
+	$(PYTHON) reliability/fuzz/run.py --bin $(FUZZ_BIN) $(if $(FUZZ_LONG),--long)
+# Refresh the seed corpus from what the last runs found.
+fuzz-seeds: $(addprefix $(FUZZ_BIN)/fuzz_,$(FUZZ_TARGETS))
+	$(PYTHON) reliability/fuzz/run.py --bin $(FUZZ_BIN) --merge
+
+# Live processes on a channel, a queue and a topic while another one writes
+# random bytes into their segments (reliability/mutate.py): 60 s by
+# default, MUTATE_LONG=1 for 15 min; MUTATE_ASAN=1 against the build of
+# `make sanitize` (build/asan); MUTATE_SKIP_KNOWN=1 does not fail on the
+# findings still open.
+mutate: $(STAMP)
+	$(PY) reliability/mutate.py $(if $(MUTATE_LONG),--long) $(if $(MUTATE_ASAN),--asan) \
+		$(if $(MUTATE_SKIP_KNOWN),--skip-known)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info src/shmring/*.so
