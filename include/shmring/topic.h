@@ -120,8 +120,12 @@ static inline void shmring_topic_init(void *payload, uint64_t capacity, uint32_t
 static inline int shmring_topic_check_config(const shmring_topic_ctrl *c, uint64_t payload_size,
                                              shmring_topic_ctrl *copy)
 {
+    /* The size first: a payload smaller than the block it claims to hold
+     * must not be read past its end. */
+    if (payload_size < SHMRING_TOPIC_CTRL_SIZE)
+        return SHMRING_ERR_CORRUPT;
     memcpy(copy, c, sizeof(*copy));
-    if (payload_size < SHMRING_TOPIC_CTRL_SIZE || copy->max_subscribers == 0 ||
+    if (copy->max_subscribers == 0 ||
         copy->max_subscribers > SHMRING_TOPIC_MAX_SUBSCRIBERS ||
         copy->data_offset != shmring_topic_data_offset(copy->max_subscribers) ||
         (copy->policy != SHMRING_TOPIC_BLOCK && copy->policy != SHMRING_TOPIC_OVERWRITE) ||
