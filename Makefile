@@ -49,6 +49,13 @@ sanitize: $(STAMP)
 models:
 	$(PYTHON) reliability/models/run.py $(if $(MODELS_LONG),--long)
 
+# Kill storms (reliability/chaos, docs/RELIABILITY.md "Kill storms"): producers and
+# consumers of every kind SIGKILLed at random and restarted, every item checked.
+# A few hundred kills per kind; CHAOS_LONG=1: at least 10,000 per kind.
+.PHONY: chaos
+chaos: $(STAMP)
+	$(PY) -m reliability.chaos run --plant-fault $(if $(filter 1,$(CHAOS_LONG)),--long)
+
 # libFuzzer targets over the headers (reliability/fuzz/, docs/RELIABILITY.md):
 # `make fuzz` runs each for 30 s, `make fuzz FUZZ_LONG=1` each for 2 million
 # executions; any crash, sanitizer report or hang fails.  FUZZ_SKIP_KNOWN=1

@@ -276,6 +276,20 @@ def test_header_claims_more_than_exists(segment: shmring.Segment) -> None:
         shmring.Segment.open(segment.name)
 
 
+@pytest.mark.parametrize("state", [2, 0xE0D40C5E, 0xFFFFFFFF])
+def test_a_state_word_no_remover_writes_is_corruption_not_removal(segment: shmring.Segment, state: int) -> None:
+    """Regression (issue 14, live mutation finding F2): a `state` word other
+    than LIVE (0) or REMOVED (1) made every attach fail with
+    FileNotFoundError, as if the live segment had been removed; it is a
+    damaged header, reported as such."""
+    poke(segment.name, 72, state.to_bytes(4, "little"))
+    with pytest.raises(shmring.CorruptedError):
+        shmring.Segment.open(segment.name)
+    poke(segment.name, 72, bytes(4))
+    with shmring.Segment.open(segment.name) as seg:  # repaired: usable again
+        assert seg.size == 4096
+
+
 def test_other_owner_is_refused_unless_allowed(segment: shmring.Segment) -> None:
     if os.geteuid() != 0:
         pytest.fail("this test chowns a file: run the suite as root (CI does)")
@@ -293,8 +307,9 @@ def test_any_single_byte_change_is_caught_or_harmless(segment: shmring.Segment, 
     original = _core_header(segment)
     poke(segment.name, offset, bytes([original[offset] ^ value]))
     try:
-        if 72 <= offset < 76:  # `state`: anything but 0 reads as "removed by its last user"
-            with pytest.raises(FileNotFoundError):
+        if 72 <= offset < 76:  # `state`: 1 reads as "removed by its last user", any other value is damage
+            state = int.from_bytes(_core_header(segment)[72:76], "little")
+            with pytest.raises(FileNotFoundError if state == 1 else shmring.CorruptedError):
                 shmring.Segment.open(segment.name)
         elif offset >= 76:  # persistent, roster count, reserved, the roster: the segment stays usable
             with shmring.Segment.open(segment.name) as seg:

@@ -153,8 +153,12 @@ static inline void shmring_queue_init(void *payload, uint64_t capacity, uint64_t
 static inline int shmring_queue_check_config(const shmring_queue_ctrl *c, uint64_t payload_size,
                                              shmring_queue_ctrl *copy)
 {
+    /* The size first: a payload smaller than the block it claims to hold
+     * must not be read past its end. */
+    if (payload_size < SHMRING_QUEUE_CTRL_SIZE)
+        return SHMRING_ERR_CORRUPT;
     memcpy(copy, c, sizeof(*copy));
-    if (payload_size < SHMRING_QUEUE_CTRL_SIZE || copy->data_offset != SHMRING_QUEUE_CTRL_SIZE ||
+    if (copy->data_offset != SHMRING_QUEUE_CTRL_SIZE ||
         copy->capacity < SHMRING_QUEUE_MIN_CAPACITY || copy->capacity > SHMRING_QUEUE_MAX_CAPACITY ||
         (copy->capacity & 7u) != 0 || copy->capacity > payload_size - SHMRING_QUEUE_CTRL_SIZE ||
         (copy->flags & ~SHMRING_QUEUE_FLAGS_KNOWN) != 0 || (copy->chunk_mode & ~0777u) != 0 ||
@@ -168,10 +172,12 @@ static inline int shmring_queue_check_config(const shmring_queue_ctrl *c, uint64
 static inline int shmring_queue_chunk_check(const shmring_queue_chunk *k, uint64_t payload_size, uint64_t index,
                                             uint64_t queue_id, uint64_t *capacity)
 {
+    uint64_t cap;
+    if (payload_size < SHMRING_QUEUE_CHUNK_HEADER_SIZE) /* before reading the header it claims */
+        return SHMRING_ERR_CORRUPT;
     /* relaxed: config written before the chunk was published. */
-    uint64_t cap = shmring_load_relaxed(&k->capacity);
-    if (payload_size < SHMRING_QUEUE_CHUNK_HEADER_SIZE ||
-        shmring_load_relaxed(&k->data_offset) != SHMRING_QUEUE_CHUNK_HEADER_SIZE ||
+    cap = shmring_load_relaxed(&k->capacity);
+    if (shmring_load_relaxed(&k->data_offset) != SHMRING_QUEUE_CHUNK_HEADER_SIZE ||
         shmring_load_relaxed(&k->queue_id) != queue_id ||
         shmring_load_relaxed(&k->index) != index || cap < SHMRING_QUEUE_MIN_CAPACITY ||
         cap > SHMRING_QUEUE_MAX_CAPACITY || (cap & 7u) != 0 || cap > payload_size - SHMRING_QUEUE_CHUNK_HEADER_SIZE)

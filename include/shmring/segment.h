@@ -603,13 +603,17 @@ static inline int shmring_segment_map_checked_(int fd, const char *name, const s
     if (base == MAP_FAILED)
         return SHMRING_ERR_SYS;
     rc = shmring_header_check_copy((const shmring_segment_header *)base, (uint64_t)st->st_size, &hdr);
-    if (rc == SHMRING_OK && attach &&
+    if (rc == SHMRING_OK && attach) {
         /* acquire [S9]: pairs with the remover's release store, made while
          * it held the write lock that our lease had to wait for. */
-        shmring_load_acquire(&((shmring_segment_header *)base)->state) != SHMRING_STATE_LIVE) {
-        munmap(base, map);
-        errno = ENOENT; /* removed by its last user: as good as gone */
-        return SHMRING_ERR_SYS;
+        uint32_t state = shmring_load_acquire(&((shmring_segment_header *)base)->state);
+        if (state > SHMRING_STATE_REMOVED) {
+            rc = SHMRING_ERR_CORRUPT; /* a value no remover writes: a damaged word */
+        } else if (state == SHMRING_STATE_REMOVED) {
+            munmap(base, map);
+            errno = ENOENT; /* removed by its last user: as good as gone */
+            return SHMRING_ERR_SYS;
+        }
     }
     if (rc != SHMRING_OK) {
         munmap(base, map);

@@ -120,8 +120,12 @@ static inline void shmring_topic_init(void *payload, uint64_t capacity, uint32_t
 static inline int shmring_topic_check_config(const shmring_topic_ctrl *c, uint64_t payload_size,
                                              shmring_topic_ctrl *copy)
 {
+    /* The size first: a payload smaller than the block it claims to hold
+     * must not be read past its end. */
+    if (payload_size < SHMRING_TOPIC_CTRL_SIZE)
+        return SHMRING_ERR_CORRUPT;
     memcpy(copy, c, sizeof(*copy));
-    if (payload_size < SHMRING_TOPIC_CTRL_SIZE || copy->max_subscribers == 0 ||
+    if (copy->max_subscribers == 0 ||
         copy->max_subscribers > SHMRING_TOPIC_MAX_SUBSCRIBERS ||
         copy->data_offset != shmring_topic_data_offset(copy->max_subscribers) ||
         (copy->policy != SHMRING_TOPIC_BLOCK && copy->policy != SHMRING_TOPIC_OVERWRITE) ||
@@ -161,6 +165,70 @@ static inline int shmring_topic_attach(shmring_topic *t, void *payload, uint64_t
     t->max_subscribers = cfg.max_subscribers;
     t->interrupt = NULL;
     return SHMRING_OK;
+}
+
+/* -- copying record bytes -------------------------------------------------- */
+
+/* A lapped subscriber may copy a record while a publisher overwrites it:
+ * the copy is then discarded by the re-read of head [T2], but the accesses
+ * themselves must be atomic, or they are a data race for the C memory model
+ * (and ThreadSanitizer).  Both sides therefore copy record bytes as relaxed
+ * 8-byte atomics, which compile to plain moves.  Headers and payloads start
+ * 8-byte aligned (records are 16-aligned, the header 16 bytes) and a record
+ * is padded to 16, so the whole words covering them stay inside the record. */
+
+/* Write `len` bytes from `src` to the record bytes at `dst` (8-aligned); the
+ * bytes after them up to the next 8-byte boundary become zero. */
+static inline void shmring_topic_copy_in(unsigned char *dst, const void *src, uint64_t len)
+{
+    const unsigned char *from = (const unsigned char *)src;
+    uint64_t *to = (uint64_t *)(void *)dst, last = 0, i, words = len / 8u;
+    for (i = 0; i < words; i++) {
+        uint64_t w; /* its own variable: `last` has its address taken */
+        memcpy(&w, from + 8u * i, 8);
+        /* relaxed [T2]: after the release fence that moved head past the
+         * old record; [T1]: before the store of tail that publishes it. */
+        shmring_store_relaxed(&to[i], w);
+    }
+    if (len % 8u != 0) {
+        memcpy(&last, from + 8u * words, (size_t)(len % 8u));
+        /* relaxed [T2][T1]: as above. */
+        shmring_store_relaxed(&to[words], last);
+    }
+}
+
+/* Read `len` bytes of the record bytes at `src` (8-aligned) into `dst`.  The
+ * copy may be torn: validate it afterwards (shmring_topic_still_valid). */
+static inline void shmring_topic_copy_out(void *dst, const unsigned char *src, uint64_t len)
+{
+    unsigned char *to = (unsigned char *)dst;
+    const uint64_t *from = (const uint64_t *)(const void *)src;
+    uint64_t last, i, words = len / 8u;
+    for (i = 0; i < words; i++) {
+        /* relaxed [T2]: before the acquire fence and re-read of head. */
+        uint64_t w = shmring_load_relaxed(&from[i]); /* its own variable: kept in a register */
+        memcpy(to + 8u * i, &w, 8);
+    }
+    if (len % 8u != 0) {
+        /* relaxed [T2]: as above. */
+        last = shmring_load_relaxed(&from[words]);
+        memcpy(to + 8u * words, &last, (size_t)(len % 8u));
+    }
+}
+
+/* Copy the payload of a record that shmring_topic_next gave a live
+ * subscriber at or after its own published cursor.  BLOCK: no publisher
+ * reclaims what the slowest live subscriber has not moved past, and this
+ * one moves its cursor after the copy (seq_cst [T5], read by the publisher
+ * before it moves head), so no write races with the copy: memcpy, as fast
+ * as it gets.  OVERWRITE: the word-wise shmring_topic_copy_out. */
+static inline void shmring_topic_copy_subscribed(const shmring_topic *t, void *dst, const unsigned char *src,
+                                                 uint64_t len)
+{
+    if (t->policy == SHMRING_TOPIC_BLOCK)
+        memcpy(dst, src, (size_t)len);
+    else
+        shmring_topic_copy_out(dst, src, len);
 }
 
 /* -- publishing (the lock held) ------------------------------------------- */
@@ -243,7 +311,7 @@ static inline int shmring_topic_reserve(shmring_topic *t, uint32_t tag, uint64_t
 {
     shmring_topic_ctrl *c = t->ctrl;
     uint64_t need = shmring_topic_record_size(len), tail, off, contig;
-    shmring_topic_record *r;
+    shmring_topic_record hdr;
     int rc;
     if (len > UINT32_MAX || need > t->capacity)
         return SHMRING_TOO_BIG;
@@ -257,10 +325,10 @@ static inline int shmring_topic_reserve(shmring_topic *t, uint32_t tag, uint64_t
         rc = shmring_topic_make_room(t, tail, contig, reap);
         if (rc != SHMRING_OK)
             return rc;
-        r = (shmring_topic_record *)(t->data + off);
-        r->len = (uint32_t)(contig - sizeof(shmring_topic_record));
-        r->tag = SHMRING_REC_PAD;
-        r->seq = c->next_seq;
+        hdr.len = (uint32_t)(contig - sizeof(shmring_topic_record));
+        hdr.tag = SHMRING_REC_PAD;
+        hdr.seq = c->next_seq;
+        shmring_topic_copy_in(t->data + off, &hdr, sizeof(hdr)); /* lapped readers may read it */
         tail += contig;
         /* seq_cst [T1][T4]: the padding is readable before tail says so;
          * sleeping subscribers must move past it before BLOCK can reclaim it. */
@@ -274,10 +342,10 @@ static inline int shmring_topic_reserve(shmring_topic *t, uint32_t tag, uint64_t
     rc = shmring_topic_make_room(t, tail, need, reap);
     if (rc != SHMRING_OK)
         return rc;
-    r = (shmring_topic_record *)(t->data + off);
-    r->len = (uint32_t)len;
-    r->tag = tag;
-    r->seq = c->next_seq;
+    hdr.len = (uint32_t)len;
+    hdr.tag = tag;
+    hdr.seq = c->next_seq;
+    shmring_topic_copy_in(t->data + off, &hdr, sizeof(hdr));
     *out = t->data + off + sizeof(shmring_topic_record);
     *pos = tail;
     return SHMRING_OK;
@@ -355,7 +423,6 @@ static inline int shmring_topic_next(shmring_topic *t, uint64_t *cursor, uint32_
         /* acquire [T2]: pairs with the release fence after head moved. */
         uint64_t head = shmring_load_acquire(&c->head);
         uint64_t cur = *cursor, off, contig;
-        const shmring_topic_record *r;
         shmring_topic_record copy;
         if (cur == tail)
             return SHMRING_AGAIN;
@@ -365,8 +432,7 @@ static inline int shmring_topic_next(shmring_topic *t, uint64_t *cursor, uint32_
             return SHMRING_ERR_CORRUPT;
         off = cur % t->capacity;
         contig = t->capacity - off;
-        r = (const shmring_topic_record *)(t->data + off);
-        memcpy(&copy, r, sizeof(copy)); /* once: the mapping is untrusted */
+        shmring_topic_copy_out(&copy, t->data + off, sizeof(copy)); /* once: the mapping is untrusted */
         shmring_fence_acquire(); /* [T2]: the header before head */
         /* relaxed after the fence [T2]. */
         if (shmring_load_relaxed(&c->head) > cur)
@@ -422,7 +488,8 @@ static inline int shmring_topic_oldest(shmring_topic *t, uint64_t *pos, uint64_t
         }
         if (head == tail)
             return SHMRING_AGAIN;
-        s = ((const shmring_topic_record *)(t->data + head % t->capacity))->seq;
+        /* relaxed [T2]: validated by shmring_topic_still_valid below. */
+        s = shmring_load_relaxed(&((const shmring_topic_record *)(t->data + head % t->capacity))->seq);
         if (shmring_topic_still_valid(t, head) == SHMRING_OK) {
             *pos = head;
             *seq = s;
@@ -572,7 +639,7 @@ static inline int shmring_topic_publish(shmring_topic *t, uint64_t token, uint32
     int wake, rc = shmring_topic_reserve_wait(t, token, tag, len, deadline_ns, &dst, &pos);
     if (rc != SHMRING_OK)
         return rc;
-    memcpy(dst, data, (size_t)len);
+    shmring_topic_copy_in(dst, data, len);
     wake = shmring_topic_commit(t, pos);
     shmring_mutex_release(&t->ctrl->lock, token);
     if (wake)

@@ -304,6 +304,7 @@ static void the_config_check_refuses_every_impossible_field(void)
 {
     queue_mem q;
     shmring_queue_ctrl copy, saved;
+    memset(&copy, 0, sizeof copy); /* read below even when a check failed */
     queue_new(&q, 0);
     CHECK(q.c->queue_id != 0);
     CHECK_EQ(shmring_queue_check_config(q.c, q.size, &copy), SHMRING_OK);
@@ -526,6 +527,18 @@ static void the_next_holder_after_a_dead_one_recounts_from_the_records(void)
     CHECK_EQ(q.c->lock.state, SHMRING_MUTEX_CONSISTENT);
 }
 
+/* A payload smaller than the block it claims is refused before a byte past
+ * its end is read (the ASan build of this program would see the read). */
+static void the_checks_refuse_a_payload_too_small_for_its_block_before_reading_it(void)
+{
+    unsigned char *payload = (unsigned char *)helpers_memory(1);
+    shmring_queue_ctrl copy;
+    uint64_t cap = 0;
+    CHECK_EQ(shmring_queue_check_config((const shmring_queue_ctrl *)(void *)payload, 1, &copy), SHMRING_ERR_CORRUPT);
+    CHECK_EQ(shmring_queue_chunk_check((const shmring_queue_chunk *)(void *)payload, 1, 0, 1, &cap),
+             SHMRING_ERR_CORRUPT);
+}
+
 int main(void)
 {
     RUN(loading_refuses_impossible_counters);
@@ -541,6 +554,7 @@ int main(void)
     RUN(count_counts_records_and_payload_bytes_but_not_padding);
     RUN(the_config_check_refuses_every_impossible_field);
     RUN(a_chunk_is_checked_against_its_queue_and_index);
+    RUN(the_checks_refuse_a_payload_too_small_for_its_block_before_reading_it);
     RUN(chunk_names_are_spelled_and_parsed_back_by_one_pair_of_functions);
     RUN(every_queue_draws_its_own_chunk_key_so_its_names_are_its_own);
     RUN(the_counters_never_go_below_zero_and_tasks_never_outrun_puts);

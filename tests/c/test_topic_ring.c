@@ -295,6 +295,15 @@ static void publish_times_out_behind_a_slow_live_subscriber_and_keeps_nothing_he
     CHECK_EQ(shmring_topic_publish(&m.t, me, SHMRING_REC_BYTES, buf, CAP, 0), SHMRING_TOO_BIG);
 }
 
+/* A payload smaller than the control block it claims is refused before a
+ * byte past its end is read (the ASan build of this program would see it). */
+static void the_config_check_refuses_a_payload_too_small_for_its_block_before_reading_it(void)
+{
+    unsigned char *payload = (unsigned char *)helpers_memory(1);
+    shmring_topic_ctrl copy;
+    CHECK_EQ(shmring_topic_check_config((const shmring_topic_ctrl *)(void *)payload, 1, &copy), SHMRING_ERR_CORRUPT);
+}
+
 int main(void)
 {
     RUN(a_new_subscriber_starts_at_the_tail);
@@ -308,6 +317,7 @@ int main(void)
     RUN(impossible_record_headers_are_corruption_before_anything_is_read);
     RUN(a_record_said_to_cross_the_end_of_the_ring_is_corruption);
     RUN(the_config_check_refuses_every_impossible_field);
+    RUN(the_config_check_refuses_a_payload_too_small_for_its_block_before_reading_it);
     RUN(publish_times_out_behind_a_slow_live_subscriber_and_keeps_nothing_held);
     return helpers_finish();
 }

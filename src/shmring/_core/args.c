@@ -57,3 +57,15 @@ int parse_args_keywords(const char *fname, PyObject *const *args, Py_ssize_t nar
     }
     return 0;
 }
+
+int parse_count(PyObject *obj, Py_ssize_t min, const char *too_small, Py_ssize_t *out)
+{
+    *out = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
+    if (*out == -1 && PyErr_Occurred())
+        return -1;
+    if (*out < min) {
+        PyErr_Format(PyExc_ValueError, too_small, *out);
+        return -1;
+    }
+    return 0;
+}

@@ -446,31 +446,14 @@ static PyObject *channel_close(ChannelObject *self, PyObject *Py_UNUSED(ignored)
 
 static void channel_dealloc(ChannelObject *self)
 {
-    PyObject_GC_UnTrack(self);
-    if (self->weakrefs != NULL)
-        PyObject_ClearWeakRefs((PyObject *)self);
+    handle_dealloc_begin((HandleObject *)self);
     if (self->mapping != NULL && !self->closed) {
         /* Dropped without close(): loans hold a reference, calls hold one,
          * so neither is left. */
         channel_give_back(self);
         PyBuffer_Release(&self->view);
     }
-    Py_CLEAR(self->mapping);
-    Py_CLEAR(self->dict);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static int channel_traverse(ChannelObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->mapping);
-    Py_VISIT(self->dict);
-    return 0;
-}
-
-static int channel_clear(ChannelObject *self)
-{
-    Py_CLEAR(self->dict);
-    return 0;
+    handle_dealloc_end((HandleObject *)self);
 }
 
 /* Counters, fill level and both ends of a channel, as a dict. */
@@ -553,14 +536,6 @@ static PyObject *channel_get_spin_ns(ChannelObject *self, void *Py_UNUSED(closur
     return PyLong_FromUnsignedLong(self->spin_ns);
 }
 
-static PyObject *channel_get_mapping(ChannelObject *self, void *Py_UNUSED(closure))
-{
-    if (self->mapping == NULL)
-        Py_RETURN_NONE;
-    Py_INCREF(self->mapping);
-    return self->mapping;
-}
-
 static PyMethodDef channel_methods[] = {
     {"send", (PyCFunction)(void (*)(void))channel_send, FASTKW,
      "send($self, /, data, timeout=None)\n--\n\n"
@@ -607,26 +582,13 @@ static PyGetSetDef channel_getset[] = {
     {"closed", (getter)channel_get_closed, NULL, "True once this handle is closed.", NULL},
     {"wait_code", (getter)channel_get_wait, NULL, "This handle's wait strategy (WAIT_* constant).", NULL},
     {"spin_ns", (getter)channel_get_spin_ns, NULL, "This handle's adaptive spin window in ns.", NULL},
-    {"_mapping", (getter)channel_get_mapping, NULL, "The underlying Mapping.", NULL},
+    {"_mapping", (getter)handle_get_mapping, NULL, "The underlying Mapping.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-PyTypeObject ChannelType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shmring._core.Channel",
-    .tp_basicsize = sizeof(ChannelObject),
-    .tp_dealloc = (destructor)channel_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Channel(mapping, wait=0, spin_ns=-1): the native SPSC channel; use shmring.Channel.",
-    .tp_traverse = (traverseproc)channel_traverse,
-    .tp_clear = (inquiry)channel_clear,
-    .tp_weaklistoffset = offsetof(ChannelObject, weakrefs),
-    .tp_methods = channel_methods,
-    .tp_getset = channel_getset,
-    .tp_dictoffset = offsetof(ChannelObject, dict),
-    .tp_init = (initproc)channel_init,
-    .tp_new = PyType_GenericNew,
-};
+PyTypeObject ChannelType = HANDLE_TYPE(
+    "Channel", "Channel(mapping, wait=0, spin_ns=-1): the native SPSC channel; use shmring.Channel.",
+    ChannelObject, channel_init, channel_dealloc, handle_traverse, handle_clear, channel_methods, channel_getset);
 
 static PyObject *core_create_channel(PyObject *Py_UNUSED(module), PyObject *args)
 {
@@ -653,9 +615,7 @@ static PyObject *core_create_channel(PyObject *Py_UNUSED(module), PyObject *args
         shmring_segment_publish(&seg);
     }
     Py_END_ALLOW_THREADS
-    if (rc != SHMRING_OK)
-        return raise_code(rc, name.obj);
-    return (PyObject *)mapping_new(&seg, name.obj);
+    return mapping_from_result(rc, &seg, name.obj);
 }
 
 
@@ -667,20 +627,3 @@ PyMethodDef channel_functions[] = {
      "A new, initialised channel segment: a Mapping of it."},
     {NULL, NULL, 0, NULL},
 };
-
-int channel_module_init(PyObject *m)
-{
-    if (add_type(m, "Channel", &ChannelType) < 0)
-        return -1;
-    if (PyModule_AddIntConstant(m, "WAIT_SPIN", SHMRING_WAIT_SPIN) < 0 ||
-        PyModule_AddIntConstant(m, "WAIT_YIELD", SHMRING_WAIT_YIELD) < 0 ||
-        PyModule_AddIntConstant(m, "WAIT_BLOCK", SHMRING_WAIT_BLOCK) < 0 ||
-        PyModule_AddIntConstant(m, "WAIT_ADAPTIVE", SHMRING_WAIT_ADAPTIVE) < 0 ||
-        PyModule_AddIntConstant(m, "WAIT_SEMAPHORE", SHMRING_WAIT_SEMAPHORE) < 0 ||
-        PyModule_AddIntConstant(m, "CHANNEL_CTRL_SIZE", SHMRING_CHANNEL_CTRL_SIZE) < 0 ||
-        PyModule_AddIntConstant(m, "CHANNEL_MIN_CAPACITY", SHMRING_CHANNEL_MIN_CAPACITY) < 0 ||
-        PyModule_AddObject(m, "CHANNEL_MAX_CAPACITY", PyLong_FromUnsignedLongLong(SHMRING_CHANNEL_MAX_CAPACITY)) < 0 ||
-        PyModule_AddIntConstant(m, "CHANNEL_DEFAULT_SPIN_NS", SHMRING_CHANNEL_DEFAULT_SPIN_NS) < 0)
-        return -1;
-    return 0;
-}

@@ -1,14 +1,54 @@
 /*
  * channel_io.c - the calls of a Channel that move messages: send, try_send,
  * send_many; recv, try_recv, recv_into, recv_many; reserve and peek (loans).
- * Each entry point holds its end of the gate from channel_enter to its
- * return (channel.c says how they enter and wait).
+ * Each entry point holds its end of the gate (GATE_HOLD) from channel_enter
+ * to its return (channel.c says how they enter and wait).
  */
 #include "core.h"
 
 static const char *const ARGS_BUFFERS_TIMEOUT[] = {"buffers", "timeout"};
 static const char *const ARGS_BUFFER_TIMEOUT[] = {"buffer", "timeout"};
 static const char *const ARGS_MAX_TIMEOUT[] = {"max_messages", "timeout"};
+
+/* Enter the end of `hold` for one call: 0, 1 when another call has it and
+ * `no_wait`, -1 with an exception.  The end is claimed on its first use;
+ * once entered (hold->held), the end is left when the entry point returns.
+ * (The slow path's flag is a local of its own: `hold` stays out of memory
+ * on the hot path.) */
+static inline int channel_enter(ChannelObject *self, GateHold *hold, uint64_t deadline, int no_wait)
+{
+    int end = hold->end, held = 0, r;
+    /* The common way in: the end claimed in this process, nobody inside. */
+    if (self->generation == fork_generation && (self->roles & (1 << end)) && gate_free(&self->gate, end)) {
+        gate_take(&self->gate, end);
+        hold->held = 1;
+        return 0;
+    }
+    r = channel_enter_slow(self, end, &held, deadline, no_wait);
+    hold->held = held;
+    return r;
+}
+
+/* channel_enter for the calls that take a timeout: busy with a zero
+ * timeout is a Timeout. */
+static inline int channel_enter_timed(ChannelObject *self, GateHold *hold, uint64_t deadline, int no_wait)
+{
+    int r = channel_enter(self, hold, deadline, no_wait);
+    return r > 0 ? channel_raise_busy(self, hold->end) : r;
+}
+
+/* The arguments (count, timeout) of recv_many() and reserve(), `fname`: the
+ * count (parse_count: at least `min`), then the timeout.  -1 with an
+ * exception, else what parse_timeout returned. */
+static int parse_count_timeout(const char *fname, const char *const *names, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames, Py_ssize_t min, const char *too_small, Py_ssize_t *count,
+                               uint64_t *deadline)
+{
+    PyObject *a[2];
+    if (parse_args(fname, args, nargs, kwnames, names, 1, 2, a) < 0 || parse_count(a[0], min, too_small, count) < 0)
+        return -1;
+    return parse_timeout(a[1], deadline);
+}
 
 static int check_reader_open(ChannelObject *self)
 {
@@ -70,20 +110,18 @@ static int channel_put(ChannelObject *self, const Py_buffer *src, uint64_t deadl
     return 0;
 }
 
-static PyObject *channel_send_impl(int *held, ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                   PyObject *kwnames)
+PyObject *channel_send(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    GATE_HOLD(hold, &self->gate, END_PRODUCER);
     PyObject *a[2];
     Py_buffer src;
     uint64_t deadline;
     int no_wait, rc;
-    if (parse_args("send", args, nargs, kwnames, ARGS_DATA_TIMEOUT, 1, 2, a) < 0)
-        return NULL;
-    if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
+    if ((no_wait = parse_args_timeout("send", args, nargs, kwnames, ARGS_DATA_TIMEOUT, 1, 2, a, &deadline)) < 0)
         return NULL;
     if (PyObject_GetBuffer(a[0], &src, PyBUF_SIMPLE) < 0)
         return NULL;
-    rc = channel_enter_timed(self, END_PRODUCER, held, deadline, no_wait);
+    rc = channel_enter_timed(self, &hold, deadline, no_wait);
     if (rc == 0)
         rc = check_reader_open(self);
     if (rc == 0)
@@ -95,14 +133,15 @@ static PyObject *channel_send_impl(int *held, ChannelObject *self, PyObject *con
     Py_RETURN_NONE;
 }
 
-static PyObject *channel_try_send_impl(int *held, ChannelObject *self, PyObject *data)
+PyObject *channel_try_send(ChannelObject *self, PyObject *data)
 {
+    GATE_HOLD(hold, &self->gate, END_PRODUCER);
     Py_buffer src;
     unsigned char *dst;
     int rc;
     if (PyObject_GetBuffer(data, &src, PyBUF_SIMPLE) < 0)
         return NULL;
-    rc = channel_enter(self, END_PRODUCER, held, 0, 1);
+    rc = channel_enter(self, &hold, 0, 1);
     if (rc != 0 || check_reader_open(self) < 0) {
         PyBuffer_Release(&src);
         if (rc > 0)
@@ -226,17 +265,16 @@ fail:
     return 0;
 }
 
-static PyObject *channel_send_many_impl(int *held, ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                        PyObject *kwnames)
+PyObject *channel_send_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    GATE_HOLD(hold, &self->gate, END_PRODUCER);
     PyObject *a[2], *seq, *result = NULL;
     Py_buffer stack[SEND_MANY_STACK], *bufs = stack;
     uint64_t deadline, largest;
     Py_ssize_t i, n, got = 0, count = 0;
     int no_wait, failed;
-    if (parse_args("send_many", args, nargs, kwnames, ARGS_BUFFERS_TIMEOUT, 1, 2, a) < 0)
-        return NULL;
-    if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
+    no_wait = parse_args_timeout("send_many", args, nargs, kwnames, ARGS_BUFFERS_TIMEOUT, 1, 2, a, &deadline);
+    if (no_wait < 0)
         return NULL;
     /* The whole batch is collected and checked before anything is written:
      * a bad item delivers nothing. */
@@ -264,7 +302,7 @@ static PyObject *channel_send_many_impl(int *held, ChannelObject *self, PyObject
             goto done;
         }
     }
-    if (channel_enter_timed(self, END_PRODUCER, held, deadline, no_wait) < 0 || check_reader_open(self) < 0) {
+    if (channel_enter_timed(self, &hold, deadline, no_wait) < 0 || check_reader_open(self) < 0) {
         note_sent(0);
         goto done;
     }
@@ -314,9 +352,9 @@ static int channel_next(ChannelObject *self, const unsigned char **out, uint64_t
     }
 }
 
-static PyObject *channel_recv_impl(int *held, ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                   PyObject *kwnames)
+PyObject *channel_recv(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    GATE_HOLD(hold, &self->gate, END_CONSUMER);
     PyObject *timeout, *result;
     const unsigned char *src;
     uint64_t deadline, len;
@@ -325,12 +363,11 @@ static PyObject *channel_recv_impl(int *held, ChannelObject *self, PyObject *con
         deadline = 0;
         no_wait = 0;
     } else {
-        if (parse_args("recv", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, &timeout) < 0)
-            return NULL;
-        if ((no_wait = parse_timeout(timeout, &deadline)) < 0)
+        no_wait = parse_args_timeout("recv", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, &timeout, &deadline);
+        if (no_wait < 0)
             return NULL;
     }
-    if (channel_enter_timed(self, END_CONSUMER, held, deadline, no_wait) < 0 ||
+    if (channel_enter_timed(self, &hold, deadline, no_wait) < 0 ||
         channel_next(self, &src, &len, deadline, no_wait) < 0)
         return NULL;
     result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
@@ -342,12 +379,13 @@ static PyObject *channel_recv_impl(int *held, ChannelObject *self, PyObject *con
     return result;
 }
 
-static PyObject *channel_try_recv_impl(int *held, ChannelObject *self, PyObject *Py_UNUSED(ignored))
+PyObject *channel_try_recv(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
+    GATE_HOLD(hold, &self->gate, END_CONSUMER);
     PyObject *result;
     const unsigned char *src;
     uint64_t len;
-    int rc = channel_enter(self, END_CONSUMER, held, 0, 1);
+    int rc = channel_enter(self, &hold, 0, 1);
     if (rc != 0) {
         if (rc > 0)
             Py_RETURN_NONE; /* another thread is receiving: nothing for us now */
@@ -386,17 +424,16 @@ static PyObject *channel_try_recv_impl(int *held, ChannelObject *self, PyObject 
     return result;
 }
 
-static PyObject *channel_recv_into_impl(int *held, ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                        PyObject *kwnames)
+PyObject *channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    GATE_HOLD(hold, &self->gate, END_CONSUMER);
     PyObject *a[2];
     Py_buffer dst;
     const unsigned char *src;
     uint64_t deadline, len;
     int no_wait;
-    if (parse_args("recv_into", args, nargs, kwnames, ARGS_BUFFER_TIMEOUT, 1, 2, a) < 0)
-        return NULL;
-    if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
+    no_wait = parse_args_timeout("recv_into", args, nargs, kwnames, ARGS_BUFFER_TIMEOUT, 1, 2, a, &deadline);
+    if (no_wait < 0)
         return NULL;
     if (PyObject_GetBuffer(a[0], &dst, PyBUF_WRITABLE) < 0) {
         if (PyErr_ExceptionMatches(PyExc_BufferError)) {
@@ -406,7 +443,7 @@ static PyObject *channel_recv_into_impl(int *held, ChannelObject *self, PyObject
         }
         return NULL;
     }
-    if (channel_enter_timed(self, END_CONSUMER, held, deadline, no_wait) < 0 ||
+    if (channel_enter_timed(self, &hold, deadline, no_wait) < 0 ||
         channel_next(self, &src, &len, deadline, no_wait) < 0) {
         PyBuffer_Release(&dst);
         return NULL;
@@ -425,24 +462,18 @@ static PyObject *channel_recv_into_impl(int *held, ChannelObject *self, PyObject
     return PyLong_FromUnsignedLongLong(len);
 }
 
-static PyObject *channel_recv_many_impl(int *held, ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                        PyObject *kwnames)
+PyObject *channel_recv_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[2], *list;
+    GATE_HOLD(hold, &self->gate, END_CONSUMER);
+    PyObject *list;
     const unsigned char *src;
     uint64_t deadline, len;
     Py_ssize_t max_messages;
-    int no_wait;
-    if (parse_args("recv_many", args, nargs, kwnames, ARGS_MAX_TIMEOUT, 1, 2, a) < 0)
+    int no_wait = parse_count_timeout("recv_many", ARGS_MAX_TIMEOUT, args, nargs, kwnames, 1,
+                                      "max_messages must be at least 1, not %zd", &max_messages, &deadline);
+    if (no_wait < 0)
         return NULL;
-    max_messages = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
-    if (max_messages == -1 && PyErr_Occurred())
-        return NULL;
-    if (max_messages < 1)
-        return PyErr_Format(PyExc_ValueError, "max_messages must be at least 1, not %zd", max_messages);
-    if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
-        return NULL;
-    if (channel_enter_timed(self, END_CONSUMER, held, deadline, no_wait) < 0 ||
+    if (channel_enter_timed(self, &hold, deadline, no_wait) < 0 ||
         channel_next(self, &src, &len, deadline, no_wait) < 0)
         return NULL;
     list = PyList_New(0);
@@ -495,24 +526,17 @@ static int channel_loan_finish(LoanObject *l, int how)
     return 0;
 }
 
-static PyObject *channel_reserve_impl(int *held, ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                      PyObject *kwnames)
+PyObject *channel_reserve(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[2];
+    GATE_HOLD(hold, &self->gate, END_PRODUCER);
     Py_ssize_t n;
     uint64_t deadline;
     unsigned char *dst;
-    int no_wait;
-    if (parse_args("reserve", args, nargs, kwnames, ARGS_N_TIMEOUT, 1, 2, a) < 0)
+    int no_wait = parse_count_timeout("reserve", ARGS_N_TIMEOUT, args, nargs, kwnames, 0,
+                                      "reserve() size must be non-negative, not %zd", &n, &deadline);
+    if (no_wait < 0)
         return NULL;
-    n = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
-    if (n == -1 && PyErr_Occurred())
-        return NULL;
-    if (n < 0)
-        return PyErr_Format(PyExc_ValueError, "reserve() size must be non-negative, not %zd", n);
-    if ((no_wait = parse_timeout(a[1], &deadline)) < 0)
-        return NULL;
-    if (channel_enter_timed(self, END_PRODUCER, held, deadline, no_wait) < 0 || check_reader_open(self) < 0)
+    if (channel_enter_timed(self, &hold, deadline, no_wait) < 0 || check_reader_open(self) < 0)
         return NULL;
     dst = channel_reserve_wait(self, (uint64_t)n, deadline, no_wait);
     if (dst == NULL)
@@ -522,82 +546,18 @@ static PyObject *channel_reserve_impl(int *held, ChannelObject *self, PyObject *
                                 channel_name(self), "channel", dst, (uint64_t)n, 0);
 }
 
-static PyObject *channel_peek_impl(int *held, ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                   PyObject *kwnames)
+PyObject *channel_peek(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    GATE_HOLD(hold, &self->gate, END_CONSUMER);
     PyObject *timeout;
     const unsigned char *src;
     uint64_t deadline, len;
     int no_wait;
-    if (parse_args("peek", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, &timeout) < 0)
+    if ((no_wait = parse_args_timeout("peek", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, &timeout, &deadline)) < 0)
         return NULL;
-    if ((no_wait = parse_timeout(timeout, &deadline)) < 0)
-        return NULL;
-    if (channel_enter_timed(self, END_CONSUMER, held, deadline, no_wait) < 0 ||
+    if (channel_enter_timed(self, &hold, deadline, no_wait) < 0 ||
         channel_next(self, &src, &len, deadline, no_wait) < 0)
         return NULL;
     return (PyObject *)loan_new((PyObject *)self, &self->gate, END_CONSUMER, channel_loan_finish,
                                 channel_name(self), "channel", (unsigned char *)src, len, 1);
-}
-
-/* -- entry points ------------------------------------------------------------ */
-
-/* Every call holds its end of the gate from channel_enter to its return:
- * Python code that runs in between (a finalizer run by an allocation, a
- * signal handler, another thread while the GIL is given away) then cannot
- * use that end, nor close the handle and unmap the ring under our
- * pointers; another thread waits its turn. */
-
-PyObject *channel_send(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    int held = 0;
-    return gate_return(&self->gate, END_PRODUCER, &held, channel_send_impl(&held, self, args, nargs, kwnames));
-}
-
-PyObject *channel_try_send(ChannelObject *self, PyObject *data)
-{
-    int held = 0;
-    return gate_return(&self->gate, END_PRODUCER, &held, channel_try_send_impl(&held, self, data));
-}
-
-PyObject *channel_send_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    int held = 0;
-    return gate_return(&self->gate, END_PRODUCER, &held, channel_send_many_impl(&held, self, args, nargs, kwnames));
-}
-
-PyObject *channel_reserve(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    int held = 0;
-    return gate_return(&self->gate, END_PRODUCER, &held, channel_reserve_impl(&held, self, args, nargs, kwnames));
-}
-
-PyObject *channel_recv(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    int held = 0;
-    return gate_return(&self->gate, END_CONSUMER, &held, channel_recv_impl(&held, self, args, nargs, kwnames));
-}
-
-PyObject *channel_try_recv(ChannelObject *self, PyObject *ignored)
-{
-    int held = 0;
-    return gate_return(&self->gate, END_CONSUMER, &held, channel_try_recv_impl(&held, self, ignored));
-}
-
-PyObject *channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    int held = 0;
-    return gate_return(&self->gate, END_CONSUMER, &held, channel_recv_into_impl(&held, self, args, nargs, kwnames));
-}
-
-PyObject *channel_recv_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    int held = 0;
-    return gate_return(&self->gate, END_CONSUMER, &held, channel_recv_many_impl(&held, self, args, nargs, kwnames));
-}
-
-PyObject *channel_peek(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    int held = 0;
-    return gate_return(&self->gate, END_CONSUMER, &held, channel_peek_impl(&held, self, args, nargs, kwnames));
 }

@@ -16,6 +16,7 @@
  *   gil.c            the GIL hooks of every blocking wait (shmring/wait.h), and
  *                    the wait for a robust lock
  *   mapping.c        Mapping (one attachment) and the segment functions
+ *   handle.c         what the handle types (Channel, Queue, TopicEnd) share
  *   gate.c           the gate that serialises the threads of one handle
  *   loan.c           Loan: ring memory lent by reserve() and peek()
  *   channel.c        Channel: the type, its ends, its waits, its lifetime
@@ -117,6 +118,22 @@ static inline int parse_args(const char *fname, PyObject *const *args, Py_ssize_
         out[i] = i < nargs ? args[i] : NULL;
     return 0;
 }
+
+/* parse_args, then parse_timeout of the last parameter (`timeout`): -1 with
+ * an exception, else what parse_timeout returned (1: do not wait). */
+static inline int parse_args_timeout(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                                     const char *const *names, Py_ssize_t nrequired, Py_ssize_t ntotal,
+                                     PyObject **out, uint64_t *deadline)
+{
+    if (parse_args(fname, args, nargs, kwnames, names, nrequired, ntotal, out) < 0)
+        return -1;
+    return parse_timeout(out[ntotal - 1], deadline);
+}
+
+/* A count or size argument: an integer (OverflowError past Py_ssize_t) of
+ * at least `min`, else ValueError with `too_small` formatted with it (a
+ * "%zd" in the message).  0, or -1 with an exception. */
+int parse_count(PyObject *obj, Py_ssize_t min, const char *too_small, Py_ssize_t *out);
 
 /* Parameter lists of parse_args, shared by several methods. */
 extern const char *const ARGS_TIMEOUT[];      /* timeout */
@@ -230,8 +247,10 @@ extern PyTypeObject MappingType;
 
 /* 0, or -1 with ValueError when the segment is closed. */
 int mapping_check_open(MappingObject *self);
-/* A new Mapping owning `seg` (closed on failure). */
-MappingObject *mapping_new(shmring_segment *seg, PyObject *name);
+/* The result of making or opening segment `name` (rc): a new Mapping
+ * owning `seg` (closed on failure) when rc is SHMRING_OK, else NULL with
+ * the exception of rc. */
+PyObject *mapping_from_result(int rc, shmring_segment *seg, PyObject *name);
 /* End this attachment (the segment is removed if it was the last one and
  * is not persistent); the memory stays mapped. */
 void mapping_leave_now(MappingObject *self);
@@ -248,6 +267,54 @@ typedef struct {
 
 /* An O& converter to segment_name. */
 int name_converter(PyObject *obj, void *out);
+
+/* ------------------------------------------------------------------------ */
+/* Handles (handle.c): what Channel, Queue and TopicEnd share                */
+/* ------------------------------------------------------------------------ */
+
+/* The head of a handle object: the Mapping it keeps mapped through `view`
+ * while it is open, and the __dict__ and weak references of the Python
+ * classes built on it. */
+#define HANDLE_HEAD                                                           \
+    PyObject_HEAD                                                             \
+    PyObject *mapping; /* the MappingObject, kept mapped through `view` */    \
+    Py_buffer view;                                                           \
+    PyObject *dict;                                                           \
+    PyObject *weakrefs;
+
+typedef struct {
+    HANDLE_HEAD
+} HandleObject;
+
+/* The garbage collector's hooks of a handle that holds no other object;
+ * the first and the last step of a handle's dealloc. */
+int handle_traverse(HandleObject *self, visitproc visit, void *arg);
+int handle_clear(HandleObject *self);
+void handle_dealloc_begin(HandleObject *self);
+void handle_dealloc_end(HandleObject *self);
+/* The _mapping attribute: the Mapping, or None. */
+PyObject *handle_get_mapping(HandleObject *self, void *closure);
+
+/* The type object of a handle type (`object_type` has a HANDLE_HEAD):
+ * subclassable, garbage collected, with a __dict__ and weak references;
+ * `name` is its name in shmring._core. */
+#define HANDLE_TYPE(name, doc, object_type, init, dealloc, traverse, clear, methods, getset) \
+    {                                                                                     \
+        PyVarObject_HEAD_INIT(NULL, 0)                                                    \
+        .tp_name = "shmring._core." name,                                                 \
+        .tp_basicsize = sizeof(object_type),                                              \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,        \
+        .tp_doc = doc,                                                                    \
+        .tp_new = PyType_GenericNew,                                                      \
+        .tp_init = (initproc)init,                                                        \
+        .tp_dealloc = (destructor)dealloc,                                                \
+        .tp_traverse = (traverseproc)traverse,                                            \
+        .tp_clear = (inquiry)clear,                                                       \
+        .tp_methods = methods,                                                            \
+        .tp_getset = getset,                                                              \
+        .tp_dictoffset = offsetof(object_type, dict),                                     \
+        .tp_weaklistoffset = offsetof(object_type, weakrefs),                             \
+    }
 
 /* ------------------------------------------------------------------------ */
 /* Gate (gate.c): the threads of one Channel handle or Topic end             */
@@ -300,14 +367,26 @@ static inline void gate_leave(Gate *g, int end)
         gate_wake(g);
 }
 
-/* The way out of an entry point: leave the end if the call entered it
- * (*held), and return the call's result. */
-static inline PyObject *gate_return(Gate *g, int end, const int *held, PyObject *result)
+/* An entry point's hold on one end of its gate: GATE_HOLD declares it at
+ * the top of the function, channel_enter or topic_enter enters the end (and
+ * sets `held`), and the end is left on every way out of the function, after
+ * the return value is computed (GNU C's cleanup attribute).  While it is
+ * held, Python code that runs in between (a finalizer, a signal handler,
+ * another thread while the GIL is given away) cannot use that end, nor
+ * close the handle and unmap the ring under the call's pointers. */
+typedef struct {
+    Gate *gate;
+    int end;
+    int held; /* set once the call entered the end */
+} GateHold;
+
+static inline void gate_hold_release(GateHold *hold)
 {
-    if (*held)
-        gate_leave(g, end);
-    return result;
+    if (hold->held)
+        gate_leave(hold->gate, hold->end);
 }
+
+#define GATE_HOLD(hold, gate, end) GateHold hold __attribute__((cleanup(gate_hold_release))) = {(gate), (end), 0}
 
 /* The way in when gate_free said no: wait for the call inside and for a
  * loan of another thread; complete a pending loan; refuse what would wait
@@ -393,9 +472,7 @@ int loan_cancel(LoanObject *loan);
 #define ROLE_CONSUMER 2
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *mapping;  /* the MappingObject, kept mapped through `view` */
-    Py_buffer view;
+    HANDLE_HEAD
     shmring_channel ch;
     uint32_t wait, spin_ns;
     uint64_t handle_id;
@@ -405,8 +482,6 @@ typedef struct {
     uint64_t next_peer_check_ns; /* try_send/try_recv look at the peer this often */
     int closed;                  /* close() completed: ends and `view` given back */
     Gate gate;                   /* threads: the calls inside, the loans out, closing */
-    PyObject *dict;
-    PyObject *weakrefs;
 } ChannelObject;
 
 extern PyTypeObject ChannelType;
@@ -416,34 +491,13 @@ PyObject *channel_name(ChannelObject *self);
 int channel_corrupt(ChannelObject *self, const char *what);
 /* Closed: another thread's close() began.  -1. */
 int channel_raise_closing(ChannelObject *self);
-/* channel_enter when the way in is not free, or the end not claimed yet
- * (channel.c). */
+/* channel_enter (channel_io.c) when the way in is not free, or the end is
+ * not claimed yet. */
 int channel_enter_slow(ChannelObject *self, int end, int *held, uint64_t deadline, int no_wait);
 /* Raise the Timeout of a call that does not wait while another thread's
  * call holds its end.  -1. */
 int channel_raise_busy(ChannelObject *self, int end);
 
-/* Enter an end for one call: 0 (then *held = 1: the entry point leaves the
- * end on return), 1 when another call has it and `no_wait`, -1 with an
- * exception.  The end is claimed on its first use. */
-static inline int channel_enter(ChannelObject *self, int end, int *held, uint64_t deadline, int no_wait)
-{
-    /* The common way in: the end claimed in this process, nobody inside. */
-    if (self->generation == fork_generation && (self->roles & (1 << end)) && gate_free(&self->gate, end)) {
-        gate_take(&self->gate, end);
-        *held = 1;
-        return 0;
-    }
-    return channel_enter_slow(self, end, held, deadline, no_wait);
-}
-
-/* channel_enter for the calls that take a timeout: busy with a zero
- * timeout is a Timeout. */
-static inline int channel_enter_timed(ChannelObject *self, int end, int *held, uint64_t deadline, int no_wait)
-{
-    int r = channel_enter(self, end, held, deadline, no_wait);
-    return r > 0 ? channel_raise_busy(self, end) : r;
-}
 /* Wait for data (writer = 0) or `need` free bytes (writer = 1).  0 when the
  * condition may hold (the caller re-checks), -1 with an exception. */
 int channel_wait(ChannelObject *self, int writer, uint64_t need, uint64_t deadline, int no_wait);
@@ -482,9 +536,7 @@ typedef struct {
 } QueueChunk;
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *mapping; /* MappingObject, kept mapped by `view` */
-    Py_buffer view;
+    HANDLE_HEAD
     shmring_queue_ctrl *ctrl;
     unsigned char *data;
     shmring_queue_ctrl config; /* checked copy of the config */
@@ -500,8 +552,6 @@ typedef struct {
     int waiting; /* threads of this handle about to sleep or asleep (GIL held) [Q5] */
     int calls;         /* put/get calls of this handle running (GIL held) */
     int leave_pending; /* close() ran while calls were running: the last one leaves */
-    PyObject *dict;
-    PyObject *weakrefs;
 } QueueObject;
 
 extern PyTypeObject QueueType;
@@ -602,9 +652,7 @@ PyObject *queue_join(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
 #define TOPIC_END 0
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *mapping;
-    Py_buffer view;
+    HANDLE_HEAD
     shmring_topic t;
     uint32_t spin_ns;
     int role;
@@ -615,8 +663,6 @@ typedef struct {
     unsigned long generation;
     int closed;         /* close() completed */
     Gate gate;          /* end TOPIC_END */
-    PyObject *dict;
-    PyObject *weakrefs;
 } TopicEndObject;
 
 extern PyTypeObject TopicEndType;
@@ -683,10 +729,30 @@ extern PyTypeObject MutexType;
 extern PyTypeObject EventType;
 extern PyTypeObject ConditionType;
 
-/* tp_init of a primitive of `size` bytes aligned to `align`: the args are
- * (mapping, offset). */
-int primitive_init(PrimitiveObject *self, PyObject *args, PyObject *kwds, const char *type_name, Py_ssize_t size,
-                   Py_ssize_t align);
+/* The type object of a primitive: every primitive type has the layout
+ * PrimitiveObject, its dealloc and the default flags; each has its name in
+ * shmring._core, the signature of its constructor, its docstring, methods
+ * and tp_init. */
+#define PRIMITIVE_TYPE(name, signature, doc, methods, init) \
+    {                                                       \
+        PyVarObject_HEAD_INIT(NULL, 0)                      \
+        .tp_name = "shmring._core." name,                   \
+        .tp_basicsize = sizeof(PrimitiveObject),            \
+        .tp_dealloc = (destructor)primitive_dealloc,        \
+        .tp_flags = Py_TPFLAGS_DEFAULT,                     \
+        .tp_doc = name signature "\n--\n\n" doc,            \
+        .tp_methods = methods,                              \
+        .tp_init = (initproc)init,                          \
+        .tp_new = PyType_GenericNew,                        \
+    }
+
+/* The type object of a primitive of a fixed size (all but Atomic):
+ * Name(mapping, offset), made by primitive_init. */
+#define FIXED_PRIMITIVE_TYPE(name, doc, methods) PRIMITIVE_TYPE(name, "(mapping, offset)", doc, methods, primitive_init)
+
+/* tp_init of the primitives of a fixed size (all but Atomic): the args are
+ * (mapping, offset); the size comes with the type (sync.c). */
+int primitive_init(PrimitiveObject *self, PyObject *args, PyObject *kwds);
 /* Check (mapping, offset) for a primitive of `size` bytes aligned to
  * `align`, and fill `self` in.  0, or -1 with an exception. */
 int primitive_place(PrimitiveObject *self, PyObject *mapping, Py_ssize_t offset, Py_ssize_t size,
@@ -694,6 +760,9 @@ int primitive_place(PrimitiveObject *self, PyObject *mapping, Py_ssize_t offset,
 void primitive_dealloc(PrimitiveObject *self);
 /* 0 while the mapping is open, else -1 with ValueError. */
 int primitive_ok(PrimitiveObject *self);
+/* The 32-bit word at `offset` of the primitive (a count, a state), read
+ * for display: an int, or NULL with ValueError once the mapping is closed. */
+PyObject *primitive_word_snapshot(PrimitiveObject *self, size_t offset);
 /* Keep the mapping mapped while the GIL is released (an export makes the
  * segment's close() refuse).  0, or -1 with an exception. */
 int primitive_pin(PrimitiveObject *self, Py_buffer *pin);
@@ -715,21 +784,8 @@ int parse_acquire(PyObject *args, PyObject *kwds, const char *fname, int *blocki
 uint64_t process_token_cached(void);
 
 /* ------------------------------------------------------------------------ */
-/* Module init, per file                                                     */
+/* The module (module.c: its types and constants, in tables)                 */
 /* ------------------------------------------------------------------------ */
-
-/* Each readies its types and adds them and its constants to the module:
- * 0, or -1 with an exception. */
-int mapping_module_init(PyObject *m);
-int loan_module_init(PyObject *m);
-int channel_module_init(PyObject *m);
-int sync_module_init(PyObject *m);
-int queue_module_init(PyObject *m);
-int topic_module_init(PyObject *m);
-
-/* Ready `type` and add it to the module as `name`: 0, or -1 with an
- * exception (module.c). */
-int add_type(PyObject *m, const char *name, PyTypeObject *type);
 
 /* The flags of the methods called through vectorcall with keywords. */
 #define FASTKW (METH_FASTCALL | METH_KEYWORDS)

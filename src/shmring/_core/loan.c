@@ -403,8 +403,3 @@ PyTypeObject LoanType = {
     .tp_methods = loan_methods,
     .tp_getset = loan_getset,
 };
-
-int loan_module_init(PyObject *m)
-{
-    return add_type(m, "Loan", &LoanType);
-}

@@ -64,7 +64,7 @@ static PyBufferProcs mapping_as_buffer = {
     (releasebufferproc)mapping_releasebuffer,
 };
 
-MappingObject *mapping_new(shmring_segment *seg, PyObject *name)
+static MappingObject *mapping_new(shmring_segment *seg, PyObject *name)
 {
     MappingObject *self = PyObject_New(MappingObject, &MappingType);
     if (self == NULL) {
@@ -79,6 +79,13 @@ MappingObject *mapping_new(shmring_segment *seg, PyObject *name)
     if (self->seg.lease_fd >= 0)
         mapping_link(self);
     return self;
+}
+
+PyObject *mapping_from_result(int rc, shmring_segment *seg, PyObject *name)
+{
+    if (rc != SHMRING_OK)
+        return raise_code(rc, name);
+    return (PyObject *)mapping_new(seg, name);
 }
 
 void mapping_leave_now(MappingObject *self)
@@ -205,9 +212,7 @@ static PyObject *mapping_duplicate(MappingObject *self, PyObject *const *args, P
     rc = shmring_segment_reopen(&self->seg,
                                 SHMRING_OPEN_ALLOW_OTHER_OWNER | (readonly ? SHMRING_OPEN_READONLY : 0u), &seg);
     Py_END_ALLOW_THREADS
-    if (rc != SHMRING_OK)
-        return raise_code(rc, self->name);
-    return (PyObject *)mapping_new(&seg, self->name);
+    return mapping_from_result(rc, &seg, self->name);
 }
 
 static PyObject *mapping_get_size(MappingObject *self, void *Py_UNUSED(closure))
@@ -369,9 +374,7 @@ static PyObject *core_create(PyObject *Py_UNUSED(module), PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     rc = shmring_segment_create(name.path, payload, kind, (mode_t)mode, &seg);
     Py_END_ALLOW_THREADS
-    if (rc != SHMRING_OK)
-        return raise_code(rc, name.obj);
-    return (PyObject *)mapping_new(&seg, name.obj);
+    return mapping_from_result(rc, &seg, name.obj);
 }
 
 static PyObject *core_open(PyObject *Py_UNUSED(module), PyObject *args)
@@ -393,9 +396,7 @@ static PyObject *core_open(PyObject *Py_UNUSED(module), PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     rc = shmring_segment_open(name.path, flags, &seg);
     Py_END_ALLOW_THREADS
-    if (rc != SHMRING_OK)
-        return raise_code(rc, name.obj);
-    return (PyObject *)mapping_new(&seg, name.obj);
+    return mapping_from_result(rc, &seg, name.obj);
 }
 
 /* open_fd(fd, name, readonly, allow_other_owner) -> Mapping: attach through
@@ -416,9 +417,7 @@ static PyObject *core_open_fd(PyObject *Py_UNUSED(module), PyObject *args)
                                        (allow_other_owner ? SHMRING_OPEN_ALLOW_OTHER_OWNER : 0u),
                                    &seg);
     Py_END_ALLOW_THREADS
-    if (rc != SHMRING_OK)
-        return raise_code(rc, name.obj);
-    return (PyObject *)mapping_new(&seg, name.obj);
+    return mapping_from_result(rc, &seg, name.obj);
 }
 
 static PyObject *core_unlink(PyObject *Py_UNUSED(module), PyObject *args)
@@ -637,8 +636,3 @@ PyMethodDef mapping_functions[] = {
      "process_start_time($module, pid, /)\n--\n\nA process's start time in clock ticks after boot, or None."},
     {NULL, NULL, 0, NULL},
 };
-
-int mapping_module_init(PyObject *m)
-{
-    return add_type(m, "Mapping", &MappingType);
-}

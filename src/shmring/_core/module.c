@@ -21,29 +21,87 @@ static struct PyModuleDef core_module = {
     NULL, NULL, NULL, NULL,
 };
 
-int add_type(PyObject *m, const char *name, PyTypeObject *type)
-{
-    if (PyType_Ready(type) < 0)
-        return -1;
-    Py_INCREF(type);
-    if (PyModule_AddObject(m, name, (PyObject *)type) < 0) {
-        Py_DECREF(type);
-        return -1;
-    }
-    return 0;
-}
+/* The module's types, by name. */
+static const struct {
+    const char *name;
+    PyTypeObject *type;
+} module_types[] = {
+    {"Mapping", &MappingType},
+    {"Loan", &LoanType},
+    {"Channel", &ChannelType},
+    {"Atomic", &AtomicType},
+    {"Semaphore", &SemaphoreType},
+    {"SpinLock", &SpinLockType},
+    {"Mutex", &MutexType},
+    {"Event", &EventType},
+    {"Condition", &ConditionType},
+    {"Queue", &QueueType},
+    {"TopicEnd", &TopicEndType},
+};
 
-/* The segment's layout and kinds (include/shmring/segment.h). */
-static int add_segment_constants(PyObject *m)
+/* The module's integer constants: the layouts and codes of include/shmring/
+ * that Python code needs. */
+static const struct {
+    const char *name;
+    unsigned long long value;
+} module_constants[] = {
+    /* the segment (include/shmring/segment.h) */
+    {"HEADER_SIZE", SHMRING_HEADER_SIZE},
+    {"LAYOUT_VERSION", SHMRING_LAYOUT_VERSION},
+    {"KIND_RAW", SHMRING_KIND_RAW},
+    {"KIND_CHANNEL", SHMRING_KIND_CHANNEL},
+    {"KIND_SYNC", SHMRING_KIND_SYNC},
+    {"KIND_QUEUE", SHMRING_KIND_QUEUE},
+    {"KIND_TOPIC", SHMRING_KIND_TOPIC},
+    {"KIND_QUEUE_CHUNK", SHMRING_KIND_QUEUE_CHUNK},
+    /* the channel */
+    {"WAIT_SPIN", SHMRING_WAIT_SPIN},
+    {"WAIT_YIELD", SHMRING_WAIT_YIELD},
+    {"WAIT_BLOCK", SHMRING_WAIT_BLOCK},
+    {"WAIT_ADAPTIVE", SHMRING_WAIT_ADAPTIVE},
+    {"WAIT_SEMAPHORE", SHMRING_WAIT_SEMAPHORE},
+    {"CHANNEL_CTRL_SIZE", SHMRING_CHANNEL_CTRL_SIZE},
+    {"CHANNEL_MIN_CAPACITY", SHMRING_CHANNEL_MIN_CAPACITY},
+    {"CHANNEL_MAX_CAPACITY", SHMRING_CHANNEL_MAX_CAPACITY},
+    {"CHANNEL_DEFAULT_SPIN_NS", SHMRING_CHANNEL_DEFAULT_SPIN_NS},
+    /* the queue */
+    {"QUEUE_BOUNDED", SHMRING_QUEUE_BOUNDED},
+    {"QUEUE_CTRL_SIZE", SHMRING_QUEUE_CTRL_SIZE},
+    {"QUEUE_MIN_CAPACITY", SHMRING_QUEUE_MIN_CAPACITY},
+    /* the topic, and the roles of a TopicEnd */
+    {"TOPIC_BLOCK", SHMRING_TOPIC_BLOCK},
+    {"TOPIC_OVERWRITE", SHMRING_TOPIC_OVERWRITE},
+    {"TOPIC_PUBLISHER", TOPIC_PUBLISHER},
+    {"TOPIC_SUBSCRIBER", TOPIC_SUBSCRIBER},
+    {"TOPIC_OBSERVER", TOPIC_OBSERVER},
+};
+
+/* The module functions of each file. */
+static PyMethodDef *const module_functions[] = {
+    mapping_functions, channel_functions, sync_functions, queue_functions, topic_functions,
+};
+
+#define COUNT(array) (sizeof(array) / sizeof((array)[0]))
+
+/* Add the functions, types and constants above to `m`: 0, or -1 with an
+ * exception. */
+static int module_fill(PyObject *m)
 {
-    if (PyModule_AddIntConstant(m, "HEADER_SIZE", SHMRING_HEADER_SIZE) < 0 ||
-        PyModule_AddIntConstant(m, "LAYOUT_VERSION", SHMRING_LAYOUT_VERSION) < 0 ||
-        PyModule_AddIntConstant(m, "KIND_RAW", SHMRING_KIND_RAW) < 0 ||
-        PyModule_AddIntConstant(m, "KIND_CHANNEL", SHMRING_KIND_CHANNEL) < 0 ||
-        PyModule_AddIntConstant(m, "KIND_SYNC", SHMRING_KIND_SYNC) < 0 ||
-        PyModule_AddIntConstant(m, "KIND_QUEUE", SHMRING_KIND_QUEUE) < 0 ||
-        PyModule_AddIntConstant(m, "KIND_TOPIC", SHMRING_KIND_TOPIC) < 0)
-        return -1;
+    size_t i;
+    for (i = 0; i < COUNT(module_functions); i++)
+        if (PyModule_AddFunctions(m, module_functions[i]) < 0)
+            return -1;
+    for (i = 0; i < COUNT(module_types); i++)
+        if (PyType_Ready(module_types[i].type) < 0 ||
+            PyModule_AddObjectRef(m, module_types[i].name, (PyObject *)module_types[i].type) < 0)
+            return -1;
+    for (i = 0; i < COUNT(module_constants); i++) {
+        PyObject *value = PyLong_FromUnsignedLongLong(module_constants[i].value);
+        int rc = value == NULL ? -1 : PyModule_AddObjectRef(m, module_constants[i].name, value);
+        Py_XDECREF(value);
+        if (rc < 0)
+            return -1;
+    }
     return 0;
 }
 
@@ -57,11 +115,7 @@ PyMODINIT_FUNC PyInit__core(void)
     m = PyModule_Create(&core_module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddFunctions(m, mapping_functions) < 0 || PyModule_AddFunctions(m, channel_functions) < 0 ||
-        PyModule_AddFunctions(m, sync_functions) < 0 || PyModule_AddFunctions(m, queue_functions) < 0 ||
-        PyModule_AddFunctions(m, topic_functions) < 0 || add_segment_constants(m) < 0 ||
-        mapping_module_init(m) < 0 || loan_module_init(m) < 0 || channel_module_init(m) < 0 ||
-        sync_module_init(m) < 0 || queue_module_init(m) < 0 || topic_module_init(m) < 0) {
+    if (module_fill(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -194,17 +194,25 @@ static const char *const ARGS_DATA_BLOCK_TIMEOUT[] = {"data", "block", "timeout"
 static const char *const ARGS_BLOCK_TIMEOUT[] = {"block", "timeout"};
 static const char *const ARGS_BLOCK_TIMEOUT_MAX[] = {"block", "timeout", "max_messages_to_get"};
 
-static PyObject *queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* put(), put_many() and put_bytes(): `fname`, whose parameters `names` are
+ * the item(s), block and timeout.  (Inline: put_bytes() is a hot call.) */
+static inline PyObject *queue_put_parsed(QueueObject *self, const char *fname, const char *const *names, int many,
+                                         int raw, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *a[3];
     int block;
     uint64_t deadline;
-    if (nargs == 1 && kwnames == NULL)
-        return queue_do_put(self, args[0], 0, 0, 1, 0); /* the common call: no parsing */
-    if (parse_args("put", args, nargs, kwnames, ARGS_OBJ_BLOCK_TIMEOUT, 1, 3, a) < 0 ||
+    if (parse_args(fname, args, nargs, kwnames, names, 1, 3, a) < 0 ||
         parse_block(a[1], a[2], &block, &deadline) < 0)
         return NULL;
-    return queue_do_put(self, a[0], 0, 0, block, deadline);
+    return queue_do_put(self, a[0], many, raw, block, deadline);
+}
+
+static PyObject *queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs == 1 && kwnames == NULL)
+        return queue_do_put(self, args[0], 0, 0, 1, 0); /* the common call: no parsing */
+    return queue_put_parsed(self, "put", ARGS_OBJ_BLOCK_TIMEOUT, 0, 0, args, nargs, kwnames);
 }
 
 static PyObject *queue_put_nowait(QueueObject *self, PyObject *obj)
@@ -214,13 +222,7 @@ static PyObject *queue_put_nowait(QueueObject *self, PyObject *obj)
 
 static PyObject *queue_put_many(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[3];
-    int block;
-    uint64_t deadline;
-    if (parse_args("put_many", args, nargs, kwnames, ARGS_ITEMS_BLOCK_TIMEOUT, 1, 3, a) < 0 ||
-        parse_block(a[1], a[2], &block, &deadline) < 0)
-        return NULL;
-    return queue_do_put(self, a[0], 1, 0, block, deadline);
+    return queue_put_parsed(self, "put_many", ARGS_ITEMS_BLOCK_TIMEOUT, 1, 0, args, nargs, kwnames);
 }
 
 static PyObject *queue_put_many_nowait(QueueObject *self, PyObject *items)
@@ -230,26 +232,28 @@ static PyObject *queue_put_many_nowait(QueueObject *self, PyObject *items)
 
 static PyObject *queue_put_bytes(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[3];
-    int block;
-    uint64_t deadline;
-    if (parse_args("put_bytes", args, nargs, kwnames, ARGS_DATA_BLOCK_TIMEOUT, 1, 3, a) < 0 ||
-        parse_block(a[1], a[2], &block, &deadline) < 0)
-        return NULL;
-    return queue_do_put(self, a[0], 0, 1, block, deadline);
+    return queue_put_parsed(self, "put_bytes", ARGS_DATA_BLOCK_TIMEOUT, 0, 1, args, nargs, kwnames);
 }
 
-static PyObject *queue_get(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* get() and get_bytes() (`fname`): block and timeout.  (Inline:
+ * get_bytes() is a hot call.) */
+static inline PyObject *queue_get_parsed(QueueObject *self, const char *fname, int raw, PyObject *const *args,
+                                         Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *a[2];
     int block;
     uint64_t deadline;
-    if (nargs == 0 && kwnames == NULL)
-        return queue_do_get(self, 1, 0, 0, 1, 0);
-    if (parse_args("get", args, nargs, kwnames, ARGS_BLOCK_TIMEOUT, 0, 2, a) < 0 ||
+    if (parse_args(fname, args, nargs, kwnames, ARGS_BLOCK_TIMEOUT, 0, 2, a) < 0 ||
         parse_block(a[0], a[1], &block, &deadline) < 0)
         return NULL;
-    return queue_do_get(self, 1, 0, 0, block, deadline);
+    return queue_do_get(self, 1, 0, raw, block, deadline);
+}
+
+static PyObject *queue_get(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs == 0 && kwnames == NULL)
+        return queue_do_get(self, 1, 0, 0, 1, 0); /* the common call: no parsing */
+    return queue_get_parsed(self, "get", 0, args, nargs, kwnames);
 }
 
 static PyObject *queue_get_nowait(QueueObject *self, PyObject *Py_UNUSED(ignored))
@@ -259,13 +263,7 @@ static PyObject *queue_get_nowait(QueueObject *self, PyObject *Py_UNUSED(ignored
 
 static PyObject *queue_get_bytes(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[2];
-    int block;
-    uint64_t deadline;
-    if (parse_args("get_bytes", args, nargs, kwnames, ARGS_BLOCK_TIMEOUT, 0, 2, a) < 0 ||
-        parse_block(a[0], a[1], &block, &deadline) < 0)
-        return NULL;
-    return queue_do_get(self, 1, 0, 1, block, deadline);
+    return queue_get_parsed(self, "get_bytes", 1, args, nargs, kwnames);
 }
 
 static int parse_max(PyObject *obj, Py_ssize_t *max)
@@ -322,29 +320,36 @@ static PyObject *queue_task_done(QueueObject *self, PyObject *Py_UNUSED(ignored)
 
 /* -- the rest ------------------------------------------------------------------- */
 
+/* The number of items now, for qsize(), empty() and full(): 0, or -1 with
+ * ValueError on a handle made without __init__. */
+static int queue_count_now(QueueObject *self, uint64_t *count)
+{
+    if (self->mapping == NULL) {
+        raise_queue_uninitialised();
+        return -1;
+    }
+    /* relaxed: a snapshot; exact at the moment it is read. */
+    *count = __atomic_load_n(&self->ctrl->count, __ATOMIC_RELAXED);
+    return 0;
+}
+
 static PyObject *queue_qsize(QueueObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->mapping == NULL)
-        return raise_queue_uninitialised();
-    /* relaxed: a snapshot; exact at the moment it is read. */
-    return PyLong_FromUnsignedLongLong(__atomic_load_n(&self->ctrl->count, __ATOMIC_RELAXED));
+    uint64_t count;
+    return queue_count_now(self, &count) < 0 ? NULL : PyLong_FromUnsignedLongLong(count);
 }
 
 static PyObject *queue_empty(QueueObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->mapping == NULL)
-        return raise_queue_uninitialised();
-    /* relaxed: a snapshot. */
-    return PyBool_FromLong(__atomic_load_n(&self->ctrl->count, __ATOMIC_RELAXED) == 0);
+    uint64_t count;
+    return queue_count_now(self, &count) < 0 ? NULL : PyBool_FromLong(count == 0);
 }
 
 static PyObject *queue_full(QueueObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->mapping == NULL)
-        return raise_queue_uninitialised();
-    /* relaxed: a snapshot. */
-    return PyBool_FromLong(self->config.maxsize &&
-                           __atomic_load_n(&self->ctrl->count, __ATOMIC_RELAXED) >= self->config.maxsize);
+    uint64_t count;
+    return queue_count_now(self, &count) < 0 ? NULL
+                                              : PyBool_FromLong(self->config.maxsize && count >= self->config.maxsize);
 }
 
 static PyObject *queue_data_size(QueueObject *self, PyObject *Py_UNUSED(ignored))
@@ -508,35 +513,29 @@ static int queue_init(QueueObject *self, PyObject *args, PyObject *kwds)
 
 static void queue_dealloc(QueueObject *self)
 {
-    PyObject_GC_UnTrack(self);
-    if (self->weakrefs != NULL)
-        PyObject_ClearWeakRefs((PyObject *)self);
+    handle_dealloc_begin((HandleObject *)self);
     if (self->mapping != NULL)
         PyBuffer_Release(&self->view);
     chunks_forget(self, UINT64_MAX);
     free(self->chunks);
-    Py_CLEAR(self->mapping);
     Py_CLEAR(self->dumps);
     Py_CLEAR(self->loads);
-    Py_CLEAR(self->dict);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    handle_dealloc_end((HandleObject *)self);
 }
 
+/* The handle's hooks, and the serializers. */
 static int queue_traverse(QueueObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->mapping);
     Py_VISIT(self->dumps);
     Py_VISIT(self->loads);
-    Py_VISIT(self->dict);
-    return 0;
+    return handle_traverse((HandleObject *)self, visit, arg);
 }
 
 static int queue_clear(QueueObject *self)
 {
     Py_CLEAR(self->dumps);
     Py_CLEAR(self->loads);
-    Py_CLEAR(self->dict);
-    return 0;
+    return handle_clear((HandleObject *)self);
 }
 
 static PyObject *queue_attr_capacity(QueueObject *self, void *Py_UNUSED(closure))
@@ -557,14 +556,6 @@ static PyObject *queue_attr_bounded(QueueObject *self, void *Py_UNUSED(closure))
 static PyObject *queue_attr_closed(QueueObject *self, void *Py_UNUSED(closure))
 {
     return PyBool_FromLong(queue_handle_closed(self));
-}
-
-static PyObject *queue_attr_mapping(QueueObject *self, void *Py_UNUSED(closure))
-{
-    if (self->mapping == NULL)
-        Py_RETURN_NONE;
-    Py_INCREF(self->mapping);
-    return self->mapping;
 }
 
 static PyMethodDef queue_methods[] = {
@@ -632,26 +623,14 @@ static PyGetSetDef queue_getset[] = {
     {"_maxsize", (getter)queue_attr_maxsize, NULL, "item bound (0: none)", NULL},
     {"bounded", (getter)queue_attr_bounded, NULL, "whether the ring's bytes bound producers", NULL},
     {"_closed", (getter)queue_attr_closed, NULL, "whether this handle is closed", NULL},
-    {"_mapping", (getter)queue_attr_mapping, NULL, "the Mapping", NULL},
+    {"_mapping", (getter)handle_get_mapping, NULL, "the Mapping", NULL},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-PyTypeObject QueueType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shmring._core.Queue",
-    .tp_basicsize = sizeof(QueueObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Multi-producer/multi-consumer queue over a mapped queue segment (use shmring.Queue).",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)queue_init,
-    .tp_dealloc = (destructor)queue_dealloc,
-    .tp_traverse = (traverseproc)queue_traverse,
-    .tp_clear = (inquiry)queue_clear,
-    .tp_methods = queue_methods,
-    .tp_getset = queue_getset,
-    .tp_dictoffset = offsetof(QueueObject, dict),
-    .tp_weaklistoffset = offsetof(QueueObject, weakrefs),
-};
+PyTypeObject QueueType = HANDLE_TYPE(
+    "Queue", "Multi-producer/multi-consumer queue over a mapped queue segment (use shmring.Queue).",
+    QueueObject, queue_init, queue_dealloc, queue_traverse, queue_clear, queue_methods, queue_getset);
 
 static PyObject *core_create_queue(PyObject *Py_UNUSED(module), PyObject *args)
 {
@@ -680,9 +659,7 @@ static PyObject *core_create_queue(PyObject *Py_UNUSED(module), PyObject *args)
         shmring_segment_publish(&seg);
     }
     Py_END_ALLOW_THREADS
-    if (rc != SHMRING_OK)
-        return raise_code(rc, name.obj);
-    return (PyObject *)mapping_new(&seg, name.obj);
+    return mapping_from_result(rc, &seg, name.obj);
 }
 
 
@@ -694,15 +671,3 @@ PyMethodDef queue_functions[] = {
      "A new, initialised queue segment: a Mapping of it."},
     {NULL, NULL, 0, NULL},
 };
-
-int queue_module_init(PyObject *m)
-{
-    if (add_type(m, "Queue", &QueueType) < 0)
-        return -1;
-    if (PyModule_AddIntConstant(m, "QUEUE_BOUNDED", SHMRING_QUEUE_BOUNDED) < 0 ||
-        PyModule_AddIntConstant(m, "QUEUE_CTRL_SIZE", SHMRING_QUEUE_CTRL_SIZE) < 0 ||
-        PyModule_AddIntConstant(m, "QUEUE_MIN_CAPACITY", SHMRING_QUEUE_MIN_CAPACITY) < 0 ||
-        PyModule_AddIntConstant(m, "KIND_QUEUE_CHUNK", SHMRING_KIND_QUEUE_CHUNK) < 0)
-        return -1;
-    return 0;
-}

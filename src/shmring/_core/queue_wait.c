@@ -300,7 +300,7 @@ PyObject *queue_join(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
     uint64_t deadline;
     JoinWait w;
     int rc;
-    if (parse_args("join", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a) < 0 || parse_timeout(a[0], &deadline) < 0 ||
+    if (parse_args_timeout("join", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a, &deadline) < 0 ||
         queue_usable(self) < 0)
         return NULL;
     w.self = self;

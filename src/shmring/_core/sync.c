@@ -47,17 +47,33 @@ int primitive_place(PrimitiveObject *self, PyObject *mapping, Py_ssize_t offset,
     return 0;
 }
 
-int primitive_init(PrimitiveObject *self, PyObject *args, PyObject *kwds, const char *type_name, Py_ssize_t size,
-                   Py_ssize_t align)
+/* The size of each primitive of a fixed size (the table above; all are
+ * 8-aligned). */
+static const struct {
+    PyTypeObject *type;
+    Py_ssize_t size;
+} PRIMITIVE_SIZES[] = {
+    {&SemaphoreType, sizeof(shmring_sem)}, {&SpinLockType, sizeof(shmring_spinlock)},
+    {&MutexType, sizeof(shmring_mutex)},   {&EventType, sizeof(shmring_event)},
+    {&ConditionType, sizeof(shmring_cond)},
+};
+
+int primitive_init(PrimitiveObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"mapping", "offset", NULL};
+    const char *type_name = strrchr(Py_TYPE(self)->tp_name, '.') + 1; /* tp_name: "shmring._core.<name>" */
     char fmt[32];
     PyObject *mapping;
     Py_ssize_t offset;
+    size_t i;
     snprintf(fmt, sizeof fmt, "O!n:%s", type_name);
     if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kwlist, &MappingType, &mapping, &offset))
         return -1;
-    return primitive_place(self, mapping, offset, size, align);
+    for (i = 0; i < sizeof PRIMITIVE_SIZES / sizeof PRIMITIVE_SIZES[0]; i++)
+        if (PRIMITIVE_SIZES[i].type == Py_TYPE(self))
+            return primitive_place(self, mapping, offset, PRIMITIVE_SIZES[i].size, 8);
+    PyErr_Format(PyExc_TypeError, "%s has no fixed size", Py_TYPE(self)->tp_name);
+    return -1;
 }
 
 void primitive_dealloc(PrimitiveObject *self)
@@ -73,6 +89,14 @@ int primitive_ok(PrimitiveObject *self)
         return -1;
     }
     return 0;
+}
+
+PyObject *primitive_word_snapshot(PrimitiveObject *self, size_t offset)
+{
+    if (primitive_ok(self) < 0)
+        return NULL;
+    /* relaxed: a snapshot for display. */
+    return PyLong_FromUnsignedLong(shmring_load_relaxed((uint32_t *)(self->ptr + offset)));
 }
 
 int primitive_pin(PrimitiveObject *self, Py_buffer *pin)
@@ -185,19 +209,3 @@ PyMethodDef sync_functions[] = {
     {"fence", core_fence, METH_NOARGS, "fence($module, /)\n--\n\nA sequentially consistent memory barrier."},
     {NULL, NULL, 0, NULL},
 };
-
-int sync_module_init(PyObject *m)
-{
-    static const struct {
-        const char *name;
-        PyTypeObject *type;
-    } types[] = {
-        {"Atomic", &AtomicType},     {"Semaphore", &SemaphoreType}, {"SpinLock", &SpinLockType},
-        {"Mutex", &MutexType},       {"Event", &EventType},         {"Condition", &ConditionType},
-    };
-    size_t i;
-    for (i = 0; i < sizeof types / sizeof types[0]; i++)
-        if (add_type(m, types[i].name, types[i].type) < 0)
-            return -1;
-    return 0;
-}

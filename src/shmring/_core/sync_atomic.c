@@ -42,143 +42,100 @@ bad:
     return -1;
 }
 
-/* -- the operations, by width (order_ok has checked `order`) ------------------ */
+/* -- the operations, for both widths (order_ok has checked `order`) ---------- */
+
+/* Each operation is written once, as a macro over `p`, a pointer of either
+ * width, and expanded by FOR_WIDTH for the atomic's own: the __atomic
+ * builtins are type-generic, but they need the pointer's type and take the
+ * order as a constant. */
+
+/* Run `stmt` with `p` the atomic's pointer, typed for its width. */
+#define FOR_WIDTH(self, p, stmt)               \
+    if ((self)->size == 4) {                   \
+        uint32_t *p = (uint32_t *)(self)->ptr; \
+        stmt                                   \
+    } else {                                   \
+        uint64_t *p = (uint64_t *)(self)->ptr; \
+        stmt                                   \
+    }
+
+/* Return *p, read at `order`. */
+#define LOAD_ORDERED(p, order)                          \
+    switch (order) {                                    \
+    case ORDER_RELAXED: return shmring_load_relaxed(p); \
+    case ORDER_ACQUIRE: return shmring_load_acquire(p); \
+    default: return shmring_load_seq_cst(p);            \
+    }
+
+/* Write v (truncated to the width) to *p at `order`. */
+#define STORE_ORDERED(p, v, order)                                              \
+    switch (order) {                                                            \
+    case ORDER_RELAXED: shmring_store_relaxed(p, (__typeof__(*(p)))(v)); break; \
+    case ORDER_RELEASE: shmring_store_release(p, (__typeof__(*(p)))(v)); break; \
+    default: shmring_store_seq_cst(p, (__typeof__(*(p)))(v)); break;            \
+    }
+
+/* Return the old value of *p, changed by `op` with x at the constant
+ * order `mo`. */
+#define RMW_AT(p, op, x, mo)                                                     \
+    switch (op) {                                                                \
+    case RMW_EXCHANGE: return __atomic_exchange_n(p, (__typeof__(*(p)))(x), mo); \
+    case RMW_ADD: return __atomic_fetch_add(p, (__typeof__(*(p)))(x), mo);       \
+    case RMW_SUB: return __atomic_fetch_sub(p, (__typeof__(*(p)))(x), mo);       \
+    case RMW_AND: return __atomic_fetch_and(p, (__typeof__(*(p)))(x), mo);       \
+    case RMW_OR: return __atomic_fetch_or(p, (__typeof__(*(p)))(x), mo);         \
+    default: return __atomic_fetch_xor(p, (__typeof__(*(p)))(x), mo);            \
+    }
+
+/* RMW_AT at `order`. */
+#define RMW_ORDERED(p, op, x, order)                       \
+    switch (order) {                                       \
+    case ORDER_RELAXED: RMW_AT(p, op, x, __ATOMIC_RELAXED) \
+    case ORDER_ACQUIRE: RMW_AT(p, op, x, __ATOMIC_ACQUIRE) \
+    case ORDER_RELEASE: RMW_AT(p, op, x, __ATOMIC_RELEASE) \
+    case ORDER_ACQ_REL: RMW_AT(p, op, x, __ATOMIC_ACQ_REL) \
+    default: RMW_AT(p, op, x, __ATOMIC_SEQ_CST)            \
+    }
+
+/* Compare-and-swap of *p at `order`; the failure order is the load part of
+ * it (it may not be release or acq_rel).  Return 1 swapped, else 0 with
+ * *expected the value found. */
+#define CAS_ORDERED(p, expected, desired, order)                                               \
+    {                                                                                          \
+        __typeof__(*(p)) e = (__typeof__(*(p)))*(expected), d = (__typeof__(*(p)))(desired);   \
+        int ok;                                                                                \
+        switch (order) {                                                                       \
+        case ORDER_RELAXED: ok = shmring_cas_relaxed(p, &e, d); break;                         \
+        case ORDER_ACQUIRE:                                                                    \
+            ok = __atomic_compare_exchange_n(p, &e, d, 0, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE); \
+            break;                                                                             \
+        case ORDER_RELEASE: ok = shmring_cas_release(p, &e, d); break;                         \
+        case ORDER_ACQ_REL: ok = shmring_cas_acq_rel_acquire(p, &e, d); break;                 \
+        default: ok = shmring_cas_seq_cst(p, &e, d); break;                                    \
+        }                                                                                      \
+        *(expected) = e;                                                                       \
+        return ok;                                                                             \
+    }
 
 static uint64_t load_ordered(const PrimitiveObject *self, int order)
 {
-    if (self->size == 4) {
-        uint32_t *p = (uint32_t *)self->ptr;
-        switch (order) {
-        case ORDER_RELAXED: return shmring_load_relaxed(p);
-        case ORDER_ACQUIRE: return shmring_load_acquire(p);
-        default: return shmring_load_seq_cst(p);
-        }
-    } else {
-        uint64_t *p = (uint64_t *)self->ptr;
-        switch (order) {
-        case ORDER_RELAXED: return shmring_load_relaxed(p);
-        case ORDER_ACQUIRE: return shmring_load_acquire(p);
-        default: return shmring_load_seq_cst(p);
-        }
-    }
+    FOR_WIDTH(self, p, LOAD_ORDERED(p, order))
 }
 
 static void store_ordered(const PrimitiveObject *self, uint64_t v, int order)
 {
-    if (self->size == 4) {
-        uint32_t *p = (uint32_t *)self->ptr;
-        switch (order) {
-        case ORDER_RELAXED: shmring_store_relaxed(p, (uint32_t)v); break;
-        case ORDER_RELEASE: shmring_store_release(p, (uint32_t)v); break;
-        default: shmring_store_seq_cst(p, (uint32_t)v); break;
-        }
-    } else {
-        uint64_t *p = (uint64_t *)self->ptr;
-        switch (order) {
-        case ORDER_RELAXED: shmring_store_relaxed(p, v); break;
-        case ORDER_RELEASE: shmring_store_release(p, v); break;
-        default: shmring_store_seq_cst(p, v); break;
-        }
-    }
+    FOR_WIDTH(self, p, STORE_ORDERED(p, v, order))
 }
 
-/* `op` at `order` on a 32-bit word; the old value. */
-static uint32_t rmw32(uint32_t *p, int op, uint32_t x, int order)
+/* `op` with x at `order`; the old value. */
+static uint64_t rmw_ordered(const PrimitiveObject *self, int op, uint64_t x, int order)
 {
-    switch (op * 8 + order) {
-    case RMW_EXCHANGE * 8 + ORDER_RELAXED: return __atomic_exchange_n(p, x, __ATOMIC_RELAXED);
-    case RMW_EXCHANGE * 8 + ORDER_ACQUIRE: return __atomic_exchange_n(p, x, __ATOMIC_ACQUIRE);
-    case RMW_EXCHANGE * 8 + ORDER_RELEASE: return __atomic_exchange_n(p, x, __ATOMIC_RELEASE);
-    case RMW_EXCHANGE * 8 + ORDER_ACQ_REL: return __atomic_exchange_n(p, x, __ATOMIC_ACQ_REL);
-    case RMW_EXCHANGE * 8 + ORDER_SEQ_CST: return __atomic_exchange_n(p, x, __ATOMIC_SEQ_CST);
-    case RMW_ADD * 8 + ORDER_RELAXED: return __atomic_fetch_add(p, x, __ATOMIC_RELAXED);
-    case RMW_ADD * 8 + ORDER_ACQUIRE: return __atomic_fetch_add(p, x, __ATOMIC_ACQUIRE);
-    case RMW_ADD * 8 + ORDER_RELEASE: return __atomic_fetch_add(p, x, __ATOMIC_RELEASE);
-    case RMW_ADD * 8 + ORDER_ACQ_REL: return __atomic_fetch_add(p, x, __ATOMIC_ACQ_REL);
-    case RMW_ADD * 8 + ORDER_SEQ_CST: return __atomic_fetch_add(p, x, __ATOMIC_SEQ_CST);
-    case RMW_SUB * 8 + ORDER_RELAXED: return __atomic_fetch_sub(p, x, __ATOMIC_RELAXED);
-    case RMW_SUB * 8 + ORDER_ACQUIRE: return __atomic_fetch_sub(p, x, __ATOMIC_ACQUIRE);
-    case RMW_SUB * 8 + ORDER_RELEASE: return __atomic_fetch_sub(p, x, __ATOMIC_RELEASE);
-    case RMW_SUB * 8 + ORDER_ACQ_REL: return __atomic_fetch_sub(p, x, __ATOMIC_ACQ_REL);
-    case RMW_SUB * 8 + ORDER_SEQ_CST: return __atomic_fetch_sub(p, x, __ATOMIC_SEQ_CST);
-    case RMW_AND * 8 + ORDER_RELAXED: return __atomic_fetch_and(p, x, __ATOMIC_RELAXED);
-    case RMW_AND * 8 + ORDER_ACQUIRE: return __atomic_fetch_and(p, x, __ATOMIC_ACQUIRE);
-    case RMW_AND * 8 + ORDER_RELEASE: return __atomic_fetch_and(p, x, __ATOMIC_RELEASE);
-    case RMW_AND * 8 + ORDER_ACQ_REL: return __atomic_fetch_and(p, x, __ATOMIC_ACQ_REL);
-    case RMW_AND * 8 + ORDER_SEQ_CST: return __atomic_fetch_and(p, x, __ATOMIC_SEQ_CST);
-    case RMW_OR * 8 + ORDER_RELAXED: return __atomic_fetch_or(p, x, __ATOMIC_RELAXED);
-    case RMW_OR * 8 + ORDER_ACQUIRE: return __atomic_fetch_or(p, x, __ATOMIC_ACQUIRE);
-    case RMW_OR * 8 + ORDER_RELEASE: return __atomic_fetch_or(p, x, __ATOMIC_RELEASE);
-    case RMW_OR * 8 + ORDER_ACQ_REL: return __atomic_fetch_or(p, x, __ATOMIC_ACQ_REL);
-    case RMW_OR * 8 + ORDER_SEQ_CST: return __atomic_fetch_or(p, x, __ATOMIC_SEQ_CST);
-    case RMW_XOR * 8 + ORDER_RELAXED: return __atomic_fetch_xor(p, x, __ATOMIC_RELAXED);
-    case RMW_XOR * 8 + ORDER_ACQUIRE: return __atomic_fetch_xor(p, x, __ATOMIC_ACQUIRE);
-    case RMW_XOR * 8 + ORDER_RELEASE: return __atomic_fetch_xor(p, x, __ATOMIC_RELEASE);
-    case RMW_XOR * 8 + ORDER_ACQ_REL: return __atomic_fetch_xor(p, x, __ATOMIC_ACQ_REL);
-    default: return __atomic_fetch_xor(p, x, __ATOMIC_SEQ_CST);
-    }
+    FOR_WIDTH(self, p, RMW_ORDERED(p, op, x, order))
 }
 
-/* rmw32 on a 64-bit word. */
-static uint64_t rmw64(uint64_t *p, int op, uint64_t x, int order)
+static int cas_ordered(const PrimitiveObject *self, uint64_t *expected, uint64_t desired, int order)
 {
-    switch (op * 8 + order) {
-    case RMW_EXCHANGE * 8 + ORDER_RELAXED: return __atomic_exchange_n(p, x, __ATOMIC_RELAXED);
-    case RMW_EXCHANGE * 8 + ORDER_ACQUIRE: return __atomic_exchange_n(p, x, __ATOMIC_ACQUIRE);
-    case RMW_EXCHANGE * 8 + ORDER_RELEASE: return __atomic_exchange_n(p, x, __ATOMIC_RELEASE);
-    case RMW_EXCHANGE * 8 + ORDER_ACQ_REL: return __atomic_exchange_n(p, x, __ATOMIC_ACQ_REL);
-    case RMW_EXCHANGE * 8 + ORDER_SEQ_CST: return __atomic_exchange_n(p, x, __ATOMIC_SEQ_CST);
-    case RMW_ADD * 8 + ORDER_RELAXED: return __atomic_fetch_add(p, x, __ATOMIC_RELAXED);
-    case RMW_ADD * 8 + ORDER_ACQUIRE: return __atomic_fetch_add(p, x, __ATOMIC_ACQUIRE);
-    case RMW_ADD * 8 + ORDER_RELEASE: return __atomic_fetch_add(p, x, __ATOMIC_RELEASE);
-    case RMW_ADD * 8 + ORDER_ACQ_REL: return __atomic_fetch_add(p, x, __ATOMIC_ACQ_REL);
-    case RMW_ADD * 8 + ORDER_SEQ_CST: return __atomic_fetch_add(p, x, __ATOMIC_SEQ_CST);
-    case RMW_SUB * 8 + ORDER_RELAXED: return __atomic_fetch_sub(p, x, __ATOMIC_RELAXED);
-    case RMW_SUB * 8 + ORDER_ACQUIRE: return __atomic_fetch_sub(p, x, __ATOMIC_ACQUIRE);
-    case RMW_SUB * 8 + ORDER_RELEASE: return __atomic_fetch_sub(p, x, __ATOMIC_RELEASE);
-    case RMW_SUB * 8 + ORDER_ACQ_REL: return __atomic_fetch_sub(p, x, __ATOMIC_ACQ_REL);
-    case RMW_SUB * 8 + ORDER_SEQ_CST: return __atomic_fetch_sub(p, x, __ATOMIC_SEQ_CST);
-    case RMW_AND * 8 + ORDER_RELAXED: return __atomic_fetch_and(p, x, __ATOMIC_RELAXED);
-    case RMW_AND * 8 + ORDER_ACQUIRE: return __atomic_fetch_and(p, x, __ATOMIC_ACQUIRE);
-    case RMW_AND * 8 + ORDER_RELEASE: return __atomic_fetch_and(p, x, __ATOMIC_RELEASE);
-    case RMW_AND * 8 + ORDER_ACQ_REL: return __atomic_fetch_and(p, x, __ATOMIC_ACQ_REL);
-    case RMW_AND * 8 + ORDER_SEQ_CST: return __atomic_fetch_and(p, x, __ATOMIC_SEQ_CST);
-    case RMW_OR * 8 + ORDER_RELAXED: return __atomic_fetch_or(p, x, __ATOMIC_RELAXED);
-    case RMW_OR * 8 + ORDER_ACQUIRE: return __atomic_fetch_or(p, x, __ATOMIC_ACQUIRE);
-    case RMW_OR * 8 + ORDER_RELEASE: return __atomic_fetch_or(p, x, __ATOMIC_RELEASE);
-    case RMW_OR * 8 + ORDER_ACQ_REL: return __atomic_fetch_or(p, x, __ATOMIC_ACQ_REL);
-    case RMW_OR * 8 + ORDER_SEQ_CST: return __atomic_fetch_or(p, x, __ATOMIC_SEQ_CST);
-    case RMW_XOR * 8 + ORDER_RELAXED: return __atomic_fetch_xor(p, x, __ATOMIC_RELAXED);
-    case RMW_XOR * 8 + ORDER_ACQUIRE: return __atomic_fetch_xor(p, x, __ATOMIC_ACQUIRE);
-    case RMW_XOR * 8 + ORDER_RELEASE: return __atomic_fetch_xor(p, x, __ATOMIC_RELEASE);
-    case RMW_XOR * 8 + ORDER_ACQ_REL: return __atomic_fetch_xor(p, x, __ATOMIC_ACQ_REL);
-    default: return __atomic_fetch_xor(p, x, __ATOMIC_SEQ_CST);
-    }
-}
-
-/* Compare-and-swap at `order`; the failure order is the load part of it
- * (it may not be release or acq_rel).  1 swapped, else 0 with *expected
- * the value found. */
-static int cas32(uint32_t *p, uint32_t *expected, uint32_t desired, int order)
-{
-    switch (order) {
-    case ORDER_RELAXED: return shmring_cas_relaxed(p, expected, desired);
-    case ORDER_ACQUIRE: return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE);
-    case ORDER_RELEASE: return shmring_cas_release(p, expected, desired);
-    case ORDER_ACQ_REL: return shmring_cas_acq_rel_acquire(p, expected, desired);
-    default: return shmring_cas_seq_cst(p, expected, desired);
-    }
-}
-
-static int cas64(uint64_t *p, uint64_t *expected, uint64_t desired, int order)
-{
-    switch (order) {
-    case ORDER_RELAXED: return shmring_cas_relaxed(p, expected, desired);
-    case ORDER_ACQUIRE: return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE);
-    case ORDER_RELEASE: return shmring_cas_release(p, expected, desired);
-    case ORDER_ACQ_REL: return shmring_cas_acq_rel_acquire(p, expected, desired);
-    default: return shmring_cas_seq_cst(p, expected, desired);
-    }
+    FOR_WIDTH(self, p, CAS_ORDERED(p, expected, desired, order))
 }
 
 /* -- values ------------------------------------------------------------------ */
@@ -249,42 +206,24 @@ static PyObject *atomic_rmw(PrimitiveObject *self, PyObject *args, int op, const
     if (!PyArg_ParseTuple(args, fmt, &obj, &order) || to_value(self, obj, &v) < 0 || order_ok(order, 0, 0) < 0 ||
         primitive_ok(self) < 0)
         return NULL;
-    if (self->size == 4)
-        old = rmw32((uint32_t *)self->ptr, op, (uint32_t)v, order);
-    else
-        old = rmw64((uint64_t *)self->ptr, op, v, order);
+    old = rmw_ordered(self, op, v, order);
     return from_value(self, old);
 }
 
-static PyObject *atomic_exchange(PrimitiveObject *self, PyObject *args)
-{
-    return atomic_rmw(self, args, RMW_EXCHANGE, "O|i:exchange");
-}
+/* A method that is one read-modify-write: `function` does `op`, its
+ * arguments (value, order=4, /) parsed for the method `name`. */
+#define ATOMIC_RMW_METHOD(function, op, name)                        \
+    static PyObject *function(PrimitiveObject *self, PyObject *args) \
+    {                                                                \
+        return atomic_rmw(self, args, op, "O|i:" name);              \
+    }
 
-static PyObject *atomic_fetch_add(PrimitiveObject *self, PyObject *args)
-{
-    return atomic_rmw(self, args, RMW_ADD, "O|i:fetch_add");
-}
-
-static PyObject *atomic_fetch_sub(PrimitiveObject *self, PyObject *args)
-{
-    return atomic_rmw(self, args, RMW_SUB, "O|i:fetch_sub");
-}
-
-static PyObject *atomic_fetch_and(PrimitiveObject *self, PyObject *args)
-{
-    return atomic_rmw(self, args, RMW_AND, "O|i:fetch_and");
-}
-
-static PyObject *atomic_fetch_or(PrimitiveObject *self, PyObject *args)
-{
-    return atomic_rmw(self, args, RMW_OR, "O|i:fetch_or");
-}
-
-static PyObject *atomic_fetch_xor(PrimitiveObject *self, PyObject *args)
-{
-    return atomic_rmw(self, args, RMW_XOR, "O|i:fetch_xor");
-}
+ATOMIC_RMW_METHOD(atomic_exchange, RMW_EXCHANGE, "exchange")
+ATOMIC_RMW_METHOD(atomic_fetch_add, RMW_ADD, "fetch_add")
+ATOMIC_RMW_METHOD(atomic_fetch_sub, RMW_SUB, "fetch_sub")
+ATOMIC_RMW_METHOD(atomic_fetch_and, RMW_AND, "fetch_and")
+ATOMIC_RMW_METHOD(atomic_fetch_or, RMW_OR, "fetch_or")
+ATOMIC_RMW_METHOD(atomic_fetch_xor, RMW_XOR, "fetch_xor")
 
 static PyObject *atomic_compare_exchange(PrimitiveObject *self, PyObject *args)
 {
@@ -295,13 +234,7 @@ static PyObject *atomic_compare_exchange(PrimitiveObject *self, PyObject *args)
         to_value(self, e_obj, &expected) < 0 || to_value(self, d_obj, &desired) < 0 || order_ok(order, 0, 0) < 0 ||
         primitive_ok(self) < 0)
         return NULL;
-    if (self->size == 4) {
-        uint32_t e = (uint32_t)expected;
-        ok = cas32((uint32_t *)self->ptr, &e, (uint32_t)desired, order);
-        expected = e;
-    } else {
-        ok = cas64((uint64_t *)self->ptr, &expected, desired, order);
-    }
+    ok = cas_ordered(self, &expected, desired, order);
     cur = from_value(self, expected);
     if (cur == NULL)
         return NULL;
@@ -360,26 +293,24 @@ static PyObject *atomic_notify(PrimitiveObject *self, PyObject *args)
     return PyLong_FromLong(woken);
 }
 
+/* The table row of a method whose arguments are (value, order=4, /): store()
+ * and the read-modify-write methods. */
+#define VALUE_ORDER_METHOD(name, function, doc) \
+    {name, (PyCFunction)function, METH_VARARGS, name "($self, value, order=4, /)\n--\n\n" doc}
+
 static PyMethodDef atomic_methods[] = {
     {"load", (PyCFunction)atomic_load, METH_VARARGS,
      "load($self, order=4, /)\n--\n\nThe value, read at `order` (0 relaxed, 1 acquire, 4 seq_cst)."},
-    {"store", (PyCFunction)atomic_store, METH_VARARGS,
-     "store($self, value, order=4, /)\n--\n\nWrite the value at `order` (0 relaxed, 2 release, 4 seq_cst)."},
-    {"exchange", (PyCFunction)atomic_exchange, METH_VARARGS,
-     "exchange($self, value, order=4, /)\n--\n\nWrite the value; the old one."},
+    VALUE_ORDER_METHOD("store", atomic_store, "Write the value at `order` (0 relaxed, 2 release, 4 seq_cst)."),
+    VALUE_ORDER_METHOD("exchange", atomic_exchange, "Write the value; the old one."),
     {"compare_exchange", (PyCFunction)atomic_compare_exchange, METH_VARARGS,
      "compare_exchange($self, expected, desired, order=4, /)\n--\n\n"
      "Write `desired` if the value is `expected`: (swapped, the value found)."},
-    {"fetch_add", (PyCFunction)atomic_fetch_add, METH_VARARGS,
-     "fetch_add($self, value, order=4, /)\n--\n\nAdd (wrapping around); the old value."},
-    {"fetch_sub", (PyCFunction)atomic_fetch_sub, METH_VARARGS,
-     "fetch_sub($self, value, order=4, /)\n--\n\nSubtract (wrapping around); the old value."},
-    {"fetch_and", (PyCFunction)atomic_fetch_and, METH_VARARGS,
-     "fetch_and($self, value, order=4, /)\n--\n\nBitwise and; the old value."},
-    {"fetch_or", (PyCFunction)atomic_fetch_or, METH_VARARGS,
-     "fetch_or($self, value, order=4, /)\n--\n\nBitwise or; the old value."},
-    {"fetch_xor", (PyCFunction)atomic_fetch_xor, METH_VARARGS,
-     "fetch_xor($self, value, order=4, /)\n--\n\nBitwise xor; the old value."},
+    VALUE_ORDER_METHOD("fetch_add", atomic_fetch_add, "Add (wrapping around); the old value."),
+    VALUE_ORDER_METHOD("fetch_sub", atomic_fetch_sub, "Subtract (wrapping around); the old value."),
+    VALUE_ORDER_METHOD("fetch_and", atomic_fetch_and, "Bitwise and; the old value."),
+    VALUE_ORDER_METHOD("fetch_or", atomic_fetch_or, "Bitwise or; the old value."),
+    VALUE_ORDER_METHOD("fetch_xor", atomic_fetch_xor, "Bitwise xor; the old value."),
     {"wait", (PyCFunction)atomic_wait, METH_VARARGS,
      "wait($self, expected, timeout=None, /)\n--\n\n"
      "Sleep while the value is `expected`: True once it differs, False on timeout."},
@@ -388,15 +319,7 @@ static PyMethodDef atomic_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject AtomicType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shmring._core.Atomic",
-    .tp_basicsize = sizeof(PrimitiveObject),
-    .tp_dealloc = (destructor)primitive_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Atomic(mapping, offset, size)\n--\n\n"
-              "A signed integer of `size` bytes (4 or 8, aligned to its size) at an offset of a Mapping.",
-    .tp_methods = atomic_methods,
-    .tp_init = (initproc)atomic_init,
-    .tp_new = PyType_GenericNew,
-};
+PyTypeObject AtomicType = PRIMITIVE_TYPE(
+    "Atomic", "(mapping, offset, size)",
+    "A signed integer of `size` bytes (4 or 8, aligned to its size) at an offset of a Mapping.", atomic_methods,
+    atomic_init);

@@ -5,15 +5,7 @@
  */
 #include "core.h"
 
-#define EVENT_SIZE ((Py_ssize_t)sizeof(shmring_event))
-#define CONDITION_SIZE ((Py_ssize_t)sizeof(shmring_cond))
-
 /* -- Event ------------------------------------------------------------------------ */
-
-static int event_init(PrimitiveObject *self, PyObject *args, PyObject *kwds)
-{
-    return primitive_init(self, args, kwds, "Event", EVENT_SIZE, 8);
-}
 
 /* wait's look: set, or set (and maybe cleared) since the generation
  * *(uint32_t *)gen was read. */
@@ -74,24 +66,10 @@ static PyMethodDef event_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject EventType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shmring._core.Event",
-    .tp_basicsize = sizeof(PrimitiveObject),
-    .tp_dealloc = (destructor)primitive_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Event(mapping, offset)\n--\n\nAn event (16 bytes, 8-aligned) at an offset of a Mapping.",
-    .tp_methods = event_methods,
-    .tp_init = (initproc)event_init,
-    .tp_new = PyType_GenericNew,
-};
+PyTypeObject EventType = FIXED_PRIMITIVE_TYPE(
+    "Event", "An event (16 bytes, 8-aligned) at an offset of a Mapping.", event_methods);
 
 /* -- Condition ----------------------------------------------------------------------- */
-
-static int condition_init(PrimitiveObject *self, PyObject *args, PyObject *kwds)
-{
-    return primitive_init(self, args, kwds, "Condition", CONDITION_SIZE, 8);
-}
 
 static PyObject *condition_prepare(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -183,15 +161,6 @@ static PyMethodDef condition_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject ConditionType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shmring._core.Condition",
-    .tp_basicsize = sizeof(PrimitiveObject),
-    .tp_dealloc = (destructor)primitive_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Condition(mapping, offset)\n--\n\n"
-              "A condition variable (16 bytes, 8-aligned) at an offset of a Mapping, used with a Mutex.",
-    .tp_methods = condition_methods,
-    .tp_init = (initproc)condition_init,
-    .tp_new = PyType_GenericNew,
-};
+PyTypeObject ConditionType = FIXED_PRIMITIVE_TYPE(
+    "Condition", "A condition variable (16 bytes, 8-aligned) at an offset of a Mapping, used with a Mutex.",
+    condition_methods);

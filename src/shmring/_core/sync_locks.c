@@ -6,9 +6,6 @@
  */
 #include "core.h"
 
-#define SPINLOCK_SIZE ((Py_ssize_t)sizeof(shmring_spinlock))
-#define MUTEX_SIZE ((Py_ssize_t)sizeof(shmring_mutex))
-
 static PyObject *raise_lock_code(int rc)
 {
     if (rc == SHMRING_OWNER_DIED)
@@ -41,12 +38,44 @@ static PyObject *lock_holder(PrimitiveObject *self, PyObject *Py_UNUSED(ignored)
                          shmring_token_alive(token) ? Py_True : Py_False);
 }
 
-/* -- SpinLock ------------------------------------------------------------------- */
-
-static int spinlock_init(PrimitiveObject *self, PyObject *args, PyObject *kwds)
+/* Give the lock up, by `spin` on a SpinLock or `mutex` on a Mutex: None,
+ * or the exception of the code it returns. */
+static PyObject *lock_give_up(PrimitiveObject *self, int (*spin)(shmring_spinlock *l, uint64_t token),
+                              int (*mutex)(shmring_mutex *m, uint64_t token))
 {
-    return primitive_init(self, args, kwds, "SpinLock", SPINLOCK_SIZE, 8);
+    int rc;
+    if (primitive_ok(self) < 0)
+        return NULL;
+    if (Py_TYPE(self) == &MutexType)
+        rc = mutex((shmring_mutex *)self->ptr, process_token_cached());
+    else
+        rc = spin((shmring_spinlock *)self->ptr, process_token_cached());
+    if (rc != SHMRING_OK)
+        return raise_lock_code(rc);
+    Py_RETURN_NONE;
 }
+
+/* release() of both. */
+static PyObject *lock_release(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return lock_give_up(self, shmring_spin_release, shmring_mutex_release);
+}
+
+/* abandon() of both, after OwnerDied: give the lock up unrepaired, so that
+ * the next holder is told (a Mutex stays marked owner-died and its next
+ * holder repairs; release() would make it not recoverable). */
+static PyObject *lock_abandon(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return lock_give_up(self, shmring_spin_abandon, shmring_mutex_abandon);
+}
+
+/* The docstrings of the methods both locks have. */
+PyDoc_STRVAR(lock_acquire_doc, "acquire($self, /, blocking=True, timeout=None)\n--\n\n"
+                               "Take the lock: True, or False on timeout; OwnerDied (held) when its holder died.");
+PyDoc_STRVAR(lock_release_doc, "release($self, /)\n--\n\nRelease the lock.");
+PyDoc_STRVAR(lock_holder_doc, "holder($self, /)\n--\n\n(pid, alive) of the holder, or None when free.");
+
+/* -- SpinLock ------------------------------------------------------------------- */
 
 static PyObject *spinlock_acquire(PrimitiveObject *self, PyObject *args, PyObject *kwds)
 {
@@ -83,59 +112,19 @@ static PyObject *spinlock_acquire(PrimitiveObject *self, PyObject *args, PyObjec
     Py_RETURN_TRUE;
 }
 
-static PyObject *spinlock_release(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
-{
-    int rc;
-    if (primitive_ok(self) < 0)
-        return NULL;
-    rc = shmring_spin_release((shmring_spinlock *)self->ptr, process_token_cached());
-    if (rc != SHMRING_OK)
-        return raise_lock_code(rc);
-    Py_RETURN_NONE;
-}
-
-/* After OwnerDied: give the spin lock up unrepaired (the next holder is told). */
-static PyObject *spinlock_abandon(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
-{
-    int rc;
-    if (primitive_ok(self) < 0)
-        return NULL;
-    rc = shmring_spin_abandon((shmring_spinlock *)self->ptr, process_token_cached());
-    if (rc != SHMRING_OK)
-        return raise_lock_code(rc);
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef spinlock_methods[] = {
-    {"acquire", (PyCFunction)(void (*)(void))spinlock_acquire, METH_VARARGS | METH_KEYWORDS,
-     "acquire($self, /, blocking=True, timeout=None)\n--\n\n"
-     "Take the lock: True, or False on timeout; OwnerDied (held) when its holder died."},
-    {"release", (PyCFunction)spinlock_release, METH_NOARGS, "release($self, /)\n--\n\nRelease the lock."},
-    {"abandon", (PyCFunction)spinlock_abandon, METH_NOARGS,
+    {"acquire", (PyCFunction)(void (*)(void))spinlock_acquire, METH_VARARGS | METH_KEYWORDS, lock_acquire_doc},
+    {"release", (PyCFunction)lock_release, METH_NOARGS, lock_release_doc},
+    {"abandon", (PyCFunction)lock_abandon, METH_NOARGS,
      "abandon($self, /)\n--\n\nAfter OwnerDied, give it up unrepaired (the next holder gets OwnerDied)."},
-    {"holder", (PyCFunction)lock_holder, METH_NOARGS,
-     "holder($self, /)\n--\n\n(pid, alive) of the holder, or None when free."},
+    {"holder", (PyCFunction)lock_holder, METH_NOARGS, lock_holder_doc},
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject SpinLockType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shmring._core.SpinLock",
-    .tp_basicsize = sizeof(PrimitiveObject),
-    .tp_dealloc = (destructor)primitive_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "SpinLock(mapping, offset)\n--\n\nA spin lock (16 bytes, 8-aligned) at an offset of a Mapping.",
-    .tp_methods = spinlock_methods,
-    .tp_init = (initproc)spinlock_init,
-    .tp_new = PyType_GenericNew,
-};
+PyTypeObject SpinLockType = FIXED_PRIMITIVE_TYPE(
+    "SpinLock", "A spin lock (16 bytes, 8-aligned) at an offset of a Mapping.", spinlock_methods);
 
 /* -- Mutex ------------------------------------------------------------------------ */
-
-static int mutex_init(PrimitiveObject *self, PyObject *args, PyObject *kwds)
-{
-    return primitive_init(self, args, kwds, "Mutex", MUTEX_SIZE, 8);
-}
 
 static PyObject *mutex_acquire(PrimitiveObject *self, PyObject *args, PyObject *kwds)
 {
@@ -167,31 +156,6 @@ static PyObject *mutex_acquire(PrimitiveObject *self, PyObject *args, PyObject *
     Py_RETURN_TRUE;
 }
 
-static PyObject *mutex_release(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
-{
-    int rc;
-    if (primitive_ok(self) < 0)
-        return NULL;
-    rc = shmring_mutex_release((shmring_mutex *)self->ptr, process_token_cached());
-    if (rc != SHMRING_OK)
-        return raise_lock_code(rc);
-    Py_RETURN_NONE;
-}
-
-/* After OwnerDied: release the mutex unrepaired, still marked owner-died, so
- * that the next holder is told and repairs (release() would make it not
- * recoverable). */
-static PyObject *mutex_abandon(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
-{
-    int rc;
-    if (primitive_ok(self) < 0)
-        return NULL;
-    rc = shmring_mutex_abandon((shmring_mutex *)self->ptr, process_token_cached());
-    if (rc != SHMRING_OK)
-        return raise_lock_code(rc);
-    Py_RETURN_NONE;
-}
-
 static PyObject *mutex_mark_consistent(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (primitive_ok(self) < 0)
@@ -204,36 +168,21 @@ static PyObject *mutex_mark_consistent(PrimitiveObject *self, PyObject *Py_UNUSE
 
 static PyObject *mutex_state(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (primitive_ok(self) < 0)
-        return NULL;
-    /* relaxed: a snapshot for display. */
-    return PyLong_FromUnsignedLong(shmring_load_relaxed(&((shmring_mutex *)self->ptr)->state));
+    return primitive_word_snapshot(self, offsetof(shmring_mutex, state));
 }
 
 static PyMethodDef mutex_methods[] = {
-    {"acquire", (PyCFunction)(void (*)(void))mutex_acquire, METH_VARARGS | METH_KEYWORDS,
-     "acquire($self, /, blocking=True, timeout=None)\n--\n\n"
-     "Take the lock: True, or False on timeout; OwnerDied (held) when its holder died."},
-    {"release", (PyCFunction)mutex_release, METH_NOARGS, "release($self, /)\n--\n\nRelease the lock."},
+    {"acquire", (PyCFunction)(void (*)(void))mutex_acquire, METH_VARARGS | METH_KEYWORDS, lock_acquire_doc},
+    {"release", (PyCFunction)lock_release, METH_NOARGS, lock_release_doc},
     {"mark_consistent", (PyCFunction)mutex_mark_consistent, METH_NOARGS,
      "mark_consistent($self, /)\n--\n\nAfter OwnerDied, the data is repaired: the lock may be used again."},
-    {"abandon", (PyCFunction)mutex_abandon, METH_NOARGS,
+    {"abandon", (PyCFunction)lock_abandon, METH_NOARGS,
      "abandon($self, /)\n--\n\nAfter OwnerDied, release it still marked owner-died (the next holder repairs)."},
     {"state", (PyCFunction)mutex_state, METH_NOARGS,
      "state($self, /)\n--\n\nThe lock's state word (0 consistent, 1 owner died, 2 not recoverable)."},
-    {"holder", (PyCFunction)lock_holder, METH_NOARGS,
-     "holder($self, /)\n--\n\n(pid, alive) of the holder, or None when free."},
+    {"holder", (PyCFunction)lock_holder, METH_NOARGS, lock_holder_doc},
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject MutexType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shmring._core.Mutex",
-    .tp_basicsize = sizeof(PrimitiveObject),
-    .tp_dealloc = (destructor)primitive_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Mutex(mapping, offset)\n--\n\nA robust mutex (24 bytes, 8-aligned) at an offset of a Mapping.",
-    .tp_methods = mutex_methods,
-    .tp_init = (initproc)mutex_init,
-    .tp_new = PyType_GenericNew,
-};
+PyTypeObject MutexType = FIXED_PRIMITIVE_TYPE(
+    "Mutex", "A robust mutex (24 bytes, 8-aligned) at an offset of a Mapping.", mutex_methods);

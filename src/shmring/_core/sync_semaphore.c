@@ -4,13 +4,6 @@
  */
 #include "core.h"
 
-#define SEMAPHORE_SIZE ((Py_ssize_t)sizeof(shmring_sem))
-
-static int semaphore_init(PrimitiveObject *self, PyObject *args, PyObject *kwds)
-{
-    return primitive_init(self, args, kwds, "Semaphore", SEMAPHORE_SIZE, 8);
-}
-
 /* acquire's look: take a permit if there is one. */
 static int semaphore_ready(PrimitiveObject *self, void *arg)
 {
@@ -75,10 +68,7 @@ static PyObject *semaphore_release(PrimitiveObject *self, PyObject *args, PyObje
 
 static PyObject *semaphore_value(PrimitiveObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (primitive_ok(self) < 0)
-        return NULL;
-    /* relaxed: a snapshot for display. */
-    return PyLong_FromUnsignedLong(shmring_load_relaxed(&((shmring_sem *)self->ptr)->count));
+    return primitive_word_snapshot(self, offsetof(shmring_sem, count));
 }
 
 static PyMethodDef semaphore_methods[] = {
@@ -91,14 +81,5 @@ static PyMethodDef semaphore_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-PyTypeObject SemaphoreType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shmring._core.Semaphore",
-    .tp_basicsize = sizeof(PrimitiveObject),
-    .tp_dealloc = (destructor)primitive_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Semaphore(mapping, offset)\n--\n\nA counting semaphore (8 bytes, 8-aligned) at an offset of a Mapping.",
-    .tp_methods = semaphore_methods,
-    .tp_init = (initproc)semaphore_init,
-    .tp_new = PyType_GenericNew,
-};
+PyTypeObject SemaphoreType = FIXED_PRIMITIVE_TYPE(
+    "Semaphore", "A counting semaphore (8 bytes, 8-aligned) at an offset of a Mapping.", semaphore_methods);

@@ -172,9 +172,10 @@ static PyObject *topic_latest_any(TopicEndObject *self, PyObject *Py_UNUSED(igno
         }
         if (rc != SHMRING_OK || cursor != last)
             return topic_corrupt(self, "newest record");
-        data = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
+        data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
         if (data == NULL)
             return NULL;
+        shmring_topic_copy_out(PyBytes_AS_STRING(data), p, len); /* atomic words: no cursor holds it */
         if (shmring_topic_still_valid(&self->t, cursor) != SHMRING_OK) {
             Py_DECREF(data);
             continue;
@@ -310,9 +311,7 @@ fail:
 
 static void topic_dealloc(TopicEndObject *self)
 {
-    PyObject_GC_UnTrack(self);
-    if (self->weakrefs != NULL)
-        PyObject_ClearWeakRefs((PyObject *)self);
+    handle_dealloc_begin((HandleObject *)self);
     if (self->mapping != NULL) {
         /* Dropped without close(): no call is inside and no loan is out
          * (both hold a reference), so this frees the subscription's slot
@@ -323,22 +322,7 @@ static void topic_dealloc(TopicEndObject *self)
         Py_XDECREF(r);
         PyBuffer_Release(&self->view);
     }
-    Py_CLEAR(self->mapping);
-    Py_CLEAR(self->dict);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static int topic_traverse(TopicEndObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->mapping);
-    Py_VISIT(self->dict);
-    return 0;
-}
-
-static int topic_clear(TopicEndObject *self)
-{
-    Py_CLEAR(self->dict);
-    return 0;
+    handle_dealloc_end((HandleObject *)self);
 }
 
 static PyObject *topic_get_capacity(TopicEndObject *self, void *Py_UNUSED(closure))
@@ -362,14 +346,6 @@ static PyObject *topic_get_lagged(TopicEndObject *self, void *Py_UNUSED(closure)
         return PyLong_FromLong(0);
     /* relaxed: statistics. */
     return PyLong_FromUnsignedLongLong(__atomic_load_n(&self->t.subs[self->slot].lagged, __ATOMIC_RELAXED));
-}
-
-static PyObject *topic_get_mapping(TopicEndObject *self, void *Py_UNUSED(closure))
-{
-    if (self->mapping == NULL)
-        Py_RETURN_NONE;
-    Py_INCREF(self->mapping);
-    return self->mapping;
 }
 
 static PyMethodDef topic_methods[] = {
@@ -408,26 +384,14 @@ static PyGetSetDef topic_getset[] = {
     {"policy", (getter)topic_get_policy, NULL, "\"block\" or \"overwrite\"", NULL},
     {"closed", (getter)topic_get_closed, NULL, "whether this handle is closed", NULL},
     {"lagged", (getter)topic_get_lagged, NULL, "messages this subscription missed, in all", NULL},
-    {"_mapping", (getter)topic_get_mapping, NULL, "the Mapping", NULL},
+    {"_mapping", (getter)handle_get_mapping, NULL, "the Mapping", NULL},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-PyTypeObject TopicEndType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shmring._core.TopicEnd",
-    .tp_basicsize = sizeof(TopicEndObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "A publisher, subscription or observer of a topic segment (use shmring.Topic).",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)topic_init,
-    .tp_dealloc = (destructor)topic_dealloc,
-    .tp_traverse = (traverseproc)topic_traverse,
-    .tp_clear = (inquiry)topic_clear,
-    .tp_methods = topic_methods,
-    .tp_getset = topic_getset,
-    .tp_dictoffset = offsetof(TopicEndObject, dict),
-    .tp_weaklistoffset = offsetof(TopicEndObject, weakrefs),
-};
+PyTypeObject TopicEndType = HANDLE_TYPE(
+    "TopicEnd", "A publisher, subscription or observer of a topic segment (use shmring.Topic).",
+    TopicEndObject, topic_init, topic_dealloc, handle_traverse, handle_clear, topic_methods, topic_getset);
 
 static PyObject *core_create_topic(PyObject *Py_UNUSED(module), PyObject *args)
 {
@@ -459,9 +423,7 @@ static PyObject *core_create_topic(PyObject *Py_UNUSED(module), PyObject *args)
         shmring_segment_publish(&seg);
     }
     Py_END_ALLOW_THREADS
-    if (rc != SHMRING_OK)
-        return raise_code(rc, name.obj);
-    return (PyObject *)mapping_new(&seg, name.obj);
+    return mapping_from_result(rc, &seg, name.obj);
 }
 
 /* topic_info(mapping): counters for `shmring inspect`, from a read-only
@@ -505,16 +467,3 @@ PyMethodDef topic_functions[] = {
      "A new, initialised topic segment: a Mapping of it."},
     {NULL, NULL, 0, NULL},
 };
-
-int topic_module_init(PyObject *m)
-{
-    if (add_type(m, "TopicEnd", &TopicEndType) < 0)
-        return -1;
-    if (PyModule_AddIntConstant(m, "TOPIC_BLOCK", SHMRING_TOPIC_BLOCK) < 0 ||
-        PyModule_AddIntConstant(m, "TOPIC_OVERWRITE", SHMRING_TOPIC_OVERWRITE) < 0 ||
-        PyModule_AddIntConstant(m, "TOPIC_PUBLISHER", TOPIC_PUBLISHER) < 0 ||
-        PyModule_AddIntConstant(m, "TOPIC_SUBSCRIBER", TOPIC_SUBSCRIBER) < 0 ||
-        PyModule_AddIntConstant(m, "TOPIC_OBSERVER", TOPIC_OBSERVER) < 0)
-        return -1;
-    return 0;
-}

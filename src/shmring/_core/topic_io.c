@@ -10,27 +10,30 @@
 static int topic_lagged(TopicEndObject *self);
 static void topic_move_to(TopicEndObject *self, uint64_t cursor, uint64_t next_seq);
 
-/* Enter this end for one call (the caller leaves it with gate_leave when
- * *held): 0, or -1 with an exception (Timeout when another thread's call
- * or loan kept it past the deadline, or at once with a zero timeout). */
-static int topic_enter(TopicEndObject *self, int role, int *held, uint64_t deadline, int no_wait)
+/* topic_enter when another call or a loan has the end: 0 entered, or -1
+ * with an exception (Timeout when it kept it past the deadline, or at once
+ * with a zero timeout). */
+static int topic_enter_slow(TopicEndObject *self, int role, uint64_t deadline, int no_wait)
 {
-    int r;
-    if (topic_usable(self, role) < 0)
-        return -1;
-    if (gate_free(&self->gate, TOPIC_END)) {
-        gate_take(&self->gate, TOPIC_END);
-        *held = 1;
-        return 0;
-    }
-    r = gate_enter_slow(&self->gate, TOPIC_END, "topic", topic_name(self),
-                        role == TOPIC_PUBLISHER ? "publishing" : "receiving", deadline, no_wait);
+    int r = gate_enter_slow(&self->gate, TOPIC_END, "topic", topic_name(self),
+                            role == TOPIC_PUBLISHER ? "publishing" : "receiving", deadline, no_wait);
     if (r > 0)
         PyErr_Format(timeout_error, "topic %R: another thread's call is running on this %s", topic_name(self),
                      role == TOPIC_PUBLISHER ? "publisher" : "subscription");
-    if (r != 0)
+    return r != 0 ? -1 : 0;
+}
+
+/* Enter this end for one call of `role` (its GATE_HOLD leaves it): 0, or -1
+ * with an exception. */
+static inline int topic_enter(TopicEndObject *self, int role, GateHold *hold, uint64_t deadline, int no_wait)
+{
+    if (topic_usable(self, role) < 0)
         return -1;
-    *held = 1;
+    if (gate_free(&self->gate, TOPIC_END))
+        gate_take(&self->gate, TOPIC_END);
+    else if (topic_enter_slow(self, role, deadline, no_wait) < 0)
+        return -1;
+    hold->held = 1;
     return 0;
 }
 
@@ -97,16 +100,17 @@ static void topic_commit_unlock(TopicEndObject *self, uint64_t pos)
         shmring_topic_wake_subscribers(&self->t);
 }
 
-static PyObject *topic_publish_impl(TopicEndObject *self, int *held, PyObject *data, uint32_t tag,
-                                    PyObject *timeout)
+/* Publish `data` as a record of `tag`: send() and send_obj(). */
+static PyObject *topic_publish(TopicEndObject *self, PyObject *data, uint32_t tag, PyObject *timeout)
 {
+    GATE_HOLD(hold, &self->gate, TOPIC_END);
     Py_buffer buf;
     uint64_t deadline, pos;
     unsigned char *dst;
     int no_wait = parse_timeout(timeout, &deadline);
     if (no_wait < 0 || PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE) < 0)
         return NULL;
-    if (topic_enter(self, TOPIC_PUBLISHER, held, deadline, no_wait) < 0 ||
+    if (topic_enter(self, TOPIC_PUBLISHER, &hold, deadline, no_wait) < 0 ||
         topic_reserve_locked(self, tag, (uint64_t)buf.len, deadline, &dst, &pos) < 0) {
         PyBuffer_Release(&buf);
         return NULL;
@@ -115,12 +119,6 @@ static PyObject *topic_publish_impl(TopicEndObject *self, int *held, PyObject *d
     topic_commit_unlock(self, pos);
     PyBuffer_Release(&buf);
     Py_RETURN_NONE;
-}
-
-static PyObject *topic_publish(TopicEndObject *self, PyObject *data, uint32_t tag, PyObject *timeout)
-{
-    int held = 0;
-    return gate_return(&self->gate, TOPIC_END, &held, topic_publish_impl(self, &held, data, tag, timeout));
 }
 
 PyObject *topic_send(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -178,24 +176,20 @@ static int topic_loan_finish(LoanObject *l, int how)
 
 /* reserve(n, timeout=None) -> Loan: n zero-filled bytes in place; the topic
  * lock is held until the loan completes. */
-static PyObject *topic_reserve_impl(TopicEndObject *self, int *held, PyObject *const *args, Py_ssize_t nargs,
-                                    PyObject *kwnames)
+PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    GATE_HOLD(hold, &self->gate, TOPIC_END);
     PyObject *a[2];
     LoanObject *loan;
     Py_ssize_t n;
     uint64_t deadline, pos;
     unsigned char *dst;
     int no_wait;
-    if (parse_args("reserve", args, nargs, kwnames, ARGS_N_TIMEOUT, 1, 2, a) < 0 ||
-        (no_wait = parse_timeout(a[1], &deadline)) < 0)
+    if ((no_wait = parse_args_timeout("reserve", args, nargs, kwnames, ARGS_N_TIMEOUT, 1, 2, a, &deadline)) < 0)
         return NULL;
-    n = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
-    if (n == -1 && PyErr_Occurred())
+    if (parse_count(a[0], 0, "reserve() size must be >= 0, not %zd", &n) < 0)
         return NULL;
-    if (n < 0)
-        return PyErr_Format(PyExc_ValueError, "reserve() size must be >= 0, not %zd", n);
-    if (topic_enter(self, TOPIC_PUBLISHER, held, deadline, no_wait) < 0 ||
+    if (topic_enter(self, TOPIC_PUBLISHER, &hold, deadline, no_wait) < 0 ||
         topic_reserve_locked(self, SHMRING_REC_BYTES, (uint64_t)n, deadline, &dst, &pos) < 0)
         return NULL;
     zero_maybe_without_gil(dst, (size_t)n);
@@ -208,12 +202,6 @@ static PyObject *topic_reserve_impl(TopicEndObject *self, int *held, PyObject *c
     loan->pos = pos;
     topic_note_reserve(self, 1, loan->thread);
     return (PyObject *)loan;
-}
-
-PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    int held = 0;
-    return gate_return(&self->gate, TOPIC_END, &held, topic_reserve_impl(self, &held, args, nargs, kwnames));
 }
 
 /* -- subscribing ------------------------------------------------------------------ */
@@ -365,6 +353,22 @@ static int topic_lagged(TopicEndObject *self)
     return -1;
 }
 
+/* No message at `cursor` (rc, from shmring_topic_next): catch up when
+ * lagged, else step past the padding read and wait for the next message.
+ * 0: look again; -1 with an exception. */
+static int topic_await_next(TopicEndObject *self, int rc, uint64_t cursor, uint64_t deadline, int *polled)
+{
+    if (rc == SHMRING_LAGGED)
+        return topic_lagged(self) < 0 ? -1 : 0;
+    if (rc != SHMRING_AGAIN) {
+        topic_corrupt(self, "record header");
+        return -1;
+    }
+    if (cursor != self->cursor)
+        topic_move_to(self, cursor, self->next_seq); /* skipped padding */
+    return topic_wait_data(self, cursor, deadline, polled);
+}
+
 PyObject *topic_decode(uint32_t tag, PyObject *data, int raw)
 {
     PyObject *obj;
@@ -376,12 +380,14 @@ PyObject *topic_decode(uint32_t tag, PyObject *data, int raw)
 }
 
 /* Next message for this subscriber: copied out and checked (its tag in
- * *tag_out, decoded by the caller).  With `latest`, skip to the newest one. */
-static PyObject *topic_read_impl(TopicEndObject *self, int *held, PyObject *timeout, int latest, uint32_t *tag_out)
+ * *tag_out, decoded by the caller once the gate is left).  With `latest`,
+ * skip to the newest one. */
+static PyObject *topic_read_bytes(TopicEndObject *self, PyObject *timeout, int latest, uint32_t *tag_out)
 {
+    GATE_HOLD(hold, &self->gate, TOPIC_END);
     uint64_t deadline;
     int polled = 0, no_wait = parse_timeout(timeout, &deadline);
-    if (no_wait < 0 || topic_enter(self, TOPIC_SUBSCRIBER, held, deadline, no_wait) < 0)
+    if (no_wait < 0 || topic_enter(self, TOPIC_SUBSCRIBER, &hold, deadline, no_wait) < 0)
         return NULL;
     for (;;) {
         uint32_t tag;
@@ -397,9 +403,10 @@ static PyObject *topic_read_impl(TopicEndObject *self, int *held, PyObject *time
         }
         rc = shmring_topic_next(&self->t, &cursor, &tag, &p, &len, &seq, &size);
         if (rc == SHMRING_OK) {
-            PyObject *data = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
+            PyObject *data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
             if (data == NULL)
                 return NULL;
+            shmring_topic_copy_subscribed(&self->t, PyBytes_AS_STRING(data), p, len); /* a publisher may lap us */
             if (shmring_topic_still_valid(&self->t, cursor) != SHMRING_OK) {
                 Py_DECREF(data);
                 if (latest)
@@ -412,70 +419,56 @@ static PyObject *topic_read_impl(TopicEndObject *self, int *held, PyObject *time
             *tag_out = tag;
             return data;
         }
-        if (rc == SHMRING_LAGGED) {
-            if (latest) {
-                uint64_t pos, s;
-                if (topic_resume_point(self, &pos, &s) < 0)
-                    return NULL;
-                topic_move_to(self, pos, s);
-                continue;
-            }
-            if (topic_lagged(self) < 0)
+        if (rc == SHMRING_LAGGED && latest) {
+            uint64_t pos, s;
+            if (topic_resume_point(self, &pos, &s) < 0)
                 return NULL;
+            topic_move_to(self, pos, s);
             continue;
         }
-        if (rc != SHMRING_AGAIN)
-            return topic_corrupt(self, "record header");
-        if (cursor != self->cursor)
-            topic_move_to(self, cursor, self->next_seq); /* skipped padding */
-        if (topic_wait_data(self, cursor, deadline, &polled) < 0)
+        if (topic_await_next(self, rc, cursor, deadline, &polled) < 0)
             return NULL;
     }
 }
 
-/* The call's way in and out: the gate is left before an object message is
- * unpickled (arbitrary code, which may use this subscription again). */
-static PyObject *topic_read(TopicEndObject *self, PyObject *timeout, int raw, int latest)
+/* recv(), recv_bytes() and _latest_unread() (`fname`, whose one argument
+ * is the timeout): the gate is left before an object message is unpickled
+ * (arbitrary code, which may use this subscription again). */
+static PyObject *topic_read(TopicEndObject *self, const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames, int raw, int latest)
 {
-    int held = 0;
+    PyObject *a[1], *data;
     uint32_t tag = SHMRING_REC_BYTES;
-    PyObject *data = gate_return(&self->gate, TOPIC_END, &held, topic_read_impl(self, &held, timeout, latest, &tag));
+    if (parse_args(fname, args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a) < 0)
+        return NULL;
+    data = topic_read_bytes(self, a[0], latest, &tag);
     return topic_decode(tag, data, raw);
 }
 
 PyObject *topic_recv(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[1];
-    if (parse_args("recv", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a) < 0)
-        return NULL;
-    return topic_read(self, a[0], 0, 0);
+    return topic_read(self, "recv", args, nargs, kwnames, 0, 0);
 }
 
 PyObject *topic_recv_bytes(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[1];
-    if (parse_args("recv_bytes", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a) < 0)
-        return NULL;
-    return topic_read(self, a[0], 1, 0);
+    return topic_read(self, "recv_bytes", args, nargs, kwnames, 1, 0);
 }
 
 PyObject *topic_latest_unread(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[1];
-    if (parse_args("latest", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a) < 0)
-        return NULL;
-    return topic_read(self, a[0], 0, 1);
+    return topic_read(self, "latest", args, nargs, kwnames, 0, 1);
 }
 
 /* peek(timeout=None) -> Loan: the next message in place, read-only. */
-static PyObject *topic_peek_impl(TopicEndObject *self, int *held, PyObject *const *args, Py_ssize_t nargs,
-                                 PyObject *kwnames)
+PyObject *topic_peek(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    GATE_HOLD(hold, &self->gate, TOPIC_END);
     PyObject *a[1];
     uint64_t deadline;
     int polled = 0, no_wait;
-    if (parse_args("peek", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a) < 0 ||
-        (no_wait = parse_timeout(a[0], &deadline)) < 0 || topic_enter(self, TOPIC_SUBSCRIBER, held, deadline, no_wait) < 0)
+    if ((no_wait = parse_args_timeout("peek", args, nargs, kwnames, ARGS_TIMEOUT, 0, 1, a, &deadline)) < 0 ||
+        topic_enter(self, TOPIC_SUBSCRIBER, &hold, deadline, no_wait) < 0)
         return NULL;
     for (;;) {
         uint32_t tag;
@@ -492,23 +485,8 @@ static PyObject *topic_peek_impl(TopicEndObject *self, int *held, PyObject *cons
             }
             return (PyObject *)loan;
         }
-        if (rc == SHMRING_LAGGED) {
-            if (topic_lagged(self) < 0)
-                return NULL;
-            continue;
-        }
-        if (rc != SHMRING_AGAIN)
-            return topic_corrupt(self, "record header");
-        if (cursor != self->cursor)
-            topic_move_to(self, cursor, self->next_seq);
-        if (topic_wait_data(self, cursor, deadline, &polled) < 0)
+        if (topic_await_next(self, rc, cursor, deadline, &polled) < 0)
             return NULL;
     }
-}
-
-PyObject *topic_peek(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    int held = 0;
-    return gate_return(&self->gate, TOPIC_END, &held, topic_peek_impl(self, &held, args, nargs, kwnames));
 }
 
