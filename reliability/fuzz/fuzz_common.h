@@ -18,7 +18,7 @@
  * that reaches it.  Built with -DFZ_SKIP_KNOWN (make fuzz
  * FUZZ_SKIP_KNOWN=1), the targets step around each one where a guard
  * naming it says, so that fuzzing goes on past it; a guard goes with its
- * fix.  Open: F1 (fuzz_segment.c, exact_size).
+ * fix.  None is open now (F1 was the last; its guard went with its fix).
  */
 #ifndef SHMRING_FUZZ_COMMON_H
 #define SHMRING_FUZZ_COMMON_H

@@ -95,21 +95,6 @@ static void check_payload(uint32_t kind, unsigned char *base, uint64_t size)
     }
 }
 
-/* The size of the copy the payload checks run on: the size the header
- * states.  Finding F1 (reliability/fuzz/findings/config_reads_before_size.c):
- * the queue's and the topic's config checks and the chunk check read their
- * control block before they check the payload is that large; a build with
- * FZ_SKIP_KNOWN gives them the bytes a real mapping has there (the rest of
- * its last page, zeros), so that fuzzing goes on past it while it is open. */
-static size_t exact_size(uint64_t total)
-{
-#ifdef FZ_SKIP_KNOWN
-    if (total < SHMRING_HEADER_SIZE + SHMRING_QUEUE_CTRL_SIZE)
-        return SHMRING_HEADER_SIZE + SHMRING_QUEUE_CTRL_SIZE;
-#endif
-    return (size_t)total;
-}
-
 /* Open the object as an opener does: the header, then the payload of the
  * kind the header names, on a copy of exactly the size it states. */
 static void open_object(const unsigned char *obj, uint64_t avail)
@@ -121,9 +106,8 @@ static void open_object(const unsigned char *obj, uint64_t avail)
         return;
     FZ_ASSERT(h.total_size > SHMRING_HEADER_SIZE && h.total_size <= avail && h.kind >= 1 &&
               h.kind <= SHMRING_KIND_MAX);
-    exact = (unsigned char *)malloc(exact_size(h.total_size));
+    exact = (unsigned char *)malloc((size_t)h.total_size);
     FZ_ASSERT(exact != NULL);
-    memset(exact, 0, exact_size(h.total_size));
     memcpy(exact, obj, (size_t)h.total_size);
     check_payload(h.kind, exact, h.total_size - SHMRING_HEADER_SIZE);
     free(exact);

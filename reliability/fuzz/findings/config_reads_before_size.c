@@ -22,8 +22,11 @@
  * program mapping only total_size of a larger buffer) reads out of bounds.
  * shmring_channel_attach checks the size first and is not affected.
  *
- * Build and run (each case is reported by AddressSanitizer as a
- * heap-buffer-overflow READ; without ASan each prints the refusal):
+ * Fixed by d1d8221 (the three checks test the size first); kept as a check
+ * that it stays so: each case prints the refusal and AddressSanitizer has
+ * nothing to report (before the fix, each was a heap-buffer-overflow READ).
+ *
+ * Build and run:
  *   cc -g -fsanitize=address -Iinclude reliability/fuzz/findings/config_reads_before_size.c -o /tmp/f1
  *   /tmp/f1 queue; /tmp/f1 topic; /tmp/f1 chunk
  * The same in the fuzz target: build/fuzz/bin/fuzz_segment reliability/fuzz/findings/config_reads_before_size.input

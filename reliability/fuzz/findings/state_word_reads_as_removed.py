@@ -10,6 +10,11 @@ as a shmring error.  The segment is alive and in use meanwhile, and a value
 no remover writes (2 and up) is taken as REMOVED rather than refused as
 corrupt.
 
+Fixed by d1d8221 for the values no remover writes: a state above 1 is
+refused as corrupt (CorruptedError), which this script now prints.  A state
+of exactly 1 (REMOVED) still makes attaching fail as after a removal, by
+design (a stray write of that value cannot be told from a removal).
+
     .venv/bin/python reliability/fuzz/findings/state_word_reads_as_removed.py
 """
 
