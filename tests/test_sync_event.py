@@ -34,7 +34,9 @@ def test_event_set_wakes_all_waiters(ctx: str, segment: Segment, kids: Kids) -> 
     for w in waiters:
         r, latency = w.result()
         assert r is True
-        assert ms(latency) < 200, f"woke {ms(latency):.1f} ms after set()"
+        # Woken by set(), not by the 10 s timeout: the bound leaves room for
+        # four spawned waiters scheduled on a loaded 2-CPU machine under ASan.
+        assert ms(latency) < 1000, f"woke {ms(latency):.1f} ms after set()"
     assert event.is_set()
     assert event.wait(0) is True
     # clear: new waiters wait again
