@@ -48,13 +48,8 @@ int gil_wait_sliced(void *ctx, int (*ready)(void *ctx, int last), int (*sleep)(v
                     int (*closing)(void *handle), void *handle, uint64_t deadline)
 {
     GilWait w;
-    shmring_wait_op op;
     gil_wait_init(&w, closing, handle);
-    op.ctx = ctx;
-    op.ready = ready;
-    op.sleep = sleep;
-    op.slice_ns = SHMRING_WAIT_SLICE_NS;
-    return shmring_wait_sliced(&op, &w.hooks, deadline);
+    return shmring_wait_for(ctx, ready, sleep, SHMRING_WAIT_SLICE_NS, &w.hooks, deadline);
 }
 
 int lock_robust(shmring_mutex *m, uint64_t token, uint64_t deadline, int *granted)
