@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing as mp
 import os
@@ -204,6 +205,85 @@ class Kids:
                     item.reap()
             except Exception:  # noqa: BLE001 - keep reaping the others
                 pass
+
+
+# Children no test may leave behind.  A child still running when its test
+# ends would outlive the run: multiprocessing's exit handler joins every
+# non-daemon child for ever, and any child holds the runner's output pipe
+# open, so one hung child (a fork that deadlocked, a worker waiting on a
+# queue nobody feeds) would hang the whole run instead of failing one test.
+STRAY_CHILD_GRACE = 5.0  # s: a child that is ending by itself finishes within this
+
+
+def _live_children() -> set[int]:
+    """The pids of this process's children (those of multiprocessing and any
+    other, but multiprocessing's own helpers), from /proc."""
+    me = str(os.getpid())
+    pids: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name, which may itself hold spaces and ")".
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if fields[1] == me and fields[0] != "Z" and not _multiprocessing_helper(entry):
+            pids.add(int(entry.name))
+    return pids
+
+
+def _multiprocessing_helper(proc: Path) -> bool:
+    """Is this child one of the helpers multiprocessing keeps for the whole
+    run (the fork server, the resource tracker)?  They end with the run."""
+    try:
+        cmdline = (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"multiprocessing.forkserver" in cmdline or b"multiprocessing.resource_tracker" in cmdline
+
+
+def _kill_and_reap(pids: Iterable[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for p in mp.active_children():  # multiprocessing's own, reaped by it
+        p.join(10)
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:  # reaped by multiprocessing or subprocess
+            pass
+
+
+@pytest.fixture(autouse=True)
+def no_stray_children() -> Iterator[None]:
+    """Fail a test that leaves a child process running (and kill it)."""
+    before = _live_children()
+    yield
+    deadline = time.monotonic() + STRAY_CHILD_GRACE
+    stray = _live_children() - before
+    while stray and time.monotonic() < deadline:
+        mp.active_children()  # reaps the multiprocessing children that ended
+        time.sleep(0.05)
+        stray = _live_children() - before
+    if stray:
+        _kill_and_reap(stray)
+        pytest.fail(f"test left child processes running (killed): {sorted(stray)}", pytrace=False)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Orphans of the tests (a child's own children) are re-parented to this
+    # process, so that pytest_sessionfinish finds and kills them too.
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _kill_and_reap(_live_children())
 
 
 @pytest.fixture

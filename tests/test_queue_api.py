@@ -84,6 +84,12 @@ class Impl:
             else:
                 q.cancel_join_thread()
                 q.close()
+                # Let the feeder thread finish: a later test that forks while
+                # it runs (inside malloc) would give the child a held
+                # allocator lock under ASan, whose allocator is not fork-safe.
+                feeder = getattr(q, "_thread", None)
+                if feeder is not None:
+                    feeder.join(5)
 
 
 @pytest.fixture(params=["multiprocessing", "shmring"])
