@@ -81,10 +81,12 @@ fuzz-seeds: $(addprefix $(FUZZ_BIN)/fuzz_,$(FUZZ_TARGETS))
 # random bytes into their segments (reliability/mutate.py): 60 s by
 # default, MUTATE_LONG=1 for 15 min; MUTATE_ASAN=1 against the build of
 # `make sanitize` (build/asan); MUTATE_SKIP_KNOWN=1 does not fail on the
-# findings still open.
+# findings still open; MUTATE_BURST=N makes N writes into each object per
+# round, MUTATE_SECONDS=S runs S seconds.
 mutate: $(STAMP)
 	$(PY) reliability/mutate.py $(if $(MUTATE_LONG),--long) $(if $(MUTATE_ASAN),--asan) \
-		$(if $(MUTATE_SKIP_KNOWN),--skip-known)
+		$(if $(MUTATE_SKIP_KNOWN),--skip-known) $(if $(MUTATE_BURST),--burst $(MUTATE_BURST)) \
+		$(if $(MUTATE_SECONDS),--seconds $(MUTATE_SECONDS))
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info src/shmring/*.so

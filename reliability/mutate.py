@@ -10,7 +10,9 @@ ring, so that overflow chunks come and go) and topic (one publisher, two
 subscribers; policy "block" and "overwrite" in turn), tells the
 participant processes to use them until the end of the round, and makes
 one mutation in each segment (or in one of the queue's overflow chunks)
-at a random moment, after a short warm-up.  Every tenth round is a control
+at a random moment, after a short warm-up; with ``--burst N``, N of them
+at N random moments (then the outcome is that of the burst: what the
+participants saw from its first write on).  Every tenth round is a control
 round without mutations: what happens there is the baseline.
 
 The participants are long-lived processes (started once, restarted after a
@@ -33,6 +35,7 @@ failure.
     .venv/bin/python reliability/mutate.py            # 60 s
     .venv/bin/python reliability/mutate.py --long     # 15 min
     .venv/bin/python reliability/mutate.py --asan     # against build/asan (make sanitize)
+    .venv/bin/python reliability/mutate.py --burst 30 --seconds 3600   # ~100,000 writes
 
 Results: build/mutate/summary.json (figures, histograms, failures with the
 log of the process), build/mutate/mutations.jsonl (each mutation: where,
@@ -407,10 +410,10 @@ def mutate(rng: random.Random, kind: str, name: str) -> dict[str, Any] | None:
             "old": old.hex(), "new": new.hex(), "time": time.monotonic(), "state": state}
 
 
-def outcome_label(label: str, m: dict[str, Any] | None) -> str:
+def outcome_label(label: str, burst: list[dict[str, Any]] | None) -> str:
     """An event's label, "removed" for the documented answer to a state word
-    set to REMOVED."""
-    if m is not None and m["state"] == STATE_REMOVED and label.endswith("foreign:FileNotFoundError"):
+    set to REMOVED by one of the burst's writes."""
+    if burst and any(m["state"] == STATE_REMOVED for m in burst) and label.endswith("foreign:FileNotFoundError"):
         return "removed"
     return label
 
@@ -440,6 +443,8 @@ def main() -> int:
     ap.add_argument("--participant", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=60.0, help="how long to run (default 60)")
     ap.add_argument("--long", action="store_true", help="run 15 minutes")
+    ap.add_argument("--burst", type=int, default=1,
+                    help="writes into each object per round (default 1: each mutation has its own outcome)")
     ap.add_argument("--asan", action="store_true", help="use the ASan+UBSan build of `make sanitize` (build/asan)")
     ap.add_argument("--seed", type=int, default=None, help="random seed of the mutations (default: from the time)")
     ap.add_argument("--skip-known", action="store_true", help="do not fail on the open findings (KNOWN_FINDINGS)")
@@ -453,7 +458,9 @@ def main() -> int:
         os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], env)  # the controller too
     seconds = 900.0 if args.long else args.seconds
     seed = args.seed if args.seed is not None else int(time.time())
-    return run(seconds, seed, env, args.asan, args.skip_known)
+    if args.burst < 1:
+        ap.error("--burst must be at least 1")
+    return run(seconds, seed, env, args.asan, args.skip_known, args.burst)
 
 
 def sanitizer_env() -> dict[str, str]:
@@ -481,7 +488,7 @@ def known_finding(failure: dict[str, Any]) -> str | None:
     return next((name for name, mark in KNOWN_FINDINGS.items() if mark in detail), None)
 
 
-def run(seconds: float, seed: int, env: dict[str, str], asan: bool, skip_known: bool) -> int:
+def run(seconds: float, seed: int, env: dict[str, str], asan: bool, skip_known: bool, burst: int) -> int:
     import shmring._core as core
 
     rng = random.Random(seed)
@@ -493,11 +500,11 @@ def run(seconds: float, seed: int, env: dict[str, str], asan: bool, skip_known: 
         p.start()
     print(f"mutate: seed {seed}, {seconds:.0f} s, participants use {people[0].module}", flush=True)
     log = (OUT / "mutations.jsonl").open("w")
-    outcomes: Counter[str] = Counter()  # per mutation: its most severe outcome
-    labels: Counter[str] = Counter()  # per mutation: every label it produced
+    outcomes: Counter[str] = Counter()  # per burst (a mutation when --burst 1): its most severe outcome
+    labels: Counter[str] = Counter()  # per burst: every label it produced
     baseline: Counter[str] = Counter()  # per label: control rounds x objects in which it came
     failures: list[dict[str, Any]] = []
-    rounds = mutations = control = 0
+    rounds = mutations = bursts = control = 0
     end = time.monotonic() + seconds
     try:
         while time.monotonic() < end:
@@ -509,15 +516,15 @@ def run(seconds: float, seed: int, env: dict[str, str], asan: bool, skip_known: 
             until = start + ROUND
             for p in people:
                 p.send({"name": names[p.kind], "until": until, "seed": rng.getrandbits(32)})
-            done: dict[str, dict[str, Any]] = {}
+            done: dict[str, list[dict[str, Any]]] = {}  # per object, its writes in time order
             is_control = k % CONTROL_EVERY == CONTROL_EVERY - 1
             if not is_control:
-                times = sorted((rng.uniform(start + WARMUP, until - 0.1), kind) for kind in names)
+                times = sorted((rng.uniform(start + WARMUP, until - 0.1), kind) for kind in names for _ in range(burst))
                 for t, kind in times:
                     time.sleep(max(0.0, t - time.monotonic()))
                     m = mutate(rng, kind, names[kind])
                     if m is not None:
-                        done[kind] = m
+                        done.setdefault(kind, []).append(m)
             reports = collect(people, until, failures, k)
             for kind, mapping in owned.items():
                 try:
@@ -543,16 +550,18 @@ def run(seconds: float, seed: int, env: dict[str, str], asan: bool, skip_known: 
                 kind = f["participant"].split("-")[0]
                 if f["round"] == k and outcome_label(f["what"], done.get(kind)) == "removed":
                     f["expected"] = "the write left the state word REMOVED: attaching fails as after a removal"
-            for kind, m in done.items():
-                seen = sorted({outcome_label(lab, m) for r in reports.get(kind, [])
-                               for lab, (_, _, last) in r["events"].items() if last >= m["time"] and lab != "ok"})
-                m["outcome"] = seen or ["no effect"]
-                m["round"] = k
-                mutations += 1
-                labels.update(m["outcome"])
+            for kind, writes in done.items():
+                seen = sorted({outcome_label(lab, writes) for r in reports.get(kind, [])
+                               for lab, (_, _, last) in r["events"].items()
+                               if last >= writes[0]["time"] and lab != "ok"})
+                bursts += 1
+                mutations += len(writes)
+                labels.update(seen or ["no effect"])
                 worst = min((classify(lab) for lab in seen), key=SEVERITY.index, default="no effect")
                 outcomes[worst] += 1
-                log.write(json.dumps(m) + "\n")
+                for i, m in enumerate(writes):
+                    m.update(outcome=seen or ["no effect"], round=k, write=i)
+                    log.write(json.dumps(m) + "\n")
     finally:
         for p in people:
             if p.proc is not None and p.proc.poll() is None:
@@ -570,13 +579,14 @@ def run(seconds: float, seed: int, env: dict[str, str], asan: bool, skip_known: 
     fatal = [f for f in failures if not (f.get("expected") or (skip_known and f["known"]))]
     summary = {
         "seed": seed, "seconds": seconds, "asan": asan, "rounds": rounds, "control_rounds": control,
-        "mutations": mutations, "outcomes": dict(outcomes.most_common()), "labels": dict(labels.most_common()),
+        "mutations": mutations, "burst": burst, "bursts": bursts, "outcomes": dict(outcomes.most_common()), "labels": dict(labels.most_common()),
         "control_labels": dict(baseline.most_common()),
         "failures": failures,
         "known_findings": dict(Counter(f["known"] for f in failures if f["known"])),
     }
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"mutate: {mutations} mutations in {rounds} rounds ({control} control rounds), "
+    print(f"mutate: {mutations} mutations" + (f" in {bursts} bursts of {burst}" if burst > 1 else "")
+          + f" in {rounds} rounds ({control} control rounds), "
           f"{len(fatal)} failures" + (f" ({len(failures) - len(fatal)} more: documented outcomes"
                                       + (" or known findings" if skip_known else "") + ")"
                                       if len(failures) > len(fatal) else ""))
@@ -586,6 +596,8 @@ def run(seconds: float, seed: int, env: dict[str, str], asan: bool, skip_known: 
               + (f" ({f['expected']})" if f.get("expected") else ""))
     if len(failures) > 20:
         print(f"  ... and {len(failures) - 20} more failures")
+    if burst > 1:
+        print(f"  outcomes per burst ({burst} writes into one object in one round):")
     for name in SEVERITY:
         print(f"  {name:15} {outcomes.get(name, 0)}")
     print("  by label: " + ", ".join(f"{k} {v}" for k, v in labels.most_common()))
