@@ -59,5 +59,6 @@
 #include "shmring/queue_wait.h"
 #include "shmring/lifetime.h"
 #include "shmring/topic.h"
+#include "shmring/array.h"
 
 #endif /* SHMRING_H */

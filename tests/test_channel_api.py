@@ -38,9 +38,10 @@ def test_unique_name() -> None:
         assert a.name != b.name
 
 
-@pytest.mark.parametrize("capacity", [0, 63, 100, 1000, 3 << 10, 1 << 33])
+@pytest.mark.parametrize("capacity", [0, 63, 100, 1000, 3 << 10, 1 << 33, -1, -4096, 2**70, -(2**70)])
 def test_bad_capacity(name: str, capacity: int) -> None:
-    with pytest.raises(ValueError, match="power of two"):
+    # The size is reported as written (a negative one too, not wrapped to 2**64 - 1).
+    with pytest.raises(ValueError, match=f"power of two .*, not {capacity}$"):
         shmring.Channel.create(name, capacity)
     assert not (SHM / name).exists()
 

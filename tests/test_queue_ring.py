@@ -70,7 +70,7 @@ def test_bounded_ring_blocks_producers_with_full(name: str) -> None:
         assert q.bounded and q.capacity == 256
         for i in range(4):
             q.put_bytes(bytes([i]) * 56)  # 4 records of 64 bytes fill 256
-        assert q.stats()["used_bytes"] == 256 and not q.full()  # full() is about maxsize only
+        assert q.stats()["used_bytes"] == 256 and q.full()  # no room for even a 1-byte item
         with pytest.raises(queue.Full):
             q.put_bytes(b"x", block=False)
         with pytest.raises(queue.Full):

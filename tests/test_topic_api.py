@@ -61,13 +61,15 @@ def test_bad_arguments(new_name: Callable[[], str]) -> None:
     name = new_name()
     with pytest.raises(ValueError, match="policy"):
         Topic.create(name, 4096, "drop")  # type: ignore[arg-type]
-    for capacity in (0, 112, 4095, 4104, (1 << 32) + 16):
-        with pytest.raises(ValueError, match="multiple of 16"):
+    for capacity in (0, 112, 4095, 4104, (1 << 32) + 16, -1, -4096, 2**64 + 16):
+        # The size is reported as written (a negative one too, not wrapped to 2**64 - 1).
+        with pytest.raises(ValueError, match=f"multiple of 16 .*, not {capacity}$"):
             Topic.create(name, capacity)
     with pytest.raises(TypeError):
         Topic.create(name, "4096")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="max_subscribers"):
-        Topic.create(name, 4096, max_subscribers=0)
+    for subscribers in (0, -1, 4097, 2**40):
+        with pytest.raises(ValueError, match=f"max_subscribers must be between 1 and 4096, not {subscribers}$"):
+            Topic.create(name, 4096, max_subscribers=subscribers)
     with pytest.raises(ValueError, match="spin_ns"):
         Topic.create(name, 4096, spin_ns=-1)
     with pytest.raises(ValueError, match="mode"):
@@ -106,10 +108,6 @@ def test_pub_sub_bytes_and_objects(topic: Callable[..., Topic]) -> None:
         sub.recv_bytes(timeout=0.01)
     with pytest.raises(TypeError):
         pub.send("text is not bytes")  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        sub.send(b"x")  # a subscription does not publish
-    with pytest.raises(TypeError):
-        pub.recv(timeout=0)  # a publisher does not receive
     s = t.stats()
     objs = ({"k": [1, 2.5, None]}, None, b"pickled bytes")
     sizes = [5, 2, 2, 0] + [len(pickle.dumps(o, protocol=pickle.HIGHEST_PROTOCOL)) for o in objs]
@@ -194,6 +192,40 @@ def test_iteration(topic: Callable[..., Topic]) -> None:
     assert out == [0, 1, 2, 3, 4]
     sub.close()
     assert list(sub) == []  # a closed subscription ends the iteration
+
+
+PUBLISHER_ONLY = ("send", "send_obj", "reserve", "send_array")
+SUBSCRIBER_ONLY = ("recv", "recv_bytes", "peek", "latest", "lagged", "recv_array")
+
+
+def test_each_role_has_only_its_own_methods(topic: Callable[..., Topic]) -> None:
+    t = topic()
+    sub = t.subscribe()
+    pub = t.publisher()
+    for name in PUBLISHER_ONLY:
+        assert hasattr(pub, name) and not hasattr(sub, name), name
+        assert not hasattr(shmring.Subscription, name) and name not in dir(sub), name
+        with pytest.raises(AttributeError, match=f"'Subscription' object has no attribute '{name}' .*Publisher"):
+            getattr(sub, name)
+    for name in SUBSCRIBER_ONLY:
+        assert hasattr(sub, name) and not hasattr(pub, name), name
+        assert not hasattr(shmring.Publisher, name) and name not in dir(pub), name
+        with pytest.raises(AttributeError, match=f"'Publisher' object has no attribute '{name}' .*Subscription"):
+            getattr(pub, name)
+    pub.send(b"still works")
+    assert sub.recv(timeout=OP_TIMEOUT) == b"still works"
+
+
+def test_publisher_and_subscription_reprs(topic: Callable[..., Topic]) -> None:
+    t = topic(capacity=4096, policy="overwrite")
+    sub = t.subscribe()
+    pub = t.publisher()
+    assert repr(pub) == f"<shmring.Publisher of topic {t.name!r} capacity=4096 policy='overwrite'>"
+    assert repr(sub) == f"<shmring.Subscription of topic {t.name!r} capacity=4096 policy='overwrite'>"
+    pub.close()
+    sub.close()
+    assert repr(pub) == f"<shmring.Publisher of topic {t.name!r} closed>"
+    assert repr(sub) == f"<shmring.Subscription of topic {t.name!r} closed>"
 
 
 def test_closed_handles(topic: Callable[..., Topic]) -> None:

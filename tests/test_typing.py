@@ -52,7 +52,7 @@ def public_methods(cls: type) -> list[str]:
         raw = inspect.getattr_static(owner, name)
         if isinstance(raw, property) or inspect.isgetsetdescriptor(raw) or inspect.ismemberdescriptor(raw):
             continue
-        if callable(getattr(cls, name)):
+        if callable(getattr(cls, name, None)):  # None: the other role's (topic.py's _OtherRole)
             names.append(name)
     return names
 
@@ -86,3 +86,36 @@ def test_c_methods_show_their_parameters() -> None:
         assert "Take the lock" in (mutex.acquire.__doc__ or "")
     finally:
         mutex.close()
+
+
+# -- user code: Queue[int] and the roles of a topic, as mypy sees them --------------
+
+USER_CODE = '''\
+import shmring
+
+q: shmring.Queue[int] = shmring.Queue()
+q.put(1)
+ok: int = q.get()
+batch: list[int] = q.get_many(timeout=1)
+jq: shmring.JoinableQueue[str] = shmring.JoinableQueue()
+plain = shmring.Queue()  # no annotation needed: a Queue[Any]
+plain.put("anything")
+q.put("text")
+wrong: str = q.get()
+t = shmring.Topic.create()
+pub = t.publisher()
+pub.recv()
+sub = t.subscribe()
+sub.send(b"x")
+'''
+
+
+@pytest.mark.timeout(120)
+def test_user_code_is_checked_against_the_item_type_and_the_role(tmp_path: Path) -> None:
+    (tmp_path / "user.py").write_text(USER_CODE)
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", "user.py"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    errors = sorted(line.split(": error: ")[0] + ": " + line.rsplit("[", 1)[-1].rstrip("]")
+                    for line in proc.stdout.splitlines() if ": error: " in line)
+    assert errors == ["user.py:10: arg-type", "user.py:11: assignment", "user.py:14: misc", "user.py:16: misc"], \
+        proc.stdout + proc.stderr

@@ -11,6 +11,8 @@ The C extension raises these by code: ``ERROR_BY_CODE`` maps the
 
 from __future__ import annotations
 
+import queue
+
 
 class Error(Exception):
     """Base class of every shmring error."""
@@ -101,6 +103,15 @@ class OwnerDied(Error, RuntimeError):
 class LockNotRecoverable(Error, RuntimeError):
     """A holder died and the next one released the lock without calling
     ``mark_consistent()``: the lock can no longer be used."""
+
+
+class QueueClosed(Error, ValueError, queue.Empty):
+    """This handle of a :class:`~shmring.Queue` was closed (by ``close()`` in
+    this process): its calls raise this.  A ``ValueError``, as
+    ``multiprocessing.Queue`` raises, and a ``queue.Empty``, so that a
+    faster-fifo style consumer thread looping on ``get_many(timeout=...)``
+    and catching ``Empty`` sees it too; such a loop must look at
+    ``is_closed()`` before it retries, or it retries for ever."""
 
 
 class Lagged(Error):

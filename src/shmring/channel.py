@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from . import _core
+from . import _core, arrays
 from ._errors import Closed
 from .segment import NamedObject, Segment, adopt, check_create, finish_create, handoff, reattach, unique_name, validate_name
 
@@ -204,6 +204,20 @@ class Channel(NamedObject, _core.Channel):
         it again once they are released)."""
         _core.Channel.close(self)
         self._segment.close()
+
+    def send_array(self, a: Any, timeout: float | None = None) -> None:
+        """Send a numpy array (anything ``numpy.asarray`` takes): its dtype,
+        shape and memory order in a small header, then its bytes, written
+        straight into the ring (shmring.arrays; docs/PROTOCOL.md "Array
+        messages").  Blocks as :meth:`send` does."""
+        arrays.send_array(self, a, timeout)
+
+    def recv_array(self, timeout: float | None = None) -> Any:
+        """Receive a message sent by :meth:`send_array` (or a C peer that
+        writes the same header) as a new, writable numpy array, copied once
+        out of the ring.  ``ValueError`` for a message that is not an array
+        (it is consumed).  Blocks as :meth:`recv` does."""
+        return arrays.recv_array(self, timeout)
 
     def __iter__(self) -> Iterator[bytes]:
         """Messages until the writer closes the channel."""

@@ -14,8 +14,8 @@ the queue, is in docs/PROTOCOL.md section 5.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -34,14 +34,26 @@ DEFAULT_SPIN_NS = 20_000
 _MAX_BYTES = 2**32  # record lengths are 32-bit
 _MAX_ITEMS = 2**63 - 1  # as multiprocessing: a larger maxsize overflows its semaphore
 
-class Queue(NamedObject, _core.Queue):
+if TYPE_CHECKING:
+    # An unsubscripted Queue is a Queue[Any], as before it was generic:
+    # ``q = Queue()`` needs no annotation.
+    from typing_extensions import TypeVar
+
+    T = TypeVar("T", default=Any)
+else:
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
+
+class Queue(NamedObject, _core.Queue, Generic[T]):
     """A process-shared FIFO queue with the API of :class:`multiprocessing.Queue`.
 
     ``Queue(maxsize=0)`` holds at most ``maxsize`` items (``0`` or less: no
     limit).  Items are any picklable objects; any size works.
 
     Capacity: the ring holds ``max_size_bytes`` bytes of records (default
-    1 MiB).  Without ``max_size_bytes`` a ``put`` never waits for bytes,
+    1 MiB; rounded up to a multiple of 8, and to at least 64 bytes).  Without ``max_size_bytes`` a ``put`` never waits for bytes,
     only for ``maxsize``: when the ring is full, or an item is larger than
     it, records go to overflow chunks (segments of their own, created and
     removed as needed, in order).  With ``max_size_bytes`` (faster-fifo's
@@ -50,16 +62,22 @@ class Queue(NamedObject, _core.Queue):
 
     Besides the ``multiprocessing.Queue`` methods: faster-fifo's
     ``put_many``/``get_many`` (one lock hold for a batch), ``data_size()``,
-    ``is_closed()``, ``dumps``/``loads``, and ``put_bytes``/``get_bytes``
-    (no pickling).  A ``put_many`` batch is put whole or not at all: every
+    ``is_closed()``, ``dumps``/``loads``, ``last_error`` (the message of
+    this handle's last failed put or get other than ``Empty``/``Full``, or
+    ``None``), and ``put_bytes``/``get_bytes`` (no pickling).  ``full()`` is
+    also true, with ``max_size_bytes``, while the ring cannot take a 1-byte
+    item or the item this handle's last ``put`` was refused (``Full``) for.  A ``put_many`` batch is put whole or not at all: every
     item is serialized before anything is written (an item that fails in
     the middle raises and puts nothing), and a batch that times out waiting
     for room for all of it raises ``queue.Full`` and puts nothing.
 
     ``close()`` closes this handle, as in ``multiprocessing``: its calls
-    raise ``ValueError`` from then on, and a thread blocked in its ``get``,
-    ``put`` (waiting for room) or ``join`` is woken and raises it too (the
-    way to stop a consumer thread at shutdown).  Other handles, in this
+    raise :class:`shmring.QueueClosed` from then on (a ``ValueError``, as
+    ``multiprocessing`` raises, and a ``queue.Empty``, as a faster-fifo
+    consumer loop expects: one that catches ``Empty`` must look at
+    ``is_closed()`` before it retries), and a thread blocked in its
+    ``get``, ``put`` (waiting for room) or ``join`` is woken and raises it
+    too (the way to stop a consumer thread at shutdown).  Other handles, in this
     process or others, keep working.  ``is_closed()`` reports this handle's
     state, the one that makes its calls raise; ``closed_anywhere()`` reports
     whether any handle in any process called ``close()`` (what faster-fifo's
@@ -117,11 +135,10 @@ class Queue(NamedObject, _core.Queue):
         else:
             if not isinstance(max_size_bytes, int) or isinstance(max_size_bytes, bool):
                 raise TypeError(f"max_size_bytes must be int, not {type(max_size_bytes).__name__}")
-            if not _core.QUEUE_MIN_CAPACITY <= max_size_bytes <= _MAX_BYTES:
-                raise ValueError(
-                    f"max_size_bytes must be at least {_core.QUEUE_MIN_CAPACITY} and at most {_MAX_BYTES}, got {max_size_bytes}"
-                )
-            capacity, flags = (max_size_bytes + 7) & ~7, _core.QUEUE_BOUNDED
+            if not 1 <= max_size_bytes <= _MAX_BYTES:
+                raise ValueError(f"max_size_bytes must be at least 1 and at most {_MAX_BYTES}, got {max_size_bytes}")
+            # The ring is never smaller than QUEUE_MIN_CAPACITY (64) bytes.
+            capacity, flags = max(_core.QUEUE_MIN_CAPACITY, (max_size_bytes + 7) & ~7), _core.QUEUE_BOUNDED
         if spin_ns is None:
             spin_ns = DEFAULT_SPIN_NS
         if not isinstance(spin_ns, int) or isinstance(spin_ns, bool) or not 0 <= spin_ns <= 50_000_000:
@@ -148,6 +165,9 @@ class Queue(NamedObject, _core.Queue):
         self.maxsize = self._maxsize
         self.max_size_bytes = self.capacity
         self.max_bytes_to_read = self.capacity
+        # faster-fifo's: the message of the last error of a put or get of
+        # this handle (set by the extension; Empty and Full are not errors).
+        self.last_error: str | None = None
 
     @classmethod
     def open(
@@ -175,6 +195,19 @@ class Queue(NamedObject, _core.Queue):
     # put, get, put_nowait, get_nowait, qsize, empty, full and close are the
     # C methods of _core.Queue.
 
+    if TYPE_CHECKING:  # the C methods, typed by the item type (``Queue[int]``)
+
+        def put(self, obj: T, block: bool = True, timeout: float | None = None) -> None: ...
+        def put_nowait(self, obj: T, /) -> None: ...
+        def put_many(self, items: Iterable[T], block: bool = True, timeout: float | None = None) -> None: ...
+        def put_many_nowait(self, items: Iterable[T], /) -> None: ...
+        def get(self, block: bool = True, timeout: float | None = None) -> T: ...
+        def get_nowait(self) -> T: ...
+        def get_many(
+            self, block: bool = True, timeout: float | None = None, max_messages_to_get: int = ...
+        ) -> list[T]: ...
+        def get_many_nowait(self, max_messages_to_get: int = ...) -> list[T]: ...
+
     def join_thread(self) -> None:
         """Nothing to join (there is no feeder thread); as in
         ``multiprocessing``, only valid after :meth:`close`."""
@@ -185,6 +218,7 @@ class Queue(NamedObject, _core.Queue):
         """Nothing to cancel: there is no feeder thread."""
 
     # -- faster-fifo ----------------------------------------------------------------
+
 
     def dumps(self, obj: Any) -> bytes:
         """Serialize ``obj`` as ``put`` does."""
@@ -233,7 +267,7 @@ class Queue(NamedObject, _core.Queue):
 
     def __reduce__(self) -> tuple[Any, ...]:
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-        for key in ("maxsize", "max_size_bytes", "max_bytes_to_read"):
+        for key in ("maxsize", "max_size_bytes", "max_bytes_to_read", "last_error"):
             state.pop(key, None)
         fd = handoff(self._segment._mapping)
         return (
@@ -246,15 +280,22 @@ class Queue(NamedObject, _core.Queue):
         self.__dict__.update(state)
 
     def __repr__(self) -> str:
-        bound = f"maxsize={self.maxsize}" if self.maxsize else "unbounded"
-        return f"<shmring.{type(self).__name__} {self.name!r} {bound} capacity={self.capacity}>"
+        items = f"maxsize={self.maxsize}" if self.maxsize else "no item limit"
+        if self.bounded:
+            room = f"max_size_bytes={self.capacity}"
+        else:
+            room = f"ring of {self.capacity} bytes, overflow chunks beyond"
+        closed = " (closed)" if self._closed else ""
+        return f"<shmring.{type(self).__name__} {self.name!r}{closed}: {items}, {room}>"
 
 
-def _reopen(cls: type[Queue], name: str, dumps: Any, loads: Any, allow_other_owner: bool, fd: Any = None) -> Queue:
+def _reopen(
+    cls: type[Queue[Any]], name: str, dumps: Any, loads: Any, allow_other_owner: bool, fd: Any = None
+) -> Queue[Any]:
     return cls._from_segment(reattach(name, False, allow_other_owner, fd), dumps, loads)
 
 
-class JoinableQueue(Queue):
+class JoinableQueue(Queue[T]):
     """:class:`Queue` with ``task_done()`` and ``join()``, as
     :class:`multiprocessing.JoinableQueue`: every ``put`` adds an unfinished
     task, every ``task_done()`` finishes one, ``join()`` waits for none to be
@@ -271,7 +312,7 @@ class JoinableQueue(Queue):
         self._join(timeout)
 
 
-class SimpleQueue(Queue):
+class SimpleQueue(Queue[T]):
     """The :class:`multiprocessing.SimpleQueue` API (``put``, ``get``,
     ``empty``, ``close``) on the same shared-memory queue: unbounded."""
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-from . import _core
+from . import _core, arrays
 from ._errors import Closed, Timeout
 from .segment import NamedObject, Segment, adopt, check_create, finish_create, handoff, reattach, unique_name, validate_name
 
@@ -110,7 +110,9 @@ class Topic(NamedObject):
     def publisher(self) -> Publisher:
         """A handle to publish with (any number, in any processes).  It is an
         attachment of its own: it keeps the topic alive until it is closed."""
-        return Publisher(self._attachment(), _core.TOPIC_PUBLISHER)
+        pub = Publisher(self._attachment(), _core.TOPIC_PUBLISHER)
+        pub._topic_name = self.name
+        return pub
 
     def subscribe(self, timeout: float | None = None) -> Subscription:
         """A new subscription: it sees every message published from now on.
@@ -121,10 +123,12 @@ class Topic(NamedObject):
         lock word no process could have written, is taken over within ~10 ms)."""
         mapping = self._attachment()
         try:
-            return Subscription(mapping, _core.TOPIC_SUBSCRIBER, timeout)
+            sub = Subscription(mapping, _core.TOPIC_SUBSCRIBER, timeout)
         except BaseException:
             mapping.leave()
             raise
+        sub._topic_name = self.name
+        return sub
 
     def _attachment(self) -> _core.Mapping:
         if self._segment.closed:
@@ -169,6 +173,22 @@ def _reopen(name: str, allow_other_owner: bool, fd: Any = None) -> Topic:
     return Topic._from_segment(reattach(name, False, allow_other_owner, fd))
 
 
+class _OtherRole:
+    """A method of the other role, absent from this one: a Publisher has no
+    ``recv``, a Subscription no ``send`` (``hasattr`` says False, and a
+    call says which role has it)."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> None:
+        cls = owner.__name__ if owner is not None else type(obj).__name__
+        raise AttributeError(f"{cls!r} object has no attribute {self.name!r} (a {self.role} has it)")
+
+
 class _End(_core.TopicEnd):
     """What a Publisher and a Subscription share: each is an attachment of
     its own to the topic (see Topic._attachment), ended by ``close()`` and
@@ -191,6 +211,16 @@ class _End(_core.TopicEnd):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    _topic_name = ""
+
+    def __dir__(self) -> list[str]:
+        hidden = {n for k in type(self).__mro__ for n, v in vars(k).items() if isinstance(v, _OtherRole)}
+        return [n for n in super().__dir__() if n not in hidden]
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"capacity={self.capacity} policy={self.policy!r}"
+        return f"<shmring.{type(self).__name__} of topic {self._topic_name!r} {state}>"
+
 
 class Publisher(_End):
     """Publishes to a topic: ``send(data)`` for bytes-like data,
@@ -207,6 +237,18 @@ class Publisher(_End):
     short.  Dropping a Publisher without ``close()`` ends nothing."""
 
     _NOT_PICKLED = "a Publisher does not pickle: pass the Topic and call publisher() in the child"
+
+    recv = _OtherRole("Subscription")  # type: ignore[assignment]
+    recv_bytes = _OtherRole("Subscription")  # type: ignore[assignment]
+    peek = _OtherRole("Subscription")  # type: ignore[assignment]
+    latest = _OtherRole("Subscription")
+    recv_array = _OtherRole("Subscription")
+
+    def send_array(self, a: Any, timeout: float | None = None) -> None:
+        """Publish a numpy array as an array message (see
+        :meth:`shmring.Channel.send_array`); waits as :meth:`send` does."""
+        arrays.send_array(self, a, timeout)
+    lagged = _OtherRole("Subscription")  # type: ignore[assignment]
 
     def close(self) -> None:
         """Close this publisher; its attachment to the topic ends."""
@@ -226,6 +268,18 @@ class Subscription(_End):
     A Subscription dropped without ``close()`` frees its slot."""
 
     _NOT_PICKLED = "a Subscription belongs to its process: pass the Topic and subscribe() in the child"
+
+    send = _OtherRole("Publisher")  # type: ignore[assignment]
+    send_obj = _OtherRole("Publisher")  # type: ignore[assignment]
+    reserve = _OtherRole("Publisher")  # type: ignore[assignment]
+    send_array = _OtherRole("Publisher")
+
+    def recv_array(self, timeout: float | None = None) -> Any:
+        """The next message, an array message, as a new writable numpy
+        array (see :meth:`shmring.Channel.recv_array`).  Under "overwrite",
+        :class:`shmring.Lagged` if a publisher overwrote it while it was
+        being copied (nothing torn is returned)."""
+        return arrays.recv_array(self, timeout)
 
     def latest(self, timeout: float | None = None) -> Any:
         """Wait for an unread message (like recv), then return the newest

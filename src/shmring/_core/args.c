@@ -69,3 +69,20 @@ int parse_count(PyObject *obj, Py_ssize_t min, const char *too_small, Py_ssize_t
     }
     return 0;
 }
+
+int size_converter(PyObject *obj, void *out)
+{
+    size_arg *size = (size_arg *)out;
+    int overflow;
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "a size must be an int, not %.100s", Py_TYPE(obj)->tp_name);
+        return 0;
+    }
+    size->obj = obj;
+    size->value = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (size->value == -1 && PyErr_Occurred())
+        return 0;
+    if (overflow != 0) /* out of every range: the caller reports obj as written */
+        size->value = overflow > 0 ? LLONG_MAX : LLONG_MIN;
+    return 1;
+}

@@ -593,17 +593,20 @@ PyTypeObject ChannelType = HANDLE_TYPE(
 static PyObject *core_create_channel(PyObject *Py_UNUSED(module), PyObject *args)
 {
     segment_name name;
+    size_arg capacity_arg; /* a negative or huge size is reported as written */
     unsigned long long capacity;
     unsigned int wait, spin_ns, mode;
     shmring_segment seg;
     int rc;
-    if (!PyArg_ParseTuple(args, "O&KIII:create_channel", name_converter, &name, &capacity, &wait, &spin_ns, &mode))
+    if (!PyArg_ParseTuple(args, "O&O&III:create_channel", name_converter, &name, size_converter, &capacity_arg,
+                          &wait, &spin_ns, &mode))
         return NULL;
-    if (capacity < SHMRING_CHANNEL_MIN_CAPACITY || capacity > SHMRING_CHANNEL_MAX_CAPACITY ||
+    capacity = (unsigned long long)capacity_arg.value;
+    if (capacity_arg.value < SHMRING_CHANNEL_MIN_CAPACITY || capacity > SHMRING_CHANNEL_MAX_CAPACITY ||
         (capacity & (capacity - 1)) != 0)
-        return PyErr_Format(PyExc_ValueError, "capacity must be a power of two between %u and %llu, not %llu",
+        return PyErr_Format(PyExc_ValueError, "capacity must be a power of two between %u and %llu, not %R",
                             SHMRING_CHANNEL_MIN_CAPACITY, (unsigned long long)SHMRING_CHANNEL_MAX_CAPACITY,
-                            capacity);
+                            capacity_arg.obj);
     if (wait == 0 || wait > SHMRING_WAIT_MAX)
         return PyErr_Format(PyExc_ValueError, "unknown wait strategy %u", wait);
     Py_BEGIN_ALLOW_THREADS

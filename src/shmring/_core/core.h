@@ -32,6 +32,7 @@
  *   queue_wait.c     Queue: the lock, the blocking run of a put/get, join
  *   topic.c          TopicEnd: the type, its lifetime, the observer
  *   topic_io.c       TopicEnd: publishing and subscribing
+ *   array.c          the array message's header (shmring/array.h)
  *
  * Everything declared here is internal to the module (the objects are built
  * with -fvisibility=hidden: only PyInit__core is exported).
@@ -63,6 +64,7 @@ extern PyObject *not_recoverable_error;
 extern PyObject *lagged_error;      /* shmring.Lagged */
 extern PyObject *queue_empty_error; /* queue.Empty */
 extern PyObject *queue_full_error;  /* queue.Full */
+extern PyObject *queue_closed_error; /* shmring.QueueClosed */
 extern PyObject *pickle_dumps;      /* pickle.dumps */
 extern PyObject *pickle_loads;      /* pickle.loads */
 extern PyObject *pickle_protocol;   /* pickle.HIGHEST_PROTOCOL */
@@ -134,6 +136,13 @@ static inline int parse_args_timeout(const char *fname, PyObject *const *args, P
  * at least `min`, else ValueError with `too_small` formatted with it (a
  * "%zd" in the message).  0, or -1 with an exception. */
 int parse_count(PyObject *obj, Py_ssize_t min, const char *too_small, Py_ssize_t *out);
+/* A size argument of a create function (O& converter): the int as written
+ * (`obj`, for messages) and its value, clamped to LLONG_MIN..LLONG_MAX. */
+typedef struct {
+    PyObject *obj;
+    long long value;
+} size_arg;
+int size_converter(PyObject *obj, void *out);
 
 /* Parameter lists of parse_args, shared by several methods. */
 extern const char *const ARGS_TIMEOUT[];      /* timeout */
@@ -530,8 +539,7 @@ PyObject *channel_peek(ChannelObject *self, PyObject *const *args, Py_ssize_t na
 #define QUEUE_NAME_MAX 200
 
 typedef struct {
-    uint64_t index;
-    uint64_t capacity;
+    uint64_t index, capacity;
     shmring_segment seg;
 } QueueChunk;
 
@@ -546,12 +554,12 @@ typedef struct {
     Py_ssize_t nchunks, chunks_cap;
     unsigned open_flags; /* SHMRING_OPEN_* for chunks */
     int gc_was_enabled;  /* while the lock is held: see queue_lock */
-    unsigned long generation;
-    uint64_t token;
+    unsigned long generation; uint64_t token; /* as ChannelObject's */
     int closed;  /* this handle's close(): read without the GIL by waiters [Q5] */
     int waiting; /* threads of this handle about to sleep or asleep (GIL held) [Q5] */
     int calls;         /* put/get calls of this handle running (GIL held) */
     int leave_pending; /* close() ran while calls were running: the last one leaves */
+    uint64_t refused_len; /* bytes-bounded: what the last put refused (Full) needed, for full() */
 } QueueObject;
 
 extern PyTypeObject QueueType;
@@ -796,5 +804,6 @@ extern PyMethodDef channel_functions[];
 extern PyMethodDef sync_functions[];
 extern PyMethodDef queue_functions[];
 extern PyMethodDef topic_functions[];
+extern PyMethodDef array_functions[];
 
 #endif /* SHMRING_CORE_H */

@@ -16,6 +16,7 @@ PyObject *not_recoverable_error;
 PyObject *lagged_error;
 PyObject *queue_empty_error;
 PyObject *queue_full_error;
+PyObject *queue_closed_error;
 PyObject *pickle_dumps;
 PyObject *pickle_loads;
 PyObject *pickle_protocol;
@@ -35,6 +36,7 @@ static const struct {
     {"shmring._errors", "OwnerDied", &owner_died_error},
     {"shmring._errors", "LockNotRecoverable", &not_recoverable_error},
     {"shmring._errors", "Lagged", &lagged_error},
+    {"shmring._errors", "QueueClosed", &queue_closed_error},
     {"queue", "Empty", &queue_empty_error},
     {"queue", "Full", &queue_full_error},
     {"pickle", "dumps", &pickle_dumps},

@@ -359,16 +359,18 @@ int name_converter(PyObject *obj, void *out)
 static PyObject *core_create(PyObject *Py_UNUSED(module), PyObject *args)
 {
     segment_name name;
+    size_arg payload_arg; /* a negative or huge size is reported as written */
     unsigned long long payload;
     unsigned int kind, mode;
     shmring_segment seg;
     int rc;
 
-    if (!PyArg_ParseTuple(args, "O&KII:create", name_converter, &name, &payload, &kind, &mode))
+    if (!PyArg_ParseTuple(args, "O&O&II:create", name_converter, &name, size_converter, &payload_arg, &kind, &mode))
         return NULL;
-    if (payload == 0 || payload > (unsigned long long)PY_SSIZE_T_MAX - SHMRING_HEADER_SIZE) {
-        PyErr_Format(PyExc_ValueError, "segment size must be between 1 and %zd bytes",
-                     (Py_ssize_t)(PY_SSIZE_T_MAX - SHMRING_HEADER_SIZE));
+    payload = (unsigned long long)payload_arg.value;
+    if (payload_arg.value <= 0 || payload > (unsigned long long)PY_SSIZE_T_MAX - SHMRING_HEADER_SIZE) {
+        PyErr_Format(PyExc_ValueError, "segment size must be between 1 and %zd bytes, not %R",
+                     (Py_ssize_t)(PY_SSIZE_T_MAX - SHMRING_HEADER_SIZE), payload_arg.obj);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS

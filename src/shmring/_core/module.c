@@ -78,7 +78,7 @@ static const struct {
 
 /* The module functions of each file. */
 static PyMethodDef *const module_functions[] = {
-    mapping_functions, channel_functions, sync_functions, queue_functions, topic_functions,
+    mapping_functions, channel_functions, sync_functions, queue_functions, topic_functions, array_functions,
 };
 
 #define COUNT(array) (sizeof(array) / sizeof((array)[0]))

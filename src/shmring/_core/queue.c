@@ -30,7 +30,7 @@ PyObject *queue_corrupt(QueueObject *self, const char *what)
 
 PyObject *raise_queue_closed(QueueObject *self)
 {
-    return PyErr_Format(PyExc_ValueError, "Queue %R is closed", queue_name(self));
+    return PyErr_Format(queue_closed_error, "Queue %R is closed", queue_name(self));
 }
 
 int queue_usable(QueueObject *self)
@@ -80,6 +80,16 @@ static int parse_block(PyObject *block_obj, PyObject *timeout_obj, int *block, u
     return 0;
 }
 
+/* The ring bytes the records of a batch take. */
+static uint64_t queue_batch_record_bytes(const PutBatch *b)
+{
+    uint64_t need = 0;
+    Py_ssize_t i;
+    for (i = 0; i < b->n; i++)
+        need += shmring_queue_record_size((uint64_t)b->bufs[i].len);
+    return need;
+}
+
 static PyObject *queue_do_put_impl(QueueObject *self, PyObject *arg, int many, int raw, int block,
                                    uint64_t deadline)
 {
@@ -99,10 +109,7 @@ static PyObject *queue_do_put_impl(QueueObject *self, PyObject *arg, int many, i
         return NULL;
     }
     if ((self->config.flags & SHMRING_QUEUE_BOUNDED) && b.n > 1) {
-        uint64_t need = 0;
-        Py_ssize_t i;
-        for (i = 0; i < b.n; i++)
-            need += shmring_queue_record_size((uint64_t)b.bufs[i].len);
+        uint64_t need = queue_batch_record_bytes(&b);
         if (need > self->config.capacity) {
             PyErr_Format(PyExc_ValueError,
                          "put_many(): %zd items (%llu bytes in records) can never fit together in the %llu-byte "
@@ -114,6 +121,10 @@ static PyObject *queue_do_put_impl(QueueObject *self, PyObject *arg, int many, i
     }
     op.put = &b;
     rc = queue_run(self, &op, block, deadline);
+    /* full() says True while the ring cannot take what was refused here. */
+    self->refused_len = 0;
+    if (rc < 0 && (self->config.flags & SHMRING_QUEUE_BOUNDED) && PyErr_ExceptionMatches(queue_full_error))
+        self->refused_len = queue_batch_record_bytes(&b) - sizeof(shmring_record);
     batch_release(&b);
     if (rc < 0)
         return NULL;
@@ -164,11 +175,33 @@ static PyObject *queue_do_get_impl(QueueObject *self, Py_ssize_t max, int as_lis
     return result;
 }
 
+/* faster-fifo's last_error: the message of the last error of a put or get
+ * of this handle (its Empty and Full, the ordinary outcomes, are not
+ * errors; a closed handle's QueueClosed is; KeyboardInterrupt and other
+ * exits are not errors of the queue). */
+static void queue_note_error(QueueObject *self)
+{
+    PyObject *type, *value, *tb, *msg;
+    if (!PyErr_ExceptionMatches(PyExc_Exception) ||
+        ((PyErr_ExceptionMatches(queue_empty_error) || PyErr_ExceptionMatches(queue_full_error)) &&
+         !PyErr_ExceptionMatches(queue_closed_error)))
+        return;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    msg = value != NULL ? PyObject_Str(value) : NULL;
+    if (msg == NULL || PyObject_SetAttrString((PyObject *)self, "last_error", msg) < 0)
+        PyErr_Clear(); /* the error being raised matters more than its note */
+    Py_XDECREF(msg);
+    PyErr_Restore(type, value, tb);
+}
+
 /* A call on this handle ends: close() left the attachment to the last one
  * (a put may be making an overflow chunk that the queue's removal, were
  * this the last attachment, would otherwise miss). */
 static PyObject *queue_call_done(QueueObject *self, PyObject *result)
 {
+    if (result == NULL)
+        queue_note_error(self);
     if (--self->calls == 0 && self->leave_pending) {
         self->leave_pending = 0;
         mapping_leave_now((MappingObject *)self->mapping);
@@ -345,11 +378,23 @@ static PyObject *queue_empty(QueueObject *self, PyObject *Py_UNUSED(ignored))
     return queue_count_now(self, &count) < 0 ? NULL : PyBool_FromLong(count == 0);
 }
 
+/* full(): maxsize items held; or, when the ring's bytes bound producers,
+ * the ring cannot take now a 1-byte item, nor what this handle's last
+ * refused put needed (a snapshot of the counters, without the lock: a
+ * pair that does not check out, read while others move it, says "not full"). */
 static PyObject *queue_full(QueueObject *self, PyObject *Py_UNUSED(ignored))
 {
     uint64_t count;
-    return queue_count_now(self, &count) < 0 ? NULL
-                                              : PyBool_FromLong(self->config.maxsize && count >= self->config.maxsize);
+    shmring_queue_ring r;
+    int rc;
+    if (queue_count_now(self, &count) < 0)
+        return NULL;
+    if (self->config.maxsize && count >= self->config.maxsize)
+        Py_RETURN_TRUE;
+    if (!(self->config.flags & SHMRING_QUEUE_BOUNDED))
+        Py_RETURN_FALSE;
+    shmring_queue_main_ring(self->ctrl, self->config.capacity, &r, &rc);
+    return PyBool_FromLong(rc == SHMRING_OK && !shmring_queue_ring_fits(&r, self->refused_len ? self->refused_len : 1));
 }
 
 static PyObject *queue_data_size(QueueObject *self, PyObject *Py_UNUSED(ignored))
@@ -386,7 +431,7 @@ static void queue_wake_all(uint32_t *seq)
     shmring_futex_wake(seq, INT_MAX);
 }
 
-/* close(): this handle only (as multiprocessing); its calls raise ValueError
+/* close(): this handle only (as multiprocessing); its calls raise QueueClosed
  * from now on, those of other threads blocked in it included: they are woken
  * [Q5].  Other handles and processes go on; closed_anywhere() tells them.
  * The handle's attachment ends too, once no call of it is running. */
@@ -594,20 +639,21 @@ static PyMethodDef queue_methods[] = {
     {"qsize", (PyCFunction)queue_qsize, METH_NOARGS, "qsize($self, /)\n--\n\nThe number of items now."},
     {"empty", (PyCFunction)queue_empty, METH_NOARGS, "empty($self, /)\n--\n\nIs the queue empty now?"},
     {"full", (PyCFunction)queue_full, METH_NOARGS,
-     "full($self, /)\n--\n\nDoes the queue hold maxsize items now?"},
+     "full($self, /)\n--\n\nDoes the queue hold maxsize items now?  With max_size_bytes, also: is its ring\n"
+     "too full now for a 1-byte item, or for what this handle's last put refused with Full?"},
     {"data_size", (PyCFunction)queue_data_size, METH_NOARGS,
      "data_size($self, /)\n--\n\nThe bytes of the items now (serialized)."},
     {"is_closed", (PyCFunction)queue_is_closed, METH_NOARGS,
      "is_closed($self, /)\n--\n\n"
      "Whether close() was called on this handle: then its put/get (and the calls\n"
-     "other threads are blocked in) raise ValueError.  Other handles are not affected."},
+     "other threads are blocked in) raise QueueClosed (a ValueError).  Other handles are not affected."},
     {"closed_anywhere", (PyCFunction)queue_closed_anywhere, METH_NOARGS,
      "closed_anywhere($self, /)\n--\n\n"
      "Whether close() was called on any handle of this queue, in any process\n"
      "(faster-fifo's is_closed()).  A mark that never resets: it stops nothing."},
     {"close", (PyCFunction)queue_close, METH_NOARGS,
      "close($self, /)\n--\n\n"
-     "Close this handle, as multiprocessing does: its calls raise ValueError from now on,\n"
+     "Close this handle, as multiprocessing does: its calls raise QueueClosed (a ValueError) from now on,\n"
      "and threads blocked in its get/put/join are woken to raise it.  Other handles, in this process\n"
      "or others, keep working; close() itself removes nothing."},
     {"stats", (PyCFunction)queue_stats, METH_NOARGS, "stats($self, /)\n--\n\nThe queue's counters, as a dict."},

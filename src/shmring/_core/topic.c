@@ -396,21 +396,26 @@ PyTypeObject TopicEndType = HANDLE_TYPE(
 static PyObject *core_create_topic(PyObject *Py_UNUSED(module), PyObject *args)
 {
     segment_name name;
+    size_arg capacity_arg, max_subs_arg; /* negative or huge values are reported as written */
     unsigned long long capacity;
     unsigned int policy, max_subs, spin_ns, mode;
     shmring_segment seg;
     int rc;
-    if (!PyArg_ParseTuple(args, "O&KIIII:create_topic", name_converter, &name, &capacity, &policy, &max_subs,
-                          &spin_ns, &mode))
+    if (!PyArg_ParseTuple(args, "O&O&IO&II:create_topic", name_converter, &name, size_converter, &capacity_arg,
+                          &policy, size_converter, &max_subs_arg, &spin_ns, &mode))
         return NULL;
-    if (capacity < SHMRING_TOPIC_MIN_CAPACITY || capacity > SHMRING_TOPIC_MAX_CAPACITY || (capacity & 15u) != 0)
-        return PyErr_Format(PyExc_ValueError, "capacity must be a multiple of 16 between %u and %llu, not %llu",
-                            SHMRING_TOPIC_MIN_CAPACITY, (unsigned long long)SHMRING_TOPIC_MAX_CAPACITY, capacity);
+    if (capacity_arg.value < SHMRING_TOPIC_MIN_CAPACITY ||
+        (unsigned long long)capacity_arg.value > SHMRING_TOPIC_MAX_CAPACITY || (capacity_arg.value & 15) != 0)
+        return PyErr_Format(PyExc_ValueError, "capacity must be a multiple of 16 between %u and %llu, not %R",
+                            SHMRING_TOPIC_MIN_CAPACITY, (unsigned long long)SHMRING_TOPIC_MAX_CAPACITY,
+                            capacity_arg.obj);
+    capacity = (unsigned long long)capacity_arg.value;
     if (policy != SHMRING_TOPIC_BLOCK && policy != SHMRING_TOPIC_OVERWRITE)
         return PyErr_Format(PyExc_ValueError, "unknown topic policy %u", policy);
-    if (max_subs < 1 || max_subs > SHMRING_TOPIC_MAX_SUBSCRIBERS)
-        return PyErr_Format(PyExc_ValueError, "max_subscribers must be between 1 and %u, not %u",
-                            SHMRING_TOPIC_MAX_SUBSCRIBERS, max_subs);
+    if (max_subs_arg.value < 1 || max_subs_arg.value > (long long)SHMRING_TOPIC_MAX_SUBSCRIBERS)
+        return PyErr_Format(PyExc_ValueError, "max_subscribers must be between 1 and %u, not %R",
+                            SHMRING_TOPIC_MAX_SUBSCRIBERS, max_subs_arg.obj);
+    max_subs = (unsigned int)max_subs_arg.value;
     if (mode > 0777)
         return PyErr_Format(PyExc_ValueError, "bad mode");
     if (spin_ns > SHMRING_MAX_SPIN_NS)
