@@ -51,6 +51,7 @@
 #include "shmring/wait.h"
 #include "shmring/segment.h"
 #include "shmring/record.h"
+#include "shmring/value.h"
 #include "shmring/sync.h"
 #include "shmring/siphash.h"
 #include "shmring/channel.h"

@@ -51,7 +51,7 @@ HEAD, TAIL, COUNT, BYTES, OVF_HEAD, OVF_TAIL = 152, 160, 168, 176, 184, 192
 DATA = 384  # SHMRING_QUEUE_CTRL_SIZE: the ring starts here
 # Payload offsets of shmring_queue_chunk.
 CHUNK_CAPACITY, CHUNK_DATA_OFFSET, CHUNK_INDEX, CHUNK_HEAD, CHUNK_TAIL = 0, 8, 16, 24, 32
-TAG_OBJECT, TAG_BYTES, TAG_PAD = 0x4F, 0x42, 0x50
+TAG_OBJECT, TAG_BYTES, TAG_PAD, TAG_VALUE = 0x4F, 0x42, 0x50, 0x56
 
 
 def chunk_files(name: str) -> list[str]:

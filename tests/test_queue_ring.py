@@ -19,7 +19,7 @@ import shmring
 
 from _queue_helpers import (
     BYTES, CAPACITY, CHUNK_KEY, COUNT, DATA, DATA_OFFSET, FLAGS, HEAD, LOCK_OWNER, MAXSIZE, OP_TIMEOUT, OVF_HEAD, SMALL,
-    TAG_BYTES, TAG_OBJECT, TAIL, chunk_files, later, park_tail, ring_counters,
+    TAG_BYTES, TAG_VALUE, TAIL, chunk_files, later, park_tail, ring_counters,
 )
 from conftest import record_size, u64
 
@@ -49,13 +49,15 @@ def test_layout_seen_through_the_segment(new_name: Callable[[], str]) -> None:
         try:
             buf = seg.buf
             assert u64(buf, CAPACITY) == 256 and u64(buf, DATA_OFFSET) == DATA
-            obj_len = len(q.dumps("o"))
+            encoded = shmring._core.value_encode("o")  # a str: value-encoded, not pickled
+            assert encoded is not None
+            obj_len = len(encoded)
             assert (u64(buf, HEAD), u64(buf, TAIL)) == (0, 16 + record_size(obj_len))
             assert (u64(buf, COUNT), u64(buf, BYTES)) == (2, 3 + obj_len)
             assert struct.unpack_from("<II", buf, DATA) == (3, TAG_BYTES)
             assert bytes(buf[DATA + 8 : DATA + 11]) == b"abc"
-            assert struct.unpack_from("<II", buf, DATA + 16) == (obj_len, TAG_OBJECT)
-            assert bytes(buf[DATA + 24 : DATA + 24 + obj_len]) == q.dumps("o")
+            assert struct.unpack_from("<II", buf, DATA + 16) == (obj_len, TAG_VALUE)
+            assert bytes(buf[DATA + 24 : DATA + 24 + obj_len]) == encoded
             q.get_many()
             assert u64(buf, HEAD) == u64(buf, TAIL) and u64(buf, COUNT) == 0
         finally:

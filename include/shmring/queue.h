@@ -51,7 +51,8 @@ extern "C" {
 #define SHMRING_QUEUE_MAX_CAPACITY (UINT64_C(1) << 32)
 #define SHMRING_QUEUE_MAX_CHUNKS 65536u  /* chunks held at once; more is corruption */
 #define SHMRING_QUEUE_BOUNDED 1u         /* ctrl.flags: the ring's bytes bound producers */
-#define SHMRING_QUEUE_FLAGS_KNOWN 1u
+#define SHMRING_QUEUE_VALUES 2u          /* ctrl.flags: records may be value-encoded ('V', shmring/value.h) */
+#define SHMRING_QUEUE_FLAGS_KNOWN 3u
 
 typedef struct shmring_queue_ctrl {
     /* Config: written before the segment is published. */
@@ -329,7 +330,8 @@ static inline int shmring_queue_ring_take(shmring_queue_ring *r, uint32_t *tag, 
             continue;
         }
         need = shmring_queue_record_size(rlen);
-        if ((rtag != SHMRING_REC_OBJECT && rtag != SHMRING_REC_BYTES) || need > contig || need > avail)
+        if ((rtag != SHMRING_REC_OBJECT && rtag != SHMRING_REC_BYTES && rtag != SHMRING_REC_VALUE) || need > contig ||
+            need > avail)
             return SHMRING_ERR_CORRUPT;
         *tag = rtag;
         *len = rlen;

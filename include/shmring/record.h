@@ -31,6 +31,7 @@ SHMRING_STATIC_ASSERT(offsetof(shmring_record, tag) == 4, "layout");
 #define SHMRING_REC_PAD 0x50u    /* 'P': filler up to the end of the ring (every ring) */
 #define SHMRING_REC_OBJECT 0x4Fu /* 'O': a serialized object (queue, topic) */
 #define SHMRING_REC_BYTES 0x42u  /* 'B': raw bytes (queue put_bytes, topic) */
+#define SHMRING_REC_VALUE 0x56u  /* 'V': a value-encoded object (queue; shmring/value.h) */
 
 static inline uint64_t shmring_align8(uint64_t n)
 {

@@ -175,14 +175,18 @@ static void blocking_step(fz_input *in, queue *q)
     unsigned char buf[600];
     uint64_t deadline = fz_deadline(in);
     uint64_t len = fz_range(in, 0, sizeof buf);
-    uint32_t tag = fz_u8(in) & 1 ? SHMRING_REC_BYTES : SHMRING_REC_OBJECT;
+    static const uint32_t tags[] = {SHMRING_REC_BYTES, SHMRING_REC_OBJECT, SHMRING_REC_VALUE};
+    uint32_t tag = tags[fz_u8(in) % 3];
     chunk_sync(q);
     if (fz_u8(in) & 1) {
         memset(buf, 0x77, sizeof buf);
         (void)fz_rc(shmring_queue_put(q->c, q->capacity, queue_name, fz_token(), tag, buf, len, deadline));
     } else {
         uint64_t got;
-        (void)fz_rc(shmring_queue_get(q->c, q->capacity, queue_name, fz_token(), buf, len, &got, &tag, deadline));
+        if (fz_rc(shmring_queue_get(q->c, q->capacity, queue_name, fz_token(), buf, len, &got, &tag, deadline)) ==
+                SHMRING_OK &&
+            tag == SHMRING_REC_VALUE)
+            (void)shmring_value_check(buf, got); /* a hostile value encoding: refused, never read past */
         FZ_ASSERT(got <= q->capacity);
     }
 }
@@ -236,7 +240,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz_input in = {data, size, 0};
     uint64_t cap = 8 * fz_range(&in, 8, 64), payload_size = shmring_queue_payload_size(cap);
-    uint32_t flags = fz_u8(&in) & SHMRING_QUEUE_BOUNDED;
+    uint32_t flags = fz_u8(&in) & (SHMRING_QUEUE_BOUNDED | SHMRING_QUEUE_VALUES);
     queue q;
     shmring_queue_ctrl cfg;
     uint64_t opened_size;

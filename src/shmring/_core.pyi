@@ -203,6 +203,7 @@ class Channel:
 
 KIND_QUEUE_CHUNK: int
 QUEUE_BOUNDED: int
+QUEUE_VALUES: int
 QUEUE_CTRL_SIZE: int
 QUEUE_MIN_CAPACITY: int
 TOPIC_BLOCK: int
@@ -211,6 +212,8 @@ TOPIC_PUBLISHER: int
 TOPIC_SUBSCRIBER: int
 TOPIC_OBSERVER: int
 
+def value_encode(obj: object, /) -> bytes | None: ...
+def value_decode(data: Buffer, /) -> Any: ...
 def array_header(typestr: str, order: str, shape: tuple[int, ...], /) -> bytes: ...
 def array_check(message: Buffer, /) -> tuple[str, str, int, int, tuple[int, ...]]: ...
 def queue_info(mapping: Mapping, /) -> dict[str, Any]: ...

@@ -3,9 +3,12 @@
 A drop-in for :class:`multiprocessing.Queue` (and for ``faster_fifo.Queue``):
 ``from shmring import Queue`` instead of ``from multiprocessing import Queue``.
 
-Every ``put``/``get`` is one C call: the item is pickled (``pickle.dumps``
-with the highest protocol, or your ``dumps``), copied into a ring of records
-in shared memory under the queue's robust lock, and taken out the same way.
+Every ``put``/``get`` is one C call: the item is serialized (value-encoded
+when it is made only of None, bools, 64-bit ints, floats, bytes, str and
+tuples of these, which is several times cheaper than pickling; otherwise
+``pickle.dumps`` with the highest protocol, or your ``dumps``), copied into
+a ring of records in shared memory under the queue's robust lock, and taken
+out the same way.
 There is no feeder thread: ``put`` returns once the item is in shared
 memory, ``empty()`` sees it at once, and nothing can hang at exit.  The
 algorithm, and why a process killed mid-``put`` or mid-``get`` cannot wedge
@@ -147,6 +150,9 @@ class Queue(NamedObject, _core.Queue, Generic[T]):
         if not (dumps is None or callable(dumps)) or not (loads is None or callable(loads)):
             raise TypeError("dumps and loads must be callables or None")
         bare = unique_name() if name is None else validate_name(name)
+        # QUEUE_VALUES: items of plain types go value-encoded (shmring/value.h),
+        # and processes of a release that does not know it refuse the queue.
+        flags |= _core.QUEUE_VALUES
         mapping = finish_create(_core.create_queue(bare, capacity, max(maxsize, 0), flags, spin_ns, mode), persistent)
         segment = Segment._wrap(bare, mapping, owner=True, allow_other_owner=False)
         self._setup(segment, dumps, loads, False)
@@ -221,7 +227,8 @@ class Queue(NamedObject, _core.Queue, Generic[T]):
 
 
     def dumps(self, obj: Any) -> bytes:
-        """Serialize ``obj`` as ``put`` does."""
+        """Serialize ``obj`` as ``put`` does when it does not value-encode
+        it: your ``dumps``, or a pickle (faster-fifo's hook)."""
         if self._dumps_fn is not None:
             return bytes(self._dumps_fn(obj))
         import pickle

@@ -316,7 +316,7 @@ static void the_config_check_refuses_every_impossible_field(void)
     REFUSED(capacity, CAP + 4);
     REFUSED(capacity, CAP + 8); /* larger than the payload */
     REFUSED(capacity, UINT64_C(1) << 40);
-    REFUSED(flags, 2);
+    REFUSED(flags, 4);
     REFUSED(chunk_mode, 01000);
     REFUSED(spin_ns, SHMRING_MAX_SPIN_NS + 1);
     REFUSED(queue_id, 0);

@@ -30,6 +30,7 @@
  *   queue_ops.c      Queue: put and get under the lock (records, batches)
  *   queue_chunks.c   Queue: the overflow chunks
  *   queue_wait.c     Queue: the lock, the blocking run of a put/get, join
+ *   queue_values.c   Queue: the value encoding of common items (shmring/value.h)
  *   topic.c          TopicEnd: the type, its lifetime, the observer
  *   topic_io.c       TopicEnd: publishing and subscribing
  *   array.c          the array message's header (shmring/array.h)
@@ -599,6 +600,13 @@ typedef struct {
     Py_ssize_t cap;
 } GetBatch;
 
+/* The value encoding (queue_values.c, shmring/value.h): 1 with the bytes
+ * in *out, 0 when obj is not made only of encodable values (pickle it),
+ * -1 with an exception; and the object of an encoding (NULL with
+ * CorruptedError when it is damaged). */
+int value_encode(PyObject *obj, PyObject **out);
+PyObject *value_decode(const void *payload, uint64_t len);
+
 /* Results of queue_put_locked / queue_get_locked. */
 #define QUEUE_DONE 0
 #define QUEUE_WAIT 1
@@ -805,5 +813,6 @@ extern PyMethodDef sync_functions[];
 extern PyMethodDef queue_functions[];
 extern PyMethodDef topic_functions[];
 extern PyMethodDef array_functions[];
+extern PyMethodDef value_functions[];
 
 #endif /* SHMRING_CORE_H */

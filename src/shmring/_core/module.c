@@ -66,6 +66,7 @@ static const struct {
     {"CHANNEL_DEFAULT_SPIN_NS", SHMRING_CHANNEL_DEFAULT_SPIN_NS},
     /* the queue */
     {"QUEUE_BOUNDED", SHMRING_QUEUE_BOUNDED},
+    {"QUEUE_VALUES", SHMRING_QUEUE_VALUES},
     {"QUEUE_CTRL_SIZE", SHMRING_QUEUE_CTRL_SIZE},
     {"QUEUE_MIN_CAPACITY", SHMRING_QUEUE_MIN_CAPACITY},
     /* the topic, and the roles of a TopicEnd */
@@ -79,6 +80,7 @@ static const struct {
 /* The module functions of each file. */
 static PyMethodDef *const module_functions[] = {
     mapping_functions, channel_functions, sync_functions, queue_functions, topic_functions, array_functions,
+    value_functions,
 };
 
 #define COUNT(array) (sizeof(array) / sizeof((array)[0]))

@@ -135,7 +135,24 @@ static PyObject *queue_item(QueueObject *self, GetBatch *g, Py_ssize_t i, int ra
 {
     const char *p = g->blob + g->offs[i];
     Py_ssize_t len = (Py_ssize_t)(g->offs[i + 1] - g->offs[i]);
-    PyObject *data = PyBytes_FromStringAndSize(p, len), *obj;
+    PyObject *data, *obj;
+    if (g->tags[i] == SHMRING_REC_VALUE) {
+        obj = value_decode(p, (uint64_t)len); /* straight from the copy: no bytes in between */
+        if (obj == NULL || (!raw && self->loads == NULL))
+            return obj;
+        {   /* get_bytes(), and a handle with a loads of its own, see the
+             * item's pickle, however it travelled */
+            PyObject *args[2] = {obj, pickle_protocol};
+            data = PyObject_Vectorcall(pickle_dumps, args, 2, NULL);
+        }
+        Py_DECREF(obj);
+        if (data == NULL || raw)
+            return data;
+        obj = PyObject_CallOneArg(self->loads, data);
+        Py_DECREF(data);
+        return obj;
+    }
+    data = PyBytes_FromStringAndSize(p, len);
     if (data == NULL || raw || g->tags[i] == SHMRING_REC_BYTES)
         return data;
     obj = PyObject_CallOneArg(self->loads != NULL ? self->loads : pickle_loads, data);

@@ -39,8 +39,11 @@ int batch_make(QueueObject *self, PutBatch *b, PyObject *arg, int many, int raw)
 {
     PyObject *seq = NULL;
     Py_ssize_t n, i;
+    /* The value encoding where the queue allows it, no dumps/loads of the
+     * user's replace pickle, and every item of the batch encodes (one tag
+     * per batch; else all are pickled). */
+    int values = !raw && (self->config.flags & SHMRING_QUEUE_VALUES) && self->dumps == NULL && self->loads == NULL;
     memset(b, 0, sizeof(*b));
-    b->tag = raw ? SHMRING_REC_BYTES : SHMRING_REC_OBJECT;
     if (!many) {
         n = 1;
         b->bufs = &b->one_buf;
@@ -68,6 +71,31 @@ int batch_make(QueueObject *self, PutBatch *b, PyObject *arg, int many, int raw)
             return -1;
         }
     }
+    for (i = 0; i < n && values; i++) {
+        PyObject *data = NULL;
+        int rc = value_encode(many ? PyTuple_GET_ITEM(seq, i) : arg, &data);
+        if (rc < 0)
+            goto fail;
+        values = rc;
+        if (rc == 1) {
+            b->objs[i] = data; /* a bytes object: its buffer cannot fail */
+            (void)PyObject_GetBuffer(data, &b->bufs[i], PyBUF_SIMPLE);
+            b->n = i + 1;
+            b->total += (uint64_t)b->bufs[i].len;
+        }
+    }
+    if (values && b->n == n) {
+        b->tag = SHMRING_REC_VALUE;
+        Py_XDECREF(seq);
+        return 0;
+    }
+    for (i = 0; i < b->n; i++) { /* an item does not encode: pickle them all */
+        PyBuffer_Release(&b->bufs[i]);
+        Py_CLEAR(b->objs[i]);
+    }
+    b->n = 0;
+    b->total = 0;
+    b->tag = raw ? SHMRING_REC_BYTES : SHMRING_REC_OBJECT;
     for (i = 0; i < n; i++) {
         PyObject *item = many ? PyTuple_GET_ITEM(seq, i) : arg;
         PyObject *data;
