@@ -165,7 +165,7 @@ def test_kill_consumer_mid_stream(round: int, api: str, mode: str, new_name: Cal
         expected = run.wind_down({1, 2})
         lose = 1 if api == "single" else MAX_BATCH[run.mode]
         check_delivery(collector.got, expected, may_lose=lose, ctx=run.ctx)
-        assert_drained(run.q)
+        assert_drained(run.q, consumer_killed=True)
 
 
 # -- killed while holding the lock ---------------------------------------------------
