@@ -1,0 +1,138 @@
+/*
+ * core_queue.h - the Queue part of the private interface of shmring._core
+ * (queue.c, queue_ops.c, queue_chunks.c, queue_wait.c, queue_values.c):
+ * included by core.h, at its place among the other parts, and by nothing
+ * else (every .c file includes only core.h).
+ */
+#ifndef SHMRING_CORE_H
+#error "core_queue.h is a part of core.h: include core.h"
+#endif
+#ifndef SHMRING_CORE_QUEUE_H
+#define SHMRING_CORE_QUEUE_H
+
+/* ------------------------------------------------------------------------ */
+/* Queue (queue.c, queue_ops.c, queue_chunks.c, queue_wait.c)               */
+/* ------------------------------------------------------------------------ */
+
+/* Overflow chunks grow to at least this many bytes. */
+#define QUEUE_MIN_CHUNK (UINT64_C(1) << 20)
+/* Longest queue name: "<name>.q<index>" must stay a valid segment name. */
+#define QUEUE_NAME_MAX 200
+
+typedef struct {
+    uint64_t index, capacity;
+    shmring_segment seg;
+} QueueChunk;
+
+typedef struct {
+    HANDLE_HEAD
+    shmring_queue_ctrl *ctrl;
+    unsigned char *data;
+    shmring_queue_ctrl config; /* checked copy of the config */
+    PyObject *dumps;           /* NULL: pickle.dumps(obj, HIGHEST_PROTOCOL) */
+    PyObject *loads;           /* NULL: pickle.loads */
+    QueueChunk *chunks;        /* overflow chunks mapped by this process */
+    Py_ssize_t nchunks, chunks_cap;
+    unsigned open_flags; /* SHMRING_OPEN_* for chunks */
+    int gc_was_enabled;  /* while the lock is held: see queue_lock */
+    unsigned long generation; uint64_t token; /* as ChannelObject's */
+    int closed;  /* this handle's close(): read without the GIL by waiters [Q5] */
+    int waiting; /* threads of this handle about to sleep or asleep (GIL held) [Q5] */
+    int calls;         /* put/get calls of this handle running (GIL held) */
+    int leave_pending; /* close() ran while calls were running: the last one leaves */
+    uint64_t refused_len; /* bytes-bounded: what the last put refused (Full) needed, for full() */
+} QueueObject;
+
+extern PyTypeObject QueueType;
+
+PyObject *queue_name(QueueObject *self);
+/* CorruptedError about this queue (`what`: the damaged part).  NULL. */
+PyObject *queue_corrupt(QueueObject *self, const char *what);
+/* ValueError: this handle is closed.  NULL. */
+PyObject *raise_queue_closed(QueueObject *self);
+/* Has this handle been closed?  Waiters look without the GIL. */
+static inline int queue_handle_closed(QueueObject *self)
+{
+    /* relaxed [Q5]: a flag; a waiter that reads it late is woken by close(). */
+    return __atomic_load_n(&self->closed, __ATOMIC_RELAXED);
+}
+/* 0 when this handle may be used, else -1 with an exception. */
+int queue_usable(QueueObject *self);
+
+/* Serialized items of one put: buffers to copy in and their record tags. */
+typedef struct {
+    Py_ssize_t n;
+    Py_buffer *bufs;
+    PyObject **objs; /* owned: what the buffers come from */
+    uint32_t tag;
+    uint64_t total; /* payload bytes */
+    Py_buffer one_buf;
+    PyObject *one_obj;
+} PutBatch;
+
+/* Records taken by one get, copied out under the lock into `blob`. */
+typedef struct {
+    Py_ssize_t n;
+    char *blob;
+    size_t used, size;
+    uint64_t *offs; /* n + 1 */
+    uint32_t *tags;
+    Py_ssize_t cap;
+} GetBatch;
+
+/* The value encoding (queue_values.c, shmring/value.h): 1 with the bytes
+ * in *out, 0 when obj is not made only of encodable values (pickle it),
+ * -1 with an exception; and the object of an encoding (NULL with
+ * CorruptedError when it is damaged). */
+int value_encode(PyObject *obj, PyObject **out);
+PyObject *value_decode(const void *payload, uint64_t len);
+
+/* Results of queue_put_locked / queue_get_locked. */
+#define QUEUE_DONE 0
+#define QUEUE_WAIT 1
+#define QUEUE_ERROR -1
+
+/* queue_ops.c: the batches, and the put and get under the lock. */
+int batch_make(QueueObject *self, PutBatch *b, PyObject *arg, int many, int raw);
+void batch_release(PutBatch *b);
+void getbatch_free(GetBatch *g);
+int queue_put_locked(QueueObject *self, PutBatch *b);
+int queue_get_locked(QueueObject *self, GetBatch *g, Py_ssize_t max);
+
+/* queue_chunks.c: overflow chunks (all under the queue lock). */
+void chunk_path(QueueObject *self, uint64_t index, char *path);
+void chunks_forget(QueueObject *self, uint64_t below);
+/* Map chunk `index` (SHMRING_ERR_SYS with errno ENOENT when it is gone). */
+int chunk_get(QueueObject *self, uint64_t index, QueueChunk **out);
+/* Make chunk `index` (not yet in the chain: nobody else looks at it). */
+int chunk_create(QueueObject *self, uint64_t index, uint64_t capacity, QueueChunk **out);
+void chunk_unlink(QueueObject *self, uint64_t index);
+/* Retire drained chunk `index` (the chain's head). */
+void chunk_retire(QueueObject *self, uint64_t index);
+int chunk_ring(QueueChunk *k, shmring_queue_ring *r);
+/* Remove chunks at index >= ovf_tail (made by a producer killed before it
+ * moved ovf_tail). */
+void remove_stale_chunks(QueueObject *self);
+/* The chain's head and tail (lock held): 0, or -1 with CorruptedError. */
+int queue_chain(QueueObject *self, uint64_t *head, uint64_t *tail);
+/* After OWNER_DIED: count what the rings hold.  0, -1 (corrupted) or -2
+ * (a system error: it may pass). */
+int queue_recount(QueueObject *self);
+
+/* queue_wait.c: the lock, the blocking run of one operation, join. */
+int queue_lock(QueueObject *self, uint64_t deadline);
+void queue_unlock(QueueObject *self);
+
+/* One put (put != NULL) or get (of at most `max` items). */
+typedef struct {
+    PutBatch *put;
+    GetBatch *get;
+    Py_ssize_t max;
+} QueueOp;
+
+/* Run `op` until done, waiting as `block`/`deadline` say.  0 done, -1 with
+ * an exception (Full/Empty on a timeout or when not blocking). */
+int queue_run(QueueObject *self, QueueOp *op, int block, uint64_t deadline);
+PyObject *queue_join(QueueObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+
+#endif /* SHMRING_CORE_QUEUE_H */
