@@ -303,30 +303,33 @@ def check_delivery(
     assert len(missing) <= may_lose, f"{ctx}{len(missing)} items lost (at most {may_lose} allowed): {missing[:10]}"
 
 
+def overflow_chain(name: str) -> tuple[int, int]:
+    """(ovf_head, ovf_tail) of queue ``name``: its overflow chain."""
+    seg = shmring.Segment.open(name)
+    try:
+        head, tail = struct.unpack_from("<QQ", seg.buf, OVF_HEAD)
+        return head, tail
+    finally:
+        seg.close()
+
+
 def assert_drained(q: shmring.Queue, producer_killed: bool = False, consumer_killed: bool = False) -> None:
     st = q.stats()
     assert (st["items"], st["bytes"], st["overflow_chunks"], st["holder"]) == (0, 0, 0, 0), st
     left = chunk_files(q.name)
-    if consumer_killed and left:
+    if not left:
+        return
+    head, tail = overflow_chain(q.name)
+    if consumer_killed:
         # A consumer killed between retiring a drained chunk (the chain's
         # head moved past it first, so that a missing chunk in the chain
         # always means lost items) and removing its name leaves that one
         # chunk behind, out of the chain; the last one out removes it.
-        seg = shmring.Segment.open(q.name)
-        try:
-            head = u64(seg.buf, OVF_HEAD)
-        finally:
-            seg.close()
         assert len(left) == 1 and shmring._core.chunk_index(left[0], q.name) < head, (left, head)
-    elif producer_killed and left:
+    elif producer_killed:
         # A producer killed while making the next chunk leaves it behind,
         # never linked into the chain; the next chunk of that index replaces
         # it, and the owner removes it at the end.
-        seg = shmring.Segment.open(q.name)
-        try:
-            tail = u64(seg.buf, OVF_TAIL)
-        finally:
-            seg.close()
         assert left == [chunk_name(q.name, tail)], left
     else:
         assert left == []
