@@ -14,6 +14,7 @@
  *   shmring/atomics.h       the memory-order vocabulary (load_acquire, ...)
  *   shmring/os.h            process identity and tokens, clocks, futex, barriers
  *   shmring/wait.h          the one sliced wait every blocking call uses
+ *   shmring/watch.h         waiting outside the calls: one thread, many futex words
  *   shmring/segment.h       the segment header, roster, leases; create, attach
  *   shmring/record.h        the record header and tags shared by the rings
  *   shmring/sync.h          semaphore, spin lock, robust mutex, event, condition
@@ -49,6 +50,7 @@
 #include "shmring/atomics.h"
 #include "shmring/os.h"
 #include "shmring/wait.h"
+#include "shmring/watch.h"
 #include "shmring/segment.h"
 #include "shmring/record.h"
 #include "shmring/value.h"

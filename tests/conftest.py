@@ -536,3 +536,15 @@ def live_segment(fresh_name: Callable[[], str]) -> Iterator[shmring.Segment]:
             seg.unlink()
         except FileNotFoundError:
             pass
+
+
+# -- event loops ---------------------------------------------------------------------
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """Every asyncio test runs on asyncio's own loop and on uvloop's."""
+    import asyncio
+
+    import uvloop
+
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}

@@ -20,6 +20,7 @@
 #include "record.h"
 #include "sync.h"
 #include "channel.h"
+#include "watch.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -178,6 +179,23 @@ static inline int shmring_channel_wait(shmring_channel *ch, int writer, uint64_t
         r = shmring_channel_futex_sleep_(ch, writer, need, deadline_ns);
     while (r == SHMRING_AGAIN);
     return r;
+}
+
+/* The words of one side's sleep for a waiter outside the blocking calls
+ * (shmring/watch.h): the consumer waits on data_seq, announced in
+ * consumer_waiting [S6]; the producer on space_seq, producer_waiting [S7].
+ * The one sleeper of a side is its end's owner, so no wake is passed on. */
+static inline shmring_watch shmring_channel_watch(shmring_channel *ch, int writer)
+{
+    shmring_channel_ctrl *c = ch->ctrl;
+    shmring_watch w;
+    w.word = writer ? &c->space_seq : &c->data_seq;
+    w.announce = writer ? &c->producer_waiting : &c->consumer_waiting;
+    w.announce_is_flag = 1;
+    w.wakes_one = 0;
+    w.word_is_count = 0;
+    w.reserved = 0;
+    return w;
 }
 
 /* Wait for data or the end of the stream (see shmring_channel_wait). */

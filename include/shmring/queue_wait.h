@@ -19,6 +19,7 @@
 #include "record.h"
 #include "sync.h"
 #include "queue.h"
+#include "watch.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -45,6 +46,24 @@ static inline int shmring_queue_lock_repair(shmring_queue_ctrl *c, uint64_t capa
         shmring_mutex_consistent(&c->lock, token);
     }
     return rc;
+}
+
+/* The words of a put's (room_seq, room_waiters) or a get's (items_seq,
+ * items_waiters) sleep [Q2] for a waiter outside the blocking calls
+ * (shmring/watch.h).  The count is taken outside the lock; the re-check
+ * that follows takes the lock, so a put or get that the re-check does not
+ * see reads the count after it.  Wakers wake one sleeper: a wake taken and
+ * not used is passed on. */
+static inline shmring_watch shmring_queue_watch(shmring_queue_ctrl *c, int is_put)
+{
+    shmring_watch w;
+    w.word = is_put ? &c->room_seq : &c->items_seq;
+    w.announce = is_put ? &c->room_waiters : &c->items_waiters;
+    w.announce_is_flag = 0;
+    w.wakes_one = 1;
+    w.word_is_count = 0;
+    w.reserved = 0;
+    return w;
 }
 
 /* One blocking put or get: its arguments and its state between slices. */

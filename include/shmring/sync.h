@@ -11,6 +11,7 @@
 #include "atomics.h"
 #include "os.h"
 #include "wait.h"
+#include "watch.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -79,6 +80,22 @@ static inline int shmring_sem_wait(shmring_sem *s, uint64_t deadline_ns)
     /* relaxed: a hint for releasers; a stale count costs one wake call. */
     shmring_fetch_sub_relaxed(&s->waiters, 1u);
     return rc;
+}
+
+/* The words of shmring_sem_wait for a waiter outside the blocking calls
+ * (shmring/watch.h): the count itself, announced in waiters [Y1].  A
+ * release wakes as many sleepers as it adds permits: a wake taken and not
+ * used is passed on (without touching the count). */
+static inline shmring_watch shmring_sem_watch(shmring_sem *s)
+{
+    shmring_watch w;
+    w.word = &s->count;
+    w.announce = &s->waiters;
+    w.announce_is_flag = 0;
+    w.wakes_one = 1;
+    w.word_is_count = 1;
+    w.reserved = 0;
+    return w;
 }
 
 /* Add n permits and wake up to n sleepers.  SHMRING_ERR_ARG if the count
@@ -533,6 +550,20 @@ static inline int shmring_event_wait(shmring_event *e, uint32_t gen, uint64_t de
     /* relaxed: a hint for setters. */
     shmring_fetch_sub_relaxed(&e->waiters, 1u);
     return rc;
+}
+
+/* The words of shmring_event_wait for a waiter outside the blocking calls
+ * (shmring/watch.h): the generation, announced in waiters [Y6]. */
+static inline shmring_watch shmring_event_watch(shmring_event *e)
+{
+    shmring_watch w;
+    w.word = &e->gen;
+    w.announce = &e->waiters;
+    w.announce_is_flag = 0;
+    w.wakes_one = 0;
+    w.word_is_count = 0;
+    w.reserved = 0;
+    return w;
 }
 
 /* -- condition variable over a shmring_mutex (16 bytes) ------------------------ */

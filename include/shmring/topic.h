@@ -23,6 +23,7 @@
 #include "wait.h"
 #include "record.h"
 #include "sync.h"
+#include "watch.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -523,6 +524,22 @@ static inline int shmring_topic_interrupted(const shmring_topic *t)
 {
     /* acquire: pairs with the interrupting thread's release store. */
     return t->interrupt != NULL && shmring_load_acquire(t->interrupt) != 0;
+}
+
+/* The words of a sleep for a waiter outside the blocking calls
+ * (shmring/watch.h): a subscriber waits for a publish on data_seq,
+ * announced in data_waiters [T4]; a publisher of a BLOCK topic for room on
+ * room_seq, room_waiters [T5].  Wakers wake every sleeper. */
+static inline shmring_watch shmring_topic_watch(shmring_topic *t, int publisher)
+{
+    shmring_watch w;
+    w.word = publisher ? &t->ctrl->room_seq : &t->ctrl->data_seq;
+    w.announce = publisher ? &t->ctrl->room_waiters : &t->ctrl->data_waiters;
+    w.announce_is_flag = 0;
+    w.wakes_one = 0;
+    w.word_is_count = 0;
+    w.reserved = 0;
+    return w;
 }
 
 /* Wake this process's thread sleeping for room (publisher) or for data

@@ -34,6 +34,8 @@
  *   topic.c          TopicEnd: the type, its lifetime, the observer
  *   topic_io.c       TopicEnd: publishing and subscribing
  *   array.c          the array message's header (shmring/array.h)
+ *   watch.c          waiting outside the calls (shmring/watch.h): WaitSet, for
+ *                    shmring.aio
  *
  * The declarations of the Queue files are in core_queue.h, which this
  * header includes at their place.
@@ -695,5 +697,7 @@ extern PyMethodDef queue_functions[];
 extern PyMethodDef topic_functions[];
 extern PyMethodDef array_functions[];
 extern PyMethodDef value_functions[];
+extern PyMethodDef watch_functions[];
+extern PyTypeObject WaitSetType;
 
 #endif /* SHMRING_CORE_H */

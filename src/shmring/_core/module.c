@@ -37,6 +37,7 @@ static const struct {
     {"Condition", &ConditionType},
     {"Queue", &QueueType},
     {"TopicEnd", &TopicEndType},
+    {"WaitSet", &WaitSetType},
 };
 
 /* The module's integer constants: the layouts and codes of include/shmring/
@@ -80,7 +81,7 @@ static const struct {
 /* The module functions of each file. */
 static PyMethodDef *const module_functions[] = {
     mapping_functions, channel_functions, sync_functions, queue_functions, topic_functions, array_functions,
-    value_functions,
+    value_functions, watch_functions,
 };
 
 #define COUNT(array) (sizeof(array) / sizeof((array)[0]))
