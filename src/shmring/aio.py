@@ -182,8 +182,9 @@ class _Waiters:
             if s is not None and key in s.keys:
                 s.keys.remove(key)
         _core.watch_end(key.handle, key.side, key.unused_wake)
-        if s is not None:
-            s.waitset.interrupt()
+        # No interrupt: the thread sleeps on a key only while it has sleepers
+        # and nobody trying, and the last user out was trying.  (Had a stale
+        # look kept it, its next wake finds the key gone.)
 
     def _give_turn(self, key: _Key) -> None:
         """Wake the first coroutine still waiting on ``key`` to try."""
@@ -199,10 +200,9 @@ class _Waiters:
             for key in keys:
                 key.fired = False
         for key in keys:
-            if not key.active:
+            if not key.active:  # else the one trying sleeps again (telling the thread) or passes the turn
                 key.unused_wake = True
                 self._give_turn(key)
-            self._changed(key)
 
     async def run(self, handle: Any, side: int, attempt: Callable[[], Any], timeout: float | None) -> Any:
         """Try ``attempt`` until it returns something other than _AGAIN,
