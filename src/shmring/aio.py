@@ -92,8 +92,8 @@ class _Sleeper:
     def _snapshot(self) -> tuple[list[tuple[Any, int, int]], list[_Key], float | None]:
         keys = [k for k in self.keys if k.sleepers and not k.active and not k.fired]
         entries = [(k.handle, k.side, k.expected) for k in keys]
-        if not keys:
-            return entries, keys, _IDLE_EXIT if not self.keys else None
+        if not keys:  # nothing to sleep on: leave after a while, or look at the loop now and then
+            return entries, keys, _IDLE_EXIT if not self.keys else _SLICE
         return entries, keys, _UNFENCED_SLICE if any(k.unfenced for k in keys) else _SLICE
 
     def _run(self) -> None:
@@ -104,11 +104,10 @@ class _Sleeper:
                 entries, keys, timeout = self._snapshot()
             woke = self.waitset.wait(entries, control, timeout)
             with owner.lock:
+                if owner.loop.is_closed() or (not keys and not woke and not self.keys):
+                    self._retire()  # the loop is gone, or nothing to wait for since a while
+                    return
                 if not keys:
-                    if not woke and not self.keys:  # idle for a while: leave
-                        self.alive = False
-                        owner.sleepers.remove(self)
-                        return
                     continue
                 fired = [k for k in keys if not woke or _moved(k)]
                 for k in fired:
@@ -118,10 +117,14 @@ class _Sleeper:
                     owner.loop.call_soon_threadsafe(owner.on_fired, fired)
                 except RuntimeError:  # the loop is closed: nobody waits any more
                     with owner.lock:
-                        self.alive = False
-                        if self in owner.sleepers:
-                            owner.sleepers.remove(self)
+                        self._retire()
                     return
+
+    def _retire(self) -> None:
+        """Leave the loop's list of threads (the lock held)."""
+        self.alive = False
+        if self in self.owner.sleepers:
+            self.owner.sleepers.remove(self)
 
 
 def _moved(key: _Key) -> bool:
