@@ -46,7 +46,7 @@ DOC_BLOCKS = [(f"{doc.name}: {h}", code) for doc in sorted((ROOT / "docs").glob(
 def test_the_readme_has_its_examples() -> None:
     assert [h for h, _ in BLOCKS] == [
         "Channel", "Arrays (numpy)", "Queue: a drop-in for `multiprocessing.Queue`", "Topic: broadcast",
-        "Atomics, semaphores, locks, events", "Segments",
+        "asyncio", "Atomics, semaphores, locks, events", "Segments",
     ]
 
 
@@ -63,6 +63,8 @@ def test_readme_block_runs_as_printed(heading: str, code: str, tmp_path: Path) -
         assert result.stdout.strip() == str(2 * sum(range(10_000)))
     if heading.startswith("Arrays"):
         assert result.stdout.strip() == "0"  # the consumer checked every frame
+    if heading == "asyncio":
+        assert result.stdout.strip() == "nothing left: Empty"
     if heading == "Segments":
         assert result.stdout.strip() == "b'hello'"
 
