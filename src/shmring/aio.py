@@ -104,7 +104,8 @@ class _Sleeper:
                 entries, keys, timeout = self._snapshot()
             woke = self.waitset.wait(entries, control, timeout)
             with owner.lock:
-                if owner.loop.is_closed() or (not keys and not woke and not self.keys):
+                loop = owner.loop_if_open()
+                if loop is None or (not keys and not woke and not self.keys):
                     self._retire()  # the loop is gone, or nothing to wait for since a while
                     return
                 if not keys:
@@ -114,11 +115,12 @@ class _Sleeper:
                     k.fired = True
             if fired:
                 try:
-                    owner.loop.call_soon_threadsafe(owner.on_fired, fired)
+                    loop.call_soon_threadsafe(owner.on_fired, fired)
                 except RuntimeError:  # the loop is closed: nobody waits any more
                     with owner.lock:
                         self._retire()
                     return
+            loop = None  # not held while asleep
 
     def _retire(self) -> None:
         """Leave the loop's list of threads (the lock held)."""
@@ -138,10 +140,23 @@ class _Waiters:
     """The waits of one event loop (in one process)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # Weak: _by_loop's key is the loop, and its threads must not keep
+        # a loop nobody else holds.
+        self._loop = weakref.ref(loop)
         self.lock = threading.Lock()
         self.keys: dict[tuple[int, int], _Key] = {}
         self.sleepers: list[_Sleeper] = []
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop (called from its own coroutines: it is alive)."""
+        loop = self._loop()
+        assert loop is not None
+        return loop
+
+    def loop_if_open(self) -> asyncio.AbstractEventLoop | None:
+        loop = self._loop()
+        return None if loop is None or loop.is_closed() else loop
 
     # -- the loop's side ------------------------------------------------------
 

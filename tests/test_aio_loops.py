@@ -1,0 +1,63 @@
+"""shmring.aio and the lives of event loops: a waiter thread per loop, gone
+with its loop; a loop closed or dropped is not kept alive by shmring; a
+forked child's loop gets threads of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import weakref
+from collections.abc import Callable
+
+import pytest
+
+import shmring
+import shmring.aio as aio
+
+from _aio_helpers import number, send_frames, waiter_threads
+from conftest import FORK, Kids
+
+
+async def _sleep_once(ch: shmring.Channel) -> None:
+    """One wait that sleeps (so that the loop gets a waiter thread)."""
+    with pytest.raises(shmring.Timeout):
+        await aio.Channel(ch).recv(timeout=0.2)
+
+
+@pytest.mark.parametrize("factory", ["asyncio", "uvloop"])
+def test_a_closed_loop_is_let_go_with_its_thread(channel: Callable[..., shmring.Channel], factory: str) -> None:
+    import uvloop
+
+    loop = asyncio.new_event_loop() if factory == "asyncio" else uvloop.new_event_loop()
+    ch = channel(capacity=4096)
+    loop.run_until_complete(_sleep_once(ch))
+    assert waiter_threads() >= 1
+    ref = weakref.ref(loop)
+    loop.close()
+    del loop
+    deadline = time.monotonic() + 5
+    while (ref() is not None or waiter_threads()) and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    assert ref() is None, "shmring keeps a closed loop alive"
+    assert waiter_threads() == 0
+
+
+def _child_loop(ch: shmring.Channel) -> list[int]:
+    async def drain() -> list[int]:
+        return [number(m) async for m in aio.Channel(ch)]
+
+    return asyncio.run(drain())
+
+
+def test_a_forked_child_waits_with_threads_of_its_own(channel: Callable[..., shmring.Channel], kids: Kids) -> None:
+    """The parent has waited on a loop (its waiter thread is not in the
+    child); the child's own loop gets its own thread."""
+    warm = channel(capacity=4096)
+    asyncio.run(_sleep_once(warm))
+    ch = channel(capacity=4096)
+    consumer = kids.start(FORK, _child_loop, ch)
+    producer = kids.start(FORK, send_frames, ch, 2_000, 100)
+    producer.result()
+    assert consumer.result() == list(range(2_000))  # every frame checked whole in the child
