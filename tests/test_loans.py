@@ -126,3 +126,74 @@ def test_escaped_view_keeps_the_reserve_until_released(kind: str, name: str, top
     finally:
         if kind == "channel":
             ch.close()  # its only user: this removes it
+
+
+@pytest.mark.parametrize("kind", ["channel", "topic"])
+def test_a_held_peek_is_kept_unread_for_its_holder(kind: str, name: str, topic: Callable[..., Topic]) -> None:
+    """keep_if_held(): the holder is named in every BufferInUseError while
+    its view lives, and the peeked message is then read again, not consumed
+    (shmring.arrays' peek_array keeps messages this way)."""
+    if kind == "channel":
+        ch = shmring.Channel.create(name, 1024)
+        send, peek, receive = ch.send, ch.peek, ch.recv
+        nothing_left = lambda: ch.try_recv() is None  # noqa: E731
+    else:
+        t = topic(1024)
+        sub, pub = t.subscribe(), t.publisher()
+        send, peek, receive = pub.send, sub.peek, lambda: sub.recv(timeout=0)
+
+        def nothing_left() -> bool:
+            with pytest.raises(shmring.Timeout):
+                sub.recv(timeout=0)
+            return True
+
+    try:
+        for message in (b"first", b"second", b"third"):
+            send(message)
+        with pytest.raises(shmring.BufferInUseError, match="my view is still alive: the peeked message is kept"):
+            with peek() as buf:
+                escaped = memoryview(buf)
+                buf.keep_if_held("my view")
+        assert bytes(escaped) == b"first"  # the message was kept: still valid memory
+        with pytest.raises(shmring.BufferInUseError, match="my view"):
+            receive()
+        escaped.release()
+        assert receive() == b"first"  # read again
+        assert receive() == b"second"
+        with peek() as buf:  # held by nothing: a held peek is consumed as any other
+            with pytest.raises(TypeError, match="str"):
+                buf.keep_if_held(b"bytes")  # type: ignore[arg-type]
+            buf.keep_if_held("nobody")
+        with pytest.raises(ValueError, match="over"):
+            buf.keep_if_held("too late")
+        assert nothing_left()  # "third" was consumed
+    finally:
+        if kind == "channel":
+            ch.close()  # its only user: this removes it
+
+
+def test_a_held_peek_whose_loan_is_dropped_stays_unread(name: str) -> None:
+    """The loan of a held peek goes away with its last view (garbage, not a
+    call on its end): the message is left unread, not consumed."""
+    with shmring.Channel.create(name, 1024) as ch:
+        ch.send(b"kept")
+        with pytest.raises(shmring.BufferInUseError):
+            with ch.peek() as buf:
+                buf.keep_if_held("the view")
+                view = buf[1:3]
+        del buf
+        view.release()  # the loan's last reference: it is freed here
+        del view
+        assert ch.recv(timeout=0) == b"kept"
+
+
+def test_a_held_reserve_is_dropped_not_sent(name: str) -> None:
+    with shmring.Channel.create(name, 1024) as ch:
+        with pytest.raises(shmring.BufferInUseError, match="the view is still alive: the reserved message was not sent"):
+            with ch.reserve(4) as buf:
+                buf[:] = b"half"
+                escaped = memoryview(buf)
+                buf.keep_if_held("the view")
+        escaped.release()
+        ch.send(b"next")  # drops the reserve first
+        assert ch.recv_many(10, timeout=0) == [b"next"]

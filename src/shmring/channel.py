@@ -219,6 +219,40 @@ class Channel(NamedObject, _core.Channel):
         (it is consumed).  Blocks as :meth:`recv` does."""
         return arrays.recv_array(self, timeout)
 
+    def reserve_array(self, shape: int | tuple[int, ...], dtype: Any, order: Literal["C", "F"] = "C",
+                      timeout: float | None = None, *, on_escape: arrays.OnEscape = "raise") -> arrays.ArrayLoan:
+        """``with ch.reserve_array(shape, dtype) as a:`` writes an array
+        message in place: ``a`` is a writable, zero-filled ndarray of that
+        shape, dtype and order lying in the ring, under the header (already
+        written); leaving the block sends it, an exception inside the block
+        drops it (as :meth:`reserve`).  Blocks as :meth:`send` does (at the
+        ``with``).  The dtype and shape are checked here, a size the ring
+        can never hold at the ``with``: nothing is reserved then.
+
+        The array's memory is the ring's: ``del a`` before the block ends.
+        If the array (or a view of it) is still alive then, ``on_escape``
+        decides: ``"raise"`` raises ``BufferInUseError`` naming the array
+        and sends nothing (the message is dropped once the array is gone);
+        ``"copy"`` sends the message and leaves the names bound to the array
+        a private copy of it (a view of it still alive is ``"raise"``)."""
+        return arrays.reserve_array(self, shape, dtype, order, timeout, on_escape)
+
+    def peek_array(self, timeout: float | None = None, *, on_escape: arrays.OnEscape = "raise") -> arrays.ArrayLoan:
+        """``with ch.peek_array() as a:`` reads the next message in place:
+        ``a`` is a read-only ndarray lying in the ring (its header checked
+        as :meth:`recv_array` checks it; ``ValueError`` for a message that is
+        not an array, which is consumed); leaving the block consumes the
+        message.  Blocks as :meth:`recv` does (at the ``with``).
+
+        The array's memory is the ring's: ``del a`` before the block ends.
+        If the array (or a view of it) is still alive then, ``on_escape``
+        decides: ``"raise"`` raises ``BufferInUseError`` naming the array
+        and keeps the message unread (the next call on this end reads it
+        again once the array is gone); ``"copy"`` consumes the message and
+        leaves the names bound to the array a private copy of it (a view of
+        it still alive is ``"raise"``)."""
+        return arrays.peek_array(self, timeout, on_escape)
+
     def __iter__(self) -> Iterator[bytes]:
         """Messages until the writer closes the channel."""
         while True:

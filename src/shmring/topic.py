@@ -243,12 +243,23 @@ class Publisher(_End):
     peek = _OtherRole("Subscription")  # type: ignore[assignment]
     latest = _OtherRole("Subscription")
     recv_array = _OtherRole("Subscription")
+    peek_array = _OtherRole("Subscription")
+    lagged = _OtherRole("Subscription")  # type: ignore[assignment]
 
     def send_array(self, a: Any, timeout: float | None = None) -> None:
         """Publish a numpy array as an array message (see
         :meth:`shmring.Channel.send_array`); waits as :meth:`send` does."""
         arrays.send_array(self, a, timeout)
-    lagged = _OtherRole("Subscription")  # type: ignore[assignment]
+
+    def reserve_array(self, shape: int | tuple[int, ...], dtype: Any, order: Literal["C", "F"] = "C",
+                      timeout: float | None = None, *, on_escape: arrays.OnEscape = "raise") -> arrays.ArrayLoan:
+        """``with pub.reserve_array(shape, dtype) as a:`` writes an array
+        message in place and publishes it when the block ends (see
+        :meth:`shmring.Channel.reserve_array`, and ``on_escape`` there).
+        The topic lock is held for the block, as for :meth:`reserve`; an
+        array still alive after it keeps the lock until it is gone
+        (``on_escape="raise"``): ``del a`` inside the block."""
+        return arrays.reserve_array(self, shape, dtype, order, timeout, on_escape)
 
     def close(self) -> None:
         """Close this publisher; its attachment to the topic ends."""
@@ -273,6 +284,7 @@ class Subscription(_End):
     send_obj = _OtherRole("Publisher")  # type: ignore[assignment]
     reserve = _OtherRole("Publisher")  # type: ignore[assignment]
     send_array = _OtherRole("Publisher")
+    reserve_array = _OtherRole("Publisher")
 
     def recv_array(self, timeout: float | None = None) -> Any:
         """The next message, an array message, as a new writable numpy
@@ -280,6 +292,15 @@ class Subscription(_End):
         :class:`shmring.Lagged` if a publisher overwrote it while it was
         being copied (nothing torn is returned)."""
         return arrays.recv_array(self, timeout)
+
+    def peek_array(self, timeout: float | None = None, *, on_escape: arrays.OnEscape = "raise") -> arrays.ArrayLoan:
+        """``with sub.peek_array() as a:`` reads the next message in place
+        as a read-only ndarray, consumed when the block ends (see
+        :meth:`shmring.Channel.peek_array`, and ``on_escape`` there).  Under
+        "overwrite", leaving the block raises :class:`shmring.Lagged` if a
+        publisher overwrote the message meanwhile: what the array showed may
+        have been torn."""
+        return arrays.peek_array(self, timeout, on_escape)
 
     def latest(self, timeout: float | None = None) -> Any:
         """Wait for an unread message (like recv), then return the newest

@@ -462,6 +462,8 @@ struct LoanObject {
     pthread_t thread;      /* the thread that opened it */
     Py_ssize_t exports;    /* live Py_buffer views of it */
     PyObject *view;        /* memoryview of it, made on demand for the memoryview API */
+    PyObject *holder;      /* keep_if_held(): what holds its views (str), named in BufferInUseError; a
+                              held peek is then left unread, not consumed, once they are gone */
     uint64_t pos, size, seq; /* the owner's bookkeeping (a topic record) */
 };
 
@@ -470,10 +472,12 @@ extern PyTypeObject LoanType;
 LoanObject *loan_new(PyObject *owner, Gate *gate, int end, loan_finish_fn finish, PyObject *name, const char *kind,
                      unsigned char *ptr, uint64_t len, int readonly);
 /* A loan whose block was left while views were alive, met by the next call
- * on its end: complete it now, or BufferInUseError again (-1). */
+ * on its end: complete it now (a reserve is dropped; a peek is consumed, or
+ * left unread if keep_if_held() named a holder), or BufferInUseError again
+ * (-1). */
 int loan_retry(LoanObject *loan);
-/* The owner's close(): drop a reserve, consume an entered peek.  -1 with
- * BufferInUseError while views of it are alive. */
+/* The owner's close(): drop a reserve, consume an entered peek (leave a
+ * held one unread).  -1 with BufferInUseError while views of it are alive. */
 int loan_cancel(LoanObject *loan);
 
 /* ------------------------------------------------------------------------ */

@@ -28,6 +28,7 @@ LoanObject *loan_new(PyObject *owner, Gate *gate, int end, loan_finish_fn finish
     l->thread = pthread_self();
     l->exports = 0;
     l->view = NULL;
+    l->holder = NULL;
     l->pos = l->size = l->seq = 0;
     PyObject_GC_Track(l);
     gate->loan[end] = l; /* borrowed: cleared by loan_complete */
@@ -63,30 +64,49 @@ static int loan_drop_views(LoanObject *l)
             Py_CLEAR(l->view);
         }
     }
-    if (l->view != NULL || l->exports > 0) {
+    if (l->view == NULL && l->exports == 0)
+        return 0;
+    if (l->holder == NULL)
         PyErr_Format(buffer_in_use_error,
                      "%s %R: views of the %s message are still alive (a slice, an ndarray, a "
                      "memoryview(...) of it); release them before leaving the with block. The message "
                      "is kept until then",
                      l->kind, l->name, l->readonly ? "peeked" : "reserved");
-        return -1;
-    }
-    return 0;
+    else if (l->readonly)
+        PyErr_Format(buffer_in_use_error,
+                     "%s %R: %U is still alive: the peeked message is kept unread until it is gone, then "
+                     "the next call on this end reads it again",
+                     l->kind, l->name, l->holder);
+    else
+        PyErr_Format(buffer_in_use_error,
+                     "%s %R: %U is still alive: the reserved message was not sent, and is dropped once it is "
+                     "gone",
+                     l->kind, l->name, l->holder);
+    return -1;
+}
+
+/* How a loan whose block is over completes when no block exit decides it
+ * (the next call, close(), garbage collection): a reserve is dropped, a
+ * peek consumed, unless keep_if_held() asked to keep it for its holder. */
+static int loan_after_block(LoanObject *l)
+{
+    return l->readonly && l->holder == NULL ? LOAN_COMPLETE : LOAN_DISCARD;
 }
 
 /* A loan whose block was left while views were alive, met by the next call
- * on its end: complete it now (a reserve is dropped, a peek consumed), or
- * BufferInUseError again. */
+ * on its end: complete it now (a reserve is dropped, a peek consumed or,
+ * held, left unread), or BufferInUseError again. */
 int loan_retry(LoanObject *l)
 {
     if (loan_drop_views(l) < 0)
         return -1;
-    return loan_complete(l, l->readonly ? LOAN_COMPLETE : LOAN_DISCARD);
+    return loan_complete(l, loan_after_block(l));
 }
 
 /* The owner's close(): drop a reserve (its exit then raises Closed), consume
- * a peek that was entered, leave an unentered one unread.  Errors of the
- * completion itself (a torn topic peek) are not close()'s: dropped. */
+ * a peek that was entered (a held one is left unread), leave an unentered
+ * one unread.  Errors of the completion itself (a torn topic peek) are not
+ * close()'s: dropped. */
 int loan_cancel(LoanObject *l)
 {
     int how;
@@ -94,7 +114,7 @@ int loan_cancel(LoanObject *l)
         return 0;
     if (l->state != LOAN_NEW && loan_drop_views(l) < 0)
         return -1;
-    how = l->readonly && l->state != LOAN_NEW ? LOAN_COMPLETE : LOAN_DISCARD;
+    how = l->state != LOAN_NEW ? loan_after_block(l) : LOAN_DISCARD;
     l->cancelled = !l->readonly;
     if (loan_complete(l, how) < 0)
         PyErr_Clear();
@@ -104,7 +124,7 @@ int loan_cancel(LoanObject *l)
 /* The loan goes away without its block having completed it: an unentered
  * peek leaves its message unread and a reserve is dropped; a peek that was
  * read is consumed, unless views of it are still alive (then it is left
- * unread: they are garbage too). */
+ * unread: they are garbage too) or it was held (keep_if_held). */
 static void loan_abandon(LoanObject *l)
 {
     int how;
@@ -117,7 +137,7 @@ static void loan_abandon(LoanObject *l)
         Py_XDECREF(res);
         Py_CLEAR(l->view);
     }
-    how = l->readonly && l->state != LOAN_NEW && l->exports == 0 ? LOAN_COMPLETE : LOAN_DISCARD;
+    how = l->state != LOAN_NEW && l->exports == 0 ? loan_after_block(l) : LOAN_DISCARD;
     if (loan_complete(l, how) < 0)
         PyErr_Clear();
 }
@@ -141,6 +161,7 @@ static void loan_dealloc(LoanObject *l)
 {
     PyObject_GC_UnTrack(l);
     loan_clear(l);
+    Py_CLEAR(l->holder);
     Py_CLEAR(l->name);
     PyObject_GC_Del(l);
 }
@@ -257,6 +278,27 @@ static PyObject *loan_commit(LoanObject *l, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* keep_if_held(holder): name what holds views of the loan (shmring.arrays
+ * describes its array) in the BufferInUseError of the block's exit and of the
+ * calls that meet the loan afterwards; a peek whose block ends while they
+ * live is then kept for them: left unread once they are gone, not consumed,
+ * so that nothing is lost. */
+static PyObject *loan_keep_if_held(LoanObject *l, PyObject *holder)
+{
+    PyObject *old;
+    if (!PyUnicode_Check(holder))
+        return PyErr_Format(PyExc_TypeError, "keep_if_held() takes a str, not %.100s", Py_TYPE(holder)->tp_name);
+    if (loan_check_thread(l) < 0)
+        return NULL;
+    if (l->state > LOAN_ENTERED)
+        return PyErr_Format(PyExc_ValueError, "%s %R: this %s() block is over", l->kind, l->name, loan_label(l));
+    old = l->holder;
+    Py_INCREF(holder);
+    l->holder = holder;
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
+}
+
 static PyObject *loan_release(LoanObject *l, PyObject *Py_UNUSED(ignored))
 {
     if (l->view != NULL) {
@@ -361,6 +403,11 @@ static PyMethodDef loan_methods[] = {
     {"release", (PyCFunction)loan_release, METH_NOARGS,
      "release($self, /)\n--\n\n"
      "Drop the memoryview behind the memoryview API (as memoryview.release()); the loan stays usable."},
+    {"keep_if_held", (PyCFunction)loan_keep_if_held, METH_O,
+     "keep_if_held($self, holder, /)\n--\n\n"
+     "Name what holds views of the loan (holder, a str) in the BufferInUseError raised while they live; a peek "
+     "still held when its block ends is then left unread once they are gone (the next call reads it again), "
+     "not consumed."},
     {NULL, NULL, 0, NULL},
 };
 
