@@ -107,6 +107,13 @@ pub = t.publisher()
 pub.recv()
 sub = t.subscribe()
 sub.send(b"x")
+prices: shmring.Topic[float] = shmring.Topic.create()
+quote: float = prices.subscribe().recv()
+prices.publisher().send_obj("not a price")
+import shmring.aio
+aq: shmring.aio.Queue[int] = shmring.aio.Queue(q)
+async def consume() -> str:
+    return await aq.get()
 '''
 
 
@@ -117,5 +124,6 @@ def test_user_code_is_checked_against_the_item_type_and_the_role(tmp_path: Path)
                           cwd=tmp_path, capture_output=True, text=True)
     errors = sorted(line.split(": error: ")[0] + ": " + line.rsplit("[", 1)[-1].rstrip("]")
                     for line in proc.stdout.splitlines() if ": error: " in line)
-    assert errors == ["user.py:10: arg-type", "user.py:11: assignment", "user.py:14: misc", "user.py:16: misc"], \
+    assert errors == ["user.py:10: arg-type", "user.py:11: assignment", "user.py:14: misc", "user.py:16: misc",
+                      "user.py:19: arg-type", "user.py:23: return-value"], \
         proc.stdout + proc.stderr

@@ -41,10 +41,10 @@ from typing import Any, Generic, TypeVar
 
 from . import _core
 from ._errors import Closed, QueueClosed, Timeout
+from ._generic import T
 
 __all__ = ["Channel", "Queue", "Publisher", "Subscription", "Semaphore", "Event", "wrap"]
 
-T = TypeVar("T")
 
 _RECV, _SEND = 0, 1
 _SLICE = 0.1  # seconds: how often a waiting object is looked at although nothing woke it
@@ -455,7 +455,7 @@ class Queue(_End, Generic[T]):
         return result
 
 
-class Subscription(_End):
+class Subscription(_End, Generic[T]):
     """The async view of a topic :class:`shmring.Subscription`; ``async for``
     receives until the subscription is closed."""
 
@@ -463,10 +463,11 @@ class Subscription(_End):
         last_look = lambda: method(timeout=0)  # noqa: E731
         return await _until(self.sync, _RECV, _again_on(last_look, Timeout), timeout, last_look)
 
-    async def recv(self, timeout: float | None = None) -> Any:
+    async def recv(self, timeout: float | None = None) -> T:
         """The next message (one sent with ``send_obj`` is unpickled);
         :class:`shmring.Lagged` when messages were overwritten first."""
-        return await self._recv(self.sync.recv, timeout)
+        result: T = await self._recv(self.sync.recv, timeout)
+        return result
 
     async def recv_bytes(self, timeout: float | None = None) -> bytes:
         result: bytes = await self._recv(self.sync.recv_bytes, timeout)
@@ -475,11 +476,11 @@ class Subscription(_End):
     async def recv_array(self, timeout: float | None = None) -> Any:
         return await self._recv(self.sync.recv_array, timeout)
 
-    def __aiter__(self) -> AsyncIterator[Any]:
+    def __aiter__(self) -> AsyncIterator[T]:
         return self._messages()
 
 
-class Publisher(_End):
+class Publisher(_End, Generic[T]):
     """The async view of a topic :class:`shmring.Publisher`: under policy
     "block" a send waits for the slowest subscriber without blocking the loop."""
 
@@ -490,7 +491,7 @@ class Publisher(_End):
     async def send(self, data: Any, timeout: float | None = None) -> None:
         await self._send(self.sync.send, data, timeout)
 
-    async def send_obj(self, obj: Any, timeout: float | None = None) -> None:
+    async def send_obj(self, obj: T, timeout: float | None = None) -> None:
         await self._send(self.sync.send_obj, obj, timeout)
 
     async def send_array(self, a: Any, timeout: float | None = None) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 from . import _core
+from ._generic import T
 from .segment import NamedObject, Segment, adopt, check_create, finish_create, handoff, reattach, unique_name, validate_name
 
 __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "DEFAULT_CAPACITY", "DEFAULT_SPIN_NS"]
@@ -37,16 +38,6 @@ DEFAULT_SPIN_NS = 20_000
 _MAX_BYTES = 2**32  # record lengths are 32-bit
 _MAX_ITEMS = 2**63 - 1  # as multiprocessing: a larger maxsize overflows its semaphore
 
-if TYPE_CHECKING:
-    # An unsubscripted Queue is a Queue[Any], as before it was generic:
-    # ``q = Queue()`` needs no annotation.
-    from typing_extensions import TypeVar
-
-    T = TypeVar("T", default=Any)
-else:
-    from typing import TypeVar
-
-    T = TypeVar("T")
 
 
 class Queue(NamedObject, _core.Queue, Generic[T]):

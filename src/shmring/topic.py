@@ -25,13 +25,14 @@ raises :class:`shmring.Closed`) and returns once none is left.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 from . import _core, arrays
 from ._errors import Closed, Timeout
+from ._generic import T
 from .segment import NamedObject, Segment, adopt, check_create, finish_create, handoff, reattach, unique_name, validate_name
 
 __all__ = ["Topic", "Publisher", "Subscription", "DEFAULT_TOPIC_CAPACITY"]
@@ -43,7 +44,7 @@ _POLICIES = {"block": _core.TOPIC_BLOCK, "overwrite": _core.TOPIC_OVERWRITE}
 _DEFAULT_SPIN_NS = 20_000
 
 
-class Topic(NamedObject):
+class Topic(NamedObject, Generic[T]):
     """A named broadcast topic.  Make one with :meth:`create`, attach with
     :meth:`open` or by passing it to a child process (it pickles by name);
     then :meth:`publisher` and :meth:`subscribe`.
@@ -107,14 +108,14 @@ class Topic(NamedObject):
     def _from_segment(cls, segment: Segment) -> Topic:
         return adopt(segment, "topic", cls._wrap)
 
-    def publisher(self) -> Publisher:
+    def publisher(self) -> Publisher[T]:
         """A handle to publish with (any number, in any processes).  It is an
         attachment of its own: it keeps the topic alive until it is closed."""
-        pub = Publisher(self._attachment(), _core.TOPIC_PUBLISHER)
+        pub: Publisher[T] = Publisher(self._attachment(), _core.TOPIC_PUBLISHER)
         pub._topic_name = self.name
         return pub
 
-    def subscribe(self, timeout: float | None = None) -> Subscription:
+    def subscribe(self, timeout: float | None = None) -> Subscription[T]:
         """A new subscription: it sees every message published from now on.
         It belongs to this process (it does not pickle) and is an attachment
         of its own: it keeps the topic alive until it is closed.  Taking a
@@ -123,7 +124,7 @@ class Topic(NamedObject):
         lock word no process could have written, is taken over within ~10 ms)."""
         mapping = self._attachment()
         try:
-            sub = Subscription(mapping, _core.TOPIC_SUBSCRIBER, timeout)
+            sub: Subscription[T] = Subscription(mapping, _core.TOPIC_SUBSCRIBER, timeout)
         except BaseException:
             mapping.leave()
             raise
@@ -135,11 +136,12 @@ class Topic(NamedObject):
             raise ValueError(f"topic {self.name!r} is closed")
         return self._segment._mapping.duplicate()
 
-    def latest(self) -> Any:
+    def latest(self) -> T | None:
         """The newest message published (bytes, or the object for
         ``send_obj``), or None if there is none yet.  Needs no subscription
         and moves nothing."""
-        return self._observer._latest_any()
+        result: T | None = self._observer._latest_any()
+        return result
 
     @property
     def capacity(self) -> int:
@@ -222,7 +224,7 @@ class _End(_core.TopicEnd):
         return f"<shmring.{type(self).__name__} of topic {self._topic_name!r} {state}>"
 
 
-class Publisher(_End):
+class Publisher(_End, Generic[T]):
     """Publishes to a topic: ``send(data)`` for bytes-like data,
     ``send_obj(obj)`` for any picklable object, ``reserve(n)`` to write in
     place.  Under policy "block" these wait (``timeout`` seconds, None =
@@ -246,6 +248,10 @@ class Publisher(_End):
     peek_array = _OtherRole("Subscription")
     lagged = _OtherRole("Subscription")  # type: ignore[assignment]
 
+    if TYPE_CHECKING:  # the C method, typed by the item type (``Topic[Frame]``)
+
+        def send_obj(self, obj: T, timeout: float | None = None) -> None: ...
+
     def send_array(self, a: Any, timeout: float | None = None) -> None:
         """Publish a numpy array as an array message (see
         :meth:`shmring.Channel.send_array`); waits as :meth:`send` does."""
@@ -266,7 +272,7 @@ class Publisher(_End):
         super().close()
 
 
-class Subscription(_End):
+class Subscription(_End, Generic[T]):
     """One subscriber's cursor on a topic.  ``recv(timeout=None)`` returns
     the next message (bytes, or the object for ``send_obj``);
     ``recv_bytes`` always the raw bytes; ``latest()`` skips to the newest;
@@ -286,6 +292,10 @@ class Subscription(_End):
     send_array = _OtherRole("Publisher")
     reserve_array = _OtherRole("Publisher")
 
+    if TYPE_CHECKING:  # the C method, typed by the item type (``Topic[Frame]``)
+
+        def recv(self, timeout: float | None = None) -> T: ...
+
     def recv_array(self, timeout: float | None = None) -> Any:
         """The next message, an array message, as a new writable numpy
         array (see :meth:`shmring.Channel.recv_array`).  Under "overwrite",
@@ -302,12 +312,13 @@ class Subscription(_End):
         have been torn."""
         return arrays.peek_array(self, timeout, on_escape)
 
-    def latest(self, timeout: float | None = None) -> Any:
+    def latest(self, timeout: float | None = None) -> T:
         """Wait for an unread message (like recv), then return the newest
         one and skip those before it (conflation)."""
-        return self._latest_unread(timeout)
+        result: T = self._latest_unread(timeout)
+        return result
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[T]:
         """Messages, forever (until the subscription is closed, from this
         thread or another)."""
         while not self.closed:
