@@ -188,14 +188,8 @@ static inline int shmring_channel_wait(shmring_channel *ch, int writer, uint64_t
 static inline shmring_watch shmring_channel_watch(shmring_channel *ch, int writer)
 {
     shmring_channel_ctrl *c = ch->ctrl;
-    shmring_watch w;
-    w.word = writer ? &c->space_seq : &c->data_seq;
-    w.announce = writer ? &c->producer_waiting : &c->consumer_waiting;
-    w.announce_is_flag = 1;
-    w.wakes_one = 0;
-    w.word_is_count = 0;
-    w.reserved = 0;
-    return w;
+    return shmring_watch_make(writer ? &c->space_seq : &c->data_seq,
+                              writer ? &c->producer_waiting : &c->consumer_waiting, 1, 0, 0);
 }
 
 /* Wait for data or the end of the stream (see shmring_channel_wait). */

@@ -56,14 +56,8 @@ static inline int shmring_queue_lock_repair(shmring_queue_ctrl *c, uint64_t capa
  * not used is passed on. */
 static inline shmring_watch shmring_queue_watch(shmring_queue_ctrl *c, int is_put)
 {
-    shmring_watch w;
-    w.word = is_put ? &c->room_seq : &c->items_seq;
-    w.announce = is_put ? &c->room_waiters : &c->items_waiters;
-    w.announce_is_flag = 0;
-    w.wakes_one = 1;
-    w.word_is_count = 0;
-    w.reserved = 0;
-    return w;
+    return shmring_watch_make(is_put ? &c->room_seq : &c->items_seq, is_put ? &c->room_waiters : &c->items_waiters,
+                              0, 1, 0);
 }
 
 /* One blocking put or get: its arguments and its state between slices. */

@@ -88,14 +88,7 @@ static inline int shmring_sem_wait(shmring_sem *s, uint64_t deadline_ns)
  * used is passed on (without touching the count). */
 static inline shmring_watch shmring_sem_watch(shmring_sem *s)
 {
-    shmring_watch w;
-    w.word = &s->count;
-    w.announce = &s->waiters;
-    w.announce_is_flag = 0;
-    w.wakes_one = 1;
-    w.word_is_count = 1;
-    w.reserved = 0;
-    return w;
+    return shmring_watch_make(&s->count, &s->waiters, 0, 1, 1);
 }
 
 /* Add n permits and wake up to n sleepers.  SHMRING_ERR_ARG if the count
@@ -556,14 +549,7 @@ static inline int shmring_event_wait(shmring_event *e, uint32_t gen, uint64_t de
  * (shmring/watch.h): the generation, announced in waiters [Y6]. */
 static inline shmring_watch shmring_event_watch(shmring_event *e)
 {
-    shmring_watch w;
-    w.word = &e->gen;
-    w.announce = &e->waiters;
-    w.announce_is_flag = 0;
-    w.wakes_one = 0;
-    w.word_is_count = 0;
-    w.reserved = 0;
-    return w;
+    return shmring_watch_make(&e->gen, &e->waiters, 0, 0, 0);
 }
 
 /* -- condition variable over a shmring_mutex (16 bytes) ------------------------ */

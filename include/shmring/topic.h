@@ -532,14 +532,9 @@ static inline int shmring_topic_interrupted(const shmring_topic *t)
  * room_seq, room_waiters [T5].  Wakers wake every sleeper. */
 static inline shmring_watch shmring_topic_watch(shmring_topic *t, int publisher)
 {
-    shmring_watch w;
-    w.word = publisher ? &t->ctrl->room_seq : &t->ctrl->data_seq;
-    w.announce = publisher ? &t->ctrl->room_waiters : &t->ctrl->data_waiters;
-    w.announce_is_flag = 0;
-    w.wakes_one = 0;
-    w.word_is_count = 0;
-    w.reserved = 0;
-    return w;
+    shmring_topic_ctrl *c = t->ctrl;
+    return shmring_watch_make(publisher ? &c->room_seq : &c->data_seq, publisher ? &c->room_waiters : &c->data_waiters,
+                              0, 0, 0);
 }
 
 /* Wake this process's thread sleeping for room (publisher) or for data

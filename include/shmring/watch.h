@@ -43,6 +43,20 @@ typedef struct shmring_watch {
     uint8_t reserved;
 } shmring_watch;
 
+/* A watch from its parts (the objects' headers build theirs with it). */
+static inline shmring_watch shmring_watch_make(uint32_t *word, uint32_t *announce, int announce_is_flag,
+                                               int wakes_one, int word_is_count)
+{
+    shmring_watch w;
+    w.word = word;
+    w.announce = announce;
+    w.announce_is_flag = (uint8_t)announce_is_flag;
+    w.wakes_one = (uint8_t)wakes_one;
+    w.word_is_count = (uint8_t)word_is_count;
+    w.reserved = 0;
+    return w;
+}
+
 /* Announce a waiter.  Returns 0, or 1 when the announcement could not be
  * fenced (no membarrier on a channel): then sleep at most
  * SHMRING_UNFENCED_SLEEP_NS at a time, as the channel's own waits do. */
