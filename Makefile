@@ -41,7 +41,7 @@ ASAN_DIR := build/asan
 # allocator, which is not fork-safe in this compiler's runtime.
 SANITIZE_TESTS = tests/test_segment.py tests/test_liveness.py tests/test_lifetime.py \
 	tests/test_loans.py $(wildcard tests/test_channel_*.py tests/test_queue_*.py tests/test_topic_*.py \
-	tests/test_sync_*.py)
+	tests/test_sync_*.py tests/test_arrays*.py tests/test_aio*.py)
 SANITIZER_LIBS = $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)
 sanitize: $(STAMP)
 	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR) && cp -r src/shmring $(ASAN_DIR)/ && cp -r include $(ASAN_DIR)/shmring/ && rm -f $(ASAN_DIR)/shmring/*.so

@@ -73,17 +73,22 @@ async def test_cancelled_recv_loses_no_message(channel: Callable[..., shmring.Ch
     n = 5_000
     kid = kids.start(FORK, send_frames, ch, n, 50)
     rng = random.Random(7)
-    got, timeouts = [], 0
+    got, cancelled_asleep, timeouts = [], 0, 0
     while True:
+        task = asyncio.create_task(view.recv())
+        await asyncio.sleep(0)  # it runs: it takes a message, or it sleeps
+        if not task.done() and rng.random() < 0.5:
+            task.cancel()
+            cancelled_asleep += 1
         try:
-            got.append(number(await asyncio.wait_for(view.recv(), rng.choice((0.0001, 0.001, 0.01)))))
-        except TimeoutError:
+            got.append(number(await asyncio.wait_for(task, rng.choice((0.0001, 0.001, 0.01)))))
+        except (asyncio.CancelledError, TimeoutError):
             timeouts += 1
         except shmring.Closed:
             break
     kid.result()
     assert got == list(range(n))
-    assert timeouts > 10
+    assert cancelled_asleep > 10  # the producer's pauses leave it asleep often
 
 
 async def test_cancelled_send_sends_all_or_nothing(channel: Callable[..., shmring.Channel], kids: Kids,
