@@ -55,6 +55,7 @@ class Spec:
     max_size: int = KiB
     events: dict[str, Any] = field(default_factory=dict)  # multiprocessing Events
     pin: dict[str, int] = field(default_factory=dict)  # role -> CPU to pin that worker to
+    sub_batch: int = 0  # shmring subscribers: recv_many(sub_batch) instead of one recv_bytes() each
 
 
 class Endpoint:
@@ -84,6 +85,16 @@ def open_shmring(spec: Spec, role: str) -> Endpoint:
         sub = topic.subscribe()
         ep.closers.append(sub.close)
         ep.recv = sub.recv_bytes  # type: ignore[attr-defined]
+        if spec.sub_batch:
+            batch, many = spec.sub_batch, sub.recv_many
+            pending: list[bytes] = []
+
+            def recv_one(timeout: float | None = None) -> bytes:  # the same per-message checks, fed by batches
+                if not pending:
+                    pending.extend(reversed(many(batch, timeout)))
+                return pending.pop()
+
+            ep.recv = recv_one  # type: ignore[attr-defined]
     ep.closers.append(topic.close)
     return ep
 
@@ -201,7 +212,7 @@ def open_iceoryx2(spec: Spec, role: str) -> Endpoint:
     return ep
 
 
-OPENERS = {"shmring": open_shmring, "pyzmq": open_pyzmq, "iceoryx2": open_iceoryx2}
+OPENERS = {"shmring": open_shmring, "shmring-many": open_shmring, "pyzmq": open_pyzmq, "iceoryx2": open_iceoryx2}
 
 
 def publish(ep: Endpoint, p: dict[str, Any]) -> dict[str, Any]:
@@ -254,7 +265,7 @@ def receive_strict(ep: Endpoint, p: dict[str, Any], family: str) -> dict[str, An
     except struct.error:
         raise Mismatch(f"expected seq {expect}: got {len(m)} bytes instead of {size}") from None
     # Nothing more may come.
-    if family == "shmring":
+    if family.startswith("shmring"):
         _check_nothing_more(ep)
     elif family == "iceoryx2" and not ep.poll_empty():  # type: ignore[attr-defined]
         raise Mismatch("a sample after the last one")
@@ -397,7 +408,7 @@ def worker_main(spec: Spec, role: str, idx: int, barrier: Any, conn: Any, opts: 
     child_setup(stacks_on_sigusr1=True)  # dies with the parent; ^C is the parent's; stacks on a hang
     ep: Endpoint | None = None
     try:
-        if spec.family == "shmring":
+        if spec.family.startswith("shmring"):
             import shmring  # noqa: F401  (before "ready": import time is not run time)
         elif spec.family == "pyzmq":
             import zmq  # noqa: F401

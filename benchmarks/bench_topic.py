@@ -60,18 +60,20 @@ START_METHOD = "spawn"
 SIZES = [64, KiB]
 SUBS = [1, 2, 4]
 SECTIONS = ["fanout", "overwrite", "latest"]
-FAMILIES = ["shmring", "pyzmq", "iceoryx2"]
+FAMILIES = ["shmring", "shmring-many", "pyzmq", "iceoryx2"]
+SUB_BATCH = 64  # recv_many's batch in the "shmring-many" rows
 DEFAULT_CAPACITY = MiB  # shmring ring bytes; iceoryx2 buffer = capacity / size samples (<= 1024)
 # Messages per fan-out run (before --scale), per family and size: ~0.3-0.7 s a
 # run on 2 cores with 1 subscriber (~1-2 s with 4), so that a full run takes
 # about a minute.
-FANOUT_COUNTS = {"shmring": (1_500_000, 700_000), "pyzmq": (600_000, 200_000), "iceoryx2": (150_000, 150_000)}
+FANOUT_COUNTS = {"shmring": (1_500_000, 700_000), "shmring-many": (3_000_000, 1_000_000), "pyzmq": (600_000, 200_000), "iceoryx2": (150_000, 150_000)}
 OVERWRITE_COUNT = 3_000_000  # messages per overwrite run (64 B): ~0.3-0.5 s of publishing
 
 SLOW_SLEEP = 0.001  # the slow subscriber's sleep after each message while the publisher runs
 LATEST_CALLS = 300_000  # latest() calls per latency run
 DEFAULT_MARKDOWN = os.path.join(HERE, "results", "topic.md")
-FAMILY_LABEL = {"shmring": "shmring Topic (block)", "pyzmq": "pyzmq XPUB/SUB ipc", "iceoryx2": "iceoryx2 pub/sub (spin)"}
+FAMILY_LABEL = {"shmring": "shmring Topic (block)",
+                "shmring-many": f"shmring Topic (block), recv_many({SUB_BATCH})", "pyzmq": "pyzmq XPUB/SUB ipc", "iceoryx2": "iceoryx2 pub/sub (spin)"}
 
 
 # ---------------------------------------------------------------------------
@@ -98,8 +100,9 @@ class Group(WorkerGroup):
     def __enter__(self) -> Group:
         try:
             n_subs = sum(r in SUB_ROLES for r in self.roles)
-            spec = Spec(self.family, n_subs=n_subs, max_size=max(self.opts.sizes), events=self.events, pin=self.pin)
-            if self.family == "shmring":
+            spec = Spec(self.family, n_subs=n_subs, max_size=max(self.opts.sizes), events=self.events, pin=self.pin,
+                        sub_batch=SUB_BATCH if self.family == "shmring-many" else 0)
+            if self.family.startswith("shmring"):
                 import shmring
 
                 self.topic = shmring.Topic.create(None, self.opts.capacity, policy=self.policy)
@@ -441,12 +444,12 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
                     else:
                         row += [fmt_rate(r["per_sub"]), fmt_rate(r["total"])]
                 rows.append(row)
-            for other in [f for f in fams if f != "shmring"]:
-                if "shmring" not in fams:
-                    break
-                row = [f"shmring ÷ {other}"]
+            for ours, other in [(a, b) for a in ("shmring", "shmring-many") for b in fams if not b.startswith("shmring")]:
+                if ours not in fams:
+                    continue
+                row = [f"{ours} ÷ {other}"]
                 for n in opts.subs:
-                    a, b = bench.fanout.get(("shmring", size, n)), bench.fanout.get((other, size, n))
+                    a, b = bench.fanout.get((ours, size, n)), bench.fanout.get((other, size, n))
                     x = fmt_ratio(a["per_sub"] / b["per_sub"]) + "x" if a and b and not _failed(a) and not _failed(b) else "–"
                     row += [x, ""]
                 rows.append(row)
@@ -579,7 +582,7 @@ def select(only: str | None) -> tuple[list[str], dict[str, str]]:
             raise SystemExit(f"--only: unknown {bad}; known: {', '.join(FAMILIES)}")
         fams = [f for f in FAMILIES if f in want]
     skipped: dict[str, str] = {}
-    for fam, module in (("shmring", "shmring"), ("pyzmq", "zmq"), ("iceoryx2", "iceoryx2")):
+    for fam, module in (("shmring", "shmring"), ("shmring-many", "shmring"), ("pyzmq", "zmq"), ("iceoryx2", "iceoryx2")):
         try:
             __import__(module)
             if fam == "shmring":

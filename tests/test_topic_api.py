@@ -194,8 +194,8 @@ def test_iteration(topic: Callable[..., Topic]) -> None:
     assert list(sub) == []  # a closed subscription ends the iteration
 
 
-PUBLISHER_ONLY = ("send", "send_obj", "reserve", "send_array")
-SUBSCRIBER_ONLY = ("recv", "recv_bytes", "peek", "latest", "lagged", "recv_array")
+PUBLISHER_ONLY = ("send", "send_obj", "reserve", "send_array", "reserve_array")
+SUBSCRIBER_ONLY = ("recv", "recv_bytes", "recv_many", "peek", "latest", "lagged", "recv_array", "peek_array")
 
 
 def test_each_role_has_only_its_own_methods(topic: Callable[..., Topic]) -> None:
@@ -360,3 +360,65 @@ def test_subscription_and_publisher_do_not_pickle(topic: Callable[..., Topic]) -
         copy.copy(sub)
     with pytest.raises(TypeError):
         copy.deepcopy(pub)
+
+
+def test_recv_many_takes_what_is_there_up_to_the_limit(topic: Callable[..., Topic]) -> None:
+    t = topic(4096, "overwrite")
+    sub, pub = t.subscribe(), t.publisher()
+    for i in range(10):
+        pub.send_obj(("obj", i)) if i % 2 else pub.send(b"bytes %d" % i)
+    assert sub.recv_many(4) == [b"bytes 0", ("obj", 1), b"bytes 2", ("obj", 3)]
+    assert sub.recv_many(100) == [b"bytes 4", ("obj", 5), b"bytes 6", ("obj", 7), b"bytes 8", ("obj", 9)]
+    with pytest.raises(shmring.Timeout):
+        sub.recv_many(5, timeout=0.01)
+    with pytest.raises(ValueError, match="at least 1"):
+        sub.recv_many(0)
+    for i in range(1000):  # laps the subscriber many times
+        pub.send(struct.pack("<Q", i) + bytes(42))
+    with pytest.raises(shmring.Lagged) as lagged:
+        sub.recv_many(1000)
+    rest = sub.recv_many(1000)  # resumes at the oldest message still held, in order
+    numbers = [struct.unpack_from("<Q", m)[0] for m in rest]
+    assert numbers == list(range(1000 - len(rest), 1000))
+    assert lagged.value.missed + len(rest) == 1000
+    assert sub.lagged == lagged.value.missed
+
+
+def test_recv_many_waits_for_the_first_then_takes_the_rest(topic: Callable[..., Topic]) -> None:
+    t = topic(1 << 16, "block")
+    sub, pub = t.subscribe(), t.publisher()
+
+    def later() -> None:
+        time.sleep(0.1)
+        for i in range(50):
+            pub.send(b"%d" % i)
+
+    th = threading.Thread(target=later)
+    th.start()
+    got = sub.recv_many(50, timeout=OP_TIMEOUT)
+    while len(got) < 50:
+        got += sub.recv_many(50 - len(got), timeout=OP_TIMEOUT)
+    th.join()
+    assert got == [b"%d" % i for i in range(50)]
+
+
+class _Unloadable:
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_fail_to_load, ())
+
+
+def _fail_to_load() -> None:
+    raise RuntimeError("cannot be loaded here")
+
+
+def test_recv_many_with_a_message_that_fails_to_unpickle_consumes_the_batch(topic: Callable[..., Topic]) -> None:
+    t = topic(4096, "block")
+    sub, pub = t.subscribe(), t.publisher()
+    pub.send(b"first")
+    pub.send_obj(_Unloadable())
+    pub.send(b"third")
+    with pytest.raises(RuntimeError, match="cannot be loaded"):
+        sub.recv_many(3)
+    pub.send(b"fourth")
+    assert sub.recv_many(10) == [b"fourth"]  # as Queue.get_many: the batch is gone with the error
+

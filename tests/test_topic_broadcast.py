@@ -25,13 +25,21 @@ from conftest import FORK, SPAWN, Kids
 N_PER_PUB = 4000
 
 
-def _mp_subscriber(t: Topic, ready: Any, results: Any, n_pubs: int, n_each: int) -> None:
+def _received(sub: Any, n: int, batch: int) -> Any:
+    """The next ``n`` messages of ``sub``: one recv() each, or recv_many(batch) batches."""
+    while n > 0:
+        got = [sub.recv(timeout=OP_TIMEOUT)] if not batch else sub.recv_many(min(batch, n), timeout=OP_TIMEOUT)
+        assert 1 <= len(got) <= (batch or 1)
+        n -= len(got)
+        yield from got
+
+
+def _mp_subscriber(t: Topic, ready: Any, results: Any, n_pubs: int, n_each: int, batch: int = 0) -> None:
     try:
         sub = t.subscribe()
         ready.set()
         nxt = [0] * n_pubs
-        for _ in range(n_pubs * n_each):
-            m = sub.recv(timeout=OP_TIMEOUT)
+        for m in _received(sub, n_pubs * n_each, batch):
             if isinstance(m, tuple):
                 pub, seq, body = m
                 assert body == make_msg(pub, seq, len(body)), f"object message {pub}/{seq} differs"
@@ -50,14 +58,16 @@ def _mp_subscriber(t: Topic, ready: Any, results: Any, n_pubs: int, n_each: int)
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("batch", [0, 64], ids=["recv", "recv_many"])
 @pytest.mark.parametrize("spin_ns", [0, 20_000])
-def test_two_publishers_three_subscribers(topic: Callable[..., Topic], kids: Kids, spin_ns: int) -> None:
+def test_two_publishers_three_subscribers(topic: Callable[..., Topic], kids: Kids, spin_ns: int, batch: int) -> None:
     """Block policy: every subscriber process gets every message exactly
-    once, in each publisher's order, intact (spin_ns=0: every wait sleeps)."""
+    once, in each publisher's order, intact (spin_ns=0: every wait sleeps),
+    with recv() or recv_many()."""
     t = topic(2048, "block", spin_ns=spin_ns)
     results = FORK.Queue()
     readies = [FORK.Event() for _ in range(3)]
-    subs = [kids.process(FORK, _mp_subscriber, t, ev, results, 2, N_PER_PUB) for ev in readies]
+    subs = [kids.process(FORK, _mp_subscriber, t, ev, results, 2, N_PER_PUB, batch) for ev in readies]
     for ev in readies:
         assert ev.wait(OP_TIMEOUT), "a subscriber did not start"
     pubs = [kids.process(FORK, _mp_publisher, t, i, N_PER_PUB, 300) for i in range(2)]

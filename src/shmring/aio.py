@@ -469,6 +469,11 @@ class Subscription(_End, Generic[T]):
         result: T = await self._recv(self.sync.recv, timeout)
         return result
 
+    async def recv_many(self, max_messages: int, timeout: float | None = None) -> list[T]:
+        """Between 1 and ``max_messages`` messages, as soon as there is one."""
+        result: list[T] = await self._recv(lambda timeout: self.sync.recv_many(max_messages, timeout), timeout)
+        return result
+
     async def recv_bytes(self, timeout: float | None = None) -> bytes:
         result: bytes = await self._recv(self.sync.recv_bytes, timeout)
         return result

@@ -242,6 +242,7 @@ class Publisher(_End, Generic[T]):
 
     recv = _OtherRole("Subscription")  # type: ignore[assignment]
     recv_bytes = _OtherRole("Subscription")  # type: ignore[assignment]
+    recv_many = _OtherRole("Subscription")  # type: ignore[assignment]
     peek = _OtherRole("Subscription")  # type: ignore[assignment]
     latest = _OtherRole("Subscription")
     recv_array = _OtherRole("Subscription")
@@ -275,7 +276,11 @@ class Publisher(_End, Generic[T]):
 class Subscription(_End, Generic[T]):
     """One subscriber's cursor on a topic.  ``recv(timeout=None)`` returns
     the next message (bytes, or the object for ``send_obj``);
-    ``recv_bytes`` always the raw bytes; ``latest()`` skips to the newest;
+    ``recv_bytes`` always the raw bytes; ``recv_many(max_messages)`` a
+    batch (between 1 and ``max_messages``: it waits for the first, then takes
+    those already published, moving the cursor once; if unpickling one of
+    them fails, the batch is consumed and lost, as ``Queue.get_many``'s);
+    ``latest()`` skips to the newest;
     ``with sub.peek() as buf:`` lends the next one in place, read-only,
     released at the end of the block (under "overwrite", leaving the block
     raises :class:`shmring.Lagged` if a publisher overwrote it meanwhile:
@@ -295,6 +300,7 @@ class Subscription(_End, Generic[T]):
     if TYPE_CHECKING:  # the C method, typed by the item type (``Topic[Frame]``)
 
         def recv(self, timeout: float | None = None) -> T: ...
+        def recv_many(self, max_messages: int, timeout: float | None = None) -> list[T]: ...
 
     def recv_array(self, timeout: float | None = None) -> Any:
         """The next message, an array message, as a new writable numpy

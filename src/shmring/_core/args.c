@@ -7,6 +7,7 @@
 const char *const ARGS_TIMEOUT[] = {"timeout"};
 const char *const ARGS_DATA_TIMEOUT[] = {"data", "timeout"};
 const char *const ARGS_N_TIMEOUT[] = {"n", "timeout"};
+const char *const ARGS_MAX_TIMEOUT[] = {"max_messages", "timeout"};
 
 int parse_timeout_number(PyObject *obj, uint64_t *deadline)
 {
@@ -85,4 +86,17 @@ int size_converter(PyObject *obj, void *out)
     if (overflow != 0) /* out of every range: the caller reports obj as written */
         size->value = overflow > 0 ? LLONG_MAX : LLONG_MIN;
     return 1;
+}
+
+/* The arguments (count, timeout) of recv_many() and reserve(), `fname`: the
+ * count (parse_count: at least `min`), then the timeout.  -1 with an
+ * exception, else what parse_timeout returned. */
+int parse_count_timeout(const char *fname, const char *const *names, PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames, Py_ssize_t min, const char *too_small, Py_ssize_t *count,
+                        uint64_t *deadline)
+{
+    PyObject *a[2];
+    if (parse_args(fname, args, nargs, kwnames, names, 1, 2, a) < 0 || parse_count(a[0], min, too_small, count) < 0)
+        return -1;
+    return parse_timeout(a[1], deadline);
 }

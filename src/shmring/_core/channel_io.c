@@ -8,7 +8,6 @@
 
 static const char *const ARGS_BUFFERS_TIMEOUT[] = {"buffers", "timeout"};
 static const char *const ARGS_BUFFER_TIMEOUT[] = {"buffer", "timeout"};
-static const char *const ARGS_MAX_TIMEOUT[] = {"max_messages", "timeout"};
 
 /* Enter the end of `hold` for one call: 0, 1 when another call has it and
  * `no_wait`, -1 with an exception.  The end is claimed on its first use;
@@ -35,19 +34,6 @@ static inline int channel_enter_timed(ChannelObject *self, GateHold *hold, uint6
 {
     int r = channel_enter(self, hold, deadline, no_wait);
     return r > 0 ? channel_raise_busy(self, hold->end) : r;
-}
-
-/* The arguments (count, timeout) of recv_many() and reserve(), `fname`: the
- * count (parse_count: at least `min`), then the timeout.  -1 with an
- * exception, else what parse_timeout returned. */
-static int parse_count_timeout(const char *fname, const char *const *names, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames, Py_ssize_t min, const char *too_small, Py_ssize_t *count,
-                               uint64_t *deadline)
-{
-    PyObject *a[2];
-    if (parse_args(fname, args, nargs, kwnames, names, 1, 2, a) < 0 || parse_count(a[0], min, too_small, count) < 0)
-        return -1;
-    return parse_timeout(a[1], deadline);
 }
 
 static int check_reader_open(ChannelObject *self)

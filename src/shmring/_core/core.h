@@ -142,6 +142,12 @@ static inline int parse_args_timeout(const char *fname, PyObject *const *args, P
  * at least `min`, else ValueError with `too_small` formatted with it (a
  * "%zd" in the message).  0, or -1 with an exception. */
 int parse_count(PyObject *obj, Py_ssize_t min, const char *too_small, Py_ssize_t *out);
+/* The arguments (count, timeout) of recv_many() and reserve(), `fname`: the
+ * count (parse_count: at least `min`), then the timeout.  -1 with an
+ * exception, else what parse_timeout returned. */
+int parse_count_timeout(const char *fname, const char *const *names, PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames, Py_ssize_t min, const char *too_small, Py_ssize_t *count,
+                        uint64_t *deadline);
 /* A size argument of a create function (O& converter): the int as written
  * (`obj`, for messages) and its value, clamped to LLONG_MIN..LLONG_MAX. */
 typedef struct {
@@ -154,6 +160,7 @@ int size_converter(PyObject *obj, void *out);
 extern const char *const ARGS_TIMEOUT[];      /* timeout */
 extern const char *const ARGS_DATA_TIMEOUT[]; /* data, timeout */
 extern const char *const ARGS_N_TIMEOUT[];    /* n, timeout */
+extern const char *const ARGS_MAX_TIMEOUT[];  /* max_messages, timeout */
 
 /* ------------------------------------------------------------------------ */
 /* The process (module.c, mapping.c)                                         */
@@ -604,6 +611,7 @@ PyObject *topic_send_obj(TopicEndObject *self, PyObject *const *args, Py_ssize_t
 PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *topic_recv(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *topic_recv_bytes(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *topic_recv_many(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *topic_latest_unread(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *topic_peek(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 /* The decoding of a message (an object one is unpickled), `data` stolen. */

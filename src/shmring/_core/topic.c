@@ -363,6 +363,10 @@ static PyMethodDef topic_methods[] = {
      "recv($self, /, timeout=None)\n--\n\nThe next message (an object message unpickled)."},
     {"recv_bytes", (PyCFunction)(void (*)(void))topic_recv_bytes, FASTKW,
      "recv_bytes($self, /, timeout=None)\n--\n\nThe next message's bytes, as they are."},
+    {"recv_many", (PyCFunction)(void (*)(void))topic_recv_many, FASTKW,
+     "recv_many($self, /, max_messages, timeout=None)\n--\n\n"
+     "Between 1 and max_messages messages (object messages unpickled): waits for the first as recv "
+     "does, then takes those already published, moving the cursor once for all of them."},
     {"_latest_unread", (PyCFunction)(void (*)(void))topic_latest_unread, FASTKW,
      "_latest_unread($self, /, timeout=None)\n--\n\n"
      "Skip to the newest message (Subscription.latest), waiting for one."},

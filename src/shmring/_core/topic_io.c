@@ -460,6 +460,105 @@ PyObject *topic_latest_unread(TopicEndObject *self, PyObject *const *args, Py_ss
     return topic_read(self, "latest", args, nargs, kwnames, 0, 1);
 }
 
+/* The messages of one recv_many, copied out under the gate: appended to
+ * `list`, their tags in `tags`.  The first is waited for as recv waits;
+ * then those already published, up to `max`, and the cursor moves once for
+ * all of them (one store, one look for blocked publishers).  A message lost
+ * to a publisher meanwhile ("overwrite") ends the batch: the next call
+ * reports it.  Returns how many, or -1 with an exception (and none taken). */
+static Py_ssize_t topic_read_batch(TopicEndObject *self, PyObject *timeout, Py_ssize_t max, PyObject *list,
+                                   uint32_t *tags)
+{
+    GATE_HOLD(hold, &self->gate, TOPIC_END);
+    uint64_t deadline, cursor, next_seq;
+    Py_ssize_t n = 0;
+    int polled = 0, no_wait = parse_timeout(timeout, &deadline);
+    if (no_wait < 0 || topic_enter(self, TOPIC_SUBSCRIBER, &hold, deadline, no_wait) < 0)
+        return -1;
+    cursor = self->cursor;
+    next_seq = self->next_seq;
+    while (n < max) {
+        uint32_t tag;
+        const unsigned char *p;
+        uint64_t len, seq, size, at = cursor;
+        PyObject *data;
+        int rc = shmring_topic_next(&self->t, &at, &tag, &p, &len, &seq, &size);
+        if (rc != SHMRING_OK) {
+            if (n > 0)
+                break; /* nothing more without waiting, or a loss for the next call to report */
+            if (topic_await_next(self, rc, at, deadline, &polled) < 0)
+                return -1;
+            cursor = self->cursor; /* past padding, or where a lagging reader resumes */
+            next_seq = self->next_seq;
+            continue;
+        }
+        data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
+        if (data == NULL)
+            break; /* MemoryError: after those taken, if any */
+        shmring_topic_copy_subscribed(&self->t, PyBytes_AS_STRING(data), p, len); /* a publisher may lap us */
+        if (shmring_topic_still_valid(&self->t, at) != SHMRING_OK) {
+            Py_DECREF(data);
+            if (n > 0)
+                break;
+            if (topic_lagged(self) < 0)
+                return -1;
+            cursor = self->cursor;
+            next_seq = self->next_seq;
+            continue;
+        }
+        if (PyList_Append(list, data) < 0) {
+            Py_DECREF(data);
+            break;
+        }
+        Py_DECREF(data);
+        tags[n++] = tag;
+        cursor = at + size;
+        next_seq = seq + 1;
+    }
+    if (n == 0)
+        return -1;
+    PyErr_Clear(); /* a MemoryError after some were taken: they are returned, the next call meets it again */
+    topic_move_to(self, cursor, next_seq);
+    return n;
+}
+
+/* recv_many(max_messages, timeout=None) -> list: as recv, for a batch; the
+ * object messages are unpickled once the gate is left. */
+PyObject *topic_recv_many(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[2], *list;
+    uint32_t *tags;
+    Py_ssize_t max, n, i;
+    if (parse_args("recv_many", args, nargs, kwnames, ARGS_MAX_TIMEOUT, 1, 2, a) < 0 ||
+        parse_count(a[0], 1, "max_messages must be at least 1, not %zd", &max) < 0)
+        return NULL;
+    if (max > 65536)
+        max = 65536; /* a batch at a time: the rest stays for the next call */
+    tags = PyMem_New(uint32_t, (size_t)max);
+    list = tags == NULL ? NULL : PyList_New(0);
+    if (list == NULL) {
+        PyMem_Free(tags);
+        return PyErr_NoMemory();
+    }
+    n = topic_read_batch(self, a[1], max, list, tags);
+    for (i = 0; i < n; i++) {
+        if (tags[i] != SHMRING_REC_BYTES) {
+            PyObject *obj = topic_decode(tags[i], Py_NewRef(PyList_GET_ITEM(list, i)), 0);
+            if (obj == NULL) {
+                n = -1; /* as recv: the message is consumed, its loads error raised */
+                break;
+            }
+            PyList_SetItem(list, i, obj);
+        }
+    }
+    PyMem_Free(tags);
+    if (n < 0) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    return list;
+}
+
 /* peek(timeout=None) -> Loan: the next message in place, read-only. */
 PyObject *topic_peek(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
