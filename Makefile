@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_queue.py
 	$(PY) benchmarks/bench_topic.py
 	$(PY) benchmarks/bench_aio.py
+	$(PY) benchmarks/bench_arrays.py
 
 # The Python tests of the native code against an ASan+UBSan build of the
 # extension (the sanitizer runtimes are preloaded into the interpreter).

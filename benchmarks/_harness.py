@@ -1,6 +1,6 @@
 """What the benchmark scripts share: bench_channel.py, bench_sync.py,
-bench_queue.py and bench_topic.py import it (no bench script imports
-another).
+bench_queue.py, bench_topic.py and bench_arrays.py import it (no bench
+script imports another).
 
 - Logging (``log``), size labels, and the errors a run reports: ``Mismatch``
   (a check of the data failed) in a worker, ``WorkerError`` in the parent,
