@@ -74,6 +74,31 @@ def test_the_header_is_the_documented_one(ch: Any) -> None:
     assert raw[48:] == a.tobytes() and len(raw) == 60
 
 
+def test_send_array_writes_every_byte_of_its_message(new_name: Callable[[], str],
+                                                    topic: Callable[..., shmring.Topic]) -> None:
+    """send_array lends the ring without zeroing it first (it writes every
+    byte): a message never carries what the ring held before."""
+    ch = shmring.Channel.create(new_name(), capacity=4096)
+    t = topic(4096)
+    sub, pub = t.subscribe(), t.publisher()
+    try:
+        for end_in, end_out in ((ch, ch), (pub, sub)):
+            for _ in range(20):  # the ring's bytes all 0xFF, round and round
+                end_in.send(b"\xff" * 200)
+                end_out.recv_bytes() if end_out is sub else end_out.recv()
+            for shape, dtype in (((3,), "<u1"), ((5, 3), ">f8"), ((), "<i2"), ((0, 4), "<f4"), ((7,), "<U3")):
+                a = np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape) if dtype[1] != "U" else \
+                    np.array(["a", "bc", "def", "", "x", "yz", "q"], dtype=dtype)
+                end_in.send_array(a)
+                raw = end_out.recv_bytes() if end_out is sub else end_out.recv()
+                header = shmring.arrays.pack_header(a.dtype, a.shape, "C")
+                assert raw == header + a.tobytes(), (shape, dtype)
+    finally:
+        ch.close()
+        sub.close()
+        pub.close()
+
+
 # -- refused ------------------------------------------------------------------------------
 
 

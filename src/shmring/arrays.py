@@ -112,7 +112,8 @@ def send_array(end: Any, a: Any, timeout: float | None) -> None:
         arr = np.ascontiguousarray(arr)
     order = "C" if arr.flags.c_contiguous else "F"
     header = pack_header(arr.dtype, arr.shape, order)
-    with end.reserve(len(header) + arr.nbytes, timeout=timeout) as buf:
+    # every byte is written below before the block ends (an exception drops the message): no zeroing first
+    with end._reserve_unzeroed(len(header) + arr.nbytes, timeout=timeout) as buf:
         buf[: len(header)] = header
         if arr.nbytes:
             dst = np.frombuffer(buf, np.uint8, arr.nbytes, len(header))

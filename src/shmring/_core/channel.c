@@ -560,6 +560,9 @@ static PyMethodDef channel_methods[] = {
     {"recv_many", (PyCFunction)(void (*)(void))channel_recv_many, FASTKW,
      "recv_many($self, /, max_messages, timeout=None)\n--\n\n"
      "Every waiting message (a list of bytes), up to max_messages; waits for the first."},
+    {"_reserve_unzeroed", (PyCFunction)(void (*)(void))channel_reserve_unzeroed, FASTKW,
+     "_reserve_unzeroed($self, /, n, timeout=None)\n--\n\n"
+     "reserve() without zeroing the bytes lent: for a writer that fills every one (send_array)."},
     {"reserve", (PyCFunction)(void (*)(void))channel_reserve, FASTKW,
      "reserve($self, /, n, timeout=None)\n--\n\n"
      "A Loan for a with block, lending n zero-filled writable bytes of the ring; committed on exit "

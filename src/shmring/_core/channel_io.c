@@ -512,13 +512,16 @@ static int channel_loan_finish(LoanObject *l, int how)
     return 0;
 }
 
-PyObject *channel_reserve(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* reserve() and _reserve_unzeroed() (`fname`): the loan, its bytes zeroed
+ * or not. */
+static PyObject *channel_lend(ChannelObject *self, const char *fname, int zero, PyObject *const *args,
+                              Py_ssize_t nargs, PyObject *kwnames)
 {
     GATE_HOLD(hold, &self->gate, END_PRODUCER);
     Py_ssize_t n;
     uint64_t deadline;
     unsigned char *dst;
-    int no_wait = parse_count_timeout("reserve", ARGS_N_TIMEOUT, args, nargs, kwnames, 0,
+    int no_wait = parse_count_timeout(fname, ARGS_N_TIMEOUT, args, nargs, kwnames, 0,
                                       "reserve() size must be non-negative, not %zd", &n, &deadline);
     if (no_wait < 0)
         return NULL;
@@ -527,9 +530,23 @@ PyObject *channel_reserve(ChannelObject *self, PyObject *const *args, Py_ssize_t
     dst = channel_reserve_wait(self, (uint64_t)n, deadline, no_wait);
     if (dst == NULL)
         return NULL;
-    zero_maybe_without_gil(dst, (size_t)n);
+    if (zero)
+        zero_maybe_without_gil(dst, (size_t)n);
     return (PyObject *)loan_new((PyObject *)self, &self->gate, END_PRODUCER, channel_loan_finish,
                                 channel_name(self), "channel", dst, (uint64_t)n, 0);
+}
+
+PyObject *channel_reserve(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return channel_lend(self, "reserve", 1, args, nargs, kwnames);
+}
+
+/* For writers that fill every byte before the block ends (send_array):
+ * the zeroing would be a pass over memory for nothing.  Private: a caller
+ * that leaves bytes unwritten would send whatever the ring held there. */
+PyObject *channel_reserve_unzeroed(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return channel_lend(self, "_reserve_unzeroed", 0, args, nargs, kwnames);
 }
 
 PyObject *channel_peek(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)

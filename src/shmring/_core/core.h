@@ -544,6 +544,7 @@ PyObject *channel_try_recv(ChannelObject *self, PyObject *ignored);
 PyObject *channel_recv_into(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *channel_recv_many(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *channel_reserve(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *channel_reserve_unzeroed(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *channel_peek(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 
 /* Queue: core_queue.h (queue.c, queue_ops.c, queue_chunks.c, queue_wait.c, queue_values.c) */
@@ -609,6 +610,7 @@ void topic_note_reserve(TopicEndObject *self, int held, pthread_t thread);
 PyObject *topic_send(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *topic_send_obj(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *topic_reserve_unzeroed(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *topic_recv(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *topic_recv_bytes(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *topic_recv_many(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);

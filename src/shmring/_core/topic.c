@@ -354,6 +354,9 @@ static PyMethodDef topic_methods[] = {
      "Publish a bytes-like object (under \"block\", waiting up to timeout for room)."},
     {"send_obj", (PyCFunction)(void (*)(void))topic_send_obj, FASTKW,
      "send_obj($self, /, obj, timeout=None)\n--\n\nPublish an object (pickled)."},
+    {"_reserve_unzeroed", (PyCFunction)(void (*)(void))topic_reserve_unzeroed, FASTKW,
+     "_reserve_unzeroed($self, /, n, timeout=None)\n--\n\n"
+     "reserve() without zeroing the bytes lent: for a writer that fills every one (send_array)."},
     {"reserve", (PyCFunction)(void (*)(void))topic_reserve, FASTKW,
      "reserve($self, /, n, timeout=None)\n--\n\n"
      "A Loan for a with block, lending n zero-filled bytes of the ring; published on normal exit "

@@ -174,9 +174,11 @@ static int topic_loan_finish(LoanObject *l, int how)
     return 0;
 }
 
-/* reserve(n, timeout=None) -> Loan: n zero-filled bytes in place; the topic
- * lock is held until the loan completes. */
-PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* reserve(n, timeout=None) -> Loan: n zero-filled bytes in place (or not:
+ * _reserve_unzeroed, as channel_reserve_unzeroed); the topic lock is held
+ * until the loan completes. */
+static PyObject *topic_lend(TopicEndObject *self, const char *fname, int zero, PyObject *const *args,
+                            Py_ssize_t nargs, PyObject *kwnames)
 {
     GATE_HOLD(hold, &self->gate, TOPIC_END);
     PyObject *a[2];
@@ -185,14 +187,15 @@ PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_ssize_t 
     uint64_t deadline, pos;
     unsigned char *dst;
     int no_wait;
-    if ((no_wait = parse_args_timeout("reserve", args, nargs, kwnames, ARGS_N_TIMEOUT, 1, 2, a, &deadline)) < 0)
+    if ((no_wait = parse_args_timeout(fname, args, nargs, kwnames, ARGS_N_TIMEOUT, 1, 2, a, &deadline)) < 0)
         return NULL;
     if (parse_count(a[0], 0, "reserve() size must be >= 0, not %zd", &n) < 0)
         return NULL;
     if (topic_enter(self, TOPIC_PUBLISHER, &hold, deadline, no_wait) < 0 ||
         topic_reserve_locked(self, SHMRING_REC_BYTES, (uint64_t)n, deadline, &dst, &pos) < 0)
         return NULL;
-    zero_maybe_without_gil(dst, (size_t)n);
+    if (zero)
+        zero_maybe_without_gil(dst, (size_t)n);
     loan = loan_new((PyObject *)self, &self->gate, TOPIC_END, topic_loan_finish, topic_name(self), "topic", dst,
                     (uint64_t)n, 0);
     if (loan == NULL) {
@@ -202,6 +205,16 @@ PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_ssize_t 
     loan->pos = pos;
     topic_note_reserve(self, 1, loan->thread);
     return (PyObject *)loan;
+}
+
+PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return topic_lend(self, "reserve", 1, args, nargs, kwnames);
+}
+
+PyObject *topic_reserve_unzeroed(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return topic_lend(self, "_reserve_unzeroed", 0, args, nargs, kwnames);
 }
 
 /* -- subscribing ------------------------------------------------------------------ */
