@@ -55,7 +55,7 @@ class Spec:
     max_size: int = KiB
     events: dict[str, Any] = field(default_factory=dict)  # multiprocessing Events
     pin: dict[str, int] = field(default_factory=dict)  # role -> CPU to pin that worker to
-    sub_batch: int = 0  # shmring subscribers: recv_many(sub_batch) instead of one recv_bytes() each
+    sub_batch: int = 0  # shmring: the publisher's send_many and the subscribers' recv_many batches (0: one call each)
 
 
 class Endpoint:
@@ -81,6 +81,8 @@ def open_shmring(spec: Spec, role: str) -> Endpoint:
         pub = topic.publisher()
         ep.closers.append(pub.close)
         ep.send = pub.send  # type: ignore[attr-defined]
+        if spec.sub_batch:
+            ep.send_many, ep.batch = pub.send_many, spec.sub_batch  # type: ignore[attr-defined]
     elif role in SUB_ROLES:
         sub = topic.subscribe()
         ep.closers.append(sub.close)
@@ -219,9 +221,15 @@ def publish(ep: Endpoint, p: dict[str, Any]) -> dict[str, Any]:
     size, base, count = p["size"], p["base"], p["count"]
     S, body = msg_struct(size), msg_body(size)
     send, pack = ep.send, S.pack  # type: ignore[attr-defined]
+    batch = getattr(ep, "batch", 0)
     t0 = time.monotonic()
-    for seq in range(base, base + count):
-        send(pack(seq, body, seq))
+    if batch:
+        send_many, end = ep.send_many, base + count  # type: ignore[attr-defined]
+        for start in range(base, end, batch):
+            send_many([pack(seq, body, seq) for seq in range(start, min(end, start + batch))])
+    else:
+        for seq in range(base, base + count):
+            send(pack(seq, body, seq))
     t1 = time.monotonic()
     return {"t0": t0, "t1": t1, "sent": count}
 

@@ -61,7 +61,7 @@ SIZES = [64, KiB]
 SUBS = [1, 2, 4]
 SECTIONS = ["fanout", "overwrite", "latest"]
 FAMILIES = ["shmring", "shmring-many", "pyzmq", "iceoryx2"]
-SUB_BATCH = 64  # recv_many's batch in the "shmring-many" rows
+SUB_BATCH = 64  # the "shmring-many" rows: send_many and recv_many batches
 DEFAULT_CAPACITY = MiB  # shmring ring bytes; iceoryx2 buffer = capacity / size samples (<= 1024)
 # Messages per fan-out run (before --scale), per family and size: ~0.3-0.7 s a
 # run on 2 cores with 1 subscriber (~1-2 s with 4), so that a full run takes
@@ -73,7 +73,7 @@ SLOW_SLEEP = 0.001  # the slow subscriber's sleep after each message while the p
 LATEST_CALLS = 300_000  # latest() calls per latency run
 DEFAULT_MARKDOWN = os.path.join(HERE, "results", "topic.md")
 FAMILY_LABEL = {"shmring": "shmring Topic (block)",
-                "shmring-many": f"shmring Topic (block), recv_many({SUB_BATCH})", "pyzmq": "pyzmq XPUB/SUB ipc", "iceoryx2": "iceoryx2 pub/sub (spin)"}
+                "shmring-many": f"shmring Topic (block), send_many/recv_many({SUB_BATCH})", "pyzmq": "pyzmq XPUB/SUB ipc", "iceoryx2": "iceoryx2 pub/sub (spin)"}
 
 
 # ---------------------------------------------------------------------------

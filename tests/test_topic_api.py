@@ -194,7 +194,7 @@ def test_iteration(topic: Callable[..., Topic]) -> None:
     assert list(sub) == []  # a closed subscription ends the iteration
 
 
-PUBLISHER_ONLY = ("send", "send_obj", "reserve", "send_array", "reserve_array")
+PUBLISHER_ONLY = ("send", "send_obj", "send_many", "reserve", "send_array", "reserve_array")
 SUBSCRIBER_ONLY = ("recv", "recv_bytes", "recv_many", "peek", "latest", "lagged", "recv_array", "peek_array")
 
 
@@ -421,4 +421,26 @@ def test_recv_many_with_a_message_that_fails_to_unpickle_consumes_the_batch(topi
         sub.recv_many(3)
     pub.send(b"fourth")
     assert sub.recv_many(10) == [b"fourth"]  # as Queue.get_many: the batch is gone with the error
+
+
+def test_send_many_publishes_in_order_and_says_how_many_went(topic: Callable[..., Topic]) -> None:
+    t = topic(1 << 16, "block")
+    sub, pub = t.subscribe(), t.publisher()
+    assert pub.send_many([b"%d" % i for i in range(200)]) == 200  # more than one run of the lock
+    got: list[bytes] = []
+    while len(got) < 200:
+        got += sub.recv_many(1000, timeout=OP_TIMEOUT)
+    assert got == [b"%d" % i for i in range(200)]
+    assert pub.send_many([]) == 0
+    with pytest.raises(ValueError, match="message 1 of the batch .* never fit.*nothing was sent"):
+        pub.send_many([b"x", bytes(70_000)])
+    with pytest.raises(TypeError):
+        pub.send_many([b"x", 3])
+    with pytest.raises(shmring.Timeout) as full:  # the ring fills: the subscriber does not read
+        pub.send_many([bytes(1000)] * 100, timeout=0.05)
+    sent = full.value.sent  # type: ignore[attr-defined]
+    assert 0 < sent < 100
+    assert len(sub.recv_many(1000)) == sent  # exactly those, whole
+    with pytest.raises(shmring.Timeout):
+        sub.recv(timeout=0.01)
 

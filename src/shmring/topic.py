@@ -226,8 +226,11 @@ class _End(_core.TopicEnd):
 
 class Publisher(_End, Generic[T]):
     """Publishes to a topic: ``send(data)`` for bytes-like data,
-    ``send_obj(obj)`` for any picklable object, ``reserve(n)`` to write in
-    place.  Under policy "block" these wait (``timeout`` seconds, None =
+    ``send_obj(obj)`` for any picklable object, ``send_many(buffers)`` for a
+    batch (in order, up to 64 records per hold of the topic lock; each
+    checked first, so one that can never fit sends nothing; a
+    :class:`shmring.Timeout` says in ``exc.sent`` how many went; returns how
+    many), ``reserve(n)`` to write in place.  Under policy "block" these wait (``timeout`` seconds, None =
     forever) for the slowest live subscriber and raise
     :class:`shmring.Timeout`.
 
@@ -293,6 +296,7 @@ class Subscription(_End, Generic[T]):
 
     send = _OtherRole("Publisher")  # type: ignore[assignment]
     send_obj = _OtherRole("Publisher")  # type: ignore[assignment]
+    send_many = _OtherRole("Publisher")  # type: ignore[assignment]
     reserve = _OtherRole("Publisher")  # type: ignore[assignment]
     send_array = _OtherRole("Publisher")
     reserve_array = _OtherRole("Publisher")

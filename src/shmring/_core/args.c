@@ -8,6 +8,7 @@ const char *const ARGS_TIMEOUT[] = {"timeout"};
 const char *const ARGS_DATA_TIMEOUT[] = {"data", "timeout"};
 const char *const ARGS_N_TIMEOUT[] = {"n", "timeout"};
 const char *const ARGS_MAX_TIMEOUT[] = {"max_messages", "timeout"};
+const char *const ARGS_BUFFERS_TIMEOUT[] = {"buffers", "timeout"};
 
 int parse_timeout_number(PyObject *obj, uint64_t *deadline)
 {

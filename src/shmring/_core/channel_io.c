@@ -6,7 +6,6 @@
  */
 #include "core.h"
 
-static const char *const ARGS_BUFFERS_TIMEOUT[] = {"buffers", "timeout"};
 static const char *const ARGS_BUFFER_TIMEOUT[] = {"buffer", "timeout"};
 
 /* Enter the end of `hold` for one call: 0, 1 when another call has it and
@@ -166,22 +165,6 @@ PyObject *channel_try_send(ChannelObject *self, PyObject *data)
     PyBuffer_Release(&src);
     shmring_channel_publish(&self->ch);
     Py_RETURN_TRUE;
-}
-
-/* Tell a failed send_many how many of its messages were delivered. */
-static void note_sent(Py_ssize_t count)
-{
-    PyObject *type, *value, *tb, *n;
-    if (!PyErr_ExceptionMatches(timeout_error) && !PyErr_ExceptionMatches(closed_error) &&
-        !PyErr_ExceptionMatches(peer_gone_error))
-        return;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    n = PyLong_FromSsize_t(count);
-    if (value != NULL && n != NULL && PyObject_SetAttrString(value, "sent", n) < 0)
-        PyErr_Clear();
-    Py_XDECREF(n);
-    PyErr_Restore(type, value, tb);
 }
 
 #define SEND_MANY_STACK 64

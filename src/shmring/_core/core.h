@@ -90,6 +90,9 @@ PyObject *raise_corrupted(const char *kind, PyObject *name, const char *what);
 /* Raise Closed: a call of a `kind` handle (a "subscription"...) woke to find
  * close() begun by another thread.  Returns -1. */
 int raise_closed_meanwhile(const char *kind, PyObject *name, const char *handle);
+/* A failed send_many (Timeout, Closed, PeerGone): set exc.sent, how many
+ * of its messages were delivered. */
+void note_sent(Py_ssize_t count);
 
 /* ------------------------------------------------------------------------ */
 /* Arguments (args.c)                                                        */
@@ -161,6 +164,7 @@ extern const char *const ARGS_TIMEOUT[];      /* timeout */
 extern const char *const ARGS_DATA_TIMEOUT[]; /* data, timeout */
 extern const char *const ARGS_N_TIMEOUT[];    /* n, timeout */
 extern const char *const ARGS_MAX_TIMEOUT[];  /* max_messages, timeout */
+extern const char *const ARGS_BUFFERS_TIMEOUT[]; /* buffers, timeout */
 
 /* ------------------------------------------------------------------------ */
 /* The process (module.c, mapping.c)                                         */
@@ -609,6 +613,7 @@ void topic_note_reserve(TopicEndObject *self, int held, pthread_t thread);
 /* The entry points of topic_io.c, in the method table of topic.c. */
 PyObject *topic_send(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *topic_send_obj(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *topic_send_many(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *topic_reserve_unzeroed(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *topic_recv(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);

@@ -107,3 +107,19 @@ int raise_closed_meanwhile(const char *kind, PyObject *name, const char *handle)
     PyErr_Format(closed_error, "%s %R: this %s was closed by another thread", kind, name, handle);
     return -1;
 }
+
+/* Tell a failed send_many how many of its messages were delivered. */
+void note_sent(Py_ssize_t count)
+{
+    PyObject *type, *value, *tb, *n;
+    if (!PyErr_ExceptionMatches(timeout_error) && !PyErr_ExceptionMatches(closed_error) &&
+        !PyErr_ExceptionMatches(peer_gone_error))
+        return;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    n = PyLong_FromSsize_t(count);
+    if (value != NULL && n != NULL && PyObject_SetAttrString(value, "sent", n) < 0)
+        PyErr_Clear();
+    Py_XDECREF(n);
+    PyErr_Restore(type, value, tb);
+}

@@ -352,6 +352,10 @@ static PyMethodDef topic_methods[] = {
     {"send", (PyCFunction)(void (*)(void))topic_send, FASTKW,
      "send($self, /, data, timeout=None)\n--\n\n"
      "Publish a bytes-like object (under \"block\", waiting up to timeout for room)."},
+    {"send_many", (PyCFunction)(void (*)(void))topic_send_many, FASTKW,
+     "send_many($self, /, buffers, timeout=None)\n--\n\n"
+     "Publish bytes-like messages in order, up to 64 per hold of the topic lock; returns how many.  Each "
+     "is checked first (one that can never fit sends nothing); a Timeout says in exc.sent how many went."},
     {"send_obj", (PyCFunction)(void (*)(void))topic_send_obj, FASTKW,
      "send_obj($self, /, obj, timeout=None)\n--\n\nPublish an object (pickled)."},
     {"_reserve_unzeroed", (PyCFunction)(void (*)(void))topic_reserve_unzeroed, FASTKW,
