@@ -150,9 +150,10 @@ class Queue(NamedObject, _core.Queue, Generic[T]):
         if not (dumps is None or callable(dumps)) or not (loads is None or callable(loads)):
             raise TypeError("dumps and loads must be callables or None")
         bare = unique_name() if name is None else validate_name(name)
-        # QUEUE_VALUES: items of plain types go value-encoded (shmring/value.h),
-        # and processes of a release that does not know it refuse the queue.
-        flags |= _core.QUEUE_VALUES
+        # QUEUE_VALUES: items of plain types go value-encoded (shmring/value.h);
+        # QUEUE_OOB: large buffers (ndarrays...) go out of band (shmring/oob.h).
+        # Processes of a release that does not know a flag refuse the queue.
+        flags |= _core.QUEUE_VALUES | _core.QUEUE_OOB
         mapping = finish_create(_core.create_queue(bare, capacity, max(maxsize, 0), flags, spin_ns, mode), persistent)
         segment = Segment._wrap(bare, mapping, owner=True, allow_other_owner=False)
         self._setup(segment, dumps, loads, False)
