@@ -234,6 +234,26 @@ def test_pytorch_cpu_tensors_travel_out_of_band(sq: shmring.Queue[Any]) -> None:
     assert t[0, 0] == 0.0
 
 
+class PutsWhilePickled:
+    """An object whose pickling puts into the queue, then fails."""
+
+    def __init__(self, q: shmring.Queue[Any]) -> None:
+        self.q = q
+
+    def __reduce__(self) -> Any:
+        self.q.put(sample("<f8", (MIN,)))  # out of band, inside the outer put's pickling
+        raise pickle.PicklingError("failed after a nested put")
+
+
+def test_a_put_inside_another_puts_pickling_then_its_failure(sq: shmring.Queue[Any]) -> None:
+    with pytest.raises(pickle.PicklingError, match="nested put"):
+        sq.put([sample("<f4", (MIN,)), PutsWhilePickled(sq)])
+    assert sq.qsize() == 1 and same(sq.get(), sample("<f8", (MIN,)))
+    for item in items(5, big=MIN * 2):  # and the puts after it are as ever
+        sq.put(item)
+        assert arrives_intact(item, sq.get(timeout=OP_TIMEOUT))
+
+
 # -- batches ----------------------------------------------------------------------------
 
 

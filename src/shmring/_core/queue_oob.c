@@ -65,12 +65,14 @@ static PyObject *spare_list, *spare_callback;
 
 static int collector_take(PyObject **list, PyObject **callback)
 {
-    if (spare_list != NULL) {
+    if (spare_list != NULL && PyList_GET_SIZE(spare_list) == 0) {
         *list = spare_list;
         *callback = spare_callback;
         spare_list = spare_callback = NULL;
         return 0;
     }
+    Py_CLEAR(spare_callback); /* (one that somebody called since: not ours to reuse) */
+    Py_CLEAR(spare_list);
     *list = PyList_New(0);
     *callback = *list == NULL ? NULL : PyCFunction_New(&COLLECT_BUFFER, *list);
     if (*callback == NULL) {
@@ -80,16 +82,14 @@ static int collector_take(PyObject **list, PyObject **callback)
     return 0;
 }
 
-/* Keep an emptied collector for the next put (or drop it: one is kept). */
+/* Keep a collector whose list is empty for the next put (one is kept). */
 static void collector_give_back(PyObject *list, PyObject *callback)
 {
-    Py_ssize_t n = PyList_GET_SIZE(list);
-    if (spare_list == NULL && (n == 0 || PyList_SetSlice(list, 0, n, NULL) == 0)) {
+    if (spare_list == NULL) {
         spare_list = list;
         spare_callback = callback;
         return;
     }
-    PyErr_Clear(); /* (a failed emptying: the pair is dropped) */
     Py_DECREF(callback);
     Py_DECREF(list);
 }
@@ -97,13 +97,8 @@ static void collector_give_back(PyObject *list, PyObject *callback)
 /* How many objects may_hold_buffers looks at before it says "maybe". */
 #define OOB_SCAN_BUDGET 64
 
-/* Whether pickling `obj` may meet a buffer worth taking out of band: 0 only
- * for what pickle writes in its stream in any case (None, bools, ints,
- * floats, str, bytes and bytearray nested in an item) and exact tuples,
- * lists and dicts of those, looked at up to *budget objects; 1 for
- * anything else (an ndarray, an instance of a class...).  Those items are
- * pickled as before: a buffer_callback costs pickle.dumps a keyword
- * argument, which a small item notices.  Runs no Python code. */
+/* Objects that pickle writes into its stream whatever its buffer_callback:
+ * None, bools, ints, floats, str, and bytes and bytearray inside an item. */
 static inline int pickled_in_stream(PyObject *obj)
 {
     PyTypeObject *type = Py_TYPE(obj);
@@ -111,6 +106,13 @@ static inline int pickled_in_stream(PyObject *obj)
            type == &PyBool_Type || type == &PyBytes_Type || type == &PyByteArray_Type;
 }
 
+/* Whether pickling `obj` may meet a buffer worth taking out of band: 0 only
+ * for the objects above and exact tuples, lists and dicts of them, looked
+ * at up to *budget objects; 1 for anything else (an ndarray, an instance of
+ * a class...).  An item of 0 is pickled by the same call as before: a
+ * buffer_callback costs pickle.dumps a keyword argument, which a small item
+ * notices.  A wrong 0 would only cost speed (its buffers pickled in band).
+ * Runs no Python code. */
 static int may_hold_buffers(PyObject *obj, int *budget)
 {
     Py_ssize_t i = 0;
@@ -210,19 +212,23 @@ int oob_serialize(PyObject *obj, PyObject **stream, PyObject **buffers)
         PyObject *args[3] = {obj, pickle_protocol, callback};
         *stream = PyObject_Vectorcall(pickle_dumps, args, 2, buffer_callback_kw);
     }
-    if (*stream != NULL && PyList_GET_SIZE(list) > 0) {
-        /* The buffers go with the batch; the callback (bound to them) goes. */
+    if (*stream == NULL) {
         Py_DECREF(callback);
-        if (hold_buffers(list) == 0) {
-            *buffers = list;
-            return 0;
-        }
         Py_DECREF(list);
-        Py_CLEAR(*stream);
         return -1;
     }
-    collector_give_back(list, callback);
-    return *stream == NULL ? -1 : 0; /* (no buffer out of band: an ordinary pickle) */
+    if (PyList_GET_SIZE(list) == 0) {
+        collector_give_back(list, callback);
+        return 0; /* no buffer out of band: an ordinary pickle */
+    }
+    Py_DECREF(callback); /* the buffers go with the batch, the callback bound to them does not */
+    if (hold_buffers(list) == 0) {
+        *buffers = list;
+        return 0;
+    }
+    Py_DECREF(list);
+    Py_CLEAR(*stream);
+    return -1;
 }
 
 uint64_t oob_record_len(uint64_t stream_len, PyObject *buffers)
