@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_channel.py
 	$(PY) benchmarks/bench_sync.py
 	$(PY) benchmarks/bench_queue.py
+	$(PY) benchmarks/bench_queue_arrays.py
 	$(PY) benchmarks/bench_topic.py
 	$(PY) benchmarks/bench_aio.py
 	$(PY) benchmarks/bench_arrays.py

@@ -17,6 +17,8 @@
  *   shmring/watch.h         waiting outside the calls: one thread, many futex words
  *   shmring/segment.h       the segment header, roster, leases; create, attach
  *   shmring/record.h        the record header and tags shared by the rings
+ *   shmring/value.h         the value encoding of queue items (tag 'V')
+ *   shmring/oob.h           a queue record's stream and out-of-band buffers (tag 'M')
  *   shmring/sync.h          semaphore, spin lock, robust mutex, event, condition
  *   shmring/siphash.h       SipHash-2-4, the keyed hash of the chunks' names
  *   shmring/channel.h       SPSC channel: control block, ends, ring steps
@@ -54,6 +56,7 @@
 #include "shmring/segment.h"
 #include "shmring/record.h"
 #include "shmring/value.h"
+#include "shmring/oob.h"
 #include "shmring/sync.h"
 #include "shmring/siphash.h"
 #include "shmring/channel.h"

@@ -32,7 +32,7 @@ BUILDS = {
 
 def test_there_is_a_unit_test_program_per_component() -> None:
     assert {"test_channel_ring", "test_queue_ring", "test_topic_ring", "test_segment_header", "test_record",
-            "test_wait", "test_sync_primitives", "test_array"} <= set(UNITS)
+            "test_wait", "test_sync_primitives", "test_array", "test_value", "test_oob"} <= set(UNITS)
 
 
 @pytest.fixture(scope="module")

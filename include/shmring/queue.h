@@ -52,7 +52,8 @@ extern "C" {
 #define SHMRING_QUEUE_MAX_CHUNKS 65536u  /* chunks held at once; more is corruption */
 #define SHMRING_QUEUE_BOUNDED 1u         /* ctrl.flags: the ring's bytes bound producers */
 #define SHMRING_QUEUE_VALUES 2u          /* ctrl.flags: records may be value-encoded ('V', shmring/value.h) */
-#define SHMRING_QUEUE_FLAGS_KNOWN 3u
+#define SHMRING_QUEUE_OOB 4u             /* ctrl.flags: records may hold out-of-band buffers ('M', shmring/oob.h) */
+#define SHMRING_QUEUE_FLAGS_KNOWN 7u
 
 typedef struct shmring_queue_ctrl {
     /* Config: written before the segment is published. */
@@ -330,8 +331,9 @@ static inline int shmring_queue_ring_take(shmring_queue_ring *r, uint32_t *tag, 
             continue;
         }
         need = shmring_queue_record_size(rlen);
-        if ((rtag != SHMRING_REC_OBJECT && rtag != SHMRING_REC_BYTES && rtag != SHMRING_REC_VALUE) || need > contig ||
-            need > avail)
+        if ((rtag != SHMRING_REC_OBJECT && rtag != SHMRING_REC_BYTES && rtag != SHMRING_REC_VALUE &&
+             rtag != SHMRING_REC_OOB) ||
+            need > contig || need > avail)
             return SHMRING_ERR_CORRUPT;
         *tag = rtag;
         *len = rlen;

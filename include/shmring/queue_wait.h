@@ -207,8 +207,9 @@ static inline int shmring_queue_wait_(shmring_queue_waiter_ *w)
                             w->deadline_ns);
 }
 
-/* Put a record of `len` bytes tagged `tag` (SHMRING_REC_BYTES, _OBJECT, or
- * _VALUE in a queue with SHMRING_QUEUE_VALUES: shmring/value.h)
+/* Put a record of `len` bytes tagged `tag` (SHMRING_REC_BYTES, _OBJECT,
+ * _VALUE in a queue with SHMRING_QUEUE_VALUES: shmring/value.h, or _OOB in
+ * a queue with SHMRING_QUEUE_OOB: shmring/oob.h)
  * into queue `name`'s main ring, waiting for room until deadline_ns (0 =
  * forever).  SHMRING_OK, SHMRING_TOO_BIG, SHMRING_TIMEOUT, SHMRING_ERR_ARG
  * (the overflow chain is in use), lock errors. */

@@ -4,8 +4,9 @@
  * or close), the ring operations a holder of the lock runs on the main ring
  * and on an overflow chunk (load, take, reserve, commit, the counters),
  * the recount after a holder died (reached by a dead token written over
- * the lock's owner), task_done, the sleep words, and the checks of a new
- * opener, while the fuzzer rewrites the control block, the records, and
+ * the lock's owner), the readers of value-encoded and out-of-band records
+ * (shmring/value.h, oob.h), task_done, the sleep words, and the checks of a
+ * new opener, while the fuzzer rewrites the control block, the records, and
  * the chunk's header and records between them.
  *
  * The queue's segment is heap memory.  Its one overflow chunk is heap
@@ -97,6 +98,21 @@ static int chunk_ring(const queue *q, shmring_queue_ring *r)
     return rc;
 }
 
+/* Walk an out-of-band record (shmring/oob.h) as a reader does: every piece
+ * it hands out lies inside the `len` bytes at `p`. */
+static void read_oob_record(const unsigned char *p, uint64_t len)
+{
+    shmring_oob_reader r;
+    const unsigned char *data;
+    uint64_t blen;
+    uint32_t flags;
+    if (fz_rc(shmring_oob_open(&r, p, len)) != SHMRING_OK)
+        return;
+    (void)fz_inside(p, (size_t)len, r.stream, r.stream_len);
+    while (fz_rc(shmring_oob_next(&r, &data, &blen, &flags)) == SHMRING_OK)
+        (void)fz_inside(p, (size_t)len, data, blen);
+}
+
 /* Take up to `n` records from a ring and commit, as get_many does. */
 static void take_records(fz_input *in, queue *q, shmring_queue_ring *r, unsigned n)
 {
@@ -105,6 +121,8 @@ static void take_records(fz_input *in, queue *q, shmring_queue_ring *r, unsigned
     uint32_t tag;
     while (n-- > 0 && fz_rc(shmring_queue_ring_take(r, &tag, &p, &len)) == SHMRING_OK) {
         (void)fz_inside(r->data, (size_t)r->capacity, p, len);
+        if (tag == SHMRING_REC_OOB)
+            read_oob_record(p, len); /* in place, as a C peer may */
         items++;
         bytes += len;
     }
@@ -175,8 +193,8 @@ static void blocking_step(fz_input *in, queue *q)
     unsigned char buf[600];
     uint64_t deadline = fz_deadline(in);
     uint64_t len = fz_range(in, 0, sizeof buf);
-    static const uint32_t tags[] = {SHMRING_REC_BYTES, SHMRING_REC_OBJECT, SHMRING_REC_VALUE};
-    uint32_t tag = tags[fz_u8(in) % 3];
+    static const uint32_t tags[] = {SHMRING_REC_BYTES, SHMRING_REC_OBJECT, SHMRING_REC_VALUE, SHMRING_REC_OOB};
+    uint32_t tag = tags[fz_u8(in) % 4];
     chunk_sync(q);
     if (fz_u8(in) & 1) {
         memset(buf, 0x77, sizeof buf);
@@ -187,6 +205,8 @@ static void blocking_step(fz_input *in, queue *q)
                 SHMRING_OK &&
             tag == SHMRING_REC_VALUE)
             (void)shmring_value_check(buf, got); /* a hostile value encoding: refused, never read past */
+        else if (tag == SHMRING_REC_OOB)
+            read_oob_record(buf, got); /* hostile counts and lengths: refused, never read past */
         FZ_ASSERT(got <= q->capacity);
     }
 }
@@ -240,7 +260,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz_input in = {data, size, 0};
     uint64_t cap = 8 * fz_range(&in, 8, 64), payload_size = shmring_queue_payload_size(cap);
-    uint32_t flags = fz_u8(&in) & (SHMRING_QUEUE_BOUNDED | SHMRING_QUEUE_VALUES);
+    uint32_t flags = fz_u8(&in) & (SHMRING_QUEUE_BOUNDED | SHMRING_QUEUE_VALUES | SHMRING_QUEUE_OOB);
     queue q;
     shmring_queue_ctrl cfg;
     uint64_t opened_size;

@@ -6,9 +6,11 @@ A drop-in for :class:`multiprocessing.Queue` (and for ``faster_fifo.Queue``):
 Every ``put``/``get`` is one C call: the item is serialized (value-encoded
 when it is made only of None, bools, 64-bit ints, floats, bytes, str and
 tuples of these, which is several times cheaper than pickling; otherwise
-``pickle.dumps`` with the highest protocol, or your ``dumps``), copied into
-a ring of records in shared memory under the queue's robust lock, and taken
-out the same way.
+``pickle.dumps`` with protocol 5, its buffers of 8 KiB or more (an
+ndarray's elements) out of band, or your ``dumps``), copied into a ring of
+records in shared memory under the queue's robust lock, and taken out the
+same way: an out-of-band buffer is copied once in and once out, into memory
+that the item ``get`` returns owns.
 There is no feeder thread: ``put`` returns once the item is in shared
 memory, ``empty()`` sees it at once, and nothing can hang at exit.  The
 algorithm, and why a process killed mid-``put`` or mid-``get`` cannot wedge
@@ -44,7 +46,11 @@ class Queue(NamedObject, _core.Queue, Generic[T]):
     """A process-shared FIFO queue with the API of :class:`multiprocessing.Queue`.
 
     ``Queue(maxsize=0)`` holds at most ``maxsize`` items (``0`` or less: no
-    limit).  Items are any picklable objects; any size works.
+    limit).  Items are any picklable objects, and a ``memoryview``; any size
+    works.  An ndarray (and a large ``bytes``, ``bytearray`` or
+    ``memoryview``, or a PyTorch CPU tensor) is copied once into the queue
+    and once out, not pickled: the array ``get`` returns is writable and
+    owns that copy (docs/PROTOCOL.md section 5.2).
 
     Capacity: the ring holds ``max_size_bytes`` bytes of records (default
     1 MiB; rounded up to a multiple of 8, and to at least 64 bytes).  Without ``max_size_bytes`` a ``put`` never waits for bytes,
@@ -141,9 +147,10 @@ class Queue(NamedObject, _core.Queue, Generic[T]):
         if not (dumps is None or callable(dumps)) or not (loads is None or callable(loads)):
             raise TypeError("dumps and loads must be callables or None")
         bare = unique_name() if name is None else validate_name(name)
-        # QUEUE_VALUES: items of plain types go value-encoded (shmring/value.h),
-        # and processes of a release that does not know it refuse the queue.
-        flags |= _core.QUEUE_VALUES
+        # QUEUE_VALUES: items of plain types go value-encoded (shmring/value.h);
+        # QUEUE_OOB: large buffers (ndarrays...) go out of band (shmring/oob.h).
+        # Processes of a release that does not know a flag refuse the queue.
+        flags |= _core.QUEUE_VALUES | _core.QUEUE_OOB
         mapping = finish_create(_core.create_queue(bare, capacity, max(maxsize, 0), flags, spin_ns, mode), persistent)
         segment = Segment._wrap(bare, mapping, owner=True, allow_other_owner=False)
         self._setup(segment, dumps, loads, False)
@@ -219,7 +226,8 @@ class Queue(NamedObject, _core.Queue, Generic[T]):
 
     def dumps(self, obj: Any) -> bytes:
         """Serialize ``obj`` as ``put`` does when it does not value-encode
-        it: your ``dumps``, or a pickle (faster-fifo's hook)."""
+        it: your ``dumps``, or a pickle (in band: ``put`` itself hands large
+        buffers out of band) (faster-fifo's hook)."""
         if self._dumps_fn is not None:
             return bytes(self._dumps_fn(obj))
         import pickle

@@ -316,7 +316,7 @@ static void the_config_check_refuses_every_impossible_field(void)
     REFUSED(capacity, CAP + 4);
     REFUSED(capacity, CAP + 8); /* larger than the payload */
     REFUSED(capacity, UINT64_C(1) << 40);
-    REFUSED(flags, 4);
+    REFUSED(flags, 8); /* the first bit no release knows */
     REFUSED(chunk_mode, 01000);
     REFUSED(spin_ns, SHMRING_MAX_SPIN_NS + 1);
     REFUSED(queue_id, 0);
@@ -448,6 +448,43 @@ static void put_and_get_move_records_through_the_main_ring_in_order(void)
     CHECK_EQ(q.c->lock.owner, 0);
 }
 
+/* A C peer's view of an out-of-band record (shmring/oob.h): put with its
+ * tag, it comes out with it; copied into a 64-byte aligned buffer, each of
+ * its buffers is 64-byte aligned there. */
+static void an_out_of_band_record_comes_out_as_its_pieces_aligned_to_64(void)
+{
+    static const uint64_t lens[2] = {24, 40};
+    queue_mem q;
+    unsigned char *in = helpers_memory(512), *out = helpers_memory(512);
+    const unsigned char *data = NULL;
+    shmring_oob_reader r;
+    uint64_t len = 0, blen = 0, rec = shmring_oob_size(2, 5, lens), end = shmring_oob_stream_offset(2) + 5;
+    uint32_t tag = 0, flags = 0, i;
+    queue_new(&q, 0);
+    shmring_oob_write_header(in, 2, 5);
+    memcpy(in + shmring_oob_stream_offset(2), "strm.", 5);
+    for (i = 0; i < 2; i++) {
+        shmring_oob_write_entry(in, i, (uint32_t)lens[i], 0);
+        helpers_fill(in + shmring_oob_buffer_offset(end), lens[i], i);
+        end = shmring_oob_buffer_offset(end) + lens[i];
+    }
+    CHECK_EQ(queue_put(&q, SHMRING_REC_BYTES, "x", 1), SHMRING_OK); /* the record lands 8-aligned, not 64 */
+    CHECK_EQ(queue_get(&q, out, 512, &len, &tag), SHMRING_OK);
+    CHECK_EQ(queue_put(&q, SHMRING_REC_OOB, in, rec), SHMRING_OK);
+    CHECK_EQ(queue_get(&q, out, 512, &len, &tag), SHMRING_OK);
+    CHECK_EQ(tag, SHMRING_REC_OOB);
+    CHECK_EQ(len, rec);
+    CHECK_EQ(shmring_oob_open(&r, out, len), SHMRING_OK);
+    CHECK(r.stream_len == 5 && memcmp(r.stream, "strm.", 5) == 0);
+    for (i = 0; i < 2; i++) {
+        CHECK_EQ(shmring_oob_next(&r, &data, &blen, &flags), SHMRING_OK);
+        CHECK_EQ(blen, lens[i]);
+        CHECK_EQ((uintptr_t)data % 64, 0);
+        CHECK(helpers_pattern_ok(data, blen, i));
+    }
+    CHECK_EQ(shmring_oob_next(&r, &data, &blen, &flags), SHMRING_AGAIN);
+}
+
 static void get_times_out_on_an_empty_queue_and_put_on_a_full_one(void)
 {
     queue_mem q;
@@ -559,6 +596,7 @@ int main(void)
     RUN(every_queue_draws_its_own_chunk_key_so_its_names_are_its_own);
     RUN(the_counters_never_go_below_zero_and_tasks_never_outrun_puts);
     RUN(put_and_get_move_records_through_the_main_ring_in_order);
+    RUN(an_out_of_band_record_comes_out_as_its_pieces_aligned_to_64);
     RUN(get_times_out_on_an_empty_queue_and_put_on_a_full_one);
     RUN(maxsize_bounds_the_items_whatever_their_size);
     RUN(a_record_too_big_for_the_buffer_stays_in_the_queue);

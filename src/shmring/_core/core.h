@@ -31,6 +31,7 @@
  *   queue_chunks.c   Queue: the overflow chunks
  *   queue_wait.c     Queue: the lock, the blocking run of a put/get, join
  *   queue_values.c   Queue: the value encoding of common items (shmring/value.h)
+ *   queue_oob.c      Queue: records with out-of-band buffers (shmring/oob.h)
  *   topic.c          TopicEnd: the type, its lifetime, the observer
  *   topic_io.c       TopicEnd: publishing and subscribing
  *   array.c          the array message's header (shmring/array.h)
@@ -551,7 +552,8 @@ PyObject *channel_reserve(ChannelObject *self, PyObject *const *args, Py_ssize_t
 PyObject *channel_reserve_unzeroed(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *channel_peek(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 
-/* Queue: core_queue.h (queue.c, queue_ops.c, queue_chunks.c, queue_wait.c, queue_values.c) */
+/* Queue: core_queue.h (queue.c, queue_ops.c, queue_chunks.c, queue_wait.c, queue_values.c,
+ * queue_oob.c) */
 #include "core_queue.h"
 
 /* ------------------------------------------------------------------------ */
@@ -716,6 +718,7 @@ extern PyMethodDef queue_functions[];
 extern PyMethodDef topic_functions[];
 extern PyMethodDef array_functions[];
 extern PyMethodDef value_functions[];
+extern PyMethodDef oob_functions[];
 extern PyMethodDef watch_functions[];
 extern PyTypeObject WaitSetType;
 

@@ -1,6 +1,7 @@
 /*
  * core_queue.h - the Queue part of the private interface of shmring._core
- * (queue.c, queue_ops.c, queue_chunks.c, queue_wait.c, queue_values.c):
+ * (queue.c, queue_ops.c, queue_chunks.c, queue_wait.c, queue_values.c,
+ * queue_oob.c):
  * included by core.h, at its place among the other parts, and by nothing
  * else (every .c file includes only core.h).
  */
@@ -11,7 +12,7 @@
 #define SHMRING_CORE_QUEUE_H
 
 /* ------------------------------------------------------------------------ */
-/* Queue (queue.c, queue_ops.c, queue_chunks.c, queue_wait.c)               */
+/* Queue (queue.c, queue_ops.c, queue_chunks.c, queue_wait.c, queue_oob.c)  */
 /* ------------------------------------------------------------------------ */
 
 /* Overflow chunks grow to at least this many bytes. */
@@ -59,26 +60,47 @@ static inline int queue_handle_closed(QueueObject *self)
 /* 0 when this handle may be used, else -1 with an exception. */
 int queue_usable(QueueObject *self);
 
-/* Serialized items of one put: buffers to copy in and their record tags. */
+/* Serialized items of one put: for each item, the bytes to copy in and its
+ * record tag.  An item of tag SHMRING_REC_OOB (shmring/oob.h) is its pickle
+ * stream (bufs[i]) and its out-of-band buffers (oob[i], a list of
+ * memoryviews), gathered into its record as it is written. */
 typedef struct {
     Py_ssize_t n;
     Py_buffer *bufs;
     PyObject **objs; /* owned: what the buffers come from */
-    uint32_t tag;
-    uint64_t total; /* payload bytes */
-    Py_buffer one_buf;
-    PyObject *one_obj;
+    PyObject **oob;  /* owned: NULL, or item i's out-of-band buffers */
+    uint32_t *tags;
+    uint64_t *lens;  /* record payload bytes of each item */
+    uint64_t total;  /* payload bytes */
+    Py_buffer one_buf; /* (the arrays of a batch of one item) */
+    PyObject *one_obj, *one_oob;
+    uint32_t one_tag;
+    uint64_t one_len;
 } PutBatch;
 
-/* Records taken by one get, copied out under the lock into `blob`. */
+/* Records taken by one get, copied out under the lock: the payloads into
+ * `blob` (an item of tag SHMRING_REC_OOB: its stream), the out-of-band
+ * buffers of SHMRING_REC_OOB items each into a bytes or bytearray object
+ * of its own (`pieces`). */
 typedef struct {
     Py_ssize_t n;
     char *blob;
     size_t used, size;
     uint64_t *offs; /* n + 1 */
-    uint32_t *tags;
+    uint32_t *tags; /* QUEUE_ITEM_DAMAGED: a record whose framing was refused */
+    Py_ssize_t *first_piece; /* n + 1: item i's pieces are [first_piece[i], first_piece[i + 1]) */
     Py_ssize_t cap;
+    PyObject **pieces; /* owned */
+    Py_ssize_t npieces, pieces_cap;
 } GetBatch;
+
+/* The tag a GetBatch gives a record taken out of the queue whose
+ * out-of-band framing was damaged: decoding it raises CorruptedError. */
+#define QUEUE_ITEM_DAMAGED 0u
+
+/* Buffers smaller than this stay in the pickle stream (copying them is
+ * cheaper than handing them out of band). */
+#define QUEUE_OOB_MIN 8192
 
 /* The value encoding (queue_values.c, shmring/value.h): 1 with the bytes
  * in *out, 0 when obj is not made only of encodable values (pickle it),
@@ -86,6 +108,25 @@ typedef struct {
  * CorruptedError when it is damaged). */
 int value_encode(PyObject *obj, PyObject **out);
 PyObject *value_decode(const void *payload, uint64_t len);
+
+/* queue_oob.c: the records of tag SHMRING_REC_OOB (shmring/oob.h).
+ * oob_serialize pickles `obj` with protocol 5, buffers of QUEUE_OOB_MIN
+ * bytes or more out of band: 0 with *stream (bytes) and *buffers (a list
+ * of memoryviews of the buffers, or NULL when none went out of band: an
+ * ordinary pickle), or -1 with an exception.  oob_record_len: the payload bytes of
+ * the record.  oob_write: the record's payload at dst (lock held).
+ * oob_take: copy the record at `payload` into `g` (lock held): 0 taken,
+ * 1 taken as QUEUE_ITEM_DAMAGED (its framing is refused), -1 out of memory
+ * (nothing taken, no exception set).  oob_decode: the object of item i
+ * (after the lock). */
+int oob_serialize(PyObject *obj, PyObject **stream, PyObject **buffers);
+uint64_t oob_record_len(uint64_t stream_len, PyObject *buffers);
+void oob_write(unsigned char *dst, const Py_buffer *stream, PyObject *buffers);
+int oob_take(GetBatch *g, const unsigned char *payload, uint64_t len);
+PyObject *oob_decode(GetBatch *g, Py_ssize_t i);
+/* The in-band pickle of an object taken from such a record (for
+ * get_bytes() and a loads of the user's): its buffers in the stream. */
+PyObject *oob_pickle_in_band(PyObject *obj);
 
 /* Results of queue_put_locked / queue_get_locked. */
 #define QUEUE_DONE 0
@@ -96,6 +137,8 @@ PyObject *value_decode(const void *payload, uint64_t len);
 int batch_make(QueueObject *self, PutBatch *b, PyObject *arg, int many, int raw);
 void batch_release(PutBatch *b);
 void getbatch_free(GetBatch *g);
+/* Copy a record's payload into `g` as item n: 0, or -1 out of memory. */
+int getbatch_add(GetBatch *g, uint32_t tag, const unsigned char *p, uint64_t len);
 int queue_put_locked(QueueObject *self, PutBatch *b);
 int queue_get_locked(QueueObject *self, GetBatch *g, Py_ssize_t max);
 

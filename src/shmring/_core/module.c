@@ -68,6 +68,8 @@ static const struct {
     /* the queue */
     {"QUEUE_BOUNDED", SHMRING_QUEUE_BOUNDED},
     {"QUEUE_VALUES", SHMRING_QUEUE_VALUES},
+    {"QUEUE_OOB", SHMRING_QUEUE_OOB},
+    {"QUEUE_OOB_MIN", QUEUE_OOB_MIN},
     {"QUEUE_CTRL_SIZE", SHMRING_QUEUE_CTRL_SIZE},
     {"QUEUE_MIN_CAPACITY", SHMRING_QUEUE_MIN_CAPACITY},
     /* the topic, and the roles of a TopicEnd */
@@ -81,7 +83,7 @@ static const struct {
 /* The module functions of each file. */
 static PyMethodDef *const module_functions[] = {
     mapping_functions, channel_functions, sync_functions, queue_functions, topic_functions, array_functions,
-    value_functions, watch_functions,
+    value_functions, oob_functions, watch_functions,
 };
 
 #define COUNT(array) (sizeof(array) / sizeof((array)[0]))

@@ -86,7 +86,7 @@ static uint64_t queue_batch_record_bytes(const PutBatch *b)
     uint64_t need = 0;
     Py_ssize_t i;
     for (i = 0; i < b->n; i++)
-        need += shmring_queue_record_size((uint64_t)b->bufs[i].len);
+        need += shmring_queue_record_size(b->lens[i]);
     return need;
 }
 
@@ -136,14 +136,18 @@ static PyObject *queue_item(QueueObject *self, GetBatch *g, Py_ssize_t i, int ra
     const char *p = g->blob + g->offs[i];
     Py_ssize_t len = (Py_ssize_t)(g->offs[i + 1] - g->offs[i]);
     PyObject *data, *obj;
-    if (g->tags[i] == SHMRING_REC_VALUE) {
-        obj = value_decode(p, (uint64_t)len); /* straight from the copy: no bytes in between */
+    if (g->tags[i] == QUEUE_ITEM_DAMAGED)
+        return queue_corrupt(self, "out-of-band record (its counts and lengths do not fit its payload)");
+    if (g->tags[i] == SHMRING_REC_VALUE || g->tags[i] == SHMRING_REC_OOB) {
+        /* straight from the copy: no bytes in between */
+        obj = g->tags[i] == SHMRING_REC_VALUE ? value_decode(p, (uint64_t)len) : oob_decode(g, i);
         if (obj == NULL || (!raw && self->loads == NULL))
             return obj;
         {   /* get_bytes(), and a handle with a loads of its own, see the
-             * item's pickle, however it travelled */
+             * item's pickle (in-band), however it travelled */
             PyObject *args[2] = {obj, pickle_protocol};
-            data = PyObject_Vectorcall(pickle_dumps, args, 2, NULL);
+            data = g->tags[i] == SHMRING_REC_VALUE ? PyObject_Vectorcall(pickle_dumps, args, 2, NULL)
+                                                   : oob_pickle_in_band(obj);
         }
         Py_DECREF(obj);
         if (data == NULL || raw)

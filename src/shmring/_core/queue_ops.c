@@ -10,18 +10,80 @@
 
 /* -- put ------------------------------------------------------------------------ */
 
-void batch_release(PutBatch *b)
+/* Let go of the items (the arrays stay, for others). */
+static void batch_clear(PutBatch *b)
 {
     Py_ssize_t i;
     for (i = 0; i < b->n; i++) {
         PyBuffer_Release(&b->bufs[i]);
-        Py_DECREF(b->objs[i]);
-    }
-    if (b->bufs != &b->one_buf) {
-        PyMem_Free(b->bufs);
-        PyMem_Free(b->objs);
+        Py_CLEAR(b->objs[i]);
+        Py_CLEAR(b->oob[i]);
     }
     b->n = 0;
+    b->total = 0;
+}
+
+void batch_release(PutBatch *b)
+{
+    batch_clear(b);
+    if (b->bufs != NULL && b->bufs != &b->one_buf) {
+        PyMem_Free(b->bufs);
+        PyMem_Free(b->objs);
+        PyMem_Free(b->oob);
+        PyMem_Free(b->tags);
+        PyMem_Free(b->lens);
+    }
+    b->bufs = NULL;
+}
+
+/* Room for `n` items: the one_* fields for one, else arrays.  0, or -1 with
+ * MemoryError. */
+static int batch_alloc(PutBatch *b, Py_ssize_t n)
+{
+    size_t k = (size_t)n;
+    if (n <= 1) {
+        b->bufs = &b->one_buf;
+        b->objs = &b->one_obj;
+        b->oob = &b->one_oob;
+        b->tags = &b->one_tag;
+        b->lens = &b->one_len;
+        return 0;
+    }
+    b->bufs = PyMem_Calloc(k, sizeof(Py_buffer));
+    b->objs = PyMem_Calloc(k, sizeof(PyObject *));
+    b->oob = PyMem_Calloc(k, sizeof(PyObject *));
+    b->tags = PyMem_Calloc(k, sizeof(uint32_t));
+    b->lens = PyMem_Calloc(k, sizeof(uint64_t));
+    if (b->bufs == NULL || b->objs == NULL || b->oob == NULL || b->tags == NULL || b->lens == NULL) {
+        PyMem_Free(b->bufs);
+        PyMem_Free(b->objs);
+        PyMem_Free(b->oob);
+        PyMem_Free(b->tags);
+        PyMem_Free(b->lens);
+        b->bufs = NULL;
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* Item i of the batch is `data` (its buffer taken here; the reference
+ * stolen), with `buffers` (stolen, may be NULL) out of band.  0, or -1
+ * with an exception (data is then released). */
+static int batch_set(PutBatch *b, Py_ssize_t i, uint32_t tag, PyObject *data, PyObject *buffers)
+{
+    if (PyObject_GetBuffer(data, &b->bufs[i], PyBUF_SIMPLE) < 0) {
+        Py_DECREF(data);
+        Py_XDECREF(buffers);
+        return -1;
+    }
+    b->objs[i] = data;
+    b->oob[i] = buffers;
+    b->tags[i] = buffers != NULL ? SHMRING_REC_OOB : tag;
+    b->lens[i] = buffers != NULL ? oob_record_len((uint64_t)b->bufs[i].len, buffers) : (uint64_t)b->bufs[i].len;
+    b->n = i + 1;
+    b->total += b->lens[i];
+    return 0;
 }
 
 static PyObject *queue_serialize(QueueObject *self, PyObject *obj)
@@ -39,15 +101,16 @@ int batch_make(QueueObject *self, PutBatch *b, PyObject *arg, int many, int raw)
 {
     PyObject *seq = NULL;
     Py_ssize_t n, i;
-    /* The value encoding where the queue allows it, no dumps/loads of the
-     * user's replace pickle, and every item of the batch encodes (one tag
-     * per batch; else all are pickled). */
-    int values = !raw && (self->config.flags & SHMRING_QUEUE_VALUES) && self->dumps == NULL && self->loads == NULL;
+    /* The value encoding and the out-of-band buffers where the queue allows
+     * them and no dumps/loads of the user's replace pickle; the value
+     * encoding only when every item of the batch encodes (else all are
+     * pickled). */
+    int ours = !raw && self->dumps == NULL && self->loads == NULL;
+    int values = ours && (self->config.flags & SHMRING_QUEUE_VALUES);
+    int oob = ours && (self->config.flags & SHMRING_QUEUE_OOB);
     memset(b, 0, sizeof(*b));
     if (!many) {
         n = 1;
-        b->bufs = &b->one_buf;
-        b->objs = &b->one_obj;
     } else {
         /* A tuple of our own: pickling an item may run code that changes
          * the caller's list under us. */
@@ -60,63 +123,49 @@ int batch_make(QueueObject *self, PutBatch *b, PyObject *arg, int many, int raw)
             return -1;
         }
         n = PyTuple_GET_SIZE(seq);
-        b->bufs = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_buffer));
-        b->objs = PyMem_Calloc((size_t)(n ? n : 1), sizeof(PyObject *));
-        if (b->bufs == NULL || b->objs == NULL) {
-            PyMem_Free(b->bufs);
-            PyMem_Free(b->objs);
-            b->bufs = NULL;
-            Py_DECREF(seq);
-            PyErr_NoMemory();
-            return -1;
-        }
+    }
+    if (batch_alloc(b, n) < 0) {
+        Py_XDECREF(seq);
+        return -1;
     }
     for (i = 0; i < n && values; i++) {
-        PyObject *data = NULL;
-        int rc = value_encode(many ? PyTuple_GET_ITEM(seq, i) : arg, &data);
+        PyObject *item = many ? PyTuple_GET_ITEM(seq, i) : arg, *data = NULL;
+        /* A large bytes goes out of band: copied once each way. */
+        int rc = oob && PyBytes_CheckExact(item) && PyBytes_GET_SIZE(item) >= QUEUE_OOB_MIN ? 0
+                                                                                            : value_encode(item, &data);
         if (rc < 0)
             goto fail;
         values = rc;
-        if (rc == 1) {
-            b->objs[i] = data; /* a bytes object: its buffer cannot fail */
-            (void)PyObject_GetBuffer(data, &b->bufs[i], PyBUF_SIMPLE);
-            b->n = i + 1;
-            b->total += (uint64_t)b->bufs[i].len;
-        }
+        if (rc == 1 && batch_set(b, i, SHMRING_REC_VALUE, data, NULL) < 0)
+            goto fail; /* (a bytes object: its buffer cannot fail) */
     }
     if (values && b->n == n) {
-        b->tag = SHMRING_REC_VALUE;
         Py_XDECREF(seq);
         return 0;
     }
-    for (i = 0; i < b->n; i++) { /* an item does not encode: pickle them all */
-        PyBuffer_Release(&b->bufs[i]);
-        Py_CLEAR(b->objs[i]);
-    }
-    b->n = 0;
-    b->total = 0;
-    b->tag = raw ? SHMRING_REC_BYTES : SHMRING_REC_OBJECT;
+    batch_clear(b); /* an item does not encode: pickle them all */
     for (i = 0; i < n; i++) {
         PyObject *item = many ? PyTuple_GET_ITEM(seq, i) : arg;
-        PyObject *data;
+        PyObject *data, *buffers = NULL;
         if (raw) {
             Py_INCREF(item);
             data = item;
+        } else if (oob) {
+            if (oob_serialize(item, &data, &buffers) < 0)
+                goto fail;
         } else {
             data = queue_serialize(self, item);
             if (data == NULL)
                 goto fail;
         }
-        if (PyObject_GetBuffer(data, &b->bufs[i], PyBUF_SIMPLE) < 0) {
-            if (!raw)
-                PyErr_Format(PyExc_TypeError, "dumps() must return a bytes-like object, not %.100s",
-                             Py_TYPE(data)->tp_name);
+        if (!raw && !PyObject_CheckBuffer(data)) {
+            PyErr_Format(PyExc_TypeError, "dumps() must return a bytes-like object, not %.100s",
+                         Py_TYPE(data)->tp_name);
             Py_DECREF(data);
             goto fail;
         }
-        b->objs[i] = data;
-        b->n = i + 1;
-        b->total += (uint64_t)b->bufs[i].len;
+        if (batch_set(b, i, raw ? SHMRING_REC_BYTES : SHMRING_REC_OBJECT, data, buffers) < 0)
+            goto fail;
     }
     Py_XDECREF(seq);
     return 0;
@@ -235,17 +284,18 @@ int queue_put_locked(QueueObject *self, PutBatch *b)
          * restart it for the whole batch if it would reach the end. */
         uint64_t records = 0;
         for (i = 0; i < b->n; i++)
-            records += shmring_queue_record_size((uint64_t)b->bufs[i].len);
+            records += shmring_queue_record_size(b->lens[i]);
         if (records > p.first.capacity - p.first.tail % p.first.capacity)
             shmring_queue_ring_restart(&p.first);
     }
     for (i = 0; i < b->n && r == 0; i++) {
         unsigned char *dst;
-        uint64_t len = (uint64_t)b->bufs[i].len;
-        int rc = shmring_queue_ring_reserve(p.cur, b->tag, len, &dst);
+        int rc = shmring_queue_ring_reserve(p.cur, b->tags[i], b->lens[i], &dst);
         if (rc != SHMRING_OK)
-            r = put_overflow(self, &p, b->tag, len, rc, &dst);
-        if (r == 0)
+            r = put_overflow(self, &p, b->tags[i], b->lens[i], rc, &dst);
+        if (r == 0 && b->oob[i] != NULL)
+            oob_write(dst, &b->bufs[i], b->oob[i]); /* each piece straight into its place */
+        else if (r == 0)
             copy_maybe_without_gil(dst, b->bufs[i].buf, (size_t)b->bufs[i].len);
     }
     if (r != 0) {
@@ -270,21 +320,31 @@ int queue_put_locked(QueueObject *self, PutBatch *b)
 
 void getbatch_free(GetBatch *g)
 {
+    Py_ssize_t i;
+    for (i = 0; i < g->npieces; i++)
+        Py_DECREF(g->pieces[i]);
+    free(g->pieces);
     free(g->blob);
     free(g->offs);
     free(g->tags);
+    free(g->first_piece);
     memset(g, 0, sizeof(*g));
 }
 
-static int getbatch_add(GetBatch *g, uint32_t tag, const unsigned char *p, uint64_t len)
+int getbatch_add(GetBatch *g, uint32_t tag, const unsigned char *p, uint64_t len)
 {
     if (g->n + 1 >= g->cap) {
         Py_ssize_t cap = g->cap ? g->cap * 2 : 16;
         uint64_t *offs = (uint64_t *)realloc(g->offs, (size_t)(cap + 1) * sizeof(uint64_t));
+        Py_ssize_t *first_piece;
         uint32_t *tags;
         if (offs == NULL)
             return -1;
         g->offs = offs;
+        first_piece = (Py_ssize_t *)realloc(g->first_piece, (size_t)(cap + 1) * sizeof(Py_ssize_t));
+        if (first_piece == NULL)
+            return -1;
+        g->first_piece = first_piece;
         tags = (uint32_t *)realloc(g->tags, (size_t)cap * sizeof(uint32_t));
         if (tags == NULL)
             return -1;
@@ -302,13 +362,16 @@ static int getbatch_add(GetBatch *g, uint32_t tag, const unsigned char *p, uint6
         g->blob = blob;
         g->size = size;
     }
-    if (g->n == 0)
+    if (g->n == 0) {
         g->offs[0] = 0;
+        g->first_piece[0] = 0;
+    }
     if (len > 0) /* (blob may still be NULL) */
         copy_maybe_without_gil(g->blob + g->used, p, (size_t)len);
     g->used += len;
     g->tags[g->n] = tag;
     g->offs[++g->n] = g->used;
+    g->first_piece[g->n] = g->npieces; /* the pieces added before it are its own */
     return 0;
 }
 
@@ -396,7 +459,7 @@ int queue_get_locked(QueueObject *self, GetBatch *g, Py_ssize_t max)
         uint64_t len, at = r.head;
         rc = shmring_queue_ring_take(&r, &tag, &p, &len);
         if (rc == SHMRING_OK) {
-            if (getbatch_add(g, tag, p, len) < 0) {
+            if ((tag == SHMRING_REC_OOB ? oob_take(g, p, len) : getbatch_add(g, tag, p, len)) < 0) {
                 r.head = at; /* it stays in the queue */
                 if (g->n > before)
                     break; /* hand out what was taken */
