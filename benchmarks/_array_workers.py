@@ -208,7 +208,7 @@ class ReserveArrayEnd(SendArrayEnd):
         reserve, fill = self.ch.reserve_array, self.fmt.fill
         shape, dtype = self.fmt.shape, self.fmt.dtype
         for seq in range(base, base + count):
-            with reserve(shape, dtype) as a:
+            with reserve(shape, dtype, zero=not self.fmt.whole) as a:  # every element written: no zeroing first
                 fill(a, seq)
                 del a  # nothing may hold the ring's memory when the block ends
 

@@ -587,3 +587,25 @@ def test_a_c_peers_array_messages_read_in_place(new_name: Callable[[], str], kid
         out, err = peer.communicate(timeout=30)
         assert peer.returncode == 0, err
         assert out.strip() == f"sent {count + 2}"
+
+
+def test_reserve_array_without_zeroing_starts_from_the_ring_and_sends_what_was_written(
+        new_name: Callable[[], str]) -> None:
+    """zero=False lends the elements as the ring holds them (this channel's
+    earlier bytes); every element the producer writes arrives."""
+    ch = shmring.Channel.create(new_name(), capacity=4096)
+    try:
+        for _ in range(100):  # the ring's bytes all 0xAB, round and round
+            ch.send(b"\xab" * 100)
+            ch.recv()
+        with ch.reserve_array((16,), np.uint8, zero=False) as a:
+            assert a.tobytes() != bytes(16)  # not zeroed: what the ring held
+            a[:] = np.arange(16, dtype=np.uint8)
+            del a
+        assert np.array_equal(ch.recv_array(), np.arange(16, dtype=np.uint8))
+        with ch.reserve_array((16,), np.uint8) as b:  # the default zeroes
+            assert b.tobytes() == bytes(16)
+            del b
+        assert np.array_equal(ch.recv_array(), np.zeros(16, np.uint8))
+    finally:
+        ch.close()

@@ -229,15 +229,16 @@ class ArrayLoan:
     hold it past the block (see the module's docstring for ``on_escape``)."""
 
     __slots__ = ("_end", "_label", "_timeout", "_on_escape", "_layout", "_loan", "_array", "_ring", "_own_refs",
-                 "_entered")
+                 "_entered", "_zero")
 
     def __init__(self, end: Any, label: str, timeout: float | None, on_escape: str,
-                 layout: tuple[bytes, Any, tuple[int, ...], str] | None) -> None:
+                 layout: tuple[bytes, Any, tuple[int, ...], str] | None, zero: bool = True) -> None:
         self._end = end
         self._label = label  # "reserve_array" or "peek_array"
         self._timeout = timeout
         self._on_escape = _check_on_escape(on_escape)
         self._layout = layout  # a reserve's header, dtype, shape and order; None for a peek
+        self._zero = zero  # a reserve's elements start at zero (else: what the ring held there)
         self._loan: _core.Loan | None = None
         self._array: Any = None
         self._ring = False  # the array lies in the ring (it has elements)
@@ -266,7 +267,8 @@ class ArrayLoan:
             loan = end.peek(timeout=self._timeout)
         else:
             header, dtype, shape, order = layout
-            loan = end.reserve(len(header) + dtype.itemsize * _count(shape), timeout=self._timeout)
+            lend = end.reserve if self._zero else end._reserve_unzeroed
+            loan = lend(len(header) + dtype.itemsize * _count(shape), timeout=self._timeout)
         loan.__enter__()
         try:
             if layout is None:
@@ -358,14 +360,15 @@ def _count(shape: tuple[int, ...]) -> int:
 
 
 def reserve_array(end: Any, shape: Any, dtype: Any, order: str, timeout: float | None,
-                  on_escape: str) -> ArrayLoan:
+                  on_escape: str, zero: bool = True) -> ArrayLoan:
     """The ``ArrayLoan`` of ``end.reserve_array`` (a Channel or a Publisher):
     everything is checked here, before anything is reserved."""
     np = _numpy()
     dims, dt = _dims(shape), np.dtype(dtype)
     if order not in ("C", "F"):
         raise ValueError(f"order is 'C' or 'F', not {order!r}")
-    return ArrayLoan(end, "reserve_array", timeout, on_escape, (pack_header(dt, dims, order), dt, dims, order))
+    return ArrayLoan(end, "reserve_array", timeout, on_escape, (pack_header(dt, dims, order), dt, dims, order),
+                     bool(zero))
 
 
 def peek_array(end: Any, timeout: float | None, on_escape: str) -> ArrayLoan:

@@ -220,7 +220,8 @@ class Channel(NamedObject, _core.Channel):
         return arrays.recv_array(self, timeout)
 
     def reserve_array(self, shape: int | tuple[int, ...], dtype: Any, order: Literal["C", "F"] = "C",
-                      timeout: float | None = None, *, on_escape: arrays.OnEscape = "raise") -> arrays.ArrayLoan:
+                      timeout: float | None = None, *, on_escape: arrays.OnEscape = "raise",
+                      zero: bool = True) -> arrays.ArrayLoan:
         """``with ch.reserve_array(shape, dtype) as a:`` writes an array
         message in place: ``a`` is a writable, zero-filled ndarray of that
         shape, dtype and order lying in the ring, under the header (already
@@ -234,8 +235,12 @@ class Channel(NamedObject, _core.Channel):
         decides: ``"raise"`` raises ``BufferInUseError`` naming the array
         and sends nothing (the message is dropped once the array is gone);
         ``"copy"`` sends the message and leaves the names bound to the array
-        a private copy of it (a view of it still alive is ``"raise"``)."""
-        return arrays.reserve_array(self, shape, dtype, order, timeout, on_escape)
+        a private copy of it (a view of it still alive is ``"raise"``).
+
+        ``zero=False`` skips the zeroing, a pass over the frame's memory, for
+        a producer that writes every element: the elements start with what
+        the ring held there (bytes of this channel's earlier messages)."""
+        return arrays.reserve_array(self, shape, dtype, order, timeout, on_escape, zero)
 
     def peek_array(self, timeout: float | None = None, *, on_escape: arrays.OnEscape = "raise") -> arrays.ArrayLoan:
         """``with ch.peek_array() as a:`` reads the next message in place:

@@ -262,14 +262,16 @@ class Publisher(_End, Generic[T]):
         arrays.send_array(self, a, timeout)
 
     def reserve_array(self, shape: int | tuple[int, ...], dtype: Any, order: Literal["C", "F"] = "C",
-                      timeout: float | None = None, *, on_escape: arrays.OnEscape = "raise") -> arrays.ArrayLoan:
+                      timeout: float | None = None, *, on_escape: arrays.OnEscape = "raise",
+                      zero: bool = True) -> arrays.ArrayLoan:
         """``with pub.reserve_array(shape, dtype) as a:`` writes an array
         message in place and publishes it when the block ends (see
         :meth:`shmring.Channel.reserve_array`, and ``on_escape`` there).
         The topic lock is held for the block, as for :meth:`reserve`; an
         array still alive after it keeps the lock until it is gone
-        (``on_escape="raise"``): ``del a`` inside the block."""
-        return arrays.reserve_array(self, shape, dtype, order, timeout, on_escape)
+        (``on_escape="raise"``): ``del a`` inside the block.  ``zero=False``
+        as there: for a producer that writes every element."""
+        return arrays.reserve_array(self, shape, dtype, order, timeout, on_escape, zero)
 
     def close(self) -> None:
         """Close this publisher; its attachment to the topic ends."""
