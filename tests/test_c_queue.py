@@ -112,6 +112,18 @@ def test_c_put_places_a_record_that_fits_an_empty_ring(ops: Path, name: str) -> 
         assert q.get(timeout=5) == bytes([4112 % 251]) * 4112
 
 
+@pytest.mark.timeout(60)
+def test_a_c_peer_reads_an_out_of_band_item_as_its_pieces(ops: Path, name: str) -> None:
+    """A bytearray item of 20,000 bytes travels out of band (docs/PROTOCOL.md
+    5.2): the C peer takes the record with its tag and reads its one buffer
+    with shmring/oob.h, 64-byte aligned in the peer's aligned copy."""
+    with shmring.Queue(max_size_bytes=1 << 16, name=name) as q:
+        q.put(bytearray([20000 % 251]) * 20000)
+        run = run_ops(ops, name, ["o20000"])
+        assert run.returncode == 0 and run.stdout == "ok\n", run.stdout + run.stderr
+        assert q.qsize() == 0
+
+
 def _record(need: int) -> int:
     """Payload bytes of a record of `need` ring bytes."""
     return need - 8

@@ -51,17 +51,19 @@ static void the_topic_data_starts_on_a_128_byte_boundary_after_the_subscribers(v
     CHECK_EQ(shmring_topic_payload_size(1024, 4), 512 + 1024);
 }
 
-static void the_tags_are_five_distinct_letters(void)
+static void the_tags_are_six_distinct_letters(void)
 {
-    unsigned tags[] = {SHMRING_REC_DATA, SHMRING_REC_PAD, SHMRING_REC_OBJECT, SHMRING_REC_BYTES, SHMRING_REC_VALUE};
+    unsigned tags[] = {SHMRING_REC_DATA,  SHMRING_REC_PAD,   SHMRING_REC_OBJECT,
+                       SHMRING_REC_BYTES, SHMRING_REC_VALUE, SHMRING_REC_OOB};
     unsigned i, j;
     CHECK_EQ(SHMRING_REC_DATA, 'R');
     CHECK_EQ(SHMRING_REC_PAD, 'P');
     CHECK_EQ(SHMRING_REC_OBJECT, 'O');
     CHECK_EQ(SHMRING_REC_BYTES, 'B');
     CHECK_EQ(SHMRING_REC_VALUE, 'V');
-    for (i = 0; i < 5; i++)
-        for (j = i + 1; j < 5; j++)
+    CHECK_EQ(SHMRING_REC_OOB, 'M');
+    for (i = 0; i < 6; i++)
+        for (j = i + 1; j < 6; j++)
             CHECK(tags[i] != tags[j]);
 }
 
@@ -72,6 +74,6 @@ int main(void)
     RUN(a_topic_record_is_sixteen_bytes_of_header_then_its_payload_to_sixteen);
     RUN(the_largest_channel_message_fills_the_ring_with_its_header);
     RUN(the_topic_data_starts_on_a_128_byte_boundary_after_the_subscribers);
-    RUN(the_tags_are_five_distinct_letters);
+    RUN(the_tags_are_six_distinct_letters);
     return helpers_finish();
 }

@@ -88,7 +88,8 @@ typedef struct {
     size_t used, size;
     uint64_t *offs; /* n + 1 */
     uint32_t *tags; /* QUEUE_ITEM_DAMAGED: a record whose framing was refused */
-    Py_ssize_t *first_piece; /* n + 1: item i's pieces are [first_piece[i], first_piece[i + 1]) */
+    Py_ssize_t *first_piece; /* NULL until a piece is kept (getbatch_track_pieces), then n + 1:
+                              * item i's pieces are [first_piece[i], first_piece[i + 1]) */
     Py_ssize_t cap;
     PyObject **pieces; /* owned */
     Py_ssize_t npieces, pieces_cap;
@@ -139,6 +140,9 @@ void batch_release(PutBatch *b);
 void getbatch_free(GetBatch *g);
 /* Copy a record's payload into `g` as item n: 0, or -1 out of memory. */
 int getbatch_add(GetBatch *g, uint32_t tag, const unsigned char *p, uint64_t len);
+/* Before the first piece is kept: count the pieces of each item from now
+ * on (most gets keep none, and pay nothing for them).  0, or -1. */
+int getbatch_track_pieces(GetBatch *g);
 int queue_put_locked(QueueObject *self, PutBatch *b);
 int queue_get_locked(QueueObject *self, GetBatch *g, Py_ssize_t max);
 

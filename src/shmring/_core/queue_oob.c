@@ -284,7 +284,7 @@ int oob_take(GetBatch *g, const unsigned char *payload, uint64_t len)
     uint64_t blen;
     uint32_t flags;
     Py_ssize_t before = g->npieces;
-    int rc = shmring_oob_open(&r, payload, len);
+    int rc = getbatch_track_pieces(g) < 0 ? -1 : shmring_oob_open(&r, payload, len);
     while (rc == SHMRING_OK) {
         PyObject *piece;
         rc = shmring_oob_next(&r, &data, &blen, &flags);

@@ -10,14 +10,15 @@
 
 /* -- put ------------------------------------------------------------------------ */
 
-/* Let go of the items (the arrays stay, for others). */
-static void batch_clear(PutBatch *b)
+/* Let go of the items (the arrays stay, for others: batch_set fills them
+ * again from item 0). */
+static inline void batch_clear(PutBatch *b)
 {
     Py_ssize_t i;
     for (i = 0; i < b->n; i++) {
         PyBuffer_Release(&b->bufs[i]);
-        Py_CLEAR(b->objs[i]);
-        Py_CLEAR(b->oob[i]);
+        Py_DECREF(b->objs[i]);
+        Py_XDECREF(b->oob[i]);
     }
     b->n = 0;
     b->total = 0;
@@ -38,7 +39,7 @@ void batch_release(PutBatch *b)
 
 /* Room for `n` items: the one_* fields for one, else arrays.  0, or -1 with
  * MemoryError. */
-static int batch_alloc(PutBatch *b, Py_ssize_t n)
+static inline int batch_alloc(PutBatch *b, Py_ssize_t n)
 {
     size_t k = (size_t)n;
     if (n <= 1) {
@@ -70,7 +71,7 @@ static int batch_alloc(PutBatch *b, Py_ssize_t n)
 /* Item i of the batch is `data` (its buffer taken here; the reference
  * stolen), with `buffers` (stolen, may be NULL) out of band.  0, or -1
  * with an exception (data is then released). */
-static int batch_set(PutBatch *b, Py_ssize_t i, uint32_t tag, PyObject *data, PyObject *buffers)
+static inline int batch_set(PutBatch *b, Py_ssize_t i, uint32_t tag, PyObject *data, PyObject *buffers)
 {
     if (PyObject_GetBuffer(data, &b->bufs[i], PyBUF_SIMPLE) < 0) {
         Py_DECREF(data);
@@ -108,7 +109,9 @@ int batch_make(QueueObject *self, PutBatch *b, PyObject *arg, int many, int raw)
     int ours = !raw && self->dumps == NULL && self->loads == NULL;
     int values = ours && (self->config.flags & SHMRING_QUEUE_VALUES);
     int oob = ours && (self->config.flags & SHMRING_QUEUE_OOB);
-    memset(b, 0, sizeof(*b));
+    b->n = 0;
+    b->total = 0;
+    b->bufs = NULL; /* (the rest is set as it is used: batch_alloc, batch_set) */
     if (!many) {
         n = 1;
     } else {
@@ -320,37 +323,61 @@ int queue_put_locked(QueueObject *self, PutBatch *b)
 
 void getbatch_free(GetBatch *g)
 {
-    Py_ssize_t i;
-    for (i = 0; i < g->npieces; i++)
-        Py_DECREF(g->pieces[i]);
-    free(g->pieces);
+    if (g->first_piece != NULL) { /* (only a get that met an out-of-band record) */
+        Py_ssize_t i;
+        for (i = 0; i < g->npieces; i++)
+            Py_DECREF(g->pieces[i]);
+        free(g->pieces);
+        free(g->first_piece);
+    }
     free(g->blob);
     free(g->offs);
     free(g->tags);
-    free(g->first_piece);
     memset(g, 0, sizeof(*g));
 }
 
-int getbatch_add(GetBatch *g, uint32_t tag, const unsigned char *p, uint64_t len)
+/* Room in the arrays of `g` for one more item.  0, or -1 out of memory. */
+static inline int getbatch_grow(GetBatch *g)
 {
-    if (g->n + 1 >= g->cap) {
-        Py_ssize_t cap = g->cap ? g->cap * 2 : 16;
-        uint64_t *offs = (uint64_t *)realloc(g->offs, (size_t)(cap + 1) * sizeof(uint64_t));
-        Py_ssize_t *first_piece;
-        uint32_t *tags;
-        if (offs == NULL)
-            return -1;
-        g->offs = offs;
-        first_piece = (Py_ssize_t *)realloc(g->first_piece, (size_t)(cap + 1) * sizeof(Py_ssize_t));
+    Py_ssize_t cap = g->cap ? g->cap * 2 : 16;
+    uint64_t *offs;
+    uint32_t *tags;
+    if (g->n + 1 < g->cap)
+        return 0;
+    offs = (uint64_t *)realloc(g->offs, (size_t)(cap + 1) * sizeof(uint64_t));
+    if (offs == NULL)
+        return -1;
+    g->offs = offs;
+    tags = (uint32_t *)realloc(g->tags, (size_t)cap * sizeof(uint32_t));
+    if (tags == NULL)
+        return -1;
+    g->tags = tags;
+    if (g->first_piece != NULL) {
+        Py_ssize_t *first_piece = (Py_ssize_t *)realloc(g->first_piece, (size_t)(cap + 1) * sizeof(Py_ssize_t));
         if (first_piece == NULL)
             return -1;
         g->first_piece = first_piece;
-        tags = (uint32_t *)realloc(g->tags, (size_t)cap * sizeof(uint32_t));
-        if (tags == NULL)
-            return -1;
-        g->tags = tags;
-        g->cap = cap;
     }
+    g->cap = cap;
+    return 0;
+}
+
+int getbatch_track_pieces(GetBatch *g)
+{
+    if (g->first_piece != NULL)
+        return 0;
+    if (getbatch_grow(g) < 0)
+        return -1;
+    /* (every item taken so far has no piece: zeros) */
+    g->first_piece = (Py_ssize_t *)calloc((size_t)(g->cap + 1), sizeof(Py_ssize_t));
+    return g->first_piece == NULL ? -1 : 0;
+}
+
+/* getbatch_add, inline in the get's loop (its hot path). */
+static inline int getbatch_copy(GetBatch *g, uint32_t tag, const unsigned char *p, uint64_t len)
+{
+    if (getbatch_grow(g) < 0)
+        return -1;
     if (g->used + len > g->size) {
         size_t size = g->size ? g->size : 4096;
         char *blob;
@@ -362,17 +389,21 @@ int getbatch_add(GetBatch *g, uint32_t tag, const unsigned char *p, uint64_t len
         g->blob = blob;
         g->size = size;
     }
-    if (g->n == 0) {
+    if (g->n == 0)
         g->offs[0] = 0;
-        g->first_piece[0] = 0;
-    }
     if (len > 0) /* (blob may still be NULL) */
         copy_maybe_without_gil(g->blob + g->used, p, (size_t)len);
     g->used += len;
     g->tags[g->n] = tag;
     g->offs[++g->n] = g->used;
-    g->first_piece[g->n] = g->npieces; /* the pieces added before it are its own */
+    if (g->first_piece != NULL)
+        g->first_piece[g->n] = g->npieces; /* the pieces added before it are its own */
     return 0;
+}
+
+int getbatch_add(GetBatch *g, uint32_t tag, const unsigned char *p, uint64_t len)
+{
+    return getbatch_copy(g, tag, p, len);
 }
 
 /* Chunk `index`, the head of the chain, is missing: removed by someone
@@ -459,7 +490,7 @@ int queue_get_locked(QueueObject *self, GetBatch *g, Py_ssize_t max)
         uint64_t len, at = r.head;
         rc = shmring_queue_ring_take(&r, &tag, &p, &len);
         if (rc == SHMRING_OK) {
-            if ((tag == SHMRING_REC_OOB ? oob_take(g, p, len) : getbatch_add(g, tag, p, len)) < 0) {
+            if ((tag == SHMRING_REC_OOB ? oob_take(g, p, len) : getbatch_copy(g, tag, p, len)) < 0) {
                 r.head = at; /* it stays in the queue */
                 if (g->n > before)
                     break; /* hand out what was taken */
