@@ -27,6 +27,7 @@
  *   shmring/queue_wait.h    blocking put/get for C and C++
  *   shmring/lifetime.h      leaving and removing segments; tools (in use? gc)
  *   shmring/topic.h         broadcast topic: publish, subscribe, read
+ *   shmring/array.h         the array message's header (dtype, shape, order)
  *
  * Requirements: C99 or C++11 and later, GCC or Clang (__atomic builtins),
  * Linux (futex, /proc).  Under a strict -std=c99/c11/c17 it may come first or
