@@ -24,16 +24,21 @@ static inline void batch_clear(PutBatch *b)
     b->total = 0;
 }
 
+/* Free the per-item arrays of a batch of more than one item. */
+static void batch_free_arrays(PutBatch *b)
+{
+    PyMem_Free(b->bufs);
+    PyMem_Free(b->objs);
+    PyMem_Free(b->oob);
+    PyMem_Free(b->tags);
+    PyMem_Free(b->lens);
+}
+
 void batch_release(PutBatch *b)
 {
     batch_clear(b);
-    if (b->bufs != NULL && b->bufs != &b->one_buf) {
-        PyMem_Free(b->bufs);
-        PyMem_Free(b->objs);
-        PyMem_Free(b->oob);
-        PyMem_Free(b->tags);
-        PyMem_Free(b->lens);
-    }
+    if (b->bufs != NULL && b->bufs != &b->one_buf)
+        batch_free_arrays(b);
     b->bufs = NULL;
 }
 
@@ -56,11 +61,7 @@ static inline int batch_alloc(PutBatch *b, Py_ssize_t n)
     b->tags = PyMem_Calloc(k, sizeof(uint32_t));
     b->lens = PyMem_Calloc(k, sizeof(uint64_t));
     if (b->bufs == NULL || b->objs == NULL || b->oob == NULL || b->tags == NULL || b->lens == NULL) {
-        PyMem_Free(b->bufs);
-        PyMem_Free(b->objs);
-        PyMem_Free(b->oob);
-        PyMem_Free(b->tags);
-        PyMem_Free(b->lens);
+        batch_free_arrays(b);
         b->bufs = NULL;
         PyErr_NoMemory();
         return -1;
