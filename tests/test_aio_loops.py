@@ -1,21 +1,25 @@
-"""shmring.aio and the lives of event loops: a waiter thread per loop, gone
-with its loop; a loop closed or dropped is not kept alive by shmring; a
-forked child's loop gets threads of its own."""
+"""shmring.aio and the lives of event loops and processes: a waiter thread
+per loop, gone with its loop; a loop closed or dropped is not kept alive by
+shmring; a forked child's loop gets threads of its own; a process that
+exits, or is killed, while a coroutine waits takes nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import signal
 import time
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 import shmring
 import shmring.aio as aio
 
-from _aio_helpers import number, send_frames, waiter_threads
+from _aio_helpers import get_numbers, number, queue_sleepers, send_frames, waiter_threads
 from conftest import FORK, Kids
 
 
@@ -61,3 +65,56 @@ def test_a_forked_child_waits_with_threads_of_its_own(channel: Callable[..., shm
     producer = kids.start(FORK, send_frames, ch, 2_000, 100)
     producer.result()
     assert consumer.result() == list(range(2_000))  # every frame checked whole in the child
+
+
+def _leave_a_getter_waiting(q: shmring.Queue[int], ready: Any) -> None:
+    """asyncio.run ends with a get still waiting: the loop cancels it, and
+    the process exits normally (its handle dropped, never closed)."""
+    async def main() -> None:
+        asyncio.get_running_loop().create_task(aio.Queue(q).get())
+        await asyncio.sleep(0.2)
+        ready.set()
+
+    asyncio.run(main())
+
+
+def _wait_forever_on(q: shmring.Queue[int], ready: Any) -> None:
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(aio.Queue(q).get())
+        await asyncio.sleep(0.2)
+        ready.set()
+        await task
+
+    asyncio.run(main())
+
+
+def test_a_process_exiting_with_a_waiting_get_withdraws_it(kids: Kids) -> None:
+    q: shmring.Queue[int] = shmring.Queue()
+    ready = FORK.Event()
+    proc = kids.process(FORK, _leave_a_getter_waiting, q, ready)
+    assert ready.wait(20)
+    proc.join(20)
+    assert proc.exitcode == 0
+    assert queue_sleepers(q) == (0, 0)  # the cancelled get withdrew its announcement
+    consumer = kids.start(FORK, get_numbers, q, 100, 0)
+    for i in range(100):
+        q.put(i)
+    assert consumer.result() == list(range(100))
+    q.close()
+
+
+def test_a_process_killed_while_its_get_waits_takes_nothing(kids: Kids) -> None:
+    """SIGKILL while a coroutine is announced: it took nothing, and the
+    others get every item (its stale announcement costs spare wake calls)."""
+    q: shmring.Queue[int] = shmring.Queue()
+    ready = FORK.Event()
+    proc = kids.process(FORK, _wait_forever_on, q, ready)
+    assert ready.wait(20)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(20)
+    consumer = kids.start(FORK, get_numbers, q, 100, 0)
+    for i in range(100):
+        q.put(i)
+    assert consumer.result() == list(range(100))
+    assert q.qsize() == 0
+    q.close()
