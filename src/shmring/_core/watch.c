@@ -214,6 +214,8 @@ static int waitset_sleep(WaitSetObject *self, shmring_waitv_entry *v, unsigned n
     now = shmring_now_ns();
     if (deadline == 0 || deadline > now + SHMRING_WAIT_SLICE_NS)
         deadline = now + SHMRING_WAIT_SLICE_NS; /* the control word is looked at between slices */
+    /* acquire: pairs with interrupt()'s release bump (a change of the
+     * entries made before it is seen by the next look). */
     if (n == 2 && __atomic_load_n(&self->control, __ATOMIC_ACQUIRE) != (uint32_t)v[0].val)
         return SHMRING_OK;
     return shmring_futex_wait_until((uint32_t *)(uintptr_t)one->uaddr, (uint32_t)one->val, deadline);
