@@ -118,3 +118,25 @@ def test_a_process_killed_while_its_get_waits_takes_nothing(kids: Kids) -> None:
     assert consumer.result() == list(range(100))
     assert q.qsize() == 0
     q.close()
+
+
+@pytest.mark.parametrize("use_waitv", [True, False])
+def test_interrupt_wakes_a_waiter_thread_at_once(use_waitv: bool) -> None:
+    """The waiter thread's sleep on its control word alone ends at
+    interrupt(), with futex_waitv and without (not at the end of a slice)."""
+    import threading
+
+    ws = shmring._core.WaitSet(use_waitv=use_waitv)
+    woke: list[float] = []
+
+    def sleeper() -> None:
+        ws.wait([], ws.control, 10)
+        woke.append(time.monotonic())
+
+    th = threading.Thread(target=sleeper)
+    th.start()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    ws.interrupt()
+    th.join(5)
+    assert woke and woke[0] - t0 < 0.03  # a 50 ms slice would be too late

@@ -166,6 +166,7 @@ int batch_make(QueueObject *self, PutBatch *b, PyObject *arg, int many, int raw)
             PyErr_Format(PyExc_TypeError, "dumps() must return a bytes-like object, not %.100s",
                          Py_TYPE(data)->tp_name);
             Py_DECREF(data);
+            Py_XDECREF(buffers);
             goto fail;
         }
         if (batch_set(b, i, raw ? SHMRING_REC_BYTES : SHMRING_REC_OBJECT, data, buffers) < 0)

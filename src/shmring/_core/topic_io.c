@@ -187,16 +187,18 @@ PyObject *topic_send_many(TopicEndObject *self, PyObject *const *args, Py_ssize_
     uint64_t deadline;
     Py_ssize_t n, got, sent;
     int no_wait = parse_args_timeout("send_many", args, nargs, kwnames, ARGS_BUFFERS_TIMEOUT, 1, 2, a, &deadline);
-    if (no_wait < 0 || (seq = PySequence_Fast(a[0], "send_many() needs an iterable of bytes-like objects")) == NULL)
+    /* A tuple of its own: getting an item's buffer may run Python code that
+     * changes the caller's list. */
+    if (no_wait < 0 || (seq = PySequence_Tuple(a[0])) == NULL)
         return NULL;
-    n = PySequence_Fast_GET_SIZE(seq);
+    n = PyTuple_GET_SIZE(seq);
     bufs = PyMem_New(Py_buffer, (size_t)(n ? n : 1));
     if (bufs == NULL) {
         Py_DECREF(seq);
         return PyErr_NoMemory();
     }
     for (got = 0; got < n; got++) {
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &bufs[got], PyBUF_SIMPLE) < 0)
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(seq, got), &bufs[got], PyBUF_SIMPLE) < 0)
             goto done;
         if (self->mapping != NULL &&
             shmring_topic_record_size((uint64_t)bufs[got].len) > self->t.capacity) {

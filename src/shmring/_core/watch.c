@@ -106,15 +106,16 @@ static PyObject *watch_end(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* Whether this kernel has futex_waitv: a call with no words says ENOSYS
- * when it has not (EINVAL when it has). */
+/* Whether this kernel has futex_waitv and lets us call it: a call with no
+ * words says EINVAL when it does (ENOSYS before Linux 5.16; EPERM from a
+ * seccomp filter that does not know the call). */
 static PyObject *futex_waitv_available(PyObject *module, PyObject *ignored)
 {
     long rc;
     (void)module;
     (void)ignored;
     rc = syscall(SYS_futex_waitv, NULL, 0, 0, NULL, CLOCK_MONOTONIC);
-    return PyBool_FromLong(!(rc < 0 && errno == ENOSYS));
+    return PyBool_FromLong(rc >= 0 || errno == EINVAL);
 }
 
 PyMethodDef watch_functions[] = {
@@ -218,6 +219,17 @@ static int waitset_sleep(WaitSetObject *self, shmring_waitv_entry *v, unsigned n
      * entries made before it is seen by the next look). */
     if (n == 2 && __atomic_load_n(&self->control, __ATOMIC_ACQUIRE) != (uint32_t)v[0].val)
         return SHMRING_OK;
+    if (n == 1) {
+        /* The control word alone: a private futex, as interrupt() wakes it
+         * (a shared wait would be another futex, woken only by the slice). */
+        struct timespec ts;
+        ts.tv_sec = (time_t)((deadline - now) / 1000000000u);
+        ts.tv_nsec = (long)((deadline - now) % 1000000000u);
+        if (syscall(SYS_futex, &self->control, FUTEX_WAIT_PRIVATE, (uint32_t)v[0].val, &ts, NULL, 0) == 0 ||
+            errno == EAGAIN || errno == EINTR)
+            return SHMRING_OK;
+        return errno == ETIMEDOUT ? SHMRING_TIMEOUT : SHMRING_ERR_SYS;
+    }
     return shmring_futex_wait_until((uint32_t *)(uintptr_t)one->uaddr, (uint32_t)one->val, deadline);
 }
 
