@@ -79,7 +79,9 @@ typedef struct shmring_queue_ctrl {
     uint64_t puts;       /* items ever put */
     uint64_t gets;       /* items ever taken */
     uint64_t done;       /* task_done() calls, ever: puts - done tasks are unfinished [Q3] */
-    uint8_t pad1[32];
+    uint64_t bytes_put;  /* statistics: payload bytes ever put (for rates; not repaired after a death) */
+    uint64_t bytes_got;  /* statistics: payload bytes ever taken */
+    uint8_t pad1[16];
     /* Sleep words: a waiter registers under the lock [Q2]. */
     uint32_t items_seq;     /* bumped after items were added */
     uint32_t items_waiters; /* consumers that may sleep on items_seq */
@@ -101,6 +103,7 @@ SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, head) == 152, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, count) == 168, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, ovf_head) == 184, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, done) == 216, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, bytes_put) == 224, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, items_seq) == 256, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_queue_ctrl, done_waiters) == 276, "layout");
 SHMRING_STATIC_ASSERT(sizeof(shmring_queue_ctrl) == SHMRING_QUEUE_CTRL_SIZE, "layout");
@@ -373,6 +376,7 @@ static inline void shmring_queue_count_add(shmring_queue_ctrl *c, uint64_t n, ui
     /* relaxed: under the lock [Q1]; lock-free readers only want a snapshot. */
     shmring_store_relaxed(&c->count, c->count + n);
     shmring_store_relaxed(&c->bytes, c->bytes + len);
+    shmring_store_relaxed(&c->bytes_put, c->bytes_put + len);
     /* release [Q3]: task_done() and join() compare done with puts. */
     shmring_store_release(&c->puts, c->puts + n);
 }
@@ -387,6 +391,7 @@ static inline int shmring_queue_count_sub(shmring_queue_ctrl *c, uint64_t n, uin
     shmring_store_relaxed(&c->count, count - n);
     shmring_store_relaxed(&c->bytes, bytes - len);
     shmring_store_relaxed(&c->gets, c->gets + n);
+    shmring_store_relaxed(&c->bytes_got, c->bytes_got + len);
     return SHMRING_OK;
 }
 

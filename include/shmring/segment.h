@@ -91,7 +91,7 @@ typedef struct shmring_segment_header {
     uint32_t state;           /* SHMRING_STATE_*: written once, by the remover [S9] */
     uint32_t persistent;      /* 1: the last user to leave does not remove it */
     uint32_t roster_overflow; /* attachments that found the roster full */
-    uint32_t reserved0;
+    uint32_t object_type;     /* a sync segment: which primitive (SHMRING_SYNC_*); 0 = not recorded */
     uint8_t reserved[40]; /* zero; room for later fields */
 } shmring_segment_header;
 
@@ -110,6 +110,7 @@ SHMRING_STATIC_ASSERT(offsetof(shmring_segment_header, checksum) == 64, "layout"
 SHMRING_STATIC_ASSERT(offsetof(shmring_segment_header, state) == 72, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_segment_header, persistent) == 76, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_segment_header, roster_overflow) == 80, "layout");
+SHMRING_STATIC_ASSERT(offsetof(shmring_segment_header, object_type) == 84, "layout");
 SHMRING_STATIC_ASSERT(offsetof(shmring_segment_header, reserved) == 88, "layout");
 SHMRING_STATIC_ASSERT(sizeof(shmring_segment_header) == SHMRING_HEADER_FIELDS_SIZE, "layout");
 
@@ -554,6 +555,16 @@ static inline void shmring_segment_fill_header_(unsigned char *base, uint32_t ki
     r[0].attached_ns = h->created_ns;
     out->roster_slot = 0;
     out->base = base;
+}
+
+/* Record which object a segment holds, for the tools that show it (a sync
+ * segment: which primitive, SHMRING_SYNC_*).  Call it between
+ * shmring_segment_create_unpublished and shmring_segment_publish: the
+ * magic's release store [S1] publishes it.  Display only: no reader trusts
+ * it (an unknown value is shown as such). */
+static inline void shmring_segment_set_object_type(shmring_segment *s, uint32_t object_type)
+{
+    ((shmring_segment_header *)s->base)->object_type = object_type;
 }
 
 /* Make a segment made by shmring_segment_create_unpublished visible to

@@ -32,6 +32,21 @@ extern "C" {
  * system call.  Owners are process tokens (shmring_token_make), so a dead
  * holder is told from a live one. */
 
+/* Which primitive a named sync segment holds at payload offset 0, in the
+ * header's object_type (shmring_segment_set_object_type), so that the tools
+ * can show it; 0 = not recorded. */
+enum shmring_sync_type {
+    SHMRING_SYNC_ATOMIC64 = 1,  /* int64_t */
+    SHMRING_SYNC_ATOMIC32 = 2,  /* int32_t */
+    SHMRING_SYNC_FLAG = 3,      /* uint32_t, 0 clear / 1 set */
+    SHMRING_SYNC_SEMAPHORE = 4, /* shmring_sem */
+    SHMRING_SYNC_SPINLOCK = 5,  /* shmring_spinlock */
+    SHMRING_SYNC_MUTEX = 6,     /* shmring_mutex */
+    SHMRING_SYNC_EVENT = 7,     /* shmring_event */
+    SHMRING_SYNC_CONDITION = 8  /* shmring_cond */
+};
+#define SHMRING_SYNC_TYPE_MAX 8u
+
 /* -- counting semaphore (8 bytes) ------------------------------------------ */
 
 typedef struct shmring_sem {

@@ -168,14 +168,17 @@ class Segment:
         return cls._create(name, size, mode, _core.KIND_RAW, persistent)
 
     @classmethod
-    def _create(cls, name: str | None, size: int, mode: int, kind: int, persistent: bool = False) -> Segment:
+    def _create(
+        cls, name: str | None, size: int, mode: int, kind: int, persistent: bool = False, object_type: int = 0
+    ) -> Segment:
         bare = unique_name() if name is None else validate_name(name)
         if not isinstance(size, int) or isinstance(size, bool):
             raise TypeError(f"size must be int, not {type(size).__name__}")
         if size < 1:
             raise ValueError(f"size must be at least 1 byte, got {size}")
         check_create(mode, persistent)
-        return cls._wrap(bare, finish_create(_core.create(bare, size, kind, mode), persistent), True, False)
+        mapping = _core.create(bare, size, kind, mode, object_type)
+        return cls._wrap(bare, finish_create(mapping, persistent), True, False)
 
     @classmethod
     def open(cls, name: str, *, readonly: bool = False, allow_other_owner: bool = False) -> Segment:

@@ -77,6 +77,7 @@ class _Primitive(SegmentProperties):
     SIZE: ClassVar[int]
     ALIGN: ClassVar[int] = 8
     _NATIVE: ClassVar[type[Any]]
+    _OBJECT_TYPE: ClassVar[int]  # recorded in a named one's header, for `shmring inspect`
 
     def __init__(self, segment: Segment, offset: int = 0) -> None:
         if not isinstance(segment, Segment):
@@ -118,7 +119,7 @@ class _Primitive(SegmentProperties):
         """Create a named segment holding one primitive.  It lives while any
         process is attached to it (each handle is an attachment); the last
         one to leave removes it, unless ``persistent``."""
-        segment = Segment._create(name, max(cls.SIZE, 8), mode, _core.KIND_SYNC, persistent)
+        segment = Segment._create(name, max(cls.SIZE, 8), mode, _core.KIND_SYNC, persistent, cls._OBJECT_TYPE)
         try:
             self = cls(segment, 0)
             self._owns_segment = True
@@ -234,12 +235,14 @@ class AtomicInt64(_Atomic):
     Arithmetic wraps around like C's; the default order is seq_cst."""
 
     SIZE = 8
+    _OBJECT_TYPE = _core.SYNC_ATOMIC64
 
 
 class AtomicInt32(_Atomic):
     """A signed 32-bit integer with atomic operations (4 bytes, 4-aligned)."""
 
     SIZE = 4
+    _OBJECT_TYPE = _core.SYNC_ATOMIC32
     ALIGN = 4
 
 
@@ -249,6 +252,7 @@ class AtomicFlag(_Atomic):
     acquire order, so data written before ``set()`` is visible after."""
 
     SIZE = 4
+    _OBJECT_TYPE = _core.SYNC_FLAG
     ALIGN = 4
 
     def set(self) -> None:
@@ -274,6 +278,7 @@ class Semaphore(_Primitive):
     uncontended ``release`` makes no system call."""
 
     SIZE = 8
+    _OBJECT_TYPE = _core.SYNC_SEMAPHORE
     _NATIVE = _core.Semaphore
     _native: _core.Semaphore
 
@@ -469,6 +474,7 @@ class SpinLock(_Lock):
     and is told OwnerDied.  Waiting burns CPU."""
 
     SIZE = 16
+    _OBJECT_TYPE = _core.SYNC_SPINLOCK
     _NATIVE = _core.SpinLock
     _native: _core.SpinLock
 
@@ -502,6 +508,7 @@ class Mutex(_Lock):
     alive but stopped (SIGSTOP, a debugger)."""
 
     SIZE = 24
+    _OBJECT_TYPE = _core.SYNC_MUTEX
     _NATIVE = _core.Mutex
     _native: _core.Mutex
 
@@ -517,6 +524,7 @@ class Event(_Primitive):
     ``set()`` is called returns True even if ``clear()`` follows at once."""
 
     SIZE = 16
+    _OBJECT_TYPE = _core.SYNC_EVENT
     _NATIVE = _core.Event
     _native: _core.Event
 
@@ -540,6 +548,7 @@ class Condition(_Primitive):
     predicate in a loop (or use :meth:`wait_for`), as with any condition."""
 
     SIZE = 16
+    _OBJECT_TYPE = _core.SYNC_CONDITION
     _NATIVE = _core.Condition
     _native: _core.Condition
 

@@ -467,7 +467,7 @@ static PyObject *stats_dict(const shmring_channel *ch)
     producer = __atomic_load_n(&c->producer, __ATOMIC_RELAXED);
     consumer = __atomic_load_n(&c->consumer, __ATOMIC_RELAXED);
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:L,s:O,s:L,s:O,s:O,s:O,s:I,s:I}",
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:L,s:O,s:L,s:O,s:O,s:O,s:I,s:I,s:O,s:O}",
         "capacity", (unsigned long long)ch->capacity,
         "head", (unsigned long long)head,
         "tail", (unsigned long long)tail,
@@ -485,7 +485,9 @@ static PyObject *stats_dict(const shmring_channel *ch)
         "writer_closed", __atomic_load_n(&c->writer_closed, __ATOMIC_RELAXED) ? Py_True : Py_False,
         "reader_closed", __atomic_load_n(&c->reader_closed, __ATOMIC_RELAXED) ? Py_True : Py_False,
         "wait", (unsigned)__atomic_load_n(&c->wait, __ATOMIC_RELAXED),
-        "spin_ns", (unsigned)__atomic_load_n(&c->spin_ns, __ATOMIC_RELAXED));
+        "spin_ns", (unsigned)__atomic_load_n(&c->spin_ns, __ATOMIC_RELAXED),
+        "producer_waiting", __atomic_load_n(&c->producer_waiting, __ATOMIC_RELAXED) ? Py_True : Py_False,
+        "consumer_waiting", __atomic_load_n(&c->consumer_waiting, __ATOMIC_RELAXED) ? Py_True : Py_False);
 }
 
 static PyObject *channel_stats(ChannelObject *self, PyObject *Py_UNUSED(ignored))

@@ -361,11 +361,12 @@ static PyObject *core_create(PyObject *Py_UNUSED(module), PyObject *args)
     segment_name name;
     size_arg payload_arg; /* a negative or huge size is reported as written */
     unsigned long long payload;
-    unsigned int kind, mode;
+    unsigned int kind, mode, object_type = 0;
     shmring_segment seg;
     int rc;
 
-    if (!PyArg_ParseTuple(args, "O&O&II:create", name_converter, &name, size_converter, &payload_arg, &kind, &mode))
+    if (!PyArg_ParseTuple(args, "O&O&II|I:create", name_converter, &name, size_converter, &payload_arg, &kind, &mode,
+                          &object_type))
         return NULL;
     payload = (unsigned long long)payload_arg.value;
     if (payload_arg.value <= 0 || payload > (unsigned long long)PY_SSIZE_T_MAX - SHMRING_HEADER_SIZE) {
@@ -374,7 +375,11 @@ static PyObject *core_create(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    rc = shmring_segment_create(name.path, payload, kind, (mode_t)mode, &seg);
+    rc = shmring_segment_create_unpublished(name.path, payload, kind, (mode_t)mode, &seg);
+    if (rc == SHMRING_OK) {
+        shmring_segment_set_object_type(&seg, object_type);
+        shmring_segment_publish(&seg);
+    }
     Py_END_ALLOW_THREADS
     return mapping_from_result(rc, &seg, name.obj);
 }
@@ -600,8 +605,9 @@ MappingObject *mapping_arg(PyObject *arg, const char *fname)
 
 PyMethodDef mapping_functions[] = {
     {"create", core_create, METH_VARARGS,
-     "create($module, name, payload_size, kind, mode, /)\n--\n\n"
-     "Make, reserve and publish a new segment: a Mapping of it."},
+     "create($module, name, payload_size, kind, mode, object_type=0, /)\n--\n\n"
+     "Make, reserve and publish a new segment (object_type: which primitive a sync segment holds): a Mapping "
+     "of it."},
     {"open", core_open, METH_VARARGS,
      "open($module, name, readonly, allow_other_owner, attach=True, /)\n--\n\n"
      "Attach to (or, attach=False, only look at) a segment, after validating it: a Mapping."},

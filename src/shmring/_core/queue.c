@@ -481,7 +481,7 @@ static PyObject *queue_counters(shmring_queue_ctrl *c, const shmring_queue_ctrl 
 {
     /* relaxed throughout: a monitoring snapshot. */
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsKsKsKsKsOsKsKsK}", "capacity", (unsigned long long)cfg->capacity, "maxsize",
+        "{sKsKsKsKsKsKsKsKsKsKsOsKsKsKsIsIsIsKsK}", "capacity", (unsigned long long)cfg->capacity, "maxsize",
         (unsigned long long)cfg->maxsize, "items", (unsigned long long)__atomic_load_n(&c->count, __ATOMIC_RELAXED),
         "bytes", (unsigned long long)__atomic_load_n(&c->bytes, __ATOMIC_RELAXED), "puts",
         (unsigned long long)__atomic_load_n(&c->puts, __ATOMIC_RELAXED), "gets",
@@ -494,7 +494,12 @@ static PyObject *queue_counters(shmring_queue_ctrl *c, const shmring_queue_ctrl 
         "holder", (unsigned long long)shmring_token_pid(__atomic_load_n(&c->lock.owner, __ATOMIC_RELAXED)), "bounded",
         (cfg->flags & SHMRING_QUEUE_BOUNDED) ? Py_True : Py_False, "queue_id", (unsigned long long)cfg->queue_id,
         "chunk_head", (unsigned long long)__atomic_load_n(&c->ovf_head, __ATOMIC_RELAXED), "chunk_tail",
-        (unsigned long long)__atomic_load_n(&c->ovf_tail, __ATOMIC_RELAXED));
+        (unsigned long long)__atomic_load_n(&c->ovf_tail, __ATOMIC_RELAXED), "getters_waiting",
+        (unsigned)__atomic_load_n(&c->items_waiters, __ATOMIC_RELAXED), "putters_waiting",
+        (unsigned)__atomic_load_n(&c->room_waiters, __ATOMIC_RELAXED), "joiners_waiting",
+        (unsigned)__atomic_load_n(&c->done_waiters, __ATOMIC_RELAXED), "bytes_put",
+        (unsigned long long)__atomic_load_n(&c->bytes_put, __ATOMIC_RELAXED), "bytes_got",
+        (unsigned long long)__atomic_load_n(&c->bytes_got, __ATOMIC_RELAXED));
 }
 
 static PyObject *queue_stats(QueueObject *self, PyObject *Py_UNUSED(ignored))

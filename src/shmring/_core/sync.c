@@ -205,7 +205,105 @@ static PyObject *core_fence(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ign
     Py_RETURN_NONE;
 }
 
+/* The state of one lock word holder for sync_info: its pid, and whether it
+ * is alive (a dead holder's lock is taken over by the next acquirer). */
+static PyObject *holder_fields(uint64_t token)
+{
+    return Py_BuildValue("{sLsO}", "holder_pid", (long long)(token ? shmring_token_pid(token) : 0), "holder_alive",
+                         token && shmring_token_alive(token) ? Py_True : Py_False);
+}
+
+/* The fields of primitive `type` at `p` (`avail` bytes), for sync_info. */
+static PyObject *sync_state(uint32_t type, void *p, uint64_t avail)
+{
+    static const uint64_t sizes[SHMRING_SYNC_TYPE_MAX + 1] = {
+        0, 8, 4, 4, sizeof(shmring_sem), sizeof(shmring_spinlock), sizeof(shmring_mutex), sizeof(shmring_event),
+        sizeof(shmring_cond)};
+    /* relaxed throughout: a monitoring snapshot, not a synchronisation. */
+    if (type == 0 || type > SHMRING_SYNC_TYPE_MAX || avail < sizes[type])
+        return Py_BuildValue("{ss}", "primitive", "unknown");
+    switch (type) {
+    case SHMRING_SYNC_ATOMIC64:
+        return Py_BuildValue("{sssL}", "primitive", "AtomicInt64", "value",
+                             (long long)__atomic_load_n((int64_t *)p, __ATOMIC_RELAXED));
+    case SHMRING_SYNC_ATOMIC32:
+        return Py_BuildValue("{sssi}", "primitive", "AtomicInt32", "value",
+                             (int)__atomic_load_n((int32_t *)p, __ATOMIC_RELAXED));
+    case SHMRING_SYNC_FLAG:
+        return Py_BuildValue("{sssO}", "primitive", "AtomicFlag", "set",
+                             __atomic_load_n((uint32_t *)p, __ATOMIC_RELAXED) ? Py_True : Py_False);
+    case SHMRING_SYNC_SEMAPHORE: {
+        shmring_sem *s = (shmring_sem *)p;
+        return Py_BuildValue("{sssIsI}", "primitive", "Semaphore", "value",
+                             (unsigned)__atomic_load_n(&s->count, __ATOMIC_RELAXED), "waiters",
+                             (unsigned)__atomic_load_n(&s->waiters, __ATOMIC_RELAXED));
+    }
+    case SHMRING_SYNC_EVENT: {
+        shmring_event *e = (shmring_event *)p;
+        return Py_BuildValue("{sssOsI}", "primitive", "Event", "set",
+                             __atomic_load_n(&e->flag, __ATOMIC_RELAXED) ? Py_True : Py_False, "waiters",
+                             (unsigned)__atomic_load_n(&e->waiters, __ATOMIC_RELAXED));
+    }
+    case SHMRING_SYNC_CONDITION: {
+        shmring_cond *c = (shmring_cond *)p;
+        return Py_BuildValue("{sssIsI}", "primitive", "Condition", "waiters",
+                             (unsigned)__atomic_load_n(&c->waiters, __ATOMIC_RELAXED), "pending_wakeups",
+                             (unsigned)__atomic_load_n(&c->wakeups, __ATOMIC_RELAXED));
+    }
+    default:
+        break;
+    }
+    {
+        /* the two locks: who holds it, and whether it died holding it */
+        uint64_t owner = __atomic_load_n((uint64_t *)p, __ATOMIC_RELAXED); /* both start with the owner token */
+        PyObject *fields, *holder;
+        const char *state = "consistent";
+        int sleepers = 0;
+        if (type == SHMRING_SYNC_MUTEX) {
+            shmring_mutex *m = (shmring_mutex *)p;
+            uint32_t st = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+            state = st == SHMRING_MUTEX_OWNER_DIED       ? "owner_died"
+                    : st == SHMRING_MUTEX_NOT_RECOVERABLE ? "not_recoverable"
+                    : st == SHMRING_MUTEX_CONSISTENT      ? "consistent"
+                                                          : "unknown";
+            sleepers = __atomic_load_n(&m->word, __ATOMIC_RELAXED) == SHMRING_MUTEX_SLEEPERS;
+        }
+        fields = Py_BuildValue("{sssssOsO}", "primitive", type == SHMRING_SYNC_MUTEX ? "Mutex" : "SpinLock", "state",
+                               state, "owner_died_pending",
+                               owner && !shmring_token_alive(owner) ? Py_True : Py_False, "sleepers",
+                               sleepers ? Py_True : Py_False);
+        holder = fields == NULL ? NULL : holder_fields(owner);
+        if (holder == NULL || PyDict_Update(fields, holder) < 0) {
+            Py_XDECREF(holder);
+            Py_XDECREF(fields);
+            return NULL;
+        }
+        Py_DECREF(holder);
+        return fields;
+    }
+}
+
+/* sync_info(mapping): which primitive a named sync segment holds and its
+ * state, from a read-only mapping (no lock taken: a snapshot).  The type
+ * comes from the header's object_type, which nobody trusts: an unknown one
+ * is reported as such. */
+static PyObject *core_sync_info(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    MappingObject *m = mapping_arg(arg, "sync_info");
+    const shmring_segment_header *h;
+    if (m == NULL)
+        return NULL;
+    h = (const shmring_segment_header *)m->seg.base;
+    if (h->kind != SHMRING_KIND_SYNC)
+        return PyErr_Format(PyExc_ValueError, "segment %R is not a named primitive", m->name);
+    return sync_state(__atomic_load_n(&h->object_type, __ATOMIC_RELAXED), shmring_segment_payload(&m->seg),
+                      shmring_segment_payload_size(&m->seg));
+}
+
 PyMethodDef sync_functions[] = {
     {"fence", core_fence, METH_NOARGS, "fence($module, /)\n--\n\nA sequentially consistent memory barrier."},
+    {"sync_info", core_sync_info, METH_O,
+     "sync_info($module, mapping, /)\n--\n\nWhich primitive a named sync segment holds, and its state (a "
+     "snapshot), as a dict."},
     {NULL, NULL, 0, NULL},
 };

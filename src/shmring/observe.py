@@ -1,0 +1,302 @@
+"""What every shmring object of this machine is doing, read from shared
+memory alone: for ``shmring top``, ``shmring inspect --watch``, ``shmring
+stats`` and scripts.
+
+Reading never takes a lock, never attaches and never writes a byte: each
+segment is mapped read-only (``Mapping`` without an attachment), its
+counters are loaded relaxed, and it is unmapped again.  A snapshot is
+therefore a little blurred (the counters of one object are not read at one
+instant), which a monitor can afford; the observed processes pay nothing.
+
+Rates come from two snapshots: :func:`rates` divides the counters' deltas by
+the time between them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import _core
+from ._errors import ForeignSegmentError, SegmentError, SegmentNotReadyError
+from .segment import SegmentInfo, validate_name
+
+SHM_DIR = "/dev/shm"
+
+# The counters a rate is computed from, per object: (messages in, messages
+# out, bytes in, bytes out).  "in" is what producers/publishers wrote, "out"
+# what consumers/subscribers took.
+COUNTERS = ("messages_in", "messages_out", "bytes_in", "bytes_out")
+
+
+@dataclass(frozen=True)
+class Process:
+    """A process attached to an object (one of its roster entries)."""
+
+    pid: int
+    alive: bool
+    command: str  # its command name, "" if it is gone or not ours to read
+    attached_ns: int
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """A subscription of a topic and how far behind the newest message it is."""
+
+    slot: int  # its entry in the topic's table
+    pid: int
+    alive: bool
+    command: str
+    received: int  # number of the next message it will read (its own count: for rates)
+    read_bytes: int  # its cursor in the ring's byte stream (for rates)
+    behind_messages: int
+    behind_bytes: int
+    lagged: int  # messages it missed, ever (an overwrite topic)
+    consistent: bool  # False: its numbers in shared memory are impossible (shown, never used)
+
+
+@dataclass(frozen=True)
+class Lock:
+    """Who holds an object's lock (a queue's, a topic's, a named lock)."""
+
+    holder_pid: int  # 0: free
+    holder_alive: bool
+    owner_died_pending: bool  # held by a dead process: the next acquirer repairs it
+
+
+@dataclass(frozen=True)
+class ObjectView:
+    """One object, as a monitor shows it."""
+
+    name: str
+    kind: str  # channel, queue, topic, sync, raw, queue-chunk, or "damaged"
+    size: int  # bytes of the segment (header included)
+    created_ns: int
+    creator_pid: int
+    persistent: bool
+    processes: tuple[Process, ...]
+    fill: float | None  # 0..1: how full the ring (or the bounded queue) is
+    items: int | None  # messages held (queue: items; channel/topic: None)
+    counters: dict[str, int]  # cumulative, see COUNTERS; only those the kind has
+    waiting: dict[str, int]  # who sleeps now: producers, consumers (, joiners)
+    subscribers: tuple[Subscriber, ...] = ()
+    lock: Lock | None = None
+    primitive: dict[str, Any] | None = None  # a named primitive: which one and its state
+    detail: dict[str, Any] = field(default_factory=dict)  # the kind's raw counters
+    problem: str | None = None  # why it could not be read (damaged)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Identity across snapshots: a name reused by a new object is another object."""
+        return (self.name, self.created_ns)
+
+    @property
+    def dead_processes(self) -> int:
+        return sum(1 for p in self.processes if not p.alive)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every object readable by this user, at ``time`` (CLOCK_MONOTONIC seconds)."""
+
+    time: float
+    objects: tuple[ObjectView, ...]
+
+    def by_key(self) -> dict[tuple[str, int], ObjectView]:
+        return {o.key: o for o in self.objects}
+
+
+def command_of(pid: int) -> str:
+    """The command name of ``pid`` (``/proc/PID/comm``), or "" if unknown."""
+    if pid <= 0:
+        return ""
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _processes(info: SegmentInfo) -> tuple[Process, ...]:
+    return tuple(Process(u.pid, u.alive, command_of(u.pid) if u.alive else "", u.attached_ns) for u in info.users)
+
+
+def _channel(info: dict[str, Any]) -> dict[str, Any]:
+    capacity = info["capacity"]
+    return {
+        "fill": info["fill_bytes"] / capacity if capacity else None,
+        "counters": {
+            "messages_in": info["sent_messages"], "messages_out": info["received_messages"],
+            "bytes_in": info["sent_bytes"], "bytes_out": info["received_bytes"],
+        },
+        "waiting": {"producers": int(info["producer_waiting"]), "consumers": int(info["consumer_waiting"])},
+    }
+
+
+def _queue(info: dict[str, Any]) -> dict[str, Any]:
+    if info["bounded"] and info["maxsize"]:
+        fill = min(1.0, info["items"] / info["maxsize"])
+    else:
+        fill = min(1.0, info["used_bytes"] / info["capacity"]) if info["capacity"] else None
+    return {
+        "fill": fill,
+        "items": info["items"],
+        "counters": {
+            "messages_in": info["puts"], "messages_out": info["gets"],
+            "bytes_in": info["bytes_put"], "bytes_out": info["bytes_got"],
+        },
+        "waiting": {
+            "producers": info["putters_waiting"], "consumers": info["getters_waiting"],
+            "joiners": info["joiners_waiting"],
+        },
+        "lock": Lock(info["holder"], info["holder"] != 0 and _alive(info["holder"]), False),
+    }
+
+
+def _topic(info: dict[str, Any]) -> dict[str, Any]:
+    subs = tuple(
+        Subscriber(s["slot"], s["pid"], s["alive"], command_of(s["pid"]) if s["alive"] else "", s["next_seq"],
+                   s["cursor"], s["behind_messages"], s["behind_bytes"], s["lagged"], s["consistent"])
+        for s in info["subscriber_list"]
+    )
+    capacity = info["capacity"]
+    # "out" is summed over the subscribers that stayed between two
+    # snapshots (rates()): a cumulative sum would jump as they come and go.
+    return {
+        "fill": min(1.0, info["slowest_behind_bytes"] / capacity) if capacity else None,
+        "counters": {"messages_in": info["published"], "bytes_in": info["published_bytes"]},
+        "waiting": {"producers": info["publishers_waiting"], "consumers": info["subscribers_waiting"]},
+        "subscribers": subs,
+        "lock": Lock(info["lock_holder_pid"], info["lock_holder_pid"] != 0 and _alive(info["lock_holder_pid"]),
+                     False),
+    }
+
+
+def _sync(info: dict[str, Any]) -> dict[str, Any]:
+    parts: dict[str, Any] = {"primitive": info, "counters": {}, "waiting": {}}
+    if "holder_pid" in info:
+        parts["lock"] = Lock(info["holder_pid"], info["holder_alive"], info["owner_died_pending"])
+    if "waiters" in info:
+        parts["waiting"] = {"consumers": info["waiters"]}
+    return parts
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_READERS = {
+    "channel": (_core.channel_info, _channel),
+    "queue": (_core.queue_info, _queue),
+    "topic": (_core.topic_info, _topic),
+    "sync": (_core.sync_info, _sync),
+}
+
+
+def look(name: str) -> ObjectView:
+    """One object, read from shared memory now (see the module's docstring).
+
+    Raises ``FileNotFoundError`` if there is no such segment,
+    :class:`shmring.ForeignSegmentError` / :class:`SegmentNotReadyError` for a
+    segment that is not (yet) a shmring object, and :class:`SegmentError` for
+    a damaged one."""
+    mapping = _core.open(validate_name(name), True, True, False)
+    try:
+        info = SegmentInfo.from_mapping(mapping)
+        parts: dict[str, Any] = {"counters": {}, "waiting": {}}
+        reader = _READERS.get(info.kind)
+        detail: dict[str, Any] = {}
+        if reader is not None:
+            detail = reader[0](mapping)
+            parts = reader[1](detail)
+    finally:
+        mapping.close()
+    parts.setdefault("fill", None)
+    parts.setdefault("items", None)
+    return ObjectView(
+        name=info.name, kind=info.kind, size=info.total_size, created_ns=info.created_ns,
+        creator_pid=info.creator_pid, persistent=info.persistent, processes=_processes(info), detail=detail, **parts,
+    )
+
+
+def _names() -> list[str]:
+    try:
+        entries = sorted(os.scandir(SHM_DIR), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    names = []
+    for entry in entries:
+        try:
+            validate_name(entry.name)
+            if entry.is_file(follow_symlinks=False):
+                names.append(entry.name)
+        except (ValueError, OSError):
+            continue
+    return names
+
+
+def snapshot(names: Iterable[str] | None = None) -> Snapshot:
+    """Every shmring object this user can read (or those of ``names``),
+    now.  Damaged ones are listed with their ``problem``; segments of other
+    programs, unreadable ones and those still being created are left out."""
+    now = time.monotonic()
+    views = []
+    for name in _names() if names is None else names:
+        try:
+            views.append(look(name))
+        except (ForeignSegmentError, SegmentNotReadyError, FileNotFoundError, PermissionError, ValueError):
+            continue
+        except SegmentError as exc:
+            views.append(ObjectView(name, "damaged", 0, 0, 0, False, (), None, None, {}, {}, problem=str(exc)))
+        except OSError:
+            continue
+    return Snapshot(now, tuple(views))
+
+
+def rates(before: Snapshot, after: Snapshot) -> dict[tuple[str, int], dict[str, float]]:
+    """Per object of ``after`` also in ``before``: each counter's change
+    per second (``messages_in/s``...).  A counter that went backwards (a
+    hostile or restarted writer) gives no rate rather than a negative one."""
+    elapsed = after.time - before.time
+    if elapsed <= 0:
+        return {}
+    old = before.by_key()
+    result: dict[tuple[str, int], dict[str, float]] = {}
+    for view in after.objects:
+        prev = old.get(view.key)
+        if prev is None:
+            continue
+        per_second = {}
+        for counter, value in view.counters.items():
+            start = prev.counters.get(counter)
+            if start is not None and value >= start:
+                per_second[counter] = (value - start) / elapsed
+        if view.kind == "topic":
+            per_second.update(_delivery_rates(prev.subscribers, view.subscribers, elapsed))
+        result[view.key] = per_second
+    return result
+
+
+def _delivery_rates(before: tuple[Subscriber, ...], after: tuple[Subscriber, ...], elapsed: float) -> dict[str, float]:
+    """A topic's messages and bytes read per second, by the subscriptions
+    present in both snapshots (the same table slot and process)."""
+    old = {(s.slot, s.pid): s for s in before}
+    messages = read = 0
+    for sub in after:
+        prev = old.get((sub.slot, sub.pid))
+        if prev is not None and sub.received >= prev.received and sub.read_bytes >= prev.read_bytes:
+            messages += sub.received - prev.received
+            read += sub.read_bytes - prev.read_bytes
+    return {"messages_out": messages / elapsed, "bytes_out": read / elapsed}
