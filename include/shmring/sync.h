@@ -42,10 +42,9 @@ enum shmring_sync_type {
     SHMRING_SYNC_SEMAPHORE = 4, /* shmring_sem */
     SHMRING_SYNC_SPINLOCK = 5,  /* shmring_spinlock */
     SHMRING_SYNC_MUTEX = 6,     /* shmring_mutex */
-    SHMRING_SYNC_EVENT = 7,     /* shmring_event */
-    SHMRING_SYNC_CONDITION = 8  /* shmring_cond */
+    SHMRING_SYNC_EVENT = 7      /* shmring_event (a condition lives beside its mutex: never named) */
 };
-#define SHMRING_SYNC_TYPE_MAX 8u
+#define SHMRING_SYNC_TYPE_MAX 7u
 
 /* -- counting semaphore (8 bytes) ------------------------------------------ */
 

@@ -23,6 +23,7 @@ from rich.table import Table
 from . import _core
 from ._errors import ForeignSegmentError, SegmentError, SegmentNotReadyError
 from .channel import _WAIT_NAMES
+from .cli_stats import stats_command
 from .segment import SegmentInfo, validate_name
 
 SHM_DIR = "/dev/shm"
@@ -61,7 +62,10 @@ def read_details(name: str) -> tuple[SegmentInfo, dict[str, Any]]:
     mapping = _look(name)
     try:
         info = SegmentInfo.from_mapping(mapping)
-        readers = {"channel": _core.channel_info, "queue": _core.queue_info, "topic": _core.topic_info}
+        readers = {
+            "channel": _core.channel_info, "queue": _core.queue_info, "topic": _core.topic_info,
+            "sync": _core.sync_info,
+        }
         reader = readers.get(info.kind)
         extra = reader(mapping) if reader is not None else {}
         return info, extra
@@ -192,8 +196,10 @@ def ls_command(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def inspect_command(name: str, as_json: bool) -> None:
     """Show every header field of segment NAME, the processes attached to
-    it, and for a channel its fill level, counters and both ends (for a
-    queue or a topic: its counters)."""
+    it, and for a channel its fill level, counters and both ends; for a
+    queue its counters and who waits; for a topic its counters and each
+    subscriber's lag; for a named primitive which one it is and its state
+    (value, holder, waiters)."""
     try:
         bare = validate_name(name)
         st = os.stat(os.path.join(SHM_DIR, bare))
@@ -231,7 +237,13 @@ def inspect_command(name: str, as_json: bool) -> None:
                 table.add_row(f"users.{n}", f"pid {user.pid} ({state}), attached {since}")
         elif isinstance(value, dict):
             for sub, subvalue in value.items():
-                table.add_row(f"{key}.{sub}", str(subvalue))
+                if sub == "subscriber_list":
+                    for s in subvalue:
+                        state = "alive" if s["alive"] else "dead"
+                        table.add_row(f"{key}.subscribers.{s['slot']}", f"pid {s['pid']} ({state}), behind "
+                                      f"{s['behind_messages']} messages ({s['behind_bytes']} bytes), lagged {s['lagged']}")
+                else:
+                    table.add_row(f"{key}.{sub}", str(subvalue))
         else:
             table.add_row(key, str(value))
     out.print(table)
@@ -394,3 +406,6 @@ def demo_command(messages: int, size: int, rounds: int) -> None:
     from .demo import run_demo
 
     sys.exit(run_demo(out, messages=messages, size=size, rounds=rounds))
+
+
+main.add_command(stats_command)

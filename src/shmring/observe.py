@@ -72,7 +72,7 @@ class ObjectView:
     """One object, as a monitor shows it."""
 
     name: str
-    kind: str  # channel, queue, topic, sync, raw, queue-chunk, or "damaged"
+    kind: str  # channel, queue, topic, sync, segment, queue-chunk, or "damaged"
     size: int  # bytes of the segment (header included)
     created_ns: int
     creator_pid: int
@@ -256,12 +256,12 @@ def snapshot(names: Iterable[str] | None = None) -> Snapshot:
     for name in _names() if names is None else names:
         try:
             views.append(look(name))
-        except (ForeignSegmentError, SegmentNotReadyError, FileNotFoundError, PermissionError, ValueError):
-            continue
-        except SegmentError as exc:
+        except (ForeignSegmentError, SegmentNotReadyError):
+            continue  # another program's, or still being made
+        except SegmentError as exc:  # ours, damaged (before ValueError: some of them are ValueErrors too)
             views.append(ObjectView(name, "damaged", 0, 0, 0, False, (), None, None, {}, {}, problem=str(exc)))
-        except OSError:
-            continue
+        except (OSError, ValueError):
+            continue  # gone meanwhile, not readable by this user, or not a valid name
     return Snapshot(now, tuple(views))
 
 
@@ -300,3 +300,25 @@ def _delivery_rates(before: tuple[Subscriber, ...], after: tuple[Subscriber, ...
             messages += sub.received - prev.received
             read += sub.read_bytes - prev.read_bytes
     return {"messages_out": messages / elapsed, "bytes_out": read / elapsed}
+
+
+REPORT_VERSION = 1
+
+
+def report(before: Snapshot, after: Snapshot) -> dict[str, Any]:
+    """The document ``shmring top --once --json`` prints: every object of
+    ``after`` with its rates over the time since ``before`` (objects new
+    since then have no rates yet).  Its shape is the JSON schema
+    ``shmring/top.schema.json`` (docs/OBSERVE.md)."""
+    per_second = rates(before, after)
+    objects = []
+    for view in after.objects:
+        entry = view.to_json()
+        entry["rates"] = per_second.get(view.key)
+        objects.append(entry)
+    return {
+        "version": REPORT_VERSION,
+        "time": time.time(),
+        "interval": after.time - before.time,
+        "objects": objects,
+    }

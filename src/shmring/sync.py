@@ -548,7 +548,6 @@ class Condition(_Primitive):
     predicate in a loop (or use :meth:`wait_for`), as with any condition."""
 
     SIZE = 16
-    _OBJECT_TYPE = _core.SYNC_CONDITION
     _NATIVE = _core.Condition
     _native: _core.Condition
 

@@ -217,8 +217,7 @@ static PyObject *holder_fields(uint64_t token)
 static PyObject *sync_state(uint32_t type, void *p, uint64_t avail)
 {
     static const uint64_t sizes[SHMRING_SYNC_TYPE_MAX + 1] = {
-        0, 8, 4, 4, sizeof(shmring_sem), sizeof(shmring_spinlock), sizeof(shmring_mutex), sizeof(shmring_event),
-        sizeof(shmring_cond)};
+        0, 8, 4, 4, sizeof(shmring_sem), sizeof(shmring_spinlock), sizeof(shmring_mutex), sizeof(shmring_event)};
     /* relaxed throughout: a monitoring snapshot, not a synchronisation. */
     if (type == 0 || type > SHMRING_SYNC_TYPE_MAX || avail < sizes[type])
         return Py_BuildValue("{ss}", "primitive", "unknown");
@@ -243,12 +242,6 @@ static PyObject *sync_state(uint32_t type, void *p, uint64_t avail)
         return Py_BuildValue("{sssOsI}", "primitive", "Event", "set",
                              __atomic_load_n(&e->flag, __ATOMIC_RELAXED) ? Py_True : Py_False, "waiters",
                              (unsigned)__atomic_load_n(&e->waiters, __ATOMIC_RELAXED));
-    }
-    case SHMRING_SYNC_CONDITION: {
-        shmring_cond *c = (shmring_cond *)p;
-        return Py_BuildValue("{sssIsI}", "primitive", "Condition", "waiters",
-                             (unsigned)__atomic_load_n(&c->waiters, __ATOMIC_RELAXED), "pending_wakeups",
-                             (unsigned)__atomic_load_n(&c->wakeups, __ATOMIC_RELAXED));
     }
     default:
         break;
