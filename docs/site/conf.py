@@ -36,6 +36,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,7 +77,9 @@ autodoc_typehints = "signature"
 # No "Bases:" line on the classes: their bases are the private native types and
 # helpers (`_core.Channel`, `NamedObject`, `Generic[T]`); the exceptions' page asks
 # for it, as their bases (`ValueError`, `TimeoutError`, ...) are what callers catch.
-autodoc_default_options = {"members": True}
+# "undoc-members": a public method without a docstring of its own (`AtomicInt64.load`,
+# `Event.set`) is API all the same, and is listed with its signature.
+autodoc_default_options = {"members": True, "undoc-members": True}
 # The public classes are documented under the names users import them by (`shmring.Channel`);
 # the module they are defined in is an implementation detail.
 add_module_names = True
@@ -119,7 +122,7 @@ def link_repository_files(app: Sphinx, doctree: nodes.document) -> None:
             continue
         download = addnodes.download_reference(
             "", "", *ref.children, refdomain=None, reftype="myst", refexplicit=ref.get("refexplicit"),
-            refdoc=app.env.docname, reftarget=str(in_repository),
+            refdoc=app.env.docname, reftarget=os.path.relpath(in_repository, docdir),
         )
         ref.replace_self(download)
 
@@ -184,7 +187,7 @@ def typed_native_signature(
         return None
     definition = STUB_FUNCTIONS.get(key)
     if definition is None:
-        log.warning("%s: shmring._core.%s is not in src/shmring/_core.pyi", name, key)
+        log.warning("%s: shmring._core.%s is not in the stub", name, key, location=str(STUB))
         return None
     real = inspect.signature(obj)
     real_parameters = list(real.parameters.values())
@@ -193,8 +196,9 @@ def typed_native_signature(
     stub = _stub_parameters(definition)
     if [(p.name, p.kind) for p in real_parameters] != [(n, k) for n, k, _ in stub]:
         log.warning(
-            "%s: the stub's parameters %s are not the real ones %s (src/shmring/_core.pyi)",
+            "%s: the stub's parameters %s are not the real ones %s",
             name, [(n, k.description) for n, k, _ in stub], [(p.name, p.kind.description) for p in real_parameters],
+            location=f"{STUB}:{definition.lineno}",
         )
         return None
     annotations = {n: a for n, _, a in stub}
