@@ -22,7 +22,8 @@ choices, and why:
   types; :func:`typed_native_signature` adds the types of the hand-written
   stub ``src/shmring/_core.pyi`` to them, after checking that the stub names
   the same parameters, of the same kinds, as the real method (a warning, so
-  a failed build, otherwise).
+  a failed build, otherwise).  The C attributes (``Channel.capacity``) get the stub's
+  property types the same way (:func:`typed_native_attributes`).
 - Python-domain references are not checked by Sphinx without ``nitpicky``,
   and ``nitpicky`` would also flag every standard-library name, which this
   offline build has no inventory for (no intersphinx: CI reaches no
@@ -148,6 +149,66 @@ def _stub_definitions() -> dict[str, ast.FunctionDef]:
 STUB_FUNCTIONS = _stub_definitions()
 
 
+def _stub_property_types() -> dict[str, str]:
+    """The type of each property of the stub's classes ("Channel.capacity": "int")."""
+    tree = ast.parse(STUB.read_text(), str(STUB))
+    found: dict[str, str] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for item in node.body:
+            is_getter = isinstance(item, ast.FunctionDef) and any(
+                isinstance(d, ast.Name) and d.id == "property" for d in item.decorator_list
+            )
+            if is_getter and isinstance(item, ast.FunctionDef) and item.returns is not None:
+                found[f"{node.name}.{item.name}"] = ast.unparse(item.returns)
+    return found
+
+
+STUB_PROPERTY_TYPES = _stub_property_types()
+
+
+def _native_attribute(module: str, fullname: str) -> str | None:
+    """The stub's name of the C attribute (a getset descriptor of a
+    shmring._core type) that ``module.fullname`` is, or None."""
+    *owner_path, attribute = fullname.split(".")
+    try:
+        owner: Any = importlib.import_module(module)
+        for part in owner_path:
+            owner = getattr(owner, part)
+    except (ImportError, AttributeError):
+        return None
+    if not isinstance(owner, type):
+        return None
+    for klass in owner.__mro__:
+        raw = vars(klass).get(attribute)
+        if raw is not None:
+            if inspect.isgetsetdescriptor(raw) and klass.__module__ == "shmring._core":
+                return f"{klass.__name__}.{attribute}"
+            return None
+    return None
+
+
+def typed_native_attributes(app: Sphinx, doctree: nodes.document) -> None:
+    """Show the stub's type after a C attribute (``capacity: int``), as the
+    Python properties show theirs: autodoc finds no annotation on a C type."""
+    for desc in doctree.findall(addnodes.desc):
+        if desc.get("domain") != "py" or desc.get("objtype") != "attribute":
+            continue
+        for signature in desc.findall(addnodes.desc_signature):
+            key = _native_attribute(str(signature.get("module", "")), str(signature.get("fullname", "")))
+            if key is None:
+                continue
+            if key not in STUB_PROPERTY_TYPES:
+                log.warning("%s: the C attribute %s has no typed property in the stub", signature["fullname"], key,
+                            location=str(STUB))
+                continue
+            signature += addnodes.desc_annotation(
+                "", "", addnodes.desc_sig_punctuation("", ":"), addnodes.desc_sig_space(),
+                nodes.Text(STUB_PROPERTY_TYPES[key]),
+            )
+
+
 def _stub_parameters(definition: ast.FunctionDef) -> list[tuple[str, inspect._ParameterKind, str | None]]:
     """(name, kind, annotation) of each parameter of a stub function, self left out."""
     args = definition.args
@@ -265,10 +326,29 @@ def plain_class_signature(
     return None
 
 
+def skip_refused_member(app: Sphinx, what: str, name: str, obj: Any, skip: bool, options: Any) -> bool | None:
+    """Leave out a class attribute that refuses to be read: a descriptor
+    whose ``__get__`` raises AttributeError hides the name on that class (a
+    Publisher's ``recv``, a Subscription's ``send``: the other role's
+    methods), so it is not a member to list."""
+    getter = getattr(type(obj), "__get__", None)
+    if getter is None:
+        return None
+    try:
+        getter(obj, None, object)  # what reading it on a class does
+    except AttributeError:
+        return True
+    except Exception:
+        return None
+    return None
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     # 400: before the download collector (500) reads the page's downloads.
     app.connect("doctree-read", link_repository_files, priority=400)
     app.connect("autodoc-process-signature", typed_native_signature)
     app.connect("autodoc-process-signature", plain_class_signature)
+    app.connect("doctree-read", typed_native_attributes)
+    app.connect("autodoc-skip-member", skip_refused_member)
     app.connect("missing-reference", check_own_reference, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
