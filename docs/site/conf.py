@@ -209,20 +209,21 @@ def typed_native_attributes(app: Sphinx, doctree: nodes.document) -> None:
             )
 
 
+def _annotation(arg: ast.arg) -> str | None:
+    return None if arg.annotation is None else ast.unparse(arg.annotation)
+
+
 def _stub_parameters(definition: ast.FunctionDef) -> list[tuple[str, inspect._ParameterKind, str | None]]:
     """(name, kind, annotation) of each parameter of a stub function, self left out."""
     args = definition.args
-    described: list[tuple[str, inspect._ParameterKind, str | None]] = []
-    for arg in args.posonlyargs:
-        described.append((arg.arg, inspect.Parameter.POSITIONAL_ONLY, None if arg.annotation is None else ast.unparse(arg.annotation)))
-    for arg in args.args:
-        described.append((arg.arg, inspect.Parameter.POSITIONAL_OR_KEYWORD, None if arg.annotation is None else ast.unparse(arg.annotation)))
+    kind = inspect.Parameter
+    described = [(a.arg, kind.POSITIONAL_ONLY, _annotation(a)) for a in args.posonlyargs]
+    described += [(a.arg, kind.POSITIONAL_OR_KEYWORD, _annotation(a)) for a in args.args]
     if args.vararg:
-        described.append((args.vararg.arg, inspect.Parameter.VAR_POSITIONAL, None))
-    for arg in args.kwonlyargs:
-        described.append((arg.arg, inspect.Parameter.KEYWORD_ONLY, None if arg.annotation is None else ast.unparse(arg.annotation)))
+        described.append((args.vararg.arg, kind.VAR_POSITIONAL, None))
+    described += [(a.arg, kind.KEYWORD_ONLY, _annotation(a)) for a in args.kwonlyargs]
     if args.kwarg:
-        described.append((args.kwarg.arg, inspect.Parameter.VAR_KEYWORD, None))
+        described.append((args.kwarg.arg, kind.VAR_KEYWORD, None))
     if described and described[0][0] == "self":
         described.pop(0)
     return described
