@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv test demo bench sanitize models fuzz fuzz-seeds mutate clean
+.PHONY: all venv test demo bench docs sanitize models fuzz fuzz-seeds mutate clean
 
 all: test
 
@@ -32,6 +32,17 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_topic.py
 	$(PY) benchmarks/bench_aio.py
 	$(PY) benchmarks/bench_arrays.py
+
+# The API reference site (docs/site/conf.py says how it is made) into build/docs;
+# every warning is an error, and -E reads every page again, so a run after a
+# failed one fails the same way instead of passing on the saved environment.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(VENV)/bin/sphinx-build -E -W --keep-going -b html docs/site build/docs
 
 # The Python tests of the native code against an ASan+UBSan build of the
 # extension (the sanitizer runtimes are preloaded into the interpreter).

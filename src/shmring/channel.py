@@ -33,6 +33,8 @@ WAIT_STRATEGIES: dict[str, int] = {
     "adaptive": _core.WAIT_ADAPTIVE,
     "semaphore": _core.WAIT_SEMAPHORE,
 }
+"""The names of the wait strategies (``wait=`` of :meth:`shmring.Channel.create`
+and :meth:`shmring.Channel.open`), each with the code stored in the channel."""
 _WAIT_NAMES = {code: name for name, code in WAIT_STRATEGIES.items()}
 
 DEFAULT_CAPACITY = 1 << 20

@@ -7,7 +7,7 @@ payload, which ``buf`` exposes as a writable memoryview.
 
 Lifetime: a segment lives while any live process is attached to it.  Every
 handle (a created one, an opened one, an unpickled one, a forked child's
-copy) is an attachment, held until :meth:`Segment.close`, until the handle
+copy) is an attachment, held until :meth:`shmring.Segment.close`, until the handle
 is garbage collected, or until its process ends, however it ends; the last
 one to leave removes the segment, unless it was made ``persistent``.
 shmring never registers segments with ``multiprocessing.resource_tracker``,

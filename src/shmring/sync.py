@@ -1,6 +1,6 @@
 """Process-shared synchronisation primitives that live inside a Segment.
 
-Each primitive occupies a few bytes at an offset of a :class:`Segment` the
+Each primitive occupies a few bytes at an offset of a :class:`shmring.Segment` the
 user owns, next to the data it guards (the layouts are in
 ``include/shmring/sync.h`` and docs/PROTOCOL.md, so C and C++ processes can
 share them):
