@@ -24,6 +24,7 @@ from . import _core
 from ._errors import ForeignSegmentError, SegmentError, SegmentNotReadyError
 from .channel import _WAIT_NAMES
 from .segment import SegmentInfo, validate_name
+from .selfbench_cli import bench_command
 
 SHM_DIR = "/dev/shm"
 
@@ -394,3 +395,6 @@ def demo_command(messages: int, size: int, rounds: int) -> None:
     from .demo import run_demo
 
     sys.exit(run_demo(out, messages=messages, size=size, rounds=rounds))
+
+
+main.add_command(bench_command)
