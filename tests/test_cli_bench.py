@@ -174,3 +174,15 @@ def test_help_lists_bench_and_the_cli_does_not_import_matplotlib() -> None:
     probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip() == "[]"
+
+
+def test_the_readme_shows_the_command_and_its_plot() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    section = readme.split("## Measure it on your machine", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"^```sh\n(.*?)^```", section, flags=re.S | re.M)
+    assert block and "shmring bench --plot bench.png" in block.group(1)
+    image = re.search(r"!\[[^\]]*\]\((docs/img/[\w.-]+\.png)\)", section)
+    assert image, "the section shows no plot"
+    data = (root / image.group(1)).read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) < 100 * 1024

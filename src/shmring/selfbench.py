@@ -295,9 +295,11 @@ def _open_end(subject: str, role: str, handle: Any) -> _End:
         mine, theirs = (ping, pong) if role == "a" else (pong, ping)
         return _End(send=mine.send, recv=theirs.recv, closers=[ping.close, pong.close])
     if subject == "shmring.Topic":
-        end = handle.publisher() if role == "tx" else handle.subscribe()
-        return _End(send=getattr(end, "send", None) if role == "tx" else None,
-                    recv=end.recv if role == "rx" else None, closers=[handle.close, end.close])
+        if role == "tx":
+            publisher = handle.publisher()
+            return _End(send=publisher.send, closers=[handle.close, publisher.close])
+        subscription = handle.subscribe()  # before "ready": it gets every message of every run
+        return _End(recv=subscription.recv, closers=[handle.close, subscription.close])
     if subject == "multiprocessing.Pipe x2":
         return _End(send=_fan_out(handle)) if role == "tx" else _End(recv=handle.recv_bytes)
     if subject == "pyzmq PUB/SUB":
@@ -426,14 +428,18 @@ class _Workers:
         self.subject, self.roles = subject, roles
         self.procs: list[Any] = []
         self.conns: list[Any] = []
-        for role, handle in zip(roles, handles):
-            mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=worker_main, args=(subject, role, handle, objects, theirs), daemon=True)
-            proc.start()
-            theirs.close()  # a dead worker reads as EOF
-            self.procs.append(proc)
-            self.conns.append(mine)
-        self._gather(range(len(roles)), "ready")
+        try:
+            for role, handle in zip(roles, handles):
+                mine, theirs = ctx.Pipe()
+                self.conns.append(mine)
+                proc = ctx.Process(target=worker_main, args=(subject, role, handle, objects, theirs), daemon=True)
+                proc.start()
+                theirs.close()  # a dead worker reads as EOF
+                self.procs.append(proc)
+            self._gather(range(len(roles)), "ready")
+        except BaseException:
+            self.close()  # those already started must not outlive a failed start
+            raise
 
     def _gather(self, which: Any, tag: str) -> list[dict[str, Any]]:
         """The ``tag`` message of each worker in ``which``; an error from any

@@ -5,6 +5,7 @@ when a plot is asked for."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .selfbench import LATENCY_SIZE, WORKLOADS, Results, size_label
@@ -79,7 +80,8 @@ def draw(results: Results, path: str) -> None:
         _throughput_panel(ax, results, workload, title)
     _latency_panel(axes.flat[3], results)
     s = results.settings
-    fig.suptitle(f"shmring bench: median of {s.runs} run(s) per point, every message checked", fontsize=11)
+    fig.suptitle(f"shmring bench on {os.cpu_count()} CPUs: median of {s.runs} run(s) per point, "
+                 "every message checked", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=80, pil_kwargs={"optimize": True})
     plt.close(fig)
