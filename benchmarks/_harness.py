@@ -2,7 +2,7 @@
 bench_queue.py, bench_topic.py and bench_arrays.py import it (no bench
 script imports another).
 
-- Logging (``log``), size labels, and the errors a run reports: ``Mismatch``
+- Logging (``log``), size labels (from shmring.selfbench), and the errors a run reports: ``Mismatch``
   (a check of the data failed) in a worker, ``WorkerError`` in the parent,
   tagged FAILED, MISMATCH, HANG or NOT RUN (``record_failure`` logs and
   lists a failed cell).
@@ -14,7 +14,8 @@ script imports another).
   versions; shmring's build and where it was imported from), ^C and
   SIGTERM, the machine's load (``MachineLoad``, ``run_measured``), the last
   clean-up of what a run made.
-- The report: number formats, markdown tables (``results_table``: a row
+- The report: number formats (``fmt_rate`` and ``percentiles`` come from
+  shmring.selfbench, which ``shmring bench`` uses too), markdown tables (``results_table``: a row
   per result, failed ones blank), ratio cells, percentiles, spreads, the
   "Skipped"/"FAILURES" sections and the not-idle warning, and writing the
   outputs.
@@ -37,20 +38,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-KiB, MiB = 1024, 1 << 20
+# Shared with `shmring bench` (the package's self-benchmark): one definition each.
+from shmring.selfbench import KiB, MiB, fmt_rate, percentiles, size_label  # noqa: F401  (re-exported)
+
 ResultT = TypeVar("ResultT")
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def size_label(n: int) -> str:
-    if n >= MiB and n % MiB == 0:
-        return f"{n // MiB} MiB"
-    if n >= KiB and n % KiB == 0:
-        return f"{n // KiB} KiB"
-    return f"{n} B"
 
 
 # ---------------------------------------------------------------------------
@@ -592,14 +587,6 @@ def clean_up_run(shm_names: Iterable[str], tmpdir: str, iceoryx2_killed: bool) -
 # the report
 
 
-def fmt_rate(x: float) -> str:
-    if x >= 1e6:
-        return f"{x / 1e6:.2f}M"
-    if x >= 1e3:
-        return f"{x / 1e3:.0f}k" if x >= 1e5 else f"{x / 1e3:.1f}k"
-    return f"{x:.0f}"
-
-
 def fmt_num(x: float) -> str:
     if x >= 100:
         return f"{x:.0f}"
@@ -642,23 +629,6 @@ def ratio_cells(value: float | None, baselines: dict[str, float], names: list[st
         else:
             out.append(fmt_ratio(value / base if higher_is_better else base / value))
     return out
-
-
-def percentiles(sorted_ns: list[int]) -> dict[str, float]:
-    """p50/p99/p99.9, mean, min and max in µs of latencies in ns, sorted."""
-    n = len(sorted_ns)
-
-    def pct(p: float) -> float:
-        return sorted_ns[min(n - 1, max(0, int(round(p * (n - 1)))))] / 1000
-
-    return {
-        "p50_us": pct(0.50),
-        "p99_us": pct(0.99),
-        "p999_us": pct(0.999),
-        "mean_us": sum(sorted_ns) / n / 1000,
-        "min_us": sorted_ns[0] / 1000,
-        "max_us": sorted_ns[-1] / 1000,
-    }
 
 
 def spread_pct(xs: list[float]) -> float:

@@ -23,31 +23,16 @@ sequence number in their first and last 8 bytes.
 
 from __future__ import annotations
 
-import struct
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from _harness import Mismatch, child_setup, is_mismatch, orders, send_error
+from shmring.selfbench import make_payloads  # the payloads `shmring bench` checks too
 
 K = 256  # default number of distinct payloads per size (a power of two: i & (K - 1))
 BATCH = 64
-
-
-def make_payloads(size: int, salt: int = 0, k: int = K) -> list[bytes]:
-    """k distinct payloads of `size` bytes: a 4-byte index (xor salt), then a
-    pattern that depends on the index; the same on both sides."""
-    out = []
-    for i in range(k):
-        unit = bytes(((i * 37 + j * 11 + salt * 101) & 0xFF) for j in range(251))
-        head = struct.pack("<I", i ^ (salt << 16))
-        if size <= 4096:
-            out.append((head + unit * (size // 251 + 1))[:size])
-        else:
-            body = unit * (size // 251 + 1)
-            out.append(head + body[: size - 4])
-    return out
 
 
 def _describe(got: Any, want: bytes) -> str:

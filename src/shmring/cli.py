@@ -25,6 +25,7 @@ from ._errors import ForeignSegmentError, SegmentError, SegmentNotReadyError
 from .channel import _WAIT_NAMES
 from .cli_stats import stats_command
 from .segment import SegmentInfo, validate_name
+from .selfbench_cli import bench_command
 
 SHM_DIR = "/dev/shm"
 
@@ -409,3 +410,4 @@ def demo_command(messages: int, size: int, rounds: int) -> None:
 
 
 main.add_command(stats_command)
+main.add_command(bench_command)
