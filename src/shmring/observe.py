@@ -209,8 +209,8 @@ def look(name: str) -> ObjectView:
     """One object, read from shared memory now (see the module's docstring).
 
     Raises ``FileNotFoundError`` if there is no such segment,
-    :class:`shmring.ForeignSegmentError` / :class:`SegmentNotReadyError` for a
-    segment that is not (yet) a shmring object, and :class:`SegmentError` for
+    :class:`shmring.ForeignSegmentError` / :class:`shmring.SegmentNotReadyError` for a
+    segment that is not (yet) a shmring object, and :class:`shmring.SegmentError` for
     a damaged one."""
     mapping = _core.open(validate_name(name), True, True, False)
     try:
