@@ -247,10 +247,12 @@ PyObject *channel_send_many(ChannelObject *self, PyObject *const *args, Py_ssize
         return NULL;
     /* The whole batch is collected and checked before anything is written:
      * a bad item delivers nothing. */
-    seq = PySequence_Fast(a[0], "send_many() needs an iterable of bytes-like objects");
+    /* A tuple of its own: getting an item's buffer may run Python code that
+     * changes the caller's list. */
+    seq = PySequence_Tuple(a[0]);
     if (seq == NULL)
         return NULL;
-    n = PySequence_Fast_GET_SIZE(seq);
+    n = PyTuple_GET_SIZE(seq);
     if (n > SEND_MANY_STACK) {
         bufs = PyMem_New(Py_buffer, (size_t)n);
         if (bufs == NULL) {
@@ -260,7 +262,7 @@ PyObject *channel_send_many(ChannelObject *self, PyObject *const *args, Py_ssize
     }
     largest = self->mapping != NULL ? shmring_channel_max_message(self->ch.capacity) : 0;
     for (got = 0; got < n; got++) {
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &bufs[got], PyBUF_SIMPLE) < 0)
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(seq, got), &bufs[got], PyBUF_SIMPLE) < 0)
             goto done;
         if (self->mapping != NULL && (uint64_t)bufs[got].len > largest) {
             PyErr_Format(PyExc_ValueError,
