@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -88,6 +89,8 @@ def test_stats_serves_metrics_over_http(name: str) -> None:
                                 text=True, env=env)
         try:
             assert proc.stderr is not None
+            ready, _, _ = select.select([proc.stderr], [], [], 20)
+            assert ready, "stats --serve said nothing within 20 s"
             line = proc.stderr.readline()
             assert "/metrics" in line, line
             url = line.split()[4]

@@ -25,6 +25,7 @@ import pytest
 import shmring
 from shmring import _core, observe
 
+from _cli_helpers import cli
 from conftest import FORK, Kids, eventually
 
 SHM = Path("/dev/shm")
@@ -247,6 +248,8 @@ def test_looking_writes_nothing_and_attaches_nothing(new_name: Callable[[], str]
         rosters = {n: observe.look(n).processes for n in names}
         first = observe.snapshot()
         observe.report(first, observe.snapshot())
+        for args in (["stats"], ["stats", "--json"], *(["inspect", n] for n in names)):
+            assert cli(*args).returncode == 0, args
         assert {n: digest(n) for n in names} == before
         assert {n: observe.look(n).processes for n in names} == rosters
         mutex.release()
@@ -275,3 +278,105 @@ def test_the_report_matches_its_documented_schema(new_name: Callable[[], str]) -
         assert {"channel", "queue", "topic", "sync", "segment", "damaged"} <= kinds
         problems = [o["problem"] for o in doc["objects"] if o["name"] == damaged]
         assert problems and problems[0]
+
+
+QUEUE_LOCK_OWNER = _core.HEADER_SIZE + 128  # the queue's lock word (docs/PROTOCOL.md 5.1)
+TOPIC_LOCK_OWNER = _core.HEADER_SIZE + 64  # the topic's lock word (docs/PROTOCOL.md 6.1)
+TOPIC_TAIL, TOPIC_NEXT_SEQ = _core.HEADER_SIZE + 128, _core.HEADER_SIZE + 144
+SUBSCRIBER_TABLE = _core.HEADER_SIZE + 384
+
+
+def poke(name: str, offset: int, value: int) -> None:
+    with open(SHM / name, "r+b") as f:
+        f.seek(offset)
+        f.write(struct.pack("<Q", value & (2**64 - 1)))
+
+
+@pytest.mark.parametrize("token", [0xFFFFFFFF00000000, 2**64 - 1, (2**31 + 5) << 32 | 7])
+@pytest.mark.parametrize("kind", ["queue", "topic"])
+def test_a_hostile_lock_word_shows_a_dead_holder_and_no_crash(kind: str, token: int, name: str) -> None:
+    """Any value in a lock's owner word (a pid beyond what os.kill takes, the
+    abandoned marker): the look goes on and shows the holder as dead."""
+    make = (lambda: shmring.Queue(name=name)) if kind == "queue" else (
+        lambda: shmring.Topic.create(name, capacity=4096))
+    with make():
+        poke(name, QUEUE_LOCK_OWNER if kind == "queue" else TOPIC_LOCK_OWNER, token)
+        (view,) = observe.snapshot([name]).objects
+        assert view.lock is not None and view.lock.holder_pid == token >> 32
+        assert not view.lock.holder_alive and view.lock.owner_died_pending
+        poke(name, QUEUE_LOCK_OWNER if kind == "queue" else TOPIC_LOCK_OWNER, 0)
+
+
+def peek(name: str, offset: int) -> int:
+    with open(SHM / name, "rb") as f:
+        f.seek(offset)
+        return int(struct.unpack("<Q", f.read(8))[0])
+
+
+@pytest.mark.parametrize(
+    ("pokes"),
+    [
+        {SUBSCRIBER_TABLE + 8: 2**63},  # its cursor far ahead of the topic
+        {TOPIC_TAIL: 10 * 4096},  # the topic's tail further ahead of the cursor than the ring holds
+        {SUBSCRIBER_TABLE + 16: 2**62},  # its message count ahead of the topic's
+    ],
+    ids=["cursor-ahead", "cursor-too-far-behind", "count-ahead"],
+)
+def test_impossible_subscriber_numbers_are_flagged(pokes: dict[int, int], name: str) -> None:
+    with shmring.Topic.create(name, capacity=4096) as topic, topic.subscribe():
+        saved = {offset: peek(name, offset) for offset in pokes}
+        for offset, value in pokes.items():
+            poke(name, offset, value)
+        (sub,) = observe.look(name).subscribers
+        for offset, value in saved.items():
+            poke(name, offset, value)
+        assert (sub.consistent, sub.behind_bytes, sub.behind_messages) == (False, 0, 0)
+
+
+def _subscribe_and_read(name: str, until: int) -> int:
+    with shmring.Topic.open(name) as topic, topic.subscribe() as sub:
+        got = 0
+        while got < until:
+            try:
+                sub.recv(timeout=10)
+            except shmring.Lagged:
+                pass
+            got += 1
+        return got
+
+
+def test_honest_moving_subscribers_are_never_flagged(name: str, kids: Kids) -> None:
+    """A subscriber that moves on while the topic is read is never seen
+    ahead of the topic (the subscriber's words are read first)."""
+    with shmring.Topic.create(name, capacity=1 << 16) as topic, topic.publisher() as pub:
+        readers = [kids.start(FORK, _subscribe_and_read, name, 20_000) for _ in range(2)]
+        assert eventually(lambda: len(observe.look(name).subscribers) == 2, 10)
+        flagged = looks = 0
+        for i in range(20_000):
+            pub.send(b"%d" % i)
+            if i % 5 == 0:
+                looks += 1
+                flagged += sum(not s.consistent for s in observe.look(name).subscribers)
+        assert [r.result() for r in readers] == [20_000, 20_000]
+        assert looks == 4000 and flagged == 0
+
+
+def test_a_topics_read_rate_leaves_out_what_subscribers_missed(name: str) -> None:
+    with shmring.Topic.create(name, capacity=4096, policy="overwrite") as topic, topic.publisher() as pub, \
+            topic.subscribe() as sub:
+        first = observe.snapshot([name])
+        for i in range(1000):
+            pub.send(b"%08d" % i)
+        read = 0
+        while True:
+            try:
+                sub.recv(timeout=0)
+                read += 1
+            except shmring.Lagged:
+                continue
+            except shmring.Timeout:
+                break
+        second = observe.snapshot([name])
+        rate = observe.rates(first, second)[second.objects[0].key]
+        assert 0 < read < 1000
+        assert rate["messages_out"] * (second.time - first.time) == pytest.approx(read)

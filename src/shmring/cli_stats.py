@@ -28,7 +28,9 @@ def stats_command(fmt: str, serve: int | None, bind: str) -> None:
     """The counters of every shmring object of this user, read from shared
     memory without a lock: for Prometheus (OpenMetrics text, once or served
     over HTTP) or as JSON.  Metric names: docs/OBSERVE.md."""
-    if fmt == "json" and serve is None:
+    if fmt == "json" and serve is not None:
+        raise click.UsageError("--json and --serve cannot be combined: --serve serves the OpenMetrics text")
+    if fmt == "json":
         click.echo(json.dumps([v.to_json() for v in observe.snapshot().objects], indent=2))
         return
     try:

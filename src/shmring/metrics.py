@@ -59,10 +59,14 @@ def _families() -> dict[str, Any]:
         "died": _gauge("shmring_lock_owner_died", "1 while the lock is held by a dead process (OwnerDied pending)"),
         "value": _gauge("shmring_primitive_value", "A named semaphore's or atomic's value, an event's or flag's "
                         "state (1 set)", _LABELS + ["primitive"]),
+        # By table slot, bounded by the topic's max_subscribers (a pid label
+        # would make a new series for every subscriber process ever).
         "behind": _gauge("shmring_topic_subscriber_behind_messages", "Messages a subscriber has still to read",
-                         ["name", "slot", "pid"]),
+                         ["name", "slot"]),
         "lagged": CounterMetricFamily("shmring_topic_subscriber_lagged", "Messages a subscriber missed (overwrite)",
-                                      labels=["name", "slot", "pid"]),
+                                      labels=["name", "slot"]),
+        "subpid": _gauge("shmring_topic_subscriber_pid", "The process of a topic's subscription slot",
+                         ["name", "slot"]),
     }
     for counter, doc in _COUNTERS.items():
         families[counter] = CounterMetricFamily(f"shmring_{counter}", doc, labels=_LABELS)
@@ -92,9 +96,10 @@ def _add_object(families: dict[str, Any], view: observe.ObjectView) -> None:
     if view.primitive is not None:
         _add_primitive(families["value"], labels, view.primitive)
     for sub in view.subscribers:
-        sub_labels = [view.name, str(sub.slot), str(sub.pid)]
+        sub_labels = [view.name, str(sub.slot)]
         families["behind"].add_metric(sub_labels, sub.behind_messages)
         families["lagged"].add_metric(sub_labels, sub.lagged)
+        families["subpid"].add_metric(sub_labels, sub.pid)
 
 
 def _add_primitive(family: GaugeMetricFamily, labels: list[str], state: dict[str, Any]) -> None:

@@ -130,7 +130,7 @@ def _processes(info: SegmentInfo) -> tuple[Process, ...]:
 def _channel(info: dict[str, Any]) -> dict[str, Any]:
     capacity = info["capacity"]
     return {
-        "fill": info["fill_bytes"] / capacity if capacity else None,
+        "fill": min(1.0, info["fill_bytes"] / capacity) if capacity else None,
         "counters": {
             "messages_in": info["sent_messages"], "messages_out": info["received_messages"],
             "bytes_in": info["sent_bytes"], "bytes_out": info["received_bytes"],
@@ -155,7 +155,7 @@ def _queue(info: dict[str, Any]) -> dict[str, Any]:
             "producers": info["putters_waiting"], "consumers": info["getters_waiting"],
             "joiners": info["joiners_waiting"],
         },
-        "lock": Lock(info["holder"], info["holder"] != 0 and _alive(info["holder"]), False),
+        "lock": _lock(info["holder"], info["holder_alive"]),
     }
 
 
@@ -173,8 +173,7 @@ def _topic(info: dict[str, Any]) -> dict[str, Any]:
         "counters": {"messages_in": info["published"], "bytes_in": info["published_bytes"]},
         "waiting": {"producers": info["publishers_waiting"], "consumers": info["subscribers_waiting"]},
         "subscribers": subs,
-        "lock": Lock(info["lock_holder_pid"], info["lock_holder_pid"] != 0 and _alive(info["lock_holder_pid"]),
-                     False),
+        "lock": _lock(info["lock_holder_pid"], info["lock_holder_alive"]),
     }
 
 
@@ -187,14 +186,10 @@ def _sync(info: dict[str, Any]) -> dict[str, Any]:
     return parts
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _lock(holder_pid: int, holder_alive: bool) -> Lock:
+    """A queue's or topic's lock: a holder that died holding it leaves it to
+    the next process that takes it, which repairs the object first."""
+    return Lock(holder_pid, holder_alive, holder_pid != 0 and not holder_alive)
 
 
 _READERS = {
@@ -234,7 +229,7 @@ def look(name: str) -> ObjectView:
 def _names() -> list[str]:
     try:
         entries = sorted(os.scandir(SHM_DIR), key=lambda e: e.name)
-    except FileNotFoundError:
+    except OSError:  # no /dev/shm, or not readable: nothing to show
         return []
     names = []
     for entry in entries:
@@ -251,7 +246,6 @@ def snapshot(names: Iterable[str] | None = None) -> Snapshot:
     """Every shmring object this user can read (or those of ``names``),
     now.  Damaged ones are listed with their ``problem``; segments of other
     programs, unreadable ones and those still being created are left out."""
-    now = time.monotonic()
     views = []
     for name in _names() if names is None else names:
         try:
@@ -262,7 +256,9 @@ def snapshot(names: Iterable[str] | None = None) -> Snapshot:
             views.append(ObjectView(name, "damaged", 0, 0, 0, False, (), None, None, {}, {}, problem=str(exc)))
         except (OSError, ValueError):
             continue  # gone meanwhile, not readable by this user, or not a valid name
-    return Snapshot(now, tuple(views))
+    # The time of the look: its end (a scan of many objects takes a while;
+    # the rates are divided by the time between two ends).
+    return Snapshot(time.monotonic(), tuple(views))
 
 
 def rates(before: Snapshot, after: Snapshot) -> dict[tuple[str, int], dict[str, float]]:
@@ -291,13 +287,15 @@ def rates(before: Snapshot, after: Snapshot) -> dict[tuple[str, int], dict[str, 
 
 def _delivery_rates(before: tuple[Subscriber, ...], after: tuple[Subscriber, ...], elapsed: float) -> dict[str, float]:
     """A topic's messages and bytes read per second, by the subscriptions
-    present in both snapshots (the same table slot and process)."""
+    present in both snapshots (the same table slot and process); the
+    messages a subscriber missed (overwritten before it read them) are not
+    counted as read."""
     old = {(s.slot, s.pid): s for s in before}
     messages = read = 0
     for sub in after:
         prev = old.get((sub.slot, sub.pid))
         if prev is not None and sub.received >= prev.received and sub.read_bytes >= prev.read_bytes:
-            messages += sub.received - prev.received
+            messages += max(0, (sub.received - prev.received) - max(0, sub.lagged - prev.lagged))
             read += sub.read_bytes - prev.read_bytes
     return {"messages_out": messages / elapsed, "bytes_out": read / elapsed}
 

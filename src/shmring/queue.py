@@ -69,7 +69,12 @@ class Queue(NamedObject, _core.Queue, Generic[T]):
     item or the item this handle's last ``put`` was refused (``Full``) for.  A ``put_many`` batch is put whole or not at all: every
     item is serialized before anything is written (an item that fails in
     the middle raises and puts nothing), and a batch that times out waiting
-    for room for all of it raises ``queue.Full`` and puts nothing.
+    for room for all of it raises ``queue.Full`` and puts nothing.  A
+    ``get_many`` batch with an item that fails to unpickle gives what as
+    many ``get()`` calls would: the items before it, then (at the next get
+    of this handle) its error, then the items after it, which this handle
+    holds for its next gets (``qsize()`` counts them); closing or dropping
+    the handle puts those back into the queue.
 
     ``close()`` closes this handle, as in ``multiprocessing``: its calls
     raise :class:`shmring.QueueClosed` from then on (a ``ValueError``, as

@@ -42,6 +42,7 @@ typedef struct {
     int calls;         /* put/get calls of this handle running (GIL held) */
     int leave_pending; /* close() ran while calls were running: the last one leaves */
     uint64_t refused_len; /* bytes-bounded: what the last put refused (Full) needed, for full() */
+    PyObject *pending;    /* NULL, or a batch's rest after an item that failed to decode (queue_pending.c) */
 } QueueObject;
 
 extern PyTypeObject QueueType;
@@ -94,6 +95,16 @@ typedef struct {
     PyObject **pieces; /* owned */
     Py_ssize_t npieces, pieces_cap;
 } GetBatch;
+
+/* Item i of a get's batch as the caller gets it (raw: its bytes). */
+PyObject *queue_item(QueueObject *self, GetBatch *g, Py_ssize_t i, int raw);
+/* A put of one object that never waits (queue_pending_return). */
+PyObject *queue_put_back(QueueObject *self, PyObject *obj);
+/* queue_pending.c: a batch's items after one that failed to decode. */
+int queue_pending_keep(QueueObject *self, GetBatch *g, Py_ssize_t failed);
+Py_ssize_t queue_pending_count(QueueObject *self);
+PyObject *queue_pending_take(QueueObject *self, Py_ssize_t max, int as_list, int raw);
+void queue_pending_return(QueueObject *self, PyObject *context);
 
 /* The tag a GetBatch gives a record taken out of the queue whose
  * out-of-band framing was damaged: decoding it raises CorruptedError. */

@@ -46,6 +46,7 @@ int queue_usable(QueueObject *self)
     if (self->generation != fork_generation) {
         self->generation = fork_generation;
         self->token = shmring_token_self();
+        Py_CLEAR(self->pending); /* the parent's: it hands them over itself */
     }
     return 0;
 }
@@ -131,7 +132,7 @@ static PyObject *queue_do_put_impl(QueueObject *self, PyObject *arg, int many, i
     Py_RETURN_NONE;
 }
 
-static PyObject *queue_item(QueueObject *self, GetBatch *g, Py_ssize_t i, int raw)
+PyObject *queue_item(QueueObject *self, GetBatch *g, Py_ssize_t i, int raw)
 {
     const char *p = g->blob + g->offs[i];
     Py_ssize_t len = (Py_ssize_t)(g->offs[i + 1] - g->offs[i]);
@@ -173,6 +174,8 @@ static PyObject *queue_do_get_impl(QueueObject *self, Py_ssize_t max, int as_lis
     Py_ssize_t i;
     if (queue_usable(self) < 0)
         return NULL;
+    if (queue_pending_count(self) > 0)
+        return queue_pending_take(self, max, as_list, raw);
     memset(&g, 0, sizeof(g));
     op.get = &g;
     op.max = max;
@@ -186,10 +189,18 @@ static PyObject *queue_do_get_impl(QueueObject *self, Py_ssize_t max, int as_lis
         result = PyList_New(g.n);
         for (i = 0; result != NULL && i < g.n; i++) {
             PyObject *item = queue_item(self, &g, i, raw);
-            if (item == NULL)
-                Py_CLEAR(result);
-            else
-                PyList_SET_ITEM(result, i, item);
+            if (item == NULL) {
+                /* The items before it are returned; its error and the
+                 * items after it wait for the next gets (queue_pending.c). */
+                Py_SET_SIZE(result, i);
+                if (queue_pending_keep(self, &g, i) < 0 || i == 0) {
+                    Py_CLEAR(result);
+                    if (!PyErr_Occurred())
+                        result = queue_pending_take(self, 1, 0, raw); /* raises item 0's error */
+                }
+                break;
+            }
+            PyList_SET_ITEM(result, i, item);
         }
     }
     getbatch_free(&g);
@@ -228,6 +239,11 @@ static PyObject *queue_call_done(QueueObject *self, PyObject *result)
         mapping_leave_now((MappingObject *)self->mapping);
     }
     return result;
+}
+
+PyObject *queue_put_back(QueueObject *self, PyObject *obj)
+{
+    return queue_do_put_impl(self, obj, 0, 0, 0, 0);
 }
 
 static PyObject *queue_do_put(QueueObject *self, PyObject *arg, int many, int raw, int block, uint64_t deadline)
@@ -387,16 +403,20 @@ static int queue_count_now(QueueObject *self, uint64_t *count)
     return 0;
 }
 
+/* qsize() and empty() count the items this handle took and holds for its
+ * next gets (queue_pending.c) with those of the queue. */
 static PyObject *queue_qsize(QueueObject *self, PyObject *Py_UNUSED(ignored))
 {
     uint64_t count;
-    return queue_count_now(self, &count) < 0 ? NULL : PyLong_FromUnsignedLongLong(count);
+    if (queue_count_now(self, &count) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(count + (uint64_t)queue_pending_count(self));
 }
 
 static PyObject *queue_empty(QueueObject *self, PyObject *Py_UNUSED(ignored))
 {
     uint64_t count;
-    return queue_count_now(self, &count) < 0 ? NULL : PyBool_FromLong(count == 0);
+    return queue_count_now(self, &count) < 0 ? NULL : PyBool_FromLong(count == 0 && queue_pending_count(self) == 0);
 }
 
 /* full(): maxsize items held; or, when the ring's bytes bound producers,
@@ -460,6 +480,8 @@ static PyObject *queue_close(QueueObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->mapping == NULL || queue_handle_closed(self))
         Py_RETURN_NONE;
+    if (self->generation == fork_generation)
+        queue_pending_return(self, (PyObject *)self);
     /* release [Q4]: closed_anywhere() in every process. */
     __atomic_store_n(&self->ctrl->closed, 1u, __ATOMIC_RELEASE);
     /* relaxed [Q5]: the GIL orders it with the waiters' checks. */
@@ -480,8 +502,9 @@ static PyObject *queue_close(QueueObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *queue_counters(shmring_queue_ctrl *c, const shmring_queue_ctrl *cfg)
 {
     /* relaxed throughout: a monitoring snapshot. */
+    uint64_t holder = __atomic_load_n(&c->lock.owner, __ATOMIC_RELAXED);
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsKsKsKsKsOsKsKsKsIsIsIsKsK}", "capacity", (unsigned long long)cfg->capacity, "maxsize",
+        "{sKsKsKsKsKsKsKsKsKsKsOsKsKsKsIsIsIsKsKsO}", "capacity", (unsigned long long)cfg->capacity, "maxsize",
         (unsigned long long)cfg->maxsize, "items", (unsigned long long)__atomic_load_n(&c->count, __ATOMIC_RELAXED),
         "bytes", (unsigned long long)__atomic_load_n(&c->bytes, __ATOMIC_RELAXED), "puts",
         (unsigned long long)__atomic_load_n(&c->puts, __ATOMIC_RELAXED), "gets",
@@ -491,7 +514,7 @@ static PyObject *queue_counters(shmring_queue_ctrl *c, const shmring_queue_ctrl 
                              __atomic_load_n(&c->ovf_head, __ATOMIC_RELAXED)),
         "used_bytes",
         (unsigned long long)(__atomic_load_n(&c->tail, __ATOMIC_RELAXED) - __atomic_load_n(&c->head, __ATOMIC_RELAXED)),
-        "holder", (unsigned long long)shmring_token_pid(__atomic_load_n(&c->lock.owner, __ATOMIC_RELAXED)), "bounded",
+        "holder", (unsigned long long)(holder ? shmring_token_pid(holder) : 0), "bounded",
         (cfg->flags & SHMRING_QUEUE_BOUNDED) ? Py_True : Py_False, "queue_id", (unsigned long long)cfg->queue_id,
         "chunk_head", (unsigned long long)__atomic_load_n(&c->ovf_head, __ATOMIC_RELAXED), "chunk_tail",
         (unsigned long long)__atomic_load_n(&c->ovf_tail, __ATOMIC_RELAXED), "getters_waiting",
@@ -499,7 +522,8 @@ static PyObject *queue_counters(shmring_queue_ctrl *c, const shmring_queue_ctrl 
         (unsigned)__atomic_load_n(&c->room_waiters, __ATOMIC_RELAXED), "joiners_waiting",
         (unsigned)__atomic_load_n(&c->done_waiters, __ATOMIC_RELAXED), "bytes_put",
         (unsigned long long)__atomic_load_n(&c->bytes_put, __ATOMIC_RELAXED), "bytes_got",
-        (unsigned long long)__atomic_load_n(&c->bytes_got, __ATOMIC_RELAXED));
+        (unsigned long long)__atomic_load_n(&c->bytes_got, __ATOMIC_RELAXED), "holder_alive",
+        holder && shmring_token_alive(holder) ? Py_True : Py_False);
 }
 
 static PyObject *queue_stats(QueueObject *self, PyObject *Py_UNUSED(ignored))
@@ -584,6 +608,14 @@ static int queue_init(QueueObject *self, PyObject *args, PyObject *kwds)
 
 static void queue_dealloc(QueueObject *self)
 {
+    if (self->pending != NULL && self->mapping != NULL && !queue_handle_closed(self) &&
+        self->generation == fork_generation) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb); /* a collection may run while an exception is raised */
+        queue_pending_return(self, NULL); /* NULL: no repr of a handle being freed */
+        PyErr_Restore(type, value, tb);
+    }
+    Py_CLEAR(self->pending);
     handle_dealloc_begin((HandleObject *)self);
     if (self->mapping != NULL)
         PyBuffer_Release(&self->view);
@@ -599,11 +631,13 @@ static int queue_traverse(QueueObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->dumps);
     Py_VISIT(self->loads);
+    Py_VISIT(self->pending);
     return handle_traverse((HandleObject *)self, visit, arg);
 }
 
 static int queue_clear(QueueObject *self)
 {
+    Py_CLEAR(self->pending);
     Py_CLEAR(self->dumps);
     Py_CLEAR(self->loads);
     return handle_clear((HandleObject *)self);

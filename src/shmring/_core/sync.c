@@ -289,6 +289,8 @@ static PyObject *core_sync_info(PyObject *Py_UNUSED(module), PyObject *arg)
     h = (const shmring_segment_header *)m->seg.base;
     if (h->kind != SHMRING_KIND_SYNC)
         return PyErr_Format(PyExc_ValueError, "segment %R is not a named primitive", m->name);
+    /* relaxed: written before the magic, whose release [S1] the mapping's
+     * header check acquired; display only, checked by sync_state. */
     return sync_state(__atomic_load_n(&h->object_type, __ATOMIC_RELAXED), shmring_segment_payload(&m->seg),
                       shmring_segment_payload_size(&m->seg));
 }

@@ -445,23 +445,28 @@ static PyObject *core_create_topic(PyObject *Py_UNUSED(module), PyObject *args)
 /* One subscriber of topic_info's list: its process, and how far behind the
  * newest message it is.  The cursor and numbers come from shared memory:
  * an impossible one (ahead of the topic, or further behind than the ring
- * holds) is shown as it is, flagged, never used as an index. */
-static PyObject *subscriber_entry(const shmring_topic *t, uint32_t slot, uint64_t token, uint64_t tail,
-                                  uint64_t published, uint64_t *behind_bytes)
+ * holds) is shown as it is, flagged, never used as an index.  The topic's
+ * tail and count are read after the subscriber's, so that an honest
+ * subscriber that moves on meanwhile is never seen ahead of them. */
+static PyObject *subscriber_entry(const shmring_topic *t, uint32_t slot, uint64_t token, uint64_t *behind_bytes)
 {
     const shmring_topic_sub *sub = &t->subs[slot];
-    /* relaxed: a monitoring snapshot. */
-    uint64_t cursor = __atomic_load_n(&sub->cursor, __ATOMIC_RELAXED);
-    uint64_t next = __atomic_load_n(&sub->next_seq, __ATOMIC_RELAXED);
+    /* acquire: pairs with the subscriber's seq_cst stores of its cursor and
+     * count [T5], made after it read a tail [T1] and count at least as far. */
+    uint64_t cursor = __atomic_load_n(&sub->cursor, __ATOMIC_ACQUIRE);
+    uint64_t next = __atomic_load_n(&sub->next_seq, __ATOMIC_ACQUIRE);
+    /* acquire: pairs with the publishers' release of the tail [T1]; read
+     * after the subscriber's words above. */
+    uint64_t tail = __atomic_load_n(&t->ctrl->tail, __ATOMIC_ACQUIRE);
+    uint64_t published = __atomic_load_n(&t->ctrl->next_seq, __ATOMIC_ACQUIRE);
+    uint64_t lagged = __atomic_load_n(&sub->lagged, __ATOMIC_RELAXED); /* relaxed: a statistic */
     int sane = cursor <= tail && tail - cursor <= t->capacity && next <= published;
     *behind_bytes = sane ? tail - cursor : 0;
     return Py_BuildValue("{sIsLsOsKsKsKsKsKsO}", "slot", slot, "pid", (long long)shmring_token_pid(token), "alive",
                          shmring_token_alive(token) ? Py_True : Py_False, "next_seq", (unsigned long long)next,
-                         "cursor", (unsigned long long)cursor, "behind_bytes",
-                         (unsigned long long)(sane ? tail - cursor : 0), "behind_messages",
-                         (unsigned long long)(sane ? published - next : 0), "lagged",
-                         (unsigned long long)__atomic_load_n(&sub->lagged, __ATOMIC_RELAXED), "consistent",
-                         sane ? Py_True : Py_False);
+                         "cursor", (unsigned long long)cursor, "behind_bytes", (unsigned long long)*behind_bytes,
+                         "behind_messages", (unsigned long long)(sane ? published - next : 0), "lagged",
+                         (unsigned long long)lagged, "consistent", sane ? Py_True : Py_False);
 }
 
 /* topic_info(mapping): counters and subscribers for the tools, from a
@@ -471,8 +476,8 @@ static PyObject *core_topic_info(PyObject *Py_UNUSED(module), PyObject *arg)
     MappingObject *m = mapping_arg(arg, "topic_info");
     shmring_topic t;
     uint32_t i;
-    uint64_t tail, published, slowest;
-    PyObject *list, *result;
+    uint64_t slowest = 0, holder;
+    PyObject *list;
     if (m == NULL)
         return NULL;
     if (((const shmring_segment_header *)m->seg.base)->kind != SHMRING_KIND_TOPIC ||
@@ -481,36 +486,35 @@ static PyObject *core_topic_info(PyObject *Py_UNUSED(module), PyObject *arg)
         return raise_code(SHMRING_ERR_CORRUPT, m->name);
     if ((list = PyList_New(0)) == NULL)
         return NULL;
-    /* relaxed throughout: a monitoring snapshot. */
-    tail = __atomic_load_n(&t.ctrl->tail, __ATOMIC_RELAXED);
-    published = __atomic_load_n(&t.ctrl->next_seq, __ATOMIC_RELAXED);
-    slowest = tail;
     for (i = 0; i < t.max_subscribers; i++) {
+        /* relaxed: a monitoring snapshot; a slot freed meanwhile is listed once more. */
         uint64_t token = __atomic_load_n(&t.subs[i].token, __ATOMIC_RELAXED);
         uint64_t behind = 0;
         PyObject *entry;
         if (token == 0)
             continue;
-        entry = subscriber_entry(&t, i, token, tail, published, &behind);
+        entry = subscriber_entry(&t, i, token, &behind);
         if (entry == NULL || PyList_Append(list, entry) < 0) {
             Py_XDECREF(entry);
             Py_DECREF(list);
             return NULL;
         }
         Py_DECREF(entry);
-        if (tail - behind < slowest)
-            slowest = tail - behind;
+        if (behind > slowest)
+            slowest = behind;
     }
-    result = Py_BuildValue(
-        "{sKsssKsKsnsIsKsLsIsIsN}", "capacity", (unsigned long long)t.capacity, "policy",
-        t.policy == SHMRING_TOPIC_BLOCK ? "block" : "overwrite", "published", (unsigned long long)published,
-        "published_bytes", (unsigned long long)tail,
-        "subscribers", PyList_GET_SIZE(list), "max_subscribers", t.max_subscribers, "slowest_behind_bytes",
-        (unsigned long long)(tail - slowest), "lock_holder_pid",
-        (long long)shmring_token_pid(__atomic_load_n(&t.ctrl->lock.owner, __ATOMIC_RELAXED)), "subscribers_waiting",
+    /* relaxed from here: a monitoring snapshot. */
+    holder = __atomic_load_n(&t.ctrl->lock.owner, __ATOMIC_RELAXED);
+    return Py_BuildValue(
+        "{sKsssKsKsnsIsKsLsOsIsIsN}", "capacity", (unsigned long long)t.capacity, "policy",
+        t.policy == SHMRING_TOPIC_BLOCK ? "block" : "overwrite", "published",
+        (unsigned long long)__atomic_load_n(&t.ctrl->next_seq, __ATOMIC_RELAXED), "published_bytes",
+        (unsigned long long)__atomic_load_n(&t.ctrl->tail, __ATOMIC_RELAXED), "subscribers", PyList_GET_SIZE(list),
+        "max_subscribers", t.max_subscribers, "slowest_behind_bytes", (unsigned long long)slowest, "lock_holder_pid",
+        (long long)(holder ? shmring_token_pid(holder) : 0), "lock_holder_alive",
+        holder && shmring_token_alive(holder) ? Py_True : Py_False, "subscribers_waiting",
         (unsigned)__atomic_load_n(&t.ctrl->data_waiters, __ATOMIC_RELAXED), "publishers_waiting",
         (unsigned)__atomic_load_n(&t.ctrl->room_waiters, __ATOMIC_RELAXED), "subscriber_list", list);
-    return result;
 }
 
 PyMethodDef topic_functions[] = {

@@ -1,0 +1,139 @@
+/*
+ * queue_pending.c - the items of a batch that get_many() took from the ring
+ * but could not hand over, because an item before them failed to decode
+ * (its loads raised, or its record was damaged).
+ *
+ * get_many() returns the items before the bad one.  The bad one's error and
+ * the items after it wait, in order, in the handle's `pending` list, and the
+ * handle's next gets take them before anything from the ring: a batch gives
+ * what the same number of get() calls would have given, and nothing that
+ * was taken from the ring is lost.  close() and the end of the handle (its
+ * collection) put the items still waiting back into the queue.
+ *
+ * An entry is a 2-tuple: (False, item) or (True, exception), so that an
+ * item that is itself an exception instance is never mistaken for an error.
+ */
+#include "core.h"
+
+/* The current exception as a pending entry (clears it): the exception
+ * object, its traceback attached. */
+static PyObject *pending_error_entry(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value != NULL && tb != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value == NULL ? NULL : Py_BuildValue("(ON)", Py_True, value);
+}
+
+/* Raise the exception of a pending entry (a reference is taken). */
+static void pending_raise(PyObject *exc)
+{
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), Py_NewRef(exc), PyException_GetTraceback(exc));
+}
+
+/* Item `failed` of `g` raised (the exception is set).  Keep that error and
+ * the items after it, decoded now, in the handle's pending list.  0, or -1
+ * with an exception (out of memory: then the original error stands). */
+int queue_pending_keep(QueueObject *self, GetBatch *g, Py_ssize_t failed)
+{
+    PyObject *list, *entry;
+    Py_ssize_t i;
+    if (self->pending == NULL && (self->pending = PyList_New(0)) == NULL)
+        return -1;
+    list = self->pending;
+    entry = pending_error_entry();
+    if (entry == NULL || PyList_Append(list, entry) < 0) {
+        Py_XDECREF(entry);
+        return -1;
+    }
+    Py_DECREF(entry);
+    for (i = failed + 1; i < g->n; i++) {
+        PyObject *item = queue_item(self, g, i, 0);
+        entry = item != NULL ? Py_BuildValue("(ON)", Py_False, item) : pending_error_entry();
+        if (entry == NULL || PyList_Append(list, entry) < 0) {
+            Py_XDECREF(entry);
+            return -1;
+        }
+        Py_DECREF(entry);
+    }
+    return 0;
+}
+
+Py_ssize_t queue_pending_count(QueueObject *self)
+{
+    return self->pending == NULL ? 0 : PyList_GET_SIZE(self->pending);
+}
+
+/* An item of the pending list as a get_bytes() gives it: its pickle (or
+ * the handle's dumps), as a put would have written it. */
+static PyObject *pending_as_bytes(QueueObject *self, PyObject *item)
+{
+    PyObject *args[2] = {item, pickle_protocol};
+    if (PyBytes_Check(item) && self->dumps == NULL)
+        return Py_NewRef(item);
+    return self->dumps != NULL ? PyObject_CallOneArg(self->dumps, item)
+                               : PyObject_Vectorcall(pickle_dumps, args, 2, NULL);
+}
+
+/* The next gets of a handle with items pending: up to `max` items (one,
+ * without `as_list`) up to the next error, or that error raised when it
+ * comes first.  Never blocks. */
+PyObject *queue_pending_take(QueueObject *self, Py_ssize_t max, int as_list, int raw)
+{
+    PyObject *list = self->pending, *first = PyList_GET_ITEM(list, 0), *result;
+    Py_ssize_t n = 0, i;
+    if (PyTuple_GET_ITEM(first, 0) == Py_True) {
+        PyObject *exc = Py_NewRef(PyTuple_GET_ITEM(first, 1));
+        if (PyList_SetSlice(list, 0, 1, NULL) == 0)
+            pending_raise(exc);
+        Py_DECREF(exc);
+        return NULL;
+    }
+    if (!as_list) {
+        result = raw ? pending_as_bytes(self, PyTuple_GET_ITEM(first, 1)) : Py_NewRef(PyTuple_GET_ITEM(first, 1));
+        if (result != NULL && PyList_SetSlice(list, 0, 1, NULL) < 0)
+            Py_CLEAR(result);
+        return result;
+    }
+    while (n < max && n < PyList_GET_SIZE(list) && PyTuple_GET_ITEM(PyList_GET_ITEM(list, n), 0) == Py_False)
+        n++;
+    if ((result = PyList_New(n)) == NULL)
+        return NULL;
+    for (i = 0; i < n; i++)
+        PyList_SET_ITEM(result, i, Py_NewRef(PyTuple_GET_ITEM(PyList_GET_ITEM(list, i), 1)));
+    if (PyList_SetSlice(list, 0, n, NULL) < 0)
+        Py_CLEAR(result);
+    return result;
+}
+
+/* The handle ends (close(), or its collection) with items pending: put
+ * them back into the queue, at its end, without waiting (a put that
+ * cannot be made now is reported as unraisable: nothing else can be done
+ * with it).  The errors pending are reported the same way: their items
+ * could not be decoded, and nobody was told yet.  `context`: the handle,
+ * or NULL while it is being freed. */
+void queue_pending_return(QueueObject *self, PyObject *context)
+{
+    PyObject *list = self->pending;
+    Py_ssize_t i;
+    if (list == NULL)
+        return;
+    self->pending = NULL;
+    for (i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *entry = PyList_GET_ITEM(list, i), *done;
+        if (PyTuple_GET_ITEM(entry, 0) == Py_True) {
+            pending_raise(PyTuple_GET_ITEM(entry, 1));
+            PyErr_WriteUnraisable(context);
+            continue;
+        }
+        done = queue_put_back(self, PyTuple_GET_ITEM(entry, 1));
+        if (done == NULL)
+            PyErr_WriteUnraisable(context);
+        Py_XDECREF(done);
+    }
+    Py_DECREF(list);
+}
