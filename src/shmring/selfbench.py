@@ -211,6 +211,11 @@ class Results:
     failures: list[str] = field(default_factory=list)
     duration_s: float = 0.0
 
+    @property
+    def all_checked(self) -> bool:
+        """Every message of every measurement was checked by its receiver(s)."""
+        return all(t.all_checked for t in self.throughput) and all(lat.all_checked for lat in self.latency)
+
     def rate(self, workload: str, subject: str, size: int) -> float | None:
         for t in self.throughput:
             if (t.workload, t.subject, t.size) == (workload, subject, size):
@@ -221,10 +226,19 @@ class Results:
         s = self.settings
         return {"settings": {"sizes": list(s.sizes), "runs": s.runs, "target_s": s.target_s,
                              "round_trips": s.rounds, "warmup_round_trips": s.warmup_rounds},
-                "cpus": os.cpu_count(), "duration_s": self.duration_s,
+                "cpus": usable_cpus(), "duration_s": self.duration_s,
                 "throughput": [t.to_json() for t in self.throughput],
                 "latency": [lat.to_json() for lat in self.latency],
                 "skipped": self.skipped, "failures": self.failures}
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which cgroups and
+    taskset narrow), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 class BenchFailure(Exception):

@@ -5,10 +5,9 @@ when a plot is asked for."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from .selfbench import LATENCY_SIZE, WORKLOADS, Results, size_label
+from .selfbench import usable_cpus, LATENCY_SIZE, WORKLOADS, Results, size_label
 
 PANELS = (
     ("channel", "Channel: bytes, 1 -> 1 process"),
@@ -80,8 +79,9 @@ def draw(results: Results, path: str) -> None:
         _throughput_panel(ax, results, workload, title)
     _latency_panel(axes.flat[3], results)
     s = results.settings
-    fig.suptitle(f"shmring bench on {os.cpu_count()} CPUs: median of {s.runs} run(s) per point, "
-                 "every message checked", fontsize=11)
+    checked = "every message checked" if results.all_checked and not results.failures else "NOT every message checked"
+    fig.suptitle(f"shmring bench on {usable_cpus()} CPUs: median of {s.runs} run(s) per point, {checked}",
+                 fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=80, pil_kwargs={"optimize": True})
     plt.close(fig)
