@@ -78,5 +78,9 @@ class Streams:
             return Verdict(True, 0, True)
         return Verdict(True, seq - expected, False)
 
+    def note(self, producer: int, seq: int) -> None:
+        """``seq`` was the one expected from ``producer`` and is delivered."""
+        self._expected[producer] = seq + 1
+
     def __len__(self) -> int:
         return len(self._expected)
