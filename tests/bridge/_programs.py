@@ -4,9 +4,11 @@ network namespace, with its own /dev/shm).
 ``publish NAME COUNT``: publishes COUNT numbered, checksummed 64-byte
 messages into topic NAME once something subscribes to it (the exporter).
 ``collect NAME COUNT IDLE``: subscribes to topic NAME, prints ``ready``, then
-checks every message until COUNT arrived or none came for IDLE seconds, and
-prints a JSON verdict: received, first and last number, and every number
-missing, duplicated, out of order or with a bad checksum."""
+checks every message until the last one (COUNT - 1) arrived or none came for
+IDLE seconds, and prints a JSON verdict: received, first and last number,
+how many numbers are missing, the messages duplicated, out of order or with
+a bad checksum, and (``overwrite`` topics, a POLICY after IDLE) how many it
+lost itself by lagging."""
 
 from __future__ import annotations
 
@@ -55,9 +57,10 @@ def publish(name: str, count: int, rate: float) -> None:
     topic.close()
 
 
-def collect(name: str, count: int, idle: float) -> None:
-    topic = shmring.Topic.create(name, capacity=1 << 22)
+def collect(name: str, count: int, idle: float, policy: str) -> None:
+    topic = shmring.Topic.create(name, capacity=1 << 22, policy=policy)  # type: ignore[arg-type]
     sub = topic.subscribe()
+    lagged = 0
     print("ready", flush=True)
     received = 0
     expected = 0
@@ -65,11 +68,14 @@ def collect(name: str, count: int, idle: float) -> None:
     backwards: list[int] = []
     missing = 0
     first = last = None
-    while received < count:
+    while received < count and (last is None or last < count - 1):
         try:
             batch = sub.recv_many(1024, timeout=idle)
         except shmring.Timeout:
             break
+        except shmring.Lagged as e:  # overwrite: this subscriber itself fell behind
+            lagged += e.missed
+            continue
         for data in batch:
             number, filler, crc = MESSAGE.unpack(data)
             if zlib.crc32(data[:60]) != crc or filler != FILLER:
@@ -84,7 +90,7 @@ def collect(name: str, count: int, idle: float) -> None:
             expected = number + 1
             last = number
             received += 1
-    print(json.dumps({"received": received, "first": first, "last": last, "missing": missing,
+    print(json.dumps({"received": received, "first": first, "last": last, "missing": missing, "lagged": lagged,
                       "backwards": backwards[:20], "n_backwards": len(backwards), "bad": bad[:20]}), flush=True)
     sub.close()
     topic.close()
@@ -95,4 +101,4 @@ if __name__ == "__main__":
     if command == "publish":
         publish(topic_name, n, float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
     else:
-        collect(topic_name, n, float(sys.argv[4]))
+        collect(topic_name, n, float(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else "block")

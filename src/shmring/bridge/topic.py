@@ -117,7 +117,7 @@ class TopicExporter:
         self.topic = open_topic(spec)
         self.producer = producer_id(self.topic)
         self.matched = False
-        self._block = block = self.topic.policy == "block"
+        block = self.topic.policy == "block"
         self._publisher = session.declare_publisher(
             topic_key(spec.name),
             congestion_control=zenoh.CongestionControl.BLOCK if block else zenoh.CongestionControl.DROP,
@@ -142,8 +142,10 @@ class TopicExporter:
 
     def _matched(self) -> bool:
         """Whether a subscriber on the network (an importer) matches, logged
-        when it changes.  A ``block`` exporter reads nothing while none does:
-        the messages wait in the local ring, and its publishers for room."""
+        when it changes.  The exporter reads nothing while none does: the
+        messages wait in the local ring ("block": its publishers wait for
+        room; "overwrite": the oldest are overwritten, and the exporter's
+        Lagged turns them into a gap that the importer reports)."""
         status: Any = self._publisher.matching_status
         matched = bool(getattr(status, "matching", status))
         if matched != self.matched:
@@ -153,7 +155,7 @@ class TopicExporter:
 
     def _carry(self) -> None:
         while not self._stop.is_set():
-            if not self._matched() and self._block:
+            if not self._matched():
                 self._stop.wait(_MATCH_POLL_S)
                 continue
             try:
