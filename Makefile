@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv test demo bench docs sanitize models fuzz fuzz-seeds mutate clean
+.PHONY: all venv test test-bridge demo bench docs sanitize models fuzz fuzz-seeds mutate clean
 
 all: test
 
@@ -19,6 +19,12 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The bridge between machines (docs/BRIDGE.md), tested between two network
+# namespaces with a private /dev/shm each: needs root and iproute2 (it skips
+# without them, and fails under CI).
+test-bridge: $(STAMP)
+	$(PY) -m pytest -q tests/bridge
 
 demo: $(STAMP)
 	$(VENV)/bin/shmring demo

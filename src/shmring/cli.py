@@ -23,6 +23,7 @@ from rich.table import Table
 from . import _core
 from ._errors import ForeignSegmentError, SegmentError, SegmentNotReadyError
 from .channel import _WAIT_NAMES
+from .bridge.cli import bridge_command
 from .cli_stats import stats_command
 from .segment import SegmentInfo, validate_name
 from .selfbench_cli import bench_command
@@ -411,3 +412,4 @@ def demo_command(messages: int, size: int, rounds: int) -> None:
 
 main.add_command(stats_command)
 main.add_command(bench_command)
+main.add_command(bridge_command)

@@ -1,0 +1,166 @@
+"""Bridge shmring objects between machines over Zenoh (docs/BRIDGE.md).
+
+A :class:`Bridge` is one Zenoh session that exports local objects to the
+network and imports remote ones into local objects; ``shmring bridge`` runs
+one.  Only topics are bridged so far.  Needs the ``zenoh`` extra
+(``pip install shmring[zenoh]``); importing this module does not."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..segment import validate_name
+from .topic import ObjectSpec, TopicExporter, TopicImporter
+from .wire import Header, topic_key
+
+if TYPE_CHECKING:
+    import zenoh
+
+__all__ = ["Bridge", "BridgeError", "ObjectSpec", "Header", "parse_object", "topic_key", "zenoh_config"]
+
+log = logging.getLogger("shmring.bridge")
+KINDS = ("topic",)
+POLICIES = ("block", "overwrite")
+
+
+class BridgeError(Exception):
+    """Bad bridge options, or Zenoh missing: the message is one line."""
+
+
+def require_zenoh() -> Any:
+    try:
+        import zenoh
+    except ImportError:
+        raise BridgeError("the bridge needs Zenoh: pip install shmring[zenoh]") from None
+    return zenoh
+
+
+def parse_object(text: str, policy: str = "block", capacity: int = 1 << 20) -> ObjectSpec:
+    """``"topic:NAME"`` -> an :class:`ObjectSpec` (channels and queues are not
+    bridged yet)."""
+    kind, sep, name = text.partition(":")
+    if not sep or kind not in ("topic", "channel", "queue"):
+        raise BridgeError(f"object {text!r}: expected KIND:NAME with KIND one of topic, channel, queue")
+    if kind not in KINDS:
+        raise BridgeError(f"object {text!r}: only topics are bridged so far")
+    if policy not in POLICIES:
+        raise BridgeError(f"object {text!r}: policy must be block or overwrite, not {policy!r}")
+    try:
+        name = validate_name(name)
+    except ValueError as e:
+        raise BridgeError(f"object {text!r}: {e}") from None
+    return ObjectSpec(kind, name, policy, capacity)
+
+
+def _spec_from_config(entry: Any) -> ObjectSpec:
+    if isinstance(entry, str):
+        return parse_object(entry)
+    if isinstance(entry, dict) and isinstance(entry.get("object"), str):
+        return parse_object(entry["object"], str(entry.get("policy", "block")), int(entry.get("capacity", 1 << 20)))
+    raise BridgeError(f"config: an object is \"KIND:NAME\" or {{\"object\": ..., \"policy\": ..., \"capacity\": ...}}, not {entry!r}")
+
+
+def load_config(path: str) -> dict[str, Any]:
+    """A JSON (or, from Python 3.11, TOML: a name ending in .toml) file of
+    listen, connect, export and import lists."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if path.endswith(".toml"):
+            import tomllib  # type: ignore[import-not-found, unused-ignore]
+
+            data = tomllib.loads(raw.decode())
+        else:
+            data = json.loads(raw)
+    except (OSError, ValueError, ImportError) as e:
+        raise BridgeError(f"config {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise BridgeError(f"config {path}: expected an object of listen, connect, export, import")
+    unknown = set(data) - {"listen", "connect", "export", "import", "trust_pickle"}
+    if unknown:
+        raise BridgeError(f"config {path}: unknown key(s) {sorted(unknown)}")
+    return {
+        "listen": [str(e) for e in data.get("listen", [])],
+        "connect": [str(e) for e in data.get("connect", [])],
+        "export": [_spec_from_config(e) for e in data.get("export", [])],
+        "imports": [_spec_from_config(e) for e in data.get("import", [])],
+        "trust_pickle": bool(data.get("trust_pickle", False)),
+    }
+
+
+def zenoh_config(listen: Sequence[str], connect: Sequence[str]) -> zenoh.Config:
+    """A Zenoh peer that listens on and connects to the endpoints given,
+    and to nothing else (no multicast scouting)."""
+    zenoh = require_zenoh()
+    config = zenoh.Config()
+    config.insert_json5("mode", '"peer"')
+    config.insert_json5("scouting/multicast/enabled", "false")
+    try:
+        config.insert_json5("listen/endpoints", json.dumps(list(listen)))
+        config.insert_json5("connect/endpoints", json.dumps(list(connect)))
+    except zenoh.ZError as e:
+        raise BridgeError(f"bad endpoint: {e}") from None
+    return config  # type: ignore[no-any-return]
+
+
+class Bridge:
+    """One Zenoh session carrying ``export`` objects out and ``imports``
+    in.  ``start()`` opens it and starts a thread per object; ``status()``
+    says what each carried and lost; ``close()`` ends it all."""
+
+    def __init__(self, listen: Iterable[str] = (), connect: Iterable[str] = (), export: Iterable[ObjectSpec] = (),
+                 imports: Iterable[ObjectSpec] = (), trust_pickle: bool = False) -> None:
+        self.listen, self.connect = list(listen), list(connect)
+        self.export, self.imports = list(export), list(imports)
+        both = {(s.kind, s.name) for s in self.export} & {(s.kind, s.name) for s in self.imports}
+        if both:
+            kind, name = sorted(both)[0]
+            raise BridgeError(f"{kind}:{name} is both exported and imported (it would echo its own messages)")
+        if not (self.export or self.imports):
+            raise BridgeError("nothing to bridge: name an object with --export or --import")
+        self.trust_pickle = trust_pickle
+        self._session: zenoh.Session | None = None
+        self._ends: list[TopicExporter | TopicImporter] = []
+
+    def start(self) -> Bridge:
+        zenoh = require_zenoh()
+        config = zenoh_config(self.listen, self.connect)
+        try:
+            self._session = zenoh.open(config)
+        except zenoh.ZError as e:
+            raise BridgeError(f"cannot open the Zenoh session: {e}") from None
+        try:
+            for spec in self.imports:
+                self._ends.append(TopicImporter(self._session, spec, self.trust_pickle))
+            for spec in self.export:
+                self._ends.append(TopicExporter(self._session, spec))
+        except BaseException:
+            self.close()
+            raise
+        for end in self._ends:
+            end.start()
+        log.info("bridge up: listen %s, connect %s", self.listen or "-", self.connect or "-")
+        return self
+
+    def status(self) -> dict[str, Any]:
+        """Per object (``"topic:NAME"``): the counters of its exporter or importer."""
+        return {f"{e.spec.kind}:{e.spec.name}": e.status() for e in self._ends}
+
+    def close(self) -> None:
+        # The session first: a put waiting for the network and a recv
+        # waiting for a sample both return once it is closed.
+        if self._session is not None:
+            self._session.close()  # type: ignore[no-untyped-call]
+            self._session = None
+        for end in self._ends:
+            end.close()
+        self._ends.clear()
+
+    def __enter__(self) -> Bridge:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

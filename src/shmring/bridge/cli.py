@@ -1,0 +1,73 @@
+"""``shmring bridge``: carry shmring objects to and from other machines over
+Zenoh (docs/BRIDGE.md).  Runs until SIGINT or SIGTERM, logging on stderr."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+
+from . import Bridge, BridgeError, load_config, parse_object
+
+_LOG_FORMAT = "shmring bridge: %(message)s"
+
+
+def _options(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[str, ...], connect: tuple[str, ...],
+             config: str | None, policy: str, capacity: int, trust_pickle: bool) -> dict[str, Any]:
+    """The bridge's arguments: the config file's, then the command line's added."""
+    options: dict[str, Any] = {"listen": [], "connect": [], "export": [], "imports": [], "trust_pickle": False}
+    if config is not None:
+        options = load_config(config)
+    options["listen"] += list(listen)
+    options["connect"] += list(connect)
+    options["export"] += [parse_object(o, policy, capacity) for o in export]
+    options["imports"] += [parse_object(o, policy, capacity) for o in imports]
+    options["trust_pickle"] = options["trust_pickle"] or trust_pickle
+    return options
+
+
+@click.command("bridge")
+@click.option("--export", "export", multiple=True, metavar="KIND:NAME",
+              help="Send this local object's traffic to the network (topic:NAME).")
+@click.option("--import", "imports", multiple=True, metavar="KIND:NAME",
+              help="Publish what the network carries for this object into the local one.")
+@click.option("--listen", multiple=True, metavar="ENDPOINT", help="Zenoh endpoint to listen on (tcp/0.0.0.0:7447).")
+@click.option("--connect", multiple=True, metavar="ENDPOINT", help="Zenoh endpoint to connect to (tcp/10.0.0.2:7447).")
+@click.option("--config", type=click.Path(dir_okay=False), help="JSON (or .toml) file of listen, connect, export, import.")
+@click.option("--policy", type=click.Choice(["block", "overwrite"]), default="block", show_default=True,
+              help="Policy of a topic the bridge has to create.")
+@click.option("--capacity", type=click.IntRange(128), default=1 << 20, show_default=True,
+              help="Ring bytes of a topic the bridge has to create.")
+@click.option("--trust-pickle", is_flag=True, help="Publish pickled messages from peers (unpickling runs their code).")
+@click.option("--status-interval", type=click.FloatRange(0), default=0, show_default=True, metavar="SECONDS",
+              help="Log every object's counters this often (0: only when the bridge stops).")
+def bridge_command(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[str, ...],
+                   connect: tuple[str, ...], config: str | None, policy: str, capacity: int,
+                   trust_pickle: bool, status_interval: float) -> None:
+    """Bridge topics between machines over Zenoh: one bridge per host, e.g.
+    `--export topic:prices --connect tcp/10.0.0.2:7447` on one and
+    `--import topic:prices --listen tcp/0.0.0.0:7447` on the other.
+    Gaps (messages lost on the way) are logged with their count.  Needs
+    `pip install shmring[zenoh]`."""
+    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT, stream=sys.stderr)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        bridge = Bridge(**_options(export, imports, listen, connect, config, policy, capacity, trust_pickle)).start()
+    except (BridgeError, ValueError, OSError) as e:
+        click.echo(f"shmring: {e}", err=True)
+        sys.exit(1)
+    log = logging.getLogger("shmring.bridge")
+    try:
+        while not stop.wait(status_interval or None):
+            log.info("status %s", json.dumps(bridge.status(), sort_keys=True))
+    finally:
+        status = bridge.status()
+        bridge.close()
+        log.info("stopped; status %s", json.dumps(status, sort_keys=True))

@@ -1,0 +1,329 @@
+"""A topic carried over Zenoh: the exporter reads a local topic with a
+subscription of its own and puts every message on the network; the importer
+takes samples from the network and publishes them into a local topic.
+
+The sequence number on the wire is the topic's own message number, so that
+every message lost anywhere between the two topics (the exporter lagging, a
+sample dropped or never sent, a bridge that was not running) shows up at the
+importer as a gap of exactly that many: docs/BRIDGE.md."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import struct
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._errors import Closed, Lagged, Timeout
+from ..topic import Subscription, Topic
+from .wire import HEADER, KIND_BYTES, KIND_PICKLE, MAGIC, VERSION, Header, Streams, WireError, topic_key
+
+if TYPE_CHECKING:
+    import zenoh
+
+__all__ = ["ObjectSpec", "TopicExporter", "TopicImporter", "open_topic"]
+
+log = logging.getLogger("shmring.bridge")
+
+# Samples a subscriber's handler holds for the importer's thread.
+_HANDLER_DEPTH = 4096
+# How many messages the exporter takes from its subscription at once.
+_BATCH = 256
+# How often a waiting exporter looks whether it was told to stop (seconds).
+_POLL_S = 0.2
+# How often a block exporter with no importer looks again (seconds).
+_MATCH_POLL_S = 0.05
+# Subscribing while publishers publish: tries at a subscription whose
+# first message number is known (section 6.3: it is the topic's next_seq
+# at the moment the slot is taken).
+_SUBSCRIBE_TRIES = 100
+# Magic, version, kind bytes, reserved: a bytes message's attachment starts so.
+_IN_ORDER_PREFIX = MAGIC + bytes([VERSION, KIND_BYTES])
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """One object a bridge carries: ``kind:name``, and for one it creates,
+    the topic's policy and capacity."""
+
+    kind: str
+    name: str
+    policy: str = "block"
+    capacity: int = 1 << 20
+
+
+def open_topic(spec: ObjectSpec) -> Topic:
+    """The local topic of ``spec``: opened, or created if there is none."""
+    try:
+        return Topic.open(spec.name)
+    except FileNotFoundError:
+        pass
+    try:
+        return Topic.create(spec.name, capacity=spec.capacity, policy=spec.policy)  # type: ignore[arg-type]
+    except FileExistsError:  # made by a program meanwhile
+        return Topic.open(spec.name)
+
+
+def producer_id(topic: Topic) -> int:
+    """An id of this incarnation of the topic on this host: the same for
+    every exporter of it, another one if the topic is made anew (its
+    header's creator and creation time)."""
+    header = topic._segment._mapping.header()
+    try:
+        with open("/etc/machine-id", "rb") as f:
+            machine = f.read().strip()
+    except OSError:
+        machine = os.uname().nodename.encode()
+    text = b"%s/%s/%d/%d/%d" % (machine, topic.name.encode(), header["creator_pid"], header["creator_start"],
+                                header["created_ns"])
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+
+
+def _subscribe_numbered(topic: Topic) -> tuple[Subscription[Any], int]:
+    """A subscription and the number of the first message it will read: the
+    topic's message count, read before and after subscribing, is the same
+    (no publish came in between) or the subscription is taken again."""
+    for _ in range(_SUBSCRIBE_TRIES):
+        before = topic.stats()["published"]
+        sub: Subscription[Any] = topic.subscribe()
+        if topic.stats()["published"] == before:
+            return sub, int(before)
+        sub.close()
+    sub = topic.subscribe()
+    log.warning("topic %s: busy publishers; the first sequence number sent may be off by a few", topic.name)
+    return sub, int(topic.stats()["published"])
+
+
+@dataclass
+class ExportCounters:
+    sent: int = 0
+    lagged: int = 0
+
+
+class TopicExporter:
+    """Local topic -> Zenoh.  ``block`` topics use Zenoh's blocking
+    congestion control (a full network queue stops this thread, whose
+    subscription then holds back the local publishers); ``overwrite`` ones
+    drop, and the importer counts what was dropped."""
+
+    def __init__(self, session: zenoh.Session, spec: ObjectSpec) -> None:
+        import zenoh
+
+        self.spec = spec
+        self.topic = open_topic(spec)
+        self.producer = producer_id(self.topic)
+        self.matched = False
+        block = self.topic.policy == "block"
+        self._publisher = session.declare_publisher(
+            topic_key(spec.name),
+            congestion_control=zenoh.CongestionControl.BLOCK if block else zenoh.CongestionControl.DROP,
+            reliability=zenoh.Reliability.RELIABLE,
+        )
+        self._sub, self.next_seq = _subscribe_numbered(self.topic)
+        self.counters = ExportCounters()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"export topic:{spec.name}", daemon=True)
+        log.info("topic %s: exporting as producer %016x from seq %d", spec.name, self.producer, self.next_seq)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        import zenoh
+
+        try:
+            self._carry()
+        except zenoh.ZError:  # the session was closed: the bridge is closing
+            return
+
+    def _matched(self) -> bool:
+        """Whether a subscriber on the network (an importer) matches, logged
+        when it changes.  The exporter reads nothing while none does: the
+        messages wait in the local ring ("block": its publishers wait for
+        room; "overwrite": the oldest are overwritten, and the exporter's
+        Lagged turns them into a gap that the importer reports)."""
+        status: Any = self._publisher.matching_status
+        matched = bool(getattr(status, "matching", status))
+        if matched != self.matched:
+            self.matched = matched
+            log.info("topic %s: %s", self.spec.name, "importer matched" if matched else "no importer matches")
+        return matched
+
+    def _carry(self) -> None:
+        while not self._stop.is_set():
+            if not self._matched():
+                self._stop.wait(_MATCH_POLL_S)
+                continue
+            try:
+                batch = self._sub.recv_many(_BATCH, timeout=_POLL_S)
+            except Timeout:
+                continue
+            except Lagged as e:  # overwritten before this exporter read them: the importer sees the gap
+                self.next_seq += e.missed
+                self.counters.lagged += e.missed
+                log.warning("topic %s: exporter lagged, %d messages overwritten before they were sent",
+                            self.spec.name, e.missed)
+                continue
+            except Closed:
+                return
+            for message in batch:
+                self._send(message)
+
+    def _send(self, message: Any) -> None:
+        if type(message) is bytes:
+            kind, payload = KIND_BYTES, message
+        else:
+            kind, payload = KIND_PICKLE, pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        # struct directly, not Header(...).pack(): this runs once per message
+        self._publisher.put(payload, attachment=HEADER.pack(MAGIC, VERSION, kind, 0, self.producer, self.next_seq))
+        self.next_seq += 1
+        self.counters.sent += 1
+
+    def status(self) -> dict[str, Any]:
+        return {"direction": "export", "matched": self.matched, "producer": f"{self.producer:016x}", "next_seq": self.next_seq,
+                "sent": self.counters.sent, "lagged": self.counters.lagged}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sub.close()
+        self._publisher.undeclare()  # type: ignore[no-untyped-call]
+        self.topic.close()
+
+
+@dataclass
+class ImportCounters:
+    delivered: int = 0
+    missed: int = 0
+    gaps: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    refused: int = 0
+
+
+class TopicImporter:
+    """Zenoh -> local topic.  Samples wait in a bounded FIFO (``block``:
+    a full one holds back Zenoh, and so the exporter) or a bounded ring
+    (``overwrite``: the oldest are dropped, and counted as a gap)."""
+
+    def __init__(self, session: zenoh.Session, spec: ObjectSpec, trust_pickle: bool = False) -> None:
+        import zenoh
+
+        self.spec = spec
+        self.trust_pickle = trust_pickle
+        self.topic = open_topic(spec)
+        self._publisher = self.topic.publisher()
+        handler: Any = (zenoh.handlers.FifoChannel(_HANDLER_DEPTH) if self.topic.policy == "block"
+                        else zenoh.handlers.RingChannel(_HANDLER_DEPTH))
+        self._subscriber = session.declare_subscriber(topic_key(spec.name), handler)
+        self._streams = Streams()
+        self._last_seq: dict[int, int] = {}
+        # The producer and seq (attachment bytes 8 to 24) that continue the
+        # last stream in order: the fast way in _take_many.
+        self._next_in_order = b""
+        self.counters = ImportCounters()
+        self._thread = threading.Thread(target=self._run, name=f"import topic:{spec.name}", daemon=True)
+        log.info("topic %s: importing (policy %s)", spec.name, self.topic.policy)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        import zenoh
+
+        while True:
+            try:
+                batch = [self._subscriber.recv()]
+                while len(batch) < _BATCH and (more := self._subscriber.try_recv()) is not None:
+                    batch.append(more)
+            except zenoh.ZError:  # the subscriber was undeclared: closing
+                return
+            try:
+                self._take_many(batch)
+            except (Closed, ValueError):  # the publisher was closed: closing
+                return
+
+    def _take_many(self, batch: list[zenoh.Sample]) -> None:
+        """The samples that continue the current stream in order go out in
+        one ``send_many``; any other one (a gap, a new producer, a stale or
+        malformed sample, a pickled object) takes the careful way."""
+        run: list[bytes] = []
+        for sample in batch:
+            attachment = sample.attachment
+            raw = b"" if attachment is None else attachment.to_bytes()
+            if len(raw) == HEADER.size and raw[:4] == _IN_ORDER_PREFIX and raw[8:] == self._next_in_order:
+                run.append(sample.payload.to_bytes())
+                self._advance(raw)
+                continue
+            self._flush(run)
+            self._take(sample)
+        self._flush(run)
+
+    def _advance(self, raw: bytes) -> None:
+        producer, seq = struct.unpack_from("<QQ", raw, 8)
+        self._next_in_order = struct.pack("<QQ", producer, seq + 1)
+        self._streams.note(producer, seq)
+        self._last_seq[producer] = seq
+
+    def _flush(self, run: list[bytes]) -> None:
+        if run:
+            self._publisher.send_many(run)
+            self.counters.delivered += len(run)
+            run.clear()
+
+    def _take(self, sample: zenoh.Sample) -> None:
+        attachment = sample.attachment
+        try:
+            header = Header.unpack(None if attachment is None else attachment.to_bytes())
+        except WireError as e:
+            self.counters.rejected += 1
+            log.warning("topic %s: sample rejected: %s", self.spec.name, e)
+            return
+        verdict = self._streams.judge(header.producer, header.seq)
+        if not verdict.deliver:
+            self.counters.duplicates += 1
+            return
+        if verdict.new_stream:
+            log.info("topic %s: stream of producer %016x joined at seq %d", self.spec.name, header.producer, header.seq)
+        if verdict.missed:
+            self.counters.missed += verdict.missed
+            self.counters.gaps += 1
+            log.warning("topic %s: gap of %d messages from producer %016x (seq %d to %d)", self.spec.name,
+                        verdict.missed, header.producer, header.seq - verdict.missed, header.seq - 1)
+        self._last_seq[header.producer] = header.seq
+        self._next_in_order = struct.pack("<QQ", header.producer, header.seq + 1)
+        self._publish(header, sample.payload.to_bytes())
+
+    def _publish(self, header: Header, payload: bytes) -> None:
+        if header.kind == KIND_BYTES:
+            self._publisher.send(payload)
+        elif self.trust_pickle:
+            try:
+                obj = pickle.loads(payload)
+            except Exception as e:  # whatever the bytes make unpickling raise
+                self.counters.rejected += 1
+                log.warning("topic %s: pickled message not unpickled: %s", self.spec.name, e)
+                return
+            self._publisher.send_obj(obj)
+        else:
+            self.counters.refused += 1
+            log.warning("topic %s: pickled message from producer %016x refused (see --trust-pickle)",
+                        self.spec.name, header.producer)
+            return
+        self.counters.delivered += 1
+
+    def status(self) -> dict[str, Any]:
+        c = self.counters
+        return {"direction": "import", "delivered": c.delivered, "missed": c.missed, "gaps": c.gaps,
+                "duplicates": c.duplicates, "rejected": c.rejected, "refused": c.refused,
+                "streams": {f"{p:016x}": seq for p, seq in self._last_seq.items()}}
+
+    def close(self) -> None:
+        self._subscriber.undeclare()  # type: ignore[no-untyped-call]
+        self._publisher.close()  # wakes a send waiting for room
+        self._thread.join()
+        self.topic.close()

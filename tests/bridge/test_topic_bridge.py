@@ -1,0 +1,130 @@
+"""A topic carried from host A to host B by two bridges over Zenoh (in
+network namespaces, each with its own /dev/shm: conftest.py): every
+message arrives, checked, in order, once; and what a fault loses is reported
+by the importer with its exact count."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import Host, wait_line
+
+# Messages of the integrity test (64 bytes each; docs/BRIDGE.md gives the rate).
+INTEGRITY_MESSAGES = 1_000_000
+
+
+def verdict(collector: subprocess.Popen[str], timeout: float) -> dict[str, object]:
+    out, _ = collector.communicate(timeout=timeout)
+    result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def start_pair(a: Host, b: Host, name: str, count: int, idle: float, *exporter_options: str,
+               policy: str = "block") -> subprocess.Popen[str]:
+    """B's collector, B's importer (listening), A's exporter (connecting):
+    the two-host example of the README, with the collector already subscribed."""
+    collector = b.program("collect", name, str(count), str(idle), policy, log="collect.log")
+    wait_line(collector, "ready")
+    b.bridge("--import", f"topic:{name}", "--listen", b.endpoint(), log="bridge-b.log")
+    a.bridge("--export", f"topic:{name}", "--connect", b.endpoint(), *exporter_options, log="bridge-a.log")
+    return collector
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(20)
+
+
+def reported_missed(log: Path) -> int:
+    """What the importer logged as lost: the sum of its gaps."""
+    return sum(int(n) for n in re.findall(r"gap of (\d+) messages", log.read_text()))
+
+
+@pytest.mark.timeout(300)
+def test_a_million_messages_cross_intact_and_in_order(hosts: tuple[Host, Host], tmp_path: Path) -> None:
+    a, b = hosts
+    collector = start_pair(a, b, "ticks", INTEGRITY_MESSAGES, idle=30)
+    started = time.monotonic()
+    publisher = a.program("publish", "ticks", str(INTEGRITY_MESSAGES), log="publish.log")
+    result = verdict(collector, timeout=280)
+    elapsed = time.monotonic() - started
+    assert publisher.wait(30) == 0
+    print(f"\n{INTEGRITY_MESSAGES} messages through the bridge in {elapsed:.1f} s: "
+          f"{INTEGRITY_MESSAGES / elapsed:,.0f} messages/s")
+    assert result == {"received": INTEGRITY_MESSAGES, "first": 0, "last": INTEGRITY_MESSAGES - 1, "missing": 0,
+                      "lagged": 0, "backwards": [], "n_backwards": 0, "bad": []}
+    assert reported_missed(tmp_path / "bridge-b.log") == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_exporter_restarted_the_importer_reports_the_gap(hosts: tuple[Host, Host], tmp_path: Path) -> None:
+    a, b = hosts
+    count = 60_000
+    collector = start_pair(a, b, "ticks", count, idle=10)
+    exporter = a.procs[-1]
+    publisher = a.program("publish", "ticks", str(count), "10000", log="publish.log")  # 6 s of publishing
+    time.sleep(2)
+    exporter.send_signal(signal.SIGKILL)
+    exporter.wait(10)
+    time.sleep(1)  # published meanwhile: read by no one, lost
+    a.bridge("--export", "topic:ticks", "--connect", b.endpoint(), log="bridge-a.log")
+    assert publisher.wait(60) == 0
+    result = verdict(collector, timeout=60)
+    stop(b.procs[1])  # the importer: its log is complete
+    missed = reported_missed(tmp_path / "bridge-b.log")
+    assert result["n_backwards"] == 0 and result["bad"] == []
+    assert result["first"] == 0 and result["last"] == count - 1
+    assert result["missing"] > 0, "the exporter was down for a second while publishing went on"
+    assert missed == result["missing"], "the importer reports exactly what the subscriber lost"
+    assert result["received"] + result["missing"] == count
+
+
+@pytest.mark.timeout(120)
+def test_the_link_down_and_up_loses_nothing_silently(hosts: tuple[Host, Host], tmp_path: Path) -> None:
+    a, b = hosts
+    count = 60_000
+    collector = start_pair(a, b, "ticks", count, idle=15)
+    publisher = a.program("publish", "ticks", str(count), "10000", log="publish.log")
+    time.sleep(2)
+    a.set_link(False)
+    time.sleep(3)
+    a.set_link(True)
+    assert publisher.wait(60) == 0
+    result = verdict(collector, timeout=60)
+    stop(b.procs[1])
+    assert result["n_backwards"] == 0 and result["bad"] == []
+    assert result["first"] == 0 and result["last"] == count - 1
+    assert result["received"] + result["missing"] == count
+    assert reported_missed(tmp_path / "bridge-b.log") == result["missing"]
+
+
+@pytest.mark.timeout(120)
+def test_an_overwrite_topic_accounts_for_every_message(hosts: tuple[Host, Host], tmp_path: Path) -> None:
+    """A small overwrite ring on A, a publisher that never waits: whatever
+    is lost is reported, by the importer (the exporter lagged, Zenoh or the
+    importer's ring dropped) or by the subscriber's own Lagged on B."""
+    a, b = hosts
+    count = 200_000
+    collector = start_pair(a, b, "ticks", count, 5, "--policy", "overwrite", "--capacity", "8192",
+                           policy="overwrite")
+    publisher = a.program("publish", "ticks", str(count), log="publish.log")
+    assert publisher.wait(60) == 0
+    result = verdict(collector, timeout=60)
+    stop(b.procs[1])
+    log = (tmp_path / "bridge-b.log").read_text()
+    joined = re.search(r"joined at seq (\d+)", log)
+    assert joined is not None and int(joined.group(1)) == result["first"]
+    assert result["n_backwards"] == 0 and result["bad"] == []
+    assert result["missing"] == reported_missed(tmp_path / "bridge-b.log") + result["lagged"]
+    last = result["last"]
+    assert isinstance(last, int) and isinstance(result["first"], int)
+    assert result["received"] + result["missing"] == last - result["first"] + 1
+    print(f"\noverwrite: {result['received']} of {count} delivered, first {result['first']}, "
+          f"{result['missing']} reported missing")

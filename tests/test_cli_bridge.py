@@ -1,0 +1,71 @@
+"""``shmring bridge`` without a network: its wire header byte for byte, the
+gap bookkeeping, and its one-line errors (bad objects, Zenoh missing).  The
+bridge between hosts is tested in tests/bridge/ (make test-bridge)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _cli_helpers import cli
+from shmring.bridge.wire import KIND_PICKLE, Header, Streams, WireError, topic_key
+
+
+def test_the_header_is_24_little_endian_bytes_as_documented() -> None:
+    raw = Header(KIND_PICKLE, 0x0102030405060708, 0x1112131415161718).pack()
+    assert raw == (b"SR" + bytes([1, 1]) + bytes(4) + bytes(range(8, 0, -1))
+                   + bytes([0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11]))
+    assert Header.unpack(raw) == Header(KIND_PICKLE, 0x0102030405060708, 0x1112131415161718)
+    assert topic_key("prices") == "shmring/topic/prices"
+
+
+@pytest.mark.parametrize("raw", [None, b"", b"SR" + bytes(21), b"XX" + bytes([1, 0]) + bytes(20),
+                                 b"SR" + bytes([2, 0]) + bytes(20), b"SR" + bytes([1, 7]) + bytes(20)])
+def test_a_header_that_is_not_ours_is_refused(raw: bytes | None) -> None:
+    with pytest.raises(WireError):
+        Header.unpack(raw)
+
+
+def test_streams_report_gaps_and_drop_what_came_before() -> None:
+    streams = Streams()
+    first = streams.judge(7, 100)
+    assert (first.deliver, first.missed, first.new_stream) == (True, 0, True)
+    assert streams.judge(7, 101).missed == 0
+    gap = streams.judge(7, 105)
+    assert (gap.deliver, gap.missed) == (True, 3)
+    assert streams.judge(7, 104).deliver is False  # stale: never delivered twice
+    assert streams.judge(7, 105).deliver is False  # a duplicate
+    assert streams.judge(9, 0).new_stream and len(streams) == 2
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((), "nothing to bridge"),
+    (("--export", "queue:jobs"), "only topics are bridged so far"),
+    (("--export", "prices"), "expected KIND:NAME"),
+    (("--import", "topic:no/slash"), "invalid segment name"),
+    (("--export", "topic:a", "--import", "topic:a"), "both exported and imported"),
+    (("--import", "topic:a", "--config", "/nonexistent/bridge.json"), "config /nonexistent/bridge.json"),
+])
+def test_bad_options_fail_in_one_line(args: tuple[str, ...], message: str) -> None:
+    result = cli("bridge", *args)
+    assert result.returncode == 1
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_without_zenoh_it_names_the_extra(tmp_path: Path) -> None:
+    hidden = tmp_path / "zenoh"
+    hidden.mkdir()
+    (hidden / "__init__.py").write_text("raise ImportError('no zenoh here')\n")
+    result = cli("bridge", "--import", "topic:a", env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 1
+    assert result.stderr.strip() == "shmring: the bridge needs Zenoh: pip install shmring[zenoh]"
+
+
+def test_the_package_and_the_cli_load_without_zenoh() -> None:
+    code = "import sys, shmring, shmring.cli, shmring.bridge; print('zenoh' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip() == "False", result.stderr
