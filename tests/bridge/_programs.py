@@ -8,11 +8,18 @@ checks every message until the last one (COUNT - 1) arrived or none came for
 IDLE seconds, and prints a JSON verdict: received, first and last number,
 how many numbers are missing, the messages duplicated, out of order or with
 a bad checksum, and (``overwrite`` topics, a POLICY after IDLE) how many it
-lost itself by lagging."""
+lost itself by lagging.
+
+``produce NAME COUNT``: puts COUNT numbered, checksummed 64-byte items into
+queue NAME (made by the exporter).  ``consume NAME IDLE``: takes items from
+queue NAME (made by the importer) until none came for IDLE seconds, and
+prints a JSON verdict: the numbers it took, in the order taken, and the
+items with a bad checksum."""
 
 from __future__ import annotations
 
 import json
+import queue as queue_module
 import struct
 import sys
 import time
@@ -96,9 +103,54 @@ def collect(name: str, count: int, idle: float, policy: str) -> None:
     topic.close()
 
 
+def open_queue(name: str) -> shmring.Queue[bytes]:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return shmring.Queue.open(name)
+        except FileNotFoundError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def produce(name: str, count: int) -> None:
+    queue = open_queue(name)
+    batch = 64
+    for first in range(0, count, batch):
+        queue.put_many([message(n) for n in range(first, min(first + batch, count))])
+    print(json.dumps({"produced": count}), flush=True)
+    queue.close()
+
+
+def consume(name: str, idle: float) -> None:
+    queue = open_queue(name)
+    print("ready", flush=True)
+    numbers: list[int] = []
+    bad = 0
+    while True:
+        try:
+            batch = queue.get_many(timeout=idle, max_messages_to_get=64)
+        except queue_module.Empty:
+            break
+        for data in batch:
+            number, filler, crc = MESSAGE.unpack(data)
+            if zlib.crc32(data[:60]) != crc or filler != FILLER:
+                bad += 1
+            else:
+                numbers.append(number)
+    print(json.dumps({"numbers": numbers, "bad": bad}), flush=True)
+    queue.close()
+
+
 if __name__ == "__main__":
-    command, topic_name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    if command == "publish":
+    command, topic_name = sys.argv[1], sys.argv[2]
+    if command == "produce":
+        produce(topic_name, int(sys.argv[3]))
+    elif command == "consume":
+        consume(topic_name, float(sys.argv[3]))
+    elif command == "publish":
+        n = int(sys.argv[3])
         publish(topic_name, n, float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
     else:
-        collect(topic_name, n, float(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else "block")
+        collect(topic_name, int(sys.argv[3]), float(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else "block")

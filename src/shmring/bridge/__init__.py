@@ -2,7 +2,7 @@
 
 A :class:`Bridge` is one Zenoh session that exports local objects to the
 network and imports remote ones into local objects; ``shmring bridge`` runs
-one.  Only topics are bridged so far.  Needs the ``zenoh`` extra
+one.  Topics and queues are bridged.  Needs the ``zenoh`` extra
 (``pip install shmring[zenoh]``); importing this module does not."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..segment import validate_name
+from .queue import DEFAULT_LEASE_S, DEFAULT_WINDOW, QueueExporter, QueueImporter
 from .topic import ObjectSpec, TopicExporter, TopicImporter
 from .wire import Header, topic_key
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["Bridge", "BridgeError", "ObjectSpec", "Header", "parse_object", "topic_key", "zenoh_config"]
 
 log = logging.getLogger("shmring.bridge")
-KINDS = ("topic",)
+KINDS = ("topic", "queue")
 POLICIES = ("block", "overwrite")
 
 
@@ -39,13 +40,13 @@ def require_zenoh() -> Any:
 
 
 def parse_object(text: str, policy: str = "block", capacity: int = 1 << 20) -> ObjectSpec:
-    """``"topic:NAME"`` -> an :class:`ObjectSpec` (channels and queues are not
-    bridged yet)."""
+    """``"topic:NAME"`` or ``"queue:NAME"`` -> an :class:`ObjectSpec`
+    (channels are not bridged yet)."""
     kind, sep, name = text.partition(":")
     if not sep or kind not in ("topic", "channel", "queue"):
         raise BridgeError(f"object {text!r}: expected KIND:NAME with KIND one of topic, channel, queue")
     if kind not in KINDS:
-        raise BridgeError(f"object {text!r}: only topics are bridged so far")
+        raise BridgeError(f"object {text!r}: only topics and queues are bridged so far")
     if policy not in POLICIES:
         raise BridgeError(f"object {text!r}: policy must be block or overwrite, not {policy!r}")
     try:
@@ -79,7 +80,7 @@ def load_config(path: str) -> dict[str, Any]:
         raise BridgeError(f"config {path}: {e}") from None
     if not isinstance(data, dict):
         raise BridgeError(f"config {path}: expected an object of listen, connect, export, import")
-    unknown = set(data) - {"listen", "connect", "export", "import", "trust_pickle"}
+    unknown = set(data) - {"listen", "connect", "export", "import", "trust_pickle", "window", "lease_timeout"}
     if unknown:
         raise BridgeError(f"config {path}: unknown key(s) {sorted(unknown)}")
     return {
@@ -88,6 +89,8 @@ def load_config(path: str) -> dict[str, Any]:
         "export": [_spec_from_config(e) for e in data.get("export", [])],
         "imports": [_spec_from_config(e) for e in data.get("import", [])],
         "trust_pickle": bool(data.get("trust_pickle", False)),
+        "window": int(data.get("window", DEFAULT_WINDOW)),
+        "lease_timeout": float(data.get("lease_timeout", DEFAULT_LEASE_S)),
     }
 
 
@@ -112,7 +115,8 @@ class Bridge:
     says what each carried and lost; ``close()`` ends it all."""
 
     def __init__(self, listen: Iterable[str] = (), connect: Iterable[str] = (), export: Iterable[ObjectSpec] = (),
-                 imports: Iterable[ObjectSpec] = (), trust_pickle: bool = False) -> None:
+                 imports: Iterable[ObjectSpec] = (), trust_pickle: bool = False, window: int = DEFAULT_WINDOW,
+                 lease_timeout: float = DEFAULT_LEASE_S) -> None:
         self.listen, self.connect = list(listen), list(connect)
         self.export, self.imports = list(export), list(imports)
         both = {(s.kind, s.name) for s in self.export} & {(s.kind, s.name) for s in self.imports}
@@ -121,9 +125,12 @@ class Bridge:
             raise BridgeError(f"{kind}:{name} is both exported and imported (it would echo its own messages)")
         if not (self.export or self.imports):
             raise BridgeError("nothing to bridge: name an object with --export or --import")
+        if window < 1 or not lease_timeout > 0:
+            raise BridgeError("a queue's window must be at least 1 item and its lease timeout above 0 s")
         self.trust_pickle = trust_pickle
+        self.window, self.lease_timeout = window, lease_timeout
         self._session: zenoh.Session | None = None
-        self._ends: list[TopicExporter | TopicImporter] = []
+        self._ends: list[TopicExporter | TopicImporter | QueueExporter | QueueImporter] = []
 
     def start(self) -> Bridge:
         zenoh = require_zenoh()
@@ -134,9 +141,11 @@ class Bridge:
             raise BridgeError(f"cannot open the Zenoh session: {e}") from None
         try:
             for spec in self.imports:
-                self._ends.append(TopicImporter(self._session, spec, self.trust_pickle))
+                self._ends.append(QueueImporter(self._session, spec, self.window, self.trust_pickle)
+                                  if spec.kind == "queue" else TopicImporter(self._session, spec, self.trust_pickle))
             for spec in self.export:
-                self._ends.append(TopicExporter(self._session, spec))
+                self._ends.append(QueueExporter(self._session, spec, self.lease_timeout)
+                                  if spec.kind == "queue" else TopicExporter(self._session, spec))
         except BaseException:
             self.close()
             raise
