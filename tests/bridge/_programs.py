@@ -10,7 +10,7 @@ how many numbers are missing, the messages duplicated, out of order or with
 a bad checksum, and (``overwrite`` topics, a POLICY after IDLE) how many it
 lost itself by lagging.
 
-``produce NAME COUNT``: puts COUNT numbered, checksummed 64-byte items into
+``produce NAME COUNT [RATE]``: puts COUNT numbered, checksummed 64-byte items into
 queue NAME (made by the exporter).  ``consume NAME IDLE``: takes items from
 queue NAME (made by the importer) until none came for IDLE seconds, and
 prints a JSON verdict: the numbers it took, in the order taken, and the
@@ -114,11 +114,16 @@ def open_queue(name: str) -> shmring.Queue[bytes]:
             time.sleep(0.05)
 
 
-def produce(name: str, count: int) -> None:
+def produce(name: str, count: int, rate: float) -> None:
     queue = open_queue(name)
     batch = 64
+    start = time.monotonic()
     for first in range(0, count, batch):
         queue.put_many([message(n) for n in range(first, min(first + batch, count))])
+        if rate:  # paced: the fault tests produce while they break things
+            ahead = (first + batch) / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
     print(json.dumps({"produced": count}), flush=True)
     queue.close()
 
@@ -146,7 +151,7 @@ def consume(name: str, idle: float) -> None:
 if __name__ == "__main__":
     command, topic_name = sys.argv[1], sys.argv[2]
     if command == "produce":
-        produce(topic_name, int(sys.argv[3]))
+        produce(topic_name, int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
     elif command == "consume":
         consume(topic_name, float(sys.argv[3]))
     elif command == "publish":

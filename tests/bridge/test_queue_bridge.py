@@ -85,8 +85,8 @@ def test_a_killed_importer_loses_nothing_and_duplicates_stay_in_the_window(hosts
     a, b = hosts
     consumers = start(a, b, idle=10)
     importer = b.procs[0]
-    producer = a.program("produce", "jobs", str(ITEMS), log="produce.log")
-    time.sleep(1.5)
+    producer = a.program("produce", "jobs", str(ITEMS), "20000", log="produce.log")  # 5 s of producing
+    time.sleep(2)
     importer.send_signal(signal.SIGKILL)
     importer.wait(10)
     time.sleep(0.5)
@@ -109,22 +109,25 @@ def test_a_killed_importer_loses_nothing_and_duplicates_stay_in_the_window(hosts
 
 @pytest.mark.timeout(180)
 def test_the_link_down_and_up_delivers_every_item_once(hosts: tuple[Host, Host], tmp_path: Path) -> None:
-    """Down longer than the lease: the leases to B expire while B is away;
-    B acknowledges with its first request back, before anything is sent
-    again, so nothing comes twice."""
+    """Down longer than a request waits (5 s) and than the lease (1 s):
+    B's request fails, the leases to B expire and their items wait to go
+    out again; B's first request back acknowledges what B has, before
+    anything is sent again, so nothing is lost and nothing comes twice."""
     a, b = hosts
-    consumers = start(a, b, idle=12, lease="1")
-    producer = a.program("produce", "jobs", str(ITEMS), log="produce.log")
-    time.sleep(1.5)
+    consumers = start(a, b, idle=15, lease="1")
+    producer = a.program("produce", "jobs", str(ITEMS), "20000", log="produce.log")
+    time.sleep(2)
     b.set_link(False)
-    time.sleep(3)
+    time.sleep(6)
     b.set_link(True)
     numbers, bad = taken(consumers, timeout=160)
     assert producer.wait(30) == 0
     stop(b.procs[0])
     stop(a.procs[0])
     exporter, importer = final_status(tmp_path / "bridge-a.log"), final_status(tmp_path / "bridge-b.log")
-    print(f"\nlink down 3 s: exporter {exporter}, importer {importer}")
+    print(f"\nlink down 6 s: exporter {exporter}, importer {importer}")
+    assert exporter["expired"] > 0, "leases ran out during the outage"
+    assert importer["failed_requests"] > 0 and "request failed" in (tmp_path / "bridge-b.log").read_text()
     assert bad == 0
     assert sorted(numbers[0] + numbers[1]) == list(range(ITEMS)), "every item once"
     assert importer["duplicates"] == 0

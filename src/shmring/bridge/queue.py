@@ -234,11 +234,12 @@ class QueueImporter:
         replies = self._session.get(
             queue_key(self.spec.name), payload=pack_ids(acks), consolidation=zenoh.ConsolidationMode.NONE,
             attachment=QueueHeader(KIND_TAKE, credit, self.importer_id, len(acks)).pack(), timeout=_TAKE_TIMEOUT_S)
-        receipt = False
+        receipt, failure = False, ""
         run: list[bytes] = []
         for reply in replies:
             sample = reply.ok
-            if sample is None:
+            if sample is None:  # the request timed out (the items in it, if any, go out again later)
+                failure = reply.err.payload.to_string() if reply.err is not None else "no reply"
                 continue
             try:
                 header = QueueHeader.unpack(None if sample.attachment is None else sample.attachment.to_bytes())
@@ -254,7 +255,9 @@ class QueueImporter:
             elif header.kind in (KIND_BYTES, KIND_PICKLE):
                 self._take(header, sample.payload.to_bytes(), run)
         self._flush(run)
-        self._linked(receipt)
+        if failure or not receipt:
+            self.counters.failed_requests += 1
+        self._linked(receipt and not failure, failure or "no exporter answers")
         return receipt
 
     def _take(self, header: QueueHeader, payload: bytes, run: list[bytes]) -> None:
@@ -288,17 +291,17 @@ class QueueImporter:
             self.exporters.add(exporter)
             log.info("queue %s: served by exporter %016x", self.spec.name, exporter)
 
-    def _linked(self, receipt: bool) -> None:
-        if receipt != self.connected:
-            self.connected = receipt
-            log.info("queue %s: %s", self.spec.name, "exporter answers" if receipt else "no exporter answers")
+    def _linked(self, answered: bool, why: str) -> None:
+        if answered != self.connected:
+            self.connected = answered
+            log.info("queue %s: %s", self.spec.name, "exporter answers" if answered else f"request failed: {why}")
 
     def status(self) -> dict[str, Any]:
         c = self.counters
         return {"direction": "import", "importer": f"{self.importer_id:016x}", "connected": self.connected,
                 "received": c.received, "delivered": c.delivered, "duplicates": self.acks.duplicates,
                 "redeliveries": c.redeliveries, "refused": c.refused, "rejected": c.rejected,
-                "unconfirmed_acks": len(self.acks.pending), "requests": c.requests,
+                "unconfirmed_acks": len(self.acks.pending), "requests": c.requests, "failed_requests": c.failed_requests,
                 "exporters": sorted(f"{e:016x}" for e in self.exporters)}
 
     def close(self) -> None:
