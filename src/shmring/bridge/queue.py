@@ -252,8 +252,10 @@ class QueueImporter:
                 if receipt:
                     self.acks.confirmed(len(acks))
                 self._met(header.producer)
-            elif header.kind in (KIND_BYTES, KIND_PICKLE):
+            elif header.kind in (KIND_BYTES, KIND_PICKLE) and receipt:
                 self._take(header, sample.payload.to_bytes(), run)
+            else:  # an item without the receipt before it: left to its lease (it goes out again)
+                self.counters.rejected += 1
         self._flush(run)
         if failure or not receipt:
             self.counters.failed_requests += 1

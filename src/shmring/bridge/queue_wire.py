@@ -1,5 +1,5 @@
 """A queue carried over Zenoh, without Zenoh: the queue's 24-byte headers
-(docs/PROTOCOL.md section 9.2) and the bookkeeping of both ends, the
+(docs/PROTOCOL.md section 9, "Queues") and the bookkeeping of both ends, the
 exporter's leases and the importer's acknowledgements.
 
 The header has the topic's layout (wire.HEADER); the kinds and the meaning
