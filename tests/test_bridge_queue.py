@@ -6,6 +6,8 @@ The bridge between hosts is tested in tests/bridge/test_queue_bridge.py."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from shmring.bridge.queue_wire import (KIND_RECEIPT, KIND_TAKE, Acknowledgements, Leases, QueueHeader, pack_ids,
@@ -76,3 +78,31 @@ def test_the_importer_acknowledges_until_a_receipt_and_drops_what_it_has_seen() 
         assert acks.accept(exporter=7, item_id=item_id)
     assert acks.accept(exporter=7, item_id=1), "remembers the last 3 ids of each exporter only"
     assert KIND_RECEIPT == 2 and KIND_TAKE == 3
+
+
+def test_a_stopping_exporter_puts_unacknowledged_items_back() -> None:
+    pytest.importorskip("zenoh", reason="the zenoh extra (pip install shmring[zenoh]) is in the dev extra")
+    import zenoh
+
+    from shmring import Queue
+    from shmring.bridge import zenoh_config
+    from shmring.bridge.queue import QueueExporter
+    from shmring.bridge.topic import ObjectSpec
+
+    name = f"bq-{uuid.uuid4().hex[:12]}"
+    queue: Queue[object] = Queue(name=name)
+    queue.put_many([b"a", b"b", ("c", 3)])
+    session = zenoh.open(zenoh_config([], []))
+    exporter = QueueExporter(session, ObjectSpec("queue", name), lease_timeout=5)
+    exporter.start()
+    try:
+        sent = exporter._items_for(importer=1, credit=3, now=0.0)
+        assert [(lease.kind, lease.item_id) for lease in sent] == [(0, 0), (0, 1), (1, 2)]
+        assert queue.empty()
+        exporter.leases.acknowledge([1])
+    finally:
+        exporter.close()
+        session.close()
+    assert queue.get_many(timeout=1) == [b"a", ("c", 3)]
+    assert exporter.status()["returned"] == 2
+    queue.close()

@@ -13,7 +13,7 @@ import pickle
 import threading
 import time
 from dataclasses import dataclass
-from queue import Empty
+from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
 from .._errors import QueueClosed
@@ -43,6 +43,8 @@ _TAKE_TIMEOUT_S = 5.0
 # looks again after this long.
 _RETRY_S = 0.1
 _FULL_POLL_S = 0.002
+# How often the exporter's thread looks whether it was told to stop.
+_STOP_POLL_S = 0.2
 
 
 def open_queue(name: str, dumps: Any = None) -> Queue[Any]:
@@ -81,7 +83,11 @@ class QueueExporter:
         self.importers: set[int] = set()
         self.rejected = 0
         self.returned = 0
-        self._queryable = session.declare_queryable(queue_key(spec.name), zenoh.handlers.FifoChannel(64))
+        # Queries wait here for this end's thread, which looks at _stop
+        # between them (closing never undeclares under a waiting recv).
+        self._queries: SimpleQueue[zenoh.Query] = SimpleQueue()
+        self._stop = threading.Event()
+        self._queryable = session.declare_queryable(queue_key(spec.name), self._queries.put)
         self._thread = threading.Thread(target=self._run, name=f"export queue:{spec.name}", daemon=True)
         log.info("queue %s: exporting as %016x (lease %g s)", spec.name, self.exporter_id, lease_timeout)
 
@@ -91,11 +97,11 @@ class QueueExporter:
     def _run(self) -> None:
         import zenoh
 
-        while True:
+        while not self._stop.is_set():
             try:
-                query = self._queryable.recv()
-            except zenoh.ZError:  # undeclared: closing
-                return
+                query = self._queries.get(timeout=_STOP_POLL_S)
+            except Empty:
+                continue
             try:
                 self._serve(query)
             except zenoh.ZError:  # the session closed under a reply
@@ -162,8 +168,16 @@ class QueueExporter:
     def close(self) -> None:
         """Stop serving, and put every unacknowledged item back into the
         local queue (after the items there: their order is not kept)."""
-        self._queryable.undeclare()  # type: ignore[no-untyped-call]
+        import zenoh
+
+        self._stop.set()
         self._thread.join()
+        try:
+            self._queryable.undeclare()  # type: ignore[no-untyped-call]
+        except zenoh.ZError:  # the session is closed already: nothing left to undeclare
+            pass
+        while not self._queries.empty():
+            self._queries.get().drop()  # type: ignore[no-untyped-call]
         back = self.leases.outstanding()
         self.leases.clear()
         if back:
