@@ -135,6 +135,24 @@ def test_top_in_a_pseudo_terminal(base: str) -> None:
 
 
 @pytest.mark.timeout(30)
+def test_inspect_watch_in_a_pseudo_terminal(base: str) -> None:
+    with shmring.Topic.create(f"{base}-news", capacity=1 << 16, policy="overwrite") as news:
+        sub = news.subscribe()
+        news.publisher().send(b"headline")
+        session = PtySession([sys.executable, "-m", "shmring", "inspect", news.name, "--watch", "--interval", "0.2"])
+        try:
+            assert session.read_until(lambda out: out.count("shmring inspect ") >= 3, 20), session.output[-3000:]
+            shown = _rows_of(session.output)
+            assert f"sub 0 pid {os.getpid()}" in shown and "lag 1 msgs" in shown
+            assert re.search(rf"created by +pid {os.getpid()}", shown)  # the details below the row
+            session.send("q")
+            assert session.ending() == "RESTORED True RC 0"
+        finally:
+            assert session.close() == 0
+            sub.close()
+
+
+@pytest.mark.timeout(30)
 def test_top_needs_a_terminal_or_once(base: str) -> None:
     with shmring.Channel.create(f"{base}-once", 4096, "block") as ch:
         ch.send(b"hello")
@@ -279,7 +297,7 @@ def test_top_in_tmux_under_load(load: Load, base: str, tmp_path: Path) -> None:
         screen = tmux.wait_for(steady)
         capture = os.environ.get("SHMRING_TOP_CAPTURE")
         if capture:
-            Path(capture).write_text(screen)
+            Path(capture).write_text(screen.rstrip() + "\n")  # the pane without its empty lines below
         objects = parse_screen(screen)
         _check_rates(objects, load.names)
         _check_processes(objects, load)
