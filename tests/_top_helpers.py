@@ -253,6 +253,12 @@ class PtySession:
         """The full screens drawn so far (a live view redraws from the top left corner)."""
         return self.output.split("\x1b[H")
 
+    def command_pid(self) -> int:
+        """The pid of the command (the wrapper's child)."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        return int(children[0])
+
     def ending(self, timeout: float = 10.0) -> str:
         """The wrapper's last line, "RESTORED <settings as before?> RC <exit status>", once it is written."""
         def written(out: str) -> bool:

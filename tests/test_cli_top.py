@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -124,14 +125,18 @@ def test_top_in_a_pseudo_terminal(base: str) -> None:
             assert "\x1b[?1049l" in session.output  # back from the alternate screen
         finally:
             assert session.close() == 0
-        interrupted = PtySession([sys.executable, "-m", "shmring", "top", "--interval", "0.3", "--filter", base])
-        try:
-            frame_with(interrupted, "filter: " + base, timeout=20)
-            interrupted.send("\x03")  # Ctrl-C
-            assert interrupted.ending() == "RESTORED True RC 0"
-            assert "Traceback" not in interrupted.output
-        finally:
-            assert interrupted.close() == 0
+        for stop in ("Ctrl-C", "SIGTERM"):
+            interrupted = PtySession([sys.executable, "-m", "shmring", "top", "--interval", "0.3", "--filter", base])
+            try:
+                frame_with(interrupted, "filter: " + base, timeout=20)
+                if stop == "Ctrl-C":
+                    interrupted.send("\x03")
+                else:
+                    os.kill(interrupted.command_pid(), signal.SIGTERM)
+                assert interrupted.ending() == "RESTORED True RC 0", stop
+                assert "Traceback" not in interrupted.output and "\x1b[?1049l" in interrupted.output
+            finally:
+                assert interrupted.close() == 0
 
 
 @pytest.mark.timeout(30)

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ from .segment import validate_name
 FULL_AT = 0.9
 SORT_COLUMNS = ("name", "kind", "size", "fill", "msgs_in", "msgs_out", "bytes_in", "bytes_out", "procs")
 KIND_FILTERS: tuple[str | None, ...] = (None, "channel", "queue", "topic", "sync", "segment", "queue-chunk", "damaged")
-KEYS_HELP = "q quit  s sort  r reverse  / filter name  k kind  p processes"
+KEYS_HELP = "q quit  s sort  r reverse  / filter  k kind  p processes"
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,12 @@ COLUMNS = ("NAME", "KIND", "SIZE", "FILL", "ITEMS", "IN msg/s", "OUT msg/s", "IN
            "PROCS", "STATE")
 
 
+# Below this many columns of terminal, only the columns that matter most.
+WIDE_AT = 150
+NARROW_COLUMNS = ("NAME", "KIND", "FILL", "IN msg/s", "OUT msg/s", "PROCS", "STATE")
+MIN_WIDTHS = {"NAME": 8, "KIND": 7, "PROCS": 10, "STATE": 12}
+
+
 def _object_cells(row: Row) -> list[str | Text]:
     v, r = row.view, row.rates
     rate_bytes = {k: human_bytes(r[k]) for k in ("bytes_in", "bytes_out") if k in r}
@@ -226,20 +233,24 @@ def _subscriber_cells(sub_row: SubscriberRow) -> list[str | Text]:
             "", "", "", state]
 
 
-def render_table(rows: list[Row], show_processes: bool = True) -> Table:
-    """The rows as a table: an object per row, with its processes and subscribers below it."""
+def render_table(rows: list[Row], show_processes: bool = True, width: int | None = None) -> Table:
+    """The rows as a table: an object per row, with its processes and
+    subscribers below it; on a terminal narrower than ``WIDE_AT``
+    (``width``), the columns of ``NARROW_COLUMNS`` only."""
+    columns = COLUMNS if width is None or width >= WIDE_AT else NARROW_COLUMNS
+    keep = [COLUMNS.index(c) for c in columns]
     table = Table(box=None, header_style="bold reverse", pad_edge=False, expand=False)
-    for column in COLUMNS:
-        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    for column in columns:
+        table.add_column(column, no_wrap=True, overflow="ellipsis", min_width=MIN_WIDTHS.get(column, len(column)),
+                         max_width=max(16, width // 3) if column == "NAME" and width else None)
     for row in rows:
         style = "red" if row.alarm else ("yellow" if row.full else "")
-        table.add_row(*_object_cells(row), style=style)
-        if not show_processes:
-            continue
-        for proc, attachments in _by_process(row.view.processes):
-            table.add_row(*_process_cells(proc, attachments), style="" if proc.alive else "red")
-        for sub_row in row.subscribers:
-            table.add_row(*_subscriber_cells(sub_row))
+        lines = [(_object_cells(row), style)]
+        if show_processes:
+            lines += [(_process_cells(proc, n), "" if proc.alive else "red") for proc, n in _by_process(row.view.processes)]
+            lines += [(_subscriber_cells(sub_row), "") for sub_row in row.subscribers]
+        for cells, line_style in lines:
+            table.add_row(*[cells[i] for i in keep], style=line_style)
     return table
 
 
@@ -371,11 +382,11 @@ class Screen:
         self.rows = build_rows(self.previous, now)
         self.previous = now
 
-    def render(self, state: ViewState) -> RenderableType:
+    def render(self, state: ViewState, width: int | None = None) -> RenderableType:
         shown = select_rows(self.rows, state.name_filter, state.kind, state.sort, state.reverse)
         title = Text(f"shmring top   {len(shown)} of {len(self.rows)} objects   "
                      f"{time.strftime('%H:%M:%S')}   every {self.interval:g}s", style="bold")
-        return Group(title, render_table(shown, state.show_processes), Text(""), state.footer())
+        return Group(title, render_table(shown, state.show_processes, width), Text(""), state.footer())
 
 
 def run_live(screen: Screen, state: ViewState, console: Console) -> None:
@@ -387,7 +398,7 @@ def run_live(screen: Screen, state: ViewState, console: Console) -> None:
             if time.monotonic() >= next_refresh:
                 screen.refresh()
                 next_refresh = max(next_refresh + screen.interval, time.monotonic())
-            live.update(screen.render(state), refresh=True)
+            live.update(screen.render(state, console.width), refresh=True)
             for key in keys.read(next_refresh - time.monotonic()):
                 state.press(key)
 
@@ -413,14 +424,25 @@ def top_command(interval: float, name_filter: str, kind: str | None, sort: str, 
         time.sleep(interval)
         screen.refresh()
         console = Console(highlight=False, width=None if sys.stdout.isatty() else 400)
-        console.print(render_table(select_rows(screen.rows, name_filter, kind, sort, reverse)))
+        width = console.width if console.is_terminal else None
+        console.print(render_table(select_rows(screen.rows, name_filter, kind, sort, reverse), width=width))
         return
     if not sys.stdout.isatty():
         click.echo("shmring: top needs a terminal (use `shmring top --once`, or "
                    "`shmring inspect NAME --watch --json` for scripts)", err=True)
         sys.exit(1)
+    _terminate_as_interrupt()
     with contextlib.suppress(KeyboardInterrupt):
         run_live(screen, state, Console(highlight=False))
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM ends a view as Ctrl-C does: through the ``with`` blocks that give the terminal back."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 # -- one object: `shmring inspect NAME --watch` -----------------------------------------
@@ -436,7 +458,7 @@ def watch_record(row: Row, wall_time: float) -> dict[str, Any]:
     return data
 
 
-def render_object(row: Row, interval: float) -> RenderableType:
+def render_object(row: Row, interval: float, width: int | None = None) -> RenderableType:
     """One object in full: its row (processes and subscribers below) and its raw counters."""
     view = row.view
     fields = Table(box=None, show_header=False, pad_edge=False)
@@ -447,7 +469,7 @@ def render_object(row: Row, interval: float) -> RenderableType:
         if not isinstance(value, (list, tuple, dict)):
             fields.add_row(key, str(value))
     title = Text(f"shmring inspect {view.name}   {time.strftime('%H:%M:%S')}   every {interval:g}s", style="bold")
-    return Group(title, render_table([row]), Text(""), fields)
+    return Group(title, render_table([row], width=width), Text(""), fields)
 
 
 class _Gone(Exception):
@@ -479,7 +501,8 @@ def _watch_text(name: str, interval: float, previous: observe.Snapshot) -> None:
             time.sleep(interval)
             row, previous = _one(name, previous)
     state = ViewState()
-    with KeyReader() as keys, Live(render_object(row, interval), console=console, auto_refresh=False) as live:
+    with KeyReader() as keys, Live(render_object(row, interval, console.width), console=console,
+                                   auto_refresh=False) as live:
         next_refresh = time.monotonic() + interval
         while not state.done:
             for key in keys.read(next_refresh - time.monotonic()):
@@ -487,7 +510,7 @@ def _watch_text(name: str, interval: float, previous: observe.Snapshot) -> None:
             if time.monotonic() >= next_refresh:
                 row, previous = _one(name, previous)
                 next_refresh = max(next_refresh + interval, time.monotonic())
-                live.update(render_object(row, interval), refresh=True)
+                live.update(render_object(row, interval, console.width), refresh=True)
 
 
 def watch_object(name: str, interval: float, as_json: bool) -> int:
@@ -506,6 +529,7 @@ def watch_object(name: str, interval: float, as_json: bool) -> int:
     except (ValueError, SegmentError, OSError) as exc:
         click.echo(f"shmring: {exc}", err=True)
         return 1
+    _terminate_as_interrupt()
     try:
         if as_json:
             _watch_json(bare, interval, first)
