@@ -11,9 +11,13 @@ else) may otherwise get the scheduler to put both on one CPU for a while,
 which divides the throughput by up to ten and says nothing of what reading
 the shared memory costs.  `top` itself is not pinned.
 
-The three conditions alternate run by run (their order rotating), on the same
-pair of workers and the same channel; each reports the median of its runs
-and its ratio to the median alone.  `top` watches every object of the user,
+Both `top` processes start first and are stopped (SIGSTOP) at once: a run
+"alone" has every `top` stopped, a run "top, 1 s" lets that one run
+(SIGCONT) for its length.  So the three conditions alternate back to back
+(their order rotating), on the same pair of workers and the same channel;
+each reports the median of its runs and its ratio to the median alone, the
+median of its ratios to the run alone of the same round (neighbours in time:
+this machine's slow spells last seconds), and its best run.  `top` watches every object of the user,
 as a person would run it, and its own CPU use is reported beside.
 
     .venv/bin/python benchmarks/bench_top_overhead.py            # 11 runs per condition, ~3 min
@@ -26,6 +30,7 @@ import fcntl
 import multiprocessing as mp
 import os
 import platform
+import signal
 import statistics
 import struct
 import subprocess
@@ -121,7 +126,14 @@ class Top:
                 raise RuntimeError(f"shmring top drew {self.frames} screens (exit status {self.proc.poll()})")
             time.sleep(0.05)
 
+    def pause(self) -> None:
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
+        self.resume()
         os.write(self.master, b"q")
         try:
             self.proc.wait(10)
@@ -162,31 +174,27 @@ class OthersMeter:
         return max(0.0, other) / (wall * (os.cpu_count() or 1))
 
 
-def measure(pair: Pair, interval: float | None, count: int) -> dict[str, float]:
-    """One run under one condition: messages/s, top's share of a core
-    meanwhile, and the share of the machine other processes took."""
-    ours = [os.getpid(), *(p.pid for p in pair.procs)]
-    if interval is None:
-        meter = OthersMeter(ours)
+def measure(pair: Pair, tops: list[Top], top: Top | None, count: int) -> dict[str, float]:
+    """One run with ``top`` running (None: with every top stopped): messages/s,
+    top's share of a core meanwhile, and the share of the machine other processes took."""
+    meter = OthersMeter([os.getpid(), *(p.pid for p in pair.procs), *(t.proc.pid for t in tops)])
+    if top is None:
         return {"msgs_per_s": pair.run(count), "top_cpu_pct": 0.0, "others": meter.share()}
-    top = Top(interval)
+    top.resume()
     try:
-        top.wait_drawn(2)  # started, and past its first refresh (its start-up is not what is measured)
-        meter = OthersMeter([*ours, top.proc.pid])
         c0, t0 = cpu_seconds(top.proc.pid), time.monotonic()
         rate = pair.run(count)
         cpu = (cpu_seconds(top.proc.pid) - c0) / (time.monotonic() - t0) * 100
-        others = meter.share()
     finally:
-        top.stop()
-    return {"msgs_per_s": rate, "top_cpu_pct": cpu, "others": others}
+        top.pause()
+    return {"msgs_per_s": rate, "top_cpu_pct": cpu, "others": meter.share()}
 
 
-def undisturbed(pair: Pair, interval: float | None, count: int, redone: list[int]) -> dict[str, float]:
+def undisturbed(pair: Pair, tops: list[Top], top: Top | None, count: int, redone: list[int]) -> dict[str, float]:
     """A run that other processes did not disturb (they took under OTHERS_MAX
     of the machine), after at most MAX_REDO tries; each redo is counted in ``redone``."""
     for _ in range(MAX_REDO):
-        result = measure(pair, interval, count)
+        result = measure(pair, tops, top, count)
         if result["others"] < OTHERS_MAX:
             return result
         redone[0] += 1
@@ -208,12 +216,20 @@ def bench_size(opts: Any, size: int, redone: list[int]) -> dict[str, list[dict[s
         count = max(10_000, int(rate * TARGET_S))
         runs: dict[str, list[dict[str, float]]] = {c: [] for c in CONDITIONS}
         names = list(CONDITIONS)
-        for rep in range(opts.repeat):
-            order = names[rep % len(names):] + names[:rep % len(names)]  # rotate: no condition always first
-            for condition in order:
-                runs[condition].append(undisturbed(pair, CONDITIONS[condition], count, redone))
-            log(f"{size_label(size)} run {rep + 1}/{opts.repeat}: " + ", ".join(
-                f"{c} {fmt_rate(runs[c][-1]['msgs_per_s'])} (others {runs[c][-1]['others']:.0%})" for c in names))
+        tops = {c: Top(interval) for c, interval in CONDITIONS.items() if interval is not None}
+        try:
+            for top in tops.values():
+                top.wait_drawn(2)  # started, and past its first refresh: its start-up is not what is measured
+                top.pause()
+            for rep in range(opts.repeat):
+                order = names[rep % len(names):] + names[:rep % len(names)]  # rotate: no condition always first
+                for condition in order:
+                    runs[condition].append(undisturbed(pair, list(tops.values()), tops.get(condition), count, redone))
+                log(f"{size_label(size)} run {rep + 1}/{opts.repeat}: " + ", ".join(
+                    f"{c} {fmt_rate(runs[c][-1]['msgs_per_s'])} (others {runs[c][-1]['others']:.0%})" for c in names))
+        finally:
+            for top in tops.values():
+                top.stop()
         return runs
 
 
@@ -227,8 +243,9 @@ def report(results: dict[int, dict[str, list[dict[str, float]]]], meta: dict[str
             med = statistics.median(rates)
             spread = (max(rates) - min(rates)) / med * 100
             top_cpu = statistics.median(r["top_cpu_pct"] for r in these)
+            paired = statistics.median(r / a for r, a in zip(rates, alone))
             rows.append([size_label(size), condition, fmt_rate(med), f"{med / statistics.median(alone):.3f}",
-                         fmt_rate(max(rates)), f"{max(rates) / max(alone):.3f}", f"{spread:.0f}%",
+                         f"{paired:.3f}", fmt_rate(max(rates)), f"{max(rates) / max(alone):.3f}", f"{spread:.0f}%",
                          f"{top_cpu:.1f}%" if condition != "alone" else "-"])
     host = meta["host"]
     head = (f"Channel throughput with and without `shmring top` ({host['cpus']} CPUs, {host['cpu_model']}, "
@@ -238,7 +255,8 @@ def report(results: dict[int, dict[str, list[dict[str, float]]]], meta: dict[str
             f"{meta['other_pct']:.0f}% of the machine over the whole run; {meta['redone']} runs redone because "
             f"they took {OTHERS_MAX:.0%} of it or more meanwhile; the most they took during a kept run: "
             f"{meta['worst_others']:.1%}.")
-    table = md_table(["size", "condition", "msgs/s (median)", "ratio to alone", "best run", "ratio to alone",
+    table = md_table(["size", "condition", "msgs/s (median)", "ratio to alone", "paired ratio", "best run",
+                      "ratio to alone",
                       "spread", "top's CPU (% of a core)"], rows)
     return head + "\n\n" + table
 
