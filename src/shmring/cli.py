@@ -195,13 +195,20 @@ def ls_command(as_json: bool) -> None:
 
 @main.command("inspect")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def inspect_command(name: str, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (with --watch: a line per refresh).")
+@click.option("--watch", is_flag=True, help="Refresh until Ctrl-C (or q), with rates, as `shmring top` sees it.")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="Seconds between refreshes, with --watch.")
+def inspect_command(name: str, as_json: bool, watch: bool, interval: float) -> None:
     """Show every header field of segment NAME, the processes attached to
     it, and for a channel its fill level, counters and both ends; for a
     queue its counters and who waits; for a topic its counters and each
     subscriber's lag; for a named primitive which one it is and its state
     (value, holder, waiters)."""
+    if watch:
+        from .top import watch_object
+
+        sys.exit(watch_object(name, interval, as_json))
     try:
         bare = validate_name(name)
         st = os.stat(os.path.join(SHM_DIR, bare))
@@ -413,3 +420,4 @@ def demo_command(messages: int, size: int, rounds: int) -> None:
 main.add_command(stats_command)
 main.add_command(bench_command)
 main.add_command(bridge_command)
+main.add_command(top_command)
