@@ -1,6 +1,8 @@
 """``shmring stats``: every object's counters in the OpenMetrics text format
 (parsed here by prometheus-client's own parser), served over HTTP with
-``--serve``, or as JSON; and ``shmring inspect`` of a named primitive.
+``--serve``, or as JSON; ``shmring inspect`` of a named primitive; and the
+JSON of ``top --once --json`` and ``inspect --watch --json`` against the
+documented schema.
 
 Runs the ``shmring`` console script as a real subprocess (tests/_cli_helpers.py).
 """
@@ -17,8 +19,10 @@ import sys
 import urllib.request
 from collections.abc import Callable
 from contextlib import closing
+from importlib import resources
 from typing import Any
 
+import jsonschema
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
@@ -159,3 +163,48 @@ def test_inspect_lists_a_topics_subscribers(name: str) -> None:
         subs = _inspect_json(name)["topic"]["subscriber_list"]
         assert [(s["pid"], s["behind_messages"]) for s in subs] == [(os.getpid(), 1)]
         assert f"pid {os.getpid()} (alive), behind 1 messages" in cli("inspect", name, env={"COLUMNS": "200"}).stdout
+
+
+def _schema() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(resources.files("shmring").joinpath("top.schema.json").read_text())
+    return data
+
+
+def test_top_once_json_matches_the_schema(name: str) -> None:
+    with shmring.Channel.create(name, 4096) as ch:
+        ch.send(b"x" * 10)
+        result = cli("top", "--once", "--json", "--interval", "0.2", "--filter", name)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    jsonschema.validate(doc, _schema())
+    assert [o["name"] for o in doc["objects"]] == [name]
+    (obj,) = doc["objects"]
+    assert obj["counters"]["bytes_in"] == 10 and obj["rates"] == {
+        "messages_in": 0.0, "messages_out": 0.0, "bytes_in": 0.0, "bytes_out": 0.0}
+    assert 0.2 <= doc["interval"] < 5
+
+
+def test_inspect_watch_json_lines_match_the_schema(name: str) -> None:
+    schema = _schema()
+    one_object = {"$schema": schema["$schema"], "$defs": schema["$defs"], "$ref": "#/$defs/object"}
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    with shmring.Queue(name=name) as q:
+        proc = subprocess.Popen([sys.executable, "-m", "shmring", "inspect", name, "--watch", "--json",
+                                 "--interval", "0.1"], stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            assert proc.stdout is not None
+            for i in range(3):
+                q.put(i)
+                ready, _, _ = select.select([proc.stdout], [], [], 20)
+                assert ready, "no line within 20 s"
+                line = json.loads(proc.stdout.readline())
+                jsonschema.validate(line, one_object)
+                assert line["name"] == name and line["kind"] == "queue"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(10) == 0
+
+
+def test_top_json_needs_once() -> None:
+    result = cli("top", "--json")
+    assert result.returncode == 2 and "--json goes with --once" in result.stderr

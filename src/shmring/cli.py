@@ -27,6 +27,7 @@ from .bridge.cli import bridge_command
 from .cli_stats import stats_command
 from .segment import SegmentInfo, validate_name
 from .selfbench_cli import bench_command
+from .top import top_command
 
 SHM_DIR = "/dev/shm"
 

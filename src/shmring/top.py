@@ -109,7 +109,8 @@ def _subscriber_rate(prev: observe.ObjectView | None, sub: observe.Subscriber, e
         return None
     for old in prev.subscribers:
         if (old.slot, old.pid) == (sub.slot, sub.pid) and sub.received >= old.received:
-            return (sub.received - old.received) / elapsed
+            missed = max(0, sub.lagged - old.lagged)  # skipped, not read
+            return max(0, sub.received - old.received - missed) / elapsed
     return None
 
 
@@ -411,12 +412,25 @@ def run_live(screen: Screen, state: ViewState, console: Console) -> None:
 @click.option("--sort", type=click.Choice(SORT_COLUMNS), default="name", show_default=True, help="Sort column.")
 @click.option("--reverse", is_flag=True, help="Sort in reverse order.")
 @click.option("--once", is_flag=True, help="Print the table once (rates over one interval) and exit.")
-def top_command(interval: float, name_filter: str, kind: str | None, sort: str, reverse: bool, once: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="With --once: print the JSON document of docs/OBSERVE.md (its schema: top.schema.json).")
+def top_command(interval: float, name_filter: str, kind: str | None, sort: str, reverse: bool, once: bool,
+                as_json: bool) -> None:
     """A live view of every shmring object: fill level, messages and bytes
     per second in and out, who waits, the attached processes, topic
     subscribers and their lag, lock holders.  Reads shared memory only:
     safe to run against a production system.  Keys: q quit, s sort column,
     r reverse, / filter by name, k kind, p show/hide processes."""
+    if as_json:
+        if not once:
+            raise click.UsageError("--json goes with --once (a stream of one object: shmring inspect NAME --watch --json)")
+        first = observe.snapshot()
+        time.sleep(interval)
+        second = observe.snapshot()
+        chosen = select_rows(build_rows(first, second), name_filter, kind, sort, reverse)
+        report = observe.report(first, observe.Snapshot(second.time, tuple(r.view for r in chosen)))
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
     state = ViewState(sort=sort, reverse=reverse, name_filter=name_filter, kind=kind)
     screen = Screen(interval)
     if once:
