@@ -48,6 +48,7 @@ def test_attributes_and_repr(name: str) -> None:
             "capacity": RING, "maxsize": 7, "items": 0, "bytes": 0, "puts": 0, "gets": 0, "unfinished": 0,
             "overflow_chunks": 0, "used_bytes": 0, "holder": 0, "bounded": False, "chunk_head": 0, "chunk_tail": 0,
             "getters_waiting": 0, "putters_waiting": 0, "joiners_waiting": 0, "bytes_put": 0, "bytes_got": 0,
+            "holder_alive": False,
         }
         seg = shmring.Segment.open(name)
         assert seg.info().kind == "queue" and seg.size == 384 + RING
