@@ -1,0 +1,234 @@
+"""The bridge between hosts (docs/BRIDGE.md) against plain Zenoh, side by
+side in one run, between the same two network namespaces joined by a veth
+pair (tests/bridge/netns.py: each host has its own /dev/shm).
+
+- throughput: a shmring topic on host A -> ``shmring bridge --export`` ->
+  Zenoh -> ``shmring bridge --import`` -> the topic on host B, against a
+  Zenoh publisher on A (one put per message, reliable, blocking congestion
+  control: what the exporter of a block topic uses) and a subscriber on B;
+  messages/s at the receiver, from its first message to its last.
+- latency: round trips, a topic each way (ping exported A -> B, pong B -> A;
+  the programs at both ends are local shmring programs), against a Zenoh
+  ping-pong between the same hosts; p50 and p99.
+
+Every message is checked (benchmarks/_bridge_workers.py); a mismatch, a
+missing message or a gap reported by an importer fails the run.  Each
+figure is the median of --repeat runs.  The issue's targets: the bridge
+keeps at least 70 % of Zenoh's throughput and adds at most 25 % to its
+latency.  Needs root, iproute2 and Zenoh (pip install shmring[zenoh]).
+
+    sudo .venv/bin/python benchmarks/bench_bridge.py [--quick] [--repeat 3] [--markdown FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from _harness import fmt_num, fmt_rate, log, md_table, size_label  # noqa: E402
+
+from tests.bridge.netns import Host, NamespaceError, two_hosts  # noqa: E402
+
+WORKERS = Path(__file__).resolve().parent / "_bridge_workers.py"
+SIZES = [64, 1024, 65536]
+# Messages per throughput run: about a second or two through the bridge here.
+MESSAGES = {64: 400_000, 1024: 250_000, 65536: 20_000}
+ZENOH_PORT = 7448
+THROUGHPUT_TARGET = 0.70
+LATENCY_TARGET = 1.25
+
+
+class RunFailed(Exception):
+    pass
+
+
+def result_of(proc: subprocess.Popen[str], what: str, timeout: float = 300) -> dict[str, Any]:
+    out, _ = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise RunFailed(f"{what}: exit status {proc.returncode} (see its log)")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def wait_ready(proc: subprocess.Popen[str], what: str, timeout: float = 30) -> None:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.strip() == "ready":
+            return
+        if not line and proc.poll() is not None:
+            raise RunFailed(f"{what} ended ({proc.returncode}) before it was ready")
+    raise RunFailed(f"{what} not ready within {timeout} s")
+
+
+def wait_log(path: Path, pattern: str, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(re.findall(pattern, path.read_text())) >= count:
+            return
+        time.sleep(0.1)
+    raise RunFailed(f"{path.name}: no {count} x {pattern!r} within {timeout} s")
+
+
+def start_bridges(a: Host, b: Host, tmp: Path) -> None:
+    """B listens and imports tput and ping, exports pong; A the other way."""
+    b.bridge("--import", "topic:tput", "--import", "topic:ping", "--export", "topic:pong", "--listen", b.endpoint(),
+             log="bridge-b.log")
+    a.bridge("--export", "topic:tput", "--export", "topic:ping", "--import", "topic:pong", "--connect", b.endpoint(),
+             log="bridge-a.log")
+    wait_log(tmp / "bridge-a.log", "importer matched", 2)
+    wait_log(tmp / "bridge-b.log", "importer matched", 1)
+
+
+def bridge_throughput(a: Host, b: Host, size: int, n: int, tag: int) -> float:
+    sink = b.python(WORKERS, "topic-sink", "tput", str(n), str(size), str(tag), log="workers.log")
+    wait_ready(sink, "topic-sink")
+    source = a.python(WORKERS, "topic-source", "tput", str(n), str(size), str(tag), log="workers.log")
+    result = result_of(sink, "topic-sink")
+    result_of(source, "topic-source")
+    return n / (result["elapsed_ns"] / 1e9)
+
+
+def zenoh_throughput(a: Host, b: Host, size: int, n: int, tag: int) -> float:
+    endpoint = f"tcp/{b.address}:{ZENOH_PORT}"
+    sink = b.python(WORKERS, "zenoh-sink", "bench/tput", str(n), str(size), str(tag), endpoint, log="workers.log")
+    wait_ready(sink, "zenoh-sink")
+    source = a.python(WORKERS, "zenoh-source", "bench/tput", str(n), str(size), str(tag), endpoint, log="workers.log")
+    result = result_of(sink, "zenoh-sink")
+    result_of(source, "zenoh-source")
+    return n / (result["elapsed_ns"] / 1e9)
+
+
+def round_trips(a: Host, b: Host, system: str, size: int, n: int) -> list[int]:
+    if system == "bridge":
+        names, extra = ["ping", "pong"], []
+    else:
+        names, extra = ["bench/ping", "bench/pong"], [f"tcp/{b.address}:{ZENOH_PORT}"]
+    pong = b.python(WORKERS, f"{system_worker(system)}-pong", *names, str(n), str(size), *extra, log="workers.log")
+    wait_ready(pong, "pong")
+    ping = a.python(WORKERS, f"{system_worker(system)}-ping", *names, str(n), str(size), *extra, log="workers.log")
+    rtts: list[int] = result_of(ping, "ping")["rtt_ns"]
+    result_of(pong, "pong")
+    return rtts
+
+
+def system_worker(system: str) -> str:
+    return "topic" if system == "bridge" else "zenoh"
+
+
+def pct_us(sorted_ns: list[int], p: float) -> float:
+    return sorted_ns[min(len(sorted_ns) - 1, int(round(p * (len(sorted_ns) - 1))))] / 1000
+
+
+def measure(a: Host, b: Host, opts: argparse.Namespace) -> dict[str, Any]:
+    rates: dict[str, dict[int, list[float]]] = {"bridge": {s: [] for s in opts.sizes}, "zenoh": {s: [] for s in opts.sizes}}
+    rtts: dict[str, dict[int, list[tuple[float, float]]]] = {"bridge": {s: [] for s in opts.sizes},
+                                                             "zenoh": {s: [] for s in opts.sizes}}
+    tag = 0
+    for r in range(opts.repeat):
+        for size in opts.sizes:
+            n = max(1000, int(MESSAGES.get(size, 20_000) * opts.scale))
+            for system, run in (("bridge", bridge_throughput), ("zenoh", zenoh_throughput)):
+                tag += 1
+                rate = run(a, b, size, n, tag)
+                rates[system][size].append(rate)
+                log(f"run {r + 1}: throughput {system} {size_label(size)}: {fmt_rate(rate)} msg/s ({n} messages)")
+    for r in range(opts.repeat):
+        for size in opts.sizes:
+            for system in ("bridge", "zenoh"):
+                sorted_ns = round_trips(a, b, system, size, opts.round_trips)
+                rtts[system][size].append((pct_us(sorted_ns, 0.5), pct_us(sorted_ns, 0.99)))
+                log(f"run {r + 1}: round trip {system} {size_label(size)}: p50 {pct_us(sorted_ns, 0.5):.0f} µs, "
+                    f"p99 {pct_us(sorted_ns, 0.99):.0f} µs")
+    return {"rates": rates, "rtts": rtts}
+
+
+def summarise(raw: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for size in sizes:
+        row: dict[str, Any] = {"size": size}
+        for system in ("bridge", "zenoh"):
+            row[f"{system}_rate"] = statistics.median(raw["rates"][system][size])
+            row[f"{system}_p50_us"] = statistics.median(p50 for p50, _ in raw["rtts"][system][size])
+            row[f"{system}_p99_us"] = statistics.median(p99 for _, p99 in raw["rtts"][system][size])
+        row["throughput_ratio"] = row["bridge_rate"] / row["zenoh_rate"]
+        row["latency_ratio"] = row["bridge_p50_us"] / row["zenoh_p50_us"]
+        rows.append(row)
+    return rows
+
+
+def report(rows: list[dict[str, Any]], opts: argparse.Namespace) -> str:
+    tput = md_table(
+        ["size", "bridge msg/s", "Zenoh msg/s", "bridge / Zenoh (target ≥ 0.70)", "bridge MB/s", "Zenoh MB/s"],
+        [[size_label(r["size"]), fmt_rate(r["bridge_rate"]), fmt_rate(r["zenoh_rate"]),
+          f"{r['throughput_ratio']:.2f}" + ("" if r["throughput_ratio"] >= THROUGHPUT_TARGET else " (missed)"),
+          fmt_num(r["bridge_rate"] * r["size"] / 1e6), fmt_num(r["zenoh_rate"] * r["size"] / 1e6)] for r in rows])
+    lat = md_table(
+        ["size", "bridge p50 µs", "bridge p99 µs", "Zenoh p50 µs", "Zenoh p99 µs", "bridge / Zenoh p50 (target ≤ 1.25)"],
+        [[size_label(r["size"]), fmt_num(r["bridge_p50_us"]), fmt_num(r["bridge_p99_us"]), fmt_num(r["zenoh_p50_us"]),
+          fmt_num(r["zenoh_p99_us"]),
+          f"{r['latency_ratio']:.2f}" + ("" if r["latency_ratio"] <= LATENCY_TARGET else " (missed)")] for r in rows])
+    head = (f"{os.cpu_count()} CPUs, both namespaces on this machine; median of {opts.repeat} runs; "
+            f"round trips: {opts.round_trips} per run after 200 unmeasured")
+    return f"{head}\n\nThroughput\n\n{tput}\n\nRound trip\n\n{lat}\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=lambda t: [int(x) for x in t.split(",")], default=SIZES)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--scale", type=float, default=1.0, help="Multiply the messages per throughput run.")
+    ap.add_argument("--round-trips", type=int, default=2000)
+    ap.add_argument("--quick", action="store_true", help="One run, a tenth of the messages, 500 round trips.")
+    ap.add_argument("--markdown", help="Write the tables to this file too.")
+    ap.add_argument("--json", help="Write every run's figures to this file.")
+    ap.add_argument("--keep-logs", action="store_true", help="Keep the bridges' and workers' logs (their folder is printed).")
+    opts = ap.parse_args()
+    if opts.quick:
+        opts.repeat, opts.scale, opts.round_trips = 1, 0.1, 500
+    tmp = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
+    try:
+        with two_hosts(tmp) as (a, b):
+            start_bridges(a, b, tmp)
+            raw = measure(a, b, opts)
+        gaps = re.findall(r"gap of \d+ messages", (tmp / "bridge-b.log").read_text()
+                          + (tmp / "bridge-a.log").read_text())
+        if gaps:
+            raise RunFailed(f"the importers reported {len(gaps)} gaps: {gaps[:3]}")
+    except NamespaceError as e:
+        log(f"bench_bridge: needs {e}")
+        return 1
+    except RunFailed as e:
+        log(f"bench_bridge: FAILED: {e}; logs in {tmp}")
+        return 1
+    rows = summarise(raw, opts.sizes)
+    text = report(rows, opts)
+    print(text)
+    if opts.markdown:
+        Path(opts.markdown).write_text(text)
+    if opts.json:
+        Path(opts.json).write_text(json.dumps({"raw": raw, "rows": rows}, indent=1))
+    if opts.keep_logs:
+        log(f"logs in {tmp}")
+    else:
+        for f in tmp.iterdir():
+            f.unlink()
+        tmp.rmdir()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
