@@ -38,7 +38,7 @@ IDLE_S = 30.0
 
 def payloads(size: int, tag: int) -> list[bytes]:
     head = struct.Struct("<IQ")
-    filler = bytes(i & 0xFF for i in range(size))
+    filler = (bytes(range(256)) * (size // 256 + 1))[:size]
     return [(head.pack(tag, k) + filler)[:size] if size >= head.size else filler for k in range(DISTINCT)]
 
 
@@ -67,11 +67,13 @@ def open_topic(name: str) -> shmring.Topic:
 def topic_source(name: str, n: int, size: int, tag: int) -> None:
     topic = open_topic(name)
     expected = payloads(size, tag)
+    cpu = time.process_time()
     with topic.publisher() as pub:
         for first in range(0, n, BATCH):
             pub.send_many([expected[i % DISTINCT] for i in range(first, min(first + BATCH, n))])
+    cpu = time.process_time() - cpu
     topic.close()
-    print(json.dumps({"sent": n}), flush=True)
+    print(json.dumps({"sent": n, "cpu_s": cpu}), flush=True)
 
 
 def topic_sink(name: str, n: int, size: int, tag: int) -> None:
@@ -79,6 +81,7 @@ def topic_sink(name: str, n: int, size: int, tag: int) -> None:
     sub = topic.subscribe()
     expected = payloads(size, tag)
     print("ready", flush=True)
+    cpu = time.process_time()
     i = 0
     first_ns = 0
     while i < n:
@@ -92,9 +95,10 @@ def topic_sink(name: str, n: int, size: int, tag: int) -> None:
             check(data, i, expected)
             i += 1
     elapsed = time.perf_counter_ns() - first_ns
+    cpu = time.process_time() - cpu
     sub.close()
     topic.close()
-    print(json.dumps({"received": n, "elapsed_ns": elapsed}), flush=True)
+    print(json.dumps({"received": n, "elapsed_ns": elapsed, "cpu_s": cpu}), flush=True)
 
 
 def topic_ping(ping: str, pong: str, n: int, size: int) -> None:
@@ -167,12 +171,14 @@ def zenoh_source(key: str, n: int, size: int, tag: int, connect: str) -> None:
     sess = session(connect=connect)
     pub = wait_matching(zenoh_publisher(sess, key), key)
     expected = payloads(size, tag)
+    cpu = time.process_time()
     put = pub.put
     for i in range(n):
         put(expected[i % DISTINCT])
+    cpu = time.process_time() - cpu
     pub.undeclare()
     sess.close()
-    print(json.dumps({"sent": n}), flush=True)
+    print(json.dumps({"sent": n, "cpu_s": cpu}), flush=True)
 
 
 def zenoh_sink(key: str, n: int, size: int, tag: int, listen: str) -> None:
@@ -182,6 +188,7 @@ def zenoh_sink(key: str, n: int, size: int, tag: int, listen: str) -> None:
     sub = sess.declare_subscriber(key, zenoh.handlers.FifoChannel(FIFO_DEPTH))
     expected = payloads(size, tag)
     print("ready", flush=True)
+    cpu = time.process_time()
     first_ns = 0
     for i in range(n):
         sample = sub.recv()
@@ -189,8 +196,9 @@ def zenoh_sink(key: str, n: int, size: int, tag: int, listen: str) -> None:
             first_ns = time.perf_counter_ns()
         check(sample.payload.to_bytes(), i, expected)
     elapsed = time.perf_counter_ns() - first_ns
+    cpu = time.process_time() - cpu
     sess.close()
-    print(json.dumps({"received": n, "elapsed_ns": elapsed}), flush=True)
+    print(json.dumps({"received": n, "elapsed_ns": elapsed, "cpu_s": cpu}), flush=True)
 
 
 def zenoh_ping(ping: str, pong: str, n: int, size: int, connect: str) -> None:

@@ -83,33 +83,47 @@ def wait_log(path: Path, pattern: str, count: int, timeout: float = 30) -> None:
     raise RunFailed(f"{path.name}: no {count} x {pattern!r} within {timeout} s")
 
 
-def start_bridges(a: Host, b: Host, tmp: Path) -> None:
-    """B listens and imports tput and ping, exports pong; A the other way."""
-    b.bridge("--import", "topic:tput", "--import", "topic:ping", "--export", "topic:pong", "--listen", b.endpoint(),
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system, all threads) process ``pid`` used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_bridges(a: Host, b: Host, tmp: Path) -> list[int]:
+    """B listens and imports tput and ping, exports pong; A the other way.
+    Their process ids (nsenter runs the bridge in its own process)."""
+    importer = b.bridge("--import", "topic:tput", "--import", "topic:ping", "--export", "topic:pong", "--listen", b.endpoint(),
              log="bridge-b.log")
-    a.bridge("--export", "topic:tput", "--export", "topic:ping", "--import", "topic:pong", "--connect", b.endpoint(),
+    exporter = a.bridge("--export", "topic:tput", "--export", "topic:ping", "--import", "topic:pong", "--connect", b.endpoint(),
              log="bridge-a.log")
     wait_log(tmp / "bridge-a.log", "importer matched", 2)
     wait_log(tmp / "bridge-b.log", "importer matched", 1)
+    return [exporter.pid, importer.pid]
 
 
-def bridge_throughput(a: Host, b: Host, size: int, n: int, tag: int) -> float:
+def bridge_throughput(a: Host, b: Host, bridges: list[int], size: int, n: int, tag: int) -> tuple[float, float]:
+    """Messages/s at the receiver, and the CPU seconds per message of the
+    whole path: source, both bridges, sink."""
     sink = b.python(WORKERS, "topic-sink", "tput", str(n), str(size), str(tag), log="workers.log")
     wait_ready(sink, "topic-sink")
+    before = sum(cpu_seconds(pid) for pid in bridges)
     source = a.python(WORKERS, "topic-source", "tput", str(n), str(size), str(tag), log="workers.log")
     result = result_of(sink, "topic-sink")
-    result_of(source, "topic-source")
-    return n / (result["elapsed_ns"] / 1e9)
+    cpu = result["cpu_s"] + result_of(source, "topic-source")["cpu_s"]
+    cpu += sum(cpu_seconds(pid) for pid in bridges) - before
+    return n / (result["elapsed_ns"] / 1e9), cpu / n
 
 
-def zenoh_throughput(a: Host, b: Host, size: int, n: int, tag: int) -> float:
+def zenoh_throughput(a: Host, b: Host, bridges: list[int], size: int, n: int, tag: int) -> tuple[float, float]:
+    """The same with a Zenoh publisher and subscriber (``bridges``: unused)."""
     endpoint = f"tcp/{b.address}:{ZENOH_PORT}"
     sink = b.python(WORKERS, "zenoh-sink", "bench/tput", str(n), str(size), str(tag), endpoint, log="workers.log")
     wait_ready(sink, "zenoh-sink")
     source = a.python(WORKERS, "zenoh-source", "bench/tput", str(n), str(size), str(tag), endpoint, log="workers.log")
     result = result_of(sink, "zenoh-sink")
-    result_of(source, "zenoh-source")
-    return n / (result["elapsed_ns"] / 1e9)
+    cpu = result["cpu_s"] + result_of(source, "zenoh-source")["cpu_s"]
+    return n / (result["elapsed_ns"] / 1e9), cpu / n
 
 
 def round_trips(a: Host, b: Host, system: str, size: int, n: int) -> list[int]:
@@ -133,8 +147,9 @@ def pct_us(sorted_ns: list[int], p: float) -> float:
     return sorted_ns[min(len(sorted_ns) - 1, int(round(p * (len(sorted_ns) - 1))))] / 1000
 
 
-def measure(a: Host, b: Host, opts: argparse.Namespace) -> dict[str, Any]:
+def measure(a: Host, b: Host, bridges: list[int], opts: argparse.Namespace) -> dict[str, Any]:
     rates: dict[str, dict[int, list[float]]] = {"bridge": {s: [] for s in opts.sizes}, "zenoh": {s: [] for s in opts.sizes}}
+    cpus: dict[str, dict[int, list[float]]] = {"bridge": {s: [] for s in opts.sizes}, "zenoh": {s: [] for s in opts.sizes}}
     rtts: dict[str, dict[int, list[tuple[float, float]]]] = {"bridge": {s: [] for s in opts.sizes},
                                                              "zenoh": {s: [] for s in opts.sizes}}
     tag = 0
@@ -143,9 +158,11 @@ def measure(a: Host, b: Host, opts: argparse.Namespace) -> dict[str, Any]:
             n = max(1000, int(MESSAGES.get(size, 20_000) * opts.scale))
             for system, run in (("bridge", bridge_throughput), ("zenoh", zenoh_throughput)):
                 tag += 1
-                rate = run(a, b, size, n, tag)
+                rate, cpu = run(a, b, bridges, size, n, tag)
                 rates[system][size].append(rate)
-                log(f"run {r + 1}: throughput {system} {size_label(size)}: {fmt_rate(rate)} msg/s ({n} messages)")
+                cpus[system][size].append(cpu)
+                log(f"run {r + 1}: throughput {system} {size_label(size)}: {fmt_rate(rate)} msg/s ({n} messages), "
+                    f"{cpu * 1e6:.2f} µs CPU per message")
     for r in range(opts.repeat):
         for size in opts.sizes:
             for system in ("bridge", "zenoh"):
@@ -153,7 +170,7 @@ def measure(a: Host, b: Host, opts: argparse.Namespace) -> dict[str, Any]:
                 rtts[system][size].append((pct_us(sorted_ns, 0.5), pct_us(sorted_ns, 0.99)))
                 log(f"run {r + 1}: round trip {system} {size_label(size)}: p50 {pct_us(sorted_ns, 0.5):.0f} µs, "
                     f"p99 {pct_us(sorted_ns, 0.99):.0f} µs")
-    return {"rates": rates, "rtts": rtts}
+    return {"rates": rates, "cpus": cpus, "rtts": rtts}
 
 
 def summarise(raw: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]]:
@@ -162,6 +179,7 @@ def summarise(raw: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"size": size}
         for system in ("bridge", "zenoh"):
             row[f"{system}_rate"] = statistics.median(raw["rates"][system][size])
+            row[f"{system}_cpu_us"] = statistics.median(raw["cpus"][system][size]) * 1e6
             row[f"{system}_p50_us"] = statistics.median(p50 for p50, _ in raw["rtts"][system][size])
             row[f"{system}_p99_us"] = statistics.median(p99 for _, p99 in raw["rtts"][system][size])
         row["throughput_ratio"] = row["bridge_rate"] / row["zenoh_rate"]
@@ -172,17 +190,20 @@ def summarise(raw: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]]:
 
 def report(rows: list[dict[str, Any]], opts: argparse.Namespace) -> str:
     tput = md_table(
-        ["size", "bridge msg/s", "Zenoh msg/s", "bridge / Zenoh (target ≥ 0.70)", "bridge MB/s", "Zenoh MB/s"],
+        ["size", "bridge msg/s", "Zenoh msg/s", "bridge / Zenoh (target ≥ 0.70)", "bridge MB/s", "Zenoh MB/s",
+         "CPU µs/msg, bridge path", "CPU µs/msg, Zenoh"],
         [[size_label(r["size"]), fmt_rate(r["bridge_rate"]), fmt_rate(r["zenoh_rate"]),
           f"{r['throughput_ratio']:.2f}" + ("" if r["throughput_ratio"] >= THROUGHPUT_TARGET else " (missed)"),
-          fmt_num(r["bridge_rate"] * r["size"] / 1e6), fmt_num(r["zenoh_rate"] * r["size"] / 1e6)] for r in rows])
+          fmt_num(r["bridge_rate"] * r["size"] / 1e6), fmt_num(r["zenoh_rate"] * r["size"] / 1e6),
+          fmt_num(r["bridge_cpu_us"]), fmt_num(r["zenoh_cpu_us"])] for r in rows])
     lat = md_table(
         ["size", "bridge p50 µs", "bridge p99 µs", "Zenoh p50 µs", "Zenoh p99 µs", "bridge / Zenoh p50 (target ≤ 1.25)"],
         [[size_label(r["size"]), fmt_num(r["bridge_p50_us"]), fmt_num(r["bridge_p99_us"]), fmt_num(r["zenoh_p50_us"]),
           fmt_num(r["zenoh_p99_us"]),
           f"{r['latency_ratio']:.2f}" + ("" if r["latency_ratio"] <= LATENCY_TARGET else " (missed)")] for r in rows])
     head = (f"{os.cpu_count()} CPUs, both namespaces on this machine; median of {opts.repeat} runs; "
-            f"round trips: {opts.round_trips} per run after 200 unmeasured")
+            f"round trips: {opts.round_trips} per run after 200 unmeasured; CPU per message: all the processes "
+            f"of the path (bridge: source, exporter, importer, sink; Zenoh: source, sink), all their threads")
     return f"{head}\n\nThroughput\n\n{tput}\n\nRound trip\n\n{lat}\n"
 
 
@@ -202,8 +223,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     try:
         with two_hosts(tmp) as (a, b):
-            start_bridges(a, b, tmp)
-            raw = measure(a, b, opts)
+            bridges = start_bridges(a, b, tmp)
+            raw = measure(a, b, bridges, opts)
         gaps = re.findall(r"gap of \d+ messages", (tmp / "bridge-b.log").read_text()
                           + (tmp / "bridge-a.log").read_text())
         if gaps:
