@@ -102,28 +102,31 @@ def start_bridges(a: Host, b: Host, tmp: Path) -> list[int]:
     return [exporter.pid, importer.pid]
 
 
-def bridge_throughput(a: Host, b: Host, bridges: list[int], size: int, n: int, tag: int) -> tuple[float, float]:
-    """Messages/s at the receiver, and the CPU seconds per message of the
-    whole path: source, both bridges, sink."""
+def bridge_throughput(a: Host, b: Host, bridges: list[int], size: int, n: int,
+                      tag: int) -> tuple[float, dict[str, float]]:
+    """Messages/s at the receiver, and the CPU seconds per message of each
+    process of the path: source, both bridges, sink."""
     sink = b.python(WORKERS, "topic-sink", "tput", str(n), str(size), str(tag), log="workers.log")
     wait_ready(sink, "topic-sink")
-    before = sum(cpu_seconds(pid) for pid in bridges)
+    before = [cpu_seconds(pid) for pid in bridges]
     source = a.python(WORKERS, "topic-source", "tput", str(n), str(size), str(tag), log="workers.log")
     result = result_of(sink, "topic-sink")
-    cpu = result["cpu_s"] + result_of(source, "topic-source")["cpu_s"]
-    cpu += sum(cpu_seconds(pid) for pid in bridges) - before
-    return n / (result["elapsed_ns"] / 1e9), cpu / n
+    cpu = {"source": result_of(source, "topic-source")["cpu_s"]}
+    cpu["exporter"], cpu["importer"] = (cpu_seconds(pid) - t for pid, t in zip(bridges, before))
+    cpu["sink"] = result["cpu_s"]
+    return n / (result["elapsed_ns"] / 1e9), {k: v / n for k, v in cpu.items()}
 
 
-def zenoh_throughput(a: Host, b: Host, bridges: list[int], size: int, n: int, tag: int) -> tuple[float, float]:
+def zenoh_throughput(a: Host, b: Host, bridges: list[int], size: int, n: int,
+                     tag: int) -> tuple[float, dict[str, float]]:
     """The same with a Zenoh publisher and subscriber (``bridges``: unused)."""
     endpoint = f"tcp/{b.address}:{ZENOH_PORT}"
     sink = b.python(WORKERS, "zenoh-sink", "bench/tput", str(n), str(size), str(tag), endpoint, log="workers.log")
     wait_ready(sink, "zenoh-sink")
     source = a.python(WORKERS, "zenoh-source", "bench/tput", str(n), str(size), str(tag), endpoint, log="workers.log")
     result = result_of(sink, "zenoh-sink")
-    cpu = result["cpu_s"] + result_of(source, "zenoh-source")["cpu_s"]
-    return n / (result["elapsed_ns"] / 1e9), cpu / n
+    cpu = {"source": result_of(source, "zenoh-source")["cpu_s"], "sink": result["cpu_s"]}
+    return n / (result["elapsed_ns"] / 1e9), {k: v / n for k, v in cpu.items()}
 
 
 def round_trips(a: Host, b: Host, system: str, size: int, n: int) -> list[int]:
@@ -149,7 +152,8 @@ def pct_us(sorted_ns: list[int], p: float) -> float:
 
 def measure(a: Host, b: Host, bridges: list[int], opts: argparse.Namespace) -> dict[str, Any]:
     rates: dict[str, dict[int, list[float]]] = {"bridge": {s: [] for s in opts.sizes}, "zenoh": {s: [] for s in opts.sizes}}
-    cpus: dict[str, dict[int, list[float]]] = {"bridge": {s: [] for s in opts.sizes}, "zenoh": {s: [] for s in opts.sizes}}
+    cpus: dict[str, dict[int, list[dict[str, float]]]] = {"bridge": {s: [] for s in opts.sizes},
+                                                          "zenoh": {s: [] for s in opts.sizes}}
     rtts: dict[str, dict[int, list[tuple[float, float]]]] = {"bridge": {s: [] for s in opts.sizes},
                                                              "zenoh": {s: [] for s in opts.sizes}}
     tag = 0
@@ -162,7 +166,8 @@ def measure(a: Host, b: Host, bridges: list[int], opts: argparse.Namespace) -> d
                 rates[system][size].append(rate)
                 cpus[system][size].append(cpu)
                 log(f"run {r + 1}: throughput {system} {size_label(size)}: {fmt_rate(rate)} msg/s ({n} messages), "
-                    f"{cpu * 1e6:.2f} µs CPU per message")
+                    f"µs CPU per message: {sum(cpu.values()) * 1e6:.2f} ("
+                    + ", ".join(f"{k} {v * 1e6:.2f}" for k, v in cpu.items()) + ")")
     for r in range(opts.repeat):
         for size in opts.sizes:
             for system in ("bridge", "zenoh"):
@@ -179,7 +184,10 @@ def summarise(raw: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"size": size}
         for system in ("bridge", "zenoh"):
             row[f"{system}_rate"] = statistics.median(raw["rates"][system][size])
-            row[f"{system}_cpu_us"] = statistics.median(raw["cpus"][system][size]) * 1e6
+            runs = raw["cpus"][system][size]
+            row[f"{system}_cpu_us"] = statistics.median(sum(parts.values()) for parts in runs) * 1e6
+            for part in runs[0]:
+                row[f"{system}_{part}_cpu_us"] = statistics.median(parts[part] for parts in runs) * 1e6
             row[f"{system}_p50_us"] = statistics.median(p50 for p50, _ in raw["rtts"][system][size])
             row[f"{system}_p99_us"] = statistics.median(p99 for _, p99 in raw["rtts"][system][size])
         # Ratios run by run (the bridge and Zenoh measured back to back, under
@@ -205,11 +213,16 @@ def report(rows: list[dict[str, Any]], opts: argparse.Namespace) -> str:
         [[size_label(r["size"]), fmt_num(r["bridge_p50_us"]), fmt_num(r["bridge_p99_us"]), fmt_num(r["zenoh_p50_us"]),
           fmt_num(r["zenoh_p99_us"]),
           f"{r['latency_ratio']:.2f}" + ("" if r["latency_ratio"] <= LATENCY_TARGET else " (missed)")] for r in rows])
+    parts = md_table(
+        ["size", "bridge: source", "exporter", "importer", "sink", "Zenoh: source", "sink"],
+        [[size_label(r["size"])] + [fmt_num(r[f"bridge_{p}_cpu_us"]) for p in ("source", "exporter", "importer", "sink")]
+         + [fmt_num(r[f"zenoh_{p}_cpu_us"]) for p in ("source", "sink")] for r in rows])
     head = (f"{os.cpu_count()} CPUs, both namespaces on this machine; median of {opts.repeat} runs (a ratio: the "
             f"median of the runs' ratios); "
             f"round trips: {opts.round_trips} per run after 200 unmeasured; CPU per message: all the processes "
             f"of the path (bridge: source, exporter, importer, sink; Zenoh: source, sink), all their threads")
-    return f"{head}\n\nThroughput\n\n{tput}\n\nRound trip\n\n{lat}\n"
+    return (f"{head}\n\nThroughput\n\n{tput}\n\nCPU µs per message, by process\n\n{parts}\n\n"
+            f"Round trip\n\n{lat}\n")
 
 
 def main() -> int:
