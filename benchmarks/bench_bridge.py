@@ -37,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _harness import fmt_num, fmt_rate, log, md_table, size_label  # noqa: E402
+from _harness import fmt_num, fmt_rate, log, md_table, percentiles, size_label  # noqa: E402
 
 from tests.bridge.netns import Host, NamespaceError, two_hosts  # noqa: E402
 
@@ -130,6 +130,8 @@ def zenoh_throughput(a: Host, b: Host, bridges: list[int], size: int, n: int,
 
 
 def round_trips(a: Host, b: Host, system: str, size: int, n: int) -> list[int]:
+    """``n`` round trips from A to B and back, sorted (ns): through the
+    bridges (``system`` "bridge") or plain Zenoh ("zenoh")."""
     if system == "bridge":
         names, extra = ["ping", "pong"], []
     else:
@@ -144,10 +146,6 @@ def round_trips(a: Host, b: Host, system: str, size: int, n: int) -> list[int]:
 
 def system_worker(system: str) -> str:
     return "topic" if system == "bridge" else "zenoh"
-
-
-def pct_us(sorted_ns: list[int], p: float) -> float:
-    return sorted_ns[min(len(sorted_ns) - 1, int(round(p * (len(sorted_ns) - 1))))] / 1000
 
 
 def measure(a: Host, b: Host, bridges: list[int], opts: argparse.Namespace) -> dict[str, Any]:
@@ -171,10 +169,10 @@ def measure(a: Host, b: Host, bridges: list[int], opts: argparse.Namespace) -> d
     for r in range(opts.repeat):
         for size in opts.sizes:
             for system in ("bridge", "zenoh"):
-                sorted_ns = round_trips(a, b, system, size, opts.round_trips)
-                rtts[system][size].append((pct_us(sorted_ns, 0.5), pct_us(sorted_ns, 0.99)))
-                log(f"run {r + 1}: round trip {system} {size_label(size)}: p50 {pct_us(sorted_ns, 0.5):.0f} µs, "
-                    f"p99 {pct_us(sorted_ns, 0.99):.0f} µs")
+                pct = percentiles(round_trips(a, b, system, size, opts.round_trips))
+                rtts[system][size].append((pct["p50_us"], pct["p99_us"]))
+                log(f"run {r + 1}: round trip {system} {size_label(size)}: p50 {pct['p50_us']:.0f} µs, "
+                    f"p99 {pct['p99_us']:.0f} µs")
     return {"rates": rates, "cpus": cpus, "rtts": rtts}
 
 
