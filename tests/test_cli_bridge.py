@@ -69,3 +69,57 @@ def test_the_package_and_the_cli_load_without_zenoh() -> None:
     code = "import sys, shmring, shmring.cli, shmring.bridge; print('zenoh' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.stdout.strip() == "False", result.stderr
+
+
+class _Bytes:
+    """What a Zenoh sample's payload and attachment give: ``to_bytes()``."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def to_bytes(self) -> bytes:
+        return self.raw
+
+
+class _Sample:
+    def __init__(self, payload: bytes, attachment: bytes | None) -> None:
+        self.payload = _Bytes(payload)
+        self.attachment = None if attachment is None else _Bytes(attachment)
+
+
+class _Session:
+    """A Zenoh session that is not one: the importer only declares a subscriber."""
+
+    def declare_subscriber(self, *_: object) -> object:
+        return object()
+
+
+def test_the_importer_delivers_in_order_once_and_counts_the_rest(name: str) -> None:
+    """The importer's samples taken in one batch, in-order runs and the
+    careful way mixed: what reaches the local topic, and what is counted."""
+    pytest.importorskip("zenoh", reason="the importer's handler comes from the zenoh extra")
+    from shmring.bridge.topic import ObjectSpec, TopicImporter
+
+    def sample(producer: int, seq: int, attachment: bytes | None = b"header") -> _Sample:
+        header = Header(0, producer, seq).pack() if attachment == b"header" else attachment
+        return _Sample(b"%d/%d" % (producer, seq), header)
+
+    last = (1 << 64) - 1  # the last seq of a stream: none follows it in order
+    importer = TopicImporter(_Session(), ObjectSpec("topic", name))  # type: ignore[arg-type]
+    subscription = importer.topic.subscribe()
+    try:
+        importer._take_many([sample(7, 4, b""), sample(7, 5), sample(7, 6), sample(7, 7), sample(7, 9), sample(7, 8),
+                             sample(7, 10, b""), sample(7, 10), sample(7, 11, None), sample(7, 11),
+                             sample(8, 0), sample(7, 12), sample(7, 12)])
+        importer._take_many([sample(9, last - 1), sample(9, last), sample(9, last)])
+        delivered = subscription.recv_many(100, timeout=0)
+        status = importer.status()
+    finally:
+        subscription.close()
+        importer._publisher.close()
+        importer.topic.close()
+    assert delivered == [b"7/5", b"7/6", b"7/7", b"7/9", b"7/10", b"7/11", b"8/0", b"7/12",
+                         b"9/%d" % (last - 1), b"9/%d" % last]
+    assert {k: status[k] for k in ("delivered", "missed", "gaps", "duplicates", "rejected")} == {
+        "delivered": 10, "missed": 1, "gaps": 1, "duplicates": 3, "rejected": 3}
+    assert status["streams"] == {f"{7:016x}": 12, f"{8:016x}": 0, f"{9:016x}": last}

@@ -1,124 +1,41 @@
-"""Two hosts on one machine: network namespaces joined by a veth pair, each
-with a private mount namespace and its own /dev/shm (a tmpfs), so that the
-programs of one cannot share memory with the other's.  Needs root and
+"""Two hosts on one machine for the bridge tests (netns.py: network
+namespaces joined by a veth pair, a private /dev/shm each).  Needs root and
 iproute2; elsewhere the tests skip, and under CI (CI set) they fail."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
 
 import pytest
 
+from . import netns
+
 HERE = Path(__file__).parent
 PROGRAMS = HERE / "_programs.py"
-PORT = 7447
 
 
-def _cannot(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"bridge tests cannot run here: {reason}")
-    pytest.skip(f"bridge tests need {reason}")
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30)
-
-
-class Host:
-    """One simulated machine: a network namespace with address ``address``
-    on interface ``link``, and a process holding its private /dev/shm;
-    every program of the host joins both."""
-
-    def __init__(self, netns: str, link: str, address: str, tmp: Path) -> None:
-        self.netns, self.link, self.address, self.tmp = netns, link, address, tmp
-        holder = subprocess.Popen(
-            ["ip", "netns", "exec", netns, "unshare", "--mount", "--propagation", "private", "sh", "-c",
-             "mount -t tmpfs -o size=512m tmpfs /dev/shm && echo $$ && exec sleep 100000"],
-            stdout=subprocess.PIPE, text=True)
-        assert holder.stdout is not None
-        self.holder, self.holder_pid = holder, int(holder.stdout.readline())
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def popen(self, args: list[str], log: str | None = None) -> subprocess.Popen[str]:
-        """``args`` run on this host; stdout piped, stderr into ``tmp/log``."""
-        err: IO[Any] | int = open(self.tmp / log, "a") if log else subprocess.DEVNULL
-        proc = subprocess.Popen(["nsenter", f"--target={self.holder_pid}", "--mount", "--net", "--", *args],
-                                stdout=subprocess.PIPE, stderr=err, text=True)
-        self.procs.append(proc)
-        return proc
-
-    def bridge(self, *args: str, log: str) -> subprocess.Popen[str]:
-        return self.popen([sys.executable, "-m", "shmring", "bridge", *args], log)
+class Host(netns.Host):
+    """A simulated host that also runs the tests' programs (_programs.py)."""
 
     def program(self, *args: str, log: str | None = None) -> subprocess.Popen[str]:
-        return self.popen([sys.executable, str(PROGRAMS), *args], log)
-
-    def endpoint(self) -> str:
-        return f"tcp/{self.address}:{PORT}"
-
-    def set_link(self, up: bool) -> None:
-        _ip("-n", self.netns, "link", "set", self.link, "up" if up else "down")
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.holder.kill()
-        self.holder.wait()
+        return self.python(PROGRAMS, *args, log=log)
 
 
 @pytest.fixture
 def hosts(tmp_path: Path) -> Iterator[tuple[Host, Host]]:
     """Host A (10.77.0.1) and host B (10.77.0.2), joined by a veth pair."""
-    if os.geteuid() != 0:
-        _cannot("root (network namespaces)")
-    for tool in ("ip", "nsenter", "unshare"):
-        if shutil.which(tool) is None:
-            _cannot(f"the {tool} command")
     try:
-        import zenoh  # noqa: F401
-    except ImportError:
-        _cannot("Zenoh: pip install shmring[zenoh]")
-    tag = f"{os.getpid() % 100000}"
-    a, b = f"shmring-{tag}-a", f"shmring-{tag}-b"
-    made: list[str] = []
-    try:
-        for ns in (a, b):
-            _ip("netns", "add", ns)
-            made.append(ns)
-        _ip("link", "add", f"sr{tag}a", "type", "veth", "peer", "name", f"sr{tag}b")
-        for ns, link, address in ((a, f"sr{tag}a", "10.77.0.1"), (b, f"sr{tag}b", "10.77.0.2")):
-            _ip("link", "set", link, "netns", ns)
-            _ip("-n", ns, "addr", "add", f"{address}/24", "dev", link)
-            _ip("-n", ns, "link", "set", link, "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
-    except subprocess.CalledProcessError as e:
-        for ns in made:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        _cannot(f"network namespaces ({' '.join(e.cmd)}: {e.stderr.strip()})")
-    host_a = Host(a, f"sr{tag}a", "10.77.0.1", tmp_path)
-    host_b = Host(b, f"sr{tag}b", "10.77.0.2", tmp_path)
-    try:
-        yield host_a, host_b
-    finally:
-        host_a.close()
-        host_b.close()
-        for ns in made:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        with netns.two_hosts(tmp_path, Host) as (a, b):
+            assert isinstance(a, Host) and isinstance(b, Host)
+            yield a, b
+    except netns.NamespaceError as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"bridge tests cannot run here: {e}")
+        pytest.skip(f"bridge tests need {e}")
 
 
 def wait_line(proc: subprocess.Popen[str], want: str, timeout: float = 30) -> None:

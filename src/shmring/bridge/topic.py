@@ -41,8 +41,10 @@ _MATCH_POLL_S = 0.05
 # first message number is known (section 6.3: it is the topic's next_seq
 # at the moment the slot is taken).
 _SUBSCRIBE_TRIES = 100
-# Magic, version, kind bytes, reserved: a bytes message's attachment starts so.
-_IN_ORDER_PREFIX = MAGIC + bytes([VERSION, KIND_BYTES])
+# A header as its first 16 bytes (magic, version, kind, reserved, producer:
+# fixed for a stream of bytes messages) and its seq: one pack per message.
+_HEADER_AFTER_PREFIX = struct.Struct("<16sQ")
+assert _HEADER_AFTER_PREFIX.size == HEADER.size
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ class TopicExporter:
             reliability=zenoh.Reliability.RELIABLE,
         )
         self._sub, self.next_seq = _subscribe_numbered(self.topic)
+        # The first 16 bytes of a bytes message's header: the same for every one.
+        self._bytes_prefix = HEADER.pack(MAGIC, VERSION, KIND_BYTES, 0, self.producer, 0)[:16]
         self.counters = ExportCounters()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"export topic:{spec.name}", daemon=True)
@@ -170,18 +174,27 @@ class TopicExporter:
                 continue
             except Closed:
                 return
-            for message in batch:
-                self._send(message)
+            self._send_many(batch)
 
-    def _send(self, message: Any) -> None:
-        if type(message) is bytes:
-            kind, payload = KIND_BYTES, message
-        else:
-            kind, payload = KIND_PICKLE, pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        # struct directly, not Header(...).pack(): this runs once per message
-        self._publisher.put(payload, attachment=HEADER.pack(MAGIC, VERSION, kind, 0, self.producer, self.next_seq))
-        self.next_seq += 1
-        self.counters.sent += 1
+    def _send_many(self, batch: list[Any]) -> None:
+        """One put per message, with as little Python around it as can be:
+        this loop is the exporter's whole cost per message (docs/BENCHMARKS.md,
+        the bridge)."""
+        put = self._publisher.put
+        pack_bytes_header = _HEADER_AFTER_PREFIX.pack
+        prefix = self._bytes_prefix
+        seq = self.next_seq
+        try:
+            for message in batch:
+                if type(message) is bytes:
+                    put(message, attachment=pack_bytes_header(prefix, seq))
+                else:
+                    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+                    put(payload, attachment=HEADER.pack(MAGIC, VERSION, KIND_PICKLE, 0, self.producer, seq))
+                seq += 1
+        finally:  # the messages put before a failure count as sent
+            self.counters.sent += seq - self.next_seq
+            self.next_seq = seq
 
     def status(self) -> dict[str, Any]:
         return {"direction": "export", "matched": self.matched, "producer": f"{self.producer:016x}", "next_seq": self.next_seq,
@@ -205,6 +218,15 @@ class ImportCounters:
     refused: int = 0
 
 
+def _expected_header(prefix: bytes, seq: int) -> bytes | None:
+    """The header of the bytes message numbered ``seq`` of the stream whose
+    headers start with ``prefix``; None (which no attachment equals) when
+    there is no stream yet or ``seq`` is past the last one."""
+    if not prefix or seq >= 1 << 64:
+        return None
+    return _HEADER_AFTER_PREFIX.pack(prefix, seq)
+
+
 class TopicImporter:
     """Zenoh -> local topic.  Samples wait in a bounded FIFO (``block``:
     a full one holds back Zenoh, and so the exporter) or a bounded ring
@@ -222,9 +244,12 @@ class TopicImporter:
         self._subscriber = session.declare_subscriber(topic_key(spec.name), handler)
         self._streams = Streams()
         self._last_seq: dict[int, int] = {}
-        # The producer and seq (attachment bytes 8 to 24) that continue the
-        # last stream in order: the fast way in _take_many.
-        self._next_in_order = b""
+        # The stream that the next sample most likely continues: its
+        # producer, the header prefix of its bytes messages and the next seq
+        # (the fast way in _take_many); no producer yet: an empty prefix.
+        self._in_order_producer = 0
+        self._in_order_prefix = b""
+        self._in_order_seq = 0
         self.counters = ImportCounters()
         self._thread = threading.Thread(target=self._run, name=f"import topic:{spec.name}", daemon=True)
         log.info("topic %s: importing (policy %s)", spec.name, self.topic.policy)
@@ -235,10 +260,11 @@ class TopicImporter:
     def _run(self) -> None:
         import zenoh
 
+        recv, try_recv = self._subscriber.recv, self._subscriber.try_recv
         while True:
             try:
-                batch = [self._subscriber.recv()]
-                while len(batch) < _BATCH and (more := self._subscriber.try_recv()) is not None:
+                batch = [recv()]
+                while len(batch) < _BATCH and (more := try_recv()) is not None:
                     batch.append(more)
             except zenoh.ZError:  # the subscriber was undeclared: closing
                 return
@@ -248,31 +274,40 @@ class TopicImporter:
                 return
 
     def _take_many(self, batch: list[zenoh.Sample]) -> None:
-        """The samples that continue the current stream in order go out in
-        one ``send_many``; any other one (a gap, a new producer, a stale or
+        """The samples that continue the current stream in order (their
+        attachment is the very header expected next) go out in one
+        ``send_many``; any other one (a gap, a new producer, a stale or
         malformed sample, a pickled object) takes the careful way."""
         run: list[bytes] = []
+        pack_header = _HEADER_AFTER_PREFIX.pack
+        prefix, seq = self._in_order_prefix, self._in_order_seq
+        expected = _expected_header(prefix, seq)
         for sample in batch:
             attachment = sample.attachment
-            raw = b"" if attachment is None else attachment.to_bytes()
-            if len(raw) == HEADER.size and raw[:4] == _IN_ORDER_PREFIX and raw[8:] == self._next_in_order:
+            if attachment is not None and attachment.to_bytes() == expected:
                 run.append(sample.payload.to_bytes())
-                self._advance(raw)
+                seq += 1
+                try:
+                    expected = pack_header(prefix, seq)
+                except struct.error:  # seq 2**64: no next one in order
+                    expected = None
                 continue
-            self._flush(run)
+            self._flush(run, seq)
             self._take(sample)
-        self._flush(run)
+            prefix, seq = self._in_order_prefix, self._in_order_seq
+            expected = _expected_header(prefix, seq)
+        self._flush(run, seq)
 
-    def _advance(self, raw: bytes) -> None:
-        producer, seq = struct.unpack_from("<QQ", raw, 8)
-        self._next_in_order = struct.pack("<QQ", producer, seq + 1)
-        self._streams.note(producer, seq)
-        self._last_seq[producer] = seq
-
-    def _flush(self, run: list[bytes]) -> None:
+    def _flush(self, run: list[bytes], next_seq: int) -> None:
+        """Publish ``run``, the in-order messages of the current stream up
+        to ``next_seq`` (excluded), and note them delivered."""
         if run:
             self._publisher.send_many(run)
             self.counters.delivered += len(run)
+            producer = self._in_order_producer
+            self._streams.note(producer, next_seq - 1)
+            self._last_seq[producer] = next_seq - 1
+            self._in_order_seq = next_seq
             run.clear()
 
     def _take(self, sample: zenoh.Sample) -> None:
@@ -295,7 +330,8 @@ class TopicImporter:
             log.warning("topic %s: gap of %d messages from producer %016x (seq %d to %d)", self.spec.name,
                         verdict.missed, header.producer, header.seq - verdict.missed, header.seq - 1)
         self._last_seq[header.producer] = header.seq
-        self._next_in_order = struct.pack("<QQ", header.producer, header.seq + 1)
+        self._in_order_producer, self._in_order_seq = header.producer, header.seq + 1
+        self._in_order_prefix = HEADER.pack(MAGIC, VERSION, KIND_BYTES, 0, header.producer, 0)[:16]
         self._publish(header, sample.payload.to_bytes())
 
     def _publish(self, header: Header, payload: bytes) -> None:
