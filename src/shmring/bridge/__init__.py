@@ -80,7 +80,8 @@ def load_config(path: str) -> dict[str, Any]:
         raise BridgeError(f"config {path}: {e}") from None
     if not isinstance(data, dict):
         raise BridgeError(f"config {path}: expected an object of listen, connect, export, import")
-    unknown = set(data) - {"listen", "connect", "export", "import", "trust_pickle", "window", "lease_timeout"}
+    unknown = set(data) - {"listen", "connect", "export", "import", "trust_pickle", "window", "lease_timeout",
+                          "batch"}
     if unknown:
         raise BridgeError(f"config {path}: unknown key(s) {sorted(unknown)}")
     return {
@@ -91,6 +92,7 @@ def load_config(path: str) -> dict[str, Any]:
         "trust_pickle": bool(data.get("trust_pickle", False)),
         "window": int(data.get("window", DEFAULT_WINDOW)),
         "lease_timeout": float(data.get("lease_timeout", DEFAULT_LEASE_S)),
+        "batch": bool(data.get("batch", True)),
     }
 
 
@@ -112,11 +114,13 @@ def zenoh_config(listen: Sequence[str], connect: Sequence[str]) -> zenoh.Config:
 class Bridge:
     """One Zenoh session carrying ``export`` objects out and ``imports``
     in.  ``start()`` opens it and starts a thread per object; ``status()``
-    says what each carried and lost; ``close()`` ends it all."""
+    says what each carried and lost; ``close()`` ends it all.  ``batch``:
+    exported topics send several messages per Zenoh sample when several
+    are waiting (False: one sample per message, for plain Zenoh readers)."""
 
     def __init__(self, listen: Iterable[str] = (), connect: Iterable[str] = (), export: Iterable[ObjectSpec] = (),
                  imports: Iterable[ObjectSpec] = (), trust_pickle: bool = False, window: int = DEFAULT_WINDOW,
-                 lease_timeout: float = DEFAULT_LEASE_S) -> None:
+                 lease_timeout: float = DEFAULT_LEASE_S, batch: bool = True) -> None:
         self.listen, self.connect = list(listen), list(connect)
         self.export, self.imports = list(export), list(imports)
         both = {(s.kind, s.name) for s in self.export} & {(s.kind, s.name) for s in self.imports}
@@ -128,6 +132,7 @@ class Bridge:
         if window < 1 or not lease_timeout > 0:
             raise BridgeError("a queue's window must be at least 1 item and its lease timeout above 0 s")
         self.trust_pickle = trust_pickle
+        self.batch = batch
         self.window, self.lease_timeout = window, lease_timeout
         self._session: zenoh.Session | None = None
         self._ends: list[TopicExporter | TopicImporter | QueueExporter | QueueImporter] = []
@@ -145,7 +150,7 @@ class Bridge:
                                   if spec.kind == "queue" else TopicImporter(self._session, spec, self.trust_pickle))
             for spec in self.export:
                 self._ends.append(QueueExporter(self._session, spec, self.lease_timeout)
-                                  if spec.kind == "queue" else TopicExporter(self._session, spec))
+                                  if spec.kind == "queue" else TopicExporter(self._session, spec, self.batch))
         except BaseException:
             self.close()
             raise

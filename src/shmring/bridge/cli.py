@@ -19,7 +19,7 @@ _LOG_FORMAT = "shmring bridge: %(message)s"
 
 def _options(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[str, ...], connect: tuple[str, ...],
              config: str | None, policy: str, capacity: int, trust_pickle: bool, window: int | None,
-             lease_timeout: float | None) -> dict[str, Any]:
+             lease_timeout: float | None, no_batch: bool = False) -> dict[str, Any]:
     """The bridge's arguments: the config file's, then the command line's added."""
     options: dict[str, Any] = {"listen": [], "connect": [], "export": [], "imports": [], "trust_pickle": False}
     if config is not None:
@@ -33,6 +33,8 @@ def _options(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[st
         options["window"] = window
     if lease_timeout is not None:
         options["lease_timeout"] = lease_timeout
+    if no_batch:
+        options["batch"] = False
     return options
 
 
@@ -53,12 +55,14 @@ def _options(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[st
               help="Items an imported queue is kept topped up to (default 256).")
 @click.option("--lease-timeout", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
               help="Seconds before an exported queue item not acknowledged is sent again (default 10).")
+@click.option("--no-batch", is_flag=True,
+              help="Send one Zenoh sample per exported topic message (for plain Zenoh subscribers), not batches.")
 @click.option("--status-interval", type=click.FloatRange(0), default=0, show_default=True, metavar="SECONDS",
               help="Log every object's counters this often (0: only when the bridge stops).")
 def bridge_command(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[str, ...],
                    connect: tuple[str, ...], config: str | None, policy: str, capacity: int,
                    trust_pickle: bool, window: int | None, lease_timeout: float | None,
-                   status_interval: float) -> None:
+                   no_batch: bool, status_interval: float) -> None:
     """Bridge topics and queues between machines over Zenoh: one bridge per host, e.g.
     `--export topic:prices --connect tcp/10.0.0.2:7447` on one and
     `--import topic:prices --listen tcp/0.0.0.0:7447` on the other.
@@ -72,7 +76,7 @@ def bridge_command(export: tuple[str, ...], imports: tuple[str, ...], listen: tu
         signal.signal(signum, lambda *_: stop.set())
     try:
         bridge = Bridge(**_options(export, imports, listen, connect, config, policy, capacity, trust_pickle,
-                                   window, lease_timeout)).start()
+                                   window, lease_timeout, no_batch)).start()
     except (BridgeError, ValueError, OSError) as e:
         click.echo(f"shmring: {e}", err=True)
         sys.exit(1)

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import Closed, Lagged, Timeout
 from ..topic import Subscription, Topic
-from .wire import HEADER, KIND_BYTES, KIND_PICKLE, MAGIC, VERSION, Header, Streams, WireError, topic_key
+from .wire import (BATCH_MAX_MESSAGES, HEADER, KIND_BATCH, KIND_BYTES, KIND_PICKLE, MAGIC, VERSION, Header, Streams,
+                   WireError, batch_groups, pack_batch, topic_key, unpack_batch)
 
 if TYPE_CHECKING:
     import zenoh
@@ -31,8 +32,11 @@ log = logging.getLogger("shmring.bridge")
 
 # Samples a subscriber's handler holds for the importer's thread.
 _HANDLER_DEPTH = 4096
-# How many messages the exporter takes from its subscription at once.
+# How many samples the importer takes from Zenoh at once.
 _BATCH = 256
+# How many messages the exporter takes from its subscription at once: what
+# it finds there, never waiting for more, is what it groups into batches.
+_EXPORT_TAKE = BATCH_MAX_MESSAGES
 # How often a waiting exporter looks whether it was told to stop (seconds).
 _POLL_S = 0.2
 # How often a block exporter with no importer looks again (seconds).
@@ -103,6 +107,7 @@ def _subscribe_numbered(topic: Topic) -> tuple[Subscription[Any], int]:
 @dataclass
 class ExportCounters:
     sent: int = 0
+    samples: int = 0
     lagged: int = 0
 
 
@@ -110,12 +115,17 @@ class TopicExporter:
     """Local topic -> Zenoh.  ``block`` topics use Zenoh's blocking
     congestion control (a full network queue stops this thread, whose
     subscription then holds back the local publishers); ``overwrite`` ones
-    drop, and the importer counts what was dropped."""
+    drop, and the importer counts what was dropped.
 
-    def __init__(self, session: zenoh.Session, spec: ObjectSpec) -> None:
+    ``batch``: the messages found waiting together go out several to a
+    sample (kind "batch", docs/BRIDGE.md); otherwise one sample each, for
+    plain Zenoh subscribers that read one message per sample."""
+
+    def __init__(self, session: zenoh.Session, spec: ObjectSpec, batch: bool = True) -> None:
         import zenoh
 
         self.spec = spec
+        self.batch = batch
         self.topic = open_topic(spec)
         self.producer = producer_id(self.topic)
         self.matched = False
@@ -163,7 +173,7 @@ class TopicExporter:
                 self._stop.wait(_MATCH_POLL_S)
                 continue
             try:
-                batch = self._sub.recv_many(_BATCH, timeout=_POLL_S)
+                batch = self._sub.recv_many(_EXPORT_TAKE, timeout=_POLL_S)
             except Timeout:
                 continue
             except Lagged as e:  # overwritten before this exporter read them: the importer sees the gap
@@ -174,12 +184,20 @@ class TopicExporter:
                 continue
             except Closed:
                 return
-            self._send_many(batch)
+            self._send(batch)
 
-    def _send_many(self, batch: list[Any]) -> None:
+    def _send(self, batch: list[Any]) -> None:
+        """What one ``recv_many`` gave, at once: a lone message (nothing
+        else was waiting) goes alone, so batching never adds latency."""
+        if self.batch and len(batch) > 1:
+            self._send_batched(batch)
+        else:
+            self._send_singly(batch)
+
+    def _send_singly(self, batch: list[Any]) -> None:
         """One put per message, with as little Python around it as can be:
-        this loop is the exporter's whole cost per message (docs/BENCHMARKS.md,
-        the bridge)."""
+        without batching, this loop is the exporter's whole cost per message
+        (docs/BENCHMARKS.md, the bridge)."""
         put = self._publisher.put
         pack_bytes_header = _HEADER_AFTER_PREFIX.pack
         prefix = self._bytes_prefix
@@ -193,12 +211,36 @@ class TopicExporter:
                     put(payload, attachment=HEADER.pack(MAGIC, VERSION, KIND_PICKLE, 0, self.producer, seq))
                 seq += 1
         finally:  # the messages put before a failure count as sent
+            self.counters.samples += seq - self.next_seq
             self.counters.sent += seq - self.next_seq
+            self.next_seq = seq
+
+    def _send_batched(self, batch: list[Any]) -> None:
+        """The messages taken together, in order, a batch per sample within
+        the caps (wire.batch_groups); a group of one (a message too large
+        for a batch) goes as a single message."""
+        payloads, kinds = _payloads_and_kinds(batch)
+        put = self._publisher.put
+        first = seq = self.next_seq
+        samples = 0
+        try:
+            for start, end in batch_groups([len(p) for p in payloads]):
+                if end - start == 1:
+                    put(payloads[start], attachment=HEADER.pack(MAGIC, VERSION, kinds[start], 0, self.producer, seq))
+                else:
+                    put(pack_batch(payloads[start:end], kinds[start:end]),
+                        attachment=HEADER.pack(MAGIC, VERSION, KIND_BATCH, end - start, self.producer, seq))
+                samples += 1
+                seq = first + end
+        finally:  # the samples put before a failure count as sent
+            self.counters.samples += samples
+            self.counters.sent += seq - first
             self.next_seq = seq
 
     def status(self) -> dict[str, Any]:
         return {"direction": "export", "matched": self.matched, "producer": f"{self.producer:016x}", "next_seq": self.next_seq,
-                "sent": self.counters.sent, "lagged": self.counters.lagged}
+                "batch": self.batch, "sent": self.counters.sent, "samples": self.counters.samples,
+                "lagged": self.counters.lagged}
 
     def close(self) -> None:
         self._stop.set()
@@ -206,6 +248,22 @@ class TopicExporter:
         self._sub.close()
         self._publisher.undeclare()  # type: ignore[no-untyped-call]
         self.topic.close()
+
+
+def _payloads_and_kinds(batch: list[Any]) -> tuple[list[bytes], bytes]:
+    """The bytes on the wire of each message read (a bytes message as it
+    is, any other object pickled) and their kinds, one byte each."""
+    if all(type(message) is bytes for message in batch):
+        return batch, bytes(len(batch))
+    payloads: list[bytes] = []
+    kinds = bytearray(len(batch))
+    for i, message in enumerate(batch):
+        if type(message) is bytes:
+            payloads.append(message)
+        else:
+            payloads.append(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+            kinds[i] = KIND_PICKLE
+    return payloads, bytes(kinds)
 
 
 @dataclass
@@ -311,16 +369,23 @@ class TopicImporter:
             run.clear()
 
     def _take(self, sample: zenoh.Sample) -> None:
+        """One sample, a single message or a batch, checked whole before
+        any of it is delivered: a malformed one is counted and logged."""
         attachment = sample.attachment
         try:
             header = Header.unpack(None if attachment is None else attachment.to_bytes())
+            payload = sample.payload.to_bytes()
+            if header.kind == KIND_BATCH:
+                messages, kinds = unpack_batch(payload, header.count)
+            else:
+                messages, kinds = [memoryview(payload)], bytes([header.kind])
         except WireError as e:
             self.counters.rejected += 1
             log.warning("topic %s: sample rejected: %s", self.spec.name, e)
             return
-        verdict = self._streams.judge(header.producer, header.seq)
+        verdict = self._streams.judge(header.producer, header.seq, len(messages))
+        self.counters.duplicates += verdict.skipped
         if not verdict.deliver:
-            self.counters.duplicates += 1
             return
         if verdict.new_stream:
             log.info("topic %s: stream of producer %016x joined at seq %d", self.spec.name, header.producer, header.seq)
@@ -329,27 +394,42 @@ class TopicImporter:
             self.counters.gaps += 1
             log.warning("topic %s: gap of %d messages from producer %016x (seq %d to %d)", self.spec.name,
                         verdict.missed, header.producer, header.seq - verdict.missed, header.seq - 1)
-        self._last_seq[header.producer] = header.seq
-        self._in_order_producer, self._in_order_seq = header.producer, header.seq + 1
+        last = header.seq + len(messages) - 1
+        self._last_seq[header.producer] = last
+        self._in_order_producer, self._in_order_seq = header.producer, last + 1
         self._in_order_prefix = HEADER.pack(MAGIC, VERSION, KIND_BYTES, 0, header.producer, 0)[:16]
-        self._publish(header, sample.payload.to_bytes())
+        skipped = verdict.skipped
+        self._publish(header.producer, messages[skipped:], kinds[skipped:])
 
-    def _publish(self, header: Header, payload: bytes) -> None:
-        if header.kind == KIND_BYTES:
-            self._publisher.send(payload)
-        elif self.trust_pickle:
-            try:
-                obj = pickle.loads(payload)
-            except Exception as e:  # whatever the bytes make unpickling raise
-                self.counters.rejected += 1
-                log.warning("topic %s: pickled message not unpickled: %s", self.spec.name, e)
-                return
-            self._publisher.send_obj(obj)
-        else:
+    def _publish(self, producer: int, messages: list[memoryview], kinds: bytes) -> None:
+        """Publish ``messages`` in order: the runs of bytes messages with a
+        ``send_many`` each, a pickled one alone."""
+        start = 0
+        while start < len(messages):
+            end = kinds.find(KIND_PICKLE, start)
+            if end == -1:
+                end = len(messages)
+            if end > start:
+                self._publisher.send_many(messages[start:end])
+                self.counters.delivered += end - start
+                start = end
+                continue
+            self._publish_pickled(producer, messages[start])
+            start += 1
+
+    def _publish_pickled(self, producer: int, payload: memoryview) -> None:
+        if not self.trust_pickle:
             self.counters.refused += 1
             log.warning("topic %s: pickled message from producer %016x refused (see --trust-pickle)",
-                        self.spec.name, header.producer)
+                        self.spec.name, producer)
             return
+        try:
+            obj = pickle.loads(payload)
+        except Exception as e:  # whatever the bytes make unpickling raise
+            self.counters.rejected += 1
+            log.warning("topic %s: pickled message not unpickled: %s", self.spec.name, e)
+            return
+        self._publisher.send_obj(obj)
         self.counters.delivered += 1
 
     def status(self) -> dict[str, Any]:

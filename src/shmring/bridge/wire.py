@@ -1,6 +1,8 @@
 """What a bridge puts on the wire: the 24-byte header carried as each Zenoh
-sample's attachment (docs/PROTOCOL.md section 9), and the per-producer
-bookkeeping that turns sequence numbers into gaps and duplicates.
+sample's attachment (docs/PROTOCOL.md section 9), the framing of a batch
+(several consecutive messages of one stream in one sample), and the
+per-producer bookkeeping that turns sequence numbers into gaps and
+duplicates.
 
 Nothing here imports Zenoh: the framing is plain bytes."""
 
@@ -9,12 +11,25 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-__all__ = ["HEADER", "KIND_BYTES", "KIND_PICKLE", "Header", "Streams", "topic_key", "WireError"]
+__all__ = ["BATCH_MAX_BYTES", "BATCH_MAX_MESSAGES", "HEADER", "KIND_BATCH", "KIND_BYTES", "KIND_PICKLE", "Header",
+           "Streams", "batch_groups", "pack_batch", "topic_key", "unpack_batch", "WireError"]
 
 MAGIC = b"SR"
 VERSION = 1
 KIND_BYTES = 0  # a bytes message (record tag 0x42)
 KIND_PICKLE = 1  # a pickled object (record tag 0x4F, what send_obj writes)
+# Kinds 2 and 3 are a queue's (queue_wire.py).
+KIND_BATCH = 4  # several consecutive messages of one stream; the reserved word is their count
+_TOPIC_KINDS = (KIND_BYTES, KIND_PICKLE, KIND_BATCH)
+# A batch's payload at most (its tables included): under Zenoh's default
+# batch size of 64 KiB, so that a sample is not fragmented on the way.
+BATCH_MAX_BYTES = 60 * 1024
+# Messages in a batch at most: the exporter's recv_many gives no more.
+BATCH_MAX_MESSAGES = 1024
+_LENGTH = struct.Struct("<I")
+# What each message adds to a batch's payload besides its bytes: its length
+# (u32) and its kind (u8) in the tables.
+BATCH_OVERHEAD = _LENGTH.size + 1
 # magic, version, kind, reserved, producer, seq; little-endian on every host.
 HEADER = struct.Struct("<2sBBIQQ")
 assert HEADER.size == 24
@@ -26,23 +41,88 @@ class WireError(ValueError):
 
 @dataclass(frozen=True)
 class Header:
+    """A topic sample's attachment; ``count`` is the number of messages of
+    a batch (the word at offset 4), 0 for a single message."""
+
     kind: int
     producer: int
     seq: int
+    count: int = 0
 
     def pack(self) -> bytes:
-        return HEADER.pack(MAGIC, VERSION, self.kind, 0, self.producer, self.seq)
+        return HEADER.pack(MAGIC, VERSION, self.kind, self.count, self.producer, self.seq)
 
     @classmethod
     def unpack(cls, raw: bytes | None) -> Header:
         if raw is None or len(raw) != HEADER.size:
             raise WireError(f"attachment of {0 if raw is None else len(raw)} bytes, not {HEADER.size}")
-        magic, version, kind, _reserved, producer, seq = HEADER.unpack(raw)
+        magic, version, kind, count, producer, seq = HEADER.unpack(raw)
         if magic != MAGIC or version != VERSION:
             raise WireError(f"not a shmring bridge header (magic {magic!r}, version {version})")
-        if kind not in (KIND_BYTES, KIND_PICKLE):
+        if kind not in _TOPIC_KINDS:
             raise WireError(f"unknown message kind {kind}")
-        return cls(kind, producer, seq)
+        if kind == KIND_BATCH:
+            if count == 0:
+                raise WireError("a batch of no message")
+            if seq + count > 1 << 64:
+                raise WireError(f"a batch of {count} messages from seq {seq} runs past the last seq (2**64 - 1)")
+        else:
+            count = 0  # reserved in a single message: not read
+        return cls(kind, producer, seq, count)
+
+
+def pack_batch(payloads: list[bytes], kinds: bytes) -> bytes:
+    """The payload of a batch sample: the messages' lengths (u32 each),
+    their kinds (u8 each), then their bytes back to back."""
+    n = len(payloads)
+    parts = [struct.pack(f"<{n}I", *map(len, payloads)), kinds]
+    parts += payloads
+    return b"".join(parts)
+
+
+def unpack_batch(payload: bytes, count: int) -> tuple[list[memoryview], bytes]:
+    """The ``count`` messages of a batch's payload (views into it) and their
+    kinds; WireError if the framing does not add up, before anything is
+    taken from it (a damaged batch delivers nothing)."""
+    tables = count * BATCH_OVERHEAD
+    if len(payload) < tables:
+        raise WireError(f"batch of {count} messages in {len(payload)} bytes: shorter than its tables")
+    lengths = struct.unpack_from(f"<{count}I", payload, 0)
+    if tables + sum(lengths) != len(payload):
+        raise WireError(f"batch of {count} messages: lengths add up to {sum(lengths)} bytes, "
+                        f"the payload has {len(payload) - tables} after its tables")
+    kinds = payload[count * _LENGTH.size:tables]
+    if kinds.translate(None, b"\x00\x01"):  # a byte other than KIND_BYTES and KIND_PICKLE
+        raise WireError(f"batch of {count} messages: a message kind other than 0 and 1")
+    view = memoryview(payload)
+    messages = []
+    start = tables
+    for length in lengths:
+        end = start + length
+        messages.append(view[start:end])
+        start = end
+    return messages, kinds
+
+
+def batch_groups(lengths: list[int], max_bytes: int = BATCH_MAX_BYTES,
+                 max_messages: int = BATCH_MAX_MESSAGES) -> list[tuple[int, int]]:
+    """Consecutive messages of ``lengths`` grouped in order, each group
+    ``(start, end)`` one sample: a batch's payload (with its tables) within
+    ``max_bytes`` and ``max_messages``; a message too large for any batch
+    is a group of its own (sent as a single message)."""
+    n = len(lengths)
+    if n <= max_messages and sum(lengths) + n * BATCH_OVERHEAD <= max_bytes:
+        return [(0, n)] if n else []
+    groups = []
+    start, size = 0, 0
+    for i, length in enumerate(lengths):
+        grown = size + length + BATCH_OVERHEAD
+        if i > start and (grown > max_bytes or i - start == max_messages):
+            groups.append((start, i))
+            start, grown = i, length + BATCH_OVERHEAD
+        size = grown
+    groups.append((start, n))
+    return groups
 
 
 def topic_key(name: str) -> str:
@@ -52,12 +132,16 @@ def topic_key(name: str) -> str:
 
 @dataclass
 class Verdict:
-    """What to do with one message: deliver it or not, and how many
-    messages of its stream went missing just before it."""
+    """What to do with a run of consecutive messages of one stream (one
+    message, or a batch): how many at its start were delivered before
+    (``skipped``: duplicates or stale, dropped), how many messages of its
+    stream went missing just before it, and whether it starts the stream.
+    ``deliver``: whether any of it is to be delivered."""
 
     deliver: bool
     missed: int
     new_stream: bool
+    skipped: int = 0
 
 
 class Streams:
@@ -69,13 +153,17 @@ class Streams:
     def __init__(self) -> None:
         self._expected: dict[int, int] = {}
 
-    def judge(self, producer: int, seq: int) -> Verdict:
+    def judge(self, producer: int, seq: int, count: int = 1) -> Verdict:
+        """The verdict on messages ``seq`` to ``seq + count - 1`` of ``producer``."""
         expected = self._expected.get(producer)
-        if expected is not None and seq < expected:
-            return Verdict(False, 0, False)
-        self._expected[producer] = seq + 1
+        end = seq + count
+        if expected is not None and end <= expected:
+            return Verdict(False, 0, False, count)
+        self._expected[producer] = end
         if expected is None:
             return Verdict(True, 0, True)
+        if seq < expected:
+            return Verdict(True, 0, False, expected - seq)
         return Verdict(True, seq - expected, False)
 
     def note(self, producer: int, seq: int) -> None:
