@@ -17,7 +17,7 @@ figure is the median of --repeat runs.  The issue's targets: the bridge
 keeps at least 70 % of Zenoh's throughput and adds at most 25 % to its
 latency.  Needs root, iproute2 and Zenoh (pip install shmring[zenoh]).
 
-    sudo .venv/bin/python benchmarks/bench_bridge.py [--quick] [--repeat 3] [--markdown FILE]
+    sudo .venv/bin/python benchmarks/bench_bridge.py [--quick] [--repeat 3] [--no-batch] [--markdown FILE]
 """
 
 from __future__ import annotations
@@ -90,13 +90,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_bridges(a: Host, b: Host, tmp: Path) -> list[int]:
-    """B listens and imports tput and ping, exports pong; A the other way.
-    Their process ids (nsenter runs the bridge in its own process)."""
+def start_bridges(a: Host, b: Host, tmp: Path, options: list[str]) -> list[int]:
+    """B listens and imports tput and ping, exports pong; A the other way
+    (both with ``options``).  Their process ids (nsenter runs the bridge in
+    its own process)."""
     importer = b.bridge("--import", "topic:tput", "--import", "topic:ping", "--export", "topic:pong", "--listen", b.endpoint(),
-             log="bridge-b.log")
+             *options, log="bridge-b.log")
     exporter = a.bridge("--export", "topic:tput", "--export", "topic:ping", "--import", "topic:pong", "--connect", b.endpoint(),
-             log="bridge-a.log")
+             *options, log="bridge-a.log")
     wait_log(tmp / "bridge-a.log", "importer matched", 2)
     wait_log(tmp / "bridge-b.log", "importer matched", 1)
     return [exporter.pid, importer.pid]
@@ -215,7 +216,8 @@ def report(rows: list[dict[str, Any]], opts: argparse.Namespace) -> str:
         ["size", "bridge: source", "exporter", "importer", "sink", "Zenoh: source", "sink"],
         [[size_label(r["size"])] + [fmt_num(r[f"bridge_{p}_cpu_us"]) for p in ("source", "exporter", "importer", "sink")]
          + [fmt_num(r[f"zenoh_{p}_cpu_us"]) for p in ("source", "sink")] for r in rows])
-    head = (f"{os.cpu_count()} CPUs, both namespaces on this machine; median of {opts.repeat} runs (a ratio: the "
+    head = (f"{os.cpu_count()} CPUs, both namespaces on this machine; exporters "
+            f"{'one sample per message (--no-batch)' if opts.no_batch else 'batching'}; median of {opts.repeat} runs (a ratio: the "
             f"median of the runs' ratios); "
             f"round trips: {opts.round_trips} per run after 200 unmeasured; CPU per message: all the processes "
             f"of the path (bridge: source, exporter, importer, sink; Zenoh: source, sink), all their threads")
@@ -232,6 +234,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="One run, a tenth of the messages, 500 round trips.")
     ap.add_argument("--markdown", help="Write the tables to this file too.")
     ap.add_argument("--json", help="Write every run's figures to this file.")
+    ap.add_argument("--no-batch", action="store_true",
+                    help="Exporters send one Zenoh sample per message (the bridge before batches).")
     ap.add_argument("--keep-logs", action="store_true", help="Keep the bridges' and workers' logs (their folder is printed).")
     opts = ap.parse_args()
     if opts.quick:
@@ -239,7 +243,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     try:
         with two_hosts(tmp) as (a, b):
-            bridges = start_bridges(a, b, tmp)
+            bridges = start_bridges(a, b, tmp, ["--no-batch"] if opts.no_batch else [])
             raw = measure(a, b, bridges, opts)
         gaps = re.findall(r"gap of \d+ messages", (tmp / "bridge-b.log").read_text()
                           + (tmp / "bridge-a.log").read_text())

@@ -18,6 +18,8 @@ from .conftest import Host, wait_line
 
 # Messages of the integrity test (64 bytes each; docs/BRIDGE.md gives the rate).
 INTEGRITY_MESSAGES = 1_000_000
+# The same test with one Zenoh sample per message (--no-batch): slower.
+UNBATCHED_MESSAGES = 200_000
 
 
 def verdict(collector: subprocess.Popen[str], timeout: float) -> dict[str, object]:
@@ -42,6 +44,15 @@ def stop(proc: subprocess.Popen[str]) -> None:
     proc.wait(20)
 
 
+def final_status(proc: subprocess.Popen[str], log: Path) -> dict[str, object]:
+    """Stop bridge ``proc`` and return the status it logs on stopping."""
+    stop(proc)
+    found = re.findall(r"stopped; status (.*)", log.read_text())
+    assert found, f"{log.name}: no final status"
+    status: dict[str, object] = json.loads(found[-1])
+    return status
+
+
 def reported_missed(log: Path) -> int:
     """What the importer logged as lost: the sum of its gaps."""
     return sum(int(n) for n in re.findall(r"gap of (\d+) messages", log.read_text()))
@@ -49,18 +60,37 @@ def reported_missed(log: Path) -> int:
 
 @pytest.mark.timeout(300)
 def test_a_million_messages_cross_intact_and_in_order(hosts: tuple[Host, Host], tmp_path: Path) -> None:
+    check_integrity(hosts, tmp_path, INTEGRITY_MESSAGES, batch=True)
+
+
+@pytest.mark.timeout(180)
+def test_without_batches_messages_cross_intact_one_sample_each(hosts: tuple[Host, Host], tmp_path: Path) -> None:
+    check_integrity(hosts, tmp_path, UNBATCHED_MESSAGES, batch=False)
+
+
+def check_integrity(hosts: tuple[Host, Host], tmp_path: Path, count: int, batch: bool) -> None:
+    """``count`` messages published on A reach B's subscriber, each once, in
+    order, intact; the exporter sent them batched (fewer samples than
+    messages) or one sample each (``--no-batch``)."""
     a, b = hosts
-    collector = start_pair(a, b, "ticks", INTEGRITY_MESSAGES, idle=30)
+    collector = start_pair(a, b, "ticks", count, 30, *([] if batch else ["--no-batch"]))
+    exporter = a.procs[-1]
     started = time.monotonic()
-    publisher = a.program("publish", "ticks", str(INTEGRITY_MESSAGES), log="publish.log")
+    publisher = a.program("publish", "ticks", str(count), log="publish.log")
     result = verdict(collector, timeout=280)
     elapsed = time.monotonic() - started
     assert publisher.wait(30) == 0
-    print(f"\n{INTEGRITY_MESSAGES} messages through the bridge in {elapsed:.1f} s: "
-          f"{INTEGRITY_MESSAGES / elapsed:,.0f} messages/s")
-    assert result == {"received": INTEGRITY_MESSAGES, "first": 0, "last": INTEGRITY_MESSAGES - 1, "missing": 0,
+    print(f"\n{count} messages through the bridge ({'batched' if batch else '--no-batch'}) in {elapsed:.1f} s: "
+          f"{count / elapsed:,.0f} messages/s")
+    assert result == {"received": count, "first": 0, "last": count - 1, "missing": 0,
                       "lagged": 0, "backwards": [], "n_backwards": 0, "bad": []}
     assert reported_missed(tmp_path / "bridge-b.log") == 0
+    exported = final_status(exporter, tmp_path / "bridge-a.log")["topic:ticks"]
+    assert isinstance(exported, dict) and exported["sent"] == count and exported["batch"] is batch
+    if batch:
+        assert exported["samples"] < count, "messages read together go out together"
+    else:
+        assert exported["samples"] == count
 
 
 @pytest.mark.timeout(120)
