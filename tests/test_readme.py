@@ -71,7 +71,8 @@ def test_readme_block_runs_as_printed(heading: str, code: str, tmp_path: Path) -
 
 
 def test_the_docs_have_their_examples() -> None:
-    assert [h for h, _ in DOC_BLOCKS] == ["OBSERVE.md: From Python", "SYNC.md: 6. When the holder dies"]
+    assert [h for h, _ in DOC_BLOCKS] == ["BRIDGE.md: Wire format (Topic)", "OBSERVE.md: From Python",
+                                          "SYNC.md: 6. When the holder dies"]
 
 
 @pytest.mark.timeout(60)
