@@ -43,7 +43,7 @@ def test_streams_report_gaps_and_drop_what_came_before() -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     ((), "nothing to bridge"),
-    (("--export", "channel:jobs"), "only topics and queues are bridged so far"),
+    (("--export", "pipe:jobs"), "expected KIND:NAME with KIND one of topic, channel, queue"),
     (("--export", "prices"), "expected KIND:NAME"),
     (("--import", "topic:no/slash"), "invalid segment name"),
     (("--export", "topic:a", "--import", "topic:a"), "both exported and imported"),

@@ -14,7 +14,15 @@ lost itself by lagging.
 queue NAME (made by the exporter).  ``consume NAME IDLE``: takes items from
 queue NAME (made by the importer) until none came for IDLE seconds, and
 prints a JSON verdict: the numbers it took, in the order taken, and the
-items with a bad checksum."""
+items with a bad checksum.
+
+``send NAME COUNT [RATE]``: sends COUNT numbered, checksummed 64-byte messages
+into channel NAME (made by the exporter), then closes it; prints how many
+went (fewer if a send raised Closed: the bridge closed the stream).
+``receive NAME IDLE``: reads channel NAME (made by the importer) until
+Closed (or nothing for IDLE seconds) and prints a JSON verdict: received,
+the first and last number, the numbers missing, duplicated or out of
+order, the bad checksums, and how the stream ended."""
 
 from __future__ import annotations
 
@@ -148,9 +156,85 @@ def consume(name: str, idle: float) -> None:
     queue.close()
 
 
+def open_channel(name: str) -> shmring.Channel:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return shmring.Channel.open(name)
+        except FileNotFoundError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def send(name: str, count: int, rate: float) -> None:
+    channel = open_channel(name)
+    batch, sent, peer_gone = 64, 0, 0
+    start = time.monotonic()
+    try:
+        for first in range(0, count, batch):
+            while True:  # the exporter (this channel's consumer) may die and come back: wait for it
+                try:
+                    sent += channel.send_many([message(n) for n in range(first, min(first + batch, count))])
+                    break
+                except shmring.PeerGone:
+                    peer_gone += 1
+                    time.sleep(0.05)
+            if rate:  # paced: the fault tests send while they break things
+                ahead = (first + batch) / rate - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+        end = "sent"
+    except shmring.Closed:
+        end = "closed"
+    print(json.dumps({"sent": sent, "end": end, "peer_gone": peer_gone}), flush=True)
+    channel.close()
+
+
+def receive(name: str, idle: float) -> None:
+    channel = open_channel(name)
+    print("ready", flush=True)
+    expected = received = missing = duplicates = bad = 0
+    first = last = None
+    end = "idle"
+    started = time.monotonic()
+    while True:
+        try:
+            batch = channel.recv_many(1024, timeout=idle)
+        except shmring.Timeout:
+            break
+        except (shmring.Closed, shmring.PeerGone) as e:
+            end = type(e).__name__
+            break
+        if first is None:
+            started = time.monotonic()
+        for data in batch:
+            number, filler, crc = MESSAGE.unpack(data)
+            if zlib.crc32(data[:60]) != crc or filler != FILLER:
+                bad += 1
+                continue
+            if first is None:
+                first = number
+            if number < expected:
+                duplicates += 1
+                continue
+            missing += number - expected
+            expected = number + 1
+            last = number
+            received += 1
+    print(json.dumps({"received": received, "first": first, "last": last, "missing": missing,
+                      "duplicates": duplicates, "bad": bad, "end": end,
+                      "seconds": time.monotonic() - started}), flush=True)
+    channel.close()
+
+
 if __name__ == "__main__":
     command, topic_name = sys.argv[1], sys.argv[2]
-    if command == "produce":
+    if command == "send":
+        send(topic_name, int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
+    elif command == "receive":
+        receive(topic_name, float(sys.argv[3]))
+    elif command == "produce":
         produce(topic_name, int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
     elif command == "consume":
         consume(topic_name, float(sys.argv[3]))

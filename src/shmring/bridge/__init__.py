@@ -2,7 +2,7 @@
 
 A :class:`Bridge` is one Zenoh session that exports local objects to the
 network and imports remote ones into local objects; ``shmring bridge`` runs
-one.  Topics and queues are bridged.  Needs the ``zenoh`` extra
+one.  Topics, channels and queues are bridged.  Needs the ``zenoh`` extra
 (``pip install shmring[zenoh]``); importing this module does not."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..segment import validate_name
+from .channel import DEFAULT_REPLAY_BYTES, ChannelExporter, ChannelImporter
 from .queue import DEFAULT_LEASE_S, DEFAULT_WINDOW, QueueExporter, QueueImporter
 from .topic import ObjectSpec, TopicExporter, TopicImporter
 from .wire import Header, topic_key
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["Bridge", "BridgeError", "ObjectSpec", "Header", "parse_object", "topic_key", "zenoh_config"]
 
 log = logging.getLogger("shmring.bridge")
-KINDS = ("topic", "queue")
+KINDS = ("topic", "channel", "queue")
 POLICIES = ("block", "overwrite")
 
 
@@ -40,13 +41,10 @@ def require_zenoh() -> Any:
 
 
 def parse_object(text: str, policy: str = "block", capacity: int = 1 << 20) -> ObjectSpec:
-    """``"topic:NAME"`` or ``"queue:NAME"`` -> an :class:`ObjectSpec`
-    (channels are not bridged yet)."""
+    """``"topic:NAME"``, ``"channel:NAME"`` or ``"queue:NAME"`` -> an :class:`ObjectSpec`."""
     kind, sep, name = text.partition(":")
     if not sep or kind not in ("topic", "channel", "queue"):
         raise BridgeError(f"object {text!r}: expected KIND:NAME with KIND one of topic, channel, queue")
-    if kind not in KINDS:
-        raise BridgeError(f"object {text!r}: only topics and queues are bridged so far")
     if policy not in POLICIES:
         raise BridgeError(f"object {text!r}: policy must be block or overwrite, not {policy!r}")
     try:
@@ -81,7 +79,7 @@ def load_config(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BridgeError(f"config {path}: expected an object of listen, connect, export, import")
     unknown = set(data) - {"listen", "connect", "export", "import", "trust_pickle", "window", "lease_timeout",
-                          "batch"}
+                           "batch", "replay_bytes"}
     if unknown:
         raise BridgeError(f"config {path}: unknown key(s) {sorted(unknown)}")
     return {
@@ -93,6 +91,7 @@ def load_config(path: str) -> dict[str, Any]:
         "window": int(data.get("window", DEFAULT_WINDOW)),
         "lease_timeout": float(data.get("lease_timeout", DEFAULT_LEASE_S)),
         "batch": bool(data.get("batch", True)),
+        "replay_bytes": int(data.get("replay_bytes", DEFAULT_REPLAY_BYTES)),
     }
 
 
@@ -120,7 +119,8 @@ class Bridge:
 
     def __init__(self, listen: Iterable[str] = (), connect: Iterable[str] = (), export: Iterable[ObjectSpec] = (),
                  imports: Iterable[ObjectSpec] = (), trust_pickle: bool = False, window: int = DEFAULT_WINDOW,
-                 lease_timeout: float = DEFAULT_LEASE_S, batch: bool = True) -> None:
+                 lease_timeout: float = DEFAULT_LEASE_S, batch: bool = True,
+                 replay_bytes: int = DEFAULT_REPLAY_BYTES) -> None:
         self.listen, self.connect = list(listen), list(connect)
         self.export, self.imports = list(export), list(imports)
         both = {(s.kind, s.name) for s in self.export} & {(s.kind, s.name) for s in self.imports}
@@ -131,11 +131,14 @@ class Bridge:
             raise BridgeError("nothing to bridge: name an object with --export or --import")
         if window < 1 or not lease_timeout > 0:
             raise BridgeError("a queue's window must be at least 1 item and its lease timeout above 0 s")
+        if replay_bytes < 1:
+            raise BridgeError("a channel's replay buffer must hold at least 1 byte")
         self.trust_pickle = trust_pickle
         self.batch = batch
+        self.replay_bytes = replay_bytes
         self.window, self.lease_timeout = window, lease_timeout
         self._session: zenoh.Session | None = None
-        self._ends: list[TopicExporter | TopicImporter | QueueExporter | QueueImporter] = []
+        self._ends: list[Any] = []
 
     def start(self) -> Bridge:
         zenoh = require_zenoh()
@@ -146,11 +149,9 @@ class Bridge:
             raise BridgeError(f"cannot open the Zenoh session: {e}") from None
         try:
             for spec in self.imports:
-                self._ends.append(QueueImporter(self._session, spec, self.window, self.trust_pickle)
-                                  if spec.kind == "queue" else TopicImporter(self._session, spec, self.trust_pickle))
+                self._ends.append(self._importer(self._session, spec))
             for spec in self.export:
-                self._ends.append(QueueExporter(self._session, spec, self.lease_timeout)
-                                  if spec.kind == "queue" else TopicExporter(self._session, spec, self.batch))
+                self._ends.append(self._exporter(self._session, spec))
         except BaseException:
             self.close()
             raise
@@ -158,6 +159,20 @@ class Bridge:
             end.start()
         log.info("bridge up: listen %s, connect %s", self.listen or "-", self.connect or "-")
         return self
+
+    def _importer(self, session: zenoh.Session, spec: ObjectSpec) -> Any:
+        if spec.kind == "queue":
+            return QueueImporter(session, spec, self.window, self.trust_pickle)
+        if spec.kind == "channel":
+            return ChannelImporter(session, spec)
+        return TopicImporter(session, spec, self.trust_pickle)
+
+    def _exporter(self, session: zenoh.Session, spec: ObjectSpec) -> Any:
+        if spec.kind == "queue":
+            return QueueExporter(session, spec, self.lease_timeout)
+        if spec.kind == "channel":
+            return ChannelExporter(session, spec, self.replay_bytes)
+        return TopicExporter(session, spec, self.batch)
 
     def status(self) -> dict[str, Any]:
         """Per object (``"topic:NAME"``): the counters of its exporter or importer."""

@@ -19,7 +19,7 @@ _LOG_FORMAT = "shmring bridge: %(message)s"
 
 def _options(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[str, ...], connect: tuple[str, ...],
              config: str | None, policy: str, capacity: int, trust_pickle: bool, window: int | None,
-             lease_timeout: float | None, no_batch: bool = False) -> dict[str, Any]:
+             lease_timeout: float | None, no_batch: bool = False, replay_bytes: int | None = None) -> dict[str, Any]:
     """The bridge's arguments: the config file's, then the command line's added."""
     options: dict[str, Any] = {"listen": [], "connect": [], "export": [], "imports": [], "trust_pickle": False}
     if config is not None:
@@ -35,12 +35,14 @@ def _options(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[st
         options["lease_timeout"] = lease_timeout
     if no_batch:
         options["batch"] = False
+    if replay_bytes is not None:
+        options["replay_bytes"] = replay_bytes
     return options
 
 
 @click.command("bridge")
 @click.option("--export", "export", multiple=True, metavar="KIND:NAME",
-              help="Send this local object's traffic to the network (topic:NAME, queue:NAME).")
+              help="Send this local object's traffic to the network (topic:NAME, channel:NAME, queue:NAME).")
 @click.option("--import", "imports", multiple=True, metavar="KIND:NAME",
               help="Publish what the network carries for this object into the local one.")
 @click.option("--listen", multiple=True, metavar="ENDPOINT", help="Zenoh endpoint to listen on (tcp/0.0.0.0:7447).")
@@ -57,18 +59,23 @@ def _options(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[st
               help="Seconds before an exported queue item not acknowledged is sent again (default 10).")
 @click.option("--no-batch", is_flag=True,
               help="Send one Zenoh sample per exported topic message (for plain Zenoh subscribers), not batches.")
+@click.option("--replay-bytes", type=click.IntRange(1), default=None, metavar="BYTES",
+              help="Bytes an exported channel keeps until acknowledged, to send again after a link failure "
+                   "(default 16 MiB).")
 @click.option("--status-interval", type=click.FloatRange(0), default=0, show_default=True, metavar="SECONDS",
               help="Log every object's counters this often (0: only when the bridge stops).")
 def bridge_command(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[str, ...],
                    connect: tuple[str, ...], config: str | None, policy: str, capacity: int,
                    trust_pickle: bool, window: int | None, lease_timeout: float | None,
-                   no_batch: bool, status_interval: float) -> None:
-    """Bridge topics and queues between machines over Zenoh: one bridge per host, e.g.
+                   no_batch: bool, replay_bytes: int | None, status_interval: float) -> None:
+    """Bridge topics, channels and queues between machines over Zenoh: one bridge per host, e.g.
     `--export topic:prices --connect tcp/10.0.0.2:7447` on one and
     `--import topic:prices --listen tcp/0.0.0.0:7447` on the other.
     Gaps (messages lost on the way) are logged with their count.  A queue
     is pulled by its importers: an item is leased, and sent again unless
-    acknowledged within --lease-timeout (at least once).  Needs
+    acknowledged within --lease-timeout (at least once).  A channel is
+    sent again from a replay buffer after a link failure; a gap it cannot
+    fill closes the remote channel (logged with its count).  Needs
     `pip install shmring[zenoh]`."""
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT, stream=sys.stderr)
     stop = threading.Event()
@@ -76,7 +83,7 @@ def bridge_command(export: tuple[str, ...], imports: tuple[str, ...], listen: tu
         signal.signal(signum, lambda *_: stop.set())
     try:
         bridge = Bridge(**_options(export, imports, listen, connect, config, policy, capacity, trust_pickle,
-                                   window, lease_timeout, no_batch)).start()
+                                   window, lease_timeout, no_batch, replay_bytes)).start()
     except (BridgeError, ValueError, OSError) as e:
         click.echo(f"shmring: {e}", err=True)
         sys.exit(1)
