@@ -16,6 +16,8 @@ from shmring.bridge.topic import ObjectSpec, TopicExporter, TopicImporter
 from shmring.bridge.wire import (BATCH_MAX_BYTES, BATCH_MAX_MESSAGES, KIND_BATCH, KIND_BYTES, KIND_PICKLE, Header,
                                  WireError, batch_groups, pack_batch, unpack_batch)
 
+from _bridge_helpers import FakeSample
+
 
 def test_a_batch_is_a_table_of_lengths_a_table_of_kinds_then_the_bytes() -> None:
     payload = pack_batch([b"ab", b"", b"xyz"], bytes([KIND_BYTES, KIND_BYTES, KIND_PICKLE]))
@@ -101,20 +103,6 @@ class _Publisher:
         pass
 
 
-class _Bytes:
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-
-    def to_bytes(self) -> bytes:
-        return self.raw
-
-
-class _Sample:
-    def __init__(self, payload: bytes, attachment: bytes | None) -> None:
-        self.payload = _Bytes(payload)
-        self.attachment = None if attachment is None else _Bytes(attachment)
-
-
 class _Session:
     """Not a Zenoh session: what the exporter and the importer declare."""
 
@@ -166,20 +154,20 @@ def test_the_exporter_groups_what_it_read_together(name: str, batch: bool) -> No
     assert (status["sent"], status["samples"], status["next_seq"]) == (8, len(puts), first + 8)
 
 
-def _batch(producer: int, seq: int, messages: list[bytes]) -> _Sample:
-    return _Sample(pack_batch(messages, bytes(len(messages))),
+def _batch(producer: int, seq: int, messages: list[bytes]) -> FakeSample:
+    return FakeSample(pack_batch(messages, bytes(len(messages))),
                    Header(KIND_BATCH, producer, seq, len(messages)).pack())
 
 
-def _single(producer: int, seq: int, kind: int = KIND_BYTES, payload: bytes | None = None) -> _Sample:
-    return _Sample(b"%d" % seq if payload is None else payload, Header(kind, producer, seq).pack())
+def _single(producer: int, seq: int, kind: int = KIND_BYTES, payload: bytes | None = None) -> FakeSample:
+    return FakeSample(b"%d" % seq if payload is None else payload, Header(kind, producer, seq).pack())
 
 
 def _numbers(first: int, end: int) -> list[bytes]:
     return [b"%d" % n for n in range(first, end)]
 
 
-def _import(name: str, samples: list[_Sample], trust_pickle: bool = False) -> tuple[list[Any], dict[str, Any]]:
+def _import(name: str, samples: list[FakeSample], trust_pickle: bool = False) -> tuple[list[Any], dict[str, Any]]:
     importer = TopicImporter(_Session(), ObjectSpec("topic", name), trust_pickle)  # type: ignore[arg-type]
     subscription = importer.topic.subscribe()
     try:
@@ -193,7 +181,7 @@ def _import(name: str, samples: list[_Sample], trust_pickle: bool = False) -> tu
 
 
 def test_the_importer_counts_gaps_and_duplicates_across_batches_exactly(name: str) -> None:
-    damaged = _Sample(_table([5]) + b"abc", Header(KIND_BATCH, 7, 30, 1).pack())
+    damaged = FakeSample(_table([5]) + b"abc", Header(KIND_BATCH, 7, 30, 1).pack())
     delivered, status = _import(name, [
         _batch(7, 0, _numbers(0, 10)),
         _batch(7, 15, _numbers(15, 20)),   # a gap of 5 (10 to 14)
@@ -220,7 +208,7 @@ def test_a_batch_ending_at_the_last_seq_is_delivered_and_not_again(name: str) ->
 @pytest.mark.parametrize("trust_pickle", [True, False])
 def test_pickled_messages_in_a_batch_keep_their_place(name: str, trust_pickle: bool) -> None:
     pickled = pickle.dumps(("an", "object"))
-    sample = _Sample(pack_batch([b"a", pickled, b"b", b"c"], bytes([0, 1, 0, 0])),
+    sample = FakeSample(pack_batch([b"a", pickled, b"b", b"c"], bytes([0, 1, 0, 0])),
                      Header(KIND_BATCH, 3, 0, 4).pack())
     delivered, status = _import(name, [sample, _single(3, 4, KIND_PICKLE, pickled), _single(3, 5)], trust_pickle)
     if trust_pickle:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from _cli_helpers import cli
 from shmring.bridge.wire import KIND_PICKLE, Header, Streams, WireError, topic_key
+
+from _bridge_helpers import FakeSample
+from _cli_helpers import cli
 
 
 def test_the_header_is_24_little_endian_bytes_as_documented() -> None:
@@ -71,22 +73,6 @@ def test_the_package_and_the_cli_load_without_zenoh() -> None:
     assert result.stdout.strip() == "False", result.stderr
 
 
-class _Bytes:
-    """What a Zenoh sample's payload and attachment give: ``to_bytes()``."""
-
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-
-    def to_bytes(self) -> bytes:
-        return self.raw
-
-
-class _Sample:
-    def __init__(self, payload: bytes, attachment: bytes | None) -> None:
-        self.payload = _Bytes(payload)
-        self.attachment = None if attachment is None else _Bytes(attachment)
-
-
 class _Session:
     """A Zenoh session that is not one: the importer only declares a subscriber."""
 
@@ -100,9 +86,9 @@ def test_the_importer_delivers_in_order_once_and_counts_the_rest(name: str) -> N
     pytest.importorskip("zenoh", reason="the importer's handler comes from the zenoh extra")
     from shmring.bridge.topic import ObjectSpec, TopicImporter
 
-    def sample(producer: int, seq: int, attachment: bytes | None = b"header") -> _Sample:
+    def sample(producer: int, seq: int, attachment: bytes | None = b"header") -> FakeSample:
         header = Header(0, producer, seq).pack() if attachment == b"header" else attachment
-        return _Sample(b"%d/%d" % (producer, seq), header)
+        return FakeSample(b"%d/%d" % (producer, seq), header)
 
     last = (1 << 64) - 1  # the last seq of a stream: none follows it in order
     importer = TopicImporter(_Session(), ObjectSpec("topic", name))  # type: ignore[arg-type]

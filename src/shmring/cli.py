@@ -27,7 +27,7 @@ from .bridge.cli import bridge_command
 from .cli_stats import stats_command
 from .segment import SegmentInfo, validate_name
 from .selfbench_cli import bench_command
-from .top import top_command
+from .top import human_bytes, top_command
 
 SHM_DIR = "/dev/shm"
 
@@ -124,12 +124,7 @@ def _age(created_ns: int) -> str:
 
 
 def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+    return human_bytes(n, " ")
 
 
 def _users(item: Listing) -> str:

@@ -124,13 +124,14 @@ def select_rows(rows: list[Row], name_filter: str = "", kind: str | None = None,
 # -- text of the cells -----------------------------------------------------------------
 
 
-def human_bytes(n: float) -> str:
+def human_bytes(n: float, sep: str = "") -> str:
+    """``n`` bytes in B, KiB, MiB or GiB (``sep`` between number and unit)."""
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+            return f"{size:.0f}{sep}{unit}" if unit == "B" else f"{size:.1f}{sep}{unit}"
         size /= 1024
-    return f"{n:.0f}B"
+    return f"{n:.0f}{sep}B"
 
 
 def human_rate(value: float | None) -> str:

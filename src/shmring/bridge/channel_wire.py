@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .wire import HEADER, KIND_BYTES, MAGIC, VERSION, WireError
+from .wire import HEADER, KIND_BYTES, WordHeader
 
 __all__ = ["KIND_START", "KIND_END", "KIND_ACK", "ACK_RESEND", "ACK_BROKEN", "END_CLOSED", "END_PEER_GONE",
            "ChannelHeader", "ReplayBuffer", "Receiver", "channel_keys", "ENTRY_OVERHEAD"]
@@ -47,26 +47,11 @@ def channel_keys(name: str) -> tuple[str, str]:
     return f"shmring/channel/{name}/data", f"shmring/channel/{name}/ack"
 
 
-@dataclass(frozen=True)
-class ChannelHeader:
-    kind: int
-    word: int
-    producer: int
-    seq: int
+class ChannelHeader(WordHeader):
+    """A channel's attachment (the module's docstring says what each field means per kind)."""
 
-    def pack(self) -> bytes:
-        return HEADER.pack(MAGIC, VERSION, self.kind, self.word, self.producer, self.seq)
-
-    @classmethod
-    def unpack(cls, raw: bytes | None) -> ChannelHeader:
-        if raw is None or len(raw) != HEADER.size:
-            raise WireError(f"attachment of {0 if raw is None else len(raw)} bytes, not {HEADER.size}")
-        magic, version, kind, word, producer, seq = HEADER.unpack(raw)
-        if magic != MAGIC or version != VERSION:
-            raise WireError(f"not a shmring bridge header (magic {magic!r}, version {version})")
-        if kind not in _KINDS:
-            raise WireError(f"unknown channel message kind {kind}")
-        return cls(kind, word, producer, seq)
+    KINDS = _KINDS
+    WHAT = "channel message"
 
 
 class ReplayBuffer:

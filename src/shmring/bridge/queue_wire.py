@@ -20,7 +20,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .wire import HEADER, KIND_BYTES, KIND_PICKLE, MAGIC, VERSION, WireError
+from .wire import HEADER, KIND_BYTES, KIND_PICKLE, WireError, WordHeader
 
 __all__ = ["KIND_RECEIPT", "KIND_TAKE", "QueueHeader", "Lease", "Leases", "Acknowledgements", "pack_ids",
            "unpack_ids", "queue_key"]
@@ -36,26 +36,11 @@ def queue_key(name: str) -> str:
     return f"shmring/queue/{name}"
 
 
-@dataclass(frozen=True)
-class QueueHeader:
-    kind: int
-    word: int
-    producer: int
-    seq: int
+class QueueHeader(WordHeader):
+    """A queue's attachment (the module's docstring says what each field means per kind)."""
 
-    def pack(self) -> bytes:
-        return HEADER.pack(MAGIC, VERSION, self.kind, self.word, self.producer, self.seq)
-
-    @classmethod
-    def unpack(cls, raw: bytes | None) -> QueueHeader:
-        if raw is None or len(raw) != HEADER.size:
-            raise WireError(f"attachment of {0 if raw is None else len(raw)} bytes, not {HEADER.size}")
-        magic, version, kind, word, producer, seq = HEADER.unpack(raw)
-        if magic != MAGIC or version != VERSION:
-            raise WireError(f"not a shmring bridge header (magic {magic!r}, version {version})")
-        if kind not in _KINDS:
-            raise WireError(f"unknown queue message kind {kind}")
-        return cls(kind, word, producer, seq)
+    KINDS = _KINDS
+    WHAT = "queue message"
 
 
 def pack_ids(ids: Sequence[int]) -> bytes:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import ClassVar, TypeVar
 
 __all__ = ["BATCH_MAX_BYTES", "BATCH_MAX_MESSAGES", "HEADER", "KIND_BATCH", "KIND_BYTES", "KIND_PICKLE", "Header",
-           "Streams", "batch_groups", "pack_batch", "topic_key", "unpack_batch", "WireError"]
+           "Streams", "WordHeader", "batch_groups", "pack_batch", "topic_key", "unpack_batch", "WireError", "read_header"]
 
 MAGIC = b"SR"
 VERSION = 1
@@ -33,10 +34,46 @@ BATCH_OVERHEAD = _LENGTH.size + 1
 # magic, version, kind, reserved, producer, seq; little-endian on every host.
 HEADER = struct.Struct("<2sBBIQQ")
 assert HEADER.size == 24
+W = TypeVar("W", bound="WordHeader")
 
 
 class WireError(ValueError):
     """An attachment that is not a shmring bridge header."""
+
+
+def read_header(raw: bytes | None, kinds: tuple[int, ...], what: str) -> tuple[int, int, int, int]:
+    """(kind, word, producer, seq) of an attachment, checked: 24 bytes,
+    shmring's magic and version, a kind among ``kinds`` (``what`` names
+    them in the error)."""
+    if raw is None or len(raw) != HEADER.size:
+        raise WireError(f"attachment of {0 if raw is None else len(raw)} bytes, not {HEADER.size}")
+    magic, version, kind, word, producer, seq = HEADER.unpack(raw)
+    if magic != MAGIC or version != VERSION:
+        raise WireError(f"not a shmring bridge header (magic {magic!r}, version {version})")
+    if kind not in kinds:
+        raise WireError(f"unknown {what} kind {kind}")
+    return kind, word, producer, seq
+
+
+@dataclass(frozen=True)
+class WordHeader:
+    """A queue's or a channel's attachment: its kind, the 32-bit word at
+    offset 4 (what it means is the kind's), the producer and seq fields.
+    A subclass names its kinds (``KINDS``) and what they are (``WHAT``)."""
+
+    kind: int
+    word: int
+    producer: int
+    seq: int
+    KINDS: ClassVar[tuple[int, ...]] = ()
+    WHAT: ClassVar[str] = "message"
+
+    def pack(self) -> bytes:
+        return HEADER.pack(MAGIC, VERSION, self.kind, self.word, self.producer, self.seq)
+
+    @classmethod
+    def unpack(cls: type[W], raw: bytes | None) -> W:
+        return cls(*read_header(raw, cls.KINDS, cls.WHAT))
 
 
 @dataclass(frozen=True)
@@ -54,13 +91,7 @@ class Header:
 
     @classmethod
     def unpack(cls, raw: bytes | None) -> Header:
-        if raw is None or len(raw) != HEADER.size:
-            raise WireError(f"attachment of {0 if raw is None else len(raw)} bytes, not {HEADER.size}")
-        magic, version, kind, count, producer, seq = HEADER.unpack(raw)
-        if magic != MAGIC or version != VERSION:
-            raise WireError(f"not a shmring bridge header (magic {magic!r}, version {version})")
-        if kind not in _TOPIC_KINDS:
-            raise WireError(f"unknown message kind {kind}")
+        kind, count, producer, seq = read_header(raw, _TOPIC_KINDS, "message")
         if kind == KIND_BATCH:
             if count == 0:
                 raise WireError("a batch of no message")
