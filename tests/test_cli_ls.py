@@ -63,7 +63,7 @@ def test_ls_json_fields(live_segment: shmring.Segment, entry_point: bool) -> Non
     assert set(item) == {
         "name", "uid", "mode", "kind", "size", "total_size", "version", "creator_pid",
         "creator_start", "creator_uid", "created_ns", "alive", "problem", "in_use", "persistent",
-        "users", "unlisted_users", "live_users",
+        "users", "unlisted_users", "live_users", "bridge",
     }
 
 

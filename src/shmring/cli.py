@@ -18,12 +18,15 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import _core
 from ._errors import ForeignSegmentError, SegmentError, SegmentNotReadyError
 from .channel import _WAIT_NAMES
 from .bridge.cli import bridge_command
+from .bridge.status import PREFIX as BRIDGE_PREFIX
+from .bridge.status import BridgeStatus, bridged, bridges, marker
 from .cli_stats import stats_command
 from .segment import SegmentInfo, validate_name
 from .selfbench_cli import bench_command
@@ -142,13 +145,37 @@ def _users(item: Listing) -> str:
     return "none"
 
 
-def _listing_json(item: Listing) -> dict[str, Any]:
+def _bridge_names() -> list[str]:
+    """The bridge status segments under /dev/shm (docs/BRIDGE.md "Status")."""
+    try:
+        return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(BRIDGE_PREFIX))
+    except OSError:
+        return []
+
+
+def _listing_json(item: Listing, marks: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str, Any]:
     data: dict[str, Any] = {"name": item.name, "uid": item.uid, "mode": oct(item.mode), "in_use": item.in_use}
     if item.info is not None:
         data.update(asdict(item.info))
         data["live_users"] = item.info.live_users
     data["problem"] = item.problem
+    data["bridge"] = marks.get((item.info.kind, item.name)) if item.info is not None else None
     return data
+
+
+def _kind_cell(item: Listing, marks: dict[tuple[str, str], list[dict[str, Any]]],
+               statuses: dict[str, BridgeStatus]) -> str:
+    """The KIND column: the kind, whether it is persistent, whether a bridge
+    carries it (and which way), or whose status segment it is."""
+    assert item.info is not None
+    kind = item.info.kind + (" (persistent)" if item.info.persistent else "")
+    entries = marks.get((item.info.kind, item.name))
+    if entries:
+        kind += f" ({marker(entries)})"
+    status = statuses.get(item.name)
+    if status is not None:
+        kind += f" (bridge status{', ' + status.problem if status.problem else ''})"
+    return escape(kind)
 
 
 def _fail(message: str) -> None:
@@ -167,8 +194,11 @@ def ls_command(as_json: bool) -> None:
     """List every shmring segment on this machine, with the processes
     attached to it (USERS) and its creator."""
     items = list(scan())
+    statuses = bridges(i.name for i in items if i.info is not None)
+    marks = bridged(statuses)
+    by_segment = {s.segment: s for s in statuses}
     if as_json:
-        click.echo(json.dumps([_listing_json(i) for i in items], indent=2))
+        click.echo(json.dumps([_listing_json(i, marks) for i in items], indent=2))
         return
     table = Table(box=None, header_style="bold")
     for column in ("NAME", "KIND", "SIZE", "USERS", "PID", "CREATOR", "AGE", "MODE"):
@@ -179,7 +209,7 @@ def ls_command(as_json: bool) -> None:
             continue
         i = item.info
         alive = "[green]alive[/green]" if i.alive else "[red]dead[/red]"
-        kind = i.kind + (" (persistent)" if i.persistent else "")
+        kind = _kind_cell(item, marks, by_segment)
         table.add_row(
             i.name, kind, _human(i.size), _users(item), str(i.creator_pid), alive, _age(i.created_ns), oct(item.mode)
         )
@@ -228,6 +258,7 @@ def inspect_command(name: str, as_json: bool, watch: bool, interval: float) -> N
         extra["fill_percent"] = round(100 * extra["fill_bytes"] / extra["capacity"], 1)
     if extra:
         data[info.kind] = extra
+    data.update(_bridge_details(info.kind, bare))
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -235,7 +266,9 @@ def inspect_command(name: str, as_json: bool, watch: bool, interval: float) -> N
     table.add_column(style="bold")
     table.add_column()
     for key, value in data.items():
-        if key == "users":
+        if key == "bridge":
+            _bridge_rows(table, value)
+        elif key == "users":
             for n, user in enumerate(info.users):
                 since = _dt.datetime.fromtimestamp(user.attached_ns / 1e9).isoformat(timespec="seconds")
                 state = "alive" if user.alive else "dead"
@@ -252,6 +285,37 @@ def inspect_command(name: str, as_json: bool, watch: bool, interval: float) -> N
         else:
             table.add_row(key, str(value))
     out.print(table)
+
+
+def _bridge_details(kind: str, name: str) -> dict[str, Any]:
+    """For `inspect`: what the running bridges say of object ``name``
+    ("bridge"), or, for a bridge's status segment, its document."""
+    statuses = bridges(_bridge_names())
+    for status in statuses:
+        if status.segment == name:
+            return {"bridge_status": {"pid": status.pid, "alive": status.alive, "problem": status.problem,
+                                      "document": status.document}}
+    entries = bridged(statuses).get((kind, name))
+    return {"bridge": entries} if entries else {}
+
+
+def _bridge_rows(table: Table, entries: list[dict[str, Any]]) -> None:
+    def words(value: Any) -> str:
+        return ",".join(map(str, value)) if isinstance(value, list) and value else "-"
+
+    for n, e in enumerate(entries):
+        peers = f"listen {words(e.get('listen'))}, connect {words(e.get('connect'))}"
+        problem = f" [{e['problem']}]" if e.get("problem") else ""
+        table.add_row(f"bridge.{n}", escape(f"pid {e.get('pid')}, {e.get('direction')}, {peers}{problem}"))
+        table.add_row(f"bridge.{n}.link", escape(f"{e.get('link')} (by {e.get('link_by')}; "
+                                                 f"{e.get('link_changes')} changes)"))
+        counters, detail, error = e.get("counters"), e.get("detail"), e.get("last_error")
+        if isinstance(counters, dict):
+            table.add_row(f"bridge.{n}.counters", escape(", ".join(f"{k} {v}" for k, v in sorted(counters.items()))))
+        for key, value in sorted(detail.items()) if isinstance(detail, dict) else ():
+            table.add_row(f"bridge.{n}.{key}", escape(str(value)))
+        if error:
+            table.add_row(f"bridge.{n}.last_error", escape(str(error.get("message") if isinstance(error, dict) else error)))
 
 
 def _chunk_is_stale(name: str) -> str | None:

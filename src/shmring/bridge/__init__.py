@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..segment import validate_name
 from .channel import DEFAULT_REPLAY_BYTES, ChannelExporter, ChannelImporter
 from .queue import DEFAULT_LEASE_S, DEFAULT_WINDOW, QueueExporter, QueueImporter
+from .status import StatusPublisher
 from .topic import ObjectSpec, TopicExporter, TopicImporter
 from .wire import Header, topic_key
 
@@ -115,12 +117,14 @@ class Bridge:
     in.  ``start()`` opens it and starts a thread per object; ``status()``
     says what each carried and lost; ``close()`` ends it all.  ``batch``:
     exported topics send several messages per Zenoh sample when several
-    are waiting (False: one sample per message, for plain Zenoh readers)."""
+    are waiting (False: one sample per message, for plain Zenoh readers).
+    ``publish_status``: keep the status in a shared-memory segment for
+    ``shmring ls`` and ``shmring inspect`` (docs/BRIDGE.md "Status")."""
 
     def __init__(self, listen: Iterable[str] = (), connect: Iterable[str] = (), export: Iterable[ObjectSpec] = (),
                  imports: Iterable[ObjectSpec] = (), trust_pickle: bool = False, window: int = DEFAULT_WINDOW,
                  lease_timeout: float = DEFAULT_LEASE_S, batch: bool = True,
-                 replay_bytes: int = DEFAULT_REPLAY_BYTES) -> None:
+                 replay_bytes: int = DEFAULT_REPLAY_BYTES, publish_status: bool = True) -> None:
         self.listen, self.connect = list(listen), list(connect)
         self.export, self.imports = list(export), list(imports)
         both = {(s.kind, s.name) for s in self.export} & {(s.kind, s.name) for s in self.imports}
@@ -137,8 +141,10 @@ class Bridge:
         self.batch = batch
         self.replay_bytes = replay_bytes
         self.window, self.lease_timeout = window, lease_timeout
+        self.publish_status = publish_status
         self._session: zenoh.Session | None = None
         self._ends: list[Any] = []
+        self._status: StatusPublisher | None = None
 
     def start(self) -> Bridge:
         zenoh = require_zenoh()
@@ -157,8 +163,25 @@ class Bridge:
             raise
         for end in self._ends:
             end.start()
+        if self.publish_status:
+            self._publish_status()
         log.info("bridge up: listen %s, connect %s", self.listen or "-", self.connect or "-")
         return self
+
+    def _publish_status(self) -> None:
+        header = {"pid": os.getpid(), "listen": self.listen, "connect": self.connect}
+        try:
+            self._status = StatusPublisher(self.status, header, len(self._ends))
+        except OSError as e:  # no room in /dev/shm: the bridge works without it
+            log.warning("bridge: no status segment (%s); shmring ls will not show this bridge", e)
+            return
+        self._status.start()
+        log.info("bridge: status in segment %s", self._status.writer.name)
+
+    @property
+    def status_segment(self) -> str | None:
+        """The name of the segment the status is published in (None: none)."""
+        return None if self._status is None else self._status.writer.name
 
     def _importer(self, session: zenoh.Session, spec: ObjectSpec) -> Any:
         if spec.kind == "queue":
@@ -179,6 +202,9 @@ class Bridge:
         return {f"{e.spec.kind}:{e.spec.name}": e.status() for e in self._ends}
 
     def close(self) -> None:
+        if self._status is not None:  # first: it reads the objects' status
+            self._status.close()
+            self._status = None
         # The session first: a put waiting for the network and a recv
         # waiting for a sample both return once it is closed.
         if self._session is not None:
