@@ -87,7 +87,12 @@ def test_a_torn_copy_is_tried_again_then_called_damaged(running: bs.StatusPublis
     buf = running.writer.segment.buf
     buf[bs.DOC_OFFSET] ^= 0xFF  # the CRC no longer matches, the counter is even: a torn copy
     repaired: list[float] = []
-    document, problem = bs.parse_status(buf, lambda s: (repaired.append(s), running.publish()))
+
+    def rewrite(seconds: float) -> None:
+        repaired.append(seconds)
+        running.publish()
+
+    document, problem = bs.parse_status(buf, rewrite)
     assert problem is None and document is not None and repaired
     buf[bs.DOC_OFFSET] ^= 0xFF
     document, problem = bs.parse_status(buf, lambda s: None)
