@@ -276,15 +276,18 @@ class StatusPublisher:
 
     def start(self) -> None:
         logging.getLogger("shmring.bridge").addHandler(self.errors)
-        self.publish()
+        self._round()
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.publish()
-            except Exception as e:  # e.g. a counter table changing as it is read: the next round retries
-                logging.getLogger("shmring.bridge").debug("bridge: status not written this round: %r", e)
+            self._round()
+
+    def _round(self) -> None:
+        try:
+            self.publish()
+        except Exception as e:  # e.g. a counter table changing as it is read: the next round retries
+            logging.getLogger("shmring.bridge").debug("bridge: status not written this round: %r", e)
 
     def _idle(self, key: str, counters: dict[str, int], now: float) -> float | None:
         """Seconds since the object's counters last moved (None: not since
