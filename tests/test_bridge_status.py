@@ -11,11 +11,14 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from importlib import resources
 from typing import Any
 
+import jsonschema
 import pytest
 
 import shmring
+from shmring import observe, top
 from shmring.bridge import status as bs
 
 from _cli_helpers import WIDE, cli
@@ -176,3 +179,22 @@ def test_a_killed_bridge_is_shown_stale_until_gc() -> None:
     finally:
         if os.path.exists(f"/dev/shm/{name}"):
             os.unlink(f"/dev/shm/{name}")
+
+
+@pytest.mark.timeout(60)
+def test_top_shows_a_bridged_object_in_its_state(new_name: Callable[[], str]) -> None:
+    topic = shmring.Topic.create("prices-" + new_name()[-8:], 4096)
+    p = publisher(dict(EXPORTED, matched=False), topic.name)
+    p.start()
+    try:
+        snap = observe.snapshot()
+        (view,) = [v for v in snap.objects if v.name == topic.name]
+        assert view.bridge is not None and view.bridge[0]["direction"] == "export"
+        assert top.state_text(view).plain == "bridged out, link down"
+        (alone,) = observe.snapshot([topic.name]).objects
+        assert alone.bridge == view.bridge
+        schema = json.loads(resources.files("shmring").joinpath("top.schema.json").read_text())
+        jsonschema.validate(json.loads(json.dumps(observe.report(snap, snap))), schema)
+    finally:
+        p.close()
+        topic.close()

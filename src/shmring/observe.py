@@ -17,11 +17,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import _core
 from ._errors import ForeignSegmentError, SegmentError, SegmentNotReadyError
+from .bridge.status import PREFIX as BRIDGE_PREFIX
+from .bridge.status import bridged, bridges
 from .segment import SegmentInfo, validate_name
 
 SHM_DIR = "/dev/shm"
@@ -87,6 +89,7 @@ class ObjectView:
     primitive: dict[str, Any] | None = None  # a named primitive: which one and its state
     detail: dict[str, Any] = field(default_factory=dict)  # the kind's raw counters
     problem: str | None = None  # why it could not be read (damaged)
+    bridge: list[dict[str, Any]] | None = None  # what running bridges say of it (docs/BRIDGE.md "Status")
 
     @property
     def key(self) -> tuple[str, int]:
@@ -256,9 +259,19 @@ def snapshot(names: Iterable[str] | None = None) -> Snapshot:
             views.append(ObjectView(name, "damaged", 0, 0, 0, False, (), None, None, {}, {}, problem=str(exc)))
         except (OSError, ValueError):
             continue  # gone meanwhile, not readable by this user, or not a valid name
+    views = _with_bridges(views, [n for n in _names() if n.startswith(BRIDGE_PREFIX)] if names is not None else
+                          [v.name for v in views if v.name.startswith(BRIDGE_PREFIX)])
     # The time of the look: its end (a scan of many objects takes a while;
     # the rates are divided by the time between two ends).
     return Snapshot(time.monotonic(), tuple(views))
+
+
+def _with_bridges(views: list[ObjectView], status_segments: list[str]) -> list[ObjectView]:
+    """``views`` with what the bridges' status segments say of each."""
+    if not status_segments:
+        return views
+    marks = bridged(bridges(status_segments))
+    return [replace(v, bridge=marks[(v.kind, v.name)]) if (v.kind, v.name) in marks else v for v in views]
 
 
 def rates(before: Snapshot, after: Snapshot) -> dict[tuple[str, int], dict[str, float]]:

@@ -32,6 +32,7 @@ from rich.text import Text
 
 from . import observe
 from ._errors import SegmentError
+from .bridge.status import marker
 from .segment import validate_name
 
 # A ring at least this full is shown in yellow: its producers wait soon.
@@ -166,7 +167,8 @@ def _procs_text(view: observe.ObjectView) -> Text:
 
 
 def state_text(view: observe.ObjectView) -> Text:
-    """The STATE cell: a lock's holder, a primitive's value, a topic's slowest reader, damage."""
+    """The STATE cell: a lock's holder, a primitive's value, a topic's slowest reader, whether a bridge
+    carries it, damage."""
     if view.problem:
         return Text(f"damaged: {view.problem}", style="bold red")
     lock = view.lock
@@ -177,7 +179,8 @@ def state_text(view: observe.ObjectView) -> Text:
             return Text(f"held by {lock.holder_pid} (dead)", style="bold red")
         return Text(f"held by {lock.holder_pid}")
     prim = view.primitive or {}
-    parts = [f"{k} {prim[k]}" for k in ("value", "set", "state", "waiters") if k in prim and prim[k] is not None]
+    parts = [marker(view.bridge)] if view.bridge else []
+    parts += [f"{k} {prim[k]}" for k in ("value", "set", "state", "waiters") if k in prim and prim[k] is not None]
     if view.subscribers:
         slowest = max(view.subscribers, key=lambda s: s.behind_messages)
         parts.append(f"{len(view.subscribers)} subscribers, max lag {slowest.behind_messages}")
