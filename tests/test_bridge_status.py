@@ -198,3 +198,19 @@ def test_top_shows_a_bridged_object_in_its_state(new_name: Callable[[], str]) ->
     finally:
         p.close()
         topic.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_bridge_publishes_its_status_while_it_runs(new_name: Callable[[], str]) -> None:
+    pytest.importorskip("zenoh", reason="the zenoh extra (pip install shmring[zenoh]) is in the dev extra")
+    from shmring.bridge import Bridge, parse_object
+
+    name = new_name()
+    with Bridge(export=[parse_object(f"topic:{name}")]) as bridge:
+        segment = bridge.status_segment
+        assert segment is not None
+        (found,) = bs.bridges([segment])
+        assert found.problem is None and found.document is not None and found.document["listen"] == []
+        (entry,) = bs.bridged([found])[("topic", name)]
+        assert (entry["direction"], entry["link"], entry["counters"]["sent"]) == ("export", "down", 0)
+    assert not os.path.exists(f"/dev/shm/{segment}")
