@@ -21,8 +21,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # The bridge between machines (docs/BRIDGE.md), tested between two network
-# namespaces with a private /dev/shm each: needs root and iproute2 (it skips
-# without them, and fails under CI).
+# namespaces with a private /dev/shm each: needs root and iproute2, and
+# nftables for the packet-loss tests (they skip without them, and fail under CI).
 test-bridge: $(STAMP)
 	$(PY) -m pytest -q tests/bridge
 

@@ -4,12 +4,14 @@ so that the programs of one cannot share memory with the other's.
 
 Shared by the bridge tests (conftest.py) and the bridge benchmark
 (benchmarks/bench_bridge.py); nothing here needs pytest.  Needs root and
-iproute2: ``two_hosts`` raises ``NamespaceError`` saying what is missing."""
+iproute2: ``two_hosts`` raises ``NamespaceError`` saying what is missing;
+``Host.packet_loss`` also needs nftables (the ``nft`` command)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +22,10 @@ from typing import IO, Any
 
 PORT = 7447
 ADDRESSES = ("10.77.0.1", "10.77.0.2")
+# The nftables table that holds a host's injected packet loss (one per namespace).
+LOSS_TABLE = "shmring_loss"
+# The kernel's default for a link's segments per packet (what packet_loss restores).
+GSO_MAX_SEGS = 65535
 
 
 class NamespaceError(Exception):
@@ -66,6 +72,39 @@ class Host:
 
     def set_link(self, up: bool) -> None:
         _ip("-n", self.netns, "link", "set", self.link, "up" if up else "down")
+
+    @contextlib.contextmanager
+    def packet_loss(self, percent: int) -> Iterator[None]:
+        """Drop ``percent`` % of the packets that arrive on this host's link,
+        at random, while the block runs; the rule is removed on leaving it,
+        whatever happened.  Loss on arrival is loss on the wire: a drop on
+        the way out would be seen by the sending TCP stack as a failed send
+        (EPERM), not as a packet lost, so both ways take one call per host.
+        Meanwhile this host sends one TCP segment per packet, as over a real
+        link (a veth otherwise carries up to 64 KiB of segments as one
+        packet, and a drop would hit dozens of them at once, rarely)."""
+        if shutil.which("nft") is None:
+            raise NamespaceError("the nft command (nftables)")
+        rules = (f"table inet {LOSS_TABLE} {{\n"
+                 f"  chain input {{ type filter hook input priority 0; policy accept;\n"
+                 f"    iifname \"{self.link}\" numgen random mod 100 < {int(percent)} counter drop\n  }}\n}}\n")
+        subprocess.run(["ip", "netns", "exec", self.netns, "nft", "-f", "-"], input=rules, check=True,
+                       capture_output=True, text=True, timeout=30)
+        try:
+            _ip("-n", self.netns, "link", "set", self.link, "gso_max_segs", "1")
+            yield
+        finally:
+            _ip("-n", self.netns, "link", "set", self.link, "gso_max_segs", str(GSO_MAX_SEGS))
+            subprocess.run(["ip", "netns", "exec", self.netns, "nft", "delete", "table", "inet", LOSS_TABLE],
+                           check=True, capture_output=True, text=True, timeout=30)
+
+    def dropped(self) -> int:
+        """Packets the loss rule has dropped so far (call it inside ``packet_loss``)."""
+        listing = subprocess.run(["ip", "netns", "exec", self.netns, "nft", "list", "table", "inet", LOSS_TABLE],
+                                 check=True, capture_output=True, text=True, timeout=30).stdout
+        found = re.search(r"counter packets (\d+)", listing)
+        assert found is not None, listing
+        return int(found.group(1))
 
     def close(self) -> None:
         for proc in self.procs:
