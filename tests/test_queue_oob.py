@@ -12,6 +12,7 @@ import pickle
 import queue
 import struct
 import tracemalloc
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -84,17 +85,18 @@ def items(seed: int, big: int = 3 * MiB) -> list[Any]:
     """Items of every kind this path takes, a pure function of the seed:
     arrays of every dtype in C, F and non-contiguous order, small (in band)
     and large (out of band), raw buffers, items holding several arrays,
-    and plain items between them."""
+    and plain items between them.  No item of one seed equals an item of
+    another: a reader of two producers tells whose each item is."""
     out: list[Any] = []
     for i, dtype in enumerate(DTYPES):
         a = sample(dtype, (64, 48), seed + i)  # 3-24 KiB: some in band, some out
-        out += [a, np.asfortranarray(a), a[::2, ::3], (i, "plain")]
+        out += [a, np.asfortranarray(a), a[::2, ::3], (i, "plain", seed)]
     large = sample("<f4", (big // 4,), seed)
     ro = sample("<i8", (4096,), seed + 1)
     ro.flags.writeable = False
     raw = bytes((seed * 7 + j) % 251 for j in range(MIN))
     out += [
-        large, large.reshape(-1, 1024).T, ro, sample("<c16", (0, 7)), np.float64(seed),
+        large, large.reshape(-1, 1024).T, ro, sample("<c16", (0, 6 + seed)), np.float64(seed),
         raw, raw[:4], bytearray(raw), bytearray(raw[:4]),
         memoryview(sample("<f8", (30, 40), seed)), memoryview(raw), memoryview(bytearray(raw[:3])),
         {"meta": {"seed": seed}, "frames": [large[: MIN // 2], large[MIN // 2 : MIN]], "tag": raw[:10]},
@@ -382,10 +384,24 @@ def _check_items(q: shmring.Queue[Any], seeds: list[int]) -> int:
     done = 0
     while done < total:
         for got in q.get_many(timeout=OP_TIMEOUT, max_messages_to_get=5):
-            seed = next(s for s in seeds if seen[s] < len(expected[s]) and same(expected[s][seen[s]], got))
-            seen[seed] += 1
+            whose = [s for s in seeds if seen[s] < len(expected[s]) and same(expected[s][seen[s]], got)]
+            if len(whose) != 1:  # nobody's next item (lost, reordered, damaged), or (a test error) two producers'
+                raise AssertionError(f"item {done} is the next of {len(whose)} producers: {describe(got)}; expected: "
+                                     + "; ".join(f"seed {s} #{seen[s]}: {describe(expected[s][seen[s]])}"
+                                                 for s in seeds if seen[s] < len(expected[s])))
+            seen[whose[0]] += 1
             done += 1
     return done
+
+
+def describe(item: Any) -> str:
+    """An item in a few words, for a failure message."""
+    if isinstance(item, np.ndarray):
+        flags = ("C" if item.flags.c_contiguous else "") + ("F" if item.flags.f_contiguous else "")
+        return f"ndarray {item.dtype} {item.shape} {flags} crc {zlib.crc32(item.tobytes()):08x}"
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return f"{type(item).__name__} of {len(bytes(item))} crc {zlib.crc32(bytes(item)):08x}"
+    return repr(item)[:80]
 
 
 @pytest.mark.timeout(180)
