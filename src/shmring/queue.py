@@ -74,7 +74,8 @@ class Queue(NamedObject, _core.Queue, Generic[T]):
     many ``get()`` calls would: the items before it, then (at the next get
     of this handle) its error, then the items after it, which this handle
     holds for its next gets (``qsize()`` counts them); closing or dropping
-    the handle puts those back into the queue.
+    the handle puts those back into the queue (a process that exits
+    without either still loses them).
 
     ``close()`` closes this handle, as in ``multiprocessing``: its calls
     raise :class:`shmring.QueueClosed` from then on (a ``ValueError``, as
