@@ -372,6 +372,30 @@ def chosen(option: str, text: str | None, known: list[str]) -> list[str]:
     return names
 
 
+def sizes(option: str, text: str | None, default: Iterable[int]) -> list[int]:
+    """The comma-separated sizes ``text`` gave ``option`` (``default`` when
+    it gave none): bytes, or with a suffix B, K/KiB, M/MiB (``64,1KiB,1MiB``);
+    anything else ends the run with one line naming it."""
+    if not text:
+        return list(default)
+    out = []
+    for item in (x.strip() for x in text.split(",")):
+        word = item.upper().replace(" ", "")
+        number, mul = word, 1
+        for suffix, m in (("KIB", KiB), ("MIB", MiB), ("K", KiB), ("M", MiB), ("B", 1)):
+            if word.endswith(suffix):
+                number, mul = word[: -len(suffix)], m
+                break
+        try:
+            value = int(float(number) * mul)
+        except ValueError:
+            raise SystemExit(f"{option}: {item!r} is not a size (e.g. 64, 1KiB, 1MiB)") from None
+        if value <= 0:
+            raise SystemExit(f"{option}: {item!r} is not a positive size")
+        out.append(value)
+    return out
+
+
 def quick_defaults(opts: Any, **values: tuple[Any, Any]) -> None:
     """Each option named in ``values`` that the command line left unset (or
     zero) takes its value for this run: ``(with --quick, without)``."""

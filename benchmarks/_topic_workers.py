@@ -88,15 +88,7 @@ def open_shmring(spec: Spec, role: str) -> Endpoint:
         ep.closers.append(sub.close)
         ep.recv = sub.recv_bytes  # type: ignore[attr-defined]
         if spec.sub_batch:
-            batch, many = spec.sub_batch, sub.recv_many
-            pending: list[bytes] = []
-
-            def recv_one(timeout: float | None = None) -> bytes:  # the same per-message checks, fed by batches
-                if not pending:
-                    pending.extend(reversed(many(batch, timeout)))
-                return pending.pop()
-
-            ep.recv = recv_one  # type: ignore[attr-defined]
+            ep.recv_many, ep.batch = sub.recv_many, spec.sub_batch  # type: ignore[attr-defined]
     ep.closers.append(topic.close)
     return ep
 
@@ -254,21 +246,34 @@ def stream(ep: Endpoint, p: dict[str, Any], stop: Any) -> dict[str, Any]:
 
 
 def receive_strict(ep: Endpoint, p: dict[str, Any], family: str) -> dict[str, Any]:
-    """Every message, in order, none missing (shmring "block", iceoryx2)."""
+    """Every message, in order, none missing (shmring "block", iceoryx2).
+
+    A shmring-many subscriber takes batches with ``recv_many`` and checks
+    each message of a batch exactly as the other rows check theirs."""
     size, base, count = p["size"], p["base"], p["count"]
     S, body = msg_struct(size), msg_body(size)
-    recv, unpack = ep.recv, S.unpack  # type: ignore[attr-defined]
+    unpack = S.unpack
     expect, end = base, base + count
     m = b""
+    batch = getattr(ep, "batch", 0)
     try:
         t0 = time.monotonic()
-        while expect < end:
-            m = recv()
-            a, b_, z = unpack(m)
-            if a != expect or z != expect or b_ != body:
-                raise Mismatch(f"expected seq {expect}, got a message with seq {a}/{z}"
-                               + ("" if b_ == body else " and a corrupted body"))
-            expect += 1
+        if batch:
+            recv_many = ep.recv_many  # type: ignore[attr-defined]
+            while expect < end:
+                for m in recv_many(min(batch, end - expect)):
+                    a, b_, z = unpack(m)
+                    if a != expect or z != expect or b_ != body:
+                        raise Mismatch(_strict_mismatch(expect, a, z, b_ == body))
+                    expect += 1
+        else:
+            recv = ep.recv  # type: ignore[attr-defined]
+            while expect < end:
+                m = recv()
+                a, b_, z = unpack(m)
+                if a != expect or z != expect or b_ != body:
+                    raise Mismatch(_strict_mismatch(expect, a, z, b_ == body))
+                expect += 1
         t1 = time.monotonic()
     except struct.error:
         raise Mismatch(f"expected seq {expect}: got {len(m)} bytes instead of {size}") from None
@@ -278,6 +283,10 @@ def receive_strict(ep: Endpoint, p: dict[str, Any], family: str) -> dict[str, An
     elif family == "iceoryx2" and not ep.poll_empty():  # type: ignore[attr-defined]
         raise Mismatch("a sample after the last one")
     return {"t0": t0, "t1": t1, "received": count, "missed": 0, "lag_events": 0}
+
+
+def _strict_mismatch(expect: int, first: int, last: int, body_ok: bool) -> str:
+    return f"expected seq {expect}, got a message with seq {first}/{last}" + ("" if body_ok else " and a corrupted body")
 
 
 def _check_nothing_more(ep: Endpoint) -> None:

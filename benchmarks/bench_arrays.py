@@ -65,7 +65,7 @@ from _harness import (  # noqa: E402
     KiB, MachineLoad, MiB, WorkerError, WorkerGroup, add_output_arguments, bench_parser, chosen, clean_up_run,
     exit_status, fmt_num, fmt_rate, fmt_ratio, last_line, load_line, log, md_table, quick_defaults, ratio_cells,
     record_failure, results_table, run_line, run_measured, run_meta, run_warnings, shmring_build,
-    shmring_source_note, sigterm_as_interrupt, size_label, skipped_and_failures, spread_pct, warn_if_rebuilt,
+    shmring_source_note, sigterm_as_interrupt, sizes, size_label, skipped_and_failures, spread_pct, warn_if_rebuilt,
     write_outputs,
 )
 
@@ -97,14 +97,6 @@ TARGETS = [
     ("send_array", "pyzmq", 2.0, None),
     ("shmring.Queue", "mp.Queue", 5.0, 8 * MiB),
 ]
-
-
-def parse_size(s: str) -> int:
-    s = s.strip().upper().replace(" ", "")
-    for suffix, mul in (("MIB", MiB), ("KIB", KiB), ("M", MiB), ("K", KiB), ("B", 1)):
-        if s.endswith(suffix):
-            return int(float(s[: -len(suffix)]) * mul)
-    return int(s)
 
 
 def frame_shape(size: int, itemsize: int) -> tuple[int, ...]:
@@ -485,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     # every worker (spawned workers inherit this environment).
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    opts.sizes = [parse_size(s) for s in opts.sizes.split(",")] if opts.sizes else list(SIZES)
+    opts.sizes = sizes("--sizes", opts.sizes, SIZES)
     opts.dtypes = [d.strip() for d in opts.dtypes.split(",") if d.strip()] if opts.dtypes else list(DTYPES)
     if opts.runs < 1 or opts.target_seconds <= 0:
         raise SystemExit("--runs and --target-seconds must be positive")

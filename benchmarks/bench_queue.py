@@ -48,7 +48,7 @@ if HERE not in sys.path:
 from _harness import (  # noqa: E402
     KiB, MachineLoad, MiB, Mismatch, WorkerError, WorkerGroup, add_output_arguments, bench_parser, child_setup,
     exit_status, fmt_rate, fmt_ratio, last_line, load_line, log, md_table, orders, quick_defaults, record_failure,
-    run_line, run_measured, run_meta, run_warnings, send_error, shmring_build, shmring_source_note,
+    run_line, run_measured, run_meta, run_warnings, send_error, shmring_build, shmring_source_note, sizes,
     sigterm_as_interrupt, size_label, skipped_and_failures, spread_pct, warn_if_rebuilt, write_outputs,
 )
 
@@ -599,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma-separated PxC configurations (default {DEFAULT_CONFIGS}; e.g. 8x8,16x16)")
     ap.add_argument("--runs", type=int, help="measured runs per cell; the median is reported (default 3)")
     ap.add_argument("--scale", type=float, help="multiply the objects of every run (default 1; --quick 0.1)")
-    ap.add_argument("--sizes", help="pickled object sizes in bytes (default 64,1024)")
+    ap.add_argument("--sizes", help="pickled object sizes, e.g. 64,1KiB (default 64,1024)")
     ap.add_argument("--only", help="comma-separated families (mp, faster-fifo, shmring) and/or batch, single")
     ap.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
                     help=f"max_size_bytes of faster-fifo and shmring (default {DEFAULT_CAPACITY})")
@@ -608,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
 
     quick_defaults(opts, runs=(1, 3), scale=(0.1, 1.0))
     opts.configs = parse_configs(opts.configs)
-    opts.sizes = [int(s) for s in opts.sizes.split(",")] if opts.sizes else list(SIZES)
+    opts.sizes = sizes("--sizes", opts.sizes, SIZES)
     if opts.runs < 1 or opts.scale <= 0:
         raise SystemExit("--runs and --scale must be positive")
     for s in opts.sizes:

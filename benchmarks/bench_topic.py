@@ -51,7 +51,7 @@ if HERE not in sys.path:
 from _harness import (  # noqa: E402
     KiB, MachineLoad, MiB, WorkerError, WorkerGroup, add_output_arguments, bench_parser, clean_up_run, exit_status,
     fmt_rate, fmt_ratio, last_line, load_line, log, md_table, percentiles, quick_defaults, record_failure, run_line,
-    run_measured, run_meta, run_warnings, shmring_build, shmring_source_note, sigterm_as_interrupt, size_label,
+    run_measured, run_meta, run_warnings, shmring_build, shmring_source_note, sizes, sigterm_as_interrupt, size_label,
     skipped_and_failures, spread_pct, warn_if_rebuilt, write_outputs,
 )
 from _topic_workers import SUB_ROLES, ZMQ_HWM, Spec, worker_main  # noqa: E402
@@ -602,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
     ap.add_argument("--runs", type=int, help="measured runs per cell; the median is reported (default 3)")
     ap.add_argument("--scale", type=float, help="multiply the messages/calls of every run (default 1; --quick 0.1)")
-    ap.add_argument("--sizes", help="message sizes in bytes, >= 16 (default 64,1024)")
+    ap.add_argument("--sizes", help="message sizes, >= 16 bytes, e.g. 64,1KiB (default 64,1024)")
     ap.add_argument("--subs", help="fan-out subscriber counts (default 1,2,4)")
     ap.add_argument("--only", help="fan-out peers: comma-separated of shmring, pyzmq, iceoryx2 (default all)")
     ap.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
@@ -618,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = ap.parse_args(argv)
 
     quick_defaults(opts, runs=(1, 3), scale=(0.1, 1.0))
-    opts.sizes = [int(s) for s in opts.sizes.split(",")] if opts.sizes else list(SIZES)
+    opts.sizes = sizes("--sizes", opts.sizes, SIZES)
     opts.subs = [int(s) for s in opts.subs.split(",")] if opts.subs else list(SUBS)
     opts.sections = [s.strip() for s in opts.sections.split(",") if s.strip()]
     bad = [s for s in opts.sections if s not in SECTIONS]
