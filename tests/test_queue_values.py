@@ -186,3 +186,40 @@ def test_a_reader_with_its_own_loads_gets_the_pickle_of_a_value_encoded_item(nam
             assert seen == [pickle.dumps((1, 2), pickle.HIGHEST_PROTOCOL)]
         finally:
             reader.close()
+
+
+def reference_encoding(value: Any) -> bytes:
+    """PROTOCOL.md section 5.2, written out in Python."""
+    if value is None or value is True or value is False:
+        return {None: b"N", True: b"T", False: b"F"}[value]
+    if type(value) is int:
+        return b"i" + struct.pack("=q", value)
+    if type(value) is float:
+        return b"d" + struct.pack("=d", value)
+    if type(value) in (bytes, str):
+        data = value if type(value) is bytes else value.encode()
+        return (b"b" if type(value) is bytes else b"s") + struct.pack("=I", len(data)) + data
+    return b"t" + struct.pack("=I", len(value)) + b"".join(reference_encoding(v) for v in value)
+
+
+@pytest.mark.parametrize("size", [*range(490, 530), 1000, 70_000])
+def test_items_around_the_one_walk_buffer_encode_as_documented(size: int) -> None:
+    # Small items are written in one walk through a 512-byte buffer, larger
+    # ones sized first: every size across that boundary, flat and nested,
+    # bytes and multi-byte text, gives the documented encoding.
+    items = [
+        b"x" * size,
+        (7, b"y" * size, None),
+        ((1.5, "é" * (size // 2)), (True, (b"z" * (size // 3), -1))),
+        tuple(range(min(size // 9, 4000))),  # (past 4,096 values an item is pickled)
+    ]
+    for item in items:
+        assert encode(item) == reference_encoding(item)
+        assert same(decode(encode(item)), item)
+
+
+@pytest.mark.parametrize("size", [10, 600])
+def test_a_lone_surrogate_anywhere_means_pickle_at_any_size(size: int) -> None:
+    assert encode((b"a" * size, "ok", "\ud800")) is None
+    assert encode(("\ud800", b"a" * size)) is None
+    assert encode((1, 2**70)) is None and encode((b"a" * size, 2**70)) is None

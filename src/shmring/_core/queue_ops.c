@@ -55,11 +55,13 @@ static inline int batch_alloc(PutBatch *b, Py_ssize_t n)
         b->lens = &b->one_len;
         return 0;
     }
-    b->bufs = PyMem_Calloc(k, sizeof(Py_buffer));
-    b->objs = PyMem_Calloc(k, sizeof(PyObject *));
-    b->oob = PyMem_Calloc(k, sizeof(PyObject *));
-    b->tags = PyMem_Calloc(k, sizeof(uint32_t));
-    b->lens = PyMem_Calloc(k, sizeof(uint64_t));
+    /* Not zeroed: batch_set fills entry i before b->n counts it, and
+     * nothing reads past b->n. */
+    b->bufs = PyMem_Malloc(k * sizeof(Py_buffer));
+    b->objs = PyMem_Malloc(k * sizeof(PyObject *));
+    b->oob = PyMem_Malloc(k * sizeof(PyObject *));
+    b->tags = PyMem_Malloc(k * sizeof(uint32_t));
+    b->lens = PyMem_Malloc(k * sizeof(uint64_t));
     if (b->bufs == NULL || b->objs == NULL || b->oob == NULL || b->tags == NULL || b->lens == NULL) {
         batch_free_arrays(b);
         b->bufs = NULL;

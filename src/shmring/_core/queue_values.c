@@ -102,10 +102,92 @@ static unsigned char *value_write(PyObject *obj, unsigned char *q)
     return q;
 }
 
+/* One walk for the common small item: write `obj` at q, stopping at `end`.
+ * Past its end; NULL when it does not encode (no exception left set) and
+ * `end` when it does not fit (the caller then sizes it first). */
+static unsigned char *value_write_bounded(PyObject *obj, unsigned char *q, const unsigned char *end, unsigned depth,
+                                          Py_ssize_t *budget)
+{
+    Py_ssize_t n, room = end - q;
+    if (--*budget < 0)
+        return NULL;
+    if (obj == Py_None || obj == Py_True || obj == Py_False) {
+        if (room < 1)
+            return (unsigned char *)end;
+        *q++ = (unsigned char)(obj == Py_None ? 'N' : obj == Py_True ? 'T' : 'F');
+        return q;
+    }
+    if (PyLong_CheckExact(obj)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        int64_t v64 = (int64_t)v;
+        if (overflow != 0 || (v == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return NULL;
+        }
+        if (room < 9)
+            return (unsigned char *)end;
+        *q = 'i';
+        memcpy(q + 1, &v64, 8);
+        return q + 9;
+    }
+    if (PyFloat_CheckExact(obj)) {
+        double d = PyFloat_AS_DOUBLE(obj);
+        if (room < 9)
+            return (unsigned char *)end;
+        *q = 'd';
+        memcpy(q + 1, &d, 8);
+        return q + 9;
+    }
+    if (PyBytes_CheckExact(obj) || PyUnicode_CheckExact(obj)) {
+        const char *data;
+        if (PyBytes_CheckExact(obj)) {
+            data = PyBytes_AS_STRING(obj);
+            n = PyBytes_GET_SIZE(obj);
+        } else if ((data = PyUnicode_AsUTF8AndSize(obj, &n)) == NULL) { /* lone surrogates: pickled */
+            PyErr_Clear();
+            return NULL;
+        }
+        if (room < 5 || n > room - 5)
+            return (unsigned char *)end; /* (the sizing walk then checks the record limit) */
+        q = put_length(q, PyBytes_CheckExact(obj) ? 'b' : 's', n);
+        memcpy(q, data, (size_t)n);
+        return q + n;
+    }
+    if (PyTuple_CheckExact(obj) && depth < SHMRING_VALUE_MAX_DEPTH) {
+        Py_ssize_t i;
+        n = PyTuple_GET_SIZE(obj);
+        if (room < 5)
+            return (unsigned char *)end;
+        q = put_length(q, 't', n);
+        for (i = 0; i < n; i++) {
+            q = value_write_bounded(PyTuple_GET_ITEM(obj, i), q, end, depth + 1, budget);
+            if (q == NULL || q == end)
+                return q;
+        }
+        return q;
+    }
+    return NULL;
+}
+
+/* Items up to this many encoded bytes are written in one walk through a
+ * buffer on the stack (then copied once into their bytes object); larger
+ * ones are sized first and written in place. */
+#define VALUE_SMALL_ITEM 512
+
 int value_encode(PyObject *obj, PyObject **out)
 {
-    Py_ssize_t budget = VALUE_MAX_NODES;
-    Py_ssize_t size = value_size(obj, 0, &budget);
+    unsigned char small[VALUE_SMALL_ITEM], *end;
+    Py_ssize_t budget = VALUE_MAX_NODES, size;
+    end = value_write_bounded(obj, small, small + sizeof small, 0, &budget);
+    if (end == NULL)
+        return 0;
+    if (end != small + sizeof small) { /* (an item of exactly the buffer's size is sized again: harmless) */
+        *out = PyBytes_FromStringAndSize((const char *)small, end - small);
+        return *out == NULL ? -1 : 1;
+    }
+    budget = VALUE_MAX_NODES;
+    size = value_size(obj, 0, &budget);
     if (size < 0)
         return 0;
     *out = PyBytes_FromStringAndSize(NULL, size);
