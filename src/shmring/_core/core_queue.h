@@ -43,6 +43,13 @@ typedef struct {
     int leave_pending; /* close() ran while calls were running: the last one leaves */
     uint64_t refused_len; /* bytes-bounded: what the last put refused (Full) needed, for full() */
     PyObject *pending;    /* NULL, or a batch's rest after an item that failed to decode (queue_pending.c) */
+    struct GetBatchSpare { /* the arrays of the last get, kept for the next (getbatch_lend) */
+        char *blob;
+        size_t size;
+        uint64_t *offs;
+        uint32_t *tags;
+        Py_ssize_t cap;
+    } spare;
 } QueueObject;
 
 extern PyTypeObject QueueType;
@@ -149,6 +156,10 @@ PyObject *oob_pickle_in_band(PyObject *obj);
 int batch_make(QueueObject *self, PutBatch *b, PyObject *arg, int many, int raw);
 void batch_release(PutBatch *b);
 void getbatch_free(GetBatch *g);
+/* An empty batch with the arrays the handle's last get left (none at
+ * first), and the arrays handed back when it is done (kept if small). */
+void getbatch_lend(QueueObject *self, GetBatch *g);
+void getbatch_give_back(QueueObject *self, GetBatch *g);
 /* Copy a record's payload into `g` as item n: 0, or -1 out of memory. */
 int getbatch_add(GetBatch *g, uint32_t tag, const unsigned char *p, uint64_t len);
 /* Before the first piece is kept: count the pieces of each item from now

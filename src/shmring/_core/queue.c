@@ -176,11 +176,11 @@ static PyObject *queue_do_get_impl(QueueObject *self, Py_ssize_t max, int as_lis
         return NULL;
     if (queue_pending_count(self) > 0)
         return queue_pending_take(self, max, as_list, raw);
-    memset(&g, 0, sizeof(g));
+    getbatch_lend(self, &g);
     op.get = &g;
     op.max = max;
     if (queue_run(self, &op, block, deadline) < 0) {
-        getbatch_free(&g);
+        getbatch_give_back(self, &g);
         return NULL;
     }
     if (!as_list) {
@@ -203,7 +203,7 @@ static PyObject *queue_do_get_impl(QueueObject *self, Py_ssize_t max, int as_lis
             PyList_SET_ITEM(result, i, item);
         }
     }
-    getbatch_free(&g);
+    getbatch_give_back(self, &g);
     return result;
 }
 
@@ -621,6 +621,9 @@ static void queue_dealloc(QueueObject *self)
         PyBuffer_Release(&self->view);
     chunks_forget(self, UINT64_MAX);
     free(self->chunks);
+    free(self->spare.blob);
+    free(self->spare.offs);
+    free(self->spare.tags);
     Py_CLEAR(self->dumps);
     Py_CLEAR(self->loads);
     handle_dealloc_end((HandleObject *)self);

@@ -76,7 +76,13 @@ static inline int batch_alloc(PutBatch *b, Py_ssize_t n)
  * with an exception (data is then released). */
 static inline int batch_set(PutBatch *b, Py_ssize_t i, uint32_t tag, PyObject *data, PyObject *buffers)
 {
-    if (PyObject_GetBuffer(data, &b->bufs[i], PyBUF_SIMPLE) < 0) {
+    if (PyBytes_CheckExact(data)) {
+        /* The common case (a pickle, an encoding): its bytes as they are,
+         * held by the reference in objs[i] (obj NULL: nothing to release). */
+        b->bufs[i].obj = NULL;
+        b->bufs[i].buf = PyBytes_AS_STRING(data);
+        b->bufs[i].len = PyBytes_GET_SIZE(data);
+    } else if (PyObject_GetBuffer(data, &b->bufs[i], PyBUF_SIMPLE) < 0) {
         Py_DECREF(data);
         Py_XDECREF(buffers);
         return -1;
@@ -338,6 +344,41 @@ void getbatch_free(GetBatch *g)
     free(g->offs);
     free(g->tags);
     memset(g, 0, sizeof(*g));
+}
+
+/* A get's arrays are kept for the handle's next get up to these sizes: a
+ * malloc and a free of each per call cost as much as the rest of a small
+ * get's copying. */
+#define GETBATCH_SPARE_ITEMS 1024
+#define GETBATCH_SPARE_BYTES ((size_t)64 * 1024)
+
+void getbatch_lend(QueueObject *self, GetBatch *g)
+{
+    memset(g, 0, sizeof(*g));
+    /* Taken out of the handle while the get runs (with the GIL): another
+     * thread's get on the same handle meanwhile makes arrays of its own. */
+    g->blob = self->spare.blob;
+    g->size = self->spare.size;
+    g->offs = self->spare.offs;
+    g->tags = self->spare.tags;
+    g->cap = self->spare.cap;
+    memset(&self->spare, 0, sizeof(self->spare));
+}
+
+void getbatch_give_back(QueueObject *self, GetBatch *g)
+{
+    if (self->spare.offs == NULL && g->offs != NULL && g->cap <= GETBATCH_SPARE_ITEMS &&
+        g->size <= GETBATCH_SPARE_BYTES) {
+        self->spare.blob = g->blob;
+        self->spare.size = g->size;
+        self->spare.offs = g->offs;
+        self->spare.tags = g->tags;
+        self->spare.cap = g->cap;
+        g->blob = NULL;
+        g->offs = NULL;
+        g->tags = NULL;
+    }
+    getbatch_free(g);
 }
 
 /* Room in the arrays of `g` for one more item.  0, or -1 out of memory. */
