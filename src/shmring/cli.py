@@ -28,11 +28,11 @@ from .bridge.cli import bridge_command
 from .bridge.status import PREFIX as BRIDGE_PREFIX
 from .bridge.status import BridgeStatus, bridged, bridges, marker
 from .cli_stats import stats_command
+from .observe import SHM_DIR, bridge_status_names, map_read_only, read_details, segment_files
 from .segment import SegmentInfo, validate_name
 from .selfbench_cli import bench_command
 from .top import human_bytes, top_command
 
-SHM_DIR = "/dev/shm"
 
 # Piped output keeps every column and never wraps: scripts read it line by line.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 100_000)
@@ -51,32 +51,9 @@ class Listing:
     mtime: float
 
 
-def _look(name: str) -> _core.Mapping:
-    """Map segment ``name`` read-only to look at it: no attachment, nothing
-    kept alive, nobody disturbed."""
-    return _core.open(validate_name(name), True, True, False)
-
-
 def read_info(name: str) -> SegmentInfo:
     """Header (and roster) of segment ``name``, mapped read-only and unmapped again."""
     return read_details(name)[0]
-
-
-def read_details(name: str) -> tuple[SegmentInfo, dict[str, Any]]:
-    """Header of segment ``name`` and, for a channel, a queue or a topic,
-    its counters."""
-    mapping = _look(name)
-    try:
-        info = SegmentInfo.from_mapping(mapping)
-        readers = {
-            "channel": _core.channel_info, "queue": _core.queue_info, "topic": _core.topic_info,
-            "sync": _core.sync_info,
-        }
-        reader = readers.get(info.kind)
-        extra = reader(mapping) if reader is not None else {}
-        return info, extra
-    finally:
-        mapping.close()
 
 
 def _in_use(name: str) -> bool | None:
@@ -86,25 +63,9 @@ def _in_use(name: str) -> bool | None:
         return None
 
 
-def _entries() -> Iterator[tuple[os.DirEntry[str], os.stat_result]]:
-    """Every regular file under /dev/shm with a valid segment name."""
-    try:
-        entries = sorted(os.scandir(SHM_DIR), key=lambda e: e.name)
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        try:
-            validate_name(entry.name)
-            st = entry.stat(follow_symlinks=False)
-        except (ValueError, OSError):
-            continue
-        if stat.S_ISREG(st.st_mode):
-            yield entry, st
-
-
 def scan() -> Iterator[Listing]:
     """Every shmring segment under /dev/shm that this user can read."""
-    for entry, st in _entries():
+    for entry, st in segment_files():
         try:
             info: SegmentInfo | None = read_info(entry.name)
             problem = None
@@ -143,14 +104,6 @@ def _users(item: Listing) -> str:
     if item.info.kind == "queue-chunk":
         return "(its queue)"
     return "none"
-
-
-def _bridge_names() -> list[str]:
-    """The bridge status segments under /dev/shm (docs/BRIDGE.md "Status")."""
-    try:
-        return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(BRIDGE_PREFIX))
-    except OSError:
-        return []
 
 
 def _listing_json(item: Listing, marks: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str, Any]:
@@ -290,7 +243,7 @@ def inspect_command(name: str, as_json: bool, watch: bool, interval: float) -> N
 def _bridge_details(kind: str, name: str) -> dict[str, Any]:
     """For `inspect`: what the running bridges say of object ``name``
     ("bridge"), or, for a bridge's status segment, its document."""
-    statuses = bridges(_bridge_names())
+    statuses = bridges(bridge_status_names())
     for status in statuses:
         if status.segment == name:
             return {"bridge_status": {"pid": status.pid, "alive": status.alive, "problem": status.problem,
@@ -335,7 +288,7 @@ def _chunk_is_stale(name: str) -> str | None:
         named = False
     if named:
         try:
-            mapping = _look(queue)
+            mapping = map_read_only(queue)
             try:
                 counters = _core.queue_info(mapping)
             finally:
@@ -429,7 +382,7 @@ def _unfinished() -> Iterator[_Victim]:
     magic is still 0, and they are old enough.  Anything else that merely
     looks empty (an object of another program) is left alone."""
     now = time.time()
-    for entry, st in _entries():
+    for entry, st in segment_files():
         if now - st.st_mtime >= _UNFINISHED_AGE_S and (st.st_uid == os.geteuid() or os.geteuid() == 0):
             if _core.unpublished(entry.name) and not _in_use(entry.name):
                 yield _Victim(entry.name, "never finished: its maker died while creating it", by_lease=False)

@@ -15,8 +15,9 @@ the time between them.
 from __future__ import annotations
 
 import os
+import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -203,6 +204,25 @@ _READERS = {
 }
 
 
+def map_read_only(name: str) -> _core.Mapping:
+    """Map segment ``name`` read-only to look at it: no attachment, nothing
+    kept alive, nobody disturbed."""
+    return _core.open(validate_name(name), True, True, False)
+
+
+def read_details(name: str) -> tuple[SegmentInfo, dict[str, Any]]:
+    """The header of segment ``name`` and, for a channel, a queue, a topic or
+    a named primitive, what its reader in the extension says of it (the
+    same errors as :func:`look`)."""
+    mapping = map_read_only(name)
+    try:
+        info = SegmentInfo.from_mapping(mapping)
+        reader = _READERS.get(info.kind)
+        return info, (reader[0](mapping) if reader is not None else {})
+    finally:
+        mapping.close()
+
+
 def look(name: str) -> ObjectView:
     """One object, read from shared memory now (see the module's docstring).
 
@@ -210,17 +230,9 @@ def look(name: str) -> ObjectView:
     :class:`shmring.ForeignSegmentError` / :class:`shmring.SegmentNotReadyError` for a
     segment that is not (yet) a shmring object, and :class:`shmring.SegmentError` for
     a damaged one."""
-    mapping = _core.open(validate_name(name), True, True, False)
-    try:
-        info = SegmentInfo.from_mapping(mapping)
-        parts: dict[str, Any] = {"counters": {}, "waiting": {}}
-        reader = _READERS.get(info.kind)
-        detail: dict[str, Any] = {}
-        if reader is not None:
-            detail = reader[0](mapping)
-            parts = reader[1](detail)
-    finally:
-        mapping.close()
+    info, detail = read_details(name)
+    reader = _READERS.get(info.kind)
+    parts: dict[str, Any] = reader[1](detail) if reader is not None else {"counters": {}, "waiting": {}}
     parts.setdefault("fill", None)
     parts.setdefault("items", None)
     return ObjectView(
@@ -229,20 +241,30 @@ def look(name: str) -> ObjectView:
     )
 
 
-def _names() -> list[str]:
+def segment_files() -> Iterator[tuple[os.DirEntry[str], os.stat_result]]:
+    """Every regular file under /dev/shm with a valid segment name, in name
+    order, with its ``lstat`` (none when /dev/shm cannot be read)."""
     try:
         entries = sorted(os.scandir(SHM_DIR), key=lambda e: e.name)
     except OSError:  # no /dev/shm, or not readable: nothing to show
-        return []
-    names = []
+        return
     for entry in entries:
         try:
             validate_name(entry.name)
-            if entry.is_file(follow_symlinks=False):
-                names.append(entry.name)
+            st = entry.stat(follow_symlinks=False)
         except (ValueError, OSError):
             continue
-    return names
+        if stat.S_ISREG(st.st_mode):
+            yield entry, st
+
+
+def _names() -> list[str]:
+    return [entry.name for entry, _ in segment_files()]
+
+
+def bridge_status_names() -> list[str]:
+    """The bridge status segments under /dev/shm (docs/BRIDGE.md "Status")."""
+    return [n for n in _names() if n.startswith(BRIDGE_PREFIX)]
 
 
 def snapshot(names: Iterable[str] | None = None) -> Snapshot:
@@ -259,7 +281,7 @@ def snapshot(names: Iterable[str] | None = None) -> Snapshot:
             views.append(ObjectView(name, "damaged", 0, 0, 0, False, (), None, None, {}, {}, problem=str(exc)))
         except (OSError, ValueError):
             continue  # gone meanwhile, not readable by this user, or not a valid name
-    views = _with_bridges(views, [n for n in _names() if n.startswith(BRIDGE_PREFIX)] if names is not None else
+    views = _with_bridges(views, bridge_status_names() if names is not None else
                           [v.name for v in views if v.name.startswith(BRIDGE_PREFIX)])
     # The time of the look: its end (a scan of many objects takes a while;
     # the rates are divided by the time between two ends).
