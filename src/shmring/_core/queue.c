@@ -46,7 +46,7 @@ int queue_usable(QueueObject *self)
     if (self->generation != fork_generation) {
         self->generation = fork_generation;
         self->token = shmring_token_self();
-        Py_CLEAR(self->pending); /* the parent's: it hands them over itself */
+        queue_pending_drop(self); /* the parent's: it hands them over itself */
     }
     return 0;
 }
@@ -615,7 +615,7 @@ static void queue_dealloc(QueueObject *self)
         queue_pending_return(self, NULL); /* NULL: no repr of a handle being freed */
         PyErr_Restore(type, value, tb);
     }
-    Py_CLEAR(self->pending);
+    queue_pending_drop(self);
     handle_dealloc_begin((HandleObject *)self);
     if (self->mapping != NULL)
         PyBuffer_Release(&self->view);
@@ -637,7 +637,7 @@ static int queue_traverse(QueueObject *self, visitproc visit, void *arg)
 
 static int queue_clear(QueueObject *self)
 {
-    Py_CLEAR(self->pending);
+    queue_pending_drop(self);
     Py_CLEAR(self->dumps);
     Py_CLEAR(self->loads);
     return handle_clear((HandleObject *)self);
