@@ -124,6 +124,19 @@ def test_a_collected_handle_puts_the_held_items_back(q: shmring.Queue[Any], monk
     assert q.get_many_nowait() == [2, 3]
 
 
+def test_a_handle_collected_in_a_reference_cycle_puts_the_held_items_back(
+    q: shmring.Queue[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: None)
+    mine = shmring.Queue.open(q.name)
+    mine.put_many([0, Unloadable(1), 2, 3])
+    assert mine.get_many() == [0]
+    mine.myself = mine  # type: ignore[attr-defined]  # freed only by the cycle collector
+    del mine
+    gc.collect()
+    assert q.get_many_nowait() == [2, 3]
+
+
 def _what_the_child_gets(q: shmring.Queue[Any]) -> list[Any]:
     return q.get_many(timeout=10)
 

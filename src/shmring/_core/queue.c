@@ -606,15 +606,24 @@ static int queue_init(QueueObject *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-static void queue_dealloc(QueueObject *self)
+/* The handle is collected with items pending: put them back.  A finalizer
+ * rather than a step of dealloc, so that a handle in a reference cycle does
+ * it too, before the collector clears its references (queue_clear). */
+static void queue_finalize(QueueObject *self)
 {
     if (self->pending != NULL && self->mapping != NULL && !queue_handle_closed(self) &&
         self->generation == fork_generation) {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb); /* a collection may run while an exception is raised */
-        queue_pending_return(self, NULL); /* NULL: no repr of a handle being freed */
+        queue_pending_return(self, (PyObject *)self);
         PyErr_Restore(type, value, tb);
     }
+}
+
+static void queue_dealloc(QueueObject *self)
+{
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0)
+        return; /* resurrected by what the finalizer ran */
     queue_pending_drop(self);
     handle_dealloc_begin((HandleObject *)self);
     if (self->mapping != NULL)
@@ -736,7 +745,7 @@ static PyGetSetDef queue_getset[] = {
 
 PyTypeObject QueueType = HANDLE_TYPE(
     "Queue", "Multi-producer/multi-consumer queue over a mapped queue segment (use shmring.Queue).",
-    QueueObject, queue_init, queue_dealloc, queue_traverse, queue_clear, queue_methods, queue_getset);
+    QueueObject, queue_init, queue_dealloc, queue_traverse, queue_clear, queue_finalize, queue_methods, queue_getset);
 
 static PyObject *core_create_queue(PyObject *Py_UNUSED(module), PyObject *args)
 {

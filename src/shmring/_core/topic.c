@@ -404,7 +404,7 @@ static PyGetSetDef topic_getset[] = {
 
 PyTypeObject TopicEndType = HANDLE_TYPE(
     "TopicEnd", "A publisher, subscription or observer of a topic segment (use shmring.Topic).",
-    TopicEndObject, topic_init, topic_dealloc, handle_traverse, handle_clear, topic_methods, topic_getset);
+    TopicEndObject, topic_init, topic_dealloc, handle_traverse, handle_clear, NULL, topic_methods, topic_getset);
 
 static PyObject *core_create_topic(PyObject *Py_UNUSED(module), PyObject *args)
 {
