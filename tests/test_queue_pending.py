@@ -2,13 +2,16 @@
 before it, the next get raises its error, and the items after it follow,
 as the same number of ``get()`` calls would have given them; nothing taken
 from the ring is lost (src/shmring/_core/queue_pending.c): not when the
-handle is closed or collected with items still held (they go back into the
-queue), and a forked child never hands out its parent's."""
+handle is closed or collected with items still held, nor when its process
+exits normally without either (they go back into the queue), and a forked
+child never hands out its parent's."""
 
 from __future__ import annotations
 
 import gc
+import os
 import pickle
+import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +20,7 @@ import pytest
 
 import shmring
 
-from conftest import FORK, Kids
+from conftest import FORK, SPAWN, Kids
 
 
 def _refuse(n: int) -> Any:
@@ -121,6 +124,19 @@ def test_a_collected_handle_puts_the_held_items_back(q: shmring.Queue[Any], monk
     assert q.get_many_nowait() == [2, 3]
 
 
+def test_a_handle_collected_in_a_reference_cycle_puts_the_held_items_back(
+    q: shmring.Queue[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: None)
+    mine = shmring.Queue.open(q.name)
+    mine.put_many([0, Unloadable(1), 2, 3])
+    assert mine.get_many() == [0]
+    mine.myself = mine  # type: ignore[attr-defined]  # freed only by the cycle collector
+    del mine
+    gc.collect()
+    assert q.get_many_nowait() == [2, 3]
+
+
 def _what_the_child_gets(q: shmring.Queue[Any]) -> list[Any]:
     return q.get_many(timeout=10)
 
@@ -149,3 +165,70 @@ def test_every_item_of_many_batches_arrives_once(q: shmring.Queue[Any]) -> None:
         k += 1
     assert good == [i for i in range(100) if i not in bad]
     assert errors == [f"item {i} cannot be rebuilt" for i in sorted(bad)]
+
+
+# A consumer that exits without closing its handle or dropping it: the
+# handle stays referenced by a module global until the interpreter ends
+# (whose finalization may free it, or, "never collected", not at all).
+EXIT_SCRIPT = """
+import ctypes
+import sys
+import shmring
+held = shmring.Queue.open(sys.argv[1])
+assert held.get_many(max_messages_to_get=5) == [0]
+if sys.argv[2] == "never collected":
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(held))
+if sys.argv[2] == "sys.exit":
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("how", ["end of script", "sys.exit", "never collected"])
+def test_a_process_that_exits_without_close_puts_the_held_items_back(q: shmring.Queue[Any], how: str) -> None:
+    q.put_many([0, Unloadable(1), 2, 3, 4, 5])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, q.name, how], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert proc.returncode == (3 if how == "sys.exit" else 0), proc.stderr
+    assert "item 1 cannot be rebuilt" in proc.stderr  # the held error, reported at exit
+    # 5 was never taken; 2, 3, 4 went back behind it, in their order.
+    assert q.get_many_nowait() == [5, 2, 3, 4]
+    assert q.empty()
+
+
+_held: list[shmring.Queue[Any]] = []
+
+
+def _take_a_batch_and_keep_the_handle(name: str) -> None:
+    handle = shmring.Queue.open(name)
+    _held.append(handle)  # referenced until the process ends
+    assert handle.get_many(max_messages_to_get=4) == [0, 1]
+
+
+@pytest.mark.parametrize("ctx", [FORK, SPAWN], ids=["fork", "spawn"])
+def test_a_multiprocessing_child_that_exits_without_close_puts_the_held_items_back(
+    q: shmring.Queue[Any], kids: Kids, ctx: Any
+) -> None:
+    q.put_many([0, 1, Unloadable(2), 3, 10, 11])
+    child = kids.process(ctx, _take_a_batch_and_keep_the_handle, q.name)
+    kids.join([child], 30)
+    assert child.exitcode == 0
+    assert q.get_many_nowait() == [10, 11, 3]
+    assert q.empty()
+
+
+def _exit_at_once() -> None:
+    pass  # the inherited handle is never used here: at exit, its items are the parent's
+
+
+def test_a_forked_child_that_exits_never_puts_back_its_parents_held_items(q: shmring.Queue[Any], kids: Kids) -> None:
+    q.put_many([0, Unloadable(1), 2, 3])
+    assert q.get_many() == [0]
+    child = kids.process(FORK, _exit_at_once)
+    kids.join([child], 30)
+    assert child.exitcode == 0
+    with pytest.raises(RuntimeError, match="item 1 cannot be rebuilt"):
+        q.get_many()
+    assert q.get_many() == [2, 3]
+    assert q.empty()  # nothing came back twice

@@ -74,8 +74,12 @@ class Queue(NamedObject, _core.Queue, Generic[T]):
     many ``get()`` calls would: the items before it, then (at the next get
     of this handle) its error, then the items after it, which this handle
     holds for its next gets (``qsize()`` counts them); closing or dropping
-    the handle puts those back into the queue (a process that exits
-    without either still loses them).
+    the handle puts those back into the queue (at its end, as a put does),
+    and so does an ordinary exit of its process without either (the end of
+    the program, ``sys.exit``, a ``multiprocessing`` child's return), before
+    the process's attachments end.  A process killed, or ended by
+    ``os._exit()``, loses them, as it loses an item it took and had not
+    processed yet (docs/RELIABILITY.md).
 
     ``close()`` closes this handle, as in ``multiprocessing``: its calls
     raise :class:`shmring.QueueClosed` from then on (a ``ValueError``, as

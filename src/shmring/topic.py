@@ -283,8 +283,15 @@ class Subscription(_End, Generic[T]):
     the next message (bytes, or the object for ``send_obj``);
     ``recv_bytes`` always the raw bytes; ``recv_many(max_messages)`` a
     batch (between 1 and ``max_messages``: it waits for the first, then takes
-    those already published, moving the cursor once; if unpickling one of
-    them fails, the batch is consumed and lost, as ``Queue.get_many``'s);
+    those already published, moving the cursor once, past what it returns:
+    if unpickling message k fails, the messages before k are returned and k
+    and those after it stay unread, so the next call raises k's error (k
+    is unpickled again) and then goes on, as ``Queue.get_many``'s next gets
+    do; when the first message fails, its error is raised and only it is
+    consumed, as ``recv``'s.  The subscription stays in the call while it
+    unpickles: unpickling code that uses it again gets a RuntimeError.
+    Under "overwrite", messages left unread may be overwritten before the
+    next call, which then raises :class:`shmring.Lagged` for them);
     ``latest()`` skips to the newest;
     ``with sub.peek() as buf:`` lends the next one in place, read-only,
     released at the end of the block (under "overwrite", leaving the block

@@ -593,7 +593,7 @@ static PyGetSetDef channel_getset[] = {
 
 PyTypeObject ChannelType = HANDLE_TYPE(
     "Channel", "Channel(mapping, wait=0, spin_ns=-1): the native SPSC channel; use shmring.Channel.",
-    ChannelObject, channel_init, channel_dealloc, handle_traverse, handle_clear, channel_methods, channel_getset);
+    ChannelObject, channel_init, channel_dealloc, handle_traverse, handle_clear, NULL, channel_methods, channel_getset);
 
 static PyObject *core_create_channel(PyObject *Py_UNUSED(module), PyObject *args)
 {

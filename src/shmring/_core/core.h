@@ -324,8 +324,9 @@ PyObject *handle_get_mapping(HandleObject *self, void *closure);
 
 /* The type object of a handle type (`object_type` has a HANDLE_HEAD):
  * subclassable, garbage collected, with a __dict__ and weak references;
- * `name` is its name in shmring._core. */
-#define HANDLE_TYPE(name, doc, object_type, init, dealloc, traverse, clear, methods, getset) \
+ * `name` is its name in shmring._core; `finalize`: NULL, or what must run
+ * before the handle's references are cleared (a cycle's collection). */
+#define HANDLE_TYPE(name, doc, object_type, init, dealloc, traverse, clear, finalize, methods, getset) \
     {                                                                                     \
         PyVarObject_HEAD_INIT(NULL, 0)                                                    \
         .tp_name = "shmring._core." name,                                                 \
@@ -337,6 +338,7 @@ PyObject *handle_get_mapping(HandleObject *self, void *closure);
         .tp_dealloc = (destructor)dealloc,                                                \
         .tp_traverse = (traverseproc)traverse,                                            \
         .tp_clear = (inquiry)clear,                                                       \
+        .tp_finalize = (destructor)finalize,                                              \
         .tp_methods = methods,                                                            \
         .tp_getset = getset,                                                              \
         .tp_dictoffset = offsetof(object_type, dict),                                     \

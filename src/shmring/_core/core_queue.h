@@ -25,7 +25,7 @@ typedef struct {
     shmring_segment seg;
 } QueueChunk;
 
-typedef struct {
+typedef struct QueueObject {
     HANDLE_HEAD
     shmring_queue_ctrl *ctrl;
     unsigned char *data;
@@ -50,6 +50,7 @@ typedef struct {
         uint32_t *tags;
         Py_ssize_t cap;
     } spare;
+    struct QueueObject *holding_prev, *holding_next; /* while `pending` is set: the handles holding items */
 } QueueObject;
 
 extern PyTypeObject QueueType;
@@ -112,6 +113,12 @@ int queue_pending_keep(QueueObject *self, GetBatch *g, Py_ssize_t failed);
 Py_ssize_t queue_pending_count(QueueObject *self);
 PyObject *queue_pending_take(QueueObject *self, Py_ssize_t max, int as_list, int raw);
 void queue_pending_return(QueueObject *self, PyObject *context);
+/* Forget the items held, without putting them back (a forked child's
+ * copy of its parent's, or a handle being cleared). */
+void queue_pending_drop(QueueObject *self);
+/* At exit, before the attachments end: every handle of this process that
+ * holds items puts them back, as its close() would. */
+void queue_pending_return_all(void);
 
 /* The tag a GetBatch gives a record taken out of the queue whose
  * out-of-band framing was damaged: decoding it raises CorruptedError. */

@@ -550,9 +550,12 @@ static PyObject *core_unpublished(PyObject *Py_UNUSED(module), PyObject *args)
 
 /* leave_all(): at exit, end every attachment of this process (the memory
  * stays mapped for whatever Python code still runs); handles dropped after
- * this keep their channel ends and locks, as a dead process's would. */
+ * this keep their channel ends and locks, as a dead process's would.  The
+ * queue items a handle still holds go back into their queue first: an
+ * ordinary exit loses nothing that close() would have kept. */
 static PyObject *core_leave_all(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
+    queue_pending_return_all();
     process_exiting = 1;
     while (attached_mappings != NULL)
         mapping_leave_now(attached_mappings);

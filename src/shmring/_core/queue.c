@@ -46,7 +46,7 @@ int queue_usable(QueueObject *self)
     if (self->generation != fork_generation) {
         self->generation = fork_generation;
         self->token = shmring_token_self();
-        Py_CLEAR(self->pending); /* the parent's: it hands them over itself */
+        queue_pending_drop(self); /* the parent's: it hands them over itself */
     }
     return 0;
 }
@@ -606,16 +606,25 @@ static int queue_init(QueueObject *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-static void queue_dealloc(QueueObject *self)
+/* The handle is collected with items pending: put them back.  A finalizer
+ * rather than a step of dealloc, so that a handle in a reference cycle does
+ * it too, before the collector clears its references (queue_clear). */
+static void queue_finalize(QueueObject *self)
 {
     if (self->pending != NULL && self->mapping != NULL && !queue_handle_closed(self) &&
         self->generation == fork_generation) {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb); /* a collection may run while an exception is raised */
-        queue_pending_return(self, NULL); /* NULL: no repr of a handle being freed */
+        queue_pending_return(self, (PyObject *)self);
         PyErr_Restore(type, value, tb);
     }
-    Py_CLEAR(self->pending);
+}
+
+static void queue_dealloc(QueueObject *self)
+{
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0)
+        return; /* resurrected by what the finalizer ran */
+    queue_pending_drop(self);
     handle_dealloc_begin((HandleObject *)self);
     if (self->mapping != NULL)
         PyBuffer_Release(&self->view);
@@ -640,7 +649,7 @@ static int queue_traverse(QueueObject *self, visitproc visit, void *arg)
 
 static int queue_clear(QueueObject *self)
 {
-    Py_CLEAR(self->pending);
+    queue_pending_drop(self);
     Py_CLEAR(self->dumps);
     Py_CLEAR(self->loads);
     return handle_clear((HandleObject *)self);
@@ -739,7 +748,7 @@ static PyGetSetDef queue_getset[] = {
 
 PyTypeObject QueueType = HANDLE_TYPE(
     "Queue", "Multi-producer/multi-consumer queue over a mapped queue segment (use shmring.Queue).",
-    QueueObject, queue_init, queue_dealloc, queue_traverse, queue_clear, queue_methods, queue_getset);
+    QueueObject, queue_init, queue_dealloc, queue_traverse, queue_clear, queue_finalize, queue_methods, queue_getset);
 
 static PyObject *core_create_queue(PyObject *Py_UNUSED(module), PyObject *args)
 {

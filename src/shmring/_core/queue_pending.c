@@ -7,13 +7,60 @@
  * the items after it wait, in order, in the handle's `pending` list, and the
  * handle's next gets take them before anything from the ring: a batch gives
  * what the same number of get() calls would have given, and nothing that
- * was taken from the ring is lost.  close() and the end of the handle (its
- * collection) put the items still waiting back into the queue.
+ * was taken from the ring is lost.  close(), the end of the handle (its
+ * collection) and the end of the process (an ordinary exit: leave_all,
+ * before the attachments end) put the items still waiting back into the
+ * queue.  For the last, the handles holding items are linked in a list of
+ * the process (`holding`, under the GIL), which holds no reference: a
+ * handle leaves it when its items are taken, put back or forgotten, and
+ * when it is freed.  A forked child inherits the list with its parent's
+ * handles; their items are the parent's to put back, so the child skips
+ * them (their `generation` is not the child's).  A process killed, or
+ * ended by os._exit(), loses what its handles held, as it loses an item
+ * it took and had not processed.
  *
  * An entry is a 2-tuple: (False, item) or (True, exception), so that an
  * item that is itself an exception instance is never mistaken for an error.
  */
 #include "core.h"
+
+/* The handles of this process with items pending (GIL). */
+static QueueObject *holding;
+
+static void holding_link(QueueObject *self)
+{
+    self->holding_prev = NULL;
+    self->holding_next = holding;
+    if (holding != NULL)
+        holding->holding_prev = self;
+    holding = self;
+}
+
+static void holding_unlink(QueueObject *self)
+{
+    if (self->holding_prev != NULL)
+        self->holding_prev->holding_next = self->holding_next;
+    else if (holding == self)
+        holding = self->holding_next;
+    if (self->holding_next != NULL)
+        self->holding_next->holding_prev = self->holding_prev;
+    self->holding_prev = self->holding_next = NULL;
+}
+
+void queue_pending_drop(QueueObject *self)
+{
+    if (self->pending == NULL)
+        return;
+    holding_unlink(self);
+    Py_CLEAR(self->pending);
+}
+
+/* After a take: a handle whose list ran empty holds nothing any more. */
+static void pending_forget_if_empty(QueueObject *self)
+{
+    if (self->pending != NULL && PyList_GET_SIZE(self->pending) == 0)
+        queue_pending_drop(self);
+}
 
 /* The current exception as a pending entry (clears it): the exception
  * object, its traceback attached. */
@@ -42,8 +89,11 @@ int queue_pending_keep(QueueObject *self, GetBatch *g, Py_ssize_t failed)
 {
     PyObject *list, *entry;
     Py_ssize_t i;
-    if (self->pending == NULL && (self->pending = PyList_New(0)) == NULL)
-        return -1;
+    if (self->pending == NULL) {
+        if ((self->pending = PyList_New(0)) == NULL)
+            return -1;
+        holding_link(self);
+    }
     list = self->pending;
     entry = pending_error_entry();
     if (entry == NULL || PyList_Append(list, entry) < 0) {
@@ -91,12 +141,14 @@ PyObject *queue_pending_take(QueueObject *self, Py_ssize_t max, int as_list, int
         if (PyList_SetSlice(list, 0, 1, NULL) == 0)
             pending_raise(exc);
         Py_DECREF(exc);
+        pending_forget_if_empty(self);
         return NULL;
     }
     if (!as_list) {
         result = raw ? pending_as_bytes(self, PyTuple_GET_ITEM(first, 1)) : Py_NewRef(PyTuple_GET_ITEM(first, 1));
         if (result != NULL && PyList_SetSlice(list, 0, 1, NULL) < 0)
             Py_CLEAR(result);
+        pending_forget_if_empty(self);
         return result;
     }
     while (n < max && n < PyList_GET_SIZE(list) && PyTuple_GET_ITEM(PyList_GET_ITEM(list, n), 0) == Py_False)
@@ -107,6 +159,7 @@ PyObject *queue_pending_take(QueueObject *self, Py_ssize_t max, int as_list, int
         PyList_SET_ITEM(result, i, Py_NewRef(PyTuple_GET_ITEM(PyList_GET_ITEM(list, i), 1)));
     if (PyList_SetSlice(list, 0, n, NULL) < 0)
         Py_CLEAR(result);
+    pending_forget_if_empty(self);
     return result;
 }
 
@@ -122,6 +175,7 @@ void queue_pending_return(QueueObject *self, PyObject *context)
     Py_ssize_t i;
     if (list == NULL)
         return;
+    holding_unlink(self);
     self->pending = NULL;
     for (i = 0; i < PyList_GET_SIZE(list); i++) {
         PyObject *entry = PyList_GET_ITEM(list, i), *done;
@@ -136,4 +190,18 @@ void queue_pending_return(QueueObject *self, PyObject *context)
         Py_XDECREF(done);
     }
     Py_DECREF(list);
+}
+
+void queue_pending_return_all(void)
+{
+    /* One handle at a time from the front: putting back runs Python code
+     * (a handle's dumps), which may free or change other handles. */
+    while (holding != NULL) {
+        QueueObject *self = (QueueObject *)Py_NewRef((PyObject *)holding);
+        if (self->mapping != NULL && !queue_handle_closed(self) && self->generation == fork_generation)
+            queue_pending_return(self, (PyObject *)self);
+        else
+            queue_pending_drop(self); /* a forked child's copy of its parent's */
+        Py_DECREF(self);
+    }
 }

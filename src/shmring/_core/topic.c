@@ -373,7 +373,9 @@ static PyMethodDef topic_methods[] = {
     {"recv_many", (PyCFunction)(void (*)(void))topic_recv_many, FASTKW,
      "recv_many($self, /, max_messages, timeout=None)\n--\n\n"
      "Between 1 and max_messages messages (object messages unpickled): waits for the first as recv "
-     "does, then takes those already published, moving the cursor once for all of them."},
+     "does, then takes those already published, moving the cursor once past those returned: when one fails "
+     "to unpickle, those before it are returned and it and the rest stay unread (the first alone: its error "
+     "is raised and it is consumed)."},
     {"_latest_unread", (PyCFunction)(void (*)(void))topic_latest_unread, FASTKW,
      "_latest_unread($self, /, timeout=None)\n--\n\n"
      "Skip to the newest message (Subscription.latest), waiting for one."},
@@ -402,7 +404,7 @@ static PyGetSetDef topic_getset[] = {
 
 PyTypeObject TopicEndType = HANDLE_TYPE(
     "TopicEnd", "A publisher, subscription or observer of a topic segment (use shmring.Topic).",
-    TopicEndObject, topic_init, topic_dealloc, handle_traverse, handle_clear, topic_methods, topic_getset);
+    TopicEndObject, topic_init, topic_dealloc, handle_traverse, handle_clear, NULL, topic_methods, topic_getset);
 
 static PyObject *core_create_topic(PyObject *Py_UNUSED(module), PyObject *args)
 {

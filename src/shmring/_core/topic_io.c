@@ -555,23 +555,25 @@ PyObject *topic_latest_unread(TopicEndObject *self, PyObject *const *args, Py_ss
     return topic_read(self, "latest", args, nargs, kwnames, 0, 1);
 }
 
-/* The messages of one recv_many, copied out under the gate: appended to
- * `list`, their tags in `tags`.  The first is waited for as recv waits;
- * then those already published, up to `max`, and the cursor moves once for
- * all of them (one store, one look for blocked publishers).  A message lost
- * to a publisher meanwhile ("overwrite") ends the batch: the next call
- * reports it.  Returns how many, or -1 with an exception (and none taken). */
-static Py_ssize_t topic_read_batch(TopicEndObject *self, PyObject *timeout, Py_ssize_t max, PyObject *list,
-                                   uint32_t *tags)
+/* The messages of one recv_many, copied out: appended to `list`, their
+ * tags in `tags`, and after message i the cursor and the next message
+ * number in ends[i] and seqs[i].  The first is waited for as recv waits;
+ * then those already published, up to `max`.  The cursor is not moved
+ * here: topic_recv_many moves it past what it delivers.  A message lost to
+ * a publisher meanwhile ("overwrite") ends the batch: the next call reports
+ * it.  Returns how many, or -1 with an exception (and none taken).  The
+ * caller holds the gate. */
+typedef struct {
+    PyObject *list;
+    uint32_t *tags;
+    uint64_t *ends, *seqs;
+} TopicBatch;
+
+static Py_ssize_t topic_read_batch(TopicEndObject *self, uint64_t deadline, Py_ssize_t max, TopicBatch *b)
 {
-    GATE_HOLD(hold, &self->gate, TOPIC_END);
-    uint64_t deadline, cursor, next_seq;
+    uint64_t cursor = self->cursor;
     Py_ssize_t n = 0;
-    int polled = 0, no_wait = parse_timeout(timeout, &deadline);
-    if (no_wait < 0 || topic_enter(self, TOPIC_SUBSCRIBER, &hold, deadline, no_wait) < 0)
-        return -1;
-    cursor = self->cursor;
-    next_seq = self->next_seq;
+    int polled = 0;
     while (n < max) {
         uint32_t tag;
         const unsigned char *p;
@@ -584,7 +586,6 @@ static Py_ssize_t topic_read_batch(TopicEndObject *self, PyObject *timeout, Py_s
             if (topic_await_next(self, rc, at, deadline, &polled) < 0)
                 return -1;
             cursor = self->cursor; /* past padding, or where a lagging reader resumes */
-            next_seq = self->next_seq;
             continue;
         }
         data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
@@ -598,60 +599,91 @@ static Py_ssize_t topic_read_batch(TopicEndObject *self, PyObject *timeout, Py_s
             if (topic_lagged(self) < 0)
                 return -1;
             cursor = self->cursor;
-            next_seq = self->next_seq;
             continue;
         }
-        if (PyList_Append(list, data) < 0) {
+        if (PyList_Append(b->list, data) < 0) {
             Py_DECREF(data);
             break;
         }
         Py_DECREF(data);
-        tags[n++] = tag;
-        cursor = at + size;
-        next_seq = seq + 1;
+        b->tags[n] = tag;
+        cursor = b->ends[n] = at + size;
+        b->seqs[n++] = seq + 1;
     }
     if (n == 0)
         return -1;
     PyErr_Clear(); /* a MemoryError after some were taken: they are returned, the next call meets it again */
-    topic_move_to(self, cursor, next_seq);
     return n;
 }
 
-/* recv_many(max_messages, timeout=None) -> list: as recv, for a batch; the
- * object messages are unpickled once the gate is left. */
+/* Unpickle the object messages of a batch in place.  Returns how many of
+ * them to deliver: all, or those before the first that failed (its error
+ * set, the list cut there); 0 when the first failed. */
+static Py_ssize_t topic_decode_batch(TopicBatch *b, Py_ssize_t n)
+{
+    Py_ssize_t i;
+    for (i = 0; i < n; i++) {
+        if (b->tags[i] != SHMRING_REC_BYTES) {
+            PyObject *obj = topic_decode(b->tags[i], Py_NewRef(PyList_GET_ITEM(b->list, i)), 0);
+            if (obj == NULL) {
+                PyList_SetSlice(b->list, i, n, NULL); /* cannot fail: a shrink */
+                return i;
+            }
+            PyList_SetItem(b->list, i, obj);
+        }
+    }
+    return n;
+}
+
+/* recv_many(max_messages, timeout=None) -> list: as recv, for a batch.  The
+ * gate stays held while the object messages are unpickled, so that the
+ * cursor moves once, past what is delivered and no further: when message k
+ * fails to unpickle, the messages before it are returned and k and those
+ * after it stay unread (the next call meets k's error again, as get_many's
+ * next get does: queue_pending.c); when the first fails, its error is
+ * raised and only it is consumed, as recv's.  Unpickling code that uses
+ * this subscription again meets the gate's RuntimeError (that message
+ * fails, and is left for the next call). */
 PyObject *topic_recv_many(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[2], *list;
-    uint32_t *tags;
-    Py_ssize_t max, n, i;
+    GATE_HOLD(hold, &self->gate, TOPIC_END);
+    PyObject *a[2];
+    TopicBatch b = {NULL, NULL, NULL, NULL};
+    uint64_t deadline;
+    Py_ssize_t max, n, delivered;
+    int no_wait;
     if (parse_args("recv_many", args, nargs, kwnames, ARGS_MAX_TIMEOUT, 1, 2, a) < 0 ||
-        parse_count(a[0], 1, "max_messages must be at least 1, not %zd", &max) < 0)
+        parse_count(a[0], 1, "max_messages must be at least 1, not %zd", &max) < 0 ||
+        (no_wait = parse_timeout(a[1], &deadline)) < 0)
         return NULL;
     if (max > 65536)
         max = 65536; /* a batch at a time: the rest stays for the next call */
-    tags = PyMem_New(uint32_t, (size_t)max);
-    list = tags == NULL ? NULL : PyList_New(0);
-    if (list == NULL) {
-        PyMem_Free(tags);
-        return PyErr_NoMemory();
+    b.tags = PyMem_New(uint32_t, (size_t)max);
+    b.ends = PyMem_New(uint64_t, (size_t)max);
+    b.seqs = PyMem_New(uint64_t, (size_t)max);
+    b.list = b.tags == NULL || b.ends == NULL || b.seqs == NULL ? NULL : PyList_New(0);
+    if (b.list == NULL) {
+        PyErr_NoMemory();
+        goto done;
     }
-    n = topic_read_batch(self, a[1], max, list, tags);
-    for (i = 0; i < n; i++) {
-        if (tags[i] != SHMRING_REC_BYTES) {
-            PyObject *obj = topic_decode(tags[i], Py_NewRef(PyList_GET_ITEM(list, i)), 0);
-            if (obj == NULL) {
-                n = -1; /* as recv: the message is consumed, its loads error raised */
-                break;
-            }
-            PyList_SetItem(list, i, obj);
-        }
+    if (topic_enter(self, TOPIC_SUBSCRIBER, &hold, deadline, no_wait) < 0 ||
+        (n = topic_read_batch(self, deadline, max, &b)) < 0) {
+        Py_CLEAR(b.list);
+        goto done;
     }
-    PyMem_Free(tags);
-    if (n < 0) {
-        Py_DECREF(list);
-        return NULL;
-    }
-    return list;
+    delivered = topic_decode_batch(&b, n);
+    /* One move, one look for blocked publishers: past the messages
+     * returned, or past the first alone when it is the one that failed. */
+    topic_move_to(self, b.ends[delivered > 0 ? delivered - 1 : 0], b.seqs[delivered > 0 ? delivered - 1 : 0]);
+    if (delivered == 0)
+        Py_CLEAR(b.list);
+    else
+        PyErr_Clear(); /* the failed message's error: the next call meets it again */
+done:
+    PyMem_Free(b.tags);
+    PyMem_Free(b.ends);
+    PyMem_Free(b.seqs);
+    return b.list;
 }
 
 /* peek(timeout=None) -> Loan: the next message in place, read-only. */
