@@ -26,6 +26,14 @@ The steps build up the full path:
     send-recv   Channel.send + Channel.recv of the same bytes: the
                 lock-free ring, for comparison
 
+and, per item, the batch path and what bench_queue.py's processes do
+around it (batches of 64; figures per item):
+
+    build       the producer's list of 64 (producer, seq, payload) tuples
+    put-get-many  Queue.put_many of that list + Queue.get_many(64)
+    check       the consumer's checks of 64 items (bench_queue.py's loop:
+                order per producer, payload, count and sums)
+
     .venv/bin/python benchmarks/queue_breakdown.py             # 64-byte object
     .venv/bin/python benchmarks/queue_breakdown.py --size 1024
 """
@@ -43,7 +51,10 @@ import sys
 import time
 from typing import Any
 
-STEPS = ["loop", "c-call", "dumps", "loads", "mutex", "put-get-b", "put-get", "send-recv"]
+STEPS = ["loop", "c-call", "dumps", "loads", "mutex", "put-get-b", "put-get", "send-recv", "build", "put-get-many",
+         "check"]
+BATCH = 64
+ITEMS = {"build": BATCH, "put-get-many": BATCH, "check": BATCH}  # items per loop body (1 for the others)
 
 
 def make_object(size: int) -> Any:
@@ -75,6 +86,8 @@ def setup(step: str, size: int) -> tuple[Any, Any]:
             m.release()
 
         return lock, seg
+    if step in ("build", "put-get-many", "check"):
+        return batch_step(step, size)
     if step in ("put-get-b", "put-get"):
         q: Any = shmring.Queue()
         if step == "put-get-b":
@@ -87,12 +100,43 @@ def setup(step: str, size: int) -> tuple[Any, Any]:
     return (lambda: (send(data), recv())), ch
 
 
+def batch_step(step: str, size: int) -> tuple[Any, Any]:
+    """The batch steps: what bench_queue.py's producers and consumers do
+    per batch, with the objects it sends (payload sized as there)."""
+    import shmring
+
+    pid, payload = 1, b"p" * max(0, size - 24)
+    items = [(pid, seq, payload) for seq in range(BATCH)]
+    if step == "build":
+        return (lambda: [(pid, seq, payload) for seq in range(BATCH)]), None
+    if step == "put-get-many":
+        q: Any = shmring.Queue(max_size_bytes=1 << 22)
+        put_many, get_many = q.put_many, q.get_many
+        return (lambda: (put_many(items, True, None), get_many(True, None, BATCH))), q
+    last, count, s1, s2, payloads = [-1, -1], [0, 0], [0, 0], [0, 0], [payload, payload]
+
+    def check() -> None:  # bench_queue.py's consume(), batch branch, for one batch
+        last[pid] = -1
+        for m in items:
+            if m is None:
+                continue
+            p, seq, data = m
+            if seq <= last[p] or data != payloads[p]:
+                raise AssertionError(m)
+            last[p] = seq
+            count[p] += 1
+            s1[p] += seq
+            s2[p] += seq * seq
+
+    return check, None
+
+
 def run_loop(step: str, size: int, n: int) -> float:
-    """Run the step n times; seconds taken."""
+    """Run the step for n items (n // items-per-body bodies); seconds taken."""
     body, owned = setup(step, size)
     try:
         t0 = time.perf_counter()
-        for _ in range(n):
+        for _ in range(n // ITEMS.get(step, 1)):
             body()
         return time.perf_counter() - t0
     finally:
@@ -149,14 +193,18 @@ def main() -> int:
     # figures are given net of it (the interpreter's start as well, for the
     # instructions: the same in every run).
     base_ins = counter("loop", args.size, count_n)
+    start_ins = counter("loop", args.size, 0)  # the interpreter's start alone: the batch steps loop fewer times
     base_ns = min(run_loop("loop", args.size, args.n) for _ in range(args.repeat)) / args.n * 1e9
     for step in STEPS:
         ins = counter(step, args.size, count_n) if step != "loop" else base_ins
         ns = min(run_loop(step, args.size, args.n) for _ in range(args.repeat)) / args.n * 1e9
+        k = ITEMS.get(step, 1)  # the empty loop ran n times, a batch step n // k times
+        loop_ns = base_ns / k
+        loop_ins = None if base_ins is None or start_ins is None else start_ins + (base_ins - start_ins) / k
         rows[step] = {
-            "ns": ns - base_ns if step != "loop" else ns,
+            "ns": ns - loop_ns if step != "loop" else ns,
             # (the empty loop's own count is mostly the interpreter's start: not shown)
-            "instructions": None if ins is None or base_ins is None or step == "loop" else (ins - base_ins) / count_n,
+            "instructions": None if ins is None or loop_ins is None or step == "loop" else (ins - loop_ins) / count_n,
         }
     counted_by = "perf" if counter is perf_instructions else "callgrind"
     print(f"queue_breakdown: object pickled to {len(pickle.dumps(make_object(args.size), 5))} bytes, "
