@@ -48,7 +48,7 @@ CTRL = {
 SUBS = 384  # SHMRING_TOPIC_CTRL_SIZE: the subscriber table starts here
 SUB_ENTRY = 32  # {token, cursor, next_seq, lagged}
 HDR = 16
-TAG_PAD, TAG_OBJECT, TAG_BYTES = 0x50, 0x4F, 0x42
+TAG_PAD, TAG_OBJECT, TAG_BYTES, TAG_GAP = 0x50, 0x4F, 0x42, 0x47
 
 
 def rec_size(n: int) -> int:

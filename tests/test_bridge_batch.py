@@ -16,7 +16,7 @@ from shmring.bridge.topic import ObjectSpec, TopicExporter, TopicImporter
 from shmring.bridge.wire import (BATCH_MAX_BYTES, BATCH_MAX_MESSAGES, KIND_BATCH, KIND_BYTES, KIND_PICKLE, Header,
                                  WireError, batch_groups, pack_batch, unpack_batch)
 
-from _bridge_helpers import FakeSample
+from _bridge_helpers import FakeSample, drain
 
 
 def test_a_batch_is_a_table_of_lengths_a_table_of_kinds_then_the_bytes() -> None:
@@ -167,13 +167,17 @@ def _numbers(first: int, end: int) -> list[bytes]:
     return [b"%d" % n for n in range(first, end)]
 
 
-def _import(name: str, samples: list[FakeSample], trust_pickle: bool = False) -> tuple[list[Any], dict[str, Any]]:
+def _import(name: str, samples: list[FakeSample],
+            trust_pickle: bool = False) -> tuple[list[Any], dict[str, Any], list[int]]:
+    """What a local subscriber gets from the importer given ``samples``:
+    the messages, the importer's status, and the ``missed`` of each
+    Lagged the subscriber raised (a gap the importer marked)."""
     importer = TopicImporter(_Session(), ObjectSpec("topic", name), trust_pickle)  # type: ignore[arg-type]
     subscription = importer.topic.subscribe()
     try:
         importer._take_many(samples)  # type: ignore[arg-type]
-        delivered = subscription.recv_many(1000, timeout=0)
-        return delivered, importer.status()
+        delivered, missed = drain(subscription)
+        return delivered, importer.status(), missed
     finally:
         subscription.close()
         importer._publisher.close()
@@ -182,7 +186,7 @@ def _import(name: str, samples: list[FakeSample], trust_pickle: bool = False) ->
 
 def test_the_importer_counts_gaps_and_duplicates_across_batches_exactly(name: str) -> None:
     damaged = FakeSample(_table([5]) + b"abc", Header(KIND_BATCH, 7, 30, 1).pack())
-    delivered, status = _import(name, [
+    delivered, status, missed = _import(name, [
         _batch(7, 0, _numbers(0, 10)),
         _batch(7, 15, _numbers(15, 20)),   # a gap of 5 (10 to 14)
         _batch(7, 18, _numbers(18, 25)),   # 18 and 19 again: dropped, 20 to 24 delivered
@@ -196,11 +200,12 @@ def test_the_importer_counts_gaps_and_duplicates_across_batches_exactly(name: st
     assert {k: status[k] for k in ("delivered", "missed", "gaps", "duplicates", "rejected")} == {
         "delivered": 26, "missed": 5, "gaps": 1, "duplicates": 9, "rejected": 1}
     assert status["streams"] == {f"{7:016x}": 30}
+    assert missed == [5]  # the local subscriber was told, where the 5 would have been
 
 
 def test_a_batch_ending_at_the_last_seq_is_delivered_and_not_again(name: str) -> None:
     last = (1 << 64) - 1
-    delivered, status = _import(name, [_batch(9, last - 2, [b"x", b"y", b"z"]), _batch(9, last - 1, [b"y", b"z"])])
+    delivered, status, _ = _import(name, [_batch(9, last - 2, [b"x", b"y", b"z"]), _batch(9, last - 1, [b"y", b"z"])])
     assert delivered == [b"x", b"y", b"z"]
     assert (status["duplicates"], status["streams"]) == (2, {f"{9:016x}": last})
 
@@ -210,7 +215,7 @@ def test_pickled_messages_in_a_batch_keep_their_place(name: str, trust_pickle: b
     pickled = pickle.dumps(("an", "object"))
     sample = FakeSample(pack_batch([b"a", pickled, b"b", b"c"], bytes([0, 1, 0, 0])),
                      Header(KIND_BATCH, 3, 0, 4).pack())
-    delivered, status = _import(name, [sample, _single(3, 4, KIND_PICKLE, pickled), _single(3, 5)], trust_pickle)
+    delivered, status, _ = _import(name, [sample, _single(3, 4, KIND_PICKLE, pickled), _single(3, 5)], trust_pickle)
     if trust_pickle:
         assert delivered == [b"a", ("an", "object"), b"b", b"c", ("an", "object"), b"5"]
         assert (status["delivered"], status["refused"]) == (6, 0)

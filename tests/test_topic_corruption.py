@@ -20,7 +20,7 @@ import shmring
 from shmring import Topic
 
 from _topic_helpers import (
-    CTRL, HANG_S, HDR, OP_TIMEOUT, SUBS, SUB_ENTRY, TAG_BYTES, TAG_OBJECT, TAG_PAD, hangs, header,
+    CTRL, HANG_S, HDR, OP_TIMEOUT, SUBS, SUB_ENTRY, TAG_BYTES, TAG_GAP, TAG_OBJECT, TAG_PAD, hangs, header,
 )
 from conftest import FORK, Kids, u64
 
@@ -36,7 +36,7 @@ def test_layout_matches_header() -> None:
     assert re.search(r"#define SHMRING_TOPIC_CTRL_SIZE %du" % SUBS, text)
     assert "sizeof(shmring_topic_sub) == %d" % SUB_ENTRY in text
     assert "sizeof(shmring_topic_record) == %d" % HDR in text
-    for tag, value in (("PAD", TAG_PAD), ("OBJECT", TAG_OBJECT), ("BYTES", TAG_BYTES)):
+    for tag, value in (("PAD", TAG_PAD), ("OBJECT", TAG_OBJECT), ("BYTES", TAG_BYTES), ("GAP", TAG_GAP)):
         assert re.search(r"#define SHMRING_REC_%s 0x%Xu" % (tag, value), text), tag
 
 
@@ -55,9 +55,12 @@ def _corrupt(buf: memoryview, case: str) -> None:
         "len_big": ("<I", d, 1000),
         "tag_bad": ("<I", d + 4, 0x5A),
         "tag_pad": ("<I", d + 4, TAG_PAD),
+        "tag_gap_len": ("<I", d + 4, TAG_GAP),  # a gap marker's tag on a 20-byte record: not its 8 bytes
     }
     if case == "records_garbage":
         buf[d : d + 240] = b"\xa5" * 240
+    elif case == "tag_gap_zero":  # a gap marker of the right size, counting no message
+        struct.pack_into("<IIQQ", buf, d, 8, TAG_GAP, 0, 0)
     else:
         fmt, off, value = put[case]
         struct.pack_into(fmt, buf, off, value)
@@ -111,6 +114,8 @@ CORRUPTION_CASES = {
     "len_big": ("CorruptedError", None),
     "tag_bad": ("CorruptedError", None),
     "tag_pad": ("CorruptedError", None),
+    "tag_gap_len": ("CorruptedError", None),
+    "tag_gap_zero": ("CorruptedError", None),
     "records_garbage": ("CorruptedError", None),
 }
 
@@ -190,13 +195,13 @@ def _fuzz_child(name: str, seed: int, rounds: int, conn: Any) -> None:
             struct.pack_into("<Q", buf, CTRL[where], value)
         elif where == "header":
             off = d + rng.randrange(0, 512 // 16) * 16
-            tag = rng.choice([TAG_BYTES, TAG_OBJECT, TAG_PAD, 0, rng.getrandbits(32)])
+            tag = rng.choice([TAG_BYTES, TAG_OBJECT, TAG_PAD, TAG_GAP, 0, rng.getrandbits(32)])
             struct.pack_into("<IIQ", buf, off, rng.getrandbits(32), tag, rng.getrandbits(64))
         else:
             off = d + rng.randrange(0, 512 - 8)
             buf[off : off + 8] = rng.randbytes(8)
         for _ in range(3):
-            op = rng.choice(["recv", "recv_bytes", "peek", "latest", "send"])
+            op = rng.choice(["recv", "recv_bytes", "peek", "latest", "send", "send_gap"])
             try:
                 if op == "recv":
                     sub.recv(timeout=0)
@@ -207,6 +212,13 @@ def _fuzz_child(name: str, seed: int, rounds: int, conn: Any) -> None:
                         pass
                 elif op == "latest":
                     sub.latest(timeout=0)
+                elif op == "send_gap":
+                    try:
+                        pub.send_gap(rng.randrange(1, 5), timeout=0)
+                    except shmring.CorruptedError:
+                        raise
+                    except ValueError as e:  # a garbage next_seq near 2**64: no numbers left for the gap
+                        assert "2**64" in str(e), e
                 else:
                     pub.send(b"x" * rng.randrange(0, 64), timeout=0)
                 counts["ok"] = counts.get("ok", 0) + 1

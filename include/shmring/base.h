@@ -141,7 +141,8 @@ enum shmring_result {
     SHMRING_OWNER_DIED = 26,      /* lock granted, but its previous holder died holding it */
     SHMRING_NOT_RECOVERABLE = 27, /* a lock abandoned in an inconsistent state */
     SHMRING_NOT_OWNER = 28,       /* release of a lock this process does not hold */
-    SHMRING_LAGGED = 29           /* a topic subscriber fell behind an overwrite */
+    SHMRING_LAGGED = 29,          /* a topic subscriber fell behind an overwrite */
+    SHMRING_GAP = 30              /* the next record of a topic is a gap marker (shmring/topic.h) */
 };
 
 static inline const char *shmring_strerror(int code)
@@ -171,6 +172,7 @@ static inline const char *shmring_strerror(int code)
         return "the lock is not recoverable: a holder died and it was never marked consistent";
     case SHMRING_NOT_OWNER: return "the lock is not held by this process";
     case SHMRING_LAGGED: return "the subscriber fell behind: messages were overwritten";
+    case SHMRING_GAP: return "messages were lost before they reached the topic (a gap marker)";
     default: return "unknown shmring error";
     }
 }

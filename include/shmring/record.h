@@ -33,6 +33,7 @@ SHMRING_STATIC_ASSERT(offsetof(shmring_record, tag) == 4, "layout");
 #define SHMRING_REC_BYTES 0x42u  /* 'B': raw bytes (queue put_bytes, topic) */
 #define SHMRING_REC_VALUE 0x56u  /* 'V': a value-encoded object (queue; shmring/value.h) */
 #define SHMRING_REC_OOB 0x4Du    /* 'M': a stream and its out-of-band buffers (queue; shmring/oob.h) */
+#define SHMRING_REC_GAP 0x47u    /* 'G': a gap marker, messages lost before they reached the ring (topic) */
 
 static inline uint64_t shmring_align8(uint64_t n)
 {

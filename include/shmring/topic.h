@@ -11,7 +11,11 @@
  * BLOCK moves it only up to the slowest live subscriber's cursor (publishers
  * wait for room); OVERWRITE moves it as far as a publish needs.  A reader
  * copies a record, then re-reads head [T2]: if head has passed the record,
- * the copy may be torn and is discarded (SHMRING_LAGGED).  Layout and
+ * the copy may be torn and is discarded (SHMRING_LAGGED).  A gap marker
+ * (SHMRING_REC_GAP) stands for messages lost before they reached the ring
+ * (a bridge's importer writes one): its 8-byte payload is their count, it
+ * takes that many message numbers, and readers report it as they report
+ * falling behind.  Layout and
  * algorithm: docs/PROTOCOL.md section 6.
  */
 #ifndef SHMRING_TOPIC_H
@@ -84,8 +88,8 @@ SHMRING_STATIC_ASSERT(sizeof(shmring_topic_sub) == 32, "layout");
  * message number. */
 typedef struct shmring_topic_record {
     uint32_t len; /* payload bytes (data records); bytes after the header (PAD) */
-    uint32_t tag; /* SHMRING_REC_OBJECT, _BYTES or _PAD */
-    uint64_t seq; /* message number (PAD: the next message's) */
+    uint32_t tag; /* SHMRING_REC_OBJECT, _BYTES, _PAD or _GAP */
+    uint64_t seq; /* message number (PAD: the next message's; GAP: the first lost one's) */
 } shmring_topic_record;
 SHMRING_STATIC_ASSERT(sizeof(shmring_topic_record) == 16, "layout");
 
@@ -367,6 +371,20 @@ static inline int shmring_topic_commit(shmring_topic *t, uint64_t pos)
     return shmring_load_seq_cst(&c->data_waiters) != 0;
 }
 
+/* Publish the gap marker reserved at `pos` (tag SHMRING_REC_GAP, 8 bytes:
+ * write `missed` there first): as shmring_topic_commit, but the marker
+ * takes `missed` message numbers and last_pos stays on the newest message
+ * (latest() never returns a marker). */
+static inline int shmring_topic_commit_gap(shmring_topic *t, uint64_t pos, uint64_t missed)
+{
+    shmring_topic_ctrl *c = t->ctrl;
+    /* relaxed: under the lock [T3]. */
+    shmring_store_relaxed(&c->next_seq, c->next_seq + missed);
+    /* seq_cst [T1][T4]: as in shmring_topic_commit. */
+    shmring_store_seq_cst(&c->tail, pos + shmring_topic_record_size(sizeof(uint64_t)));
+    return shmring_load_seq_cst(&c->data_waiters) != 0;
+}
+
 static inline void shmring_topic_wake_subscribers(shmring_topic *t)
 {
     /* seq_cst [T4]: the sleeper re-reads tail after reading data_seq. */
@@ -412,8 +430,10 @@ static inline void shmring_topic_unsubscribe(shmring_topic *t, int slot, uint64_
 
 /* The record at `cursor`, skipping padding (*cursor moves past it).
  * SHMRING_OK (the payload may still be torn: check with
- * shmring_topic_still_valid after copying), SHMRING_AGAIN (nothing new),
- * SHMRING_LAGGED (head passed the cursor) or SHMRING_ERR_CORRUPT. */
+ * shmring_topic_still_valid after copying), SHMRING_GAP (a gap marker, with
+ * the outputs of a message: read its count with shmring_topic_gap_count),
+ * SHMRING_AGAIN (nothing new), SHMRING_LAGGED (head passed the cursor) or
+ * SHMRING_ERR_CORRUPT. */
 static inline int shmring_topic_next(shmring_topic *t, uint64_t *cursor, uint32_t *tag, const unsigned char **payload,
                                      uint64_t *len, uint64_t *seq, uint64_t *size)
 {
@@ -445,13 +465,18 @@ static inline int shmring_topic_next(shmring_topic *t, uint64_t *cursor, uint32_
             continue;
         }
         *size = shmring_topic_record_size(copy.len);
-        if ((copy.tag != SHMRING_REC_OBJECT && copy.tag != SHMRING_REC_BYTES) || *size > contig ||
-            *size > tail - cur)
+        if (*size > contig || *size > tail - cur)
             return SHMRING_ERR_CORRUPT;
         *tag = copy.tag;
         *len = copy.len;
         *seq = copy.seq;
         *payload = t->data + off + sizeof(shmring_topic_record);
+        if (copy.tag != SHMRING_REC_OBJECT && copy.tag != SHMRING_REC_BYTES) {
+            /* Off the message path: a gap marker, or garbage. */
+            if (copy.tag != SHMRING_REC_GAP || copy.len != sizeof(uint64_t))
+                return SHMRING_ERR_CORRUPT;
+            return SHMRING_GAP;
+        }
         return SHMRING_OK;
     }
 }
@@ -465,6 +490,23 @@ static inline int shmring_topic_still_valid(shmring_topic *t, uint64_t pos)
     shmring_fence_acquire();
     /* relaxed after the fence. */
     return shmring_load_relaxed(&t->ctrl->head) > pos ? SHMRING_LAGGED : SHMRING_OK;
+}
+
+/* The count of a gap marker that shmring_topic_next gave at `pos` (its
+ * payload `p`): SHMRING_OK with *missed, SHMRING_LAGGED (reclaimed while it
+ * was read), or SHMRING_ERR_CORRUPT (a count of 0, or numbers past 2^64-1
+ * from the marker's `seq`). */
+static inline int shmring_topic_gap_count(shmring_topic *t, uint64_t pos, const unsigned char *p, uint64_t seq,
+                                          uint64_t *missed)
+{
+    uint64_t count;
+    shmring_topic_copy_out(&count, p, sizeof(count)); /* atomic words: a publisher may lap us */
+    if (shmring_topic_still_valid(t, pos) != SHMRING_OK)
+        return SHMRING_LAGGED;
+    if (count == 0 || count > UINT64_MAX - seq)
+        return SHMRING_ERR_CORRUPT;
+    *missed = count;
+    return SHMRING_OK;
 }
 
 /* Where a lagging subscriber resumes: the oldest record still held, and its
@@ -653,6 +695,33 @@ static inline int shmring_topic_publish(shmring_topic *t, uint64_t token, uint32
         return rc;
     shmring_topic_copy_in(dst, data, len);
     wake = shmring_topic_commit(t, pos);
+    shmring_mutex_release(&t->ctrl->lock, token);
+    if (wake)
+        shmring_topic_wake_subscribers(t);
+    return SHMRING_OK;
+}
+
+/* Blocking publish of a gap marker: `missed` (at least 1) messages were
+ * lost before they reached this topic.  Returns as shmring_topic_publish,
+ * or SHMRING_ERR_ARG for a count of 0 or one that would carry the message
+ * numbers past 2^64-1. */
+static inline int shmring_topic_publish_gap(shmring_topic *t, uint64_t token, uint64_t missed, uint64_t deadline_ns)
+{
+    unsigned char *dst;
+    uint64_t pos;
+    int wake, rc;
+    if (missed == 0)
+        return SHMRING_ERR_ARG;
+    rc = shmring_topic_reserve_wait(t, token, SHMRING_REC_GAP, sizeof(missed), deadline_ns, &dst, &pos);
+    if (rc != SHMRING_OK)
+        return rc;
+    /* relaxed: under the lock [T3]. */
+    if (missed > UINT64_MAX - shmring_load_relaxed(&t->ctrl->next_seq)) {
+        shmring_mutex_release(&t->ctrl->lock, token); /* reserved, not committed: nothing published */
+        return SHMRING_ERR_ARG;
+    }
+    shmring_topic_copy_in(dst, &missed, sizeof(missed));
+    wake = shmring_topic_commit_gap(t, pos, missed);
     shmring_mutex_release(&t->ctrl->lock, token);
     if (wake)
         shmring_topic_wake_subscribers(t);

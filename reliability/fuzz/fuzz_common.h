@@ -79,7 +79,7 @@ static inline int fz_more(const fz_input *in)
 /* Every shmring function returns one of the codes of enum shmring_result. */
 static inline int fz_rc(int rc)
 {
-    FZ_ASSERT((rc >= SHMRING_OK && rc <= SHMRING_ERR_BUSY) || (rc >= SHMRING_AGAIN && rc <= SHMRING_LAGGED));
+    FZ_ASSERT((rc >= SHMRING_OK && rc <= SHMRING_ERR_BUSY) || (rc >= SHMRING_AGAIN && rc <= SHMRING_GAP));
     return rc;
 }
 

@@ -49,6 +49,14 @@ static void read_step(shmring_topic *t, reader *r)
             r->cursor += size;
             r->next_seq = seq + 1;
         }
+    } else if (rc == SHMRING_GAP) {
+        uint64_t missed = 0;
+        (void)fz_inside(t->data, (size_t)t->capacity, p, len);
+        if (fz_rc(shmring_topic_gap_count(t, r->cursor, p, seq, &missed)) == SHMRING_OK) {
+            FZ_ASSERT(missed >= 1 && missed <= UINT64_MAX - seq);
+            r->cursor += size;
+            r->next_seq = seq + missed;
+        }
     } else if (rc == SHMRING_LAGGED && fz_rc(shmring_topic_oldest(t, &pos, &seq)) == SHMRING_OK) {
         r->cursor = pos;
         r->next_seq = seq;
@@ -66,6 +74,11 @@ static void publish_step(fz_input *in, shmring_topic *t, const fz_region *region
     uint32_t tag = fz_u8(in) & 1 ? SHMRING_REC_BYTES : SHMRING_REC_OBJECT;
     unsigned char *dst;
     int wake;
+    if (fz_u8(in) % 4 == 0) { /* a gap marker now and then, of any count */
+        (void)fz_rc(shmring_topic_publish_gap(t, fz_token(), fz_u8(in) & 1 ? fz_range(in, 0, 3) : UINT64_MAX,
+                                              fz_deadline(in)));
+        return;
+    }
     if (fz_rc(shmring_topic_reserve_wait(t, fz_token(), tag, len, fz_deadline(in), &dst, &pos)) != SHMRING_OK)
         return;
     (void)fz_inside(t->data, (size_t)t->capacity, dst, len);

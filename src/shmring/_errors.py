@@ -115,13 +115,22 @@ class QueueClosed(Error, ValueError, queue.Empty):
 
 
 class Lagged(Error):
-    """A topic subscriber fell so far behind that publishers overwrote
-    messages it had not read (``policy="overwrite"``).  ``missed`` says how
-    many; the subscription resumes at the oldest message still held."""
+    """A topic subscriber missed messages.  ``missed`` says how many.
+    Either it fell so far behind that publishers overwrote messages it had
+    not read (``policy="overwrite"``; it resumes at the oldest message still
+    held), or it read a gap marker (``upstream`` is True): ``missed``
+    messages were lost before they reached the topic, a loss that a
+    publisher reported with ``Publisher.send_gap`` (a bridge's importer
+    does, docs/BRIDGE.md); it reads on past the marker."""
 
-    def __init__(self, missed: int) -> None:
-        super().__init__(f"subscriber fell behind: {missed} message(s) were overwritten before it read them")
+    def __init__(self, missed: int, upstream: bool = False) -> None:
+        if upstream:
+            text = f"{missed} message(s) were lost before they reached the topic (a gap marker)"
+        else:
+            text = f"subscriber fell behind: {missed} message(s) were overwritten before it read them"
+        super().__init__(text)
         self.missed = missed
+        self.upstream = upstream
 
-    def __reduce__(self) -> tuple[type[Lagged], tuple[int]]:
-        return (type(self), (self.missed,))
+    def __reduce__(self) -> tuple[type[Lagged], tuple[int, bool]]:
+        return (type(self), (self.missed, self.upstream))

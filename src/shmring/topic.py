@@ -230,9 +230,14 @@ class Publisher(_End, Generic[T]):
     batch (in order, up to 64 records per hold of the topic lock; each
     checked first, so one that can never fit sends nothing; a
     :class:`shmring.Timeout` says in ``exc.sent`` how many went; returns how
-    many), ``reserve(n)`` to write in place.  Under policy "block" these wait (``timeout`` seconds, None =
-    forever) for the slowest live subscriber and raise
-    :class:`shmring.Timeout`.
+    many), ``reserve(n)`` to write in place, ``send_gap(missed)`` to tell
+    every subscriber that ``missed`` messages were lost before they reached
+    the topic (a gap marker: a subscriber that reads it raises
+    :class:`shmring.Lagged` with ``missed`` and ``upstream=True``, then
+    reads on; it takes ``missed`` message numbers, and ``latest()`` skips
+    it; a bridge's importer sends one for each loss it detects).  Under
+    policy "block" these wait (``timeout`` seconds, None = forever) for the
+    slowest live subscriber and raise :class:`shmring.Timeout`.
 
     ``with pub.reserve(n) as buf:`` lends ``n`` zero-filled bytes of the
     ring (a :class:`shmring._core.Loan`: a writable buffer with the
@@ -298,7 +303,11 @@ class Subscription(_End, Generic[T]):
     raises :class:`shmring.Lagged` if a publisher overwrote it meanwhile:
     what was read may be torn).  Raises :class:`shmring.Lagged` when
     messages were overwritten before it read them ("overwrite" topics), then
-    resumes at the oldest one held; :class:`shmring.Timeout` on a timeout.
+    resumes at the oldest one held, and with ``upstream=True`` when it
+    reads a gap marker (messages lost before they reached the topic:
+    :meth:`Publisher.send_gap`), then reads on past it; ``recv_many``
+    returns the messages before a loss and raises at the next call;
+    :class:`shmring.Timeout` on a timeout.
     A Subscription dropped without ``close()`` frees its slot."""
 
     _NOT_PICKLED = "a Subscription belongs to its process: pass the Topic and subscribe() in the child"
@@ -306,6 +315,7 @@ class Subscription(_End, Generic[T]):
     send = _OtherRole("Publisher")  # type: ignore[assignment]
     send_obj = _OtherRole("Publisher")  # type: ignore[assignment]
     send_many = _OtherRole("Publisher")  # type: ignore[assignment]
+    send_gap = _OtherRole("Publisher")  # type: ignore[assignment]
     reserve = _OtherRole("Publisher")  # type: ignore[assignment]
     send_array = _OtherRole("Publisher")
     reserve_array = _OtherRole("Publisher")

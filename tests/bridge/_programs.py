@@ -75,7 +75,8 @@ def publish(name: str, count: int, rate: float) -> None:
 def collect(name: str, count: int, idle: float, policy: str) -> None:
     topic = shmring.Topic.create(name, capacity=1 << 22, policy=policy)  # type: ignore[arg-type]
     sub = topic.subscribe()
-    lagged = 0
+    lagged = 0  # what this subscriber itself fell behind by
+    marked = 0  # the losses upstream that the importer marked in the topic
     print("ready", flush=True)
     received = 0
     expected = 0
@@ -83,13 +84,16 @@ def collect(name: str, count: int, idle: float, policy: str) -> None:
     backwards: list[int] = []
     missing = 0
     first = last = None
-    while received < count and (last is None or last < count - 1):
+    while received + marked + lagged < count and (last is None or last < count - 1):
         try:
             batch = sub.recv_many(1024, timeout=idle)
         except shmring.Timeout:
             break
-        except shmring.Lagged as e:  # overwrite: this subscriber itself fell behind
-            lagged += e.missed
+        except shmring.Lagged as e:  # a gap marker, or (overwrite) this subscriber itself fell behind
+            if e.upstream:
+                marked += e.missed
+            else:
+                lagged += e.missed
             continue
         for data in batch:
             number, filler, crc = MESSAGE.unpack(data)
@@ -106,6 +110,7 @@ def collect(name: str, count: int, idle: float, policy: str) -> None:
             last = number
             received += 1
     print(json.dumps({"received": received, "first": first, "last": last, "missing": missing, "lagged": lagged,
+                      "marked": marked,
                       "backwards": backwards[:20], "n_backwards": len(backwards), "bad": bad[:20]}), flush=True)
     sub.close()
     topic.close()

@@ -56,7 +56,7 @@ def test_topic_under_random_loss_delivers_every_message(hosts: tuple[Host, Host]
         result = topic.verdict(collector, timeout=100)
     assert publisher.wait(30) == 0
     assert result == {"received": count, "first": 0, "last": count - 1, "missing": 0,
-                      "lagged": 0, "backwards": [], "n_backwards": 0, "bad": []}
+                      "lagged": 0, "marked": 0, "backwards": [], "n_backwards": 0, "bad": []}
     topic.stop(b.procs[1])
     assert topic.reported_missed(tmp_path / "bridge-b.log") == 0
 
@@ -137,6 +137,36 @@ def test_topic_outage_longer_than_the_lease_reports_exactly_what_was_missed(host
     assert missing > 0, "the sessions were given up: what Zenoh held for B is lost"
     assert received + missing == count
     assert missed == result["missing"], "the importer reports exactly what the subscriber lost"
+    assert result["marked"] == missed, "and B's subscriber was told it, by Lagged"
+
+
+@pytest.mark.timeout(120)
+def test_topic_loss_at_the_end_of_the_stream_is_reported_and_raised(hosts: tuple[Host, Host],
+                                                                     tmp_path: Path) -> None:
+    """The link goes down while publishing goes on, and publishing ends
+    before it comes back: no later message reveals the loss.  The
+    exporter's high-water mark does: the importer reports exactly what B's
+    subscriber missed, and the subscriber raises Lagged for it, so that
+    what it received and what it was told it missed add up to what A
+    published."""
+    a, b = hosts
+    count = 30_000
+    collector = topic.start_pair(a, b, "ticks", count, idle=40)
+    publisher = a.program("publish", "ticks", str(count), "5000", log="publish.log")  # 6 s of publishing
+    time.sleep(2)
+    outage(a)  # down from the 2nd second to the 16th
+    assert publisher.wait(30) == 0
+    result = topic.verdict(collector, timeout=60)
+    topic.stop(b.procs[1])
+    missed = topic.reported_missed(tmp_path / "bridge-b.log")
+    print(f"\nlink down {OUTAGE} s at the end: subscriber {result}, importer reported {missed} missed")
+    assert result["n_backwards"] == 0 and result["bad"] == [] and result["first"] == 0
+    received, last, marked = result["received"], result["last"], result["marked"]
+    assert isinstance(received, int) and isinstance(last, int) and isinstance(marked, int)
+    assert last < count - 1, "the end of the stream was lost: no later message came"
+    assert missed == count - received, "the importer reports exactly what the subscriber missed"
+    assert marked == missed and received + marked == count, "and the subscriber was told it, by Lagged"
+    assert result["lagged"] == 0
 
 
 @pytest.mark.timeout(120)

@@ -41,7 +41,7 @@ static int publish(topic_mem *m, uint64_t len, unsigned seed, int reap)
 /* Read the message at *cursor, check it, and move the cursor past it. */
 static int read_next(topic_mem *m, uint64_t *cursor, uint64_t want_len, uint64_t want_seq, unsigned seed)
 {
-    const unsigned char *p;
+    const unsigned char *p = NULL;
     uint64_t len, seq, size;
     uint32_t tag;
     int rc = shmring_topic_next(&m->t, cursor, &tag, &p, &len, &seq, &size);
@@ -295,6 +295,57 @@ static void publish_times_out_behind_a_slow_live_subscriber_and_keeps_nothing_he
     CHECK_EQ(shmring_topic_publish(&m.t, me, SHMRING_REC_BYTES, buf, CAP, 0), SHMRING_TOO_BIG);
 }
 
+static void a_gap_marker_takes_its_count_of_numbers_and_is_read_as_a_gap(void)
+{
+    topic_mem m;
+    uint64_t me = shmring_token_self(), cursor = 0, len = 0, seq = 0, size = 0, missed = 0, last;
+    const unsigned char *p = NULL;
+    uint32_t tag = 0;
+    topic_new(&m, SHMRING_TOPIC_OVERWRITE);
+    CHECK_EQ(publish(&m, 8, 1, 0), SHMRING_OK);
+    last = m.c->last_pos;
+    CHECK_EQ(shmring_topic_publish_gap(&m.t, me, 0, 0), SHMRING_ERR_ARG);
+    CHECK_EQ(shmring_topic_publish_gap(&m.t, me, 5, 0), SHMRING_OK);
+    CHECK_EQ(m.c->next_seq, 6);      /* the message, then the 5 lost */
+    CHECK_EQ(m.c->last_pos, last);   /* the newest message is still the one before */
+    CHECK_EQ(m.c->lock.owner, 0);
+    CHECK_EQ(publish(&m, 8, 2, 0), SHMRING_OK);
+    CHECK_EQ(read_next(&m, &cursor, 8, 0, 1), SHMRING_OK);
+    CHECK_EQ(shmring_topic_next(&m.t, &cursor, &tag, &p, &len, &seq, &size), SHMRING_GAP);
+    CHECK_EQ(tag, SHMRING_REC_GAP);
+    CHECK_EQ(seq, 1);
+    CHECK_EQ(size, 32);
+    CHECK_EQ(shmring_topic_gap_count(&m.t, cursor, p, seq, &missed), SHMRING_OK);
+    CHECK_EQ(missed, 5);
+    cursor += size;
+    CHECK_EQ(read_next(&m, &cursor, 8, 6, 2), SHMRING_OK);
+    /* No room for the count past 2^64 - 1: refused, nothing published, the lock released. */
+    m.c->next_seq = UINT64_MAX - 2;
+    CHECK_EQ(shmring_topic_publish_gap(&m.t, me, 3, 0), SHMRING_ERR_ARG);
+    CHECK_EQ(m.c->tail, cursor);
+    CHECK_EQ(m.c->lock.owner, 0);
+}
+
+static void a_gap_marker_of_the_wrong_size_or_count_is_corruption(void)
+{
+    topic_mem m;
+    uint64_t me = shmring_token_self(), cursor = 0, len = 0, seq = 0, size = 0, missed = 0, zero = 0;
+    const unsigned char *p = NULL;
+    uint32_t tag = 0;
+    topic_new(&m, SHMRING_TOPIC_OVERWRITE);
+    CHECK_EQ(shmring_topic_publish_gap(&m.t, me, 3, 0), SHMRING_OK);
+    record_at(&m, 0)->len = 16; /* still inside the ring and tail: only the size is wrong */
+    CHECK_EQ(shmring_topic_next(&m.t, &cursor, &tag, &p, &len, &seq, &size), SHMRING_ERR_CORRUPT);
+    record_at(&m, 0)->len = 8;
+    memcpy(m.t.data + sizeof(shmring_topic_record), &zero, sizeof(zero)); /* a gap of nothing */
+    CHECK_EQ(shmring_topic_next(&m.t, &cursor, &tag, &p, &len, &seq, &size), SHMRING_GAP);
+    CHECK_EQ(shmring_topic_gap_count(&m.t, cursor, p, seq, &missed), SHMRING_ERR_CORRUPT);
+    record_at(&m, 0)->seq = UINT64_MAX - 1; /* 3 numbers from there pass 2^64 - 1 */
+    memcpy(m.t.data + sizeof(shmring_topic_record), &(uint64_t){3}, sizeof(uint64_t));
+    CHECK_EQ(shmring_topic_next(&m.t, &cursor, &tag, &p, &len, &seq, &size), SHMRING_GAP);
+    CHECK_EQ(shmring_topic_gap_count(&m.t, cursor, p, seq, &missed), SHMRING_ERR_CORRUPT);
+}
+
 /* A payload smaller than the control block it claims is refused before a
  * byte past its end is read (the ASan build of this program would see it). */
 static void the_config_check_refuses_a_payload_too_small_for_its_block_before_reading_it(void)
@@ -319,5 +370,7 @@ int main(void)
     RUN(the_config_check_refuses_every_impossible_field);
     RUN(the_config_check_refuses_a_payload_too_small_for_its_block_before_reading_it);
     RUN(publish_times_out_behind_a_slow_live_subscriber_and_keeps_nothing_held);
+    RUN(a_gap_marker_takes_its_count_of_numbers_and_is_read_as_a_gap);
+    RUN(a_gap_marker_of_the_wrong_size_or_count_is_corruption);
     return helpers_finish();
 }

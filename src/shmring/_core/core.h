@@ -616,6 +616,7 @@ void topic_note_reserve(TopicEndObject *self, int held, pthread_t thread);
 
 /* The entry points of topic_io.c, in the method table of topic.c. */
 PyObject *topic_send(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *topic_send_gap(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *topic_send_obj(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *topic_send_many(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *topic_reserve(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);

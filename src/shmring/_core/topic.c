@@ -356,6 +356,11 @@ static PyMethodDef topic_methods[] = {
      "send_many($self, /, buffers, timeout=None)\n--\n\n"
      "Publish bytes-like messages in order, up to 64 per hold of the topic lock; returns how many.  Each "
      "is checked first (one that can never fit sends nothing); a Timeout says in exc.sent how many went."},
+    {"send_gap", (PyCFunction)(void (*)(void))topic_send_gap, FASTKW,
+     "send_gap($self, /, missed, timeout=None)\n--\n\n"
+     "Publish a gap marker: `missed` (at least 1) messages were lost before they reached this topic.  "
+     "Each subscriber that reads it raises Lagged(missed) and reads on past it; it takes `missed` "
+     "message numbers; latest() skips it."},
     {"send_obj", (PyCFunction)(void (*)(void))topic_send_obj, FASTKW,
      "send_obj($self, /, obj, timeout=None)\n--\n\nPublish an object (pickled)."},
     {"_reserve_unzeroed", (PyCFunction)(void (*)(void))topic_reserve_unzeroed, FASTKW,

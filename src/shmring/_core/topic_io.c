@@ -121,6 +121,41 @@ static PyObject *topic_publish(TopicEndObject *self, PyObject *data, uint32_t ta
     Py_RETURN_NONE;
 }
 
+static const char *const ARGS_MISSED_TIMEOUT[] = {"missed", "timeout"};
+
+/* send_gap(missed, timeout=None): a gap marker (shmring/topic.h) telling
+ * every subscriber that `missed` messages were lost before they reached
+ * this topic; it waits for room as send does. */
+PyObject *topic_send_gap(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    GATE_HOLD(hold, &self->gate, TOPIC_END);
+    Py_ssize_t missed;
+    uint64_t deadline, pos, count, next_seq;
+    unsigned char *dst;
+    int no_wait = parse_count_timeout("send_gap", ARGS_MISSED_TIMEOUT, args, nargs, kwnames, 1,
+                                      "missed must be at least 1, not %zd", &missed, &deadline);
+    if (no_wait < 0 || topic_enter(self, TOPIC_PUBLISHER, &hold, deadline, no_wait) < 0 ||
+        topic_reserve_locked(self, SHMRING_REC_GAP, sizeof(count), deadline, &dst, &pos) < 0)
+        return NULL;
+    count = (uint64_t)missed;
+    /* relaxed: under the lock [T3]. */
+    next_seq = __atomic_load_n(&self->t.ctrl->next_seq, __ATOMIC_RELAXED);
+    if (count > UINT64_MAX - next_seq) {
+        topic_unlock(self); /* reserved, not committed: nothing published */
+        PyErr_Format(PyExc_ValueError, "topic %R: a gap of %zd messages would number them past 2**64 - 1",
+                     topic_name(self), missed);
+        return NULL;
+    }
+    shmring_topic_copy_in(dst, &count, sizeof(count)); /* lapped readers may read it */
+    if (shmring_topic_commit_gap(&self->t, pos, count)) {
+        topic_unlock(self);
+        shmring_topic_wake_subscribers(&self->t);
+    } else {
+        topic_unlock(self);
+    }
+    Py_RETURN_NONE;
+}
+
 PyObject *topic_send(TopicEndObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *a[2];
@@ -448,13 +483,49 @@ static int topic_lagged(TopicEndObject *self)
     return -1;
 }
 
+/* The gap marker at `cursor` (shmring_topic_next said SHMRING_GAP there):
+ * the cursor moves past it and the message numbers past the lost ones;
+ * with `report`, Lagged(missed) is raised (-1), as when the subscriber
+ * falls behind.  0: look again (nothing raised); -1 with an exception. */
+static int topic_gap(TopicEndObject *self, uint64_t cursor, int report)
+{
+    uint32_t tag;
+    const unsigned char *p;
+    uint64_t len, seq, size, missed, at = cursor;
+    PyObject *exc;
+    int rc = shmring_topic_next(&self->t, &at, &tag, &p, &len, &seq, &size);
+    if (rc == SHMRING_GAP)
+        rc = shmring_topic_gap_count(&self->t, at, p, seq, &missed);
+    else if (rc != SHMRING_LAGGED)
+        return 0; /* the ring changed under us (a hostile writer): the next look says what it is */
+    if (rc == SHMRING_LAGGED)
+        return topic_lagged(self) < 0 ? -1 : 0;
+    if (rc != SHMRING_OK) {
+        topic_corrupt(self, "gap marker");
+        return -1;
+    }
+    topic_move_to(self, at + size, seq + missed);
+    if (!report)
+        return 0;
+    /* relaxed: statistics, written by this subscriber only. */
+    __atomic_store_n(&self->t.subs[self->slot].lagged, self->t.subs[self->slot].lagged + missed, __ATOMIC_RELAXED);
+    exc = PyObject_CallFunction(lagged_error, "KO", (unsigned long long)missed, Py_True);
+    if (exc != NULL) {
+        PyErr_SetObject(lagged_error, exc);
+        Py_DECREF(exc);
+    }
+    return -1;
+}
+
 /* No message at `cursor` (rc, from shmring_topic_next): catch up when
- * lagged, else step past the padding read and wait for the next message.
- * 0: look again; -1 with an exception. */
+ * lagged, report a gap marker, else step past the padding read and wait
+ * for the next message.  0: look again; -1 with an exception. */
 static int topic_await_next(TopicEndObject *self, int rc, uint64_t cursor, uint64_t deadline, int *polled)
 {
     if (rc == SHMRING_LAGGED)
         return topic_lagged(self) < 0 ? -1 : 0;
+    if (rc == SHMRING_GAP)
+        return topic_gap(self, cursor, 1);
     if (rc != SHMRING_AGAIN) {
         topic_corrupt(self, "record header");
         return -1;
@@ -513,6 +584,12 @@ static PyObject *topic_read_bytes(TopicEndObject *self, PyObject *timeout, int l
             topic_move_to(self, cursor + size, seq + 1);
             *tag_out = tag;
             return data;
+        }
+        if (rc == SHMRING_GAP && latest) {
+            /* Conflation asks for the newest message, not for each loss: step over it. */
+            if (topic_gap(self, cursor, 0) < 0)
+                return NULL;
+            continue;
         }
         if (rc == SHMRING_LAGGED && latest) {
             uint64_t pos, s;

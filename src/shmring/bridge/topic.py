@@ -15,13 +15,14 @@ import os
 import pickle
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._errors import Closed, Lagged, Timeout
 from ..topic import Subscription, Topic
-from .wire import (BATCH_MAX_MESSAGES, HEADER, KIND_BATCH, KIND_BYTES, KIND_PICKLE, MAGIC, VERSION, Header, Streams,
-                   WireError, batch_groups, pack_batch, topic_key, unpack_batch)
+from .wire import (BATCH_MAX_MESSAGES, HEADER, KIND_BATCH, KIND_BYTES, KIND_HIGH_WATER, KIND_PICKLE, MAGIC, VERSION,
+                   Header, Streams, WireError, batch_groups, high_water_header, pack_batch, topic_key, unpack_batch)
 
 if TYPE_CHECKING:
     import zenoh
@@ -45,6 +46,13 @@ _MATCH_POLL_S = 0.05
 # first message number is known (section 6.3: it is the topic's next_seq
 # at the moment the slot is taken).
 _SUBSCRIBE_TRIES = 100
+# How often a matched exporter sends its high-water mark (seconds): the
+# importer learns from it a loss at the end of a stream, which no later
+# message would reveal.
+_HIGH_WATER_S = 0.5
+# The largest gap a local topic's marker can say (Publisher.send_gap takes
+# a signed 64-bit count); a larger one (only a hostile sender's) is cut.
+_MAX_MARKED_GAP = (1 << 63) - 1
 # A header as its first 16 bytes (magic, version, kind, reserved, producer:
 # fixed for a stream of bytes messages) and its seq: one pack per message.
 _HEADER_AFTER_PREFIX = struct.Struct("<16sQ")
@@ -109,6 +117,7 @@ class ExportCounters:
     sent: int = 0
     samples: int = 0
     lagged: int = 0
+    marks: int = 0
 
 
 class TopicExporter:
@@ -139,6 +148,7 @@ class TopicExporter:
         # The first 16 bytes of a bytes message's header: the same for every one.
         self._bytes_prefix = HEADER.pack(MAGIC, VERSION, KIND_BYTES, 0, self.producer, 0)[:16]
         self.counters = ExportCounters()
+        self._high_water_due = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"export topic:{spec.name}", daemon=True)
         log.info("topic %s: exporting as producer %016x from seq %d", spec.name, self.producer, self.next_seq)
@@ -172,6 +182,8 @@ class TopicExporter:
             if not self._matched():
                 self._stop.wait(_MATCH_POLL_S)
                 continue
+            if time.monotonic() >= self._high_water_due:
+                self._send_high_water()
             try:
                 batch = self._sub.recv_many(_EXPORT_TAKE, timeout=_POLL_S)
             except Timeout:
@@ -185,6 +197,17 @@ class TopicExporter:
             except Closed:
                 return
             self._send(batch)
+
+    def _send_high_water(self) -> None:
+        """Say, after every message put so far and on the same publisher,
+        the number of the next one: an importer that did not get them all
+        learns that the rest were lost, even if no message follows
+        (docs/BRIDGE.md).  Sent every _HIGH_WATER_S while an importer
+        matches, changed or not: a mark put into a dead session is lost
+        too."""
+        self._publisher.put(b"", attachment=high_water_header(self.producer, self.next_seq))
+        self.counters.marks += 1
+        self._high_water_due = time.monotonic() + _HIGH_WATER_S
 
     def _send(self, batch: list[Any]) -> None:
         """What one ``recv_many`` gave, at once: a lone message (nothing
@@ -240,7 +263,7 @@ class TopicExporter:
     def status(self) -> dict[str, Any]:
         return {"direction": "export", "matched": self.matched, "producer": f"{self.producer:016x}", "next_seq": self.next_seq,
                 "batch": self.batch, "sent": self.counters.sent, "samples": self.counters.samples,
-                "lagged": self.counters.lagged}
+                "lagged": self.counters.lagged, "marks": self.counters.marks}
 
     def close(self) -> None:
         self._stop.set()
@@ -375,6 +398,11 @@ class TopicImporter:
         try:
             header = Header.unpack(None if attachment is None else attachment.to_bytes())
             payload = sample.payload.to_bytes()
+            if header.kind == KIND_HIGH_WATER:
+                if payload:
+                    raise WireError(f"a high-water mark with a payload of {len(payload)} bytes")
+                self._take_high_water(header)
+                return
             if header.kind == KIND_BATCH:
                 messages, kinds = unpack_batch(payload, header.count)
             else:
@@ -390,16 +418,42 @@ class TopicImporter:
         if verdict.new_stream:
             log.info("topic %s: stream of producer %016x joined at seq %d", self.spec.name, header.producer, header.seq)
         if verdict.missed:
-            self.counters.missed += verdict.missed
-            self.counters.gaps += 1
-            log.warning("topic %s: gap of %d messages from producer %016x (seq %d to %d)", self.spec.name,
-                        verdict.missed, header.producer, header.seq - verdict.missed, header.seq - 1)
+            self._report_gap(header.producer, header.seq, verdict.missed, "")
         last = header.seq + len(messages) - 1
         self._last_seq[header.producer] = last
         self._in_order_producer, self._in_order_seq = header.producer, last + 1
         self._in_order_prefix = HEADER.pack(MAGIC, VERSION, KIND_BYTES, 0, header.producer, 0)[:16]
         skipped = verdict.skipped
         self._publish(header.producer, messages[skipped:], kinds[skipped:])
+
+    def _take_high_water(self, header: Header) -> None:
+        """The exporter's high-water mark: the messages of its stream below
+        ``header.seq`` that have not come were lost (the mark follows them
+        on the same publisher, so none is still on its way)."""
+        missed = self._streams.high_water(header.producer, header.seq)
+        if missed is None:
+            log.info("topic %s: stream of producer %016x joined at seq %d (its high-water mark)", self.spec.name,
+                     header.producer, header.seq)
+            return
+        if missed:
+            self._report_gap(header.producer, header.seq, missed, ", at the end of its stream (its high-water mark)")
+            if header.producer == self._in_order_producer:
+                self._in_order_seq = header.seq
+
+    def _report_gap(self, producer: int, next_seq: int, missed: int, where: str) -> None:
+        """``missed`` messages of ``producer`` before ``next_seq`` are lost:
+        counted, logged, and marked in the local topic, whose subscribers
+        then raise Lagged(missed) where the messages would have been."""
+        self.counters.missed += missed
+        self.counters.gaps += 1
+        log.warning("topic %s: gap of %d messages from producer %016x (seq %d to %d)%s", self.spec.name, missed,
+                    producer, next_seq - missed, next_seq - 1, where)
+        try:
+            self._publisher.send_gap(min(missed, _MAX_MARKED_GAP))
+        except ValueError as e:
+            if self._publisher.closed:
+                raise
+            log.warning("topic %s: the gap is not marked in the local topic: %s", self.spec.name, e)
 
     def _publish(self, producer: int, messages: list[memoryview], kinds: bytes) -> None:
         """Publish ``messages`` in order: the runs of bytes messages with a

@@ -12,8 +12,9 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
-__all__ = ["BATCH_MAX_BYTES", "BATCH_MAX_MESSAGES", "HEADER", "KIND_BATCH", "KIND_BYTES", "KIND_PICKLE", "Header",
-           "Streams", "WordHeader", "batch_groups", "pack_batch", "topic_key", "unpack_batch", "WireError", "read_header"]
+__all__ = ["BATCH_MAX_BYTES", "BATCH_MAX_MESSAGES", "HEADER", "KIND_BATCH", "KIND_BYTES", "KIND_HIGH_WATER",
+           "KIND_PICKLE", "Header",
+           "Streams", "WordHeader", "batch_groups", "high_water_header", "pack_batch", "topic_key", "unpack_batch", "WireError", "read_header"]
 
 MAGIC = b"SR"
 VERSION = 1
@@ -21,7 +22,11 @@ KIND_BYTES = 0  # a bytes message (record tag 0x42)
 KIND_PICKLE = 1  # a pickled object (record tag 0x4F, what send_obj writes)
 # Kinds 2 and 3 are a queue's (queue_wire.py).
 KIND_BATCH = 4  # several consecutive messages of one stream; the reserved word is their count
-_TOPIC_KINDS = (KIND_BYTES, KIND_PICKLE, KIND_BATCH)
+# The sender's high-water mark: every message of the stream below seq was
+# sent (or counted lost at the sender); no payload.  Kind 5 is a channel's
+# "end" on its own key expression, never on a topic's.
+KIND_HIGH_WATER = 5
+_TOPIC_KINDS = (KIND_BYTES, KIND_PICKLE, KIND_BATCH, KIND_HIGH_WATER)
 # A batch's payload at most (its tables included): under Zenoh's default
 # batch size of 64 KiB, so that a sample is not fragmented on the way.
 BATCH_MAX_BYTES = 60 * 1024
@@ -79,7 +84,8 @@ class WordHeader:
 @dataclass(frozen=True)
 class Header:
     """A topic sample's attachment; ``count`` is the number of messages of
-    a batch (the word at offset 4), 0 for a single message."""
+    a batch (the word at offset 4), 0 for a single message and a high-water
+    mark (whose ``seq`` is the number of the next message to be sent)."""
 
     kind: int
     producer: int
@@ -98,8 +104,14 @@ class Header:
             if seq + count > 1 << 64:
                 raise WireError(f"a batch of {count} messages from seq {seq} runs past the last seq (2**64 - 1)")
         else:
-            count = 0  # reserved in a single message: not read
+            count = 0  # reserved in a single message and a high-water mark: not read
         return cls(kind, producer, seq, count)
+
+
+def high_water_header(producer: int, next_seq: int) -> bytes:
+    """The attachment of a high-water mark: every message of ``producer``
+    numbered below ``next_seq`` was sent; the payload is empty."""
+    return HEADER.pack(MAGIC, VERSION, KIND_HIGH_WATER, 0, producer, next_seq)
 
 
 def pack_batch(payloads: list[bytes], kinds: bytes) -> bytes:
@@ -196,6 +208,21 @@ class Streams:
         if seq < expected:
             return Verdict(True, 0, False, expected - seq)
         return Verdict(True, seq - expected, False)
+
+    def high_water(self, producer: int, next_seq: int) -> int | None:
+        """The sender says every message of ``producer`` below ``next_seq``
+        was sent, and it says so after them in the same stream: those not
+        delivered yet will never come.  How many (0: none, or a stale
+        mark); None for a producer not seen before, whose stream is now
+        joined at ``next_seq`` (what went before is not counted)."""
+        expected = self._expected.get(producer)
+        if expected is None:
+            self._expected[producer] = next_seq
+            return None
+        if next_seq <= expected:
+            return 0
+        self._expected[producer] = next_seq
+        return next_seq - expected
 
     def note(self, producer: int, seq: int) -> None:
         """``seq`` was the one expected from ``producer`` and is delivered."""
