@@ -148,13 +148,18 @@ def child(step: str, size: int, n: int) -> list[str]:
     return [sys.executable, __file__, "--child", step, "--size", str(size), "--n", str(n)]
 
 
+# The same hash seed in every counted run: the interpreter's start (net of
+# which every step is given) otherwise varies by thousands of instructions.
+COUNT_ENV = {**os.environ, "PYTHONHASHSEED": "0"}
+
+
 def perf_instructions(step: str, size: int, n: int) -> int | None:
     """User-space instructions of a fresh interpreter running the step n
     times, from perf stat; None where the CPU's counters are not available."""
     if shutil.which("perf") is None:
         return None
     proc = subprocess.run(["perf", "stat", "-x", ",", "-e", "instructions:u", *child(step, size, n)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=COUNT_ENV)
     for line in proc.stderr.splitlines():
         fields = line.split(",")
         if len(fields) > 2 and fields[2].startswith("instructions") and fields[0].isdigit():
@@ -167,7 +172,7 @@ def callgrind_instructions(step: str, size: int, n: int) -> int | None:
     if shutil.which("valgrind") is None:
         return None
     proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *child(step, size, n)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=COUNT_ENV)
     match = re.search(r"Collected : (\d+)", proc.stderr)
     return int(match.group(1)) if match else None
 
