@@ -5,17 +5,18 @@
  * core holds) and without filling the writer's cache with bytes only the
  * reader will use.
  *
- * Measured on a 2-vCPU AMD EPYC VM (32 MiB L3, 2 MiB L2 a core; docs/
- * BENCHMARKS.md, issue 15), the reader in another process, medians per
+ * Measured on a 2-vCPU AMD EPYC VM (32 MiB L3, 1 MiB L2 a core; docs/
+ * BENCHMARKS.md section 10), the reader in another process, medians per
  * call: into a ring of 16 or 32 MiB, whose lines do not stay in the cache,
- * a 1 MiB send from a source not in the cache took ~60-70 µs streamed
- * against ~140-155 µs with memcpy (256 KiB: ~17 against ~25-34 µs), from a
- * source in the cache about the same or less, and the reader's copy out
- * was about as fast either way; into a ring of 4 or 8 MiB, which stays in
- * the cache, streaming made the reader's copy out ~2x slower (it reads
- * from memory instead of the writer's cache) and helped a send little or
- * not at all.  So producers stream messages of SHMRING_STREAM_MIN bytes
- * and more into rings of SHMRING_STREAM_RING_MIN bytes and more
+ * a 1 MiB send from a source not in the cache took ~57-74 us streamed
+ * against ~110-155 us with memcpy (256 KiB: ~17 against ~25-34 us), from a
+ * source in the cache about the same or less, while the reader's copy out
+ * took ~45-70 against ~28-54 us (it reads from memory instead of the
+ * writer's cache): end to end ~1.8x faster from a cold source, up to ~30%
+ * slower from a hot one.  Into a ring of 4 or 8 MiB, which stays in the
+ * cache, the reader's copy out was ~2x slower streamed and a send gained
+ * little or nothing.  So producers stream messages of SHMRING_STREAM_MIN
+ * bytes and more into rings of SHMRING_STREAM_RING_MIN bytes and more
  * (shmring_copy_should_stream).
  *
  * Streaming stores are weakly ordered, even on x86: a later release store
