@@ -14,7 +14,9 @@ the last-level cache).  The receiver takes each message one of these ways:
               shape of iceoryx2's loan + memmove + receive
 
 memcpy is the bound: one process copying buffers of the size from the same
-sources into one destination (ctypes.memmove), timed in the parent.
+sources into one destination (ctypes.memmove), timed in the parent.  The
+1 MiB messages go through two ring sizes (CASES): the ring's size is how
+much memory the copies cycle through.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ from typing import Any
 from _harness import KiB, MiB, fmt_num, fmt_ratio, md_table, size_label, spread_pct
 from _workloads import large_sources
 
-SIZES = [64 * KiB, MiB]
+# (message size, ring bytes): 64 KiB in a 1 MiB ring as in the throughput
+# workload; 1 MiB in a ring that stays in this machine's caches (4 MiB: room
+# for 3) and in one that does not (16 MiB: room for 8, the throughput
+# workload's rule), where messages are copied in with streaming stores.
+CASES = [(64 * KiB, MiB), (MiB, 4 * MiB), (MiB, 16 * MiB)]
 SOURCES = ("hot", "cold")
 # The ways each transport is measured: shmring with its default strategy
 # ("adaptive": spins 20 µs, then sleeps), and waiting like iceoryx2's
@@ -66,13 +72,15 @@ def memcpy_rate(size: int, source: str, seconds: float) -> float:
         count = int(count * min(16.0, max(2.0, 1.2 * seconds / max(elapsed, 1e-6))))
 
 
-def memcpy_rows(size: int, seconds: float, repeat: int) -> list[dict[str, Any]]:
-    """The memcpy baseline's rows for ``size``: median of ``repeat`` runs each."""
+def memcpy_rows(size: int, capacity: int, seconds: float, repeat: int) -> list[dict[str, Any]]:
+    """The memcpy baseline's rows for ``size`` (in the table of ``capacity``):
+    median of ``repeat`` runs each."""
     rows = []
     for source in SOURCES:
         memcpy_rate(size, source, seconds / 4)  # warm-up
         rates = [memcpy_rate(size, source, seconds) for _ in range(repeat)]
         rows.append({"transport": "memcpy (1 process)", "mode": "memcpy", "source": source, "size": size,
+                     "capacity": capacity,
                      "gb_per_s": statistics.median(rates) / 1e9, "spread_pct": spread_pct(rates),
                      "rx_cpu_us_per_msg": None})
     return rows
@@ -96,9 +104,9 @@ def report(rows: list[dict[str, Any]], repeat: int) -> str:
              "sender sends one buffer again and again; cold: it rotates over 96 MiB of buffers (more than "
              "the last-level cache). memcpy: one process copying the same sources into one buffer. "
              "\"x memcpy\" and \"x iceoryx2\" compare with the same source in the same run.\n"]
-    for size in sorted({r["size"] for r in rows}):
+    for size, capacity in dict.fromkeys((r["size"], r["capacity"]) for r in rows):
         table = []
-        at_size = [r for r in rows if r["size"] == size]
+        at_size = [r for r in rows if r["size"] == size and r["capacity"] == capacity]
         for transport, mode in dict.fromkeys((r["transport"], r["mode"]) for r in at_size):
             cells = [transport, "memcpy" if mode == "memcpy" else f"{mode} ({COPIES.get(mode, '')})"]
             gbs, vs_memcpy, vs_iox, cpu = [], [], [], []
@@ -119,7 +127,7 @@ def report(rows: list[dict[str, Any]], repeat: int) -> str:
                 vs_iox.append(fmt_ratio(r["gb_per_s"] / i["gb_per_s"]) if i else "–")
                 cpu.append(fmt_num(r["rx_cpu_us_per_msg"]) if r.get("rx_cpu_us_per_msg") is not None else "–")
             table.append(cells + gbs + vs_memcpy + vs_iox + cpu)
-        parts.append(f"### {size_label(size)}\n")
+        parts.append(f"### {size_label(size)}, a {size_label(capacity)} ring\n")
         parts.append(md_table(["transport", "receive (copies)", "GB/s hot", "GB/s cold", "x memcpy hot",
                                "x memcpy cold", "x iceoryx2 hot", "x iceoryx2 cold", "recv CPU µs/msg hot",
                                "recv CPU µs/msg cold"], table) + "\n")

@@ -253,8 +253,9 @@ class Bench:
         count = max(step, min(MAX_COUNT, int(r["msgs_per_s"] * target)))
         return -(-count // step) * step, calib
 
-    def measure_large(self, t: T.Transport, size: int) -> list[dict[str, Any]]:
-        """The rows of one transport in the "large" workload at ``size``:
+    def measure_large(self, t: T.Transport, size: int, capacity: int) -> list[dict[str, Any]]:
+        """The rows of one transport in the "large" workload at ``size``,
+        through a ring of ``capacity`` bytes (iceoryx2: as many samples):
         each (mode, source) variant calibrated, then measured ``repeat``
         times, the variants interleaved run by run (_large.py)."""
         opts, variants, group = self.opts, L.variants(t.name), None
@@ -262,7 +263,7 @@ class Bench:
             self.iceoryx2_used = True
         with self._resources() as res:
             try:
-                spec = t.link(res, size, self.capacity_for(size))
+                spec = t.link(res, size, capacity)
                 with Group(self.ctx, t, {"tx": spec, "rx": spec}, size, opts, distinct=1) as group:
                     counts = {v: self._calibrate(group, "large", size, 1, v)[0] for v in variants}
                     runs: dict[tuple[str, str], list[dict[str, Any]]] = {v: [] for v in variants}
@@ -272,13 +273,14 @@ class Bench:
                                                             max(30.0, 20 * opts.target_seconds), v))
             except Exception as e:  # any failure fails this transport's rows only
                 failed = self._fail("large", t, size, e)
-                return [{**failed, "mode": mode, "source": source} for mode, source in variants]
+                return [{**failed, "capacity": capacity, "mode": mode, "source": source} for mode, source in variants]
             finally:
                 self._after(res, group)
         rows = []
         for (mode, source), rs in runs.items():
             med = {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "count"}
-            rows.append({"transport": t.name, "size": size, "mode": mode, "source": source, "count": counts[(mode, source)],
+            rows.append({"transport": t.name, "size": size, "capacity": capacity, "mode": mode, "source": source,
+                         "count": counts[(mode, source)],
                          "repeats": rs, "spread_pct": spread_pct([r["msgs_per_s"] for r in rs]), **med})
         return rows
 
@@ -411,16 +413,20 @@ class Bench:
                     self._progress(workload, r)
 
     def run_large(self, ts: list[T.Transport]) -> None:
-        for size in L.SIZES:
-            rows = L.memcpy_rows(size, self.opts.target_seconds, self.opts.repeat)
+        cases = L.CASES
+        if self.opts.large_capacity:
+            cases = list(dict.fromkeys((size, self.opts.large_capacity) for size, _ in cases))
+        for size, capacity in cases:
+            rows = L.memcpy_rows(size, capacity, self.opts.target_seconds, self.opts.repeat)
             for t in ts:
-                rows += self.measure_large(t, size)
+                rows += self.measure_large(t, size, capacity)
+            where = f"[large {size_label(size)}, {size_label(capacity)} ring]"
             for r in rows:
                 self.results["large"].append(r)
                 if r.get("failed"):
-                    log(f"[large {size_label(size)}] {r['transport']} {r['mode']} {r['source']}: {r['failed']}")
+                    log(f"{where} {r['transport']} {r['mode']} {r['source']}: {r['failed']}")
                 else:
-                    log(f"[large {size_label(size)}] {r['transport']} {r['mode']} {r['source']}: "
+                    log(f"{where} {r['transport']} {r['mode']} {r['source']}: "
                         f"{r['gb_per_s']:.2f} GB/s (spread {r['spread_pct']:.0f}%)")
 
     def _progress(self, workload: str, r: dict[str, Any]) -> None:
@@ -613,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pingpong-n", type=int, help="measured round trips (default 20000)")
     ap.add_argument("--pingpong-warmup", type=int, help="unmeasured round trips first (default 2000)")
     ap.add_argument("--idle-seconds", type=float, help="idle reader duration (default 2)")
+    ap.add_argument("--large-capacity", type=parse_size,
+                    help="one ring size for every message size of the large workload (default: 1 MiB for "
+                         "64 KiB, 4 MiB and 16 MiB for 1 MiB; iceoryx2 gets as many samples)")
     ap.add_argument("--distinct", type=int, default=W.K,
                     help="distinct payloads per size, a power of two (default 256; 256 x 1 MiB do not fit in cache)")
     ap.add_argument("--connect-timeout", type=float, default=20.0)
