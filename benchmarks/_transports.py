@@ -39,6 +39,10 @@ class Endpoint:
       and check both (raises Mismatch).
     - ``wait_peer(timeout)``: block until the receiving side is connected.
     - ``idle(seconds) -> str``: block in a receive for that long (no sender).
+    - ``large_send(buf)``: send a bytearray the sender stamped (the "large"
+      workload); ``large_recv[mode](n, seq)``: receive the next message one
+      way (``mode``, e.g. "recv", "recv_into", "peek") and check it with
+      :func:`check_stamped`.
     """
 
     def __init__(self, *, send: Callable[[Any], Any] | None = None, recv: Callable[[], Any] | None = None,
@@ -57,6 +61,8 @@ class Endpoint:
         self.wait_peer: Callable[[float], None] | None = None
         self.idle = idle
         self.view = False
+        self.large_send: Callable[[bytearray], Any] | None = None
+        self.large_recv: dict[str, Callable[[int, int], None]] = {}
         self._closers: list[Callable[[], Any]] = [] if closer is None else [closer]
 
     def on_close(self, fn: Callable[[], Any]) -> None:
@@ -79,6 +85,19 @@ class Endpoint:
                 fn()
             except Exception:
                 pass
+
+
+def check_stamped(view: Any, n: int, seq: int) -> None:
+    """The "large" workload's check, the same for every transport and way of
+    receiving: ``n`` bytes, ``seq`` in the first and last 8 bytes (the
+    sender stamps both; a stale record from an earlier lap of a ring, a
+    truncated or shifted one fails)."""
+    m = len(view)
+    if m != n:
+        raise Mismatch(f"large message {seq}: {m} bytes, expected {n}")
+    first, last = U64.unpack_from(view, 0)[0], U64.unpack_from(view, m - 8)[0]
+    if first != seq or last != seq:
+        raise Mismatch(f"large message {seq}: first/last 8 bytes hold {first}/{last}")
 
 
 class Resources:
@@ -174,7 +193,7 @@ class ShmringTransport(Transport):
     family = "shmring"
     module = "shmring"
     dist = "shmring"
-    workloads = frozenset({"throughput", "batch", "zerocopy", "pingpong", "idle"})
+    workloads = frozenset({"throughput", "batch", "zerocopy", "large", "pingpong", "idle"})
 
     def __init__(self, wait: str) -> None:
         self.wait = wait
@@ -212,7 +231,9 @@ class ShmringTransport(Transport):
                 pack(mv, 0, seq)
                 pack(mv, n - 8, seq)
 
-        return Endpoint(send=ch.send, send_many=ch.send_many, zc_send=zc_send, closer=ch.close)
+        ep = Endpoint(send=ch.send, send_many=ch.send_many, zc_send=zc_send, closer=ch.close)
+        ep.large_send = ch.send
+        return ep
 
     def open_rx(self, spec: str, size: int) -> Endpoint:
         ch = self._open(spec)
@@ -227,7 +248,31 @@ class ShmringTransport(Transport):
                 if first != seq or last != seq:
                     raise Mismatch(f"zero-copy message {seq}: first/last 8 bytes hold {first}/{last}")
 
-        return Endpoint(recv=ch.recv, recv_many=ch.recv_many, zc_recv=zc_recv, closer=ch.close)
+        ep = Endpoint(recv=ch.recv, recv_many=ch.recv_many, zc_recv=zc_recv, closer=ch.close)
+        ep.large_recv = self._large_receivers(ch, size)
+        return ep
+
+    @staticmethod
+    def _large_receivers(ch: Any, size: int) -> dict[str, Callable[[int, int], None]]:
+        """The three ways of the "large" workload: a fresh bytes per message
+        (two copies), into the caller's buffer (two copies, no allocation),
+        and in place through a loan (one copy, the sender's)."""
+        recv, recv_into, peek, check = ch.recv, ch.recv_into, ch.peek, check_stamped
+        into = bytearray(size)
+        whole = memoryview(into)
+
+        def by_recv(n: int, seq: int) -> None:
+            check(recv(), n, seq)
+
+        def by_recv_into(n: int, seq: int) -> None:
+            got = recv_into(into)
+            check(whole[:got] if got != size else whole, n, seq)
+
+        def by_peek(n: int, seq: int) -> None:
+            with peek() as mv:
+                check(mv, n, seq)
+
+        return {"recv": by_recv, "recv_into": by_recv_into, "peek": by_peek}
 
     def open_idle(self, spec: str) -> Endpoint:
         ch = self._open(spec)
@@ -453,7 +498,7 @@ class Iceoryx2Transport(Transport):
     aliases = ("iox2", "iceoryx")
     module = "iceoryx2"
     dist = "iceoryx2"
-    workloads = frozenset({"throughput", "zerocopy", "pingpong"})
+    workloads = frozenset({"throughput", "zerocopy", "large", "pingpong"})
     VIEW_MIN = 4096
     POLL_TIMEOUT = 30.0
 
@@ -506,6 +551,17 @@ class Iceoryx2Transport(Transport):
             u64(p + n - 8).value = seq
             sample.assume_init().send()
 
+        sources: dict[int, Any] = {}  # id of a sender's bytearray -> a ctypes view of it (kept alive)
+
+        def large_send(buf: bytearray) -> None:
+            n = len(buf)
+            src = sources.get(id(buf))
+            if src is None:
+                src = sources[id(buf)] = (ctypes.c_char * n).from_buffer(buf)
+            sample = loan(n)
+            memmove(sample.payload_ptr, src, n)
+            sample.assume_init().send()
+
         def wait_peer(timeout: float) -> None:
             deadline = time.monotonic() + timeout
             while svc.dynamic_config.number_of_subscribers < 1:
@@ -514,7 +570,7 @@ class Iceoryx2Transport(Transport):
                 time.sleep(0.001)
             pub.update_connections()
 
-        ep.send, ep.zc_send, ep.wait_peer = send, zc_send, wait_peer
+        ep.send, ep.zc_send, ep.wait_peer, ep.large_send = send, zc_send, wait_peer, large_send
         return ep
 
     def open_rx(self, spec: Any, size: int) -> Endpoint:
@@ -558,6 +614,12 @@ class Iceoryx2Transport(Transport):
             if first != seq or last != seq:
                 raise Mismatch(f"zero-copy message {seq}: first/last 8 bytes hold {first}/{last}")
 
+        def large_peek(n: int, seq: int) -> None:
+            sample = poll()
+            arr = (ubyte * sample.header.number_of_elements).from_address(sample.payload_ptr)
+            check_stamped(memoryview(arr), n, seq)
+
+        ep.large_recv = {"peek": large_peek}
         if size >= self.VIEW_MIN:
             ep.recv, ep.view = recv_view, True
         else:

@@ -7,7 +7,8 @@ to the parent over a control Pipe:
 
     worker -> parent   ("ok",)                       after each setup phase
     parent -> worker   ("phase2",) ("connect",)      setup: publishers first
-    parent -> worker   ("run", kind, count, run_no, extra)
+    parent -> worker   ("run", kind, count, run_no, extra)  (kind "large":
+                                                     extra is (mode, source))
     worker -> parent   ("armed",)                    just before the loop
     worker -> parent   ("done", result_dict)
     parent -> worker   ("fin",)                      tx only: the receiver has
@@ -18,11 +19,15 @@ to the parent over a control Pipe:
 Every message is checked: the sender sends payloads[i % K] (K = 256 distinct
 payloads of the size, each starting with its index), the receiver compares
 what it got with the same payload, and counts.  Zero-copy messages carry a
-sequence number in their first and last 8 bytes.
+sequence number in their first and last 8 bytes, and so do the messages of
+the "large" workload, sent from bytearrays the sender stamps: one buffer
+("hot" source: in the cache) or a rotation over COLD_SOURCE_BYTES of them
+("cold": larger than the last-level cache, every message read from memory).
 """
 
 from __future__ import annotations
 
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -31,8 +36,10 @@ from typing import Any
 from _harness import Mismatch, child_setup, is_mismatch, orders, send_error
 from shmring.selfbench import make_payloads  # the payloads `shmring bench` checks too
 
+COLD_SOURCE_BYTES = 96 << 20  # three times this machine's 32 MiB L3 cache
 K = 256  # default number of distinct payloads per size (a power of two: i & (K - 1))
 BATCH = 64
+U64 = struct.Struct("<Q")
 
 
 def _describe(got: Any, want: bytes) -> str:
@@ -106,6 +113,33 @@ def tx_zc(zc_send: Any, count: int, size: int, base: int) -> None:
 def rx_zc(zc_recv: Any, count: int, size: int, base: int) -> None:
     for i in range(count):
         zc_recv(size, base + i)
+
+
+_SOURCES: dict[tuple[int, str], list[bytearray]] = {}
+
+
+def large_sources(size: int, source: str) -> list[bytearray]:
+    """The sender's buffers of the "large" workload ("hot": one; "cold": a
+    rotation over COLD_SOURCE_BYTES), written once so that every page is
+    mapped before the measured loop; made once per process."""
+    if (size, source) not in _SOURCES:
+        count = 1 if source == "hot" else max(2, COLD_SOURCE_BYTES // size)
+        _SOURCES[(size, source)] = [bytearray(bytes([(7 * i + 1) & 0xFF])) * size for i in range(count)]
+    return _SOURCES[(size, source)]
+
+
+def tx_large(large_send: Any, count: int, sources: list[bytearray], base: int) -> None:
+    pack, nb = U64.pack_into, len(sources)
+    for i in range(count):
+        buf, seq = sources[i % nb], base + i
+        pack(buf, 0, seq)
+        pack(buf, len(buf) - 8, seq)
+        large_send(buf)
+
+
+def rx_large(large_recv: Any, count: int, size: int, base: int) -> None:
+    for i in range(count):
+        large_recv(size, base + i)
 
 
 def pp_a(send: Any, recv: Any, n: int, warm: int, ping: list[bytes], pong: list[bytes], view: bool) -> list[int]:
@@ -191,9 +225,16 @@ def _expect(ctrl: Any, what: str) -> None:
 
 
 def _one_way_loop(ep: Any, role: str, kind: str, count: int, size: int, base: int,
-                  payloads: list[bytes]) -> Callable[[], None]:
+                  payloads: list[bytes], extra: Any) -> Callable[[], None]:
     """The measured loop of a one-way run: ``role`` "tx" or "rx", ``kind``
-    "stream", "batch" or "zc" (zero-copy messages numbered from ``base``)."""
+    "stream", "batch", "zc" (zero-copy messages numbered from ``base``) or
+    "large" (``extra``: the receiver's mode, the sender's source)."""
+    if kind == "large":
+        mode, source = extra
+        if role == "tx":
+            sources = large_sources(size, source)
+            return lambda: tx_large(ep.large_send, count, sources, base)
+        return lambda: rx_large(ep.large_recv[mode], count, size, base)
     loops: dict[tuple[str, str], Callable[[], None]] = {
         ("tx", "stream"): lambda: tx_stream(ep.send, count, payloads),
         ("tx", "batch"): lambda: tx_batch(ep.send_many, count, payloads),
@@ -211,7 +252,7 @@ def _run(ep: Any, role: str, kind: str, count: int, run_no: int, extra: Any,
          size: int, payloads: list[bytes], pong: list[bytes], ctrl: Any) -> dict[str, Any]:
     cpu, clock = time.process_time, time.perf_counter
     base = (run_no << 32) + 1
-    loop = _one_way_loop(ep, role, kind, count, size, base, payloads) if role in ("tx", "rx") else None
+    loop = _one_way_loop(ep, role, kind, count, size, base, payloads, extra) if role in ("tx", "rx") else None
     ctrl.send(("armed",))
     c0, t0 = cpu(), clock()
     if role == "tx":

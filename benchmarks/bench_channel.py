@@ -13,6 +13,8 @@ Workloads:
                   pyzmq send_multipart/recv_multipart)
   3. zerocopy     1 MiB messages written and read in place (shmring reserve/peek,
                   iceoryx2 loan/receive); sequence number in the first and last 8 bytes
+  3b. large       64 KiB and 1 MiB messages copied in: send + recv, recv_into, peek,
+                  from hot and cold sources, against memcpy in the same run (_large.py)
   4. pingpong     64 B round trips: p50/p99/p99.9 (plus C futex and C spin floors)
   5. idle         CPU of a shmring reader blocked in recv ("adaptive", "block")
 
@@ -35,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+import _large as L  # noqa: E402
 import _transports as T  # noqa: E402  (light: libraries are imported lazily)
 import _workloads as W  # noqa: E402
 from _harness import (  # noqa: E402
@@ -45,7 +48,7 @@ from _harness import (  # noqa: E402
 )
 
 SIZES = [8, 64, KiB, 64 * KiB, MiB]
-WORKLOADS = ["throughput", "batch", "zerocopy", "pingpong", "idle"]
+WORKLOADS = ["throughput", "batch", "zerocopy", "large", "pingpong", "idle"]
 START_METHOD = "spawn"
 MAX_COUNT = 50_000_000
 
@@ -81,17 +84,20 @@ class Group(WorkerGroup):
     stops them: "stop", then join with a timeout, then SIGTERM, then SIGKILL;
     nothing outlives the measurement."""
 
-    def __init__(self, ctx: Any, transport: T.Transport, roles: dict[str, Any], size: int, opts: Any) -> None:
+    def __init__(self, ctx: Any, transport: T.Transport, roles: dict[str, Any], size: int, opts: Any,
+                 distinct: int | None = None) -> None:
         super().__init__(ctx, opts, [f"the {role} worker" for role in roles])
         self.transport, self.specs, self.size = transport, roles, size
         self.roles = list(roles)
         self.killed = False
+        self.distinct = opts.distinct if distinct is None else distinct
+        self.run_no = 0  # runs so far: each run numbers its messages from its own base
 
     def __enter__(self) -> Group:
         try:
             for role, spec in self.specs.items():
                 self._spawn(W.worker_main, (self.transport, role, spec, self.size), f"bench-{self.transport.name}-{role}",
-                            {"connect_timeout": self.opts.connect_timeout, "k": self.opts.distinct}, conn_arg="ctrl")
+                            {"connect_timeout": self.opts.connect_timeout, "k": self.distinct}, conn_arg="ctrl")
             self._handshake()
         except BaseException:
             self.close()
@@ -170,10 +176,13 @@ class Bench:
 
     # -- one-way workloads ----------------------------------------------------
 
-    def _run_oneway(self, g: Group, kind: str, count: int, run_no: int, size: int, timeout: float) -> dict[str, Any]:
-        g.send("rx", ("run", kind, count, run_no, None))
+    def _run_oneway(self, g: Group, kind: str, count: int, size: int, timeout: float,
+                    extra: Any = None) -> dict[str, Any]:
+        run_no = g.run_no
+        g.run_no += 1
+        g.send("rx", ("run", kind, count, run_no, extra))
         g.expect("rx", "armed", 30)
-        g.send("tx", ("run", kind, count, run_no, None))
+        g.send("tx", ("run", kind, count, run_no, extra))
         g.expect("tx", "armed", 30)
         rx = g.expect("rx", "done", timeout)[1]
         g.send("tx", ("fin",))
@@ -205,28 +214,10 @@ class Bench:
                 cap = self.capacity_for(size)
                 spec = t.link(res, size, cap)
                 with Group(self.ctx, t, {"tx": spec, "rx": spec}, size, opts) as group:
-                    # Calibrate (these runs are also the warm-up): aim each
-                    # measured run at `target` seconds.
-                    if kind == "zc":
-                        count = 1000
-                    else:
-                        count = max(64, min(10_000, (8 * MiB) // size))
-                    run_no, calib = 0, []
-                    while True:
-                        count = -(-count // step) * step
-                        r = self._run_oneway(group, kind, count, run_no, size, opts.run_timeout)
-                        run_no += 1
-                        calib.append((count, r["elapsed_s"]))
-                        if r["elapsed_s"] >= min(0.1, target / 2) or len(calib) >= 4 or count >= MAX_COUNT:
-                            break
-                        count = int(count * min(100.0, max(2.0, 0.15 / max(r["elapsed_s"], 1e-5))))
-                    rate = r["msgs_per_s"]
-                    count = max(step, min(MAX_COUNT, int(rate * target)))
-                    count = -(-count // step) * step
+                    count, calib = self._calibrate(group, kind, size, step)
                     runs = []
                     for _ in range(opts.repeat):
-                        runs.append(self._run_oneway(group, kind, count, run_no, size, max(30.0, 20 * target)))
-                        run_no += 1
+                        runs.append(self._run_oneway(group, kind, count, size, max(30.0, 20 * target)))
             except Exception as e:  # any failure fails this row only
                 return self._fail(workload, t, size, e)
             finally:
@@ -243,6 +234,55 @@ class Bench:
             "spread_pct": spread_pct(rates),
             **med,
         }
+
+    def _calibrate(self, group: Group, kind: str, size: int, step: int,
+                   extra: Any = None) -> tuple[int, list[tuple[int, float]]]:
+        """Messages a run so that a measured run lasts about the target
+        time, from short runs that are also the warm-up: (count, [(count,
+        seconds) of each calibration run])."""
+        target = self.opts.target_seconds
+        count = 1000 if kind == "zc" else max(64, min(10_000, (8 * MiB) // size))
+        calib = []
+        while True:
+            count = -(-count // step) * step
+            r = self._run_oneway(group, kind, count, size, self.opts.run_timeout, extra)
+            calib.append((count, r["elapsed_s"]))
+            if r["elapsed_s"] >= min(0.1, target / 2) or len(calib) >= 4 or count >= MAX_COUNT:
+                break
+            count = int(count * min(100.0, max(2.0, 0.15 / max(r["elapsed_s"], 1e-5))))
+        count = max(step, min(MAX_COUNT, int(r["msgs_per_s"] * target)))
+        return -(-count // step) * step, calib
+
+    def measure_large(self, t: T.Transport, size: int, capacity: int) -> list[dict[str, Any]]:
+        """The rows of one transport in the "large" workload at ``size``,
+        through a ring of ``capacity`` bytes (iceoryx2: as many samples):
+        each (mode, source) variant calibrated, then measured ``repeat``
+        times, the variants interleaved run by run (_large.py)."""
+        opts, variants, group = self.opts, L.variants(t.name), None
+        if isinstance(t, T.Iceoryx2Transport):
+            self.iceoryx2_used = True
+        with self._resources() as res:
+            try:
+                spec = t.link(res, size, capacity)
+                with Group(self.ctx, t, {"tx": spec, "rx": spec}, size, opts, distinct=1) as group:
+                    counts = {v: self._calibrate(group, "large", size, 1, v)[0] for v in variants}
+                    runs: dict[tuple[str, str], list[dict[str, Any]]] = {v: [] for v in variants}
+                    for _ in range(opts.repeat):
+                        for v in variants:
+                            runs[v].append(self._run_oneway(group, "large", counts[v], size,
+                                                            max(30.0, 20 * opts.target_seconds), v))
+            except Exception as e:  # any failure fails this transport's rows only
+                failed = self._fail("large", t, size, e)
+                return [{**failed, "capacity": capacity, "mode": mode, "source": source} for mode, source in variants]
+            finally:
+                self._after(res, group)
+        rows = []
+        for (mode, source), rs in runs.items():
+            med = {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "count"}
+            rows.append({"transport": t.name, "size": size, "capacity": capacity, "mode": mode, "source": source,
+                         "count": counts[(mode, source)],
+                         "repeats": rs, "spread_pct": spread_pct([r["msgs_per_s"] for r in rs]), **med})
+        return rows
 
     # -- ping-pong ------------------------------------------------------------
 
@@ -361,6 +401,9 @@ class Bench:
     def run(self) -> None:
         for workload in self.opts.workloads:
             ts = self.supported(workload)
+            if workload == "large":
+                self.run_large([t for t in ts if L.variants(t.name)])
+                continue
             # throughput: every size, the transports in turn for each; batch: 64 B; zero-copy: 1 MiB
             sizes = {"throughput": self.opts.sizes, "batch": [64], "zerocopy": [MiB]}.get(workload, [0])
             for size in sizes:
@@ -368,6 +411,23 @@ class Bench:
                     r = self._measure(workload, t, size)
                     self.results[workload].append(r)
                     self._progress(workload, r)
+
+    def run_large(self, ts: list[T.Transport]) -> None:
+        cases = L.CASES
+        if self.opts.large_capacity:
+            cases = list(dict.fromkeys((size, self.opts.large_capacity) for size, _ in cases))
+        for size, capacity in cases:
+            rows = L.memcpy_rows(size, capacity, self.opts.target_seconds, self.opts.repeat)
+            for t in ts:
+                rows += self.measure_large(t, size, capacity)
+            where = f"[large {size_label(size)}, {size_label(capacity)} ring]"
+            for r in rows:
+                self.results["large"].append(r)
+                if r.get("failed"):
+                    log(f"{where} {r['transport']} {r['mode']} {r['source']}: {r['failed']}")
+                else:
+                    log(f"{where} {r['transport']} {r['mode']} {r['source']}: "
+                        f"{r['gb_per_s']:.2f} GB/s (spread {r['spread_pct']:.0f}%)")
 
     def _progress(self, workload: str, r: dict[str, Any]) -> None:
         what = f"[{workload}{' ' + size_label(r['size']) if r.get('size') and workload == 'throughput' else ''}] {r['transport']}"
@@ -459,6 +519,10 @@ def report(bench: Bench, meta: dict[str, Any]) -> str:
             parts.append(_rate_table(rows, names, runs_column=False) + "\n")
         if bench.notes[workload]:
             parts.append("\n".join(f"- {n}" for n in bench.notes[workload]) + "\n")
+
+    # 3b. large messages
+    if R["large"]:
+        parts.append(L.report(R["large"], bench.opts.repeat))
 
     # 4. ping-pong
     rows = R["pingpong"]
@@ -555,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pingpong-n", type=int, help="measured round trips (default 20000)")
     ap.add_argument("--pingpong-warmup", type=int, help="unmeasured round trips first (default 2000)")
     ap.add_argument("--idle-seconds", type=float, help="idle reader duration (default 2)")
+    ap.add_argument("--large-capacity", type=parse_size,
+                    help="one ring size for every message size of the large workload (default: 1 MiB for "
+                         "64 KiB, 4 MiB and 16 MiB for 1 MiB; iceoryx2 gets as many samples)")
     ap.add_argument("--distinct", type=int, default=W.K,
                     help="distinct payloads per size, a power of two (default 256; 256 x 1 MiB do not fit in cache)")
     ap.add_argument("--connect-timeout", type=float, default=20.0)

@@ -56,6 +56,7 @@
 #include "shmring/watch.h"
 #include "shmring/segment.h"
 #include "shmring/record.h"
+#include "shmring/copy.h"
 #include "shmring/value.h"
 #include "shmring/oob.h"
 #include "shmring/sync.h"

@@ -6,6 +6,7 @@ wait).
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 
@@ -16,6 +17,34 @@ from shmring import Channel
 
 from _channel_helpers import CAPACITIES, REC, STRATEGIES, Agent, expect_end_of_stream, make_msg
 from conftest import FORK, Kids
+
+# Around the size from which messages into a ring of 16 MiB or more are
+# copied with streaming stores (include/shmring/copy.h), odd lengths included.
+LARGE_SIZES = [(256 << 10) - 1, 256 << 10, (256 << 10) + 13, (1 << 20) + 5, 3 << 20]
+LARGE_COUNT = 40  # about 2.5 laps of a 16 MiB ring: records at many offsets, wrap-around included
+
+
+def large_msg(seq: int) -> bytes:
+    size = LARGE_SIZES[seq % len(LARGE_SIZES)]
+    return seq.to_bytes(8, "little") + random.Random(seq).randbytes(size - 8)
+
+
+def _send_large(name: str, api: str) -> int:
+    with Channel.open(name) as ch:
+        for seq in range(0, LARGE_COUNT, 2):
+            pair = [large_msg(seq), large_msg(seq + 1)]
+            if api == "send_many":
+                assert ch.send_many(pair, timeout=20) == 2
+                continue
+            for m in pair:
+                if api == "send":
+                    ch.send(m, timeout=20)
+                else:
+                    deadline = time.monotonic() + 20
+                    while not ch.try_send(m):
+                        assert time.monotonic() < deadline, "try_send found no room for 20 s"
+                        time.sleep(0.0005)
+    return LARGE_COUNT
 
 
 def test_too_big_fails_at_once(ch: shmring.Channel) -> None:
@@ -140,3 +169,19 @@ def test_too_big_raises_at_once(wait: str, state: str, channel: Callable[..., Ch
         assert "never fit" in text, text
         assert took < 0.5, f"{label} took {took:.3f} s"
     assert producer("try_send", b"\x00" * 0) is (state == "empty")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("api", ["send", "try_send", "send_many"])
+def test_large_messages_into_a_large_ring_arrive_intact(api: str, channel: Callable[..., Channel], kids: Kids) -> None:
+    """Messages of 256 KiB and more into a ring of 16 MiB are copied with
+    streaming stores, fenced before the record is published: every byte of
+    each must be there when the reader in another process gets it."""
+    ch = channel(16 << 20, "adaptive")
+    sender = kids.start(FORK, _send_large, ch.name, api)
+    for seq in range(LARGE_COUNT):
+        got = ch.recv(timeout=20)
+        want = large_msg(seq)
+        assert len(got) == len(want), f"message {seq}: {len(got)} bytes, expected {len(want)}"
+        assert got == want, f"message {seq} ({len(want)} bytes) differs from what was sent"
+    assert sender.result() == LARGE_COUNT

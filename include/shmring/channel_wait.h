@@ -20,6 +20,7 @@
 #include "record.h"
 #include "sync.h"
 #include "channel.h"
+#include "copy.h"
 #include "watch.h"
 
 #ifdef __cplusplus
@@ -363,7 +364,10 @@ static inline int shmring_channel_send(shmring_channel *ch, const void *data, ui
         if (rc != SHMRING_OK)
             return rc;
     }
-    memcpy(dst, data, (size_t)len);
+    if (shmring_copy_should_stream(ch->capacity, len))
+        shmring_copy_streaming(dst, data, (size_t)len); /* fenced before the publish [S2] */
+    else
+        memcpy(dst, data, (size_t)len);
     shmring_channel_commit(ch, len);
     shmring_channel_publish(ch);
     return SHMRING_OK;

@@ -90,7 +90,7 @@ static int channel_put(ChannelObject *self, const Py_buffer *src, uint64_t deadl
     unsigned char *dst = channel_reserve_wait(self, (uint64_t)src->len, deadline, no_wait);
     if (dst == NULL)
         return -1;
-    copy_maybe_without_gil(dst, src->buf, (size_t)src->len);
+    copy_into_ring(self->ch.capacity, dst, src->buf, (size_t)src->len);
     shmring_channel_commit(&self->ch, (uint64_t)src->len);
     return 0;
 }
@@ -160,7 +160,7 @@ PyObject *channel_try_send(ChannelObject *self, PyObject *data)
         channel_corrupt(self, "ring (head counter)");
         return NULL;
     }
-    memcpy(dst, src.buf, (size_t)src.len);
+    copy_into_ring(self->ch.capacity, dst, src.buf, (size_t)src.len);
     shmring_channel_commit(&self->ch, (uint64_t)src.len);
     PyBuffer_Release(&src);
     shmring_channel_publish(&self->ch);
@@ -216,7 +216,7 @@ static Py_ssize_t channel_write_batch(ChannelObject *self, const Py_buffer *bufs
             unsigned char *dst;
             if (shmring_channel_reserve(ch, (uint64_t)bufs[i].len, &dst) != SHMRING_OK)
                 goto corrupt; /* room for the whole batch was seen: only a bad head takes it back */
-            copy_maybe_without_gil(dst, bufs[i].buf, (size_t)bufs[i].len);
+            copy_into_ring(ch->capacity, dst, bufs[i].buf, (size_t)bufs[i].len);
             shmring_channel_commit(ch, (uint64_t)bufs[i].len);
         }
         return n;

@@ -194,6 +194,21 @@ static inline void copy_maybe_without_gil(void *dst, const void *src, size_t n)
     }
 }
 
+/* Copy a message into a ring of `capacity` bytes: memcpy, or streaming
+ * stores for large messages into large rings (shmring/copy.h says why, and
+ * ends them with the fence that orders them before the publication of the
+ * record [S2]). */
+static inline void copy_into_ring(uint64_t capacity, void *dst, const void *src, size_t n)
+{
+    if (shmring_copy_should_stream(capacity, (uint64_t)n)) {
+        Py_BEGIN_ALLOW_THREADS
+        shmring_copy_streaming(dst, src, n);
+        Py_END_ALLOW_THREADS
+    } else {
+        copy_maybe_without_gil(dst, src, n);
+    }
+}
+
 /* Zero `n` bytes (a reserve: a message never carries bytes its sender did
  * not write), the GIL released for large sizes. */
 static inline void zero_maybe_without_gil(void *dst, size_t n)
