@@ -22,11 +22,11 @@ from .conftest import Host, wait_line
 MESSAGES = 1_000_000
 
 
-def start(a: Host, b: Host, idle: float) -> subprocess.Popen[str]:
+def start(a: Host, b: Host, idle: float, *reader_options: str) -> subprocess.Popen[str]:
     """B's importer (listening), A's exporter (connecting), B's reader; returns the reader, ready."""
     b.bridge("--import", "channel:pipe", "--listen", b.endpoint(), log="bridge-b.log")
     a.bridge("--export", "channel:pipe", "--connect", b.endpoint(), log="bridge-a.log")
-    reader = b.program("receive", "pipe", str(idle), log="receive.log")
+    reader = b.program("receive", "pipe", str(idle), *reader_options, log="receive.log")
     wait_line(reader, "ready")
     return reader
 
@@ -128,7 +128,7 @@ def test_a_killed_importer_restarted_writes_every_message_once(hosts: tuple[Host
     importer resumes right after the last message that is in B's channel,
     so B's reader gets every message once and in order across the kill."""
     a, b = hosts
-    reader = start(a, b, idle=60)
+    reader = start(a, b, 60, "patient")  # B's reader waits out its producer's death (PeerGone)
     count = 1_000_000
     sender = a.program("send", "pipe", str(count), log="send.log")  # as fast as it goes: writes under way
     time.sleep(1.0)
