@@ -141,9 +141,13 @@ def test_a_killed_importer_restarted_reports_what_went_by_meanwhile(hosts: tuple
     print(f"\nimporter killed: {result}, the importers reported {missed} missed")
     assert re.search(r"resumed at seq \d+ \(the importer's cursor\)", log)
     assert result["n_backwards"] == 0 and result["bad"] == [] and result["lagged"] == 0
-    assert result["first"] == 0 and result["last"] == count - 1
-    assert isinstance(result["missing"], int) and result["missing"] > 0, "A's ring went round while no importer ran"
-    assert missed == result["missing"] == result["marked"], "reported and raised as Lagged, exactly"
+    assert result["last"] == count - 1
+    first, missing = result["first"], result["missing"]
+    assert isinstance(first, int) and isinstance(missing, int)
+    assert missing > 0, "A's ring went round while no importer ran"
+    # A's small ring may also go round before the first importer's first
+    # message (the stream joined at a high-water mark): reported the same.
+    assert missed == missing + first == result["marked"], "reported and raised as Lagged, exactly"
     assert result["received"] + result["marked"] == count
 
 
