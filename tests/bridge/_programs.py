@@ -196,10 +196,13 @@ def send(name: str, count: int, rate: float) -> None:
     channel.close()
 
 
-def receive(name: str, idle: float) -> None:
+def receive(name: str, idle: float, patient: bool = False) -> None:
+    """B's reader; ``patient``: its producer (the importing bridge) may die
+    and come back, so PeerGone is counted and waited out, like a reader
+    that knows its producer is restarted."""
     channel = open_channel(name)
     print("ready", flush=True)
-    expected = received = missing = duplicates = bad = 0
+    expected = received = missing = duplicates = bad = peer_gone = 0
     first = last = None
     end = "idle"
     started = time.monotonic()
@@ -208,7 +211,14 @@ def receive(name: str, idle: float) -> None:
             batch = channel.recv_many(1024, timeout=idle)
         except shmring.Timeout:
             break
-        except (shmring.Closed, shmring.PeerGone) as e:
+        except shmring.PeerGone as e:
+            if patient:
+                peer_gone += 1
+                time.sleep(0.05)
+                continue
+            end = type(e).__name__
+            break
+        except shmring.Closed as e:
             end = type(e).__name__
             break
         if first is None:
@@ -228,7 +238,7 @@ def receive(name: str, idle: float) -> None:
             last = number
             received += 1
     print(json.dumps({"received": received, "first": first, "last": last, "missing": missing,
-                      "duplicates": duplicates, "bad": bad, "end": end,
+                      "duplicates": duplicates, "bad": bad, "end": end, "peer_gone": peer_gone,
                       "seconds": time.monotonic() - started}), flush=True)
     channel.close()
 
@@ -238,7 +248,7 @@ if __name__ == "__main__":
     if command == "send":
         send(topic_name, int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
     elif command == "receive":
-        receive(topic_name, float(sys.argv[3]))
+        receive(topic_name, float(sys.argv[3]), len(sys.argv) > 4 and sys.argv[4] == "patient")
     elif command == "produce":
         produce(topic_name, int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
     elif command == "consume":

@@ -19,14 +19,14 @@ import pytest
 
 from .conftest import Host, wait_line
 
-MESSAGES = 200_000
+MESSAGES = 1_000_000
 
 
-def start(a: Host, b: Host, idle: float) -> subprocess.Popen[str]:
+def start(a: Host, b: Host, idle: float, *reader_options: str) -> subprocess.Popen[str]:
     """B's importer (listening), A's exporter (connecting), B's reader; returns the reader, ready."""
     b.bridge("--import", "channel:pipe", "--listen", b.endpoint(), log="bridge-b.log")
     a.bridge("--export", "channel:pipe", "--connect", b.endpoint(), log="bridge-a.log")
-    reader = b.program("receive", "pipe", str(idle), log="receive.log")
+    reader = b.program("receive", "pipe", str(idle), *reader_options, log="receive.log")
     wait_line(reader, "ready")
     return reader
 
@@ -120,3 +120,31 @@ def test_a_killed_exporter_is_a_reported_loss_never_a_silent_one(hosts: tuple[Ho
         assert sent["end"] == "closed", "the producer learns that the stream broke"
     else:
         assert got["received"] == count and sent["sent"] == count and sent["end"] == "sent"
+
+
+@pytest.mark.timeout(180)
+def test_a_killed_importer_restarted_writes_every_message_once(hosts: tuple[Host, Host], tmp_path: Path) -> None:
+    """The importer's cursor (docs/BRIDGE.md, "Importer restarts"): the new
+    importer resumes right after the last message that is in B's channel,
+    so B's reader gets every message once and in order across the kill."""
+    a, b = hosts
+    reader = start(a, b, 60, "patient")  # B's reader waits out its producer's death (PeerGone)
+    count = 1_000_000
+    sender = a.program("send", "pipe", str(count), log="send.log")  # as fast as it goes: writes under way
+    time.sleep(1.0)
+    b.procs[0].send_signal(signal.SIGKILL)
+    b.procs[0].wait(10)
+    time.sleep(0.5)
+    b.bridge("--import", "channel:pipe", "--listen", b.endpoint(), log="bridge-b.log")
+    got = verdict(reader, timeout=150)
+    sent = verdict(sender, timeout=30)
+    stop(b.procs[-1])
+    importer = final_status(tmp_path / "bridge-b.log")
+    resumed = re.findall(r"resumed at seq (\d+)", (tmp_path / "bridge-b.log").read_text())
+    print(f"\nimporter killed: reader {got}, resumed at {resumed}, importer {importer}")
+    assert len(resumed) == 1 and 0 < int(resumed[0]) < count, "the new importer took up its predecessor's cursor"
+    assert sent == {"sent": count, "end": "sent", "peer_gone": 0}
+    assert got["end"] == "Closed"
+    assert (got["received"], got["first"], got["last"]) == (count, 0, count - 1)
+    assert got["missing"] == got["duplicates"] == got["bad"] == 0, "every message once, in order"
+    assert importer["lost"] == 0 and importer["delivered"] == count - int(resumed[0])

@@ -18,6 +18,9 @@ import pytest
 
 from .conftest import Host, wait_line
 
+# Items of the integrity test (64 bytes each, put and taken 64 at a time:
+# put_many, get_many); the fault tests send ITEMS.
+INTEGRITY_ITEMS = 1_000_000
 ITEMS = 100_000
 WINDOW = 256
 
@@ -58,25 +61,25 @@ def stop(proc: subprocess.Popen[str]) -> None:
     proc.wait(20)
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_each_item_reaches_exactly_one_consumer(hosts: tuple[Host, Host], tmp_path: Path) -> None:
     a, b = hosts
     consumers = start(a, b, idle=5)
     started = time.monotonic()
-    producer = a.program("produce", "jobs", str(ITEMS), log="produce.log")
-    numbers, bad = taken(consumers, timeout=220)
+    producer = a.program("produce", "jobs", str(INTEGRITY_ITEMS), log="produce.log")
+    numbers, bad = taken(consumers, timeout=280)
     elapsed = time.monotonic() - started - 5  # less the consumers' idle wait at the end
     assert producer.wait(30) == 0
-    print(f"\n{ITEMS} items through the queue bridge in {elapsed:.1f} s: {ITEMS / elapsed:,.0f} items/s; "
+    print(f"\n{INTEGRITY_ITEMS} items through the queue bridge in {elapsed:.1f} s: {INTEGRITY_ITEMS / elapsed:,.0f} items/s; "
           f"consumers took {len(numbers[0])} and {len(numbers[1])}")
     assert bad == 0
-    assert sorted(numbers[0] + numbers[1]) == list(range(ITEMS)), "every item once, to one consumer"
+    assert sorted(numbers[0] + numbers[1]) == list(range(INTEGRITY_ITEMS)), "every item once, to one consumer"
     assert all(numbers), "both consumers took work"
     stop(b.procs[0])
     stop(a.procs[0])
     exporter, importer = final_status(tmp_path / "bridge-a.log"), final_status(tmp_path / "bridge-b.log")
-    assert exporter["leased"] == exporter["acked"] == ITEMS and exporter["redelivered"] == 0
-    assert importer["delivered"] == ITEMS and importer["duplicates"] == 0
+    assert exporter["leased"] == exporter["acked"] == INTEGRITY_ITEMS and exporter["redelivered"] == 0
+    assert importer["delivered"] == INTEGRITY_ITEMS and importer["duplicates"] == 0
 
 
 @pytest.mark.timeout(180)

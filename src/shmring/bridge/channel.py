@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import Closed, PeerGone, Timeout
 from ..channel import Channel
+from .cursor import Cursor, channel_resume
 from .channel_wire import (ACK_BROKEN, ACK_RESEND, END_CLOSED, END_PEER_GONE, KIND_ACK, KIND_END, KIND_START,
                            ChannelHeader, ReplayBuffer, Receiver, channel_keys)
 from .topic import ObjectSpec
@@ -52,6 +53,10 @@ _ACK_EVERY = 1024
 # acknowledging between them (the exporter then knows it is alive).
 _WRITE_SLICE_S = 0.5
 _HEADER_AFTER_PREFIX = struct.Struct("<16sQ")
+# A channel record's header, and the most a record adds to its message's
+# bytes (the header and the padding to 8 bytes): PROTOCOL.md section 3.
+_RECORD_HEADER = 8
+_RECORD_MAX_OVERHEAD = 15
 
 
 def open_channel(spec: ObjectSpec) -> Channel:
@@ -309,6 +314,8 @@ class ChannelImporter:
         self._ack_publisher = session.declare_publisher(ack_key, congestion_control=zenoh.CongestionControl.DROP,
                                                         reliability=zenoh.Reliability.RELIABLE)
         self.receiver = Receiver()
+        self.cursor = Cursor.attach("channel", spec.name, stream_id(self.channel))
+        self._resume()
         self.counters = ImportCounters()
         self.end_reason = ""
         self._acked = -1  # the last number acknowledged
@@ -320,7 +327,27 @@ class ChannelImporter:
         log.info("channel %s: importing", spec.name)
 
     def start(self) -> None:
+        if self.receiver.stream is not None:
+            self._acknowledge(force=True)  # resumed: the exporter goes on after what is in the channel
         self._thread.start()
+
+    def _resume(self) -> None:
+        """Take the stream up where a killed predecessor left it: after the
+        last message that is in the local channel, which its cursor's last
+        intent and the channel's own counters tell exactly."""
+        intent = self.cursor.intent()
+        if intent is None or self.channel is None:
+            return
+        stats = self.channel.stats()
+        resume = channel_resume(intent, int(stats["sent_messages"]), int(stats["tail"]))
+        if resume is None:
+            log.warning("channel %s: the cursor does not fit the channel's counters (another producer wrote?): "
+                        "joining the stream afresh", self.spec.name)
+            return
+        r = self.receiver
+        r.stream, r.expected, r.state = intent.producer, resume, "open"
+        log.info("channel %s: stream %016x resumed at seq %d (the importer's cursor)", self.spec.name,
+                 intent.producer, resume)
 
     def _run(self) -> None:
         import zenoh
@@ -366,8 +393,12 @@ class ChannelImporter:
         """Write ``run`` (the next messages of the stream) into the local
         channel, acknowledging between slices while it is full."""
         while run and self.channel is not None:
+            part = self._fitting(run)
+            stats = self.channel.stats()
+            self.cursor.begin(self.receiver.stream or 0, self.receiver.expected, part, int(stats["sent_messages"]),
+                              int(stats["tail"]))
             try:
-                sent = self.channel.send_many(run, timeout=_WRITE_SLICE_S)
+                sent = self.channel.send_many(run[:part] if part < len(run) else run, timeout=_WRITE_SLICE_S)
             except Timeout as e:
                 sent = int(getattr(e, "sent", 0))
                 self._acknowledge(force=True)
@@ -379,6 +410,21 @@ class ChannelImporter:
             self.receiver.taken(sent)
             self.counters.delivered += sent
             del run[:sent]
+
+    def _fitting(self, run: list[bytes]) -> int:
+        """How many messages from the start of ``run`` to write at once: as
+        many as fit in the ring together, so that the write is published
+        whole or not at all (what the cursor's reckoning needs)."""
+        assert self.channel is not None
+        capacity = self.channel.capacity
+        if sum(map(len, run)) + _RECORD_MAX_OVERHEAD * len(run) <= capacity:
+            return len(run)
+        size = 0
+        for i, message in enumerate(run):
+            size += _RECORD_HEADER + (len(message) + 7) // 8 * 8
+            if size > capacity:
+                return max(i, 1)
+        return len(run)
 
     def _take(self, sample: zenoh.Sample) -> None:
         attachment = sample.attachment
@@ -483,6 +529,7 @@ class ChannelImporter:
             pass
         channel, self.channel = self.channel, None
         self._thread.join(5)
+        self.cursor.close()
         # The handle is dropped without close(): the end goes back unclosed
         # (a bridge started later takes it over; the reader keeps waiting).
         del channel

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import Closed, Lagged, Timeout
 from ..topic import Subscription, Topic
+from .cursor import Cursor, topic_resume
 from .wire import (BATCH_MAX_MESSAGES, HEADER, KIND_BATCH, KIND_BYTES, KIND_HIGH_WATER, KIND_PICKLE, MAGIC, VERSION,
                    Header, Streams, WireError, batch_groups, high_water_header, pack_batch, topic_key, unpack_batch)
 
@@ -325,6 +326,8 @@ class TopicImporter:
         self._subscriber = session.declare_subscriber(topic_key(spec.name), handler)
         self._streams = Streams()
         self._last_seq: dict[int, int] = {}
+        self.cursor = Cursor.attach("topic", spec.name, producer_id(self.topic))
+        self._resume()
         # The stream that the next sample most likely continues: its
         # producer, the header prefix of its bytes messages and the next seq
         # (the fast way in _take_many); no producer yet: an empty prefix.
@@ -337,6 +340,17 @@ class TopicImporter:
 
     def start(self) -> None:
         self._thread.start()
+
+    def _resume(self) -> None:
+        """Take up the streams where a killed predecessor left them (its
+        cursor): what went by meanwhile is then a gap like any other."""
+        resumed = topic_resume(self.cursor.streams(), self.cursor.intent(), int(self.topic.stats()["published"]))
+        for producer, next_seq in resumed.items():
+            self._streams.note(producer, next_seq - 1)
+            self._last_seq[producer] = next_seq - 1
+            self.cursor.done(producer, next_seq)
+            log.info("topic %s: stream of producer %016x resumed at seq %d (the importer's cursor)", self.spec.name,
+                     producer, next_seq)
 
     def _run(self) -> None:
         import zenoh
@@ -383,9 +397,9 @@ class TopicImporter:
         """Publish ``run``, the in-order messages of the current stream up
         to ``next_seq`` (excluded), and note them delivered."""
         if run:
-            self._publisher.send_many(run)
-            self.counters.delivered += len(run)
             producer = self._in_order_producer
+            self._send_many(producer, next_seq - len(run), run)
+            self.counters.delivered += len(run)
             self._streams.note(producer, next_seq - 1)
             self._last_seq[producer] = next_seq - 1
             self._in_order_seq = next_seq
@@ -424,7 +438,8 @@ class TopicImporter:
         self._in_order_producer, self._in_order_seq = header.producer, last + 1
         self._in_order_prefix = HEADER.pack(MAGIC, VERSION, KIND_BYTES, 0, header.producer, 0)[:16]
         skipped = verdict.skipped
-        self._publish(header.producer, messages[skipped:], kinds[skipped:])
+        self._publish(header.producer, header.seq + skipped, messages[skipped:], kinds[skipped:])
+        self.cursor.done(header.producer, last + 1)  # past the refused and rejected ones too
 
     def _take_high_water(self, header: Header) -> None:
         """The exporter's high-water mark: the messages of its stream below
@@ -434,6 +449,7 @@ class TopicImporter:
         if missed is None:
             log.info("topic %s: stream of producer %016x joined at seq %d (its high-water mark)", self.spec.name,
                      header.producer, header.seq)
+            self.cursor.done(header.producer, header.seq)
             return
         if missed:
             self._report_gap(header.producer, header.seq, missed, ", at the end of its stream (its high-water mark)")
@@ -446,32 +462,46 @@ class TopicImporter:
         then raise Lagged(missed) where the messages would have been."""
         self.counters.missed += missed
         self.counters.gaps += 1
+        marked = min(missed, _MAX_MARKED_GAP)
         log.warning("topic %s: gap of %d messages from producer %016x (seq %d to %d)%s", self.spec.name, missed,
                     producer, next_seq - missed, next_seq - 1, where)
+        # A marker takes its count of message numbers in the local topic:
+        # the cursor's intent says so, so a kill right after it does not
+        # report the gap twice.
+        self.cursor.begin(producer, next_seq - missed, marked, int(self.topic.stats()["published"]))
         try:
-            self._publisher.send_gap(min(missed, _MAX_MARKED_GAP))
+            self._publisher.send_gap(marked)
         except ValueError as e:
             if self._publisher.closed:
                 raise
             log.warning("topic %s: the gap is not marked in the local topic: %s", self.spec.name, e)
+        self.cursor.done(producer, next_seq)
 
-    def _publish(self, producer: int, messages: list[memoryview], kinds: bytes) -> None:
-        """Publish ``messages`` in order: the runs of bytes messages with a
-        ``send_many`` each, a pickled one alone."""
+    def _send_many(self, producer: int, first: int, messages: list[Any]) -> None:
+        """Publish ``messages`` (numbered from ``first`` in ``producer``'s
+        stream) into the local topic, with the cursor's intent before and
+        its record after."""
+        self.cursor.begin(producer, first, len(messages), int(self.topic.stats()["published"]))
+        self._publisher.send_many(messages)
+        self.cursor.done(producer, first + len(messages))
+
+    def _publish(self, producer: int, first: int, messages: list[memoryview], kinds: bytes) -> None:
+        """Publish ``messages`` (numbered from ``first``) in order: the runs
+        of bytes messages with a ``send_many`` each, a pickled one alone."""
         start = 0
         while start < len(messages):
             end = kinds.find(KIND_PICKLE, start)
             if end == -1:
                 end = len(messages)
             if end > start:
-                self._publisher.send_many(messages[start:end])
+                self._send_many(producer, first + start, messages[start:end])
                 self.counters.delivered += end - start
                 start = end
                 continue
-            self._publish_pickled(producer, messages[start])
+            self._publish_pickled(producer, first + start, messages[start])
             start += 1
 
-    def _publish_pickled(self, producer: int, payload: memoryview) -> None:
+    def _publish_pickled(self, producer: int, seq: int, payload: memoryview) -> None:
         if not self.trust_pickle:
             self.counters.refused += 1
             log.warning("topic %s: pickled message from producer %016x refused (see --trust-pickle)",
@@ -483,7 +513,9 @@ class TopicImporter:
             self.counters.rejected += 1
             log.warning("topic %s: pickled message not unpickled: %s", self.spec.name, e)
             return
+        self.cursor.begin(producer, seq, 1, int(self.topic.stats()["published"]))
         self._publisher.send_obj(obj)
+        self.cursor.done(producer, seq + 1)
         self.counters.delivered += 1
 
     def status(self) -> dict[str, Any]:
@@ -496,4 +528,5 @@ class TopicImporter:
         self._subscriber.undeclare()  # type: ignore[no-untyped-call]
         self._publisher.close()  # wakes a send waiting for room
         self._thread.join()
+        self.cursor.close()
         self.topic.close()
