@@ -163,13 +163,18 @@ class Channel(NamedObject, _core.Channel):
         *,
         spin_ns: int | None = None,
         allow_other_owner: bool = False,
+        timeout: float | None = 0.0,
     ) -> Channel:
         """Attach to an existing channel.  ``wait``/``spin_ns`` override the
         channel's strategy for this handle (and for copies of it pickled to
-        other processes); other handles keep the channel's default."""
+        other processes); other handles keep the channel's default.
+        ``timeout``: how long to wait for a channel another process has not
+        made yet (0, the default: not at all; None: no limit; see
+        :meth:`Segment.open`)."""
         _wait_code(wait)  # validate before touching anything
         _spin(spin_ns)
-        return cls._from_segment(Segment.open(name, allow_other_owner=allow_other_owner), wait, spin_ns)
+        segment = Segment.open(name, allow_other_owner=allow_other_owner, timeout=timeout)
+        return cls._from_segment(segment, wait, spin_ns)
 
     @classmethod
     def _from_segment(cls, segment: Segment, wait: str | None, spin_ns: int | None) -> Channel:

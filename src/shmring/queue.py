@@ -191,9 +191,13 @@ class Queue(NamedObject, _core.Queue, Generic[T]):
         dumps: Callable[[Any], bytes] | None = None,
         loads: Callable[[bytes], Any] | None = None,
         allow_other_owner: bool = False,
+        timeout: float | None = 0.0,
     ) -> Self:
-        """Attach to the queue called ``name`` (made by another process)."""
-        return cls._from_segment(Segment.open(name, allow_other_owner=allow_other_owner), dumps, loads)
+        """Attach to the queue called ``name`` (made by another process).
+        ``timeout``: how long to wait for it to be made (0, the default: not
+        at all; None: no limit; see :meth:`Segment.open`)."""
+        segment = Segment.open(name, allow_other_owner=allow_other_owner, timeout=timeout)
+        return cls._from_segment(segment, dumps, loads)
 
     @classmethod
     def _from_segment(cls, segment: Segment, dumps: Any, loads: Any) -> Self:

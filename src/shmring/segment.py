@@ -181,16 +181,27 @@ class Segment:
         return cls._wrap(bare, finish_create(mapping, persistent), True, False)
 
     @classmethod
-    def open(cls, name: str, *, readonly: bool = False, allow_other_owner: bool = False) -> Segment:
+    def open(
+        cls, name: str, *, readonly: bool = False, allow_other_owner: bool = False, timeout: float | None = 0.0
+    ) -> Segment:
         """Attach to an existing segment after checking that it is ours.
 
         Raises ``FileNotFoundError`` for a missing name (or a segment whose
         last user removed it) and a subclass of :class:`shmring.SegmentError`
         for a segment that is foreign, truncated, of another version or ABI,
         corrupted, or owned by another user (unless ``allow_other_owner``).
+
+        ``timeout``: how long to wait for a segment that does not exist yet,
+        or is still being made by another process (``SegmentNotReadyError``):
+        0 (the default) tries once, a number of seconds waits up to that
+        long, ``None`` waits as long as it takes; at the end the error of the
+        last try is raised.  Nothing can be slept on before the segment
+        exists, so the wait looks again after 1 ms, then at growing intervals
+        up to 50 ms (Ctrl-C interrupts it).  Any other error is raised at
+        once.
         """
         bare = validate_name(name)
-        return cls._wrap(bare, attach(bare, readonly, allow_other_owner), False, allow_other_owner)
+        return cls._wrap(bare, attach_when_made(bare, readonly, allow_other_owner, timeout), False, allow_other_owner)
 
     # -- properties ---------------------------------------------------------
 
@@ -394,6 +405,34 @@ def attach(name: str, readonly: bool, allow_other_owner: bool, fd: _Handoff | No
                 "(the last one removes it; pass persistent=True to keep it)",
                 exc.filename,
             ) from None
+
+
+def open_timeout(timeout: float | None) -> float | None:
+    """``timeout`` of an ``open``, checked: seconds (0: one try), or None (no limit)."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if not timeout >= 0:  # (NaN too)
+        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    return float(timeout)
+
+
+def attach_when_made(bare: str, readonly: bool, allow_other_owner: bool, timeout: float | None) -> _core.Mapping:
+    """attach(), looked for again until ``timeout`` while the segment is
+    missing or still being made (Segment.open says how)."""
+    limit = open_timeout(timeout)
+    deadline = None if limit is None else time.monotonic() + limit
+    pause = 0.001
+    while True:
+        try:
+            return attach(bare, readonly, allow_other_owner)
+        except (FileNotFoundError, SegmentNotReadyError):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise
+            time.sleep(pause if left is None else min(pause, left))
+            pause = min(pause * 2, 0.05)
 
 
 class _Handoff:

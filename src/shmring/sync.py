@@ -135,9 +135,11 @@ class _Primitive(SegmentProperties):
             raise TypeError(f"{type(self).__name__}.create() takes no initial value")
 
     @classmethod
-    def open(cls: type[P], name: str, *, allow_other_owner: bool = False) -> P:
-        """Attach to a named primitive made by :meth:`create`."""
-        return cls._from_segment(Segment.open(name, allow_other_owner=allow_other_owner))
+    def open(cls: type[P], name: str, *, allow_other_owner: bool = False, timeout: float | None = 0.0) -> P:
+        """Attach to a named primitive made by :meth:`create`.  ``timeout``:
+        how long to wait for it to be made (0, the default: not at all; None:
+        no limit; see :meth:`Segment.open`)."""
+        return cls._from_segment(Segment.open(name, allow_other_owner=allow_other_owner, timeout=timeout))
 
     @classmethod
     def _from_segment(cls: type[P], segment: Segment) -> P:
@@ -565,7 +567,7 @@ class Condition(_Primitive):
         raise TypeError("a Condition lives beside its Mutex: Condition(segment, offset, lock=mutex)")
 
     @classmethod
-    def open(cls, name: str, *, allow_other_owner: bool = False) -> Condition:
+    def open(cls, name: str, *, allow_other_owner: bool = False, timeout: float | None = 0.0) -> Condition:
         raise TypeError("a Condition lives beside its Mutex: Condition(segment, offset, lock=mutex)")
 
     def __enter__(self) -> bool:

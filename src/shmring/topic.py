@@ -100,9 +100,11 @@ class Topic(NamedObject, Generic[T]):
         return cls._wrap(Segment._wrap(bare, mapping, owner=True, allow_other_owner=False))
 
     @classmethod
-    def open(cls, name: str, *, allow_other_owner: bool = False) -> Topic:
-        """Attach to an existing topic."""
-        return cls._from_segment(Segment.open(name, allow_other_owner=allow_other_owner))
+    def open(cls, name: str, *, allow_other_owner: bool = False, timeout: float | None = 0.0) -> Topic:
+        """Attach to an existing topic.  ``timeout``: how long to wait for a
+        topic another process has not made yet (0, the default: not at all;
+        None: no limit; see :meth:`Segment.open`)."""
+        return cls._from_segment(Segment.open(name, allow_other_owner=allow_other_owner, timeout=timeout))
 
     @classmethod
     def _from_segment(cls, segment: Segment) -> Topic:
