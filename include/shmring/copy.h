@@ -55,32 +55,37 @@ static inline int shmring_copy_should_stream(uint64_t capacity, uint64_t len)
 }
 
 /* memcpy with streaming stores where the CPU has them (plain memcpy
- * elsewhere); for copies of many cache lines. */
-static inline void shmring_copy_streaming(void *dst, const void *src, size_t n)
+ * elsewhere); for copies of many cache lines.  Not inlined: it is only
+ * worth calling for large copies, where a call costs nothing, and inlined
+ * beside a small constant-size copy it led compilers' bounds checks astray
+ * (a false -Warray-bounds at -O1). */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline, unused)) static void shmring_copy_streaming(
+#else
+static inline void shmring_copy_streaming(
+#endif
+    void *dst, const void *src, size_t n)
 {
 #if SHMRING_HAVE_STREAMING_COPY
     unsigned char *d = (unsigned char *)dst;
     const unsigned char *s = (const unsigned char *)src;
-    size_t head = (size_t)(-(uintptr_t)d & 15u);
+    size_t i = (size_t)(-(uintptr_t)d & 15u); /* bytes up to the first 16-byte boundary of dst */
     if (n < 256) {
         memcpy(d, s, n);
         return;
     }
-    memcpy(d, s, head); /* up to the first 16-byte boundary of dst */
-    d += head;
-    s += head;
-    n -= head;
-    for (; n >= 64; n -= 64, d += 64, s += 64) {
-        __m128i a = _mm_loadu_si128((const __m128i *)s);
-        __m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
-        __m128i c = _mm_loadu_si128((const __m128i *)(s + 32));
-        __m128i e = _mm_loadu_si128((const __m128i *)(s + 48));
-        _mm_stream_si128((__m128i *)d, a);
-        _mm_stream_si128((__m128i *)(d + 16), b);
-        _mm_stream_si128((__m128i *)(d + 32), c);
-        _mm_stream_si128((__m128i *)(d + 48), e);
+    memcpy(d, s, i);
+    for (; n - i >= 64; i += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(s + i));
+        __m128i b = _mm_loadu_si128((const __m128i *)(s + i + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(s + i + 32));
+        __m128i e = _mm_loadu_si128((const __m128i *)(s + i + 48));
+        _mm_stream_si128((__m128i *)(d + i), a);
+        _mm_stream_si128((__m128i *)(d + i + 16), b);
+        _mm_stream_si128((__m128i *)(d + i + 32), c);
+        _mm_stream_si128((__m128i *)(d + i + 48), e);
     }
-    memcpy(d, s, n);
+    memcpy(d + i, s + i, n - i);
     /* sfence [S2]: the streamed bytes are globally visible before any
      * later store, the release of tail that publishes them included. */
     _mm_sfence();
