@@ -80,9 +80,9 @@ class Leases:
     forgotten; expired, it waits (keeping its id) to be sent again before any
     new item, and an acknowledgement that comes late still cancels it."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, first_id: int = 0) -> None:
         self.timeout = timeout
-        self._next_id = 0
+        self._next_id = first_id
         self._out: dict[int, Lease] = {}  # id -> lease: out on the network
         self._again: OrderedDict[int, Lease] = OrderedDict()  # expired, to be sent again, oldest first
         self.counters = LeaseCounters()
