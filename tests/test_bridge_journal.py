@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -19,8 +20,8 @@ from collections.abc import Iterator
 import pytest
 
 from shmring import Queue, Segment, _core
-from shmring.bridge.queue_journal import (DATA_OFFSET, DONE, ENTRY, LeaseJournal, _token, journal_names, read_entries,
-                                          recover)
+from shmring.bridge.queue_journal import (DATA_OFFSET, DONE, ENTRY, OUT, LeaseJournal, _token, entry_size,
+                                          journal_names, read_entries, recover)
 from shmring.sync import AtomicInt64
 
 
@@ -59,16 +60,21 @@ def test_a_journal_holds_what_is_out_and_lets_go_of_what_is_acknowledged(queue: 
     journal = LeaseJournal(queue.name, exporter_id=2**64 - 1, queue_id=queue.stats()["queue_id"])
     try:
         journal.begin_take(5, gets=0)
-        journal.record([(100 + n, 0, b"x" * n) for n in range(5)])
+        journal.record([(0, b"x" * n) for n in range(5)], first_id=100)  # one entry: a take
         journal.end_take()
+        journal.record([(1, b"pickle")], first_id=105)
         file = journal.files[0]
-        assert file.tail == sum(ENTRY.size + ((n + 7) & ~7) for n in range(5)) and file.taking.load() == 0
-        journal.release([101, 103, 999])  # an id it does not hold is skipped
-        assert entries(journal) == [100, 102, 104] and file.head == 0, "head waits for the first entry"
-        journal.release([100])
-        assert file.head == 2 * ENTRY.size + 8 and entries(journal) == [102, 104]
-        assert file.buf[DATA_OFFSET + 5] == DONE
-        journal.release([102, 104])
+        assert file.tail == entry_size(5, 10) + entry_size(1, 6) == 56 + 32 and file.taking.load() == 0
+        # the first entry: count, first id, a state byte per item, lengths, kinds, payloads
+        first_entry = bytes(file.buf[DATA_OFFSET:DATA_OFFSET + 56])  # (no slice of the mapping kept by the assert)
+        assert first_entry == (
+            ENTRY.pack(5, 0, 100) + bytes([OUT] * 5) + struct.pack("=5I", 0, 1, 2, 3, 4) + bytes(5) + b"x" * 10)
+        journal.release([101, 103, 999, 42])  # ids it does not hold are skipped
+        assert entries(journal) == [100, 102, 104, 105] and file.head == 0, "head waits for the whole entry"
+        assert file.buf[DATA_OFFSET + ENTRY.size + 1] == DONE and len(journal) == 4
+        journal.release([100, 102, 104, 104])
+        assert file.head == 56 and entries(journal) == [105] and len(journal) == 1
+        journal.release([105])
         assert file.head == file.tail == 0 and len(journal) == 0, "an empty file starts again at 0"
         assert mine(queue) == [file.name]
     finally:
@@ -79,13 +85,16 @@ def test_a_journal_holds_what_is_out_and_lets_go_of_what_is_acknowledged(queue: 
 def test_a_full_file_goes_on_in_a_new_one_and_a_drained_older_one_goes(queue: Queue[object]) -> None:
     journal = LeaseJournal(queue.name, 1, queue.stats()["queue_id"], file_bytes=256)
     try:
-        journal.record([(n, 0, bytes(40)) for n in range(8)])  # 56 bytes each: 4 per file
-        journal.record([(8, 1, bytes(1000))])  # larger than a file: a file of its own size
+        for first in range(0, 8, 2):
+            journal.record([(0, bytes(40))] * 2, first_id=first)  # 112 bytes an entry: 2 per file
+        journal.record([(1, bytes(1000))], first_id=8)  # larger than a file: a file of its own size
         assert [len(read_entries(f.buf, f.head, f.tail)[0]) for f in journal.files] == [4, 4, 1]
-        assert journal.files[2].capacity == ENTRY.size + 1000
+        assert journal.files[2].capacity == entry_size(1, 1000)
         assert len(mine(queue)) == 3
         journal.release(range(4))
         assert len(journal.files) == 2 and len(mine(queue)) == 2
+        journal.release([0, 1])  # again, from a file that is gone: nothing happens
+        assert len(journal) == 5
     finally:
         journal.discard()
     assert mine(queue) == []
@@ -95,7 +104,7 @@ CHILD = """
 import sys, time
 from shmring.bridge.queue_journal import LeaseJournal
 journal = LeaseJournal(sys.argv[1], 7, int(sys.argv[2]))
-journal.record([(n, 0, b"item %d" % n) for n in range(int(sys.argv[3]))])
+journal.record([(0, b"item %d" % n) for n in range(int(sys.argv[3]))], first_id=0)
 journal.begin_take(int(sys.argv[4]), int(sys.argv[5]))
 print("ready", flush=True)
 time.sleep(60)

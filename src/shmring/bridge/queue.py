@@ -189,9 +189,9 @@ class QueueExporter:
         want = credit - len(items)
         if want <= 0:
             return items
-        # Between the take and the journal's commit the items are in this
-        # process only: a death there is what begin_take lets the next
-        # exporter detect (and count), not undo.
+        # From the take to the journal's commit (end_take) the items are in
+        # this process only: kept short (no lease is made in it), and a death
+        # in it is what begin_take lets the next exporter detect and count.
         self.journal.begin_take(want, self.queue.stats()["gets"])
         try:
             got = (self.queue.get_many_nowait(want) if items
@@ -199,16 +199,11 @@ class QueueExporter:
         except Empty:
             self.journal.end_take()
             return items
-        new = []
-        for item in got:
-            if type(item) is bytes:
-                new.append(self.leases.lease(importer, KIND_BYTES, item, now))
-            else:
-                payload = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-                new.append(self.leases.lease(importer, KIND_PICKLE, payload, now))
-        self.journal.record([(lease.item_id, lease.kind, lease.payload) for lease in new])
+        taken = [(KIND_BYTES, item) if type(item) is bytes
+                 else (KIND_PICKLE, pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)) for item in got]
+        self.journal.record(taken, first_id=self.leases.next_id)
         self.journal.end_take()
-        return items + new
+        return items + [self.leases.lease(importer, kind, payload, now) for kind, payload in taken]
 
     def status(self) -> dict[str, Any]:
         c = self.leases.counters

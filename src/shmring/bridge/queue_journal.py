@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import struct
+from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -28,7 +30,7 @@ from .._errors import SegmentError
 from ..segment import Segment, unique_name
 from ..sync import AtomicInt64
 
-__all__ = ["PREFIX", "LeaseJournal", "JournalFile", "Recovered", "recover", "journal_names"]
+__all__ = ["PREFIX", "LeaseJournal", "JournalFile", "Batch", "Recovered", "recover", "journal_names", "read_entries"]
 
 log = logging.getLogger("shmring.bridge")
 
@@ -47,12 +49,13 @@ GETS_OFFSET = 56  # u64: the queue's `gets` counter when the current take began
 NAME_OFFSET = 64  # u16 length, then the queue's name (at most 254 bytes)
 DATA_OFFSET = 320
 _MAGIC = int.from_bytes(b"SRLJ" + LAYOUT.to_bytes(4, "little"), "little")
-# An entry: u32 payload length, u8 kind (0 bytes, 1 pickle), u8 state,
-# u16 reserved, u64 item id; then the payload, padded to a multiple of 8.
-ENTRY = struct.Struct("=IBBHQ")
+# An entry is one take: u32 count, u32 reserved, u64 the first item's id
+# (the others follow, +1 each); then a state byte per item, its length (u32
+# each), its kind (u8 each: 0 bytes, 1 pickle), the payloads back to back,
+# and padding to a multiple of 8.
+ENTRY = struct.Struct("=IIQ")
 OUT = 1  # leased, not acknowledged
 DONE = 2  # acknowledged (or put back): skipped by a reader
-_STATE = 5  # offset of the state byte in an entry
 _PAD = [bytes(n) for n in range(8)]
 DEFAULT_FILE_BYTES = 4 << 20
 _PID_BITS = 22  # Linux pids are below 2**22 (PID_MAX_LIMIT)
@@ -67,8 +70,18 @@ def _unsigned(value: int) -> int:
     return value & ((1 << 64) - 1)
 
 
-def entry_size(payload: int) -> int:
-    return ENTRY.size + ((payload + 7) & ~7)
+def entry_size(count: int, payload_bytes: int) -> int:
+    return (ENTRY.size + 6 * count + payload_bytes + 7) & ~7
+
+
+class Batch:
+    """One journal entry as its writer keeps track of it."""
+
+    __slots__ = ("file", "offset", "size", "first", "count", "remaining")
+
+    def __init__(self, file: JournalFile, offset: int, size: int, first: int, count: int) -> None:
+        self.file, self.offset, self.size, self.first, self.count = file, offset, size, first, count
+        self.remaining = count  # items still out
 
 
 def _token(pid: int) -> int:
@@ -95,8 +108,7 @@ class JournalFile:
         self.gets = AtomicInt64(segment, GETS_OFFSET)
         self.head = self._head.load()
         self.tail = self._tail.load()
-        self._sizes: dict[int, int] = {}  # offset -> entry size, entries from head on
-        self._released: set[int] = set()  # acknowledged entries at or past head
+        self.batches: deque[Batch] = deque()  # the entries from head on, in order
 
     @classmethod
     def create(cls, queue: str, exporter_id: int, queue_id: int, size: int) -> JournalFile:
@@ -118,38 +130,42 @@ class JournalFile:
     def fits(self, size: int) -> bool:
         return self.tail + size <= self.capacity
 
-    def write(self, entries: Sequence[tuple[int, int, bytes]]) -> list[int]:
-        """Append entries (item id, kind, payload), uncommitted; their offsets."""
-        parts, offsets, at = [], [], self.tail
-        for item_id, kind, payload in entries:
-            n = len(payload)
-            parts += (ENTRY.pack(n, kind, OUT, 0, item_id), payload, _PAD[-n & 7])
-            offsets.append(at)
-            self._sizes[at] = entry_size(n)
-            at += entry_size(n)
+    def write(self, first_id: int, taken: Sequence[tuple[int, bytes]], size: int) -> Batch:
+        """Append one entry (uncommitted): items (kind, payload) numbered
+        from ``first_id``, ``size`` bytes in all (entry_size)."""
+        count = len(taken)
+        payloads = [payload for _, payload in taken]
+        blob = b"".join([ENTRY.pack(count, 0, first_id), bytes([OUT]) * count,
+                         struct.pack(f"={count}I", *map(len, payloads)), bytes(kind for kind, _ in taken), *payloads])
         start = DATA_OFFSET + self.tail
-        self.buf[start:DATA_OFFSET + at] = b"".join(parts)
-        self.tail = at
-        return offsets
+        self.buf[start:start + len(blob)] = blob
+        batch = Batch(self, self.tail, size, first_id, count)
+        self.batches.append(batch)
+        self.tail += size
+        return batch
 
     def commit(self) -> None:
         # [J2] the entries written so far are in the journal: pairs with a
         # reader's load of tail (after the writer died); written before it.
         self._tail.store(self.tail, "release")
 
-    def release(self, offset: int) -> None:
-        """Mark an entry acknowledged; :meth:`advance` moves head past it."""
+    def release(self, batch: Batch, index: int) -> bool:
+        """Mark an item acknowledged; whether it was out."""
+        at = DATA_OFFSET + batch.offset + ENTRY.size + index
+        if self.buf[at] != OUT:
+            return False
         # A plain byte: only read once this process is dead (see the module).
-        self.buf[DATA_OFFSET + offset + _STATE] = DONE
-        self._released.add(offset)
+        self.buf[at] = DONE
+        batch.remaining -= 1
+        return True
 
     def advance(self) -> bool:
-        """Move head past the acknowledged entries at it; whether the file
-        is empty now (head == tail)."""
+        """Move head past the entries whose items are all acknowledged;
+        whether the file is empty now (head == tail)."""
         head = self.head
-        while head in self._released:
-            self._released.discard(head)
-            head += self._sizes.pop(head)
+        while self.batches and self.batches[0].remaining == 0:
+            batch = self.batches.popleft()
+            head = batch.offset + batch.size
         if head != self.head:
             self.head = head
             # [J3] entries below head are acknowledged (their state bytes were
@@ -183,7 +199,11 @@ class LeaseJournal:
     def __init__(self, queue: str, exporter_id: int, queue_id: int, file_bytes: int = DEFAULT_FILE_BYTES) -> None:
         self.queue, self.exporter_id, self.queue_id, self.file_bytes = queue, exporter_id, queue_id, file_bytes
         self.files = [JournalFile.create(queue, exporter_id, queue_id, file_bytes)]
-        self._where: dict[int, tuple[JournalFile, int]] = {}
+        # Every entry not known to be acknowledged in all, by first id (ids
+        # grow from entry to entry), to find an item's entry by bisection.
+        self._batches: list[Batch] = []
+        self._firsts: list[int] = []
+        self._out = 0
         self._taking: JournalFile | None = None
 
     def begin_take(self, count: int, gets: int) -> None:
@@ -197,33 +217,20 @@ class LeaseJournal:
         current.taking.store(count, "release")
         self._taking = current
 
-    def record(self, entries: Sequence[tuple[int, int, bytes]]) -> None:
-        """Journal the items taken (item id, kind, payload) and commit."""
-        touched: list[JournalFile] = []
-        run: list[tuple[int, int, bytes]] = []
-        size = 0
-        for entry in entries:
-            need = entry_size(len(entry[2]))
-            if not self.files[-1].fits(size + need):
-                self._write(run, touched)
-                run, size = [], 0
-                if not self.files[-1].fits(need):
-                    self.files.append(JournalFile.create(self.queue, self.exporter_id, self.queue_id,
-                                                         max(self.file_bytes, need)))
-            run.append(entry)
-            size += need
-        self._write(run, touched)
-        for file in touched:
-            file.commit()
-
-    def _write(self, run: list[tuple[int, int, bytes]], touched: list[JournalFile]) -> None:
-        if not run:
+    def record(self, taken: Sequence[tuple[int, bytes]], first_id: int) -> None:
+        """Journal the items taken, (kind, payload) each, numbered from
+        ``first_id``, as one entry, and commit it."""
+        if not taken:
             return
+        size = entry_size(len(taken), sum(len(payload) for _, payload in taken))
+        if not self.files[-1].fits(size):
+            self.files.append(JournalFile.create(self.queue, self.exporter_id, self.queue_id,
+                                                 max(self.file_bytes, size)))
         file = self.files[-1]
-        for (item_id, _, _), offset in zip(run, file.write(run)):
-            self._where[item_id] = (file, offset)
-        if file not in touched:
-            touched.append(file)
+        self._batches.append(file.write(first_id, taken, size))
+        self._firsts.append(first_id)
+        self._out += len(taken)
+        file.commit()
 
     def end_take(self) -> None:
         if self._taking is not None:
@@ -233,11 +240,16 @@ class LeaseJournal:
     def release(self, item_ids: Iterable[int]) -> None:
         """Acknowledged items (ids the journal does not hold are skipped)."""
         touched: set[JournalFile] = set()
+        batches, firsts = self._batches, self._firsts
         for item_id in item_ids:
-            found = self._where.pop(item_id, None)
-            if found is not None:
-                found[0].release(found[1])
-                touched.add(found[0])
+            i = bisect_right(firsts, item_id) - 1
+            if i < 0:
+                continue
+            batch = batches[i]
+            index = item_id - batch.first
+            if index < batch.count and batch.remaining and batch.file.release(batch, index):
+                self._out -= 1
+                touched.add(batch.file)
         for file in touched:
             if file.advance():
                 if file is self.files[-1]:
@@ -245,19 +257,23 @@ class LeaseJournal:
                 else:
                     self.files.remove(file)
                     file.remove()
+        done = 0
+        while done < len(batches) and batches[done].remaining == 0:
+            done += 1
+        if done:
+            del batches[:done], firsts[:done]
 
     def discard(self) -> None:
         """Every item is back in the queue (or acknowledged): remove the journal."""
-        self._where.clear()
+        self._batches.clear()
+        self._firsts.clear()
+        self._out = 0
         for file in self.files:
             file.remove()
         self.files.clear()
 
     def __len__(self) -> int:
-        return len(self._where)
-
-    def __contains__(self, item_id: int) -> bool:
-        return item_id in self._where
+        return self._out
 
 
 @dataclass
@@ -285,22 +301,30 @@ def _read_queue_name(buf: memoryview) -> str | None:
 
 
 def read_entries(buf: memoryview, head: int, tail: int) -> tuple[list[tuple[int, int, bytes]], int]:
-    """The entries still out between head and tail (item id, kind, payload),
-    and how many bytes could not be read (a damaged entry ends the walk)."""
-    entries, at, capacity = [], head, len(buf) - DATA_OFFSET
+    """The items still out in the entries between head and tail (item id,
+    kind, payload), and how many bytes could not be read (a damaged entry
+    ends the walk)."""
+    items: list[tuple[int, int, bytes]] = []
+    at, capacity = head, len(buf) - DATA_OFFSET
     if not head <= tail <= capacity:
         return [], max(0, min(tail, capacity) - min(head, capacity))
-    while at < tail:
-        if tail - at < ENTRY.size:
+    while tail - at >= ENTRY.size:
+        count, _, first = ENTRY.unpack_from(buf, DATA_OFFSET + at)
+        table = DATA_OFFSET + at + ENTRY.size
+        if count == 0 or at + entry_size(count, 0) > tail:
             break
-        length, kind, state, _, item_id = ENTRY.unpack_from(buf, DATA_OFFSET + at)
-        if kind not in (0, 1) or state not in (OUT, DONE) or at + entry_size(length) > tail:
+        states = bytes(buf[table:table + count])
+        lengths = struct.unpack_from(f"={count}I", buf, table + count)
+        kinds = bytes(buf[table + 5 * count:table + 6 * count])
+        if at + entry_size(count, sum(lengths)) > tail or not set(states) <= {OUT, DONE} or not set(kinds) <= {0, 1}:
             break
-        if state == OUT:
-            start = DATA_OFFSET + at + ENTRY.size
-            entries.append((item_id, kind, bytes(buf[start:start + length])))
-        at += entry_size(length)
-    return entries, tail - at
+        start = table + 6 * count
+        for index in range(count):
+            if states[index] == OUT:
+                items.append((first + index, kinds[index], bytes(buf[start:start + lengths[index]])))
+            start += lengths[index]
+        at += entry_size(count, sum(lengths))
+    return items, tail - at
 
 
 def _claim(segment: Segment) -> AtomicInt64 | None:

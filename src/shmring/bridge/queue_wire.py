@@ -115,6 +115,11 @@ class Leases:
         self.counters.redelivered += len(again)
         return again
 
+    @property
+    def next_id(self) -> int:
+        """The id the next new item gets."""
+        return self._next_id
+
     def lease(self, importer: int, kind: int, payload: bytes, now: float) -> Lease:
         """A new item from the local queue, with the next id."""
         lease = self._lend(Lease(self._next_id, kind, payload), importer, now)
