@@ -116,7 +116,11 @@ class QueueExporter:
     def _adopt(self) -> None:
         """Put back into the local queue the items in the journals of dead
         exporters of this queue."""
-        found = recover(self.spec.name, self._put_back, self._queue_state)
+        try:
+            found = recover(self.spec.name, self._put_back, self._queue_state)
+        except Exception as e:  # QueueClosed at a stop, a system error: the journals stay for the next look
+            log.warning("queue %s: dead exporters' journals not put back: %s", self.spec.name, e)
+            return
         self.recovered.items += found.items
         self.recovered.files += found.files
         self.recovered.maybe_lost += found.maybe_lost

@@ -56,7 +56,6 @@ _MAGIC = int.from_bytes(b"SRLJ" + LAYOUT.to_bytes(4, "little"), "little")
 ENTRY = struct.Struct("=IIQ")
 OUT = 1  # leased, not acknowledged
 DONE = 2  # acknowledged (or put back): skipped by a reader
-_PAD = [bytes(n) for n in range(8)]
 DEFAULT_FILE_BYTES = 4 << 20
 _PID_BITS = 22  # Linux pids are below 2**22 (PID_MAX_LIMIT)
 
@@ -358,7 +357,11 @@ def recover(queue: str, put_back: Callable[[list[tuple[int, bytes]]], None],
             claim = _claim(segment)
             if claim is None:
                 continue
-            _recover_file(JournalFile(segment), put_back, queue_state, found)
+            try:
+                _recover_file(JournalFile(segment), put_back, queue_state, found)
+            except BaseException:
+                claim.store(0)  # left as it was, for the next look (this one's or another's)
+                raise
         finally:
             if not segment.closed:
                 segment.close()
@@ -385,5 +388,4 @@ def _recover_file(file: JournalFile, put_back: Callable[[list[tuple[int, bytes]]
                 _read_queue_name(file.buf), file.name, exporter, len(entries),
                 f"; up to {taking} items it was taking when it died may be lost" if taking else "",
                 f"; {damaged} bytes of damaged entries not read" if damaged else "")
-    file.tail = file._tail.load()
     file.remove()
