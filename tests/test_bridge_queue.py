@@ -97,9 +97,10 @@ def test_a_stopping_exporter_puts_unacknowledged_items_back() -> None:
     exporter.start()
     try:
         sent = exporter._items_for(importer=1, credit=3, now=0.0)
-        assert [(lease.kind, lease.item_id) for lease in sent] == [(0, 0), (0, 1), (1, 2)]
-        assert queue.empty()
-        exporter.leases.acknowledge([1])
+        first = sent[0].item_id  # a random start: see Leases
+        assert [(lease.kind, lease.item_id - first) for lease in sent] == [(0, 0), (0, 1), (1, 2)]
+        assert queue.empty() and len(exporter.journal) == 3
+        assert exporter.acknowledge([first + 1]) == 1 and len(exporter.journal) == 2
     finally:
         exporter.close()
         session.close()

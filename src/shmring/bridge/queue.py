@@ -3,7 +3,10 @@ many items as its local queue has room for in its window (a Zenoh query,
 carrying the acknowledgements of the items it put into that queue since);
 the exporter takes that many from its local queue, leases them, and replies
 with them.  An item whose lease runs out unacknowledged is sent again, so an
-item handed to the network is delivered at least once: docs/BRIDGE.md."""
+item handed to the network is delivered at least once; every leased item is
+also copied into a lease journal in shared memory (queue_journal.py) before
+it is sent, so that a later exporter puts the items of a killed one back
+into the queue: docs/BRIDGE.md."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import QueueClosed
 from ..queue import Queue
+from .queue_journal import LeaseJournal, Recovered, recover
 from .queue_wire import (KIND_RECEIPT, KIND_TAKE, Acknowledgements, Lease, Leases, QueueHeader, pack_ids, queue_key,
                          unpack_ids)
 from .topic import ObjectSpec
@@ -45,6 +49,9 @@ _RETRY_S = 0.1
 _FULL_POLL_S = 0.002
 # How often the exporter's thread looks whether it was told to stop.
 _STOP_POLL_S = 0.2
+# How often a running exporter looks for journals of dead exporters of its
+# queue (another bridge on this host that was killed).
+_ADOPT_EVERY_S = 5.0
 
 
 def open_queue(name: str, dumps: Any = None) -> Queue[Any]:
@@ -79,25 +86,60 @@ class QueueExporter:
         self.spec = spec
         self.queue = open_queue(spec.name)
         self.exporter_id = _random_id()
-        self.leases = Leases(lease_timeout)
+        # Ids start at a random number, so that an importer's acknowledgements
+        # meant for an earlier exporter (or another one of the queue) do not
+        # match this one's items.
+        self.leases = Leases(lease_timeout, first_id=_random_id() >> 2)
         self.importers: set[int] = set()
         self.rejected = 0
         self.returned = 0
+        self.recovered = Recovered()
+        self._adopt()
+        self.journal = LeaseJournal(spec.name, self.exporter_id, self.queue.stats()["queue_id"])
+        self._adopted_at = time.monotonic()
         # Queries wait here for this end's thread, which looks at _stop
         # between them (closing never undeclares under a waiting recv).
         self._queries: SimpleQueue[zenoh.Query] = SimpleQueue()
         self._stop = threading.Event()
-        self._queryable = session.declare_queryable(queue_key(spec.name), self._queries.put)
+        try:
+            self._queryable = session.declare_queryable(queue_key(spec.name), self._queries.put)
+        except BaseException:
+            self.journal.discard()  # nothing journaled yet
+            raise
         self._thread = threading.Thread(target=self._run, name=f"export queue:{spec.name}", daemon=True)
-        log.info("queue %s: exporting as %016x (lease %g s)", spec.name, self.exporter_id, lease_timeout)
+        log.info("queue %s: exporting as %016x (lease %g s, journal %s)", spec.name, self.exporter_id, lease_timeout,
+                 self.journal.files[0].name)
 
     def start(self) -> None:
         self._thread.start()
+
+    def _adopt(self) -> None:
+        """Put back into the local queue the items in the journals of dead
+        exporters of this queue."""
+        try:
+            found = recover(self.spec.name, self._put_back, self._queue_state)
+        except Exception as e:  # QueueClosed at a stop, a system error: the journals stay for the next look
+            log.warning("queue %s: dead exporters' journals not put back: %s", self.spec.name, e)
+            return
+        self.recovered.items += found.items
+        self.recovered.files += found.files
+        self.recovered.maybe_lost += found.maybe_lost
+        self.recovered.damaged += found.damaged
+
+    def _put_back(self, items: list[tuple[int, bytes]]) -> None:
+        self.queue.put_many([payload if kind == KIND_BYTES else pickle.loads(payload) for kind, payload in items])
+
+    def _queue_state(self) -> tuple[int, int, bool]:
+        stats = self.queue.stats()
+        return stats["queue_id"], stats["gets"], bool(stats["holder"]) and not stats["holder_alive"]
 
     def _run(self) -> None:
         import zenoh
 
         while not self._stop.is_set():
+            if time.monotonic() - self._adopted_at > _ADOPT_EVERY_S:
+                self._adopted_at = time.monotonic()
+                self._adopt()
             try:
                 query = self._queries.get(timeout=_STOP_POLL_S)
             except Empty:
@@ -125,7 +167,7 @@ class QueueExporter:
         if take.producer not in self.importers:
             self.importers.add(take.producer)
             log.info("queue %s: importer %016x asks", self.spec.name, take.producer)
-        applied = self.leases.acknowledge(acks)
+        applied = self.acknowledge(acks)
         key = queue_key(self.spec.name)
         # The receipt goes first: an importer that sees any item of this
         # reply has seen its acknowledgements applied.
@@ -138,6 +180,12 @@ class QueueExporter:
             query.reply(key, lease.payload,
                         attachment=QueueHeader(lease.kind, lease.attempt, self.exporter_id, lease.item_id).pack())
 
+    def acknowledge(self, item_ids: list[int]) -> int:
+        """Apply acknowledgements: the leases and their journal entries go."""
+        applied = self.leases.acknowledge(item_ids)
+        self.journal.release(item_ids)
+        return applied
+
     def _items_for(self, importer: int, credit: int, now: float) -> list[Lease]:
         """Expired items first, then new ones from the local queue (waiting
         a little for one if it is empty)."""
@@ -145,25 +193,30 @@ class QueueExporter:
         want = credit - len(items)
         if want <= 0:
             return items
+        # From the take to the journal's commit (end_take) the items are in
+        # this process only: kept short (no lease is made in it), and a death
+        # in it is what begin_take lets the next exporter detect and count.
+        self.journal.begin_take(want, self.queue.stats()["gets"])
         try:
             got = (self.queue.get_many_nowait(want) if items
                    else self.queue.get_many(timeout=_LONG_POLL_S, max_messages_to_get=want))
         except Empty:
+            self.journal.end_take()
             return items
-        for item in got:
-            if type(item) is bytes:
-                items.append(self.leases.lease(importer, KIND_BYTES, item, now))
-            else:
-                payload = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-                items.append(self.leases.lease(importer, KIND_PICKLE, payload, now))
-        return items
+        taken = [(KIND_BYTES, item) if type(item) is bytes
+                 else (KIND_PICKLE, pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)) for item in got]
+        self.journal.record(taken, first_id=self.leases.next_id)
+        self.journal.end_take()
+        return items + [self.leases.lease(importer, kind, payload, now) for kind, payload in taken]
 
     def status(self) -> dict[str, Any]:
         c = self.leases.counters
         return {"direction": "export", "exporter": f"{self.exporter_id:016x}", "importers": len(self.importers),
                 "leased": c.leased, "acked": c.acked, "out": len(self.leases), "expired": c.expired,
                 "redelivered": c.redelivered, "unknown_acks": c.unknown_acks, "rejected": self.rejected,
-                "returned": self.returned}
+                "returned": self.returned, "journaled": len(self.journal), "journal_files": len(self.journal.files),
+                "recovered": self.recovered.items, "recovered_journals": self.recovered.files,
+                "maybe_lost": self.recovered.maybe_lost}
 
     def close(self) -> None:
         """Stop serving, and put every unacknowledged item back into the
@@ -171,7 +224,8 @@ class QueueExporter:
         import zenoh
 
         self._stop.set()
-        self._thread.join()
+        if self._thread.ident is not None:  # started
+            self._thread.join()
         try:
             self._queryable.undeclare()  # type: ignore[no-untyped-call]
         except zenoh.ZError:  # the session is closed already: nothing left to undeclare
@@ -181,10 +235,12 @@ class QueueExporter:
         back = self.leases.outstanding()
         self.leases.clear()
         if back:
-            self.queue.put_many([lease.payload if lease.kind == KIND_BYTES else pickle.loads(lease.payload)
-                                 for lease in back])
+            self._put_back([(lease.kind, lease.payload) for lease in back])
             self.returned += len(back)
             log.warning("queue %s: %d unacknowledged items put back into the local queue", self.spec.name, len(back))
+        # Only once they are back in the queue (killed before this line, the
+        # next exporter puts them back again: duplicates, not losses).
+        self.journal.discard()
         self.queue.close()
 
 

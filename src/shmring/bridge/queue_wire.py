@@ -80,9 +80,9 @@ class Leases:
     forgotten; expired, it waits (keeping its id) to be sent again before any
     new item, and an acknowledgement that comes late still cancels it."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, first_id: int = 0) -> None:
         self.timeout = timeout
-        self._next_id = 0
+        self._next_id = first_id
         self._out: dict[int, Lease] = {}  # id -> lease: out on the network
         self._again: OrderedDict[int, Lease] = OrderedDict()  # expired, to be sent again, oldest first
         self.counters = LeaseCounters()
@@ -114,6 +114,11 @@ class Leases:
             again.append(self._lend(lease, importer, now))
         self.counters.redelivered += len(again)
         return again
+
+    @property
+    def next_id(self) -> int:
+        """The id the next new item gets."""
+        return self._next_id
 
     def lease(self, importer: int, kind: int, payload: bytes, now: float) -> Lease:
         """A new item from the local queue, with the next id."""
