@@ -12,14 +12,15 @@ from typing import Any
 
 import click
 
-from . import Bridge, BridgeError, load_config, parse_object
+from . import MAX_SPIN_US, Bridge, BridgeError, load_config, parse_object
 
 _LOG_FORMAT = "shmring bridge: %(message)s"
 
 
 def _options(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[str, ...], connect: tuple[str, ...],
              config: str | None, policy: str, capacity: int, trust_pickle: bool, window: int | None,
-             lease_timeout: float | None, no_batch: bool = False, replay_bytes: int | None = None) -> dict[str, Any]:
+             lease_timeout: float | None, no_batch: bool = False, replay_bytes: int | None = None,
+             spin_us: int | None = None) -> dict[str, Any]:
     """The bridge's arguments: the config file's, then the command line's added."""
     options: dict[str, Any] = {"listen": [], "connect": [], "export": [], "imports": [], "trust_pickle": False}
     if config is not None:
@@ -37,6 +38,8 @@ def _options(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[st
         options["batch"] = False
     if replay_bytes is not None:
         options["replay_bytes"] = replay_bytes
+    if spin_us is not None:
+        options["spin_us"] = spin_us
     return options
 
 
@@ -62,12 +65,15 @@ def _options(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[st
 @click.option("--replay-bytes", type=click.IntRange(1), default=None, metavar="BYTES",
               help="Bytes an exported channel keeps until acknowledged, to send again after a link failure "
                    "(default 16 MiB).")
+@click.option("--spin-us", type=click.IntRange(0, MAX_SPIN_US), default=None, metavar="MICROSECONDS",
+              help="How long an exported topic's reader polls before it sleeps: less latency, that much CPU "
+                   "after each message (default: the topic's own, 20 µs).")
 @click.option("--status-interval", type=click.FloatRange(0), default=0, show_default=True, metavar="SECONDS",
               help="Log every object's counters this often (0: only when the bridge stops).")
 def bridge_command(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[str, ...],
                    connect: tuple[str, ...], config: str | None, policy: str, capacity: int,
                    trust_pickle: bool, window: int | None, lease_timeout: float | None,
-                   no_batch: bool, replay_bytes: int | None, status_interval: float) -> None:
+                   no_batch: bool, replay_bytes: int | None, spin_us: int | None, status_interval: float) -> None:
     """Bridge topics, channels and queues between machines over Zenoh: one bridge per host, e.g.
     `--export topic:prices --connect tcp/10.0.0.2:7447` on one and
     `--import topic:prices --listen tcp/0.0.0.0:7447` on the other.
@@ -83,7 +89,7 @@ def bridge_command(export: tuple[str, ...], imports: tuple[str, ...], listen: tu
         signal.signal(signum, lambda *_: stop.set())
     try:
         bridge = Bridge(**_options(export, imports, listen, connect, config, policy, capacity, trust_pickle,
-                                   window, lease_timeout, no_batch, replay_bytes)).start()
+                                   window, lease_timeout, no_batch, replay_bytes, spin_us)).start()
     except (BridgeError, ValueError, OSError) as e:
         click.echo(f"shmring: {e}", err=True)
         sys.exit(1)
