@@ -3,6 +3,7 @@ Zenoh (docs/BRIDGE.md).  Runs until SIGINT or SIGTERM, logging on stderr."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import signal
@@ -15,6 +16,28 @@ import click
 from . import MAX_SPIN_US, Bridge, BridgeError, load_config, parse_object
 
 _LOG_FORMAT = "shmring bridge: %(message)s"
+# glibc's mallopt parameters, and what the bridge's process sets them to:
+# freed memory is handed back to the kernel only past 64 MiB at the top of
+# the heap (128 KiB by default), and blocks up to 32 MiB come from the heap.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TRIM_THRESHOLD, _MMAP_THRESHOLD = 64 << 20, 32 << 20
+
+
+def _keep_freed_memory() -> None:
+    """Keep the memory the bridge frees for its next messages.  A large
+    message (64 KiB) crosses the bridge in buffers allocated and freed
+    message by message (the exporter's copy out of the ring, Zenoh's, the
+    importer's); with glibc's defaults the freed top of the heap goes back
+    to the kernel, and the next messages fault their pages in again, tens
+    of µs of CPU per 64 KiB message (docs/BENCHMARKS.md section 9).  Only
+    in the bridge's own process (this command), never in a program that
+    uses the API; elsewhere than glibc, nothing."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
 
 
 def _options(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[str, ...], connect: tuple[str, ...],
@@ -84,6 +107,7 @@ def bridge_command(export: tuple[str, ...], imports: tuple[str, ...], listen: tu
     fill closes the remote channel (logged with its count).  Needs
     `pip install shmring[zenoh]`."""
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT, stream=sys.stderr)
+    _keep_freed_memory()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
