@@ -17,7 +17,7 @@ figure is the median of --repeat runs.  The issue's targets: the bridge
 keeps at least 70 % of Zenoh's throughput and adds at most 25 % to its
 latency.  Needs root, iproute2 and Zenoh (pip install shmring[zenoh]).
 
-    sudo .venv/bin/python benchmarks/bench_bridge.py [--quick] [--repeat 3] [--no-batch] [--markdown FILE]
+    sudo .venv/bin/python benchmarks/bench_bridge.py [--quick] [--repeat 3] [--no-batch] [--spin-us N] [--markdown FILE]
 """
 
 from __future__ import annotations
@@ -216,8 +216,9 @@ def report(rows: list[dict[str, Any]], opts: argparse.Namespace) -> str:
         ["size", "bridge: source", "exporter", "importer", "sink", "Zenoh: source", "sink"],
         [[size_label(r["size"])] + [fmt_num(r[f"bridge_{p}_cpu_us"]) for p in ("source", "exporter", "importer", "sink")]
          + [fmt_num(r[f"zenoh_{p}_cpu_us"]) for p in ("source", "sink")] for r in rows])
+    spin = "" if opts.spin_us is None else f", polling {opts.spin_us} µs before they sleep (--spin-us)"
     head = (f"{os.cpu_count()} CPUs, both namespaces on this machine; exporters "
-            f"{'one sample per message (--no-batch)' if opts.no_batch else 'batching'}; median of {opts.repeat} runs (a ratio: the "
+            f"{'one sample per message (--no-batch)' if opts.no_batch else 'batching'}{spin}; median of {opts.repeat} runs (a ratio: the "
             f"median of the runs' ratios); "
             f"round trips: {opts.round_trips} per run after 200 unmeasured; CPU per message: all the processes "
             f"of the path (bridge: source, exporter, importer, sink; Zenoh: source, sink), all their threads")
@@ -236,6 +237,8 @@ def main() -> int:
     ap.add_argument("--json", help="Write every run's figures to this file.")
     ap.add_argument("--no-batch", action="store_true",
                     help="Exporters send one Zenoh sample per message (the bridge before batches).")
+    ap.add_argument("--spin-us", type=int, default=None,
+                    help="Give both bridges --spin-us N (their exporters poll N µs before they sleep).")
     ap.add_argument("--keep-logs", action="store_true", help="Keep the bridges' and workers' logs (their folder is printed).")
     opts = ap.parse_args()
     if opts.quick:
@@ -243,7 +246,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     try:
         with two_hosts(tmp) as (a, b):
-            bridges = start_bridges(a, b, tmp, ["--no-batch"] if opts.no_batch else [])
+            options = (["--no-batch"] if opts.no_batch else []) + ([] if opts.spin_us is None else ["--spin-us", str(opts.spin_us)])
+            bridges = start_bridges(a, b, tmp, options)
             raw = measure(a, b, bridges, opts)
         gaps = re.findall(r"gap of \d+ messages", (tmp / "bridge-b.log").read_text()
                           + (tmp / "bridge-a.log").read_text())

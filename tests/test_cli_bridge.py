@@ -110,3 +110,42 @@ def test_the_importer_delivers_in_order_once_and_counts_the_rest(name: str) -> N
         "delivered": 10, "missed": 1, "gaps": 1, "duplicates": 3, "rejected": 3}
     assert missed == [1]  # marked in the local topic: its subscriber raised Lagged(1)
     assert status["streams"] == {f"{7:016x}": 12, f"{8:016x}": 0, f"{9:016x}": last}
+
+
+class _PublishingSession:
+    """A Zenoh session that is not one: the exporter only declares a publisher."""
+
+    def declare_publisher(self, *_: object, **__: object) -> object:
+        return object()
+
+
+@pytest.mark.parametrize("spin_us", [None, 0, 300])
+def test_the_exporter_reads_with_the_spin_asked_for(name: str, spin_us: int | None) -> None:
+    """--spin-us sets how long the exporter's subscription polls before it
+    sleeps; without it, the topic's own setting holds."""
+    pytest.importorskip("zenoh", reason="the exporter's congestion control comes from the zenoh extra")
+    from shmring import Topic
+    from shmring.bridge import Bridge
+    from shmring.bridge.topic import ObjectSpec
+
+    topic = Topic.create(name, 4096, spin_ns=1234)
+    try:
+        bridge = Bridge(export=[ObjectSpec("topic", name)], spin_us=spin_us, publish_status=False)
+        exporter = bridge._exporter(_PublishingSession(), ObjectSpec("topic", name))  # type: ignore[arg-type]
+        try:
+            assert exporter._sub.spin_ns == (1234 if spin_us is None else spin_us * 1000)
+        finally:
+            exporter._sub.close()
+            exporter.topic.close()
+    finally:
+        topic.close()
+
+
+def test_a_spin_out_of_range_fails_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "bridge.json"
+    config.write_text('{"import": ["topic:a"], "spin_us": 60000}')
+    result = cli("bridge", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.strip() == "shmring: an exporter's spin must be between 0 and 50000 µs, not 60000"
+    result = cli("bridge", "--import", "topic:a", "--spin-us", "-1")
+    assert result.returncode != 0 and "--spin-us" in result.stderr and "Traceback" not in result.stderr

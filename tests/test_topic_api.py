@@ -133,6 +133,34 @@ def test_recv_waits_for_a_publish_from_another_thread(topic: Callable[..., Topic
     assert 0.13 <= time.monotonic() - t0 < 2
 
 
+@pytest.mark.parametrize("spin_ns", [0, 5_000_000])
+def test_a_subscription_polls_for_its_own_spin_then_sleeps(topic: Callable[..., Topic], spin_ns: int) -> None:
+    """``subscribe(spin_ns=)`` replaces the topic's poll for this
+    subscription alone (0: every wait sleeps at once; 5 ms: a message sent
+    from another thread meanwhile is read by the poll); the others keep
+    the topic's; ``spin_ns`` can be set later, within the topic's limits."""
+    t = topic(4096, spin_ns=1234)
+    sub, other = t.subscribe(spin_ns=spin_ns), t.subscribe()
+    pub = t.publisher()
+    assert (sub.spin_ns, other.spin_ns) == (spin_ns, 1234)
+    timer = threading.Timer(0.002, pub.send, args=(b"soon",))
+    timer.start()
+    try:
+        assert sub.recv(timeout=OP_TIMEOUT) == b"soon"
+        assert other.recv(timeout=OP_TIMEOUT) == b"soon"
+    finally:
+        timer.join()
+    sub.spin_ns = 7
+    assert sub.spin_ns == 7
+    for bad, error in ((-1, ValueError), (50_000_001, ValueError), (2**70, ValueError), ("1", TypeError),
+                       (True, TypeError), (None, TypeError)):
+        with pytest.raises(error, match="spin_ns"):
+            sub.spin_ns = bad  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="spin_ns"):
+        t.subscribe(spin_ns=-1)
+    assert sub.spin_ns == 7
+
+
 def test_several_subscribers_each_see_every_message(topic: Callable[..., Topic]) -> None:
     t = topic(1024)
     subs = [t.subscribe() for _ in range(3)]

@@ -117,19 +117,28 @@ class Topic(NamedObject, Generic[T]):
         pub._topic_name = self.name
         return pub
 
-    def subscribe(self, timeout: float | None = None) -> Subscription[T]:
+    def subscribe(self, timeout: float | None = None, *, spin_ns: int | None = None) -> Subscription[T]:
         """A new subscription: it sees every message published from now on.
         It belongs to this process (it does not pickle) and is an attachment
         of its own: it keeps the topic alive until it is closed.  Taking a
         slot needs the topic lock: :class:`shmring.Timeout` if it is not free
         within ``timeout`` seconds (None = no limit; a holder that died, or a
-        lock word no process could have written, is taken over within ~10 ms)."""
+        lock word no process could have written, is taken over within ~10 ms).
+        ``spin_ns``: how long this subscription's waits poll before they
+        sleep, instead of the topic's ``spin_ns`` (polling costs CPU; a
+        message that comes within it costs no wake-up); also settable later
+        as ``sub.spin_ns``."""
+        if spin_ns is not None and (not isinstance(spin_ns, int) or isinstance(spin_ns, bool)
+                                    or not 0 <= spin_ns <= 50_000_000):
+            raise ValueError(f"spin_ns must be an int between 0 and 50_000_000, not {spin_ns!r}")
         mapping = self._attachment()
         try:
             sub: Subscription[T] = Subscription(mapping, _core.TOPIC_SUBSCRIBER, timeout)
         except BaseException:
             mapping.leave()
             raise
+        if spin_ns is not None:
+            sub.spin_ns = spin_ns
         sub._topic_name = self.name
         return sub
 

@@ -397,11 +397,43 @@ static PyMethodDef topic_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *topic_get_spin_ns(TopicEndObject *self, void *Py_UNUSED(closure))
+{
+    /* relaxed: a setting of this handle; see topic_set_spin_ns. */
+    return PyLong_FromUnsignedLong(shmring_load_relaxed(&self->spin_ns));
+}
+
+/* This handle's poll before a wait sleeps, instead of the topic's: what a
+ * subscriber that must wake fast pays for in CPU (the bridge's exporter). */
+static int topic_set_spin_ns(TopicEndObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    unsigned long long ns;
+    if (value == NULL || !PyLong_Check(value) || PyBool_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "spin_ns must be an int");
+        return -1;
+    }
+    ns = PyLong_AsUnsignedLongLong(value);
+    if (ns == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        ns = (unsigned long long)SHMRING_MAX_SPIN_NS + 1;
+    }
+    if (ns > SHMRING_MAX_SPIN_NS) {
+        PyErr_Format(PyExc_ValueError, "spin_ns must be between 0 and %u", SHMRING_MAX_SPIN_NS);
+        return -1;
+    }
+    /* relaxed: a setting, read by this handle's waits (topic_poll), which
+     * may be running in another thread; no other memory goes with it. */
+    shmring_store_relaxed(&self->spin_ns, (uint32_t)ns);
+    return 0;
+}
+
 static PyGetSetDef topic_getset[] = {
     {"capacity", (getter)topic_get_capacity, NULL, "ring bytes", NULL},
     {"policy", (getter)topic_get_policy, NULL, "\"block\" or \"overwrite\"", NULL},
     {"closed", (getter)topic_get_closed, NULL, "whether this handle is closed", NULL},
     {"lagged", (getter)topic_get_lagged, NULL, "messages this subscription missed, in all", NULL},
+    {"spin_ns", (getter)topic_get_spin_ns, (setter)topic_set_spin_ns,
+     "how long this handle's waits poll before they sleep (ns; the topic's setting unless set)", NULL},
     {"_mapping", (getter)handle_get_mapping, NULL, "the Mapping", NULL},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},

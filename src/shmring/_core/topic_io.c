@@ -359,7 +359,8 @@ static int data_wait_ready(void *ctx, int last)
         return SHMRING_OK;
     if (last)
         return SHMRING_TIMEOUT;
-    w->poll = !*w->polled && w->self->spin_ns;
+    /* relaxed: the handle's setting (topic_set_spin_ns). */
+    w->poll = !*w->polled && shmring_load_relaxed(&w->self->spin_ns);
     *w->polled = w->poll;
     if (w->poll)
         return SHMRING_AGAIN;
@@ -379,7 +380,8 @@ static int data_wait_ready(void *ctx, int last)
 static void topic_poll(DataWait *w, uint64_t until)
 {
     shmring_topic_ctrl *c = w->self->t.ctrl;
-    uint64_t spin_until = shmring_now_ns() + w->self->spin_ns;
+    /* relaxed: the handle's setting (topic_set_spin_ns). */
+    uint64_t spin_until = shmring_now_ns() + shmring_load_relaxed(&w->self->spin_ns);
     unsigned i;
     if (spin_until > until)
         spin_until = until;

@@ -28,6 +28,8 @@ __all__ = ["Bridge", "BridgeError", "ObjectSpec", "Header", "parse_object", "top
 log = logging.getLogger("shmring.bridge")
 KINDS = ("topic", "channel", "queue")
 POLICIES = ("block", "overwrite")
+# The longest poll an exporter may be given (µs): a topic's own limit.
+MAX_SPIN_US = 50_000
 
 
 class BridgeError(Exception):
@@ -81,7 +83,7 @@ def load_config(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BridgeError(f"config {path}: expected an object of listen, connect, export, import")
     unknown = set(data) - {"listen", "connect", "export", "import", "trust_pickle", "window", "lease_timeout",
-                           "batch", "replay_bytes"}
+                           "batch", "replay_bytes", "spin_us"}
     if unknown:
         raise BridgeError(f"config {path}: unknown key(s) {sorted(unknown)}")
     return {
@@ -94,6 +96,7 @@ def load_config(path: str) -> dict[str, Any]:
         "lease_timeout": float(data.get("lease_timeout", DEFAULT_LEASE_S)),
         "batch": bool(data.get("batch", True)),
         "replay_bytes": int(data.get("replay_bytes", DEFAULT_REPLAY_BYTES)),
+        "spin_us": None if data.get("spin_us") is None else int(data["spin_us"]),
     }
 
 
@@ -119,12 +122,17 @@ class Bridge:
     exported topics send several messages per Zenoh sample when several
     are waiting (False: one sample per message, for plain Zenoh readers).
     ``publish_status``: keep the status in a shared-memory segment for
-    ``shmring ls`` and ``shmring inspect`` (docs/BRIDGE.md "Status")."""
+    ``shmring ls`` and ``shmring inspect`` (docs/BRIDGE.md "Status").
+    ``spin_us``: how long an exported topic's reader polls its ring before
+    it sleeps (None: the topic's own setting, 20 µs unless made otherwise):
+    a message that comes within it is sent without a thread wake-up, at the
+    price of that much CPU after each message (docs/BRIDGE.md)."""
 
     def __init__(self, listen: Iterable[str] = (), connect: Iterable[str] = (), export: Iterable[ObjectSpec] = (),
                  imports: Iterable[ObjectSpec] = (), trust_pickle: bool = False, window: int = DEFAULT_WINDOW,
                  lease_timeout: float = DEFAULT_LEASE_S, batch: bool = True,
-                 replay_bytes: int = DEFAULT_REPLAY_BYTES, publish_status: bool = True) -> None:
+                 replay_bytes: int = DEFAULT_REPLAY_BYTES, publish_status: bool = True,
+                 spin_us: int | None = None) -> None:
         self.listen, self.connect = list(listen), list(connect)
         self.export, self.imports = list(export), list(imports)
         both = {(s.kind, s.name) for s in self.export} & {(s.kind, s.name) for s in self.imports}
@@ -137,6 +145,9 @@ class Bridge:
             raise BridgeError("a queue's window must be at least 1 item and its lease timeout above 0 s")
         if replay_bytes < 1:
             raise BridgeError("a channel's replay buffer must hold at least 1 byte")
+        if spin_us is not None and not 0 <= spin_us <= MAX_SPIN_US:
+            raise BridgeError(f"an exporter's spin must be between 0 and {MAX_SPIN_US} µs, not {spin_us}")
+        self.spin_us = spin_us
         self.trust_pickle = trust_pickle
         self.batch = batch
         self.replay_bytes = replay_bytes
@@ -195,7 +206,7 @@ class Bridge:
             return QueueExporter(session, spec, self.lease_timeout)
         if spec.kind == "channel":
             return ChannelExporter(session, spec, self.replay_bytes)
-        return TopicExporter(session, spec, self.batch)
+        return TopicExporter(session, spec, self.batch, None if self.spin_us is None else self.spin_us * 1000)
 
     def status(self) -> dict[str, Any]:
         """Per object (``"topic:NAME"``): the counters of its exporter or importer."""

@@ -3,6 +3,7 @@ Zenoh (docs/BRIDGE.md).  Runs until SIGINT or SIGTERM, logging on stderr."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import signal
@@ -12,14 +13,37 @@ from typing import Any
 
 import click
 
-from . import Bridge, BridgeError, load_config, parse_object
+from . import MAX_SPIN_US, Bridge, BridgeError, load_config, parse_object
 
 _LOG_FORMAT = "shmring bridge: %(message)s"
+# glibc's mallopt parameters, and what the bridge's process sets them to:
+# freed memory is handed back to the kernel only past 64 MiB at the top of
+# the heap (128 KiB by default), and blocks up to 32 MiB come from the heap.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TRIM_THRESHOLD, _MMAP_THRESHOLD = 64 << 20, 32 << 20
+
+
+def _keep_freed_memory() -> None:
+    """Keep the memory the bridge frees for its next messages.  A large
+    message (64 KiB) crosses the bridge in buffers allocated and freed
+    message by message (the exporter's copy out of the ring, Zenoh's, the
+    importer's); with glibc's defaults the freed top of the heap goes back
+    to the kernel, and the next messages fault their pages in again, tens
+    of µs of CPU per 64 KiB message (docs/BENCHMARKS.md section 9).  Only
+    in the bridge's own process (this command), never in a program that
+    uses the API; elsewhere than glibc, nothing."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
 
 
 def _options(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[str, ...], connect: tuple[str, ...],
              config: str | None, policy: str, capacity: int, trust_pickle: bool, window: int | None,
-             lease_timeout: float | None, no_batch: bool = False, replay_bytes: int | None = None) -> dict[str, Any]:
+             lease_timeout: float | None, no_batch: bool = False, replay_bytes: int | None = None,
+             spin_us: int | None = None) -> dict[str, Any]:
     """The bridge's arguments: the config file's, then the command line's added."""
     options: dict[str, Any] = {"listen": [], "connect": [], "export": [], "imports": [], "trust_pickle": False}
     if config is not None:
@@ -37,6 +61,8 @@ def _options(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[st
         options["batch"] = False
     if replay_bytes is not None:
         options["replay_bytes"] = replay_bytes
+    if spin_us is not None:
+        options["spin_us"] = spin_us
     return options
 
 
@@ -62,12 +88,15 @@ def _options(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[st
 @click.option("--replay-bytes", type=click.IntRange(1), default=None, metavar="BYTES",
               help="Bytes an exported channel keeps until acknowledged, to send again after a link failure "
                    "(default 16 MiB).")
+@click.option("--spin-us", type=click.IntRange(0, MAX_SPIN_US), default=None, metavar="MICROSECONDS",
+              help="How long an exported topic's reader polls before it sleeps: less latency, that much CPU "
+                   "after each message (default: the topic's own, 20 µs).")
 @click.option("--status-interval", type=click.FloatRange(0), default=0, show_default=True, metavar="SECONDS",
               help="Log every object's counters this often (0: only when the bridge stops).")
 def bridge_command(export: tuple[str, ...], imports: tuple[str, ...], listen: tuple[str, ...],
                    connect: tuple[str, ...], config: str | None, policy: str, capacity: int,
                    trust_pickle: bool, window: int | None, lease_timeout: float | None,
-                   no_batch: bool, replay_bytes: int | None, status_interval: float) -> None:
+                   no_batch: bool, replay_bytes: int | None, spin_us: int | None, status_interval: float) -> None:
     """Bridge topics, channels and queues between machines over Zenoh: one bridge per host, e.g.
     `--export topic:prices --connect tcp/10.0.0.2:7447` on one and
     `--import topic:prices --listen tcp/0.0.0.0:7447` on the other.
@@ -78,12 +107,13 @@ def bridge_command(export: tuple[str, ...], imports: tuple[str, ...], listen: tu
     fill closes the remote channel (logged with its count).  Needs
     `pip install shmring[zenoh]`."""
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT, stream=sys.stderr)
+    _keep_freed_memory()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
         bridge = Bridge(**_options(export, imports, listen, connect, config, policy, capacity, trust_pickle,
-                                   window, lease_timeout, no_batch, replay_bytes)).start()
+                                   window, lease_timeout, no_batch, replay_bytes, spin_us)).start()
     except (BridgeError, ValueError, OSError) as e:
         click.echo(f"shmring: {e}", err=True)
         sys.exit(1)

@@ -129,9 +129,13 @@ class TopicExporter:
 
     ``batch``: the messages found waiting together go out several to a
     sample (kind "batch", docs/BRIDGE.md); otherwise one sample each, for
-    plain Zenoh subscribers that read one message per sample."""
+    plain Zenoh subscribers that read one message per sample.
 
-    def __init__(self, session: zenoh.Session, spec: ObjectSpec, batch: bool = True) -> None:
+    ``spin_ns``: how long the exporter's reads poll the ring before they
+    sleep (None: the topic's own setting)."""
+
+    def __init__(self, session: zenoh.Session, spec: ObjectSpec, batch: bool = True,
+                 spin_ns: int | None = None) -> None:
         import zenoh
 
         self.spec = spec
@@ -146,6 +150,8 @@ class TopicExporter:
             reliability=zenoh.Reliability.RELIABLE,
         )
         self._sub, self.next_seq = _subscribe_numbered(self.topic)
+        if spin_ns is not None:
+            self._sub.spin_ns = spin_ns
         # The first 16 bytes of a bytes message's header: the same for every one.
         self._bytes_prefix = HEADER.pack(MAGIC, VERSION, KIND_BYTES, 0, self.producer, 0)[:16]
         self.counters = ExportCounters()
