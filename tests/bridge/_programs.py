@@ -37,6 +37,7 @@ import shmring
 
 MESSAGE = struct.Struct("<Q52sI")  # number, filler, crc32 of the first 60 bytes
 FILLER = bytes(range(52))
+OPEN_TIMEOUT = 30  # seconds for the bridge to make the object on this host
 
 
 def message(number: int) -> bytes:
@@ -44,19 +45,8 @@ def message(number: int) -> bytes:
     return head + zlib.crc32(head).to_bytes(4, "little")
 
 
-def open_or_create(name: str) -> shmring.Topic:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return shmring.Topic.open(name)
-        except FileNotFoundError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def publish(name: str, count: int, rate: float) -> None:
-    topic = open_or_create(name)
+    topic = shmring.Topic.open(name, timeout=OPEN_TIMEOUT)
     while topic.stats()["subscribers"] < 1:
         time.sleep(0.02)
     batch = 64
@@ -116,19 +106,8 @@ def collect(name: str, count: int, idle: float, policy: str) -> None:
     topic.close()
 
 
-def open_queue(name: str) -> shmring.Queue[bytes]:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return shmring.Queue.open(name)
-        except FileNotFoundError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def produce(name: str, count: int, rate: float) -> None:
-    queue = open_queue(name)
+    queue = shmring.Queue.open(name, timeout=OPEN_TIMEOUT)
     batch = 64
     start = time.monotonic()
     for first in range(0, count, batch):
@@ -142,7 +121,7 @@ def produce(name: str, count: int, rate: float) -> None:
 
 
 def consume(name: str, idle: float) -> None:
-    queue = open_queue(name)
+    queue = shmring.Queue.open(name, timeout=OPEN_TIMEOUT)
     print("ready", flush=True)
     numbers: list[int] = []
     bad = 0
@@ -161,19 +140,8 @@ def consume(name: str, idle: float) -> None:
     queue.close()
 
 
-def open_channel(name: str) -> shmring.Channel:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return shmring.Channel.open(name)
-        except FileNotFoundError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def send(name: str, count: int, rate: float) -> None:
-    channel = open_channel(name)
+    channel = shmring.Channel.open(name, timeout=OPEN_TIMEOUT)
     batch, sent, peer_gone = 64, 0, 0
     start = time.monotonic()
     try:
@@ -200,7 +168,7 @@ def receive(name: str, idle: float, patient: bool = False) -> None:
     """B's reader; ``patient``: its producer (the importing bridge) may die
     and come back, so PeerGone is counted and waited out, like a reader
     that knows its producer is restarted."""
-    channel = open_channel(name)
+    channel = shmring.Channel.open(name, timeout=OPEN_TIMEOUT)
     print("ready", flush=True)
     expected = received = missing = duplicates = bad = peer_gone = 0
     first = last = None
@@ -243,6 +211,19 @@ def receive(name: str, idle: float, patient: bool = False) -> None:
     channel.close()
 
 
+def arrived(name: str, count: int) -> None:
+    """Wait until `count` items have been put into this host's queue (by
+    the importing bridge), then say so."""
+    queue = shmring.Queue.open(name, timeout=OPEN_TIMEOUT)
+    deadline = time.monotonic() + 60
+    while queue.stats()["puts"] < count:
+        if time.monotonic() > deadline:
+            sys.exit(f"fewer than {count} items arrived in 60 s")
+        time.sleep(0.005)
+    print("arrived", flush=True)
+    queue.close()
+
+
 if __name__ == "__main__":
     command, topic_name = sys.argv[1], sys.argv[2]
     if command == "send":
@@ -253,6 +234,8 @@ if __name__ == "__main__":
         produce(topic_name, int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
     elif command == "consume":
         consume(topic_name, float(sys.argv[3]))
+    elif command == "arrived":
+        arrived(topic_name, int(sys.argv[3]))
     elif command == "publish":
         n = int(sys.argv[3])
         publish(topic_name, n, float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)

@@ -148,15 +148,20 @@ def test_a_killed_exporter_loses_nothing_its_successor_puts_its_leases_back(host
     counted there."""
     a, b = hosts
     consumers = start(a, b, idle=10)
-    exporter = a.procs[0]
-    # Unpaced: the exporter is busy (items leased all the time) when it is
-    # killed; the queue outlives the producer and the exporter (gc would
-    # remove it, nothing else) and the successor opens it.
+    exporter, importer = a.procs[0], b.procs[0]
+    # Unpaced: the exporter is busy (items leased all the time); the queue
+    # outlives the producer and the exporter (gc would remove it, nothing
+    # else) and the successor opens it.
     producer = a.program("produce", "jobs", str(ITEMS), log="produce.log")
     assert producer.wait(30) == 0
-    time.sleep(0.2)
+    # Mid-stream for sure: once items flow into B, freeze the importer (its
+    # leases stay unacknowledged), kill the exporter, then let B go on.
+    assert b.program("arrived", "jobs", str(ITEMS // 10), log="arrived.log").wait(90) == 0
+    importer.send_signal(signal.SIGSTOP)
+    time.sleep(0.3)
     exporter.send_signal(signal.SIGKILL)
     exporter.wait(10)
+    importer.send_signal(signal.SIGCONT)
     time.sleep(0.5)
     a.bridge("--export", "queue:jobs", "--listen", a.endpoint(), "--lease-timeout", "2", log="bridge-a.log")
     numbers, bad = taken(consumers, timeout=160)
