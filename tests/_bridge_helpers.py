@@ -1,9 +1,13 @@
 """Helpers of the bridge's tests without a network (tests/test_cli_bridge.py,
-tests/test_bridge_*.py): stand-ins for what Zenoh hands a subscriber."""
+tests/test_bridge_*.py): stand-ins for what Zenoh hands a subscriber, and
+for the session and publisher an exporter or importer declares."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
+
+from shmring.bridge.wire import Header
 
 
 class FakeBytes:
@@ -22,6 +26,37 @@ class FakeSample:
     def __init__(self, payload: bytes, attachment: bytes | None) -> None:
         self.payload = FakeBytes(payload)
         self.attachment = None if attachment is None else FakeBytes(attachment)
+
+
+class FakePublisher:
+    """Not a Zenoh publisher: the samples put, and always matched;
+    ``put_twice`` is set at the second."""
+
+    def __init__(self) -> None:
+        self.puts: list[tuple[bytes, Header]] = []
+        self.matching_status = True
+        self.put_twice = threading.Event()
+
+    def put(self, payload: bytes, attachment: bytes) -> None:
+        self.puts.append((payload, Header.unpack(attachment)))
+        if len(self.puts) >= 2:
+            self.put_twice.set()
+
+    def undeclare(self) -> None:
+        pass
+
+
+class FakeSession:
+    """Not a Zenoh session: what the exporter and the importer declare."""
+
+    def __init__(self) -> None:
+        self.publisher = FakePublisher()
+
+    def declare_publisher(self, *_: object, **__: object) -> FakePublisher:
+        return self.publisher
+
+    def declare_subscriber(self, *_: object) -> object:
+        return object()
 
 
 def drain(subscription: Any) -> tuple[list[Any], list[int]]:

@@ -16,7 +16,7 @@ from shmring.bridge.topic import ObjectSpec, TopicExporter, TopicImporter
 from shmring.bridge.wire import (BATCH_MAX_BYTES, BATCH_MAX_MESSAGES, KIND_BATCH, KIND_BYTES, KIND_PICKLE, Header,
                                  WireError, batch_groups, pack_batch, unpack_batch)
 
-from _bridge_helpers import FakeSample, drain
+from _bridge_helpers import FakeSample, FakeSession, drain
 
 
 def test_a_batch_is_a_table_of_lengths_a_table_of_kinds_then_the_bytes() -> None:
@@ -89,33 +89,6 @@ def test_messages_are_grouped_up_to_the_message_cap() -> None:
     assert batch_groups([1] * 10, max_bytes=1000, max_messages=4) == [(0, 4), (4, 8), (8, 10)]
 
 
-class _Publisher:
-    """A Zenoh publisher that records what is put."""
-
-    def __init__(self) -> None:
-        self.puts: list[tuple[bytes, Header]] = []
-        self.matching_status = True
-
-    def put(self, payload: bytes, attachment: bytes) -> None:
-        self.puts.append((payload, Header.unpack(attachment)))
-
-    def undeclare(self) -> None:
-        pass
-
-
-class _Session:
-    """Not a Zenoh session: what the exporter and the importer declare."""
-
-    def __init__(self) -> None:
-        self.publisher = _Publisher()
-
-    def declare_publisher(self, *_: object, **__: object) -> _Publisher:
-        return self.publisher
-
-    def declare_subscriber(self, *_: object) -> object:
-        return object()
-
-
 def _messages_put(puts: list[tuple[bytes, Header]]) -> list[tuple[int, Any]]:
     """(seq, message) of every message in the samples put, decoded as a
     plain Zenoh subscriber would."""
@@ -132,7 +105,7 @@ def _messages_put(puts: list[tuple[bytes, Header]]) -> list[tuple[int, Any]]:
 
 @pytest.mark.parametrize("batch", [True, False])
 def test_the_exporter_groups_what_it_read_together(name: str, batch: bool) -> None:
-    session = _Session()
+    session = FakeSession()
     exporter = TopicExporter(session, ObjectSpec("topic", name), batch=batch)  # type: ignore[arg-type]
     try:
         first = exporter.next_seq
@@ -172,7 +145,7 @@ def _import(name: str, samples: list[FakeSample],
     """What a local subscriber gets from the importer given ``samples``:
     the messages, the importer's status, and the ``missed`` of each
     Lagged the subscriber raised (a gap the importer marked)."""
-    importer = TopicImporter(_Session(), ObjectSpec("topic", name), trust_pickle)  # type: ignore[arg-type]
+    importer = TopicImporter(FakeSession(), ObjectSpec("topic", name), trust_pickle)  # type: ignore[arg-type]
     subscription = importer.topic.subscribe()
     try:
         importer._take_many(samples)  # type: ignore[arg-type]

@@ -7,7 +7,6 @@ tests/bridge/test_faults_bridge.py."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ import shmring
 from shmring.bridge.topic import ObjectSpec, TopicExporter, TopicImporter
 from shmring.bridge.wire import KIND_BYTES, KIND_HIGH_WATER, Header, Streams, high_water_header
 
-from _bridge_helpers import FakeSample
+from _bridge_helpers import FakeSample, FakeSession
 
 pytest.importorskip("zenoh", reason="the importer's handler comes from the zenoh extra")
 
@@ -38,36 +37,8 @@ def test_streams_count_what_a_high_water_mark_says_never_came() -> None:
     assert streams.judge(7, 14).deliver is False
 
 
-class _Publisher:
-    """Not a Zenoh publisher: the samples put, and always matched."""
-
-    def __init__(self) -> None:
-        self.puts: list[tuple[bytes, Header]] = []
-        self.matching_status = True
-        self.put_twice = threading.Event()
-
-    def put(self, payload: bytes, attachment: bytes) -> None:
-        self.puts.append((payload, Header.unpack(attachment)))
-        if len(self.puts) >= 2:
-            self.put_twice.set()
-
-    def undeclare(self) -> None:
-        pass
-
-
-class _Session:
-    def __init__(self) -> None:
-        self.publisher = _Publisher()
-
-    def declare_publisher(self, *_: object, **__: object) -> _Publisher:
-        return self.publisher
-
-    def declare_subscriber(self, *_: object) -> object:
-        return object()
-
-
 def test_the_exporter_marks_its_high_water_after_what_it_sent(name: str) -> None:
-    session = _Session()
+    session = FakeSession()
     exporter = TopicExporter(session, ObjectSpec("topic", name))  # type: ignore[arg-type]
     try:
         first = exporter.next_seq
@@ -85,7 +56,7 @@ def test_the_exporter_marks_its_high_water_after_what_it_sent(name: str) -> None
 def test_a_matched_exporter_marks_its_high_water_again_when_nothing_changes(name: str) -> None:
     """The mark of an idle stream is sent again (one put into a dead
     session is lost): two of them with nothing published in between."""
-    session = _Session()
+    session = FakeSession()
     exporter = TopicExporter(session, ObjectSpec("topic", name))  # type: ignore[arg-type]
     exporter.start()
     try:
@@ -120,7 +91,7 @@ def _read_all(subscription: Any) -> list[Any]:
 
 @pytest.mark.parametrize("policy", ["block", "overwrite"])
 def test_a_loss_at_the_end_of_a_stream_is_reported_when_the_mark_comes(name: str, policy: str) -> None:
-    importer = TopicImporter(_Session(), ObjectSpec("topic", name, policy=policy))  # type: ignore[arg-type]
+    importer = TopicImporter(FakeSession(), ObjectSpec("topic", name, policy=policy))  # type: ignore[arg-type]
     subscription = importer.topic.subscribe()
     try:
         importer._take_many([_single(7, 0), _single(7, 1), _mark(7, 2), _single(7, 2), _single(7, 3), _single(7, 6),
@@ -139,7 +110,7 @@ def test_a_loss_at_the_end_of_a_stream_is_reported_when_the_mark_comes(name: str
 
 
 def test_a_mark_joins_a_new_stream_and_a_mark_with_a_payload_is_refused(name: str) -> None:
-    importer = TopicImporter(_Session(), ObjectSpec("topic", name))  # type: ignore[arg-type]
+    importer = TopicImporter(FakeSession(), ObjectSpec("topic", name))  # type: ignore[arg-type]
     subscription = importer.topic.subscribe()
     try:
         importer._take_many([_mark(9, 100), _single(9, 100), _mark(9, 105, b"x"), _single(9, 101)])  # type: ignore[list-item]
