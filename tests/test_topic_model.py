@@ -35,9 +35,15 @@ class RingModel:
             return True
         target = self.tail + need - self.cap
         if self.policy == "block":
-            if min(self.tail, self.cursor) < target:
+            low = min(self.tail, self.cursor)
+            if low < target:
                 return False
-            self.head = target
+            # All that the subscriber has read is freed at once, but the
+            # newest record stays (latest() reads it).
+            low &= ~15
+            if self.last_pos is not None and target <= self.last_pos < low:
+                low = self.last_pos & ~15
+            self.head = max(target, low)
         else:
             h = self.head
             while h < target:

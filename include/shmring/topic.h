@@ -281,9 +281,20 @@ static inline int shmring_topic_make_room(shmring_topic *t, uint64_t tail, uint6
         return SHMRING_OK;
     target = tail + need - t->capacity;
     if (t->policy == SHMRING_TOPIC_BLOCK) {
-        uint64_t low = shmring_topic_min_cursor(t, tail, reap);
+        uint64_t low = shmring_topic_min_cursor(t, tail, reap), last;
         if (low < target)
             return SHMRING_AGAIN;
+        /* Free at once all that every subscriber has read (16-aligned: a
+         * hostile cursor must not make head unaligned), so that the next
+         * publishes find room without looking at every subscriber again;
+         * but keep the newest record, for latest().  relaxed: under the
+         * lock [T3]. */
+        last = shmring_load_relaxed(&c->last_pos);
+        low &= ~(uint64_t)15u;
+        if (last != SHMRING_TOPIC_NO_RECORD && last >= target && last < low)
+            low = last & ~(uint64_t)15u;
+        if (low > target)
+            target = low;
     } else {
         /* Whole records only, so that head always sits on a record. */
         uint64_t h = head;

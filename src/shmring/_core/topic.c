@@ -68,6 +68,10 @@ static struct {
     pthread_t thread;
     unsigned long generation; /* fork_generation: a forked child holds none of them */
 } open_reserves[RESERVES_MAX];
+/* How many entries this process (of fork generation open_reserves_generation)
+ * holds: a lock with none held anywhere skips the scan of the table. */
+static int open_reserves_count;
+static unsigned long open_reserves_generation;
 
 /* Note that `thread` holds (or no longer holds) the lock of `self`'s topic
  * for a reserve() loan.  The loan is completed by its thread, or by
@@ -82,11 +86,19 @@ void topic_note_reserve(TopicEndObject *self, int held, pthread_t thread)
             open_reserves[i].ino = seg->ino;
             open_reserves[i].thread = thread;
             open_reserves[i].generation = fork_generation;
+            if (open_reserves_generation != fork_generation) { /* a forked child: its parent's do not count */
+                open_reserves_generation = fork_generation;
+                open_reserves_count = 0;
+            }
+            open_reserves_count++;
             return;
         }
         if (!held && open_reserves[i].ino == seg->ino && open_reserves[i].dev == seg->dev &&
             pthread_equal(open_reserves[i].thread, thread)) {
             open_reserves[i].ino = 0;
+            if (open_reserves[i].generation == fork_generation && open_reserves_generation == fork_generation &&
+                open_reserves_count > 0)
+                open_reserves_count--;
             return;
         }
     }
@@ -95,8 +107,11 @@ void topic_note_reserve(TopicEndObject *self, int held, pthread_t thread)
 int topic_check_lock_not_held_here(TopicEndObject *self)
 {
     const shmring_segment *seg = &((MappingObject *)self->mapping)->seg;
-    pthread_t me = pthread_self();
+    pthread_t me;
     int i;
+    if (open_reserves_count == 0 || open_reserves_generation != fork_generation)
+        return 0; /* no reserve() block open in this process: every publish's case */
+    me = pthread_self();
     for (i = 0; i < RESERVES_MAX; i++)
         if (open_reserves[i].ino == seg->ino && open_reserves[i].dev == seg->dev &&
             pthread_equal(open_reserves[i].thread, me) && open_reserves[i].generation == fork_generation) {
