@@ -232,3 +232,60 @@ def test_a_forked_child_that_exits_never_puts_back_its_parents_held_items(q: shm
         q.get_many()
     assert q.get_many() == [2, 3]
     assert q.empty()  # nothing came back twice
+
+
+class _Reentrant:
+    """A handle's loads/dumps that call the same handle's get while the
+    pending list is being built or taken from (what user code may do)."""
+
+    def __init__(self) -> None:
+        self.q: shmring.Queue[Any] | None = None
+        self.inner: list[Any] = []
+
+    def loads(self, data: bytes) -> Any:
+        obj = pickle.loads(data)
+        if obj == "get-inside-loads":
+            assert self.q is not None
+            self.inner.append(self.q.get(timeout=0))
+        return obj
+
+    def dumps(self, obj: Any) -> bytes:
+        if obj == "get-inside-dumps":
+            assert self.q is not None
+            self.inner.append(self.q.get(timeout=0))
+        return pickle.dumps(obj)
+
+
+def test_user_code_that_gets_from_the_same_handle_while_items_are_kept(name: str) -> None:
+    # Decoding the items after a bad one runs the handle's loads, which here
+    # takes from the same handle: the list of items kept is not touched
+    # meanwhile (it was freed under the keeper's feet before), and every
+    # item is accounted for exactly once.
+    user = _Reentrant()
+    with shmring.Queue(name=name) as q, shmring.Queue.open(name, loads=user.loads, dumps=user.dumps) as h:
+        user.q = h
+        q.put_many([0, Unloadable(1), "get-inside-loads", 3, 4, 5, 6])
+        assert h.get_many_nowait(max_messages_to_get=5) == [0]
+        with pytest.raises(RuntimeError, match="item 1 cannot be rebuilt"):
+            h.get_nowait()
+        rest = []
+        while not h.empty():
+            rest.append(h.get_nowait())
+        assert user.inner == [5]  # the inner get took the next item of the ring
+        assert rest == ["get-inside-loads", 3, 4, 6]
+
+
+def test_user_code_that_gets_from_the_same_handle_while_a_kept_item_is_taken_as_bytes(name: str) -> None:
+    # get_bytes() of a kept item runs the handle's dumps, which here takes
+    # the next kept item from the same handle: each is given out once.
+    user = _Reentrant()
+    with shmring.Queue(name=name) as q, shmring.Queue.open(name, loads=user.loads, dumps=user.dumps) as h:
+        user.q = h
+        q.put_many([0, Unloadable(1), "get-inside-dumps", 3, 4])
+        assert h.get_many_nowait(max_messages_to_get=5) == [0]
+        with pytest.raises(RuntimeError):
+            h.get_nowait()
+        assert pickle.loads(h.get_bytes(timeout=0)) == "get-inside-dumps"
+        assert user.inner == [3]
+        assert h.get_nowait() == 4
+        assert h.empty()

@@ -87,30 +87,47 @@ static void pending_raise(PyObject *exc)
  * with an exception (out of memory: then the original error stands). */
 int queue_pending_keep(QueueObject *self, GetBatch *g, Py_ssize_t failed)
 {
-    PyObject *list, *entry;
+    /* The entries are made first, in a list of our own, and joined to the
+     * handle's after: decoding runs the user's loads, which may call this
+     * handle's get and take (and free) its pending list meanwhile. */
+    PyObject *entries = PyList_New(0), *entry;
     Py_ssize_t i;
-    if (self->pending == NULL) {
-        if ((self->pending = PyList_New(0)) == NULL)
-            return -1;
-        holding_link(self);
-    }
-    list = self->pending;
-    entry = pending_error_entry();
-    if (entry == NULL || PyList_Append(list, entry) < 0) {
-        Py_XDECREF(entry);
+    int rc = -1;
+    if (entries == NULL)
         return -1;
-    }
-    Py_DECREF(entry);
+    entry = pending_error_entry();
+    if (entry == NULL || PyList_Append(entries, entry) < 0)
+        goto done;
     for (i = failed + 1; i < g->n; i++) {
         PyObject *item = queue_item(self, g, i, 0);
-        entry = item != NULL ? Py_BuildValue("(ON)", Py_False, item) : pending_error_entry();
-        if (entry == NULL || PyList_Append(list, entry) < 0) {
-            Py_XDECREF(entry);
-            return -1;
-        }
         Py_DECREF(entry);
+        entry = item != NULL ? Py_BuildValue("(ON)", Py_False, item) : pending_error_entry();
+        if (entry == NULL || PyList_Append(entries, entry) < 0)
+            goto done;
     }
-    return 0;
+    if (self->pending == NULL) {
+        if ((self->pending = PyList_New(0)) == NULL)
+            goto done;
+        holding_link(self);
+    }
+    rc = PyList_SetSlice(self->pending, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, entries);
+done:
+    Py_XDECREF(entry);
+    Py_DECREF(entries);
+    return rc;
+}
+
+/* Put `entry` back at the front of the handle's pending list (a take
+ * whose get_bytes() conversion failed: the item waits for the next get). */
+static void pending_put_front(QueueObject *self, PyObject *entry)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb); /* the conversion's error is the one raised */
+    if (self->pending == NULL && (self->pending = PyList_New(0)) != NULL)
+        holding_link(self);
+    if (self->pending == NULL || PyList_Insert(self->pending, 0, entry) < 0)
+        PyErr_WriteUnraisable((PyObject *)self); /* out of memory: the item is lost, and said so */
+    PyErr_Restore(type, value, tb);
 }
 
 Py_ssize_t queue_pending_count(QueueObject *self)
@@ -145,10 +162,21 @@ PyObject *queue_pending_take(QueueObject *self, Py_ssize_t max, int as_list, int
         return NULL;
     }
     if (!as_list) {
-        result = raw ? pending_as_bytes(self, PyTuple_GET_ITEM(first, 1)) : Py_NewRef(PyTuple_GET_ITEM(first, 1));
-        if (result != NULL && PyList_SetSlice(list, 0, 1, NULL) < 0)
-            Py_CLEAR(result);
-        pending_forget_if_empty(self);
+        /* Out of the list before any user code runs (get_bytes() calls the
+         * handle's dumps, which may call this handle's get). */
+        PyObject *item = Py_NewRef(PyTuple_GET_ITEM(first, 1));
+        Py_INCREF(first);
+        if (PyList_SetSlice(list, 0, 1, NULL) < 0) {
+            Py_DECREF(item);
+            Py_DECREF(first);
+            return NULL;
+        }
+        pending_forget_if_empty(self); /* (list may be gone from here on) */
+        result = raw ? pending_as_bytes(self, item) : Py_NewRef(item);
+        if (result == NULL)
+            pending_put_front(self, first);
+        Py_DECREF(item);
+        Py_DECREF(first);
         return result;
     }
     while (n < max && n < PyList_GET_SIZE(list) && PyTuple_GET_ITEM(PyList_GET_ITEM(list, n), 0) == Py_False)
