@@ -12,8 +12,8 @@ import uuid
 import pytest
 
 import shmring
-from shmring.bridge.cursor import (PREFIX, SIZE, SLOTS, Cursor, Intent, channel_resume, cursor_name,
-                                   topic_resume)
+from shmring.bridge.cursor import (PREFIX, SIZE, SLOTS, Cursor, Intent, channel_resume, channel_write_end,
+                                   cursor_name, topic_resume)
 from shmring.sync import AtomicInt64
 
 BIG = (1 << 64) - 5  # a producer id past 2**63: stored as a signed word, read back as it was
@@ -133,12 +133,39 @@ def test_topic_resume_applies_the_last_write_as_far_as_it_went_in() -> None:
 
 
 def test_channel_resume_in_every_window_of_a_write() -> None:
-    intent = Intent(5, 100, 4, 1000, tail=8192)
+    intent = Intent(5, 100, 4, 1000, tail=8192, end=8320)
     assert channel_resume(intent, 1000, 8192) == 100, "killed before the write"
     assert channel_resume(intent, 1000, 8256) == 100, "a timed-out write published only padding"
     assert channel_resume(intent, 1004, 8192) == 100, "killed between the count's store and the tail's"
     assert channel_resume(intent, 1004, 8320) == 104, "written, the record not made"
     assert channel_resume(intent, 1002, 8320) is None, "counters no write of this importer explains"
+
+
+def test_channel_resume_does_not_take_a_padding_record_for_the_write() -> None:
+    """The write padded to the end of the ring and published that padding
+    while it waited for room; then killed between the count's store and the
+    tail's: the tail moved, but only by the padding, and nothing went in."""
+    intent = Intent(5, 100, 4, 1000, tail=8192 + 4000, end=2 * 8192 + 4 * 112)
+    assert channel_resume(intent, 1004, 2 * 8192) == 100, "count stored, tail moved only by the padding"
+    assert channel_resume(intent, 1004, intent.end) == 104
+    legacy = Intent(5, 100, 4, 1000, tail=8192)  # a cursor without the end: the tail moved at all
+    assert channel_resume(legacy, 1004, 8320) == 104 and channel_resume(legacy, 1004, 8192) == 100
+
+
+def test_channel_write_end_places_records_as_the_channel_does() -> None:
+    """The end predicted before each send_many is the tail the channel has
+    after it: records placed in line, one behind a padding record at the
+    wrap, and a batch that only fits from offset 0 behind a padding record."""
+    channel = shmring.Channel.create(unique("curch"), capacity=4096)
+    try:
+        for batch in ([100] * 3, [100] * 28, [100] * 5, [40, 3000], [100] * 36, [1, 2, 3], [4088]):
+            tail = channel.stats()["tail"]
+            end = channel_write_end(tail, 4096, batch)
+            assert channel.send_many([b"m" * n for n in batch]) == len(batch)
+            assert channel.stats()["tail"] == end, (tail, batch)
+            assert len(channel.recv_many(len(batch))) == len(batch)
+    finally:
+        channel.close()
 
 
 def test_a_channel_write_moves_the_counters_the_cursor_reads_all_or_nothing() -> None:

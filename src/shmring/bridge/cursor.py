@@ -6,7 +6,8 @@ segment").
 
 The importer writes, before each write into its local object, an *intent*:
 which stream, the number of the first message, how many, and the local
-object's own message count (and, for a channel, its tail) just before.  A
+object's own message count just before (for a channel also its tail just
+before and the tail the whole write will leave).  A
 topic importer also stores, after the write, the next number per producer.
 A restarted importer compares the intent with the local object's counters
 as they are now and knows exactly how much of that last write went in
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from ..segment import Segment, validate_name
 from ..sync import AtomicInt64
 
-__all__ = ["PREFIX", "Cursor", "Intent", "channel_resume", "cursor_name", "topic_resume"]
+__all__ = ["PREFIX", "Cursor", "Intent", "channel_resume", "channel_write_end", "cursor_name", "topic_resume"]
 
 log = logging.getLogger("shmring.bridge")
 
@@ -44,7 +45,7 @@ KINDS = {"topic": 1, "channel": 2}
 #  written; the current one is in slot gen % 2), 32 used (u64: producer
 #  slots in use), 40 slots (u64: how many there are), 48..63 reserved;
 #  64 and 128: the two intent slots (producer, first, count, before, tail,
-#  then 24 bytes reserved); 192: the producer slots, (producer, next) each.
+#  end, then 16 bytes reserved); 192: the producer slots, (producer, next) each.
 _FIXED = struct.Struct("<8xIIQ")
 _OBJECT_OFFSET = 16
 _GEN_OFFSET = 24
@@ -52,6 +53,8 @@ _USED_OFFSET = 32
 _SLOTS_OFFSET = 40
 _INTENT_OFFSET = 64
 _INTENT_SIZE = 64
+_INTENT_WORDS = 6
+_RECORD_HEADER = 8  # a channel record's header (include/shmring/record.h)
 _TABLE_OFFSET = 192
 _SLOT_SIZE = 16
 SLOTS = 64
@@ -83,13 +86,39 @@ class Intent:
     """A write into the local object about to be made: ``count`` messages
     of stream ``producer`` numbered from ``first``; ``before`` is the local
     object's message count just before it (a topic's ``published``, a
-    channel's ``sent_messages``), ``tail`` a channel's tail (bytes)."""
+    channel's ``sent_messages``), ``tail`` a channel's tail (bytes) and
+    ``end`` the tail the whole write leaves (``channel_write_end``; 0 when
+    not known: a topic's, or a cursor written before it was recorded)."""
 
     producer: int
     first: int
     count: int
     before: int
     tail: int = 0
+    end: int = 0
+
+
+def channel_write_end(tail: int, capacity: int, lengths: list[int]) -> int:
+    """The tail a channel's ``send_many`` of messages of ``lengths`` bytes
+    (whose records fit in the ring together) leaves when it starts at
+    ``tail``: the records placed the way the channel places them (one that
+    would cross the end of the ring goes behind a padding record, at offset
+    0), and the whole batch behind a padding record when it only fits from
+    offset 0 (``shmring_channel_place`` and ``channel_write_batch``)."""
+    mask = capacity - 1
+
+    def place_all(start: int) -> int:
+        pos = start
+        for length in lengths:
+            need = _RECORD_HEADER + (length + 7) // 8 * 8
+            contig = capacity - (pos & mask)
+            pos = (pos + contig if need > contig else pos) + need
+        return pos
+
+    end = place_all(tail)
+    if end - tail > capacity and tail & mask:
+        end = place_all(tail + capacity - (tail & mask))
+    return end
 
 
 def topic_resume(streams: dict[int, int], intent: Intent | None, published_now: int) -> dict[int, int]:
@@ -114,12 +143,19 @@ def channel_resume(intent: Intent, sent_now: int, tail_now: int) -> int | None:
     below it is in its local channel, none from it on.  A write (one
     ``send_many`` whose records fit in the ring) is published whole or not
     at all; its count is stored before its tail, so a kill between the two
-    leaves the count moved and the tail not (nothing went in).  None when
-    the counters fit no outcome (another producer wrote: no cursor)."""
+    leaves the count moved and the tail not at the write's end (nothing went
+    in).  The tail alone may have moved before that, by a padding record the
+    write published while it waited for room: only the tail at ``end`` says
+    the records are in.  None when the counters fit no outcome (another
+    producer wrote: no cursor)."""
     if sent_now == intent.before:
         return intent.first
     if sent_now == intent.before + intent.count:
-        return intent.first + intent.count if tail_now != intent.tail else intent.first
+        if intent.end:
+            went_in = tail_now == intent.end
+        else:  # a cursor without the end (an older importer's): the tail moved at all
+            went_in = tail_now != intent.tail
+        return intent.first + intent.count if went_in else intent.first
     return None
 
 
@@ -133,8 +169,9 @@ class Cursor:
         self._gen = AtomicInt64(segment, _GEN_OFFSET)
         self._used = AtomicInt64(segment, _USED_OFFSET)
         self._count = self._gen.load("relaxed")
-        intent = [AtomicInt64(segment, _INTENT_OFFSET + i * _INTENT_SIZE + 8 * f) for i in range(2) for f in range(5)]
-        self._intents = (intent[:5], intent[5:])
+        intent = [AtomicInt64(segment, _INTENT_OFFSET + i * _INTENT_SIZE + 8 * f)
+                  for i in range(2) for f in range(_INTENT_WORDS)]
+        self._intents = (intent[:_INTENT_WORDS], intent[_INTENT_WORDS:])
         self._producers = [AtomicInt64(segment, _TABLE_OFFSET + i * _SLOT_SIZE) for i in range(SLOTS)]
         self._next = [AtomicInt64(segment, _TABLE_OFFSET + i * _SLOT_SIZE + 8) for i in range(SLOTS)]
         self._slot_of: dict[int, int] = {}
@@ -176,7 +213,7 @@ class Cursor:
         words = [_unsigned(w.load("relaxed")) for w in self._intents[gen % 2]]
         return Intent(*words)
 
-    def begin(self, producer: int, first: int, count: int, before: int, tail: int = 0) -> None:
+    def begin(self, producer: int, first: int, count: int, before: int, tail: int = 0, end: int = 0) -> None:
         """Say what the next write into the local object will be."""
         words = self._intents[(self._count + 1) % 2]
         # relaxed: the slot not current; made current by the gen store below.
@@ -185,6 +222,7 @@ class Cursor:
         words[2].store(count, "relaxed")
         words[3].store(_signed(before), "relaxed")
         words[4].store(_signed(tail), "relaxed")
+        words[5].store(_signed(end), "relaxed")
         self._count += 1
         # release [CU1]: the slot's words are stored before it becomes current.
         self._gen.store(self._count, "release")
