@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 import shmring
+from _cli_helpers import cli
 from shmring.bridge.cursor import (PREFIX, SIZE, SLOTS, Cursor, Intent, channel_resume, channel_write_end,
                                    cursor_name, topic_resume)
 from shmring.sync import AtomicInt64
@@ -106,6 +107,74 @@ def test_a_damaged_cursor_segment_is_started_anew() -> None:
             cursor.close()
     finally:
         segment.close()
+
+
+def _hostile_words(segment: shmring.Segment, offset: int, value: int) -> None:
+    AtomicInt64(segment, offset).store(value)
+
+
+@pytest.mark.parametrize("offset,value", [(32, 1000), (32, -1), (40, 7), (24, -5)],
+                         ids=["used-past-slots", "used-negative", "slots-changed", "gen-negative"])
+def test_a_cursor_with_counts_out_of_range_is_started_anew(offset: int, value: int) -> None:
+    """Shared memory is untrusted: a cursor whose magic, layout and object
+    are right but whose counts are not is made anew, not read past its end."""
+    name = unique()
+    cursor = Cursor.attach("topic", name, 5)
+    try:
+        cursor.begin(3, 0, 1, 0)
+        cursor.done(3, 1)
+        _hostile_words(cursor.segment, offset, value)
+        again = Cursor.attach("topic", name, 5)
+        try:
+            assert again.intent() is None and again.streams() == {}
+            again.begin(4, 0, 2, 0)
+            assert again.streams() == {4: 0}
+        finally:
+            again.close()
+    finally:
+        cursor.close()
+    assert not os.path.exists(f"/dev/shm/{cursor_name('topic', name)}")
+
+
+def test_a_segment_too_small_or_not_ours_at_the_cursor_name_is_replaced() -> None:
+    small, foreign, taken = unique(), unique(), unique()
+    shmring.Segment.create(cursor_name("topic", small), 64, persistent=True).close()  # left, too small
+    with open(f"/dev/shm/{cursor_name('channel', foreign)}", "wb") as f:
+        f.write(b"not a segment of ours" * 100)
+    channel = shmring.Channel.create(cursor_name("channel", taken), capacity=4096)  # another kind of object
+    try:
+        for kind, name in (("topic", small), ("channel", foreign), ("channel", taken)):
+            cursor = Cursor.attach(kind, name, 9)
+            try:
+                assert cursor.segment.kind == "segment" and cursor.segment.size >= SIZE
+                assert cursor.intent() is None and cursor.streams() == {}
+                cursor.begin(1, 0, 1, 0)
+                assert cursor.intent() == Intent(1, 0, 1, 0)
+            finally:
+                cursor.close()
+            assert not os.path.exists(f"/dev/shm/{cursor_name(kind, name)}")
+    finally:
+        channel.close()
+
+
+def test_a_killed_importers_cursor_is_kept_by_gc() -> None:
+    """A killed importer's cursor is used by no live process: persistent,
+    `shmring gc` keeps it for the successor (which reports the loss)."""
+    name = unique()
+    child = multiprocessing.get_context("spawn").Process(target=_write_then_die, args=(name, False))
+    child.start()
+    child.join(30)
+    assert child.exitcode == -signal.SIGKILL
+    seg_name = cursor_name("topic", name)
+    result = cli("gc", "--dry-run")  # what gc would remove (a real run would also take other tests' leftovers)
+    assert result.returncode == 0, result.stderr
+    assert seg_name not in result.stdout
+    cursor = Cursor.attach("topic", name, 42)
+    try:
+        assert cursor.segment.persistent and cursor.streams() == {9: 10}
+    finally:
+        cursor.close()
+    assert not os.path.exists(f"/dev/shm/{seg_name}"), "a clean close removes it"
 
 
 def test_more_producers_than_slots_are_not_remembered_and_nothing_breaks() -> None:

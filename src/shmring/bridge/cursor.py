@@ -28,6 +28,8 @@ import logging
 import struct
 from dataclasses import dataclass
 
+from .. import _core
+from .._errors import ForeignOwnerError, SegmentError, SegmentNotReadyError
 from ..segment import Segment, validate_name
 from ..sync import AtomicInt64
 
@@ -59,6 +61,7 @@ _TABLE_OFFSET = 192
 _SLOT_SIZE = 16
 SLOTS = 64
 SIZE = _TABLE_OFFSET + SLOTS * _SLOT_SIZE
+_NOT_READY_WAIT_S = 1.0  # how long a cursor segment still being made is waited for
 
 
 def cursor_name(kind: str, name: str) -> str:
@@ -176,7 +179,9 @@ class Cursor:
         self._next = [AtomicInt64(segment, _TABLE_OFFSET + i * _SLOT_SIZE + 8) for i in range(SLOTS)]
         self._slot_of: dict[int, int] = {}
         self._full_logged = False
-        for i in range(self._used.load("acquire")):
+        # acquire [CU2]: pairs with _add's release of used: the slots counted are whole.
+        # Bounded: shared memory is untrusted (_usable checked it; clamped all the same).
+        for i in range(max(0, min(self._used.load("acquire"), SLOTS))):
             self._slot_of[_unsigned(self._producers[i].load("relaxed"))] = i
 
     @classmethod
@@ -184,14 +189,11 @@ class Cursor:
         """The cursor of the importer of ``kind:name`` whose local object's
         incarnation is ``local_object``: a predecessor's if one was left
         (killed) for that same object, else a new one."""
-        seg_name = cursor_name(kind, name)
-        try:
-            segment = Segment.open(seg_name)
-        except FileNotFoundError:
-            try:
-                segment = Segment.create(seg_name, SIZE)
-            except FileExistsError:  # made meanwhile: take it
-                segment = Segment.open(seg_name)
+        segment = _open_or_make(cursor_name(kind, name))
+        # Persistent: a killed importer's cursor is a segment no live process
+        # uses, which `shmring gc` would otherwise remove (and the loss its
+        # successor must report with it); close() clears it.
+        segment.persistent = True
         if not _usable(segment, kind, local_object):
             _initialise(segment, kind, local_object)
         return cls(segment)
@@ -256,13 +258,61 @@ class Cursor:
         return used
 
     def close(self) -> None:
-        """Detach (the last attachment removes the segment: a bridge stopped
-        cleanly leaves no cursor; a killed one leaves it for its successor)."""
+        """Detach and remove the segment (once the last attachment leaves): a
+        bridge stopped cleanly leaves no cursor; a killed one leaves it,
+        persistent, for its successor."""
+        if not self.segment.closed:
+            self.segment.persistent = False
         self.segment.close()
 
 
+def _open_or_make(seg_name: str) -> Segment:
+    """The cursor segment of that name: the one there, or a new one.  One
+    that cannot be used as a segment of ours (still being made after a
+    while, damaged, of another kind or version, too small for a cursor) is
+    removed and made anew: what it says is lost, and logged."""
+    try:
+        segment = Segment.open(seg_name)
+    except FileNotFoundError:
+        return _make(seg_name)
+    except SegmentNotReadyError:  # being made: by a predecessor killed then, or by a process still at it
+        try:
+            segment = Segment.open(seg_name, timeout=_NOT_READY_WAIT_S)
+        except FileNotFoundError:
+            return _make(seg_name)
+        except (SegmentError, ValueError) as e:
+            return _remake(seg_name, e)
+    except ForeignOwnerError:
+        raise
+    except (SegmentError, ValueError) as e:
+        return _remake(seg_name, e)
+    if segment.size < SIZE or segment.kind != "segment":
+        why = f"a {segment.kind} of {segment.size} bytes, not a raw segment of {SIZE}"
+        segment.close()
+        return _remake(seg_name, why)
+    return segment
+
+
+def _make(seg_name: str) -> Segment:
+    try:
+        return Segment.create(seg_name, SIZE, persistent=True)
+    except FileExistsError:  # made meanwhile: take it
+        return Segment.open(seg_name, timeout=_NOT_READY_WAIT_S)
+
+
+def _remake(seg_name: str, why: object) -> Segment:
+    log.warning("cursor %s: unusable (%s): removed and started anew (what it recorded is lost)", seg_name, why)
+    try:
+        _core.unlink(seg_name)
+    except FileNotFoundError:
+        pass
+    return _make(seg_name)
+
+
 def _usable(segment: Segment, kind: str, local_object: int) -> bool:
-    """Whether ``segment`` is a cursor of this layout, kind and local object."""
+    """Whether ``segment`` is a cursor of this layout, kind and local object,
+    with counts in range (shared memory is untrusted: anything else, and the
+    cursor is started anew)."""
     if segment.size < SIZE:
         return False
     buf = segment.buf
@@ -270,6 +320,13 @@ def _usable(segment: Segment, kind: str, local_object: int) -> bool:
         return False
     layout, found_kind, found_object = _FIXED.unpack_from(buf, 0)
     if layout != LAYOUT or found_kind != KINDS[kind]:
+        return False
+    used = AtomicInt64(segment, _USED_OFFSET).load("relaxed")
+    slots = AtomicInt64(segment, _SLOTS_OFFSET).load("relaxed")
+    gen = AtomicInt64(segment, _GEN_OFFSET).load("relaxed")
+    if slots != SLOTS or not 0 <= used <= SLOTS or gen < 0:
+        log.warning("cursor %s: damaged (used %d, slots %d, gen %d): starting a new one", segment.name, used, slots,
+                    gen)
         return False
     if found_object != local_object:
         log.info("cursor %s: left for another incarnation of the local object (%016x, not %016x): starting a new one",
