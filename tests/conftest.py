@@ -39,8 +39,14 @@ TEST_PREFIX = f"t{os.getpid()}-"
 UNIQUE_PREFIX = f"shmring-{os.getpid()}-"  # Segment.create(None, ...) names
 
 
+# A bridge importer's cursor is named after its object (persistent: removed
+# only by the importer's close).
+_CURSORS = tuple(f"shmring-cursor-{kind}-{prefix}" for kind in ("topic", "channel")
+                 for prefix in (TEST_PREFIX, UNIQUE_PREFIX))
+
+
 def _ours() -> set[str]:
-    return {p.name for p in SHM.iterdir() if p.name.startswith((TEST_PREFIX, UNIQUE_PREFIX))}
+    return {p.name for p in SHM.iterdir() if p.name.startswith((TEST_PREFIX, UNIQUE_PREFIX, *_CURSORS))}
 
 
 @pytest.fixture(autouse=True)

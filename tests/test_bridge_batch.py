@@ -155,6 +155,7 @@ def _import(name: str, samples: list[FakeSample],
         subscription.close()
         importer._publisher.close()
         importer.topic.close()
+        importer.cursor.close()  # persistent: removed only by a close
 
 
 def test_the_importer_counts_gaps_and_duplicates_across_batches_exactly(name: str) -> None:

@@ -12,8 +12,9 @@ import uuid
 import pytest
 
 import shmring
-from shmring.bridge.cursor import (PREFIX, SIZE, SLOTS, Cursor, Intent, channel_resume, cursor_name,
-                                   topic_resume)
+from _cli_helpers import cli
+from shmring.bridge.cursor import (PREFIX, SIZE, SLOTS, Cursor, Intent, channel_resume, channel_write_end,
+                                   cursor_name, topic_resume)
 from shmring.sync import AtomicInt64
 
 BIG = (1 << 64) - 5  # a producer id past 2**63: stored as a signed word, read back as it was
@@ -108,6 +109,74 @@ def test_a_damaged_cursor_segment_is_started_anew() -> None:
         segment.close()
 
 
+def _hostile_words(segment: shmring.Segment, offset: int, value: int) -> None:
+    AtomicInt64(segment, offset).store(value)
+
+
+@pytest.mark.parametrize("offset,value", [(32, 1000), (32, -1), (40, 7), (24, -5)],
+                         ids=["used-past-slots", "used-negative", "slots-changed", "gen-negative"])
+def test_a_cursor_with_counts_out_of_range_is_started_anew(offset: int, value: int) -> None:
+    """Shared memory is untrusted: a cursor whose magic, layout and object
+    are right but whose counts are not is made anew, not read past its end."""
+    name = unique()
+    cursor = Cursor.attach("topic", name, 5)
+    try:
+        cursor.begin(3, 0, 1, 0)
+        cursor.done(3, 1)
+        _hostile_words(cursor.segment, offset, value)
+        again = Cursor.attach("topic", name, 5)
+        try:
+            assert again.intent() is None and again.streams() == {}
+            again.begin(4, 0, 2, 0)
+            assert again.streams() == {4: 0}
+        finally:
+            again.close()
+    finally:
+        cursor.close()
+    assert not os.path.exists(f"/dev/shm/{cursor_name('topic', name)}")
+
+
+def test_a_segment_too_small_or_not_ours_at_the_cursor_name_is_replaced() -> None:
+    small, foreign, taken = unique(), unique(), unique()
+    shmring.Segment.create(cursor_name("topic", small), 64, persistent=True).close()  # left, too small
+    with open(f"/dev/shm/{cursor_name('channel', foreign)}", "wb") as f:
+        f.write(b"not a segment of ours" * 100)
+    channel = shmring.Channel.create(cursor_name("channel", taken), capacity=4096)  # another kind of object
+    try:
+        for kind, name in (("topic", small), ("channel", foreign), ("channel", taken)):
+            cursor = Cursor.attach(kind, name, 9)
+            try:
+                assert cursor.segment.kind == "segment" and cursor.segment.size >= SIZE
+                assert cursor.intent() is None and cursor.streams() == {}
+                cursor.begin(1, 0, 1, 0)
+                assert cursor.intent() == Intent(1, 0, 1, 0)
+            finally:
+                cursor.close()
+            assert not os.path.exists(f"/dev/shm/{cursor_name(kind, name)}")
+    finally:
+        channel.close()
+
+
+def test_a_killed_importers_cursor_is_kept_by_gc() -> None:
+    """A killed importer's cursor is used by no live process: persistent,
+    `shmring gc` keeps it for the successor (which reports the loss)."""
+    name = unique()
+    child = multiprocessing.get_context("spawn").Process(target=_write_then_die, args=(name, False))
+    child.start()
+    child.join(30)
+    assert child.exitcode == -signal.SIGKILL
+    seg_name = cursor_name("topic", name)
+    result = cli("gc", "--dry-run")  # what gc would remove (a real run would also take other tests' leftovers)
+    assert result.returncode == 0, result.stderr
+    assert seg_name not in result.stdout
+    cursor = Cursor.attach("topic", name, 42)
+    try:
+        assert cursor.segment.persistent and cursor.streams() == {9: 10}
+    finally:
+        cursor.close()
+    assert not os.path.exists(f"/dev/shm/{seg_name}"), "a clean close removes it"
+
+
 def test_more_producers_than_slots_are_not_remembered_and_nothing_breaks() -> None:
     cursor = Cursor.attach("topic", unique(), 1)
     try:
@@ -133,12 +202,39 @@ def test_topic_resume_applies_the_last_write_as_far_as_it_went_in() -> None:
 
 
 def test_channel_resume_in_every_window_of_a_write() -> None:
-    intent = Intent(5, 100, 4, 1000, tail=8192)
+    intent = Intent(5, 100, 4, 1000, tail=8192, end=8320)
     assert channel_resume(intent, 1000, 8192) == 100, "killed before the write"
     assert channel_resume(intent, 1000, 8256) == 100, "a timed-out write published only padding"
     assert channel_resume(intent, 1004, 8192) == 100, "killed between the count's store and the tail's"
     assert channel_resume(intent, 1004, 8320) == 104, "written, the record not made"
     assert channel_resume(intent, 1002, 8320) is None, "counters no write of this importer explains"
+
+
+def test_channel_resume_does_not_take_a_padding_record_for_the_write() -> None:
+    """The write padded to the end of the ring and published that padding
+    while it waited for room; then killed between the count's store and the
+    tail's: the tail moved, but only by the padding, and nothing went in."""
+    intent = Intent(5, 100, 4, 1000, tail=8192 + 4000, end=2 * 8192 + 4 * 112)
+    assert channel_resume(intent, 1004, 2 * 8192) == 100, "count stored, tail moved only by the padding"
+    assert channel_resume(intent, 1004, intent.end) == 104
+    legacy = Intent(5, 100, 4, 1000, tail=8192)  # a cursor without the end: the tail moved at all
+    assert channel_resume(legacy, 1004, 8320) == 104 and channel_resume(legacy, 1004, 8192) == 100
+
+
+def test_channel_write_end_places_records_as_the_channel_does() -> None:
+    """The end predicted before each send_many is the tail the channel has
+    after it: records placed in line, one behind a padding record at the
+    wrap, and a batch that only fits from offset 0 behind a padding record."""
+    channel = shmring.Channel.create(unique("curch"), capacity=4096)
+    try:
+        for batch in ([100] * 3, [100] * 28, [100] * 5, [40, 3000], [100] * 36, [1, 2, 3], [4088]):
+            tail = channel.stats()["tail"]
+            end = channel_write_end(tail, 4096, batch)
+            assert channel.send_many([b"m" * n for n in batch]) == len(batch)
+            assert channel.stats()["tail"] == end, (tail, batch)
+            assert len(channel.recv_many(len(batch))) == len(batch)
+    finally:
+        channel.close()
 
 
 def test_a_channel_write_moves_the_counters_the_cursor_reads_all_or_nothing() -> None:

@@ -104,8 +104,10 @@ def test_a_loss_at_the_end_of_a_stream_is_reported_when_the_mark_comes(name: str
         subscription.close()
         importer._publisher.close()
         importer.topic.close()
+        importer.cursor.close()  # persistent: removed only by a close
     assert read == [b"0", b"1", b"2", b"3", ("lagged", 2), b"6", ("lagged", 3)]
     assert {k: status[k] for k in ("delivered", "missed", "gaps")} == {"delivered": 5, "missed": 5, "gaps": 2}
+    assert status["streams"] == {f"{7:016x}": 9}, "the stream's position: up to the mark, its gap included"
     assert published == 10  # the local topic's numbers follow the stream's, lost ones included
 
 
@@ -120,6 +122,8 @@ def test_a_mark_joins_a_new_stream_and_a_mark_with_a_payload_is_refused(name: st
         subscription.close()
         importer._publisher.close()
         importer.topic.close()
+        importer.cursor.close()  # persistent: removed only by a close
     assert read == [b"100", b"101"]
     assert (status["missed"], status["gaps"], status["rejected"]) == (0, 0, 1)
+    assert status["streams"] == {f"{9:016x}": 101}
 

@@ -15,7 +15,7 @@ import sys
 import textwrap
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -47,8 +47,11 @@ def state(queue: Queue[object]) -> tuple[int, int, bool]:
     return stats["queue_id"], stats["gets"], False
 
 
-def put_back(queue: Queue[object]) -> object:
-    return lambda items: queue.put_many([payload for _, payload in items])
+def put_back(queue: Queue[object]) -> Callable[[list[tuple[int, bytes]]], int]:
+    def put(items: list[tuple[int, bytes]]) -> int:
+        queue.put_many([payload for _, payload in items])
+        return len(items)
+    return put
 
 
 def entries(journal: LeaseJournal) -> list[int]:
@@ -65,10 +68,10 @@ def test_a_journal_holds_what_is_out_and_lets_go_of_what_is_acknowledged(queue: 
         journal.record([(1, b"pickle")], first_id=105)
         file = journal.files[0]
         assert file.tail == entry_size(5, 10) + entry_size(1, 6) == 56 + 32 and file.taking.load() == 0
-        # the first entry: count, first id, a state byte per item, lengths, kinds, payloads
+        # the first entry: count, its take's tag (gets 0), first id, a state byte per item, lengths, kinds, payloads
         first_entry = bytes(file.buf[DATA_OFFSET:DATA_OFFSET + 56])  # (no slice of the mapping kept by the assert)
         assert first_entry == (
-            ENTRY.pack(5, 0, 100) + bytes([OUT] * 5) + struct.pack("=5I", 0, 1, 2, 3, 4) + bytes(5) + b"x" * 10)
+            ENTRY.pack(5, 0x80000000, 100) + bytes([OUT] * 5) + struct.pack("=5I", 0, 1, 2, 3, 4) + bytes(5) + b"x" * 10)
         journal.release([101, 103, 999, 42])  # ids it does not hold are skipped
         assert entries(journal) == [100, 102, 104, 105] and file.head == 0, "head waits for the whole entry"
         assert file.buf[DATA_OFFSET + ENTRY.size + 1] == DONE and len(journal) == 4
@@ -158,6 +161,39 @@ def test_a_writer_killed_while_taking_is_reported_with_what_the_queue_lost(queue
     assert mine(queue) == []
 
 
+TAKE_INTO_A_NEW_FILE = """
+import sys, time
+from shmring import Queue
+from shmring.bridge.queue_journal import LeaseJournal
+queue = Queue.open(sys.argv[1])
+journal = LeaseJournal(sys.argv[1], 7, queue.stats()["queue_id"], file_bytes=256)
+journal.record([(0, bytes(40))] * 2, first_id=0)  # 112 bytes: the next take's 336 do not fit after it
+journal.begin_take(3, queue.stats()["gets"])
+taken = queue.get_many_nowait(3)
+journal.record([(0, item) for item in taken], first_id=2)  # committed in a new file
+print(len(journal.files), flush=True)  # killed before end_take
+time.sleep(60)
+"""
+
+
+def test_a_writer_killed_after_committing_its_take_in_a_new_file_lost_nothing(queue: Queue[object]) -> None:
+    """The take's mark is where its entry is committed: a writer killed
+    between that commit and the mark's clearing reports no loss (its items
+    are put back), whichever file the take went into."""
+    queue.put_many([b"a" * 100, b"b" * 100, b"c" * 100])
+    child = subprocess.Popen([sys.executable, "-c", TAKE_INTO_A_NEW_FILE, queue.name], stdout=subprocess.PIPE,
+                             text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "2"
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    child.stdout.close()
+    assert queue.empty() and len(mine(queue)) == 2
+    found = recover(queue.name, put_back(queue), lambda: state(queue))
+    assert (found.items, found.files, found.maybe_lost) == (5, 2, 0)
+    assert sorted(queue.get_many_nowait(10)) == sorted([b"a" * 100, b"b" * 100, b"c" * 100, bytes(40), bytes(40)])
+    assert mine(queue) == []
+
+
 EXPORTER = """
 import sys, time, zenoh
 from shmring.bridge import zenoh_config
@@ -210,3 +246,50 @@ def test_a_killed_exporters_leased_items_are_put_back_by_the_next_one(queue: Que
     assert duplicates == 3 * 40, "what was put into the importer's queue and not acknowledged comes twice"
     assert duplicates <= 3 * 100 and max(counts.values()) == 2
     assert mine(queue) == []
+
+
+def test_adoption_into_a_full_queue_puts_back_what_fits_and_the_rest_later() -> None:
+    """A's queue full, drained only by the exporter's own importers: the
+    adoption of a dead exporter's journal must not wait for room (nothing
+    would make it), but put back what fits, keep the rest in the journal for
+    the next look, and put every item back exactly once in the end."""
+    pytest.importorskip("zenoh", reason="the zenoh extra (pip install shmring[zenoh]) is in the dev extra")
+    import threading
+
+    import zenoh
+
+    from shmring.bridge import zenoh_config
+    from shmring.bridge.queue import QueueExporter
+    from shmring.bridge.topic import ObjectSpec
+
+    queue: Queue[object] = Queue(10, name=f"bj-{uuid.uuid4().hex[:12]}")
+    session = zenoh.open(zenoh_config([], []))
+    try:
+        queue.put_many([b"old %d" % n for n in range(10)])  # full
+        dead_writer(queue, 5)
+        made: list[QueueExporter] = []
+        starting = threading.Thread(target=lambda: made.append(QueueExporter(session, ObjectSpec("queue", queue.name))),
+                                    daemon=True)
+        starting.start()
+        starting.join(20)
+        assert made, "the exporter started with the queue full"
+        exporter = made[0]
+        try:
+            assert exporter.status()["recovered"] == 0 and len(mine(queue)) == 2, "the journal is kept for later"
+            served = [lease.payload for lease in exporter._items_for(importer=1, credit=3, now=0.0)]
+            assert len(served) == 3, "it serves meanwhile"
+            exporter._adopt()
+            assert exporter.status()["recovered"] == 3 and len(mine(queue)) == 2, "what fits, the rest kept"
+            drained = queue.get_many_nowait(20)
+            exporter._adopt()
+            assert exporter.status()["recovered"] == 5 and len(mine(queue)) == 1, "the rest, and the journal goes"
+            drained += queue.get_many_nowait(20)
+            exporter.acknowledge([lease.item_id for lease in exporter.leases.outstanding()])
+        finally:
+            exporter.close()
+        counts = Counter(served + drained)
+        assert counts == Counter([b"old %d" % n for n in range(10)] + [b"item %d" % n for n in range(5)])
+        assert mine(queue) == []
+    finally:
+        session.close()
+        queue.close()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import Closed, PeerGone, Timeout
 from ..channel import Channel
-from .cursor import Cursor, channel_resume
+from .cursor import Cursor, channel_resume, channel_write_end
 from .channel_wire import (ACK_BROKEN, ACK_RESEND, END_CLOSED, END_PEER_GONE, KIND_ACK, KIND_END, KIND_START,
                            ChannelHeader, ReplayBuffer, Receiver, channel_keys)
 from .topic import ObjectSpec
@@ -394,11 +394,14 @@ class ChannelImporter:
         channel, acknowledging between slices while it is full."""
         while run and self.channel is not None:
             part = self._fitting(run)
+            batch = run[:part] if part < len(run) else run
             stats = self.channel.stats()
+            tail = int(stats["tail"])
+            end = channel_write_end(tail, self.channel.capacity, [len(message) for message in batch])
             self.cursor.begin(self.receiver.stream or 0, self.receiver.expected, part, int(stats["sent_messages"]),
-                              int(stats["tail"]))
+                              tail, end)
             try:
-                sent = self.channel.send_many(run[:part] if part < len(run) else run, timeout=_WRITE_SLICE_S)
+                sent = self.channel.send_many(batch, timeout=_WRITE_SLICE_S)
             except Timeout as e:
                 sent = int(getattr(e, "sent", 0))
                 self._acknowledge(force=True)

@@ -16,7 +16,7 @@ import pickle
 import threading
 import time
 from dataclasses import dataclass
-from queue import Empty, SimpleQueue
+from queue import Empty, Full, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
 from .._errors import QueueClosed
@@ -52,6 +52,10 @@ _STOP_POLL_S = 0.2
 # How often a running exporter looks for journals of dead exporters of its
 # queue (another bridge on this host that was killed).
 _ADOPT_EVERY_S = 5.0
+# How long a put back into a full local queue waits: at adoption (the serving
+# thread's time) and at a stop (then the journal stays for a successor).
+_PUT_BACK_WAIT_S = 0.1
+_CLOSE_PUT_BACK_WAIT_S = 5.0
 
 
 def open_queue(name: str, dumps: Any = None) -> Queue[Any]:
@@ -125,9 +129,25 @@ class QueueExporter:
         self.recovered.files += found.files
         self.recovered.maybe_lost += found.maybe_lost
         self.recovered.damaged += found.damaged
+        self.recovered.left = found.left  # as of this look
 
-    def _put_back(self, items: list[tuple[int, bytes]]) -> None:
-        self.queue.put_many([payload if kind == KIND_BYTES else pickle.loads(payload) for kind, payload in items])
+    def _put_back(self, items: list[tuple[int, bytes]], wait: float = _PUT_BACK_WAIT_S) -> int:
+        """Put ``items`` back into the local queue, in order, as many as fit
+        within ``wait`` seconds; how many.  Never longer: when the local
+        queue is full and only remote importers drain it, this very thread
+        must go on serving them."""
+        objects = [payload if kind == KIND_BYTES else pickle.loads(payload) for kind, payload in items]
+        try:
+            self.queue.put_many(objects, timeout=wait)  # all or nothing
+            return len(objects)
+        except Full:
+            pass
+        for put, obj in enumerate(objects):  # what fits now, one by one
+            try:
+                self.queue.put_nowait(obj)
+            except Full:
+                return put
+        return len(objects)
 
     def _queue_state(self) -> tuple[int, int, bool]:
         stats = self.queue.stats()
@@ -234,13 +254,20 @@ class QueueExporter:
             self._queries.get().drop()  # type: ignore[no-untyped-call]
         back = self.leases.outstanding()
         self.leases.clear()
-        if back:
-            self._put_back([(lease.kind, lease.payload) for lease in back])
-            self.returned += len(back)
-            log.warning("queue %s: %d unacknowledged items put back into the local queue", self.spec.name, len(back))
-        # Only once they are back in the queue (killed before this line, the
-        # next exporter puts them back again: duplicates, not losses).
-        self.journal.discard()
+        put = self._put_back([(lease.kind, lease.payload) for lease in back], _CLOSE_PUT_BACK_WAIT_S) if back else 0
+        self.returned += put
+        if put:
+            log.warning("queue %s: %d unacknowledged items put back into the local queue", self.spec.name, put)
+        # Only once they are back in the queue (killed before this, the next
+        # exporter puts them back again: duplicates, not losses).
+        if put == len(back):
+            self.journal.discard()
+        else:
+            self.journal.release(lease.item_id for lease in back[:put])
+            self.journal.leave()
+            log.warning("queue %s: the local queue is full: %d unacknowledged items left in the lease journal; the "
+                        "next exporter of the queue puts them back once this process has ended", self.spec.name,
+                        len(back) - put)
         self.queue.close()
 
 

@@ -23,7 +23,7 @@ import struct
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import _core
 from .._errors import SegmentError
@@ -49,7 +49,8 @@ GETS_OFFSET = 56  # u64: the queue's `gets` counter when the current take began
 NAME_OFFSET = 64  # u16 length, then the queue's name (at most 254 bytes)
 DATA_OFFSET = 320
 _MAGIC = int.from_bytes(b"SRLJ" + LAYOUT.to_bytes(4, "little"), "little")
-# An entry is one take: u32 count, u32 reserved, u64 the first item's id
+# An entry is one take: u32 count, u32 take tag (_take_tag of the queue's
+# `gets` when the take began; 0 for an entry of no take), u64 the first item's id
 # (the others follow, +1 each); then a state byte per item, its length (u32
 # each), its kind (u8 each: 0 bytes, 1 pickle), the payloads back to back,
 # and padding to a multiple of 8.
@@ -67,6 +68,12 @@ def _signed(value: int) -> int:
 
 def _unsigned(value: int) -> int:
     return value & ((1 << 64) - 1)
+
+
+def _take_tag(gets: int) -> int:
+    """The u32 an entry of a take carries, from the queue's ``gets`` when the
+    take began (as the file's ``gets`` word holds it): never 0."""
+    return (gets & 0x7FFFFFFF) | 0x80000000
 
 
 def entry_size(count: int, payload_bytes: int) -> int:
@@ -129,12 +136,13 @@ class JournalFile:
     def fits(self, size: int) -> bool:
         return self.tail + size <= self.capacity
 
-    def write(self, first_id: int, taken: Sequence[tuple[int, bytes]], size: int) -> Batch:
+    def write(self, first_id: int, taken: Sequence[tuple[int, bytes]], size: int, tag: int = 0) -> Batch:
         """Append one entry (uncommitted): items (kind, payload) numbered
-        from ``first_id``, ``size`` bytes in all (entry_size)."""
+        from ``first_id``, ``size`` bytes in all (entry_size); ``tag`` its
+        take's (_take_tag)."""
         count = len(taken)
         payloads = [payload for _, payload in taken]
-        blob = b"".join([ENTRY.pack(count, 0, first_id), bytes([OUT]) * count,
+        blob = b"".join([ENTRY.pack(count, tag, first_id), bytes([OUT]) * count,
                          struct.pack(f"={count}I", *map(len, payloads)), bytes(kind for kind, _ in taken), *payloads])
         start = DATA_OFFSET + self.tail
         self.buf[start:start + len(blob)] = blob
@@ -225,11 +233,27 @@ class LeaseJournal:
         if not self.files[-1].fits(size):
             self.files.append(JournalFile.create(self.queue, self.exporter_id, self.queue_id,
                                                  max(self.file_bytes, size)))
+            self._move_take(self.files[-1])
         file = self.files[-1]
-        self._batches.append(file.write(first_id, taken, size))
+        tag = _take_tag(file.gets.load("relaxed")) if self._taking is file else 0
+        self._batches.append(file.write(first_id, taken, size, tag))
         self._firsts.append(first_id)
         self._out += len(taken)
         file.commit()
+
+    def _move_take(self, file: JournalFile) -> None:
+        """The take in progress commits in ``file``, a new one: its mark goes
+        there, where a reader finds the commit beside it (left on the older
+        file, a death after the commit counted the items both put back and
+        maybe lost).  Set there first, then cleared here: a reader always
+        finds one (both, in between: the same take, counted once by recover)."""
+        old = self._taking
+        if old is None or old is file:
+            return
+        file.gets.store(old.gets.load("relaxed"), "relaxed")
+        file.taking.store(old.taking.load("relaxed"), "release")  # [J1], as begin_take's
+        old.taking.store(0, "release")  # [J1]
+        self._taking = file
 
     def end_take(self) -> None:
         if self._taking is not None:
@@ -271,6 +295,15 @@ class LeaseJournal:
             file.remove()
         self.files.clear()
 
+    def leave(self) -> None:
+        """Stop writing and leave the files as they are (persistent): what is
+        still out in them goes back into the queue by the next exporter of it
+        that looks once this process is dead."""
+        for file in self.files:
+            del file.buf
+            file.segment.close()
+        self.files.clear()
+
     def __len__(self) -> int:
         return self._out
 
@@ -283,6 +316,10 @@ class Recovered:
     files: int = 0
     maybe_lost: int = 0  # taken by a writer that died before journaling them (at most)
     damaged: int = 0  # bytes of entries that could not be read
+    left: int = 0  # items not put back (the queue full): their journals stay for the next look
+    # (exporter, gets) of each take counted in maybe_lost: a take whose mark
+    # was moving to a new file when its writer died is on two files.
+    takes: set[tuple[int, int]] = field(default_factory=set, repr=False)
 
 
 def journal_names() -> list[str]:
@@ -303,7 +340,13 @@ def read_entries(buf: memoryview, head: int, tail: int) -> tuple[list[tuple[int,
     """The items still out in the entries between head and tail (item id,
     kind, payload), and how many bytes could not be read (a damaged entry
     ends the walk)."""
-    items: list[tuple[int, int, bytes]] = []
+    items, damaged = _read_entries_at(buf, head, tail)
+    return [(item_id, kind, payload) for item_id, kind, payload, _ in items], damaged
+
+
+def _read_entries_at(buf: memoryview, head: int, tail: int) -> tuple[list[tuple[int, int, bytes, int]], int]:
+    """read_entries, with each item's state byte's offset in ``buf``."""
+    items: list[tuple[int, int, bytes, int]] = []
     at, capacity = head, len(buf) - DATA_OFFSET
     if not head <= tail <= capacity:
         return [], max(0, min(tail, capacity) - min(head, capacity))
@@ -320,7 +363,7 @@ def read_entries(buf: memoryview, head: int, tail: int) -> tuple[list[tuple[int,
         start = table + 6 * count
         for index in range(count):
             if states[index] == OUT:
-                items.append((first + index, kinds[index], bytes(buf[start:start + lengths[index]])))
+                items.append((first + index, kinds[index], bytes(buf[start:start + lengths[index]]), table + index))
             start += lengths[index]
         at += entry_size(count, sum(lengths))
     return items, tail - at
@@ -338,11 +381,14 @@ def _claim(segment: Segment) -> AtomicInt64 | None:
     return claim if ok else None
 
 
-def recover(queue: str, put_back: Callable[[list[tuple[int, bytes]]], None],
+def recover(queue: str, put_back: Callable[[list[tuple[int, bytes]]], int],
             queue_state: Callable[[], tuple[int, int, bool]]) -> Recovered:
     """Put back into ``queue`` the entries still out in every journal of it
-    whose writer is dead.  ``put_back`` receives (kind, payload) pairs;
-    ``queue_state`` says (queue_id, gets, whether the lock's holder is dead)."""
+    whose writer is dead.  ``put_back`` receives (kind, payload) pairs and
+    answers how many of them, from the first, it put into the queue (it may
+    stop early when the queue is full: the rest stay in the journal, marked
+    so, for the next look); ``queue_state`` says (queue_id, gets, whether
+    the lock's holder is dead)."""
     found = Recovered()
     for name in journal_names():
         try:
@@ -358,34 +404,79 @@ def recover(queue: str, put_back: Callable[[list[tuple[int, bytes]]], None],
             if claim is None:
                 continue
             try:
-                _recover_file(JournalFile(segment), put_back, queue_state, found)
+                finished = _recover_file(JournalFile(segment), put_back, queue_state, found)
             except BaseException:
                 claim.store(0)  # left as it was, for the next look (this one's or another's)
                 raise
+            if not finished:
+                claim.store(0)  # the rest, for the next look (this one's or another's)
         finally:
             if not segment.closed:
                 segment.close()
     return found
 
 
-def _recover_file(file: JournalFile, put_back: Callable[[list[tuple[int, bytes]]], None],
-                  queue_state: Callable[[], tuple[int, int, bool]], found: Recovered) -> None:
-    entries, damaged = read_entries(file.buf, file.head, file.tail)
-    taking = file.taking.load()
-    if taking:
-        queue_id, gets, holder_dead = queue_state()
-        same_queue = queue_id == _unsigned(AtomicInt64(file.segment, QUEUE_ID_OFFSET).load())
-        taken = gets - file.gets.load() if same_queue and not holder_dead else taking
-        taking = max(0, min(taking, taken))
-    if entries:
-        put_back([(kind, payload) for _, kind, payload in entries])
-    found.items += len(entries)
-    found.files += 1
+def _recover_file(file: JournalFile, put_back: Callable[[list[tuple[int, bytes]]], int],
+                  queue_state: Callable[[], tuple[int, int, bool]], found: Recovered) -> bool:
+    """Put back what ``file`` (claimed) holds; whether all of it went (then
+    the file is removed)."""
+    entries, damaged = _read_entries_at(file.buf, file.head, file.tail)
+    put = put_back([(kind, payload) for _, kind, payload, _ in entries]) if entries else 0
+    for _, _, _, state in entries[:put]:
+        # A plain byte, as the writer's: read by whoever claims the file next.
+        file.buf[state] = DONE
+    taking = _take_lost(file, queue_state, found)
+    found.items += put
     found.maybe_lost += taking
+    name, exporter = _read_queue_name(file.buf), _unsigned(AtomicInt64(file.segment, EXPORTER_OFFSET).load())
+    lost = f"; up to {taking} items it was taking when it died may be lost" if taking else ""
+    if put < len(entries):
+        found.left += len(entries) - put
+        log.warning("queue %s: journal %s of dead exporter %016x: %d items put back into the local queue, %d left "
+                    "in the journal for the next look (the queue is full)%s", name, file.name, exporter, put,
+                    len(entries) - put, lost)
+        return False
+    found.files += 1
     found.damaged += damaged
-    exporter = _unsigned(AtomicInt64(file.segment, EXPORTER_OFFSET).load())
     log.warning("queue %s: journal %s of dead exporter %016x: %d items put back into the local queue%s%s",
-                _read_queue_name(file.buf), file.name, exporter, len(entries),
-                f"; up to {taking} items it was taking when it died may be lost" if taking else "",
+                name, file.name, exporter, len(entries), lost,
                 f"; {damaged} bytes of damaged entries not read" if damaged else "")
     file.remove()
+    return True
+
+
+def _take_lost(file: JournalFile, queue_state: Callable[[], tuple[int, int, bool]], found: Recovered) -> int:
+    """How many items the dead writer may have lost in the take it was in
+    (0 if none, or counted already); the mark is cleared once counted."""
+    taking = file.taking.load()
+    if not taking:
+        return 0
+    if _last_entry_tag(file) == _take_tag(file.gets.load()):
+        file.taking.store(0)  # the take's entry is committed beside the mark: nothing lost
+        return 0
+    take = (_unsigned(AtomicInt64(file.segment, EXPORTER_OFFSET).load()), file.gets.load())
+    queue_id, gets, holder_dead = queue_state()
+    same_queue = queue_id == _unsigned(AtomicInt64(file.segment, QUEUE_ID_OFFSET).load())
+    taken = gets - file.gets.load() if same_queue and not holder_dead else taking
+    file.taking.store(0)  # counted: not again at a later look at this file
+    if take in found.takes:
+        return 0
+    found.takes.add(take)
+    return max(0, min(taking, taken))
+
+
+def _last_entry_tag(file: JournalFile) -> int:
+    """The take tag of the last whole entry from head to tail (0: none)."""
+    buf, at, tag = file.buf, file.head, 0
+    if not 0 <= at <= file.tail <= file.capacity:
+        return 0
+    while file.tail - at >= ENTRY.size:
+        count, entry_tag, _ = ENTRY.unpack_from(buf, DATA_OFFSET + at)
+        if count == 0 or at + entry_size(count, 0) > file.tail:
+            break
+        lengths = struct.unpack_from(f"={count}I", buf, DATA_OFFSET + at + ENTRY.size + count)
+        size = entry_size(count, sum(lengths))
+        if at + size > file.tail:
+            break
+        at, tag = at + size, entry_tag
+    return tag

@@ -456,9 +456,12 @@ class TopicImporter:
             log.info("topic %s: stream of producer %016x joined at seq %d (its high-water mark)", self.spec.name,
                      header.producer, header.seq)
             self.cursor.done(header.producer, header.seq)
+            self._last_seq[header.producer] = header.seq - 1
             return
         if missed:
             self._report_gap(header.producer, header.seq, missed, ", at the end of its stream (its high-water mark)")
+            # The status's position of the stream: every number below the mark accounted for.
+            self._last_seq[header.producer] = header.seq - 1
             if header.producer == self._in_order_producer:
                 self._in_order_seq = header.seq
 
