@@ -73,3 +73,11 @@ def drain(subscription: Any) -> tuple[list[Any], list[int]]:
             missed.append(e.missed)
         except shmring.Timeout:
             return messages, missed
+
+
+def close_importer(importer: Any) -> None:
+    """A topic importer made in a test without its bridge: what it holds,
+    its cursor included (persistent: removed only by a close)."""
+    importer._publisher.close()
+    importer.topic.close()
+    importer.cursor.close()

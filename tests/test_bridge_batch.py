@@ -16,7 +16,7 @@ from shmring.bridge.topic import ObjectSpec, TopicExporter, TopicImporter
 from shmring.bridge.wire import (BATCH_MAX_BYTES, BATCH_MAX_MESSAGES, KIND_BATCH, KIND_BYTES, KIND_PICKLE, Header,
                                  WireError, batch_groups, pack_batch, unpack_batch)
 
-from _bridge_helpers import FakeSample, FakeSession, drain
+from _bridge_helpers import FakeSample, FakeSession, close_importer, drain
 
 
 def test_a_batch_is_a_table_of_lengths_a_table_of_kinds_then_the_bytes() -> None:
@@ -153,9 +153,7 @@ def _import(name: str, samples: list[FakeSample],
         return delivered, importer.status(), missed
     finally:
         subscription.close()
-        importer._publisher.close()
-        importer.topic.close()
-        importer.cursor.close()  # persistent: removed only by a close
+        close_importer(importer)
 
 
 def test_the_importer_counts_gaps_and_duplicates_across_batches_exactly(name: str) -> None:

@@ -15,7 +15,7 @@ import shmring
 from shmring.bridge.topic import ObjectSpec, TopicExporter, TopicImporter
 from shmring.bridge.wire import KIND_BYTES, KIND_HIGH_WATER, Header, Streams, high_water_header
 
-from _bridge_helpers import FakeSample, FakeSession
+from _bridge_helpers import FakeSample, FakeSession, close_importer
 
 pytest.importorskip("zenoh", reason="the importer's handler comes from the zenoh extra")
 
@@ -102,9 +102,7 @@ def test_a_loss_at_the_end_of_a_stream_is_reported_when_the_mark_comes(name: str
         published = importer.topic.stats()["published"]
     finally:
         subscription.close()
-        importer._publisher.close()
-        importer.topic.close()
-        importer.cursor.close()  # persistent: removed only by a close
+        close_importer(importer)
     assert read == [b"0", b"1", b"2", b"3", ("lagged", 2), b"6", ("lagged", 3)]
     assert {k: status[k] for k in ("delivered", "missed", "gaps")} == {"delivered": 5, "missed": 5, "gaps": 2}
     assert status["streams"] == {f"{7:016x}": 9}, "the stream's position: up to the mark, its gap included"
@@ -120,9 +118,7 @@ def test_a_mark_joins_a_new_stream_and_a_mark_with_a_payload_is_refused(name: st
         status = importer.status()
     finally:
         subscription.close()
-        importer._publisher.close()
-        importer.topic.close()
-        importer.cursor.close()  # persistent: removed only by a close
+        close_importer(importer)
     assert read == [b"100", b"101"]
     assert (status["missed"], status["gaps"], status["rejected"]) == (0, 0, 1)
     assert status["streams"] == {f"{9:016x}": 101}

@@ -12,7 +12,7 @@ import pytest
 
 from shmring.bridge.wire import KIND_PICKLE, Header, Streams, WireError, topic_key
 
-from _bridge_helpers import FakeSample, drain
+from _bridge_helpers import FakeSample, close_importer, drain
 from _cli_helpers import cli
 
 
@@ -102,9 +102,7 @@ def test_the_importer_delivers_in_order_once_and_counts_the_rest(name: str) -> N
         status = importer.status()
     finally:
         subscription.close()
-        importer._publisher.close()
-        importer.topic.close()
-        importer.cursor.close()  # persistent: removed only by a close
+        close_importer(importer)
     assert delivered == [b"7/5", b"7/6", b"7/7", b"7/9", b"7/10", b"7/11", b"8/0", b"7/12",
                          b"9/%d" % (last - 1), b"9/%d" % last]
     assert {k: status[k] for k in ("delivered", "missed", "gaps", "duplicates", "rejected")} == {
