@@ -4,11 +4,15 @@ iproute2; elsewhere the tests skip, and under CI (CI set) they fail."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +53,17 @@ def wait_line(proc: subprocess.Popen[str], want: str, timeout: float = 30) -> No
         if not line and proc.poll() is not None:
             raise AssertionError(f"program ended ({proc.returncode}) before saying {want!r}")
     raise AssertionError(f"no {want!r} within {timeout} s")
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Stop a bridge as a user would (SIGTERM): it logs its final status."""
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(20)
+
+
+def logged_status(log: Path) -> dict[str, Any]:
+    """The status document a bridge logged on stopping (its last one)."""
+    found = re.findall(r"stopped; status (.*)$", log.read_text(), re.MULTILINE)
+    assert found, f"{log.name}: no final status"
+    status: dict[str, Any] = json.loads(found[-1])
+    return status

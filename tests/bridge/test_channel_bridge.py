@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Host, wait_line
+from .conftest import Host, logged_status, stop, wait_line
 
 MESSAGES = 1_000_000
 
@@ -38,15 +38,9 @@ def verdict(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
 
 
 def final_status(log: Path) -> dict[str, Any]:
-    found = re.findall(r"stopped; status (.*)$", log.read_text(), re.MULTILINE)
-    assert found, f"no final status in {log.name}"
-    status: dict[str, Any] = json.loads(found[-1])["channel:pipe"]
+    """The channel's counters in the bridge's last status line."""
+    status: dict[str, Any] = logged_status(log)["channel:pipe"]
     return status
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(20)
 
 
 @pytest.mark.timeout(180)

@@ -20,7 +20,7 @@ import pytest
 from . import test_channel_bridge as channel
 from . import test_queue_bridge as queue
 from . import test_topic_bridge as topic
-from .conftest import Host
+from .conftest import Host, stop
 
 # The share of packets dropped, at random, on arrival at each host (so both ways).
 LOSS_PERCENT = 5
@@ -57,7 +57,7 @@ def test_topic_under_random_loss_delivers_every_message(hosts: tuple[Host, Host]
     assert publisher.wait(30) == 0
     assert result == {"received": count, "first": 0, "last": count - 1, "missing": 0,
                       "lagged": 0, "marked": 0, "backwards": [], "n_backwards": 0, "bad": []}
-    topic.stop(b.procs[1])
+    stop(b.procs[1])
     assert topic.reported_missed(tmp_path / "bridge-b.log") == 0
 
 
@@ -73,8 +73,8 @@ def test_queue_under_random_loss_delivers_every_item_within_the_window(hosts: tu
         producer = a.program("produce", "jobs", str(items), log="produce.log")
         numbers, bad = queue.taken(consumers, timeout=100)
     assert producer.wait(30) == 0
-    queue.stop(b.procs[0])
-    queue.stop(a.procs[0])
+    stop(b.procs[0])
+    stop(a.procs[0])
     exporter, importer = queue.final_status(tmp_path / "bridge-a.log"), queue.final_status(tmp_path / "bridge-b.log")
     counts = Counter(numbers[0] + numbers[1])
     duplicates = sum(n - 1 for n in counts.values())
@@ -99,7 +99,7 @@ def test_channel_under_random_loss_delivers_every_message_once_in_order(hosts: t
     assert got["end"] == "Closed"
     assert (got["received"], got["first"], got["last"]) == (count, 0, count - 1)
     assert got["missing"] == got["duplicates"] == got["bad"] == 0
-    channel.stop(b.procs[0])
+    stop(b.procs[0])
     importer = channel.final_status(tmp_path / "bridge-b.log")
     assert importer["delivered"] == count and importer["lost"] == 0
 
@@ -127,7 +127,7 @@ def test_topic_outage_longer_than_the_lease_reports_exactly_what_was_missed(host
     outage(a)
     assert publisher.wait(80) == 0
     result = topic.verdict(collector, timeout=60)
-    topic.stop(b.procs[1])
+    stop(b.procs[1])
     missed = topic.reported_missed(tmp_path / "bridge-b.log")
     print(f"\nlink down {OUTAGE} s: subscriber {result}, importer reported {missed} missed")
     assert result["n_backwards"] == 0 and result["bad"] == []
@@ -157,7 +157,7 @@ def test_topic_loss_at_the_end_of_the_stream_is_reported_and_raised(hosts: tuple
     outage(a)  # down from the 2nd second to the 16th
     assert publisher.wait(30) == 0
     result = topic.verdict(collector, timeout=60)
-    topic.stop(b.procs[1])
+    stop(b.procs[1])
     missed = topic.reported_missed(tmp_path / "bridge-b.log")
     print(f"\nlink down {OUTAGE} s at the end: subscriber {result}, importer reported {missed} missed")
     assert result["n_backwards"] == 0 and result["bad"] == [] and result["first"] == 0
@@ -183,8 +183,8 @@ def test_channel_outage_longer_than_the_lease_loses_and_duplicates_nothing(hosts
     outage(a)
     got = channel.verdict(reader, timeout=80)
     assert channel.verdict(sender, timeout=30) == {"sent": count, "end": "sent", "peer_gone": 0}
-    channel.stop(a.procs[0])
-    channel.stop(b.procs[0])
+    stop(a.procs[0])
+    stop(b.procs[0])
     exporter = channel.final_status(tmp_path / "bridge-a.log")
     importer = channel.final_status(tmp_path / "bridge-b.log")
     print(f"\nlink down {OUTAGE} s: reader {got}, exporter {exporter}, importer {importer}")

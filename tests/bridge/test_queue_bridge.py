@@ -7,7 +7,6 @@ comes twice stays within the documented window (docs/BRIDGE.md)."""
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Host, wait_line
+from .conftest import Host, logged_status, stop, wait_line
 
 # Items of the integrity test (64 bytes each, put and taken 64 at a time:
 # put_many, get_many); the fault tests send ITEMS.
@@ -50,15 +49,8 @@ def taken(consumers: list[subprocess.Popen[str]], timeout: float) -> tuple[list[
 
 def final_status(log: Path) -> dict[str, int]:
     """The queue's counters in the bridge's last status line."""
-    found = re.findall(r"stopped; status (.*)$", log.read_text(), re.MULTILINE)
-    assert found, f"no final status in {log.name}"
-    status: dict[str, int] = json.loads(found[-1])["queue:jobs"]
+    status: dict[str, int] = logged_status(log)["queue:jobs"]
     return status
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(20)
 
 
 @pytest.mark.timeout(300)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Host, wait_line
+from .conftest import Host, logged_status, stop, wait_line
 
 # Messages of the integrity test (64 bytes each; docs/BRIDGE.md gives the rate).
 INTEGRITY_MESSAGES = 1_000_000
@@ -39,18 +39,10 @@ def start_pair(a: Host, b: Host, name: str, count: int, idle: float, *exporter_o
     return collector
 
 
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(20)
-
-
 def final_status(proc: subprocess.Popen[str], log: Path) -> dict[str, object]:
     """Stop bridge ``proc`` and return the status it logs on stopping."""
     stop(proc)
-    found = re.findall(r"stopped; status (.*)", log.read_text())
-    assert found, f"{log.name}: no final status"
-    status: dict[str, object] = json.loads(found[-1])
-    return status
+    return logged_status(log)
 
 
 def reported_missed(log: Path) -> int:
