@@ -70,9 +70,12 @@ class StatusWriter:
             data = json.dumps({"format": FORMAT, "pid": document.get("pid"), "error": "status too large",
                                "objects": []}).encode()
         buf = self.segment.buf
-        # [BS1] odd: a reader that loads this (or a later odd value) retries;
-        # seq_cst, so the bytes below are not written before it.
+        # [BS1] odd: a reader that loads this (or a later odd value) retries.
+        # A store orders only what comes before it: the full fence after it
+        # keeps the bytes below from being written first (pairs with the
+        # reader's fence between its copy and its second load of seq).
         self._seq.store(self._count + 1)
+        _core.fence()
         buf[DOC_OFFSET:DOC_OFFSET + len(data)] = data
         buf[16:24] = struct.pack("<II", len(data), zlib.crc32(data))
         # [BS2] even again: pairs with the reader's load after its copy; the
@@ -112,11 +115,14 @@ def _copy(payload: memoryview) -> tuple[int, bytes | None, str | None]:
         return seq, None, "busy: being rewritten"
     if length > len(payload) - DOC_OFFSET:
         return seq, None, f"damaged: a document of {length} bytes does not fit"
-    data = bytes(payload[DOC_OFFSET:DOC_OFFSET + length])
     # The loads of seq are plain 8-byte copies from a read-only mapping
     # (where no atomic of the library can be placed), ordered around the
-    # copy by full fences (pair with [BS1] and [BS2]); the CRC is what
+    # copy by full fences: this one after the first load (pairs with the
+    # writer's even store [BS2]), the next before the second load (pairs
+    # with the writer's fence after its odd store [BS1]); the CRC is what
     # catches a copy torn however the loads went.
+    _core.fence()
+    data = bytes(payload[DOC_OFFSET:DOC_OFFSET + length])
     _core.fence()
     if struct.unpack("<Q", payload[SEQ_OFFSET:SEQ_OFFSET + 8])[0] != seq:
         return seq, None, "busy: rewritten while read"
@@ -131,7 +137,6 @@ def parse_status(payload: memoryview, pause: Callable[[float], None] = time.slee
     ``pause``; a damaged one too (a torn copy looks damaged), a few times."""
     why: str | None = "busy"
     for attempt in range(_TRIES):
-        _core.fence()
         seq, data, why = _copy(payload)
         if data is not None:
             if seq == 0:
