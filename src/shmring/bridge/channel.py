@@ -10,10 +10,7 @@ counted: docs/BRIDGE.md, "Channels"."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -26,7 +23,8 @@ from .cursor import Cursor, channel_resume, channel_write_end
 from .channel_wire import (ACK_BROKEN, ACK_RESEND, END_CLOSED, END_PEER_GONE, KIND_ACK, KIND_END, KIND_START,
                            ChannelHeader, ReplayBuffer, Receiver, channel_keys)
 from .topic import ObjectSpec
-from .wire import HEADER, KIND_BYTES, MAGIC, VERSION, WireError
+from .wire import (HEADER, HEADER_AFTER_PREFIX, KIND_BYTES, MAGIC, VERSION, WireError, incarnation_id,
+                   open_or_create)
 
 if TYPE_CHECKING:
     import zenoh
@@ -52,7 +50,6 @@ _ACK_EVERY = 1024
 # The importer writes into a full local channel in slices of this long,
 # acknowledging between them (the exporter then knows it is alive).
 _WRITE_SLICE_S = 0.5
-_HEADER_AFTER_PREFIX = struct.Struct("<16sQ")
 # A channel record's header, and the most a record adds to its message's
 # bytes (the header and the padding to 8 bytes): PROTOCOL.md section 3.
 _RECORD_HEADER = 8
@@ -61,28 +58,13 @@ _RECORD_MAX_OVERHEAD = 15
 
 def open_channel(spec: ObjectSpec) -> Channel:
     """The local channel of ``spec``: opened, or created if there is none."""
-    try:
-        return Channel.open(spec.name)
-    except FileNotFoundError:
-        pass
-    try:
-        return Channel.create(spec.name, capacity=spec.capacity)
-    except FileExistsError:  # made by a program meanwhile
-        return Channel.open(spec.name)
+    return open_or_create(lambda: Channel.open(spec.name), lambda: Channel.create(spec.name, capacity=spec.capacity))
 
 
 def stream_id(channel: Channel) -> int:
     """The id of this incarnation of the channel on this host: the same
     for every exporter of it (a restarted one continues its numbers)."""
-    header = channel.segment._mapping.header()
-    try:
-        with open("/etc/machine-id", "rb") as f:
-            machine = f.read().strip()
-    except OSError:
-        machine = os.uname().nodename.encode()
-    text = b"channel/%s/%s/%d/%d/%d" % (machine, channel.name.encode(), header["creator_pid"],
-                                        header["creator_start"], header["created_ns"])
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+    return incarnation_id(b"channel/", channel.name, channel.segment._mapping.header())
 
 
 @dataclass
@@ -90,7 +72,6 @@ class ExportCounters:
     sent: int = 0
     resent: int = 0
     rewinds: int = 0
-    acked: int = 0
     rejected: int = 0
 
 
@@ -196,7 +177,7 @@ class ChannelExporter:
             put(b"", attachment=ChannelHeader(KIND_START, 0, self.stream, buffer.base).pack())
             self._start_due = False
         first, batch = buffer.unsent(_BATCH)
-        pack = _HEADER_AFTER_PREFIX.pack
+        pack = HEADER_AFTER_PREFIX.pack
         prefix = self._prefix
         seq = first
         for message in batch:
@@ -249,7 +230,7 @@ class ChannelExporter:
     def _acknowledged(self, ack: ChannelHeader) -> None:
         now = time.monotonic()
         self._deadline = now + RETRANSMIT_S
-        self.counters.acked += self.buffer.acknowledge(ack.seq)
+        self.buffer.acknowledge(ack.seq)
         if ack.word & ACK_BROKEN:
             self._broken(ack.seq)
         elif self.buffer.end_word is not None and len(self.buffer) == 0:
@@ -371,7 +352,7 @@ class ChannelImporter:
         run: list[bytes] = []
         receiver = self.receiver
         prefix = HEADER.pack(MAGIC, VERSION, KIND_BYTES, 0, receiver.stream or 0, 0)[:16]
-        pack = _HEADER_AFTER_PREFIX.pack
+        pack = HEADER_AFTER_PREFIX.pack
         open_ = receiver.state == "open"
         seq = receiver.expected
         expected = pack(prefix, seq) if open_ and seq < 1 << 64 else None
@@ -496,8 +477,9 @@ class ChannelImporter:
     def _acknowledge(self, force: bool = False) -> None:
         r = self.receiver
         if r.stream is None:
-            if self._want_resend:  # samples of a stream without its start: ask for one
-                self._want_resend = False
+            # Samples of a stream without its start: nothing to acknowledge
+            # yet; the exporter sends its start again after RETRANSMIT_S.
+            self._want_resend = False
             return
         word = ACK_BROKEN if r.state == "broken" else 0
         now = time.monotonic()

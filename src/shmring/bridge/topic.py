@@ -9,9 +9,7 @@ importer as a gap of exactly that many: docs/BRIDGE.md."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import pickle
 import struct
 import threading
@@ -22,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from .._errors import Closed, Lagged, Timeout
 from ..topic import Subscription, Topic
 from .cursor import Cursor, topic_resume
-from .wire import (BATCH_MAX_MESSAGES, HEADER, KIND_BATCH, KIND_BYTES, KIND_HIGH_WATER, KIND_PICKLE, MAGIC, VERSION,
-                   Header, Streams, WireError, batch_groups, high_water_header, pack_batch, topic_key, unpack_batch)
+from .wire import (BATCH_MAX_MESSAGES, HEADER, HEADER_AFTER_PREFIX, KIND_BATCH, KIND_BYTES, KIND_HIGH_WATER,
+                   KIND_PICKLE, MAGIC, VERSION, Header, Streams, WireError, batch_groups, high_water_header,
+                   incarnation_id, open_or_create, pack_batch, topic_key, unpack_batch)
 
 if TYPE_CHECKING:
     import zenoh
@@ -54,10 +53,6 @@ _HIGH_WATER_S = 0.5
 # The largest gap a local topic's marker can say (Publisher.send_gap takes
 # a signed 64-bit count); a larger one (only a hostile sender's) is cut.
 _MAX_MARKED_GAP = (1 << 63) - 1
-# A header as its first 16 bytes (magic, version, kind, reserved, producer:
-# fixed for a stream of bytes messages) and its seq: one pack per message.
-_HEADER_AFTER_PREFIX = struct.Struct("<16sQ")
-assert _HEADER_AFTER_PREFIX.size == HEADER.size
 
 
 @dataclass(frozen=True)
@@ -73,29 +68,14 @@ class ObjectSpec:
 
 def open_topic(spec: ObjectSpec) -> Topic:
     """The local topic of ``spec``: opened, or created if there is none."""
-    try:
-        return Topic.open(spec.name)
-    except FileNotFoundError:
-        pass
-    try:
-        return Topic.create(spec.name, capacity=spec.capacity, policy=spec.policy)  # type: ignore[arg-type]
-    except FileExistsError:  # made by a program meanwhile
-        return Topic.open(spec.name)
+    return open_or_create(lambda: Topic.open(spec.name),
+                          lambda: Topic.create(spec.name, capacity=spec.capacity, policy=spec.policy))  # type: ignore[arg-type]
 
 
 def producer_id(topic: Topic) -> int:
     """An id of this incarnation of the topic on this host: the same for
-    every exporter of it, another one if the topic is made anew (its
-    header's creator and creation time)."""
-    header = topic._segment._mapping.header()
-    try:
-        with open("/etc/machine-id", "rb") as f:
-            machine = f.read().strip()
-    except OSError:
-        machine = os.uname().nodename.encode()
-    text = b"%s/%s/%d/%d/%d" % (machine, topic.name.encode(), header["creator_pid"], header["creator_start"],
-                                header["created_ns"])
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+    every exporter of it, another one if the topic is made anew."""
+    return incarnation_id(b"", topic.name, topic._segment._mapping.header())
 
 
 def _subscribe_numbered(topic: Topic) -> tuple[Subscription[Any], int]:
@@ -229,7 +209,7 @@ class TopicExporter:
         without batching, this loop is the exporter's whole cost per message
         (docs/BENCHMARKS.md, the bridge)."""
         put = self._publisher.put
-        pack_bytes_header = _HEADER_AFTER_PREFIX.pack
+        pack_bytes_header = HEADER_AFTER_PREFIX.pack
         prefix = self._bytes_prefix
         seq = self.next_seq
         try:
@@ -312,7 +292,7 @@ def _expected_header(prefix: bytes, seq: int) -> bytes | None:
     there is no stream yet or ``seq`` is past the last one."""
     if not prefix or seq >= 1 << 64:
         return None
-    return _HEADER_AFTER_PREFIX.pack(prefix, seq)
+    return HEADER_AFTER_PREFIX.pack(prefix, seq)
 
 
 class TopicImporter:
@@ -380,7 +360,7 @@ class TopicImporter:
         ``send_many``; any other one (a gap, a new producer, a stale or
         malformed sample, a pickled object) takes the careful way."""
         run: list[bytes] = []
-        pack_header = _HEADER_AFTER_PREFIX.pack
+        pack_header = HEADER_AFTER_PREFIX.pack
         prefix, seq = self._in_order_prefix, self._in_order_seq
         expected = _expected_header(prefix, seq)
         for sample in batch:

@@ -8,9 +8,12 @@ Nothing here imports Zenoh: the framing is plain bytes."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 __all__ = ["BATCH_MAX_BYTES", "BATCH_MAX_MESSAGES", "HEADER", "KIND_BATCH", "KIND_BYTES", "KIND_HIGH_WATER",
            "KIND_PICKLE", "Header",
@@ -230,3 +233,40 @@ class Streams:
 
     def __len__(self) -> int:
         return len(self._expected)
+
+
+# A header as its first 16 bytes (magic, version, kind, reserved, producer:
+# fixed for a stream) and its seq: one pack per message.
+HEADER_AFTER_PREFIX = struct.Struct("<16sQ")
+assert HEADER_AFTER_PREFIX.size == HEADER.size
+
+
+def incarnation_id(prefix: bytes, name: str, header: dict[str, Any]) -> int:
+    """An id of this incarnation of a local object on this host (machine,
+    name, the segment header's creator and creation time; ``prefix`` tells
+    kinds apart): the same for every bridge of it, another one if the
+    object is made anew."""
+    try:
+        with open("/etc/machine-id", "rb") as f:
+            machine = f.read().strip()
+    except OSError:
+        machine = os.uname().nodename.encode()
+    text = b"%s%s/%s/%d/%d/%d" % (prefix, machine, name.encode(), header["creator_pid"], header["creator_start"],
+                                  header["created_ns"])
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+
+
+_Local = TypeVar("_Local")
+
+
+def open_or_create(open_: Callable[[], _Local], create: Callable[[], _Local]) -> _Local:
+    """The local object a bridge carries: opened, or created if there is
+    none (opened after all if a program made it meanwhile)."""
+    try:
+        return open_()
+    except FileNotFoundError:
+        pass
+    try:
+        return create()
+    except FileExistsError:
+        return open_()
