@@ -61,6 +61,12 @@ def stop(proc: subprocess.Popen[str]) -> None:
     proc.wait(20)
 
 
+def kill(proc: subprocess.Popen[str]) -> None:
+    """Kill a bridge or program as a crash would (SIGKILL: no clean-up)."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+
 def logged_status(log: Path) -> dict[str, Any]:
     """The status document a bridge logged on stopping (its last one)."""
     found = re.findall(r"stopped; status (.*)$", log.read_text(), re.MULTILINE)

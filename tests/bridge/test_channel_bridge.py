@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Host, logged_status, stop, wait_line
+from .conftest import Host, kill, logged_status, stop, wait_line
 
 MESSAGES = 1_000_000
 
@@ -95,8 +94,7 @@ def test_a_killed_exporter_is_a_reported_loss_never_a_silent_one(hosts: tuple[Ho
     count = 2_000_000
     sender = a.program("send", "pipe", str(count), log="send.log")  # as fast as it goes: messages in flight
     time.sleep(1.0)
-    a.procs[0].send_signal(signal.SIGKILL)
-    a.procs[0].wait(10)
+    kill(a.procs[0])
     time.sleep(0.5)
     a.bridge("--export", "channel:pipe", "--connect", b.endpoint(), log="bridge-a.log")
     got = verdict(reader, timeout=150)
@@ -126,8 +124,7 @@ def test_a_killed_importer_restarted_writes_every_message_once(hosts: tuple[Host
     count = 1_000_000
     sender = a.program("send", "pipe", str(count), log="send.log")  # as fast as it goes: writes under way
     time.sleep(1.0)
-    b.procs[0].send_signal(signal.SIGKILL)
-    b.procs[0].wait(10)
+    kill(b.procs[0])
     time.sleep(0.5)
     b.bridge("--import", "channel:pipe", "--listen", b.endpoint(), log="bridge-b.log")
     got = verdict(reader, timeout=150)

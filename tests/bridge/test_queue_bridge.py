@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Host, logged_status, stop, wait_line
+from .conftest import Host, kill, logged_status, stop, wait_line
 
 # Items of the integrity test (64 bytes each, put and taken 64 at a time:
 # put_many, get_many); the fault tests send ITEMS.
@@ -82,8 +82,7 @@ def test_a_killed_importer_loses_nothing_and_duplicates_stay_in_the_window(hosts
     importer = b.procs[0]
     producer = a.program("produce", "jobs", str(ITEMS), "20000", log="produce.log")  # 5 s of producing
     time.sleep(2)
-    importer.send_signal(signal.SIGKILL)
-    importer.wait(10)
+    kill(importer)
     time.sleep(0.5)
     b.bridge("--import", "queue:jobs", "--connect", a.endpoint(), "--window", str(WINDOW), log="bridge-b.log")
     numbers, bad = taken(consumers, timeout=160)
@@ -151,8 +150,7 @@ def test_a_killed_exporter_loses_nothing_its_successor_puts_its_leases_back(host
     assert b.program("arrived", "jobs", str(ITEMS // 10), log="arrived.log").wait(90) == 0
     importer.send_signal(signal.SIGSTOP)
     time.sleep(0.3)
-    exporter.send_signal(signal.SIGKILL)
-    exporter.wait(10)
+    kill(exporter)
     importer.send_signal(signal.SIGCONT)
     time.sleep(0.5)
     a.bridge("--export", "queue:jobs", "--listen", a.endpoint(), "--lease-timeout", "2", log="bridge-a.log")

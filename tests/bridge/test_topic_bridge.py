@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import Host, logged_status, stop, wait_line
+from .conftest import Host, kill, logged_status, stop, wait_line
 
 # Messages of the integrity test (64 bytes each; docs/BRIDGE.md gives the rate).
 INTEGRITY_MESSAGES = 1_000_000
@@ -93,8 +92,7 @@ def test_a_killed_exporter_restarted_the_importer_reports_the_gap(hosts: tuple[H
     exporter = a.procs[-1]
     publisher = a.program("publish", "ticks", str(count), "10000", log="publish.log")  # 6 s of publishing
     time.sleep(2)
-    exporter.send_signal(signal.SIGKILL)
-    exporter.wait(10)
+    kill(exporter)
     time.sleep(1)  # published meanwhile: read by no one, lost
     a.bridge("--export", "topic:ticks", "--connect", b.endpoint(), log="bridge-a.log")
     assert publisher.wait(60) == 0
@@ -121,8 +119,7 @@ def test_a_killed_importer_restarted_reports_what_went_by_meanwhile(hosts: tuple
     publisher = a.program("publish", "ticks", str(count), "10000", log="publish.log")  # 6 s of publishing
     time.sleep(2)
     importer = b.procs[1]
-    importer.send_signal(signal.SIGKILL)
-    importer.wait(10)
+    kill(importer)
     time.sleep(1)
     b.bridge("--import", "topic:ticks", "--listen", b.endpoint(), log="bridge-b.log")
     assert publisher.wait(60) == 0
